@@ -1,0 +1,187 @@
+//! The `medic` command: argument parsing and dispatch. One file per subcommand.
+//!
+//! Exit codes (documented in `medic --help` and the README):
+//! 0 success · 1 the run failed · 2 invalid input · 3 engine error.
+
+mod demo;
+mod output;
+mod plugin;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::host::{HostConfig, PluginHost};
+
+/// Distinct exit codes: scripts and schedulers branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything succeeded.
+    Success = 0,
+    /// The run ran and failed (a step failed or errored).
+    RunFailed = 1,
+    /// The input is wrong: arguments, runbook, plugin file. Nothing ran.
+    Invalid = 2,
+    /// Medic itself failed (I/O, engine setup). Nothing or only part ran.
+    Engine = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the run failed (a step failed or errored)
+  2  invalid input (arguments, runbook, plugin); nothing ran
+  3  engine error (medic itself failed)";
+
+#[derive(Debug, Parser)]
+#[command(name = "medic", version, about = "Runs operational runbooks made of sandboxed WebAssembly plugins", after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where compiled plugins are cached [default: the platform cache directory]
+    #[arg(long, global = true, env = "MEDIC_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile plugins every time instead of using the cache
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Show plugin log lines (-v) and engine debug output (-vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// When to use colors
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for a person
+    Human,
+    /// One JSON object per line, for machines
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a runbook
+    Run(run::RunArgs),
+    /// Check a runbook without running anything
+    Validate(run::ValidateArgs),
+    /// Inspect and list plugins
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Run the demo: a demo service on loopback, and a runbook that deploys to it
+    Demo(demo::DemoArgs),
+    /// Serve the demo service in the foreground (used by tests and the demo)
+    #[command(hide = true)]
+    DemoService(demo::ServiceArgs),
+}
+
+impl GlobalArgs {
+    fn host(&self) -> anyhow::Result<PluginHost> {
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir
+                .clone()
+                .or_else(crate::host::default_cache_dir)
+        };
+        PluginHost::new(HostConfig {
+            cache_dir,
+            ..HostConfig::default()
+        })
+    }
+
+    fn color(&self) -> bool {
+        use std::io::IsTerminal;
+        match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        // Plugin lines are shown with their step by the progress output; -v streams them live.
+        0 => "warn,medic::plugin=off",
+        1 => "warn,medic::plugin=info",
+        _ => "debug,cranelift_codegen=info,wasmtime_internal_cranelift=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medic: cannot start the async runtime: {e}");
+            return Exit::Engine.into();
+        }
+    };
+    let exit = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(&cli.global, args).await,
+            Command::Validate(args) => run::validate(&cli.global, args).await,
+            Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
+            Command::Demo(args) => demo::demo(&cli.global, args).await,
+            Command::DemoService(args) => demo::service(args).await,
+        }
+    });
+    // Plugin calls never outlive their deadline, but don't let a stray task hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit.into()
+}
+
+/// Prints an engine error as a chain (`medic: a: b: c`) and returns the matching exit code.
+fn engine_error(e: anyhow::Error) -> Exit {
+    eprintln!("medic: {e:#}");
+    Exit::Engine
+}
+
+/// Parses `--param name=value`.
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if k.trim().is_empty() {
+        return Err(format!("`{s}` has an empty name"));
+    }
+    Ok((k.trim().to_owned(), v.to_owned()))
+}

@@ -1,0 +1,113 @@
+//! `medic plugin inspect|list`.
+
+use clap::Subcommand;
+
+use super::{Exit, GlobalArgs, OutputFormat, engine_error};
+use crate::host::{BUILTINS, Plugin, PluginSource, limits::format_bytes};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print a plugin's manifest, contract version, capabilities, size and digest
+    Inspect {
+        /// A .wasm file or builtin:NAME
+        plugin: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// List the builtin plugins
+    List,
+}
+
+fn print_plugin(p: &Plugin) {
+    let m = &p.manifest;
+    println!("{} {} ({:?})", m.name, m.version, m.kind);
+    if !m.description.is_empty() {
+        println!("  {}", m.description);
+    }
+    println!("source:       {}", p.source);
+    println!("sha256:       {}", p.sha256);
+    println!("size:         {}", format_bytes(p.size as u64));
+    println!("contract:     {}", p.contract);
+    println!(
+        "capabilities: {}",
+        if m.capabilities.is_empty() {
+            "none".to_string()
+        } else {
+            m.capabilities.join(", ")
+        }
+    );
+    println!(
+        "revert:       {}",
+        if m.supports_revert { "yes" } else { "no" }
+    );
+    println!(
+        "dry run:      {}",
+        if m.supports_dry_run { "yes" } else { "no" }
+    );
+    println!("parameters:");
+    if m.params.is_empty() {
+        println!("  (none)");
+    }
+    for param in &m.params {
+        let mut flags = vec![param.ty.to_string()];
+        if param.required {
+            flags.push("required".into());
+        }
+        if let Some(d) = &param.default {
+            flags.push(format!("default {d}"));
+        }
+        if param.secret {
+            flags.push("secret".into());
+        }
+        println!("  {:16} {}", param.name, flags.join(", "));
+        if !param.description.is_empty() {
+            println!("  {:16} {}", "", param.description);
+        }
+    }
+}
+
+pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
+    let host = match global.host() {
+        Ok(h) => h,
+        Err(e) => return engine_error(e),
+    };
+    match cmd {
+        PluginCommand::Inspect { plugin, output } => {
+            let source = PluginSource::parse(&plugin, &std::env::current_dir().unwrap_or_default());
+            match host.load(&source, None).await {
+                Ok(p) => {
+                    match output {
+                        OutputFormat::Human => print_plugin(&p),
+                        OutputFormat::Json => println!(
+                            "{}",
+                            serde_json::json!({
+                                "source": p.source.to_string(), "sha256": p.sha256, "size": p.size,
+                                "contract": p.contract, "manifest": p.manifest,
+                            })
+                        ),
+                    }
+                    Exit::Success
+                }
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    Exit::Invalid
+                }
+            }
+        }
+        PluginCommand::List => {
+            for b in BUILTINS {
+                match host.load(&PluginSource::Builtin(b.name.into()), None).await {
+                    Ok(p) => println!(
+                        "builtin:{:14} {:6} {:?}  {}",
+                        b.name, p.manifest.version, p.manifest.kind, p.manifest.description
+                    ),
+                    Err(e) => {
+                        return engine_error(anyhow::anyhow!("builtin {} is broken: {e}", b.name));
+                    }
+                }
+            }
+            Exit::Success
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Host capabilities. Each one is denied unless the runbook grants it, checked at call time,
+//! bounded by the call's deadline, and recorded.
+
+pub mod clock;
+pub mod http;
+pub mod kv;
+pub mod log;
+
+use std::time::{Duration, Instant};
+
+pub use http::HttpGrant;
+pub use kv::KvSpace;
+
+use super::outcome::{CapabilityUse, LogLine};
+
+/// What a runbook grants one plugin declaration.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Hosts the plugin may send HTTP requests to. Empty: no HTTP at all.
+    pub http: Vec<HttpGrant>,
+    /// Whether the plugin may use run-scoped key-value state.
+    pub kv: bool,
+}
+
+/// The trap raised when a host call would run past the call's deadline.
+#[derive(Debug)]
+pub struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded in a host call")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// The trap raised when a plugin uses a capability it was not granted and cannot be told so
+/// through the interface's own error type.
+#[derive(Debug)]
+pub struct CapabilityDenied(pub String);
+
+impl std::fmt::Display for CapabilityDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CapabilityDenied {}
+
+/// Bounds on what one call may leave in the record.
+pub const MAX_LOG_LINES: usize = 1000;
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// Per-call state of the capabilities.
+pub(crate) struct CapState {
+    pub grants: Grants,
+    pub kv: KvSpace,
+    pub http: reqwest::Client,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: u64,
+    pub uses: Vec<CapabilityUse>,
+    /// The first denial; a call that was denied a capability fails even if the plugin
+    /// carries on, so a plugin cannot hide that it tried.
+    pub denied: Option<String>,
+    /// Identifies the call in tracing events.
+    pub plugin: String,
+    pub step: String,
+}
+
+impl CapState {
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    pub fn record(
+        &mut self,
+        capability: &'static str,
+        detail: String,
+        allowed: bool,
+        result: String,
+        since: Instant,
+    ) {
+        // Bounded like logs: a plugin looping over a capability must not grow the record forever.
+        if self.uses.len() >= MAX_LOG_LINES {
+            return;
+        }
+        self.uses.push(CapabilityUse {
+            capability,
+            detail,
+            allowed,
+            result,
+            duration_us: u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+    }
+
+    pub fn deny(&mut self, capability: &'static str, detail: String, reason: String) -> String {
+        let message = format!("{capability} {detail}: {reason}");
+        tracing::warn!(plugin = %self.plugin, step = %self.step, "capability denied: {message}");
+        self.record(
+            capability,
+            detail,
+            false,
+            format!("denied: {reason}"),
+            Instant::now(),
+        );
+        if self.denied.is_none() {
+            self.denied = Some(message.clone());
+        }
+        message
+    }
+}
+
+// The `types` interface holds only types, but the generated linker still wants a Host impl.
+impl crate::host::bindings::medic::plugin::types::Host for crate::host::sandbox::StoreState {}

@@ -1,0 +1,514 @@
+//! The plugin host: owns wasmtime, loads and checks plugins, and runs sandboxed calls.
+//!
+//! A plugin is loaded once per process ([`PluginHost::load`]): its bytes are digested and
+//! checked against any pin, compiled (or taken from the on-disk cache), checked against the
+//! contract, linked, and asked for its manifest. Each call then gets a fresh instance from the
+//! pooling allocator ([`PluginHost::invoke`]), so nothing a call does can affect the next.
+
+mod bindings;
+pub mod cache;
+pub mod caps;
+pub mod limits;
+pub mod manifest;
+pub mod outcome;
+pub mod sandbox;
+pub mod value;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use cache::{CacheStatus, CompileCache};
+pub use caps::{Grants, HttpGrant, KvSpace};
+pub use manifest::{Manifest, ParamSpec, PluginKind};
+pub use outcome::{CapabilityUse, Failure, Invocation, LogLevel, LogLine, Outcome, Status};
+pub use sandbox::{Call, CallContext, Sandbox, StoreState};
+pub use value::{Value, ValueType, Values};
+
+use bindings::MedicPluginPre;
+
+/// The contract this engine implements.
+pub const CONTRACT_PACKAGE: &str = "medic:plugin";
+pub const CONTRACT_VERSION: &str = "0.1.0";
+
+/// Epoch interruption granularity: deadlines are enforced to within about one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How long a plugin may take to describe itself.
+const MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+mod builtin_data {
+    pub struct Builtin {
+        pub name: &'static str,
+        pub wasm: &'static [u8],
+        pub sha256: &'static str,
+    }
+    include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+}
+pub use builtin_data::{BUILTINS, Builtin, fixtures};
+
+/// Where a plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PluginSource {
+    Builtin(String),
+    File(PathBuf),
+}
+
+impl PluginSource {
+    /// Parses `builtin:NAME` or a path (relative paths are resolved against `base`, the
+    /// directory of the runbook).
+    pub fn parse(text: &str, base: &Path) -> Self {
+        match text.strip_prefix("builtin:") {
+            Some(name) => PluginSource::Builtin(name.to_owned()),
+            None => {
+                let p = Path::new(text);
+                PluginSource::File(if p.is_absolute() {
+                    p.to_owned()
+                } else {
+                    base.join(p)
+                })
+            }
+        }
+    }
+}
+
+impl fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginSource::Builtin(n) => write!(f, "builtin:{n}"),
+            PluginSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Why a plugin could not be loaded. Each names the plugin and what to do about it.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// `builtin:NAME` names no embedded plugin.
+    #[error("there is no builtin plugin `{name}` (builtins: {available})")]
+    UnknownBuiltin { name: String, available: String },
+    /// The file does not exist or cannot be read.
+    #[error("cannot read plugin file {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    /// The bytes do not match the pinned digest.
+    #[error(
+        "plugin {plugin} does not match its pinned sha256\n  pinned:   {expected}\n  actual:   {actual}\nrefusing to run it; if the new plugin is intended, update `sha256` in the runbook"
+    )]
+    DigestMismatch {
+        plugin: String,
+        expected: String,
+        actual: String,
+    },
+    /// A pin that is not a sha256 hex digest.
+    #[error("the sha256 pin `{pin}` for {plugin} is not 64 hexadecimal characters")]
+    BadPin { plugin: String, pin: String },
+    /// Not WebAssembly at all.
+    #[error("{plugin} is not a WebAssembly file")]
+    NotWasm { plugin: String },
+    /// A core module rather than a component.
+    #[error(
+        "{plugin} is a core WebAssembly module, not a component: build plugins for the wasm32-wasip2 target (or wrap the module with `wasm-tools component new`)"
+    )]
+    NotComponent { plugin: String },
+    /// Valid wasm that wasmtime cannot compile.
+    #[error("{plugin} cannot be compiled: {reason}")]
+    Invalid { plugin: String, reason: String },
+    /// Built against another version of the contract.
+    #[error("{plugin} was built for plugin contract {found}; this medic supports {CONTRACT_PACKAGE}@{supported}. Rebuild the plugin against this version of the plugin SDK.", supported = supported_versions())]
+    IncompatibleContract { plugin: String, found: String },
+    /// Does not export the plugin interface at all.
+    #[error(
+        "{plugin} is a component but not a Medic plugin: it does not export {CONTRACT_PACKAGE}/plugin"
+    )]
+    NotAPlugin { plugin: String },
+    /// Imports something the host does not provide.
+    #[error(
+        "{plugin} imports `{import}`, which medic does not provide (plugins may import {CONTRACT_PACKAGE} capabilities and wasi:* 0.2)"
+    )]
+    UnknownImport { plugin: String, import: String },
+    /// Instantiating or calling `get-manifest` failed.
+    #[error("{plugin} failed to describe itself: {reason}")]
+    Manifest { plugin: String, reason: String },
+}
+
+fn supported_versions() -> String {
+    let (major_minor, _) = CONTRACT_VERSION.rsplit_once('.').unwrap();
+    format!("{major_minor}.x")
+}
+
+/// A loaded, checked plugin, ready for fresh instances.
+pub struct Plugin {
+    pub source: PluginSource,
+    pub sha256: String,
+    pub size: usize,
+    pub manifest: Manifest,
+    pub contract: String,
+    pub cache: CacheStatus,
+    pre: MedicPluginPre<StoreState>,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("source", &self.source)
+            .field("sha256", &self.sha256)
+            .field("name", &self.manifest.name)
+            .finish()
+    }
+}
+
+/// Settings for a [`PluginHost`].
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where compiled plugins are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// How many plugin instances may be alive at once (pool size).
+    pub max_instances: u32,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            cache_dir: default_cache_dir(),
+            max_instances: 100,
+        }
+    }
+}
+
+/// `MEDIC_CACHE_DIR`, else the platform cache directory.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("MEDIC_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("medic").join("plugins")))
+}
+
+/// Stops the epoch ticker thread when the host is dropped.
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: Option<CompileCache>,
+    http: reqwest::Client,
+    _ticker: Ticker,
+}
+
+fn engine_config(max_instances: u32) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust wasip2 component holds a handful of core instances; size the pool for that.
+    pool.total_component_instances(max_instances)
+        .total_core_instances(max_instances * 8)
+        .total_memories(max_instances * 2)
+        .total_tables(max_instances * 8)
+        .total_stacks(max_instances)
+        .max_memory_size(limits::MAX_MEMORY as usize);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+impl PluginHost {
+    pub fn new(config: HostConfig) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(config.max_instances))
+            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking wasi: {e:#}"))?;
+        bindings::MedicPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking the plugin contract: {e:#}"))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("medic-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+
+        // rustls needs a process-wide crypto provider; a second install is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            // A redirect could lead to a host that was not granted.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("medic/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot create the http client: {e}"))?;
+
+        let cache = config.cache_dir.map(|dir| CompileCache::new(dir, &engine));
+        Ok(PluginHost {
+            engine,
+            linker,
+            cache,
+            http,
+            _ticker: Ticker(stop),
+        })
+    }
+
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
+    fn read_source(
+        source: &PluginSource,
+    ) -> Result<(std::borrow::Cow<'static, [u8]>, String), LoadError> {
+        match source {
+            PluginSource::Builtin(name) => {
+                let b = BUILTINS.iter().find(|b| b.name == name).ok_or_else(|| {
+                    LoadError::UnknownBuiltin {
+                        name: name.clone(),
+                        available: BUILTINS
+                            .iter()
+                            .map(|b| b.name)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }
+                })?;
+                Ok((b.wasm.into(), b.sha256.to_owned()))
+            }
+            PluginSource::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| LoadError::Unreadable {
+                    path: path.clone(),
+                    reason: match e.kind() {
+                        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                        _ => e.to_string(),
+                    },
+                })?;
+                let digest = hex::encode(Sha256::digest(&bytes));
+                Ok((bytes.into(), digest))
+            }
+        }
+    }
+
+    fn compile(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        source: &str,
+    ) -> Result<(Component, CacheStatus), LoadError> {
+        let mut status = CacheStatus::Disabled;
+        if let Some(cache) = &self.cache {
+            match cache.load(&self.engine, digest) {
+                cache::Lookup::Hit(c) => return Ok((c, CacheStatus::Hit)),
+                cache::Lookup::Miss => status = CacheStatus::Compiled,
+                cache::Lookup::Untrusted => {
+                    tracing::warn!(%source, "compiled-plugin cache entry is stale or corrupt; recompiling");
+                    status = CacheStatus::Replaced;
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+            plugin: source.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.store(digest, &component)
+        {
+            // The cache only saves time; a read-only or full disk must not stop a run.
+            tracing::warn!(%source, dir = %cache.dir().display(), "cannot write the compiled-plugin cache: {e}");
+        }
+        Ok((component, status))
+    }
+
+    /// Finds the contract version the component was built for, and refuses anything this
+    /// engine does not implement, before linking (whose errors would be cryptic).
+    fn check_contract(&self, component: &Component, source: &str) -> Result<String, LoadError> {
+        let ty = component.component_type();
+        let prefix = format!("{CONTRACT_PACKAGE}/plugin@");
+        let export = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .find(|name| name.starts_with(&prefix));
+        let Some(export) = export else {
+            return Err(LoadError::NotAPlugin {
+                plugin: source.to_owned(),
+            });
+        };
+        let found = &export[prefix.len()..];
+        if !contract_compatible(found) {
+            return Err(LoadError::IncompatibleContract {
+                plugin: source.to_owned(),
+                found: format!("{CONTRACT_PACKAGE}@{found}"),
+            });
+        }
+        for (name, item) in ty.imports(&self.engine) {
+            let known = name.starts_with("wasi:")
+                || (name.starts_with(&format!("{CONTRACT_PACKAGE}/"))
+                    && name
+                        .rsplit_once('@')
+                        .is_some_and(|(_, v)| contract_compatible(v)));
+            if !known || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                return Err(LoadError::UnknownImport {
+                    plugin: source.to_owned(),
+                    import: name.to_owned(),
+                });
+            }
+        }
+        Ok(format!("{CONTRACT_PACKAGE}@{found}"))
+    }
+
+    /// Loads and checks a plugin. `pin` is the sha256 the runbook requires, if any.
+    pub async fn load(
+        &self,
+        source: &PluginSource,
+        pin: Option<&str>,
+    ) -> Result<Plugin, LoadError> {
+        let shown = source.to_string();
+        let (bytes, digest) = Self::read_source(source)?;
+        if let Some(pin) = pin {
+            let pin = pin.trim().to_ascii_lowercase();
+            if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(LoadError::BadPin { plugin: shown, pin });
+            }
+            if pin != digest {
+                return Err(LoadError::DigestMismatch {
+                    plugin: shown,
+                    expected: pin,
+                    actual: digest,
+                });
+            }
+        }
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => {}
+            Some([0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00]) => {
+                return Err(LoadError::NotComponent { plugin: shown });
+            }
+            _ => return Err(LoadError::NotWasm { plugin: shown }),
+        }
+        let size = bytes.len();
+        let (component, cache) = self.compile(&bytes, &digest, &shown)?;
+        let contract = self.check_contract(&component, &shown)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(MedicPluginPre::new)
+            .map_err(|e| LoadError::Invalid {
+                plugin: shown.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let mut plugin = Plugin {
+            source: source.clone(),
+            sha256: digest,
+            size,
+            manifest: Manifest {
+                name: shown.clone(),
+                version: String::new(),
+                description: String::new(),
+                kind: PluginKind::Check,
+                params: Vec::new(),
+                capabilities: Vec::new(),
+                supports_revert: false,
+                supports_dry_run: false,
+            },
+            contract,
+            cache,
+            pre,
+        };
+        plugin.manifest = self
+            .describe(&plugin)
+            .await
+            .map_err(|reason| LoadError::Manifest {
+                plugin: shown,
+                reason,
+            })?;
+        Ok(plugin)
+    }
+
+    async fn describe(&self, plugin: &Plugin) -> Result<Manifest, String> {
+        let sandbox = Sandbox {
+            timeout: MANIFEST_TIMEOUT,
+            ..Sandbox::default()
+        };
+        let output = sandbox::OutputTail::default();
+        let mut store = self.new_store(plugin, &sandbox, "manifest", &output);
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance
+                .medic_plugin_plugin()
+                .call_get_manifest(&mut store)
+                .await
+        };
+        let raw = tokio::time::timeout(MANIFEST_TIMEOUT + Duration::from_millis(100), call)
+            .await
+            .map_err(|_| {
+                format!(
+                    "no manifest within {}",
+                    humantime::format_duration(MANIFEST_TIMEOUT)
+                )
+            })?;
+        match raw {
+            Ok(m) => Manifest::from_wit(m),
+            Err(e) => Err(sandbox::describe_error(
+                &e,
+                MANIFEST_TIMEOUT,
+                &output.contents(),
+            )),
+        }
+    }
+}
+
+/// Same major (and for 0.x, same minor) version: the component model's semver rule.
+fn contract_compatible(version: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(version), parse(CONTRACT_VERSION)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_versions() {
+        assert!(contract_compatible("0.1.0"));
+        assert!(contract_compatible("0.1.7"));
+        assert!(!contract_compatible("0.2.0"));
+        assert!(!contract_compatible("9.0.0"));
+        assert!(!contract_compatible("junk"));
+    }
+
+    #[test]
+    fn sources() {
+        let base = Path::new("/rb");
+        assert_eq!(
+            PluginSource::parse("builtin:x", base),
+            PluginSource::Builtin("x".into())
+        );
+        assert_eq!(
+            PluginSource::parse("p.wasm", base),
+            PluginSource::File("/rb/p.wasm".into())
+        );
+        assert_eq!(
+            PluginSource::parse("/abs.wasm", base),
+            PluginSource::File("/abs.wasm".into())
+        );
+    }
+}

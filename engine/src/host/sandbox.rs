@@ -1,0 +1,314 @@
+//! One sandboxed call: a fresh store and instance, limits, captured output, and the
+//! classification of whatever went wrong into a named [`Failure`].
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::caps::{CapState, CapabilityDenied, DeadlineExceeded, Grants, KvSpace};
+use super::limits::{Limiter, MemoryLimitExceeded};
+use super::outcome::{Failure, Invocation, Outcome};
+use super::value::{Values, values_to_wit};
+use super::{EPOCH_TICK, Plugin, PluginHost, bindings};
+
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) caps: CapState,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The limits and grants of one call.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub timeout: Duration,
+    pub memory: u64,
+    pub grants: Grants,
+    pub kv: KvSpace,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            timeout: super::limits::DEFAULT_TIMEOUT,
+            memory: super::limits::DEFAULT_MEMORY,
+            grants: Grants::default(),
+            kv: KvSpace::new(),
+        }
+    }
+}
+
+/// Where a call stands in a run (passed to the plugin as its context).
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub run_id: String,
+    pub step_id: String,
+    pub attempt: u32,
+    pub environment: String,
+    pub dry_run: bool,
+}
+
+/// What to call.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Run { params: Values },
+    Revert { params: Values, outputs: Values },
+}
+
+/// Keeps the tail of what a plugin writes to stdout/stderr. Writes never fail: a plugin that
+/// floods its output is bounded here, not crashed by a full pipe.
+#[derive(Clone, Default)]
+pub(crate) struct OutputTail(Arc<Mutex<Vec<u8>>>);
+
+const OUTPUT_TAIL_BYTES: usize = 16 << 10;
+
+impl OutputTail {
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl IsTerminal for OutputTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for OutputTail {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for OutputTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut tail = self.0.lock().unwrap();
+        tail.extend_from_slice(buf);
+        // Trim in batches so a flood of small writes costs amortised O(1) per byte.
+        if tail.len() > 2 * OUTPUT_TAIL_BYTES {
+            let excess = tail.len() - OUTPUT_TAIL_BYTES;
+            tail.drain(..excess);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Rust's panic output is `thread '…' panicked at FILE:LINE:COL:\nMESSAGE\nnote: …`.
+fn panic_message(output: &str) -> Option<String> {
+    let start = output.rfind("panicked at ")?;
+    let after = &output[start..];
+    let (location, rest) = after.split_once('\n')?;
+    let message: Vec<&str> = rest
+        .lines()
+        .take_while(|l| !l.starts_with("note: "))
+        .collect();
+    let location = location
+        .trim_start_matches("panicked at ")
+        .trim_end_matches(':');
+    Some(format!("{} (at {location})", message.join("\n").trim()))
+}
+
+fn classify(err: &wasmtime::Error, timeout: Duration, output: &str) -> Failure {
+    if err.downcast_ref::<DeadlineExceeded>().is_some() {
+        return Failure::Timeout { after: timeout };
+    }
+    if let Some(m) = err.downcast_ref::<MemoryLimitExceeded>() {
+        return Failure::MemoryLimit {
+            limit: m.limit,
+            requested: m.requested,
+        };
+    }
+    if let Some(CapabilityDenied(message)) = err.downcast_ref::<CapabilityDenied>() {
+        return Failure::Denied {
+            message: message.clone(),
+        };
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout { after: timeout },
+        Some(Trap::StackOverflow) => Failure::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => match panic_message(output) {
+            Some(message) => Failure::Panic { message },
+            None => Failure::Trap {
+                message: "unreachable code reached (the plugin aborted)".into(),
+            },
+        },
+        Some(trap) => Failure::Trap {
+            message: trap.to_string(),
+        },
+        None => Failure::Engine {
+            message: format!("{err:#}"),
+        },
+    }
+}
+
+impl PluginHost {
+    pub(crate) fn new_store(
+        &self,
+        plugin: &Plugin,
+        sandbox: &Sandbox,
+        step: &str,
+        output: &OutputTail,
+    ) -> Store<StoreState> {
+        let mut wasi = WasiCtx::builder();
+        // Deny by default, stated explicitly: no env, args, preopens, sockets or name lookups.
+        wasi.stdout(output.clone())
+            .stderr(output.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let now = Instant::now();
+        let state = StoreState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                limit: sandbox.memory,
+                in_use: 0,
+            },
+            caps: CapState {
+                grants: sandbox.grants.clone(),
+                kv: sandbox.kv.clone(),
+                http: self.http.clone(),
+                started: now,
+                deadline: now + sandbox.timeout,
+                logs: Vec::new(),
+                logs_dropped: 0,
+                uses: Vec::new(),
+                denied: None,
+                plugin: plugin.manifest.name.clone(),
+                step: step.to_owned(),
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = sandbox.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64;
+        store.set_epoch_deadline(ticks.max(1));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs one call in a fresh sandbox. Never panics and never returns early on a plugin's
+    /// misbehaviour: every cause ends up in [`Invocation::result`].
+    pub async fn invoke(
+        &self,
+        plugin: &Plugin,
+        call: Call,
+        ctx: &CallContext,
+        sandbox: &Sandbox,
+    ) -> Invocation {
+        let started = Instant::now();
+        let output = OutputTail::default();
+        let mut store = self.new_store(plugin, sandbox, &ctx.step_id, &output);
+        let deadline_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d + sandbox.timeout)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let wit_ctx = bindings::types::Context {
+            run_id: ctx.run_id.clone(),
+            step_id: ctx.step_id.clone(),
+            attempt: ctx.attempt,
+            environment: ctx.environment.clone(),
+            dry_run: ctx.dry_run,
+            timeout_ms: sandbox.timeout.as_millis() as u64,
+            deadline_unix_ms,
+        };
+
+        let work = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let api = instance.medic_plugin_plugin();
+            match &call {
+                Call::Run { params } => {
+                    api.call_run(&mut store, &wit_ctx, &values_to_wit(params))
+                        .await
+                }
+                Call::Revert { params, outputs } => {
+                    api.call_revert(
+                        &mut store,
+                        &wit_ctx,
+                        &values_to_wit(params),
+                        &values_to_wit(outputs),
+                    )
+                    .await
+                }
+            }
+        };
+        // Epoch interruption stops wasm code and host calls check the deadline themselves;
+        // this outer bound is the backstop for anything that slips through both.
+        let backstop = sandbox.timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
+        let raw = tokio::time::timeout(backstop, work).await;
+        let captured = output.contents();
+        let result = match raw {
+            Err(_) => Err(Failure::Timeout {
+                after: sandbox.timeout,
+            }),
+            Ok(Err(err)) => Err(classify(&err, sandbox.timeout, &captured)),
+            Ok(Ok(Err(plugin_error))) => Err(Failure::from_wit(plugin_error)),
+            Ok(Ok(Ok(outcome))) => Ok(Outcome::from_wit(outcome)),
+        };
+        let state = store.into_data();
+        let result = match (state.caps.denied, result) {
+            // A call that was denied a capability fails as denied, whatever it returned, unless
+            // it already failed for a more fundamental reason (a trap or timeout).
+            (
+                Some(message),
+                Ok(_)
+                | Err(Failure::Denied { .. } | Failure::Permanent { .. } | Failure::Transient { .. }),
+            ) => Err(Failure::Denied { message }),
+            (_, result) => result,
+        };
+        Invocation {
+            result,
+            logs: state.caps.logs,
+            logs_dropped: state.caps.logs_dropped,
+            capability_uses: state.caps.uses,
+            stderr: captured,
+            duration_us: started.elapsed().as_micros() as u64,
+        }
+    }
+}
+
+/// A failure outside a normal call (e.g. while describing itself), as one line.
+pub(crate) fn describe_error(err: &wasmtime::Error, timeout: Duration, output: &str) -> String {
+    classify(err, timeout, output).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_messages_are_extracted() {
+        let out = "\nthread '<unnamed>' panicked at src/lib.rs:57:24:\nboom\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(out).unwrap(), "boom (at src/lib.rs:57:24)");
+        assert!(panic_message("nothing here").is_none());
+    }
+}

@@ -1,0 +1,11 @@
+//! Medic runs operational runbooks made of sandboxed WebAssembly plugins.
+//!
+//! The crate is organised one module per concern: [`runbook`] (model, parsing, validation
+//! into a plan), [`host`] (wasmtime, sandbox, capabilities), [`executor`] (runs a plan),
+//! [`cli`] (the `medic` command) and [`demo`] (the demo service).
+
+pub mod cli;
+pub mod demo;
+pub mod executor;
+pub mod host;
+pub mod runbook;

@@ -1,0 +1,61 @@
+//! Templates and conditions: one small, well-known language (minijinja), with strict
+//! undefined behaviour so a misspelled name is an error, never an empty string.
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::host::Value;
+
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+/// The names a template refers to, as dotted paths (`params.url`, `steps.deploy.outputs.v`).
+pub fn references(env: &Environment<'_>, source: &str) -> Result<Vec<String>, String> {
+    let t = env.template_from_str(source).map_err(|e| e.to_string())?;
+    let mut vars: Vec<String> = t.undeclared_variables(true).into_iter().collect();
+    vars.sort();
+    Ok(vars)
+}
+
+pub fn render(
+    env: &Environment<'_>,
+    source: &str,
+    ctx: &minijinja::Value,
+) -> Result<String, String> {
+    env.render_str(source, ctx).map_err(|e| {
+        let mut msg = e.to_string();
+        if let Some(detail) = e.detail() {
+            msg = format!("{msg}: {detail}");
+        }
+        msg
+    })
+}
+
+pub fn to_jinja(v: &Value) -> minijinja::Value {
+    match v {
+        Value::Text(s) => minijinja::Value::from(s.clone()),
+        Value::Integer(i) => minijinja::Value::from(*i),
+        Value::Float(f) => minijinja::Value::from(*f),
+        Value::Boolean(b) => minijinja::Value::from(*b),
+        Value::Duration(d) => minijinja::Value::from(humantime::format_duration(*d).to_string()),
+        Value::TextList(l) => minijinja::Value::from(l.clone()),
+    }
+}
+
+pub fn map_to_jinja<'a>(
+    values: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> minijinja::Value {
+    let m: BTreeMap<String, minijinja::Value> = values
+        .into_iter()
+        .map(|(k, v)| (k.clone(), to_jinja(v)))
+        .collect();
+    minijinja::Value::from(m)
+}

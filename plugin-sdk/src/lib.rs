@@ -1,0 +1,172 @@
+//! Write Medic plugins in Rust.
+//!
+//! A Medic plugin is a WebAssembly component (`wasm32-wasip2`) that the engine runs in a
+//! sandbox. It is either a **check** (observes and reports health: a probe, a metric gate) or
+//! an **action** (changes something: shifts traffic, restarts, deploys) that may know how to
+//! **revert** itself. It sees nothing of the machine it runs on; everything it does goes
+//! through capabilities the runbook grants: [`http`], [`kv`], [`log`] and [`clock`].
+//!
+//! Implement [`Plugin`] and call [`export!`]:
+//!
+//! ```no_run
+//! use medic_plugin_sdk::{Context, Error, Manifest, Outcome, Param, Params, Plugin, http};
+//!
+//! struct Ping;
+//!
+//! impl Plugin for Ping {
+//!     fn manifest() -> Manifest {
+//!         Manifest::check("ping", "0.1.0")
+//!             .describe("Checks that a URL answers 200")
+//!             .param(Param::text("url").required().describe("The URL to fetch"))
+//!             .capability("http")
+//!     }
+//!
+//!     fn run(_ctx: &Context, params: &Params) -> Result<Outcome, Error> {
+//!         let url = params.text("url")?;
+//!         let response = http::get(url).send()?;
+//!         if response.status == 200 {
+//!             Ok(Outcome::success(format!("{url} answered 200")))
+//!         } else {
+//!             Ok(Outcome::failure(format!("{url} answered {}", response.status)))
+//!         }
+//!     }
+//! }
+//!
+//! medic_plugin_sdk::export!(Ping);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and point a runbook at the
+//! `.wasm` file in `target/wasm32-wasip2/release/`.
+#![deny(missing_docs)]
+
+mod context;
+mod error;
+mod manifest;
+mod outcome;
+mod value;
+
+pub mod clock;
+pub mod http;
+pub mod kv;
+pub mod log;
+
+pub use context::Context;
+pub use error::Error;
+pub use manifest::{Kind, Manifest, Param};
+pub use outcome::{Outcome, Status};
+pub use value::{Params, Value, ValueType};
+
+/// The raw bindings generated from the WIT contract. Not part of the API: use the types
+/// re-exported at the crate root.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "medic-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_medic_plugin",
+        default_bindings_module: "medic_plugin_sdk::bindings",
+    });
+}
+
+/// A Medic plugin: a check or an action.
+///
+/// The engine calls [`Plugin::manifest`] once when it loads the plugin, to learn its
+/// parameters and the capabilities it needs, and checks every runbook step against it before
+/// anything runs. Each [`Plugin::run`] then happens in a fresh sandbox: no state survives
+/// between calls except what the plugin stores through [`kv`].
+pub trait Plugin {
+    /// Describes the plugin: its name, kind, parameters and capabilities.
+    fn manifest() -> Manifest;
+
+    /// Runs the check or action. The parameters have already been checked against the
+    /// manifest, so reading a declared parameter with its declared type only fails for an
+    /// optional parameter that was not set.
+    fn run(ctx: &Context, params: &Params) -> Result<Outcome, Error>;
+
+    /// Undoes a successful [`Plugin::run`], given its parameters and the outputs it returned.
+    /// Only called when the manifest says [`Manifest::revertible`].
+    fn revert(ctx: &Context, params: &Params, outputs: &Params) -> Result<Outcome, Error> {
+        let _ = (ctx, params, outputs);
+        Err(Error::permanent("this plugin cannot revert"))
+    }
+}
+
+/// Exports a type implementing [`Plugin`] as the component's plugin.
+///
+/// Use it once per plugin crate, at the crate root:
+///
+/// ```ignore
+/// medic_plugin_sdk::export!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __MedicPluginExport;
+
+        impl $crate::bindings::exports::medic::plugin::plugin::Guest for __MedicPluginExport {
+            fn get_manifest() -> $crate::bindings::medic::plugin::types::Manifest {
+                $crate::__private::manifest::<$plugin>()
+            }
+
+            fn run(
+                ctx: $crate::bindings::medic::plugin::types::Context,
+                params: $crate::bindings::medic::plugin::types::Values,
+            ) -> ::core::result::Result<
+                $crate::bindings::medic::plugin::types::Outcome,
+                $crate::bindings::medic::plugin::types::PluginError,
+            > {
+                $crate::__private::run::<$plugin>(ctx, params)
+            }
+
+            fn revert(
+                ctx: $crate::bindings::medic::plugin::types::Context,
+                params: $crate::bindings::medic::plugin::types::Values,
+                outputs: $crate::bindings::medic::plugin::types::Values,
+            ) -> ::core::result::Result<
+                $crate::bindings::medic::plugin::types::Outcome,
+                $crate::bindings::medic::plugin::types::PluginError,
+            > {
+                $crate::__private::revert::<$plugin>(ctx, params, outputs)
+            }
+        }
+
+        $crate::bindings::__export_medic_plugin!(__MedicPluginExport);
+    };
+}
+
+/// Glue used by [`export!`]; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    use crate::bindings::medic::plugin::types as wit;
+    use crate::{Context, Params, Plugin};
+
+    pub fn manifest<P: Plugin>() -> wit::Manifest {
+        P::manifest().into_wit()
+    }
+
+    pub fn run<P: Plugin>(
+        ctx: wit::Context,
+        params: wit::Values,
+    ) -> Result<wit::Outcome, wit::PluginError> {
+        let ctx = Context::from_wit(ctx);
+        let params = Params::from_wit(params);
+        P::run(&ctx, &params)
+            .map(|o| o.into_wit())
+            .map_err(|e| e.into_wit())
+    }
+
+    pub fn revert<P: Plugin>(
+        ctx: wit::Context,
+        params: wit::Values,
+        outputs: wit::Values,
+    ) -> Result<wit::Outcome, wit::PluginError> {
+        let ctx = Context::from_wit(ctx);
+        let params = Params::from_wit(params);
+        let outputs = Params::from_wit(outputs);
+        P::revert(&ctx, &params, &outputs)
+            .map(|o| o.into_wit())
+            .map_err(|e| e.into_wit())
+    }
+}

@@ -1,0 +1,145 @@
+//! `http-deploy`: deploys a version through an HTTP deployment API and can revert to the
+//! version that ran before.
+//!
+//! The API: `GET version_url` answers the current version as plain text; `POST url` with the
+//! version as a plain-text body deploys it. After deploying, the plugin reads the version back
+//! and fails unless it is the one requested.
+
+use medic_plugin_sdk::{
+    Context, Error, Manifest, Outcome, Param, Params, Plugin, Value, http, kv, log,
+};
+
+struct HttpDeploy;
+
+fn with_auth(request: http::Request, params: &Params) -> Result<http::Request, Error> {
+    Ok(match params.opt_text("token")? {
+        Some(token) => request.header("authorization", format!("Bearer {token}")),
+        None => request,
+    })
+}
+
+fn current_version(params: &Params) -> Result<String, Error> {
+    let url = params
+        .opt_text("version_url")?
+        .unwrap_or(params.text("url")?);
+    let response = with_auth(http::get(url), params)?.send()?;
+    match response.status {
+        200..=299 => Ok(response.text().trim().to_owned()),
+        500..=599 => Err(Error::transient(format!(
+            "GET {url} answered {}",
+            response.status
+        ))),
+        s => Err(Error::permanent(format!("GET {url} answered {s}"))),
+    }
+}
+
+fn deploy(params: &Params, version: &str) -> Result<(), Error> {
+    let url = params.text("url")?;
+    let response = with_auth(http::post(url), params)?
+        .header("content-type", "text/plain")
+        .body(version)
+        .send()?;
+    match response.status {
+        200..=299 => {}
+        500..=599 => {
+            return Err(Error::transient(format!(
+                "POST {url} answered {}: {}",
+                response.status,
+                response.text().trim()
+            )));
+        }
+        s => {
+            return Err(Error::permanent(format!(
+                "POST {url} answered {s}: {}",
+                response.text().trim()
+            )));
+        }
+    }
+    let now = current_version(params)?;
+    if now != version {
+        return Err(Error::permanent(format!(
+            "deployed {version} but the service reports {now}"
+        )));
+    }
+    Ok(())
+}
+
+impl Plugin for HttpDeploy {
+    fn manifest() -> Manifest {
+        Manifest::action("http-deploy", env!("CARGO_PKG_VERSION"))
+            .describe("Deploys a version through an HTTP API; revert redeploys the previous one")
+            .param(
+                Param::text("url")
+                    .required()
+                    .describe("Deploy endpoint (POST the version)"),
+            )
+            .param(
+                Param::text("version")
+                    .required()
+                    .describe("The version to deploy"),
+            )
+            .param(
+                Param::text("version_url")
+                    .describe("Where to GET the current version (default: `url`)"),
+            )
+            .param(
+                Param::text("token")
+                    .secret()
+                    .describe("Bearer token for the API"),
+            )
+            .capability("http")
+            .capability("kv")
+            .revertible()
+            .dry_run()
+    }
+
+    fn run(ctx: &Context, params: &Params) -> Result<Outcome, Error> {
+        let version = params.text("version")?;
+        let previous = current_version(params)?;
+        let done = |o: Outcome| {
+            o.output("previous_version", previous.as_str())
+                .output("version", version)
+        };
+        if previous == version {
+            return Ok(done(Outcome::success(format!(
+                "{version} is already deployed"
+            ))));
+        }
+        if ctx.dry_run {
+            return Ok(done(Outcome::success(format!(
+                "would deploy {version} (now {previous})"
+            ))));
+        }
+        // Saved before deploying: if this call dies mid-way, a revert still knows the target.
+        kv::set("previous_version", &previous)?;
+        log::info(&format!("deploying {version} over {previous}"));
+        deploy(params, version)?;
+        Ok(done(Outcome::success(format!(
+            "deployed {version} (was {previous})"
+        ))))
+    }
+
+    fn revert(ctx: &Context, params: &Params, outputs: &Params) -> Result<Outcome, Error> {
+        let target = match outputs.get("previous_version") {
+            Some(Value::Text(v)) => v.clone(),
+            _ => kv::get_text("previous_version").ok_or_else(|| {
+                Error::permanent("no previous version recorded: nothing to revert to")
+            })?,
+        };
+        let now = current_version(params)?;
+        if now == target {
+            return Ok(Outcome::success(format!("{target} is already deployed")));
+        }
+        if ctx.dry_run {
+            return Ok(Outcome::success(format!(
+                "would redeploy {target} (now {now})"
+            )));
+        }
+        log::info(&format!("reverting {now} to {target}"));
+        deploy(params, &target)?;
+        Ok(Outcome::success(format!("redeployed {target} (was {now})"))
+            .output("version", target.as_str()))
+    }
+}
+
+medic_plugin_sdk::export!(HttpDeploy);

@@ -1,0 +1,185 @@
+//! Loading plugins: pins, missing and malformed files, incompatible contracts, and the
+//! compiled-plugin cache.
+
+use medic::host::{BUILTINS, CacheStatus, LoadError, PluginSource, fixtures};
+
+use crate::support::*;
+
+fn load_err(source: PluginSource, pin: Option<&str>) -> LoadError {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        host.load(&source, pin)
+            .await
+            .expect_err("the plugin should have been refused")
+    })
+}
+
+#[test]
+fn digest_mismatch_shows_both_digests() {
+    let wrong = "0".repeat(64);
+    let actual = BUILTINS
+        .iter()
+        .find(|b| b.name == "http-probe")
+        .unwrap()
+        .sha256;
+    let err = load_err(PluginSource::Builtin("http-probe".into()), Some(&wrong)).to_string();
+    assert!(err.contains(&format!("pinned:   {wrong}")), "{err}");
+    assert!(err.contains(&format!("actual:   {actual}")), "{err}");
+    assert!(
+        err.starts_with("plugin builtin:http-probe does not match its pinned sha256"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_correct_pin_loads_and_a_malformed_pin_is_explained() {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let b = BUILTINS.iter().find(|b| b.name == "http-deploy").unwrap();
+        let p = host
+            .load(
+                &PluginSource::Builtin(b.name.into()),
+                Some(&b.sha256.to_uppercase()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(p.sha256, b.sha256);
+        assert_eq!(p.manifest.name, "http-deploy");
+        assert!(p.manifest.supports_revert);
+    });
+    let err = load_err(PluginSource::Builtin("http-probe".into()), Some("abc")).to_string();
+    assert!(err.contains("is not 64 hexadecimal characters"), "{err}");
+}
+
+#[test]
+fn missing_file_and_unknown_builtin() {
+    let err = load_err(PluginSource::File("/nonexistent/dir/p.wasm".into()), None).to_string();
+    assert_eq!(
+        err,
+        "cannot read plugin file /nonexistent/dir/p.wasm: no such file"
+    );
+    let err = load_err(PluginSource::Builtin("http-prob".into()), None).to_string();
+    assert_eq!(
+        err,
+        "there is no builtin plugin `http-prob` (builtins: http-probe, http-deploy)"
+    );
+}
+
+#[test]
+fn non_component_and_non_wasm_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest valid core module: magic and version only.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let err = load_err(PluginSource::File(core.clone()), None).to_string();
+    assert!(
+        err.contains("is a core WebAssembly module, not a component"),
+        "{err}"
+    );
+    assert!(err.contains("wasm32-wasip2"), "{err}");
+
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "not wasm at all").unwrap();
+    let err = load_err(PluginSource::File(text.clone()), None).to_string();
+    assert_eq!(err, format!("{} is not a WebAssembly file", text.display()));
+
+    // A component header with garbage after it.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x0d\0\x01\0garbage").unwrap();
+    let err = load_err(PluginSource::File(broken.clone()), None).to_string();
+    assert!(
+        err.starts_with(&format!("{} cannot be compiled:", broken.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn incompatible_contract_names_both_versions() {
+    let err = load_err(PluginSource::File(fixtures::INCOMPATIBLE.into()), None);
+    assert!(
+        matches!(err, LoadError::IncompatibleContract { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("was built for plugin contract medic:plugin@9.0.0"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("this medic supports medic:plugin@0.1.x"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn cache_hits_and_recovers_from_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let source = hostile_source();
+        let first = host_with_cache(Some(dir.path().to_owned()));
+        let p = load(&first, &source).await;
+        assert_eq!(p.cache, CacheStatus::Compiled);
+        let entry = first.cache().unwrap().entry_path(&p.sha256);
+        assert!(entry.exists());
+        drop(first);
+
+        // A new process (host) finds the entry.
+        let second = host_with_cache(Some(dir.path().to_owned()));
+        let p = load(&second, &source).await;
+        assert_eq!(p.cache, CacheStatus::Hit);
+
+        // Flip one byte in the middle of the compiled code: detected, recompiled, replaced.
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&entry, &bytes).unwrap();
+        let third = host_with_cache(Some(dir.path().to_owned()));
+        let p = load(&third, &source).await;
+        assert_eq!(p.cache, CacheStatus::Replaced);
+        let inv = third
+            .invoke(
+                &p,
+                run_call(&[("mode", text("ok"))]),
+                &ctx("after-corruption"),
+                &Default::default(),
+            )
+            .await;
+        assert!(inv.result.is_ok(), "{:?}", inv.result);
+
+        // A truncated entry (a crash mid-write by an older version, a full disk) is also replaced.
+        std::fs::write(&entry, &bytes[..100]).unwrap();
+        let fourth = host_with_cache(Some(dir.path().to_owned()));
+        assert_eq!(load(&fourth, &source).await.cache, CacheStatus::Replaced);
+        let fifth = host_with_cache(Some(dir.path().to_owned()));
+        assert_eq!(load(&fifth, &source).await.cache, CacheStatus::Hit);
+    });
+}
+
+#[test]
+fn builtin_manifests_are_complete() {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        for b in BUILTINS {
+            let p = load(&host, &PluginSource::Builtin(b.name.into())).await;
+            assert_eq!(p.manifest.name, b.name);
+            assert!(
+                !p.manifest.description.is_empty(),
+                "{} has no description",
+                b.name
+            );
+            assert_eq!(p.contract, "medic:plugin@0.1.0");
+            for param in &p.manifest.params {
+                assert!(
+                    !param.description.is_empty(),
+                    "{}: parameter {} has no description",
+                    b.name,
+                    param.name
+                );
+            }
+        }
+    });
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real plugins compiled to wasm, real HTTP servers on loopback, the real
+//! `medic` binary.
+//!
+//! - `sandbox`: hostile plugins against the host, each ending as the right named failure.
+//! - `loading`: digests, missing files, non-components, incompatible contracts, the cache.
+
+mod loading;
+mod sandbox;
+mod support;

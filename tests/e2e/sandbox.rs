@@ -1,0 +1,306 @@
+//! Hostile plugins: each misbehaviour ends as its own named failure, within the deadline plus
+//! 20%, and the host keeps working for the next call.
+
+use std::time::{Duration, Instant};
+
+use medic::host::{Failure, HttpGrant, Sandbox, Status, Value};
+
+use crate::support::*;
+
+const DEADLINE: Duration = Duration::from_millis(1500);
+
+/// Runs the hostile plugin in `mode`, then proves the same host still runs a healthy call.
+fn hostile(
+    mode: &str,
+    extra: &[(&str, Value)],
+    sandbox: Sandbox,
+) -> (medic::host::Invocation, Duration) {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &hostile_source()).await;
+        let mut params = vec![("mode", text(mode))];
+        params.extend(extra.iter().cloned());
+        let started = Instant::now();
+        let inv = host
+            .invoke(&plugin, run_call(&params), &ctx(mode), &sandbox)
+            .await;
+        let took = started.elapsed();
+        let next = host
+            .invoke(
+                &plugin,
+                run_call(&[("mode", text("ok"))]),
+                &ctx("next"),
+                &sandbox,
+            )
+            .await;
+        assert_eq!(
+            next.result.as_ref().map(|o| o.status).ok(),
+            Some(Status::Success),
+            "the next call failed after {mode}: {:?}",
+            next.result
+        );
+        (inv, took)
+    })
+}
+
+fn assert_within(took: Duration, deadline: Duration) {
+    let bound = deadline.mul_f64(1.2);
+    assert!(
+        took <= bound,
+        "took {took:?}, more than the deadline {deadline:?} + 20%"
+    );
+}
+
+#[test]
+fn infinite_loop_times_out() {
+    let (inv, took) = hostile("loop", &[], sandbox(DEADLINE));
+    assert_eq!(
+        inv.result.unwrap_err(),
+        Failure::Timeout { after: DEADLINE }
+    );
+    assert!(took >= DEADLINE, "stopped before its deadline: {took:?}");
+    assert_within(took, DEADLINE);
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_limit() {
+    let sb = Sandbox {
+        memory: 32 << 20,
+        ..sandbox(DEADLINE)
+    };
+    let (inv, took) = hostile("memory", &[], sb);
+    match inv.result.unwrap_err() {
+        Failure::MemoryLimit { limit, requested } => {
+            assert_eq!(limit, 32 << 20);
+            assert!(requested > limit);
+        }
+        other => panic!("expected a memory limit failure, got {other:?}"),
+    }
+    assert_within(took, DEADLINE);
+}
+
+#[test]
+fn runaway_recursion_overflows_the_stack() {
+    let (inv, took) = hostile("recursion", &[], sandbox(DEADLINE));
+    assert_eq!(inv.result.unwrap_err(), Failure::StackOverflow);
+    assert_within(took, DEADLINE);
+}
+
+#[test]
+fn panic_message_is_captured() {
+    let (inv, took) = hostile("panic", &[], sandbox(DEADLINE));
+    match inv.result.unwrap_err() {
+        Failure::Panic { message } => {
+            assert!(
+                message.starts_with("hostile plugin panics on purpose (at "),
+                "{message}"
+            );
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    assert!(inv.stderr.contains("panicked at"), "stderr: {}", inv.stderr);
+    assert_within(took, DEADLINE);
+}
+
+#[test]
+fn log_flood_is_bounded() {
+    let (inv, took) = hostile("log-flood", &[], sandbox(DEADLINE));
+    assert_eq!(
+        inv.result.unwrap_err(),
+        Failure::Timeout { after: DEADLINE }
+    );
+    assert_eq!(inv.logs.len(), medic::host::caps::MAX_LOG_LINES);
+    assert!(inv.logs_dropped > 0, "the flood was not counted");
+    let longest = inv.logs.iter().map(|l| l.message.len()).max().unwrap();
+    assert!(
+        longest <= medic::host::caps::MAX_LOG_LINE_BYTES + 20,
+        "a line of {longest} bytes was kept"
+    );
+    assert!(inv.logs[0].message.ends_with("[truncated]"));
+    assert_within(took, DEADLINE);
+}
+
+#[test]
+fn stderr_flood_is_bounded_and_harmless() {
+    let (inv, took) = hostile("stderr-flood", &[], sandbox(DEADLINE));
+    assert_eq!(
+        inv.result.unwrap_err(),
+        Failure::Timeout { after: DEADLINE }
+    );
+    assert!(
+        inv.stderr.len() <= 2 * 16 * 1024,
+        "kept {} bytes of stderr",
+        inv.stderr.len()
+    );
+    assert!(inv.stderr.contains("yyyy"));
+    assert_within(took, DEADLINE);
+}
+
+#[test]
+fn request_to_an_ungranted_host_is_denied_without_traffic() {
+    let rt = runtime();
+    rt.block_on(async {
+        let granted = tiny_server(200, "ok").await;
+        let other = tiny_server(200, "secret").await;
+        let host = host_with_cache(None);
+        let plugin = load(&host, &hostile_source()).await;
+        let sb = Sandbox {
+            grants: medic::host::Grants {
+                http: vec![granted.addr.to_string().parse::<HttpGrant>().unwrap()],
+                kv: false,
+            },
+            ..sandbox(DEADLINE)
+        };
+        let url = format!("http://{}/steal", other.addr);
+        let started = Instant::now();
+        let inv = host
+            .invoke(
+                &plugin,
+                run_call(&[("mode", text("http")), ("url", text(&url))]),
+                &ctx("denied"),
+                &sb,
+            )
+            .await;
+        assert_within(started.elapsed(), DEADLINE);
+        match inv.result.unwrap_err() {
+            Failure::Denied { message } => {
+                assert!(message.contains("host not granted"), "{message}");
+                assert!(message.contains(&granted.addr.to_string()), "{message}");
+            }
+            other => panic!("expected denied, got {other:?}"),
+        }
+        assert_eq!(
+            other.hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the ungranted host was contacted"
+        );
+        let used = &inv.capability_uses[0];
+        assert!(!used.allowed);
+        assert_eq!(used.detail, format!("GET {}/steal", other.addr));
+
+        // The same plugin with the granted host works, and the use is recorded.
+        let url = format!("http://{}/ok?token=hidden", granted.addr);
+        let inv = host
+            .invoke(
+                &plugin,
+                run_call(&[("mode", text("http")), ("url", text(&url))]),
+                &ctx("granted"),
+                &sb,
+            )
+            .await;
+        assert_eq!(inv.result.unwrap().summary, "got 200");
+        assert_eq!(inv.capability_uses[0].result, "200");
+        assert!(
+            !inv.capability_uses[0].detail.contains("hidden"),
+            "the query string was recorded"
+        );
+    });
+}
+
+#[test]
+fn http_without_any_grant_is_denied() {
+    let (inv, _) = hostile(
+        "http",
+        &[("url", text("http://127.0.0.1:1/"))],
+        sandbox(DEADLINE),
+    );
+    match inv.result.unwrap_err() {
+        Failure::Denied { message } => {
+            assert!(message.contains("http is not granted"), "{message}")
+        }
+        other => panic!("expected denied, got {other:?}"),
+    }
+}
+
+#[test]
+fn kv_without_grant_is_denied_and_with_grant_persists_across_calls() {
+    let (inv, _) = hostile("kv", &[], sandbox(DEADLINE));
+    match inv.result.unwrap_err() {
+        Failure::Denied { message } => assert!(message.contains("kv is not granted"), "{message}"),
+        other => panic!("expected denied, got {other:?}"),
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &hostile_source()).await;
+        let sb = Sandbox {
+            grants: medic::host::Grants {
+                http: vec![],
+                kv: true,
+            },
+            ..sandbox(DEADLINE)
+        };
+        for expected in 0..3i64 {
+            let inv = host
+                .invoke(&plugin, run_call(&[("mode", text("kv"))]), &ctx("kv"), &sb)
+                .await;
+            let outcome = inv.result.unwrap();
+            assert_eq!(
+                outcome.outputs,
+                vec![("seen".to_string(), Value::Integer(expected))]
+            );
+        }
+    });
+}
+
+#[test]
+fn sleep_past_the_deadline_is_cut() {
+    let an_hour = Value::Duration(Duration::from_secs(3600));
+    let (inv, took) = hostile("sleep", &[("sleep", an_hour)], sandbox(DEADLINE));
+    assert_eq!(
+        inv.result.unwrap_err(),
+        Failure::Timeout { after: DEADLINE }
+    );
+    assert!(took >= DEADLINE);
+    assert_within(took, DEADLINE);
+}
+
+#[test]
+fn sleep_within_the_deadline_completes() {
+    let (inv, took) = hostile(
+        "sleep",
+        &[("sleep", Value::Duration(Duration::from_millis(100)))],
+        sandbox(DEADLINE),
+    );
+    assert_eq!(inv.result.unwrap().summary, "woke up");
+    assert!(took >= Duration::from_millis(100));
+}
+
+#[test]
+fn plugin_errors_keep_their_kind() {
+    let (inv, _) = hostile("error", &[], sandbox(DEADLINE));
+    assert_eq!(
+        inv.result.unwrap_err(),
+        Failure::Permanent {
+            message: "erroring on request".into()
+        }
+    );
+    let (inv, _) = hostile("nonsense", &[], sandbox(DEADLINE));
+    assert_eq!(
+        inv.result.unwrap_err(),
+        Failure::InvalidParams {
+            message: "unknown mode nonsense".into()
+        }
+    );
+}
+
+#[test]
+fn calls_share_nothing_but_kv() {
+    // A fresh instance per call: a plugin that trapped leaves nothing behind for the next.
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &hostile_source()).await;
+        for mode in ["panic", "memory", "ok", "recursion", "ok"] {
+            let sb = Sandbox {
+                memory: 16 << 20,
+                ..sandbox(DEADLINE)
+            };
+            let inv = host
+                .invoke(&plugin, run_call(&[("mode", text(mode))]), &ctx(mode), &sb)
+                .await;
+            assert_eq!(inv.result.is_ok(), mode == "ok", "{mode}: {:?}", inv.result);
+        }
+    });
+}

@@ -1,0 +1,110 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medic::host::{
+    Call, CallContext, HostConfig, Plugin, PluginHost, PluginSource, Sandbox, Value,
+};
+
+pub fn host_with_cache(dir: Option<std::path::PathBuf>) -> Arc<PluginHost> {
+    Arc::new(
+        PluginHost::new(HostConfig {
+            cache_dir: dir,
+            max_instances: 16,
+        })
+        .expect("host"),
+    )
+}
+
+pub fn hostile_source() -> PluginSource {
+    PluginSource::File(medic::host::fixtures::HOSTILE.into())
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
+pub fn ctx(step: &str) -> CallContext {
+    CallContext {
+        run_id: "test-run".into(),
+        step_id: step.into(),
+        attempt: 1,
+        environment: "test".into(),
+        dry_run: false,
+    }
+}
+
+pub fn run_call(params: &[(&str, Value)]) -> Call {
+    Call::Run {
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+pub fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+pub fn sandbox(timeout: Duration) -> Sandbox {
+    Sandbox {
+        timeout,
+        ..Sandbox::default()
+    }
+}
+
+pub async fn load(host: &PluginHost, source: &PluginSource) -> Plugin {
+    host.load(source, None)
+        .await
+        .unwrap_or_else(|e| panic!("loading {source}: {e}"))
+}
+
+/// A tiny HTTP server on loopback answering every request with `status` and `body`, counting
+/// requests. Bounded: it stops when the returned guard is dropped.
+pub struct TinyServer {
+    pub addr: std::net::SocketAddr,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TinyServer {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+pub async fn tiny_server(status: u16, body: &'static str) -> TinyServer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    TinyServer {
+        addr,
+        hits,
+        _task: task,
+    }
+}

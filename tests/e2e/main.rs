@@ -4,6 +4,8 @@
 //! - `sandbox`: hostile plugins against the host, each ending as the right named failure.
 //! - `loading`: digests, missing files, non-components, incompatible contracts, the cache.
 
+mod cli;
 mod loading;
+mod runbooks;
 mod sandbox;
 mod support;

@@ -112,20 +112,28 @@ impl GlobalArgs {
         })
     }
 
+    fn color_stderr(&self) -> bool {
+        use std::io::IsTerminal;
+        self.color_for(std::io::stderr().is_terminal())
+    }
+
     fn color(&self) -> bool {
         use std::io::IsTerminal;
+        self.color_for(std::io::stdout().is_terminal())
+    }
+
+    fn color_for(&self, terminal: bool) -> bool {
         match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                std::io::stdout().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             }
         }
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, color: bool) {
     let default = match verbose {
         // Plugin lines are shown with their step by the progress output; -v streams them live.
         0 => "warn,medic::plugin=off",
@@ -137,13 +145,14 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .with_target(false)
         .try_init();
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.verbose);
+    init_tracing(cli.global.verbose, cli.global.color_stderr());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

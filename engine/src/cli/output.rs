@@ -63,7 +63,16 @@ impl HumanOutput {
     fn details(&self, out: &mut impl Write, step: &StepReport) {
         let Some(inv) = &step.invocation else { return };
         let indent = "      ";
-        for u in inv.capability_uses.iter().filter(|u| !u.allowed) {
+        // A denial is usually the summary already; list further ones only.
+        let denials = inv
+            .capability_uses
+            .iter()
+            .filter(|u| !u.allowed)
+            .skip(usize::from(matches!(
+                inv.result,
+                Err(Failure::Denied { .. })
+            )));
+        for u in denials {
             let _ = writeln!(
                 out,
                 "{indent}{} {} {}: {}",
@@ -94,10 +103,8 @@ impl HumanOutput {
                 ))
             );
         }
-        let stderr_matters = matches!(
-            inv.result,
-            Err(Failure::Panic { .. } | Failure::Trap { .. })
-        );
+        // A panic's message is already in the summary; other traps may explain themselves.
+        let stderr_matters = matches!(inv.result, Err(Failure::Trap { .. }));
         if stderr_matters && !inv.stderr.trim().is_empty() {
             let _ = writeln!(out, "{indent}{}", self.style.dim("plugin stderr (tail):"));
             for line in inv
@@ -169,9 +176,17 @@ impl Observer for HumanOutput {
                         self.style.green(&format!("✓ succeeded in {took}"))
                     }
                     crate::executor::RunOutcome::Failed => {
-                        let last = report.steps.last().map(|s| s.id.as_str()).unwrap_or("?");
-                        self.style
-                            .red(&format!("✗ failed at step {last} after {took}"))
+                        let failed: Vec<&str> = report
+                            .steps
+                            .iter()
+                            .filter(|s| s.status != StepStatus::Succeeded)
+                            .map(|s| s.id.as_str())
+                            .collect();
+                        let s = if failed.len() == 1 { "" } else { "s" };
+                        self.style.red(&format!(
+                            "✗ failed after {took}: step{s} {}",
+                            failed.join(", ")
+                        ))
                     }
                 };
                 let _ = writeln!(out, "{line}");

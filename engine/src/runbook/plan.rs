@@ -762,6 +762,12 @@ impl Validator<'_> {
             }
             match &spec.default {
                 Some(d) => out.push((spec.name.clone(), Arg::Value(d.clone()))),
+                // A misspelled key already got a did-you-mean for this parameter.
+                None if spec.required
+                    && step.with.keys().any(|k| {
+                        manifest.param(k.get_ref()).is_none()
+                            && did_you_mean(k.get_ref(), [spec.name.as_str()]).is_some()
+                    }) => {}
                 None if spec.required => {
                     self.err(
                         Diagnostic::at(

@@ -97,7 +97,7 @@ impl CapState {
 
     pub fn deny(&mut self, capability: &'static str, detail: String, reason: String) -> String {
         let message = format!("{capability} {detail}: {reason}");
-        tracing::warn!(plugin = %self.plugin, step = %self.step, "capability denied: {message}");
+        tracing::warn!(target: "medic::plugin", plugin = %self.plugin, step = %self.step, "capability denied: {message}");
         self.record(
             capability,
             detail,

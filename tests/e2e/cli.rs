@@ -1,0 +1,338 @@
+//! The real `medic` binary against a real HTTP service on loopback (`medic demo-service`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MEDIC: &str = env!("CARGO_BIN_EXE_medic");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A `medic demo-service` process, killed on drop.
+struct Service {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn service(bad: &[&str]) -> Service {
+    let mut cmd = Command::new(MEDIC);
+    cmd.args(["demo-service", "--listen", "127.0.0.1:0", "--version", "v1"]);
+    for b in bad {
+        cmd.args(["--bad", b]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn demo-service");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read the service's address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Service { child, addr }
+}
+
+fn medic(cache: &Path, args: &[&str]) -> Output {
+    Command::new(MEDIC)
+        .args(args)
+        .env("MEDIC_CACHE_DIR", cache)
+        .env("NO_COLOR", "1")
+        .current_dir(repo())
+        .output()
+        .expect("run medic")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn run_deploys_and_checks_against_a_real_service() {
+    let cache = tempfile::tempdir().unwrap();
+    let svc = service(&["v3"]);
+    let host = format!("host={}", svc.addr);
+
+    let good = medic(
+        cache.path(),
+        &[
+            "run",
+            "runbooks/demo.toml",
+            "--param",
+            &host,
+            "--param",
+            "version=v2",
+        ],
+    );
+    let out = stdout(&good);
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "stdout:\n{out}\nstderr:\n{}",
+        stderr(&good)
+    );
+    for step in ["health_before", "deploy", "health_after", "version_check"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("✓ {step} "))),
+            "{step} did not succeed:\n{out}"
+        );
+    }
+    assert!(out.contains("deployed v2 (was v1)"), "{out}");
+    assert!(out.contains("✓ succeeded in"), "{out}");
+
+    let bad = medic(
+        cache.path(),
+        &[
+            "run",
+            "runbooks/demo.toml",
+            "--param",
+            &host,
+            "--param",
+            "version=v3",
+        ],
+    );
+    let out = stdout(&bad);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains("deployed v3 (was v2)"), "{out}");
+    assert!(out.contains("✗ health_after"), "{out}");
+    assert!(out.contains("answered 503 (expected 200)"), "{out}");
+    assert!(
+        !out.contains("version_check"),
+        "a step after the failure ran:\n{out}"
+    );
+}
+
+#[test]
+fn json_output_is_one_event_per_line() {
+    let cache = tempfile::tempdir().unwrap();
+    let svc = service(&[]);
+    let o = medic(
+        cache.path(),
+        &[
+            "run",
+            "runbooks/demo.toml",
+            "--param",
+            &format!("host={}", svc.addr),
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let events: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+    assert_eq!(kinds.iter().filter(|k| **k == "step_finished").count(), 4);
+    assert_eq!(events.last().unwrap()["outcome"], "succeeded");
+    assert_eq!(events[0]["runbook_sha256"].as_str().unwrap().len(), 64);
+    let deploy = events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"]["id"] == "deploy")
+        .unwrap();
+    let uses = deploy["step"]["invocation"]["capability_uses"]
+        .as_array()
+        .unwrap();
+    assert!(
+        uses.iter()
+            .any(|u| u["detail"] == format!("POST {}/deploy", svc.addr)),
+        "{uses:?}"
+    );
+}
+
+#[test]
+fn hostile_steps_fail_by_name_and_the_next_step_still_runs() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("hostile.toml");
+    let mut text = format!(
+        "[runbook]\nname = \"hostile\"\n\n[plugins.bad]\nsource = \"{}\"\nmemory = \"16MiB\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n",
+        medic::host::fixtures::HOSTILE
+    );
+    let modes = [
+        "loop",
+        "memory",
+        "recursion",
+        "panic",
+        "log-flood",
+        "sleep",
+        "ok",
+    ];
+    for mode in modes {
+        let id = mode.replace('-', "_");
+        text += &format!(
+            "\n[[steps]]\nid = \"{id}\"\nuses = \"bad\"\ntimeout = \"1s\"\non_failure = \"continue\"\nwith = {{ mode = \"{mode}\" }}\n"
+        );
+    }
+    std::fs::write(&runbook, text).unwrap();
+    let started = Instant::now();
+    let o = medic(cache.path(), &["run", runbook.to_str().unwrap()]);
+    let took = started.elapsed();
+    let out = stdout(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout:\n{out}\nstderr:\n{}",
+        stderr(&o)
+    );
+    let expect = [
+        ("loop", "timed out after 1s"),
+        ("memory", "memory limit exceeded"),
+        ("recursion", "stack overflow"),
+        ("panic", "plugin panicked: hostile plugin panics on purpose"),
+        ("log_flood", "timed out after 1s"),
+        ("sleep", "timed out after 1s"),
+    ];
+    for (id, cause) in expect {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("! {id} ")))
+            .unwrap_or_else(|| panic!("no failure line for {id}:\n{out}"));
+        assert!(line.contains(cause), "{id}: expected {cause:?} in {line:?}");
+    }
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("✓ ok ")),
+        "the last step did not run:\n{out}"
+    );
+    assert!(out.contains("more log lines dropped"), "{out}");
+    // Four 1 s timeouts and three fast failures; generous bound for a loaded CI machine.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+#[test]
+fn validate_reports_every_mistake_with_its_place() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(
+        cache.path(),
+        &["validate", "tests/runbooks/bad/several_mistakes.toml"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--> tests/runbooks/bad/several_mistakes.toml:"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("3 errors in tests/runbooks/bad/several_mistakes.toml"),
+        "{err}"
+    );
+
+    let o = medic(cache.path(), &["validate", "runbooks/demo.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "runbooks/demo.toml is valid: runbook `demo-deploy`, 4 steps, 2 plugins"
+    );
+}
+
+#[test]
+fn exit_codes_are_distinct() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(cache.path(), &["run", "no/such/runbook.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim(),
+        "medic: cannot read runbook no/such/runbook.toml: no such file"
+    );
+
+    let o = medic(
+        cache.path(),
+        &["run", "runbooks/demo.toml", "--param", "nope"],
+    );
+    assert_eq!(o.status.code(), Some(2), "a usage error is invalid input");
+
+    let o = medic(
+        cache.path(),
+        &["run", "runbooks/demo.toml", "--param", "colour=red"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--param colour: the runbook declares no parameter `colour`"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A cache directory that cannot be created is not fatal: plugins compile in memory.
+    let file = cache.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let o = medic(&file.join("sub"), &["validate", "runbooks/demo.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot write the compiled-plugin cache"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn plugin_inspect_and_list() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(cache.path(), &["plugin", "inspect", "builtin:http-deploy"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let digest = medic::host::BUILTINS
+        .iter()
+        .find(|b| b.name == "http-deploy")
+        .unwrap()
+        .sha256;
+    assert!(out.contains(&format!("sha256:       {digest}")), "{out}");
+    assert!(out.contains("contract:     medic:plugin@0.1.0"), "{out}");
+    assert!(out.contains("capabilities: http, kv"), "{out}");
+    assert!(out.contains("token            text, secret"), "{out}");
+
+    let o = medic(
+        cache.path(),
+        &["plugin", "inspect", medic::host::fixtures::INCOMPATIBLE],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("medic:plugin@9.0.0"), "{}", stderr(&o));
+
+    let o = medic(cache.path(), &["plugin", "list"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("builtin:http-probe") && out.contains("builtin:http-deploy"),
+        "{out}"
+    );
+}
+
+#[test]
+fn demo_runs_end_to_end_and_leaves_no_process() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(cache.path(), &["demo"]);
+    let out = stdout(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{out}\nstderr:\n{}",
+        stderr(&o)
+    );
+    assert!(out.contains("v3 was caught by the health check"), "{out}");
+}

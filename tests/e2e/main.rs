@@ -6,6 +6,7 @@
 
 mod cli;
 mod loading;
+mod plugins;
 mod runbooks;
 mod sandbox;
 mod support;

@@ -1,0 +1,245 @@
+//! Medic's benchmarks: what a plugin call, a plugin load and a whole `medic run` cost.
+//!
+//! `cargo bench -p medic` prints a table of medians and 90th percentiles. Without `--bench`
+//! (as `cargo test -p medic --bench medic` runs it) it does a few iterations of each, to prove
+//! the benchmark works; those figures mean nothing.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use medic::host::{Call, CallContext, HostConfig, PluginHost, PluginSource, Sandbox, Value};
+
+struct Stats {
+    name: &'static str,
+    samples: Vec<Duration>,
+    goal: Option<Duration>,
+}
+
+impl Stats {
+    fn quantile(&self, q: f64) -> Duration {
+        let mut s = self.samples.clone();
+        s.sort();
+        s[((s.len() - 1) as f64 * q).round() as usize]
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{ns} ns")
+    } else if ns < 10_000_000 {
+        format!("{:.1} µs", ns as f64 / 1000.0)
+    } else {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    }
+}
+
+fn measure(name: &'static str, n: usize, goal: Option<Duration>, mut f: impl FnMut()) -> Stats {
+    f(); // warm up, and proves the benchmark works even when filtered out
+    let samples = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    Stats {
+        name,
+        samples,
+        goal,
+    }
+}
+
+/// A minimal HTTP/1.1 server on loopback that answers 200 to everything, on its own thread.
+fn http_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                // Keep-alive: answer each request on the connection.
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if conn
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    // `cargo bench -p medic -- NAME` runs only the benchmarks whose name contains NAME.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let iters = |name: &str, full_n: usize, smoke_n: usize| match (wanted(name), full) {
+        (false, _) => 0,
+        (true, true) => full_n,
+        (true, false) => smoke_n,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let hostile = PluginSource::File(medic::host::fixtures::HOSTILE.into());
+    let probe = PluginSource::Builtin("http-probe".into());
+    let mut results = Vec::new();
+
+    // Compiling: what a first run pays, once per plugin version.
+    let uncached = PluginHost::new(HostConfig {
+        cache_dir: None,
+        max_instances: 16,
+    })
+    .unwrap();
+    results.push(measure(
+        "compile http-probe (cold, no cache)",
+        iters("compile http-probe (cold, no cache)", 10, 1),
+        None,
+        || {
+            black_box(rt.block_on(uncached.load(&probe, None)).unwrap());
+        },
+    ));
+    let host = PluginHost::new(HostConfig {
+        cache_dir: Some(cache.path().to_owned()),
+        max_instances: 64,
+    })
+    .unwrap();
+    rt.block_on(host.load(&probe, None)).unwrap();
+    results.push(measure(
+        "load http-probe from the cache (incl. manifest call)",
+        iters(
+            "load http-probe from the cache (incl. manifest call)",
+            200,
+            3,
+        ),
+        Some(Duration::from_millis(1)),
+        || {
+            black_box(rt.block_on(host.load(&probe, None)).unwrap());
+        },
+    ));
+
+    // One call: a fresh sandboxed instance per call, as every step gets.
+    let plugin = rt.block_on(host.load(&hostile, None)).unwrap();
+    let params = vec![("mode".to_string(), Value::Text("ok".into()))];
+    let ctx = CallContext {
+        run_id: "bench".into(),
+        step_id: "s".into(),
+        attempt: 1,
+        environment: "bench".into(),
+        dry_run: false,
+    };
+    let sandbox = Sandbox::default();
+    results.push(measure(
+        "fresh sandboxed instance + call (trivial plugin)",
+        iters(
+            "fresh sandboxed instance + call (trivial plugin)",
+            10_000,
+            20,
+        ),
+        Some(Duration::from_micros(20)),
+        || {
+            let inv = rt.block_on(host.invoke(
+                &plugin,
+                Call::Run {
+                    params: params.clone(),
+                },
+                &ctx,
+                &sandbox,
+            ));
+            assert!(inv.result.is_ok());
+        },
+    ));
+    results.push(measure(
+        "the same work natively (the floor)",
+        iters("the same work natively (the floor)", 10_000, 20),
+        None,
+        || {
+            let mode = black_box(&params)[0].1.clone();
+            let outcome = match mode {
+                Value::Text(m) if m == "ok" => Ok(black_box(String::from("ok"))),
+                _ => Err(()),
+            };
+            black_box(outcome).unwrap();
+        },
+    ));
+
+    // A whole process: `medic run` of a 3-step runbook with a warm cache, as a responder runs it.
+    let addr = http_server();
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("three.toml");
+    let mut text = format!(
+        "[runbook]\nname = \"three\"\n\n[plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = {{ http = [\"{addr}\"] }}\n"
+    );
+    for id in ["one", "two", "three"] {
+        text += &format!(
+            "\n[[steps]]\nid = \"{id}\"\nuses = \"probe\"\nwith = {{ url = \"http://{addr}/health\" }}\n"
+        );
+    }
+    std::fs::write(&runbook, text).unwrap();
+    let medic = env!("CARGO_BIN_EXE_medic");
+    let run = |runbook: &Path| {
+        let out = Command::new(medic)
+            .arg("run")
+            .arg(runbook)
+            .env("MEDIC_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    results.push(measure(
+        "`medic run` process, 3 steps, warm cache",
+        iters("`medic run` process, 3 steps, warm cache", 30, 2),
+        Some(Duration::from_millis(30)),
+        || run(&runbook),
+    ));
+
+    println!(
+        "\n{:56} {:>10} {:>10} {:>10}  {}",
+        "benchmark", "median", "p90", "samples", "goal"
+    );
+    for r in results.iter().filter(|r| !r.samples.is_empty()) {
+        let median = r.quantile(0.5);
+        let goal = match r.goal {
+            Some(g) if median <= g => format!("<= {} met", fmt(g)),
+            Some(g) => format!("<= {} MISSED", fmt(g)),
+            None => String::new(),
+        };
+        println!(
+            "{:56} {:>10} {:>10} {:>10}  {goal}",
+            r.name,
+            fmt(median),
+            fmt(r.quantile(0.9)),
+            r.samples.len()
+        );
+    }
+    if !full {
+        println!(
+            "(smoke run: a few iterations in whatever profile this was built; run `cargo bench -p medic` for figures)"
+        );
+    }
+}

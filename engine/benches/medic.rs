@@ -219,8 +219,8 @@ fn main() {
     ));
 
     println!(
-        "\n{:56} {:>10} {:>10} {:>10}  {}",
-        "benchmark", "median", "p90", "samples", "goal"
+        "\n{:56} {:>10} {:>10} {:>10}  goal",
+        "benchmark", "median", "p90", "samples"
     );
     for r in results.iter().filter(|r| !r.samples.is_empty()) {
         let median = r.quantile(0.5);

@@ -11,7 +11,12 @@ use sha2::{Digest, Sha256};
 
 /// (builtin name, crate artifact name). Order is the order `medic plugin list` shows.
 const BUILTINS: &[(&str, &str)] = &[("http-probe", "http_probe"), ("http-deploy", "http_deploy")];
-const FIXTURES: &[(&str, &str)] = &[("HOSTILE", "hostile"), ("INCOMPATIBLE", "incompatible")];
+const FIXTURES: &[(&str, &str)] = &[
+    ("HOSTILE", "hostile"),
+    ("INCOMPATIBLE", "incompatible"),
+    ("SCRIPTED_CHECK", "scripted_check"),
+    ("SCRIPTED_ACTION", "scripted_action"),
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {

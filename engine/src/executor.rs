@@ -1,58 +1,128 @@
-//! Runs a [`Plan`]: steps in order, each in a fresh sandbox, with templates rendered against
-//! the outputs of earlier steps just before the step starts. Progress is reported through an
-//! [`Observer`], so the CLI, the JSON stream and (later) the run store all see the same events.
+//! Runs a [`Plan`]: the steps in order, then (when a failure asks for it) the rollback path
+//! and the verify checks, then the `finally` steps. Every call is a fresh sandbox; templates
+//! are rendered just before their step runs, against the outputs of the steps before it.
+//!
+//! Progress is reported through an [`Observer`], so the terminal output, the JSON stream and
+//! the run record all see the same events.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::host::{
-    Call, CallContext, Failure, Invocation, KvSpace, PluginHost, Sandbox, Status, Value,
+    Call, CallContext, Failure, Invocation, KvSpace, PluginHost, PluginKind, Sandbox, Status,
+    Value, Values,
 };
 use crate::runbook::plan::text_to_value;
 use crate::runbook::template;
-use crate::runbook::{Arg, OnFailure, Plan};
+use crate::runbook::{Arg, OnFailure, Plan, PlanStep, RetryOn, StepRollback};
+
+/// The part of a run a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Steps,
+    Rollback,
+    Verify,
+    Finally,
+}
 
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepStatus {
     Succeeded,
-    /// The plugin ran and reported failure (a check found a problem).
+    /// The plugin ran and reported failure (a check found a problem, a gate did not pass).
     Failed,
     /// The plugin could not complete (timeout, trap, denied, error...).
     Errored {
         failure: Failure,
     },
+    /// Its condition was false, or the run was cancelled before it.
+    Skipped {
+        reason: String,
+    },
 }
 
+impl StepStatus {
+    pub fn is_success(&self) -> bool {
+        matches!(self, StepStatus::Succeeded)
+    }
+
+    pub fn is_failure(&self) -> bool {
+        matches!(self, StepStatus::Failed | StepStatus::Errored { .. })
+    }
+}
+
+/// How a run ended. Each has its own exit code (see the CLI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     Succeeded,
+    /// A step failed and no rollback was asked for.
     Failed,
+    /// A step failed, the rollback ran and the verify checks passed.
+    RolledBack,
+    /// A rollback or a verify check failed: a person must act.
+    RollbackFailed,
+    /// Stopped by a signal (and rolled back if asked; a failed rollback is RollbackFailed).
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub number: u32,
+    /// Since the run started.
+    pub started_ms: u64,
+    pub invocation: Invocation,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub id: String,
+    pub phase: Phase,
+    /// The plugin declaration used (`[plugins.NAME]`).
     pub plugin: String,
     pub status: StepStatus,
     pub summary: String,
     pub duration: Duration,
+    /// Rendered parameters as they may be shown: secrets masked.
     pub params: Vec<(String, Value)>,
-    pub invocation: Option<Invocation>,
+    /// Every call made for this step: retries and gate checks each add one.
+    pub attempts: Vec<Attempt>,
+}
+
+impl StepReport {
+    pub fn outputs(&self) -> Option<&Values> {
+        self.attempts
+            .last()
+            .and_then(|a| a.invocation.result.as_ref().ok())
+            .map(|o| &o.outputs)
+    }
+}
+
+/// Who allowed a run in a protected environment, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub by: String,
+    pub reason: String,
+    pub at: SystemTime,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run_id: String,
     pub runbook: String,
+    pub environment: String,
     pub outcome: RunOutcome,
     pub started_at: SystemTime,
     pub duration: Duration,
     pub steps: Vec<StepReport>,
+    pub approval: Option<Approval>,
 }
 
 /// What happens during a run, in order.
@@ -61,14 +131,25 @@ pub enum Event<'a> {
     RunStarted {
         run_id: &'a str,
         plan: &'a Plan,
+        approval: Option<&'a Approval>,
+    },
+    PhaseStarted {
+        phase: Phase,
+        reason: &'a str,
     },
     StepStarted {
-        index: usize,
+        phase: Phase,
         id: &'a str,
         plugin: &'a str,
     },
+    /// A retry or gate check finished and another follows after `wait`.
+    AttemptFinished {
+        id: &'a str,
+        attempt: &'a Attempt,
+        note: &'a str,
+        wait: Duration,
+    },
     StepFinished {
-        index: usize,
         report: &'a StepReport,
     },
     RunFinished {
@@ -86,19 +167,57 @@ impl<F: FnMut(&Event<'_>)> Observer for F {
     }
 }
 
-#[derive(Debug, Clone)]
+/// A cancellation request (Ctrl-C, SIGTERM), shared between the signal handler and the run.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps, unless cancelled first. Returns false when cancelled.
+    async fn sleep(&self, d: Duration) -> bool {
+        let notified = self.notify.notified();
+        if self.is_cancelled() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !self.is_cancelled(),
+            _ = notified => false,
+        }
+    }
+}
+
 pub struct RunOptions {
     pub run_id: String,
-    pub environment: String,
     pub dry_run: bool,
+    pub approval: Option<Approval>,
+    pub cancel: Cancel,
+    /// Asked after a cancellation: roll back? Non-interactive callers answer from the runbook.
+    pub confirm_rollback: Box<dyn FnMut() -> bool + Send>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             run_id: new_run_id(),
-            environment: "default".into(),
             dry_run: false,
+            approval: None,
+            cancel: Cancel::new(),
+            confirm_rollback: Box::new(|| true),
         }
     }
 }
@@ -108,180 +227,737 @@ pub fn new_run_id() -> String {
     ulid::Ulid::new().to_string().to_ascii_lowercase()
 }
 
-fn render_args(
-    plan_step: &[(String, Arg)],
-    ctx: &minijinja::Value,
-) -> Result<Vec<(String, Value)>, String> {
-    let env = template::environment();
-    plan_step
-        .iter()
-        .map(|(name, arg)| {
-            let value = match arg {
-                Arg::Value(v) => v.clone(),
-                Arg::Template { source, ty } => {
-                    let text = template::render(&env, source, ctx)
-                        .map_err(|e| format!("parameter `{name}`: {e}"))?;
-                    text_to_value(&text, *ty)
-                        .map_err(|e| format!("parameter `{name}` rendered to {e}"))?
+const MASK: &str = "••••••";
+
+/// Replaces secret values wherever they could surface: a plugin that echoes its token into a
+/// log line or summary must not leak it into the terminal or the record.
+struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    fn text(&self, s: &str) -> String {
+        let mut out = s.to_owned();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    fn value(&self, v: &Value) -> Value {
+        match v {
+            Value::Text(s) => Value::Text(self.text(s)),
+            Value::TextList(l) => Value::TextList(l.iter().map(|s| self.text(s)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn failure(&self, f: &mut Failure) {
+        match f {
+            Failure::InvalidParams { message }
+            | Failure::Transient { message }
+            | Failure::Permanent { message }
+            | Failure::Denied { message }
+            | Failure::Panic { message }
+            | Failure::Trap { message }
+            | Failure::Engine { message } => *message = self.text(message),
+            Failure::Timeout { .. } | Failure::MemoryLimit { .. } | Failure::StackOverflow => {}
+        }
+    }
+
+    fn invocation(&self, inv: &mut Invocation) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        match &mut inv.result {
+            Ok(o) => {
+                o.summary = self.text(&o.summary);
+                for (_, v) in &mut o.outputs {
+                    *v = self.value(v);
                 }
-                Arg::ListTemplate(items) => Value::TextList(
-                    items
-                        .iter()
-                        .map(|s| template::render(&env, s, ctx))
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| format!("parameter `{name}`: {e}"))?,
-                ),
-            };
-            Ok((name.clone(), value))
-        })
-        .collect()
-}
-
-fn context(plan: &Plan, done: &[StepReport]) -> minijinja::Value {
-    let mut steps = BTreeMap::new();
-    for s in done {
-        let status = match &s.status {
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Errored { .. } => "errored",
-        };
-        let outputs = s
-            .invocation
-            .as_ref()
-            .and_then(|i| i.result.as_ref().ok())
-            .map(|o| &o.outputs);
-        let outputs = template::map_to_jinja(outputs.into_iter().flatten().map(|(k, v)| (k, v)));
-        steps.insert(
-            s.id.clone(),
-            minijinja::context! { status => status, summary => s.summary.clone(), outputs => outputs },
-        );
-    }
-    minijinja::context! {
-        params => template::map_to_jinja(plan.params.iter().map(|(k, v)| (k, v))),
-        steps => steps,
+            }
+            Err(f) => self.failure(f),
+        }
+        for line in &mut inv.logs {
+            line.message = self.text(&line.message);
+            for (_, v) in &mut line.fields {
+                *v = self.text(v);
+            }
+        }
+        for u in &mut inv.capability_uses {
+            u.detail = self.text(&u.detail);
+            u.result = self.text(&u.result);
+        }
+        inv.stderr = self.text(&inv.stderr);
     }
 }
 
+/// Runs a plan to completion. Never returns early: whatever happens becomes part of the report.
 pub async fn execute(
     host: &PluginHost,
     plan: &Plan,
-    opts: &RunOptions,
+    mut opts: RunOptions,
     observer: &mut dyn Observer,
 ) -> RunReport {
-    let started_at = SystemTime::now();
     let started = Instant::now();
+    let started_at = SystemTime::now();
+    let mut confirm_rollback = std::mem::replace(&mut opts.confirm_rollback, Box::new(|| true));
     observer.on_event(&Event::RunStarted {
         run_id: &opts.run_id,
         plan,
+        approval: opts.approval.as_ref(),
     });
-    // One key-value space per plugin declaration, shared by its steps for the whole run.
-    let kv: Vec<KvSpace> = plan.plugins.iter().map(|_| KvSpace::new()).collect();
-    let mut steps: Vec<StepReport> = Vec::new();
-    let mut outcome = RunOutcome::Succeeded;
+    let mut run = Run {
+        host,
+        plan,
+        opts: &opts,
+        started,
+        // One key-value space per plugin declaration, shared by its steps for the whole run.
+        kv: plan.plugins.iter().map(|_| KvSpace::new()).collect(),
+        redactor: Redactor {
+            secrets: plan
+                .params
+                .iter()
+                .filter(|p| p.secret)
+                .filter_map(|p| match &p.value {
+                    Value::Text(s) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+        },
+        reports: Vec::new(),
+        raw: BTreeMap::new(),
+        raw_outputs: BTreeMap::new(),
+    };
 
-    for (index, step) in plan.steps.iter().enumerate() {
-        let pp = &plan.plugins[step.plugin];
-        observer.on_event(&Event::StepStarted {
-            index,
-            id: &step.id,
-            plugin: &pp.alias,
-        });
-        let step_started = Instant::now();
-        let report = match render_args(&step.with, &context(plan, &steps)) {
-            Err(message) => StepReport {
-                id: step.id.clone(),
-                plugin: pp.alias.clone(),
-                summary: message.clone(),
-                status: StepStatus::Errored {
-                    failure: Failure::InvalidParams { message },
-                },
-                duration: step_started.elapsed(),
-                params: Vec::new(),
-                invocation: None,
-            },
-            Ok(params) => {
-                let sandbox = Sandbox {
-                    timeout: step.timeout,
-                    memory: pp.memory,
-                    grants: pp.grants.clone(),
-                    kv: kv[step.plugin].clone(),
-                };
-                let ctx = CallContext {
-                    run_id: opts.run_id.clone(),
-                    step_id: step.id.clone(),
-                    attempt: 1,
-                    environment: opts.environment.clone(),
-                    dry_run: opts.dry_run,
-                };
-                let inv = host
-                    .invoke(
-                        &pp.plugin,
-                        Call::Run {
-                            params: params.clone(),
-                        },
-                        &ctx,
-                        &sandbox,
-                    )
-                    .await;
-                let (status, summary) = match &inv.result {
-                    Ok(o) if o.status == Status::Success => {
-                        (StepStatus::Succeeded, o.summary.clone())
-                    }
-                    Ok(o) => (StepStatus::Failed, o.summary.clone()),
-                    Err(f) => (StepStatus::Errored { failure: f.clone() }, f.to_string()),
-                };
-                StepReport {
-                    id: step.id.clone(),
-                    plugin: pp.alias.clone(),
-                    status,
-                    summary,
-                    duration: step_started.elapsed(),
-                    params: mask_secrets(&pp.plugin.manifest, params),
-                    invocation: Some(inv),
+    // Main steps.
+    let mut failed = false;
+    let mut rollback_wanted = false;
+    let mut cancelled = false;
+    for step in &plan.steps {
+        if opts.cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        let report = run.step(step, Phase::Steps, observer).await;
+        let step_failed = report.status.is_failure();
+        run.reports.push(report);
+        if opts.cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        if step_failed {
+            failed = true;
+            match step.on_failure {
+                OnFailure::Continue => continue,
+                OnFailure::Abort => break,
+                OnFailure::Rollback => {
+                    rollback_wanted = true;
+                    break;
                 }
             }
+        }
+    }
+    if cancelled {
+        let pending: Vec<&PlanStep> = plan
+            .steps
+            .iter()
+            .filter(|s| !run.reports.iter().any(|r| r.id == s.id))
+            .collect();
+        for step in pending {
+            run.skip(step, Phase::Steps, "the run was cancelled", observer);
+        }
+        let has_rollback_path =
+            plan.steps.iter().any(|s| s.rollback.is_some()) || !plan.rollback.is_empty();
+        rollback_wanted = has_rollback_path && confirm_rollback();
+    }
+
+    let mut outcome = match (cancelled, failed) {
+        (true, _) => RunOutcome::Cancelled,
+        (false, true) => RunOutcome::Failed,
+        (false, false) => RunOutcome::Succeeded,
+    };
+    if rollback_wanted {
+        let reason = if cancelled {
+            "the run was cancelled"
+        } else {
+            "a step failed"
         };
-        observer.on_event(&Event::StepFinished {
-            index,
-            report: &report,
+        let ok = run.rollback(reason, observer).await;
+        outcome = match (ok, cancelled) {
+            (false, _) => RunOutcome::RollbackFailed,
+            (true, true) => RunOutcome::Cancelled,
+            (true, false) => RunOutcome::RolledBack,
+        };
+    }
+
+    if !plan.finally.is_empty() {
+        observer.on_event(&Event::PhaseStarted {
+            phase: Phase::Finally,
+            reason: "always",
         });
-        let failed = report.status != StepStatus::Succeeded;
-        steps.push(report);
-        if failed {
-            // A run with a failed step has failed even when the runbook lets it continue.
-            outcome = RunOutcome::Failed;
-            if step.on_failure == OnFailure::Abort {
-                break;
-            }
+        for step in &plan.finally {
+            let report = run.step(step, Phase::Finally, observer).await;
+            run.reports.push(report);
         }
     }
 
     let report = RunReport {
         run_id: opts.run_id.clone(),
         runbook: plan.name.clone(),
+        environment: plan.environment.name.clone(),
         outcome,
         started_at,
         duration: started.elapsed(),
-        steps,
+        steps: std::mem::take(&mut run.reports),
+        approval: opts.approval.clone(),
     };
     observer.on_event(&Event::RunFinished { report: &report });
     report
 }
 
-/// Parameters as they may be shown and recorded: secrets replaced.
-pub fn mask_secrets(
-    manifest: &crate::host::Manifest,
-    params: Vec<(String, Value)>,
-) -> Vec<(String, Value)> {
-    params
-        .into_iter()
-        .map(|(k, v)| {
-            let secret = manifest.param(&k).is_some_and(|p| p.secret);
-            if secret {
-                (k, Value::Text("••••••".into()))
-            } else {
-                (k, v)
+struct Run<'a> {
+    host: &'a PluginHost,
+    plan: &'a Plan,
+    opts: &'a RunOptions,
+    started: Instant,
+    kv: Vec<KvSpace>,
+    redactor: Redactor,
+    reports: Vec<StepReport>,
+    /// Unmasked rendered parameters of each step that ran, for its revert.
+    raw: BTreeMap<String, Values>,
+    /// Unredacted outputs of each step that ran: later steps and reverts need the real values.
+    raw_outputs: BTreeMap<String, Values>,
+}
+
+enum Judgement {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+fn judge(inv: &Invocation) -> Judgement {
+    match &inv.result {
+        Ok(o) if o.status == Status::Success => Judgement::Pass,
+        Ok(o) if o.status == Status::Inconclusive => Judgement::Inconclusive,
+        _ => Judgement::Fail,
+    }
+}
+
+fn summary_of(inv: &Invocation) -> String {
+    match &inv.result {
+        Ok(o) => o.summary.clone(),
+        Err(f) => f.to_string(),
+    }
+}
+
+fn status_of(inv: &Invocation) -> StepStatus {
+    match &inv.result {
+        Ok(o) if o.status == Status::Success => StepStatus::Succeeded,
+        Ok(_) => StepStatus::Failed,
+        Err(f) => StepStatus::Errored { failure: f.clone() },
+    }
+}
+
+/// Exponential backoff with an optional jitter of up to half the wait.
+fn backoff(retry: &crate::runbook::Retry, attempt: u32) -> Duration {
+    let base = retry
+        .backoff
+        .saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        )
+        .min(retry.max_backoff);
+    if !retry.jitter {
+        return base;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    base.mul_f64(fraction)
+}
+
+impl Run<'_> {
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn context(&self, extra: Option<(&str, &Values, &str)>) -> minijinja::Value {
+        let mut steps = BTreeMap::new();
+        for r in self.reports.iter().filter(|r| r.phase == Phase::Steps) {
+            let status = match &r.status {
+                StepStatus::Succeeded => "succeeded",
+                StepStatus::Failed => "failed",
+                StepStatus::Errored { .. } => "errored",
+                StepStatus::Skipped { .. } => "skipped",
+            };
+            let empty = Values::new();
+            let outputs = self.outputs_of(r).unwrap_or(&empty);
+            steps.insert(r.id.clone(), minijinja::context! { status => status, summary => r.summary.clone(), outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) });
+        }
+        if let Some((id, outputs, status)) = extra {
+            steps.insert(id.to_owned(), minijinja::context! { status => status, outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) });
+        }
+        let env = &self.plan.environment;
+        minijinja::context! {
+            params => template::map_to_jinja(self.plan.params.iter().map(|p| (&p.name, &p.value))),
+            vars => template::map_to_jinja(env.vars.iter().map(|(k, v)| (k, v))),
+            env => minijinja::context! { name => env.name.clone(), protected => env.protected },
+            steps => steps,
+        }
+    }
+
+    /// The outputs a step returned, unredacted (they feed later steps and its revert).
+    fn outputs_of(&self, r: &StepReport) -> Option<&Values> {
+        self.raw_outputs.get(&r.id)
+    }
+
+    fn render(&self, args: &[(String, Arg)], ctx: &minijinja::Value) -> Result<Values, String> {
+        let env = template::environment();
+        args.iter()
+            .map(|(name, arg)| {
+                let value = match arg {
+                    Arg::Value(v) => v.clone(),
+                    Arg::Template { source, ty } => {
+                        let text = template::render(&env, source, ctx)
+                            .map_err(|e| format!("parameter `{name}`: {e}"))?;
+                        text_to_value(&text, *ty)
+                            .map_err(|e| format!("parameter `{name}` rendered to {e}"))?
+                    }
+                    Arg::ListTemplate(items) => Value::TextList(
+                        items
+                            .iter()
+                            .map(|s| template::render(&env, s, ctx))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| format!("parameter `{name}`: {e}"))?,
+                    ),
+                };
+                Ok((name.clone(), value))
+            })
+            .collect()
+    }
+
+    fn shown_params(&self, params: &Values, secret: &[String]) -> Values {
+        params
+            .iter()
+            .map(|(k, v)| {
+                if secret.contains(k) {
+                    (k.clone(), Value::Text(MASK.into()))
+                } else {
+                    (k.clone(), self.redactor.value(v))
+                }
+            })
+            .collect()
+    }
+
+    fn skip(&mut self, step: &PlanStep, phase: Phase, reason: &str, observer: &mut dyn Observer) {
+        let report = StepReport {
+            id: step.id.clone(),
+            phase,
+            plugin: self.plan.plugins[step.plugin].alias.clone(),
+            status: StepStatus::Skipped {
+                reason: reason.to_owned(),
+            },
+            summary: format!("skipped: {reason}"),
+            duration: Duration::ZERO,
+            params: Vec::new(),
+            attempts: Vec::new(),
+        };
+        observer.on_event(&Event::StepFinished { report: &report });
+        self.reports.push(report);
+    }
+
+    /// One sandboxed call. Returns the attempt as it may be shown (redacted) and the outputs
+    /// as the plugin returned them.
+    async fn call(
+        &self,
+        plugin: usize,
+        call: Call,
+        step_id: &str,
+        attempt: u32,
+        timeout: Duration,
+    ) -> (Attempt, Option<Values>) {
+        let pp = &self.plan.plugins[plugin];
+        let sandbox = Sandbox {
+            timeout,
+            memory: pp.memory,
+            grants: pp.grants.clone(),
+            kv: self.kv[plugin].clone(),
+        };
+        let ctx = CallContext {
+            run_id: self.opts.run_id.clone(),
+            step_id: step_id.to_owned(),
+            attempt,
+            environment: self.plan.environment.name.clone(),
+            dry_run: self.opts.dry_run,
+        };
+        let started_ms = self.elapsed_ms();
+        let mut invocation = self.host.invoke(&pp.plugin, call, &ctx, &sandbox).await;
+        let outputs = invocation.result.as_ref().ok().map(|o| o.outputs.clone());
+        self.redactor.invocation(&mut invocation);
+        (
+            Attempt {
+                number: attempt,
+                started_ms,
+                invocation,
+            },
+            outputs,
+        )
+    }
+
+    /// Runs one step (with its condition, retries or gate) and returns its report. Does not
+    /// push the report: the caller decides what the step means for the run.
+    async fn step(
+        &mut self,
+        step: &PlanStep,
+        phase: Phase,
+        observer: &mut dyn Observer,
+    ) -> StepReport {
+        let pp = &self.plan.plugins[step.plugin];
+        let started = Instant::now();
+        let mut report = StepReport {
+            id: step.id.clone(),
+            phase,
+            plugin: pp.alias.clone(),
+            status: StepStatus::Succeeded,
+            summary: String::new(),
+            duration: Duration::ZERO,
+            params: Vec::new(),
+            attempts: Vec::new(),
+        };
+        let ctx = self.context(None);
+        if let Some(when) = &step.when {
+            let env = template::environment();
+            let verdict = env.compile_expression(when).and_then(|e| e.eval(&ctx));
+            match verdict {
+                Ok(v) if v.is_true() => {}
+                Ok(_) => {
+                    report.status = StepStatus::Skipped {
+                        reason: format!("`{when}` is false"),
+                    };
+                    report.summary = format!("skipped: `{when}` is false");
+                    observer.on_event(&Event::StepFinished { report: &report });
+                    return report;
+                }
+                Err(e) => {
+                    let message = format!("condition `{when}`: {e}");
+                    report.summary = message.clone();
+                    report.status = StepStatus::Errored {
+                        failure: Failure::InvalidParams { message },
+                    };
+                    observer.on_event(&Event::StepFinished { report: &report });
+                    return report;
+                }
             }
-        })
-        .collect()
+        }
+        observer.on_event(&Event::StepStarted {
+            phase,
+            id: &step.id,
+            plugin: &pp.alias,
+        });
+        let params = match self.render(&step.with, &ctx) {
+            Ok(p) => p,
+            Err(message) => {
+                report.summary = self.redactor.text(&message);
+                report.status = StepStatus::Errored {
+                    failure: Failure::InvalidParams {
+                        message: report.summary.clone(),
+                    },
+                };
+                report.duration = started.elapsed();
+                observer.on_event(&Event::StepFinished { report: &report });
+                return report;
+            }
+        };
+        report.params = self.shown_params(&params, &step.secret_params);
+        self.raw.insert(step.id.clone(), params.clone());
+
+        if let Some(gate) = step.gate {
+            let (mut passes, mut fails, mut checks) = (0u32, 0u32, 0u32);
+            loop {
+                checks += 1;
+                let (attempt, outputs) = self
+                    .call(
+                        step.plugin,
+                        Call::Run {
+                            params: params.clone(),
+                        },
+                        &step.id,
+                        checks,
+                        step.timeout,
+                    )
+                    .await;
+                self.remember(&step.id, outputs);
+                match judge(&attempt.invocation) {
+                    Judgement::Pass => passes += 1,
+                    Judgement::Fail => {
+                        passes = 0;
+                        fails += 1;
+                    }
+                    // Neither counts; a gate that only ever hears "don't know" ends at its time limit.
+                    Judgement::Inconclusive => passes = 0,
+                }
+                let last = summary_of(&attempt.invocation);
+                let elapsed = started.elapsed();
+                let verdict = if passes >= gate.successes {
+                    Some((
+                        StepStatus::Succeeded,
+                        format!(
+                            "passed {passes} time{} in a row ({checks} checks): {last}",
+                            if passes == 1 { "" } else { "s" }
+                        ),
+                    ))
+                } else if fails >= gate.failures {
+                    Some((
+                        StepStatus::Failed,
+                        format!(
+                            "failed {fails} time{} ({checks} checks): {last}",
+                            if fails == 1 { "" } else { "s" }
+                        ),
+                    ))
+                } else if elapsed + gate.interval > gate.timeout {
+                    Some((
+                        StepStatus::Failed,
+                        format!(
+                            "did not pass {} times in a row within {}: {last}",
+                            gate.successes,
+                            humantime::format_duration(gate.timeout)
+                        ),
+                    ))
+                } else {
+                    None
+                };
+                match verdict {
+                    Some((status, summary)) => {
+                        report.attempts.push(attempt);
+                        report.status = status;
+                        report.summary = summary;
+                        break;
+                    }
+                    None => {
+                        let note = format!(
+                            "check {checks}: {last} ({passes}/{} in a row)",
+                            gate.successes
+                        );
+                        observer.on_event(&Event::AttemptFinished {
+                            id: &step.id,
+                            attempt: &attempt,
+                            note: &note,
+                            wait: gate.interval,
+                        });
+                        report.attempts.push(attempt);
+                        if !self.opts.cancel.sleep(gate.interval).await {
+                            report.status = StepStatus::Failed;
+                            report.summary = format!("cancelled after {checks} checks: {last}");
+                            break;
+                        }
+                    }
+                }
+            }
+        } else {
+            let attempts = step.retry.map_or(1, |r| r.attempts);
+            for n in 1..=attempts {
+                let (attempt, outputs) = self
+                    .call(
+                        step.plugin,
+                        Call::Run {
+                            params: params.clone(),
+                        },
+                        &step.id,
+                        n,
+                        step.timeout,
+                    )
+                    .await;
+                self.remember(&step.id, outputs);
+                let status = status_of(&attempt.invocation);
+                let retryable = match (&attempt.invocation.result, step.retry.map(|r| r.on)) {
+                    (_, None) => false,
+                    (Err(f), Some(RetryOn::Transient)) => f.is_transient(),
+                    (_, Some(RetryOn::Transient)) => false,
+                    (_, Some(RetryOn::Any)) => !status.is_success(),
+                };
+                report.summary = summary_of(&attempt.invocation);
+                report.status = status;
+                if retryable && n < attempts && !self.opts.cancel.is_cancelled() {
+                    let wait = backoff(step.retry.as_ref().unwrap(), n);
+                    let note = format!("attempt {n}/{attempts}: {}", report.summary);
+                    observer.on_event(&Event::AttemptFinished {
+                        id: &step.id,
+                        attempt: &attempt,
+                        note: &note,
+                        wait,
+                    });
+                    report.attempts.push(attempt);
+                    if !self.opts.cancel.sleep(wait).await {
+                        break;
+                    }
+                    continue;
+                }
+                report.attempts.push(attempt);
+                break;
+            }
+            if report.attempts.len() > 1 {
+                report.summary = format!(
+                    "{} (attempt {} of {attempts})",
+                    report.summary,
+                    report.attempts.len()
+                );
+            }
+        }
+        report.duration = started.elapsed();
+        observer.on_event(&Event::StepFinished { report: &report });
+        report
+    }
+
+    fn remember(&mut self, id: &str, outputs: Option<Values>) {
+        match outputs {
+            Some(o) => {
+                self.raw_outputs.insert(id.to_owned(), o);
+            }
+            None => {
+                self.raw_outputs.remove(id);
+            }
+        }
+    }
+
+    /// Undoes what the run did, newest first, then runs `[[rollback]]` and `[[verify]]`.
+    /// Returns whether everything succeeded and verified.
+    async fn rollback(&mut self, reason: &str, observer: &mut dyn Observer) -> bool {
+        observer.on_event(&Event::PhaseStarted {
+            phase: Phase::Rollback,
+            reason,
+        });
+        let plan = self.plan;
+        let mut ok = true;
+        // The failed step is undone too: an action that failed half-way may have changed
+        // things. Rollbacks must therefore be safe to run when there is nothing to undo.
+        let done: Vec<(usize, bool)> = self
+            .reports
+            .iter()
+            .filter(|r| r.phase == Phase::Steps)
+            .filter_map(|r| {
+                let i = plan.steps.iter().position(|s| s.id == r.id)?;
+                let is_action =
+                    plan.plugins[plan.steps[i].plugin].plugin.manifest.kind == PluginKind::Action;
+                (r.status.is_success() || (r.status.is_failure() && is_action))
+                    .then_some((i, r.status.is_success()))
+            })
+            .collect();
+        for (i, succeeded) in done.into_iter().rev() {
+            let step = &plan.steps[i];
+            let Some(rb) = &step.rollback else { continue };
+            let id = format!("{}.rollback", step.id);
+            let params = self.raw.get(&step.id).cloned().unwrap_or_default();
+            let outputs = self
+                .reports
+                .iter()
+                .find(|r| r.id == step.id)
+                .and_then(|r| self.outputs_of(r))
+                .cloned()
+                .unwrap_or_default();
+            let (plugin, call, timeout, shown) = match rb {
+                StepRollback::Revert => (
+                    step.plugin,
+                    Call::Revert {
+                        params: params.clone(),
+                        outputs: outputs.clone(),
+                    },
+                    step.timeout,
+                    self.shown_params(&params, &step.secret_params),
+                ),
+                StepRollback::Call {
+                    plugin,
+                    with,
+                    secret_params,
+                    timeout,
+                } => {
+                    let status = if succeeded { "succeeded" } else { "failed" };
+                    let ctx = self.context(Some((&step.id, &outputs, status)));
+                    match self.render(with, &ctx) {
+                        Ok(p) => (
+                            *plugin,
+                            Call::Run { params: p.clone() },
+                            *timeout,
+                            self.shown_params(&p, secret_params),
+                        ),
+                        Err(message) => {
+                            let summary = self.redactor.text(&message);
+                            let report = StepReport {
+                                id,
+                                phase: Phase::Rollback,
+                                plugin: plan.plugins[*plugin].alias.clone(),
+                                status: StepStatus::Errored {
+                                    failure: Failure::InvalidParams {
+                                        message: summary.clone(),
+                                    },
+                                },
+                                summary,
+                                duration: Duration::ZERO,
+                                params: Vec::new(),
+                                attempts: Vec::new(),
+                            };
+                            observer.on_event(&Event::StepFinished { report: &report });
+                            self.reports.push(report);
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let alias = plan.plugins[plugin].alias.clone();
+            observer.on_event(&Event::StepStarted {
+                phase: Phase::Rollback,
+                id: &id,
+                plugin: &alias,
+            });
+            let started = Instant::now();
+            // A rollback is retried on transient errors like its step; it is the last line of defence.
+            let attempts = step.retry.map_or(1, |r| r.attempts);
+            let mut report = StepReport {
+                id: id.clone(),
+                phase: Phase::Rollback,
+                plugin: alias,
+                status: StepStatus::Succeeded,
+                summary: String::new(),
+                duration: Duration::ZERO,
+                params: shown,
+                attempts: Vec::new(),
+            };
+            for n in 1..=attempts {
+                let (attempt, _) = self.call(plugin, call.clone(), &id, n, timeout).await;
+                report.status = status_of(&attempt.invocation);
+                report.summary = summary_of(&attempt.invocation);
+                let transient = matches!(&attempt.invocation.result, Err(f) if f.is_transient());
+                report.attempts.push(attempt);
+                if !(transient && n < attempts) {
+                    break;
+                }
+                tokio::time::sleep(backoff(step.retry.as_ref().unwrap(), n)).await;
+            }
+            report.duration = started.elapsed();
+            ok &= report.status.is_success();
+            observer.on_event(&Event::StepFinished { report: &report });
+            self.reports.push(report);
+        }
+        for step in &plan.rollback {
+            let report = self.step(step, Phase::Rollback, observer).await;
+            ok &= !report.status.is_failure();
+            self.reports.push(report);
+        }
+        if !plan.verify.is_empty() {
+            observer.on_event(&Event::PhaseStarted {
+                phase: Phase::Verify,
+                reason: "after the rollback",
+            });
+            for step in &plan.verify {
+                let report = self.step(step, Phase::Verify, observer).await;
+                ok &= !report.status.is_failure();
+                self.reports.push(report);
+            }
+        }
+        ok
+    }
 }

@@ -114,8 +114,13 @@ fn run_deploys_and_checks_against_a_real_service() {
         ],
     );
     let out = stdout(&bad);
-    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert_eq!(bad.status.code(), Some(4), "rolled back: {out}");
     assert!(out.contains("deployed v3 (was v2)"), "{out}");
+    assert!(
+        out.contains("✓ deploy.rollback") && out.contains("redeployed v2 (was v3)"),
+        "{out}"
+    );
+    assert!(out.contains("✓ healthy_again"), "{out}");
     assert!(out.contains("✗ health_after"), "{out}");
     assert!(out.contains("answered 503 (expected 200)"), "{out}");
     assert!(
@@ -157,7 +162,7 @@ fn json_output_is_one_event_per_line() {
         .iter()
         .find(|e| e["event"] == "step_finished" && e["step"]["id"] == "deploy")
         .unwrap();
-    let uses = deploy["step"]["invocation"]["capability_uses"]
+    let uses = deploy["step"]["attempts"][0]["invocation"]["capability_uses"]
         .as_array()
         .unwrap();
     assert!(
@@ -334,5 +339,217 @@ fn demo_runs_end_to_end_and_leaves_no_process() {
         "stdout:\n{out}\nstderr:\n{}",
         stderr(&o)
     );
-    assert!(out.contains("v3 was caught by the health check"), "{out}");
+    assert!(out.contains("redeployed v2 (was v3)"), "{out}");
+    assert!(out.contains("↩ rolled back and verified healthy"), "{out}");
+}
+
+/// A runbook over the scripted fixtures, written to a temporary directory.
+fn scripted_runbook(dir: &Path, head: &str, body: &str) -> PathBuf {
+    let text = format!(
+        "[runbook]\nname = \"scripted\"\n{head}\n[plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n[plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n{body}",
+        medic::host::fixtures::SCRIPTED_CHECK,
+        medic::host::fixtures::SCRIPTED_ACTION
+    );
+    let path = dir.join("scripted.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn each_outcome_has_its_exit_code() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let undoable = "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n[[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n";
+    let cases = [
+        (
+            "on_failure = \"rollback\"",
+            format!("{undoable}[[verify]]\nid = \"ok\"\nuses = \"check\"\n"),
+            4,
+            "↩ rolled back and verified healthy",
+        ),
+        (
+            "on_failure = \"rollback\"",
+            format!(
+                "{undoable}[[verify]]\nid = \"bad\"\nuses = \"check\"\nwith = {{ mode = \"fail\" }}\n"
+            ),
+            5,
+            "✗ ROLLBACK FAILED",
+        ),
+        (
+            "",
+            format!("{undoable}[[verify]]\nid = \"ok\"\nuses = \"check\"\n"),
+            1,
+            "✗ failed after",
+        ),
+    ];
+    for (head, body, code, line) in cases {
+        let rb = scripted_runbook(dir.path(), head, &body);
+        let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(stdout(&o).contains(line), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn protected_environments_need_an_approval_that_is_recorded() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let head = "\n[environments.staging]\nvars = { region = \"eu\" }\n\n[environments.prod]\nprotected = true\nvars = { region = \"us\" }\n";
+    let body = "[[steps]]\nid = \"change\"\nuses = \"act\"\nwith = { echo = \"{{ env.name }} {{ vars.region }}\" }\n";
+    let rb = scripted_runbook(dir.path(), head, body);
+    let rb = rb.to_str().unwrap();
+
+    let o = medic(cache.path(), &["run", rb]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .contains("this runbook targets environments (prod, staging): choose one with --env"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = medic(cache.path(), &["run", rb, "--env", "staging"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("call 1: staging eu"), "{}", stdout(&o));
+
+    let o = medic(cache.path(), &["run", rb, "--env", "prod"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("environment `prod` is protected"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).is_empty(),
+        "nothing may run without the approval"
+    );
+
+    let o = Command::new(MEDIC)
+        .args([
+            "run",
+            rb,
+            "--env",
+            "prod",
+            "--approve",
+            "INC-1234 rollback of checkout",
+            "--output",
+            "json",
+        ])
+        .env("MEDIC_CACHE_DIR", cache.path())
+        .env("USER", "alice")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(first["environment"], "prod");
+    assert_eq!(first["approval"]["reason"], "INC-1234 rollback of checkout");
+    assert!(
+        first["approval"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("alice@"),
+        "{first}"
+    );
+
+    let o = medic(cache.path(), &["validate", rb]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).trim().ends_with("environments prod, staging"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn plan_shows_everything_and_touches_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let svc_addr = "127.0.0.1:9"; // nothing listens here: plan must not call anything
+    let o = medic(
+        cache.path(),
+        &[
+            "plan",
+            "runbooks/demo.toml",
+            "--param",
+            &format!("host={svc_addr}"),
+            "--param",
+            "version=v7",
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for expected in [
+        "runbook demo-deploy",
+        "version = v7",
+        "url = http://127.0.0.1:9/deploy",
+        "body_contains = {{ steps.deploy.outputs.version }}",
+        "gate: every 200ms until 3 passes in a row; fails after 2 failures or 10s",
+        "retry: 3 attempts on transient failures, backoff 500ms",
+        "rollback: http-deploy's revert",
+        "undo: deploy",
+        "verify (after a rollback)",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_at_a_safe_point_and_rolls_back() {
+    use std::io::Read;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+                [[steps]]\nid = \"bake\"\nuses = \"check\"\ngate = { interval = \"100ms\", successes = 1000, timeout = \"60s\" }\n\n\
+                [[steps]]\nid = \"later\"\nuses = \"act\"\n\n\
+                [[verify]]\nid = \"fine\"\nuses = \"check\"\n";
+    let rb = scripted_runbook(dir.path(), "on_failure = \"rollback\"", body);
+    let mut child = Command::new(MEDIC)
+        .args(["run", rb.to_str().unwrap()])
+        .env("MEDIC_CACHE_DIR", cache.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    // SAFETY: kill(2) on a child we own.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(6), "{out}");
+    assert!(out.contains("cancelled after"), "{out}");
+    assert!(
+        out.contains("- later") && out.contains("skipped: the run was cancelled"),
+        "{out}"
+    );
+    assert!(
+        out.contains("✓ change.rollback"),
+        "non-interactive: rolls back as the runbook says:\n{out}"
+    );
+    assert!(out.contains("✓ fine"), "{out}");
+    assert!(out.contains("■ cancelled after"), "{out}");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

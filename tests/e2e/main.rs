@@ -5,6 +5,7 @@
 //! - `loading`: digests, missing files, non-components, incompatible contracts, the cache.
 
 mod cli;
+mod execution;
 mod loading;
 mod plugins;
 mod runbooks;

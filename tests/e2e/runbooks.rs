@@ -34,7 +34,14 @@ fn check(path: &Path, label: &str) -> Result<String, String> {
     let rt = runtime();
     rt.block_on(async {
         let host = host_with_cache(None);
-        match runbook::plan(&host, &Source { path, text: &text }, &[]).await {
+        // Runbooks with environments are checked against staging, as `medic validate --env staging`.
+        let opts = runbook::PlanOptions {
+            environment: text
+                .contains("[environments.staging]")
+                .then(|| "staging".into()),
+            ..Default::default()
+        };
+        match runbook::plan(&host, &Source { path, text: &text }, &opts).await {
             Ok(plan) => Ok(format!("{} steps", plan.steps.len())),
             Err(diags) => {
                 let report = Report {

@@ -70,6 +70,8 @@ pub async fn load(host: &PluginHost, source: &PluginSource) -> Plugin {
 pub struct TinyServer {
     pub addr: std::net::SocketAddr,
     pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    /// Request paths in the order they arrived.
+    pub paths: Arc<std::sync::Mutex<Vec<String>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -85,15 +87,26 @@ pub async fn tiny_server(status: u16, body: &'static str) -> TinyServer {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = hits.clone();
+    let paths = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = paths.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
-                let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+                let n = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                if let Some(path) = head.split_whitespace().nth(1) {
+                    seen.lock().unwrap().push(path.to_owned());
+                }
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -105,6 +118,7 @@ pub async fn tiny_server(status: u16, body: &'static str) -> TinyServer {
     TinyServer {
         addr,
         hits,
+        paths,
         _task: task,
     }
 }

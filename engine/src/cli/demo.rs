@@ -5,7 +5,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::run::{execute, load_plan};
+use super::run::{execute, exit_for, load_plan};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::demo::DemoService;
 
@@ -55,7 +55,6 @@ pub async fn service(args: ServiceArgs) -> Exit {
 }
 
 pub async fn demo(global: &GlobalArgs, _args: DemoArgs) -> Exit {
-    let color = global.color();
     let host = match global.host() {
         Ok(h) => h,
         Err(e) => return engine_error(e),
@@ -72,17 +71,21 @@ pub async fn demo(global: &GlobalArgs, _args: DemoArgs) -> Exit {
 
     let path = Path::new("runbooks/demo.toml");
     let mut results = Vec::new();
-    for (version, expect) in [("v2", Exit::Success), ("v3", Exit::RunFailed)] {
+    for (version, expect) in [("v2", Exit::Success), ("v3", Exit::RolledBack)] {
         println!("$ medic run runbooks/demo.toml --param host={addr} --param version={version}");
         let params = vec![
             ("host".to_string(), addr.clone()),
             ("version".to_string(), version.to_string()),
         ];
-        let plan = match load_plan(&host, path, Some(DEMO_RUNBOOK), &params).await {
+        let opts = crate::runbook::PlanOptions {
+            params,
+            environment: None,
+        };
+        let plan = match load_plan(&host, path, Some(DEMO_RUNBOOK), &opts).await {
             Ok(p) => p,
             Err(exit) => return exit,
         };
-        let exit = execute(&host, &plan, OutputFormat::Human, color, global.verbose).await;
+        let exit = exit_for(&execute(&host, &plan, OutputFormat::Human, global, None, false).await);
         println!();
         results.push((version, exit, expect));
     }
@@ -91,8 +94,9 @@ pub async fn demo(global: &GlobalArgs, _args: DemoArgs) -> Exit {
     let as_expected = results.iter().all(|(_, got, want)| got == want);
     if as_expected {
         println!(
-            "v2 deployed and passed its health checks; v3 was caught by the health check after deploying."
+            "v2 deployed and passed its health gate. v3 failed its health gate, and medic rolled"
         );
+        println!("it back to v2 on its own, then verified the service healthy again.");
         println!(
             "Each step ran in a fresh WebAssembly sandbox that could reach only the demo service."
         );

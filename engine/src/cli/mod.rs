@@ -1,7 +1,7 @@
 //! The `medic` command: argument parsing and dispatch. One file per subcommand.
 //!
-//! Exit codes (documented in `medic --help` and the README):
-//! 0 success · 1 the run failed · 2 invalid input · 3 engine error.
+//! Exit codes (documented in `medic --help` and the README): 0 success · 1 the run failed ·
+//! 2 invalid input · 3 engine error · 4 rolled back · 5 rollback failed · 6 cancelled.
 
 mod demo;
 mod output;
@@ -26,6 +26,12 @@ pub enum Exit {
     Invalid = 2,
     /// Medic itself failed (I/O, engine setup). Nothing or only part ran.
     Engine = 3,
+    /// A step failed; the rollback ran and the verify checks passed.
+    RolledBack = 4,
+    /// A rollback or verify check failed: a person must act.
+    RollbackFailed = 5,
+    /// Cancelled by a signal (rolled back if the runbook or the responder said so).
+    Cancelled = 6,
 }
 
 impl From<Exit> for ExitCode {
@@ -37,9 +43,12 @@ impl From<Exit> for ExitCode {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  the run failed (a step failed or errored)
+  1  the run failed (a step failed or errored; nothing was rolled back)
   2  invalid input (arguments, runbook, plugin); nothing ran
-  3  engine error (medic itself failed)";
+  3  engine error (medic itself failed)
+  4  rolled back: a step failed, the rollback ran and verify passed
+  5  rollback failed: a rollback or verify check failed; a person must act
+  6  cancelled (Ctrl-C or SIGTERM)";
 
 #[derive(Debug, Parser)]
 #[command(name = "medic", version, about = "Runs operational runbooks made of sandboxed WebAssembly plugins", after_help = AFTER_HELP)]
@@ -87,6 +96,8 @@ enum Command {
     Run(run::RunArgs),
     /// Check a runbook without running anything
     Validate(run::ValidateArgs),
+    /// Show what a run would do: steps, rendered parameters, gates, the rollback path
+    Plan(run::ValidateArgs),
     /// Inspect and list plugins
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -168,6 +179,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(&cli.global, args).await,
             Command::Validate(args) => run::validate(&cli.global, args).await,
+            Command::Plan(args) => run::plan(&cli.global, args).await,
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
             Command::Demo(args) => demo::demo(&cli.global, args).await,
             Command::DemoService(args) => demo::service(args).await,

@@ -1,10 +1,11 @@
-//! Progress output: lines for a person, or one JSON object per event for machines.
+//! Output: lines for a person, or one JSON object per event for machines; and the plan.
 
 use std::io::Write;
 use std::time::Duration;
 
-use crate::executor::{Event, Observer, StepReport, StepStatus};
-use crate::host::Failure;
+use crate::executor::{Event, Observer, Phase, RunOutcome, StepReport, StepStatus};
+use crate::host::{Failure, Value};
+use crate::runbook::{Arg, OnFailure, Plan, PlanStep, StepRollback, template};
 
 struct Style {
     color: bool,
@@ -24,6 +25,9 @@ impl Style {
     fn red(&self, t: &str) -> String {
         self.paint("31", t)
     }
+    fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
     fn dim(&self, t: &str) -> String {
         self.paint("2", t)
     }
@@ -35,12 +39,16 @@ impl Style {
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 1.0 {
-        format!("{:.0}µs", d.as_micros())
+        format!("{}µs", d.as_micros())
     } else if ms < 1000.0 {
         format!("{ms:.0}ms")
     } else {
         format!("{:.1}s", d.as_secs_f64())
     }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 pub struct HumanOutput {
@@ -61,18 +69,13 @@ impl HumanOutput {
     }
 
     fn details(&self, out: &mut impl Write, step: &StepReport) {
-        let Some(inv) = &step.invocation else { return };
+        let Some(inv) = step.attempts.last().map(|a| &a.invocation) else {
+            return;
+        };
         let indent = "      ";
         // A denial is usually the summary already; list further ones only.
-        let denials = inv
-            .capability_uses
-            .iter()
-            .filter(|u| !u.allowed)
-            .skip(usize::from(matches!(
-                inv.result,
-                Err(Failure::Denied { .. })
-            )));
-        for u in denials {
+        let skip = usize::from(matches!(inv.result, Err(Failure::Denied { .. })));
+        for u in inv.capability_uses.iter().filter(|u| !u.allowed).skip(skip) {
             let _ = writeln!(
                 out,
                 "{indent}{} {} {}: {}",
@@ -83,7 +86,7 @@ impl HumanOutput {
             );
         }
         // The last few log lines usually say why; all of them are in the record.
-        let shown = if self.verbose > 0 { 0 } else { 5 };
+        let shown = if self.verbose > 0 { inv.logs.len() } else { 5 };
         let tail = inv.logs.len().saturating_sub(shown);
         for line in &inv.logs[tail..] {
             let _ = writeln!(
@@ -104,19 +107,10 @@ impl HumanOutput {
             );
         }
         // A panic's message is already in the summary; other traps may explain themselves.
-        let stderr_matters = matches!(inv.result, Err(Failure::Trap { .. }));
-        if stderr_matters && !inv.stderr.trim().is_empty() {
+        if matches!(inv.result, Err(Failure::Trap { .. })) && !inv.stderr.trim().is_empty() {
             let _ = writeln!(out, "{indent}{}", self.style.dim("plugin stderr (tail):"));
-            for line in inv
-                .stderr
-                .trim_end()
-                .lines()
-                .rev()
-                .take(8)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
+            let lines: Vec<&str> = inv.stderr.trim_end().lines().collect();
+            for line in &lines[lines.len().saturating_sub(8)..] {
                 let _ = writeln!(out, "{indent}  {line}");
             }
         }
@@ -128,32 +122,86 @@ impl Observer for HumanOutput {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         match event {
-            Event::RunStarted { run_id, plan } => {
-                self.id_width = plan.steps.iter().map(|s| s.id.len()).max().unwrap_or(0);
+            Event::RunStarted {
+                run_id,
+                plan,
+                approval,
+            } => {
+                let all = plan
+                    .steps
+                    .iter()
+                    .chain(&plan.rollback)
+                    .chain(&plan.verify)
+                    .chain(&plan.finally);
+                self.id_width = all
+                    .map(|s| s.id.len() + if s.rollback.is_some() { 9 } else { 0 })
+                    .max()
+                    .unwrap_or(0);
                 self.plugin_width = plan
                     .plugins
                     .iter()
                     .map(|p| p.alias.len())
                     .max()
                     .unwrap_or(0);
+                let env = if plan.environment.name == crate::runbook::plan::DEFAULT_ENVIRONMENT {
+                    String::new()
+                } else {
+                    format!(
+                        " · env {}{}",
+                        plan.environment.name,
+                        if plan.environment.protected {
+                            " (protected)"
+                        } else {
+                            ""
+                        }
+                    )
+                };
                 let _ = writeln!(
                     out,
                     "{} {} {}",
                     self.style.bold("▶"),
                     self.style.bold(&plan.name),
                     self.style.dim(&format!(
-                        "· {} step{} · run {run_id}",
-                        plan.steps.len(),
-                        if plan.steps.len() == 1 { "" } else { "s" }
+                        "· {}{env} · run {run_id}",
+                        plural(plan.steps.len(), "step")
                     ))
                 );
+                if let Some(a) = approval {
+                    let _ = writeln!(
+                        out,
+                        "  {}",
+                        self.style
+                            .yellow(&format!("approved by {}: {}", a.by, a.reason))
+                    );
+                }
+            }
+            Event::PhaseStarted { phase, reason } => {
+                let title = match phase {
+                    Phase::Steps => return,
+                    Phase::Rollback => format!("↩ rolling back: {reason}"),
+                    Phase::Verify => format!("⚕ verifying {reason}"),
+                    Phase::Finally => "⋯ finally".to_owned(),
+                };
+                let _ = writeln!(out, "{}", self.style.bold(&title));
             }
             Event::StepStarted { .. } => {}
-            Event::StepFinished { report, .. } => {
+            Event::AttemptFinished { id, note, wait, .. } => {
+                let _ = writeln!(
+                    out,
+                    "    {} {:w$}  {}",
+                    self.style.dim("↻"),
+                    id,
+                    self.style
+                        .dim(&format!("{note}; again in {}", format_duration(*wait))),
+                    w = self.id_width
+                );
+            }
+            Event::StepFinished { report } => {
                 let mark = match report.status {
                     StepStatus::Succeeded => self.style.green("✓"),
                     StepStatus::Failed => self.style.red("✗"),
                     StepStatus::Errored { .. } => self.style.red("!"),
+                    StepStatus::Skipped { .. } => self.style.dim("-"),
                 };
                 let _ = writeln!(
                     out,
@@ -165,28 +213,39 @@ impl Observer for HumanOutput {
                     report.summary,
                     idw = self.id_width,
                 );
-                if report.status != StepStatus::Succeeded || self.verbose > 1 {
+                if report.status.is_failure() || self.verbose > 1 {
                     self.details(&mut out, report);
                 }
             }
             Event::RunFinished { report } => {
                 let took = format_duration(report.duration);
+                let failed: Vec<&str> = report
+                    .steps
+                    .iter()
+                    .filter(|s| s.phase == Phase::Steps && s.status.is_failure())
+                    .map(|s| s.id.as_str())
+                    .collect();
+                let which = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": step{} {}",
+                        if failed.len() == 1 { "" } else { "s" },
+                        failed.join(", ")
+                    )
+                };
                 let line = match report.outcome {
-                    crate::executor::RunOutcome::Succeeded => {
-                        self.style.green(&format!("✓ succeeded in {took}"))
-                    }
-                    crate::executor::RunOutcome::Failed => {
-                        let failed: Vec<&str> = report
-                            .steps
-                            .iter()
-                            .filter(|s| s.status != StepStatus::Succeeded)
-                            .map(|s| s.id.as_str())
-                            .collect();
-                        let s = if failed.len() == 1 { "" } else { "s" };
-                        self.style.red(&format!(
-                            "✗ failed after {took}: step{s} {}",
-                            failed.join(", ")
-                        ))
+                    RunOutcome::Succeeded => self.style.green(&format!("✓ succeeded in {took}")),
+                    RunOutcome::Failed => self.style.red(&format!("✗ failed after {took}{which}")),
+                    RunOutcome::RolledBack => self.style.yellow(&format!(
+                        "↩ rolled back and verified healthy after {took}{}",
+                        which.replacen(':', "; failed:", 1)
+                    )),
+                    RunOutcome::RollbackFailed => self.style.red(&format!(
+                        "✗ ROLLBACK FAILED after {took}: a person must act now{which}"
+                    )),
+                    RunOutcome::Cancelled => {
+                        self.style.yellow(&format!("■ cancelled after {took}"))
                     }
                 };
                 let _ = writeln!(out, "{line}");
@@ -202,22 +261,39 @@ pub struct JsonOutput;
 impl Observer for JsonOutput {
     fn on_event(&mut self, event: &Event<'_>) {
         let value = match event {
-            Event::RunStarted { run_id, plan } => serde_json::json!({
+            Event::RunStarted {
+                run_id,
+                plan,
+                approval,
+            } => serde_json::json!({
                 "event": "run_started",
                 "run_id": run_id,
                 "runbook": plan.name,
                 "runbook_path": plan.path,
                 "runbook_sha256": plan.sha256,
+                "environment": plan.environment.name,
+                "approval": approval,
                 "steps": plan.steps.iter().map(|s| &s.id).collect::<Vec<_>>(),
                 "plugins": plan.plugins.iter().map(|p| serde_json::json!({
                     "alias": p.alias, "source": p.plugin.source.to_string(), "sha256": p.plugin.sha256,
                 })).collect::<Vec<_>>(),
             }),
-            Event::StepStarted { index, id, plugin } => {
-                serde_json::json!({"event": "step_started", "index": index, "step": id, "plugin": plugin})
+            Event::PhaseStarted { phase, reason } => {
+                serde_json::json!({"event": "phase_started", "phase": phase, "reason": reason})
             }
-            Event::StepFinished { index, report } => {
-                serde_json::json!({"event": "step_finished", "index": index, "step": report})
+            Event::StepStarted { phase, id, plugin } => {
+                serde_json::json!({"event": "step_started", "phase": phase, "step": id, "plugin": plugin})
+            }
+            Event::AttemptFinished {
+                id,
+                attempt,
+                note,
+                wait,
+            } => serde_json::json!({
+                "event": "attempt_finished", "step": id, "attempt": attempt, "note": note, "wait_ms": wait.as_millis() as u64,
+            }),
+            Event::StepFinished { report } => {
+                serde_json::json!({"event": "step_finished", "step": report})
             }
             Event::RunFinished { report } => serde_json::json!({
                 "event": "run_finished",
@@ -230,5 +306,246 @@ impl Observer for JsonOutput {
         let mut out = stdout.lock();
         let _ = writeln!(out, "{value}");
         let _ = out.flush();
+    }
+}
+
+/// Renders what can be rendered before the run (params, vars, env); templates that use step
+/// outputs are shown as written, since they are rendered when their step runs.
+fn show_arg(arg: &Arg, ctx: &minijinja::Value) -> String {
+    let env = template::environment();
+    let one = |s: &str| {
+        if s.contains("steps.") {
+            s.to_owned()
+        } else {
+            template::render(&env, s, ctx).unwrap_or_else(|_| s.to_owned())
+        }
+    };
+    match arg {
+        Arg::Value(v) => v.to_string(),
+        Arg::Template { source, .. } => one(source),
+        Arg::ListTemplate(items) => format!(
+            "[{}]",
+            items.iter().map(|s| one(s)).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+fn plan_context(plan: &Plan) -> minijinja::Value {
+    let env = &plan.environment;
+    minijinja::context! {
+        params => template::map_to_jinja(plan.params.iter().map(|p| (&p.name, &p.value))),
+        vars => template::map_to_jinja(env.vars.iter().map(|(k, v)| (k, v))),
+        env => minijinja::context! { name => env.name.clone(), protected => env.protected },
+    }
+}
+
+/// `medic plan`: everything a run would do, in order, touching nothing.
+pub fn print_plan(plan: &Plan, color: bool) {
+    let style = Style { color };
+    let ctx = plan_context(plan);
+    let secret_values: Vec<&str> = plan
+        .params
+        .iter()
+        .filter(|p| p.secret)
+        .filter_map(|p| {
+            if let Value::Text(s) = &p.value {
+                Some(s.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mask = |s: String| {
+        secret_values.iter().fold(s, |acc, v| {
+            if v.is_empty() {
+                acc
+            } else {
+                acc.replace(v, "••••••")
+            }
+        })
+    };
+    println!("{} {}", style.bold("runbook"), style.bold(&plan.name));
+    if !plan.description.is_empty() {
+        println!("  {}", plan.description);
+    }
+    println!(
+        "  file         {} (sha256 {})",
+        plan.path.display(),
+        &plan.sha256[..16]
+    );
+    let env = &plan.environment;
+    println!(
+        "  environment  {}{}",
+        env.name,
+        if env.protected {
+            style.yellow(" (protected: needs --approve)")
+        } else {
+            String::new()
+        }
+    );
+    for (k, v) in &env.vars {
+        println!("    vars.{k} = {v}");
+    }
+    if !plan.params.is_empty() {
+        println!("{}", style.bold("parameters"));
+        for p in &plan.params {
+            let shown = if p.secret {
+                "•••••• (secret)".to_owned()
+            } else {
+                p.value.to_string()
+            };
+            println!("  {} = {shown}", p.name);
+        }
+    }
+    println!("{}", style.bold("plugins"));
+    for p in &plan.plugins {
+        let m = &p.plugin.manifest;
+        let hosts: Vec<String> = p.grants.http.iter().map(|h| h.to_string()).collect();
+        let mut grants = Vec::new();
+        if !hosts.is_empty() {
+            grants.push(format!("http {}", hosts.join(", ")));
+        }
+        if p.grants.kv {
+            grants.push("kv".into());
+        }
+        println!(
+            "  {:12} {} {} ({:?}), sha256 {}…",
+            p.alias,
+            p.plugin.source,
+            m.version,
+            m.kind,
+            &p.plugin.sha256[..12]
+        );
+        println!(
+            "  {:12} grants: {}; memory {}",
+            "",
+            if grants.is_empty() {
+                "none".into()
+            } else {
+                grants.join("; ")
+            },
+            crate::host::limits::format_bytes(p.memory)
+        );
+    }
+    let print_step = |n: usize, s: &PlanStep| {
+        let pp = &plan.plugins[s.plugin];
+        println!(
+            "  {n:>2}. {}  {}  {}",
+            style.bold(&s.id),
+            style.dim(&pp.alias),
+            style.dim(&format!(
+                "timeout {}",
+                humantime::format_duration(s.timeout)
+            ))
+        );
+        if let Some(d) = &s.description {
+            println!("        {d}");
+        }
+        if let Some(w) = &s.when {
+            println!("        when {w}");
+        }
+        for (k, a) in &s.with {
+            let shown = if s.secret_params.contains(k) {
+                "••••••".to_owned()
+            } else {
+                mask(show_arg(a, &ctx))
+            };
+            println!("        {k} = {shown}");
+        }
+        if let Some(r) = s.retry {
+            println!(
+                "        retry: {} attempts on {} failures, backoff {} up to {}{}",
+                r.attempts,
+                match r.on {
+                    crate::runbook::RetryOn::Transient => "transient",
+                    crate::runbook::RetryOn::Any => "any",
+                },
+                humantime::format_duration(r.backoff),
+                humantime::format_duration(r.max_backoff),
+                if r.jitter { " with jitter" } else { "" }
+            );
+        }
+        if let Some(g) = s.gate {
+            let worst = g.timeout;
+            println!(
+                "        gate: every {} until {} passes in a row; fails after {} failures or {} (worst case {})",
+                humantime::format_duration(g.interval),
+                g.successes,
+                g.failures,
+                humantime::format_duration(g.timeout),
+                humantime::format_duration(worst)
+            );
+        }
+        match s.on_failure {
+            OnFailure::Abort => {}
+            OnFailure::Continue => println!("        on failure: continue"),
+            OnFailure::Rollback => println!("        on failure: {}", style.yellow("roll back")),
+        }
+        match &s.rollback {
+            None => {}
+            Some(StepRollback::Revert) => {
+                println!("        rollback: {}'s revert", pp.plugin.manifest.name)
+            }
+            Some(StepRollback::Call {
+                plugin,
+                with,
+                secret_params,
+                ..
+            }) => {
+                let args: Vec<String> = with
+                    .iter()
+                    .map(|(k, a)| {
+                        format!(
+                            "{k} = {}",
+                            if secret_params.contains(k) {
+                                "••••••".to_owned()
+                            } else {
+                                mask(show_arg(a, &ctx))
+                            }
+                        )
+                    })
+                    .collect();
+                println!(
+                    "        rollback: {} with {}",
+                    plan.plugins[*plugin].alias,
+                    args.join(", ")
+                );
+            }
+        }
+    };
+    println!("{}", style.bold("steps"));
+    for (i, s) in plan.steps.iter().enumerate() {
+        print_step(i + 1, s);
+    }
+    let undo: Vec<&str> = plan
+        .steps
+        .iter()
+        .rev()
+        .filter(|s| s.rollback.is_some())
+        .map(|s| s.id.as_str())
+        .collect();
+    if !undo.is_empty() || !plan.rollback.is_empty() {
+        println!(
+            "{}",
+            style.bold("rollback path (newest first, for the steps that ran)")
+        );
+        if !undo.is_empty() {
+            println!("  undo: {}", undo.join(" ← "));
+        }
+        for (i, s) in plan.rollback.iter().enumerate() {
+            print_step(i + 1, s);
+        }
+    }
+    if !plan.verify.is_empty() {
+        println!("{}", style.bold("verify (after a rollback)"));
+        for (i, s) in plan.verify.iter().enumerate() {
+            print_step(i + 1, s);
+        }
+    }
+    if !plan.finally.is_empty() {
+        println!("{}", style.bold("finally (always)"));
+        for (i, s) in plan.finally.iter().enumerate() {
+            print_step(i + 1, s);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! mistakes are collected and reported together.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,11 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, did_you_mean};
-use super::model::{OnFailure, PluginDecl, RunbookDoc, StepDecl};
+use super::model::{OnFailure, ParamDecl, PluginDecl, RetryOn, RollbackDecl, RunbookDoc, StepDecl};
 use super::template;
 use crate::host::{
-    Grants, HttpGrant, LoadError, Plugin, PluginHost, PluginSource, Value, ValueType, limits,
+    Grants, HttpGrant, LoadError, Plugin, PluginHost, PluginKind, PluginSource, Value, ValueType,
+    limits,
 };
 
 /// A runbook that passed validation: what will run, in order, with what.
@@ -25,9 +27,31 @@ pub struct Plan {
     pub path: PathBuf,
     /// sha256 of the runbook file as read.
     pub sha256: String,
-    pub params: Vec<(String, Value)>,
+    pub environment: Environment,
+    pub params: Vec<PlanParam>,
     pub plugins: Vec<PlanPlugin>,
     pub steps: Vec<PlanStep>,
+    /// `[[rollback]]`: after the steps' own rollbacks.
+    pub rollback: Vec<PlanStep>,
+    /// `[[verify]]`: checks after a rollback.
+    pub verify: Vec<PlanStep>,
+    /// `[[finally]]`: always, at the end.
+    pub finally: Vec<PlanStep>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// `default` when the runbook declares no environments.
+    pub name: String,
+    pub protected: bool,
+    pub vars: Vec<(String, Value)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanParam {
+    pub name: String,
+    pub value: Value,
+    pub secret: bool,
 }
 
 #[derive(Debug)]
@@ -40,24 +64,74 @@ pub struct PlanPlugin {
     pub grants: Grants,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PlanStep {
     pub id: String,
     pub description: Option<String>,
     /// Index into [`Plan::plugins`].
     pub plugin: usize,
     pub with: Vec<(String, Arg)>,
+    /// Parameters never shown nor recorded: the plugin declares them secret, or they are
+    /// rendered from a secret runbook parameter.
+    pub secret_params: Vec<String>,
     pub timeout: Duration,
     pub on_failure: OnFailure,
+    /// A condition; the step is skipped when it is false.
+    pub when: Option<String>,
+    pub retry: Option<Retry>,
+    pub gate: Option<Gate>,
+    pub rollback: Option<StepRollback>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub jitter: bool,
+    pub on: RetryOn,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Gate {
+    pub interval: Duration,
+    pub successes: u32,
+    pub failures: u32,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepRollback {
+    /// The plugin's own revert, with the step's parameters and outputs.
+    Revert,
+    /// Another plugin call.
+    Call {
+        plugin: usize,
+        with: Vec<(String, Arg)>,
+        secret_params: Vec<String>,
+        timeout: Duration,
+    },
 }
 
 /// A step parameter: a value known before the run, or a template rendered when the step
-/// starts (it refers to earlier steps' outputs).
+/// starts (it may refer to earlier steps' outputs).
 #[derive(Debug, Clone)]
 pub enum Arg {
     Value(Value),
     Template { source: String, ty: ValueType },
     ListTemplate(Vec<String>),
+}
+
+/// A step's checked arguments, and the names of those that are secret.
+type CheckedArgs = (Vec<(String, Arg)>, Vec<String>);
+
+/// What the runbook is validated and run with.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `--param name=value` pairs.
+    pub params: Vec<(String, String)>,
+    /// `--env NAME`.
+    pub environment: Option<String>,
 }
 
 /// Runbook parameter types, as written in `[params.NAME] type = "..."`.
@@ -68,7 +142,10 @@ const PARAM_TYPES: &[(&str, ValueType)] = &[
     ("bool", ValueType::Boolean),
     ("duration", ValueType::Duration),
     ("list", ValueType::TextList),
+    ("enum", ValueType::Text),
 ];
+
+pub const DEFAULT_ENVIRONMENT: &str = "default";
 
 fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -144,17 +221,40 @@ fn toml_to_value(v: &toml::Value, ty: ValueType) -> Result<Value, String> {
     }
 }
 
+/// Environment variables hold plain values: strings, numbers, booleans, lists of strings.
+fn var_value(v: &toml::Value) -> Result<Value, String> {
+    match v {
+        toml::Value::String(s) => Ok(Value::Text(s.clone())),
+        toml::Value::Integer(i) => Ok(Value::Integer(*i)),
+        toml::Value::Float(f) => Ok(Value::Float(*f)),
+        toml::Value::Boolean(b) => Ok(Value::Boolean(*b)),
+        toml::Value::Array(_) => toml_to_value(v, ValueType::TextList),
+        other => Err(format!(
+            "a variable must be a string, number, boolean or list of strings, not {}",
+            toml_kind(other)
+        )),
+    }
+}
+
+/// The environments a runbook declares, without validating anything else (for `medic validate`,
+/// which checks a runbook against each of them). Empty when the text does not parse.
+pub fn environment_names(text: &str) -> Vec<String> {
+    toml::from_str::<RunbookDoc>(text)
+        .map(|d| d.environments.keys().map(|k| k.get_ref().clone()).collect())
+        .unwrap_or_default()
+}
+
 /// The source text of a runbook and where it came from.
 pub struct Source<'a> {
     pub path: &'a Path,
     pub text: &'a str,
 }
 
-/// Parses and validates a runbook. `overrides` are `--param name=value` pairs.
+/// Parses and validates a runbook.
 pub async fn plan(
     host: &PluginHost,
     src: &Source<'_>,
-    overrides: &[(String, String)],
+    opts: &PlanOptions,
 ) -> Result<Plan, Vec<Diagnostic>> {
     let doc: RunbookDoc = toml::from_str(src.text).map_err(|e| {
         let message = e.message().trim_end().to_owned();
@@ -163,24 +263,127 @@ pub async fn plan(
         if let Some((head, expected)) = message.split_once(", expected ") {
             d = Diagnostic::new(head.to_owned(), e.span()).help(format!("expected {expected}"));
         }
+        if message.starts_with("data did not match any variant of untagged enum RollbackDecl") {
+            d = Diagnostic::new(
+                "a rollback is either \"revert\" or a table with `uses` and `with`",
+                e.span(),
+            )
+            .help("rollback = \"revert\", or rollback = { uses = \"PLUGIN\", with = { ... } }");
+        }
         vec![d]
     })?;
     let mut v = Validator {
         src,
         diags: Vec::new(),
         env: template::environment(),
+        params: Params::new(),
+        secrets: Vec::new(),
+        vars: Vec::new(),
     };
-    let params = v.params(&doc, overrides);
-    let plugins = v.plugins(host, &doc, &params).await;
-    let steps = v.steps(&doc, &params, &plugins);
+    let environment = v.environment(&doc, opts.environment.as_deref());
+    v.vars = environment.vars.iter().map(|(k, _)| k.clone()).collect();
+    v.params(&doc, &opts.params);
+    let ctx = v.plan_context(&environment);
+    let plugins = v.plugins(host, &doc, &ctx).await;
+    let default_on_failure = doc
+        .runbook
+        .get_ref()
+        .on_failure
+        .as_ref()
+        .map(|o| *o.get_ref())
+        .unwrap_or_default();
+    let main_ids: Vec<String> = doc
+        .steps
+        .iter()
+        .map(|s| s.get_ref().id.get_ref().clone())
+        .collect();
+    let mut all_ids: Vec<(String, Range<usize>)> = Vec::new();
+    let steps = v.section(
+        &doc,
+        &doc.steps,
+        "steps",
+        &[],
+        &plugins,
+        default_on_failure,
+        &mut all_ids,
+    );
+    let rollback = v.section(
+        &doc,
+        &doc.rollback,
+        "rollback",
+        &main_ids,
+        &plugins,
+        OnFailure::Continue,
+        &mut all_ids,
+    );
+    let verify = v.section(
+        &doc,
+        &doc.verify,
+        "verify",
+        &main_ids,
+        &plugins,
+        OnFailure::Continue,
+        &mut all_ids,
+    );
+    let finally = v.section(
+        &doc,
+        &doc.finally,
+        "finally",
+        &main_ids,
+        &plugins,
+        OnFailure::Continue,
+        &mut all_ids,
+    );
+    for s in &doc.verify {
+        let s = s.get_ref();
+        if let Some(i) = doc
+            .plugins
+            .keys()
+            .position(|k| k.get_ref() == s.uses.get_ref())
+            && let Some(p) = &plugins[i]
+            && p.plugin.manifest.kind != PluginKind::Check
+        {
+            v.err(Diagnostic::at(
+                s.uses.span(),
+                format!(
+                    "verify step `{}` uses {}, an action; verify steps must be checks",
+                    s.id.get_ref(),
+                    p.plugin.manifest.name
+                ),
+            ));
+        }
+    }
+    let rolls_back = default_on_failure == OnFailure::Rollback
+        || doc.steps.iter().any(|s| {
+            s.get_ref()
+                .on_failure
+                .as_ref()
+                .is_some_and(|o| *o.get_ref() == OnFailure::Rollback)
+        });
+    let has_rollback_path =
+        doc.steps.iter().any(|s| s.get_ref().rollback.is_some()) || !doc.rollback.is_empty();
+    if rolls_back && !has_rollback_path {
+        v.err(Diagnostic::at(doc.runbook.span(), "the runbook rolls back on failure but defines no rollback")
+            .help("give the action steps a `rollback` (\"revert\" or a call), or add [[rollback]] steps"));
+    }
+    if has_rollback_path && doc.verify.is_empty() {
+        // A rollback nobody checked is a hope, not a recovery.
+        v.err(
+            Diagnostic::at(
+                doc.runbook.span(),
+                "the runbook can roll back but has no [[verify]] checks",
+            )
+            .help("add [[verify]] steps that prove the system healthy after a rollback"),
+        );
+    }
     if doc.runbook.get_ref().name.get_ref().trim().is_empty() {
-        v.diags.push(Diagnostic::at(
+        v.err(Diagnostic::at(
             doc.runbook.get_ref().name.span(),
             "the runbook name is empty",
         ));
     }
     if doc.steps.is_empty() {
-        v.diags.push(
+        v.err(
             Diagnostic::at(doc.runbook.span(), "the runbook has no steps")
                 .help("add a [[steps]] table"),
         );
@@ -188,6 +391,7 @@ pub async fn plan(
     if !v.diags.is_empty() {
         v.diags
             .sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        v.diags.dedup();
         return Err(v.diags);
     }
     let meta = doc.runbook.into_inner();
@@ -196,27 +400,276 @@ pub async fn plan(
         description: meta.description,
         path: src.path.to_owned(),
         sha256: hex::encode(Sha256::digest(src.text.as_bytes())),
-        params: params.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        environment,
+        params: v
+            .params
+            .into_iter()
+            .map(|(name, p)| PlanParam {
+                name,
+                value: p.value,
+                secret: p.secret,
+            })
+            .collect(),
         plugins: plugins.into_iter().flatten().collect(),
         steps,
+        rollback,
+        verify,
+        finally,
     })
 }
+
+struct ParamInfo {
+    value: Value,
+    secret: bool,
+}
+
+type Params = BTreeMap<String, ParamInfo>;
 
 struct Validator<'a> {
     src: &'a Source<'a>,
     diags: Vec<Diagnostic>,
     env: minijinja::Environment<'static>,
+    params: Params,
+    secrets: Vec<String>,
+    /// Names of the selected environment's variables.
+    vars: Vec<String>,
 }
 
-type Params = BTreeMap<String, (Value, ValueType)>;
+/// Where a template may appear, which decides the names it may use.
+#[derive(Clone, Copy)]
+enum Scope<'s> {
+    /// Grants: resolved before anything runs.
+    Plan,
+    /// Step parameters and conditions: also earlier steps.
+    Step(&'s [String]),
+}
 
 impl Validator<'_> {
     fn err(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
 
-    fn params(&mut self, doc: &RunbookDoc, overrides: &[(String, String)]) -> Params {
-        let mut out = Params::new();
+    fn base(&self) -> &Path {
+        self.src.path.parent().unwrap_or(Path::new("."))
+    }
+
+    fn environment(&mut self, doc: &RunbookDoc, chosen: Option<&str>) -> Environment {
+        let names: Vec<&str> = doc
+            .environments
+            .keys()
+            .map(|k| k.get_ref().as_str())
+            .collect();
+        for (name, decl) in &doc.environments {
+            if !valid_name(name.get_ref()) {
+                self.err(Diagnostic::at(
+                    name.span(),
+                    format!(
+                        "environment name `{}` must be lowercase letters, digits and underscores",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            // Every environment declares the same variables, so a runbook valid for one is
+            // valid for all and `medic validate` catches the gap before the prod run does.
+            for (other, other_decl) in &doc.environments {
+                for var in other_decl.get_ref().vars.keys() {
+                    if !decl
+                        .get_ref()
+                        .vars
+                        .keys()
+                        .any(|k| k.get_ref() == var.get_ref())
+                    {
+                        self.err(Diagnostic::at(
+                            name.span(),
+                            format!(
+                                "environment `{}` lacks variable `{}`, which `{}` declares",
+                                name.get_ref(),
+                                var.get_ref(),
+                                other.get_ref()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let Some(chosen) = chosen else {
+            if !names.is_empty() {
+                self.err(Diagnostic::new(
+                    format!(
+                        "this runbook targets environments ({}): choose one with --env",
+                        names.join(", ")
+                    ),
+                    None,
+                ));
+            }
+            return Environment {
+                name: DEFAULT_ENVIRONMENT.into(),
+                protected: false,
+                vars: Vec::new(),
+            };
+        };
+        let Some((name, decl)) = doc.environments.iter().find(|(k, _)| k.get_ref() == chosen)
+        else {
+            let help = if names.is_empty() {
+                "this runbook declares no [environments]; run it without --env".to_owned()
+            } else {
+                did_you_mean(chosen, names.iter().copied())
+                    .unwrap_or_else(|| format!("environments: {}", names.join(", ")))
+            };
+            self.err(
+                Diagnostic::new(
+                    format!("--env {chosen}: the runbook declares no environment `{chosen}`"),
+                    None,
+                )
+                .help(help),
+            );
+            return Environment {
+                name: chosen.to_owned(),
+                protected: false,
+                vars: Vec::new(),
+            };
+        };
+        let mut vars = Vec::new();
+        for (k, val) in &decl.get_ref().vars {
+            if !valid_name(k.get_ref()) {
+                self.err(Diagnostic::at(
+                    k.span(),
+                    format!(
+                        "variable name `{}` must be lowercase letters, digits and underscores",
+                        k.get_ref()
+                    ),
+                ));
+            }
+            match var_value(val.get_ref()) {
+                Ok(v) => vars.push((k.get_ref().clone(), v)),
+                Err(e) => self.err(Diagnostic::at(val.span(), e)),
+            }
+        }
+        Environment {
+            name: name.get_ref().clone(),
+            protected: decl.get_ref().protected,
+            vars,
+        }
+    }
+
+    fn param_value(
+        &mut self,
+        name: &Spanned<String>,
+        decl: &ParamDecl,
+        ty: ValueType,
+    ) -> Option<Value> {
+        if let Some(var) = &decl.from_env {
+            return match std::env::var(var.get_ref()) {
+                Ok(v) => self.checked(name, decl, text_to_value(&v, ty), var.span(), "parameter"),
+                Err(_) => {
+                    self.err(Diagnostic::at(
+                        var.span(),
+                        format!(
+                            "parameter `{}` comes from environment variable {}, which is not set",
+                            name.get_ref(),
+                            var.get_ref()
+                        ),
+                    ));
+                    None
+                }
+            };
+        }
+        if let Some(file) = &decl.from_file {
+            let path = self.base().join(file.get_ref());
+            return match std::fs::read_to_string(&path) {
+                // Files written by editors and `echo` end with a newline that is not part of the value.
+                Ok(v) => self.checked(
+                    name,
+                    decl,
+                    text_to_value(v.trim_end_matches(['\n', '\r']), ty),
+                    file.span(),
+                    "parameter",
+                ),
+                Err(e) => {
+                    self.err(Diagnostic::at(
+                        file.span(),
+                        format!(
+                            "parameter `{}` comes from {}, which cannot be read: {}",
+                            name.get_ref(),
+                            path.display(),
+                            e.kind()
+                        ),
+                    ));
+                    None
+                }
+            };
+        }
+        let default = decl.default.as_ref()?;
+        self.checked(
+            name,
+            decl,
+            toml_to_value(default.get_ref(), ty),
+            default.span(),
+            "default of parameter",
+        )
+    }
+
+    /// Applies `pattern` and `values` to a value; errors point at `span`.
+    fn checked(
+        &mut self,
+        name: &Spanned<String>,
+        decl: &ParamDecl,
+        value: Result<Value, String>,
+        span: Range<usize>,
+        what: &str,
+    ) -> Option<Value> {
+        let value = match value {
+            Ok(v) => v,
+            Err(e) => {
+                // A secret's value must not appear in an error either.
+                let e = if decl.secret {
+                    "the value has the wrong type".to_owned()
+                } else {
+                    e
+                };
+                self.err(Diagnostic::at(
+                    span,
+                    format!("{what} `{}`: {e}", name.get_ref()),
+                ));
+                return None;
+            }
+        };
+        self.constrain(name.get_ref(), decl, &value)
+            .map_err(|e| self.err(Diagnostic::at(span, e)))
+            .ok()?;
+        Some(value)
+    }
+
+    fn constrain(&self, name: &str, decl: &ParamDecl, value: &Value) -> Result<(), String> {
+        let Value::Text(text) = value else {
+            return Ok(());
+        };
+        let shown = if decl.secret {
+            "the value".to_owned()
+        } else {
+            format!("`{text}`")
+        };
+        if let Some(values) = &decl.values
+            && !values.get_ref().contains(text)
+        {
+            return Err(format!(
+                "parameter `{name}`: {shown} is not one of {}",
+                values.get_ref().join(", ")
+            ));
+        }
+        if let Some(pattern) = &decl.pattern
+            && let Ok(re) = regex::Regex::new(&format!("^(?:{})$", pattern.get_ref()))
+            && !re.is_match(text)
+        {
+            return Err(format!(
+                "parameter `{name}`: {shown} does not match the pattern `{}`",
+                pattern.get_ref()
+            ));
+        }
+        Ok(())
+    }
+
+    fn params(&mut self, doc: &RunbookDoc, overrides: &[(String, String)]) {
         let mut types = BTreeMap::new();
         for (name, decl) in &doc.params {
             let decl = decl.get_ref();
@@ -252,52 +705,147 @@ impl Validator<'_> {
                 );
                 continue;
             };
-            types.insert(name.get_ref().clone(), ty);
-            if let Some(default) = &decl.default {
-                match toml_to_value(default.get_ref(), ty) {
-                    Ok(value) => {
-                        out.insert(name.get_ref().clone(), (value, ty));
-                    }
-                    Err(e) => self.err(Diagnostic::at(
-                        default.span(),
-                        format!("default of parameter `{}`: {e}", name.get_ref()),
-                    )),
+            let is_enum = decl.ty.get_ref() == "enum";
+            match (&decl.values, is_enum) {
+                (None, true) => self.err(Diagnostic::at(
+                    decl.ty.span(),
+                    format!("enum parameter `{}` needs `values = [...]`", name.get_ref()),
+                )),
+                (Some(v), false) => self.err(
+                    Diagnostic::at(
+                        v.span(),
+                        format!(
+                            "`values` is for enum parameters; `{}` is {}",
+                            name.get_ref(),
+                            decl.ty.get_ref()
+                        ),
+                    )
+                    .help("write type = \"enum\""),
+                ),
+                (Some(v), true) if v.get_ref().is_empty() => {
+                    self.err(Diagnostic::at(v.span(), "an enum needs at least one value"))
                 }
+                _ => {}
+            }
+            if let Some(p) = &decl.pattern {
+                if ty != ValueType::Text {
+                    self.err(Diagnostic::at(
+                        p.span(),
+                        format!(
+                            "`pattern` applies to string parameters; `{}` is {}",
+                            name.get_ref(),
+                            decl.ty.get_ref()
+                        ),
+                    ));
+                } else if let Err(e) = regex::Regex::new(p.get_ref()) {
+                    let first = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned();
+                    self.err(Diagnostic::at(
+                        p.span(),
+                        format!("invalid pattern: {first}"),
+                    ));
+                }
+            }
+            let sources = usize::from(decl.from_env.is_some())
+                + usize::from(decl.from_file.is_some())
+                + usize::from(decl.default.is_some());
+            if sources > 1 {
+                self.err(Diagnostic::at(
+                    name.span(),
+                    format!(
+                        "parameter `{}` has more than one of `default`, `from_env` and `from_file`",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            if decl.secret
+                && let Some(default) = &decl.default
+            {
+                self.err(Diagnostic::at(default.span(), format!("secret parameter `{}` has a default in the runbook, where anyone can read it", name.get_ref()))
+                    .help("read it with from_env = \"VAR\" or from_file = \"path\""));
+            }
+            if decl.secret
+                && decl.from_env.is_none()
+                && decl.from_file.is_none()
+                && decl.default.is_none()
+            {
+                self.err(Diagnostic::at(name.span(), format!("secret parameter `{}` needs `from_env` or `from_file`", name.get_ref()))
+                    .help("secrets never come from the command line, which ends up in shell history and `ps`"));
+            }
+            types.insert(name.get_ref().clone(), ty);
+            if let Some(value) = self.param_value(name, decl, ty) {
+                if decl.secret
+                    && let Value::Text(s) = &value
+                    && !s.is_empty()
+                {
+                    self.secrets.push(s.clone());
+                }
+                self.params.insert(
+                    name.get_ref().clone(),
+                    ParamInfo {
+                        value,
+                        secret: decl.secret,
+                    },
+                );
             }
         }
         for (key, raw) in overrides {
-            let Some(ty) = types.get(key) else {
-                let hint = did_you_mean(key, doc.params.keys().map(|k| k.get_ref().as_str()));
+            let Some((name, decl)) = doc.params.iter().find(|(k, _)| k.get_ref() == key) else {
+                let names: Vec<&str> = doc.params.keys().map(|k| k.get_ref().as_str()).collect();
+                let hint = did_you_mean(key, names.iter().copied()).unwrap_or_else(|| {
+                    if names.is_empty() {
+                        "this runbook takes no parameters".into()
+                    } else {
+                        format!("parameters: {}", names.join(", "))
+                    }
+                });
                 self.err(
                     Diagnostic::new(
                         format!("--param {key}: the runbook declares no parameter `{key}`"),
                         None,
                     )
-                    .help_opt(hint.or_else(|| {
-                        let names: Vec<&str> =
-                            doc.params.keys().map(|k| k.get_ref().as_str()).collect();
-                        Some(if names.is_empty() {
-                            "this runbook takes no parameters".into()
-                        } else {
-                            format!("parameters: {}", names.join(", "))
-                        })
-                    })),
+                    .help(hint),
                 );
                 continue;
             };
-            match text_to_value(raw, *ty) {
+            let decl = decl.get_ref();
+            if decl.secret {
+                self.err(Diagnostic::new(format!("--param {key}: `{key}` is a secret and cannot be set on the command line"), None)
+                    .help("it is read from its from_env or from_file source"));
+                continue;
+            }
+            let Some(ty) = types.get(key).copied() else {
+                continue;
+            };
+            let value =
+                text_to_value(raw, ty).and_then(|v| self.constrain(key, decl, &v).map(|()| v));
+            match value {
                 Ok(value) => {
-                    out.insert(key.clone(), (value, *ty));
+                    self.params.insert(
+                        name.get_ref().clone(),
+                        ParamInfo {
+                            value,
+                            secret: false,
+                        },
+                    );
                 }
                 Err(e) => self.err(Diagnostic::new(format!("--param {key}: {e}"), None)),
             }
         }
         for (name, decl) in &doc.params {
-            let required = decl
-                .get_ref()
-                .required
-                .unwrap_or(decl.get_ref().default.is_none());
-            if required && !out.contains_key(name.get_ref()) && types.contains_key(name.get_ref()) {
+            let decl = decl.get_ref();
+            let required = decl.required.unwrap_or(decl.default.is_none());
+            let sourced = decl.from_env.is_some() || decl.from_file.is_some();
+            if required
+                && !sourced
+                && !self.params.contains_key(name.get_ref())
+                && types.contains_key(name.get_ref())
+            {
                 self.err(
                     Diagnostic::at(
                         name.span(),
@@ -310,46 +858,61 @@ impl Validator<'_> {
                 );
             }
         }
-        out
     }
 
-    fn params_context(params: &Params) -> minijinja::Value {
-        let mut ctx = BTreeMap::new();
-        ctx.insert(
-            "params",
-            template::map_to_jinja(params.iter().map(|(k, (v, _))| (k, v))),
-        );
-        minijinja::Value::from_serialize(&ctx)
+    fn plan_context(&self, environment: &Environment) -> minijinja::Value {
+        minijinja::context! {
+            params => template::map_to_jinja(self.params.iter().map(|(k, p)| (k, &p.value))),
+            vars => template::map_to_jinja(environment.vars.iter().map(|(k, v)| (k, v))),
+            env => minijinja::context! { name => environment.name.clone(), protected => environment.protected },
+        }
     }
 
-    /// Checks a template's references; `earlier` are the step ids it may refer to.
-    fn check_template(
+    /// Checks the names an expression or template refers to. Returns whether it is sound and
+    /// whether it refers to a secret parameter.
+    fn check_refs(
         &mut self,
-        source: &str,
-        span: std::ops::Range<usize>,
-        params: &Params,
-        earlier: Option<&[String]>,
-    ) -> bool {
-        let refs = match template::references(&self.env, source) {
-            Ok(r) => r,
-            Err(e) => {
-                self.err(Diagnostic::at(span, format!("template error: {e}")));
-                return false;
-            }
-        };
+        refs: Vec<String>,
+        span: &Range<usize>,
+        scope: Scope<'_>,
+    ) -> (bool, bool) {
         let mut ok = true;
+        let mut secret = false;
         for r in refs {
             let parts: Vec<&str> = r.split('.').collect();
-            let problem = match (parts[0], earlier) {
+            let problem = match (parts[0], scope) {
                 ("params", _) => match parts.get(1) {
                     None => None,
-                    Some(p) if params.contains_key(*p) => None,
-                    Some(p) => Some((
-                        format!("unknown parameter `{p}` in `{{{{ {r} }}}}`"),
-                        did_you_mean(p, params.keys().map(String::as_str)),
+                    Some(p) => match self.params.get(*p) {
+                        Some(info) => {
+                            secret |= info.secret;
+                            None
+                        }
+                        // A declared parameter without a value has its own error already.
+                        None if self.src.text.contains(&format!("[params.{p}]")) => None,
+                        None => Some((
+                            format!("unknown parameter `{p}` in `{r}`"),
+                            did_you_mean(p, self.params.keys().map(String::as_str)),
+                        )),
+                    },
+                },
+                ("vars", _) => match parts.get(1) {
+                    Some(v) if !self.vars.iter().any(|x| x == v) => Some((
+                        format!("unknown variable `{v}` in `{r}`"),
+                        did_you_mean(v, self.vars.iter().map(String::as_str)).or_else(|| {
+                            Some("variables come from the selected [environments.NAME.vars]".into())
+                        }),
+                    )),
+                    _ => None,
+                },
+                ("env", _) => match parts.get(1) {
+                    None | Some(&"name") | Some(&"protected") => None,
+                    Some(other) => Some((
+                        format!("`{r}`: env has `name` and `protected`, not `{other}`"),
+                        Some("environment variables are `vars.NAME`".into()),
                     )),
                 },
-                ("steps", Some(earlier)) => match parts.get(1) {
+                ("steps", Scope::Step(earlier)) => match parts.get(1) {
                     None => None,
                     Some(s) if earlier.iter().any(|e| e == s) => match parts.get(2) {
                         None | Some(&"outputs") | Some(&"status") | Some(&"summary") => None,
@@ -361,17 +924,14 @@ impl Validator<'_> {
                         )),
                     },
                     Some(s) => Some((
-                        format!(
-                            "`{{{{ {r} }}}}` refers to step `{s}`, which does not run before this one"
-                        ),
+                        format!("`{r}` refers to step `{s}`, which does not run before this one"),
                         did_you_mean(s, earlier.iter().map(String::as_str)),
                     )),
                 },
                 (root, _) => {
-                    let roots: &[&str] = if earlier.is_some() {
-                        &["params", "steps"]
-                    } else {
-                        &["params"]
+                    let roots: &[&str] = match scope {
+                        Scope::Step(_) => &["params", "vars", "env", "steps"],
+                        Scope::Plan => &["params", "vars", "env"],
                     };
                     Some((
                         format!("unknown name `{root}` in a template"),
@@ -385,21 +945,40 @@ impl Validator<'_> {
                 ok = false;
             }
         }
-        ok
+        (ok, secret)
+    }
+
+    fn check_template(
+        &mut self,
+        source: &str,
+        span: &Range<usize>,
+        scope: Scope<'_>,
+    ) -> (bool, bool) {
+        match template::references(&self.env, source) {
+            Ok(refs) => self.check_refs(refs, span, scope),
+            Err(e) => {
+                self.err(Diagnostic::at(span.clone(), format!("template error: {e}")));
+                (false, false)
+            }
+        }
     }
 
     fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
-        match parse_duration(s.get_ref()) {
+        self.duration_at(s.get_ref(), s.span(), what)
+    }
+
+    fn duration_at(&mut self, s: &str, span: Range<usize>, what: &str) -> Option<Duration> {
+        match parse_duration(s) {
             Ok(d) if d.is_zero() => {
                 self.err(Diagnostic::at(
-                    s.span(),
+                    span,
                     format!("{what} must be more than zero"),
                 ));
                 None
             }
             Ok(d) => Some(d),
             Err(e) => {
-                self.err(Diagnostic::at(s.span(), format!("{what}: {e}")));
+                self.err(Diagnostic::at(span, format!("{what}: {e}")));
                 None
             }
         }
@@ -409,12 +988,11 @@ impl Validator<'_> {
         &mut self,
         host: &PluginHost,
         doc: &RunbookDoc,
-        params: &Params,
+        ctx: &minijinja::Value,
     ) -> Vec<Option<PlanPlugin>> {
-        let base = self.src.path.parent().unwrap_or(Path::new("."));
         let mut out = Vec::new();
         for (alias, decl) in &doc.plugins {
-            out.push(self.plugin(host, base, alias, decl.get_ref(), params).await);
+            out.push(self.plugin(host, alias, decl.get_ref(), ctx).await);
         }
         out
     }
@@ -422,15 +1000,13 @@ impl Validator<'_> {
     async fn plugin(
         &mut self,
         host: &PluginHost,
-        base: &Path,
         alias: &Spanned<String>,
         decl: &PluginDecl,
-        params: &Params,
+        ctx: &minijinja::Value,
     ) -> Option<PlanPlugin> {
-        let source = PluginSource::parse(decl.source.get_ref(), base);
+        let source = PluginSource::parse(decl.source.get_ref(), self.base());
         let pin = decl.sha256.as_ref();
-        let loaded = host.load(&source, pin.map(|p| p.get_ref().as_str())).await;
-        let plugin = match loaded {
+        let plugin = match host.load(&source, pin.map(|p| p.get_ref().as_str())).await {
             Ok(p) => p,
             Err(e) => {
                 let span = match (&e, pin) {
@@ -483,15 +1059,17 @@ impl Validator<'_> {
             .and_then(|t| self.duration(t, "plugin timeout"));
 
         let mut grants = Grants::default();
-        let ctx = Self::params_context(params);
         if let Some(g) = &decl.grants {
             for host_grant in &g.get_ref().http {
                 let mut text = host_grant.get_ref().clone();
                 if template::is_template(&text) {
-                    if !self.check_template(&text, host_grant.span(), params, None) {
+                    if !self
+                        .check_template(&text, &host_grant.span(), Scope::Plan)
+                        .0
+                    {
                         continue;
                     }
-                    match template::render(&self.env, &text, &ctx) {
+                    match template::render(&self.env, &text, ctx) {
                         Ok(t) => text = t,
                         Err(e) => {
                             self.err(Diagnostic::at(
@@ -515,35 +1093,31 @@ impl Validator<'_> {
         // Least privilege both ways: a plugin gets what it declares and nothing more.
         let uses = |c: &str| plugin.manifest.capabilities.iter().any(|x| x == c);
         let name = &plugin.manifest.name;
+        let a = alias.get_ref();
         let grants_span = decl.grants.as_ref().map_or(alias.span(), |g| g.span());
-        if uses("http")
-            && grants.http.is_empty()
-            && decl
-                .grants
-                .as_ref()
-                .is_none_or(|g| g.get_ref().http.is_empty())
-        {
+        let declared_hosts = decl
+            .grants
+            .as_ref()
+            .is_some_and(|g| !g.get_ref().http.is_empty());
+        if uses("http") && !declared_hosts {
             self.err(
                 Diagnostic::at(
                     grants_span.clone(),
                     format!(
-                        "plugin `{}` ({name}) needs the http capability, but no hosts are granted",
-                        alias.get_ref()
+                        "plugin `{a}` ({name}) needs the http capability, but no hosts are granted"
                     ),
                 )
                 .help(format!(
-                    "add `http = [\"HOST:PORT\"]` under [plugins.{}.grants]",
-                    alias.get_ref()
+                    "add `http = [\"HOST:PORT\"]` under [plugins.{a}.grants]"
                 )),
             );
         }
-        if !uses("http") && !grants.http.is_empty() {
+        if !uses("http") && declared_hosts {
             self.err(
                 Diagnostic::at(
                     grants_span.clone(),
                     format!(
-                        "plugin `{}` ({name}) does not use http, but the runbook grants it hosts",
-                        alias.get_ref()
+                        "plugin `{a}` ({name}) does not use http, but the runbook grants it hosts"
                     ),
                 )
                 .help("remove the http grant"),
@@ -552,11 +1126,8 @@ impl Validator<'_> {
         if !uses("kv") && grants.kv {
             self.err(
                 Diagnostic::at(
-                    grants_span,
-                    format!(
-                        "plugin `{}` ({name}) does not use kv, but the runbook grants it",
-                        alias.get_ref()
-                    ),
+                    grants_span.clone(),
+                    format!("plugin `{a}` ({name}) does not use kv, but the runbook grants it"),
                 )
                 .help("remove `kv = true`"),
             );
@@ -564,20 +1135,14 @@ impl Validator<'_> {
         if uses("kv") && !grants.kv {
             self.err(
                 Diagnostic::at(
-                    decl.grants.as_ref().map_or(alias.span(), |g| g.span()),
-                    format!(
-                        "plugin `{}` ({name}) needs the kv capability, which is not granted",
-                        alias.get_ref()
-                    ),
+                    grants_span,
+                    format!("plugin `{a}` ({name}) needs the kv capability, which is not granted"),
                 )
-                .help(format!(
-                    "add `kv = true` under [plugins.{}.grants]",
-                    alias.get_ref()
-                )),
+                .help(format!("add `kv = true` under [plugins.{a}.grants]")),
             );
         }
         Some(PlanPlugin {
-            alias: alias.get_ref().clone(),
+            alias: a.clone(),
             plugin: Arc::new(plugin),
             timeout,
             memory,
@@ -585,17 +1150,25 @@ impl Validator<'_> {
         })
     }
 
-    fn steps(
+    /// Validates one section of steps. `before` are ids of steps that always precede it (the
+    /// main steps, for rollback/verify/finally); `all_ids` collects ids across sections so
+    /// they are unique in the whole runbook.
+    #[allow(clippy::too_many_arguments)]
+    fn section(
         &mut self,
         doc: &RunbookDoc,
-        params: &Params,
+        decls: &[Spanned<StepDecl>],
+        section: &str,
+        before: &[String],
         plugins: &[Option<PlanPlugin>],
+        default_on_failure: OnFailure,
+        all_ids: &mut Vec<(String, Range<usize>)>,
     ) -> Vec<PlanStep> {
         let aliases: Vec<&str> = doc.plugins.keys().map(|k| k.get_ref().as_str()).collect();
-        let mut seen: Vec<String> = Vec::new();
+        let mut earlier: Vec<String> = before.to_vec();
         let mut out = Vec::new();
-        for step in &doc.steps {
-            let step = step.get_ref();
+        for decl in decls {
+            let step = decl.get_ref();
             let id = step.id.get_ref();
             if !valid_name(id) {
                 self.err(
@@ -609,14 +1182,16 @@ impl Validator<'_> {
                     )),
                 );
             }
-            if seen.contains(id) {
+            if all_ids.iter().any(|(i, _)| i == id) {
                 self.err(
                     Diagnostic::at(step.id.span(), format!("step id `{id}` is used twice"))
-                        .help("step ids must be unique"),
+                        .help("step ids must be unique across steps, rollback, verify and finally"),
                 );
             }
-            let earlier = seen.clone();
-            seen.push(id.clone());
+            all_ids.push((id.clone(), step.id.span()));
+            let scope_ids = earlier.clone();
+            earlier.push(id.clone());
+
             let Some(index) = aliases.iter().position(|a| a == step.uses.get_ref()) else {
                 self.err(
                     Diagnostic::at(
@@ -640,43 +1215,217 @@ impl Validator<'_> {
                 continue;
             };
             let Some(pp) = &plugins[index] else { continue };
-            let with = self.step_params(step, &pp.plugin, params, &earlier);
+            let scope = Scope::Step(&scope_ids);
+            let with = self.args(id, &step.with, &step.id.span(), &pp.plugin, scope);
+
             let timeout = step
                 .timeout
                 .as_ref()
                 .and_then(|t| self.duration(t, "step timeout"))
                 .or(pp.timeout)
                 .unwrap_or(limits::DEFAULT_TIMEOUT);
-            if let Some(with) = with {
+            let on_failure = step
+                .on_failure
+                .as_ref()
+                .map(|o| *o.get_ref())
+                .unwrap_or(default_on_failure);
+            if section != "steps"
+                && let Some(of) = &step.on_failure
+            {
+                self.err(Diagnostic::at(of.span(), format!("`on_failure` applies to [[steps]]; a failure in [[{section}]] never stops the rest of it")));
+            }
+            if section != "steps" && step.rollback.is_some() {
+                self.err(Diagnostic::at(decl.span(), format!("step `{id}` in [[{section}]] has a rollback; only [[steps]] are rolled back")));
+            }
+            let when = step.when.as_ref().and_then(|w| match self.env.compile_expression(w.get_ref()) {
+                Ok(expr) => {
+                    let refs = expr.undeclared_variables(true).into_iter().collect();
+                    self.check_refs(refs, &w.span(), scope).0.then(|| w.get_ref().clone())
+                }
+                Err(e) => {
+                    self.err(Diagnostic::at(w.span(), format!("condition: {e}")).help("`when` is an expression, e.g. when = \"params.force or steps.check.status == 'failed'\""));
+                    None
+                }
+            });
+            let retry = step.retry.as_ref().map(|r| {
+                let rd = r.get_ref();
+                if *rd.attempts.get_ref() < 1 || *rd.attempts.get_ref() > 100 {
+                    self.err(Diagnostic::at(
+                        rd.attempts.span(),
+                        "retry attempts must be between 1 and 100",
+                    ));
+                }
+                let backoff = rd
+                    .backoff
+                    .as_ref()
+                    .and_then(|b| self.duration(b, "retry backoff"))
+                    .unwrap_or(Duration::from_secs(1));
+                let max_backoff = rd
+                    .max_backoff
+                    .as_ref()
+                    .and_then(|b| self.duration(b, "retry max_backoff"))
+                    .unwrap_or(Duration::from_secs(60))
+                    .max(backoff);
+                Retry {
+                    attempts: *rd.attempts.get_ref(),
+                    backoff,
+                    max_backoff,
+                    jitter: rd.jitter,
+                    on: rd.on,
+                }
+            });
+            let gate = step.gate.as_ref().and_then(|g| {
+                let gd = g.get_ref();
+                if pp.plugin.manifest.kind != PluginKind::Check {
+                    self.err(Diagnostic::at(
+                        g.span(),
+                        format!(
+                            "step `{id}` has a gate but {} is an action; gates repeat checks",
+                            pp.plugin.manifest.name
+                        ),
+                    ));
+                }
+                if step.retry.is_some() {
+                    self.err(
+                        Diagnostic::at(
+                            g.span(),
+                            format!("step `{id}` has both a gate and a retry"),
+                        )
+                        .help("a gate already repeats its check; set its `failures` instead"),
+                    );
+                }
+                let interval = self.duration(&gd.interval, "gate interval");
+                let limit = self.duration(&gd.timeout, "gate timeout");
+                let successes = gd.successes.as_ref().map_or(1, |s| *s.get_ref());
+                let failures = gd.failures.as_ref().map_or(1, |s| *s.get_ref());
+                for (n, what) in [(&gd.successes, "successes"), (&gd.failures, "failures")] {
+                    if let Some(n) = n
+                        && *n.get_ref() == 0
+                    {
+                        self.err(Diagnostic::at(
+                            n.span(),
+                            format!("gate {what} must be at least 1"),
+                        ));
+                    }
+                }
+                Some(Gate {
+                    interval: interval?,
+                    successes,
+                    failures,
+                    timeout: limit?,
+                })
+            });
+            let rollback = step
+                .rollback
+                .as_ref()
+                .and_then(|r| self.rollback(id, r, &pp.plugin, plugins, &aliases, scope));
+            if let Some((with, secret_params)) = with {
                 out.push(PlanStep {
                     id: id.clone(),
                     description: step.description.clone(),
                     plugin: index,
                     with,
+                    secret_params,
                     timeout,
-                    on_failure: step
-                        .on_failure
-                        .as_ref()
-                        .map(|o| *o.get_ref())
-                        .unwrap_or_default(),
+                    on_failure,
+                    when,
+                    retry,
+                    gate,
+                    rollback,
                 });
             }
         }
         out
     }
 
-    fn step_params(
+    fn rollback(
         &mut self,
-        step: &StepDecl,
+        id: &str,
+        r: &Spanned<RollbackDecl>,
         plugin: &Plugin,
-        params: &Params,
-        earlier: &[String],
-    ) -> Option<Vec<(String, Arg)>> {
+        plugins: &[Option<PlanPlugin>],
+        aliases: &[&str],
+        scope: Scope<'_>,
+    ) -> Option<StepRollback> {
+        let span = r.span();
+        match r.get_ref() {
+            RollbackDecl::Keyword(k) if k == "revert" => {
+                if !plugin.manifest.supports_revert {
+                    self.err(
+                        Diagnostic::at(
+                            span,
+                            format!("step `{id}`: {} cannot revert itself", plugin.manifest.name),
+                        )
+                        .help("use rollback = { uses = \"PLUGIN\", with = { ... } } instead"),
+                    );
+                    return None;
+                }
+                Some(StepRollback::Revert)
+            }
+            RollbackDecl::Keyword(k) => {
+                self.err(Diagnostic::at(span, format!("step `{id}`: unknown rollback `{k}`")).help("rollback = \"revert\", or rollback = { uses = \"PLUGIN\", with = { ... } }"));
+                None
+            }
+            RollbackDecl::Call(call) => {
+                let Some(index) = aliases.iter().position(|a| *a == call.uses) else {
+                    self.err(Diagnostic::at(span, format!("step `{id}`: the rollback uses `{}`, which is not declared under [plugins]", call.uses)).help_opt(did_you_mean(&call.uses, aliases.iter().copied())));
+                    return None;
+                };
+                let pp = plugins[index].as_ref()?;
+                let with: BTreeMap<Spanned<String>, Spanned<toml::Value>> = call
+                    .with
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            Spanned::new(span.clone(), k.clone()),
+                            Spanned::new(span.clone(), v.clone()),
+                        )
+                    })
+                    .collect();
+                // The rollback may use the step's own outputs as well as earlier steps'.
+                let mut ids: Vec<String> = match scope {
+                    Scope::Step(e) => e.to_vec(),
+                    Scope::Plan => Vec::new(),
+                };
+                ids.push(id.to_owned());
+                let (with, secret_params) = self.args(
+                    &format!("{id} (rollback)"),
+                    &with,
+                    &span,
+                    &pp.plugin,
+                    Scope::Step(&ids),
+                )?;
+                let timeout = call
+                    .timeout
+                    .as_ref()
+                    .and_then(|t| self.duration_at(t, span.clone(), "rollback timeout"))
+                    .or(pp.timeout)
+                    .unwrap_or(limits::DEFAULT_TIMEOUT);
+                Some(StepRollback::Call {
+                    plugin: index,
+                    with,
+                    secret_params,
+                    timeout,
+                })
+            }
+        }
+    }
+
+    /// Checks a step's `with` against the plugin's manifest. Returns the arguments (defaults
+    /// filled in) and the names of those that are secret.
+    fn args(
+        &mut self,
+        id: &str,
+        with: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+        id_span: &Range<usize>,
+        plugin: &Plugin,
+        scope: Scope<'_>,
+    ) -> Option<CheckedArgs> {
         let manifest = &plugin.manifest;
-        let id = step.id.get_ref();
         let mut ok = true;
         let mut out = Vec::new();
-        for (key, value) in &step.with {
+        let mut secret = Vec::new();
+        for (key, value) in with {
             let Some(spec) = manifest.param(key.get_ref()) else {
                 let hint = did_you_mean(
                     key.get_ref(),
@@ -708,9 +1457,16 @@ impl Validator<'_> {
                 ok = false;
                 continue;
             };
+            if spec.secret {
+                secret.push(spec.name.clone());
+            }
             let arg = match value.get_ref() {
                 toml::Value::String(s) if template::is_template(s) => {
-                    if !self.check_template(s, value.span(), params, Some(earlier)) {
+                    let (sound, uses_secret) = self.check_template(s, &value.span(), scope);
+                    if uses_secret && !spec.secret {
+                        secret.push(spec.name.clone());
+                    }
+                    if !sound {
                         ok = false;
                         continue;
                     }
@@ -729,7 +1485,12 @@ impl Validator<'_> {
                     for i in items {
                         match i.as_str() {
                             Some(s) => {
-                                ok &= self.check_template(s, value.span(), params, Some(earlier));
+                                let (sound, uses_secret) =
+                                    self.check_template(s, &value.span(), scope);
+                                ok &= sound;
+                                if uses_secret && !secret.contains(&spec.name) {
+                                    secret.push(spec.name.clone());
+                                }
                                 sources.push(s.to_owned());
                             }
                             None => {
@@ -755,23 +1516,21 @@ impl Validator<'_> {
             out.push((spec.name.clone(), arg));
         }
         for spec in &manifest.params {
-            if out.iter().any(|(n, _)| *n == spec.name)
-                || step.with.keys().any(|k| *k.get_ref() == spec.name)
-            {
+            if with.keys().any(|k| *k.get_ref() == spec.name) {
                 continue;
             }
+            let misspelled = with.keys().any(|k| {
+                manifest.param(k.get_ref()).is_none()
+                    && did_you_mean(k.get_ref(), [spec.name.as_str()]).is_some()
+            });
             match &spec.default {
                 Some(d) => out.push((spec.name.clone(), Arg::Value(d.clone()))),
                 // A misspelled key already got a did-you-mean for this parameter.
-                None if spec.required
-                    && step.with.keys().any(|k| {
-                        manifest.param(k.get_ref()).is_none()
-                            && did_you_mean(k.get_ref(), [spec.name.as_str()]).is_some()
-                    }) => {}
+                None if spec.required && misspelled => {}
                 None if spec.required => {
                     self.err(
                         Diagnostic::at(
-                            step.id.span(),
+                            id_span.clone(),
                             format!(
                                 "step `{id}`: plugin {} requires parameter `{}`",
                                 manifest.name, spec.name
@@ -788,6 +1547,6 @@ impl Validator<'_> {
                 None => {}
             }
         }
-        ok.then_some(out)
+        ok.then_some((out, secret))
     }
 }

@@ -203,6 +203,7 @@ fn main() {
             .arg("run")
             .arg(runbook)
             .env("MEDIC_CACHE_DIR", cache.path())
+            .env("MEDIC_DATA_DIR", cache.path().join("data"))
             .output()
             .unwrap();
         assert!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::host::{
@@ -22,7 +22,7 @@ use crate::runbook::template;
 use crate::runbook::{Arg, OnFailure, Plan, PlanStep, RetryOn, StepRollback};
 
 /// The part of a run a step belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Steps,
@@ -32,7 +32,7 @@ pub enum Phase {
 }
 
 /// How a step ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepStatus {
     Succeeded,
@@ -59,7 +59,7 @@ impl StepStatus {
 }
 
 /// How a run ended. Each has its own exit code (see the CLI).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     Succeeded,
@@ -73,7 +73,7 @@ pub enum RunOutcome {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub number: u32,
     /// Since the run started.
@@ -81,7 +81,7 @@ pub struct Attempt {
     pub invocation: Invocation,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepReport {
     pub id: String,
     pub phase: Phase,
@@ -106,7 +106,7 @@ impl StepReport {
 }
 
 /// Who allowed a run in a protected environment, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Approval {
     pub by: String,
     pub reason: String,
@@ -201,8 +201,20 @@ impl Cancel {
     }
 }
 
+/// Picking up a run another process started (from its journal).
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// The reports of the main steps that ended, as recorded.
+    pub prior: Vec<StepReport>,
+    /// Main steps that started but never ended (the process died during them).
+    pub in_progress: Vec<String>,
+    /// Only undo what the run did (then verify), instead of continuing it.
+    pub rollback_only: bool,
+}
+
 pub struct RunOptions {
     pub run_id: String,
+    pub resume: Option<Resume>,
     pub dry_run: bool,
     pub approval: Option<Approval>,
     pub cancel: Cancel,
@@ -214,6 +226,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             run_id: new_run_id(),
+            resume: None,
             dry_run: false,
             approval: None,
             cancel: Cancel::new(),
@@ -330,13 +343,53 @@ pub async fn execute(
         reports: Vec::new(),
         raw: BTreeMap::new(),
         raw_outputs: BTreeMap::new(),
+        attempt_base: BTreeMap::new(),
     };
+    let resume = opts.resume.clone().unwrap_or_default();
+    for r in &resume.prior {
+        if let Some(outputs) = r.outputs() {
+            run.raw_outputs.insert(r.id.clone(), outputs.clone());
+        }
+        run.attempt_base
+            .insert(r.id.clone(), r.attempts.len() as u32);
+        run.reports.push(r.clone());
+    }
+    for id in &resume.in_progress {
+        // The call that was cut off counts as an attempt: the plugin is told this is a retry.
+        *run.attempt_base.entry(id.clone()).or_default() += 1;
+        if resume.rollback_only
+            && let Some(step) = plan.steps.iter().find(|s| s.id == *id)
+        {
+            // It may have changed things before the process died: undo it too.
+            let failure = Failure::Engine {
+                message: "the process running this step died".into(),
+            };
+            run.reports.push(StepReport {
+                id: id.clone(),
+                phase: Phase::Steps,
+                plugin: plan.plugins[step.plugin].alias.clone(),
+                status: StepStatus::Errored { failure },
+                summary: "interrupted".into(),
+                duration: Duration::ZERO,
+                params: Vec::new(),
+                attempts: Vec::new(),
+            });
+        }
+    }
 
     // Main steps.
     let mut failed = false;
-    let mut rollback_wanted = false;
+    let mut rollback_wanted = resume.rollback_only;
     let mut cancelled = false;
-    for step in &plan.steps {
+    for step in plan.steps.iter().filter(|_| !resume.rollback_only) {
+        if run.reports.iter().any(|r| {
+            r.id == step.id
+                && matches!(r.status, StepStatus::Succeeded | StepStatus::Skipped { .. })
+        }) {
+            continue;
+        }
+        // A step that failed before is run again; its old report makes way for the new one.
+        run.reports.retain(|r| r.id != step.id);
         if opts.cancel.is_cancelled() {
             cancelled = true;
             break;
@@ -374,6 +427,9 @@ pub async fn execute(
         rollback_wanted = has_rollback_path && confirm_rollback();
     }
 
+    if resume.rollback_only {
+        failed = true;
+    }
     let mut outcome = match (cancelled, failed) {
         (true, _) => RunOutcome::Cancelled,
         (false, true) => RunOutcome::Failed,
@@ -430,6 +486,8 @@ struct Run<'a> {
     raw: BTreeMap<String, Values>,
     /// Unredacted outputs of each step that ran: later steps and reverts need the real values.
     raw_outputs: BTreeMap<String, Values>,
+    /// Attempts made by earlier processes (when resuming), so attempt numbers carry on.
+    attempt_base: BTreeMap<String, u32>,
 }
 
 enum Judgement {
@@ -587,6 +645,7 @@ impl Run<'_> {
             grants: pp.grants.clone(),
             kv: self.kv[plugin].clone(),
         };
+        let attempt = attempt + self.attempt_base.get(step_id).copied().unwrap_or(0);
         let ctx = CallContext {
             run_id: self.opts.run_id.clone(),
             step_id: step_id.to_owned(),
@@ -850,7 +909,14 @@ impl Run<'_> {
             let step = &plan.steps[i];
             let Some(rb) = &step.rollback else { continue };
             let id = format!("{}.rollback", step.id);
-            let params = self.raw.get(&step.id).cloned().unwrap_or_default();
+            // Steps run by an earlier process are re-rendered from the plan: the journal keeps
+            // secrets masked, so their parameters cannot come from it.
+            let params = match self.raw.get(&step.id) {
+                Some(p) => p.clone(),
+                None => self
+                    .render(&step.with, &self.context(None))
+                    .unwrap_or_default(),
+            };
             let outputs = self
                 .reports
                 .iter()

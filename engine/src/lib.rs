@@ -9,3 +9,4 @@ pub mod demo;
 pub mod executor;
 pub mod host;
 pub mod runbook;
+pub mod store;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const MEDIC: &str = env!("CARGO_BIN_EXE_medic");
+pub const MEDIC: &str = env!("CARGO_BIN_EXE_medic");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,21 +50,22 @@ fn service(bad: &[&str]) -> Service {
     Service { child, addr }
 }
 
-fn medic(cache: &Path, args: &[&str]) -> Output {
+pub fn medic(cache: &Path, args: &[&str]) -> Output {
     Command::new(MEDIC)
         .args(args)
         .env("MEDIC_CACHE_DIR", cache)
+        .env("MEDIC_DATA_DIR", cache.join("data"))
         .env("NO_COLOR", "1")
         .current_dir(repo())
         .output()
         .expect("run medic")
 }
 
-fn stdout(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -442,6 +443,7 @@ fn protected_environments_need_an_approval_that_is_recorded() {
             "json",
         ])
         .env("MEDIC_CACHE_DIR", cache.path())
+        .env("MEDIC_DATA_DIR", cache.path().join("data"))
         .env("USER", "alice")
         .output()
         .unwrap();
@@ -512,6 +514,7 @@ fn ctrl_c_stops_at_a_safe_point_and_rolls_back() {
     let mut child = Command::new(MEDIC)
         .args(["run", rb.to_str().unwrap()])
         .env("MEDIC_CACHE_DIR", cache.path())
+        .env("MEDIC_DATA_DIR", cache.path().join("data"))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

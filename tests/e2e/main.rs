@@ -4,10 +4,11 @@
 //! - `sandbox`: hostile plugins against the host, each ending as the right named failure.
 //! - `loading`: digests, missing files, non-components, incompatible contracts, the cache.
 
-mod cli;
+pub mod cli;
 mod execution;
 mod loading;
 mod plugins;
+mod recovery;
 mod runbooks;
 mod sandbox;
 mod support;

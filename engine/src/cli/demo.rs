@@ -5,9 +5,11 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::run::{execute, exit_for, load_plan};
+use super::run::{RunRequest, execute, exit_for, load_plan};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::demo::DemoService;
+use crate::store::Trigger;
+use crate::store::recorder::Start;
 
 /// The demo runbook, embedded so `medic demo` works from any directory.
 const DEMO_RUNBOOK: &str = include_str!("../../../runbooks/demo.toml");
@@ -59,6 +61,10 @@ pub async fn demo(global: &GlobalArgs, _args: DemoArgs) -> Exit {
         Ok(h) => h,
         Err(e) => return engine_error(e),
     };
+    let store = match global.store("medic demo", None) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
     let svc =
         match DemoService::start("127.0.0.1:0".parse().unwrap(), "v1", ["v3".to_string()]).await {
             Ok(s) => s,
@@ -85,7 +91,21 @@ pub async fn demo(global: &GlobalArgs, _args: DemoArgs) -> Exit {
             Ok(p) => p,
             Err(exit) => return exit,
         };
-        let exit = exit_for(&execute(&host, &plan, OutputFormat::Human, global, None, false).await);
+        let request = RunRequest {
+            plan: &plan,
+            format: OutputFormat::Human,
+            approval: None,
+            dry_run: false,
+            run_id: crate::executor::new_run_id(),
+            start: Start::New,
+            resume: None,
+            trigger: Trigger::cli(),
+            wait: None,
+        };
+        let exit = match execute(&host, &store, global, request).await {
+            Ok(report) => exit_for(&report),
+            Err(exit) => return exit,
+        };
         println!();
         results.push((version, exit, expect));
     }

@@ -7,6 +7,7 @@ mod demo;
 mod output;
 mod plugin;
 mod run;
+mod runs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +46,7 @@ Exit codes:
   0  success
   1  the run failed (a step failed or errored; nothing was rolled back)
   2  invalid input (arguments, runbook, plugin); nothing ran
-  3  engine error (medic itself failed)
+  3  engine error (medic itself failed, or the run store is busy)
   4  rolled back: a step failed, the rollback ran and verify passed
   5  rollback failed: a rollback or verify check failed; a person must act
   6  cancelled (Ctrl-C or SIGTERM)";
@@ -67,6 +68,9 @@ pub struct GlobalArgs {
     /// Compile plugins every time instead of using the cache
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Where runs are recorded [default: $MEDIC_DATA_DIR, else the platform data directory]
+    #[arg(long, global = true, env = "MEDIC_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Show plugin log lines (-v) and engine debug output (-vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -101,6 +105,11 @@ enum Command {
     /// Inspect and list plugins
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Recorded runs: list, show, logs, export, prune, resume, rollback
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Success rate, change failure rate, rollback success and recovery times
+    Stats(runs::StatsArgs),
     /// Run the demo: a demo service on loopback, and a runbook that deploys to it
     Demo(demo::DemoArgs),
     /// Serve the demo service in the foreground (used by tests and the demo)
@@ -121,6 +130,45 @@ impl GlobalArgs {
             cache_dir,
             ..HostConfig::default()
         })
+    }
+
+    fn data_dir(&self) -> Result<PathBuf, Exit> {
+        self.data_dir
+            .clone()
+            .or_else(crate::store::default_data_dir)
+            .ok_or_else(|| {
+                eprintln!("medic: no data directory: pass --data-dir or set MEDIC_DATA_DIR");
+                Exit::Invalid
+            })
+    }
+
+    /// Opens the run store, recovering runs whose process died.
+    fn store(
+        &self,
+        command: &str,
+        wait: Option<std::time::Duration>,
+    ) -> Result<crate::store::Store, Exit> {
+        let dir = self.data_dir()?;
+        let store = crate::store::Store::open_waiting(&dir, command, wait).map_err(|e| {
+            eprintln!("medic: {e}");
+            Exit::Engine
+        })?;
+        match store.recover() {
+            Ok(ids) if !ids.is_empty() => {
+                eprintln!(
+                    "medic: found {} run{} whose process died mid-run, now marked interrupted: {}\n  = help: `medic runs show ID`, then `medic runs resume ID` or `medic runs rollback ID`",
+                    ids.len(),
+                    if ids.len() == 1 { "" } else { "s" },
+                    ids.join(", ")
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("medic: {e}");
+                return Err(Exit::Engine);
+            }
+        }
+        Ok(store)
     }
 
     fn color_stderr(&self) -> bool {
@@ -181,6 +229,8 @@ pub fn main() -> ExitCode {
             Command::Validate(args) => run::validate(&cli.global, args).await,
             Command::Plan(args) => run::plan(&cli.global, args).await,
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
+            Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
+            Command::Stats(args) => runs::stats(&cli.global, args),
             Command::Demo(args) => demo::demo(&cli.global, args).await,
             Command::DemoService(args) => demo::service(args).await,
         }

@@ -2,15 +2,16 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
 use super::output::{HumanOutput, JsonOutput, print_plan};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error, parse_param};
-use crate::executor::{self, Approval, Cancel, RunOptions, RunOutcome, RunReport};
+use crate::executor::{self, Approval, Cancel, Resume, RunOptions, RunOutcome, RunReport};
 use crate::host::PluginHost;
 use crate::runbook::{self, Plan, PlanOptions, Report, Source};
+use crate::store::{LockHolder, Recorder, Store, Trigger, recorder::Start};
 
 #[derive(Debug, Args)]
 pub struct Target {
@@ -43,6 +44,9 @@ pub struct RunArgs {
     /// Ask plugins to change nothing and report what they would do
     #[arg(long)]
     dry_run: bool,
+    /// Wait this long for the run store or the runbook's lock when another run holds it
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
+    wait: Option<Duration>,
     /// Output format
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
@@ -91,8 +95,12 @@ pub(super) async fn load_plan(
     })
 }
 
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    crate::runbook::plan::parse_duration(s)
+}
+
 /// `user@host`, for approvals.
-fn who() -> String {
+pub(super) fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());
@@ -106,6 +114,13 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
     let host = match global.host() {
         Ok(h) => h,
         Err(e) => return engine_error(e),
+    };
+    let store = match global.store(
+        &format!("medic run {}", args.target.runbook.display()),
+        args.wait,
+    ) {
+        Ok(s) => s,
+        Err(exit) => return exit,
     };
     let plan = match load_plan(&host, &args.target.runbook, None, &args.target.options()).await {
         Ok(p) => p,
@@ -130,8 +145,21 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         }),
         (None, false) => None,
     };
-    let report = execute(&host, &plan, args.output, global, approval, args.dry_run).await;
-    exit_for(&report)
+    let request = RunRequest {
+        plan: &plan,
+        format: args.output,
+        approval,
+        dry_run: args.dry_run,
+        run_id: executor::new_run_id(),
+        start: Start::New,
+        resume: None,
+        trigger: Trigger::cli(),
+        wait: args.wait,
+    };
+    match execute(&host, &store, global, request).await {
+        Ok(report) => exit_for(&report),
+        Err(exit) => exit,
+    }
 }
 
 pub(super) fn exit_for(report: &RunReport) -> Exit {
@@ -159,14 +187,52 @@ fn confirm_rollback() -> bool {
     !matches!(answer.trim().to_ascii_lowercase().as_str(), "n" | "no")
 }
 
+/// Everything one recorded execution needs.
+pub(super) struct RunRequest<'a> {
+    pub plan: &'a Plan,
+    pub format: OutputFormat,
+    pub approval: Option<Approval>,
+    pub dry_run: bool,
+    pub run_id: String,
+    pub start: Start,
+    pub resume: Option<Resume>,
+    pub trigger: Trigger,
+    pub wait: Option<Duration>,
+}
+
+/// Takes the run's lock, runs it while recording every event, and releases the lock.
 pub(super) async fn execute(
     host: &PluginHost,
-    plan: &Plan,
-    format: OutputFormat,
+    store: &Store,
     global: &GlobalArgs,
-    approval: Option<Approval>,
-    dry_run: bool,
-) -> RunReport {
+    req: RunRequest<'_>,
+) -> Result<RunReport, Exit> {
+    if let Some(key) = &req.plan.lock {
+        let holder = LockHolder {
+            run_id: req.run_id.clone(),
+            runbook: req.plan.name.clone(),
+            pid: std::process::id(),
+            since_ms: crate::store::now_ms(),
+        };
+        let deadline = std::time::Instant::now() + req.wait.unwrap_or_default();
+        loop {
+            match store.acquire_lock(key, &holder) {
+                Ok(Ok(())) => break,
+                Ok(Err(other)) if std::time::Instant::now() >= deadline => {
+                    eprintln!(
+                        "medic: lock `{key}` is held by run {} ({}, pid {}); nothing ran\n  = help: wait for it with --wait DURATION",
+                        other.run_id, other.runbook, other.pid
+                    );
+                    return Err(Exit::Invalid);
+                }
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    return Err(Exit::Engine);
+                }
+            }
+        }
+    }
     let cancel = Cancel::new();
     let watcher = {
         let cancel = cancel.clone();
@@ -187,26 +253,55 @@ pub(super) async fn execute(
         })
     };
     let opts = RunOptions {
-        dry_run,
-        approval,
-        cancel,
+        run_id: req.run_id.clone(),
+        resume: req.resume,
+        dry_run: req.dry_run,
+        approval: req.approval,
+        cancel: cancel.clone(),
         confirm_rollback: Box::new(confirm_rollback),
-        ..RunOptions::default()
     };
-    let report = match format {
+    let mut human;
+    let mut json;
+    let inner: &mut dyn executor::Observer = match req.format {
         OutputFormat::Human => {
-            executor::execute(
-                host,
-                plan,
-                opts,
-                &mut HumanOutput::new(global.color(), global.verbose),
-            )
-            .await
+            human = HumanOutput::new(global.color(), global.verbose);
+            &mut human
         }
-        OutputFormat::Json => executor::execute(host, plan, opts, &mut JsonOutput).await,
+        OutputFormat::Json => {
+            json = JsonOutput;
+            &mut json
+        }
     };
+    let mut recorder = Recorder::new(
+        store,
+        inner,
+        req.trigger,
+        req.plan.lock.clone(),
+        req.start,
+        req.dry_run,
+        cancel,
+    );
+    let report = executor::execute(host, req.plan, opts, &mut recorder).await;
     watcher.abort();
-    report
+    let failed_to_record = recorder.error.take();
+    if let Err(e) = store
+        .release_all_locks(&report.run_id)
+        .and_then(|()| store.flush())
+    {
+        eprintln!("medic: {e}");
+    }
+    if let Some(e) = failed_to_record {
+        eprintln!("medic: the run could not be fully recorded: {e}");
+        return Err(Exit::Engine);
+    }
+    if req.format == OutputFormat::Human {
+        eprintln!(
+            "recorded in {}: medic runs show {}",
+            store.dir().display(),
+            report.run_id
+        );
+    }
+    Ok(report)
 }
 
 pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {

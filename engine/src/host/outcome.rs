@@ -4,12 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bindings::types as wit;
 use super::value::{Value, Values};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Success,
@@ -17,7 +17,7 @@ pub enum Status {
     Inconclusive,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub status: Status,
     pub summary: String,
@@ -45,7 +45,7 @@ impl Outcome {
 }
 
 /// Why a call did not produce an outcome. Each variant is a distinct, named cause.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Failure {
     /// The plugin rejected its parameters.
@@ -76,10 +76,14 @@ pub enum Failure {
 mod ms {
     use std::time::Duration;
 
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 
@@ -140,7 +144,7 @@ impl fmt::Display for Failure {
 }
 
 /// One line a plugin logged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {
     pub level: LogLevel,
     pub message: String,
@@ -149,7 +153,7 @@ pub struct LogLine {
     pub at_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Trace,
@@ -172,9 +176,9 @@ impl fmt::Display for LogLevel {
 }
 
 /// One use of a capability, allowed or denied.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapabilityUse {
-    pub capability: &'static str,
+    pub capability: String,
     /// What was done, without secrets: e.g. `GET 127.0.0.1:8080/health`.
     pub detail: String,
     pub allowed: bool,
@@ -184,7 +188,7 @@ pub struct CapabilityUse {
 }
 
 /// Everything one call produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invocation {
     pub result: Result<Outcome, Failure>,
     pub logs: Vec<LogLine>,

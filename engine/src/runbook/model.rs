@@ -42,6 +42,10 @@ pub struct Meta {
     /// The default `on_failure` of every step.
     #[serde(default)]
     pub on_failure: Option<Spanned<OnFailure>>,
+    /// Runs with the same (rendered) key cannot act at once, e.g.
+    /// `service:{{ params.service }}:{{ env.name }}`.
+    #[serde(default)]
+    pub lock: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,8 @@ pub struct Plan {
     /// sha256 of the runbook file as read.
     pub sha256: String,
     pub environment: Environment,
+    /// The rendered lock key, if the runbook declares one.
+    pub lock: Option<String>,
     pub params: Vec<PlanParam>,
     pub plugins: Vec<PlanPlugin>,
     pub steps: Vec<PlanStep>,
@@ -285,6 +287,22 @@ pub async fn plan(
     v.params(&doc, &opts.params);
     let ctx = v.plan_context(&environment);
     let plugins = v.plugins(host, &doc, &ctx).await;
+    let lock = doc.runbook.get_ref().lock.as_ref().and_then(|l| {
+        if !v.check_template(l.get_ref(), &l.span(), Scope::Plan).0 {
+            return None;
+        }
+        match template::render(&v.env, l.get_ref(), &ctx) {
+            Ok(key) if key.trim().is_empty() => {
+                v.err(Diagnostic::at(l.span(), "the lock key renders to nothing"));
+                None
+            }
+            Ok(key) => Some(key),
+            Err(e) => {
+                v.err(Diagnostic::at(l.span(), format!("lock: {e}")));
+                None
+            }
+        }
+    });
     let default_on_failure = doc
         .runbook
         .get_ref()
@@ -401,6 +419,7 @@ pub async fn plan(
         path: src.path.to_owned(),
         sha256: hex::encode(Sha256::digest(src.text.as_bytes())),
         environment,
+        lock,
         params: v
             .params
             .into_iter()

@@ -87,7 +87,7 @@ impl CapState {
             return;
         }
         self.uses.push(CapabilityUse {
-            capability,
+            capability: capability.to_owned(),
             detail,
             allowed,
             result,

@@ -1,0 +1,579 @@
+//! `medic runs list|show|logs|export|prune|resume|rollback` and `medic stats`.
+
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+
+use super::output::format_duration;
+use super::run::{RunRequest, execute, exit_for, load_plan};
+use super::{Exit, GlobalArgs, OutputFormat, engine_error};
+use crate::executor::{Phase, Resume, StepStatus};
+use crate::runbook::PlanOptions;
+use crate::runbook::plan::DEFAULT_ENVIRONMENT;
+use crate::store::recorder::Start;
+use crate::store::{JournalEvent, ListFilter, RunRecord, RunStatus, Store, now_ms, stats};
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Recorded runs, newest first
+    List(ListArgs),
+    /// A run's timeline: steps, durations, outcomes and the rollback path
+    Show {
+        /// A run id (or a unique prefix of one)
+        id: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// The log lines plugins wrote during a run
+    Logs {
+        id: String,
+        /// Only this step
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Everything recorded about a run, as JSON
+    Export { id: String },
+    /// Delete runs older than a duration
+    Prune {
+        /// e.g. 90d
+        #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+        older_than: Duration,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Continue an interrupted run from the first step that did not complete
+    Resume(PickUpArgs),
+    /// Undo what an interrupted, failed or cancelled run did (newest first), then verify
+    Rollback(PickUpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PickUpArgs {
+    id: String,
+    /// Approve continuing in a protected environment (the original approval is kept on record)
+    #[arg(long, value_name = "REASON")]
+    approve: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    runbook: Option<String>,
+    /// running, succeeded, failed, rolled_back, rollback_failed, cancelled, interrupted
+    #[arg(long)]
+    status: Option<String>,
+    #[arg(long = "env")]
+    environment: Option<String>,
+    /// cli, schedule or api
+    #[arg(long)]
+    trigger: Option<String>,
+    /// Only runs started within this long ago, e.g. 7d
+    #[arg(long, value_parser = parse_age)]
+    since: Option<Duration>,
+    /// Only runs started more than this long ago
+    #[arg(long, value_parser = parse_age)]
+    until: Option<Duration>,
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[arg(long)]
+    runbook: Option<String>,
+    #[arg(long = "env")]
+    environment: Option<String>,
+    /// The window, e.g. 30d
+    #[arg(long, value_parser = parse_age, default_value = "30d")]
+    since: Duration,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
+fn parse_age(s: &str) -> Result<Duration, String> {
+    crate::runbook::plan::parse_duration(s)
+}
+
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms))
+        .to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+        + "Z"
+}
+
+fn ago(d: Duration) -> u64 {
+    now_ms().saturating_sub(d.as_millis() as u64)
+}
+
+fn read_only(global: &GlobalArgs) -> Result<Store, Exit> {
+    global.store("medic runs (reading)", None)
+}
+
+fn find(store: &Store, id: &str) -> Result<RunRecord, Exit> {
+    store.find(id).map_err(|e| {
+        eprintln!("medic: {e}");
+        Exit::Invalid
+    })
+}
+
+fn duration_of(r: &RunRecord) -> String {
+    r.ended_ms
+        .map(|e| format_duration(Duration::from_millis(e.saturating_sub(r.started_ms))))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn main(global: &GlobalArgs, cmd: RunsCommand) -> Exit {
+    match cmd {
+        RunsCommand::Resume(args) => return pick_up(global, args, false).await,
+        RunsCommand::Rollback(args) => return pick_up(global, args, true).await,
+        _ => {}
+    }
+    let store = match read_only(global) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let result = match cmd {
+        RunsCommand::List(args) => list(&store, args),
+        RunsCommand::Show { id, output } => show(&store, &id, output),
+        RunsCommand::Logs { id, step, output } => logs(&store, &id, step.as_deref(), output),
+        RunsCommand::Export { id } => export(&store, &id),
+        RunsCommand::Prune { older_than, output } => match store.prune(ago(older_than)) {
+            Ok(n) => {
+                match output {
+                    OutputFormat::Human => println!(
+                        "pruned {n} run{} older than {}",
+                        if n == 1 { "" } else { "s" },
+                        humantime::format_duration(older_than)
+                    ),
+                    OutputFormat::Json => println!("{}", serde_json::json!({ "pruned": n })),
+                }
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("medic: {e}");
+                Err(Exit::Engine)
+            }
+        },
+        RunsCommand::Resume(_) | RunsCommand::Rollback(_) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(()) => Exit::Success,
+        Err(exit) => exit,
+    }
+}
+
+fn list(store: &Store, args: ListArgs) -> Result<(), Exit> {
+    let status = match args.status.as_deref().map(|s| RunStatus::parse(s).ok_or(s)) {
+        Some(Err(s)) => {
+            eprintln!(
+                "medic: unknown status `{s}` (running, succeeded, failed, rolled_back, rollback_failed, cancelled, interrupted)"
+            );
+            return Err(Exit::Invalid);
+        }
+        Some(Ok(s)) => Some(s),
+        None => None,
+    };
+    let filter = ListFilter {
+        runbook: args.runbook,
+        status,
+        environment: args.environment,
+        trigger: args.trigger,
+        since_ms: args.since.map(ago),
+        until_ms: args.until.map(ago),
+    };
+    let runs = store.list(&filter, args.limit).map_err(|e| {
+        eprintln!("medic: {e}");
+        Exit::Engine
+    })?;
+    match args.output {
+        OutputFormat::Json => {
+            for r in &runs {
+                println!("{}", serde_json::to_string(r).expect("records serialize"));
+            }
+        }
+        OutputFormat::Human => {
+            if runs.is_empty() {
+                println!(
+                    "no runs recorded{}",
+                    if store.dir().exists() { "" } else { " yet" }
+                );
+            }
+            for r in &runs {
+                println!(
+                    "{}  {:20} {:10} {:15} {}  {:>7}  {}",
+                    r.run_id,
+                    r.runbook,
+                    r.environment,
+                    r.status.name(),
+                    time(r.started_ms),
+                    duration_of(r),
+                    r.trigger
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(store: &Store, id: &str, output: OutputFormat) -> Result<(), Exit> {
+    let r = find(store, id)?;
+    let journal = store.journal(&r.run_id).map_err(|e| {
+        eprintln!("medic: {e}");
+        Exit::Engine
+    })?;
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::json!({ "record": r, "journal": journal }));
+        return Ok(());
+    }
+    println!("run {}  {}", r.run_id, r.status.name());
+    println!(
+        "  runbook      {} ({}, sha256 {}…)",
+        r.runbook,
+        r.runbook_path,
+        &r.runbook_sha256[..16.min(r.runbook_sha256.len())]
+    );
+    println!("  environment  {}", r.environment);
+    println!(
+        "  started      {} by {}{}",
+        time(r.started_ms),
+        r.trigger,
+        if r.dry_run { " (dry run)" } else { "" }
+    );
+    if let Some(a) = &r.approval {
+        println!("  approved by  {}: {}", a.by, a.reason);
+    }
+    if !r.params.is_empty() {
+        let p: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  params       {}", p.join(" "));
+    }
+    for p in &r.plugins {
+        println!(
+            "  plugin       {} = {} (sha256 {}…)",
+            p.alias,
+            p.source,
+            &p.sha256[..12.min(p.sha256.len())]
+        );
+    }
+    if let Some(l) = &r.lock {
+        println!("  lock         {l}");
+    }
+    println!("timeline");
+    let start = journal.first().map_or(r.started_ms, |e| e.at_ms);
+    for e in &journal {
+        let at = format!(
+            "+{:>7}",
+            format_duration(Duration::from_millis(e.at_ms.saturating_sub(start)))
+        );
+        let line = match &e.event {
+            JournalEvent::RunStarted { pid } => format!("started (pid {pid})"),
+            JournalEvent::RunResumed { pid, mode } => format!("picked up to {mode} (pid {pid})"),
+            JournalEvent::PhaseStarted { phase, reason } => format!(
+                "{} ({reason})",
+                match phase {
+                    Phase::Steps => "steps",
+                    Phase::Rollback => "↩ rolling back",
+                    Phase::Verify => "⚕ verifying",
+                    Phase::Finally => "⋯ finally",
+                }
+            ),
+            JournalEvent::StepStarted { .. } => continue,
+            JournalEvent::AttemptFinished { step, note } => format!("  ↻ {step}: {note}"),
+            JournalEvent::StepFinished { report } => {
+                let mark = match report.status {
+                    StepStatus::Succeeded => "✓",
+                    StepStatus::Failed => "✗",
+                    StepStatus::Errored { .. } => "!",
+                    StepStatus::Skipped { .. } => "-",
+                };
+                format!(
+                    "  {mark} {}  {}  {}  {}",
+                    report.id,
+                    report.plugin,
+                    format_duration(report.duration),
+                    report.summary
+                )
+            }
+            JournalEvent::RunFinished {
+                outcome,
+                duration_ms,
+            } => format!(
+                "finished: {} after {}",
+                RunStatus::from_outcome(*outcome).name(),
+                format_duration(Duration::from_millis(*duration_ms))
+            ),
+            JournalEvent::RunInterrupted { found_by_pid } => {
+                format!("interrupted: its process died (found by pid {found_by_pid})")
+            }
+        };
+        println!("  {at}  {line}");
+    }
+    if r.status == RunStatus::Interrupted {
+        println!(
+            "this run was interrupted: `medic runs resume {0}` continues it, `medic runs rollback {0}` undoes it",
+            r.run_id
+        );
+    }
+    if let (Some(d), Some(h)) = (r.detected_ms, r.recovered_ms) {
+        println!(
+            "recovered {} after the failure was detected",
+            format_duration(Duration::from_millis(h.saturating_sub(d)))
+        );
+    }
+    Ok(())
+}
+
+fn logs(store: &Store, id: &str, only: Option<&str>, output: OutputFormat) -> Result<(), Exit> {
+    let r = find(store, id)?;
+    let (reports, _) = store.step_reports(&r.run_id).map_err(|e| {
+        eprintln!("medic: {e}");
+        Exit::Engine
+    })?;
+    if let Some(step) = only
+        && !reports.iter().any(|s| s.id == step)
+    {
+        let ids: Vec<&str> = reports.iter().map(|s| s.id.as_str()).collect();
+        eprintln!(
+            "medic: run {} has no step `{step}` (steps: {})",
+            r.run_id,
+            ids.join(", ")
+        );
+        return Err(Exit::Invalid);
+    }
+    for s in reports.iter().filter(|s| only.is_none_or(|o| o == s.id)) {
+        for a in &s.attempts {
+            for l in &a.invocation.logs {
+                match output {
+                    OutputFormat::Json => println!(
+                        "{}",
+                        serde_json::json!({"step": s.id, "attempt": a.number, "line": l})
+                    ),
+                    OutputFormat::Human => println!(
+                        "{} #{} +{}ms [{}] {}",
+                        s.id,
+                        a.number,
+                        a.started_ms + l.at_ms,
+                        l.level,
+                        l.message
+                    ),
+                }
+            }
+            if a.invocation.logs_dropped > 0 && output == OutputFormat::Human {
+                println!(
+                    "{} #{} ({} more lines dropped: over the per-call cap)",
+                    s.id, a.number, a.invocation.logs_dropped
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn export(store: &Store, id: &str) -> Result<(), Exit> {
+    let r = find(store, id)?;
+    let journal = store.journal(&r.run_id).map_err(|e| {
+        eprintln!("medic: {e}");
+        Exit::Engine
+    })?;
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "format": crate::store::FORMAT_VERSION, "record": r, "journal": journal })).expect("serialize"));
+    Ok(())
+}
+
+/// `medic runs resume` and `medic runs rollback`: pick a run up from its journal.
+async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> Exit {
+    let mode = if rollback_only { "rollback" } else { "resume" };
+    let host = match global.host() {
+        Ok(h) => h,
+        Err(e) => return engine_error(e),
+    };
+    let store = match global.store(&format!("medic runs {mode} {}", args.id), None) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let record = match find(&store, &args.id) {
+        Ok(r) => r,
+        Err(exit) => return exit,
+    };
+    let allowed = matches!(
+        (rollback_only, record.status),
+        (
+            _,
+            RunStatus::Interrupted | RunStatus::Cancelled | RunStatus::Failed
+        ) | (true, RunStatus::RollbackFailed)
+    );
+    if !allowed {
+        eprintln!(
+            "medic: run {} ended {}; only interrupted, failed or cancelled runs can be {}",
+            record.run_id,
+            record.status.name(),
+            if rollback_only {
+                "rolled back"
+            } else {
+                "resumed"
+            }
+        );
+        return Exit::Invalid;
+    }
+    let path = PathBuf::from(&record.runbook_path);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "medic: cannot read the run's runbook {}: {e}",
+                path.display()
+            );
+            return Exit::Invalid;
+        }
+    };
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    if digest != record.runbook_sha256 {
+        eprintln!(
+            "medic: {} changed since run {} started (sha256 {}…, now {}…); refusing to {mode} it with different instructions",
+            path.display(),
+            record.run_id,
+            &record.runbook_sha256[..12],
+            &digest[..12]
+        );
+        return Exit::Invalid;
+    }
+    // Secrets were never recorded: they are read again from their sources while planning.
+    let journal_params: Vec<(String, String)> = record
+        .params
+        .iter()
+        .filter(|(_, v)| v != "••••••")
+        .cloned()
+        .collect();
+    let environment =
+        (record.environment != DEFAULT_ENVIRONMENT).then(|| record.environment.clone());
+    let opts = PlanOptions {
+        params: journal_params,
+        environment,
+    };
+    let plan = match load_plan(&host, &path, Some(&text), &opts).await {
+        Ok(p) => p,
+        Err(exit) => return exit,
+    };
+    if plan.environment.protected && args.approve.is_none() && record.approval.is_none() {
+        eprintln!(
+            "medic: environment `{}` is protected: pass --approve \"REASON\"",
+            plan.environment.name
+        );
+        return Exit::Invalid;
+    }
+    let (prior, in_progress) = match store.step_reports(&record.run_id) {
+        Ok((reports, started)) => (
+            reports
+                .into_iter()
+                .filter(|r| r.phase == Phase::Steps)
+                .collect::<Vec<_>>(),
+            started
+                .into_iter()
+                .filter(|(p, _)| *p == Phase::Steps)
+                .map(|(_, s)| s)
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Engine;
+        }
+    };
+    let approval = args
+        .approve
+        .map(|reason| crate::executor::Approval {
+            by: super::run::who(),
+            reason,
+            at: std::time::SystemTime::now(),
+        })
+        .or_else(|| record.approval.clone());
+    let request = RunRequest {
+        plan: &plan,
+        format: args.output,
+        approval,
+        dry_run: record.dry_run,
+        run_id: record.run_id.clone(),
+        start: Start::Resumed {
+            mode: mode.into(),
+            record: Box::new(record.clone()),
+        },
+        resume: Some(Resume {
+            prior,
+            in_progress,
+            rollback_only,
+        }),
+        trigger: record.trigger.clone(),
+        wait: None,
+    };
+    match execute(&host, &store, global, request).await {
+        Ok(report) => exit_for(&report),
+        Err(exit) => exit,
+    }
+}
+
+pub fn stats(global: &GlobalArgs, args: StatsArgs) -> Exit {
+    let store = match read_only(global) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let filter = ListFilter {
+        runbook: args.runbook.clone(),
+        environment: args.environment.clone(),
+        since_ms: Some(ago(args.since)),
+        ..ListFilter::default()
+    };
+    let records = match store.list(&filter, usize::MAX) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Engine;
+        }
+    };
+    let st = stats::compute(&records);
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string(&st).expect("serialize")),
+        OutputFormat::Human => {
+            let pct = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+            let dur = |d: Option<Duration>| d.map_or("-".to_owned(), format_duration);
+            println!(
+                "runs in the last {}: {}",
+                humantime::format_duration(args.since),
+                st.runs
+            );
+            println!(
+                "  success rate            {} ({} of {} ended)",
+                pct(st.success_rate),
+                st.succeeded,
+                st.ended
+            );
+            println!(
+                "  change failure rate     {} ({} of {} change runs)",
+                pct(st.change_failure_rate),
+                st.failed_changes,
+                st.change_runs
+            );
+            println!(
+                "  rollback success rate   {} ({} rolled back, {} rollback failed)",
+                pct(st.rollback_success_rate),
+                st.rolled_back,
+                st.rollback_failed
+            );
+            println!(
+                "  time to recover         mean {}, p90 {}",
+                dur(st.mean_time_to_recover),
+                dur(st.p90_time_to_recover)
+            );
+            println!(
+                "  time to detect (gates)  mean {}",
+                dur(st.mean_time_to_detect)
+            );
+        }
+    }
+    Exit::Success
+}

@@ -1,0 +1,685 @@
+//! The run store: every run recorded in sled, as an append-only journal of events per run and
+//! a summary record per run derived from it.
+//!
+//! Layout (all keys and values versioned, so the format can evolve):
+//! - tree `runs`: run id (a ULID, so keys sort by start time) -> [`RunRecord`] as JSON;
+//! - tree `events`: run id + big-endian sequence number -> [`JournalEntry`] as JSON;
+//! - tree `locks`: lock key -> [`LockHolder`] as JSON.
+//!
+//! Durability: the journal is written before a step starts and after it ends, and flushed
+//! (fsync) at each of those boundaries, so a `kill -9` loses at most the event in flight.
+//! sled admits one process at a time; the process holding the store says who it is in
+//! `owner.json` beside the database, so a second process can name it.
+
+pub mod recorder;
+pub mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use recorder::Recorder;
+
+use crate::executor::{Approval, Phase, RunOutcome, StepReport};
+
+/// Bumped when the format of records or journal entries changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A parameter's value as recorded: the text `--param` parses back to the same value, so a
+/// resumed run gets exactly the parameters the run started with.
+pub fn param_text(v: &crate::host::Value) -> String {
+    match v {
+        crate::host::Value::TextList(l) => l.join(","),
+        other => other.to_string(),
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `--data-dir`, else `MEDIC_DATA_DIR`, else the platform data directory.
+pub fn default_data_dir() -> Option<PathBuf> {
+    std::env::var_os("MEDIC_DATA_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("medic")))
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Another process holds the store.
+    #[error(
+        "the run store in {dir} is in use by process {pid} ({command}, since {since}); wait for it to finish, or pass --wait DURATION"
+    )]
+    Busy {
+        dir: String,
+        pid: u32,
+        command: String,
+        since: String,
+    },
+    #[error("the run store in {dir} is in use by another process")]
+    BusyUnknown { dir: String },
+    #[error(
+        "the run store in {dir} was written by a newer medic (format {found}; this medic reads format {FORMAT_VERSION})"
+    )]
+    NewerFormat { dir: String, found: u32 },
+    #[error("run store {dir}: {source}")]
+    Sled { dir: String, source: sled::Error },
+    #[error("run store {dir}: corrupt entry {key}: {reason}")]
+    Corrupt {
+        dir: String,
+        key: String,
+        reason: String,
+    },
+    #[error("no run matches `{0}`")]
+    NoSuchRun(String),
+    #[error("`{prefix}` matches several runs: {}", matches.join(", "))]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+    #[error("run store {dir}: {source}")]
+    Io { dir: String, source: std::io::Error },
+}
+
+/// Who started a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    Cli { user: String, host: String },
+    Schedule { drill: String },
+    Api { caller: String },
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Cli { user, host } => write!(f, "cli {user}@{host}"),
+            Trigger::Schedule { drill } => write!(f, "schedule {drill}"),
+            Trigger::Api { caller } => write!(f, "api {caller}"),
+        }
+    }
+}
+
+impl Trigger {
+    pub fn cli() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Trigger::Cli { user, host }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Cli { .. } => "cli",
+            Trigger::Schedule { .. } => "schedule",
+            Trigger::Api { .. } => "api",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    RolledBack,
+    RollbackFailed,
+    Cancelled,
+    /// The process died mid-run; found and marked by the next process to open the store.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn from_outcome(o: RunOutcome) -> Self {
+        match o {
+            RunOutcome::Succeeded => RunStatus::Succeeded,
+            RunOutcome::Failed => RunStatus::Failed,
+            RunOutcome::RolledBack => RunStatus::RolledBack,
+            RunOutcome::RollbackFailed => RunStatus::RollbackFailed,
+            RunOutcome::Cancelled => RunStatus::Cancelled,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::RollbackFailed => "rollback_failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::RolledBack,
+            RunStatus::RollbackFailed,
+            RunStatus::Cancelled,
+            RunStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|st| st.name() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginRef {
+    pub alias: String,
+    pub source: String,
+    pub sha256: String,
+}
+
+/// The summary of a run, kept up to date from its journal (for fast listing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub v: u32,
+    pub run_id: String,
+    pub runbook: String,
+    pub runbook_path: String,
+    pub runbook_sha256: String,
+    pub plugins: Vec<PluginRef>,
+    /// As shown: secrets masked.
+    pub params: Vec<(String, String)>,
+    pub environment: String,
+    pub trigger: Trigger,
+    pub approval: Option<Approval>,
+    pub lock: Option<String>,
+    pub dry_run: bool,
+    pub status: RunStatus,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub pid: u32,
+    pub steps_total: usize,
+    /// Main steps that ended (in any state).
+    pub steps_done: usize,
+    pub failed_step: Option<String>,
+    /// An action step ran: the run changed something.
+    pub changed: bool,
+    /// When the last action step finished (the change was in place).
+    pub changed_ms: Option<u64>,
+    /// When the failure that started the rollback was detected (its step ended).
+    pub detected_ms: Option<u64>,
+    /// Whether that failure was caught by a gate.
+    pub detected_by_gate: bool,
+    /// When the verify checks passed after a rollback.
+    pub recovered_ms: Option<u64>,
+}
+
+/// One journal event, with the time it was recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub v: u32,
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub event: JournalEvent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JournalEvent {
+    RunStarted {
+        pid: u32,
+    },
+    /// Another process picked the run up (`medic runs resume` or `medic runs rollback`).
+    RunResumed {
+        pid: u32,
+        mode: String,
+    },
+    PhaseStarted {
+        phase: Phase,
+        reason: String,
+    },
+    StepStarted {
+        phase: Phase,
+        step: String,
+        plugin: String,
+    },
+    /// A retry or gate check that is followed by another.
+    AttemptFinished {
+        step: String,
+        note: String,
+    },
+    StepFinished {
+        report: StepReport,
+    },
+    RunFinished {
+        outcome: RunOutcome,
+        duration_ms: u64,
+    },
+    /// Written by the process that found the run without an end.
+    RunInterrupted {
+        found_by_pid: u32,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub run_id: String,
+    pub runbook: String,
+    pub pid: u32,
+    pub since_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Owner {
+    pid: u32,
+    command: String,
+    since_ms: u64,
+}
+
+/// A run's step reports as recorded, and the steps that started but never ended.
+pub type RecordedSteps = (Vec<StepReport>, Vec<(Phase, String)>);
+
+/// Filters for [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub runbook: Option<String>,
+    pub status: Option<RunStatus>,
+    pub environment: Option<String>,
+    pub trigger: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+}
+
+impl ListFilter {
+    fn matches(&self, r: &RunRecord) -> bool {
+        self.runbook.as_ref().is_none_or(|n| *n == r.runbook)
+            && self.status.is_none_or(|s| s == r.status)
+            && self
+                .environment
+                .as_ref()
+                .is_none_or(|e| *e == r.environment)
+            && self.trigger.as_ref().is_none_or(|t| t == r.trigger.kind())
+            && self.since_ms.is_none_or(|s| r.started_ms >= s)
+            && self.until_ms.is_none_or(|u| r.started_ms <= u)
+    }
+}
+
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    runs: sled::Tree,
+    events: sled::Tree,
+    locks: sled::Tree,
+}
+
+fn format_time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+impl Store {
+    fn sled_err(&self, e: sled::Error) -> StoreError {
+        StoreError::Sled {
+            dir: self.dir.display().to_string(),
+            source: e,
+        }
+    }
+
+    /// Opens (creating if needed) the store in `dir`. `command` says what this process is
+    /// doing, for the message another process gets while this one holds the store.
+    pub fn open(dir: &Path, command: &str) -> Result<Store, StoreError> {
+        let shown = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+            dir: shown.clone(),
+            source: e,
+        })?;
+        let db = match sled::Config::new().path(dir.join("db")).open() {
+            Ok(db) => db,
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(
+                    match std::fs::read(dir.join("owner.json"))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
+                    {
+                        Some(o) => StoreError::Busy {
+                            dir: shown,
+                            pid: o.pid,
+                            command: o.command,
+                            since: format_time(o.since_ms),
+                        },
+                        None => StoreError::BusyUnknown { dir: shown },
+                    },
+                );
+            }
+            Err(e) => {
+                return Err(StoreError::Sled {
+                    dir: shown,
+                    source: e,
+                });
+            }
+        };
+        let open = |name: &str| {
+            db.open_tree(name).map_err(|e| StoreError::Sled {
+                dir: shown.clone(),
+                source: e,
+            })
+        };
+        let store = Store {
+            runs: open("runs")?,
+            events: open("events")?,
+            locks: open("locks")?,
+            db,
+            dir: dir.to_owned(),
+        };
+        match store.db.get("format").map_err(|e| store.sled_err(e))? {
+            Some(v) => {
+                let found = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(u32::MAX);
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat { dir: shown, found });
+                }
+            }
+            None => {
+                store
+                    .db
+                    .insert("format", FORMAT_VERSION.to_string().as_bytes())
+                    .map_err(|e| store.sled_err(e))?;
+            }
+        }
+        // Informational only (the sled file lock is what excludes other processes), so a
+        // failure to write it is not fatal.
+        let owner = Owner {
+            pid: std::process::id(),
+            command: command.to_owned(),
+            since_ms: now_ms(),
+        };
+        let tmp = dir.join(format!(".owner.{}.tmp", std::process::id()));
+        if std::fs::write(&tmp, serde_json::to_vec(&owner).unwrap_or_default()).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join("owner.json"));
+        }
+        Ok(store)
+    }
+
+    /// Opens the store, retrying while another process holds it, for at most `wait`.
+    pub fn open_waiting(
+        dir: &Path,
+        command: &str,
+        wait: Option<Duration>,
+    ) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+        loop {
+            match Store::open(dir, command) {
+                Err(StoreError::Busy { .. } | StoreError::BusyUnknown { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.sled_err(e))
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+            dir: self.dir.display().to_string(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(r).expect("records serialize");
+        self.runs
+            .insert(r.run_id.as_bytes(), bytes)
+            .map(|_| ())
+            .map_err(|e| self.sled_err(e))
+    }
+
+    pub fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        match self
+            .runs
+            .get(run_id.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) => self.decode(run_id.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Finds a run by its id or a unique prefix of it.
+    pub fn find(&self, prefix: &str) -> Result<RunRecord, StoreError> {
+        let prefix = prefix.trim().to_ascii_lowercase();
+        let mut found = Vec::new();
+        for kv in self.runs.scan_prefix(prefix.as_bytes()).take(6) {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            found.push(self.decode::<RunRecord>(&k, &v)?);
+        }
+        match found.len() {
+            0 => Err(StoreError::NoSuchRun(prefix)),
+            1 => Ok(found.remove(0)),
+            _ => Err(StoreError::Ambiguous {
+                prefix,
+                matches: found.into_iter().map(|r| r.run_id).collect(),
+            }),
+        }
+    }
+
+    fn event_key(run_id: &str, seq: u32) -> Vec<u8> {
+        let mut k = run_id.as_bytes().to_vec();
+        k.push(b'/');
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+
+    /// Appends an event to a run's journal; returns its sequence number.
+    pub fn append(&self, run_id: &str, event: JournalEvent) -> Result<u32, StoreError> {
+        let mut prefix = run_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        let next = match self.events.scan_prefix(&prefix).next_back() {
+            Some(kv) => {
+                let (k, _) = kv.map_err(|e| self.sled_err(e))?;
+                let tail: [u8; 4] = k[k.len() - 4..].try_into().unwrap_or([0; 4]);
+                u32::from_be_bytes(tail) + 1
+            }
+            None => 0,
+        };
+        let entry = JournalEntry {
+            v: FORMAT_VERSION,
+            at_ms: now_ms(),
+            event,
+        };
+        let bytes = serde_json::to_vec(&entry).expect("journal entries serialize");
+        self.events
+            .insert(Self::event_key(run_id, next), bytes)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(next)
+    }
+
+    pub fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut prefix = run_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        self.events
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+                self.decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Newest first.
+    pub fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.runs.iter().rev() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let r: RunRecord = self.decode(&k, &v)?;
+            if filter.since_ms.is_some_and(|s| r.started_ms < s) {
+                // Ids sort by start time: everything further is older.
+                break;
+            }
+            if filter.matches(&r) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds runs that were in progress when their process died (none can be running now:
+    /// this process holds the store), marks them interrupted and releases their locks.
+    pub fn recover(&self) -> Result<Vec<String>, StoreError> {
+        let mut recovered = Vec::new();
+        for kv in self.runs.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let mut r: RunRecord = self.decode(&k, &v)?;
+            if r.status != RunStatus::Running {
+                continue;
+            }
+            self.append(
+                &r.run_id,
+                JournalEvent::RunInterrupted {
+                    found_by_pid: std::process::id(),
+                },
+            )?;
+            r.status = RunStatus::Interrupted;
+            self.put_record(&r)?;
+            self.release_all_locks(&r.run_id)?;
+            recovered.push(r.run_id);
+        }
+        if !recovered.is_empty() {
+            self.flush()?;
+        }
+        Ok(recovered)
+    }
+
+    /// Takes a lock for a run; on conflict returns who holds it.
+    pub fn acquire_lock(
+        &self,
+        key: &str,
+        holder: &LockHolder,
+    ) -> Result<Result<(), LockHolder>, StoreError> {
+        let value = serde_json::to_vec(holder).expect("lock holders serialize");
+        match self
+            .locks
+            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(value))
+            .map_err(|e| self.sled_err(e))?
+        {
+            Ok(()) => {
+                self.flush()?;
+                Ok(Ok(()))
+            }
+            Err(cas) => {
+                let current = cas
+                    .current
+                    .map(|v| self.decode::<LockHolder>(key.as_bytes(), &v))
+                    .transpose()?;
+                match current {
+                    // The same run taking its lock again (a resume) is fine.
+                    Some(h) if h.run_id == holder.run_id => {
+                        self.locks
+                            .insert(
+                                key.as_bytes(),
+                                serde_json::to_vec(holder).expect("serialize"),
+                            )
+                            .map_err(|e| self.sled_err(e))?;
+                        Ok(Ok(()))
+                    }
+                    Some(h) => Ok(Err(h)),
+                    None => Ok(Ok(())),
+                }
+            }
+        }
+    }
+
+    pub fn release_all_locks(&self, run_id: &str) -> Result<(), StoreError> {
+        for kv in self.locks.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            if self
+                .decode::<LockHolder>(&k, &v)
+                .is_ok_and(|h| h.run_id == run_id)
+            {
+                self.locks.remove(k).map_err(|e| self.sled_err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes runs that started before `before_ms` and ended; returns how many.
+    pub fn prune(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for kv in self.runs.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            let r: RunRecord = self.decode(&k, &v)?;
+            if r.started_ms >= before_ms {
+                break;
+            }
+            if r.status == RunStatus::Running {
+                continue;
+            }
+            let mut prefix = r.run_id.as_bytes().to_vec();
+            prefix.push(b'/');
+            for ek in self.events.scan_prefix(&prefix).keys() {
+                self.events
+                    .remove(ek.map_err(|e| self.sled_err(e))?)
+                    .map_err(|e| self.sled_err(e))?;
+            }
+            self.runs.remove(&k).map_err(|e| self.sled_err(e))?;
+            n += 1;
+        }
+        self.flush()?;
+        Ok(n)
+    }
+
+    /// The step reports of a run as recorded, in order (the last report per step wins).
+    pub fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
+        let mut reports: Vec<StepReport> = Vec::new();
+        let mut started: Vec<(Phase, String)> = Vec::new();
+        for e in self.journal(run_id)? {
+            match e.event {
+                JournalEvent::StepStarted { phase, step, .. } => started.push((phase, step)),
+                JournalEvent::StepFinished { report } => {
+                    started.retain(|(_, s)| *s != report.id);
+                    reports.retain(|r| r.id != report.id);
+                    reports.push(report);
+                }
+                _ => {}
+            }
+        }
+        Ok((reports, started))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.db.flush();
+        let owner = self.dir.join("owner.json");
+        if std::fs::read(&owner)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
+            .is_some_and(|o| o.pid == std::process::id())
+        {
+            let _ = std::fs::remove_file(owner);
+        }
+    }
+}

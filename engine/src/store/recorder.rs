@@ -1,0 +1,244 @@
+//! Records a run as it happens: an [`Observer`] that journals every event, keeps the run's
+//! summary record current, and passes the events on to the output.
+
+use crate::executor::{Cancel, Event, Observer, Phase};
+use crate::host::PluginKind;
+
+use super::{JournalEvent, PluginRef, RunRecord, RunStatus, Store, StoreError, Trigger, now_ms};
+
+/// How the run came to this process.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// A new run.
+    New,
+    /// An interrupted run picked up again (`resume` or `rollback`), with its record.
+    Resumed {
+        mode: String,
+        record: Box<RunRecord>,
+    },
+}
+
+pub struct Recorder<'a> {
+    store: &'a Store,
+    inner: &'a mut dyn Observer,
+    trigger: Trigger,
+    lock: Option<String>,
+    start: Start,
+    dry_run: bool,
+    record: Option<RunRecord>,
+    /// Plugin declarations that are actions, and steps that are gates (from the plan).
+    actions: Vec<String>,
+    gated: Vec<String>,
+    /// The first write that failed. The run is cancelled at its next safe point: a run that
+    /// cannot be recorded must not go on changing things.
+    pub error: Option<StoreError>,
+    cancel: Cancel,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(
+        store: &'a Store,
+        inner: &'a mut dyn Observer,
+        trigger: Trigger,
+        lock: Option<String>,
+        start: Start,
+        dry_run: bool,
+        cancel: Cancel,
+    ) -> Self {
+        Recorder {
+            store,
+            inner,
+            trigger,
+            lock,
+            start,
+            dry_run,
+            record: None,
+            actions: Vec::new(),
+            gated: Vec::new(),
+            error: None,
+            cancel,
+        }
+    }
+
+    pub fn run_id(&self) -> Option<&str> {
+        self.record.as_ref().map(|r| r.run_id.as_str())
+    }
+
+    fn write(&mut self, event: JournalEvent, flush: bool) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(record) = &self.record else { return };
+        let result = self
+            .store
+            .append(&record.run_id, event)
+            .and_then(|_| self.store.put_record(record))
+            .and_then(|()| if flush { self.store.flush() } else { Ok(()) });
+        if let Err(e) = result {
+            eprintln!("medic: cannot record the run ({e}); stopping at the next safe point");
+            self.error = Some(e);
+            self.cancel.cancel();
+        }
+    }
+}
+
+impl Observer for Recorder<'_> {
+    fn on_event(&mut self, event: &Event<'_>) {
+        match event {
+            Event::RunStarted {
+                run_id,
+                plan,
+                approval,
+            } => {
+                let pid = std::process::id();
+                self.actions = plan
+                    .plugins
+                    .iter()
+                    .filter(|p| p.plugin.manifest.kind == PluginKind::Action)
+                    .map(|p| p.alias.clone())
+                    .collect();
+                self.gated = plan
+                    .steps
+                    .iter()
+                    .filter(|s| s.gate.is_some())
+                    .map(|s| s.id.clone())
+                    .collect();
+                let (record, journal) = match &self.start {
+                    Start::New => (
+                        RunRecord {
+                            v: super::FORMAT_VERSION,
+                            run_id: (*run_id).to_owned(),
+                            runbook: plan.name.clone(),
+                            runbook_path: plan.path.display().to_string(),
+                            runbook_sha256: plan.sha256.clone(),
+                            plugins: plan
+                                .plugins
+                                .iter()
+                                .map(|p| PluginRef {
+                                    alias: p.alias.clone(),
+                                    source: p.plugin.source.to_string(),
+                                    sha256: p.plugin.sha256.clone(),
+                                })
+                                .collect(),
+                            params: plan
+                                .params
+                                .iter()
+                                .map(|p| {
+                                    (
+                                        p.name.clone(),
+                                        if p.secret {
+                                            "••••••".into()
+                                        } else {
+                                            super::param_text(&p.value)
+                                        },
+                                    )
+                                })
+                                .collect(),
+                            environment: plan.environment.name.clone(),
+                            trigger: self.trigger.clone(),
+                            approval: approval.cloned(),
+                            lock: self.lock.clone(),
+                            dry_run: self.dry_run,
+                            status: RunStatus::Running,
+                            started_ms: now_ms(),
+                            ended_ms: None,
+                            pid,
+                            steps_total: plan.steps.len(),
+                            steps_done: 0,
+                            failed_step: None,
+                            changed: false,
+                            changed_ms: None,
+                            detected_ms: None,
+                            detected_by_gate: false,
+                            recovered_ms: None,
+                        },
+                        JournalEvent::RunStarted { pid },
+                    ),
+                    Start::Resumed { mode, record } => {
+                        let mut r = (**record).clone();
+                        r.status = RunStatus::Running;
+                        r.pid = pid;
+                        r.ended_ms = None;
+                        (
+                            r,
+                            JournalEvent::RunResumed {
+                                pid,
+                                mode: mode.clone(),
+                            },
+                        )
+                    }
+                };
+                self.record = Some(record);
+                self.write(journal, true);
+            }
+            Event::PhaseStarted { phase, reason } => self.write(
+                JournalEvent::PhaseStarted {
+                    phase: *phase,
+                    reason: (*reason).to_owned(),
+                },
+                true,
+            ),
+            Event::StepStarted { phase, id, plugin } => self.write(
+                JournalEvent::StepStarted {
+                    phase: *phase,
+                    step: (*id).to_owned(),
+                    plugin: (*plugin).to_owned(),
+                },
+                true,
+            ),
+            Event::AttemptFinished { id, note, .. } => self.write(
+                JournalEvent::AttemptFinished {
+                    step: (*id).to_owned(),
+                    note: (*note).to_owned(),
+                },
+                false,
+            ),
+            Event::StepFinished { report } => {
+                if let Some(r) = &mut self.record {
+                    let now = now_ms();
+                    match report.phase {
+                        Phase::Steps => {
+                            r.steps_done += 1;
+                            // An action that ran may have changed things even when it failed.
+                            if self.actions.contains(&report.plugin) && !report.attempts.is_empty()
+                            {
+                                r.changed = true;
+                                r.changed_ms = Some(now);
+                            }
+                            if report.status.is_failure() && r.failed_step.is_none() {
+                                r.failed_step = Some(report.id.clone());
+                                r.detected_ms = Some(now);
+                                r.detected_by_gate = self.gated.contains(&report.id);
+                            }
+                        }
+                        Phase::Verify if report.status.is_success() => r.recovered_ms = Some(now),
+                        _ => {}
+                    }
+                }
+                self.write(
+                    JournalEvent::StepFinished {
+                        report: (*report).clone(),
+                    },
+                    true,
+                );
+            }
+            Event::RunFinished { report } => {
+                if let Some(r) = &mut self.record {
+                    r.status = RunStatus::from_outcome(report.outcome);
+                    r.ended_ms = Some(now_ms());
+                    if r.status != RunStatus::RolledBack {
+                        r.recovered_ms = None;
+                    }
+                }
+                self.write(
+                    JournalEvent::RunFinished {
+                        outcome: report.outcome,
+                        duration_ms: report.duration.as_millis() as u64,
+                    },
+                    true,
+                );
+            }
+        }
+        self.inner.on_event(event);
+    }
+}

@@ -1,0 +1,253 @@
+//! Crash safety: a real `medic run` killed with SIGKILL at many points loses no recorded
+//! event, is found interrupted by the next process, and can be resumed or rolled back.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::cli::{MEDIC, medic, stderr, stdout};
+
+const STEPS: usize = 6;
+
+fn crashy_runbook(dir: &Path) -> std::path::PathBuf {
+    let mut text = format!(
+        "[runbook]\nname = \"crashy\"\non_failure = \"rollback\"\nlock = \"crashy:{{{{ env.name }}}}\"\n\n\
+         [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+         [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n",
+        medic::host::fixtures::HOSTILE,
+        medic::host::fixtures::SCRIPTED_CHECK
+    );
+    for i in 1..=STEPS {
+        text += &format!(
+            "\n[[steps]]\nid = \"s{i}\"\nuses = \"slow\"\nrollback = \"revert\"\nwith = {{ mode = \"sleep\", sleep = \"40ms\" }}\n"
+        );
+    }
+    text += "\n[[verify]]\nid = \"fine\"\nuses = \"check\"\n";
+    let path = dir.join("crashy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The journal is whole: contiguous, starts with run_started, every finished step was
+/// started, and the record agrees with it.
+fn check_journal(export: &serde_json::Value) {
+    let journal = export["journal"].as_array().unwrap();
+    assert_eq!(journal[0]["type"], "run_started", "{journal:?}");
+    let mut started: Vec<String> = Vec::new();
+    let mut finished_main = 0;
+    for e in journal {
+        match e["type"].as_str().unwrap() {
+            "step_started" => started.push(e["step"].as_str().unwrap().to_owned()),
+            "step_finished" => {
+                let id = e["report"]["id"].as_str().unwrap();
+                assert!(
+                    started.iter().any(|s| s == id),
+                    "{id} finished but never started"
+                );
+                if e["report"]["phase"] == "steps" {
+                    finished_main += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        export["record"]["steps_done"].as_u64().unwrap() as usize,
+        finished_main,
+        "the record disagrees with the journal"
+    );
+}
+
+#[test]
+fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = crashy_runbook(dir.path());
+    let rb = rb.to_str().unwrap();
+    // Warm the compiled-plugin cache so every run starts equally fast.
+    let warm = medic(cache.path(), &["validate", rb]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+
+    // Calibrate: when, after spawning, does a run start and end on this machine (debug builds
+    // start slowly)? Kill points are then spread over that window, boundaries included.
+    let (t_start, t_end) = {
+        use std::io::{BufRead, BufReader};
+        let spawned = std::time::Instant::now();
+        let mut child = Command::new(MEDIC)
+            .args(["run", rb, "--output", "json"])
+            .env("MEDIC_CACHE_DIR", cache.path())
+            .env("MEDIC_DATA_DIR", cache.path().join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (mut first, mut last) = (None, Duration::ZERO);
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            first.get_or_insert(spawned.elapsed());
+            if line.contains("\"run_finished\"") {
+                last = spawned.elapsed();
+            }
+        }
+        assert!(child.wait().unwrap().success());
+        (first.unwrap(), last)
+    };
+    let window = t_end.saturating_sub(t_start) + Duration::from_millis(40);
+    let from = t_start.saturating_sub(Duration::from_millis(20));
+    let (mut interrupted, mut resumed, mut rolled_back, mut finished, mut before_start) =
+        (0, 0, 0, 0, 0);
+    let mut seen: std::collections::BTreeSet<String> = json_lines(&stdout(&medic(
+        cache.path(),
+        &["runs", "list", "--output", "json"],
+    )))
+    .iter()
+    .map(|r| r["run_id"].as_str().unwrap().to_owned())
+    .collect();
+    for i in 0..50u64 {
+        let mut child = Command::new(MEDIC)
+            .args(["run", rb])
+            .env("MEDIC_CACHE_DIR", cache.path())
+            .env("MEDIC_DATA_DIR", cache.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread evenly over the run: startup, every step boundary and mid-step.
+        std::thread::sleep(from + window.mul_f64(i as f64 / 50.0));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        // The next process opens the store and finds the run.
+        let listed = medic(
+            cache.path(),
+            &["runs", "list", "--output", "json", "--limit", "1000"],
+        );
+        assert_eq!(
+            listed.status.code(),
+            Some(0),
+            "kill {i}: the store does not open: {}",
+            stderr(&listed)
+        );
+        let runs = json_lines(&stdout(&listed));
+        let Some(newest) = runs
+            .iter()
+            .find(|r| !seen.contains(r["run_id"].as_str().unwrap()))
+        else {
+            before_start += 1; // killed before the run was recorded
+            continue;
+        };
+        let id = newest["run_id"].as_str().unwrap().to_owned();
+        seen.insert(id.clone());
+        assert!(
+            runs.iter().all(|r| r["status"] != "running"),
+            "kill {i}: a run is still marked running"
+        );
+        let export: serde_json::Value =
+            serde_json::from_str(&stdout(&medic(cache.path(), &["runs", "export", &id])))
+                .expect("export is JSON");
+        check_journal(&export);
+        match newest["status"].as_str().unwrap() {
+            "interrupted" => {
+                interrupted += 1;
+                assert_eq!(
+                    export["journal"].as_array().unwrap().last().unwrap()["type"],
+                    "run_interrupted"
+                );
+                if interrupted % 2 == 1 {
+                    let o = medic(cache.path(), &["runs", "resume", &id]);
+                    assert_eq!(
+                        o.status.code(),
+                        Some(0),
+                        "kill {i}: resume failed:\n{}\n{}",
+                        stdout(&o),
+                        stderr(&o)
+                    );
+                    let export: serde_json::Value = serde_json::from_str(&stdout(&medic(
+                        cache.path(),
+                        &["runs", "export", &id],
+                    )))
+                    .unwrap();
+                    check_journal(&export);
+                    assert_eq!(export["record"]["status"], "succeeded");
+                    assert_eq!(
+                        export["record"]["steps_done"].as_u64().unwrap() as usize,
+                        STEPS,
+                        "every step ended exactly once"
+                    );
+                    resumed += 1;
+                } else {
+                    let o = medic(cache.path(), &["runs", "rollback", &id]);
+                    assert_eq!(
+                        o.status.code(),
+                        Some(4),
+                        "kill {i}: rollback failed:\n{}\n{}",
+                        stdout(&o),
+                        stderr(&o)
+                    );
+                    assert!(stdout(&o).contains("✓ fine"), "{}", stdout(&o));
+                    rolled_back += 1;
+                }
+            }
+            "succeeded" => finished += 1,
+            other => panic!("kill {i}: unexpected status {other}"),
+        }
+    }
+    eprintln!(
+        "kills: {interrupted} interrupted ({resumed} resumed, {rolled_back} rolled back), {finished} finished first, {before_start} before the run was recorded"
+    );
+    assert!(
+        interrupted >= 25,
+        "only {interrupted} of 50 kills hit a run in progress"
+    );
+    // The lock of every interrupted run was released by recovery: a new run takes it at once.
+    let o = medic(cache.path(), &["run", rb]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_second_process_is_told_who_holds_the_store() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = crashy_runbook(dir.path());
+    let mut child = Command::new(MEDIC)
+        .args(["run", rb.to_str().unwrap()])
+        .env("MEDIC_CACHE_DIR", cache.path())
+        .env("MEDIC_DATA_DIR", cache.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first run holds the store (its owner file appears).
+    let owner = cache.path().join("data/owner.json");
+    for _ in 0..200 {
+        if owner.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = medic(cache.path(), &["runs", "list"]);
+    let err = stderr(&o);
+    let finished_first = o.status.code() == Some(0);
+    if !finished_first {
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(
+            err.contains(&format!("is in use by process {}", child.id())),
+            "{err}"
+        );
+        assert!(err.contains("medic run "), "{err}");
+    }
+    // With --wait, a second run waits for the first and then runs.
+    let o = medic(
+        cache.path(),
+        &["run", rb.to_str().unwrap(), "--wait", "30s"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(child.wait().unwrap().success());
+}

@@ -54,6 +54,20 @@ fn measure(name: &'static str, n: usize, goal: Option<Duration>, mut f: impl FnM
     }
 }
 
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// A minimal HTTP/1.1 server on loopback that answers 200 to everything, on its own thread.
 fn http_server() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -218,6 +232,110 @@ fn main() {
         Some(Duration::from_millis(30)),
         || run(&runbook),
     ));
+
+    // The run store: durable journal writes, listing a large history, size per run.
+    let data = tempfile::tempdir().unwrap();
+    let store = medic::store::Store::open(data.path(), "bench").unwrap();
+    let event = || medic::store::JournalEvent::AttemptFinished {
+        step: "deploy".into(),
+        note: "check 3: GET http://127.0.0.1:8080/health answered 200 in 0.6 ms (2/3 in a row)"
+            .into(),
+    };
+    let durable = "journal event, appended and flushed (durable)";
+    results.push(measure(durable, iters(durable, 2_000, 20), None, || {
+        store
+            .append("01benchjournal00000000000000", event())
+            .unwrap();
+        store.flush().unwrap();
+    }));
+    let batched = "journal event, appended (flushed at step boundaries)";
+    results.push(measure(batched, iters(batched, 20_000, 20), None, || {
+        store
+            .append("01benchjournal00000000000001", event())
+            .unwrap();
+    }));
+    let history: usize = if full { 100_000 } else { 1_000 };
+    let listing: &'static str = if full {
+        "`medic runs list`: newest 50 of 100,000 runs"
+    } else {
+        "`medic runs list`: newest 50 of 1,000 runs"
+    };
+    let typical = medic::store::RunRecord {
+        v: 1,
+        run_id: String::new(),
+        runbook: "demo-deploy".into(),
+        runbook_path: "runbooks/demo.toml".into(),
+        runbook_sha256: "4dc4930903930937".repeat(4),
+        plugins: vec![],
+        params: vec![
+            ("host".into(), "127.0.0.1:8080".into()),
+            ("version".into(), "v3".into()),
+        ],
+        environment: "staging".into(),
+        trigger: medic::store::Trigger::Cli {
+            user: "alice".into(),
+            host: "laptop".into(),
+        },
+        approval: None,
+        lock: None,
+        dry_run: false,
+        status: medic::store::RunStatus::RolledBack,
+        started_ms: 0,
+        ended_ms: Some(420),
+        pid: 1,
+        steps_total: 4,
+        steps_done: 3,
+        failed_step: Some("health_after".into()),
+        changed: true,
+        changed_ms: Some(5),
+        detected_ms: Some(211),
+        detected_by_gate: true,
+        recovered_ms: Some(423),
+    };
+    if wanted(listing) {
+        let start = medic::store::now_ms() - history as u64 * 1000;
+        for i in 0..history {
+            let mut r = typical.clone();
+            r.run_id = format!("{i:026}");
+            r.started_ms = start + i as u64 * 1000;
+            store.put_record(&r).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    results.push(measure(
+        listing,
+        iters(listing, 200, 5),
+        Some(Duration::from_millis(50)),
+        || {
+            let listed = store
+                .list(&medic::store::ListFilter::default(), 50)
+                .unwrap();
+            assert!(!listed.is_empty());
+        },
+    ));
+    drop(store);
+    if wanted("store size") {
+        // A fresh store, so sled's preallocation for the history above does not hide growth.
+        let fresh = tempfile::tempdir().unwrap();
+        let sized = medic::store::Store::open(fresh.path(), "bench").unwrap();
+        let empty = dir_size(fresh.path());
+        let n: u64 = if full { 2_000 } else { 100 };
+        for i in 0..n {
+            let mut r = typical.clone();
+            r.run_id = format!("zz{i:024}");
+            sized.put_record(&r).unwrap();
+            for _ in 0..12 {
+                sized.append(&r.run_id, event()).unwrap();
+            }
+        }
+        sized.flush().unwrap();
+        drop(sized);
+        let per_run = dir_size(fresh.path()).saturating_sub(empty) / n;
+        println!(
+            "store size: about {} per run ({n} runs of a record and 12 journal events each; sled's overhead included)",
+            medic::host::limits::format_bytes(per_run)
+        );
+    }
 
     println!(
         "\n{:56} {:>10} {:>10} {:>10}  goal",

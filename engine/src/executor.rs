@@ -125,6 +125,49 @@ pub struct RunReport {
     pub approval: Option<Approval>,
 }
 
+/// The answer to an approval a step asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Approved { by: String, reason: String },
+    Rejected { by: String, reason: String },
+    TimedOut,
+    Cancelled,
+}
+
+/// Waits for a person's decision on a step.
+pub trait Approver: Send + Sync {
+    fn wait<'a>(
+        &'a self,
+        run_id: &'a str,
+        step: &'a str,
+        prompt: &'a str,
+        timeout: Duration,
+        cancel: &'a Cancel,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'a>>;
+}
+
+/// Refuses every approval: for callers that have no way to ask a person.
+pub struct NoApprover;
+
+impl Approver for NoApprover {
+    fn wait<'a>(
+        &'a self,
+        _run_id: &'a str,
+        _step: &'a str,
+        _prompt: &'a str,
+        _timeout: Duration,
+        _cancel: &'a Cancel,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Decision> + Send + 'a>> {
+        Box::pin(async {
+            Decision::Rejected {
+                by: "medic".into(),
+                reason: "nobody can approve steps here".into(),
+            }
+        })
+    }
+}
+
 /// What happens during a run, in order.
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -141,6 +184,16 @@ pub enum Event<'a> {
         phase: Phase,
         id: &'a str,
         plugin: &'a str,
+    },
+    /// A step waits for a person (`medic approve RUN` / `medic reject RUN`).
+    ApprovalRequested {
+        id: &'a str,
+        prompt: &'a str,
+        timeout: Duration,
+    },
+    ApprovalDecided {
+        id: &'a str,
+        decision: &'a Decision,
     },
     /// A retry or gate check finished and another follows after `wait`.
     AttemptFinished {
@@ -189,7 +242,7 @@ impl Cancel {
     }
 
     /// Sleeps, unless cancelled first. Returns false when cancelled.
-    async fn sleep(&self, d: Duration) -> bool {
+    pub async fn sleep(&self, d: Duration) -> bool {
         let notified = self.notify.notified();
         if self.is_cancelled() {
             return false;
@@ -220,6 +273,8 @@ pub struct RunOptions {
     pub cancel: Cancel,
     /// Asked after a cancellation: roll back? Non-interactive callers answer from the runbook.
     pub confirm_rollback: Box<dyn FnMut() -> bool + Send>,
+    /// Decides steps that ask for an approval.
+    pub approver: Arc<dyn Approver>,
 }
 
 impl Default for RunOptions {
@@ -231,6 +286,7 @@ impl Default for RunOptions {
             approval: None,
             cancel: Cancel::new(),
             confirm_rollback: Box::new(|| true),
+            approver: Arc::new(NoApprover),
         }
     }
 }
@@ -710,6 +766,44 @@ impl Run<'_> {
                     observer.on_event(&Event::StepFinished { report: &report });
                     return report;
                 }
+            }
+        }
+        if let Some(gate) = &step.approval {
+            observer.on_event(&Event::ApprovalRequested {
+                id: &step.id,
+                prompt: &gate.prompt,
+                timeout: gate.timeout,
+            });
+            let decision = self
+                .opts
+                .approver
+                .wait(
+                    &self.opts.run_id,
+                    &step.id,
+                    &gate.prompt,
+                    gate.timeout,
+                    &self.opts.cancel,
+                )
+                .await;
+            observer.on_event(&Event::ApprovalDecided {
+                id: &step.id,
+                decision: &decision,
+            });
+            let refused = match &decision {
+                Decision::Approved { .. } => None,
+                Decision::Rejected { by, reason } => Some(format!("rejected by {by}: {reason}")),
+                Decision::TimedOut => Some(format!(
+                    "no approval within {}",
+                    humantime::format_duration(gate.timeout)
+                )),
+                Decision::Cancelled => Some("cancelled while waiting for approval".to_owned()),
+            };
+            if let Some(summary) = refused {
+                report.status = StepStatus::Failed;
+                report.summary = summary;
+                report.duration = started.elapsed();
+                observer.on_event(&Event::StepFinished { report: &report });
+                return report;
             }
         }
         observer.on_event(&Event::StepStarted {

@@ -556,3 +556,96 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = "[[steps]]\nid = \"prepare\"\nuses = \"act\"\n\n\
+                [[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"30s\", prompt = \"switch traffic to green?\" }\n";
+    let rb = scripted_runbook(dir.path(), "", body);
+    let approvals = cache.path().join("data/approvals");
+    for (approve, code) in [(true, 0), (false, 1)] {
+        let child = Command::new(MEDIC)
+            .args(["run", rb.to_str().unwrap()])
+            .env("MEDIC_CACHE_DIR", cache.path())
+            .env("MEDIC_DATA_DIR", cache.path().join("data"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait (bounded) until the run asks.
+        let mut waiting = Vec::new();
+        for _ in 0..300 {
+            waiting = medic::store::approvals::pending(&approvals, None);
+            if !waiting.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(waiting.len(), 1, "the run never asked for approval");
+        assert_eq!(waiting[0].step, "go_live");
+        let listed = medic(cache.path(), &["approve"]);
+        assert!(
+            stdout(&listed).contains("switch traffic to green?"),
+            "{}",
+            stdout(&listed)
+        );
+        let verb = if approve { "approve" } else { "reject" };
+        let o = medic(
+            cache.path(),
+            &[
+                verb,
+                &waiting[0].run_id[..10],
+                "--reason",
+                "INC-7 checked dashboards",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{text}");
+        assert!(
+            text.contains("⏸ go_live waits for approval (up to 30s): switch traffic to green?"),
+            "{text}"
+        );
+        if approve {
+            assert!(
+                text.contains("✓ go_live approved by") && text.contains("INC-7 checked dashboards"),
+                "{text}"
+            );
+        } else {
+            assert!(
+                text.contains("rejected by") && text.contains("INC-7 checked dashboards"),
+                "{text}"
+            );
+        }
+        let shown = medic(cache.path(), &["runs", "show", &waiting[0].run_id]);
+        assert!(
+            stdout(&shown).contains(if approve {
+                "approved by"
+            } else {
+                "rejected by"
+            }),
+            "{}",
+            stdout(&shown)
+        );
+    }
+    // Nobody answers: the step fails when the timeout passes.
+    let quick = scripted_runbook(dir.path(), "", &body.replace("30s", "300ms"));
+    let o = medic(cache.path(), &["run", quick.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("no approval within 300ms"),
+        "{}",
+        stdout(&o)
+    );
+    let o = medic(cache.path(), &["approve", "01zzzz"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no run matching `01zzzz` is waiting for an approval"),
+        "{}",
+        stderr(&o)
+    );
+}

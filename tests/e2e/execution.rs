@@ -63,6 +63,8 @@ fn run_with(text: &str, opts: PlanOptions) -> (RunReport, Vec<String>, Vec<Strin
                         .as_str()
                         .unwrap()
                 ),
+                Event::ApprovalRequested { id, .. } => format!("approval? {id}"),
+                Event::ApprovalDecided { id, decision } => format!("approval {id} {decision:?}"),
                 Event::RunFinished { report } => format!("end {:?}", report.outcome),
             })
         };

@@ -11,4 +11,5 @@ mod plugins;
 mod recovery;
 mod runbooks;
 mod sandbox;
+mod store;
 mod support;

@@ -110,6 +110,10 @@ enum Command {
     Runs(runs::RunsCommand),
     /// Success rate, change failure rate, rollback success and recovery times
     Stats(runs::StatsArgs),
+    /// Approve the step a run is waiting on
+    Approve(runs::DecideArgs),
+    /// Reject the step a run is waiting on (the step fails)
+    Reject(runs::DecideArgs),
     /// Run the demo: a demo service on loopback, and a runbook that deploys to it
     Demo(demo::DemoArgs),
     /// Serve the demo service in the foreground (used by tests and the demo)
@@ -132,7 +136,7 @@ impl GlobalArgs {
         })
     }
 
-    fn data_dir(&self) -> Result<PathBuf, Exit> {
+    pub(crate) fn data_dir(&self) -> Result<PathBuf, Exit> {
         self.data_dir
             .clone()
             .or_else(crate::store::default_data_dir)
@@ -231,6 +235,8 @@ pub fn main() -> ExitCode {
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
             Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
             Command::Stats(args) => runs::stats(&cli.global, args),
+            Command::Approve(args) => runs::decide(&cli.global, args, true),
+            Command::Reject(args) => runs::decide(&cli.global, args, false),
             Command::Demo(args) => demo::demo(&cli.global, args).await,
             Command::DemoService(args) => demo::service(args).await,
         }

@@ -56,6 +56,7 @@ pub struct HumanOutput {
     verbose: u8,
     id_width: usize,
     plugin_width: usize,
+    run_id: String,
 }
 
 impl HumanOutput {
@@ -65,6 +66,7 @@ impl HumanOutput {
             verbose,
             id_width: 0,
             plugin_width: 0,
+            run_id: String::new(),
         }
     }
 
@@ -127,6 +129,7 @@ impl Observer for HumanOutput {
                 plan,
                 approval,
             } => {
+                self.run_id = (*run_id).to_owned();
                 let all = plan
                     .steps
                     .iter()
@@ -185,6 +188,28 @@ impl Observer for HumanOutput {
                 let _ = writeln!(out, "{}", self.style.bold(&title));
             }
             Event::StepStarted { .. } => {}
+            Event::ApprovalRequested {
+                id,
+                prompt,
+                timeout,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  {} {id} waits for approval (up to {}): {prompt}",
+                    self.style.yellow("⏸"),
+                    humantime::format_duration(*timeout)
+                );
+                let _ = writeln!(out, "      {}", self.style.dim(&format!("approve: medic approve {0} --reason \"...\"   reject: medic reject {0} --reason \"...\"", self.run_id)));
+            }
+            Event::ApprovalDecided { id, decision } => {
+                if let crate::executor::Decision::Approved { by, reason } = decision {
+                    let _ = writeln!(
+                        out,
+                        "    {} {id} approved by {by}: {reason}",
+                        self.style.green("✓")
+                    );
+                }
+            }
             Event::AttemptFinished { id, note, wait, .. } => {
                 let _ = writeln!(
                     out,
@@ -294,6 +319,16 @@ impl Observer for JsonOutput {
             }),
             Event::StepFinished { report } => {
                 serde_json::json!({"event": "step_finished", "step": report})
+            }
+            Event::ApprovalRequested {
+                id,
+                prompt,
+                timeout,
+            } => serde_json::json!({
+                "event": "approval_requested", "step": id, "prompt": prompt, "timeout_ms": timeout.as_millis() as u64,
+            }),
+            Event::ApprovalDecided { id, decision } => {
+                serde_json::json!({"event": "approval_decided", "step": id, "decision": decision})
             }
             Event::RunFinished { report } => serde_json::json!({
                 "event": "run_finished",

@@ -259,6 +259,9 @@ pub(super) async fn execute(
         approval: req.approval,
         cancel: cancel.clone(),
         confirm_rollback: Box::new(confirm_rollback),
+        approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
+            dir: store.dir().join("approvals"),
+        }),
     };
     let mut human;
     let mut json;

@@ -85,6 +85,67 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The waiting run's id (or a unique prefix); omit it to list what is waiting
+    id: Option<String>,
+    /// The step, when the run waits on several
+    #[arg(long)]
+    step: Option<String>,
+    /// Why (recorded with your name)
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+/// `medic approve` / `medic reject`. Works while the run holds the store: decisions travel
+/// through files in the data directory.
+pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
+    let dir = match global.data_dir() {
+        Ok(d) => d.join("approvals"),
+        Err(exit) => return exit,
+    };
+    let Some(id) = args.id else {
+        let waiting = crate::store::approvals::pending(&dir, None);
+        if waiting.is_empty() {
+            println!("no run is waiting for an approval");
+        }
+        for p in waiting {
+            let left = Duration::from_millis(p.deadline_ms.saturating_sub(now_ms()));
+            println!(
+                "{}  step {}  ({} left)  {}",
+                p.run_id,
+                p.step,
+                humantime::format_duration(Duration::from_secs(left.as_secs())),
+                p.prompt
+            );
+        }
+        return Exit::Success;
+    };
+    let by = super::run::who();
+    match crate::store::approvals::decide(
+        &dir,
+        &id,
+        args.step.as_deref(),
+        approved,
+        &by,
+        args.reason.trim(),
+    ) {
+        Ok(p) => {
+            println!(
+                "{} step {} of run {} ({by})",
+                if approved { "approved" } else { "rejected" },
+                p.step,
+                p.run_id
+            );
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("medic: {e}");
+            Exit::Invalid
+        }
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct StatsArgs {
     #[arg(long)]
     runbook: Option<String>,
@@ -313,6 +374,26 @@ fn show(store: &Store, id: &str, output: OutputFormat) -> Result<(), Exit> {
             JournalEvent::RunInterrupted { found_by_pid } => {
                 format!("interrupted: its process died (found by pid {found_by_pid})")
             }
+            JournalEvent::ApprovalRequested {
+                step,
+                prompt,
+                timeout_ms,
+            } => format!(
+                "  ⏸ {step} waits for approval (up to {}): {prompt}",
+                format_duration(Duration::from_millis(*timeout_ms))
+            ),
+            JournalEvent::ApprovalDecided { step, decision } => match decision {
+                crate::executor::Decision::Approved { by, reason } => {
+                    format!("  ✓ {step} approved by {by}: {reason}")
+                }
+                crate::executor::Decision::Rejected { by, reason } => {
+                    format!("  ✗ {step} rejected by {by}: {reason}")
+                }
+                crate::executor::Decision::TimedOut => format!("  ✗ {step}: no decision in time"),
+                crate::executor::Decision::Cancelled => {
+                    format!("  ■ {step}: cancelled while waiting")
+                }
+            },
         };
         println!("  {at}  {line}");
     }

@@ -13,6 +13,6 @@ pub mod template;
 pub use diag::{Diagnostic, Report};
 pub use model::{OnFailure, RetryOn};
 pub use plan::{
-    Arg, Environment, Gate, Plan, PlanOptions, PlanParam, PlanPlugin, PlanStep, Retry, Source,
-    StepRollback, plan,
+    ApprovalGate, Arg, Environment, Gate, Plan, PlanOptions, PlanParam, PlanPlugin, PlanStep,
+    Retry, Source, StepRollback, plan,
 };

@@ -135,6 +135,17 @@ pub struct StepDecl {
     /// How to undo this step when the run rolls back.
     #[serde(default)]
     pub rollback: Option<Spanned<RollbackDecl>>,
+    /// The run pauses before this step until someone approves it (or the timeout passes).
+    #[serde(default)]
+    pub approval: Option<Spanned<ApprovalDecl>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDecl {
+    pub timeout: Spanned<String>,
+    #[serde(default)]
+    pub prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

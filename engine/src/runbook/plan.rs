@@ -83,6 +83,14 @@ pub struct PlanStep {
     pub retry: Option<Retry>,
     pub gate: Option<Gate>,
     pub rollback: Option<StepRollback>,
+    /// The run pauses before the step until approved.
+    pub approval: Option<ApprovalGate>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalGate {
+    pub timeout: Duration,
+    pub prompt: String,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -1338,6 +1346,17 @@ impl Validator<'_> {
                 .rollback
                 .as_ref()
                 .and_then(|r| self.rollback(id, r, &pp.plugin, plugins, &aliases, scope));
+            let approval = step.approval.as_ref().and_then(|a| {
+                if section != "steps" {
+                    self.err(Diagnostic::at(
+                        a.span(),
+                        format!("step `{id}` in [[{section}]] asks for an approval; a rollback or cleanup must not wait for a person"),
+                    ));
+                }
+                let timeout = self.duration(&a.get_ref().timeout, "approval timeout")?;
+                let prompt = a.get_ref().prompt.clone().unwrap_or_else(|| format!("run step `{id}`?"));
+                Some(ApprovalGate { timeout, prompt })
+            });
             if let Some((with, secret_params)) = with {
                 out.push(PlanStep {
                     id: id.clone(),
@@ -1351,6 +1370,7 @@ impl Validator<'_> {
                     retry,
                     gate,
                     rollback,
+                    approval,
                 });
             }
         }

@@ -11,6 +11,7 @@
 //! sled admits one process at a time; the process holding the store says who it is in
 //! `owner.json` beside the database, so a second process can name it.
 
+pub mod approvals;
 pub mod recorder;
 pub mod stats;
 
@@ -263,6 +264,15 @@ pub enum JournalEvent {
     /// Written by the process that found the run without an end.
     RunInterrupted {
         found_by_pid: u32,
+    },
+    ApprovalRequested {
+        step: String,
+        prompt: String,
+        timeout_ms: u64,
+    },
+    ApprovalDecided {
+        step: String,
+        decision: crate::executor::Decision,
     },
 }
 
@@ -567,9 +577,18 @@ impl Store {
             self.release_all_locks(&r.run_id)?;
             recovered.push(r.run_id);
         }
-        if !recovered.is_empty() {
-            self.flush()?;
+        // No other process can hold the store, so a lock not taken by this process belongs to
+        // a dead one, including one killed after taking its lock but before recording its run.
+        for kv in self.locks.iter() {
+            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+            if self
+                .decode::<LockHolder>(&k, &v)
+                .is_ok_and(|h| h.pid != std::process::id())
+            {
+                self.locks.remove(k).map_err(|e| self.sled_err(e))?;
+            }
         }
+        self.flush()?;
         Ok(recovered)
     }
 

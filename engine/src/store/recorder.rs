@@ -186,6 +186,25 @@ impl Observer for Recorder<'_> {
                 },
                 true,
             ),
+            Event::ApprovalRequested {
+                id,
+                prompt,
+                timeout,
+            } => self.write(
+                JournalEvent::ApprovalRequested {
+                    step: (*id).to_owned(),
+                    prompt: (*prompt).to_owned(),
+                    timeout_ms: timeout.as_millis() as u64,
+                },
+                true,
+            ),
+            Event::ApprovalDecided { id, decision } => self.write(
+                JournalEvent::ApprovalDecided {
+                    step: (*id).to_owned(),
+                    decision: (*decision).clone(),
+                },
+                true,
+            ),
             Event::AttemptFinished { id, note, .. } => self.write(
                 JournalEvent::AttemptFinished {
                     step: (*id).to_owned(),

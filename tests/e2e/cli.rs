@@ -299,6 +299,83 @@ fn exit_codes_are_distinct() {
 }
 
 #[test]
+fn runs_are_recorded_listed_shown_and_pruned_by_retention() {
+    let cache = tempfile::tempdir().unwrap();
+    let svc = service(&["v3"]);
+    let host = format!("host={}", svc.addr);
+    for v in ["v2", "v3"] {
+        medic(
+            cache.path(),
+            &[
+                "run",
+                "runbooks/demo.toml",
+                "--param",
+                &host,
+                "--param",
+                &format!("version={v}"),
+            ],
+        );
+    }
+    let listed: Vec<serde_json::Value> =
+        stdout(&medic(cache.path(), &["runs", "list", "--output", "json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["status"], "rolled_back", "newest first");
+    assert_eq!(listed[1]["status"], "succeeded");
+    let id = listed[0]["run_id"].as_str().unwrap();
+    let rolled = stdout(&medic(
+        cache.path(),
+        &["runs", "list", "--status", "rolled_back"],
+    ));
+    assert_eq!(rolled.lines().count(), 1, "{rolled}");
+    let shown = stdout(&medic(cache.path(), &["runs", "show", &id[..12]]));
+    for expected in [
+        "rolled_back",
+        "↩ rolling back",
+        "✓ deploy.rollback",
+        "finished: rolled_back",
+        "recovered ",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "missing {expected:?} in:\n{shown}"
+        );
+    }
+    let logs = stdout(&medic(
+        cache.path(),
+        &["runs", "logs", id, "--step", "deploy"],
+    ));
+    assert!(logs.contains("deploying v3 over v2"), "{logs}");
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&medic(
+        cache.path(),
+        &["stats", "--output", "json"],
+    )))
+    .unwrap();
+    assert_eq!(stats["runs"], 2);
+    assert_eq!(stats["rolled_back"], 1);
+    assert_eq!(stats["change_failure_rate"], 0.5);
+    assert!(stats["mean_time_to_recover"].as_u64().unwrap() > 0);
+    // A retention of 1ms prunes both earlier runs after the next one.
+    std::thread::sleep(Duration::from_millis(5));
+    let o = medic(
+        cache.path(),
+        &[
+            "run",
+            "runbooks/demo.toml",
+            "--param",
+            &host,
+            "--retention",
+            "1ms",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let left = stdout(&medic(cache.path(), &["runs", "list", "--output", "json"]));
+    assert_eq!(left.lines().count(), 1, "{left}");
+}
+
+#[test]
 fn plugin_inspect_and_list() {
     let cache = tempfile::tempdir().unwrap();
     let o = medic(cache.path(), &["plugin", "inspect", "builtin:http-deploy"]);
@@ -491,7 +568,7 @@ fn plan_shows_everything_and_touches_nothing() {
         "version = v7",
         "url = http://127.0.0.1:9/deploy",
         "body_contains = {{ steps.deploy.outputs.version }}",
-        "gate: every 200ms until 3 passes in a row; fails after 2 failures or 10s",
+        "gate: every 200ms until 3 passes in a row; fails after 2 failures or at 10s",
         "retry: 3 attempts on transient failures, backoff 500ms",
         "rollback: http-deploy's revert",
         "undo: deploy",

@@ -100,6 +100,60 @@ fn bad_runbooks_report_their_exact_mistakes() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
+/// Every good runbook's plan (`medic plan` output) is in the `.plan` file beside it.
+#[test]
+fn good_runbooks_have_the_expected_plan() {
+    let bless = std::env::var_os("MEDIC_BLESS").is_some();
+    let digest = regex::Regex::new(r"sha256 [0-9a-f]{12,16}").unwrap();
+    let mut mismatches = Vec::new();
+    for file in toml_files(&repo().join("tests/runbooks/good")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let rt = runtime();
+        let plan = rt.block_on(async {
+            let host = host_with_cache(None);
+            let opts = runbook::PlanOptions {
+                environment: text
+                    .contains("[environments.staging]")
+                    .then(|| "staging".into()),
+                ..Default::default()
+            };
+            runbook::plan(
+                &host,
+                &Source {
+                    path: &file,
+                    text: &text,
+                },
+                &opts,
+            )
+            .await
+            .expect("a good runbook")
+        });
+        // Digests change whenever a plugin is rebuilt; what the plan says around them does not.
+        let rendered = medic::cli::output::render_plan(&plan, false)
+            .replace(&repo().display().to_string(), "<repo>");
+        let rendered = digest
+            .replace_all(&rendered, "sha256 <digest>")
+            .into_owned();
+        let expected_path = file.with_extension("plan");
+        if bless {
+            std::fs::write(&expected_path, &rendered).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&expected_path) {
+            Ok(expected) if expected == rendered => {}
+            Ok(expected) => mismatches.push(format!(
+                "{}:\n--- expected\n{expected}--- actual\n{rendered}",
+                file.display()
+            )),
+            Err(_) => mismatches.push(format!(
+                "{}: no .plan file (run with MEDIC_BLESS=1)",
+                file.display()
+            )),
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
 #[test]
 fn good_and_example_runbooks_validate() {
     let mut files = toml_files(&repo().join("tests/runbooks/good"));
@@ -109,5 +163,116 @@ fn good_and_example_runbooks_validate() {
         if let Err(report) = check(&file, &file.display().to_string()) {
             panic!("{} does not validate:\n{report}", file.display());
         }
+    }
+}
+
+/// The subset of JSON Schema that `medic schema` uses: type, properties,
+/// additionalProperties, required, items, enum, const, oneOf and local `$ref`s.
+fn conforms(
+    root: &serde_json::Value,
+    schema: &serde_json::Value,
+    v: &serde_json::Value,
+    at: &str,
+) -> Result<(), String> {
+    use serde_json::Value as J;
+    if let Some(r) = schema.get("$ref").and_then(J::as_str) {
+        let name = r.trim_start_matches("#/$defs/");
+        return conforms(root, &root["$defs"][name], v, at);
+    }
+    if let Some(options) = schema.get("oneOf").and_then(J::as_array) {
+        let ok = options
+            .iter()
+            .filter(|o| conforms(root, o, v, at).is_ok())
+            .count();
+        return if ok == 1 {
+            Ok(())
+        } else {
+            Err(format!("{at}: matches {ok} of the oneOf options"))
+        };
+    }
+    if let Some(c) = schema.get("const")
+        && c != v
+    {
+        return Err(format!("{at}: expected {c}"));
+    }
+    if let Some(e) = schema.get("enum").and_then(J::as_array)
+        && !e.contains(v)
+    {
+        return Err(format!("{at}: {v} is not one of {e:?}"));
+    }
+    let ty_ok = match schema.get("type").and_then(J::as_str) {
+        None => true,
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        Some(other) => return Err(format!("the validator does not know type {other}")),
+    };
+    if !ty_ok {
+        return Err(format!("{at}: {v} is not {}", schema["type"]));
+    }
+    if let Some(obj) = v.as_object() {
+        for req in schema
+            .get("required")
+            .and_then(J::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !obj.contains_key(req.as_str().unwrap()) {
+                return Err(format!("{at}: missing {req}"));
+            }
+        }
+        let props = schema.get("properties").and_then(J::as_object);
+        for (k, child) in obj {
+            match (
+                props.and_then(|p| p.get(k)),
+                schema.get("additionalProperties"),
+            ) {
+                (Some(s), _) => conforms(root, s, child, &format!("{at}.{k}"))?,
+                (None, Some(J::Bool(false))) => return Err(format!("{at}: unknown key {k}")),
+                (None, Some(extra)) if extra.is_object() => {
+                    conforms(root, extra, child, &format!("{at}.{k}"))?
+                }
+                (None, _) => {}
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, child) in arr.iter().enumerate() {
+            conforms(root, items, child, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+fn as_json(path: &Path) -> serde_json::Value {
+    let t: toml::Value = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    serde_json::to_value(t).unwrap()
+}
+
+#[test]
+fn the_json_schema_accepts_every_valid_runbook_and_refuses_unknown_keys() {
+    let schema = medic::runbook::schema::schema();
+    let mut files = toml_files(&repo().join("tests/runbooks/good"));
+    files.extend(toml_files(&repo().join("runbooks")));
+    for f in &files {
+        if let Err(e) = conforms(&schema, &schema, &as_json(f), "") {
+            panic!("{} does not conform to the schema: {e}", f.display());
+        }
+    }
+    for bad in [
+        "unknown_step_key",
+        "unknown_top_level_key",
+        "rollback_malformed",
+        "retry_unknown_on",
+        "bad_on_failure",
+    ] {
+        let v = as_json(&repo().join(format!("tests/runbooks/bad/{bad}.toml")));
+        assert!(
+            conforms(&schema, &schema, &v, "").is_err(),
+            "the schema accepts bad/{bad}.toml"
+        );
     }
 }

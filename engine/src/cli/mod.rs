@@ -4,7 +4,7 @@
 //! 2 invalid input · 3 engine error · 4 rolled back · 5 rollback failed · 6 cancelled.
 
 mod demo;
-mod output;
+pub mod output;
 mod plugin;
 mod run;
 mod runs;
@@ -71,6 +71,9 @@ pub struct GlobalArgs {
     /// Where runs are recorded [default: $MEDIC_DATA_DIR, else the platform data directory]
     #[arg(long, global = true, env = "MEDIC_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep recorded runs this long (e.g. 90d); older ones are pruned after each run
+    #[arg(long, global = true, env = "MEDIC_RETENTION", value_name = "DURATION", value_parser = parse_retention)]
+    retention: Option<std::time::Duration>,
     /// Show plugin log lines (-v) and engine debug output (-vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -102,6 +105,8 @@ enum Command {
     Validate(run::ValidateArgs),
     /// Show what a run would do: steps, rendered parameters, gates, the rollback path
     Plan(run::ValidateArgs),
+    /// Print a JSON Schema of the runbook format (for editors)
+    Schema,
     /// Inspect and list plugins
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -232,6 +237,14 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(&cli.global, args).await,
             Command::Validate(args) => run::validate(&cli.global, args).await,
             Command::Plan(args) => run::plan(&cli.global, args).await,
+            Command::Schema => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::runbook::schema::schema())
+                        .expect("serialize")
+                );
+                Exit::Success
+            }
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
             Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
             Command::Stats(args) => runs::stats(&cli.global, args),
@@ -250,6 +263,10 @@ pub fn main() -> ExitCode {
 fn engine_error(e: anyhow::Error) -> Exit {
     eprintln!("medic: {e:#}");
     Exit::Engine
+}
+
+fn parse_retention(s: &str) -> Result<std::time::Duration, String> {
+    crate::runbook::plan::parse_duration(s)
 }
 
 /// Parses `--param name=value`.

@@ -375,7 +375,9 @@ fn plan_context(plan: &Plan) -> minijinja::Value {
 }
 
 /// `medic plan`: everything a run would do, in order, touching nothing.
-pub fn print_plan(plan: &Plan, color: bool) {
+pub fn render_plan(plan: &Plan, color: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let style = Style { color };
     let ctx = plan_context(plan);
     let secret_values: Vec<&str> = plan
@@ -399,17 +401,19 @@ pub fn print_plan(plan: &Plan, color: bool) {
             }
         })
     };
-    println!("{} {}", style.bold("runbook"), style.bold(&plan.name));
+    let _ = writeln!(out, "{} {}", style.bold("runbook"), style.bold(&plan.name));
     if !plan.description.is_empty() {
-        println!("  {}", plan.description);
+        let _ = writeln!(out, "  {}", plan.description);
     }
-    println!(
+    let _ = writeln!(
+        out,
         "  file         {} (sha256 {})",
         plan.path.display(),
         &plan.sha256[..16]
     );
     let env = &plan.environment;
-    println!(
+    let _ = writeln!(
+        out,
         "  environment  {}{}",
         env.name,
         if env.protected {
@@ -419,20 +423,20 @@ pub fn print_plan(plan: &Plan, color: bool) {
         }
     );
     for (k, v) in &env.vars {
-        println!("    vars.{k} = {v}");
+        let _ = writeln!(out, "    vars.{k} = {v}");
     }
     if !plan.params.is_empty() {
-        println!("{}", style.bold("parameters"));
+        let _ = writeln!(out, "{}", style.bold("parameters"));
         for p in &plan.params {
             let shown = if p.secret {
                 "•••••• (secret)".to_owned()
             } else {
                 p.value.to_string()
             };
-            println!("  {} = {shown}", p.name);
+            let _ = writeln!(out, "  {} = {shown}", p.name);
         }
     }
-    println!("{}", style.bold("plugins"));
+    let _ = writeln!(out, "{}", style.bold("plugins"));
     for p in &plan.plugins {
         let m = &p.plugin.manifest;
         let hosts: Vec<String> = p.grants.http.iter().map(|h| h.to_string()).collect();
@@ -443,7 +447,8 @@ pub fn print_plan(plan: &Plan, color: bool) {
         if p.grants.kv {
             grants.push("kv".into());
         }
-        println!(
+        let _ = writeln!(
+            out,
             "  {:12} {} {} ({:?}), sha256 {}…",
             p.alias,
             p.plugin.source,
@@ -451,7 +456,8 @@ pub fn print_plan(plan: &Plan, color: bool) {
             m.kind,
             &p.plugin.sha256[..12]
         );
-        println!(
+        let _ = writeln!(
+            out,
             "  {:12} grants: {}; memory {}",
             "",
             if grants.is_empty() {
@@ -462,9 +468,10 @@ pub fn print_plan(plan: &Plan, color: bool) {
             crate::host::limits::format_bytes(p.memory)
         );
     }
-    let print_step = |n: usize, s: &PlanStep| {
+    let print_step = |out: &mut String, n: usize, s: &PlanStep, main: bool| {
         let pp = &plan.plugins[s.plugin];
-        println!(
+        let _ = writeln!(
+            out,
             "  {n:>2}. {}  {}  {}",
             style.bold(&s.id),
             style.dim(&pp.alias),
@@ -474,10 +481,10 @@ pub fn print_plan(plan: &Plan, color: bool) {
             ))
         );
         if let Some(d) = &s.description {
-            println!("        {d}");
+            let _ = writeln!(out, "        {d}");
         }
         if let Some(w) = &s.when {
-            println!("        when {w}");
+            let _ = writeln!(out, "        when {w}");
         }
         for (k, a) in &s.with {
             let shown = if s.secret_params.contains(k) {
@@ -485,10 +492,11 @@ pub fn print_plan(plan: &Plan, color: bool) {
             } else {
                 mask(show_arg(a, &ctx))
             };
-            println!("        {k} = {shown}");
+            let _ = writeln!(out, "        {k} = {shown}");
         }
         if let Some(r) = s.retry {
-            println!(
+            let _ = writeln!(
+                out,
                 "        retry: {} attempts on {} failures, backoff {} up to {}{}",
                 r.attempts,
                 match r.on {
@@ -501,25 +509,34 @@ pub fn print_plan(plan: &Plan, color: bool) {
             );
         }
         if let Some(g) = s.gate {
-            let worst = g.timeout;
-            println!(
-                "        gate: every {} until {} passes in a row; fails after {} failures or {} (worst case {})",
+            let _ = writeln!(
+                out,
+                "        gate: every {} until {} pass{} in a row; fails after {} or at {}",
                 humantime::format_duration(g.interval),
                 g.successes,
-                g.failures,
+                if g.successes == 1 { "" } else { "es" },
+                plural(g.failures as usize, "failure"),
                 humantime::format_duration(g.timeout),
-                humantime::format_duration(worst)
             );
         }
         match s.on_failure {
+            _ if !main => {}
             OnFailure::Abort => {}
-            OnFailure::Continue => println!("        on failure: continue"),
-            OnFailure::Rollback => println!("        on failure: {}", style.yellow("roll back")),
+            OnFailure::Continue => {
+                let _ = writeln!(out, "        on failure: continue");
+            }
+            OnFailure::Rollback => {
+                let _ = writeln!(out, "        on failure: {}", style.yellow("roll back"));
+            }
         }
         match &s.rollback {
             None => {}
             Some(StepRollback::Revert) => {
-                println!("        rollback: {}'s revert", pp.plugin.manifest.name)
+                let _ = writeln!(
+                    out,
+                    "        rollback: {}'s revert",
+                    pp.plugin.manifest.name
+                );
             }
             Some(StepRollback::Call {
                 plugin,
@@ -540,7 +557,8 @@ pub fn print_plan(plan: &Plan, color: bool) {
                         )
                     })
                     .collect();
-                println!(
+                let _ = writeln!(
+                    out,
                     "        rollback: {} with {}",
                     plan.plugins[*plugin].alias,
                     args.join(", ")
@@ -548,9 +566,9 @@ pub fn print_plan(plan: &Plan, color: bool) {
             }
         }
     };
-    println!("{}", style.bold("steps"));
+    let _ = writeln!(out, "{}", style.bold("steps"));
     for (i, s) in plan.steps.iter().enumerate() {
-        print_step(i + 1, s);
+        print_step(&mut out, i + 1, s, true);
     }
     let undo: Vec<&str> = plan
         .steps
@@ -560,27 +578,29 @@ pub fn print_plan(plan: &Plan, color: bool) {
         .map(|s| s.id.as_str())
         .collect();
     if !undo.is_empty() || !plan.rollback.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "{}",
             style.bold("rollback path (newest first, for the steps that ran)")
         );
         if !undo.is_empty() {
-            println!("  undo: {}", undo.join(" ← "));
+            let _ = writeln!(out, "  undo: {}", undo.join(" ← "));
         }
         for (i, s) in plan.rollback.iter().enumerate() {
-            print_step(i + 1, s);
+            print_step(&mut out, i + 1, s, false);
         }
     }
     if !plan.verify.is_empty() {
-        println!("{}", style.bold("verify (after a rollback)"));
+        let _ = writeln!(out, "{}", style.bold("verify (after a rollback)"));
         for (i, s) in plan.verify.iter().enumerate() {
-            print_step(i + 1, s);
+            print_step(&mut out, i + 1, s, false);
         }
     }
     if !plan.finally.is_empty() {
-        println!("{}", style.bold("finally (always)"));
+        let _ = writeln!(out, "{}", style.bold("finally (always)"));
         for (i, s) in plan.finally.iter().enumerate() {
-            print_step(i + 1, s);
+            print_step(&mut out, i + 1, s, false);
         }
     }
+    out
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::output::{HumanOutput, JsonOutput, print_plan};
+use super::output::{HumanOutput, JsonOutput, render_plan};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error, parse_param};
 use crate::executor::{self, Approval, Cancel, Resume, RunOptions, RunOutcome, RunReport};
 use crate::host::PluginHost;
@@ -297,6 +297,19 @@ pub(super) async fn execute(
         eprintln!("medic: the run could not be fully recorded: {e}");
         return Err(Exit::Engine);
     }
+    if let Some(keep) = global.retention {
+        // Never the run just recorded, however short the retention.
+        let started = report
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let before = crate::store::now_ms()
+            .saturating_sub(keep.as_millis() as u64)
+            .min(started);
+        if let Err(e) = store.prune(before) {
+            eprintln!("medic: pruning runs older than the retention: {e}");
+        }
+    }
     if req.format == OutputFormat::Human {
         eprintln!(
             "recorded in {}: medic runs show {}",
@@ -367,7 +380,7 @@ pub async fn plan(global: &GlobalArgs, args: ValidateArgs) -> Exit {
     };
     match load_plan(&host, &args.target.runbook, None, &args.target.options()).await {
         Ok(plan) => {
-            print_plan(&plan, global.color());
+            print!("{}", render_plan(&plan, global.color()));
             Exit::Success
         }
         Err(exit) => exit,

@@ -1,0 +1,143 @@
+//! A JSON Schema of the runbook format, for editors (Taplo, Even Better TOML, VS Code) to
+//! complete and check runbooks. It mirrors [`super::model`]; the test suite validates every
+//! example runbook against it, and checks that it refuses keys the parser refuses.
+
+use serde_json::{Value, json};
+
+/// The schema, as `medic schema` prints it.
+pub fn schema() -> Value {
+    let duration = json!({ "type": "string", "description": "A duration: 500ms, 30s, 2m, 1h" });
+    let templated = json!({ "type": "string", "description": "May use templates: {{ params.x }}, {{ vars.x }}, {{ env.name }}, {{ steps.ID.outputs.x }}" });
+    let on_failure = json!({ "enum": ["abort", "continue", "rollback"], "description": "abort: stop; continue: go on (the run still fails); rollback: undo, then verify" });
+    let with = json!({ "type": "object", "description": "Parameters for the plugin, checked against its manifest", "additionalProperties": true });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Medic runbook",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["runbook", "steps"],
+        "properties": {
+            "runbook": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["name"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "description": { "type": "string" },
+                    "owner": { "type": "string" },
+                    "version": { "type": "string" },
+                    "on_failure": on_failure,
+                    "lock": templated
+                }
+            },
+            "params": { "type": "object", "additionalProperties": { "$ref": "#/$defs/param" } },
+            "environments": { "type": "object", "additionalProperties": { "$ref": "#/$defs/environment" } },
+            "plugins": { "type": "object", "additionalProperties": { "$ref": "#/$defs/plugin" } },
+            "steps": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Run in order" },
+            "rollback": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Run after the steps' own rollbacks" },
+            "verify": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Checks that prove health after a rollback" },
+            "finally": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Always run, at the end" }
+        },
+        "$defs": {
+            "duration": duration,
+            "param": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["type"],
+                "properties": {
+                    "type": { "enum": ["string", "int", "float", "bool", "duration", "list", "enum"] },
+                    "default": {},
+                    "required": { "type": "boolean" },
+                    "description": { "type": "string" },
+                    "secret": { "type": "boolean" },
+                    "from_env": { "type": "string" },
+                    "from_file": { "type": "string" },
+                    "pattern": { "type": "string" },
+                    "values": { "type": "array", "items": { "type": "string" } }
+                }
+            },
+            "environment": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "description": { "type": "string" },
+                    "protected": { "type": "boolean" },
+                    "vars": { "type": "object" }
+                }
+            },
+            "plugin": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["source"],
+                "properties": {
+                    "source": { "type": "string", "description": "builtin:NAME or a path to a .wasm component" },
+                    "sha256": { "type": "string", "description": "Pin: a mismatch refuses to run" },
+                    "memory": { "type": "string", "description": "e.g. 64MiB" },
+                    "timeout": { "$ref": "#/$defs/duration" },
+                    "grants": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "http": { "type": "array", "items": templated },
+                            "kv": { "type": "boolean" }
+                        }
+                    }
+                }
+            },
+            "step": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["id", "uses"],
+                "properties": {
+                    "id": { "type": "string" },
+                    "uses": { "type": "string", "description": "A plugin declared under [plugins]" },
+                    "description": { "type": "string" },
+                    "with": with,
+                    "timeout": { "$ref": "#/$defs/duration" },
+                    "on_failure": on_failure,
+                    "when": { "type": "string", "description": "An expression; the step is skipped when false" },
+                    "retry": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["attempts"],
+                        "properties": {
+                            "attempts": { "type": "integer" },
+                            "backoff": { "$ref": "#/$defs/duration" },
+                            "max_backoff": { "$ref": "#/$defs/duration" },
+                            "jitter": { "type": "boolean" },
+                            "on": { "enum": ["transient", "any"] }
+                        }
+                    },
+                    "gate": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["interval", "timeout"],
+                        "properties": {
+                            "interval": { "$ref": "#/$defs/duration" },
+                            "successes": { "type": "integer" },
+                            "failures": { "type": "integer" },
+                            "timeout": { "$ref": "#/$defs/duration" }
+                        }
+                    },
+                    "rollback": {
+                        "oneOf": [
+                            { "const": "revert" },
+                            {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "required": ["uses"],
+                                "properties": { "uses": { "type": "string" }, "with": { "type": "object" }, "timeout": { "$ref": "#/$defs/duration" } }
+                            }
+                        ]
+                    },
+                    "approval": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["timeout"],
+                        "properties": { "timeout": { "$ref": "#/$defs/duration" }, "prompt": { "type": "string" } }
+                    }
+                }
+            }
+        }
+    })
+}

@@ -212,42 +212,83 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
 }
 
 #[test]
-fn a_second_process_is_told_who_holds_the_store() {
+fn while_a_run_holds_the_store_others_read_through_it_and_writers_are_told_who_holds_it() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let rb = crashy_runbook(dir.path());
-    let mut child = Command::new(MEDIC)
+    // A run that waits for an approval holds the store for as long as the test needs.
+    let text = std::fs::read_to_string(crashy_runbook(dir.path()))
+        .unwrap()
+        .replacen(
+            "id = \"s1\"\n",
+            "id = \"s1\"\napproval = { timeout = \"60s\" }\n",
+            1,
+        );
+    let rb = dir.path().join("held.toml");
+    std::fs::write(&rb, text).unwrap();
+    let data = cache.path().join("data");
+    let child = Command::new(MEDIC)
         .args(["run", rb.to_str().unwrap()])
         .env("MEDIC_CACHE_DIR", cache.path())
-        .env("MEDIC_DATA_DIR", cache.path().join("data"))
+        .env("MEDIC_DATA_DIR", &data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the first run holds the store (its owner file appears).
-    let owner = cache.path().join("data/owner.json");
-    for _ in 0..200 {
-        if owner.exists() {
+    let mut waiting = Vec::new();
+    for _ in 0..500 {
+        waiting = medic::store::approvals::pending(&data.join("approvals"), None);
+        if !waiting.is_empty() {
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let o = medic(cache.path(), &["runs", "list"]);
-    let err = stderr(&o);
-    let finished_first = o.status.code() == Some(0);
-    if !finished_first {
-        assert_eq!(o.status.code(), Some(3), "{err}");
-        assert!(
-            err.contains(&format!("is in use by process {}", child.id())),
-            "{err}"
-        );
-        assert!(err.contains("medic run "), "{err}");
-    }
-    // With --wait, a second run waits for the first and then runs.
+    assert_eq!(waiting.len(), 1, "the run never started waiting");
+    let run_id = waiting[0].run_id.clone();
+
+    // Reading goes through the process that holds the store.
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let runs = json_lines(&stdout(&o));
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["run_id"], run_id.as_str());
+    assert_eq!(runs[0]["status"], "running");
+    let shown = medic(cache.path(), &["runs", "show", &run_id]);
+    assert!(
+        stdout(&shown).contains("s1 waits for approval"),
+        "{}",
+        stdout(&shown)
+    );
+    assert_eq!(medic(cache.path(), &["stats"]).status.code(), Some(0));
+
+    // Writing needs the store itself: refused, naming the holder.
+    let o = medic(cache.path(), &["runs", "prune", "--older-than", "1d"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr(&o).contains(&format!("is in use by process {}", child.id())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("medic run "), "{}", stderr(&o));
+
+    // The socket is private to the user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("medic.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Release the run; a second run queued with --wait then gets the store.
+    assert_eq!(
+        medic(cache.path(), &["approve", &run_id]).status.code(),
+        Some(0)
+    );
+    let plain = dir.path().join("crashy.toml");
     let o = medic(
         cache.path(),
-        &["run", rb.to_str().unwrap(), "--wait", "30s"],
+        &["run", plain.to_str().unwrap(), "--wait", "30s"],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(child.wait().unwrap().success());
+    assert!(child.wait_with_output().unwrap().status.success());
 }

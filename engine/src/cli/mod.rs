@@ -162,6 +162,42 @@ impl GlobalArgs {
             eprintln!("medic: {e}");
             Exit::Engine
         })?;
+        self.recover_and_serve(store)
+    }
+
+    /// For read-only commands: the store itself, or, while another process holds it, that
+    /// process's answers through the data directory's socket.
+    fn reader(&self, command: &str) -> Result<Box<dyn crate::store::remote::Reader>, Exit> {
+        use crate::store::StoreError;
+        let dir = self.data_dir()?;
+        match crate::store::Store::open(&dir, command) {
+            Ok(store) => Ok(Box::new(self.recover_and_serve(store)?)),
+            Err(e @ (StoreError::Busy { .. } | StoreError::BusyUnknown { .. })) => {
+                match crate::store::remote::Remote::connect(&dir) {
+                    Some(remote) => Ok(Box::new(remote)),
+                    None => {
+                        eprintln!("medic: {e}");
+                        Err(Exit::Engine)
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("medic: {e}");
+                Err(Exit::Engine)
+            }
+        }
+    }
+
+    fn recover_and_serve(&self, store: crate::store::Store) -> Result<crate::store::Store, Exit> {
+        // Other processes read through this socket while we hold the store; without it they
+        // would only be told to wait.
+        match crate::store::remote::serve(store.clone()) {
+            Ok(task) => std::mem::forget(task),
+            Err(e) => tracing::warn!(
+                "cannot serve the run store's socket in {}: {e}",
+                store.dir().display()
+            ),
+        }
         match store.recover() {
             Ok(ids) if !ids.is_empty() => {
                 eprintln!(

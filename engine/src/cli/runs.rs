@@ -12,7 +12,8 @@ use crate::executor::{Phase, Resume, StepStatus};
 use crate::runbook::PlanOptions;
 use crate::runbook::plan::DEFAULT_ENVIRONMENT;
 use crate::store::recorder::Start;
-use crate::store::{JournalEvent, ListFilter, RunRecord, RunStatus, Store, now_ms, stats};
+use crate::store::remote::Reader;
+use crate::store::{JournalEvent, ListFilter, RunRecord, RunStatus, now_ms, stats};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -175,11 +176,11 @@ fn ago(d: Duration) -> u64 {
     now_ms().saturating_sub(d.as_millis() as u64)
 }
 
-fn read_only(global: &GlobalArgs) -> Result<Store, Exit> {
-    global.store("medic runs (reading)", None)
+fn read_only(global: &GlobalArgs) -> Result<Box<dyn Reader>, Exit> {
+    global.reader("medic runs (reading)")
 }
 
-fn find(store: &Store, id: &str) -> Result<RunRecord, Exit> {
+fn find(store: &dyn Reader, id: &str) -> Result<RunRecord, Exit> {
     store.find(id).map_err(|e| {
         eprintln!("medic: {e}");
         Exit::Invalid
@@ -198,33 +199,23 @@ pub async fn main(global: &GlobalArgs, cmd: RunsCommand) -> Exit {
         RunsCommand::Rollback(args) => return pick_up(global, args, true).await,
         _ => {}
     }
+    if let RunsCommand::Prune { older_than, output } = cmd {
+        return prune(global, older_than, output);
+    }
     let store = match read_only(global) {
         Ok(s) => s,
         Err(exit) => return exit,
     };
     let result = match cmd {
-        RunsCommand::List(args) => list(&store, args),
-        RunsCommand::Show { id, output } => show(&store, &id, output),
-        RunsCommand::Logs { id, step, output } => logs(&store, &id, step.as_deref(), output),
-        RunsCommand::Export { id } => export(&store, &id),
-        RunsCommand::Prune { older_than, output } => match store.prune(ago(older_than)) {
-            Ok(n) => {
-                match output {
-                    OutputFormat::Human => println!(
-                        "pruned {n} run{} older than {}",
-                        if n == 1 { "" } else { "s" },
-                        humantime::format_duration(older_than)
-                    ),
-                    OutputFormat::Json => println!("{}", serde_json::json!({ "pruned": n })),
-                }
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("medic: {e}");
-                Err(Exit::Engine)
-            }
-        },
-        RunsCommand::Resume(_) | RunsCommand::Rollback(_) => unreachable!("handled above"),
+        RunsCommand::List(args) => list(store.as_ref(), args),
+        RunsCommand::Show { id, output } => show(store.as_ref(), &id, output),
+        RunsCommand::Logs { id, step, output } => {
+            logs(store.as_ref(), &id, step.as_deref(), output)
+        }
+        RunsCommand::Export { id } => export(store.as_ref(), &id),
+        RunsCommand::Prune { .. } | RunsCommand::Resume(_) | RunsCommand::Rollback(_) => {
+            unreachable!("handled above")
+        }
     };
     match result {
         Ok(()) => Exit::Success,
@@ -232,7 +223,35 @@ pub async fn main(global: &GlobalArgs, cmd: RunsCommand) -> Exit {
     }
 }
 
-fn list(store: &Store, args: ListArgs) -> Result<(), Exit> {
+fn prune(global: &GlobalArgs, older_than: Duration, output: OutputFormat) -> Exit {
+    let store = match global.store("medic runs prune", None) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let result: Result<(), Exit> = match store.prune(ago(older_than)) {
+        Ok(n) => {
+            match output {
+                OutputFormat::Human => println!(
+                    "pruned {n} run{} older than {}",
+                    if n == 1 { "" } else { "s" },
+                    humantime::format_duration(older_than)
+                ),
+                OutputFormat::Json => println!("{}", serde_json::json!({ "pruned": n })),
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("medic: {e}");
+            Err(Exit::Engine)
+        }
+    };
+    match result {
+        Ok(()) => Exit::Success,
+        Err(exit) => exit,
+    }
+}
+
+fn list(store: &dyn Reader, args: ListArgs) -> Result<(), Exit> {
     let status = match args.status.as_deref().map(|s| RunStatus::parse(s).ok_or(s)) {
         Some(Err(s)) => {
             eprintln!(
@@ -263,10 +282,7 @@ fn list(store: &Store, args: ListArgs) -> Result<(), Exit> {
         }
         OutputFormat::Human => {
             if runs.is_empty() {
-                println!(
-                    "no runs recorded{}",
-                    if store.dir().exists() { "" } else { " yet" }
-                );
+                println!("no runs recorded in {}", store.location());
             }
             for r in &runs {
                 println!(
@@ -285,7 +301,7 @@ fn list(store: &Store, args: ListArgs) -> Result<(), Exit> {
     Ok(())
 }
 
-fn show(store: &Store, id: &str, output: OutputFormat) -> Result<(), Exit> {
+fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> {
     let r = find(store, id)?;
     let journal = store.journal(&r.run_id).map_err(|e| {
         eprintln!("medic: {e}");
@@ -412,7 +428,12 @@ fn show(store: &Store, id: &str, output: OutputFormat) -> Result<(), Exit> {
     Ok(())
 }
 
-fn logs(store: &Store, id: &str, only: Option<&str>, output: OutputFormat) -> Result<(), Exit> {
+fn logs(
+    store: &dyn Reader,
+    id: &str,
+    only: Option<&str>,
+    output: OutputFormat,
+) -> Result<(), Exit> {
     let r = find(store, id)?;
     let (reports, _) = store.step_reports(&r.run_id).map_err(|e| {
         eprintln!("medic: {e}");
@@ -458,7 +479,7 @@ fn logs(store: &Store, id: &str, only: Option<&str>, output: OutputFormat) -> Re
     Ok(())
 }
 
-fn export(store: &Store, id: &str) -> Result<(), Exit> {
+fn export(store: &dyn Reader, id: &str) -> Result<(), Exit> {
     let r = find(store, id)?;
     let journal = store.journal(&r.run_id).map_err(|e| {
         eprintln!("medic: {e}");

@@ -13,6 +13,7 @@
 
 pub mod approvals;
 pub mod recorder;
+pub mod remote;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,9 @@ pub enum StoreError {
     },
     #[error("no run matches `{0}`")]
     NoSuchRun(String),
+    /// An error reported by the process holding the store.
+    #[error("{0}")]
+    Remote(String),
     #[error("`{prefix}` matches several runs: {}", matches.join(", "))]
     Ambiguous {
         prefix: String,
@@ -295,7 +299,7 @@ struct Owner {
 pub type RecordedSteps = (Vec<StepReport>, Vec<(Phase, String)>);
 
 /// Filters for [`Store::list`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ListFilter {
     pub runbook: Option<String>,
     pub status: Option<RunStatus>,
@@ -319,12 +323,36 @@ impl ListFilter {
     }
 }
 
+/// A handle on the store. Clones share it (the socket server reads through one while the run
+/// writes through another); the owner file goes when the last one does.
+#[derive(Clone)]
 pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     runs: sled::Tree,
     events: sled::Tree,
     locks: sled::Tree,
+    _guard: std::sync::Arc<OwnerGuard>,
+}
+
+struct OwnerGuard {
+    dir: PathBuf,
+    db: sled::Db,
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        let _ = self.db.flush();
+        let owner = self.dir.join("owner.json");
+        if std::fs::read(&owner)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
+            .is_some_and(|o| o.pid == std::process::id())
+        {
+            let _ = std::fs::remove_file(owner);
+            let _ = std::fs::remove_file(self.dir.join(remote::SOCKET));
+        }
+    }
 }
 
 fn format_time(ms: u64) -> String {
@@ -382,6 +410,10 @@ impl Store {
             runs: open("runs")?,
             events: open("events")?,
             locks: open("locks")?,
+            _guard: std::sync::Arc::new(OwnerGuard {
+                dir: dir.to_owned(),
+                db: db.clone(),
+            }),
             db,
             dir: dir.to_owned(),
         };
@@ -686,19 +718,5 @@ impl Store {
             }
         }
         Ok((reports, started))
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = self.db.flush();
-        let owner = self.dir.join("owner.json");
-        if std::fs::read(&owner)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
-            .is_some_and(|o| o.pid == std::process::id())
-        {
-            let _ = std::fs::remove_file(owner);
-        }
     }
 }

@@ -1,0 +1,193 @@
+//! Reading the store while another process holds it. sled admits one process at a time, so
+//! the process holding the store answers read-only queries on a Unix socket in the data
+//! directory (`medic.sock`, permissions 0600), one JSON request and one JSON answer per
+//! line; `medic runs list|show|logs|export` and `medic stats` use it when the store is busy.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use super::{JournalEntry, ListFilter, RecordedSteps, RunRecord, Store, StoreError};
+
+pub const SOCKET: &str = "medic.sock";
+
+/// What the read-only commands need of a store.
+pub trait Reader {
+    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    fn find(&self, prefix: &str) -> Result<RunRecord, StoreError>;
+    fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
+    fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError>;
+    /// Where the data lives, for messages.
+    fn location(&self) -> String;
+}
+
+impl Reader for Store {
+    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        Store::list(self, filter, limit)
+    }
+    fn find(&self, prefix: &str) -> Result<RunRecord, StoreError> {
+        Store::find(self, prefix)
+    }
+    fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        Store::journal(self, run_id)
+    }
+    fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
+        Store::step_reports(self, run_id)
+    }
+    fn location(&self) -> String {
+        self.dir().display().to_string()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Request {
+    List { filter: ListFilter, limit: usize },
+    Find { prefix: String },
+    Journal { run_id: String },
+    StepReports { run_id: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    Ok(serde_json::Value),
+    Err(String),
+}
+
+fn answer(store: &Store, line: &str) -> Answer {
+    let request: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return Answer::Err(format!("bad request: {e}")),
+    };
+    let result = match request {
+        Request::List { filter, limit } => store
+            .list(&filter, limit)
+            .map(|v| serde_json::to_value(v).expect("serialize")),
+        Request::Find { prefix } => store
+            .find(&prefix)
+            .map(|v| serde_json::to_value(v).expect("serialize")),
+        Request::Journal { run_id } => store
+            .journal(&run_id)
+            .map(|v| serde_json::to_value(v).expect("serialize")),
+        Request::StepReports { run_id } => store
+            .step_reports(&run_id)
+            .map(|v| serde_json::to_value(v).expect("serialize")),
+    };
+    match result {
+        Ok(v) => Answer::Ok(v),
+        Err(e) => Answer::Err(e.to_string()),
+    }
+}
+
+fn json_line(value: &impl Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Serves read-only queries on the data directory's socket for as long as the returned task
+/// runs. Called by the process that holds the store.
+pub fn serve(store: Store) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let path = store.dir().join(SOCKET);
+    // A socket left by a process that died: nobody can be listening (we hold the store).
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = conn.into_split();
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                // Bounded: a client gets at most 100 answers per connection.
+                for _ in 0..100 {
+                    let Ok(Ok(Some(line))) =
+                        tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
+                    else {
+                        return;
+                    };
+                    let store = store.clone();
+                    let reply = tokio::task::spawn_blocking(move || answer(&store, &line)).await;
+                    let Ok(reply) = reply else { return };
+                    if write.write_all(&json_line(&reply)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+/// A store held by another process, read through its socket.
+pub struct Remote {
+    path: PathBuf,
+}
+
+impl Remote {
+    /// Connects to the socket in `dir`, if a process serves it.
+    pub fn connect(dir: &Path) -> Option<Remote> {
+        let path = dir.join(SOCKET);
+        UnixStream::connect(&path).ok().map(|_| Remote { path })
+    }
+
+    fn ask<T: for<'de> Deserialize<'de>>(&self, request: &Request) -> Result<T, StoreError> {
+        let io = |e: std::io::Error| StoreError::Io {
+            dir: self.location(),
+            source: e,
+        };
+        let mut conn = UnixStream::connect(&self.path).map_err(io)?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(io)?;
+        conn.write_all(&json_line(request)).map_err(io)?;
+        let mut reply = String::new();
+        BufReader::new(conn).read_line(&mut reply).map_err(io)?;
+        let bad = |reason: String| StoreError::Corrupt {
+            dir: self.location(),
+            key: "socket answer".into(),
+            reason,
+        };
+        match serde_json::from_str::<Answer>(&reply).map_err(|e| bad(e.to_string()))? {
+            Answer::Ok(v) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
+            Answer::Err(message) => Err(StoreError::Remote(message)),
+        }
+    }
+}
+
+impl Reader for Remote {
+    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.ask(&Request::List {
+            filter: filter.clone(),
+            limit,
+        })
+    }
+    fn find(&self, prefix: &str) -> Result<RunRecord, StoreError> {
+        self.ask(&Request::Find {
+            prefix: prefix.into(),
+        })
+    }
+    fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        self.ask(&Request::Journal {
+            run_id: run_id.into(),
+        })
+    }
+    fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
+        self.ask(&Request::StepReports {
+            run_id: run_id.into(),
+        })
+    }
+    fn location(&self) -> String {
+        format!(
+            "{} (through the process holding the store)",
+            self.path.display()
+        )
+    }
+}

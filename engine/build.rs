@@ -10,7 +10,13 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 /// (builtin name, crate artifact name). Order is the order `medic plugin list` shows.
-const BUILTINS: &[(&str, &str)] = &[("http-probe", "http_probe"), ("http-deploy", "http_deploy")];
+const BUILTINS: &[(&str, &str)] = &[
+    ("http-probe", "http_probe"),
+    ("http-deploy", "http_deploy"),
+    ("prometheus-query", "prometheus_query"),
+    ("alertmanager-alerts", "alertmanager_alerts"),
+    ("webhook-notify", "webhook_notify"),
+];
 const FIXTURES: &[(&str, &str)] = &[
     ("HOSTILE", "hostile"),
     ("INCOMPATIBLE", "incompatible"),

@@ -24,6 +24,37 @@ use std::time::Duration;
 use crate::Error;
 use crate::bindings::medic::plugin::http as wit;
 
+/// Percent-encodes `pairs` as a URL query string (without the leading `?`).
+///
+/// ```
+/// use medic_plugin_sdk::http::query_string;
+///
+/// let q = query_string(&[("query", "rate(errors_total[1m]) > 0.01")]);
+/// assert_eq!(q, "query=rate%28errors_total%5B1m%5D%29%20%3E%200.01");
+/// ```
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    fn encode(s: &str, out: &mut String) {
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    out.push(b as char)
+                }
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode(k, &mut out);
+        out.push('=');
+        encode(v, &mut out);
+    }
+    out
+}
+
 /// A request being built. Send it with [`Request::send`].
 #[derive(Debug, Clone)]
 pub struct Request {

@@ -63,7 +63,7 @@ fn missing_file_and_unknown_builtin() {
     let err = load_err(PluginSource::Builtin("http-prob".into()), None).to_string();
     assert_eq!(
         err,
-        "there is no builtin plugin `http-prob` (builtins: http-probe, http-deploy)"
+        "there is no builtin plugin `http-prob` (builtins: http-probe, http-deploy, prometheus-query, alertmanager-alerts, webhook-notify)"
     );
 }
 

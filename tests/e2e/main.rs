@@ -6,10 +6,12 @@
 
 pub mod cli;
 mod execution;
+mod lab;
 mod loading;
 mod plugins;
 mod recovery;
 mod runbooks;
 mod sandbox;
+mod servers;
 mod store;
 mod support;

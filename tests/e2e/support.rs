@@ -22,6 +22,8 @@ pub fn hostile_source() -> PluginSource {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
+    // Tests make their own HTTP requests too, possibly before any host installs this.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -72,6 +74,8 @@ pub struct TinyServer {
     pub hits: Arc<std::sync::atomic::AtomicUsize>,
     /// Request paths in the order they arrived.
     pub paths: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The raw requests (head and body) in the order they arrived.
+    pub requests: Arc<std::sync::Mutex<Vec<String>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -89,24 +93,48 @@ pub async fn tiny_server(status: u16, body: &'static str) -> TinyServer {
     let counter = hits.clone();
     let paths = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = paths.clone();
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let raw = requests.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let seen = seen.clone();
+            let (seen, raw) = (seen.clone(), raw.clone());
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let n = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]);
-                if let Some(path) = head.split_whitespace().nth(1) {
+                // Read the head, then as much body as content-length says (bounded in time and size).
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                loop {
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                    if buf.len() > 1 << 20 {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some(path) = text.split_whitespace().nth(1) {
                     seen.lock().unwrap().push(path.to_owned());
                 }
+                raw.lock().unwrap().push(text);
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -119,6 +147,7 @@ pub async fn tiny_server(status: u16, body: &'static str) -> TinyServer {
         addr,
         hits,
         paths,
+        requests,
         _task: task,
     }
 }

@@ -1,0 +1,174 @@
+//! A lab of real servers for tests: each starts on a free loopback port with a generated
+//! config in a temporary directory, is waited on until ready (bounded), and is killed when
+//! dropped, even when a test fails. A missing binary fails the test with the Debian package to
+//! install; it never passes silently. `scripts/test` installs them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Finds a server binary, or fails naming the package that provides it.
+pub fn require(binary: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{binary}` is not installed: install the Debian package `{package}` (scripts/test does: apt-get install {package})"))
+}
+
+pub struct Server {
+    pub addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Polls `url` until it answers 200, for at most `limit`.
+fn wait_ready(name: &str, child: &mut Child, url: &str, limit: Duration) {
+    let started = Instant::now();
+    let client = reqwest::blocking_get_ok;
+    while started.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited during startup with {status}");
+        }
+        if client(url) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{name} was not ready at {url} within {limit:?}");
+}
+
+/// A tiny blocking GET over std, so the lab needs no runtime.
+mod reqwest {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn blocking_get_ok(url: &str) -> bool {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+        let Ok(mut s) = TcpStream::connect(host) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+            .is_err()
+        {
+            return false;
+        }
+        let mut buf = [0u8; 32];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).split_whitespace().nth(1) == Some("200")
+    }
+}
+
+fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Child {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.join(format!("{name}.log")))
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+}
+
+/// Prometheus scraping `targets` (host:port) every second.
+pub fn prometheus(targets: &[String]) -> Server {
+    let bin = require("prometheus", "prometheus");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let args = vec![
+        format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        "--web.enable-lifecycle".into(),
+    ];
+    let mut child = spawn("prometheus", &bin, &args, dir.path());
+    let addr = format!("127.0.0.1:{port}");
+    wait_ready(
+        "prometheus",
+        &mut child,
+        &format!("http://{addr}/-/ready"),
+        Duration::from_secs(20),
+    );
+    Server {
+        addr,
+        child,
+        _dir: dir,
+    }
+}
+
+/// Alertmanager with a single receiver that sends nothing anywhere.
+pub fn alertmanager() -> Server {
+    let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("alertmanager.yml"),
+        "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
+    )
+    .unwrap();
+    let args = vec![
+        format!(
+            "--config.file={}",
+            dir.path().join("alertmanager.yml").display()
+        ),
+        format!("--storage.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--cluster.listen-address=".into(),
+    ];
+    let mut child = spawn("alertmanager", &bin, &args, dir.path());
+    let addr = format!("127.0.0.1:{port}");
+    wait_ready(
+        "alertmanager",
+        &mut child,
+        &format!("http://{addr}/-/ready"),
+        Duration::from_secs(20),
+    );
+    Server {
+        addr,
+        child,
+        _dir: dir,
+    }
+}

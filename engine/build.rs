@@ -16,6 +16,8 @@ const BUILTINS: &[(&str, &str)] = &[
     ("prometheus-query", "prometheus_query"),
     ("alertmanager-alerts", "alertmanager_alerts"),
     ("webhook-notify", "webhook_notify"),
+    ("caddy-upstreams", "caddy_upstreams"),
+    ("supervisor-restart", "supervisor_restart"),
 ];
 const FIXTURES: &[(&str, &str)] = &[
     ("HOSTILE", "hostile"),

@@ -55,6 +55,35 @@ pub fn query_string(pairs: &[(&str, &str)]) -> String {
     out
 }
 
+/// The value of an `Authorization` header for HTTP basic authentication.
+///
+/// ```
+/// use medic_plugin_sdk::http::basic_auth;
+///
+/// assert_eq!(basic_auth("user", "123"), "Basic dXNlcjoxMjM=");
+/// ```
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let mut out = String::from("Basic ");
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// A request being built. Send it with [`Request::send`].
 #[derive(Debug, Clone)]
 pub struct Request {

@@ -172,3 +172,110 @@ pub fn alertmanager() -> Server {
         _dir: dir,
     }
 }
+
+/// Waits until something accepts TCP connections on `addr` (for servers whose every HTTP path
+/// needs credentials).
+fn wait_listening(name: &str, child: &mut Child, addr: &str, limit: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited during startup with {status}");
+        }
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{name} was not listening on {addr} within {limit:?}");
+}
+
+/// A Caddy reverse proxy (handler `@id` `lb_proxy`, round robin) in front of `upstream`.
+/// Returns the server (admin API at `addr`) and the proxy's address.
+pub fn caddy(upstream: &str) -> (Server, String) {
+    let bin = require("caddy", "caddy");
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, proxy) = (free_port(), free_port());
+    let config = serde_json::json!({
+        "admin": { "listen": format!("127.0.0.1:{admin}") },
+        "apps": { "http": { "servers": { "lb": {
+            "listen": [format!("127.0.0.1:{proxy}")],
+            "routes": [{ "handle": [{
+                "@id": "lb_proxy",
+                "handler": "reverse_proxy",
+                "upstreams": [{ "dial": upstream }],
+                "load_balancing": { "selection_policy": { "policy": "round_robin" } }
+            }] }]
+        } } } }
+    });
+    std::fs::write(dir.path().join("caddy.json"), config.to_string()).unwrap();
+    let mut child = Command::new(&bin)
+        .args(["run", "--config"])
+        .arg(dir.path().join("caddy.json"))
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.path().join("caddy.log"))
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start caddy: {e}"));
+    let addr = format!("127.0.0.1:{admin}");
+    wait_ready(
+        "caddy",
+        &mut child,
+        &format!("http://{addr}/config/"),
+        Duration::from_secs(20),
+    );
+    wait_listening(
+        "caddy proxy",
+        &mut child,
+        &format!("127.0.0.1:{proxy}"),
+        Duration::from_secs(10),
+    );
+    (
+        Server {
+            addr,
+            child,
+            _dir: dir,
+        },
+        format!("127.0.0.1:{proxy}"),
+    )
+}
+
+/// supervisord with XML-RPC over HTTP (user `medic`, password `s3cret`) running `program`
+/// as `/bin/sleep 3600`.
+pub fn supervisord(program: &str) -> Server {
+    supervisord_running(program, "/bin/sleep 3600")
+}
+
+/// supervisord running `program` as `command`.
+pub fn supervisord_running(program: &str, command: &str) -> Server {
+    let bin = require("supervisord", "supervisor");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let config = format!(
+        "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\n\n\
+         [inet_http_server]\nport=127.0.0.1:{port}\nusername=medic\npassword=s3cret\n\n\
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+         [program:{program}]\ncommand={command}\nautostart=true\nstartsecs=1\nstopwaitsecs=2\n"
+    );
+    std::fs::write(dir.path().join("supervisord.conf"), config).unwrap();
+    let args = vec![
+        "-n".to_string(),
+        "-c".to_string(),
+        dir.path().join("supervisord.conf").display().to_string(),
+    ];
+    let mut child = spawn("supervisord", &bin, &args, dir.path());
+    let addr = format!("127.0.0.1:{port}");
+    wait_listening("supervisord", &mut child, &addr, Duration::from_secs(20));
+    Server {
+        addr,
+        child,
+        _dir: dir,
+    }
+}

@@ -61,9 +61,11 @@ fn missing_file_and_unknown_builtin() {
         "cannot read plugin file /nonexistent/dir/p.wasm: no such file"
     );
     let err = load_err(PluginSource::Builtin("http-prob".into()), None).to_string();
-    assert_eq!(
-        err,
-        "there is no builtin plugin `http-prob` (builtins: http-probe, http-deploy, prometheus-query, alertmanager-alerts, webhook-notify)"
+    assert!(
+        err.starts_with(
+            "there is no builtin plugin `http-prob` (builtins: http-probe, http-deploy, "
+        ),
+        "{err}"
     );
 }
 

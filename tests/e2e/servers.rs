@@ -220,6 +220,7 @@ fn an_error_ratio_gate_in_prometheus_rolls_back_a_bad_deploy() {
                     ("webhook".into(), hook.addr.to_string()),
                 ],
                 environment: None,
+                defer_secrets: false,
             };
             let (host, path, text) = (host.clone(), path.clone(), text.clone());
             async move {
@@ -284,4 +285,273 @@ fn an_error_ratio_gate_in_prometheus_rolls_back_a_bad_deploy() {
         traffic.abort();
     });
     drop(svc);
+}
+
+#[test]
+fn caddy_upstreams_shifts_weighted_traffic_and_reverts() {
+    let rt = runtime();
+    rt.block_on(async {
+        let blue = tiny_server(200, "blue").await;
+        let green = tiny_server(200, "green").await;
+        let (caddy, proxy) = lab::caddy(&blue.addr.to_string());
+        let host = host_with_cache(None);
+        let plugin = load(&host, &PluginSource::Builtin("caddy-upstreams".into())).await;
+        let sb = Sandbox {
+            grants: Grants {
+                kv: true,
+                ..grants(&caddy.addr)
+            },
+            kv: medic::host::KvSpace::new(),
+            ..sandbox(Duration::from_secs(10))
+        };
+        // Fresh connections: Caddy lets a keep-alive connection opened before a config change
+        // finish on the old handler, which would blur the counts.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let count = |n: usize| {
+            let (client, url) = (client.clone(), format!("http://{proxy}/"));
+            async move {
+                let mut greens = 0;
+                for _ in 0..n {
+                    if client.get(&url).send().await.unwrap().text().await.unwrap() == "green" {
+                        greens += 1;
+                    }
+                }
+                greens
+            }
+        };
+        assert_eq!(count(8).await, 0, "all traffic starts on blue");
+
+        let params = p(&[
+            ("admin_url", text(&caddy.url())),
+            ("handler_id", text("lb_proxy")),
+            (
+                "upstreams",
+                Value::TextList(vec![
+                    format!("{}*3", green.addr),
+                    format!("{}*1", blue.addr),
+                ]),
+            ),
+        ]);
+        let shifted = host
+            .invoke(
+                &plugin,
+                Call::Run {
+                    params: params.clone(),
+                },
+                &ctx("shift"),
+                &sb,
+            )
+            .await
+            .result
+            .unwrap();
+        assert_eq!(shifted.status, Status::Success, "{}", shifted.summary);
+        assert!(
+            shifted
+                .summary
+                .starts_with(&format!("upstreams now {}×3, {}×1", green.addr, blue.addr)),
+            "{}",
+            shifted.summary
+        );
+        // Round robin over [green, green, green, blue]: exactly 3 in 4.
+        assert_eq!(count(40).await, 30, "75% of requests go to green");
+
+        let reverted = host
+            .invoke(
+                &plugin,
+                Call::Revert {
+                    params: params.clone(),
+                    outputs: shifted.outputs.clone(),
+                },
+                &ctx("undo"),
+                &sb,
+            )
+            .await
+            .result
+            .unwrap();
+        assert!(
+            reverted.summary.starts_with("restored upstreams"),
+            "{}",
+            reverted.summary
+        );
+        assert_eq!(count(8).await, 0, "traffic is back on blue");
+
+        let wrong = p(&[
+            ("admin_url", text(&caddy.url())),
+            ("handler_id", text("no_such_handler")),
+            ("upstreams", Value::TextList(vec![blue.addr.to_string()])),
+        ]);
+        match host
+            .invoke(&plugin, Call::Run { params: wrong }, &ctx("wrong"), &sb)
+            .await
+            .result
+            .unwrap_err()
+        {
+            Failure::Permanent { message } => assert!(
+                message.contains("no handler with @id `no_such_handler`"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn supervisor_restart_changes_the_pid_and_names_faults() {
+    let sup = lab::supervisord("sleeper");
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &PluginSource::Builtin("supervisor-restart".into())).await;
+        let sb = Sandbox {
+            grants: grants(&sup.addr),
+            ..sandbox(Duration::from_secs(20))
+        };
+        let restart = |program: &str, password: &str| {
+            let params = p(&[
+                ("url", text(&format!("{}/RPC2", sup.url()))),
+                ("program", text(program)),
+                ("username", text("medic")),
+                ("password", text(password)),
+            ]);
+            let (host, plugin, sb) = (host.clone(), &plugin, sb.clone());
+            async move {
+                host.invoke(plugin, Call::Run { params }, &ctx("restart"), &sb)
+                    .await
+                    .result
+            }
+        };
+        // supervisord starts the program itself; wait (bounded) until it has a pid.
+        let mut first = restart("sleeper", "s3cret").await;
+        for _ in 0..50 {
+            if first.as_ref().is_ok_and(|o| o.status == Status::Success) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            first = restart("sleeper", "s3cret").await;
+        }
+        let first = first.unwrap();
+        assert_eq!(first.status, Status::Success, "{}", first.summary);
+        let pid = |o: &medic::host::Outcome, k: &str| {
+            o.outputs
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_ne!(
+            pid(&first, "pid_before"),
+            pid(&first, "pid_after"),
+            "{}",
+            first.summary
+        );
+        assert!(matches!(pid(&first, "pid_after"), Value::Integer(n) if n > 0));
+
+        match restart("nope", "s3cret").await.unwrap_err() {
+            Failure::Permanent { message } => assert!(message.contains("BAD_NAME"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        match restart("sleeper", "wrong").await.unwrap_err() {
+            Failure::Permanent { message } => assert!(
+                message.contains("refused the credentials (401)"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn the_restart_runbook_restarts_a_supervised_service_and_verifies_it() {
+    let port = lab::free_port();
+    let service = format!("127.0.0.1:{port}");
+    let command = format!(
+        "{} demo-service --listen {service} --version v1",
+        env!("CARGO_BIN_EXE_medic")
+    );
+    let sup = lab::supervisord_running("checkout", &command);
+    let rt = runtime();
+    rt.block_on(async {
+        // SAFETY: no other test reads this variable.
+        unsafe { std::env::set_var("SUPERVISOR_PASSWORD", "s3cret") };
+        let host = host_with_cache(None);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("runbooks/restart-unhealthy-service.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let run = |force: bool| {
+            let opts = PlanOptions {
+                params: vec![
+                    ("service".into(), service.clone()),
+                    ("supervisor".into(), sup.addr.clone()),
+                    ("program".into(), "checkout".into()),
+                    ("force".into(), force.to_string()),
+                ],
+                environment: None,
+                defer_secrets: false,
+            };
+            let (host, path, text) = (host.clone(), path.clone(), text.clone());
+            async move {
+                let plan = runbook::plan(
+                    &host,
+                    &Source {
+                        path: &path,
+                        text: &text,
+                    },
+                    &opts,
+                )
+                .await
+                .unwrap_or_else(|d| panic!("{d:?}"));
+                executor::execute(
+                    &host,
+                    &plan,
+                    RunOptions::default(),
+                    &mut |_: &executor::Event<'_>| {},
+                )
+                .await
+            }
+        };
+        // Healthy and not forced: nothing to restart (wait, bounded, for supervisord to start it).
+        let mut calm = run(false).await;
+        for _ in 0..20 {
+            if calm
+                .steps
+                .iter()
+                .any(|s| s.id == "diagnose" && s.status == StepStatus::Succeeded)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            calm = run(false).await;
+        }
+        assert_eq!(calm.outcome, RunOutcome::Succeeded);
+        assert!(matches!(
+            calm.steps
+                .iter()
+                .find(|s| s.id == "restart")
+                .unwrap()
+                .status,
+            StepStatus::Skipped { .. }
+        ));
+
+        let forced = run(true).await;
+        let steps: Vec<(&String, &String)> =
+            forced.steps.iter().map(|s| (&s.id, &s.summary)).collect();
+        assert_eq!(forced.outcome, RunOutcome::Succeeded, "{steps:#?}");
+        let restart = forced.steps.iter().find(|s| s.id == "restart").unwrap();
+        assert!(
+            restart.summary.starts_with("restarted checkout: pid "),
+            "{}",
+            restart.summary
+        );
+        assert!(
+            restart
+                .params
+                .iter()
+                .any(|(k, v)| k == "password" && v.to_string() == "••••••")
+        );
+    });
 }

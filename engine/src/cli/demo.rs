@@ -86,6 +86,7 @@ pub async fn demo(global: &GlobalArgs, _args: DemoArgs) -> Exit {
         let opts = crate::runbook::PlanOptions {
             params,
             environment: None,
+            defer_secrets: false,
         };
         let plan = match load_plan(&host, path, Some(DEMO_RUNBOOK), &opts).await {
             Ok(p) => p,

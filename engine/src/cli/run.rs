@@ -30,6 +30,7 @@ impl Target {
         PlanOptions {
             params: self.params.clone(),
             environment: self.env.clone(),
+            defer_secrets: false,
         }
     }
 }
@@ -343,6 +344,7 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
         let opts = PlanOptions {
             params: args.target.params.clone(),
             environment: env.clone(),
+            defer_secrets: true,
         };
         match load_plan(&host, path, text.as_deref(), &opts).await {
             Ok(plan) => last = Some(plan),

@@ -558,6 +558,7 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
     let opts = PlanOptions {
         params: journal_params,
         environment,
+        defer_secrets: false,
     };
     let plan = match load_plan(&host, &path, Some(&text), &opts).await {
         Ok(p) => p,

@@ -142,6 +142,9 @@ pub struct PlanOptions {
     pub params: Vec<(String, String)>,
     /// `--env NAME`.
     pub environment: Option<String>,
+    /// Accept secrets whose source (environment variable, file) is not present here:
+    /// `medic validate` checks the runbook, not the shell it runs in.
+    pub defer_secrets: bool,
 }
 
 /// Runbook parameter types, as written in `[params.NAME] type = "..."`.
@@ -283,6 +286,7 @@ pub async fn plan(
         vec![d]
     })?;
     let mut v = Validator {
+        defer_secrets: opts.defer_secrets,
         src,
         diags: Vec::new(),
         env: template::environment(),
@@ -453,6 +457,7 @@ struct ParamInfo {
 type Params = BTreeMap<String, ParamInfo>;
 
 struct Validator<'a> {
+    defer_secrets: bool,
     src: &'a Source<'a>,
     diags: Vec<Diagnostic>,
     env: minijinja::Environment<'static>,
@@ -588,6 +593,7 @@ impl Validator<'_> {
         if let Some(var) = &decl.from_env {
             return match std::env::var(var.get_ref()) {
                 Ok(v) => self.checked(name, decl, text_to_value(&v, ty), var.span(), "parameter"),
+                Err(_) if self.defer_secrets && decl.secret => None,
                 Err(_) => {
                     self.err(Diagnostic::at(
                         var.span(),
@@ -612,6 +618,7 @@ impl Validator<'_> {
                     file.span(),
                     "parameter",
                 ),
+                Err(_) if self.defer_secrets && decl.secret => None,
                 Err(e) => {
                     self.err(Diagnostic::at(
                         file.span(),

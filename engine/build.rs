@@ -18,10 +18,12 @@ const BUILTINS: &[(&str, &str)] = &[
     ("webhook-notify", "webhook_notify"),
     ("caddy-upstreams", "caddy_upstreams"),
     ("supervisor-restart", "supervisor_restart"),
+    ("haproxy-weight", "haproxy_weight"),
 ];
 const FIXTURES: &[(&str, &str)] = &[
     ("HOSTILE", "hostile"),
     ("INCOMPATIBLE", "incompatible"),
+    ("LEGACY", "legacy"),
     ("SCRIPTED_CHECK", "scripted_check"),
     ("SCRIPTED_ACTION", "scripted_action"),
 ];

@@ -279,3 +279,46 @@ pub fn supervisord_running(program: &str, command: &str) -> Server {
         _dir: dir,
     }
 }
+
+/// HAProxy balancing round robin over `servers` (name, address), each with weight 50, with
+/// its runtime API (`level admin`) on a TCP address. Returns the server (`addr`: the runtime
+/// API) and the frontend's address.
+pub fn haproxy(servers: &[(&str, String)]) -> (Server, String) {
+    let bin = require("haproxy", "haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, front) = (free_port(), free_port());
+    let mut config = format!(
+        "global\n  stats socket ipv4@127.0.0.1:{admin} level admin\n\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
+         frontend fe\n  bind 127.0.0.1:{front}\n  default_backend be\n\nbackend be\n  balance roundrobin\n"
+    );
+    for (name, addr) in servers {
+        config += &format!("  server {name} {addr} weight 50\n");
+    }
+    std::fs::write(dir.path().join("haproxy.cfg"), config).unwrap();
+    let args = vec![
+        "-f".to_string(),
+        dir.path().join("haproxy.cfg").display().to_string(),
+    ];
+    let mut child = spawn("haproxy", &bin, &args, dir.path());
+    let addr = format!("127.0.0.1:{admin}");
+    wait_listening(
+        "haproxy runtime API",
+        &mut child,
+        &addr,
+        Duration::from_secs(20),
+    );
+    wait_listening(
+        "haproxy frontend",
+        &mut child,
+        &format!("127.0.0.1:{front}"),
+        Duration::from_secs(10),
+    );
+    (
+        Server {
+            addr,
+            child,
+            _dir: dir,
+        },
+        format!("127.0.0.1:{front}"),
+    )
+}

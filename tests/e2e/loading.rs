@@ -185,3 +185,18 @@ fn builtin_manifests_are_complete() {
         }
     });
 }
+
+#[test]
+fn a_plugin_built_before_the_tcp_capability_still_loads_and_runs() {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &PluginSource::File(fixtures::LEGACY.into())).await;
+        assert_eq!(plugin.contract, "medic:plugin@0.1.0");
+        let inv = host
+            .invoke(&plugin, run_call(&[]), &ctx("old"), &Default::default())
+            .await;
+        assert_eq!(inv.result.unwrap().summary, "legacy plugin ran step old");
+        assert_eq!(inv.logs[0].message, "still here");
+    });
+}

@@ -13,6 +13,7 @@ use crate::support::*;
 fn grants(addr: &str, kv: bool) -> Grants {
     Grants {
         http: vec![addr.parse::<HttpGrant>().unwrap()],
+        tcp: vec![],
         kv,
     }
 }

@@ -75,32 +75,10 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
     let warm = medic(cache.path(), &["validate", rb]);
     assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
 
-    // Calibrate: when, after spawning, does a run start and end on this machine (debug builds
-    // start slowly)? Kill points are then spread over that window, boundaries included.
-    let (t_start, t_end) = {
-        use std::io::{BufRead, BufReader};
-        let spawned = std::time::Instant::now();
-        let mut child = Command::new(MEDIC)
-            .args(["run", rb, "--output", "json"])
-            .env("MEDIC_CACHE_DIR", cache.path())
-            .env("MEDIC_DATA_DIR", cache.path().join("data"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (mut first, mut last) = (None, Duration::ZERO);
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            first.get_or_insert(spawned.elapsed());
-            if line.contains("\"run_finished\"") {
-                last = spawned.elapsed();
-            }
-        }
-        assert!(child.wait().unwrap().success());
-        (first.unwrap(), last)
-    };
-    let window = t_end.saturating_sub(t_start) + Duration::from_millis(40);
-    let from = t_start.saturating_sub(Duration::from_millis(20));
+    // Kill points follow the run's own progress, not the clock, so they land the same under
+    // any machine load: after the k-th journaled event (run start, each step's start and end),
+    // plus 0-30 ms to land mid-step (steps take 40 ms); a few before the run starts at all.
+    let events_per_run = 1 + 2 * STEPS;
     let (mut interrupted, mut resumed, mut rolled_back, mut finished, mut before_start) =
         (0, 0, 0, 0, 0);
     let mut seen: std::collections::BTreeSet<String> = json_lines(&stdout(&medic(
@@ -112,15 +90,26 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
     .collect();
     for i in 0..50u64 {
         let mut child = Command::new(MEDIC)
-            .args(["run", rb])
+            .args(["run", rb, "--output", "json"])
             .env("MEDIC_CACHE_DIR", cache.path())
             .env("MEDIC_DATA_DIR", cache.path().join("data"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Spread evenly over the run: startup, every step boundary and mid-step.
-        std::thread::sleep(from + window.mul_f64(i as f64 / 50.0));
+        if i < 3 {
+            std::thread::sleep(Duration::from_millis(i * 5));
+        } else {
+            use std::io::{BufRead, BufReader};
+            let target = (i as usize) % events_per_run;
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            for _ in 0..=target {
+                if lines.next().is_none() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis((i / events_per_run as u64) * 10));
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 

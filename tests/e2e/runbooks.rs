@@ -56,7 +56,15 @@ fn check_with(path: &Path, label: &str, defer_secrets: bool) -> Result<String, S
                     diagnostics: &diags,
                 }
                 .to_string();
-                Err(report.replace(&repo().display().to_string(), "<repo>") + "\n")
+                {
+                    // A builtin's digest changes whenever its code or the SDK does.
+                    let actual = regex::Regex::new(r"actual:   [0-9a-f]{64}").unwrap();
+                    let report = report.replace(&repo().display().to_string(), "<repo>");
+                    Err(actual
+                        .replace_all(&report, "actual:   <digest>")
+                        .into_owned()
+                        + "\n")
+                }
             }
         }
     })

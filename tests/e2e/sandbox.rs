@@ -148,6 +148,7 @@ fn request_to_an_ungranted_host_is_denied_without_traffic() {
         let sb = Sandbox {
             grants: medic::host::Grants {
                 http: vec![granted.addr.to_string().parse::<HttpGrant>().unwrap()],
+                tcp: vec![],
                 kv: false,
             },
             ..sandbox(DEADLINE)
@@ -227,6 +228,7 @@ fn kv_without_grant_is_denied_and_with_grant_persists_across_calls() {
         let sb = Sandbox {
             grants: medic::host::Grants {
                 http: vec![],
+                tcp: vec![],
                 kv: true,
             },
             ..sandbox(DEADLINE)

@@ -13,6 +13,7 @@ use crate::support::*;
 fn grants(addr: &str) -> Grants {
     Grants {
         http: vec![addr.parse::<HttpGrant>().unwrap()],
+        tcp: vec![],
         kv: false,
     }
 }
@@ -131,6 +132,7 @@ fn webhook_notify_posts_json_and_slack_payloads() {
                     hook.addr.to_string().parse().unwrap(),
                     down.addr.to_string().parse().unwrap(),
                 ],
+                tcp: vec![],
                 kv: false,
             },
             ..sandbox(Duration::from_secs(5))
@@ -553,5 +555,147 @@ fn the_restart_runbook_restarts_a_supervised_service_and_verifies_it() {
                 .iter()
                 .any(|(k, v)| k == "password" && v.to_string() == "••••••")
         );
+    });
+}
+
+#[test]
+fn haproxy_weight_drains_and_reweights_servers_and_reverts() {
+    let rt = runtime();
+    rt.block_on(async {
+        let blue = tiny_server(200, "blue").await;
+        let green = tiny_server(200, "green").await;
+        let (haproxy, front) = lab::haproxy(&[
+            ("blue", blue.addr.to_string()),
+            ("green", green.addr.to_string()),
+        ]);
+        let host = host_with_cache(None);
+        let plugin = load(&host, &PluginSource::Builtin("haproxy-weight".into())).await;
+        let sb = Sandbox {
+            grants: Grants {
+                tcp: vec![haproxy.addr.parse().unwrap()],
+                kv: true,
+                ..Grants::default()
+            },
+            ..sandbox(Duration::from_secs(10))
+        };
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let count = |n: usize| {
+            let (client, url) = (client.clone(), format!("http://{front}/"));
+            async move {
+                let mut greens = 0;
+                for _ in 0..n {
+                    if client.get(&url).send().await.unwrap().text().await.unwrap() == "green" {
+                        greens += 1;
+                    }
+                }
+                greens
+            }
+        };
+        assert_eq!(count(20).await, 10, "50/50 to start");
+
+        let drain = p(&[
+            ("admin", text(&haproxy.addr)),
+            ("backend", text("be")),
+            ("server", text("blue")),
+            ("state", text("drain")),
+        ]);
+        let drained = host
+            .invoke(
+                &plugin,
+                Call::Run {
+                    params: drain.clone(),
+                },
+                &ctx("drain"),
+                &sb,
+            )
+            .await
+            .result
+            .unwrap();
+        assert_eq!(drained.summary, "be/blue: weight 50 -> 50, ready -> drain");
+        assert_eq!(count(12).await, 12, "a drained server gets no new traffic");
+        let undo = host
+            .invoke(
+                &plugin,
+                Call::Revert {
+                    params: drain,
+                    outputs: drained.outputs,
+                },
+                &ctx("undo"),
+                &sb,
+            )
+            .await
+            .result
+            .unwrap();
+        assert_eq!(undo.summary, "restored be/blue to weight 50, ready");
+        assert_eq!(count(20).await, 10);
+
+        let weigh = p(&[
+            ("admin", text(&haproxy.addr)),
+            ("backend", text("be")),
+            ("server", text("green")),
+            ("weight", Value::Integer(150)),
+        ]);
+        let weighed = host
+            .invoke(&plugin, Call::Run { params: weigh }, &ctx("weigh"), &sb)
+            .await
+            .result
+            .unwrap();
+        assert!(
+            weighed.summary.starts_with("be/green: weight 50 -> 150"),
+            "{}",
+            weighed.summary
+        );
+        assert_eq!(count(40).await, 30, "weights 150:50 send 3 in 4 to green");
+
+        let bad = p(&[
+            ("admin", text(&haproxy.addr)),
+            ("backend", text("be")),
+            ("server", text("purple")),
+            ("weight", Value::Integer(1)),
+        ]);
+        match host
+            .invoke(&plugin, Call::Run { params: bad }, &ctx("bad"), &sb)
+            .await
+            .result
+            .unwrap_err()
+        {
+            Failure::Permanent { message } => assert!(
+                message.contains("HAProxy refused") || message.contains("no server be/purple"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The runtime API is reachable only when granted.
+        let ungranted = Sandbox {
+            grants: Grants {
+                kv: true,
+                ..Grants::default()
+            },
+            ..sandbox(Duration::from_secs(5))
+        };
+        let denied = host
+            .invoke(
+                &plugin,
+                Call::Run {
+                    params: p(&[
+                        ("admin", text(&haproxy.addr)),
+                        ("backend", text("be")),
+                        ("server", text("blue")),
+                        ("weight", Value::Integer(1)),
+                    ]),
+                },
+                &ctx("x"),
+                &ungranted,
+            )
+            .await;
+        match denied.result.unwrap_err() {
+            Failure::Denied { message } => {
+                assert!(message.contains("tcp is not granted"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     });
 }

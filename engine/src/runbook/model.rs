@@ -107,6 +107,9 @@ pub struct PluginDecl {
 pub struct GrantsDecl {
     #[serde(default)]
     pub http: Vec<Spanned<String>>,
+    /// `ip:port` addresses for raw TCP exchanges (e.g. HAProxy's runtime API).
+    #[serde(default)]
+    pub tcp: Vec<Spanned<String>>,
     #[serde(default)]
     pub kv: Option<Spanned<bool>>,
 }

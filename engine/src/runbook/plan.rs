@@ -1122,6 +1122,36 @@ impl Validator<'_> {
                     )),
                 }
             }
+            for tcp_grant in &g.get_ref().tcp {
+                let mut text = tcp_grant.get_ref().clone();
+                if template::is_template(&text) {
+                    if !self.check_template(&text, &tcp_grant.span(), Scope::Plan).0 {
+                        continue;
+                    }
+                    match template::render(&self.env, &text, ctx) {
+                        Ok(t) => text = t,
+                        Err(e) => {
+                            self.err(Diagnostic::at(
+                                tcp_grant.span(),
+                                format!("cannot render grant: {e}"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                match text.parse::<HttpGrant>() {
+                    Ok(h) if h.has_port() && text.parse::<std::net::SocketAddr>().is_ok() => {
+                        grants.tcp.push(h)
+                    }
+                    Ok(_) => self.err(Diagnostic::at(
+                        tcp_grant.span(),
+                        format!(
+                            "tcp grant: `{text}` must be an ip:port address, e.g. 127.0.0.1:9999"
+                        ),
+                    )),
+                    Err(e) => self.err(Diagnostic::at(tcp_grant.span(), format!("tcp grant: {e}"))),
+                }
+            }
             grants.kv = g.get_ref().kv.as_ref().is_some_and(|k| *k.get_ref());
         }
         // Least privilege both ways: a plugin gets what it declares and nothing more.
@@ -1156,6 +1186,26 @@ impl Validator<'_> {
                 )
                 .help("remove the http grant"),
             );
+        }
+        if uses("tcp")
+            && grants.tcp.is_empty()
+            && decl
+                .grants
+                .as_ref()
+                .is_none_or(|g| g.get_ref().tcp.is_empty())
+        {
+            self.err(
+                Diagnostic::at(grants_span.clone(), format!("plugin `{a}` ({name}) needs the tcp capability, but no addresses are granted"))
+                    .help(format!("add `tcp = [\"IP:PORT\"]` under [plugins.{a}.grants]")),
+            );
+        }
+        if !uses("tcp")
+            && decl
+                .grants
+                .as_ref()
+                .is_some_and(|g| !g.get_ref().tcp.is_empty())
+        {
+            self.err(Diagnostic::at(grants_span.clone(), format!("plugin `{a}` ({name}) does not use tcp, but the runbook grants it addresses")).help("remove the tcp grant"));
         }
         if !uses("kv") && grants.kv {
             self.err(

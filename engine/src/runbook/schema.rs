@@ -79,6 +79,7 @@ pub fn schema() -> Value {
                         "additionalProperties": false,
                         "properties": {
                             "http": { "type": "array", "items": templated },
+                            "tcp": { "type": "array", "items": templated, "description": "ip:port addresses for raw TCP exchanges" },
                             "kv": { "type": "boolean" }
                         }
                     }

@@ -78,6 +78,25 @@ impl fmt::Display for HttpGrant {
 }
 
 impl HttpGrant {
+    /// For tcp grants: an `ip:port` address, matched exactly (a port is required).
+    pub fn allows_address(&self, address: &str) -> bool {
+        let Some(port) = self.port else { return false };
+        match address.parse::<std::net::SocketAddr>() {
+            Ok(a) => {
+                let host = match a.ip() {
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    ip => ip.to_string(),
+                };
+                host == self.host && a.port() == port
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn has_port(&self) -> bool {
+        self.port.is_some()
+    }
+
     fn allows(&self, url: &Url) -> bool {
         let host = match url.host() {
             Some(url::Host::Ipv6(a)) => format!("[{a}]"),

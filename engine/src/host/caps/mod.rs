@@ -5,6 +5,7 @@ pub mod clock;
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod tcp;
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use super::outcome::{CapabilityUse, LogLine};
 pub struct Grants {
     /// Hosts the plugin may send HTTP requests to. Empty: no HTTP at all.
     pub http: Vec<HttpGrant>,
+    /// `ip:port` addresses the plugin may exchange raw TCP with. Empty: none.
+    pub tcp: Vec<HttpGrant>,
     /// Whether the plugin may use run-scoped key-value state.
     pub kv: bool,
 }

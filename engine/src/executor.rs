@@ -458,11 +458,16 @@ pub async fn execute(
             break;
         }
         if step_failed {
-            failed = true;
             match step.on_failure {
+                // A tolerated failure (a diagnostic check, say) is recorded but does not fail
+                // the run: the steps after it decide how the run ends.
                 OnFailure::Continue => continue,
-                OnFailure::Abort => break,
+                OnFailure::Abort => {
+                    failed = true;
+                    break;
+                }
                 OnFailure::Rollback => {
+                    failed = true;
                     rollback_wanted = true;
                     break;
                 }

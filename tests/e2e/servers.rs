@@ -699,3 +699,72 @@ fn haproxy_weight_drains_and_reweights_servers_and_reverts() {
         }
     });
 }
+
+#[test]
+fn the_drain_runbook_takes_a_failing_backend_out_of_haproxy() {
+    let rt = runtime();
+    rt.block_on(async {
+        let blue = tiny_server(200, "ok").await;
+        let green = tiny_server(503, "broken").await;
+        let (haproxy, front) = lab::haproxy(&[
+            ("blue", blue.addr.to_string()),
+            ("green", green.addr.to_string()),
+        ]);
+        let host = host_with_cache(None);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("runbooks/drain-bad-backend.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let opts = PlanOptions {
+            params: vec![
+                ("haproxy".into(), haproxy.addr.clone()),
+                ("server".into(), "green".into()),
+                ("server_addr".into(), green.addr.to_string()),
+                ("frontend".into(), front.clone()),
+            ],
+            environment: None,
+            defer_secrets: false,
+        };
+        let plan = runbook::plan(
+            &host,
+            &Source {
+                path: &path,
+                text: &text,
+            },
+            &opts,
+        )
+        .await
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let report = executor::execute(
+            &host,
+            &plan,
+            RunOptions::default(),
+            &mut |_: &executor::Event<'_>| {},
+        )
+        .await;
+        let steps: Vec<(&String, &String)> =
+            report.steps.iter().map(|s| (&s.id, &s.summary)).collect();
+        // The suspect's failed probe is tolerated (on_failure = continue): the remedy decides.
+        assert_eq!(report.outcome, RunOutcome::Succeeded, "{steps:#?}");
+        assert_eq!(
+            report.steps[0].status,
+            StepStatus::Failed,
+            "the diagnosis is still recorded as failed"
+        );
+        let drain = report.steps.iter().find(|s| s.id == "drain").unwrap();
+        assert_eq!(drain.status, StepStatus::Succeeded, "{steps:#?}");
+        assert_eq!(drain.summary, "be/green: weight 50 -> 50, ready -> drain");
+        let clean = report
+            .steps
+            .iter()
+            .find(|s| s.id == "frontend_clean")
+            .unwrap();
+        assert_eq!(clean.status, StepStatus::Succeeded, "{}", clean.summary);
+        assert!(
+            clean.summary.starts_with("passed 10 times in a row"),
+            "{}",
+            clean.summary
+        );
+    });
+}

@@ -91,11 +91,17 @@ impl HumanOutput {
         let shown = if self.verbose > 0 { inv.logs.len() } else { 5 };
         let tail = inv.logs.len().saturating_sub(shown);
         for line in &inv.logs[tail..] {
+            // The record keeps up to 4 KiB a line; a terminal gets the start of it.
+            let shown: String = line.message.chars().take(200).collect();
+            let more = if shown.len() < line.message.len() {
+                " …"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "{indent}{} {}",
-                self.style.dim(&format!("[{}]", line.level)),
-                line.message
+                "{indent}{} {shown}{more}",
+                self.style.dim(&format!("[{}]", line.level))
             );
         }
         if inv.logs_dropped > 0 {
@@ -260,7 +266,13 @@ impl Observer for HumanOutput {
                     )
                 };
                 let line = match report.outcome {
-                    RunOutcome::Succeeded => self.style.green(&format!("✓ succeeded in {took}")),
+                    RunOutcome::Succeeded if failed.is_empty() => {
+                        self.style.green(&format!("✓ succeeded in {took}"))
+                    }
+                    RunOutcome::Succeeded => self.style.green(&format!(
+                        "✓ succeeded in {took} (tolerated failures: {})",
+                        failed.join(", ")
+                    )),
                     RunOutcome::Failed => self.style.red(&format!("✗ failed after {took}{which}")),
                     RunOutcome::RolledBack => self.style.yellow(&format!(
                         "↩ rolled back and verified healthy after {took}{}",

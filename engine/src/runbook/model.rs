@@ -157,7 +157,7 @@ pub enum OnFailure {
     /// Stop the run; nothing is undone.
     #[default]
     Abort,
-    /// Carry on with the next step; the run still ends failed.
+    /// Tolerate the failure: record it and carry on; it does not fail the run.
     Continue,
     /// Stop, undo the completed steps in reverse order, then verify.
     Rollback,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 pub fn schema() -> Value {
     let duration = json!({ "type": "string", "description": "A duration: 500ms, 30s, 2m, 1h" });
     let templated = json!({ "type": "string", "description": "May use templates: {{ params.x }}, {{ vars.x }}, {{ env.name }}, {{ steps.ID.outputs.x }}" });
-    let on_failure = json!({ "enum": ["abort", "continue", "rollback"], "description": "abort: stop; continue: go on (the run still fails); rollback: undo, then verify" });
+    let on_failure = json!({ "enum": ["abort", "continue", "rollback"], "description": "abort: stop; continue: tolerate the failure and go on; rollback: undo, then verify" });
     let with = json!({ "type": "object", "description": "Parameters for the plugin, checked against its manifest", "additionalProperties": true });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",

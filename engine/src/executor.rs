@@ -515,10 +515,7 @@ pub async fn execute(
             phase: Phase::Finally,
             reason: "always",
         });
-        for step in &plan.finally {
-            let report = run.step(step, Phase::Finally, observer).await;
-            run.reports.push(report);
-        }
+        run.section(&plan.finally, Phase::Finally, observer).await;
     }
 
     let report = RunReport {
@@ -970,6 +967,23 @@ impl Run<'_> {
         report
     }
 
+    /// Runs every step of a section (rollback, verify, finally: a failure never stops the rest)
+    /// and records them. Returns whether none failed.
+    async fn section(
+        &mut self,
+        steps: &[PlanStep],
+        phase: Phase,
+        observer: &mut dyn Observer,
+    ) -> bool {
+        let mut ok = true;
+        for step in steps {
+            let report = self.step(step, phase, observer).await;
+            ok &= !report.status.is_failure();
+            self.reports.push(report);
+        }
+        ok
+    }
+
     fn remember(&mut self, id: &str, outputs: Option<Values>) {
         match outputs {
             Some(o) => {
@@ -1107,21 +1121,15 @@ impl Run<'_> {
             observer.on_event(&Event::StepFinished { report: &report });
             self.reports.push(report);
         }
-        for step in &plan.rollback {
-            let report = self.step(step, Phase::Rollback, observer).await;
-            ok &= !report.status.is_failure();
-            self.reports.push(report);
-        }
+        ok &= self
+            .section(&plan.rollback, Phase::Rollback, observer)
+            .await;
         if !plan.verify.is_empty() {
             observer.on_event(&Event::PhaseStarted {
                 phase: Phase::Verify,
                 reason: "after the rollback",
             });
-            for step in &plan.verify {
-                let report = self.step(step, Phase::Verify, observer).await;
-                ok &= !report.status.is_failure();
-                self.reports.push(report);
-            }
+            ok &= self.section(&plan.verify, Phase::Verify, observer).await;
         }
         ok
     }

@@ -50,15 +50,18 @@ fn service(bad: &[&str]) -> Service {
     Service { child, addr }
 }
 
-pub fn medic(cache: &Path, args: &[&str]) -> Output {
-    Command::new(MEDIC)
-        .args(args)
-        .env("MEDIC_CACHE_DIR", cache)
+/// `medic` with this test's own cache and data directory, no colors, run from the repository.
+pub fn medic_command(cache: &Path) -> Command {
+    let mut cmd = Command::new(MEDIC);
+    cmd.env("MEDIC_CACHE_DIR", cache)
         .env("MEDIC_DATA_DIR", cache.join("data"))
         .env("NO_COLOR", "1")
-        .current_dir(repo())
-        .output()
-        .expect("run medic")
+        .current_dir(repo());
+    cmd
+}
+
+pub fn medic(cache: &Path, args: &[&str]) -> Output {
+    medic_command(cache).args(args).output().expect("run medic")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -518,7 +521,7 @@ fn protected_environments_need_an_approval_that_is_recorded() {
         "nothing may run without the approval"
     );
 
-    let o = Command::new(MEDIC)
+    let o = medic_command(cache.path())
         .args([
             "run",
             rb,
@@ -529,8 +532,6 @@ fn protected_environments_need_an_approval_that_is_recorded() {
             "--output",
             "json",
         ])
-        .env("MEDIC_CACHE_DIR", cache.path())
-        .env("MEDIC_DATA_DIR", cache.path().join("data"))
         .env("USER", "alice")
         .output()
         .unwrap();
@@ -598,11 +599,8 @@ fn ctrl_c_stops_at_a_safe_point_and_rolls_back() {
                 [[steps]]\nid = \"later\"\nuses = \"act\"\n\n\
                 [[verify]]\nid = \"fine\"\nuses = \"check\"\n";
     let rb = scripted_runbook(dir.path(), "on_failure = \"rollback\"", body);
-    let mut child = Command::new(MEDIC)
+    let mut child = medic_command(cache.path())
         .args(["run", rb.to_str().unwrap()])
-        .env("MEDIC_CACHE_DIR", cache.path())
-        .env("MEDIC_DATA_DIR", cache.path().join("data"))
-        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -653,11 +651,8 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
     let rb = scripted_runbook(dir.path(), "", body);
     let approvals = cache.path().join("data/approvals");
     for (approve, code) in [(true, 0), (false, 1)] {
-        let child = Command::new(MEDIC)
+        let child = medic_command(cache.path())
             .args(["run", rb.to_str().unwrap()])
-            .env("MEDIC_CACHE_DIR", cache.path())
-            .env("MEDIC_DATA_DIR", cache.path().join("data"))
-            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -2,10 +2,10 @@
 //! event, is found interrupted by the next process, and can be resumed or rolled back.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use crate::cli::{MEDIC, medic, stderr, stdout};
+use crate::cli::{medic, medic_command, stderr, stdout};
 
 const STEPS: usize = 6;
 
@@ -89,10 +89,8 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
     .map(|r| r["run_id"].as_str().unwrap().to_owned())
     .collect();
     for i in 0..50u64 {
-        let mut child = Command::new(MEDIC)
+        let mut child = medic_command(cache.path())
             .args(["run", rb, "--output", "json"])
-            .env("MEDIC_CACHE_DIR", cache.path())
-            .env("MEDIC_DATA_DIR", cache.path().join("data"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -215,10 +213,8 @@ fn while_a_run_holds_the_store_others_read_through_it_and_writers_are_told_who_h
     let rb = dir.path().join("held.toml");
     std::fs::write(&rb, text).unwrap();
     let data = cache.path().join("data");
-    let child = Command::new(MEDIC)
+    let child = medic_command(cache.path())
         .args(["run", rb.to_str().unwrap()])
-        .env("MEDIC_CACHE_DIR", cache.path())
-        .env("MEDIC_DATA_DIR", &data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

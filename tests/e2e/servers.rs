@@ -3,9 +3,8 @@
 use std::time::{Duration, Instant};
 
 use medic::demo::DemoService;
-use medic::executor::{self, RunOptions, RunOutcome, StepStatus};
+use medic::executor::{RunOutcome, StepStatus};
 use medic::host::{Call, Failure, Grants, HttpGrant, PluginSource, Sandbox, Status, Value};
-use medic::runbook::{self, PlanOptions, Source};
 
 use crate::lab;
 use crate::support::*;
@@ -207,43 +206,16 @@ fn an_error_ratio_gate_in_prometheus_rolls_back_a_bad_deploy() {
         };
         let hook = tiny_server(200, "ok").await;
         let host = host_with_cache(None);
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .join("runbooks/deploy-with-error-ratio-gate.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
         let run = |version: &str| {
-            let opts = PlanOptions {
-                params: vec![
-                    ("service".into(), addr.clone()),
-                    ("prometheus".into(), prom.addr.clone()),
-                    ("version".into(), version.into()),
-                    ("notify".into(), "true".into()),
-                    ("webhook".into(), hook.addr.to_string()),
-                ],
-                environment: None,
-                defer_secrets: false,
-            };
-            let (host, path, text) = (host.clone(), path.clone(), text.clone());
-            async move {
-                let plan = runbook::plan(
-                    &host,
-                    &Source {
-                        path: &path,
-                        text: &text,
-                    },
-                    &opts,
-                )
-                .await
-                .unwrap_or_else(|d| panic!("{d:?}"));
-                executor::execute(
-                    &host,
-                    &plan,
-                    RunOptions::default(),
-                    &mut |_: &executor::Event<'_>| {},
-                )
-                .await
-            }
+            let params = [
+                ("service", addr.clone()),
+                ("prometheus", prom.addr.clone()),
+                ("version", version.to_owned()),
+                ("notify", "true".to_owned()),
+                ("webhook", hook.addr.to_string()),
+            ];
+            let host = host.clone();
+            async move { run_example(&host, "deploy-with-error-ratio-gate.toml", &params).await }
         };
         let good = run("v2").await;
         assert_eq!(
@@ -479,42 +451,15 @@ fn the_restart_runbook_restarts_a_supervised_service_and_verifies_it() {
         // SAFETY: no other test reads this variable.
         unsafe { std::env::set_var("SUPERVISOR_PASSWORD", "s3cret") };
         let host = host_with_cache(None);
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .join("runbooks/restart-unhealthy-service.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
         let run = |force: bool| {
-            let opts = PlanOptions {
-                params: vec![
-                    ("service".into(), service.clone()),
-                    ("supervisor".into(), sup.addr.clone()),
-                    ("program".into(), "checkout".into()),
-                    ("force".into(), force.to_string()),
-                ],
-                environment: None,
-                defer_secrets: false,
-            };
-            let (host, path, text) = (host.clone(), path.clone(), text.clone());
-            async move {
-                let plan = runbook::plan(
-                    &host,
-                    &Source {
-                        path: &path,
-                        text: &text,
-                    },
-                    &opts,
-                )
-                .await
-                .unwrap_or_else(|d| panic!("{d:?}"));
-                executor::execute(
-                    &host,
-                    &plan,
-                    RunOptions::default(),
-                    &mut |_: &executor::Event<'_>| {},
-                )
-                .await
-            }
+            let params = [
+                ("service", service.clone()),
+                ("supervisor", sup.addr.clone()),
+                ("program", "checkout".to_owned()),
+                ("force", force.to_string()),
+            ];
+            let host = host.clone();
+            async move { run_example(&host, "restart-unhealthy-service.toml", &params).await }
         };
         // Healthy and not forced: nothing to restart (wait, bounded, for supervisord to start it).
         let mut calm = run(false).await;
@@ -711,38 +656,13 @@ fn the_drain_runbook_takes_a_failing_backend_out_of_haproxy() {
             ("green", green.addr.to_string()),
         ]);
         let host = host_with_cache(None);
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .join("runbooks/drain-bad-backend.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        let opts = PlanOptions {
-            params: vec![
-                ("haproxy".into(), haproxy.addr.clone()),
-                ("server".into(), "green".into()),
-                ("server_addr".into(), green.addr.to_string()),
-                ("frontend".into(), front.clone()),
-            ],
-            environment: None,
-            defer_secrets: false,
-        };
-        let plan = runbook::plan(
-            &host,
-            &Source {
-                path: &path,
-                text: &text,
-            },
-            &opts,
-        )
-        .await
-        .unwrap_or_else(|d| panic!("{d:?}"));
-        let report = executor::execute(
-            &host,
-            &plan,
-            RunOptions::default(),
-            &mut |_: &executor::Event<'_>| {},
-        )
-        .await;
+        let params = [
+            ("haproxy", haproxy.addr.clone()),
+            ("server", "green".to_owned()),
+            ("server_addr", green.addr.to_string()),
+            ("frontend", front.clone()),
+        ];
+        let report = run_example(&host, "drain-bad-backend.toml", &params).await;
         let steps: Vec<(&String, &String)> =
             report.steps.iter().map(|s| (&s.id, &s.summary)).collect();
         // The suspect's failed probe is tolerated (on_failure = continue): the remedy decides.

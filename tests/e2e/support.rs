@@ -151,3 +151,47 @@ pub async fn tiny_server(status: u16, body: &'static str) -> TinyServer {
         _task: task,
     }
 }
+
+/// Plans `runbooks/NAME` (the examples users get) with `params` and runs it, unrecorded.
+pub async fn run_example(
+    host: &PluginHost,
+    name: &str,
+    params: &[(&str, String)],
+) -> medic::executor::RunReport {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("runbooks")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let opts = medic::runbook::PlanOptions {
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        ..Default::default()
+    };
+    let source = medic::runbook::Source {
+        path: &path,
+        text: &text,
+    };
+    let plan = medic::runbook::plan(host, &source, &opts)
+        .await
+        .unwrap_or_else(|d| {
+            panic!(
+                "{}",
+                medic::runbook::Report {
+                    path: name,
+                    text: &text,
+                    diagnostics: &d
+                }
+            )
+        });
+    medic::executor::execute(
+        host,
+        &plan,
+        medic::executor::RunOptions::default(),
+        &mut |_: &medic::executor::Event<'_>| {},
+    )
+    .await
+}

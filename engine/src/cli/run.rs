@@ -100,15 +100,12 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
     crate::runbook::plan::parse_duration(s)
 }
 
-/// `user@host`, for approvals.
+/// `user@host`, for approvals: the same identity run records use for their trigger.
 pub(super) fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
+    match Trigger::cli() {
+        Trigger::Cli { user, host } => format!("{user}@{host}"),
+        other => other.to_string(),
+    }
 }
 
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {

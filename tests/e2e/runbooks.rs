@@ -290,3 +290,48 @@ fn the_json_schema_accepts_every_valid_runbook_and_refuses_unknown_keys() {
         );
     }
 }
+
+/// The runbook shown in the README is a real one: it validates (for both its environments).
+#[test]
+fn the_readme_runbook_validates() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("```toml\n")
+        .expect("a toml block in the README")
+        + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.toml");
+    std::fs::write(&path, &readme[start..end]).unwrap();
+    let text = readme[start..end].to_owned();
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        for env in ["staging", "prod"] {
+            let opts = runbook::PlanOptions {
+                environment: Some(env.into()),
+                defer_secrets: true,
+                ..Default::default()
+            };
+            if let Err(d) = runbook::plan(
+                &host,
+                &Source {
+                    path: &path,
+                    text: &text,
+                },
+                &opts,
+            )
+            .await
+            {
+                panic!(
+                    "the README's runbook is invalid for {env}:\n{}",
+                    Report {
+                        path: "README.md",
+                        text: &text,
+                        diagnostics: &d
+                    }
+                );
+            }
+        }
+    });
+}

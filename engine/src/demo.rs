@@ -1,6 +1,8 @@
 //! The demo service: a small HTTP service with versions, a deploy endpoint, a health check
 //! and Prometheus metrics. Versions listed as bad answer errors, so a deploy can really fail.
 //!
+//! A slow version answers `/` and `/health` correctly but 300 ms late.
+//!
 //! `GET /health` (200, or 503 on a bad version), `GET /version`, `POST /deploy` (body: the
 //! version, plain text), `GET /` (a greeting, or 500 on a bad version), `GET /metrics`.
 
@@ -18,6 +20,8 @@ use axum::routing::{get, post};
 struct DemoState {
     version: Mutex<String>,
     bad: BTreeSet<String>,
+    /// Versions that answer correctly but slowly.
+    slow: BTreeSet<String>,
     requests: AtomicU64,
     errors: AtomicU64,
     deploys: AtomicU64,
@@ -30,6 +34,17 @@ impl DemoState {
         (v, bad)
     }
 
+    /// A slow version answers after this delay (health checks and user requests alike).
+    async fn lag(&self) {
+        let slow = {
+            let v = self.version.lock().unwrap();
+            self.slow.contains(&*v)
+        };
+        if slow {
+            tokio::time::sleep(SLOW_BY).await;
+        }
+    }
+
     fn count(&self, ok: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if !ok {
@@ -40,7 +55,11 @@ impl DemoState {
 
 type Shared = Arc<DemoState>;
 
+/// How much slower a slow version answers.
+pub const SLOW_BY: std::time::Duration = std::time::Duration::from_millis(300);
+
 async fn health(State(s): State<Shared>) -> (StatusCode, String) {
+    s.lag().await;
     let (v, bad) = s.current();
     s.count(!bad);
     if bad {
@@ -59,6 +78,7 @@ async fn current_version(State(s): State<Shared>) -> String {
 }
 
 async fn root(State(s): State<Shared>) -> (StatusCode, String) {
+    s.lag().await;
     let (v, bad) = s.current();
     s.count(!bad);
     if bad {
@@ -117,9 +137,20 @@ impl DemoService {
         version: &str,
         bad: impl IntoIterator<Item = String>,
     ) -> std::io::Result<Self> {
+        Self::start_with(listen, version, bad, []).await
+    }
+
+    /// Like [`DemoService::start`], with versions that fail by being slow instead.
+    pub async fn start_with(
+        listen: SocketAddr,
+        version: &str,
+        bad: impl IntoIterator<Item = String>,
+        slow: impl IntoIterator<Item = String>,
+    ) -> std::io::Result<Self> {
         let state = Arc::new(DemoState {
             version: Mutex::new(version.to_owned()),
             bad: bad.into_iter().collect(),
+            slow: slow.into_iter().collect(),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             deploys: AtomicU64::new(0),

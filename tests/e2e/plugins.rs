@@ -244,3 +244,56 @@ fn http_probe_judges_status_body_latency_and_reachability() {
         );
     });
 }
+
+#[test]
+fn a_slow_version_is_caught_by_a_latency_bound() {
+    let rt = runtime();
+    rt.block_on(async {
+        let svc =
+            DemoService::start_with("127.0.0.1:0".parse().unwrap(), "v1", [], ["v2".to_string()])
+                .await
+                .unwrap();
+        let addr = svc.addr.to_string();
+        let host = host_with_cache(None);
+        let deploy = load(&host, &PluginSource::Builtin("http-deploy".into())).await;
+        let probe = load(&host, &PluginSource::Builtin("http-probe".into())).await;
+        let sb = Sandbox {
+            grants: grants(&addr, true),
+            ..sandbox(Duration::from_secs(5))
+        };
+        let check = || {
+            let p = vec![
+                (
+                    "url".to_string(),
+                    Value::Text(format!("http://{addr}/health")),
+                ),
+                ("method".into(), Value::Text("GET".into())),
+                ("expect_status".into(), Value::Text("200".into())),
+                (
+                    "max_latency".into(),
+                    Value::Duration(Duration::from_millis(150)),
+                ),
+            ];
+            let (host, probe, sb) = (host.clone(), &probe, sb.clone());
+            async move {
+                host.invoke(probe, Call::Run { params: p }, &ctx("latency"), &sb)
+                    .await
+                    .result
+                    .unwrap()
+            }
+        };
+        assert_eq!(check().await.status, Status::Success);
+        assert_eq!(
+            deploy_call(&host, &deploy, &addr, "v2", &sb, false)
+                .await
+                .result
+                .unwrap()
+                .summary,
+            "deployed v2 (was v1)"
+        );
+        let slow = check().await;
+        assert_eq!(slow.status, Status::Failure, "{}", slow.summary);
+        assert!(slow.summary.contains("(max 150 ms)"), "{}", slow.summary);
+        svc.stop().await;
+    });
+}

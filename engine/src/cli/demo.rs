@@ -28,6 +28,9 @@ pub struct ServiceArgs {
     /// A version that fails when deployed (repeatable)
     #[arg(long = "bad")]
     bad: Vec<String>,
+    /// A version that answers slowly when deployed (repeatable)
+    #[arg(long = "slow")]
+    slow: Vec<String>,
 }
 
 pub async fn service(args: ServiceArgs) -> Exit {
@@ -38,7 +41,7 @@ pub async fn service(args: ServiceArgs) -> Exit {
         );
         return Exit::Invalid;
     }
-    let svc = match DemoService::start(args.listen, &args.initial, args.bad).await {
+    let svc = match DemoService::start_with(args.listen, &args.initial, args.bad, args.slow).await {
         Ok(s) => s,
         Err(e) => return engine_error(anyhow::anyhow!("cannot listen on {}: {e}", args.listen)),
     };

@@ -19,6 +19,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("caddy-upstreams", "caddy_upstreams"),
     ("supervisor-restart", "supervisor_restart"),
     ("haproxy-weight", "haproxy_weight"),
+    ("command", "command"),
 ];
 const FIXTURES: &[(&str, &str)] = &[
     ("HOSTILE", "hostile"),

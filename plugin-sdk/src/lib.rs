@@ -4,7 +4,8 @@
 //! sandbox. It is either a **check** (observes and reports health: a probe, a metric gate) or
 //! an **action** (changes something: shifts traffic, restarts, deploys) that may know how to
 //! **revert** itself. It sees nothing of the machine it runs on; everything it does goes
-//! through capabilities the runbook grants: [`http`], [`tcp`], [`kv`], [`log`] and [`clock`].
+//! through capabilities the runbook grants: [`http`], [`tcp`], [`command`], [`kv`], [`log`] and
+//! [`clock`].
 //!
 //! Implement [`Plugin`] and call [`export!`]:
 //!
@@ -46,6 +47,7 @@ mod outcome;
 mod value;
 
 pub mod clock;
+pub mod command;
 pub mod http;
 pub mod kv;
 pub mod log;

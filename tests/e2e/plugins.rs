@@ -14,6 +14,7 @@ fn grants(addr: &str, kv: bool) -> Grants {
     Grants {
         http: vec![addr.parse::<HttpGrant>().unwrap()],
         tcp: vec![],
+        command: vec![],
         kv,
     }
 }

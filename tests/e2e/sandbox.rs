@@ -149,6 +149,7 @@ fn request_to_an_ungranted_host_is_denied_without_traffic() {
             grants: medic::host::Grants {
                 http: vec![granted.addr.to_string().parse::<HttpGrant>().unwrap()],
                 tcp: vec![],
+                command: vec![],
                 kv: false,
             },
             ..sandbox(DEADLINE)
@@ -229,6 +230,7 @@ fn kv_without_grant_is_denied_and_with_grant_persists_across_calls() {
             grants: medic::host::Grants {
                 http: vec![],
                 tcp: vec![],
+                command: vec![],
                 kv: true,
             },
             ..sandbox(DEADLINE)
@@ -304,5 +306,55 @@ fn calls_share_nothing_but_kv() {
                 .await;
             assert_eq!(inv.result.is_ok(), mode == "ok", "{mode}: {:?}", inv.result);
         }
+    });
+}
+
+#[test]
+fn commands_run_only_as_granted_with_an_empty_environment_and_die_at_their_timeout() {
+    use medic::host::{CommandGrant, PluginSource};
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &PluginSource::Builtin("command".into())).await;
+        let grants = medic::host::Grants {
+            command: vec![
+                CommandGrant::new("/bin/echo", &["hello".into(), "[a-z]+".into()]).unwrap(),
+                CommandGrant::new("/usr/bin/env", &[]).unwrap(),
+                CommandGrant::new("/bin/false", &[]).unwrap(),
+                CommandGrant::new("/bin/sleep", &["[0-9]+".into()]).unwrap(),
+            ],
+            ..Default::default()
+        };
+        let sb = Sandbox { grants, ..sandbox(Duration::from_secs(5)) };
+        let run = |program: &str, args: &[&str], extra: Vec<(&str, Value)>| {
+            let mut params = vec![("program", text(program)), ("args", Value::TextList(args.iter().map(|a| a.to_string()).collect())), ("expect_exit", Value::Integer(0))];
+            params.extend(extra);
+            let call = run_call(&params);
+            let (host, plugin, sb) = (host.clone(), &plugin, sb.clone());
+            async move { host.invoke(plugin, call, &ctx("cmd"), &sb).await }
+        };
+        let ok = run("/bin/echo", &["hello", "world"], vec![]).await;
+        let outcome = ok.result.unwrap();
+        assert_eq!(outcome.summary, "/bin/echo hello world: exit 0");
+        assert!(outcome.outputs.contains(&("stdout".into(), Value::Text("hello world".into()))));
+        assert_eq!(ok.capability_uses[0].detail, "/bin/echo hello world");
+
+        for (program, args) in [("/bin/echo", vec!["hello", "WORLD"]), ("/bin/echo", vec!["hello"]), ("/bin/rm", vec!["-rf", "x"])] {
+            match run(program, &args, vec![]).await.result.unwrap_err() {
+                Failure::Denied { message } => assert!(message.contains("not an allowed program"), "{message}"),
+                other => panic!("{program} {args:?}: {other:?}"),
+            }
+        }
+        // No ambient environment reaches the program.
+        let env = run("/usr/bin/env", &[], vec![]).await.result.unwrap();
+        assert!(env.outputs.contains(&("stdout".into(), Value::Text("PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()))), "{:?}", env.outputs);
+        let failed = run("/bin/false", &[], vec![]).await.result.unwrap();
+        assert_eq!(failed.status, Status::Failure);
+        assert!(failed.summary.contains("exit 1 (expected 0)"), "{}", failed.summary);
+
+        let started = Instant::now();
+        let slow = run("/bin/sleep", &["30"], vec![("timeout", Value::Duration(Duration::from_millis(300)))]).await;
+        assert!(matches!(slow.result, Err(Failure::Transient { ref message }) if message.contains("killed")), "{:?}", slow.result);
+        assert!(started.elapsed() < Duration::from_secs(3), "the command was not killed: {:?}", started.elapsed());
     });
 }

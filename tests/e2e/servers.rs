@@ -13,6 +13,7 @@ fn grants(addr: &str) -> Grants {
     Grants {
         http: vec![addr.parse::<HttpGrant>().unwrap()],
         tcp: vec![],
+        command: vec![],
         kv: false,
     }
 }
@@ -132,6 +133,7 @@ fn webhook_notify_posts_json_and_slack_payloads() {
                     down.addr.to_string().parse().unwrap(),
                 ],
                 tcp: vec![],
+                command: vec![],
                 kv: false,
             },
             ..sandbox(Duration::from_secs(5))

@@ -36,7 +36,7 @@ pub struct Manifest {
 }
 
 /// Capabilities a plugin may declare. `log` and `clock` are always available.
-pub const KNOWN_CAPABILITIES: &[&str] = &["log", "clock", "http", "tcp", "kv"];
+pub const KNOWN_CAPABILITIES: &[&str] = &["log", "clock", "http", "tcp", "command", "kv"];
 
 impl Manifest {
     /// Converts and checks what the plugin declared: a plugin with a broken manifest is refused

@@ -110,6 +110,9 @@ pub struct GrantsDecl {
     /// `ip:port` addresses for raw TCP exchanges (e.g. HAProxy's runtime API).
     #[serde(default)]
     pub tcp: Vec<Spanned<String>>,
+    /// Programs the plugin may run, each with one pattern per argument.
+    #[serde(default)]
+    pub command: Vec<Spanned<CommandGrantDecl>>,
     #[serde(default)]
     pub kv: Option<Spanned<bool>>,
 }
@@ -229,4 +232,14 @@ pub struct RollbackCall {
     pub with: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandGrantDecl {
+    /// An absolute path.
+    pub program: String,
+    /// Regular expressions, one per argument, each matched against the whole argument.
+    #[serde(default)]
+    pub args: Vec<String>,
 }

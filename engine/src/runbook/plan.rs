@@ -15,8 +15,8 @@ use super::diag::{Diagnostic, did_you_mean};
 use super::model::{OnFailure, ParamDecl, PluginDecl, RetryOn, RollbackDecl, RunbookDoc, StepDecl};
 use super::template;
 use crate::host::{
-    Grants, HttpGrant, LoadError, Plugin, PluginHost, PluginKind, PluginSource, Value, ValueType,
-    limits,
+    CommandGrant, Grants, HttpGrant, LoadError, Plugin, PluginHost, PluginKind, PluginSource,
+    Value, ValueType, limits,
 };
 
 /// A runbook that passed validation: what will run, in order, with what.
@@ -1122,6 +1122,12 @@ impl Validator<'_> {
                     )),
                 }
             }
+            for c in &g.get_ref().command {
+                match CommandGrant::new(&c.get_ref().program, &c.get_ref().args) {
+                    Ok(grant) => grants.command.push(grant),
+                    Err(e) => self.err(Diagnostic::at(c.span(), format!("command grant: {e}"))),
+                }
+            }
             for tcp_grant in &g.get_ref().tcp {
                 let mut text = tcp_grant.get_ref().clone();
                 if template::is_template(&text) {
@@ -1186,6 +1192,19 @@ impl Validator<'_> {
                 )
                 .help("remove the http grant"),
             );
+        }
+        let granted_commands = decl
+            .grants
+            .as_ref()
+            .is_some_and(|g| !g.get_ref().command.is_empty());
+        if uses("command") && !granted_commands {
+            self.err(
+                Diagnostic::at(grants_span.clone(), format!("plugin `{a}` ({name}) runs commands, but none are granted"))
+                    .help(format!("add `command = [{{ program = \"/usr/bin/...\", args = [\"...\"] }}]` under [plugins.{a}.grants]")),
+            );
+        }
+        if !uses("command") && granted_commands {
+            self.err(Diagnostic::at(grants_span.clone(), format!("plugin `{a}` ({name}) does not run commands, but the runbook grants it some")).help("remove the command grant"));
         }
         if uses("tcp")
             && grants.tcp.is_empty()

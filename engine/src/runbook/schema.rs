@@ -80,6 +80,16 @@ pub fn schema() -> Value {
                         "properties": {
                             "http": { "type": "array", "items": templated },
                             "tcp": { "type": "array", "items": templated, "description": "ip:port addresses for raw TCP exchanges" },
+                            "command": {
+                                "type": "array",
+                                "description": "Programs the plugin may run (absolute paths), one full-match regex per argument",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": false,
+                                    "required": ["program"],
+                                    "properties": { "program": { "type": "string" }, "args": { "type": "array", "items": { "type": "string" } } }
+                                }
+                            },
                             "kv": { "type": "boolean" }
                         }
                     }

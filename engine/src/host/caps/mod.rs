@@ -2,6 +2,7 @@
 //! bounded by the call's deadline, and recorded.
 
 pub mod clock;
+pub mod command;
 pub mod http;
 pub mod kv;
 pub mod log;
@@ -9,6 +10,7 @@ pub mod tcp;
 
 use std::time::{Duration, Instant};
 
+pub use command::CommandGrant;
 pub use http::HttpGrant;
 pub use kv::KvSpace;
 
@@ -21,6 +23,8 @@ pub struct Grants {
     pub http: Vec<HttpGrant>,
     /// `ip:port` addresses the plugin may exchange raw TCP with. Empty: none.
     pub tcp: Vec<HttpGrant>,
+    /// Programs (with argument patterns) the plugin may run. Empty: none.
+    pub command: Vec<CommandGrant>,
     /// Whether the plugin may use run-scoped key-value state.
     pub kv: bool,
 }

@@ -606,18 +606,24 @@ fn ctrl_c_stops_at_a_safe_point_and_rolls_back() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt mid-run, not mid-startup: wait until the gate is checking.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("the run ended before it could be interrupted:\n{out}");
+        }
+        out.push_str(&line);
+        if line.contains("↻ bake") {
+            break;
+        }
+    }
     let started = Instant::now();
     // SAFETY: kill(2) on a child we own.
     unsafe { libc_kill(child.id() as i32, 2) };
     let status = child.wait().unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    reader.read_to_string(&mut out).unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?} to stop",
@@ -659,7 +665,7 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
             .unwrap();
         // Wait (bounded) until the run asks.
         let mut waiting = Vec::new();
-        for _ in 0..300 {
+        for _ in 0..1500 {
             waiting = medic::store::approvals::pending(&approvals, None);
             if !waiting.is_empty() {
                 break;

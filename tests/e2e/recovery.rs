@@ -220,7 +220,7 @@ fn while_a_run_holds_the_store_others_read_through_it_and_writers_are_told_who_h
         .spawn()
         .unwrap();
     let mut waiting = Vec::new();
-    for _ in 0..500 {
+    for _ in 0..1500 {
         waiting = medic::store::approvals::pending(&data.join("approvals"), None);
         if !waiting.is_empty() {
             break;

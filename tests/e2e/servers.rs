@@ -280,24 +280,7 @@ fn caddy_upstreams_shifts_weighted_traffic_and_reverts() {
             kv: medic::host::KvSpace::new(),
             ..sandbox(Duration::from_secs(10))
         };
-        // Fresh connections: Caddy lets a keep-alive connection opened before a config change
-        // finish on the old handler, which would blur the counts.
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
-        let count = |n: usize| {
-            let (client, url) = (client.clone(), format!("http://{proxy}/"));
-            async move {
-                let mut greens = 0;
-                for _ in 0..n {
-                    if client.get(&url).send().await.unwrap().text().await.unwrap() == "green" {
-                        greens += 1;
-                    }
-                }
-                greens
-            }
-        };
+        let count = |n: usize| greens_of(&proxy, n);
         assert_eq!(count(8).await, 0, "all traffic starts on blue");
 
         let params = p(&[
@@ -525,22 +508,7 @@ fn haproxy_weight_drains_and_reweights_servers_and_reverts() {
             },
             ..sandbox(Duration::from_secs(10))
         };
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
-        let count = |n: usize| {
-            let (client, url) = (client.clone(), format!("http://{front}/"));
-            async move {
-                let mut greens = 0;
-                for _ in 0..n {
-                    if client.get(&url).send().await.unwrap().text().await.unwrap() == "green" {
-                        greens += 1;
-                    }
-                }
-                greens
-            }
-        };
+        let count = |n: usize| greens_of(&front, n);
         assert_eq!(count(20).await, 10, "50/50 to start");
 
         let drain = p(&[
@@ -689,4 +657,30 @@ fn the_drain_runbook_takes_a_failing_backend_out_of_haproxy() {
             clean.summary
         );
     });
+}
+
+/// How many of `n` requests through the proxy at `front` the "green" backend answers. Each
+/// request uses a fresh connection: proxies let a keep-alive connection opened before a
+/// config change finish on the old configuration, which would blur the counts.
+async fn greens_of(front: &str, n: usize) -> usize {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut greens = 0;
+    for _ in 0..n {
+        if client
+            .get(format!("http://{front}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            == "green"
+        {
+            greens += 1;
+        }
+    }
+    greens
 }

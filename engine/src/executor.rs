@@ -834,18 +834,7 @@ impl Run<'_> {
             let (mut passes, mut fails, mut checks) = (0u32, 0u32, 0u32);
             loop {
                 checks += 1;
-                let (attempt, outputs) = self
-                    .call(
-                        step.plugin,
-                        Call::Run {
-                            params: params.clone(),
-                        },
-                        &step.id,
-                        checks,
-                        step.timeout,
-                    )
-                    .await;
-                self.remember(&step.id, outputs);
+                let attempt = self.attempt(step, &params, checks).await;
                 match judge(&attempt.invocation) {
                     Judgement::Pass => passes += 1,
                     Judgement::Fail => {
@@ -915,18 +904,7 @@ impl Run<'_> {
         } else {
             let attempts = step.retry.map_or(1, |r| r.attempts);
             for n in 1..=attempts {
-                let (attempt, outputs) = self
-                    .call(
-                        step.plugin,
-                        Call::Run {
-                            params: params.clone(),
-                        },
-                        &step.id,
-                        n,
-                        step.timeout,
-                    )
-                    .await;
-                self.remember(&step.id, outputs);
+                let attempt = self.attempt(step, &params, n).await;
                 let status = status_of(&attempt.invocation);
                 let retryable = match (&attempt.invocation.result, step.retry.map(|r| r.on)) {
                     (_, None) => false,
@@ -982,6 +960,19 @@ impl Run<'_> {
             self.reports.push(report);
         }
         ok
+    }
+
+    /// One call of a step's plugin (a retry or a gate check counts as one), remembering
+    /// the raw outputs for later steps and reverts.
+    async fn attempt(&mut self, step: &PlanStep, params: &Values, n: u32) -> Attempt {
+        let call = Call::Run {
+            params: params.clone(),
+        };
+        let (attempt, outputs) = self
+            .call(step.plugin, call, &step.id, n, step.timeout)
+            .await;
+        self.remember(&step.id, outputs);
+        attempt
     }
 
     fn remember(&mut self, id: &str, outputs: Option<Values>) {

@@ -3,10 +3,13 @@
 //! dropped, even when a test fails. A missing binary fails the test with the Debian package to
 //! install; it never passes silently. `scripts/test` installs them.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -27,9 +30,10 @@ pub fn require(binary: &str, package: &str) -> PathBuf {
 }
 
 pub struct Server {
+    name: &'static str,
     pub addr: String,
     child: Child,
-    _dir: tempfile::TempDir,
+    _dir: TempDir,
 }
 
 impl Drop for Server {
@@ -39,76 +43,98 @@ impl Drop for Server {
     }
 }
 
+/// When a server counts as started.
+enum Ready {
+    /// `GET http://ADDR/PATH` answers 200.
+    Http(&'static str),
+    /// Something accepts connections on ADDR (every HTTP path may need credentials).
+    Listening,
+}
+
+/// A blocking `GET` that says whether the answer is 200, so the lab needs no async runtime.
+fn http_ok(addr: &str, path: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 32];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).split_whitespace().nth(1) == Some("200")
+}
+
 impl Server {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
-}
 
-/// Polls `url` until it answers 200, for at most `limit`.
-fn wait_ready(name: &str, child: &mut Child, url: &str, limit: Duration) {
-    let started = Instant::now();
-    let client = reqwest::blocking_get_ok;
-    while started.elapsed() < limit {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited during startup with {status}");
+    /// Waits (bounded) until `addr` is ready, failing early if the server exits.
+    fn wait(&mut self, addr: &str, ready: Ready) {
+        let limit = Duration::from_secs(20);
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited during startup with {status}", self.name);
+            }
+            let up = match ready {
+                Ready::Http(path) => http_ok(addr, path),
+                Ready::Listening => TcpStream::connect(addr).is_ok(),
+            };
+            if up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if client(url) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{name} was not ready at {url} within {limit:?}");
-}
-
-/// A tiny blocking GET over std, so the lab needs no runtime.
-mod reqwest {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    pub fn blocking_get_ok(url: &str) -> bool {
-        let Some(rest) = url.strip_prefix("http://") else {
-            return false;
-        };
-        let (host, path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-        let Ok(mut s) = TcpStream::connect(host) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-            .is_err()
-        {
-            return false;
-        }
-        let mut buf = [0u8; 32];
-        let n = s.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).split_whitespace().nth(1) == Some("200")
+        panic!("{} was not ready at {addr} within {limit:?}", self.name);
     }
 }
 
-fn spawn(name: &str, program: &Path, args: &[String], dir: &Path) -> Child {
-    Command::new(program)
+/// Starts `binary` (from `package`) with `args` in `dir`, its stderr kept in `dir/NAME.log`,
+/// and waits until it serves `addr`.
+fn launch(
+    name: &'static str,
+    package: &str,
+    args: &[String],
+    env: &[(&str, PathBuf)],
+    dir: TempDir,
+    addr: String,
+    ready: Ready,
+) -> Server {
+    let bin = require(name, package);
+    let log = std::fs::File::create(dir.path().join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or(Stdio::null());
+    let child = Command::new(&bin)
         .args(args)
-        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(dir.join(format!("{name}.log")))
-                .map(Stdio::from)
-                .unwrap_or(Stdio::null()),
-        )
+        .stderr(log)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let mut server = Server {
+        name,
+        addr: addr.clone(),
+        child,
+        _dir: dir,
+    };
+    server.wait(&addr, ready);
+    server
+}
+
+fn path_arg(flag: &str, dir: &TempDir, file: &str) -> String {
+    format!("{flag}={}", dir.path().join(file).display())
 }
 
 /// Prometheus scraping `targets` (host:port) every second.
 pub fn prometheus(targets: &[String]) -> Server {
-    let bin = require("prometheus", "prometheus");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{}]\n",
@@ -116,89 +142,60 @@ pub fn prometheus(targets: &[String]) -> Server {
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let args = vec![
-        format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ),
-        format!("--web.listen-address=127.0.0.1:{port}"),
-        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        path_arg("--config.file", &dir, "prometheus.yml"),
+        format!("--web.listen-address={addr}"),
+        path_arg("--storage.tsdb.path", &dir, "data"),
         "--web.enable-lifecycle".into(),
     ];
-    let mut child = spawn("prometheus", &bin, &args, dir.path());
-    let addr = format!("127.0.0.1:{port}");
-    wait_ready(
+    launch(
         "prometheus",
-        &mut child,
-        &format!("http://{addr}/-/ready"),
-        Duration::from_secs(20),
-    );
-    Server {
+        "prometheus",
+        &args,
+        &[],
+        dir,
         addr,
-        child,
-        _dir: dir,
-    }
+        Ready::Http("/-/ready"),
+    )
 }
 
 /// Alertmanager with a single receiver that sends nothing anywhere.
 pub fn alertmanager() -> Server {
-    let bin = require("prometheus-alertmanager", "prometheus-alertmanager");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
     std::fs::write(
         dir.path().join("alertmanager.yml"),
         "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
     )
     .unwrap();
     let args = vec![
-        format!(
-            "--config.file={}",
-            dir.path().join("alertmanager.yml").display()
-        ),
-        format!("--storage.path={}", dir.path().join("data").display()),
-        format!("--web.listen-address=127.0.0.1:{port}"),
+        path_arg("--config.file", &dir, "alertmanager.yml"),
+        path_arg("--storage.path", &dir, "data"),
+        format!("--web.listen-address={addr}"),
         "--cluster.listen-address=".into(),
     ];
-    let mut child = spawn("alertmanager", &bin, &args, dir.path());
-    let addr = format!("127.0.0.1:{port}");
-    wait_ready(
-        "alertmanager",
-        &mut child,
-        &format!("http://{addr}/-/ready"),
-        Duration::from_secs(20),
-    );
-    Server {
+    launch(
+        "prometheus-alertmanager",
+        "prometheus-alertmanager",
+        &args,
+        &[],
+        dir,
         addr,
-        child,
-        _dir: dir,
-    }
-}
-
-/// Waits until something accepts TCP connections on `addr` (for servers whose every HTTP path
-/// needs credentials).
-fn wait_listening(name: &str, child: &mut Child, addr: &str, limit: Duration) {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited during startup with {status}");
-        }
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{name} was not listening on {addr} within {limit:?}");
+        Ready::Http("/-/ready"),
+    )
 }
 
 /// A Caddy reverse proxy (handler `@id` `lb_proxy`, round robin) in front of `upstream`.
 /// Returns the server (admin API at `addr`) and the proxy's address.
 pub fn caddy(upstream: &str) -> (Server, String) {
-    let bin = require("caddy", "caddy");
     let dir = tempfile::tempdir().unwrap();
-    let (admin, proxy) = (free_port(), free_port());
+    let (admin, proxy) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
     let config = serde_json::json!({
-        "admin": { "listen": format!("127.0.0.1:{admin}") },
+        "admin": { "listen": admin },
         "apps": { "http": { "servers": { "lb": {
-            "listen": [format!("127.0.0.1:{proxy}")],
+            "listen": [proxy],
             "routes": [{ "handle": [{
                 "@id": "lb_proxy",
                 "handler": "reverse_proxy",
@@ -208,42 +205,28 @@ pub fn caddy(upstream: &str) -> (Server, String) {
         } } } }
     });
     std::fs::write(dir.path().join("caddy.json"), config.to_string()).unwrap();
-    let mut child = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(dir.path().join("caddy.json"))
-        .env("XDG_DATA_HOME", dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(dir.path().join("caddy.log"))
-                .map(Stdio::from)
-                .unwrap_or(Stdio::null()),
-        )
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start caddy: {e}"));
-    let addr = format!("127.0.0.1:{admin}");
-    wait_ready(
+    let args = vec![
+        "run".into(),
+        "--config".into(),
+        dir.path().join("caddy.json").display().to_string(),
+    ];
+    // Caddy keeps state under XDG directories and HOME: keep them inside the lab.
+    let env = [
+        ("XDG_DATA_HOME", dir.path().join("data")),
+        ("XDG_CONFIG_HOME", dir.path().join("config")),
+        ("HOME", dir.path().to_owned()),
+    ];
+    let mut server = launch(
         "caddy",
-        &mut child,
-        &format!("http://{addr}/config/"),
-        Duration::from_secs(20),
+        "caddy",
+        &args,
+        &env,
+        dir,
+        admin,
+        Ready::Http("/config/"),
     );
-    wait_listening(
-        "caddy proxy",
-        &mut child,
-        &format!("127.0.0.1:{proxy}"),
-        Duration::from_secs(10),
-    );
-    (
-        Server {
-            addr,
-            child,
-            _dir: dir,
-        },
-        format!("127.0.0.1:{proxy}"),
-    )
+    server.wait(&proxy, Ready::Listening);
+    (server, proxy)
 }
 
 /// supervisord with XML-RPC over HTTP (user `medic`, password `s3cret`) running `program`
@@ -254,71 +237,62 @@ pub fn supervisord(program: &str) -> Server {
 
 /// supervisord running `program` as `command`.
 pub fn supervisord_running(program: &str, command: &str) -> Server {
-    let bin = require("supervisord", "supervisor");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
     let d = dir.path().display();
     let config = format!(
         "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\n\n\
-         [inet_http_server]\nport=127.0.0.1:{port}\nusername=medic\npassword=s3cret\n\n\
+         [inet_http_server]\nport={addr}\nusername=medic\npassword=s3cret\n\n\
          [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
          [program:{program}]\ncommand={command}\nautostart=true\nstartsecs=1\nstopwaitsecs=2\n"
     );
     std::fs::write(dir.path().join("supervisord.conf"), config).unwrap();
     let args = vec![
-        "-n".to_string(),
-        "-c".to_string(),
+        "-n".into(),
+        "-c".into(),
         dir.path().join("supervisord.conf").display().to_string(),
     ];
-    let mut child = spawn("supervisord", &bin, &args, dir.path());
-    let addr = format!("127.0.0.1:{port}");
-    wait_listening("supervisord", &mut child, &addr, Duration::from_secs(20));
-    Server {
+    launch(
+        "supervisord",
+        "supervisor",
+        &args,
+        &[],
+        dir,
         addr,
-        child,
-        _dir: dir,
-    }
+        Ready::Listening,
+    )
 }
 
 /// HAProxy balancing round robin over `servers` (name, address), each with weight 50, with
 /// its runtime API (`level admin`) on a TCP address. Returns the server (`addr`: the runtime
 /// API) and the frontend's address.
 pub fn haproxy(servers: &[(&str, String)]) -> (Server, String) {
-    let bin = require("haproxy", "haproxy");
     let dir = tempfile::tempdir().unwrap();
-    let (admin, front) = (free_port(), free_port());
+    let (admin, front) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
     let mut config = format!(
-        "global\n  stats socket ipv4@127.0.0.1:{admin} level admin\n\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
-         frontend fe\n  bind 127.0.0.1:{front}\n  default_backend be\n\nbackend be\n  balance roundrobin\n"
+        "global\n  stats socket ipv4@{admin} level admin\n\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
+         frontend fe\n  bind {front}\n  default_backend be\n\nbackend be\n  balance roundrobin\n"
     );
     for (name, addr) in servers {
         config += &format!("  server {name} {addr} weight 50\n");
     }
     std::fs::write(dir.path().join("haproxy.cfg"), config).unwrap();
     let args = vec![
-        "-f".to_string(),
+        "-f".into(),
         dir.path().join("haproxy.cfg").display().to_string(),
     ];
-    let mut child = spawn("haproxy", &bin, &args, dir.path());
-    let addr = format!("127.0.0.1:{admin}");
-    wait_listening(
-        "haproxy runtime API",
-        &mut child,
-        &addr,
-        Duration::from_secs(20),
+    let mut server = launch(
+        "haproxy",
+        "haproxy",
+        &args,
+        &[],
+        dir,
+        admin,
+        Ready::Listening,
     );
-    wait_listening(
-        "haproxy frontend",
-        &mut child,
-        &format!("127.0.0.1:{front}"),
-        Duration::from_secs(10),
-    );
-    (
-        Server {
-            addr,
-            child,
-            _dir: dir,
-        },
-        format!("127.0.0.1:{front}"),
-    )
+    server.wait(&front, Ready::Listening);
+    (server, front)
 }

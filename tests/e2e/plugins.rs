@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use medic::demo::DemoService;
 use medic::host::{
-    Call, Failure, Grants, HttpGrant, KvSpace, Plugin, PluginHost, PluginSource, Sandbox, Status,
+    Call, Failure, Grants, HostGrant, KvSpace, Plugin, PluginHost, PluginSource, Sandbox, Status,
     Value,
 };
 
@@ -12,7 +12,7 @@ use crate::support::*;
 
 fn grants(addr: &str, kv: bool) -> Grants {
     Grants {
-        http: vec![addr.parse::<HttpGrant>().unwrap()],
+        http: vec![addr.parse::<HostGrant>().unwrap()],
         tcp: vec![],
         command: vec![],
         kv,

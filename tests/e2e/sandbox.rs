@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use medic::host::{Failure, HttpGrant, Sandbox, Status, Value};
+use medic::host::{Failure, HostGrant, Sandbox, Status, Value};
 
 use crate::support::*;
 
@@ -147,7 +147,7 @@ fn request_to_an_ungranted_host_is_denied_without_traffic() {
         let plugin = load(&host, &hostile_source()).await;
         let sb = Sandbox {
             grants: medic::host::Grants {
-                http: vec![granted.addr.to_string().parse::<HttpGrant>().unwrap()],
+                http: vec![granted.addr.to_string().parse::<HostGrant>().unwrap()],
                 tcp: vec![],
                 command: vec![],
                 kv: false,

@@ -4,14 +4,14 @@ use std::time::{Duration, Instant};
 
 use medic::demo::DemoService;
 use medic::executor::{RunOutcome, StepStatus};
-use medic::host::{Call, Failure, Grants, HttpGrant, PluginSource, Sandbox, Status, Value};
+use medic::host::{Call, Failure, Grants, HostGrant, PluginSource, Sandbox, Status, Value};
 
 use crate::lab;
 use crate::support::*;
 
 fn grants(addr: &str) -> Grants {
     Grants {
-        http: vec![addr.parse::<HttpGrant>().unwrap()],
+        http: vec![addr.parse::<HostGrant>().unwrap()],
         tcp: vec![],
         command: vec![],
         kv: false,
@@ -683,4 +683,12 @@ async fn greens_of(front: &str, n: usize) -> usize {
         }
     }
     greens
+}
+
+#[test]
+#[should_panic(
+    expected = "`medic-no-such-server` is not installed: install the Debian package `medic-lab-package`"
+)]
+fn a_missing_server_fails_naming_its_package() {
+    lab::require("medic-no-such-server", "medic-lab-package");
 }

@@ -15,7 +15,7 @@ use super::diag::{Diagnostic, did_you_mean};
 use super::model::{OnFailure, ParamDecl, PluginDecl, RetryOn, RollbackDecl, RunbookDoc, StepDecl};
 use super::template;
 use crate::host::{
-    CommandGrant, Grants, HttpGrant, LoadError, Plugin, PluginHost, PluginKind, PluginSource,
+    CommandGrant, Grants, HostGrant, LoadError, Plugin, PluginHost, PluginKind, PluginSource,
     Value, ValueType, limits,
 };
 
@@ -1114,7 +1114,7 @@ impl Validator<'_> {
                         }
                     }
                 }
-                match text.parse::<HttpGrant>() {
+                match text.parse::<HostGrant>() {
                     Ok(h) => grants.http.push(h),
                     Err(e) => self.err(Diagnostic::at(
                         host_grant.span(),
@@ -1145,7 +1145,7 @@ impl Validator<'_> {
                         }
                     }
                 }
-                match text.parse::<HttpGrant>() {
+                match text.parse::<HostGrant>() {
                     Ok(h) if h.has_port() && text.parse::<std::net::SocketAddr>().is_ok() => {
                         grants.tcp.push(h)
                     }

@@ -13,15 +13,16 @@ use super::DeadlineExceeded;
 /// into the run record.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
-/// A host (and optionally a port) a plugin may send requests to, e.g. `127.0.0.1:8080`,
-/// `api.example.com` (any port) or `[::1]:9000`.
+/// A host (and optionally a port) a plugin may reach, e.g. `127.0.0.1:8080`,
+/// `api.example.com` (any port) or `[::1]:9000`. HTTP grants match URLs with it; tcp grants
+/// (which require a port) match `ip:port` addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpGrant {
+pub struct HostGrant {
     host: String,
     port: Option<u16>,
 }
 
-impl FromStr for HttpGrant {
+impl FromStr for HostGrant {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
@@ -61,14 +62,14 @@ impl FromStr for HttpGrant {
                     .map_err(|_| format!("`{s}`: `{p}` is not a port number"))
             })
             .transpose()?;
-        Ok(HttpGrant {
+        Ok(HostGrant {
             host: host.to_ascii_lowercase(),
             port,
         })
     }
 }
 
-impl fmt::Display for HttpGrant {
+impl fmt::Display for HostGrant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.port {
             Some(p) => write!(f, "{}:{p}", self.host),
@@ -77,7 +78,7 @@ impl fmt::Display for HttpGrant {
     }
 }
 
-impl HttpGrant {
+impl HostGrant {
     /// For tcp grants: an `ip:port` address, matched exactly (a port is required).
     pub fn allows_address(&self, address: &str) -> bool {
         let Some(port) = self.port else { return false };
@@ -279,7 +280,7 @@ mod tests {
 
     fn allows(grant: &str, url: &str) -> bool {
         grant
-            .parse::<HttpGrant>()
+            .parse::<HostGrant>()
             .unwrap()
             .allows(&Url::parse(url).unwrap())
     }
@@ -301,19 +302,19 @@ mod tests {
     fn bad_grants_are_explained() {
         assert!(
             "http://x"
-                .parse::<HttpGrant>()
+                .parse::<HostGrant>()
                 .unwrap_err()
                 .contains("is a URL")
         );
         assert!(
             "x:port"
-                .parse::<HttpGrant>()
+                .parse::<HostGrant>()
                 .unwrap_err()
                 .contains("not a port")
         );
         assert!(
             "*.x.com"
-                .parse::<HttpGrant>()
+                .parse::<HostGrant>()
                 .unwrap_err()
                 .contains("wildcards")
         );

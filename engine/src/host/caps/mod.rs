@@ -11,7 +11,7 @@ pub mod tcp;
 use std::time::{Duration, Instant};
 
 pub use command::CommandGrant;
-pub use http::HttpGrant;
+pub use http::HostGrant;
 pub use kv::KvSpace;
 
 use super::outcome::{CapabilityUse, LogLine};
@@ -20,9 +20,9 @@ use super::outcome::{CapabilityUse, LogLine};
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
     /// Hosts the plugin may send HTTP requests to. Empty: no HTTP at all.
-    pub http: Vec<HttpGrant>,
+    pub http: Vec<HostGrant>,
     /// `ip:port` addresses the plugin may exchange raw TCP with. Empty: none.
-    pub tcp: Vec<HttpGrant>,
+    pub tcp: Vec<HostGrant>,
     /// Programs (with argument patterns) the plugin may run. Empty: none.
     pub command: Vec<CommandGrant>,
     /// Whether the plugin may use run-scoped key-value state.

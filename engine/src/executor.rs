@@ -195,6 +195,11 @@ pub enum Event<'a> {
         id: &'a str,
         decision: &'a Decision,
     },
+    /// A gate waits its bake time before the first check.
+    Baking {
+        id: &'a str,
+        wait: Duration,
+    },
     /// A retry or gate check finished and another follows after `wait`.
     AttemptFinished {
         id: &'a str,
@@ -832,6 +837,20 @@ impl Run<'_> {
 
         if let Some(gate) = step.gate {
             let (mut passes, mut fails, mut checks) = (0u32, 0u32, 0u32);
+            if !gate.delay.is_zero() {
+                observer.on_event(&Event::Baking {
+                    id: &step.id,
+                    wait: gate.delay,
+                });
+                if !self.opts.cancel.sleep(gate.delay).await {
+                    report.status = StepStatus::Failed;
+                    report.summary = "cancelled before the first check".into();
+                    report.duration = started.elapsed();
+                    observer.on_event(&Event::StepFinished { report: &report });
+                    return report;
+                }
+            }
+            let checks_started = Instant::now();
             loop {
                 checks += 1;
                 let attempt = self.attempt(step, &params, checks).await;
@@ -845,7 +864,7 @@ impl Run<'_> {
                     Judgement::Inconclusive => passes = 0,
                 }
                 let last = summary_of(&attempt.invocation);
-                let elapsed = started.elapsed();
+                let elapsed = checks_started.elapsed();
                 let verdict = if passes >= gate.successes {
                     Some((
                         StepStatus::Succeeded,

@@ -430,8 +430,22 @@ fn demo_runs_end_to_end_and_leaves_no_process() {
         "stdout:\n{out}\nstderr:\n{}",
         stderr(&o)
     );
-    assert!(out.contains("redeployed v2 (was v3)"), "{out}");
+    // The good build went all the way; the flaky one was caught by the users' error ratio.
+    assert!(out.contains("demo/stable: weight 90 -> 0"), "{out}");
+    assert!(out.contains("/servers/canary/error_ratio is"), "{out}");
+    assert!(out.contains("restored demo/canary to weight 0"), "{out}");
+    assert!(out.contains("redeployed v1 (was v3)"), "{out}");
     assert!(out.contains("↩ rolled back and verified healthy"), "{out}");
+    assert!(out.contains("timeline of run"), "{out}");
+    assert!(out.contains("detected "), "{out}");
+    // Both runs are in the store, with the outcomes the demo claims.
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    let listed = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{listed}{}", stderr(&o));
+    assert!(
+        listed.contains("\"succeeded\"") && listed.contains("\"rolled_back\""),
+        "{listed}"
+    );
 }
 
 /// A runbook over the scripted fixtures, written to a temporary directory.

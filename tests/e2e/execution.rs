@@ -53,6 +53,7 @@ fn run_with(text: &str, opts: PlanOptions) -> (RunReport, Vec<String>, Vec<Strin
                 Event::RunStarted { .. } => "run".to_string(),
                 Event::PhaseStarted { phase, .. } => format!("phase {phase:?}"),
                 Event::StepStarted { id, .. } => format!("start {id}"),
+                Event::Baking { id, wait } => format!("bake {id} {wait:?}"),
                 Event::AttemptFinished { id, attempt, .. } => {
                     format!("again {id} after {}", attempt.number)
                 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use medic::demo::DemoService;
+use medic::demo::{DemoService, Faults};
 use medic::host::{
     Call, Failure, Grants, HostGrant, KvSpace, Plugin, PluginHost, PluginSource, Sandbox, Status,
     Value,
@@ -250,10 +250,13 @@ fn http_probe_judges_status_body_latency_and_reachability() {
 fn a_slow_version_is_caught_by_a_latency_bound() {
     let rt = runtime();
     rt.block_on(async {
-        let svc =
-            DemoService::start_with("127.0.0.1:0".parse().unwrap(), "v1", [], ["v2".to_string()])
-                .await
-                .unwrap();
+        let faults = Faults {
+            slow: ["v2".to_string()].into(),
+            ..Faults::default()
+        };
+        let svc = DemoService::start_with("127.0.0.1:0".parse().unwrap(), "v1", faults)
+            .await
+            .unwrap();
         let addr = svc.addr.to_string();
         let host = host_with_cache(None);
         let deploy = load(&host, &PluginSource::Builtin("http-deploy".into())).await;

@@ -216,6 +216,19 @@ impl Observer for HumanOutput {
                     );
                 }
             }
+            Event::Baking { id, wait } => {
+                let _ = writeln!(
+                    out,
+                    "    {} {:w$}  {}",
+                    self.style.dim("⧗"),
+                    id,
+                    self.style.dim(&format!(
+                        "baking {} before the first check",
+                        format_duration(*wait)
+                    )),
+                    w = self.id_width
+                );
+            }
             Event::AttemptFinished { id, note, wait, .. } => {
                 let _ = writeln!(
                     out,
@@ -321,6 +334,9 @@ impl Observer for JsonOutput {
             Event::StepStarted { phase, id, plugin } => {
                 serde_json::json!({"event": "step_started", "phase": phase, "step": id, "plugin": plugin})
             }
+            Event::Baking { id, wait } => serde_json::json!({
+                "event": "baking", "step": id, "wait_ms": wait.as_millis() as u64,
+            }),
             Event::AttemptFinished {
                 id,
                 attempt,
@@ -456,6 +472,28 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         if !hosts.is_empty() {
             grants.push(format!("http {}", hosts.join(", ")));
         }
+        if !p.grants.tcp.is_empty() {
+            let addrs: Vec<String> = p.grants.tcp.iter().map(|h| h.to_string()).collect();
+            grants.push(format!("tcp {}", addrs.join(", ")));
+        }
+        for c in &p.grants.command {
+            // Shown as written in the runbook, without the anchoring the grant adds.
+            let args: Vec<&str> = c
+                .args
+                .iter()
+                .map(|r| {
+                    let full = r.as_str();
+                    full.strip_prefix("^(?:")
+                        .and_then(|p| p.strip_suffix(")$"))
+                        .unwrap_or(full)
+                })
+                .collect();
+            grants.push(if args.is_empty() {
+                format!("command {} (no arguments)", c.program)
+            } else {
+                format!("command {} {}", c.program, args.join(" "))
+            });
+        }
         if p.grants.kv {
             grants.push("kv".into());
         }
@@ -523,7 +561,12 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         if let Some(g) = s.gate {
             let _ = writeln!(
                 out,
-                "        gate: every {} until {} pass{} in a row; fails after {} or at {}",
+                "        gate: {}every {} until {} pass{} in a row; fails after {} or at {}",
+                if g.delay.is_zero() {
+                    String::new()
+                } else {
+                    format!("after {}, ", humantime::format_duration(g.delay))
+                },
                 humantime::format_duration(g.interval),
                 g.successes,
                 if g.successes == 1 { "" } else { "es" },

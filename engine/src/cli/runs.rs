@@ -363,6 +363,10 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
                 }
             ),
             JournalEvent::StepStarted { .. } => continue,
+            JournalEvent::Baking { step, wait_ms } => format!(
+                "  ⧗ {step}: baking {} before the first check",
+                humantime::format_duration(Duration::from_millis(*wait_ms))
+            ),
             JournalEvent::AttemptFinished { step, note } => format!("  ↻ {step}: {note}"),
             JournalEvent::StepFinished { report } => {
                 let mark = match report.status {

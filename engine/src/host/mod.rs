@@ -223,6 +223,12 @@ fn engine_config(max_instances: u32) -> Config {
     config
 }
 
+/// rustls needs a process-wide crypto provider before any HTTP client is built; a second
+/// install is a harmless no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl PluginHost {
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
         let engine = Engine::new(&engine_config(config.max_instances))
@@ -247,8 +253,7 @@ impl PluginHost {
                 })?;
         }
 
-        // rustls needs a process-wide crypto provider; a second install is a harmless no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             // A redirect could lead to a host that was not granted.
             .redirect(reqwest::redirect::Policy::none())

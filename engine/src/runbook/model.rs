@@ -205,6 +205,9 @@ pub enum RetryOn {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateDecl {
+    /// Bake time: how long to wait before the first check.
+    #[serde(default)]
+    pub delay: Option<Spanned<String>>,
     pub interval: Spanned<String>,
     #[serde(default)]
     pub successes: Option<Spanned<u32>>,

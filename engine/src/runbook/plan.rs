@@ -104,6 +104,8 @@ pub struct Retry {
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Gate {
+    /// Bake time before the first check; `timeout` counts from the first check.
+    pub delay: Duration,
     pub interval: Duration,
     pub successes: u32,
     pub failures: u32,
@@ -1397,6 +1399,10 @@ impl Validator<'_> {
                         .help("a gate already repeats its check; set its `failures` instead"),
                     );
                 }
+                let delay = gd
+                    .delay
+                    .as_ref()
+                    .map_or(Some(Duration::ZERO), |d| self.duration(d, "gate delay"));
                 let interval = self.duration(&gd.interval, "gate interval");
                 let limit = self.duration(&gd.timeout, "gate timeout");
                 let successes = gd.successes.as_ref().map_or(1, |s| *s.get_ref());
@@ -1412,6 +1418,7 @@ impl Validator<'_> {
                     }
                 }
                 Some(Gate {
+                    delay: delay?,
                     interval: interval?,
                     successes,
                     failures,

@@ -124,6 +124,7 @@ pub fn schema() -> Value {
                         "additionalProperties": false,
                         "required": ["interval", "timeout"],
                         "properties": {
+                            "delay": { "$ref": "#/$defs/duration" },
                             "interval": { "$ref": "#/$defs/duration" },
                             "successes": { "type": "integer" },
                             "failures": { "type": "integer" },

@@ -253,6 +253,11 @@ pub enum JournalEvent {
         step: String,
         plugin: String,
     },
+    /// A gate's bake time before its first check.
+    Baking {
+        step: String,
+        wait_ms: u64,
+    },
     /// A retry or gate check that is followed by another.
     AttemptFinished {
         step: String,

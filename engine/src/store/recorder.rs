@@ -205,6 +205,13 @@ impl Observer for Recorder<'_> {
                 },
                 true,
             ),
+            Event::Baking { id, wait } => self.write(
+                JournalEvent::Baking {
+                    step: (*id).to_owned(),
+                    wait_ms: wait.as_millis() as u64,
+                },
+                false,
+            ),
             Event::AttemptFinished { id, note, .. } => self.write(
                 JournalEvent::AttemptFinished {
                     step: (*id).to_owned(),

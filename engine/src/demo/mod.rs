@@ -1,10 +1,19 @@
 //! The demo service: a small HTTP service with versions, a deploy endpoint, a health check
-//! and Prometheus metrics. Versions listed as bad answer errors, so a deploy can really fail.
+//! and Prometheus metrics. Versions can be made faulty, so a deploy can really fail:
 //!
-//! A slow version answers `/` and `/health` correctly but 300 ms late.
+//! - a bad version fails everything, its health check included;
+//! - a slow version answers `/` and `/health` correctly but 300 ms late;
+//! - a flaky version passes its health check but fails one user request (`/`) in three: only
+//!   an error-ratio gate on real traffic catches it.
 //!
 //! `GET /health` (200, or 503 on a bad version), `GET /version`, `POST /deploy` (body: the
-//! version, plain text), `GET /` (a greeting, or 500 on a bad version), `GET /metrics`.
+//! version, plain text), `GET /` (a greeting, or 500), `GET /metrics`.
+//!
+//! [`proxy`] is a weighted proxy for canaries between two instances, [`traffic`] a steady
+//! stream of user requests through it, and [`Canary`] puts the three together for `medic demo`.
+
+pub mod proxy;
+pub mod traffic;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -16,12 +25,23 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
+/// Versions that misbehave when deployed.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Fail everything, health checks included.
+    pub bad: BTreeSet<String>,
+    /// Answer correctly but [`SLOW_BY`] late.
+    pub slow: BTreeSet<String>,
+    /// Pass health checks but fail one user request in three.
+    pub flaky: BTreeSet<String>,
+}
+
 #[derive(Debug)]
 struct DemoState {
     version: Mutex<String>,
-    bad: BTreeSet<String>,
-    /// Versions that answer correctly but slowly.
-    slow: BTreeSet<String>,
+    faults: Faults,
+    /// User requests (`/`) served, for the flaky versions' one-in-three.
+    served: AtomicU64,
     requests: AtomicU64,
     errors: AtomicU64,
     deploys: AtomicU64,
@@ -30,7 +50,7 @@ struct DemoState {
 impl DemoState {
     fn current(&self) -> (String, bool) {
         let v = self.version.lock().unwrap().clone();
-        let bad = self.bad.contains(&v);
+        let bad = self.faults.bad.contains(&v);
         (v, bad)
     }
 
@@ -38,7 +58,7 @@ impl DemoState {
     async fn lag(&self) {
         let slow = {
             let v = self.version.lock().unwrap();
-            self.slow.contains(&*v)
+            self.faults.slow.contains(&*v)
         };
         if slow {
             tokio::time::sleep(SLOW_BY).await;
@@ -80,6 +100,8 @@ async fn current_version(State(s): State<Shared>) -> String {
 async fn root(State(s): State<Shared>) -> (StatusCode, String) {
     s.lag().await;
     let (v, bad) = s.current();
+    let nth = s.served.fetch_add(1, Ordering::Relaxed);
+    let bad = bad || (s.faults.flaky.contains(&v) && nth % 3 == 2);
     s.count(!bad);
     if bad {
         (
@@ -137,20 +159,23 @@ impl DemoService {
         version: &str,
         bad: impl IntoIterator<Item = String>,
     ) -> std::io::Result<Self> {
-        Self::start_with(listen, version, bad, []).await
+        let faults = Faults {
+            bad: bad.into_iter().collect(),
+            ..Faults::default()
+        };
+        Self::start_with(listen, version, faults).await
     }
 
-    /// Like [`DemoService::start`], with versions that fail by being slow instead.
+    /// Like [`DemoService::start`], with any kind of faulty version.
     pub async fn start_with(
         listen: SocketAddr,
         version: &str,
-        bad: impl IntoIterator<Item = String>,
-        slow: impl IntoIterator<Item = String>,
+        faults: Faults,
     ) -> std::io::Result<Self> {
         let state = Arc::new(DemoState {
             version: Mutex::new(version.to_owned()),
-            bad: bad.into_iter().collect(),
-            slow: slow.into_iter().collect(),
+            faults,
+            served: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             deploys: AtomicU64::new(0),
@@ -194,5 +219,68 @@ impl Drop for DemoService {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The demo's canary setup: two instances of the demo service running the same version
+/// ("stable" with weight 90, "canary" with weight 0) behind a [`proxy::DemoProxy`], and a
+/// steady stream of user traffic through the proxy.
+pub struct Canary {
+    pub stable: DemoService,
+    pub canary: DemoService,
+    pub proxy: proxy::DemoProxy,
+    traffic: traffic::Traffic,
+}
+
+impl Canary {
+    /// The proxy's backend name, as the runbook addresses it (`demo/stable`, `demo/canary`).
+    pub const BACKEND: &'static str = "demo";
+
+    pub async fn start(version: &str, faults: Faults, per_second: u32) -> std::io::Result<Canary> {
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let stable = DemoService::start_with(loopback, version, faults.clone()).await?;
+        let canary = DemoService::start_with(loopback, version, faults).await?;
+        let proxy = proxy::DemoProxy::start(
+            Self::BACKEND,
+            vec![
+                proxy::ServerConfig {
+                    name: "stable".into(),
+                    addr: stable.addr,
+                    weight: 90,
+                },
+                proxy::ServerConfig {
+                    name: "canary".into(),
+                    addr: canary.addr,
+                    weight: 0,
+                },
+            ],
+        )
+        .await?;
+        let traffic = traffic::Traffic::start(proxy.http, per_second);
+        Ok(Canary {
+            stable,
+            canary,
+            proxy,
+            traffic,
+        })
+    }
+
+    /// The parameters `runbooks/canary-demo.toml` needs to reach this setup.
+    pub fn params(&self) -> Vec<(String, String)> {
+        vec![
+            ("canary".into(), self.canary.addr.to_string()),
+            ("proxy".into(), self.proxy.http.to_string()),
+            ("stats".into(), self.proxy.stats.to_string()),
+            ("runtime_api".into(), self.proxy.runtime_api.to_string()),
+        ]
+    }
+
+    /// Stops everything and returns what the users saw.
+    pub async fn stop(self) -> traffic::Tally {
+        let tally = self.traffic.stop().await;
+        self.proxy.stop().await;
+        self.stable.stop().await;
+        self.canary.stop().await;
+        tally
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::bindings::medic::plugin::clock as wit;
+use crate::host::clock as wit;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {

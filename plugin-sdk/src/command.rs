@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::Error;
-use crate::bindings::medic::plugin::command as wit;
+use crate::host::command as wit;
 
 /// What a finished command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]

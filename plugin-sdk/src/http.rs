@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::Error;
-use crate::bindings::medic::plugin::http as wit;
+use crate::host::http as wit;
 
 /// Percent-encodes `pairs` as a URL query string (without the leading `?`).
 ///

@@ -5,7 +5,7 @@
 //! Requires the `kv` capability grant.
 
 use crate::Error;
-use crate::bindings::medic::plugin::kv as wit;
+use crate::host::kv as wit;
 
 /// Reads a value.
 pub fn get(key: &str) -> Option<Vec<u8>> {

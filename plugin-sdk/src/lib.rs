@@ -42,6 +42,7 @@
 
 mod context;
 mod error;
+mod host;
 mod manifest;
 mod outcome;
 mod value;
@@ -52,6 +53,8 @@ pub mod http;
 pub mod kv;
 pub mod log;
 pub mod tcp;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use context::Context;
 pub use error::Error;

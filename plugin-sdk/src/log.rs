@@ -4,7 +4,7 @@
 //! a bounded number of lines per call and truncates very long ones, so log what a responder
 //! needs, not every byte of a response.
 
-use crate::bindings::medic::plugin::log as wit;
+use crate::host::log as wit;
 
 /// How important a line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -19,12 +19,12 @@ pub enum Kind {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Param {
-    name: String,
-    ty: ValueType,
-    required: bool,
-    default: Option<Value>,
-    description: String,
-    secret: bool,
+    pub(crate) name: String,
+    pub(crate) ty: ValueType,
+    pub(crate) required: bool,
+    pub(crate) default: Option<Value>,
+    pub(crate) description: String,
+    pub(crate) secret: bool,
 }
 
 impl Param {
@@ -120,14 +120,14 @@ impl Param {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
-    name: String,
-    version: String,
-    description: String,
-    kind: Kind,
-    params: Vec<Param>,
-    capabilities: Vec<String>,
-    revert: bool,
-    dry_run: bool,
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) description: String,
+    pub(crate) kind: Kind,
+    pub(crate) params: Vec<Param>,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) revert: bool,
+    pub(crate) dry_run: bool,
 }
 
 impl Manifest {

@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::Error;
-use crate::bindings::medic::plugin::tcp as wit;
+use crate::host::tcp as wit;
 
 /// Why an exchange failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

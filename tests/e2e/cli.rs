@@ -15,9 +15,9 @@ fn repo() -> PathBuf {
 }
 
 /// A `medic demo-service` process, killed on drop.
-struct Service {
+pub struct Service {
     child: Child,
-    addr: String,
+    pub addr: String,
 }
 
 impl Drop for Service {
@@ -27,7 +27,7 @@ impl Drop for Service {
     }
 }
 
-fn service(bad: &[&str]) -> Service {
+pub fn service(bad: &[&str]) -> Service {
     let mut cmd = Command::new(MEDIC);
     cmd.args(["demo-service", "--listen", "127.0.0.1:0", "--version", "v1"]);
     for b in bad {

@@ -4,6 +4,7 @@
 //! - `sandbox`: hostile plugins against the host, each ending as the right named failure.
 //! - `loading`: digests, missing files, non-components, incompatible contracts, the cache.
 
+mod authoring;
 mod canary;
 pub mod cli;
 mod execution;

@@ -8,6 +8,7 @@ pub mod output;
 mod plugin;
 mod run;
 mod runs;
+mod scaffold;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,10 @@
-//! `medic plugin inspect|list`.
+//! `medic plugin inspect|list|new`.
+
+use std::path::PathBuf;
 
 use clap::Subcommand;
+
+use super::scaffold;
 
 use super::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::host::{BUILTINS, Plugin, PluginSource, limits::format_bytes};
@@ -17,6 +21,20 @@ pub enum PluginCommand {
     },
     /// List the builtin plugins
     List,
+    /// Create a plugin crate, ready to build and run
+    New {
+        /// The plugin's name (lower case, digits, dashes)
+        name: String,
+        /// A check observes; an action changes something and can revert it
+        #[arg(long, value_enum)]
+        kind: scaffold::Kind,
+        /// Where to create it (default: ./NAME); must not exist or be empty
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin-sdk directory to depend on (default: this build's source tree)
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn print_plugin(p: &Plugin) {
@@ -67,13 +85,56 @@ fn print_plugin(p: &Plugin) {
     }
 }
 
+fn new_plugin(
+    name: &str,
+    kind: scaffold::Kind,
+    dir: Option<PathBuf>,
+    sdk: Option<PathBuf>,
+) -> Exit {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let result = scaffold::sdk_dir(sdk.as_deref())
+        .and_then(|sdk| scaffold::generate(name, kind, &dir, &sdk));
+    match result {
+        Ok(files) => {
+            println!(
+                "created {} plugin `{name}` in {}:",
+                format!("{kind:?}").to_lowercase(),
+                dir.display()
+            );
+            for f in files {
+                println!("  {}", f.display());
+            }
+            println!();
+            println!("next:");
+            println!("  cd {}", dir.display());
+            println!("  cargo test                                     # native tests, fake host");
+            println!("  cargo build --release --target wasm32-wasip2  # the component");
+            println!(
+                "  medic run runbook.toml                         # see runbook.toml's header"
+            );
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("medic: {e}");
+            Exit::Invalid
+        }
+    }
+}
+
 pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
-    let host = match global.host() {
-        Ok(h) => h,
-        Err(e) => return engine_error(e),
-    };
+    let host = || global.host().map_err(engine_error);
     match cmd {
+        PluginCommand::New {
+            name,
+            kind,
+            dir,
+            sdk,
+        } => new_plugin(&name, kind, dir, sdk),
         PluginCommand::Inspect { plugin, output } => {
+            let host = match host() {
+                Ok(h) => h,
+                Err(exit) => return exit,
+            };
             let source = PluginSource::parse(&plugin, &std::env::current_dir().unwrap_or_default());
             match host.load(&source, None).await {
                 Ok(p) => {
@@ -96,6 +157,10 @@ pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
             }
         }
         PluginCommand::List => {
+            let host = match host() {
+                Ok(h) => h,
+                Err(exit) => return exit,
+            };
             for b in BUILTINS {
                 match host.load(&PluginSource::Builtin(b.name.into()), None).await {
                     Ok(p) => println!(

@@ -143,3 +143,107 @@ impl Plugin for HttpDeploy {
 }
 
 medic_plugin_sdk::export!(HttpDeploy);
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use medic_plugin_sdk::testing::{Harness, response};
+    use medic_plugin_sdk::{Error, Status, Value};
+
+    use super::HttpDeploy;
+
+    /// A deploy API in memory: GET answers the current version, POST sets it.
+    fn api(current: &Rc<RefCell<String>>) -> Harness {
+        let state = current.clone();
+        Harness::new()
+            .param("url", "http://deploy.internal/deploy")
+            .param("version_url", "http://deploy.internal/version")
+            .http_handler(move |call| {
+                let mut v = state.borrow_mut();
+                Some(Ok(match (call.method.as_str(), call.url.as_str()) {
+                    ("GET", "http://deploy.internal/version") => response(200, format!("{v}\n")),
+                    ("POST", "http://deploy.internal/deploy") => {
+                        *v = call.body_text();
+                        response(200, "ok")
+                    }
+                    _ => response(404, "no such endpoint"),
+                }))
+            })
+    }
+
+    #[test]
+    fn deploys_then_reverts_to_the_previous_version() {
+        let current = Rc::new(RefCell::new("v1".to_string()));
+        let mut h = api(&current).param("version", "v2");
+        let run = h.run::<HttpDeploy>();
+        assert_eq!(run.outcome().status, Status::Success);
+        assert_eq!(run.outcome().summary, "deployed v2 (was v1)");
+        assert_eq!(
+            run.output("previous_version"),
+            Some(&Value::Text("v1".into()))
+        );
+        assert_eq!(*current.borrow(), "v2");
+        assert_eq!(h.kv_get("previous_version"), Some(&b"v1"[..]));
+        assert!(run.logged("deploying v2 over v1"));
+
+        let revert = h.revert::<HttpDeploy>(run.outputs());
+        assert_eq!(revert.outcome().summary, "redeployed v1 (was v2)");
+        assert_eq!(*current.borrow(), "v1");
+        let posts: Vec<_> = revert.http.iter().filter(|c| c.method == "POST").collect();
+        assert_eq!(posts.len(), 1);
+        assert_eq!(posts[0].body_text(), "v1");
+    }
+
+    #[test]
+    fn revert_without_outputs_uses_what_the_run_stored() {
+        let current = Rc::new(RefCell::new("v1".to_string()));
+        let mut h = api(&current).param("version", "v2");
+        h.run::<HttpDeploy>().outcome();
+        // A run that died before returning has no outputs; the kv entry is the fallback.
+        let revert = h.revert::<HttpDeploy>(Default::default());
+        assert_eq!(revert.outcome().summary, "redeployed v1 (was v2)");
+    }
+
+    #[test]
+    fn a_dry_run_changes_nothing() {
+        let current = Rc::new(RefCell::new("v1".to_string()));
+        let mut h = api(&current).param("version", "v2").dry_run(true);
+        let run = h.run::<HttpDeploy>();
+        assert_eq!(run.outcome().summary, "would deploy v2 (now v1)");
+        assert_eq!(*current.borrow(), "v1");
+        assert!(run.http.iter().all(|c| c.method == "GET"));
+    }
+
+    #[test]
+    fn a_server_error_is_transient_and_a_refusal_permanent() {
+        let mut h = Harness::new()
+            .param("url", "http://deploy.internal/deploy")
+            .param("version", "v2")
+            .http(
+                "GET",
+                "http://deploy.internal/deploy",
+                response(503, "busy"),
+            );
+        assert!(matches!(h.run::<HttpDeploy>().error(), Error::Transient(_)));
+
+        let mut h = Harness::new()
+            .param("url", "http://deploy.internal/deploy")
+            .param("version", "v2")
+            .param("token", "s3cret")
+            .http("GET", "http://deploy.internal/deploy", response(200, "v1"))
+            .http(
+                "POST",
+                "http://deploy.internal/deploy",
+                response(403, "forbidden"),
+            );
+        let call = h.run::<HttpDeploy>();
+        assert!(matches!(call.error(), Error::Permanent(m) if m.contains("403")));
+        let auth = call.http[1]
+            .headers
+            .iter()
+            .find(|(n, _)| n == "authorization");
+        assert_eq!(auth.map(|(_, v)| v.as_str()), Some("Bearer s3cret"));
+    }
+}

@@ -1,0 +1,254 @@
+//! The plugin author's path, as a stranger would take it: `medic plugin new`, `cargo test`
+//! (native, against the SDK's fake host), `cargo build --target wasm32-wasip2`, then
+//! `medic run` of the generated runbook against the demo service.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cli::{medic, service, stderr, stdout};
+
+/// A target directory shared by the generated crates across test runs (and CI's cache), so
+/// their dependencies build once.
+fn shared_target() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_medic"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("the medic binary lives in <target>/<profile>/")
+        .join("scaffolded-plugins")
+}
+
+/// cargo in `dir`, without the outer test build's settings.
+fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir)
+        .args(args)
+        .env("CARGO_TARGET_DIR", shared_target());
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{}{}",
+        dir.display(),
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// Generates, tests and builds a plugin; returns its directory, with the component where
+/// its runbook expects it.
+fn scaffold(work: &Path, cache: &Path, name: &str, kind: &str) -> PathBuf {
+    let dir = work.join(name);
+    let o = medic(
+        cache,
+        &[
+            "plugin",
+            "new",
+            name,
+            "--kind",
+            kind,
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("cargo build --release --target wasm32-wasip2"));
+
+    let tests = cargo(&dir, &["test"]);
+    let report = stdout(&tests);
+    assert!(report.contains("test result: ok."), "{report}");
+    assert!(
+        !report.contains(" 0 passed"),
+        "the generated tests must run: {report}"
+    );
+
+    cargo(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let built = shared_target().join("wasm32-wasip2/release").join(&file);
+    // With the default target directory cargo puts it here; the test shares one instead.
+    let expected = dir.join("target/wasm32-wasip2/release");
+    std::fs::create_dir_all(&expected).unwrap();
+    std::fs::copy(&built, expected.join(&file)).unwrap();
+    dir
+}
+
+#[test]
+fn a_generated_check_and_action_build_test_and_run() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let svc = service(&["v9"]);
+    let host = format!("host={}", svc.addr);
+
+    let check = scaffold(work.path(), cache.path(), "disk-check", "check");
+    let o = medic(
+        cache.path(),
+        &[
+            "run",
+            check.join("runbook.toml").to_str().unwrap(),
+            "--param",
+            &host,
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("answered 200"), "{out}");
+
+    let inspect = medic(
+        cache.path(),
+        &[
+            "plugin",
+            "inspect",
+            check
+                .join("target/wasm32-wasip2/release/disk_check.wasm")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    let shown = stdout(&inspect);
+    assert!(shown.starts_with("disk-check 0.1.0 (Check)"), "{shown}");
+    assert!(shown.contains("capabilities: http"), "{shown}");
+
+    let action = scaffold(work.path(), cache.path(), "flip-version", "action");
+    let runbook = action.join("runbook.toml");
+    let o = medic(
+        cache.path(),
+        &[
+            "run",
+            runbook.to_str().unwrap(),
+            "--param",
+            &host,
+            "--param",
+            "value=v2",
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("set v2 (was v1)"), "{out}");
+
+    // A bad value: the health gate fails and the plugin's own revert restores v2.
+    let o = medic(
+        cache.path(),
+        &[
+            "run",
+            runbook.to_str().unwrap(),
+            "--param",
+            &host,
+            "--param",
+            "value=v9",
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(out.contains("restored v2 (was v9)"), "{out}");
+}
+
+#[test]
+fn plugin_new_refuses_bad_names_and_occupied_directories() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(
+        cache.path(),
+        &["plugin", "new", "Disk_Check", "--kind", "check"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is not a plugin name"),
+        "{}",
+        stderr(&o)
+    );
+
+    std::fs::write(work.path().join("mine.txt"), "keep").unwrap();
+    let o = medic(
+        cache.path(),
+        &[
+            "plugin",
+            "new",
+            "x",
+            "--kind",
+            "action",
+            "--dir",
+            work.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
+}
+
+/// The Python reference plugin, built by `scripts/setup --python` with componentize-py.
+fn python_plugin() -> PathBuf {
+    let path = shared_target()
+        .parent()
+        .unwrap()
+        .join("python-plugins/version_check.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `scripts/setup --python` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_plugin_written_in_python_runs_like_any_other() {
+    let wasm = python_plugin();
+    let work = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let svc = service(&[]);
+
+    let o = medic(cache.path(), &["plugin", "inspect", wasm.to_str().unwrap()]);
+    let shown = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{shown}{}", stderr(&o));
+    assert!(shown.starts_with("version-check 0.1.0 (Check)"), "{shown}");
+    assert!(
+        shown.contains("contract:     medic:plugin@0.1.0"),
+        "{shown}"
+    );
+
+    let runbook = work.path().join("python.toml");
+    std::fs::write(
+        &runbook,
+        format!(
+            "[runbook]\nname = \"python-check\"\n\n\
+             [params.expect]\ntype = \"string\"\ndefault = \"v1\"\n\n\
+             [params.url]\ntype = \"string\"\ndefault = \"http://{addr}/version\"\n\n\
+             [plugins.version]\nsource = {:?}\ngrants = {{ http = [\"{addr}\"] }}\n\n\
+             [[steps]]\nid = \"version\"\nuses = \"version\"\n\
+             with = {{ url = \"{{{{ params.url }}}}\", expect = \"{{{{ params.expect }}}}\" }}\n",
+            wasm.display().to_string(),
+            addr = svc.addr
+        ),
+    )
+    .unwrap();
+    let path = runbook.to_str().unwrap();
+
+    let o = medic(cache.path(), &["run", path]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains(&format!("http://{}/version runs v1", svc.addr)),
+        "{out}"
+    );
+
+    let o = medic(cache.path(), &["run", path, "--param", "expect=v7, v8"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    assert!(out.contains("runs v1, expected v7 or v8"), "{out}");
+
+    // The sandbox holds for Python too: a host the runbook did not grant is refused.
+    let o = medic(
+        cache.path(),
+        &["run", path, "--param", "url=http://127.0.0.1:9/version"],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    assert!(out.contains("denied"), "{out}");
+}

@@ -280,6 +280,9 @@ pub struct RunOptions {
     pub confirm_rollback: Box<dyn FnMut() -> bool + Send>,
     /// Decides steps that ask for an approval.
     pub approver: Arc<dyn Approver>,
+    /// A drill's fault: this main step runs, then its outcome is forced to a failure, so the
+    /// rollback path is exercised.
+    pub fail_step: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -292,6 +295,7 @@ impl Default for RunOptions {
             cancel: Cancel::new(),
             confirm_rollback: Box::new(|| true),
             approver: Arc::new(NoApprover),
+            fail_step: None,
         }
     }
 }
@@ -958,6 +962,16 @@ impl Run<'_> {
                     report.attempts.len()
                 );
             }
+        }
+        if phase == Phase::Steps
+            && report.status == StepStatus::Succeeded
+            && self.opts.fail_step.as_deref() == Some(step.id.as_str())
+        {
+            report.status = StepStatus::Failed;
+            report.summary = format!(
+                "failed on purpose (drill fault); it had: {}",
+                report.summary
+            );
         }
         report.duration = started.elapsed();
         observer.on_event(&Event::StepFinished { report: &report });

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod drill;
 pub mod executor;
 pub mod host;
 pub mod runbook;

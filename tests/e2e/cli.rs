@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 pub const MEDIC: &str = env!("CARGO_BIN_EXE_medic");
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()

@@ -7,6 +7,7 @@
 mod authoring;
 mod canary;
 pub mod cli;
+mod drills;
 mod execution;
 mod lab;
 mod loading;

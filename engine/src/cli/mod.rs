@@ -4,6 +4,7 @@
 //! 2 invalid input · 3 engine error · 4 rolled back · 5 rollback failed · 6 cancelled.
 
 mod demo;
+mod drill;
 pub mod output;
 mod plugin;
 mod run;
@@ -120,6 +121,9 @@ enum Command {
     Approve(runs::DecideArgs),
     /// Reject the step a run is waiting on (the step fails)
     Reject(runs::DecideArgs),
+    /// Rollback drills: validate, list, run now, report
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
     /// Run the demo: a demo service on loopback, and a runbook that deploys to it
     Demo(demo::DemoArgs),
     /// Serve the demo service in the foreground (used by tests and the demo)
@@ -283,6 +287,7 @@ pub fn main() -> ExitCode {
                 Exit::Success
             }
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
+            Command::Drill(cmd) => drill::main(&cli.global, cmd).await,
             Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
             Command::Stats(args) => runs::stats(&cli.global, args),
             Command::Approve(args) => runs::decide(&cli.global, args, true),

@@ -260,6 +260,7 @@ pub(super) async fn execute(
         approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
             dir: store.dir().join("approvals"),
         }),
+        fail_step: None,
     };
     let mut human;
     let mut json;

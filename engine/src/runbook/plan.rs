@@ -259,6 +259,13 @@ pub fn environment_names(text: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The parameter names a runbook declares (none when it does not parse).
+pub fn param_names(text: &str) -> Vec<String> {
+    toml::from_str::<RunbookDoc>(text)
+        .map(|d| d.params.keys().map(|k| k.get_ref().clone()).collect())
+        .unwrap_or_default()
+}
+
 /// The source text of a runbook and where it came from.
 pub struct Source<'a> {
     pub path: &'a Path,

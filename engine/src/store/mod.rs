@@ -12,6 +12,7 @@
 //! `owner.json` beside the database, so a second process can name it.
 
 pub mod approvals;
+pub mod drills;
 pub mod recorder;
 pub mod remote;
 pub mod stats;
@@ -337,6 +338,10 @@ pub struct Store {
     runs: sled::Tree,
     events: sled::Tree,
     locks: sled::Tree,
+    /// Drill results: drill name, NUL, start time (big-endian ms), run id.
+    drills: sled::Tree,
+    /// Per drill: the last scheduled time handled (for the missed-schedule policy).
+    drill_state: sled::Tree,
     _guard: std::sync::Arc<OwnerGuard>,
 }
 
@@ -365,7 +370,7 @@ fn format_time(ms: u64) -> String {
 }
 
 impl Store {
-    fn sled_err(&self, e: sled::Error) -> StoreError {
+    pub(crate) fn sled_err(&self, e: sled::Error) -> StoreError {
         StoreError::Sled {
             dir: self.dir.display().to_string(),
             source: e,
@@ -415,6 +420,8 @@ impl Store {
             runs: open("runs")?,
             events: open("events")?,
             locks: open("locks")?,
+            drills: open("drills")?,
+            drill_state: open("drill_state")?,
             _guard: std::sync::Arc::new(OwnerGuard {
                 dir: dir.to_owned(),
                 db: db.clone(),
@@ -481,7 +488,7 @@ impl Store {
         self.db.flush().map(|_| ()).map_err(|e| self.sled_err(e))
     }
 
-    fn decode<T: for<'de> Deserialize<'de>>(
+    pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
         &self,
         key: &[u8],
         value: &[u8],

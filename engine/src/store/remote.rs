@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
+use super::drills::DrillRecord;
 use super::{JournalEntry, ListFilter, RecordedSteps, RunRecord, Store, StoreError};
 
 pub const SOCKET: &str = "medic.sock";
@@ -22,6 +23,11 @@ pub trait Reader {
     fn find(&self, prefix: &str) -> Result<RunRecord, StoreError>;
     fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
     fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError>;
+    fn drill_records(
+        &self,
+        drill: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<DrillRecord>, StoreError>;
     /// Where the data lives, for messages.
     fn location(&self) -> String;
 }
@@ -39,6 +45,13 @@ impl Reader for Store {
     fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
         Store::step_reports(self, run_id)
     }
+    fn drill_records(
+        &self,
+        drill: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<DrillRecord>, StoreError> {
+        Store::drill_records(self, drill, since_ms)
+    }
     fn location(&self) -> String {
         self.dir().display().to_string()
     }
@@ -47,10 +60,23 @@ impl Reader for Store {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Request {
-    List { filter: ListFilter, limit: usize },
-    Find { prefix: String },
-    Journal { run_id: String },
-    StepReports { run_id: String },
+    List {
+        filter: ListFilter,
+        limit: usize,
+    },
+    Find {
+        prefix: String,
+    },
+    Journal {
+        run_id: String,
+    },
+    StepReports {
+        run_id: String,
+    },
+    DrillRecords {
+        drill: Option<String>,
+        since_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +103,9 @@ fn answer(store: &Store, line: &str) -> Answer {
             .map(|v| serde_json::to_value(v).expect("serialize")),
         Request::StepReports { run_id } => store
             .step_reports(&run_id)
+            .map(|v| serde_json::to_value(v).expect("serialize")),
+        Request::DrillRecords { drill, since_ms } => store
+            .drill_records(drill.as_deref(), since_ms)
             .map(|v| serde_json::to_value(v).expect("serialize")),
     };
     match result {
@@ -182,6 +211,16 @@ impl Reader for Remote {
     fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
         self.ask(&Request::StepReports {
             run_id: run_id.into(),
+        })
+    }
+    fn drill_records(
+        &self,
+        drill: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<DrillRecord>, StoreError> {
+        self.ask(&Request::DrillRecords {
+            drill: drill.map(str::to_owned),
+            since_ms,
         })
     }
     fn location(&self) -> String {

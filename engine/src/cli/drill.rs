@@ -1,0 +1,328 @@
+//! `medic drill validate|list|run|report`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::output::HumanOutput;
+use super::{Exit, GlobalArgs, OutputFormat, engine_error};
+use crate::drill::report::{Percentiles, reports};
+use crate::drill::run::{Started, run_drill};
+use crate::drill::scheduler::from_ms;
+use crate::drill::{Drill, load_dir};
+use crate::executor::Cancel;
+use crate::store::drills::{DrillRecord, DrillResult};
+use crate::store::now_ms;
+
+#[derive(Debug, Args)]
+pub struct DrillsDir {
+    /// The directory of drill files (*.toml with [[drill]] tables)
+    #[arg(
+        long = "drills",
+        env = "MEDIC_DRILLS",
+        default_value = "drills",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Check every drill file; nothing runs
+    Validate {
+        #[command(flatten)]
+        drills: DrillsDir,
+    },
+    /// The drills, their next scheduled time and last result
+    List {
+        #[command(flatten)]
+        drills: DrillsDir,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Run a drill now (the scheduler's code path), and record its result
+    Run {
+        /// The drill's name
+        name: String,
+        #[command(flatten)]
+        drills: DrillsDir,
+    },
+    /// Pass rate, time to detect, roll back and be healthy (p50/p90), trend, last failures
+    Report {
+        /// One drill (default: all)
+        name: Option<String>,
+        /// How far back (e.g. 90d, 12h)
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        since: Duration,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+}
+
+async fn load(global: &GlobalArgs, dir: &std::path::Path) -> Result<Vec<Drill>, Exit> {
+    let host = global.host().map_err(engine_error)?;
+    load_dir(&host, dir).await.map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        let n: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
+        eprintln!(
+            "medic: {n} mistake{} in {}; no drill is valid until all are fixed",
+            if n == 1 { "" } else { "s" },
+            dir.display()
+        );
+        Exit::Invalid
+    })
+}
+
+fn time(ms: u64) -> String {
+    from_ms(ms).format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn short(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
+/// A window as people write it: `90d`, `12h`.
+fn window(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ => humantime::format_duration(Duration::from_secs(s)).to_string(),
+    }
+}
+
+fn describe(d: &DrillRecord) -> String {
+    let mut parts = vec![d.result.name().to_owned()];
+    if let Some(o) = &d.outcome {
+        parts.push(format!("run ended {o}"));
+    }
+    if let Some(t) = d.detect_ms {
+        parts.push(format!("detected in {}", short(Duration::from_millis(t))));
+    }
+    if let Some(t) = d.recover_ms {
+        parts.push(format!("healthy after {}", short(Duration::from_millis(t))));
+    }
+    let mut line = parts.join(", ");
+    if !d.reasons.is_empty() {
+        line.push_str(&format!(": {}", d.reasons.join("; ")));
+    }
+    line
+}
+
+pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
+    match cmd {
+        DrillCommand::Validate { drills } => match load(global, &drills.dir).await {
+            Ok(list) => {
+                for d in &list {
+                    println!(
+                        "{}: {} every `{}` ({}){}",
+                        d.name,
+                        d.runbook.display(),
+                        d.schedule.expression,
+                        d.schedule.timezone,
+                        d.environment
+                            .as_ref()
+                            .map(|e| format!(" in {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+                println!(
+                    "{}: {} drill{} valid",
+                    drills.dir.display(),
+                    list.len(),
+                    if list.len() == 1 { "" } else { "s" }
+                );
+                Exit::Success
+            }
+            Err(exit) => exit,
+        },
+        DrillCommand::List { drills, output } => {
+            let list = match load(global, &drills.dir).await {
+                Ok(l) => l,
+                Err(exit) => return exit,
+            };
+            let reader = match global.reader("medic drill list (reading)") {
+                Ok(r) => r,
+                Err(exit) => return exit,
+            };
+            let now = chrono::Utc::now();
+            let mut rows = Vec::new();
+            for d in &list {
+                let last = match reader.drill_records(Some(&d.name), 0) {
+                    Ok(mut v) => v.pop(),
+                    Err(e) => {
+                        eprintln!("medic: {e}");
+                        return Exit::Engine;
+                    }
+                };
+                rows.push((d, d.schedule.next_after(now), last));
+            }
+            match output {
+                OutputFormat::Json => {
+                    let v: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|(d, next, last)| {
+                            serde_json::json!({
+                                "name": d.name, "runbook": d.runbook, "schedule": d.schedule.expression,
+                                "timezone": d.schedule.timezone.to_string(), "environment": d.environment,
+                                "next": next.map(|t| t.to_rfc3339()), "last": last,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                }
+                OutputFormat::Human => {
+                    println!("{:24} {:18} {:24} last", "drill", "schedule", "next (UTC)");
+                    for (d, next, last) in &rows {
+                        println!(
+                            "{:24} {:18} {:24} {}",
+                            d.name,
+                            d.schedule.expression,
+                            next.map_or("never".into(), |t| t
+                                .format("%Y-%m-%d %H:%M:%S")
+                                .to_string()),
+                            last.as_ref().map_or("never run".into(), |l| format!(
+                                "{} at {}",
+                                describe(l),
+                                time(l.started_ms)
+                            ))
+                        );
+                    }
+                }
+            }
+            Exit::Success
+        }
+        DrillCommand::Run { name, drills } => {
+            let list = match load(global, &drills.dir).await {
+                Ok(l) => l,
+                Err(exit) => return exit,
+            };
+            let Some(drill) = list.iter().find(|d| d.name == name) else {
+                let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
+                eprintln!(
+                    "medic: no drill `{name}` in {}{}",
+                    drills.dir.display(),
+                    crate::runbook::diag::did_you_mean(&name, names.iter().copied())
+                        .map(|s| format!("; {s}"))
+                        .unwrap_or_else(|| format!(" (drills: {})", names.join(", ")))
+                );
+                return Exit::Invalid;
+            };
+            let host = match global.host() {
+                Ok(h) => h,
+                Err(e) => return engine_error(e),
+            };
+            let store = match global.store("medic drill run", None) {
+                Ok(s) => s,
+                Err(exit) => return exit,
+            };
+            let cancel = Cancel::new();
+            let watcher = {
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("\nmedic: cancelling the drill at the next safe point");
+                        cancel.cancel();
+                    }
+                })
+            };
+            let mut out = HumanOutput::new(global.color(), global.verbose);
+            let record = run_drill(&host, &store, drill, Started::Manual, &mut out, &cancel).await;
+            watcher.abort();
+            println!("\ndrill {}: {}", drill.name, describe(&record));
+            match record.result {
+                DrillResult::Passed => Exit::Success,
+                DrillResult::Failed => Exit::RunFailed,
+                DrillResult::Skipped | DrillResult::Refused => Exit::Invalid,
+            }
+        }
+        DrillCommand::Report {
+            name,
+            since,
+            output,
+        } => {
+            let reader = match global.reader("medic drill report (reading)") {
+                Ok(r) => r,
+                Err(exit) => return exit,
+            };
+            let since_ms = now_ms().saturating_sub(since.as_millis() as u64);
+            let records = match reader.drill_records(name.as_deref(), since_ms) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    return Exit::Engine;
+                }
+            };
+            let all = reports(&records);
+            if output == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                return Exit::Success;
+            }
+            if all.is_empty() {
+                println!(
+                    "no drill ran in the last {}{}",
+                    window(since),
+                    name.map(|n| format!(" named `{n}`")).unwrap_or_default()
+                );
+                return Exit::Success;
+            }
+            let pct = |p: &Option<Percentiles>| {
+                p.as_ref().map_or("-".to_owned(), |p| {
+                    format!(
+                        "p50 {} · p90 {} ({} runs)",
+                        short(Duration::from_millis(p.p50_ms)),
+                        short(Duration::from_millis(p.p90_ms)),
+                        p.samples
+                    )
+                })
+            };
+            for r in &all {
+                println!("drill {} (last {})", r.drill, window(since));
+                println!(
+                    "  pass rate          {} ({} passed, {} failed; {} skipped, {} refused)",
+                    r.pass_rate
+                        .map_or("-".into(), |p| format!("{:.0}%", p * 100.0)),
+                    r.passed,
+                    r.failed,
+                    r.skipped,
+                    r.refused
+                );
+                println!("  time to detect     {}", pct(&r.time_to_detect));
+                println!("  time to roll back  {}", pct(&r.time_to_roll_back));
+                println!("  time to healthy    {}", pct(&r.time_to_healthy));
+                println!(
+                    "  trend              {}",
+                    match r.trend {
+                        crate::drill::report::Trend::Improving => "improving",
+                        crate::drill::report::Trend::Steady => "steady",
+                        crate::drill::report::Trend::Worsening => "worsening",
+                        crate::drill::report::Trend::Unknown => "not enough drills yet",
+                    }
+                );
+                for f in &r.last_failures {
+                    println!(
+                        "  failed at {}: {}{}",
+                        time(f.started_ms),
+                        f.reasons.join("; "),
+                        f.run_id
+                            .as_ref()
+                            .map(|id| format!(" (medic runs show {id})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Exit::Success
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! Rollback drills: runbooks run on a schedule, in lower environments, with a fault, to prove
+//! that their rollback path works and to measure how fast it recovers.
+//!
+//! Drills are declared in TOML files (`*.toml` in a drills directory, `drills/` by default),
+//! each holding one or more `[[drill]]` tables:
+//!
+//! ```toml
+//! [[drill]]
+//! name = "canary-rollback"
+//! runbook = "../canary-demo.toml"     # relative to this file
+//! environment = "staging"             # never a protected one
+//! schedule = "0 3 * * 1-5"            # 5 fields (crontab), or 6/7 with seconds and year
+//! timezone = "Europe/Paris"           # IANA name; UTC by default
+//! jitter = "5m"                       # start up to this much later, at random
+//! missed = "skip"                     # or "run_once": after downtime, run one missed drill
+//! params = { version = "v3" }         # a real fault: a known-bad version
+//! fail_step = "errors_at_10"          # or force this step to fail
+//! before = { runbook = "break-it.toml", params = { program = "web" } }  # break first
+//! notify = { runbook = "notify.toml" }  # run when the drill fails
+//! expect = { outcome = "rolled_back", recover_within = "2m" }
+//! ```
+//!
+//! A drill passes when its run ends with the expected outcome (`rolled_back` by default:
+//! rolled back and verified healthy) and, when `recover_within` is set, the time from the
+//! fault to healthy again is within it.
+
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod scheduler;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::executor::RunOutcome;
+use crate::host::PluginHost;
+use crate::runbook::plan::parse_duration;
+use crate::runbook::{Diagnostic, PlanOptions};
+pub use schedule::Schedule;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillFile {
+    #[serde(default)]
+    drill: Vec<Spanned<DrillDecl>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillDecl {
+    name: Spanned<String>,
+    runbook: Spanned<String>,
+    #[serde(default)]
+    environment: Option<Spanned<String>>,
+    schedule: Spanned<String>,
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    jitter: Option<Spanned<String>>,
+    #[serde(default)]
+    missed: Option<Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    fail_step: Option<Spanned<String>>,
+    #[serde(default)]
+    before: Option<Spanned<HookDecl>>,
+    #[serde(default)]
+    notify: Option<Spanned<HookDecl>>,
+    #[serde(default)]
+    expect: Option<Spanned<ExpectDecl>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookDecl {
+    runbook: Spanned<String>,
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectDecl {
+    #[serde(default)]
+    outcome: Option<Spanned<String>>,
+    #[serde(default)]
+    recover_within: Option<Spanned<String>>,
+}
+
+/// What to do about schedules missed while no scheduler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    /// Wait for the next scheduled time.
+    Skip,
+    /// Run once at start-up if at least one run was missed.
+    RunOnce,
+}
+
+/// Another runbook a drill runs: before (to break something) or to notify.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    pub runbook: PathBuf,
+    pub params: Vec<(String, String)>,
+}
+
+/// A validated drill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drill {
+    pub name: String,
+    /// The file it is declared in.
+    pub file: PathBuf,
+    pub runbook: PathBuf,
+    pub environment: Option<String>,
+    pub params: Vec<(String, String)>,
+    pub schedule: Schedule,
+    pub jitter: Duration,
+    pub missed: Missed,
+    pub fail_step: Option<String>,
+    pub before: Option<Hook>,
+    pub notify: Option<Hook>,
+    pub expect: RunOutcome,
+    pub recover_within: Option<Duration>,
+}
+
+impl Drill {
+    /// The options to plan the drill's runbook with.
+    pub fn plan_options(&self) -> PlanOptions {
+        PlanOptions {
+            params: self.params.clone(),
+            environment: self.environment.clone(),
+            defer_secrets: false,
+        }
+    }
+}
+
+/// A drill file that does not validate, with every mistake in it.
+#[derive(Debug)]
+pub struct FileErrors {
+    pub path: PathBuf,
+    pub text: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl std::fmt::Display for FileErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display().to_string();
+        write!(
+            f,
+            "{}",
+            crate::runbook::Report {
+                path: &path,
+                text: &self.text,
+                diagnostics: &self.diagnostics,
+            }
+        )
+    }
+}
+
+/// Every drill in `dir` (its `*.toml` files, in name order), or every mistake in them.
+/// Drills are all-or-nothing: a scheduler never runs half a set.
+pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<FileErrors>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(vec![FileErrors {
+                path: dir.to_owned(),
+                text: String::new(),
+                diagnostics: vec![Diagnostic::new(
+                    format!("cannot read the drills directory: {e}"),
+                    None,
+                )],
+            }]);
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut drills: Vec<Drill> = Vec::new();
+    let mut errors = Vec::new();
+    for path in files {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(FileErrors {
+                    path,
+                    text: String::new(),
+                    diagnostics: vec![Diagnostic::new(format!("cannot read: {e}"), None)],
+                });
+                continue;
+            }
+        };
+        match load_text(host, &path, &text).await {
+            Ok(found) => {
+                let mut diagnostics = Vec::new();
+                for d in found {
+                    if let Some(other) = drills.iter().find(|o| o.name == d.name) {
+                        diagnostics.push(Diagnostic::new(
+                            format!(
+                                "drill `{}` is also declared in {}; names must be unique",
+                                d.name,
+                                other.file.display()
+                            ),
+                            text.find(&format!("\"{}\"", d.name))
+                                .map(|i| i..i + d.name.len() + 2),
+                        ));
+                    } else {
+                        drills.push(d);
+                    }
+                }
+                if !diagnostics.is_empty() {
+                    errors.push(FileErrors {
+                        path,
+                        text,
+                        diagnostics,
+                    });
+                }
+            }
+            Err(diagnostics) => errors.push(FileErrors {
+                path,
+                text,
+                diagnostics,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(drills)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The drills declared in one file's text.
+pub async fn load_text(
+    host: &PluginHost,
+    path: &Path,
+    text: &str,
+) -> Result<Vec<Drill>, Vec<Diagnostic>> {
+    let file: DrillFile = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim_end().to_owned();
+        vec![match message.split_once(", expected ") {
+            Some((head, expected)) => {
+                Diagnostic::new(head.to_owned(), e.span()).help(format!("expected {expected}"))
+            }
+            None => Diagnostic::new(message, e.span()),
+        }]
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut diags = Vec::new();
+    let mut drills = Vec::new();
+    if file.drill.is_empty() {
+        diags.push(Diagnostic::new(
+            "no drills here: declare them as [[drill]] tables",
+            None,
+        ));
+    }
+    for decl in &file.drill {
+        let before = diags.len();
+        if let Some(d) = check(host, path, base, decl.get_ref(), &mut diags).await
+            && diags.len() == before
+        {
+            drills.push(d);
+        }
+    }
+    let mut seen = Vec::new();
+    for (decl, d) in file.drill.iter().zip(&drills) {
+        if seen.contains(&d.name) {
+            diags.push(Diagnostic::at(
+                decl.get_ref().name.span(),
+                format!("drill `{}` is declared twice", d.name),
+            ));
+        }
+        seen.push(d.name.clone());
+    }
+    if diags.is_empty() {
+        Ok(drills)
+    } else {
+        Err(diags)
+    }
+}
+
+/// Parameters as `--param` strings: lists become comma-separated.
+fn param_strings(table: &BTreeMap<String, toml::Value>) -> Vec<(String, String)> {
+    table
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+fn duration(
+    v: &Option<Spanned<String>>,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    let v = v.as_ref()?;
+    match parse_duration(v.get_ref()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            diags.push(Diagnostic::at(v.span(), format!("{what}: {e}")));
+            None
+        }
+    }
+}
+
+async fn check(
+    host: &PluginHost,
+    path: &Path,
+    base: &Path,
+    d: &DrillDecl,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Drill> {
+    let name = d.name.get_ref().clone();
+    let valid_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        diags.push(Diagnostic::at(
+            d.name.span(),
+            format!("`{name}` is not a drill name: use letters, digits, `-` and `_`"),
+        ));
+    }
+    let schedule = match Schedule::parse(
+        d.schedule.get_ref(),
+        d.timezone.as_ref().map(|t| t.get_ref().as_str()),
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            let span = match (&d.timezone, e.contains("timezone")) {
+                (Some(tz), true) => tz.span(),
+                _ => d.schedule.span(),
+            };
+            diags.push(Diagnostic::at(span, format!("schedule: {e}")));
+            None
+        }
+    };
+    let jitter = duration(&d.jitter, "jitter", diags).unwrap_or_default();
+    let missed = match d.missed.as_ref().map(|m| m.get_ref().as_str()) {
+        None | Some("skip") => Missed::Skip,
+        Some("run_once") => Missed::RunOnce,
+        Some(other) => {
+            diags.push(
+                Diagnostic::at(
+                    d.missed.as_ref().unwrap().span(),
+                    format!("missed: `{other}` is not a policy"),
+                )
+                .help("use \"skip\" or \"run_once\""),
+            );
+            Missed::Skip
+        }
+    };
+    let (expect, recover_within) = match &d.expect {
+        None => (RunOutcome::RolledBack, None),
+        Some(e) => {
+            let e = e.get_ref();
+            let outcome = match e.outcome.as_ref().map(|o| o.get_ref().as_str()) {
+                None | Some("rolled_back") => RunOutcome::RolledBack,
+                Some("failed") => RunOutcome::Failed,
+                Some("succeeded") => RunOutcome::Succeeded,
+                Some(other) => {
+                    diags.push(
+                        Diagnostic::at(
+                            e.outcome.as_ref().unwrap().span(),
+                            format!(
+                                "expect.outcome: `{other}` is not an outcome a drill can expect"
+                            ),
+                        )
+                        .help("use \"rolled_back\" (the default), \"failed\" or \"succeeded\""),
+                    );
+                    RunOutcome::RolledBack
+                }
+            };
+            (
+                outcome,
+                duration(&e.recover_within, "expect.recover_within", diags),
+            )
+        }
+    };
+    let params = param_strings(&d.params);
+    let runbook = base.join(d.runbook.get_ref());
+    let environment = d.environment.as_ref().map(|e| e.get_ref().clone());
+    let opts = PlanOptions {
+        params: params.clone(),
+        environment: environment.clone(),
+        // Validation does not need the secrets; the drill's run does, and fails without them.
+        defer_secrets: true,
+    };
+    match plan_file(host, &runbook, &opts).await {
+        Err(why) => diags.push(Diagnostic::at(d.runbook.span(), why)),
+        Ok(plan) => {
+            if plan.environment.protected {
+                diags.push(
+                    Diagnostic::at(
+                        d.environment
+                            .as_ref()
+                            .map_or(d.runbook.span(), |e| e.span()),
+                        format!(
+                            "drill `{name}` targets the protected environment `{}`: drills never run in protected environments",
+                            plan.environment.name
+                        ),
+                    )
+                    .help("drill in a lower environment (staging, dev) that mirrors production"),
+                );
+            }
+            if let Some(step) = &d.fail_step
+                && !plan.steps.iter().any(|s| &s.id == step.get_ref())
+            {
+                let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+                diags.push(
+                    Diagnostic::at(
+                        step.span(),
+                        format!(
+                            "fail_step: `{}` is not a step of runbook `{}`",
+                            step.get_ref(),
+                            plan.name
+                        ),
+                    )
+                    .help_opt(
+                        crate::runbook::diag::did_you_mean(step.get_ref(), ids.iter().copied())
+                            .or_else(|| Some(format!("its steps: {}", ids.join(", ")))),
+                    ),
+                );
+            }
+        }
+    }
+    let hook = |h: &Option<Spanned<HookDecl>>| -> Option<Hook> {
+        let h = h.as_ref()?;
+        let decl = h.get_ref();
+        Some(Hook {
+            runbook: base.join(decl.runbook.get_ref()),
+            params: param_strings(&decl.params),
+        })
+    };
+    let before = hook(&d.before);
+    let notify = hook(&d.notify);
+    for (decl, h, what) in [
+        (&d.before, &before, "before"),
+        (&d.notify, &notify, "notify"),
+    ] {
+        let (Some(decl), Some(h)) = (decl, h) else {
+            continue;
+        };
+        let mut params = h.params.clone();
+        if what == "notify" {
+            // The drill's own values are filled in at run time, when the runbook declares them.
+            for (k, v) in run::NOTIFY_PARAMS {
+                params.push(((*k).to_owned(), (*v).to_owned()));
+            }
+        }
+        let opts = PlanOptions {
+            params,
+            environment: environment.clone(),
+            defer_secrets: true,
+        };
+        if let Err(why) = plan_hook(host, &h.runbook, &opts).await {
+            diags.push(Diagnostic::at(
+                decl.get_ref().runbook.span(),
+                format!("{what}: {why}"),
+            ));
+        }
+    }
+    Some(Drill {
+        name,
+        file: path.to_owned(),
+        runbook,
+        environment,
+        params,
+        schedule: schedule?,
+        jitter,
+        missed,
+        fail_step: d.fail_step.as_ref().map(|s| s.get_ref().clone()),
+        before,
+        notify,
+        expect,
+        recover_within,
+    })
+}
+
+/// Plans a runbook file; the error is one line naming the file and the first mistake (the
+/// full report is `medic validate FILE`).
+pub async fn plan_file(
+    host: &PluginHost,
+    path: &Path,
+    opts: &PlanOptions,
+) -> Result<crate::runbook::Plan, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read runbook {}: {e}", path.display()))?;
+    let src = crate::runbook::Source { path, text: &text };
+    crate::runbook::plan(host, &src, opts).await.map_err(|d| {
+        let first = d.first().map_or("invalid".to_owned(), |d| {
+            let at = d
+                .span
+                .as_ref()
+                .map(|s| {
+                    let (l, c) = crate::runbook::diag::line_col(&text, s.start);
+                    format!(":{l}:{c}")
+                })
+                .unwrap_or_default();
+            format!("{}{at}: {}", path.display(), d.message)
+        });
+        let more = if d.len() > 1 {
+            format!(" (and {} more; see `medic validate`)", d.len() - 1)
+        } else {
+            String::new()
+        };
+        format!("runbook {first}{more}")
+    })
+}
+
+/// A hook's runbook is planned with only the parameters it declares among those offered.
+pub async fn plan_hook(
+    host: &PluginHost,
+    path: &Path,
+    opts: &PlanOptions,
+) -> Result<crate::runbook::Plan, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read runbook {}: {e}", path.display()))?;
+    let declared = crate::runbook::plan::param_names(&text);
+    let opts = PlanOptions {
+        params: opts
+            .params
+            .iter()
+            .filter(|(k, _)| declared.contains(k))
+            .cloned()
+            .collect(),
+        ..opts.clone()
+    };
+    plan_file(host, path, &opts).await
+}

@@ -1,0 +1,367 @@
+//! Running a drill: the same code path for `medic drill run NAME` and the scheduler.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::{Drill, Hook};
+use crate::executor::{self, Cancel, Observer, Phase, RunOptions, RunOutcome, RunReport};
+use crate::host::PluginHost;
+use crate::runbook::{Plan, PlanOptions};
+use crate::store::drills::{DrillRecord, DrillResult};
+use crate::store::recorder::{Recorder, Start};
+use crate::store::{LockHolder, RunRecord, Store, Trigger, now_ms};
+
+/// Parameters a notify runbook may declare; Medic fills in those it does (placeholders here
+/// are only used to validate the runbook).
+pub const NOTIFY_PARAMS: &[(&str, &str)] = &[
+    ("drill", "drill"),
+    ("drill_result", "failed"),
+    ("drill_summary", "summary"),
+    ("drill_run", "run"),
+];
+
+/// What started the drill.
+#[derive(Debug, Clone, Copy)]
+pub enum Started {
+    Manual,
+    /// By the scheduler, for this scheduled time.
+    Schedule {
+        scheduled_ms: u64,
+    },
+}
+
+/// A run the drill could not even start.
+enum NotRun {
+    Skipped(String),
+    Failed(String),
+}
+
+fn ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs `plan` as the engine always does (recorded, locked, rolled back on its own), with
+/// the drill's fault.
+async fn recorded_run(
+    host: &PluginHost,
+    store: &Store,
+    plan: &Plan,
+    drill: &str,
+    fail_step: Option<String>,
+    observer: &mut dyn Observer,
+    cancel: &Cancel,
+) -> Result<(RunReport, RunRecord), NotRun> {
+    let run_id = executor::new_run_id();
+    if let Some(key) = &plan.lock {
+        let holder = LockHolder {
+            run_id: run_id.clone(),
+            runbook: plan.name.clone(),
+            pid: std::process::id(),
+            since_ms: now_ms(),
+        };
+        match store.acquire_lock(key, &holder) {
+            Ok(Ok(())) => {}
+            Ok(Err(other)) => {
+                return Err(NotRun::Skipped(format!(
+                    "lock `{key}` is held by run {} ({})",
+                    other.run_id, other.runbook
+                )));
+            }
+            Err(e) => return Err(NotRun::Failed(format!("the run store: {e}"))),
+        }
+    }
+    let opts = RunOptions {
+        run_id: run_id.clone(),
+        cancel: cancel.clone(),
+        // Unattended: a cancelled drill undoes what it did, as the runbook says.
+        confirm_rollback: Box::new(|| true),
+        approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
+            dir: store.dir().join("approvals"),
+        }),
+        fail_step,
+        ..RunOptions::default()
+    };
+    let mut recorder = Recorder::new(
+        store,
+        observer,
+        Trigger::Schedule {
+            drill: drill.to_owned(),
+        },
+        plan.lock.clone(),
+        Start::New,
+        false,
+        cancel.clone(),
+    );
+    let report = executor::execute(host, plan, opts, &mut recorder).await;
+    let recording_failed = recorder.error.take();
+    let released = store
+        .release_all_locks(&report.run_id)
+        .and_then(|()| store.flush());
+    if let Some(e) = recording_failed
+        .map(|e| e.to_string())
+        .or(released.err().map(|e| e.to_string()))
+    {
+        return Err(NotRun::Failed(format!(
+            "run {} could not be fully recorded: {e}",
+            report.run_id
+        )));
+    }
+    let record = match store.record(&report.run_id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(NotRun::Failed(format!(
+                "run {} has no record",
+                report.run_id
+            )));
+        }
+        Err(e) => return Err(NotRun::Failed(e.to_string())),
+    };
+    Ok((report, record))
+}
+
+/// When the rollback steps ended, as ms since the epoch.
+fn rollback_end_ms(report: &RunReport) -> Option<u64> {
+    let start = ms(report.started_at);
+    report
+        .steps
+        .iter()
+        .filter(|s| s.phase == Phase::Rollback)
+        .filter_map(|s| {
+            let last = s.attempts.last()?;
+            Some(start + last.started_ms + last.invocation.duration_us / 1000)
+        })
+        .max()
+}
+
+/// Plans a hook's runbook with its parameters plus `extra`, keeping only those it declares.
+async fn plan_hook(
+    host: &PluginHost,
+    drill: &Drill,
+    hook: &Hook,
+    extra: &[(&str, String)],
+) -> Result<Plan, String> {
+    let mut params = hook.params.clone();
+    params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    super::plan_hook(
+        host,
+        &hook.runbook,
+        &PlanOptions {
+            params,
+            environment: drill.environment.clone(),
+            defer_secrets: false,
+        },
+    )
+    .await
+}
+
+/// Runs a drill and records its result (also when it is skipped or refused).
+pub async fn run_drill(
+    host: &PluginHost,
+    store: &Store,
+    drill: &Drill,
+    started: Started,
+    observer: &mut dyn Observer,
+    cancel: &Cancel,
+) -> DrillRecord {
+    let mut record = DrillRecord {
+        drill: drill.name.clone(),
+        trigger: match started {
+            Started::Manual => "manual".into(),
+            Started::Schedule { .. } => "schedule".into(),
+        },
+        scheduled_ms: match started {
+            Started::Manual => None,
+            Started::Schedule { scheduled_ms } => Some(scheduled_ms),
+        },
+        started_ms: now_ms(),
+        ended_ms: 0,
+        result: DrillResult::Failed,
+        reasons: Vec::new(),
+        run_id: None,
+        before_run_id: None,
+        outcome: None,
+        detect_ms: None,
+        rollback_ms: None,
+        recover_ms: None,
+        notify_run_id: None,
+    };
+    evaluate(host, store, drill, observer, cancel, &mut record).await;
+    record.ended_ms = now_ms();
+    if record.result == DrillResult::Failed
+        && let Some(hook) = &drill.notify
+    {
+        let summary = record.reasons.join("; ");
+        let extra = [
+            ("drill", drill.name.clone()),
+            ("drill_result", record.result.name().to_owned()),
+            ("drill_summary", summary),
+            ("drill_run", record.run_id.clone().unwrap_or_default()),
+        ];
+        match plan_hook(host, drill, hook, &extra).await {
+            Ok(plan) => {
+                match recorded_run(host, store, &plan, &drill.name, None, observer, cancel).await {
+                    Ok((report, _)) => {
+                        if report.outcome != RunOutcome::Succeeded {
+                            record.reasons.push(format!(
+                                "the notification run {} ended {:?}",
+                                report.run_id, report.outcome
+                            ));
+                        }
+                        record.notify_run_id = Some(report.run_id);
+                    }
+                    Err(NotRun::Skipped(why) | NotRun::Failed(why)) => {
+                        record.reasons.push(format!("could not notify: {why}"));
+                    }
+                }
+            }
+            Err(why) => record.reasons.push(format!("could not notify: {why}")),
+        }
+    }
+    if let Err(e) = store.put_drill(&record) {
+        tracing::error!(drill = %drill.name, "recording the drill result: {e}");
+        record
+            .reasons
+            .push(format!("the result could not be recorded: {e}"));
+    }
+    record
+}
+
+async fn evaluate(
+    host: &PluginHost,
+    store: &Store,
+    drill: &Drill,
+    observer: &mut dyn Observer,
+    cancel: &Cancel,
+    record: &mut DrillRecord,
+) {
+    // Planned afresh each time: the runbook may have changed since the drills were loaded.
+    let plan = match super::plan_file(host, &drill.runbook, &drill.plan_options()).await {
+        Ok(p) => p,
+        Err(why) => {
+            record.reasons.push(why);
+            return;
+        }
+    };
+    if plan.environment.protected {
+        record.result = DrillResult::Refused;
+        record.reasons.push(format!(
+            "environment `{}` is protected: drills never run there",
+            plan.environment.name
+        ));
+        return;
+    }
+    let mut fault_ms = None;
+    if let Some(hook) = &drill.before {
+        let before = match plan_hook(host, drill, hook, &[]).await {
+            Ok(p) => p,
+            Err(why) => {
+                record.reasons.push(format!("before: {why}"));
+                return;
+            }
+        };
+        match recorded_run(host, store, &before, &drill.name, None, observer, cancel).await {
+            Ok((report, r)) => {
+                record.before_run_id = Some(report.run_id.clone());
+                if report.outcome != RunOutcome::Succeeded {
+                    record.reasons.push(format!(
+                        "the before runbook (run {}) ended {:?}: the fault was not put in place",
+                        report.run_id, report.outcome
+                    ));
+                    return;
+                }
+                fault_ms = r.ended_ms;
+            }
+            Err(NotRun::Skipped(why)) => {
+                record.result = DrillResult::Skipped;
+                record.reasons.push(format!("before: {why}"));
+                return;
+            }
+            Err(NotRun::Failed(why)) => {
+                record.reasons.push(format!("before: {why}"));
+                return;
+            }
+        }
+    }
+    let (report, run) = match recorded_run(
+        host,
+        store,
+        &plan,
+        &drill.name,
+        drill.fail_step.clone(),
+        observer,
+        cancel,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(NotRun::Skipped(why)) => {
+            record.result = DrillResult::Skipped;
+            record.reasons.push(why);
+            return;
+        }
+        Err(NotRun::Failed(why)) => {
+            record.reasons.push(why);
+            return;
+        }
+    };
+    record.run_id = Some(report.run_id.clone());
+    record.outcome = Some(
+        crate::store::RunStatus::from_outcome(report.outcome)
+            .name()
+            .to_owned(),
+    );
+    // The fault is in place when the `before` runbook ended, else when the last change
+    // before the failure was made (a bad deploy, or the step forced to fail).
+    let fault = fault_ms.or(run.changed_ms).or(run.detected_ms);
+    if let (Some(f), Some(d)) = (fault, run.detected_ms) {
+        record.detect_ms = Some(d.saturating_sub(f));
+    }
+    if let (Some(d), Some(end)) = (run.detected_ms, rollback_end_ms(&report)) {
+        record.rollback_ms = Some(end.saturating_sub(d));
+    }
+    if let (Some(f), Some(h)) = (fault, run.recovered_ms) {
+        record.recover_ms = Some(h.saturating_sub(f));
+    }
+
+    let mut ok = true;
+    if report.outcome != drill.expect {
+        ok = false;
+        record.reasons.push(format!(
+            "the run ended {}, expected {}",
+            crate::store::RunStatus::from_outcome(report.outcome).name(),
+            crate::store::RunStatus::from_outcome(drill.expect).name()
+        ));
+        if report.outcome == RunOutcome::Succeeded {
+            record
+                .reasons
+                .push("the fault went unnoticed: no check failed".to_owned());
+        }
+    }
+    if let Some(budget) = drill.recover_within
+        && drill.expect == RunOutcome::RolledBack
+    {
+        match record.recover_ms {
+            Some(took) if Duration::from_millis(took) > budget => {
+                ok = false;
+                record.reasons.push(format!(
+                    "recovery took {}, over the budget of {}",
+                    humantime::format_duration(Duration::from_millis(took)),
+                    humantime::format_duration(budget)
+                ));
+            }
+            Some(_) => {}
+            None if report.outcome == RunOutcome::RolledBack => {
+                ok = false;
+                record
+                    .reasons
+                    .push("recovery time unknown: no verify check passed".to_owned());
+            }
+            None => {}
+        }
+    }
+    record.result = if ok {
+        DrillResult::Passed
+    } else {
+        DrillResult::Failed
+    };
+}

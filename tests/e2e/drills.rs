@@ -1,0 +1,292 @@
+//! Rollback drills: declared in TOML, run now or on schedule, refused where they must never
+//! run, and reported.
+
+use std::path::{Path, PathBuf};
+
+use medic::drill::run::{Started, run_drill};
+use medic::executor::Cancel;
+use medic::store::drills::DrillResult;
+use medic::store::{LockHolder, Store};
+
+use crate::cli::{medic, repo, service, stderr, stdout};
+use crate::support::*;
+
+fn repo_runbook(name: &str) -> String {
+    repo().join("runbooks").join(name).display().to_string()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn the_example_drills_validate() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(
+        cache.path(),
+        &["drill", "validate", "--drills", "runbooks/drills"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("2 drills valid"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_bad_deploy_drill_passes_and_is_reported() {
+    let cache = tempfile::tempdir().unwrap();
+    let drills = tempfile::tempdir().unwrap();
+    let svc = service(&["v3"]);
+    write(
+        drills.path(),
+        "demo.toml",
+        &format!(
+            "[[drill]]\nname = \"bad-deploy\"\nrunbook = {:?}\nschedule = \"0 3 * * *\"\n\
+             params = {{ host = \"{}\", version = \"v3\" }}\n\
+             expect = {{ outcome = \"rolled_back\", recover_within = \"1m\" }}\n",
+            repo_runbook("demo.toml"),
+            svc.addr
+        ),
+    );
+    let dir = drills.path().to_str().unwrap();
+    let o = medic(
+        cache.path(),
+        &["drill", "run", "bad-deploy", "--drills", dir],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("redeployed v1 (was v3)"), "{out}");
+    assert!(
+        out.contains("drill bad-deploy: passed, run ended rolled_back"),
+        "{out}"
+    );
+
+    // The drill's run is an ordinary recorded run, triggered by the drill.
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    let listed = stdout(&o);
+    let run: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(run["trigger"]["kind"], "schedule", "{run}");
+    assert_eq!(run["trigger"]["drill"], "bad-deploy", "{run}");
+
+    let o = medic(cache.path(), &["drill", "report", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = &report[0];
+    assert_eq!(r["drill"], "bad-deploy");
+    assert_eq!(
+        (r["passed"].as_u64(), r["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(r["pass_rate"].as_f64(), Some(1.0));
+    for series in ["time_to_detect", "time_to_roll_back", "time_to_healthy"] {
+        assert_eq!(r[series]["samples"], 1, "{series}: {r}");
+    }
+    let o = medic(cache.path(), &["drill", "list", "--drills", dir]);
+    assert!(
+        stdout(&o).contains("passed, run ended rolled_back"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_drill_over_budget_fails_and_notifies() {
+    let rt = runtime();
+    let hook = rt.block_on(tiny_server(200, "ok"));
+    let cache = tempfile::tempdir().unwrap();
+    let drills = tempfile::tempdir().unwrap();
+    let svc = service(&[]);
+    write(
+        drills.path(),
+        "notify.toml",
+        &format!(
+            "[runbook]\nname = \"notify\"\n[params.drill]\ntype = \"string\"\n\
+             [params.drill_summary]\ntype = \"string\"\n\
+             [plugins.hook]\nsource = \"builtin:webhook-notify\"\ngrants = {{ http = [\"{0}\"] }}\n\
+             [[steps]]\nid = \"tell\"\nuses = \"hook\"\n\
+             with = {{ url = \"http://{0}/drills\", message = \"drill {{{{ params.drill }}}} failed: {{{{ params.drill_summary }}}}\" }}\n",
+            hook.addr
+        ),
+    );
+    write(
+        drills.path(),
+        "forced.toml",
+        &format!(
+            "[[drill]]\nname = \"forced\"\nrunbook = {:?}\nschedule = \"0 3 * * *\"\n\
+             params = {{ host = \"{}\", version = \"v2\" }}\nfail_step = \"health_after\"\n\
+             notify = {{ runbook = \"notify.toml\" }}\n\
+             expect = {{ recover_within = \"1ms\" }}\n",
+            repo_runbook("demo.toml"),
+            svc.addr
+        ),
+    );
+    // notify.toml is not a drill file: keep it out of the drills directory's scan.
+    let dir = drills.path().join("set");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::rename(drills.path().join("forced.toml"), dir.join("forced.toml")).unwrap();
+    let text = std::fs::read_to_string(dir.join("forced.toml"))
+        .unwrap()
+        .replace("notify.toml", "../notify.toml");
+    std::fs::write(dir.join("forced.toml"), text).unwrap();
+
+    let o = medic(
+        cache.path(),
+        &["drill", "run", "forced", "--drills", dir.to_str().unwrap()],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    assert!(out.contains("failed on purpose (drill fault)"), "{out}");
+    assert!(out.contains("over the budget of 1ms"), "{out}");
+    let requests = hook.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].contains("drill forced failed: recovery took"),
+        "{}",
+        requests[0]
+    );
+}
+
+#[test]
+fn drills_never_run_in_protected_environments() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = write(
+        dir.path(),
+        "rb.toml",
+        "[runbook]\nname = \"rb\"\n[environments.staging]\n[environments.prod]\nprotected = true\n\
+         [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = { http = [\"127.0.0.1:9\"] }\n\
+         [[steps]]\nid = \"check\"\nuses = \"probe\"\nwith = { url = \"http://127.0.0.1:9/\" }\n",
+    );
+    let drills = dir.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    write(
+        &drills,
+        "d.toml",
+        "[[drill]]\nname = \"d\"\nrunbook = \"../rb.toml\"\nenvironment = \"prod\"\nschedule = \"0 3 * * *\"\n",
+    );
+    let o = medic(
+        cache.path(),
+        &["drill", "validate", "--drills", drills.to_str().unwrap()],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "targets the protected environment `prod`: drills never run in protected environments"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("d.toml:4:15"), "{err}");
+
+    // A runbook made protected after the drills were loaded is refused at run time.
+    std::fs::write(
+        drills.join("d.toml"),
+        "[[drill]]\nname = \"d\"\nrunbook = \"../rb.toml\"\nenvironment = \"staging\"\nschedule = \"0 3 * * *\"\n",
+    )
+    .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let loaded = medic::drill::load_dir(&host, &drills).await.unwrap();
+        let text = std::fs::read_to_string(&runbook).unwrap().replace(
+            "[environments.staging]",
+            "[environments.staging]\nprotected = true",
+        );
+        std::fs::write(&runbook, text).unwrap();
+        let store = Store::open(&cache.path().join("data"), "test").unwrap();
+        let mut quiet = |_: &medic::executor::Event<'_>| {};
+        let r = run_drill(
+            &host,
+            &store,
+            &loaded[0],
+            Started::Manual,
+            &mut quiet,
+            &Cancel::new(),
+        )
+        .await;
+        assert_eq!(r.result, DrillResult::Refused, "{r:?}");
+        assert!(r.run_id.is_none());
+        assert_eq!(store.drill_records(Some("d"), 0).unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn a_drill_whose_lock_is_held_is_skipped_and_recorded() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "rb.toml",
+        "[runbook]\nname = \"rb\"\nlock = \"svc:web\"\n\
+         [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = { http = [\"127.0.0.1:9\"] }\n\
+         [[steps]]\nid = \"check\"\nuses = \"probe\"\nwith = { url = \"http://127.0.0.1:9/\" }\n",
+    );
+    let drills = dir.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    write(
+        &drills,
+        "d.toml",
+        "[[drill]]\nname = \"d\"\nrunbook = \"../rb.toml\"\nschedule = \"0 3 * * *\"\n",
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let loaded = medic::drill::load_dir(&host, &drills).await.unwrap();
+        let store = Store::open(&cache.path().join("data"), "test").unwrap();
+        let holder = LockHolder {
+            run_id: "01incident".into(),
+            runbook: "fix-web".into(),
+            pid: std::process::id(),
+            since_ms: medic::store::now_ms(),
+        };
+        store.acquire_lock("svc:web", &holder).unwrap().unwrap();
+        let mut quiet = |_: &medic::executor::Event<'_>| {};
+        let r = run_drill(
+            &host,
+            &store,
+            &loaded[0],
+            Started::Manual,
+            &mut quiet,
+            &Cancel::new(),
+        )
+        .await;
+        assert_eq!(r.result, DrillResult::Skipped, "{r:?}");
+        assert_eq!(
+            r.reasons,
+            ["lock `svc:web` is held by run 01incident (fix-web)"]
+        );
+        assert!(
+            store.list(&Default::default(), 10).unwrap().is_empty(),
+            "nothing ran"
+        );
+    });
+}
+
+#[test]
+fn a_bad_schedule_names_the_field_and_the_line() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "d.toml",
+        &format!(
+            "[[drill]]\nname = \"d\"\nrunbook = {:?}\nschedule = \"0 25 * * *\"\n",
+            repo_runbook("demo.toml")
+        ),
+    );
+    let o = medic(
+        cache.path(),
+        &[
+            "drill",
+            "validate",
+            "--drills",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("schedule: field 2 (hour) `25`: Hours must be at most 23."),
+        "{err}"
+    );
+    assert!(err.contains("d.toml:4:12"), "{err}");
+}

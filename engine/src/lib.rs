@@ -10,4 +10,5 @@ pub mod drill;
 pub mod executor;
 pub mod host;
 pub mod runbook;
+pub mod serve;
 pub mod store;

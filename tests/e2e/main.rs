@@ -15,6 +15,7 @@ mod plugins;
 mod recovery;
 mod runbooks;
 mod sandbox;
+mod serve;
 mod servers;
 mod store;
 mod support;

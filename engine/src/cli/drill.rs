@@ -204,6 +204,30 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
             Exit::Success
         }
         DrillCommand::Run { name, drills } => {
+            if let Some(remote) = through_serve(global) {
+                // medic serve holds the store: it runs the drill, on its own drill set.
+                let answer: Result<DrillRecord, _> = remote.call(
+                    &serde_json::json!({"op": "drill_run", "name": name}),
+                    Duration::from_secs(24 * 3600),
+                );
+                return match answer {
+                    Ok(record) => {
+                        println!("drill {name} (run by medic serve): {}", describe(&record));
+                        if let Some(id) = &record.run_id {
+                            println!("  medic runs show {id}");
+                        }
+                        match record.result {
+                            DrillResult::Passed => Exit::Success,
+                            DrillResult::Failed => Exit::RunFailed,
+                            DrillResult::Skipped | DrillResult::Refused => Exit::Invalid,
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("medic: {e}");
+                        Exit::Invalid
+                    }
+                };
+            }
             let list = match load(global, &drills.dir).await {
                 Ok(l) => l,
                 Err(exit) => return exit,
@@ -325,4 +349,56 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
             Exit::Success
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    drills: DrillsDir,
+    /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
+    let host = match global.host() {
+        Ok(h) => h,
+        Err(e) => return engine_error(e),
+    };
+    let dir = match global.data_dir() {
+        Ok(d) => d,
+        Err(exit) => return exit,
+    };
+    let store = match crate::store::Store::open(&dir, "medic serve") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Engine;
+        }
+    };
+    let store = match GlobalArgs::recover(store) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let config = crate::serve::Config {
+        drills_dir: args.drills.dir,
+        metrics: args.metrics,
+    };
+    match crate::serve::serve(host, store, config).await {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            eprintln!("medic serve: {e}");
+            Exit::Invalid
+        }
+    }
+}
+
+/// The `medic serve` holding the store, when there is one.
+fn through_serve(global: &GlobalArgs) -> Option<crate::store::remote::Remote> {
+    let dir = global.data_dir().ok()?;
+    let remote = crate::store::remote::Remote::connect(&dir)?;
+    let status: serde_json::Value = remote
+        .call(&serde_json::json!({"op": "status"}), Duration::from_secs(5))
+        .ok()?;
+    (status["serving"] == "medic serve").then_some(remote)
 }

@@ -124,6 +124,8 @@ enum Command {
     /// Rollback drills: validate, list, run now, report
     #[command(subcommand)]
     Drill(drill::DrillCommand),
+    /// Run the drill scheduler and serve other medic commands, until SIGTERM
+    Serve(drill::ServeArgs),
     /// Run the demo: a demo service on loopback, and a runbook that deploys to it
     Demo(demo::DemoArgs),
     /// Serve the demo service in the foreground (used by tests and the demo)
@@ -203,6 +205,11 @@ impl GlobalArgs {
                 store.dir().display()
             ),
         }
+        Self::recover(store)
+    }
+
+    /// Marks the runs of dead processes interrupted, saying so.
+    fn recover(store: crate::store::Store) -> Result<crate::store::Store, Exit> {
         match store.recover() {
             Ok(ids) if !ids.is_empty() => {
                 eprintln!(
@@ -288,6 +295,7 @@ pub fn main() -> ExitCode {
             }
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
             Command::Drill(cmd) => drill::main(&cli.global, cmd).await,
+            Command::Serve(args) => drill::serve(&cli.global, args).await,
             Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
             Command::Stats(args) => runs::stats(&cli.global, args),
             Command::Approve(args) => runs::decide(&cli.global, args, true),

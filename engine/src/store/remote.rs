@@ -120,9 +120,29 @@ fn json_line(value: &impl Serialize) -> Vec<u8> {
     bytes
 }
 
+/// More operations, answered by the process holding the store (`medic serve` answers drill
+/// and control requests): given a request whose `op` is not a read, the answer, or `None`
+/// for an unknown `op`.
+pub type Extension = std::sync::Arc<
+    dyn Fn(
+            serde_json::Value,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Option<Result<serde_json::Value, String>>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// Serves read-only queries on the data directory's socket for as long as the returned task
 /// runs. Called by the process that holds the store.
 pub fn serve(store: Store) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    serve_with(store, None)
+}
+
+/// Like [`serve`], with more operations.
+pub fn serve_with(
+    store: Store,
+    extension: Option<Extension>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let path = store.dir().join(SOCKET);
     // A socket left by a process that died: nobody can be listening (we hold the store).
     let _ = std::fs::remove_file(&path);
@@ -134,6 +154,7 @@ pub fn serve(store: Store) -> std::io::Result<tokio::task::JoinHandle<()>> {
                 return;
             };
             let store = store.clone();
+            let extension = extension.clone();
             tokio::spawn(async move {
                 let (read, mut write) = conn.into_split();
                 let mut lines = tokio::io::BufReader::new(read).lines();
@@ -144,9 +165,23 @@ pub fn serve(store: Store) -> std::io::Result<tokio::task::JoinHandle<()>> {
                     else {
                         return;
                     };
-                    let store = store.clone();
-                    let reply = tokio::task::spawn_blocking(move || answer(&store, &line)).await;
-                    let Ok(reply) = reply else { return };
+                    let extra = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .filter(|v| !is_read(v));
+                    let reply = match (extra, &extension) {
+                        (Some(request), Some(ext)) => match ext(request).await {
+                            Some(Ok(v)) => Answer::Ok(v),
+                            Some(Err(e)) => Answer::Err(e),
+                            None => Answer::Err(format!("bad request: {line}")),
+                        },
+                        _ => {
+                            let store = store.clone();
+                            let reply =
+                                tokio::task::spawn_blocking(move || answer(&store, &line)).await;
+                            let Ok(reply) = reply else { return };
+                            reply
+                        }
+                    };
                     if write.write_all(&json_line(&reply)).await.is_err() {
                         return;
                     }
@@ -154,6 +189,14 @@ pub fn serve(store: Store) -> std::io::Result<tokio::task::JoinHandle<()>> {
             });
         }
     }))
+}
+
+/// Whether a request is one of the read-only queries every holder answers.
+fn is_read(v: &serde_json::Value) -> bool {
+    matches!(
+        v.get("op").and_then(|o| o.as_str()),
+        Some("list" | "find" | "journal" | "step_reports" | "drill_records")
+    )
 }
 
 /// A store held by another process, read through its socket.
@@ -169,13 +212,21 @@ impl Remote {
     }
 
     fn ask<T: for<'de> Deserialize<'de>>(&self, request: &Request) -> Result<T, StoreError> {
+        self.call(request, Duration::from_secs(30))
+    }
+
+    /// Sends any request and waits up to `timeout` for its answer.
+    pub fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        request: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
         let io = |e: std::io::Error| StoreError::Io {
             dir: self.location(),
             source: e,
         };
         let mut conn = UnixStream::connect(&self.path).map_err(io)?;
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(io)?;
+        conn.set_read_timeout(Some(timeout)).map_err(io)?;
         conn.write_all(&json_line(request)).map_err(io)?;
         let mut reply = String::new();
         BufReader::new(conn).read_line(&mut reply).map_err(io)?;

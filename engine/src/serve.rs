@@ -1,0 +1,575 @@
+//! `medic serve`: a long-running process that owns the run store, runs the drill scheduler,
+//! answers other `medic` commands on the data directory's socket, and exposes Prometheus
+//! metrics.
+//!
+//! Signals: SIGHUP reloads the drill files (validated first: an invalid set keeps the old
+//! one, and says why); SIGTERM or Ctrl-C stops scheduling, lets running drills reach a safe
+//! point (they roll back what they did, as an interrupted run does), records, and exits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::drill::run::{Started, run_drill};
+use crate::drill::scheduler::{Due, Scheduler, from_ms, jitter, to_ms};
+use crate::drill::{Drill, load_dir};
+use crate::executor::{Cancel, Event, Observer};
+use crate::host::PluginHost;
+use crate::store::drills::{DrillRecord, DrillResult};
+use crate::store::{ListFilter, RunStatus, Store, now_ms};
+
+/// Recovery-time histogram buckets, in seconds.
+const RECOVERY_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+/// Plugin call latency buckets, in seconds.
+const CALL_BUCKETS: &[f64] = &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.buckets.len() != bounds.len() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        for (i, b) in bounds.iter().enumerate() {
+            if v <= *b {
+                self.buckets[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in bounds.iter().enumerate() {
+            let n = self.buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// What `/metrics` reports; counters start from the store's history at start-up.
+#[derive(Debug, Default)]
+struct Metrics {
+    runs: BTreeMap<String, u64>,
+    drills: BTreeMap<(String, String), u64>,
+    recovery: Histogram,
+    calls: BTreeMap<String, Histogram>,
+}
+
+impl Metrics {
+    fn count_drill(&mut self, r: &DrillRecord) {
+        *self
+            .drills
+            .entry((r.drill.clone(), r.result.name().to_owned()))
+            .or_default() += 1;
+        if let Some(ms) = r.recover_ms {
+            self.recovery.observe(RECOVERY_BUCKETS, ms as f64 / 1000.0);
+        }
+    }
+
+    fn render(&self, running: usize) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP medic_runs_total Runs recorded, by how they ended.\n# TYPE medic_runs_total counter\n");
+        for (outcome, n) in &self.runs {
+            let _ = writeln!(out, "medic_runs_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out.push_str("# HELP medic_drills_total Drill executions, by drill and result.\n# TYPE medic_drills_total counter\n");
+        for ((drill, result), n) in &self.drills {
+            let _ = writeln!(
+                out,
+                "medic_drills_total{{drill=\"{drill}\",result=\"{result}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP medic_drill_recovery_seconds From the fault to healthy again, per drill run.\n# TYPE medic_drill_recovery_seconds histogram\n");
+        self.recovery.render(
+            &mut out,
+            "medic_drill_recovery_seconds",
+            "",
+            RECOVERY_BUCKETS,
+        );
+        out.push_str("# HELP medic_plugin_call_seconds Plugin invocation latency, by plugin declaration.\n# TYPE medic_plugin_call_seconds histogram\n");
+        for (plugin, h) in &self.calls {
+            h.render(
+                &mut out,
+                "medic_plugin_call_seconds",
+                &format!("plugin=\"{plugin}\""),
+                CALL_BUCKETS,
+            );
+        }
+        out.push_str(
+            "# HELP medic_drills_running Drills running now.\n# TYPE medic_drills_running gauge\n",
+        );
+        let _ = writeln!(out, "medic_drills_running {running}");
+        out
+    }
+}
+
+/// Counts what runs do, for the metrics, and logs one line per run.
+struct Watch {
+    metrics: Arc<Mutex<Metrics>>,
+    drill: String,
+}
+
+impl Observer for Watch {
+    fn on_event(&mut self, event: &Event<'_>) {
+        match event {
+            Event::StepFinished { report } => {
+                let mut m = self.metrics.lock().unwrap();
+                let h = m.calls.entry(report.plugin.clone()).or_default();
+                for a in &report.attempts {
+                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
+                }
+            }
+            Event::RunFinished { report } => {
+                let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
+                println!(
+                    "medic serve: drill {}: run {} ended {outcome} in {}",
+                    self.drill,
+                    report.run_id,
+                    humantime::format_duration(Duration::from_millis(
+                        report.duration.as_millis() as u64
+                    ))
+                );
+                *self
+                    .metrics
+                    .lock()
+                    .unwrap()
+                    .runs
+                    .entry(outcome)
+                    .or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Requests from the socket that need the scheduler's state.
+enum Control {
+    RunNow {
+        name: String,
+        reply: oneshot::Sender<Result<DrillRecord, String>>,
+    },
+    List {
+        reply: oneshot::Sender<serde_json::Value>,
+    },
+    Reload {
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+}
+
+pub struct Config {
+    pub drills_dir: PathBuf,
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Loads the drills, printing every mistake; the message says what happens next.
+async fn load(host: &PluginHost, dir: &std::path::Path) -> Result<Vec<Drill>, String> {
+    load_dir(host, dir).await.map_err(|errors| {
+        let mut text = String::new();
+        for e in &errors {
+            let _ = writeln!(text, "{e}");
+        }
+        let n: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
+        let _ = write!(
+            text,
+            "{n} mistake{} in {}",
+            if n == 1 { "" } else { "s" },
+            dir.display()
+        );
+        text
+    })
+}
+
+struct Running {
+    cancel: Cancel,
+    task: tokio::task::JoinHandle<()>,
+    started_ms: u64,
+}
+
+/// Runs until SIGTERM or Ctrl-C. `store` is held by this process.
+pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(), String> {
+    let host = Arc::new(host);
+    let drills = load(&host, &config.drills_dir).await?;
+
+    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    {
+        let mut m = metrics.lock().unwrap();
+        for r in store
+            .list(&ListFilter::default(), usize::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            if r.status != RunStatus::Running {
+                *m.runs.entry(r.status.name().to_owned()).or_default() += 1;
+            }
+        }
+        for r in store.drill_records(None, 0).map_err(|e| e.to_string())? {
+            m.count_drill(&r);
+        }
+    }
+
+    let (control_tx, mut control) = mpsc::channel::<Control>(16);
+    let extension: crate::store::remote::Extension = {
+        let tx = control_tx.clone();
+        Arc::new(move |request: serde_json::Value| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let op = request.get("op").and_then(|o| o.as_str()).unwrap_or("");
+                match op {
+                    "drill_run" => {
+                        let name = request
+                            .get("name")
+                            .and_then(|n| n.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::RunNow { name, reply }).await.ok()?;
+                        Some(
+                            rx.await
+                                .map_err(|_| "medic serve is stopping".to_owned())
+                                .and_then(|r| r)
+                                .map(|r| serde_json::to_value(r).unwrap_or_default()),
+                        )
+                    }
+                    "drill_list" => {
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::List { reply }).await.ok()?;
+                        Some(rx.await.map_err(|_| "medic serve is stopping".to_owned()))
+                    }
+                    "reload" => {
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::Reload { reply }).await.ok()?;
+                        Some(
+                            rx.await
+                                .map_err(|_| "medic serve is stopping".to_owned())
+                                .and_then(|r| r)
+                                .map(|n| serde_json::json!({ "drills": n })),
+                        )
+                    }
+                    "status" => Some(Ok(serde_json::json!({
+                        "pid": std::process::id(), "serving": "medic serve",
+                    }))),
+                    _ => None,
+                }
+            })
+        })
+    };
+    let socket = crate::store::remote::serve_with(store.clone(), Some(extension))
+        .map_err(|e| format!("cannot serve the socket in {}: {e}", store.dir().display()))?;
+
+    let metrics_task = match config.metrics {
+        None => None,
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "--metrics {addr}: metrics are served on loopback addresses only"
+                ));
+            }
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--metrics {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("medic serve: metrics on http://{bound}/metrics");
+            let m = metrics.clone();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = m.clone();
+                    async move {
+                        let running = RUNNING.load(std::sync::atomic::Ordering::Relaxed);
+                        (
+                            [("content-type", "text/plain; version=0.0.4")],
+                            m.lock().unwrap().render(running),
+                        )
+                    }
+                }),
+            );
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }))
+        }
+    };
+
+    let now = Utc::now();
+    let (mut scheduler, catch_up, missed) = Scheduler::new(drills, now, |name| {
+        store.drill_last_scheduled(name).ok().flatten().map(from_ms)
+    });
+    for m in missed {
+        let record = DrillRecord {
+            drill: m.drill.clone(),
+            trigger: "schedule".into(),
+            scheduled_ms: Some(to_ms(m.last)),
+            started_ms: now_ms(),
+            ended_ms: now_ms(),
+            result: DrillResult::Skipped,
+            reasons: vec![format!(
+                "{} scheduled run{} missed while no scheduler ran (the last at {}); the drill's policy is to skip them",
+                m.count,
+                if m.count == 1 { " was" } else { "s were" },
+                m.last.to_rfc3339()
+            )],
+            run_id: None,
+            before_run_id: None,
+            outcome: None,
+            detect_ms: None,
+            rollback_ms: None,
+            recover_ms: None,
+            notify_run_id: None,
+        };
+        let _ = store.set_drill_last_scheduled(&m.drill, to_ms(m.last));
+        if let Err(e) = store.put_drill(&record) {
+            eprintln!("medic serve: recording missed runs of {}: {e}", m.drill);
+        }
+        metrics.lock().unwrap().count_drill(&record);
+    }
+    println!(
+        "medic serve: pid {}, {} drill{} from {}, store {}",
+        std::process::id(),
+        scheduler.upcoming().len(),
+        if scheduler.upcoming().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        config.drills_dir.display(),
+        store.dir().display()
+    );
+
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let (done_tx, mut done) = mpsc::channel::<(String, DrillRecord)>(16);
+    let start = |due: Due,
+                 running: &mut HashMap<String, Running>,
+                 reply: Option<oneshot::Sender<Result<DrillRecord, String>>>| {
+        let name = due.drill.name.clone();
+        if let Some(r) = running.get(&name) {
+            // Overlapping its own previous run: skipped, and recorded as skipped.
+            let record = DrillRecord {
+                drill: name.clone(),
+                trigger: if reply.is_some() {
+                    "manual"
+                } else {
+                    "schedule"
+                }
+                .into(),
+                scheduled_ms: reply.is_none().then(|| to_ms(due.scheduled)),
+                started_ms: now_ms(),
+                ended_ms: now_ms(),
+                result: DrillResult::Skipped,
+                reasons: vec![format!(
+                    "its previous run (started at {}) is still going",
+                    from_ms(r.started_ms).to_rfc3339()
+                )],
+                run_id: None,
+                before_run_id: None,
+                outcome: None,
+                detect_ms: None,
+                rollback_ms: None,
+                recover_ms: None,
+                notify_run_id: None,
+            };
+            if let Err(e) = store.put_drill(&record) {
+                eprintln!("medic serve: recording a skipped drill: {e}");
+            }
+            metrics.lock().unwrap().count_drill(&record);
+            println!("medic serve: drill {name}: skipped, its previous run is still going");
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(record));
+            }
+            return;
+        }
+        if reply.is_none() {
+            let _ = store.set_drill_last_scheduled(&name, to_ms(due.scheduled));
+        }
+        let cancel = Cancel::new();
+        let (host, store, metrics, done_tx) = (
+            host.clone(),
+            store.clone(),
+            metrics.clone(),
+            done_tx.clone(),
+        );
+        let c = cancel.clone();
+        let started = if reply.is_some() {
+            Started::Manual
+        } else {
+            Started::Schedule {
+                scheduled_ms: to_ms(due.scheduled),
+            }
+        };
+        let wait = if reply.is_some() {
+            Duration::ZERO
+        } else {
+            jitter(&due.drill)
+        };
+        RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The executor's futures are not Send (observers, prompts), so each drill gets a
+        // blocking thread that drives it on this runtime.
+        let handle = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            handle.block_on(async move {
+                if !c.sleep(wait).await {
+                    RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err("medic serve is stopping".into()));
+                    }
+                    return;
+                }
+                println!("medic serve: drill {}: started", due.drill.name);
+                let mut watch = Watch {
+                    metrics: metrics.clone(),
+                    drill: due.drill.name.clone(),
+                };
+                let record = run_drill(&host, &store, &due.drill, started, &mut watch, &c).await;
+                metrics.lock().unwrap().count_drill(&record);
+                RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(record.clone()));
+                }
+                let _ = done_tx.send((due.drill.name.clone(), record)).await;
+            })
+        });
+        running.insert(
+            name,
+            Running {
+                cancel,
+                task,
+                started_ms: now_ms(),
+            },
+        );
+    };
+    for due in catch_up {
+        println!(
+            "medic serve: drill {}: running once for the schedules missed while no scheduler ran",
+            due.drill.name
+        );
+        start(due, &mut running, None);
+    }
+
+    let signal =
+        |kind| tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        let wake = scheduler.next_wake();
+        let sleep = match wake {
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            // Nothing scheduled: wake up now and then anyway (a reload may add drills).
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {
+                for due in scheduler.take_due(Utc::now()) {
+                    start(due, &mut running, None);
+                }
+            }
+            Some((name, record)) = done.recv() => {
+                running.remove(&name);
+                println!("medic serve: drill {name}: {}{}", record.result.name(),
+                    if record.reasons.is_empty() { String::new() } else { format!(": {}", record.reasons.join("; ")) });
+            }
+            Some(c) = control.recv() => match c {
+                Control::RunNow { name, reply } => {
+                    match scheduler.upcoming().into_iter().find(|(d, _)| d.name == name) {
+                        Some((drill, _)) => {
+                            let due = Due { drill: drill.clone(), scheduled: Utc::now(), catch_up: false };
+                            start(due, &mut running, Some(reply));
+                        }
+                        None => {
+                            let names: Vec<String> = scheduler.upcoming().iter().map(|(d, _)| d.name.clone()).collect();
+                            let _ = reply.send(Err(format!("no drill `{name}` (drills: {})", names.join(", "))));
+                        }
+                    }
+                }
+                Control::List { reply } => {
+                    let list: Vec<serde_json::Value> = scheduler.upcoming().into_iter().map(|(d, next)| serde_json::json!({
+                        "name": d.name, "schedule": d.schedule.expression, "timezone": d.schedule.timezone.to_string(),
+                        "next": next.map(|t| t.to_rfc3339()), "running": running.contains_key(&d.name),
+                    })).collect();
+                    let _ = reply.send(serde_json::Value::Array(list));
+                }
+                Control::Reload { reply } => {
+                    let result = reload(&host, &config, &mut scheduler).await;
+                    let _ = reply.send(result);
+                }
+            },
+            _ = hup.recv() => {
+                let _ = reload(&host, &config, &mut scheduler).await;
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+
+    println!(
+        "medic serve: stopping: no new drill starts; {} running drill{} finish at a safe point",
+        running.len(),
+        if running.len() == 1 { "" } else { "s" }
+    );
+    for r in running.values() {
+        r.cancel.cancel();
+    }
+    for (name, r) in running.drain() {
+        if r.task.await.is_err() {
+            eprintln!("medic serve: drill {name} ended abnormally");
+        }
+    }
+    socket.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let Err(e) = store.flush() {
+        return Err(e.to_string());
+    }
+    println!("medic serve: stopped");
+    Ok(())
+}
+
+/// Drills running now, for the metrics.
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn reload(
+    host: &PluginHost,
+    config: &Config,
+    scheduler: &mut Scheduler,
+) -> Result<usize, String> {
+    match load(host, &config.drills_dir).await {
+        Ok(drills) => {
+            let n = drills.len();
+            scheduler.replace(drills, Utc::now());
+            println!(
+                "medic serve: reloaded {n} drill{} from {}",
+                if n == 1 { "" } else { "s" },
+                config.drills_dir.display()
+            );
+            Ok(n)
+        }
+        Err(why) => {
+            eprintln!("{why}\nmedic serve: reload refused; the previous drills stay scheduled");
+            Err(format!(
+                "reload refused; the previous drills stay scheduled:\n{why}"
+            ))
+        }
+    }
+}

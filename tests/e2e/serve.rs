@@ -1,0 +1,324 @@
+//! `medic serve`: the scheduler in real time (briefly: per-second schedules), the CLI
+//! through its socket, signals, and its metrics scraped by a real Prometheus.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use medic::store::Store;
+use medic::store::drills::{DrillRecord, DrillResult};
+
+use crate::cli::{MEDIC, medic, repo, service, stderr, stdout};
+use crate::lab;
+
+/// A `medic serve` child with its output lines on a channel; killed on drop.
+struct Serve {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Serve {
+    fn start(data: &Path, drills: &Path, extra: &[&str]) -> Serve {
+        let mut child = Command::new(MEDIC)
+            .args(["serve", "--drills", drills.to_str().unwrap()])
+            .args(extra)
+            .env("MEDIC_DATA_DIR", data)
+            .env("MEDIC_CACHE_DIR", data.join("cache"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn medic serve");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut s = Serve {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        s.wait_for("medic serve: pid");
+        s
+    }
+
+    /// Waits (at most 30 s) for a line containing `needle`, and returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "medic serve never said {needle:?}; it said:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    fn stop(mut self) -> Option<i32> {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("medic serve did not stop within 60 s of SIGTERM");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get_text(url: &str) -> Option<String> {
+    crate::support::runtime().block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
+}
+
+fn drill_file(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(name), body).unwrap();
+}
+
+fn demo_drill(name: &str, schedule: &str, host: &str, extra: &str) -> String {
+    format!(
+        "[[drill]]\nname = \"{name}\"\nrunbook = {:?}\nschedule = \"{schedule}\"\n\
+         params = {{ host = \"{host}\", version = \"v3\" }}\n{extra}",
+        repo().join("runbooks/demo.toml").display().to_string()
+    )
+}
+
+fn records(data: &Path) -> Vec<DrillRecord> {
+    let store = Store::open(data, "test").unwrap();
+    store.drill_records(None, 0).unwrap()
+}
+
+#[test]
+fn serve_schedules_drills_and_the_cli_goes_through_it() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&["v3"]);
+    // Every 2 seconds: the real scheduler, on a short leash.
+    drill_file(
+        &drills,
+        "a.toml",
+        &demo_drill("often", "*/2 * * * * *", &svc.addr, ""),
+    );
+    drill_file(
+        &drills,
+        "b.toml",
+        &demo_drill("nightly", "0 3 * * *", &svc.addr, ""),
+    );
+    let metrics = format!("127.0.0.1:{}", lab::free_port());
+    let mut serve = Serve::start(&data, &drills, &["--metrics", &metrics]);
+    serve.wait_for("drill often: passed");
+
+    // While serve holds the store, the CLI reads and runs through its socket.
+    let cache = work.path();
+    let env = |args: &[&str]| {
+        let mut c = crate::cli::medic_command(cache);
+        c.env("MEDIC_DATA_DIR", &data).args(args);
+        c.output().unwrap()
+    };
+    let o = env(&["drill", "run", "nightly"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("drill nightly (run by medic serve): passed"),
+        "{}",
+        stdout(&o)
+    );
+    let o = env(&["runs", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("schedule often"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("schedule nightly"), "{}", stdout(&o));
+    let o = env(&["drill", "report", "nightly", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report[0]["passed"], 1, "{report}");
+
+    // The real Prometheus scrapes serve's metrics.
+    let prom = lab::prometheus(std::slice::from_ref(&metrics));
+    let url = format!(
+        "http://{}/api/v1/query?query=medic_drills_total%7Bdrill%3D%22nightly%22%7D",
+        prom.addr
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    loop {
+        last = get_text(&url).unwrap_or(last);
+        if last.contains("\"result\":\"passed\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never saw the drill: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // SIGHUP: an invalid file keeps the old set; a valid change is taken.
+    drill_file(&drills, "c.toml", "[[drill]]\nname = \"broken\"\n");
+    serve.signal("-HUP");
+    serve.wait_for("reload refused; the previous drills stay scheduled");
+    std::fs::remove_file(drills.join("c.toml")).unwrap();
+    serve.signal("-HUP");
+    serve.wait_for("reloaded 2 drills");
+
+    assert_eq!(serve.stop(), Some(0));
+    let all = records(&data);
+    assert!(
+        all.iter()
+            .any(|r| r.drill == "often" && r.result == DrillResult::Passed)
+    );
+    assert!(
+        all.iter().all(|r| r.result != DrillResult::Failed),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn an_overlapping_drill_is_skipped_and_sigterm_leaves_a_consistent_record() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&[]);
+    // A slow drill: its gate needs 8 passes 500 ms apart; it fires every second.
+    std::fs::write(
+        work.path().join("slow.toml"),
+        format!(
+            "[runbook]\nname = \"slow\"\non_failure = \"rollback\"\n\
+             [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = {{ http = [\"{0}\"] }}\n\
+             [plugins.deployer]\nsource = \"builtin:http-deploy\"\ngrants = {{ http = [\"{0}\"], kv = true }}\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"deployer\"\nrollback = \"revert\"\n\
+             with = {{ url = \"http://{0}/deploy\", version_url = \"http://{0}/version\", version = \"v2\" }}\n\
+             [[steps]]\nid = \"soak\"\nuses = \"probe\"\n\
+             gate = {{ interval = \"500ms\", successes = 8, timeout = \"30s\" }}\n\
+             with = {{ url = \"http://{0}/health\" }}\n\
+             [[verify]]\nid = \"healthy\"\nuses = \"probe\"\nwith = {{ url = \"http://{0}/health\" }}\n",
+            svc.addr
+        ),
+    )
+    .unwrap();
+    drill_file(
+        &drills,
+        "slow.toml",
+        "[[drill]]\nname = \"slow\"\nrunbook = \"../slow.toml\"\nschedule = \"* * * * * *\"\n",
+    );
+    let mut serve = Serve::start(&data, &drills, &[]);
+    serve.wait_for("drill slow: started");
+    serve.wait_for("drill slow: skipped, its previous run is still going");
+    // Stop mid-drill: the run reaches a safe point, rolls back what it did, and is recorded.
+    assert_eq!(serve.stop(), Some(0));
+
+    let store = Store::open(&data, "test").unwrap();
+    let runs = store.list(&Default::default(), 10).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0].status.name(), "cancelled", "{:#?}", runs[0]);
+    assert!(runs[0].ended_ms.is_some());
+    let all = store.drill_records(Some("slow"), 0).unwrap();
+    assert!(
+        all.iter().any(|r| r.result == DrillResult::Skipped
+            && r.reasons[0].contains("its previous run (started at")),
+        "{all:#?}"
+    );
+    let ran = all
+        .iter()
+        .find(|r| r.run_id.is_some())
+        .expect("the drill's own record");
+    assert_eq!(ran.result, DrillResult::Failed, "{ran:#?}");
+    assert_eq!(ran.outcome.as_deref(), Some("cancelled"));
+    // The deploy was undone on the way out.
+    let version = get_text(&format!("http://{}/version", svc.addr)).unwrap();
+    assert_eq!(version.trim(), "v1");
+}
+
+#[test]
+fn missed_schedules_follow_each_drills_policy() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&["v3"]);
+    drill_file(
+        &drills,
+        "d.toml",
+        &(demo_drill(
+            "catch-up",
+            "0 * * * *",
+            &svc.addr,
+            "missed = \"run_once\"\n",
+        ) + "\n"
+            + &demo_drill("skipper", "0 * * * *", &svc.addr, "")),
+    );
+    {
+        // As if a scheduler last handled them three hours ago.
+        let store = Store::open(&data, "test").unwrap();
+        let then = medic::store::now_ms() - 3 * 3600 * 1000;
+        store.set_drill_last_scheduled("catch-up", then).unwrap();
+        store.set_drill_last_scheduled("skipper", then).unwrap();
+    }
+    let mut serve = Serve::start(&data, &drills, &[]);
+    serve.wait_for("drill catch-up: passed");
+    assert_eq!(serve.stop(), Some(0));
+    let all = records(&data);
+    let skipped = all
+        .iter()
+        .find(|r| r.drill == "skipper")
+        .expect("skipper's record");
+    assert_eq!(skipped.result, DrillResult::Skipped);
+    assert!(
+        skipped.reasons[0].starts_with("3 scheduled runs were missed"),
+        "{skipped:#?}"
+    );
+    let caught = all.iter().find(|r| r.drill == "catch-up").unwrap();
+    assert_eq!(caught.result, DrillResult::Passed, "{caught:#?}");
+    let o = medic(
+        work.path(),
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "drill",
+            "report",
+            "skipper",
+        ],
+    );
+    assert!(stdout(&o).contains("1 skipped"), "{}", stdout(&o));
+}

@@ -22,6 +22,7 @@ use crate::drill::{Drill, load_dir};
 use crate::executor::{Cancel, Event, Observer};
 use crate::host::PluginHost;
 use crate::store::drills::{DrillRecord, DrillResult};
+use crate::store::remote::Reply;
 use crate::store::{ListFilter, RunStatus, Store, now_ms};
 
 /// Recovery-time histogram buckets, in seconds.
@@ -179,6 +180,11 @@ enum Control {
     Reload {
         reply: oneshot::Sender<Result<usize, String>>,
     },
+    /// `medic run` from another terminal: run it here, streaming its events back.
+    Run {
+        request: serde_json::Value,
+        reply: oneshot::Sender<Reply>,
+    },
 }
 
 pub struct Config {
@@ -247,31 +253,38 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                             .to_owned();
                         let (reply, rx) = oneshot::channel();
                         tx.send(Control::RunNow { name, reply }).await.ok()?;
-                        Some(
+                        Some(Reply::One(
                             rx.await
                                 .map_err(|_| "medic serve is stopping".to_owned())
                                 .and_then(|r| r)
                                 .map(|r| serde_json::to_value(r).unwrap_or_default()),
-                        )
+                        ))
                     }
                     "drill_list" => {
                         let (reply, rx) = oneshot::channel();
                         tx.send(Control::List { reply }).await.ok()?;
-                        Some(rx.await.map_err(|_| "medic serve is stopping".to_owned()))
+                        Some(Reply::One(
+                            rx.await.map_err(|_| "medic serve is stopping".to_owned()),
+                        ))
                     }
                     "reload" => {
                         let (reply, rx) = oneshot::channel();
                         tx.send(Control::Reload { reply }).await.ok()?;
-                        Some(
+                        Some(Reply::One(
                             rx.await
                                 .map_err(|_| "medic serve is stopping".to_owned())
                                 .and_then(|r| r)
                                 .map(|n| serde_json::json!({ "drills": n })),
-                        )
+                        ))
                     }
-                    "status" => Some(Ok(serde_json::json!({
+                    "status" => Some(Reply::One(Ok(serde_json::json!({
                         "pid": std::process::id(), "serving": "medic serve",
-                    }))),
+                    })))),
+                    "run" => {
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::Run { request, reply }).await.ok()?;
+                        rx.await.ok()
+                    }
                     _ => None,
                 }
             })
@@ -359,6 +372,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     );
 
     let mut running: HashMap<String, Running> = HashMap::new();
+    let mut client_runs: Vec<(Cancel, tokio::task::JoinHandle<()>)> = Vec::new();
     let (done_tx, mut done) = mpsc::channel::<(String, DrillRecord)>(16);
     let start = |due: Due,
                  running: &mut HashMap<String, Running>,
@@ -513,6 +527,9 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                     let result = reload(&host, &config, &mut scheduler).await;
                     let _ = reply.send(result);
                 }
+                Control::Run { request, reply } => {
+                    let _ = reply.send(client_run(&host, &store, &metrics, request, &mut client_runs).await);
+                }
             },
             _ = hup.recv() => {
                 let _ = reload(&host, &config, &mut scheduler).await;
@@ -529,6 +546,12 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     );
     for r in running.values() {
         r.cancel.cancel();
+    }
+    for (c, _) in &client_runs {
+        c.cancel();
+    }
+    for (_, t) in client_runs.drain(..) {
+        let _ = t.await;
     }
     for (name, r) in running.drain() {
         if r.task.await.is_err() {
@@ -572,4 +595,137 @@ async fn reload(
             ))
         }
     }
+}
+
+/// What `medic run` sends to run through `medic serve`.
+#[derive(Debug, serde::Deserialize)]
+struct RunRequest {
+    path: PathBuf,
+    text: String,
+    params: Vec<(String, String)>,
+    environment: Option<String>,
+    sourced: Vec<(String, String)>,
+    dry_run: bool,
+    approval: Option<crate::executor::Approval>,
+    trigger: crate::store::Trigger,
+    run_id: String,
+    lock_wait: Duration,
+}
+
+/// Sends each event to the client as it happens; a client gone cancels the run (it then
+/// rolls back what it did, as an interrupted run does).
+struct Stream {
+    tx: mpsc::UnboundedSender<serde_json::Value>,
+    cancel: Cancel,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+impl Observer for Stream {
+    fn on_event(&mut self, event: &Event<'_>) {
+        let owned = crate::executor::OwnedEvent::from_event(event);
+        let line = serde_json::json!({ "event": owned });
+        if self.tx.send(line).is_err() && !self.cancel.is_cancelled() {
+            println!("medic serve: the client of a run went away; cancelling it");
+            self.cancel.cancel();
+        }
+        match event {
+            Event::StepFinished { report } => {
+                let mut m = self.metrics.lock().unwrap();
+                let h = m.calls.entry(report.plugin.clone()).or_default();
+                for a in &report.attempts {
+                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
+                }
+            }
+            Event::RunFinished { report } => {
+                let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
+                *self
+                    .metrics
+                    .lock()
+                    .unwrap()
+                    .runs
+                    .entry(outcome)
+                    .or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Plans the client's runbook (with the values its sources had there) and starts it.
+async fn client_run(
+    host: &Arc<PluginHost>,
+    store: &Store,
+    metrics: &Arc<Mutex<Metrics>>,
+    request: serde_json::Value,
+    runs: &mut Vec<(Cancel, tokio::task::JoinHandle<()>)>,
+) -> Reply {
+    runs.retain(|(_, t)| !t.is_finished());
+    let req: RunRequest = match serde_json::from_value(request) {
+        Ok(r) => r,
+        Err(e) => return Reply::One(Err(format!("bad run request: {e}"))),
+    };
+    let opts = crate::runbook::PlanOptions {
+        params: req.params.clone(),
+        environment: req.environment.clone(),
+        defer_secrets: false,
+        sourced: Some(req.sourced.clone()),
+    };
+    let src = crate::runbook::Source {
+        path: &req.path,
+        text: &req.text,
+    };
+    let plan = match crate::runbook::plan(host, &src, &opts).await {
+        Ok(p) => p,
+        Err(d) => {
+            let path = req.path.display().to_string();
+            return Reply::One(Err(crate::runbook::Report {
+                path: &path,
+                text: &req.text,
+                diagnostics: &d,
+            }
+            .to_string()));
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cancel = Cancel::new();
+    let c = cancel.clone();
+    let (host, store, metrics) = (host.clone(), store.clone(), metrics.clone());
+    let handle = tokio::runtime::Handle::current();
+    println!(
+        "medic serve: run {} of {} for {}",
+        req.run_id, plan.name, req.trigger
+    );
+    let task = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            let mut stream = Stream {
+                tx: tx.clone(),
+                cancel: c.clone(),
+                metrics,
+            };
+            let spec = crate::drill::run::RunSpec {
+                plan: &plan,
+                trigger: req.trigger,
+                run_id: req.run_id,
+                fail_step: None,
+                dry_run: req.dry_run,
+                approval: req.approval,
+                lock_wait: req.lock_wait,
+            };
+            let end =
+                match crate::drill::run::recorded_run(&host, &store, spec, &mut stream, &c).await {
+                    Ok((report, _)) => serde_json::json!({
+                        "done": { "run_id": report.run_id, "store": store.dir() }
+                    }),
+                    Err(
+                        crate::drill::run::NotRun::Skipped(why)
+                        | crate::drill::run::NotRun::Failed(why),
+                    ) => {
+                        serde_json::json!({ "error": why })
+                    }
+                };
+            let _ = tx.send(end);
+        })
+    });
+    runs.push((cancel, task));
+    Reply::Stream(rx)
 }

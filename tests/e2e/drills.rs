@@ -290,3 +290,135 @@ fn a_bad_schedule_names_the_field_and_the_line() {
     );
     assert!(err.contains("d.toml:4:12"), "{err}");
 }
+
+/// The whole loop against the lab: a drill deploys a known-bad version; the error-ratio gate
+/// reads the real Prometheus scraping the service; the rollback and verify run; the drill
+/// passes with its recovery times recorded.
+#[test]
+fn a_drill_against_the_lab_catches_a_bad_deploy_in_prometheus() {
+    let rt = runtime();
+    let svc = rt
+        .block_on(medic::demo::DemoService::start(
+            "127.0.0.1:0".parse().unwrap(),
+            "v1",
+            ["v3".to_string()],
+        ))
+        .unwrap();
+    let addr = svc.addr.to_string();
+    let prom = crate::lab::prometheus(std::slice::from_ref(&addr));
+    let traffic = {
+        let url = format!("http://{addr}/");
+        rt.spawn(async move {
+            let client = reqwest::Client::new();
+            for _ in 0..6000 {
+                let _ = client.get(&url).send().await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let drills = tempfile::tempdir().unwrap();
+    write(
+        drills.path(),
+        "lab.toml",
+        &format!(
+            "[[drill]]\nname = \"prometheus-gate\"\nrunbook = {:?}\nschedule = \"0 4 * * *\"\n\
+             params = {{ service = \"{addr}\", prometheus = \"{}\", version = \"v3\" }}\n\
+             expect = {{ outcome = \"rolled_back\", recover_within = \"1m\" }}\n",
+            repo_runbook("deploy-with-error-ratio-gate.toml"),
+            prom.addr
+        ),
+    );
+    let o = medic(
+        cache.path(),
+        &[
+            "drill",
+            "run",
+            "prometheus-gate",
+            "--drills",
+            drills.path().to_str().unwrap(),
+        ],
+    );
+    traffic.abort();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("error_ratio"), "{out}");
+    assert!(
+        out.contains("drill prometheus-gate: passed, run ended rolled_back"),
+        "{out}"
+    );
+
+    let o = medic(cache.path(), &["drill", "report", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let healthy = report[0]["time_to_healthy"]["p50_ms"].as_u64().unwrap();
+    let detect = report[0]["time_to_detect"]["p50_ms"].as_u64().unwrap();
+    assert!(
+        detect > 0 && detect <= healthy && healthy < 60_000,
+        "{report}"
+    );
+    eprintln!("lab drill: detected in {detect} ms, healthy after {healthy} ms");
+}
+
+/// `before` breaks the service on purpose (deploys a bad build); the drill then checks that
+/// the remediation runbook notices and repairs it (a supervisord restart brings the good
+/// build back), within its budget.
+#[test]
+fn a_before_runbook_breaks_the_service_and_the_remediation_is_measured() {
+    let port = crate::lab::free_port();
+    let service = format!("127.0.0.1:{port}");
+    let command = format!(
+        "{} demo-service --listen {service} --version v1 --bad v3",
+        env!("CARGO_BIN_EXE_medic")
+    );
+    let sup = crate::lab::supervisord_running("checkout", &command);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "break.toml",
+        "[runbook]\nname = \"break-checkout\"\n[params.service]\ntype = \"string\"\n\
+             [plugins.deployer]\nsource = \"builtin:http-deploy\"\ngrants = { http = [\"{{ params.service }}\"], kv = true }\n\
+             [[steps]]\nid = \"bad_build\"\nuses = \"deployer\"\nretry = { attempts = 20, backoff = \"250ms\", on = \"any\" }\n\
+             with = { url = \"http://{{ params.service }}/deploy\", version_url = \"http://{{ params.service }}/version\", version = \"v3\" }\n",
+    );
+    let drills = dir.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    write(
+        &drills,
+        "d.toml",
+        &format!(
+            "[[drill]]\nname = \"restart-heals\"\nrunbook = {:?}\nschedule = \"0 5 * * *\"\n\
+             params = {{ service = \"{service}\", supervisor = \"{}\", program = \"checkout\" }}\n\
+             before = {{ runbook = \"../break.toml\", params = {{ service = \"{service}\" }} }}\n\
+             expect = {{ outcome = \"succeeded\", recover_within = \"30s\" }}\n",
+            repo_runbook("restart-unhealthy-service.toml"),
+            sup.addr
+        ),
+    );
+    let o = crate::cli::medic_command(cache.path())
+        .env("SUPERVISOR_PASSWORD", "s3cret")
+        .args([
+            "drill",
+            "run",
+            "restart-heals",
+            "--drills",
+            drills.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("deployed v3 (was v1)"), "the fault: {out}");
+    assert!(
+        out.contains("drill restart-heals: passed, run ended succeeded"),
+        "{out}"
+    );
+
+    let o = medic(cache.path(), &["drill", "report", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let healthy = report[0]["time_to_healthy"]["p50_ms"].as_u64().unwrap();
+    assert!(healthy > 0 && healthy < 30_000, "{report}");
+    // The fault's run is recorded too, as part of the drill.
+    let o = medic(cache.path(), &["runs", "list"]);
+    assert!(stdout(&o).contains("break-checkout"), "{}", stdout(&o));
+}

@@ -176,6 +176,7 @@ fn conditions_skip_steps_and_see_earlier_results() {
             params: vec![("force".into(), "true".into())],
             environment: None,
             defer_secrets: false,
+            sourced: None,
         },
     );
     assert_eq!(step(&r, "only_if_forced").status, StepStatus::Succeeded);

@@ -311,6 +311,7 @@ fn the_readme_runbook_validates() {
             let opts = runbook::PlanOptions {
                 environment: Some(env.into()),
                 defer_secrets: true,
+                sourced: None,
                 ..Default::default()
             };
             if let Err(d) = runbook::plan(

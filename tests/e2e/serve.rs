@@ -124,6 +124,26 @@ fn demo_drill(name: &str, schedule: &str, host: &str, extra: &str) -> String {
     )
 }
 
+/// Deploys v2, then soaks: a gate of 8 passes 500 ms apart (4 s); reverts on failure.
+fn slow_runbook(path: &Path, addr: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[runbook]\nname = \"slow\"\non_failure = \"rollback\"\n\
+             [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = {{ http = [\"{0}\"] }}\n\
+             [plugins.deployer]\nsource = \"builtin:http-deploy\"\ngrants = {{ http = [\"{0}\"], kv = true }}\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"deployer\"\nrollback = \"revert\"\n\
+             with = {{ url = \"http://{0}/deploy\", version_url = \"http://{0}/version\", version = \"v2\" }}\n\
+             [[steps]]\nid = \"soak\"\nuses = \"probe\"\n\
+             gate = {{ interval = \"500ms\", successes = 8, timeout = \"30s\" }}\n\
+             with = {{ url = \"http://{0}/health\" }}\n\
+             [[verify]]\nid = \"healthy\"\nuses = \"probe\"\nwith = {{ url = \"http://{0}/health\" }}\n",
+            addr
+        ),
+    )
+    .unwrap();
+}
+
 fn records(data: &Path) -> Vec<DrillRecord> {
     let store = Store::open(data, "test").unwrap();
     store.drill_records(None, 0).unwrap()
@@ -136,11 +156,13 @@ fn serve_schedules_drills_and_the_cli_goes_through_it() {
     let drills = work.path().join("drills");
     std::fs::create_dir(&drills).unwrap();
     let svc = service(&["v3"]);
+    // Its own service: runs of the same runbook on one service would interfere.
+    let busy = service(&["v3"]);
     // Every 2 seconds: the real scheduler, on a short leash.
     drill_file(
         &drills,
         "a.toml",
-        &demo_drill("often", "*/2 * * * * *", &svc.addr, ""),
+        &demo_drill("often", "*/2 * * * * *", &busy.addr, ""),
     );
     drill_file(
         &drills,
@@ -165,6 +187,41 @@ fn serve_schedules_drills_and_the_cli_goes_through_it() {
         "{}",
         stdout(&o)
     );
+    // `medic run` goes through serve too, with the secrets this process can read.
+    let runbook = work.path().join("secret.toml");
+    let demo = std::fs::read_to_string(repo().join("runbooks/demo.toml")).unwrap();
+    std::fs::write(
+        &runbook,
+        demo.replace(
+            "[params.version]",
+            "[params.token]\ntype = \"string\"\nsecret = true\nfrom_env = \"MEDIC_TEST_DEPLOY_TOKEN\"\n\n[params.version]",
+        )
+        .replace("version = \"{{ params.version }}\" }", "version = \"{{ params.version }}\", token = \"{{ params.token }}\" }"),
+    )
+    .unwrap();
+    let o = crate::cli::medic_command(cache)
+        .env("MEDIC_DATA_DIR", &data)
+        .env("MEDIC_TEST_DEPLOY_TOKEN", "s3cret-from-the-client")
+        .args([
+            "run",
+            runbook.to_str().unwrap(),
+            "--param",
+            &format!("host={}", svc.addr),
+            "--param",
+            "version=v3",
+        ])
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{out}{err}");
+    assert!(out.contains("redeployed v1 (was v3)"), "{out}");
+    assert!(err.contains("by medic serve: medic runs show"), "{err}");
+    assert!(
+        !out.contains("s3cret-from-the-client") && !err.contains("s3cret"),
+        "{out}{err}"
+    );
+    serve.wait_for("medic serve: run ");
+
     let o = env(&["runs", "list"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("schedule often"), "{}", stdout(&o));
@@ -207,8 +264,11 @@ fn serve_schedules_drills_and_the_cli_goes_through_it() {
         all.iter()
             .any(|r| r.drill == "often" && r.result == DrillResult::Passed)
     );
+    // A drill still running at SIGTERM is cancelled (and says so); every other one passed.
     assert!(
-        all.iter().all(|r| r.result != DrillResult::Failed),
+        all.iter()
+            .filter(|r| !r.reasons.iter().any(|why| why.starts_with("cancelled")))
+            .all(|r| r.result != DrillResult::Failed),
         "{all:#?}"
     );
 }
@@ -221,22 +281,7 @@ fn an_overlapping_drill_is_skipped_and_sigterm_leaves_a_consistent_record() {
     std::fs::create_dir(&drills).unwrap();
     let svc = service(&[]);
     // A slow drill: its gate needs 8 passes 500 ms apart; it fires every second.
-    std::fs::write(
-        work.path().join("slow.toml"),
-        format!(
-            "[runbook]\nname = \"slow\"\non_failure = \"rollback\"\n\
-             [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = {{ http = [\"{0}\"] }}\n\
-             [plugins.deployer]\nsource = \"builtin:http-deploy\"\ngrants = {{ http = [\"{0}\"], kv = true }}\n\
-             [[steps]]\nid = \"deploy\"\nuses = \"deployer\"\nrollback = \"revert\"\n\
-             with = {{ url = \"http://{0}/deploy\", version_url = \"http://{0}/version\", version = \"v2\" }}\n\
-             [[steps]]\nid = \"soak\"\nuses = \"probe\"\n\
-             gate = {{ interval = \"500ms\", successes = 8, timeout = \"30s\" }}\n\
-             with = {{ url = \"http://{0}/health\" }}\n\
-             [[verify]]\nid = \"healthy\"\nuses = \"probe\"\nwith = {{ url = \"http://{0}/health\" }}\n",
-            svc.addr
-        ),
-    )
-    .unwrap();
+    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
     drill_file(
         &drills,
         "slow.toml",
@@ -321,4 +366,42 @@ fn missed_schedules_follow_each_drills_policy() {
         ],
     );
     assert!(stdout(&o).contains("1 skipped"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_run_whose_client_goes_away_is_cancelled_and_rolled_back() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&[]);
+    let runbook = work.path().join("slow.toml");
+    slow_runbook(&runbook, &svc.addr);
+    let mut serve = Serve::start(&data, &drills, &[]);
+
+    let mut client = crate::cli::medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["run", runbook.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap()).lines();
+    let deployed = out
+        .by_ref()
+        .take(20)
+        .map_while(Result::ok)
+        .any(|l| l.contains("deployed v2 (was v1)"));
+    assert!(deployed, "the client never showed the deploy");
+    client.kill().unwrap();
+    let _ = client.wait();
+
+    serve.wait_for("the client of a run went away; cancelling it");
+    assert_eq!(serve.stop(), Some(0));
+    let store = Store::open(&data, "test").unwrap();
+    let runs = store.list(&Default::default(), 10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status.name(), "cancelled", "{:#?}", runs[0]);
+    let version = get_text(&format!("http://{}/version", svc.addr)).unwrap();
+    assert_eq!(version.trim(), "v1", "the deploy was rolled back");
 }

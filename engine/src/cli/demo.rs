@@ -129,6 +129,7 @@ pub async fn demo(global: &GlobalArgs, args: DemoArgs) -> Exit {
             params,
             environment: None,
             defer_secrets: false,
+            sourced: None,
         };
         let plan = match load_plan(&host, Path::new(DEMO_PATH), Some(DEMO_RUNBOOK), &opts).await {
             Ok(p) => p,

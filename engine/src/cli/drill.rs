@@ -204,7 +204,7 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
             Exit::Success
         }
         DrillCommand::Run { name, drills } => {
-            if let Some(remote) = through_serve(global) {
+            if let Some(remote) = global.through_serve() {
                 // medic serve holds the store: it runs the drill, on its own drill set.
                 let answer: Result<DrillRecord, _> = remote.call(
                     &serde_json::json!({"op": "drill_run", "name": name}),
@@ -391,14 +391,4 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
             Exit::Invalid
         }
     }
-}
-
-/// The `medic serve` holding the store, when there is one.
-fn through_serve(global: &GlobalArgs) -> Option<crate::store::remote::Remote> {
-    let dir = global.data_dir().ok()?;
-    let remote = crate::store::remote::Remote::connect(&dir)?;
-    let status: serde_json::Value = remote
-        .call(&serde_json::json!({"op": "status"}), Duration::from_secs(5))
-        .ok()?;
-    (status["serving"] == "medic serve").then_some(remote)
 }

@@ -208,6 +208,20 @@ impl GlobalArgs {
         Self::recover(store)
     }
 
+    /// The `medic serve` holding the store, when there is one: commands that write go
+    /// through it.
+    fn through_serve(&self) -> Option<crate::store::remote::Remote> {
+        let dir = self.data_dir().ok()?;
+        let remote = crate::store::remote::Remote::connect(&dir)?;
+        let status: serde_json::Value = remote
+            .call(
+                &serde_json::json!({"op": "status"}),
+                std::time::Duration::from_secs(5),
+            )
+            .ok()?;
+        (status["serving"] == "medic serve").then_some(remote)
+    }
+
     /// Marks the runs of dead processes interrupted, saying so.
     fn recover(store: crate::store::Store) -> Result<crate::store::Store, Exit> {
         match store.recover() {

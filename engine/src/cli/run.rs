@@ -31,6 +31,7 @@ impl Target {
             params: self.params.clone(),
             environment: self.env.clone(),
             defer_secrets: false,
+            sourced: None,
         }
     }
 }
@@ -113,13 +114,6 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         Ok(h) => h,
         Err(e) => return engine_error(e),
     };
-    let store = match global.store(
-        &format!("medic run {}", args.target.runbook.display()),
-        args.wait,
-    ) {
-        Ok(s) => s,
-        Err(exit) => return exit,
-    };
     let plan = match load_plan(&host, &args.target.runbook, None, &args.target.options()).await {
         Ok(p) => p,
         Err(exit) => return exit,
@@ -143,6 +137,16 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         }),
         (None, false) => None,
     };
+    if let Some(remote) = global.through_serve() {
+        return through_serve(global, &remote, &plan, &args, approval);
+    }
+    let store = match global.store(
+        &format!("medic run {}", args.target.runbook.display()),
+        args.wait,
+    ) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
     let request = RunRequest {
         plan: &plan,
         format: args.output,
@@ -157,6 +161,88 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
     match execute(&host, &store, global, request).await {
         Ok(report) => exit_for(&report),
         Err(exit) => exit,
+    }
+}
+
+/// `medic serve` holds the store: it runs the runbook (and records it); this process shows
+/// the run as it happens, as if it ran here. Plugins run in the serve process, with the
+/// parameter values this process read from its own environment and files.
+fn through_serve(
+    global: &GlobalArgs,
+    remote: &crate::store::remote::Remote,
+    plan: &Plan,
+    args: &RunArgs,
+    approval: Option<Approval>,
+) -> Exit {
+    let path =
+        std::fs::canonicalize(&args.target.runbook).unwrap_or_else(|_| args.target.runbook.clone());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return engine_error(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let opts = args.target.options();
+    let request = serde_json::json!({
+        "op": "run",
+        "path": path,
+        "sourced": crate::runbook::plan::read_sources(&path, &text),
+        "text": text,
+        "params": opts.params,
+        "environment": opts.environment,
+        "dry_run": args.dry_run,
+        "approval": approval,
+        "trigger": Trigger::cli(),
+        "run_id": executor::new_run_id(),
+        "lock_wait": args.wait.unwrap_or_default(),
+    });
+    let lines = match remote.stream(&request) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Engine;
+        }
+    };
+    let mut human = HumanOutput::new(global.color(), global.verbose);
+    let mut json = JsonOutput;
+    let mut report = None;
+    for line in lines {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            eprintln!("medic: unreadable answer from medic serve: {line}");
+            return Exit::Engine;
+        };
+        if let Some(e) = v.get("event") {
+            let Ok(owned) = serde_json::from_value::<executor::OwnedEvent>(e.clone()) else {
+                eprintln!("medic: unreadable event from medic serve: {e}");
+                return Exit::Engine;
+            };
+            let event = owned.as_event(plan);
+            use executor::Observer as _;
+            match args.output {
+                OutputFormat::Human => human.on_event(&event),
+                OutputFormat::Json => json.on_event(&event),
+            }
+            if let executor::OwnedEvent::RunFinished { report: r } = owned {
+                report = Some(r);
+            }
+        } else if let Some(done) = v.get("done") {
+            if args.output == OutputFormat::Human {
+                eprintln!(
+                    "recorded in {} by medic serve: medic runs show {}",
+                    done["store"].as_str().unwrap_or("?"),
+                    done["run_id"].as_str().unwrap_or("?")
+                );
+            }
+        } else if let Some(e) = v.get("error").or_else(|| v.get("err")) {
+            eprintln!("medic: {}", e.as_str().unwrap_or_default());
+            return Exit::Invalid;
+        }
+    }
+    match report {
+        Some(r) => exit_for(&r),
+        None => {
+            eprintln!("medic: medic serve stopped before the run ended; see `medic runs list`");
+            Exit::Engine
+        }
     }
 }
 
@@ -343,6 +429,7 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
             params: args.target.params.clone(),
             environment: env.clone(),
             defer_secrets: true,
+            sourced: None,
         };
         match load_plan(&host, path, text.as_deref(), &opts).await {
             Ok(plan) => last = Some(plan),

@@ -563,6 +563,7 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
         params: journal_params,
         environment,
         defer_secrets: false,
+        sourced: None,
     };
     let plan = match load_plan(&host, &path, Some(&text), &opts).await {
         Ok(p) => p,

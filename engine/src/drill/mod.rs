@@ -135,6 +135,7 @@ impl Drill {
             params: self.params.clone(),
             environment: self.environment.clone(),
             defer_secrets: false,
+            sourced: None,
         }
     }
 }
@@ -406,6 +407,7 @@ async fn check(
         environment: environment.clone(),
         // Validation does not need the secrets; the drill's run does, and fails without them.
         defer_secrets: true,
+        sourced: None,
     };
     match plan_file(host, &runbook, &opts).await {
         Err(why) => diags.push(Diagnostic::at(d.runbook.span(), why)),
@@ -473,6 +475,7 @@ async fn check(
             params,
             environment: environment.clone(),
             defer_secrets: true,
+            sourced: None,
         };
         if let Err(why) = plan_hook(host, &h.runbook, &opts).await {
             diags.push(Diagnostic::at(

@@ -29,8 +29,8 @@ pub enum Started {
     },
 }
 
-/// A run the drill could not even start.
-enum NotRun {
+/// A run that could not even start, or whose record could not be completed.
+pub enum NotRun {
     Skipped(String),
     Failed(String),
 }
@@ -40,18 +40,30 @@ fn ms(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs `plan` as the engine always does (recorded, locked, rolled back on its own), with
-/// the drill's fault.
-async fn recorded_run(
+/// One unattended, recorded run.
+pub struct RunSpec<'a> {
+    pub plan: &'a Plan,
+    pub trigger: Trigger,
+    pub run_id: String,
+    /// A drill's fault.
+    pub fail_step: Option<String>,
+    pub dry_run: bool,
+    pub approval: Option<crate::executor::Approval>,
+    /// How long to wait for the runbook's lock before giving up.
+    pub lock_wait: Duration,
+}
+
+/// Runs a plan as the engine always does (recorded, locked, rolled back on its own), with
+/// nobody at a terminal: a cancelled run undoes what it did, as the runbook says.
+pub async fn recorded_run(
     host: &PluginHost,
     store: &Store,
-    plan: &Plan,
-    drill: &str,
-    fail_step: Option<String>,
+    spec: RunSpec<'_>,
     observer: &mut dyn Observer,
     cancel: &Cancel,
 ) -> Result<(RunReport, RunRecord), NotRun> {
-    let run_id = executor::new_run_id();
+    let plan = spec.plan;
+    let run_id = spec.run_id;
     if let Some(key) = &plan.lock {
         let holder = LockHolder {
             run_id: run_id.clone(),
@@ -59,37 +71,46 @@ async fn recorded_run(
             pid: std::process::id(),
             since_ms: now_ms(),
         };
-        match store.acquire_lock(key, &holder) {
-            Ok(Ok(())) => {}
-            Ok(Err(other)) => {
-                return Err(NotRun::Skipped(format!(
-                    "lock `{key}` is held by run {} ({})",
-                    other.run_id, other.runbook
-                )));
+        let deadline = std::time::Instant::now() + spec.lock_wait;
+        loop {
+            match store.acquire_lock(key, &holder) {
+                Ok(Ok(())) => break,
+                Ok(Err(other)) if std::time::Instant::now() >= deadline => {
+                    return Err(NotRun::Skipped(format!(
+                        "lock `{key}` is held by run {} ({})",
+                        other.run_id, other.runbook
+                    )));
+                }
+                Ok(Err(_)) => {
+                    if !cancel.sleep(Duration::from_millis(250)).await {
+                        return Err(NotRun::Skipped(
+                            "cancelled while waiting for the lock".into(),
+                        ));
+                    }
+                }
+                Err(e) => return Err(NotRun::Failed(format!("the run store: {e}"))),
             }
-            Err(e) => return Err(NotRun::Failed(format!("the run store: {e}"))),
         }
     }
     let opts = RunOptions {
         run_id: run_id.clone(),
         cancel: cancel.clone(),
-        // Unattended: a cancelled drill undoes what it did, as the runbook says.
         confirm_rollback: Box::new(|| true),
         approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
             dir: store.dir().join("approvals"),
         }),
-        fail_step,
+        fail_step: spec.fail_step,
+        dry_run: spec.dry_run,
+        approval: spec.approval,
         ..RunOptions::default()
     };
     let mut recorder = Recorder::new(
         store,
         observer,
-        Trigger::Schedule {
-            drill: drill.to_owned(),
-        },
+        spec.trigger,
         plan.lock.clone(),
         Start::New,
-        false,
+        spec.dry_run,
         cancel.clone(),
     );
     let report = executor::execute(host, plan, opts, &mut recorder).await;
@@ -117,6 +138,21 @@ async fn recorded_run(
         Err(e) => return Err(NotRun::Failed(e.to_string())),
     };
     Ok((report, record))
+}
+
+/// A drill's runs: triggered by it, never waiting for a lock (a held lock skips the drill).
+fn drill_spec<'a>(plan: &'a Plan, drill: &Drill, fail_step: Option<String>) -> RunSpec<'a> {
+    RunSpec {
+        plan,
+        trigger: Trigger::Schedule {
+            drill: drill.name.clone(),
+        },
+        run_id: executor::new_run_id(),
+        fail_step,
+        dry_run: false,
+        approval: None,
+        lock_wait: Duration::ZERO,
+    }
 }
 
 /// When the rollback steps ended, as ms since the epoch.
@@ -149,6 +185,7 @@ async fn plan_hook(
             params,
             environment: drill.environment.clone(),
             defer_secrets: false,
+            sourced: None,
         },
     )
     .await
@@ -199,7 +236,15 @@ pub async fn run_drill(
         ];
         match plan_hook(host, drill, hook, &extra).await {
             Ok(plan) => {
-                match recorded_run(host, store, &plan, &drill.name, None, observer, cancel).await {
+                match recorded_run(
+                    host,
+                    store,
+                    drill_spec(&plan, drill, None),
+                    observer,
+                    cancel,
+                )
+                .await
+                {
                     Ok((report, _)) => {
                         if report.outcome != RunOutcome::Succeeded {
                             record.reasons.push(format!(
@@ -259,7 +304,15 @@ async fn evaluate(
                 return;
             }
         };
-        match recorded_run(host, store, &before, &drill.name, None, observer, cancel).await {
+        match recorded_run(
+            host,
+            store,
+            drill_spec(&before, drill, None),
+            observer,
+            cancel,
+        )
+        .await
+        {
             Ok((report, r)) => {
                 record.before_run_id = Some(report.run_id.clone());
                 if report.outcome != RunOutcome::Succeeded {
@@ -285,9 +338,7 @@ async fn evaluate(
     let (report, run) = match recorded_run(
         host,
         store,
-        &plan,
-        &drill.name,
-        drill.fail_step.clone(),
+        drill_spec(&plan, drill, drill.fail_step.clone()),
         observer,
         cancel,
     )
@@ -319,11 +370,24 @@ async fn evaluate(
     if let (Some(d), Some(end)) = (run.detected_ms, rollback_end_ms(&report)) {
         record.rollback_ms = Some(end.saturating_sub(d));
     }
-    if let (Some(f), Some(h)) = (fault, run.recovered_ms) {
+    // Healthy again: the verify checks after a rollback passed, or, for a remediation
+    // runbook expected to succeed, the run ended well.
+    let healthy = match report.outcome {
+        RunOutcome::RolledBack => run.recovered_ms,
+        RunOutcome::Succeeded if drill.expect == RunOutcome::Succeeded => run.ended_ms,
+        _ => None,
+    };
+    if let (Some(f), Some(h)) = (fault, healthy) {
         record.recover_ms = Some(h.saturating_sub(f));
     }
 
     let mut ok = true;
+    if cancel.is_cancelled() {
+        ok = false;
+        record
+            .reasons
+            .push("cancelled before it could finish (medic serve stopping, or Ctrl-C)".to_owned());
+    }
     if report.outcome != drill.expect {
         ok = false;
         record.reasons.push(format!(
@@ -338,7 +402,7 @@ async fn evaluate(
         }
     }
     if let Some(budget) = drill.recover_within
-        && drill.expect == RunOutcome::RolledBack
+        && report.outcome == drill.expect
     {
         match record.recover_ms {
             Some(took) if Duration::from_millis(took) > budget => {
@@ -350,13 +414,13 @@ async fn evaluate(
                 ));
             }
             Some(_) => {}
-            None if report.outcome == RunOutcome::RolledBack => {
+            None => {
                 ok = false;
-                record
-                    .reasons
-                    .push("recovery time unknown: no verify check passed".to_owned());
+                record.reasons.push(
+                    "recovery time unknown: no verify check passed, or no fault was in place"
+                        .to_owned(),
+                );
             }
-            None => {}
         }
     }
     record.result = if ok {

@@ -147,6 +147,10 @@ pub struct PlanOptions {
     /// Accept secrets whose source (environment variable, file) is not present here:
     /// `medic validate` checks the runbook, not the shell it runs in.
     pub defer_secrets: bool,
+    /// The values of `from_env`/`from_file` parameters, read by another process (the
+    /// `medic run` that asked `medic serve` to run it): used instead of this process's
+    /// environment and files. A parameter missing here is unset.
+    pub sourced: Option<Vec<(String, String)>>,
 }
 
 /// Runbook parameter types, as written in `[params.NAME] type = "..."`.
@@ -259,6 +263,31 @@ pub fn environment_names(text: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Reads the `from_env`/`from_file` parameters of a runbook here, for another process to
+/// plan it with ([`PlanOptions::sourced`]). Sources that cannot be read are left out.
+pub fn read_sources(path: &Path, text: &str) -> Vec<(String, String)> {
+    let Ok(doc) = toml::from_str::<RunbookDoc>(text) else {
+        return Vec::new();
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    doc.params
+        .iter()
+        .filter_map(|(name, decl)| {
+            let decl = decl.get_ref();
+            let value = if let Some(var) = &decl.from_env {
+                std::env::var(var.get_ref()).ok()
+            } else if let Some(file) = &decl.from_file {
+                std::fs::read_to_string(base.join(file.get_ref()))
+                    .ok()
+                    .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
+            } else {
+                None
+            }?;
+            Some((name.get_ref().clone(), value))
+        })
+        .collect()
+}
+
 /// The parameter names a runbook declares (none when it does not parse).
 pub fn param_names(text: &str) -> Vec<String> {
     toml::from_str::<RunbookDoc>(text)
@@ -296,6 +325,7 @@ pub async fn plan(
     })?;
     let mut v = Validator {
         defer_secrets: opts.defer_secrets,
+        sourced: opts.sourced.clone(),
         src,
         diags: Vec::new(),
         env: template::environment(),
@@ -467,6 +497,7 @@ type Params = BTreeMap<String, ParamInfo>;
 
 struct Validator<'a> {
     defer_secrets: bool,
+    sourced: Option<Vec<(String, String)>>,
     src: &'a Source<'a>,
     diags: Vec<Diagnostic>,
     env: minijinja::Environment<'static>,
@@ -599,8 +630,18 @@ impl Validator<'_> {
         decl: &ParamDecl,
         ty: ValueType,
     ) -> Option<Value> {
+        let sourced = |v: &Self| {
+            v.sourced.as_ref().map(|s| {
+                s.iter()
+                    .find(|(k, _)| k == name.get_ref())
+                    .map(|(_, v)| v.clone())
+                    .ok_or(())
+            })
+        };
         if let Some(var) = &decl.from_env {
-            return match std::env::var(var.get_ref()) {
+            let read =
+                sourced(self).unwrap_or_else(|| std::env::var(var.get_ref()).map_err(|_| ()));
+            return match read {
                 Ok(v) => self.checked(name, decl, text_to_value(&v, ty), var.span(), "parameter"),
                 Err(_) if self.defer_secrets && decl.secret => None,
                 Err(_) => {
@@ -618,7 +659,11 @@ impl Validator<'_> {
         }
         if let Some(file) = &decl.from_file {
             let path = self.base().join(file.get_ref());
-            return match std::fs::read_to_string(&path) {
+            let read = match sourced(self) {
+                Some(v) => v.map_err(|()| std::io::Error::from(std::io::ErrorKind::NotFound)),
+                None => std::fs::read_to_string(&path),
+            };
+            return match read {
                 // Files written by editors and `echo` end with a newline that is not part of the value.
                 Ok(v) => self.checked(
                     name,

@@ -120,15 +120,23 @@ fn json_line(value: &impl Serialize) -> Vec<u8> {
     bytes
 }
 
-/// More operations, answered by the process holding the store (`medic serve` answers drill
-/// and control requests): given a request whose `op` is not a read, the answer, or `None`
-/// for an unknown `op`.
+/// An extension's answer.
+pub enum Reply {
+    /// One answer line.
+    One(Result<serde_json::Value, String>),
+    /// Lines as they come; the connection closes after the last. When the client goes away,
+    /// the sender sees the channel closed.
+    Stream(tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>),
+}
+
+/// More operations, answered by the process holding the store (`medic serve` answers runs,
+/// drill and control requests): given a request whose `op` is not a read, the reply, or
+/// `None` for an unknown `op`.
 pub type Extension = std::sync::Arc<
     dyn Fn(
             serde_json::Value,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Option<Result<serde_json::Value, String>>> + Send>,
-        > + Send
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Reply>> + Send>>
+        + Send
         + Sync,
 >;
 
@@ -170,8 +178,16 @@ pub fn serve_with(
                         .filter(|v| !is_read(v));
                     let reply = match (extra, &extension) {
                         (Some(request), Some(ext)) => match ext(request).await {
-                            Some(Ok(v)) => Answer::Ok(v),
-                            Some(Err(e)) => Answer::Err(e),
+                            Some(Reply::One(Ok(v))) => Answer::Ok(v),
+                            Some(Reply::One(Err(e))) => Answer::Err(e),
+                            Some(Reply::Stream(mut rx)) => {
+                                while let Some(v) = rx.recv().await {
+                                    if write.write_all(&json_line(&v)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                return;
+                            }
                             None => Answer::Err(format!("bad request: {line}")),
                         },
                         _ => {
@@ -213,6 +229,21 @@ impl Remote {
 
     fn ask<T: for<'de> Deserialize<'de>>(&self, request: &Request) -> Result<T, StoreError> {
         self.call(request, Duration::from_secs(30))
+    }
+
+    /// Sends a request whose answer is a stream of lines, read as they come (no timeout: a
+    /// run may wait for an approval for hours).
+    pub fn stream(
+        &self,
+        request: &impl Serialize,
+    ) -> Result<std::io::Lines<BufReader<UnixStream>>, StoreError> {
+        let io = |e: std::io::Error| StoreError::Io {
+            dir: self.location(),
+            source: e,
+        };
+        let mut conn = UnixStream::connect(&self.path).map_err(io)?;
+        conn.write_all(&json_line(request)).map_err(io)?;
+        Ok(BufReader::new(conn).lines())
     }
 
     /// Sends any request and waits up to `timeout` for its answer.

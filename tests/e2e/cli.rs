@@ -449,7 +449,7 @@ fn demo_runs_end_to_end_and_leaves_no_process() {
 }
 
 /// A runbook over the scripted fixtures, written to a temporary directory.
-fn scripted_runbook(dir: &Path, head: &str, body: &str) -> PathBuf {
+pub fn scripted_runbook(dir: &Path, head: &str, body: &str) -> PathBuf {
     let text = format!(
         "[runbook]\nname = \"scripted\"\n{head}\n[plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n[plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n{body}",
         medic::host::fixtures::SCRIPTED_CHECK,

@@ -405,3 +405,48 @@ fn a_run_whose_client_goes_away_is_cancelled_and_rolled_back() {
     let version = get_text(&format!("http://{}/version", svc.addr)).unwrap();
     assert_eq!(version.trim(), "v1", "the deploy was rolled back");
 }
+
+#[test]
+fn approvals_work_for_runs_going_through_serve() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let rb = crate::cli::scripted_runbook(
+        work.path(),
+        "",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"30s\", prompt = \"switch?\" }\n",
+    );
+    let serve = Serve::start(&data, &drills, &[]);
+    let child = crate::cli::medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["run", rb.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let approvals = data.join("approvals");
+    let mut waiting = Vec::new();
+    for _ in 0..1500 {
+        waiting = medic::store::approvals::pending(&approvals, None);
+        if !waiting.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(waiting.len(), 1, "the run never asked for approval");
+    let o = crate::cli::medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["approve", &waiting[0].run_id, "--reason", "INC-9 ok"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("waits for approval") && text.contains("approved by"),
+        "{text}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+}

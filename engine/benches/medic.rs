@@ -13,6 +13,31 @@ use std::time::{Duration, Instant};
 
 use medic::host::{Call, CallContext, HostConfig, PluginHost, PluginSource, Sandbox, Value};
 
+/// Counts heap bytes in use (and the peak since a reset), for memory per concurrent run.
+struct Counting;
+
+static HEAP_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static HEAP_PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: delegates to the system allocator; the counters are plain atomics.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = HEAP_NOW.fetch_add(layout.size(), Relaxed) + layout.size();
+        HEAP_PEAK.fetch_max(now, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        HEAP_NOW.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
 struct Stats {
     name: &'static str,
     samples: Vec<Duration>,
@@ -39,7 +64,15 @@ fn fmt(d: Duration) -> String {
 }
 
 fn measure(name: &'static str, n: usize, goal: Option<Duration>, mut f: impl FnMut()) -> Stats {
-    f(); // warm up, and proves the benchmark works even when filtered out
+    if n == 0 {
+        // Filtered out: its setup may not have been done either.
+        return Stats {
+            name,
+            samples: Vec::new(),
+            goal,
+        };
+    }
+    f(); // warm up
     let samples = (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -337,6 +370,242 @@ fn main() {
         );
     }
 
+    // The engine's own cost per step: a long runbook of trivial action steps, durably
+    // recorded; once on disk, once on tmpfs (where a flush costs nothing), to tell the
+    // engine's cost from the disk's.
+    // Smoke runs (CI, debug builds) use 50 where the figures use 1,000.
+    let scale: usize = if full { 1000 } else { 50 };
+    let mut per_step_note = None;
+    let variants = [
+        ("1,000 action steps, recorded: per step", false, true, None),
+        ("1,000 check steps, recorded: per step", true, true, None),
+        (
+            "1,000 action steps, recorded on tmpfs: per step",
+            false,
+            true,
+            Some("/dev/shm"),
+        ),
+        (
+            "1,000 action steps, not recorded: per step",
+            false,
+            false,
+            None,
+        ),
+    ];
+    for (name, checks, recorded, base) in variants {
+        let long_n = iters(name, 5, 1);
+        if long_n == 0 || base.is_some_and(|b| !Path::new(b).is_dir()) {
+            continue;
+        }
+        let dir = match base {
+            Some(b) => tempfile::tempdir_in(b).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let mut text = format!(
+            "[runbook]\nname = \"long\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n",
+            if checks {
+                medic::host::fixtures::SCRIPTED_CHECK
+            } else {
+                medic::host::fixtures::HOSTILE
+            }
+        );
+        for i in 0..scale {
+            text += &format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop\"\n");
+        }
+        let path = dir.path().join("long.toml");
+        std::fs::write(&path, &text).unwrap();
+        let plan = rt
+            .block_on(medic::runbook::plan(
+                &host,
+                &medic::runbook::Source {
+                    path: &path,
+                    text: &text,
+                },
+                &medic::runbook::PlanOptions::default(),
+            ))
+            .unwrap_or_else(|d| panic!("the long runbook is invalid: {d:?}"));
+        let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();
+        let mut samples = Vec::new();
+        for _ in 0..long_n + 1 {
+            let mut quiet = |_: &medic::executor::Event<'_>| {};
+            let mut recorder = medic::store::recorder::Recorder::new(
+                &store,
+                &mut quiet,
+                medic::store::Trigger::cli(),
+                None,
+                medic::store::recorder::Start::New,
+                false,
+                medic::executor::Cancel::new(),
+            );
+            let t = Instant::now();
+            let observer: &mut dyn medic::executor::Observer = if recorded {
+                &mut recorder
+            } else {
+                &mut |_: &medic::executor::Event<'_>| {}
+            };
+            let report = rt.block_on(medic::executor::execute(
+                &host,
+                &plan,
+                medic::executor::RunOptions::default(),
+                observer,
+            ));
+            let took = t.elapsed();
+            assert!(recorder.error.is_none());
+            assert_eq!(report.steps.len(), scale);
+            samples.push(took / scale as u32);
+        }
+        samples.remove(0); // the warm-up
+        let call = results
+            .iter()
+            .find(|r| r.name.starts_with("fresh sandboxed"))
+            .filter(|r| !r.samples.is_empty())
+            .map(|r| r.quantile(0.5));
+        let stats = Stats {
+            name,
+            samples,
+            goal: recorded.then_some(Duration::from_micros(100)),
+        };
+        if let (Some(call), false) = (call, recorded) {
+            per_step_note = Some(format!(
+                "per step, not recorded: {} in all, of which the plugin call is about {}: the engine adds {}",
+                fmt(stats.quantile(0.5)),
+                fmt(call),
+                fmt(stats.quantile(0.5).saturating_sub(call))
+            ));
+        }
+        results.push(stats);
+    }
+
+    // Many runs at once in one process, each mostly waiting on a gate, as runs do.
+    let many = "1,000 concurrent runs in one process (3 steps, a gate)";
+    let many_n = iters(many, 3, 1);
+    let mut memory_note = None;
+    if many_n > 0 {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[runbook]\nname = \"gated\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
+             [[steps]]\nid = \"before\"\nuses = \"noop\"\n\
+             [plugins.check]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
+             [[steps]]\nid = \"gate\"\nuses = \"check\"\ngate = {{ interval = \"100ms\", successes = 3, timeout = \"10s\" }}\n\
+             [[steps]]\nid = \"after\"\nuses = \"noop\"\n",
+            medic::host::fixtures::HOSTILE,
+            medic::host::fixtures::SCRIPTED_CHECK
+        );
+        let shared: &'static PluginHost = Box::leak(Box::new(
+            PluginHost::new(HostConfig {
+                cache_dir: Some(cache.path().to_owned()),
+                max_instances: 64,
+            })
+            .unwrap(),
+        ));
+        let path = dir.path().join("gated.toml");
+        std::fs::write(&path, &text).unwrap();
+        let plan = rt
+            .block_on(medic::runbook::plan(
+                shared,
+                &medic::runbook::Source {
+                    path: &path,
+                    text: &text,
+                },
+                &medic::runbook::PlanOptions::default(),
+            ))
+            .unwrap_or_else(|d| panic!("the gated runbook is invalid: {d:?}"));
+        // Tasks on a LocalSet must own what they use; a benchmark can leak these two.
+        let plan: &'static medic::runbook::Plan = Box::leak(Box::new(plan));
+
+        let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();
+        let mut samples = Vec::new();
+        let mut per_run = Vec::new();
+        for _ in 0..many_n {
+            use std::sync::atomic::Ordering::Relaxed;
+            let before = HEAP_NOW.load(Relaxed);
+            HEAP_PEAK.store(before, Relaxed);
+            let t = Instant::now();
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..scale {
+                    let (host, store) = (shared, store.clone());
+                    set.spawn_local(async move {
+                        let mut quiet = |_: &medic::executor::Event<'_>| {};
+                        let mut recorder = medic::store::recorder::Recorder::new(
+                            &store,
+                            &mut quiet,
+                            medic::store::Trigger::cli(),
+                            None,
+                            medic::store::recorder::Start::New,
+                            false,
+                            medic::executor::Cancel::new(),
+                        );
+                        let report = medic::executor::execute(
+                            host,
+                            plan,
+                            medic::executor::RunOptions::default(),
+                            &mut recorder,
+                        )
+                        .await;
+                        assert_eq!(
+                            report.outcome,
+                            medic::executor::RunOutcome::Succeeded,
+                            "{:?}",
+                            report.steps.iter().map(|s| &s.summary).collect::<Vec<_>>()
+                        );
+                    });
+                }
+                while let Some(done) = set.join_next().await {
+                    done.unwrap();
+                }
+            });
+            samples.push(t.elapsed());
+            per_run.push((HEAP_PEAK.load(Relaxed).saturating_sub(before) / scale) as u64);
+        }
+        per_run.sort_unstable();
+        memory_note = Some(format!(
+            "memory per concurrent run: about {} of heap (the peak over 1,000 runs in flight / 1,000; instance slots are pooled and reserved once)",
+            medic::host::limits::format_bytes(per_run[per_run.len() / 2])
+        ));
+        results.push(Stats {
+            name: many,
+            samples,
+            goal: None,
+        });
+    }
+
+    // What `medic serve` costs while it waits.
+    let mut serve_note = None;
+    if wanted("medic serve idle RSS") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("drills")).unwrap();
+        let mut child = Command::new(medic)
+            .args(["serve", "--drills"])
+            .arg(dir.path().join("drills"))
+            .env("MEDIC_DATA_DIR", dir.path().join("data"))
+            .env("MEDIC_CACHE_DIR", cache.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.contains("medic serve: pid"), "{line}");
+        std::thread::sleep(Duration::from_millis(300));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        let _ = child.kill();
+        let _ = child.wait();
+        serve_note = Some(format!(
+            "medic serve idle RSS: {}",
+            medic::host::limits::format_bytes(kb * 1024)
+        ));
+    }
+
     println!(
         "\n{:56} {:>10} {:>10} {:>10}  goal",
         "benchmark", "median", "p90", "samples"
@@ -356,9 +625,24 @@ fn main() {
             r.samples.len()
         );
     }
+    if let Some(d) = results
+        .iter()
+        .find(|r| r.name == durable && !r.samples.is_empty())
+    {
+        println!(
+            "durable journal writes: about {:.0} per second (one fsync each)",
+            1.0 / d.quantile(0.5).as_secs_f64()
+        );
+    }
+    for note in [per_step_note, memory_note, serve_note]
+        .into_iter()
+        .flatten()
+    {
+        println!("{note}");
+    }
     if !full {
         println!(
-            "(smoke run: a few iterations in whatever profile this was built; run `cargo bench -p medic` for figures)"
+            "(smoke run: a few iterations, 50 steps or runs where the names say 1,000, in whatever profile this was built; run `cargo bench -p medic` for figures)"
         );
     }
 }

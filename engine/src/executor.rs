@@ -554,6 +554,7 @@ pub async fn execute(
         raw: BTreeMap::new(),
         raw_outputs: BTreeMap::new(),
         attempt_base: BTreeMap::new(),
+        steps_view: std::sync::Mutex::default(),
     };
     let resume = opts.resume.clone().unwrap_or_default();
     for r in &resume.prior {
@@ -599,7 +600,12 @@ pub async fn execute(
             continue;
         }
         // A step that failed before is run again; its old report makes way for the new one.
+        let before = run.reports.len();
         run.reports.retain(|r| r.id != step.id);
+        if run.reports.len() != before {
+            // The template view was built from the report just removed.
+            *run.steps_view.lock().unwrap() = StepsView::default();
+        }
         if opts.cancel.is_cancelled() {
             cancelled = true;
             break;
@@ -700,7 +706,16 @@ struct Run<'a> {
     raw_outputs: BTreeMap<String, Values>,
     /// Attempts made by earlier processes (when resuming), so attempt numbers carry on.
     attempt_base: BTreeMap<String, u32>,
+    /// The template view of the main steps so far, built once per step rather than once per
+    /// step per later step (a 1,000-step runbook would otherwise spend its time here).
+    steps_view: std::sync::Mutex<StepsView>,
 }
+
+/// How many reports the view covers, and the view (shared with contexts in use).
+type StepsView = (
+    usize,
+    std::sync::Arc<BTreeMap<minijinja::Value, minijinja::Value>>,
+);
 
 enum Judgement {
     Pass,
@@ -756,21 +771,48 @@ impl Run<'_> {
     }
 
     fn context(&self, extra: Option<(&str, &Values, &str)>) -> minijinja::Value {
-        let mut steps = BTreeMap::new();
-        for r in self.reports.iter().filter(|r| r.phase == Phase::Steps) {
-            let status = match &r.status {
-                StepStatus::Succeeded => "succeeded",
-                StepStatus::Failed => "failed",
-                StepStatus::Errored { .. } => "errored",
-                StepStatus::Skipped { .. } => "skipped",
-            };
-            let empty = Values::new();
-            let outputs = self.outputs_of(r).unwrap_or(&empty);
-            steps.insert(r.id.clone(), minijinja::context! { status => status, summary => r.summary.clone(), outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) });
-        }
-        if let Some((id, outputs, status)) = extra {
-            steps.insert(id.to_owned(), minijinja::context! { status => status, outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) });
-        }
+        let view = {
+            let mut cache = self.steps_view.lock().unwrap();
+            if cache.0 > self.reports.len() {
+                *cache = (0, std::sync::Arc::default());
+            }
+            if cache.0 < self.reports.len() {
+                let start = cache.0;
+                let map = std::sync::Arc::make_mut(&mut cache.1);
+                for r in self.reports[start..]
+                    .iter()
+                    .filter(|r| r.phase == Phase::Steps)
+                {
+                    let status = match &r.status {
+                        StepStatus::Succeeded => "succeeded",
+                        StepStatus::Failed => "failed",
+                        StepStatus::Errored { .. } => "errored",
+                        StepStatus::Skipped { .. } => "skipped",
+                    };
+                    let empty = Values::new();
+                    let outputs = self.outputs_of(r).unwrap_or(&empty);
+                    map.insert(
+                        minijinja::Value::from(r.id.as_str()),
+                        minijinja::context! { status => status, summary => r.summary.clone(), outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) },
+                    );
+                }
+                cache.0 = self.reports.len();
+            }
+            cache.1.clone()
+        };
+        let view = match extra {
+            // A rollback sees its own step's outputs too: a copy, as rare as rollbacks.
+            Some((id, outputs, status)) => {
+                let mut own = (*view).clone();
+                own.insert(
+                    minijinja::Value::from(id),
+                    minijinja::context! { status => status, outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) },
+                );
+                std::sync::Arc::new(own)
+            }
+            None => view,
+        };
+        let steps = minijinja::Value::from_dyn_object(minijinja::value::DynObject::new(view));
         let env = &self.plan.environment;
         minijinja::context! {
             params => template::map_to_jinja(self.plan.params.iter().map(|p| (&p.name, &p.value))),

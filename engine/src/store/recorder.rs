@@ -178,14 +178,20 @@ impl Observer for Recorder<'_> {
                 },
                 true,
             ),
-            Event::StepStarted { phase, id, plugin } => self.write(
-                JournalEvent::StepStarted {
-                    phase: *phase,
-                    step: (*id).to_owned(),
-                    plugin: (*plugin).to_owned(),
-                },
-                true,
-            ),
+            Event::StepStarted { phase, id, plugin } => {
+                // Write-ahead for actions: an interrupted run must know an action may have
+                // acted. A check changes nothing, and a resumed run runs it again, so its
+                // start rides on the next flush (its end, at the latest).
+                let flush = self.actions.iter().any(|a| a == plugin);
+                self.write(
+                    JournalEvent::StepStarted {
+                        phase: *phase,
+                        step: (*id).to_owned(),
+                        plugin: (*plugin).to_owned(),
+                    },
+                    flush,
+                )
+            }
             Event::ApprovalRequested {
                 id,
                 prompt,

@@ -21,7 +21,7 @@ use crate::drill::scheduler::{Due, Scheduler, from_ms, jitter, to_ms};
 use crate::drill::{Drill, load_dir};
 use crate::executor::{Cancel, Event, Observer};
 use crate::host::PluginHost;
-use crate::store::drills::{DrillRecord, DrillResult};
+use crate::store::drills::DrillRecord;
 use crate::store::remote::Reply;
 use crate::store::{ListFilter, RunStatus, Store, now_ms};
 
@@ -92,6 +92,23 @@ impl Metrics {
         }
     }
 
+    /// Counts what a run does: plugin call latencies, and how it ended.
+    fn observe(&mut self, event: &Event<'_>) {
+        match event {
+            Event::StepFinished { report } => {
+                let h = self.calls.entry(report.plugin.clone()).or_default();
+                for a in &report.attempts {
+                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
+                }
+            }
+            Event::RunFinished { report } => {
+                let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
+                *self.runs.entry(outcome).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+
     fn render(&self, running: usize) -> String {
         let mut out = String::new();
         out.push_str("# HELP medic_runs_total Runs recorded, by how they ended.\n# TYPE medic_runs_total counter\n");
@@ -137,34 +154,18 @@ struct Watch {
 
 impl Observer for Watch {
     fn on_event(&mut self, event: &Event<'_>) {
-        match event {
-            Event::StepFinished { report } => {
-                let mut m = self.metrics.lock().unwrap();
-                let h = m.calls.entry(report.plugin.clone()).or_default();
-                for a in &report.attempts {
-                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
-                }
-            }
-            Event::RunFinished { report } => {
-                let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
-                println!(
-                    "medic serve: drill {}: run {} ended {outcome} in {}",
-                    self.drill,
-                    report.run_id,
-                    humantime::format_duration(Duration::from_millis(
-                        report.duration.as_millis() as u64
-                    ))
-                );
-                *self
-                    .metrics
-                    .lock()
-                    .unwrap()
-                    .runs
-                    .entry(outcome)
-                    .or_default() += 1;
-            }
-            _ => {}
+        if let Event::RunFinished { report } = event {
+            println!(
+                "medic serve: drill {}: run {} ended {} in {}",
+                self.drill,
+                report.run_id,
+                RunStatus::from_outcome(report.outcome).name(),
+                humantime::format_duration(Duration::from_millis(
+                    report.duration.as_millis() as u64
+                ))
+            );
         }
+        self.metrics.lock().unwrap().observe(event);
     }
 }
 
@@ -331,27 +332,17 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         store.drill_last_scheduled(name).ok().flatten().map(from_ms)
     });
     for m in missed {
-        let record = DrillRecord {
-            drill: m.drill.clone(),
-            trigger: "schedule".into(),
-            scheduled_ms: Some(to_ms(m.last)),
-            started_ms: now_ms(),
-            ended_ms: now_ms(),
-            result: DrillResult::Skipped,
-            reasons: vec![format!(
+        let record = DrillRecord::skipped(
+            &m.drill,
+            "schedule",
+            Some(to_ms(m.last)),
+            format!(
                 "{} scheduled run{} missed while no scheduler ran (the last at {}); the drill's policy is to skip them",
                 m.count,
                 if m.count == 1 { " was" } else { "s were" },
                 m.last.to_rfc3339()
-            )],
-            run_id: None,
-            before_run_id: None,
-            outcome: None,
-            detect_ms: None,
-            rollback_ms: None,
-            recover_ms: None,
-            notify_run_id: None,
-        };
+            ),
+        );
         let _ = store.set_drill_last_scheduled(&m.drill, to_ms(m.last));
         if let Err(e) = store.put_drill(&record) {
             eprintln!("medic serve: recording missed runs of {}: {e}", m.drill);
@@ -380,30 +371,19 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         let name = due.drill.name.clone();
         if let Some(r) = running.get(&name) {
             // Overlapping its own previous run: skipped, and recorded as skipped.
-            let record = DrillRecord {
-                drill: name.clone(),
-                trigger: if reply.is_some() {
+            let record = DrillRecord::skipped(
+                &name,
+                if reply.is_some() {
                     "manual"
                 } else {
                     "schedule"
-                }
-                .into(),
-                scheduled_ms: reply.is_none().then(|| to_ms(due.scheduled)),
-                started_ms: now_ms(),
-                ended_ms: now_ms(),
-                result: DrillResult::Skipped,
-                reasons: vec![format!(
+                },
+                reply.is_none().then(|| to_ms(due.scheduled)),
+                format!(
                     "its previous run (started at {}) is still going",
                     from_ms(r.started_ms).to_rfc3339()
-                )],
-                run_id: None,
-                before_run_id: None,
-                outcome: None,
-                detect_ms: None,
-                rollback_ms: None,
-                recover_ms: None,
-                notify_run_id: None,
-            };
+                ),
+            );
             if let Err(e) = store.put_drill(&record) {
                 eprintln!("medic serve: recording a skipped drill: {e}");
             }
@@ -628,26 +608,7 @@ impl Observer for Stream {
             println!("medic serve: the client of a run went away; cancelling it");
             self.cancel.cancel();
         }
-        match event {
-            Event::StepFinished { report } => {
-                let mut m = self.metrics.lock().unwrap();
-                let h = m.calls.entry(report.plugin.clone()).or_default();
-                for a in &report.attempts {
-                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
-                }
-            }
-            Event::RunFinished { report } => {
-                let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
-                *self
-                    .metrics
-                    .lock()
-                    .unwrap()
-                    .runs
-                    .entry(outcome)
-                    .or_default() += 1;
-            }
-            _ => {}
-        }
+        self.metrics.lock().unwrap().observe(event);
     }
 }
 

@@ -200,27 +200,11 @@ pub async fn run_drill(
     observer: &mut dyn Observer,
     cancel: &Cancel,
 ) -> DrillRecord {
-    let mut record = DrillRecord {
-        drill: drill.name.clone(),
-        trigger: match started {
-            Started::Manual => "manual".into(),
-            Started::Schedule { .. } => "schedule".into(),
-        },
-        scheduled_ms: match started {
-            Started::Manual => None,
-            Started::Schedule { scheduled_ms } => Some(scheduled_ms),
-        },
-        started_ms: now_ms(),
-        ended_ms: 0,
-        result: DrillResult::Failed,
-        reasons: Vec::new(),
-        run_id: None,
-        before_run_id: None,
-        outcome: None,
-        detect_ms: None,
-        rollback_ms: None,
-        recover_ms: None,
-        notify_run_id: None,
+    let mut record = match started {
+        Started::Manual => DrillRecord::new(&drill.name, "manual", None),
+        Started::Schedule { scheduled_ms } => {
+            DrillRecord::new(&drill.name, "schedule", Some(scheduled_ms))
+        }
     };
     evaluate(host, store, drill, observer, cancel, &mut record).await;
     record.ended_ms = now_ms();

@@ -58,6 +58,43 @@ pub struct DrillRecord {
     pub notify_run_id: Option<String>,
 }
 
+impl DrillRecord {
+    /// A record for a drill starting now: failed until shown otherwise.
+    pub fn new(drill: &str, trigger: &str, scheduled_ms: Option<u64>) -> DrillRecord {
+        let now = super::now_ms();
+        DrillRecord {
+            drill: drill.to_owned(),
+            trigger: trigger.to_owned(),
+            scheduled_ms,
+            started_ms: now,
+            ended_ms: now,
+            result: DrillResult::Failed,
+            reasons: Vec::new(),
+            run_id: None,
+            before_run_id: None,
+            outcome: None,
+            detect_ms: None,
+            rollback_ms: None,
+            recover_ms: None,
+            notify_run_id: None,
+        }
+    }
+
+    /// A drill that did not run, and why.
+    pub fn skipped(
+        drill: &str,
+        trigger: &str,
+        scheduled_ms: Option<u64>,
+        why: String,
+    ) -> DrillRecord {
+        DrillRecord {
+            result: DrillResult::Skipped,
+            reasons: vec![why],
+            ..DrillRecord::new(drill, trigger, scheduled_ms)
+        }
+    }
+}
+
 fn key(drill: &str, started_ms: u64, tie: &str) -> Vec<u8> {
     let mut k = drill.as_bytes().to_vec();
     k.push(0);

@@ -8,6 +8,7 @@
 pub mod diag;
 pub mod model;
 pub mod plan;
+pub mod rollout;
 pub mod schema;
 pub mod template;
 

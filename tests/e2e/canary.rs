@@ -135,3 +135,60 @@ fn a_flaky_canary_fails_the_error_ratio_gate_and_traffic_returns_to_stable() {
         assert_eq!(tally.errors, canary_errors, "{tally:?}");
     });
 }
+
+#[test]
+fn a_rollout_block_canaries_like_the_hand_written_steps() {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        // A good build: promoted through every stage.
+        let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
+        let report = run_example(&host, "canary-rollout.toml", &params(&setup, "v2")).await;
+        assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:#?}");
+        let weights: Vec<u32> = setup
+            .proxy
+            .snapshot()
+            .iter()
+            .map(|(_, s)| s.weight)
+            .collect();
+        assert_eq!(
+            weights,
+            [0, 100],
+            "stable drained, the candidate has it all"
+        );
+        setup.stop().await;
+
+        // A flaky build: caught at 10%, traffic back to stable before the redeploy.
+        let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
+        let report = run_example(&host, "canary-rollout.toml", &params(&setup, "v3")).await;
+        assert_eq!(report.outcome, RunOutcome::RolledBack, "{report:#?}");
+        let failed = report
+            .steps
+            .iter()
+            .find(|s| s.status == StepStatus::Failed)
+            .unwrap();
+        assert_eq!(failed.id, "rollout_10_errors");
+        let undone: Vec<&str> = report
+            .steps
+            .iter()
+            .filter(|s| s.phase == medic::executor::Phase::Rollback)
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(
+            undone,
+            [
+                "rollout_10_2.rollback",
+                "rollout_10_1.rollback",
+                "deploy.rollback"
+            ]
+        );
+        let weights: Vec<u32> = setup
+            .proxy
+            .snapshot()
+            .iter()
+            .map(|(_, s)| s.weight)
+            .collect();
+        assert_eq!(weights, [90, 0], "the weights from before the rollout");
+        setup.stop().await;
+    });
+}

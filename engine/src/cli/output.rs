@@ -625,6 +625,47 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
     for (i, s) in plan.steps.iter().enumerate() {
         print_step(&mut out, i + 1, s, true);
     }
+    if let Some(r) = &plan.rollout {
+        // Worst case: every route call and analysis check runs to its time limit.
+        let worst = |ids: &[String]| -> std::time::Duration {
+            ids.iter()
+                .filter_map(|id| plan.steps.iter().find(|s| &s.id == id))
+                .map(|s| match s.gate {
+                    Some(g) => g.delay + g.timeout + s.timeout,
+                    None => s.timeout,
+                })
+                .sum()
+        };
+        let total: std::time::Duration = r.stages.iter().map(|st| worst(&st.steps)).sum();
+        let bake: std::time::Duration = r.stages.iter().map(|st| st.bake).sum();
+        let _ = writeln!(
+            out,
+            "{}",
+            style.bold(&format!(
+                "rollout ({}): {} stages, {} of baking, {} at worst",
+                r.strategy,
+                r.stages.len(),
+                humantime::format_duration(bake),
+                humantime::format_duration(total)
+            ))
+        );
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>6}  {:>8}  {:>10}  steps",
+            "stage", "weight", "bake", "worst case"
+        );
+        for (i, st) in r.stages.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:>5}  {:>5}%  {:>8}  {:>10}  {}",
+                i + 1,
+                st.weight,
+                humantime::format_duration(st.bake).to_string(),
+                humantime::format_duration(worst(&st.steps)).to_string(),
+                st.steps.join(", ")
+            );
+        }
+    }
     let undo: Vec<&str> = plan
         .steps
         .iter()

@@ -27,6 +27,73 @@ pub struct RunbookDoc {
     /// Run at the end of every run, whatever happened.
     #[serde(default)]
     pub finally: Vec<Spanned<StepDecl>>,
+    /// Progressive delivery after the steps: traffic moves to the candidate in stages.
+    #[serde(default)]
+    pub rollout: Option<Spanned<RolloutDecl>>,
+}
+
+/// `[rollout]`: expanded into ordinary steps (a route change per stage, undone by its
+/// plugin's revert, then the analysis checks as gates), so it runs, records and rolls back
+/// like any step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutDecl {
+    /// `canary`, `linear`, `all_at_once`, `blue_green`, or a CodeDeploy predefined name.
+    pub strategy: Spanned<String>,
+    /// `canary`: the candidate's percent of traffic at each stage, ending at 100.
+    #[serde(default)]
+    pub weights: Option<Spanned<Vec<i64>>>,
+    /// `linear`: percent added per stage.
+    #[serde(default)]
+    pub step: Option<Spanned<i64>>,
+    /// `linear`: time between stages.
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    /// `canary`, `all_at_once`: how long each stage bakes before its analysis decides.
+    #[serde(default)]
+    pub bake: Option<Spanned<String>>,
+    /// `blue_green`: how long the old version stays ready after the switch.
+    #[serde(default)]
+    pub rollback_window: Option<Spanned<String>>,
+    /// Ask a person before moving to these weights.
+    #[serde(default)]
+    pub approve_before: Vec<Spanned<i64>>,
+    /// How to move traffic: plugin calls made at every stage, in order. In `with`,
+    /// `{{ rollout.weight }}` is the candidate's percent and `{{ rollout.remaining }}` the
+    /// stable version's.
+    pub route: Vec<Spanned<RouteDecl>>,
+    /// The checks that judge every stage, declared before the change starts.
+    #[serde(default)]
+    pub analysis: Vec<Spanned<AnalysisDecl>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDecl {
+    pub uses: Spanned<String>,
+    #[serde(default)]
+    pub with: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisDecl {
+    /// Names the generated steps (`rollout_10_NAME`).
+    pub name: Spanned<String>,
+    pub uses: Spanned<String>,
+    #[serde(default)]
+    pub with: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    pub interval: Spanned<String>,
+    /// Failures that fail the stage (default 1).
+    #[serde(default)]
+    pub failure_limit: Option<Spanned<u32>>,
+    /// Passes in a row that pass the stage (default 1).
+    #[serde(default)]
+    pub consecutive_successes: Option<Spanned<u32>>,
+    /// The longest a stage's analysis may take, after its bake.
+    pub timeout: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,8 @@ pub struct Plan {
     pub verify: Vec<PlanStep>,
     /// `[[finally]]`: always, at the end.
     pub finally: Vec<PlanStep>,
+    /// `[rollout]`, whose stages are among `steps`.
+    pub rollout: Option<super::rollout::RolloutPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -307,7 +309,7 @@ pub async fn plan(
     src: &Source<'_>,
     opts: &PlanOptions,
 ) -> Result<Plan, Vec<Diagnostic>> {
-    let doc: RunbookDoc = toml::from_str(src.text).map_err(|e| {
+    let mut doc: RunbookDoc = toml::from_str(src.text).map_err(|e| {
         let message = e.message().trim_end().to_owned();
         let mut d = Diagnostic::new(message.clone(), e.span());
         // serde's unknown-field message lists the expected keys; make that the hint.
@@ -323,6 +325,12 @@ pub async fn plan(
         }
         vec![d]
     })?;
+    // A rollout becomes ordinary steps before anything is checked, so its steps are checked
+    // (and their mistakes located) like any other.
+    let (rollout, rollout_diags) = match super::rollout::expand(&mut doc) {
+        Ok(r) => (r, Vec::new()),
+        Err(d) => (None, d),
+    };
     let mut v = Validator {
         defer_secrets: opts.defer_secrets,
         sourced: opts.sourced.clone(),
@@ -333,6 +341,7 @@ pub async fn plan(
         secrets: Vec::new(),
         vars: Vec::new(),
     };
+    v.diags.extend(rollout_diags);
     let environment = v.environment(&doc, opts.environment.as_deref());
     v.vars = environment.vars.iter().map(|(k, _)| k.clone()).collect();
     v.params(&doc, &opts.params);
@@ -485,6 +494,7 @@ pub async fn plan(
         rollback,
         verify,
         finally,
+        rollout,
     })
 }
 

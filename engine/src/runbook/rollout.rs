@@ -9,8 +9,11 @@
 //! read them as they know them (`Canary10Percent5Minutes`, `Linear10PercentEvery1Minute`,
 //! `AllAtOnce`, ...).
 //!
-//! This module is the foundation of the `[rollout]` block (issue #6): stage computation and
-//! the CodeDeploy names; the block itself is not wired into runbooks yet.
+//! [`expand`] turns a runbook's `[rollout]` into ordinary steps before validation: per
+//! stage, the route calls (each undone by its plugin's revert) and the analysis checks as
+//! gates (the stage's bake is the first gate's delay). Everything else (recording, retries,
+//! rollback newest first, so traffic returns to stable before anything else is undone)
+//! is what any step gets.
 
 use std::time::Duration;
 
@@ -240,4 +243,319 @@ mod tests {
             }]
         );
     }
+}
+
+/// A rollout as planned: the stages, and the steps each one became.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RolloutPlan {
+    pub strategy: String,
+    pub stages: Vec<StagePlan>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StagePlan {
+    pub weight: u8,
+    pub bake: Duration,
+    /// The ids of the steps generated for this stage.
+    pub steps: Vec<String>,
+}
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::diag::Diagnostic;
+use super::model::{
+    ApprovalDecl, GateDecl, OnFailure, RollbackDecl, RolloutDecl, RunbookDoc, StepDecl,
+};
+use super::plan::parse_duration;
+
+fn duration_of(v: &Spanned<String>, what: &str, diags: &mut Vec<Diagnostic>) -> Duration {
+    parse_duration(v.get_ref()).unwrap_or_else(|e| {
+        diags.push(Diagnostic::at(v.span(), format!("rollout {what}: {e}")));
+        Duration::ZERO
+    })
+}
+
+/// The strategy a `[rollout]` declares, checking that its fields fit it.
+fn strategy(r: &RolloutDecl, diags: &mut Vec<Diagnostic>) -> Option<Strategy> {
+    let name = r.strategy.get_ref().as_str();
+    let span = r.strategy.span();
+    let bake = r.bake.as_ref().map(|b| duration_of(b, "bake", diags));
+    let given: Vec<&str> = [
+        ("weights", r.weights.is_some()),
+        ("step", r.step.is_some()),
+        ("interval", r.interval.is_some()),
+        ("bake", r.bake.is_some()),
+        ("rollback_window", r.rollback_window.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(n, _)| *n)
+    .collect();
+    let allow = |ok: &[&str], diags: &mut Vec<Diagnostic>| {
+        for g in &given {
+            if !ok.contains(g) {
+                diags.push(Diagnostic::at(
+                    span.clone(),
+                    format!("rollout strategy `{name}` takes no `{g}`"),
+                ));
+            }
+        }
+    };
+    match name {
+        "canary" => {
+            allow(&["weights", "bake"], diags);
+            let Some(w) = &r.weights else {
+                diags.push(
+                    Diagnostic::at(span, "a canary rollout needs `weights`")
+                        .help("e.g. weights = [5, 25, 50, 100], bake = \"5m\""),
+                );
+                return None;
+            };
+            match check_weights(w.get_ref()) {
+                Ok(weights) => Some(Strategy::Canary {
+                    weights,
+                    bake: bake.unwrap_or_default(),
+                }),
+                Err(e) => {
+                    diags.push(Diagnostic::at(w.span(), format!("rollout weights: {e}")));
+                    None
+                }
+            }
+        }
+        "linear" => {
+            allow(&["step", "interval"], diags);
+            let (Some(step), Some(interval)) = (&r.step, &r.interval) else {
+                diags.push(
+                    Diagnostic::at(span, "a linear rollout needs `step` and `interval`")
+                        .help("e.g. step = 10, interval = \"1m\""),
+                );
+                return None;
+            };
+            let interval = duration_of(interval, "interval", diags);
+            match u8::try_from(*step.get_ref())
+                .ok()
+                .filter(|s| (1..100).contains(s))
+            {
+                Some(step) => Some(Strategy::Linear { step, interval }),
+                None => {
+                    diags.push(Diagnostic::at(
+                        step.span(),
+                        format!(
+                            "rollout step {} is not a percentage from 1 to 99",
+                            step.get_ref()
+                        ),
+                    ));
+                    None
+                }
+            }
+        }
+        "all_at_once" => {
+            allow(&["bake"], diags);
+            Some(Strategy::AllAtOnce {
+                bake: bake.unwrap_or_default(),
+            })
+        }
+        "blue_green" => {
+            allow(&["rollback_window"], diags);
+            Some(Strategy::BlueGreen {
+                rollback_window: r
+                    .rollback_window
+                    .as_ref()
+                    .map(|w| duration_of(w, "rollback_window", diags))
+                    .unwrap_or_default(),
+            })
+        }
+        other => match codedeploy(other) {
+            Some(s) => {
+                allow(&[], diags);
+                Some(s)
+            }
+            None => {
+                diags.push(
+                    Diagnostic::at(span, format!("`{other}` is not a rollout strategy")).help(
+                        "use canary, linear, all_at_once, blue_green, or a CodeDeploy name such as Canary10Percent5Minutes",
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `{{ rollout.weight }}` and `{{ rollout.remaining }}` in a route's parameters, filled in
+/// for a stage; a value that is only the template becomes an integer.
+fn fill(v: &toml::Value, weight: u8) -> toml::Value {
+    let re = regex::Regex::new(r"\{\{\s*rollout\.(weight|remaining)\s*\}\}").expect("valid");
+    let value = |name: &str| {
+        if name == "weight" {
+            weight
+        } else {
+            100 - weight
+        }
+    };
+    match v {
+        toml::Value::String(s) => {
+            if let Some(c) = re.captures(s.trim())
+                && c.get(0).is_some_and(|m| m.as_str() == s.trim())
+            {
+                return toml::Value::Integer(i64::from(value(&c[1])));
+            }
+            toml::Value::String(
+                re.replace_all(s, |c: &regex::Captures| value(&c[1]).to_string())
+                    .into_owned(),
+            )
+        }
+        toml::Value::Array(a) => toml::Value::Array(a.iter().map(|x| fill(x, weight)).collect()),
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, x)| (k.clone(), fill(x, weight)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Expands `[rollout]` into steps appended to the runbook's `[[steps]]`. Every generated
+/// step rolls back on failure; route steps are undone by their plugin's revert, newest first,
+/// so a breach puts traffic back on the stable version before anything else is undone.
+pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnostic>> {
+    let Some(decl) = doc.rollout.take() else {
+        return Ok(None);
+    };
+    let whole = decl.span();
+    let r = decl.into_inner();
+    let mut diags = Vec::new();
+    let strategy = strategy(&r, &mut diags);
+    if r.route.is_empty() {
+        diags.push(
+            Diagnostic::at(
+                whole.clone(),
+                "a rollout needs at least one [[rollout.route]]",
+            )
+            .help("the plugin call that moves traffic, e.g. uses = \"router\""),
+        );
+    }
+    if r.analysis.is_empty() {
+        diags.push(
+            Diagnostic::at(whole.clone(), "a rollout needs [[rollout.analysis]] checks")
+                .help("health checks and rollback criteria are declared before the change starts"),
+        );
+    }
+    let Some(strategy) = strategy else {
+        return Err(diags);
+    };
+    let stages = strategy.stages();
+    for w in &r.approve_before {
+        if !stages.iter().any(|s| i64::from(s.weight) == *w.get_ref()) {
+            let weights: Vec<String> = stages.iter().map(|s| s.weight.to_string()).collect();
+            diags.push(Diagnostic::at(
+                w.span(),
+                format!(
+                    "approve_before: no stage has weight {} (stages: {})",
+                    w.get_ref(),
+                    weights.join(", ")
+                ),
+            ));
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let rollback = |span: std::ops::Range<usize>| {
+        Some(Spanned::new(span, RollbackDecl::Keyword("revert".into())))
+    };
+    let mut planned = Vec::new();
+    for stage in &stages {
+        let w = stage.weight;
+        let mut ids = Vec::new();
+        for (j, route) in r.route.iter().enumerate() {
+            let route_span = route.span();
+            let route = route.get_ref();
+            let id = if r.route.len() == 1 {
+                format!("rollout_{w}")
+            } else {
+                format!("rollout_{w}_{}", j + 1)
+            };
+            let approval = (j == 0
+                && r.approve_before
+                    .iter()
+                    .any(|a| *a.get_ref() == i64::from(w)))
+            .then(|| {
+                Spanned::new(
+                    route_span.clone(),
+                    ApprovalDecl {
+                        timeout: Spanned::new(route_span.clone(), "1h".to_owned()),
+                        prompt: Some(format!("move {w}% of traffic to the candidate?")),
+                    },
+                )
+            });
+            let with: BTreeMap<Spanned<String>, Spanned<toml::Value>> = route
+                .with
+                .iter()
+                .map(|(k, v)| (k.clone(), Spanned::new(v.span(), fill(v.get_ref(), w))))
+                .collect();
+            ids.push(id.clone());
+            doc.steps.push(Spanned::new(
+                route_span.clone(),
+                StepDecl {
+                    id: Spanned::new(route.uses.span(), id),
+                    uses: route.uses.clone(),
+                    description: Some(format!("{w}% of traffic to the candidate")),
+                    with,
+                    timeout: route.timeout.clone(),
+                    on_failure: Some(Spanned::new(route_span.clone(), OnFailure::Rollback)),
+                    when: None,
+                    retry: None,
+                    gate: None,
+                    rollback: rollback(route_span.clone()),
+                    approval,
+                },
+            ));
+        }
+        for (k, a) in r.analysis.iter().enumerate() {
+            let a_span = a.span();
+            let a = a.get_ref();
+            let id = format!("rollout_{w}_{}", a.name.get_ref());
+            // The bake comes before the stage's first analysis check.
+            let delay = (k == 0 && !stage.bake.is_zero())
+                .then(|| Spanned::new(a_span.clone(), format!("{}ms", stage.bake.as_millis())));
+            ids.push(id.clone());
+            doc.steps.push(Spanned::new(
+                a_span.clone(),
+                StepDecl {
+                    id: Spanned::new(a.name.span(), id),
+                    uses: a.uses.clone(),
+                    description: Some(format!("analysis of the {w}% stage")),
+                    with: a.with.clone(),
+                    timeout: None,
+                    on_failure: Some(Spanned::new(a_span.clone(), OnFailure::Rollback)),
+                    when: None,
+                    retry: None,
+                    gate: Some(Spanned::new(
+                        a_span.clone(),
+                        GateDecl {
+                            delay,
+                            interval: a.interval.clone(),
+                            successes: a.consecutive_successes.clone(),
+                            failures: a.failure_limit.clone(),
+                            timeout: a.timeout.clone(),
+                        },
+                    )),
+                    rollback: None,
+                    approval: None,
+                },
+            ));
+        }
+        planned.push(StagePlan {
+            weight: w,
+            bake: stage.bake,
+            steps: ids,
+        });
+    }
+    Ok(Some(RolloutPlan {
+        strategy: r.strategy.into_inner(),
+        stages: planned,
+    }))
 }

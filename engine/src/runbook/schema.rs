@@ -10,6 +10,44 @@ pub fn schema() -> Value {
     let templated = json!({ "type": "string", "description": "May use templates: {{ params.x }}, {{ vars.x }}, {{ env.name }}, {{ steps.ID.outputs.x }}" });
     let on_failure = json!({ "enum": ["abort", "continue", "rollback"], "description": "abort: stop; continue: tolerate the failure and go on; rollback: undo, then verify" });
     let with = json!({ "type": "object", "description": "Parameters for the plugin, checked against its manifest", "additionalProperties": true });
+    // Built apart: one json! for the whole schema exceeds the macro recursion limit.
+    let route = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["uses"],
+        "properties": { "uses": { "type": "string" }, "with": with.clone(), "timeout": duration.clone() }
+    });
+    let analysis = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "uses", "interval", "timeout"],
+        "properties": {
+            "name": { "type": "string" },
+            "uses": { "type": "string" },
+            "with": with.clone(),
+            "interval": duration.clone(),
+            "failure_limit": { "type": "integer" },
+            "consecutive_successes": { "type": "integer" },
+            "timeout": duration.clone()
+        }
+    });
+    let rollout = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["strategy", "route"],
+        "description": "Progressive delivery after the steps: traffic moves to the candidate stage by stage",
+        "properties": {
+            "strategy": { "type": "string", "description": "canary, linear, all_at_once, blue_green, or a CodeDeploy name (Canary10Percent5Minutes, Linear10PercentEvery1Minute, AllAtOnce, ...)" },
+            "weights": { "type": "array", "items": { "type": "integer" }, "description": "canary: the candidate's percent per stage, ending at 100" },
+            "step": { "type": "integer", "description": "linear: percent added per stage" },
+            "interval": duration.clone(),
+            "bake": duration.clone(),
+            "rollback_window": duration.clone(),
+            "approve_before": { "type": "array", "items": { "type": "integer" } },
+            "route": { "type": "array", "items": route },
+            "analysis": { "type": "array", "items": analysis }
+        }
+    });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Medic runbook",
@@ -36,7 +74,8 @@ pub fn schema() -> Value {
             "steps": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Run in order" },
             "rollback": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Run after the steps' own rollbacks" },
             "verify": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Checks that prove health after a rollback" },
-            "finally": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Always run, at the end" }
+            "finally": { "type": "array", "items": { "$ref": "#/$defs/step" }, "description": "Always run, at the end" },
+            "rollout": rollout
         },
         "$defs": {
             "duration": duration,

@@ -1045,18 +1045,70 @@ impl Run<'_> {
             loop {
                 checks += 1;
                 let attempt = self.attempt(step, &params, checks).await;
+                let mut decided = None;
                 match judge(&attempt.invocation) {
                     Judgement::Pass => passes += 1,
                     Judgement::Fail => {
                         passes = 0;
                         fails += 1;
                     }
+                    // A person decides: the data cannot, and aborting may undo a good change.
+                    Judgement::Inconclusive if gate.pause_on_inconclusive => {
+                        let prompt = format!(
+                            "{} is inconclusive: {}. Approve to pass this gate, reject to fail it",
+                            step.id,
+                            summary_of(&attempt.invocation)
+                        );
+                        observer.on_event(&Event::ApprovalRequested {
+                            id: &step.id,
+                            prompt: &prompt,
+                            timeout: gate.timeout,
+                        });
+                        let decision = self
+                            .opts
+                            .approver
+                            .wait(
+                                &self.opts.run_id,
+                                &step.id,
+                                &prompt,
+                                gate.timeout,
+                                &self.opts.cancel,
+                            )
+                            .await;
+                        observer.on_event(&Event::ApprovalDecided {
+                            id: &step.id,
+                            decision: &decision,
+                        });
+                        decided = Some(match decision {
+                            Decision::Approved { by, reason } => (
+                                StepStatus::Succeeded,
+                                format!("inconclusive, passed by {by}: {reason}"),
+                            ),
+                            Decision::Rejected { by, reason } => (
+                                StepStatus::Failed,
+                                format!("inconclusive, failed by {by}: {reason}"),
+                            ),
+                            Decision::TimedOut => (
+                                StepStatus::Failed,
+                                format!(
+                                    "inconclusive, and nobody decided within {}",
+                                    humantime::format_duration(gate.timeout)
+                                ),
+                            ),
+                            Decision::Cancelled => (
+                                StepStatus::Failed,
+                                "inconclusive; cancelled while waiting for a decision".to_owned(),
+                            ),
+                        });
+                    }
                     // Neither counts; a gate that only ever hears "don't know" ends at its time limit.
                     Judgement::Inconclusive => passes = 0,
                 }
                 let last = summary_of(&attempt.invocation);
                 let elapsed = checks_started.elapsed();
-                let verdict = if passes >= gate.successes {
+                let verdict = if decided.is_some() {
+                    decided
+                } else if passes >= gate.successes {
                     Some((
                         StepStatus::Succeeded,
                         format!(

@@ -751,3 +751,57 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_inconclusive_gate_can_pause_for_a_person() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let body = "[[steps]]\nid = \"analysis\"\nuses = \"check\"\n\
+                gate = { interval = \"100ms\", timeout = \"30s\", inconclusive = \"pause\" }\n\
+                with = { mode = \"inconclusive\" }\n";
+    let rb = scripted_runbook(dir.path(), "", body);
+    let approvals = cache.path().join("data/approvals");
+    for (approve, code, said) in [
+        (true, 0, "inconclusive, passed by"),
+        (false, 1, "inconclusive, failed by"),
+    ] {
+        let child = medic_command(cache.path())
+            .args(["run", rb.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..1500 {
+            waiting = medic::store::approvals::pending(&approvals, None);
+            if !waiting.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(waiting.len(), 1, "the run never paused");
+        assert!(
+            waiting[0].prompt.contains("analysis is inconclusive"),
+            "{}",
+            waiting[0].prompt
+        );
+        let verb = if approve { "approve" } else { "reject" };
+        let o = medic(
+            cache.path(),
+            &[
+                verb,
+                &waiting[0].run_id,
+                "--reason",
+                "looked at the dashboards",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{text}");
+        assert!(
+            text.contains(said) && text.contains("looked at the dashboards"),
+            "{text}"
+        );
+    }
+}

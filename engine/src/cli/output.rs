@@ -561,7 +561,7 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         if let Some(g) = s.gate {
             let _ = writeln!(
                 out,
-                "        gate: {}every {} until {} pass{} in a row; fails after {} or at {}",
+                "        gate: {}every {} until {} pass{} in a row; fails after {} or at {}{}",
                 if g.delay.is_zero() {
                     String::new()
                 } else {
@@ -572,6 +572,11 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
                 if g.successes == 1 { "" } else { "es" },
                 plural(g.failures as usize, "failure"),
                 humantime::format_duration(g.timeout),
+                if g.pause_on_inconclusive {
+                    "; inconclusive: a person decides"
+                } else {
+                    ""
+                }
             );
         }
         match s.on_failure {

@@ -281,6 +281,10 @@ pub struct GateDecl {
     #[serde(default)]
     pub failures: Option<Spanned<u32>>,
     pub timeout: Spanned<String>,
+    /// `ignore` (default: an inconclusive check counts neither way) or `pause`: ask a person
+    /// whether the gate passes.
+    #[serde(default)]
+    pub inconclusive: Option<Spanned<String>>,
 }
 
 /// Spans cannot be kept inside an untagged enum (serde buffers its content), so mistakes in a

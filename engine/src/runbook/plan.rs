@@ -112,6 +112,8 @@ pub struct Gate {
     pub successes: u32,
     pub failures: u32,
     pub timeout: Duration,
+    /// An inconclusive check pauses the run for a person's decision (`inconclusive = "pause"`).
+    pub pause_on_inconclusive: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1479,7 +1481,23 @@ impl Validator<'_> {
                         ));
                     }
                 }
+                let pause_on_inconclusive =
+                    match gd.inconclusive.as_ref().map(|i| (i, i.get_ref().as_str())) {
+                        None | Some((_, "ignore")) => false,
+                        Some((_, "pause")) => true,
+                        Some((i, other)) => {
+                            self.err(
+                                Diagnostic::at(
+                                    i.span(),
+                                    format!("gate inconclusive: `{other}` is not a choice"),
+                                )
+                                .help("use \"ignore\" (the default) or \"pause\" (ask a person)"),
+                            );
+                            false
+                        }
+                    };
                 Some(Gate {
+                    pause_on_inconclusive,
                     delay: delay?,
                     interval: interval?,
                     successes,

@@ -541,6 +541,9 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                             successes: a.consecutive_successes.clone(),
                             failures: a.failure_limit.clone(),
                             timeout: a.timeout.clone(),
+                            // An analysis that cannot decide waits for a person rather than
+                            // aborting a rollout that may be fine.
+                            inconclusive: Some(Spanned::new(a_span.clone(), "pause".to_owned())),
                         },
                     )),
                     rollback: None,

@@ -167,6 +167,7 @@ pub fn schema() -> Value {
                             "interval": { "$ref": "#/$defs/duration" },
                             "successes": { "type": "integer" },
                             "failures": { "type": "integer" },
+                            "inconclusive": { "enum": ["ignore", "pause"] },
                             "timeout": { "$ref": "#/$defs/duration" }
                         }
                     },

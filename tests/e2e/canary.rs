@@ -145,6 +145,20 @@ fn a_rollout_block_canaries_like_the_hand_written_steps() {
         let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
         let report = run_example(&host, "canary-rollout.toml", &params(&setup, "v2")).await;
         assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:#?}");
+        let smoked: Vec<&str> = report
+            .steps
+            .iter()
+            .filter(|s| s.id.contains("_smoke_") && s.status == StepStatus::Succeeded)
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(
+            smoked,
+            [
+                "rollout_10_smoke_canary_health",
+                "rollout_50_smoke_canary_health",
+                "rollout_100_smoke_canary_health"
+            ]
+        );
         let weights: Vec<u32> = setup
             .proxy
             .snapshot()

@@ -62,9 +62,24 @@ pub struct RolloutDecl {
     /// `{{ rollout.weight }}` is the candidate's percent and `{{ rollout.remaining }}` the
     /// stable version's.
     pub route: Vec<Spanned<RouteDecl>>,
+    /// Checks run once right after every promotion, before the stage bakes.
+    #[serde(default)]
+    pub smoke: Vec<Spanned<SmokeDecl>>,
     /// The checks that judge every stage, declared before the change starts.
     #[serde(default)]
     pub analysis: Vec<Spanned<AnalysisDecl>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeDecl {
+    /// Names the generated steps (`rollout_10_smoke_NAME`).
+    pub name: Spanned<String>,
+    pub uses: Spanned<String>,
+    #[serde(default)]
+    pub with: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -514,6 +514,32 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                 },
             ));
         }
+        for smoke in &r.smoke {
+            let s_span = smoke.span();
+            let smoke = smoke.get_ref();
+            let id = format!("rollout_{w}_smoke_{}", smoke.name.get_ref());
+            ids.push(id.clone());
+            doc.steps.push(Spanned::new(
+                s_span.clone(),
+                StepDecl {
+                    id: Spanned::new(smoke.name.span(), id),
+                    uses: smoke.uses.clone(),
+                    description: Some(format!("smoke test after the move to {w}%")),
+                    with: smoke
+                        .with
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Spanned::new(v.span(), fill(v.get_ref(), w))))
+                        .collect(),
+                    timeout: smoke.timeout.clone(),
+                    on_failure: Some(Spanned::new(s_span.clone(), OnFailure::Rollback)),
+                    when: None,
+                    retry: None,
+                    gate: None,
+                    rollback: None,
+                    approval: None,
+                },
+            ));
+        }
         for (k, a) in r.analysis.iter().enumerate() {
             let a_span = a.span();
             let a = a.get_ref();

@@ -31,6 +31,12 @@ pub fn schema() -> Value {
             "timeout": duration.clone()
         }
     });
+    let smoke = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "uses"],
+        "properties": { "name": { "type": "string" }, "uses": { "type": "string" }, "with": with.clone(), "timeout": duration.clone() }
+    });
     let rollout = json!({
         "type": "object",
         "additionalProperties": false,
@@ -45,6 +51,7 @@ pub fn schema() -> Value {
             "rollback_window": duration.clone(),
             "approve_before": { "type": "array", "items": { "type": "integer" } },
             "route": { "type": "array", "items": route },
+            "smoke": { "type": "array", "items": smoke },
             "analysis": { "type": "array", "items": analysis }
         }
     });

@@ -133,6 +133,36 @@ fn http_server() -> String {
     addr
 }
 
+/// A benchmark runbook, planned (its plugin sources are absolute paths or builtins).
+fn plan_of(rt: &tokio::runtime::Runtime, host: &PluginHost, text: &str) -> medic::runbook::Plan {
+    let src = medic::runbook::Source {
+        path: Path::new("bench.toml"),
+        text,
+    };
+    rt.block_on(medic::runbook::plan(
+        host,
+        &src,
+        &medic::runbook::PlanOptions::default(),
+    ))
+    .unwrap_or_else(|d| panic!("a benchmark runbook is invalid: {d:?}"))
+}
+
+/// Records a run into `store` as `medic run` does, showing nothing.
+fn recorder<'a>(
+    store: &'a medic::store::Store,
+    quiet: &'a mut dyn medic::executor::Observer,
+) -> medic::store::recorder::Recorder<'a> {
+    medic::store::recorder::Recorder::new(
+        store,
+        quiet,
+        medic::store::Trigger::cli(),
+        None,
+        medic::store::recorder::Start::New,
+        false,
+        medic::executor::Cancel::new(),
+    )
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     // `cargo bench -p medic -- NAME` runs only the benchmarks whose name contains NAME.
@@ -412,31 +442,12 @@ fn main() {
         for i in 0..scale {
             text += &format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop\"\n");
         }
-        let path = dir.path().join("long.toml");
-        std::fs::write(&path, &text).unwrap();
-        let plan = rt
-            .block_on(medic::runbook::plan(
-                &host,
-                &medic::runbook::Source {
-                    path: &path,
-                    text: &text,
-                },
-                &medic::runbook::PlanOptions::default(),
-            ))
-            .unwrap_or_else(|d| panic!("the long runbook is invalid: {d:?}"));
+        let plan = plan_of(&rt, &host, &text);
         let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();
         let mut samples = Vec::new();
         for _ in 0..long_n + 1 {
             let mut quiet = |_: &medic::executor::Event<'_>| {};
-            let mut recorder = medic::store::recorder::Recorder::new(
-                &store,
-                &mut quiet,
-                medic::store::Trigger::cli(),
-                None,
-                medic::store::recorder::Start::New,
-                false,
-                medic::executor::Cancel::new(),
-            );
+            let mut recorder = recorder(&store, &mut quiet);
             let t = Instant::now();
             let observer: &mut dyn medic::executor::Observer = if recorded {
                 &mut recorder
@@ -498,18 +509,7 @@ fn main() {
             })
             .unwrap(),
         ));
-        let path = dir.path().join("gated.toml");
-        std::fs::write(&path, &text).unwrap();
-        let plan = rt
-            .block_on(medic::runbook::plan(
-                shared,
-                &medic::runbook::Source {
-                    path: &path,
-                    text: &text,
-                },
-                &medic::runbook::PlanOptions::default(),
-            ))
-            .unwrap_or_else(|d| panic!("the gated runbook is invalid: {d:?}"));
+        let plan = plan_of(&rt, shared, &text);
         // Tasks on a LocalSet must own what they use; a benchmark can leak these two.
         let plan: &'static medic::runbook::Plan = Box::leak(Box::new(plan));
 
@@ -528,15 +528,7 @@ fn main() {
                     let (host, store) = (shared, store.clone());
                     set.spawn_local(async move {
                         let mut quiet = |_: &medic::executor::Event<'_>| {};
-                        let mut recorder = medic::store::recorder::Recorder::new(
-                            &store,
-                            &mut quiet,
-                            medic::store::Trigger::cli(),
-                            None,
-                            medic::store::recorder::Start::New,
-                            false,
-                            medic::executor::Cancel::new(),
-                        );
+                        let mut recorder = recorder(&store, &mut quiet);
                         let report = medic::executor::execute(
                             host,
                             plan,

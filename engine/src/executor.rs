@@ -967,26 +967,9 @@ impl Run<'_> {
             }
         }
         if let Some(gate) = &step.approval {
-            observer.on_event(&Event::ApprovalRequested {
-                id: &step.id,
-                prompt: &gate.prompt,
-                timeout: gate.timeout,
-            });
             let decision = self
-                .opts
-                .approver
-                .wait(
-                    &self.opts.run_id,
-                    &step.id,
-                    &gate.prompt,
-                    gate.timeout,
-                    &self.opts.cancel,
-                )
+                .ask(&step.id, &gate.prompt, gate.timeout, observer)
                 .await;
-            observer.on_event(&Event::ApprovalDecided {
-                id: &step.id,
-                decision: &decision,
-            });
             let refused = match &decision {
                 Decision::Approved { .. } => None,
                 Decision::Rejected { by, reason } => Some(format!("rejected by {by}: {reason}")),
@@ -1059,26 +1042,7 @@ impl Run<'_> {
                             step.id,
                             summary_of(&attempt.invocation)
                         );
-                        observer.on_event(&Event::ApprovalRequested {
-                            id: &step.id,
-                            prompt: &prompt,
-                            timeout: gate.timeout,
-                        });
-                        let decision = self
-                            .opts
-                            .approver
-                            .wait(
-                                &self.opts.run_id,
-                                &step.id,
-                                &prompt,
-                                gate.timeout,
-                                &self.opts.cancel,
-                            )
-                            .await;
-                        observer.on_event(&Event::ApprovalDecided {
-                            id: &step.id,
-                            decision: &decision,
-                        });
+                        let decision = self.ask(&step.id, &prompt, gate.timeout, observer).await;
                         decided = Some(match decision {
                             Decision::Approved { by, reason } => (
                                 StepStatus::Succeeded,
@@ -1215,6 +1179,31 @@ impl Run<'_> {
         report.duration = started.elapsed();
         observer.on_event(&Event::StepFinished { report: &report });
         report
+    }
+
+    /// Asks a person (through the approver) and tells the observers, before and after.
+    async fn ask(
+        &self,
+        id: &str,
+        prompt: &str,
+        timeout: Duration,
+        observer: &mut dyn Observer,
+    ) -> Decision {
+        observer.on_event(&Event::ApprovalRequested {
+            id,
+            prompt,
+            timeout,
+        });
+        let decision = self
+            .opts
+            .approver
+            .wait(&self.opts.run_id, id, prompt, timeout, &self.opts.cancel)
+            .await;
+        observer.on_event(&Event::ApprovalDecided {
+            id,
+            decision: &decision,
+        });
+        decision
     }
 
     /// Runs every step of a section (rollback, verify, finally: a failure never stops the rest)

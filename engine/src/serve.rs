@@ -16,9 +16,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::drill::load_dir_or_report as load;
 use crate::drill::run::{Started, run_drill};
 use crate::drill::scheduler::{Due, Scheduler, from_ms, jitter, to_ms};
-use crate::drill::{Drill, load_dir};
 use crate::executor::{Cancel, Event, Observer};
 use crate::host::PluginHost;
 use crate::store::drills::DrillRecord;
@@ -191,24 +191,6 @@ enum Control {
 pub struct Config {
     pub drills_dir: PathBuf,
     pub metrics: Option<SocketAddr>,
-}
-
-/// Loads the drills, printing every mistake; the message says what happens next.
-async fn load(host: &PluginHost, dir: &std::path::Path) -> Result<Vec<Drill>, String> {
-    load_dir(host, dir).await.map_err(|errors| {
-        let mut text = String::new();
-        for e in &errors {
-            let _ = writeln!(text, "{e}");
-        }
-        let n: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
-        let _ = write!(
-            text,
-            "{n} mistake{} in {}",
-            if n == 1 { "" } else { "s" },
-            dir.display()
-        );
-        text
-    })
 }
 
 struct Running {

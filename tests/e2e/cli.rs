@@ -678,14 +678,7 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
             .spawn()
             .unwrap();
         // Wait (bounded) until the run asks.
-        let mut waiting = Vec::new();
-        for _ in 0..1500 {
-            waiting = medic::store::approvals::pending(&approvals, None);
-            if !waiting.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let waiting = crate::support::pending_approvals(&approvals);
         assert_eq!(waiting.len(), 1, "the run never asked for approval");
         assert_eq!(waiting[0].step, "go_live");
         let listed = medic(cache.path(), &["approve"]);
@@ -771,14 +764,7 @@ fn an_inconclusive_gate_can_pause_for_a_person() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut waiting = Vec::new();
-        for _ in 0..1500 {
-            waiting = medic::store::approvals::pending(&approvals, None);
-            if !waiting.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let waiting = crate::support::pending_approvals(&approvals);
         assert_eq!(waiting.len(), 1, "the run never paused");
         assert!(
             waiting[0].prompt.contains("analysis is inconclusive"),

@@ -219,14 +219,7 @@ fn while_a_run_holds_the_store_others_read_through_it_and_writers_are_told_who_h
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut waiting = Vec::new();
-    for _ in 0..1500 {
-        waiting = medic::store::approvals::pending(&data.join("approvals"), None);
-        if !waiting.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let waiting = crate::support::pending_approvals(&data.join("approvals"));
     assert_eq!(waiting.len(), 1, "the run never started waiting");
     let run_id = waiting[0].run_id.clone();
 

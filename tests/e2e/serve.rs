@@ -426,14 +426,7 @@ fn approvals_work_for_runs_going_through_serve() {
         .spawn()
         .unwrap();
     let approvals = data.join("approvals");
-    let mut waiting = Vec::new();
-    for _ in 0..1500 {
-        waiting = medic::store::approvals::pending(&approvals, None);
-        if !waiting.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let waiting = crate::support::pending_approvals(&approvals);
     assert_eq!(waiting.len(), 1, "the run never asked for approval");
     let o = crate::cli::medic_command(work.path())
         .env("MEDIC_DATA_DIR", &data)

@@ -195,3 +195,15 @@ pub async fn run_example(
     )
     .await
 }
+
+/// The approvals waiting in `dir`, once there is at least one (bounded: about 30 s).
+pub fn pending_approvals(dir: &std::path::Path) -> Vec<medic::store::approvals::Pending> {
+    for _ in 0..1500 {
+        let waiting = medic::store::approvals::pending(dir, None);
+        if !waiting.is_empty() {
+            return waiting;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Vec::new()
+}

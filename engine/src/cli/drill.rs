@@ -10,7 +10,7 @@ use super::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::drill::report::{Percentiles, reports};
 use crate::drill::run::{Started, run_drill};
 use crate::drill::scheduler::from_ms;
-use crate::drill::{Drill, load_dir};
+use crate::drill::{Drill, load_dir_or_report};
 use crate::executor::Cancel;
 use crate::store::drills::{DrillRecord, DrillResult};
 use crate::store::now_ms;
@@ -62,16 +62,8 @@ pub enum DrillCommand {
 
 async fn load(global: &GlobalArgs, dir: &std::path::Path) -> Result<Vec<Drill>, Exit> {
     let host = global.host().map_err(engine_error)?;
-    load_dir(&host, dir).await.map_err(|errors| {
-        for e in &errors {
-            eprintln!("{e}");
-        }
-        let n: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
-        eprintln!(
-            "medic: {n} mistake{} in {}; no drill is valid until all are fixed",
-            if n == 1 { "" } else { "s" },
-            dir.display()
-        );
+    load_dir_or_report(&host, dir).await.map_err(|report| {
+        eprintln!("{report}; no drill is valid until all are fixed");
         Exit::Invalid
     })
 }

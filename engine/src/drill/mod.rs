@@ -239,6 +239,20 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
     }
 }
 
+/// Like [`load_dir`], with every mistake rendered as one text that ends with their count.
+pub async fn load_dir_or_report(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, String> {
+    load_dir(host, dir).await.map_err(|errors| {
+        let n: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
+        let files: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!(
+            "{}\n{n} mistake{} in {}",
+            files.join("\n"),
+            if n == 1 { "" } else { "s" },
+            dir.display()
+        )
+    })
+}
+
 /// The drills declared in one file's text.
 pub async fn load_text(
     host: &PluginHost,

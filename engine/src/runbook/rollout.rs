@@ -387,7 +387,10 @@ fn strategy(r: &RolloutDecl, diags: &mut Vec<Diagnostic>) -> Option<Strategy> {
 /// `{{ rollout.weight }}` and `{{ rollout.remaining }}` in a route's parameters, filled in
 /// for a stage; a value that is only the template becomes an integer.
 fn fill(v: &toml::Value, weight: u8) -> toml::Value {
-    let re = regex::Regex::new(r"\{\{\s*rollout\.(weight|remaining)\s*\}\}").expect("valid");
+    static TEMPLATE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\{\{\s*rollout\.(weight|remaining)\s*\}\}").expect("valid")
+    });
+    let re = &*TEMPLATE;
     let value = |name: &str| {
         if name == "weight" {
             weight
@@ -415,6 +418,16 @@ fn fill(v: &toml::Value, weight: u8) -> toml::Value {
         ),
         other => other.clone(),
     }
+}
+
+/// A route's or smoke test's parameters for one stage.
+fn fill_with(
+    with: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    weight: u8,
+) -> BTreeMap<Spanned<String>, Spanned<toml::Value>> {
+    with.iter()
+        .map(|(k, v)| (k.clone(), Spanned::new(v.span(), fill(v.get_ref(), weight))))
+        .collect()
 }
 
 /// Expands `[rollout]` into steps appended to the runbook's `[[steps]]`. Every generated
@@ -491,11 +504,7 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                     },
                 )
             });
-            let with: BTreeMap<Spanned<String>, Spanned<toml::Value>> = route
-                .with
-                .iter()
-                .map(|(k, v)| (k.clone(), Spanned::new(v.span(), fill(v.get_ref(), w))))
-                .collect();
+            let with = fill_with(&route.with, w);
             ids.push(id.clone());
             doc.steps.push(Spanned::new(
                 route_span.clone(),
@@ -525,11 +534,7 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                     id: Spanned::new(smoke.name.span(), id),
                     uses: smoke.uses.clone(),
                     description: Some(format!("smoke test after the move to {w}%")),
-                    with: smoke
-                        .with
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Spanned::new(v.span(), fill(v.get_ref(), w))))
-                        .collect(),
+                    with: fill_with(&smoke.with, w),
                     timeout: smoke.timeout.clone(),
                     on_failure: Some(Spanned::new(s_span.clone(), OnFailure::Rollback)),
                     when: None,

@@ -19,7 +19,9 @@ use crate::host::{
 };
 use crate::runbook::plan::text_to_value;
 use crate::runbook::template;
-use crate::runbook::{Arg, OnFailure, Plan, PlanStep, RetryOn, StepRollback};
+use crate::runbook::{
+    Arg, Fleet, FleetOrder, FleetTargets, OnFailure, Plan, PlanStep, RetryOn, StepRollback,
+};
 
 /// The part of a run a step belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +96,9 @@ pub struct StepReport {
     pub params: Vec<(String, Value)>,
     /// Every call made for this step: retries and gate checks each add one.
     pub attempts: Vec<Attempt>,
+    /// A fleet step's targets, in the order they finished (those never started last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetReport>,
 }
 
 impl StepReport {
@@ -103,6 +108,29 @@ impl StepReport {
             .and_then(|a| a.invocation.result.as_ref().ok())
             .map(|o| &o.outputs)
     }
+
+    /// Every call of the step, with the target it was for (fleet steps).
+    pub fn calls(&self) -> impl Iterator<Item = (Option<&str>, &Attempt)> {
+        self.attempts.iter().map(|a| (None, a)).chain(
+            self.targets
+                .iter()
+                .flat_map(|t| t.attempts.iter().map(|a| (Some(t.target.as_str()), a))),
+        )
+    }
+}
+
+/// One target of a fleet step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub status: StepStatus,
+    pub summary: String,
+    /// Since the run started.
+    pub started_ms: u64,
+    pub duration: Duration,
+    /// Rendered parameters as they may be shown: secrets masked.
+    pub params: Vec<(String, Value)>,
+    pub attempts: Vec<Attempt>,
 }
 
 /// Who allowed a run in a protected environment, and why.
@@ -207,6 +235,11 @@ pub enum Event<'a> {
         note: &'a str,
         wait: Duration,
     },
+    /// One target of a fleet step is done (or will not start).
+    TargetFinished {
+        id: &'a str,
+        target: &'a TargetReport,
+    },
     StepFinished {
         report: &'a StepReport,
     },
@@ -255,6 +288,10 @@ pub enum OwnedEvent {
         attempt: Attempt,
         note: String,
         wait: Duration,
+    },
+    TargetFinished {
+        id: String,
+        target: TargetReport,
     },
     StepFinished {
         report: StepReport,
@@ -310,6 +347,10 @@ impl OwnedEvent {
                 note: (*note).to_owned(),
                 wait: *wait,
             },
+            Event::TargetFinished { id, target } => OwnedEvent::TargetFinished {
+                id: (*id).to_owned(),
+                target: (*target).clone(),
+            },
             Event::StepFinished { report } => OwnedEvent::StepFinished {
                 report: (*report).clone(),
             },
@@ -358,6 +399,7 @@ impl OwnedEvent {
                 note,
                 wait: *wait,
             },
+            OwnedEvent::TargetFinished { id, target } => Event::TargetFinished { id, target },
             OwnedEvent::StepFinished { report } => Event::StepFinished { report },
             OwnedEvent::RunFinished { report } => Event::RunFinished { report },
         }
@@ -555,6 +597,7 @@ pub async fn execute(
         raw_outputs: BTreeMap::new(),
         attempt_base: BTreeMap::new(),
         steps_view: std::sync::Mutex::default(),
+        targets_raw: BTreeMap::new(),
     };
     let resume = opts.resume.clone().unwrap_or_default();
     for r in &resume.prior {
@@ -584,6 +627,7 @@ pub async fn execute(
                 duration: Duration::ZERO,
                 params: Vec::new(),
                 attempts: Vec::new(),
+                targets: Vec::new(),
             });
         }
     }
@@ -709,7 +753,12 @@ struct Run<'a> {
     /// The template view of the main steps so far, built once per step rather than once per
     /// step per later step (a 1,000-step runbook would otherwise spend its time here).
     steps_view: std::sync::Mutex<StepsView>,
+    /// Per fleet step, the targets that ran, in the order they finished: target, unmasked
+    /// parameters, outputs, and whether it succeeded.
+    targets_raw: BTreeMap<String, Vec<TargetRaw>>,
 }
+
+type TargetRaw = (String, Values, Option<Values>, bool);
 
 /// How many reports the view covers, and the view (shared with contexts in use).
 type StepsView = (
@@ -744,6 +793,47 @@ fn status_of(inv: &Invocation) -> StepStatus {
         Ok(_) => StepStatus::Failed,
         Err(f) => StepStatus::Errored { failure: f.clone() },
     }
+}
+
+fn plural_targets(n: usize) -> String {
+    format!("{n} target{}", if n == 1 { "" } else { "s" })
+}
+
+/// Whether a call that ended like this is tried again under `retry`.
+fn retryable(inv: &Invocation, retry: Option<crate::runbook::Retry>) -> bool {
+    match (&inv.result, retry.map(|r| r.on)) {
+        (_, None) => false,
+        (Err(f), Some(RetryOn::Transient)) => f.is_transient(),
+        (_, Some(RetryOn::Transient)) => false,
+        (_, Some(RetryOn::Any)) => !matches!(status_of(inv), StepStatus::Succeeded),
+    }
+}
+
+/// How a fleet step's calls (or their undoing) are paced.
+#[derive(Clone, Copy)]
+struct Rate {
+    concurrency: usize,
+    /// Failures tolerated before no new target starts; none: never stop (rollbacks).
+    max_errors: Option<usize>,
+    retry: Option<crate::runbook::Retry>,
+    /// A cancellation stops new targets; a rollback is never cancelled.
+    cancellable: bool,
+}
+
+/// One target's call, before it runs.
+struct Job {
+    target: String,
+    call: Call,
+    /// The parameters as they may be shown.
+    shown: Values,
+}
+
+/// One target's call, after.
+struct Done {
+    report: TargetReport,
+    /// Unmasked parameters and outputs: a revert needs the real values.
+    params: Values,
+    outputs: Option<Values>,
 }
 
 /// Exponential backoff with an optional jitter of up to half the wait.
@@ -877,6 +967,7 @@ impl Run<'_> {
             duration: Duration::ZERO,
             params: Vec::new(),
             attempts: Vec::new(),
+            targets: Vec::new(),
         };
         observer.on_event(&Event::StepFinished { report: &report });
         self.reports.push(report);
@@ -940,6 +1031,7 @@ impl Run<'_> {
             duration: Duration::ZERO,
             params: Vec::new(),
             attempts: Vec::new(),
+            targets: Vec::new(),
         };
         let ctx = self.context(None);
         if let Some(when) = &step.when {
@@ -992,6 +1084,10 @@ impl Run<'_> {
             id: &step.id,
             plugin: &pp.alias,
         });
+        if let Some(fleet) = &step.fleet {
+            self.fleet(step, fleet, &ctx, &mut report, observer).await;
+            return self.finish(step, report, started, observer);
+        }
         let params = match self.render(&step.with, &ctx) {
             Ok(p) => p,
             Err(message) => {
@@ -1131,15 +1227,9 @@ impl Run<'_> {
             let attempts = step.retry.map_or(1, |r| r.attempts);
             for n in 1..=attempts {
                 let attempt = self.attempt(step, &params, n).await;
-                let status = status_of(&attempt.invocation);
-                let retryable = match (&attempt.invocation.result, step.retry.map(|r| r.on)) {
-                    (_, None) => false,
-                    (Err(f), Some(RetryOn::Transient)) => f.is_transient(),
-                    (_, Some(RetryOn::Transient)) => false,
-                    (_, Some(RetryOn::Any)) => !status.is_success(),
-                };
+                let retryable = retryable(&attempt.invocation, step.retry);
                 report.summary = summary_of(&attempt.invocation);
-                report.status = status;
+                report.status = status_of(&attempt.invocation);
                 if retryable && n < attempts && !self.opts.cancel.is_cancelled() {
                     let wait = backoff(step.retry.as_ref().unwrap(), n);
                     let note = format!("attempt {n}/{attempts}: {}", report.summary);
@@ -1166,7 +1256,18 @@ impl Run<'_> {
                 );
             }
         }
-        if phase == Phase::Steps
+        self.finish(step, report, started, observer)
+    }
+
+    /// The end of every step that ran: a drill's fault applies, observers hear of it.
+    fn finish(
+        &self,
+        step: &PlanStep,
+        mut report: StepReport,
+        started: Instant,
+        observer: &mut dyn Observer,
+    ) -> StepReport {
+        if report.phase == Phase::Steps
             && report.status == StepStatus::Succeeded
             && self.opts.fail_step.as_deref() == Some(step.id.as_str())
         {
@@ -1179,6 +1280,318 @@ impl Run<'_> {
         report.duration = started.elapsed();
         observer.on_event(&Event::StepFinished { report: &report });
         report
+    }
+
+    /// The targets of a fleet step, in the order they are to run.
+    fn targets(&self, fleet: &Fleet, ctx: &minijinja::Value) -> Result<Vec<String>, String> {
+        let env = template::environment();
+        let mut targets: Vec<String> = match &fleet.targets {
+            FleetTargets::List(items) => items
+                .iter()
+                .map(|t| template::render(&env, t, ctx))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("fleet targets: {e}"))?,
+            FleetTargets::Expr(expr) => {
+                let value = env
+                    .compile_expression(expr)
+                    .and_then(|e| e.eval(ctx))
+                    .map_err(|e| format!("fleet targets `{expr}`: {e}"))?;
+                if let Some(s) = value.as_str() {
+                    // A text parameter or output: comma-separated, like `--param hosts=a,b`.
+                    s.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                } else {
+                    value
+                        .try_iter()
+                        .map_err(|_| format!("fleet targets `{expr}` is {value}, not a list"))?
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                        .collect()
+                }
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &targets {
+            if t.trim().is_empty() {
+                return Err("fleet targets include an empty name".into());
+            }
+            if !seen.insert(t.as_str()) {
+                return Err(format!("fleet target `{t}` is listed twice"));
+            }
+        }
+        match fleet.order {
+            FleetOrder::Listed => {}
+            FleetOrder::Reverse => targets.reverse(),
+            FleetOrder::Random => {
+                // Fisher-Yates over a xorshift seeded from a fresh ULID's random bits: a
+                // different order every run, and no dependency for a few lines.
+                let mut x = (ulid::Ulid::new().random() as u64) | 1;
+                for i in (1..targets.len()).rev() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    targets.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    /// Runs a fleet step: each target in its own sandbox, `max_concurrency` at a time; after
+    /// more than `max_errors` failures no new target starts and the step fails.
+    async fn fleet(
+        &mut self,
+        step: &PlanStep,
+        fleet: &Fleet,
+        ctx: &minijinja::Value,
+        report: &mut StepReport,
+        observer: &mut dyn Observer,
+    ) {
+        let invalid = |report: &mut StepReport, message: String| {
+            report.summary = message.clone();
+            report.status = StepStatus::Errored {
+                failure: Failure::InvalidParams { message },
+            };
+        };
+        let targets = match self.targets(fleet, ctx) {
+            Ok(t) => t,
+            Err(message) => return invalid(report, self.redactor.text(&message)),
+        };
+        // Every target's parameters are rendered before the first starts: a template
+        // mistake must not leave half a fleet changed.
+        let mut jobs = Vec::new();
+        for t in &targets {
+            let tctx = minijinja::context! { target => t, ..ctx.clone() };
+            match self.render(&step.with, &tctx) {
+                Ok(params) => jobs.push(Job {
+                    target: t.clone(),
+                    shown: self.shown_params(&params, &step.secret_params),
+                    call: Call::Run { params },
+                }),
+                Err(message) => {
+                    return invalid(
+                        report,
+                        self.redactor.text(&format!("target `{t}`: {message}")),
+                    );
+                }
+            }
+        }
+        let n = jobs.len();
+        let max_errors = fleet.max_errors.of(n, false);
+        let rate = Rate {
+            concurrency: fleet.max_concurrency.of(n, true).max(1),
+            max_errors: Some(max_errors),
+            retry: step.retry,
+            cancellable: true,
+        };
+        let done = self
+            .fan_out(step.plugin, &step.id, step.timeout, jobs, rate, observer)
+            .await;
+        let listed = |pick: &dyn Fn(&Done) -> bool| -> Vec<String> {
+            targets
+                .iter()
+                .filter(|t| done.iter().any(|d| d.report.target == **t && pick(d)))
+                .cloned()
+                .collect()
+        };
+        let succeeded = listed(&|d| d.report.status.is_success());
+        let failed = listed(&|d| d.report.status.is_failure());
+        let not_started = listed(&|d| d.report.attempts.is_empty());
+        let outputs: Values = vec![
+            ("targets".to_owned(), Value::TextList(targets.clone())),
+            ("succeeded".to_owned(), Value::TextList(succeeded.clone())),
+            ("failed".to_owned(), Value::TextList(failed.clone())),
+            (
+                "not_started".to_owned(),
+                Value::TextList(not_started.clone()),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        self.remember(&step.id, Some(outputs));
+        let failures: Vec<String> = done
+            .iter()
+            .filter(|d| d.report.status.is_failure())
+            .take(3)
+            .map(|d| format!("{} ({})", d.report.target, d.report.summary))
+            .collect();
+        let mut summary = if n == 0 {
+            "no targets".to_owned()
+        } else {
+            format!("{} of {n} targets succeeded", succeeded.len())
+        };
+        if !failed.is_empty() {
+            summary += &format!(
+                "; failed: {}{}",
+                failures.join(", "),
+                if failed.len() > failures.len() {
+                    format!(" and {} more", failed.len() - failures.len())
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if !not_started.is_empty() {
+            summary += &format!("; not started: {}", not_started.join(", "));
+        }
+        report.status = if failed.len() > max_errors || !not_started.is_empty() {
+            StepStatus::Failed
+        } else {
+            StepStatus::Succeeded
+        };
+        if failed.len() > max_errors {
+            summary += &format!(" (more than max_errors {} failed)", fleet.max_errors);
+        } else if !not_started.is_empty() {
+            summary += " (cancelled)";
+        } else if !failed.is_empty() {
+            summary += &format!(" (within max_errors {})", fleet.max_errors);
+        }
+        report.summary = summary;
+        self.targets_raw.insert(
+            step.id.clone(),
+            done.iter()
+                .filter(|d| !d.report.attempts.is_empty())
+                .map(|d| {
+                    (
+                        d.report.target.clone(),
+                        d.params.clone(),
+                        d.outputs.clone(),
+                        d.report.status.is_success(),
+                    )
+                })
+                .collect(),
+        );
+        report.targets = done.into_iter().map(|d| d.report).collect();
+    }
+
+    /// Runs calls for many targets at a bounded concurrency. In-flight calls always finish;
+    /// stopping (too many errors, or a cancellation when `cancellable`) only means no new
+    /// target starts. Returns every target: those never started as skipped, last.
+    async fn fan_out(
+        &self,
+        plugin: usize,
+        id: &str,
+        timeout: Duration,
+        jobs: Vec<Job>,
+        rate: Rate,
+        observer: &mut dyn Observer,
+    ) -> Vec<Done> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut pending = jobs.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut done = Vec::new();
+        let mut errors = 0usize;
+        let stop = |errors: usize| {
+            if rate.max_errors.is_some_and(|m| errors > m) {
+                Some(format!(
+                    "not started: more than max_errors ({}) failed",
+                    rate.max_errors.unwrap_or(0)
+                ))
+            } else if rate.cancellable && self.opts.cancel.is_cancelled() {
+                Some("not started: the run was cancelled".to_owned())
+            } else {
+                None
+            }
+        };
+        loop {
+            while running.len() < rate.concurrency && stop(errors).is_none() {
+                let Some(job) = pending.next() else { break };
+                running.push(self.one_target(plugin, id, timeout, rate, job));
+            }
+            let Some(d) = running.next().await else { break };
+            if d.report.status.is_failure() {
+                errors += 1;
+            }
+            observer.on_event(&Event::TargetFinished {
+                id,
+                target: &d.report,
+            });
+            done.push(d);
+        }
+        let reason = stop(errors).unwrap_or_default();
+        for job in pending {
+            let report = TargetReport {
+                target: job.target,
+                status: StepStatus::Skipped {
+                    reason: reason.clone(),
+                },
+                summary: reason.clone(),
+                started_ms: self.elapsed_ms(),
+                duration: Duration::ZERO,
+                params: job.shown,
+                attempts: Vec::new(),
+            };
+            observer.on_event(&Event::TargetFinished {
+                id,
+                target: &report,
+            });
+            done.push(Done {
+                report,
+                params: Values::new(),
+                outputs: None,
+            });
+        }
+        done
+    }
+
+    /// One target's call, retried like a step.
+    async fn one_target(
+        &self,
+        plugin: usize,
+        id: &str,
+        timeout: Duration,
+        rate: Rate,
+        job: Job,
+    ) -> Done {
+        let started = Instant::now();
+        let started_ms = self.elapsed_ms();
+        // The plugin sees which target it works on in its context, and idempotency keys
+        // built from the step id stay distinct per target.
+        let call_id = format!("{id}[{}]", job.target);
+        let attempts = rate.retry.map_or(1, |r| r.attempts);
+        let mut made = Vec::new();
+        let mut outputs = None;
+        for n in 1..=attempts {
+            let (attempt, out) = self
+                .call(plugin, job.call.clone(), &call_id, n, timeout)
+                .await;
+            let again = n < attempts && retryable(&attempt.invocation, rate.retry);
+            outputs = out;
+            made.push(attempt);
+            if !again {
+                break;
+            }
+            let wait = backoff(rate.retry.as_ref().unwrap(), n);
+            if rate.cancellable {
+                if !self.opts.cancel.sleep(wait).await {
+                    break;
+                }
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let last = &made.last().expect("at least one attempt").invocation;
+        let mut summary = summary_of(last);
+        if made.len() > 1 {
+            summary = format!("{summary} (attempt {} of {attempts})", made.len());
+        }
+        let params = match &job.call {
+            Call::Run { params } | Call::Revert { params, .. } => params.clone(),
+        };
+        Done {
+            report: TargetReport {
+                target: job.target,
+                status: status_of(last),
+                summary,
+                started_ms,
+                duration: started.elapsed(),
+                params: job.shown,
+                attempts: made,
+            },
+            params,
+            outputs,
+        }
     }
 
     /// Asks a person (through the approver) and tells the observers, before and after.
@@ -1247,6 +1660,185 @@ impl Run<'_> {
         }
     }
 
+    /// Undoes a fleet step target by target (newest first, at the step's concurrency, never
+    /// stopping early). Returns whether every target was undone.
+    async fn rollback_fleet(
+        &mut self,
+        step: &PlanStep,
+        fleet: &Fleet,
+        rb: &StepRollback,
+        observer: &mut dyn Observer,
+    ) -> bool {
+        let plan = self.plan;
+        let id = format!("{}.rollback", step.id);
+        let started = Instant::now();
+        let is_action = plan.plugins[step.plugin].plugin.manifest.kind == PluginKind::Action;
+        let ctx = self.context(None);
+        let mut broken: Vec<(String, String)> = Vec::new();
+        let entries: Vec<TargetRaw> = match self.targets_raw.get(&step.id) {
+            Some(ran) => ran
+                .iter()
+                .rev()
+                .filter(|(.., ok)| *ok || is_action)
+                .cloned()
+                .collect(),
+            // Ran in an earlier process: its record says which targets ran. When that
+            // process died during the step, nobody knows, so every target is undone
+            // (rollbacks must be safe when there is nothing to undo).
+            None => {
+                let recorded: Vec<(String, Option<Values>, bool)> = self
+                    .reports
+                    .iter()
+                    .find(|r| r.id == step.id)
+                    .map(|r| {
+                        r.targets
+                            .iter()
+                            .rev()
+                            .filter(|t| !t.attempts.is_empty())
+                            .filter(|t| t.status.is_success() || is_action)
+                            .map(|t| {
+                                let out = t.attempts.last().and_then(|a| {
+                                    a.invocation.result.as_ref().ok().map(|o| o.outputs.clone())
+                                });
+                                (t.target.clone(), out, t.status.is_success())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let names = if recorded.is_empty() {
+                    match self.targets(fleet, &ctx) {
+                        Ok(t) => t.into_iter().rev().map(|t| (t, None, false)).collect(),
+                        Err(message) => {
+                            broken.push(("(targets)".into(), message));
+                            Vec::new()
+                        }
+                    }
+                } else {
+                    recorded
+                };
+                let mut entries = Vec::new();
+                for (target, outputs, ok) in names {
+                    let tctx = minijinja::context! { target => &target, ..ctx.clone() };
+                    match self.render(&step.with, &tctx) {
+                        Ok(params) => entries.push((target, params, outputs, ok)),
+                        Err(message) => broken.push((target, message)),
+                    }
+                }
+                entries
+            }
+        };
+        let mut jobs = Vec::new();
+        for (target, params, outputs, succeeded) in entries {
+            let outputs = outputs.unwrap_or_default();
+            match rb {
+                StepRollback::Revert => jobs.push(Job {
+                    shown: self.shown_params(&params, &step.secret_params),
+                    call: Call::Revert { params, outputs },
+                    target,
+                }),
+                StepRollback::Call {
+                    with,
+                    secret_params,
+                    ..
+                } => {
+                    let status = if succeeded { "succeeded" } else { "failed" };
+                    let own = self.context(Some((&step.id, &outputs, status)));
+                    let tctx = minijinja::context! { target => &target, ..own };
+                    match self.render(with, &tctx) {
+                        Ok(p) => jobs.push(Job {
+                            shown: self.shown_params(&p, secret_params),
+                            call: Call::Run { params: p },
+                            target,
+                        }),
+                        Err(message) => broken.push((target, message)),
+                    }
+                }
+            }
+        }
+        let (plugin, timeout) = match rb {
+            StepRollback::Revert => (step.plugin, step.timeout),
+            StepRollback::Call {
+                plugin, timeout, ..
+            } => (*plugin, *timeout),
+        };
+        let alias = plan.plugins[plugin].alias.clone();
+        observer.on_event(&Event::StepStarted {
+            phase: Phase::Rollback,
+            id: &id,
+            plugin: &alias,
+        });
+        let mut targets = Vec::new();
+        for (target, message) in broken {
+            let summary = self.redactor.text(&message);
+            let report = TargetReport {
+                target,
+                status: StepStatus::Errored {
+                    failure: Failure::InvalidParams {
+                        message: summary.clone(),
+                    },
+                },
+                summary,
+                started_ms: self.elapsed_ms(),
+                duration: Duration::ZERO,
+                params: Vec::new(),
+                attempts: Vec::new(),
+            };
+            observer.on_event(&Event::TargetFinished {
+                id: &id,
+                target: &report,
+            });
+            targets.push(report);
+        }
+        let rate = Rate {
+            concurrency: fleet.max_concurrency.of(jobs.len(), true).max(1),
+            max_errors: None,
+            // Retried on transient errors like its step; it is the last line of defence.
+            retry: step.retry.map(|r| crate::runbook::Retry {
+                on: RetryOn::Transient,
+                ..r
+            }),
+            cancellable: false,
+        };
+        let n = jobs.len() + targets.len();
+        let done = self
+            .fan_out(plugin, &id, timeout, jobs, rate, observer)
+            .await;
+        targets.extend(done.into_iter().map(|d| d.report));
+        let failed: Vec<String> = targets
+            .iter()
+            .filter(|t| t.status.is_failure())
+            .map(|t| format!("{} ({})", t.target, t.summary))
+            .collect();
+        let report = StepReport {
+            id,
+            phase: Phase::Rollback,
+            plugin: alias,
+            status: if failed.is_empty() {
+                StepStatus::Succeeded
+            } else {
+                StepStatus::Failed
+            },
+            summary: if failed.is_empty() {
+                format!("undid {}", plural_targets(n))
+            } else {
+                format!(
+                    "{} of {} could not be undone: {}",
+                    failed.len(),
+                    plural_targets(n),
+                    failed.join(", ")
+                )
+            },
+            duration: started.elapsed(),
+            params: Vec::new(),
+            attempts: Vec::new(),
+            targets,
+        };
+        observer.on_event(&Event::StepFinished { report: &report });
+        let ok = report.status.is_success();
+        self.reports.push(report);
+        ok
+    }
+
     /// Undoes what the run did, newest first, then runs `[[rollback]]` and `[[verify]]`.
     /// Returns whether everything succeeded and verified.
     async fn rollback(&mut self, reason: &str, observer: &mut dyn Observer) -> bool {
@@ -1273,6 +1865,10 @@ impl Run<'_> {
         for (i, succeeded) in done.into_iter().rev() {
             let step = &plan.steps[i];
             let Some(rb) = &step.rollback else { continue };
+            if let Some(fleet) = &step.fleet {
+                ok &= self.rollback_fleet(step, fleet, rb, observer).await;
+                continue;
+            }
             let id = format!("{}.rollback", step.id);
             // Steps run by an earlier process are re-rendered from the plan: the journal keeps
             // secrets masked, so their parameters cannot come from it.
@@ -1329,6 +1925,7 @@ impl Run<'_> {
                                 duration: Duration::ZERO,
                                 params: Vec::new(),
                                 attempts: Vec::new(),
+                                targets: Vec::new(),
                             };
                             observer.on_event(&Event::StepFinished { report: &report });
                             self.reports.push(report);
@@ -1356,6 +1953,7 @@ impl Run<'_> {
                 duration: Duration::ZERO,
                 params: shown,
                 attempts: Vec::new(),
+                targets: Vec::new(),
             };
             for n in 1..=attempts {
                 let (attempt, _) = self.call(plugin, call.clone(), &id, n, timeout).await;

@@ -97,7 +97,7 @@ impl Metrics {
         match event {
             Event::StepFinished { report } => {
                 let h = self.calls.entry(report.plugin.clone()).or_default();
-                for a in &report.attempts {
+                for (_, a) in report.calls() {
                     h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
                 }
             }

@@ -57,6 +57,7 @@ fn run_with(text: &str, opts: PlanOptions) -> (RunReport, Vec<String>, Vec<Strin
                 Event::AttemptFinished { id, attempt, .. } => {
                     format!("again {id} after {}", attempt.number)
                 }
+                Event::TargetFinished { id, target } => format!("target {id} {}", target.target),
                 Event::StepFinished { report } => format!(
                     "{} {}",
                     report.id,

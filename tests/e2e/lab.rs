@@ -237,15 +237,24 @@ pub fn supervisord(program: &str) -> Server {
 
 /// supervisord running `program` as `command`.
 pub fn supervisord_running(program: &str, command: &str) -> Server {
+    supervisord_programs(&[(program, command)])
+}
+
+/// supervisord managing `programs` (name, command), each started at once.
+pub fn supervisord_programs(programs: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let d = dir.path().display();
-    let config = format!(
+    let mut config = format!(
         "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\n\n\
          [inet_http_server]\nport={addr}\nusername=medic\npassword=s3cret\n\n\
-         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-         [program:{program}]\ncommand={command}\nautostart=true\nstartsecs=1\nstopwaitsecs=2\n"
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
     );
+    for (program, command) in programs {
+        config += &format!(
+            "\n[program:{program}]\ncommand={command}\nautostart=true\nstartsecs=1\nstopwaitsecs=2\n"
+        );
+    }
     std::fs::write(dir.path().join("supervisord.conf"), config).unwrap();
     let args = vec![
         "-n".into(),

@@ -9,6 +9,7 @@ mod canary;
 pub mod cli;
 mod drills;
 mod execution;
+mod fleet;
 mod lab;
 mod loading;
 mod plugins;

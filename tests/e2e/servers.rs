@@ -692,3 +692,60 @@ async fn greens_of(front: &str, n: usize) -> usize {
 fn a_missing_server_fails_naming_its_package() {
     lab::require("medic-no-such-server", "medic-lab-package");
 }
+
+#[test]
+fn a_rolling_restart_through_supervisord_stops_at_the_first_program_that_does_not_come_back() {
+    // `broken` exits at once: supervisord cannot keep it running (SPAWN_ERROR).
+    let sup = lab::supervisord_programs(&[
+        ("web-1", "/bin/sleep 3600"),
+        ("web-2", "/bin/sleep 3600"),
+        ("broken", "/bin/false"),
+        ("web-3", "/bin/sleep 3600"),
+    ]);
+    let rt = runtime();
+    rt.block_on(async {
+        // SAFETY: every test that reads it sets the same value.
+        unsafe { std::env::set_var("SUPERVISOR_PASSWORD", "s3cret") };
+        let host = host_with_cache(None);
+        let params = [
+            ("supervisor", sup.addr.clone()),
+            ("programs", "web-1,web-2,broken,web-3".to_owned()),
+        ];
+        let report = run_example(&host, "rolling-restart.toml", &params).await;
+        let restart = report.steps.iter().find(|s| s.id == "restart").unwrap();
+        let targets: Vec<(&str, &StepStatus, &str)> = restart
+            .targets
+            .iter()
+            .map(|t| (t.target.as_str(), &t.status, t.summary.as_str()))
+            .collect();
+        assert_eq!(report.outcome, RunOutcome::Failed, "{targets:#?}");
+        assert_eq!(
+            targets.iter().map(|t| t.0).collect::<Vec<_>>(),
+            ["web-1", "web-2", "broken", "web-3"],
+            "{targets:#?}"
+        );
+        for (name, status, summary) in &targets[..2] {
+            assert_eq!(**status, StepStatus::Succeeded, "{name}: {summary}");
+            assert!(
+                summary.starts_with(&format!("restarted {name}: pid ")),
+                "{summary}"
+            );
+        }
+        assert!(targets[2].1.is_failure(), "{targets:#?}");
+        // A spawn error is permanent: not retried, and the fleet stops there.
+        assert!(targets[2].2.contains("SPAWN_ERROR"), "{targets:#?}");
+        assert_eq!(restart.targets[2].attempts.len(), 1, "{targets:#?}");
+        assert!(
+            matches!(targets[3].1, StepStatus::Skipped { .. })
+                && restart.targets[3].attempts.is_empty(),
+            "{targets:#?}"
+        );
+        assert!(
+            restart
+                .summary
+                .contains("not started: web-3 (more than max_errors 0 failed)"),
+            "{}",
+            restart.summary
+        );
+    });
+}

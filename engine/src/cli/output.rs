@@ -240,6 +240,23 @@ impl Observer for HumanOutput {
                     w = self.id_width
                 );
             }
+            Event::TargetFinished { id, target } => {
+                let mark = match target.status {
+                    StepStatus::Succeeded => self.style.green("✓"),
+                    StepStatus::Failed => self.style.red("✗"),
+                    StepStatus::Errored { .. } => self.style.red("!"),
+                    StepStatus::Skipped { .. } => self.style.dim("-"),
+                };
+                let _ = writeln!(
+                    out,
+                    "    {mark} {:idw$}  {}  {:>6}  {}",
+                    id,
+                    self.style.dim(&target.target),
+                    format_duration(target.duration),
+                    target.summary,
+                    idw = self.id_width,
+                );
+            }
             Event::StepFinished { report } => {
                 let mark = match report.status {
                     StepStatus::Succeeded => self.style.green("✓"),
@@ -345,6 +362,9 @@ impl Observer for JsonOutput {
             } => serde_json::json!({
                 "event": "attempt_finished", "step": id, "attempt": attempt, "note": note, "wait_ms": wait.as_millis() as u64,
             }),
+            Event::TargetFinished { id, target } => {
+                serde_json::json!({"event": "target_finished", "step": id, "target": target})
+            }
             Event::StepFinished { report } => {
                 serde_json::json!({"event": "step_finished", "step": report})
             }
@@ -377,7 +397,8 @@ impl Observer for JsonOutput {
 fn show_arg(arg: &Arg, ctx: &minijinja::Value) -> String {
     let env = template::environment();
     let one = |s: &str| {
-        if s.contains("steps.") {
+        // Known only when the step runs (or, for `target`, per call).
+        if s.contains("steps.") || s.contains("target") {
             s.to_owned()
         } else {
             template::render(&env, s, ctx).unwrap_or_else(|_| s.to_owned())
@@ -556,6 +577,46 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
                 humantime::format_duration(r.backoff),
                 humantime::format_duration(r.max_backoff),
                 if r.jitter { " with jitter" } else { "" }
+            );
+        }
+        if let Some(f) = &s.fleet {
+            let targets = match &f.targets {
+                crate::runbook::FleetTargets::List(items) => format!(
+                    "[{}]",
+                    items
+                        .iter()
+                        .map(|t| show_arg(
+                            &Arg::Template {
+                                source: t.clone(),
+                                ty: crate::host::ValueType::Text
+                            },
+                            &ctx
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                // Known before the run unless it comes from a step's outputs.
+                crate::runbook::FleetTargets::Expr(e) => template::environment()
+                    .compile_expression(e)
+                    .ok()
+                    .filter(|_| !e.contains("steps."))
+                    .and_then(|x| x.eval(&ctx).ok())
+                    .filter(|v| !v.is_undefined())
+                    .map_or_else(|| format!("{{{{ {e} }}}}"), |v| v.to_string()),
+            };
+            let _ = writeln!(
+                out,
+                "        fleet: {targets}, {} at a time, stops after more than {} failed, order {}",
+                match f.max_concurrency {
+                    crate::runbook::Amount::Count(1) => "one".to_owned(),
+                    other => other.to_string(),
+                },
+                f.max_errors,
+                match f.order {
+                    crate::runbook::FleetOrder::Listed => "as listed",
+                    crate::runbook::FleetOrder::Reverse => "reversed",
+                    crate::runbook::FleetOrder::Random => "random",
+                }
             );
         }
         if let Some(g) = s.gate {

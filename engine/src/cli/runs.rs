@@ -368,13 +368,15 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
                 humantime::format_duration(Duration::from_millis(*wait_ms))
             ),
             JournalEvent::AttemptFinished { step, note } => format!("  ↻ {step}: {note}"),
+            JournalEvent::TargetFinished { step, report } => format!(
+                "    {} {step} {}  {}  {}",
+                status_mark(&report.status),
+                report.target,
+                format_duration(report.duration),
+                report.summary
+            ),
             JournalEvent::StepFinished { report } => {
-                let mark = match report.status {
-                    StepStatus::Succeeded => "✓",
-                    StepStatus::Failed => "✗",
-                    StepStatus::Errored { .. } => "!",
-                    StepStatus::Skipped { .. } => "-",
-                };
+                let mark = status_mark(&report.status);
                 format!(
                     "  {mark} {}  {}  {}  {}",
                     report.id,
@@ -455,16 +457,20 @@ fn logs(
         return Err(Exit::Invalid);
     }
     for s in reports.iter().filter(|s| only.is_none_or(|o| o == s.id)) {
-        for a in &s.attempts {
+        for (target, a) in s.calls() {
+            let who = match target {
+                Some(t) => format!("{}[{t}]", s.id),
+                None => s.id.clone(),
+            };
             for l in &a.invocation.logs {
                 match output {
                     OutputFormat::Json => println!(
                         "{}",
-                        serde_json::json!({"step": s.id, "attempt": a.number, "line": l})
+                        serde_json::json!({"step": s.id, "target": target, "attempt": a.number, "line": l})
                     ),
                     OutputFormat::Human => println!(
                         "{} #{} +{}ms [{}] {}",
-                        s.id,
+                        who,
                         a.number,
                         a.started_ms + l.at_ms,
                         l.level,
@@ -475,7 +481,7 @@ fn logs(
             if a.invocation.logs_dropped > 0 && output == OutputFormat::Human {
                 println!(
                     "{} #{} ({} more lines dropped: over the per-call cap)",
-                    s.id, a.number, a.invocation.logs_dropped
+                    who, a.number, a.invocation.logs_dropped
                 );
             }
         }
@@ -684,4 +690,13 @@ pub fn stats(global: &GlobalArgs, args: StatsArgs) -> Exit {
         }
     }
     Exit::Success
+}
+
+fn status_mark(status: &StepStatus) -> &'static str {
+    match status {
+        StepStatus::Succeeded => "✓",
+        StepStatus::Failed => "✗",
+        StepStatus::Errored { .. } => "!",
+        StepStatus::Skipped { .. } => "-",
+    }
 }

@@ -15,6 +15,6 @@ pub mod template;
 pub use diag::{Diagnostic, Report};
 pub use model::{OnFailure, RetryOn};
 pub use plan::{
-    ApprovalGate, Arg, Environment, Gate, Plan, PlanOptions, PlanParam, PlanPlugin, PlanStep,
-    Retry, Source, StepRollback, plan,
+    Amount, ApprovalGate, Arg, Environment, Fleet, FleetOrder, FleetTargets, Gate, Plan,
+    PlanOptions, PlanParam, PlanPlugin, PlanStep, Retry, Source, StepRollback, plan,
 };

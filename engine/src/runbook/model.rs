@@ -226,6 +226,29 @@ pub struct StepDecl {
     /// The run pauses before this step until someone approves it (or the timeout passes).
     #[serde(default)]
     pub approval: Option<Spanned<ApprovalDecl>>,
+    /// Run the step once per target, a few at a time, stopping when too many fail.
+    #[serde(default)]
+    pub fleet: Option<Spanned<FleetDecl>>,
+}
+
+/// `[steps.fleet]`: SSM-style rate control. `{{ target }}` in the step's `with` is the
+/// target of each call.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetDecl {
+    /// A list of strings (templates allowed), or one `{{ expression }}` giving a list.
+    pub targets: Spanned<toml::Value>,
+    /// Targets in flight at once: a count, a percent (`"25%"`), or `OneAtATime`,
+    /// `HalfAtATime`, `AllAtOnce`. Default 1.
+    #[serde(default)]
+    pub max_concurrency: Option<Spanned<toml::Value>>,
+    /// Failures tolerated: a count or a percent of the targets. Default 0. One more and no
+    /// new target starts (those in flight finish) and the step fails.
+    #[serde(default)]
+    pub max_errors: Option<Spanned<toml::Value>>,
+    /// `listed` (default), `reverse` or `random`.
+    #[serde(default)]
+    pub order: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, did_you_mean};
-use super::model::{OnFailure, ParamDecl, PluginDecl, RetryOn, RollbackDecl, RunbookDoc, StepDecl};
+use super::model::{
+    FleetDecl, OnFailure, ParamDecl, PluginDecl, RetryOn, RollbackDecl, RunbookDoc, StepDecl,
+};
 use super::template;
 use crate::host::{
     CommandGrant, Grants, HostGrant, LoadError, Plugin, PluginHost, PluginKind, PluginSource,
@@ -87,6 +89,7 @@ pub struct PlanStep {
     pub rollback: Option<StepRollback>,
     /// The run pauses before the step until approved.
     pub approval: Option<ApprovalGate>,
+    pub fleet: Option<Fleet>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,60 @@ pub struct Gate {
     pub timeout: Duration,
     /// An inconclusive check pauses the run for a person's decision (`inconclusive = "pause"`).
     pub pause_on_inconclusive: bool,
+}
+
+/// A step run once per target, a few at a time (`[steps.fleet]`).
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub targets: FleetTargets,
+    pub max_concurrency: Amount,
+    pub max_errors: Amount,
+    pub order: FleetOrder,
+}
+
+#[derive(Debug, Clone)]
+pub enum FleetTargets {
+    /// Written out; each may be a template.
+    List(Vec<String>),
+    /// An expression evaluated when the step starts (a list parameter, an earlier step's
+    /// outputs): the fleet can be discovered by the run itself.
+    Expr(String),
+}
+
+/// A number of targets, or a share of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Amount {
+    /// Concurrency rounds up (a share never means nobody), errors round down (a share
+    /// never tolerates more than it says).
+    pub fn of(self, n: usize, round_up: bool) -> usize {
+        match self {
+            Amount::Count(c) => c as usize,
+            Amount::Percent(p) if round_up => (n * p as usize).div_ceil(100).max(1),
+            Amount::Percent(p) => n * p as usize / 100,
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(c) => write!(f, "{c}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetOrder {
+    Listed,
+    Reverse,
+    Random,
 }
 
 #[derive(Debug, Clone)]
@@ -526,6 +583,17 @@ enum Scope<'s> {
     Plan,
     /// Step parameters and conditions: also earlier steps.
     Step(&'s [String]),
+    /// A fleet step's parameters: also `target`.
+    Target(&'s [String]),
+}
+
+impl<'s> Scope<'s> {
+    fn earlier(self) -> &'s [String] {
+        match self {
+            Scope::Plan => &[],
+            Scope::Step(e) | Scope::Target(e) => e,
+        }
+    }
 }
 
 impl Validator<'_> {
@@ -1012,7 +1080,12 @@ impl Validator<'_> {
                         Some("environment variables are `vars.NAME`".into()),
                     )),
                 },
-                ("steps", Scope::Step(earlier)) => match parts.get(1) {
+                ("target", Scope::Target(_)) => None,
+                ("target", _) => Some((
+                    "`target` is defined only in fleet steps".to_owned(),
+                    Some("run the step once per target with [steps.fleet] targets = [...]".into()),
+                )),
+                ("steps", Scope::Step(earlier) | Scope::Target(earlier)) => match parts.get(1) {
                     None => None,
                     Some(s) if earlier.iter().any(|e| e == s) => match parts.get(2) {
                         None | Some(&"outputs") | Some(&"status") | Some(&"summary") => None,
@@ -1030,6 +1103,7 @@ impl Validator<'_> {
                 },
                 (root, _) => {
                     let roots: &[&str] = match scope {
+                        Scope::Target(_) => &["params", "vars", "env", "steps", "target"],
                         Scope::Step(_) => &["params", "vars", "env", "steps"],
                         Scope::Plan => &["params", "vars", "env"],
                     };
@@ -1384,8 +1458,24 @@ impl Validator<'_> {
                 continue;
             };
             let Some(pp) = &plugins[index] else { continue };
-            let scope = Scope::Step(&scope_ids);
+            let fleet = step
+                .fleet
+                .as_ref()
+                .and_then(|f| self.fleet(id, f, Scope::Step(&scope_ids)));
+            let scope = if step.fleet.is_some() {
+                Scope::Target(&scope_ids)
+            } else {
+                Scope::Step(&scope_ids)
+            };
             let with = self.args(id, &step.with, &step.id.span(), &pp.plugin, scope);
+            if let (Some(_), Some(g)) = (&step.fleet, &step.gate) {
+                self.err(
+                    Diagnostic::at(g.span(), format!("step `{id}` has both a gate and a fleet"))
+                        .help(format!(
+                            "a gate watches one thing over time; watch the fleet in a gated step after `{id}`"
+                        )),
+                );
+            }
 
             let timeout = step
                 .timeout
@@ -1409,7 +1499,8 @@ impl Validator<'_> {
             let when = step.when.as_ref().and_then(|w| match self.env.compile_expression(w.get_ref()) {
                 Ok(expr) => {
                     let refs = expr.undeclared_variables(true).into_iter().collect();
-                    self.check_refs(refs, &w.span(), scope).0.then(|| w.get_ref().clone())
+                    // Decided once for the whole step, before any target.
+                    self.check_refs(refs, &w.span(), Scope::Step(&scope_ids)).0.then(|| w.get_ref().clone())
                 }
                 Err(e) => {
                     self.err(Diagnostic::at(w.span(), format!("condition: {e}")).help("`when` is an expression, e.g. when = \"params.force or steps.check.status == 'failed'\""));
@@ -1534,10 +1625,162 @@ impl Validator<'_> {
                     gate,
                     rollback,
                     approval,
+                    fleet,
                 });
             }
         }
         out
+    }
+
+    fn fleet(&mut self, id: &str, decl: &Spanned<FleetDecl>, scope: Scope<'_>) -> Option<Fleet> {
+        let fd = decl.get_ref();
+        let span = fd.targets.span();
+        let targets = match fd.targets.get_ref() {
+            toml::Value::Array(items) => {
+                let mut list: Vec<String> = Vec::new();
+                for item in items {
+                    let Some(t) = item.as_str() else {
+                        self.err(Diagnostic::at(
+                            span.clone(),
+                            format!(
+                                "step `{id}`: fleet targets must be strings, found {}",
+                                toml_kind(item)
+                            ),
+                        ));
+                        return None;
+                    };
+                    if template::is_template(t) {
+                        if !self.check_template(t, &span, scope).0 {
+                            return None;
+                        }
+                    } else if list.iter().any(|l| l == t) {
+                        self.err(Diagnostic::at(
+                            span.clone(),
+                            format!("step `{id}`: fleet target `{t}` is listed twice"),
+                        ));
+                        return None;
+                    }
+                    list.push(t.to_owned());
+                }
+                if list.is_empty() {
+                    self.err(Diagnostic::at(
+                        span,
+                        format!("step `{id}`: the fleet has no targets"),
+                    ));
+                    return None;
+                }
+                FleetTargets::List(list)
+            }
+            toml::Value::String(s) => {
+                let expr = s
+                    .trim()
+                    .strip_prefix("{{")
+                    .and_then(|r| r.strip_suffix("}}"))
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty() && !e.contains("{{"));
+                let Some(expr) = expr else {
+                    self.err(Diagnostic::at(span, format!("step `{id}`: fleet targets must be a list, or one `{{{{ expression }}}}` that gives a list")).help("e.g. targets = [\"web-1\", \"web-2\"] or targets = \"{{ params.hosts }}\""));
+                    return None;
+                };
+                match self.env.compile_expression(expr) {
+                    Ok(e) => {
+                        let refs = e.undeclared_variables(true).into_iter().collect();
+                        if !self.check_refs(refs, &span, scope).0 {
+                            return None;
+                        }
+                    }
+                    Err(e) => {
+                        self.err(Diagnostic::at(
+                            span,
+                            format!("step `{id}`: fleet targets: {e}"),
+                        ));
+                        return None;
+                    }
+                }
+                FleetTargets::Expr(expr.to_owned())
+            }
+            other => {
+                self.err(Diagnostic::at(
+                    span,
+                    format!(
+                        "step `{id}`: fleet targets must be a list of strings, found {}",
+                        toml_kind(other)
+                    ),
+                ));
+                return None;
+            }
+        };
+        let max_concurrency = match &fd.max_concurrency {
+            None => Some(Amount::Count(1)),
+            Some(v) => self.amount(id, "max_concurrency", v, 1),
+        };
+        let max_errors = match &fd.max_errors {
+            None => Some(Amount::Count(0)),
+            Some(v) => self.amount(id, "max_errors", v, 0),
+        };
+        let order = match fd.order.as_ref().map(|o| (o, o.get_ref().as_str())) {
+            None | Some((_, "listed")) => Some(FleetOrder::Listed),
+            Some((_, "reverse")) => Some(FleetOrder::Reverse),
+            Some((_, "random")) => Some(FleetOrder::Random),
+            Some((o, other)) => {
+                self.err(
+                    Diagnostic::at(
+                        o.span(),
+                        format!("step `{id}`: fleet order `{other}` is not a choice"),
+                    )
+                    .help(
+                        did_you_mean(other, ["listed", "reverse", "random"]).unwrap_or_else(|| {
+                            "use \"listed\" (the default), \"reverse\" or \"random\"".into()
+                        }),
+                    ),
+                );
+                None
+            }
+        };
+        Some(Fleet {
+            targets,
+            max_concurrency: max_concurrency?,
+            max_errors: max_errors?,
+            order: order?,
+        })
+    }
+
+    /// A count (at least `min`), a percent, or (for concurrency) a CodeDeploy name.
+    fn amount(
+        &mut self,
+        id: &str,
+        what: &str,
+        v: &Spanned<toml::Value>,
+        min: i64,
+    ) -> Option<Amount> {
+        let named = |s: &str| match s.strip_prefix("CodeDeployDefault.").unwrap_or(s) {
+            "OneAtATime" => Some(Amount::Count(1)),
+            "HalfAtATime" => Some(Amount::Percent(50)),
+            "AllAtOnce" => Some(Amount::Percent(100)),
+            _ => None,
+        };
+        let problem = match v.get_ref() {
+            toml::Value::Integer(n) if *n >= min && *n <= u32::MAX as i64 => {
+                return Some(Amount::Count(*n as u32));
+            }
+            toml::Value::Integer(n) => format!("{n} is less than {min}"),
+            toml::Value::String(s) if min > 0 && named(s).is_some() => return named(s),
+            toml::Value::String(s) => match s.strip_suffix('%').map(|p| p.trim().parse::<u32>()) {
+                Some(Ok(p)) if p <= 100 && (p > 0 || min == 0) => return Some(Amount::Percent(p)),
+                Some(Ok(p)) => format!("{p}% is not a share of the targets"),
+                _ => format!("`{s}` is neither a number nor a percent"),
+            },
+            other => format!("expected a number or a percent, found {}", toml_kind(other)),
+        };
+        let help = if min > 0 {
+            "a count like 2, a percent like \"25%\", or OneAtATime, HalfAtATime, AllAtOnce"
+        } else {
+            "a count like 1 (0: stop at the first failure) or a percent like \"10%\""
+        };
+        self.err(
+            Diagnostic::at(v.span(), format!("step `{id}`: fleet {what}: {problem}")).help(help),
+        );
+        None
     }
 
     fn rollback(
@@ -1585,18 +1828,14 @@ impl Validator<'_> {
                     })
                     .collect();
                 // The rollback may use the step's own outputs as well as earlier steps'.
-                let mut ids: Vec<String> = match scope {
-                    Scope::Step(e) => e.to_vec(),
-                    Scope::Plan => Vec::new(),
-                };
+                let mut ids: Vec<String> = scope.earlier().to_vec();
                 ids.push(id.to_owned());
-                let (with, secret_params) = self.args(
-                    &format!("{id} (rollback)"),
-                    &with,
-                    &span,
-                    &pp.plugin,
-                    Scope::Step(&ids),
-                )?;
+                let inner = match scope {
+                    Scope::Target(_) => Scope::Target(&ids),
+                    _ => Scope::Step(&ids),
+                };
+                let (with, secret_params) =
+                    self.args(&format!("{id} (rollback)"), &with, &span, &pp.plugin, inner)?;
                 let timeout = call
                     .timeout
                     .as_ref()

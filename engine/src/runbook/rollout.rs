@@ -520,6 +520,7 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                     gate: None,
                     rollback: rollback(route_span.clone()),
                     approval,
+                    fleet: None,
                 },
             ));
         }
@@ -542,6 +543,7 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                     gate: None,
                     rollback: None,
                     approval: None,
+                    fleet: None,
                 },
             ));
         }
@@ -579,6 +581,7 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                     )),
                     rollback: None,
                     approval: None,
+                    fleet: None,
                 },
             ));
         }

@@ -37,6 +37,18 @@ pub fn schema() -> Value {
         "required": ["name", "uses"],
         "properties": { "name": { "type": "string" }, "uses": { "type": "string" }, "with": with.clone(), "timeout": duration.clone() }
     });
+    let fleet = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["targets"],
+        "description": "Run the step once per target ({{ target }} in `with`), a few at a time",
+        "properties": {
+            "targets": { "oneOf": [{ "type": "array", "items": { "type": "string" } }, { "type": "string" }] },
+            "max_concurrency": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string", "pattern": "^([0-9]+%|(CodeDeployDefault\\.)?(OneAtATime|HalfAtATime|AllAtOnce))$" }] },
+            "max_errors": { "oneOf": [{ "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9]+%$" }] },
+            "order": { "enum": ["listed", "reverse", "random"] }
+        }
+    });
     let rollout = json!({
         "type": "object",
         "additionalProperties": false,
@@ -194,7 +206,8 @@ pub fn schema() -> Value {
                         "additionalProperties": false,
                         "required": ["timeout"],
                         "properties": { "timeout": { "$ref": "#/$defs/duration" }, "prompt": { "type": "string" } }
-                    }
+                    },
+                    "fleet": fleet
                 }
             }
         }

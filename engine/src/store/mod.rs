@@ -264,6 +264,11 @@ pub enum JournalEvent {
         step: String,
         note: String,
     },
+    /// One target of a fleet step, done.
+    TargetFinished {
+        step: String,
+        report: crate::executor::TargetReport,
+    },
     StepFinished {
         report: StepReport,
     },

@@ -29,6 +29,8 @@ pub struct Recorder<'a> {
     /// Plugin declarations that are actions, and steps that are gates (from the plan).
     actions: Vec<String>,
     gated: Vec<String>,
+    /// Steps started with an action plugin (their targets' results are flushed).
+    acting: Vec<String>,
     /// The first write that failed. The run is cancelled at its next safe point: a run that
     /// cannot be recorded must not go on changing things.
     pub error: Option<StoreError>,
@@ -55,6 +57,7 @@ impl<'a> Recorder<'a> {
             record: None,
             actions: Vec::new(),
             gated: Vec::new(),
+            acting: Vec::new(),
             error: None,
             cancel,
         }
@@ -183,6 +186,9 @@ impl Observer for Recorder<'_> {
                 // acted. A check changes nothing, and a resumed run runs it again, so its
                 // start rides on the next flush (its end, at the latest).
                 let flush = self.actions.iter().any(|a| a == plugin);
+                if flush {
+                    self.acting.push((*id).to_owned());
+                }
                 self.write(
                     JournalEvent::StepStarted {
                         phase: *phase,
@@ -225,6 +231,18 @@ impl Observer for Recorder<'_> {
                 },
                 false,
             ),
+            Event::TargetFinished { id, target } => {
+                // A fleet's actions change things target by target: each is on disk before
+                // the next target's result can be.
+                let flush = !target.attempts.is_empty() && self.acting.iter().any(|s| s == id);
+                self.write(
+                    JournalEvent::TargetFinished {
+                        step: (*id).to_owned(),
+                        report: (*target).clone(),
+                    },
+                    flush,
+                )
+            }
             Event::StepFinished { report } => {
                 if let Some(r) = &mut self.record {
                     let now = now_ms();
@@ -232,7 +250,8 @@ impl Observer for Recorder<'_> {
                         Phase::Steps => {
                             r.steps_done += 1;
                             // An action that ran may have changed things even when it failed.
-                            if self.actions.contains(&report.plugin) && !report.attempts.is_empty()
+                            if self.actions.contains(&report.plugin)
+                                && report.calls().next().is_some()
                             {
                                 r.changed = true;
                                 r.changed_ms = Some(now);

@@ -19,6 +19,8 @@ const BUILTINS: &[(&str, &str)] = &[
     ("caddy-upstreams", "caddy_upstreams"),
     ("supervisor-restart", "supervisor_restart"),
     ("haproxy-weight", "haproxy_weight"),
+    ("elbv2-weights", "elbv2_weights"),
+    ("cloudwatch-alarm", "cloudwatch_alarm"),
     ("command", "command"),
 ];
 const FIXTURES: &[(&str, &str)] = &[

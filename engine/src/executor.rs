@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::host::{
     Call, CallContext, Failure, Invocation, KvSpace, PluginHost, PluginKind, Sandbox, Status,
-    Value, Values,
+    Value, ValueType, Values,
 };
 use crate::runbook::plan::text_to_value;
 use crate::runbook::template;
@@ -923,6 +923,13 @@ impl Run<'_> {
             .map(|(name, arg)| {
                 let value = match arg {
                     Arg::Value(v) => v.clone(),
+                    Arg::Template {
+                        source,
+                        ty: ValueType::TextList,
+                    } => Value::TextList(
+                        template::render_list(&env, source, ctx)
+                            .map_err(|e| format!("parameter `{name}`: {e}"))?,
+                    ),
                     Arg::Template { source, ty } => {
                         let text = template::render(&env, source, ctx)
                             .map_err(|e| format!("parameter `{name}`: {e}"))?;
@@ -1292,23 +1299,8 @@ impl Run<'_> {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("fleet targets: {e}"))?,
             FleetTargets::Expr(expr) => {
-                let value = env
-                    .compile_expression(expr)
-                    .and_then(|e| e.eval(ctx))
-                    .map_err(|e| format!("fleet targets `{expr}`: {e}"))?;
-                if let Some(s) = value.as_str() {
-                    // A text parameter or output: comma-separated, like `--param hosts=a,b`.
-                    s.split(',')
-                        .map(|p| p.trim().to_owned())
-                        .filter(|p| !p.is_empty())
-                        .collect()
-                } else {
-                    value
-                        .try_iter()
-                        .map_err(|_| format!("fleet targets `{expr}` is {value}, not a list"))?
-                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                        .collect()
-                }
+                template::render_list(&env, &format!("{{{{ {expr} }}}}"), ctx)
+                    .map_err(|e| format!("fleet targets {e}"))?
             }
         };
         let mut seen = std::collections::BTreeSet::new();

@@ -104,7 +104,18 @@ fn launch(
     addr: String,
     ready: Ready,
 ) -> Server {
-    let bin = require(name, package);
+    launch_bin(require(name, package), name, args, env, dir, addr, ready)
+}
+
+fn launch_bin(
+    bin: PathBuf,
+    name: &'static str,
+    args: &[String],
+    env: &[(&str, PathBuf)],
+    dir: TempDir,
+    addr: String,
+    ready: Ready,
+) -> Server {
     let log = std::fs::File::create(dir.path().join(format!("{name}.log")))
         .map(Stdio::from)
         .unwrap_or(Stdio::null());
@@ -304,4 +315,104 @@ pub fn haproxy(servers: &[(&str, String)]) -> (Server, String) {
     );
     server.wait(&front, Ready::Listening);
     (server, front)
+}
+
+/// The Python environment `scripts/setup --lab` installs moto (AWS emulation) into, in the
+/// target directory.
+fn moto_venv() -> PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_BIN_EXE_medic"))
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the medic binary lives in <target>/<profile>/")
+        .join("moto-5.2.5");
+    assert!(
+        venv.join("bin/moto_server").is_file(),
+        "{} is missing: install moto with `scripts/setup --lab` (scripts/test does)",
+        venv.display()
+    );
+    venv
+}
+
+/// moto_server on loopback with an Application Load Balancer whose listener forwards to two
+/// target groups (`blue` at weight 100, `green` at 0), and a CloudWatch alarm `web-5xx`.
+pub struct Aws {
+    pub server: Server,
+    pub listener: String,
+    pub blue: String,
+    pub green: String,
+    python: PathBuf,
+}
+
+impl Aws {
+    /// A boto3 call through moto's Python environment; returns its JSON answer.
+    fn boto(&self, op: &str, args: &[&str]) -> serde_json::Value {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/aws_lab.py");
+        let out = Command::new(&self.python)
+            .arg(script)
+            .arg(self.server.url())
+            .arg(op)
+            .args(args)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "aws_lab.py {op}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("aws_lab.py answers JSON")
+    }
+
+    /// The listener's weights, by target group name.
+    pub fn weights(&self) -> Vec<(String, i64)> {
+        let v = self.boto("weights", &[&self.listener]);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g[0].as_str()
+                        .unwrap()
+                        .rsplit('/')
+                        .nth(1)
+                        .unwrap()
+                        .to_owned(),
+                    g[1].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Sets the alarm's state, as CloudWatch would when its metric crosses the threshold.
+    pub fn set_alarm(&self, state: &str) {
+        self.boto("alarm", &["web-5xx", state]);
+    }
+}
+
+pub fn aws() -> Aws {
+    let venv = moto_venv();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let server = launch_bin(
+        venv.join("bin/moto_server"),
+        "moto_server",
+        &["-H".into(), "127.0.0.1".into(), "-p".into(), port],
+        &[],
+        dir,
+        addr,
+        Ready::Http("/moto-api/"),
+    );
+    let mut aws = Aws {
+        server,
+        listener: String::new(),
+        blue: String::new(),
+        green: String::new(),
+        python: venv.join("bin/python"),
+    };
+    let made = aws.boto("setup", &[]);
+    aws.listener = made["listener"].as_str().unwrap().to_owned();
+    aws.blue = made["blue"].as_str().unwrap().to_owned();
+    aws.green = made["green"].as_str().unwrap().to_owned();
+    aws
 }

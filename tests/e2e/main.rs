@@ -5,6 +5,7 @@
 //! - `loading`: digests, missing files, non-components, incompatible contracts, the cache.
 
 mod authoring;
+mod aws;
 mod canary;
 pub mod cli;
 mod drills;

@@ -1672,13 +1672,7 @@ impl Validator<'_> {
                 FleetTargets::List(list)
             }
             toml::Value::String(s) => {
-                let expr = s
-                    .trim()
-                    .strip_prefix("{{")
-                    .and_then(|r| r.strip_suffix("}}"))
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty() && !e.contains("{{"));
-                let Some(expr) = expr else {
+                let Some(expr) = template::sole_expression(s) else {
                     self.err(Diagnostic::at(span, format!("step `{id}`: fleet targets must be a list, or one `{{{{ expression }}}}` that gives a list")).help("e.g. targets = [\"web-1\", \"web-2\"] or targets = \"{{ params.hosts }}\""));
                     return None;
                 };

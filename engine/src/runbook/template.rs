@@ -39,6 +39,49 @@ pub fn render(
     })
 }
 
+/// The expression of a template that is exactly one `{{ expression }}`.
+pub fn sole_expression(source: &str) -> Option<&str> {
+    source
+        .trim()
+        .strip_prefix("{{")
+        .and_then(|r| r.strip_suffix("}}"))
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.contains("{{") && !e.contains("}}"))
+}
+
+/// A list from a template: `{{ params.hosts }}` gives the list itself (rendering it would give
+/// its printed form); any other template is rendered and split at commas.
+pub fn render_list(
+    env: &Environment<'_>,
+    source: &str,
+    ctx: &minijinja::Value,
+) -> Result<Vec<String>, String> {
+    let split = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    if let Some(expr) = sole_expression(source) {
+        let value = env
+            .compile_expression(expr)
+            .and_then(|e| e.eval(ctx))
+            .map_err(|e| format!("`{expr}`: {e}"))?;
+        if value.is_undefined() {
+            return Err(format!("`{expr}` is undefined"));
+        }
+        return match value.as_str() {
+            Some(s) => Ok(split(s)),
+            None => Ok(value
+                .try_iter()
+                .map_err(|_| format!("`{expr}` is {value}, not a list"))?
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect()),
+        };
+    }
+    render(env, source, ctx).map(|s| split(&s))
+}
+
 pub fn to_jinja(v: &Value) -> minijinja::Value {
     match v {
         Value::Text(s) => minijinja::Value::from(s.clone()),

@@ -287,6 +287,13 @@ pub fn supervisord_programs(programs: &[(&str, &str)]) -> Server {
 /// its runtime API (`level admin`) on a TCP address. Returns the server (`addr`: the runtime
 /// API) and the frontend's address.
 pub fn haproxy(servers: &[(&str, String)]) -> (Server, String) {
+    let weighted: Vec<(&str, String, u32)> =
+        servers.iter().map(|(n, a)| (*n, a.clone(), 50)).collect();
+    haproxy_weighted(&weighted)
+}
+
+/// Like [`haproxy`], each server with its own starting weight.
+pub fn haproxy_weighted(servers: &[(&str, String, u32)]) -> (Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let (admin, front) = (
         format!("127.0.0.1:{}", free_port()),
@@ -296,8 +303,8 @@ pub fn haproxy(servers: &[(&str, String)]) -> (Server, String) {
         "global\n  stats socket ipv4@{admin} level admin\n\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\n\
          frontend fe\n  bind {front}\n  default_backend be\n\nbackend be\n  balance roundrobin\n"
     );
-    for (name, addr) in servers {
-        config += &format!("  server {name} {addr} weight 50\n");
+    for (name, addr, weight) in servers {
+        config += &format!("  server {name} {addr} weight {weight}\n");
     }
     std::fs::write(dir.path().join("haproxy.cfg"), config).unwrap();
     let args = vec![

@@ -15,6 +15,7 @@ mod lab;
 mod loading;
 mod plugins;
 mod recovery;
+mod routers;
 mod runbooks;
 mod sandbox;
 mod serve;

@@ -158,12 +158,27 @@ pub async fn run_example(
     name: &str,
     params: &[(&str, String)],
 ) -> medic::executor::RunReport {
+    run_example_with(host, name, &[], params).await
+}
+
+/// Runs an example runbook with parts of its text replaced (shorter bakes and intervals, so
+/// a test can wait for them); every replacement must apply.
+pub async fn run_example_with(
+    host: &PluginHost,
+    name: &str,
+    replace: &[(&str, &str)],
+    params: &[(&str, String)],
+) -> medic::executor::RunReport {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .join("runbooks")
         .join(name);
-    let text = std::fs::read_to_string(&path).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{name} has no `{from}` any more");
+        text = text.replace(from, to);
+    }
     let opts = medic::runbook::PlanOptions {
         params: params
             .iter()

@@ -1175,7 +1175,7 @@ impl Run<'_> {
                 let elapsed = checks_started.elapsed();
                 let verdict = if decided.is_some() {
                     decided
-                } else if passes >= gate.successes {
+                } else if passes >= gate.successes && elapsed >= gate.hold {
                     Some((
                         StepStatus::Succeeded,
                         format!(
@@ -1211,10 +1211,18 @@ impl Run<'_> {
                         break;
                     }
                     None => {
-                        let note = format!(
-                            "check {checks}: {last} ({passes}/{} in a row)",
-                            gate.successes
-                        );
+                        let note = if gate.hold.is_zero() || elapsed >= gate.hold {
+                            format!(
+                                "check {checks}: {last} ({passes}/{} in a row)",
+                                gate.successes
+                            )
+                        } else {
+                            format!(
+                                "check {checks}: {last} (watching: {} of {})",
+                                humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+                                humantime::format_duration(gate.hold)
+                            )
+                        };
                         observer.on_event(&Event::AttemptFinished {
                             id: &step.id,
                             attempt: &attempt,

@@ -206,3 +206,65 @@ fn a_rollout_block_canaries_like_the_hand_written_steps() {
         setup.stop().await;
     });
 }
+
+#[test]
+fn blue_green_switches_at_once_and_watches_through_its_rollback_window() {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let blue_green = [(
+            "strategy = \"canary\"\nweights = [10, 50, 100]\nbake = \"2s\"",
+            "strategy = \"blue_green\"\nrollback_window = \"3s\"",
+        )];
+        // A good build: switched, watched for the whole window, kept.
+        let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
+        let report = run_example_with(
+            &host,
+            "canary-rollout.toml",
+            &blue_green,
+            &params(&setup, "v2"),
+        )
+        .await;
+        assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:#?}");
+        let watch = report
+            .steps
+            .iter()
+            .find(|s| s.id == "rollout_100_errors")
+            .unwrap();
+        // Checks 1 s apart cannot cover a 3 s window in fewer than four.
+        assert!(watch.attempts.len() >= 4, "{watch:#?}");
+        let weights: Vec<u32> = setup
+            .proxy
+            .snapshot()
+            .iter()
+            .map(|(_, s)| s.weight)
+            .collect();
+        assert_eq!(weights, [0, 100], "green has it all");
+        setup.stop().await;
+
+        // A flaky build: all traffic switched, the breach seen inside the window, back to blue.
+        let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
+        let report = run_example_with(
+            &host,
+            "canary-rollout.toml",
+            &blue_green,
+            &params(&setup, "v3"),
+        )
+        .await;
+        assert_eq!(report.outcome, RunOutcome::RolledBack, "{report:#?}");
+        let failed = report
+            .steps
+            .iter()
+            .find(|s| s.status == StepStatus::Failed)
+            .unwrap();
+        assert_eq!(failed.id, "rollout_100_errors");
+        let weights: Vec<u32> = setup
+            .proxy
+            .snapshot()
+            .iter()
+            .map(|(_, s)| s.weight)
+            .collect();
+        assert_eq!(weights, [90, 0], "blue serves everything again, as before");
+        setup.stop().await;
+    });
+}

@@ -622,7 +622,7 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         if let Some(g) = s.gate {
             let _ = writeln!(
                 out,
-                "        gate: {}every {} until {} pass{} in a row; fails after {} or at {}{}",
+                "        gate: {}every {} until {} pass{} in a row{}; fails after {} or at {}{}",
                 if g.delay.is_zero() {
                     String::new()
                 } else {
@@ -631,6 +631,11 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
                 humantime::format_duration(g.interval),
                 g.successes,
                 if g.successes == 1 { "" } else { "es" },
+                if g.hold.is_zero() {
+                    String::new()
+                } else {
+                    format!(" after watching {}", humantime::format_duration(g.hold))
+                },
                 plural(g.failures as usize, "failure"),
                 humantime::format_duration(g.timeout),
                 if g.pause_on_inconclusive {
@@ -708,10 +713,15 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
             out,
             "{}",
             style.bold(&format!(
-                "rollout ({}): {} stages, {} of baking, {} at worst",
+                "rollout ({}): {}, {} {}, {} at worst",
                 r.strategy,
-                r.stages.len(),
+                plural(r.stages.len(), "stage"),
                 humantime::format_duration(bake),
+                if r.strategy == "blue_green" {
+                    "rollback window (watched)"
+                } else {
+                    "of baking"
+                },
                 humantime::format_duration(total)
             ))
         );

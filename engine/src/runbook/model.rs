@@ -319,6 +319,10 @@ pub struct GateDecl {
     #[serde(default)]
     pub failures: Option<Spanned<u32>>,
     pub timeout: Spanned<String>,
+    /// A watch window: keep checking at least this long after the first check, and pass
+    /// only at its end (with `successes` in a row). Blue/green's rollback window is one.
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
     /// `ignore` (default: an inconclusive check counts neither way) or `pause`: ask a person
     /// whether the gate passes.
     #[serde(default)]

@@ -115,6 +115,8 @@ pub struct Gate {
     pub successes: u32,
     pub failures: u32,
     pub timeout: Duration,
+    /// The gate passes no earlier than this long after its first check.
+    pub hold: Duration,
     /// An inconclusive check pauses the run for a person's decision (`inconclusive = "pause"`).
     pub pause_on_inconclusive: bool,
 }
@@ -1560,6 +1562,26 @@ impl Validator<'_> {
                     .map_or(Some(Duration::ZERO), |d| self.duration(d, "gate delay"));
                 let interval = self.duration(&gd.interval, "gate interval");
                 let limit = self.duration(&gd.timeout, "gate timeout");
+                let hold = match &gd.hold {
+                    None => Some(Duration::ZERO),
+                    Some(h) => match (self.duration(h, "gate hold"), limit) {
+                        (Some(hold), Some(limit)) if hold >= limit => {
+                            self.err(
+                                Diagnostic::at(
+                                    h.span(),
+                                    format!(
+                                        "gate hold ({}) must be shorter than its timeout ({})",
+                                        humantime::format_duration(hold),
+                                        humantime::format_duration(limit)
+                                    ),
+                                )
+                                .help("the timeout counts from the first check, like the hold"),
+                            );
+                            None
+                        }
+                        (hold, _) => hold,
+                    },
+                };
                 let successes = gd.successes.as_ref().map_or(1, |s| *s.get_ref());
                 let failures = gd.failures.as_ref().map_or(1, |s| *s.get_ref());
                 for (n, what) in [(&gd.successes, "successes"), (&gd.failures, "failures")] {
@@ -1594,6 +1616,7 @@ impl Validator<'_> {
                     successes,
                     failures,
                     timeout: limit?,
+                    hold: hold?,
                 })
             });
             let rollback = step

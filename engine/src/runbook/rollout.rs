@@ -3,7 +3,9 @@
 //! A strategy turns into stages: the candidate's share of traffic at each stage, and how
 //! long that stage bakes before the next. `canary` takes explicit weights, `linear` a step
 //! and an interval, `all_at_once` and `blue_green` switch everything in one stage
-//! (`blue_green` keeps the old version for a rollback window instead of baking). The AWS
+//! (`blue_green` keeps watching through a rollback window instead of baking: its analysis
+//! starts one interval after the switch and passes only at the window's end, so a breach
+//! anywhere in the window switches traffic back to blue). The AWS
 //! CodeDeploy predefined configurations are accepted unchanged, with or without their
 //! `CodeDeployDefault.` prefix and `Lambda`/`ECS` infix, so people coming from CodeDeploy
 //! read them as they know them (`Canary10Percent5Minutes`, `Linear10PercentEvery1Minute`,
@@ -551,9 +553,22 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
             let a_span = a.span();
             let a = a.get_ref();
             let id = format!("rollout_{w}_{}", a.name.get_ref());
-            // The bake comes before the stage's first analysis check.
-            let delay = (k == 0 && !stage.bake.is_zero())
-                .then(|| Spanned::new(a_span.clone(), format!("{}ms", stage.bake.as_millis())));
+            let ms = |d: Duration| Spanned::new(a_span.clone(), format!("{}ms", d.as_millis()));
+            // Blue/green watches through its rollback window (a breach in it switches back to
+            // blue); the others bake first and then decide.
+            let window = match &strategy {
+                Strategy::BlueGreen { rollback_window } => Some(*rollback_window),
+                _ => None,
+            };
+            let delay = match window {
+                // Metrics need an interval of traffic on green before they say anything.
+                Some(_) => Some(a.interval.clone()),
+                None => (k == 0 && !stage.bake.is_zero()).then(|| ms(stage.bake)),
+            };
+            let (hold, timeout) = match (window, parse_duration(a.timeout.get_ref())) {
+                (Some(w), Ok(t)) => (Some(ms(w)), ms(w + t)),
+                _ => (None, a.timeout.clone()),
+            };
             ids.push(id.clone());
             doc.steps.push(Spanned::new(
                 a_span.clone(),
@@ -573,7 +588,8 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                             interval: a.interval.clone(),
                             successes: a.consecutive_successes.clone(),
                             failures: a.failure_limit.clone(),
-                            timeout: a.timeout.clone(),
+                            timeout,
+                            hold,
                             // An analysis that cannot decide waits for a person rather than
                             // aborting a rollout that may be fine.
                             inconclusive: Some(Spanned::new(a_span.clone(), "pause".to_owned())),

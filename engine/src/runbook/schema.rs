@@ -187,6 +187,7 @@ pub fn schema() -> Value {
                             "successes": { "type": "integer" },
                             "failures": { "type": "integer" },
                             "inconclusive": { "enum": ["ignore", "pause"] },
+                            "hold": { "$ref": "#/$defs/duration" },
                             "timeout": { "$ref": "#/$defs/duration" }
                         }
                     },

@@ -297,3 +297,72 @@ fn fleet_mistakes_are_refused_before_anything_runs() {
     );
     assert!(w.paths().is_empty());
 }
+
+#[test]
+fn a_fleet_killed_mid_step_keeps_its_finished_targets_and_rolls_back_every_target() {
+    use std::io::{BufRead, BufReader};
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Each call holds 300 ms: the kill lands with targets still in flight.
+    let w = witness(Duration::from_millis(300));
+    let rb = runbook(
+        dir.path(),
+        &w,
+        "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+         with = { record_url = \"@REC@\", echo = \"{{ target }}\" }\n\
+         [steps.fleet]\ntargets = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\nmax_concurrency = 2\n\n\
+         [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
+    );
+    let mut child = crate::cli::medic_command(cache.path())
+        .args(["run", &rb, "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run_id = String::new();
+    let mut finished = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "run_started" {
+            run_id = event["run_id"].as_str().unwrap().to_owned();
+        }
+        if event["event"] == "target_finished" {
+            finished += 1;
+            if finished == 2 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(finished, 2);
+
+    // The two targets that ended are on record, each as it ended.
+    let o = medic(cache.path(), &["runs", "export", &run_id]);
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let ended: Vec<&str> = record["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "target_finished")
+        .map(|e| e["report"]["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(ended.len(), 2, "{record}");
+
+    // Which targets the dead process had started is unknown, so every one is undone
+    // (reverts must be safe when there is nothing to undo).
+    let o = medic(cache.path(), &["runs", "rollback", &run_id]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(out.contains("undid 6 targets"), "{out}");
+    let mut reverted: Vec<String> = w
+        .paths()
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix("/revert/deploy.rollback[")
+                .map(str::to_owned)
+        })
+        .collect();
+    reverted.sort();
+    assert_eq!(reverted, ["a]", "b]", "c]", "d]", "e]", "f]"]);
+}

@@ -38,6 +38,16 @@ fn params(setup: &Canary, version: &str) -> Vec<(&'static str, String)> {
     p
 }
 
+/// The proxy's weights: stable's, then the canary's.
+fn proxy_weights(setup: &Canary) -> Vec<u32> {
+    setup
+        .proxy
+        .snapshot()
+        .iter()
+        .map(|(_, s)| s.weight)
+        .collect()
+}
+
 fn flaky_v3() -> Faults {
     Faults {
         flaky: ["v3".to_string()].into(),
@@ -159,12 +169,7 @@ fn a_rollout_block_canaries_like_the_hand_written_steps() {
                 "rollout_100_smoke_canary_health"
             ]
         );
-        let weights: Vec<u32> = setup
-            .proxy
-            .snapshot()
-            .iter()
-            .map(|(_, s)| s.weight)
-            .collect();
+        let weights = proxy_weights(&setup);
         assert_eq!(
             weights,
             [0, 100],
@@ -196,12 +201,7 @@ fn a_rollout_block_canaries_like_the_hand_written_steps() {
                 "deploy.rollback"
             ]
         );
-        let weights: Vec<u32> = setup
-            .proxy
-            .snapshot()
-            .iter()
-            .map(|(_, s)| s.weight)
-            .collect();
+        let weights = proxy_weights(&setup);
         assert_eq!(weights, [90, 0], "the weights from before the rollout");
         setup.stop().await;
     });
@@ -212,19 +212,22 @@ fn blue_green_switches_at_once_and_watches_through_its_rollback_window() {
     let rt = runtime();
     rt.block_on(async {
         let host = host_with_cache(None);
-        let blue_green = [(
-            "strategy = \"canary\"\nweights = [10, 50, 100]\nbake = \"2s\"",
-            "strategy = \"blue_green\"\nrollback_window = \"3s\"",
-        )];
+        // The demo's canary runbook, switching all at once with a 3 s rollback window.
+        let release = |version: &'static str| {
+            let host = host.clone();
+            async move {
+                let blue_green = [(
+                    "strategy = \"canary\"\nweights = [10, 50, 100]\nbake = \"2s\"",
+                    "strategy = \"blue_green\"\nrollback_window = \"3s\"",
+                )];
+                let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
+                let p = params(&setup, version);
+                let report = run_example_with(&host, "canary-rollout.toml", &blue_green, &p).await;
+                (setup, report)
+            }
+        };
         // A good build: switched, watched for the whole window, kept.
-        let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
-        let report = run_example_with(
-            &host,
-            "canary-rollout.toml",
-            &blue_green,
-            &params(&setup, "v2"),
-        )
-        .await;
+        let (setup, report) = release("v2").await;
         assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:#?}");
         let watch = report
             .steps
@@ -233,24 +236,12 @@ fn blue_green_switches_at_once_and_watches_through_its_rollback_window() {
             .unwrap();
         // Checks 1 s apart cannot cover a 3 s window in fewer than four.
         assert!(watch.attempts.len() >= 4, "{watch:#?}");
-        let weights: Vec<u32> = setup
-            .proxy
-            .snapshot()
-            .iter()
-            .map(|(_, s)| s.weight)
-            .collect();
+        let weights = proxy_weights(&setup);
         assert_eq!(weights, [0, 100], "green has it all");
         setup.stop().await;
 
         // A flaky build: all traffic switched, the breach seen inside the window, back to blue.
-        let setup = Canary::start("v1", flaky_v3(), 40).await.unwrap();
-        let report = run_example_with(
-            &host,
-            "canary-rollout.toml",
-            &blue_green,
-            &params(&setup, "v3"),
-        )
-        .await;
+        let (setup, report) = release("v3").await;
         assert_eq!(report.outcome, RunOutcome::RolledBack, "{report:#?}");
         let failed = report
             .steps
@@ -258,12 +249,7 @@ fn blue_green_switches_at_once_and_watches_through_its_rollback_window() {
             .find(|s| s.status == StepStatus::Failed)
             .unwrap();
         assert_eq!(failed.id, "rollout_100_errors");
-        let weights: Vec<u32> = setup
-            .proxy
-            .snapshot()
-            .iter()
-            .map(|(_, s)| s.weight)
-            .collect();
+        let weights = proxy_weights(&setup);
         assert_eq!(weights, [90, 0], "blue serves everything again, as before");
         setup.stop().await;
     });

@@ -121,14 +121,19 @@ fn step<'a>(report: &'a RunReport, id: &str) -> &'a StepReport {
         .unwrap_or_else(|| panic!("no step {id}"))
 }
 
-/// What the flaky candidate's run must show, whatever the router: caught by its error ratio
-/// at the first stage, traffic undone newest first, the canary redeployed, users served.
-fn assert_caught_at_ten_percent(report: &RunReport, route_undo: &[&str]) {
-    let steps: Vec<(&str, &str)> = report
+/// Each step's id and summary, to show when an assertion fails.
+fn summaries(report: &RunReport) -> Vec<(&str, &str)> {
+    report
         .steps
         .iter()
         .map(|s| (s.id.as_str(), s.summary.as_str()))
-        .collect();
+        .collect()
+}
+
+/// What the flaky candidate's run must show, whatever the router: caught by its error ratio
+/// at the first stage, traffic undone newest first, the canary redeployed, users served.
+fn assert_caught_at_ten_percent(report: &RunReport, route_undo: &[&str]) {
+    let steps = summaries(report);
     assert_eq!(report.outcome, RunOutcome::RolledBack, "{steps:#?}");
     let analysis = step(report, "rollout_10_error_ratio");
     assert!(
@@ -195,12 +200,12 @@ fn through_haproxy_a_flaky_canary_is_sent_back_and_a_healthy_one_takes_all_traff
         params.retain(|(k, _)| *k != "version");
         params.push(("version", "v2".to_owned()));
         let report = run_example_with(&host, "canary-haproxy.toml", QUICK, &params).await;
-        let steps: Vec<(&str, &str)> = report
-            .steps
-            .iter()
-            .map(|s| (s.id.as_str(), s.summary.as_str()))
-            .collect();
-        assert_eq!(report.outcome, RunOutcome::Succeeded, "{steps:#?}");
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Succeeded,
+            "{:#?}",
+            summaries(&report)
+        );
         assert_eq!(haproxy_weight(&haproxy.addr, "canary"), "100 (initial 0)");
         assert_eq!(haproxy_weight(&haproxy.addr, "stable"), "0 (initial 100)");
         assert_eq!(answered_by(&front, 20).await, ["v2"]);
@@ -242,12 +247,12 @@ fn through_caddy_a_flaky_canary_is_sent_back_and_a_healthy_one_takes_all_traffic
         params.retain(|(k, _)| *k != "version");
         params.push(("version", "v2".to_owned()));
         let report = run_example_with(&host, "canary-caddy.toml", QUICK, &params).await;
-        let steps: Vec<(&str, &str)> = report
-            .steps
-            .iter()
-            .map(|s| (s.id.as_str(), s.summary.as_str()))
-            .collect();
-        assert_eq!(report.outcome, RunOutcome::Succeeded, "{steps:#?}");
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Succeeded,
+            "{:#?}",
+            summaries(&report)
+        );
         assert_eq!(answered_by(&front, 20).await, ["v2"]);
         let tally = traffic.stop().await;
         assert!(tally.requests > 100, "{tally:?}");

@@ -70,6 +70,15 @@ impl HumanOutput {
         }
     }
 
+    fn mark(&self, status: &StepStatus) -> String {
+        match status {
+            StepStatus::Succeeded => self.style.green("✓"),
+            StepStatus::Failed => self.style.red("✗"),
+            StepStatus::Errored { .. } => self.style.red("!"),
+            StepStatus::Skipped { .. } => self.style.dim("-"),
+        }
+    }
+
     fn details(&self, out: &mut impl Write, step: &StepReport) {
         let Some(inv) = step.attempts.last().map(|a| &a.invocation) else {
             return;
@@ -241,12 +250,7 @@ impl Observer for HumanOutput {
                 );
             }
             Event::TargetFinished { id, target } => {
-                let mark = match target.status {
-                    StepStatus::Succeeded => self.style.green("✓"),
-                    StepStatus::Failed => self.style.red("✗"),
-                    StepStatus::Errored { .. } => self.style.red("!"),
-                    StepStatus::Skipped { .. } => self.style.dim("-"),
-                };
+                let mark = self.mark(&target.status);
                 let _ = writeln!(
                     out,
                     "    {mark} {:idw$}  {}  {:>6}  {}",
@@ -258,12 +262,7 @@ impl Observer for HumanOutput {
                 );
             }
             Event::StepFinished { report } => {
-                let mark = match report.status {
-                    StepStatus::Succeeded => self.style.green("✓"),
-                    StepStatus::Failed => self.style.red("✗"),
-                    StepStatus::Errored { .. } => self.style.red("!"),
-                    StepStatus::Skipped { .. } => self.style.dim("-"),
-                };
+                let mark = self.mark(&report.status);
                 let _ = writeln!(
                     out,
                     "  {mark} {:idw$}  {}  {:>6}  {}",

@@ -304,9 +304,8 @@ mod tests {
         )
     }
 
-    /// An ELBv2 API in memory: one listener whose weights ModifyListener sets.
-    fn elb(state: &Rc<RefCell<Vec<(String, i64)>>>) -> Harness {
-        let s = state.clone();
+    /// A step's parameters, against a fake endpoint.
+    fn step() -> Harness {
         Harness::new()
             .param("region", "us-east-1")
             .param("endpoint", "http://elb.test")
@@ -315,42 +314,47 @@ mod tests {
             .param("listener_arn", LISTENER)
             .param("stable_target_group", BLUE)
             .param("candidate_target_group", GREEN)
-            .http_handler(move |call| {
-                let body = call.body_text();
-                let decoded = body.replace("%3A", ":").replace("%2F", "/");
-                if decoded.contains("Action=ModifyListener") {
-                    assert!(
-                        decoded.contains("TargetGroupStickinessConfig.Enabled=true"),
-                        "{decoded}"
-                    );
-                    assert!(
-                        decoded.contains("TargetGroupStickinessConfig.DurationSeconds=300"),
-                        "{decoded}"
-                    );
-                    let mut groups = Vec::new();
-                    for i in 1.. {
-                        let key = format!("TargetGroups.member.{i}.TargetGroupArn=");
-                        let Some(at) = decoded.find(&key) else { break };
-                        let arn = decoded[at + key.len()..]
-                            .split('&')
-                            .next()
-                            .unwrap()
-                            .to_owned();
-                        let wkey = format!("TargetGroups.member.{i}.Weight=");
-                        let wat = decoded.find(&wkey).unwrap();
-                        let w = decoded[wat + wkey.len()..]
-                            .split('&')
-                            .next()
-                            .unwrap()
-                            .parse()
-                            .unwrap();
-                        groups.push((arn, w));
-                    }
-                    *s.borrow_mut() = groups;
-                    return Some(Ok(response(200, "<ModifyListenerResponse/>")));
+    }
+
+    /// An ELBv2 API in memory: one listener whose weights ModifyListener sets.
+    fn elb(state: &Rc<RefCell<Vec<(String, i64)>>>) -> Harness {
+        let s = state.clone();
+        step().http_handler(move |call| {
+            let body = call.body_text();
+            let decoded = body.replace("%3A", ":").replace("%2F", "/");
+            if decoded.contains("Action=ModifyListener") {
+                assert!(
+                    decoded.contains("TargetGroupStickinessConfig.Enabled=true"),
+                    "{decoded}"
+                );
+                assert!(
+                    decoded.contains("TargetGroupStickinessConfig.DurationSeconds=300"),
+                    "{decoded}"
+                );
+                let mut groups = Vec::new();
+                for i in 1.. {
+                    let key = format!("TargetGroups.member.{i}.TargetGroupArn=");
+                    let Some(at) = decoded.find(&key) else { break };
+                    let arn = decoded[at + key.len()..]
+                        .split('&')
+                        .next()
+                        .unwrap()
+                        .to_owned();
+                    let wkey = format!("TargetGroups.member.{i}.Weight=");
+                    let wat = decoded.find(&wkey).unwrap();
+                    let w = decoded[wat + wkey.len()..]
+                        .split('&')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    groups.push((arn, w));
                 }
-                Some(Ok(response(200, describe(&s.borrow()))))
-            })
+                *s.borrow_mut() = groups;
+                return Some(Ok(response(200, "<ModifyListenerResponse/>")));
+            }
+            Some(Ok(response(200, describe(&s.borrow()))))
+        })
     }
 
     #[test]
@@ -404,20 +408,11 @@ mod tests {
         );
 
         let canned = |status: u16, body: &str| {
-            Harness::new()
-                .param("region", "us-east-1")
-                .param("endpoint", "http://elb.test")
-                .param("access_key_id", "AKID")
-                .param("secret_access_key", "SECRET")
-                .param("listener_arn", LISTENER)
-                .param("stable_target_group", BLUE)
-                .param("candidate_target_group", GREEN)
-                .param("candidate_weight", 10i64)
-                .http(
-                    "POST",
-                    "http://elb.test/",
-                    response(status, body.to_owned()),
-                )
+            step().param("candidate_weight", 10i64).http(
+                "POST",
+                "http://elb.test/",
+                response(status, body.to_owned()),
+            )
         };
         let mut h = canned(
             400,

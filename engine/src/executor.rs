@@ -455,6 +455,9 @@ pub struct Resume {
     pub in_progress: Vec<String>,
     /// Only undo what the run did (then verify), instead of continuing it.
     pub rollback_only: bool,
+    /// Fleet steps' targets that ended, as journaled: when the step runs again, the targets
+    /// that succeeded are not run twice.
+    pub targets: BTreeMap<String, Vec<TargetReport>>,
 }
 
 pub struct RunOptions {
@@ -598,8 +601,10 @@ pub async fn execute(
         attempt_base: BTreeMap::new(),
         steps_view: std::sync::Mutex::default(),
         targets_raw: BTreeMap::new(),
+        resumed_targets: BTreeMap::new(),
     };
     let resume = opts.resume.clone().unwrap_or_default();
+    run.resumed_targets = resume.targets.clone();
     for r in &resume.prior {
         if let Some(outputs) = r.outputs() {
             run.raw_outputs.insert(r.id.clone(), outputs.clone());
@@ -756,6 +761,8 @@ struct Run<'a> {
     /// Per fleet step, the targets that ran, in the order they finished: target, unmasked
     /// parameters, outputs, and whether it succeeded.
     targets_raw: BTreeMap<String, Vec<TargetRaw>>,
+    /// Targets of fleet steps that succeeded in an earlier process (when resuming).
+    resumed_targets: BTreeMap<String, Vec<TargetReport>>,
 }
 
 type TargetRaw = (String, Values, Option<Values>, bool);
@@ -1377,7 +1384,37 @@ impl Run<'_> {
                 }
             }
         }
-        let n = jobs.len();
+        // Targets that succeeded before a resume are kept, not run again.
+        let earlier: Vec<TargetReport> = self
+            .resumed_targets
+            .remove(&step.id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.status.is_success() && !t.attempts.is_empty())
+            .filter(|t| targets.contains(&t.target))
+            .collect();
+        let mut kept = Vec::new();
+        jobs.retain(|job| {
+            let Some(t) = earlier.iter().find(|t| t.target == job.target) else {
+                return true;
+            };
+            let mut report = t.clone();
+            report.summary = format!("{} (before the resume)", report.summary);
+            let outputs = report
+                .attempts
+                .last()
+                .and_then(|a| a.invocation.result.as_ref().ok().map(|o| o.outputs.clone()));
+            let params = match &job.call {
+                Call::Run { params } | Call::Revert { params, .. } => params.clone(),
+            };
+            kept.push(Done {
+                report,
+                params,
+                outputs,
+            });
+            false
+        });
+        let n = targets.len();
         let max_errors = fleet.max_errors.of(n, false);
         let rate = Rate {
             concurrency: fleet.max_concurrency.of(n, true).max(1),
@@ -1385,9 +1422,19 @@ impl Run<'_> {
             retry: step.retry,
             cancellable: true,
         };
-        let done = self
-            .fan_out(step.plugin, &step.id, step.timeout, jobs, rate, observer)
-            .await;
+        // Shown (and journaled again) so the run's output lists every target.
+        for d in &kept {
+            observer.on_event(&Event::TargetFinished {
+                id: &step.id,
+                target: &d.report,
+            });
+        }
+        let resumed = kept.len();
+        let mut done = kept;
+        done.extend(
+            self.fan_out(step.plugin, &step.id, step.timeout, jobs, rate, observer)
+                .await,
+        );
         let listed = |pick: &dyn Fn(&Done) -> bool| -> Vec<String> {
             targets
                 .iter()
@@ -1416,10 +1463,13 @@ impl Run<'_> {
             .take(3)
             .map(|d| format!("{} ({})", d.report.target, d.report.summary))
             .collect();
-        let mut summary = if n == 0 {
-            "no targets".to_owned()
-        } else {
-            format!("{} of {n} targets succeeded", succeeded.len())
+        let mut summary = match (n, resumed) {
+            (0, _) => "no targets".to_owned(),
+            (n, 0) => format!("{} of {n} targets succeeded", succeeded.len()),
+            (n, r) => format!(
+                "{} of {n} targets succeeded ({r} before the resume)",
+                succeeded.len()
+            ),
         };
         if !failed.is_empty() {
             summary += &format!(

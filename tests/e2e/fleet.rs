@@ -298,57 +298,59 @@ fn fleet_mistakes_are_refused_before_anything_runs() {
     assert!(w.paths().is_empty());
 }
 
-#[test]
-fn a_fleet_killed_mid_step_keeps_its_finished_targets_and_rolls_back_every_target() {
+/// A `medic run` of a six-target fleet (two at a time, each call held 300 ms), killed with
+/// SIGKILL once two targets have ended. Returns the run id and the targets that ended.
+fn killed_fleet(cache: &std::path::Path, rb: &str) -> (String, Vec<String>) {
     use std::io::{BufRead, BufReader};
-    let cache = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // Each call holds 300 ms: the kill lands with targets still in flight.
-    let w = witness(Duration::from_millis(300));
-    let rb = runbook(
-        dir.path(),
-        &w,
-        "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
-         with = { record_url = \"@REC@\", echo = \"{{ target }}\" }\n\
-         [steps.fleet]\ntargets = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\nmax_concurrency = 2\n\n\
-         [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
-    );
-    let mut child = crate::cli::medic_command(cache.path())
-        .args(["run", &rb, "--output", "json"])
+    let mut child = crate::cli::medic_command(cache)
+        .args(["run", rb, "--output", "json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut run_id = String::new();
-    let mut finished = 0;
+    let mut ended = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
         if event["event"] == "run_started" {
             run_id = event["run_id"].as_str().unwrap().to_owned();
         }
         if event["event"] == "target_finished" {
-            finished += 1;
-            if finished == 2 {
+            ended.push(event["target"]["target"].as_str().unwrap().to_owned());
+            if ended.len() == 2 {
                 break;
             }
         }
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(finished, 2);
-
+    assert_eq!(ended.len(), 2);
     // The two targets that ended are on record, each as it ended.
-    let o = medic(cache.path(), &["runs", "export", &run_id]);
+    let o = medic(cache, &["runs", "export", &run_id]);
     let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let ended: Vec<&str> = record["journal"]
+    let journaled: Vec<&str> = record["journal"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["type"] == "target_finished")
         .map(|e| e["report"]["target"].as_str().unwrap())
         .collect();
-    assert_eq!(ended.len(), 2, "{record}");
+    assert_eq!(journaled, ended, "{record}");
+    (run_id, ended)
+}
 
+const KILLABLE: &str = "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+     with = { record_url = \"@REC@\", echo = \"{{ target }}\" }\n\
+     [steps.fleet]\ntargets = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\nmax_concurrency = 2\n\n\
+     [[verify]]\nid = \"healthy\"\nuses = \"check\"\n";
+
+#[test]
+fn a_fleet_killed_mid_step_rolls_back_every_target() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    let rb = runbook(dir.path(), &w, KILLABLE);
+    let (run_id, _) = killed_fleet(cache.path(), &rb);
     // Which targets the dead process had started is unknown, so every one is undone
     // (reverts must be safe when there is nothing to undo).
     let o = medic(cache.path(), &["runs", "rollback", &run_id]);
@@ -365,4 +367,37 @@ fn a_fleet_killed_mid_step_keeps_its_finished_targets_and_rolls_back_every_targe
         .collect();
     reverted.sort();
     assert_eq!(reverted, ["a]", "b]", "c]", "d]", "e]", "f]"]);
+}
+
+#[test]
+fn a_resumed_fleet_does_not_run_again_the_targets_that_succeeded() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    let rb = runbook(dir.path(), &w, KILLABLE);
+    let (run_id, ended) = killed_fleet(cache.path(), &rb);
+    let o = medic(cache.path(), &["runs", "resume", &run_id]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("6 of 6 targets succeeded (2 before the resume)"),
+        "{out}"
+    );
+    let runs = w.paths();
+    for t in ["a", "b", "c", "d", "e", "f"] {
+        let calls = runs
+            .iter()
+            .filter(|p| **p == format!("/run/deploy[{t}]"))
+            .count();
+        if ended.iter().any(|e| e == t) {
+            assert_eq!(calls, 1, "{t} succeeded before the kill: {runs:?}");
+            assert!(
+                out.contains(&format!("{t}  ")) && out.contains("(before the resume)"),
+                "{out}"
+            );
+        } else {
+            // Cut off in flight (run again: actions must be idempotent) or never started.
+            assert!((1..=2).contains(&calls), "{t}: {runs:?}");
+        }
+    }
 }

@@ -599,6 +599,13 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
             return Exit::Engine;
         }
     };
+    let targets = match store.finished_targets(&record.run_id) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Engine;
+        }
+    };
     let approval = args
         .approve
         .map(|reason| crate::executor::Approval {
@@ -621,6 +628,7 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
             prior,
             in_progress,
             rollback_only,
+            targets,
         }),
         trigger: record.trigger.clone(),
         wait: None,

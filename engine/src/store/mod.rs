@@ -17,6 +17,7 @@ pub mod recorder;
 pub mod remote;
 pub mod stats;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,7 @@ use thiserror::Error;
 
 pub use recorder::Recorder;
 
-use crate::executor::{Approval, Phase, RunOutcome, StepReport};
+use crate::executor::{Approval, Phase, RunOutcome, StepReport, TargetReport};
 
 /// Bumped when the format of records or journal entries changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
@@ -717,6 +718,23 @@ impl Store {
         }
         self.flush()?;
         Ok(n)
+    }
+
+    /// The targets of fleet steps that ended, as journaled one by one (the last per target
+    /// wins): a resumed fleet step does not run again what already succeeded.
+    pub fn finished_targets(
+        &self,
+        run_id: &str,
+    ) -> Result<BTreeMap<String, Vec<TargetReport>>, StoreError> {
+        let mut out: BTreeMap<String, Vec<TargetReport>> = BTreeMap::new();
+        for e in self.journal(run_id)? {
+            if let JournalEvent::TargetFinished { step, report } = e.event {
+                let targets = out.entry(step).or_default();
+                targets.retain(|t| t.target != report.target);
+                targets.push(report);
+            }
+        }
+        Ok(out)
     }
 
     /// The step reports of a run as recorded, in order (the last report per step wins).

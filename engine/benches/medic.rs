@@ -487,6 +487,67 @@ fn main() {
         results.push(stats);
     }
 
+    // A fleet step over many targets, durably recorded (each target's end is flushed): one
+    // at a time, then many at once.
+    // Then targets whose calls each wait 10 ms (as a real call waits on the network), where
+    // concurrency is what matters.
+    for (name, concurrency, wait) in [
+        ("fleet of 1,000 targets, recorded: per target", 1, None),
+        (
+            "fleet of 200 targets, each call waiting 10 ms, one at a time: per target",
+            1,
+            Some("10ms"),
+        ),
+        (
+            "fleet of 200 targets, each call waiting 10 ms, 50 at a time: per target",
+            50,
+            Some("10ms"),
+        ),
+    ] {
+        let fleet_n = iters(name, 5, 1);
+        if fleet_n == 0 {
+            continue;
+        }
+        let scale = if wait.is_some() { scale / 5 } else { scale };
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = (0..scale).map(|i| format!("\"t{i}\"")).collect();
+        let with = match wait {
+            Some(w) => format!("with = {{ mode = \"sleep\", sleep = \"{w}\" }}\n"),
+            None => String::new(),
+        };
+        let text = format!(
+            "[runbook]\nname = \"fleet\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
+             [[steps]]\nid = \"all\"\nuses = \"noop\"\n{with}[steps.fleet]\ntargets = [{}]\nmax_concurrency = {concurrency}\n",
+            medic::host::fixtures::HOSTILE,
+            targets.join(", ")
+        );
+        let plan = plan_of(&rt, &host, &text);
+        let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();
+        let mut samples = Vec::new();
+        for _ in 0..fleet_n + 1 {
+            let mut quiet = |_: &medic::executor::Event<'_>| {};
+            let mut recorder = recorder(&store, &mut quiet);
+            let t = Instant::now();
+            let report = rt.block_on(medic::executor::execute(
+                &host,
+                &plan,
+                medic::executor::RunOptions::default(),
+                &mut recorder,
+            ));
+            let took = t.elapsed();
+            assert!(recorder.error.is_none());
+            assert_eq!(report.steps[0].targets.len(), scale);
+            assert_eq!(report.outcome, medic::executor::RunOutcome::Succeeded);
+            samples.push(took / scale as u32);
+        }
+        samples.remove(0); // the warm-up
+        results.push(Stats {
+            name,
+            samples,
+            goal: None,
+        });
+    }
+
     // Many runs at once in one process, each mostly waiting on a gate, as runs do.
     let many = "1,000 concurrent runs in one process (3 steps, a gate)";
     let many_n = iters(many, 3, 1);

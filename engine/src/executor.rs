@@ -1355,15 +1355,23 @@ impl Run<'_> {
         report: &mut StepReport,
         observer: &mut dyn Observer,
     ) {
-        let invalid = |report: &mut StepReport, message: String| {
+        let invalid = |run: &mut Self, report: &mut StepReport, message: String| {
             report.summary = message.clone();
             report.status = StepStatus::Errored {
                 failure: Failure::InvalidParams { message },
             };
+            // Nothing ran, so a rollback has nothing of this step to undo (unless targets
+            // ran before a resume: then the rollback cannot know and undoes them all).
+            if !run.resumed_targets.contains_key(&step.id) {
+                run.targets_raw.insert(step.id.clone(), Vec::new());
+            }
         };
         let targets = match self.targets(fleet, ctx) {
             Ok(t) => t,
-            Err(message) => return invalid(report, self.redactor.text(&message)),
+            Err(message) => {
+                let message = self.redactor.text(&message);
+                return invalid(self, report, message);
+            }
         };
         // Every target's parameters are rendered before the first starts: a template
         // mistake must not leave half a fleet changed.
@@ -1377,10 +1385,8 @@ impl Run<'_> {
                     call: Call::Run { params },
                 }),
                 Err(message) => {
-                    return invalid(
-                        report,
-                        self.redactor.text(&format!("target `{t}`: {message}")),
-                    );
+                    let message = self.redactor.text(&format!("target `{t}`: {message}"));
+                    return invalid(self, report, message);
                 }
             }
         }

@@ -401,3 +401,26 @@ fn a_resumed_fleet_does_not_run_again_the_targets_that_succeeded() {
         }
     }
 }
+
+#[test]
+fn a_fleet_whose_targets_cannot_be_known_changes_nothing_and_undoes_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(1));
+    // `call` is a number, not a list: known only once `first` has run.
+    let rb = runbook(
+        dir.path(),
+        &w,
+        "[[steps]]\nid = \"first\"\nuses = \"check\"\n\n\
+         [[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+         with = { record_url = \"@REC@\", echo = \"{{ target }}\" }\n\
+         [steps.fleet]\ntargets = \"{{ steps.first.outputs.call }}\"\n\n\
+         [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
+    );
+    let o = medic(cache.path(), &["run", &rb]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(out.contains("is 1, not a list"), "{out}");
+    assert!(out.contains("undid 0 targets"), "{out}");
+    assert!(w.paths().is_empty(), "{:?}", w.paths());
+}

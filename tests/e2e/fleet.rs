@@ -115,7 +115,8 @@ fn export(cache: &std::path::Path) -> serde_json::Value {
 fn a_fleet_step_calls_every_target_at_most_max_concurrency_at_a_time() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let w = witness(Duration::from_millis(150));
+    // Each call is held long enough that the three started together overlap on any machine.
+    let w = witness(Duration::from_millis(500));
     let rb = runbook(
         dir.path(),
         &w,

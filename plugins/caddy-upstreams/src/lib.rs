@@ -11,9 +11,13 @@ use serde_json::{Value as Json, json};
 
 struct CaddyUpstreams;
 
-/// `host:port` or `host:port*weight` into the repeated dial list.
+/// `host:port` or `host:port*weight` into the repeated dial list. Weights are reduced by
+/// their greatest common divisor (90/10 is 9 entries and 1), and the entries interleaved
+/// as smooth weighted round robin does (`a a b a a b`, not `a a a a b b`): Caddy's round
+/// robin walks the list in order, so grouped entries would send a canary its share in
+/// bursts, and a short analysis window could see none of it.
 fn expand(spec: &[String]) -> Result<Vec<Json>, Error> {
-    let mut out = Vec::new();
+    let mut weighted: Vec<(&str, u32)> = Vec::new();
     for s in spec {
         let (dial, weight) = match s.rsplit_once('*') {
             Some((d, w)) => (
@@ -36,12 +40,35 @@ fn expand(spec: &[String]) -> Result<Vec<Json>, Error> {
                 "parameter `upstreams`: weight {weight} in `{s}` is above 100"
             )));
         }
-        out.extend((0..weight).map(|_| json!({ "dial": dial })));
+        if weight > 0 {
+            weighted.push((dial, weight));
+        }
     }
-    if out.is_empty() {
+    if weighted.is_empty() {
         return Err(Error::invalid_params(
             "parameter `upstreams`: at least one upstream with a weight above 0",
         ));
+    }
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let divisor = weighted.iter().fold(0, |g, (_, w)| gcd(g, *w));
+    let weights: Vec<i64> = weighted
+        .iter()
+        .map(|(_, w)| i64::from(w / divisor))
+        .collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::new();
+    for _ in 0..total {
+        for (c, w) in current.iter_mut().zip(&weights) {
+            *c += w;
+        }
+        let pick = (0..current.len())
+            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        current[pick] -= total;
+        out.push(json!({ "dial": weighted[pick].0 }));
     }
     Ok(out)
 }
@@ -211,6 +238,19 @@ mod tests {
         let list = Json::Array(expand(&["a:1*3".into(), "b:2".into()]).unwrap());
         assert_eq!(list.as_array().unwrap().len(), 4);
         assert_eq!(describe(&list), "a:1×3, b:2×1");
+        // Reduced, and spread out rather than grouped.
+        let dials = |spec: &[&str]| -> Vec<String> {
+            let spec: Vec<String> = spec.iter().map(|s| s.to_string()).collect();
+            expand(&spec)
+                .unwrap()
+                .iter()
+                .map(|u| u["dial"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(dials(&["s:1*90", "c:2*10"]).len(), 10);
+        assert_eq!(dials(&["s:1*50", "c:2*50"]), ["s:1", "c:2"]);
+        assert_eq!(dials(&["s:1*2", "c:2*1"]), ["s:1", "c:2", "s:1"]);
+        assert_eq!(dials(&["s:1*0", "c:2*100"]), ["c:2"]);
         assert!(expand(&["a:1*0".into()]).is_err());
         assert!(expand(&["nohost".into()]).is_err());
         assert!(expand(&["a:1*x".into()]).is_err());

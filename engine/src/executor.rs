@@ -2,6 +2,9 @@
 //! and the verify checks, then the `finally` steps. Every call is a fresh sandbox; templates
 //! are rendered just before their step runs, against the outputs of the steps before it.
 //!
+//! A fleet step makes its call once per target, `max_concurrency` at a time, inside the run's
+//! own task (the futures are not Send), and its rollback undoes target by target.
+//!
 //! Progress is reported through an [`Observer`], so the terminal output, the JSON stream and
 //! the run record all see the same events.
 

@@ -1780,7 +1780,8 @@ impl Validator<'_> {
             toml::Value::Integer(n) if *n >= min && *n <= u32::MAX as i64 => {
                 return Some(Amount::Count(*n as u32));
             }
-            toml::Value::Integer(n) => format!("{n} is less than {min}"),
+            toml::Value::Integer(n) if *n < min => format!("{n} is less than {min}"),
+            toml::Value::Integer(n) => format!("{n} is more than any fleet"),
             toml::Value::String(s) if min > 0 && named(s).is_some() => return named(s),
             toml::Value::String(s) => match s.strip_suffix('%').map(|p| p.trim().parse::<u32>()) {
                 Some(Ok(p)) if p <= 100 && (p > 0 || min == 0) => return Some(Amount::Percent(p)),

@@ -805,6 +805,27 @@ fn status_of(inv: &Invocation) -> StepStatus {
     }
 }
 
+/// A rollback is retried on transient errors, as often as its step: it is the last line of
+/// defence, but a check-level failure of an undo is an answer, not a glitch.
+fn undo_retry(step: &PlanStep) -> Option<crate::runbook::Retry> {
+    step.retry.map(|r| crate::runbook::Retry {
+        on: RetryOn::Transient,
+        ..r
+    })
+}
+
+/// The last attempt's summary, noting the attempt count when there was more than one.
+fn summary_of_attempts(attempts: &[Attempt], retry: Option<crate::runbook::Retry>) -> String {
+    let last = summary_of(&attempts.last().expect("at least one attempt").invocation);
+    match attempts.len() {
+        1 => last,
+        n => format!(
+            "{last} (attempt {n} of {})",
+            retry.map_or(n as u32, |r| r.attempts)
+        ),
+    }
+}
+
 fn plural_targets(n: usize) -> String {
     format!("{n} target{}", if n == 1 { "" } else { "s" })
 }
@@ -1273,13 +1294,7 @@ impl Run<'_> {
                 report.attempts.push(attempt);
                 break;
             }
-            if report.attempts.len() > 1 {
-                report.summary = format!(
-                    "{} (attempt {} of {attempts})",
-                    report.summary,
-                    report.attempts.len()
-                );
-            }
+            report.summary = summary_of_attempts(&report.attempts, step.retry);
         }
         self.finish(step, report, started, observer)
     }
@@ -1317,8 +1332,7 @@ impl Run<'_> {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("fleet targets: {e}"))?,
             FleetTargets::Expr(expr) => {
-                template::render_list(&env, &format!("{{{{ {expr} }}}}"), ctx)
-                    .map_err(|e| format!("fleet targets {e}"))?
+                template::eval_list(&env, expr, ctx).map_err(|e| format!("fleet targets {e}"))?
             }
         };
         let mut seen = std::collections::BTreeSet::new();
@@ -1394,31 +1408,27 @@ impl Run<'_> {
             }
         }
         // Targets that succeeded before a resume are kept, not run again.
-        let earlier: Vec<TargetReport> = self
+        let mut earlier: BTreeMap<String, TargetReport> = self
             .resumed_targets
             .remove(&step.id)
             .unwrap_or_default()
             .into_iter()
             .filter(|t| t.status.is_success() && !t.attempts.is_empty())
-            .filter(|t| targets.contains(&t.target))
+            .map(|t| (t.target.clone(), t))
             .collect();
         let mut kept = Vec::new();
         jobs.retain(|job| {
-            let Some(t) = earlier.iter().find(|t| t.target == job.target) else {
+            let Some(mut report) = earlier.remove(&job.target) else {
                 return true;
             };
-            let mut report = t.clone();
             report.summary = format!("{} (before the resume)", report.summary);
             let outputs = report
                 .attempts
                 .last()
                 .and_then(|a| a.invocation.result.as_ref().ok().map(|o| o.outputs.clone()));
-            let params = match &job.call {
-                Call::Run { params } | Call::Revert { params, .. } => params.clone(),
-            };
             kept.push(Done {
                 report,
-                params,
+                params: job.call.params().clone(),
                 outputs,
             });
             false
@@ -1444,10 +1454,13 @@ impl Run<'_> {
             self.fan_out(step.plugin, &step.id, step.timeout, jobs, rate, observer)
                 .await,
         );
+        let by_target: BTreeMap<&str, &Done> =
+            done.iter().map(|d| (d.report.target.as_str(), d)).collect();
+        // In the order the targets were listed, whatever order they finished in.
         let listed = |pick: &dyn Fn(&Done) -> bool| -> Vec<String> {
             targets
                 .iter()
-                .filter(|t| done.iter().any(|d| d.report.target == **t && pick(d)))
+                .filter(|t| by_target.get(t.as_str()).is_some_and(|d| pick(d)))
                 .cloned()
                 .collect()
         };
@@ -1608,13 +1621,40 @@ impl Run<'_> {
         // The plugin sees which target it works on in its context, and idempotency keys
         // built from the step id stay distinct per target.
         let call_id = format!("{id}[{}]", job.target);
+        let (attempts, outputs) = self
+            .retried(plugin, &call_id, timeout, rate, &job.call)
+            .await;
+        let last = &attempts.last().expect("at least one attempt").invocation;
+        Done {
+            report: TargetReport {
+                target: job.target,
+                status: status_of(last),
+                summary: summary_of_attempts(&attempts, rate.retry),
+                started_ms,
+                duration: started.elapsed(),
+                params: job.shown,
+                attempts,
+            },
+            params: job.call.params().clone(),
+            outputs,
+        }
+    }
+
+    /// Calls until an attempt ends in a way `rate.retry` does not retry, with the backoff
+    /// between attempts. Returns every attempt (at least one) and the last one's raw outputs.
+    async fn retried(
+        &self,
+        plugin: usize,
+        call_id: &str,
+        timeout: Duration,
+        rate: Rate,
+        call: &Call,
+    ) -> (Vec<Attempt>, Option<Values>) {
         let attempts = rate.retry.map_or(1, |r| r.attempts);
         let mut made = Vec::new();
         let mut outputs = None;
         for n in 1..=attempts {
-            let (attempt, out) = self
-                .call(plugin, job.call.clone(), &call_id, n, timeout)
-                .await;
+            let (attempt, out) = self.call(plugin, call.clone(), call_id, n, timeout).await;
             let again = n < attempts && retryable(&attempt.invocation, rate.retry);
             outputs = out;
             made.push(attempt);
@@ -1630,27 +1670,7 @@ impl Run<'_> {
                 tokio::time::sleep(wait).await;
             }
         }
-        let last = &made.last().expect("at least one attempt").invocation;
-        let mut summary = summary_of(last);
-        if made.len() > 1 {
-            summary = format!("{summary} (attempt {} of {attempts})", made.len());
-        }
-        let params = match &job.call {
-            Call::Run { params } | Call::Revert { params, .. } => params.clone(),
-        };
-        Done {
-            report: TargetReport {
-                target: job.target,
-                status: status_of(last),
-                summary,
-                started_ms,
-                duration: started.elapsed(),
-                params: job.shown,
-                attempts: made,
-            },
-            params,
-            outputs,
-        }
+        (made, outputs)
     }
 
     /// Asks a person (through the approver) and tells the observers, before and after.
@@ -1851,11 +1871,7 @@ impl Run<'_> {
         let rate = Rate {
             concurrency: fleet.max_concurrency.of(jobs.len(), true).max(1),
             max_errors: None,
-            // Retried on transient errors like its step; it is the last line of defence.
-            retry: step.retry.map(|r| crate::runbook::Retry {
-                on: RetryOn::Transient,
-                ..r
-            }),
+            retry: undo_retry(step),
             cancellable: false,
         };
         let n = jobs.len() + targets.len();
@@ -2001,31 +2017,25 @@ impl Run<'_> {
                 plugin: &alias,
             });
             let started = Instant::now();
-            // A rollback is retried on transient errors like its step; it is the last line of defence.
-            let attempts = step.retry.map_or(1, |r| r.attempts);
-            let mut report = StepReport {
+            let rate = Rate {
+                concurrency: 1,
+                max_errors: None,
+                retry: undo_retry(step),
+                cancellable: false,
+            };
+            let (attempts, _) = self.retried(plugin, &id, timeout, rate, &call).await;
+            let last = &attempts.last().expect("at least one attempt").invocation;
+            let report = StepReport {
                 id: id.clone(),
                 phase: Phase::Rollback,
                 plugin: alias,
-                status: StepStatus::Succeeded,
-                summary: String::new(),
-                duration: Duration::ZERO,
+                status: status_of(last),
+                summary: summary_of_attempts(&attempts, rate.retry),
+                duration: started.elapsed(),
                 params: shown,
-                attempts: Vec::new(),
+                attempts,
                 targets: Vec::new(),
             };
-            for n in 1..=attempts {
-                let (attempt, _) = self.call(plugin, call.clone(), &id, n, timeout).await;
-                report.status = status_of(&attempt.invocation);
-                report.summary = summary_of(&attempt.invocation);
-                let transient = matches!(&attempt.invocation.result, Err(f) if f.is_transient());
-                report.attempts.push(attempt);
-                if !(transient && n < attempts) {
-                    break;
-                }
-                tokio::time::sleep(backoff(step.retry.as_ref().unwrap(), n)).await;
-            }
-            report.duration = started.elapsed();
             ok &= report.status.is_success();
             observer.on_event(&Event::StepFinished { report: &report });
             self.reports.push(report);

@@ -448,6 +448,13 @@ fn demo_runs_end_to_end_and_leaves_no_process() {
     );
 }
 
+/// `medic approve RUN --reason REASON` (or `reject`), which must be taken.
+pub fn decide(cache: &Path, approve: bool, run_id: &str, reason: &str) {
+    let verb = if approve { "approve" } else { "reject" };
+    let o = medic(cache, &[verb, run_id, "--reason", reason]);
+    assert_eq!(o.status.code(), Some(0), "{verb}: {}", stderr(&o));
+}
+
 /// A runbook over the scripted fixtures, written to a temporary directory.
 pub fn scripted_runbook(dir: &Path, head: &str, body: &str) -> PathBuf {
     let text = format!(
@@ -687,17 +694,13 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
             "{}",
             stdout(&listed)
         );
-        let verb = if approve { "approve" } else { "reject" };
-        let o = medic(
+        // A prefix of the run id is enough.
+        decide(
             cache.path(),
-            &[
-                verb,
-                &waiting[0].run_id[..10],
-                "--reason",
-                "INC-7 checked dashboards",
-            ],
+            approve,
+            &waiting[0].run_id[..10],
+            "INC-7 checked dashboards",
         );
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(code), "{text}");
@@ -771,17 +774,12 @@ fn an_inconclusive_gate_can_pause_for_a_person() {
             "{}",
             waiting[0].prompt
         );
-        let verb = if approve { "approve" } else { "reject" };
-        let o = medic(
+        decide(
             cache.path(),
-            &[
-                verb,
-                &waiting[0].run_id,
-                "--reason",
-                "looked at the dashboards",
-            ],
+            approve,
+            &waiting[0].run_id,
+            "looked at the dashboards",
         );
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(code), "{text}");

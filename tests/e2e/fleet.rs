@@ -393,7 +393,7 @@ fn a_resumed_fleet_does_not_run_again_the_targets_that_succeeded() {
         if ended.iter().any(|e| e == t) {
             assert_eq!(calls, 1, "{t} succeeded before the kill: {runs:?}");
             assert!(
-                out.contains(&format!("{t}  ")) && out.contains("(before the resume)"),
+                out.contains(&format!("call 1: {t} (before the resume)")),
                 "{out}"
             );
         } else {

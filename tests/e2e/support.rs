@@ -212,6 +212,30 @@ pub async fn run_example_with(
 }
 
 /// The approvals waiting in `dir`, once there is at least one (bounded: about 30 s).
+/// The bodies (trimmed) of `n` requests to `GET http://FRONT/`. Each request uses a fresh
+/// connection: proxies let a keep-alive connection opened before a config change finish on
+/// the old configuration, which would blur what users get now.
+pub async fn answers(front: &str, n: usize) -> Vec<String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let body = client
+            .get(format!("http://{front}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen.push(body.trim().to_owned());
+    }
+    seen
+}
+
 pub fn pending_approvals(dir: &std::path::Path) -> Vec<medic::store::approvals::Pending> {
     for _ in 0..1500 {
         let waiting = medic::store::approvals::pending(dir, None);

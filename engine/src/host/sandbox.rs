@@ -72,6 +72,14 @@ pub enum Call {
     Revert { params: Values, outputs: Values },
 }
 
+impl Call {
+    pub fn params(&self) -> &Values {
+        match self {
+            Call::Run { params } | Call::Revert { params, .. } => params,
+        }
+    }
+}
+
 /// Keeps the tail of what a plugin writes to stdout/stderr. Writes never fail: a plugin that
 /// floods its output is bounded here, not crashed by a full pipe.
 #[derive(Clone, Default)]

@@ -56,30 +56,40 @@ pub fn render_list(
     source: &str,
     ctx: &minijinja::Value,
 ) -> Result<Vec<String>, String> {
-    let split = |s: &str| -> Vec<String> {
-        s.split(',')
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect()
-    };
-    if let Some(expr) = sole_expression(source) {
-        let value = env
-            .compile_expression(expr)
-            .and_then(|e| e.eval(ctx))
-            .map_err(|e| format!("`{expr}`: {e}"))?;
-        if value.is_undefined() {
-            return Err(format!("`{expr}` is undefined"));
-        }
-        return match value.as_str() {
-            Some(s) => Ok(split(s)),
-            None => Ok(value
-                .try_iter()
-                .map_err(|_| format!("`{expr}` is {value}, not a list"))?
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                .collect()),
-        };
+    match sole_expression(source) {
+        Some(expr) => eval_list(env, expr, ctx),
+        None => render(env, source, ctx).map(|s| split_list(&s)),
     }
-    render(env, source, ctx).map(|s| split(&s))
+}
+
+/// The list an expression gives; a text is split at commas, like `--param hosts=a,b`.
+pub fn eval_list(
+    env: &Environment<'_>,
+    expr: &str,
+    ctx: &minijinja::Value,
+) -> Result<Vec<String>, String> {
+    let value = env
+        .compile_expression(expr)
+        .and_then(|e| e.eval(ctx))
+        .map_err(|e| format!("`{expr}`: {e}"))?;
+    if value.is_undefined() {
+        return Err(format!("`{expr}` is undefined"));
+    }
+    match value.as_str() {
+        Some(s) => Ok(split_list(s)),
+        None => Ok(value
+            .try_iter()
+            .map_err(|_| format!("`{expr}` is {value}, not a list"))?
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect()),
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 pub fn to_jinja(v: &Value) -> minijinja::Value {

@@ -29,8 +29,9 @@ pub struct Recorder<'a> {
     /// Plugin declarations that are actions, and steps that are gates (from the plan).
     actions: Vec<String>,
     gated: Vec<String>,
-    /// Steps started with an action plugin (their targets' results are flushed).
-    acting: Vec<String>,
+    /// The step running now, when its plugin is an action: its targets' results are
+    /// flushed (one step runs at a time, so one id is enough).
+    acting: Option<String>,
     /// The first write that failed. The run is cancelled at its next safe point: a run that
     /// cannot be recorded must not go on changing things.
     pub error: Option<StoreError>,
@@ -57,7 +58,7 @@ impl<'a> Recorder<'a> {
             record: None,
             actions: Vec::new(),
             gated: Vec::new(),
-            acting: Vec::new(),
+            acting: None,
             error: None,
             cancel,
         }
@@ -186,9 +187,7 @@ impl Observer for Recorder<'_> {
                 // acted. A check changes nothing, and a resumed run runs it again, so its
                 // start rides on the next flush (its end, at the latest).
                 let flush = self.actions.iter().any(|a| a == plugin);
-                if flush {
-                    self.acting.push((*id).to_owned());
-                }
+                self.acting = flush.then(|| (*id).to_owned());
                 self.write(
                     JournalEvent::StepStarted {
                         phase: *phase,
@@ -234,7 +233,7 @@ impl Observer for Recorder<'_> {
             Event::TargetFinished { id, target } => {
                 // A fleet's actions change things target by target: each is on disk before
                 // the next target's result can be.
-                let flush = !target.attempts.is_empty() && self.acting.iter().any(|s| s == id);
+                let flush = !target.attempts.is_empty() && self.acting.as_deref() == Some(*id);
                 self.write(
                     JournalEvent::TargetFinished {
                         step: (*id).to_owned(),

@@ -342,6 +342,7 @@ fn main() {
         approval: None,
         lock: None,
         dry_run: false,
+        notification: false,
         status: medic::store::RunStatus::RolledBack,
         started_ms: 0,
         ended_ms: Some(420),

@@ -186,6 +186,22 @@ enum Control {
         request: serde_json::Value,
         reply: oneshot::Sender<Reply>,
     },
+    /// That terminal's Ctrl-C: cancel (with the responder's answer to "roll back?") or abort.
+    CancelRun {
+        run_id: String,
+        rollback: Option<bool>,
+        abort: bool,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
+}
+
+/// A run started by `medic run` through the socket.
+struct ClientRun {
+    run_id: String,
+    cancel: Cancel,
+    /// The responder's answer to "roll back?"; none: the runbook's (yes).
+    rollback: Arc<Mutex<Option<bool>>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 pub struct Config {
@@ -268,6 +284,32 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                         tx.send(Control::Run { request, reply }).await.ok()?;
                         rx.await.ok()
                     }
+                    "cancel_run" => {
+                        let run_id = request
+                            .get("run_id")
+                            .and_then(|n| n.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        let rollback = request.get("rollback").and_then(|r| r.as_bool());
+                        let abort = request
+                            .get("abort")
+                            .and_then(|r| r.as_bool())
+                            .unwrap_or(false);
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::CancelRun {
+                            run_id,
+                            rollback,
+                            abort,
+                            reply,
+                        })
+                        .await
+                        .ok()?;
+                        Some(Reply::One(
+                            rx.await
+                                .map_err(|_| "medic serve is stopping".to_owned())
+                                .and_then(|r| r),
+                        ))
+                    }
                     _ => None,
                 }
             })
@@ -345,7 +387,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     );
 
     let mut running: HashMap<String, Running> = HashMap::new();
-    let mut client_runs: Vec<(Cancel, tokio::task::JoinHandle<()>)> = Vec::new();
+    let mut client_runs: Vec<ClientRun> = Vec::new();
     let (done_tx, mut done) = mpsc::channel::<(String, DrillRecord)>(16);
     let start = |due: Due,
                  running: &mut HashMap<String, Running>,
@@ -492,6 +534,26 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                 Control::Run { request, reply } => {
                     let _ = reply.send(client_run(&host, &store, &metrics, request, &mut client_runs).await);
                 }
+                Control::CancelRun { run_id, rollback, abort, reply } => {
+                    client_runs.retain(|r| !r.task.is_finished());
+                    let answer = match client_runs.iter().find(|r| r.run_id == run_id) {
+                        Some(r) => {
+                            if let Some(yes) = rollback {
+                                *r.rollback.lock().unwrap() = Some(yes);
+                            }
+                            if abort {
+                                println!("medic serve: run {run_id}: aborted by its client");
+                                r.cancel.abort();
+                            } else {
+                                println!("medic serve: run {run_id}: cancelled by its client");
+                                r.cancel.cancel();
+                            }
+                            Ok(serde_json::json!({ "run_id": run_id }))
+                        }
+                        None => Err(format!("no run {run_id} is running here")),
+                    };
+                    let _ = reply.send(answer);
+                }
             },
             _ = hup.recv() => {
                 let _ = reload(&host, &config, &mut scheduler).await;
@@ -509,11 +571,11 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     for r in running.values() {
         r.cancel.cancel();
     }
-    for (c, _) in &client_runs {
-        c.cancel();
+    for r in &client_runs {
+        r.cancel.cancel();
     }
-    for (_, t) in client_runs.drain(..) {
-        let _ = t.await;
+    for r in client_runs.drain(..) {
+        let _ = r.task.await;
     }
     for (name, r) in running.drain() {
         if r.task.await.is_err() {
@@ -600,9 +662,9 @@ async fn client_run(
     store: &Store,
     metrics: &Arc<Mutex<Metrics>>,
     request: serde_json::Value,
-    runs: &mut Vec<(Cancel, tokio::task::JoinHandle<()>)>,
+    runs: &mut Vec<ClientRun>,
 ) -> Reply {
-    runs.retain(|(_, t)| !t.is_finished());
+    runs.retain(|r| !r.task.is_finished());
     let req: RunRequest = match serde_json::from_value(request) {
         Ok(r) => r,
         Err(e) => return Reply::One(Err(format!("bad run request: {e}"))),
@@ -632,6 +694,9 @@ async fn client_run(
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = Cancel::new();
     let c = cancel.clone();
+    let rollback = Arc::new(Mutex::new(None));
+    let answer = rollback.clone();
+    let run_id = req.run_id.clone();
     let (host, store, metrics) = (host.clone(), store.clone(), metrics.clone());
     let handle = tokio::runtime::Handle::current();
     println!(
@@ -646,13 +711,11 @@ async fn client_run(
                 metrics,
             };
             let spec = crate::drill::run::RunSpec {
-                plan: &plan,
-                trigger: req.trigger,
-                run_id: req.run_id,
-                fail_step: None,
                 dry_run: req.dry_run,
                 approval: req.approval,
                 lock_wait: req.lock_wait,
+                confirm_rollback: Box::new(move || answer.lock().unwrap().unwrap_or(true)),
+                ..crate::drill::run::RunSpec::new(&plan, req.trigger, req.run_id)
             };
             let end =
                 match crate::drill::run::recorded_run(&host, &store, spec, &mut stream, &c).await {
@@ -669,6 +732,11 @@ async fn client_run(
             let _ = tx.send(end);
         })
     });
-    runs.push((cancel, task));
+    runs.push(ClientRun {
+        run_id,
+        cancel,
+        rollback,
+        task,
+    });
     Reply::Stream(rx)
 }

@@ -89,9 +89,10 @@ fn http_deploy_deploys_reverts_and_honours_dry_run() {
             sandbox
                 .kv
                 .snapshot()
-                .get("previous_version")
+                .get("previous_version@deploy")
                 .map(|v| v.as_slice()),
-            Some(&b"v1"[..])
+            Some(&b"v1"[..]),
+            "saved per change (step)"
         );
         let methods: Vec<&str> = inv
             .capability_uses

@@ -27,6 +27,7 @@ fn record(id: &str, runbook: &str, env: &str, status: RunStatus, started_ms: u64
         approval: None,
         lock: None,
         dry_run: false,
+        notification: false,
         status,
         started_ms,
         ended_ms: Some(started_ms + 10),

@@ -146,7 +146,11 @@ pub async fn demo(global: &GlobalArgs, args: DemoArgs) -> Exit {
             trigger: Trigger::cli(),
             wait: None,
         };
-        let report = match execute(&host, &store, global, request).await {
+        let signals = match super::signals::Signals::install_for_run() {
+            Ok(s) => s,
+            Err(exit) => return exit,
+        };
+        let report = match execute(&host, &store, global, request, signals).await {
             Ok(report) => report,
             Err(exit) => return exit,
         };

@@ -10,6 +10,7 @@ mod plugin;
 mod run;
 mod runs;
 mod scaffold;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::executor::{Event, Observer, Phase, RunOutcome, StepReport, StepStatus};
+use crate::executor::{Event, Observer, Phase, RunOutcome, RunReport, StepReport, StepStatus};
 use crate::host::{Failure, Value};
 use crate::runbook::{Arg, OnFailure, Plan, PlanStep, StepRollback, template};
 
@@ -310,14 +310,28 @@ impl Observer for HumanOutput {
                     RunOutcome::RollbackFailed => self.style.red(&format!(
                         "✗ ROLLBACK FAILED after {took}: a person must act now{which}"
                     )),
-                    RunOutcome::Cancelled => {
-                        self.style.yellow(&format!("■ cancelled after {took}"))
-                    }
+                    RunOutcome::Cancelled => self
+                        .style
+                        .yellow(&format!("■ cancelled after {took}{}", cancel_note(report))),
+                    RunOutcome::DryRun => self.style.green(&format!(
+                        "✓ dry run in {took}: every step would run; nothing was changed"
+                    )),
                 };
                 let _ = writeln!(out, "{line}");
             }
         }
         let _ = out.flush();
+    }
+}
+
+/// What a cancel left behind: undone and verified, or not undone at all.
+fn cancel_note(report: &RunReport) -> &'static str {
+    let undone = report.steps.iter().any(|s| s.phase == Phase::Rollback);
+    let verified = report.steps.iter().any(|s| s.phase == Phase::Verify);
+    match (undone, verified) {
+        (true, true) => ": rolled back and verified",
+        (true, false) => ": rolled back",
+        (false, _) => ": nothing was rolled back",
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use super::output::{HumanOutput, JsonOutput, render_plan};
+use super::signals::{Progress, Signals, Tracked};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error, parse_param};
 use crate::executor::{self, Approval, Cancel, Resume, RunOptions, RunOutcome, RunReport};
 use crate::host::PluginHost;
@@ -110,6 +111,11 @@ pub(super) fn who() -> String {
 }
 
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
+    // Before anything else: a Ctrl-C from here on is a cancel, never an instant death.
+    let signals = match Signals::install_for_run() {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
     let host = match global.host() {
         Ok(h) => h,
         Err(e) => return engine_error(e),
@@ -138,7 +144,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         (None, false) => None,
     };
     if let Some(remote) = global.through_serve() {
-        return through_serve(global, &remote, &plan, &args, approval);
+        return through_serve(global, &remote, &plan, &args, approval, signals).await;
     }
     let store = match global.store(
         &format!("medic run {}", args.target.runbook.display()),
@@ -158,7 +164,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         trigger: Trigger::cli(),
         wait: args.wait,
     };
-    match execute(&host, &store, global, request).await {
+    match execute(&host, &store, global, request, signals).await {
         Ok(report) => exit_for(&report),
         Err(exit) => exit,
     }
@@ -166,13 +172,16 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
 
 /// `medic serve` holds the store: it runs the runbook (and records it); this process shows
 /// the run as it happens, as if it ran here. Plugins run in the serve process, with the
-/// parameter values this process read from its own environment and files.
-fn through_serve(
+/// parameter values this process read from its own environment and files. A Ctrl-C here
+/// does what it does for a local run: the first cancels (asking whether to roll back when
+/// someone is at the terminal), the second says what is still running, the third aborts.
+async fn through_serve(
     global: &GlobalArgs,
     remote: &crate::store::remote::Remote,
     plan: &Plan,
     args: &RunArgs,
     approval: Option<Approval>,
+    mut signals: Signals,
 ) -> Exit {
     let path =
         std::fs::canonicalize(&args.target.runbook).unwrap_or_else(|_| args.target.runbook.clone());
@@ -181,6 +190,7 @@ fn through_serve(
         Err(e) => return engine_error(anyhow::anyhow!("{}: {e}", path.display())),
     };
     let opts = args.target.options();
+    let run_id = executor::new_run_id();
     let request = serde_json::json!({
         "op": "run",
         "path": path,
@@ -191,7 +201,7 @@ fn through_serve(
         "dry_run": args.dry_run,
         "approval": approval,
         "trigger": Trigger::cli(),
-        "run_id": executor::new_run_id(),
+        "run_id": run_id,
         "lock_wait": args.wait.unwrap_or_default(),
     });
     let lines = match remote.stream(&request) {
@@ -201,11 +211,85 @@ fn through_serve(
             return Exit::Engine;
         }
     };
+    // The socket is read on a thread of its own (blocking reads) so that signals are
+    // handled while the run waits, for hours if an approval takes that long.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut human = HumanOutput::new(global.color(), global.verbose);
     let mut json = JsonOutput;
+    let progress = Progress::default();
+    let mut tracked = Tracked {
+        progress: progress.clone(),
+        plan,
+        inner: match args.output {
+            OutputFormat::Human => &mut human,
+            OutputFormat::Json => &mut json,
+        },
+    };
+    let cancel_run = |rollback: Option<bool>, abort: bool| {
+        let asked = serde_json::json!({
+            "op": "cancel_run", "run_id": run_id, "rollback": rollback, "abort": abort,
+        });
+        if let Err(e) = remote.call::<serde_json::Value>(&asked, Duration::from_secs(10)) {
+            eprintln!("medic: medic serve did not take the cancel: {e}");
+        }
+    };
+    let mut stops = 0u32;
     let mut report = None;
-    for line in lines {
-        let Ok(line) = line else { break };
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => line,
+            stop = signals.next() => {
+                if stop == super::signals::Stop::HangUp {
+                    if stops == 0 {
+                        stops = 1;
+                        cancel_run(None, false);
+                    }
+                    continue;
+                }
+                stops += 1;
+                match stops {
+                    1 => {
+                        eprintln!("\nmedic: {}", super::signals::CANCELLING);
+                        let has_rollback = plan.steps.iter().any(|s| s.rollback.is_some())
+                            || !plan.rollback.is_empty();
+                        let answer = if has_rollback {
+                            let yes = tokio::task::spawn_blocking(confirm_rollback)
+                                .await
+                                .unwrap_or(true);
+                            if !yes {
+                                eprintln!(
+                                    "medic: nothing will be rolled back; what the run changed stays in place\n  = to roll it back later: medic runs rollback {run_id}"
+                                );
+                            }
+                            Some(yes)
+                        } else {
+                            None
+                        };
+                        cancel_run(answer, false);
+                    }
+                    2 => eprintln!(
+                        "\nmedic: {}\n  = {}",
+                        progress.describe(),
+                        super::signals::LAST_WARNING
+                    ),
+                    _ => {
+                        cancel_run(None, true);
+                        eprintln!(
+                            "medic: aborting run {run_id} in medic serve: it is left interrupted\n  = a person must act: roll it back with  medic runs rollback {run_id}"
+                        );
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(Ok(line)) = line else { break };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
             eprintln!("medic: unreadable answer from medic serve: {line}");
             return Exit::Engine;
@@ -215,12 +299,8 @@ fn through_serve(
                 eprintln!("medic: unreadable event from medic serve: {e}");
                 return Exit::Engine;
             };
-            let event = owned.as_event(plan);
             use executor::Observer as _;
-            match args.output {
-                OutputFormat::Human => human.on_event(&event),
-                OutputFormat::Json => json.on_event(&event),
-            }
+            tracked.on_event(&owned.as_event(plan));
             if let executor::OwnedEvent::RunFinished { report: r } = owned {
                 report = Some(r);
             }
@@ -234,7 +314,11 @@ fn through_serve(
             }
         } else if let Some(e) = v.get("error").or_else(|| v.get("err")) {
             eprintln!("medic: {}", e.as_str().unwrap_or_default());
-            return Exit::Invalid;
+            return if stops >= 3 {
+                Exit::RollbackFailed
+            } else {
+                Exit::Invalid
+            };
         }
     }
     match report {
@@ -253,6 +337,7 @@ pub(super) fn exit_for(report: &RunReport) -> Exit {
         RunOutcome::RolledBack => Exit::RolledBack,
         RunOutcome::RollbackFailed => Exit::RollbackFailed,
         RunOutcome::Cancelled => Exit::Cancelled,
+        RunOutcome::DryRun => Exit::Success,
     }
 }
 
@@ -285,12 +370,17 @@ pub(super) struct RunRequest<'a> {
 }
 
 /// Takes the run's lock, runs it while recording every event, and releases the lock.
+/// `signals` were installed by the caller before it planned anything.
 pub(super) async fn execute(
     host: &PluginHost,
     store: &Store,
     global: &GlobalArgs,
     req: RunRequest<'_>,
+    signals: Signals,
 ) -> Result<RunReport, Exit> {
+    let cancel = Cancel::new();
+    let progress = Progress::default();
+    let watcher = signals.watch(cancel.clone(), progress.clone());
     if let Some(key) = &req.plan.lock {
         let holder = LockHolder {
             run_id: req.run_id.clone(),
@@ -309,7 +399,12 @@ pub(super) async fn execute(
                     );
                     return Err(Exit::Invalid);
                 }
-                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Ok(Err(_)) => {
+                    if !cancel.sleep(Duration::from_millis(250)).await {
+                        eprintln!("medic: cancelled while waiting for lock `{key}`; nothing ran");
+                        return Err(Exit::Cancelled);
+                    }
+                }
                 Err(e) => {
                     eprintln!("medic: {e}");
                     return Err(Exit::Engine);
@@ -317,24 +412,20 @@ pub(super) async fn execute(
             }
         }
     }
-    let cancel = Cancel::new();
-    let watcher = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let hung_up = watcher.hung_up();
+    let run_id = req.run_id.clone();
+    let confirm = move || {
+        // Nobody is there to answer: the runbook's own answer (roll back).
+        if hung_up.load(std::sync::atomic::Ordering::SeqCst) {
+            return true;
+        }
+        let yes = confirm_rollback();
+        if !yes {
             eprintln!(
-                "\nmedic: cancelling: the current step finishes (within its timeout), no new step starts"
+                "medic: nothing was rolled back; what the run changed is still in place\n  = to roll it back later: medic runs rollback {run_id}"
             );
-            cancel.cancel();
-        })
+        }
+        yes
     };
     let opts = RunOptions {
         run_id: req.run_id.clone(),
@@ -342,11 +433,12 @@ pub(super) async fn execute(
         dry_run: req.dry_run,
         approval: req.approval,
         cancel: cancel.clone(),
-        confirm_rollback: Box::new(confirm_rollback),
+        confirm_rollback: Box::new(confirm),
         approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
             dir: store.dir().join("approvals"),
         }),
         fail_step: None,
+        kv_journal: Some(store.kv_journal(&req.run_id)),
     };
     let mut human;
     let mut json;
@@ -360,17 +452,42 @@ pub(super) async fn execute(
             &mut json
         }
     };
+    let mut tracked = Tracked {
+        progress,
+        plan: req.plan,
+        inner,
+    };
     let mut recorder = Recorder::new(
         store,
-        inner,
+        &mut tracked,
         req.trigger,
         req.plan.lock.clone(),
         req.start,
         req.dry_run,
-        cancel,
+        cancel.clone(),
     );
-    let report = executor::execute(host, req.plan, opts, &mut recorder).await;
-    watcher.abort();
+    // An abort drops the run where it stands (plugin calls included): nothing more is done.
+    let finished = tokio::select! {
+        biased;
+        report = executor::execute(host, req.plan, opts, &mut recorder) => Some(report),
+        () = cancel.aborted() => None,
+    };
+    drop(watcher);
+    let Some(report) = finished else {
+        recorder.aborted("Ctrl-C three times");
+        let recorded = recorder.error.take();
+        let released = store
+            .release_all_locks(&req.run_id)
+            .and_then(|()| store.flush());
+        if let Some(e) = recorded.or(released.err()) {
+            eprintln!("medic: the abort could not be fully recorded: {e}");
+        }
+        eprintln!(
+            "medic: aborted: run {id} is recorded as interrupted; what it changed may be half undone\n  = a person must act: roll it back with  medic runs rollback {id}\n  = or continue it with                  medic runs resume {id}",
+            id = req.run_id
+        );
+        return Err(Exit::RollbackFailed);
+    };
     let failed_to_record = recorder.error.take();
     if let Err(e) = store
         .release_all_locks(&report.run_id)

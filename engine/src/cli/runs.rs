@@ -396,6 +396,11 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
             JournalEvent::RunInterrupted { found_by_pid } => {
                 format!("interrupted: its process died (found by pid {found_by_pid})")
             }
+            JournalEvent::RunAborted { reason } => format!("interrupted: aborted ({reason})"),
+            JournalEvent::KvSet { space, key, value } => format!(
+                "  ⛁ {space}: {} state `{key}`",
+                if value.is_some() { "saved" } else { "deleted" }
+            ),
             JournalEvent::ApprovalRequested {
                 step,
                 prompt,
@@ -500,8 +505,12 @@ fn export(store: &dyn Reader, id: &str) -> Result<(), Exit> {
 }
 
 /// `medic runs resume` and `medic runs rollback`: pick a run up from its journal.
-async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> Exit {
-    let mode = if rollback_only { "rollback" } else { "resume" };
+async fn pick_up(global: &GlobalArgs, args: PickUpArgs, mut rollback_only: bool) -> Exit {
+    let mut mode = if rollback_only { "rollback" } else { "resume" };
+    let signals = match super::signals::Signals::install_for_run() {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
     let host = match global.host() {
         Ok(h) => h,
         Err(e) => return engine_error(e),
@@ -533,6 +542,40 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
             }
         );
         return Exit::Invalid;
+    }
+    let journal = match store.journal(&record.run_id) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Engine;
+        }
+    };
+    let rollback_started = journal.iter().any(|e| {
+        matches!(
+            e.event,
+            JournalEvent::PhaseStarted {
+                phase: Phase::Rollback,
+                ..
+            }
+        )
+    });
+    if !rollback_only && rollback_started {
+        if record.status != RunStatus::Interrupted {
+            eprintln!(
+                "medic: run {} was {} and rolled back: what it changed was undone, so there is nothing to resume\n  = help: start it again with medic run",
+                record.run_id,
+                record.status.name()
+            );
+            return Exit::Invalid;
+        }
+        // Going forward again would change a system that is half rolled back, and a check
+        // passing now would say nothing about the change: the rollback goes on instead.
+        eprintln!(
+            "medic: run {} stopped during its rollback: resuming continues the rollback (undo, then verify); forward steps do not run again",
+            record.run_id
+        );
+        rollback_only = true;
+        mode = "rollback";
     }
     let path = PathBuf::from(&record.runbook_path);
     let text = match std::fs::read_to_string(&path) {
@@ -606,6 +649,13 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
             return Exit::Engine;
         }
     };
+    let kv = match store.kv_state(&record.run_id) {
+        Ok(kv) => kv,
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Engine;
+        }
+    };
     let approval = args
         .approve
         .map(|reason| crate::executor::Approval {
@@ -629,11 +679,12 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
             in_progress,
             rollback_only,
             targets,
+            kv,
         }),
         trigger: record.trigger.clone(),
         wait: None,
     };
-    match execute(&host, &store, global, request).await {
+    match execute(&host, &store, global, request, signals).await {
         Ok(report) => exit_for(&report),
         Err(exit) => exit,
     }

@@ -51,10 +51,72 @@ pub struct RunSpec<'a> {
     pub approval: Option<crate::executor::Approval>,
     /// How long to wait for the runbook's lock before giving up.
     pub lock_wait: Duration,
+    /// A lock key the caller already holds for this run (a drill holds its lock from its
+    /// fault injection to the end of its run): not taken again.
+    pub lock_held: Option<String>,
+    /// A drill's notification run (left out of the statistics).
+    pub notification: bool,
+    /// Asked after a cancel: roll back? Unattended runs answer as the runbook says (yes).
+    pub confirm_rollback: Box<dyn FnMut() -> bool + Send>,
+}
+
+impl<'a> RunSpec<'a> {
+    pub fn new(plan: &'a Plan, trigger: Trigger, run_id: String) -> Self {
+        RunSpec {
+            plan,
+            trigger,
+            run_id,
+            fail_step: None,
+            dry_run: false,
+            approval: None,
+            lock_wait: Duration::ZERO,
+            lock_held: None,
+            notification: false,
+            confirm_rollback: Box::new(|| true),
+        }
+    }
+}
+
+/// Takes `key` for `run_id`, waiting up to `wait` while another run holds it.
+pub async fn take_lock(
+    store: &Store,
+    key: &str,
+    run_id: &str,
+    runbook: &str,
+    wait: Duration,
+    cancel: &Cancel,
+) -> Result<(), NotRun> {
+    let holder = LockHolder {
+        run_id: run_id.to_owned(),
+        runbook: runbook.to_owned(),
+        pid: std::process::id(),
+        since_ms: now_ms(),
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match store.acquire_lock(key, &holder) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(other)) if std::time::Instant::now() >= deadline => {
+                return Err(NotRun::Skipped(format!(
+                    "lock `{key}` is held by run {} ({})",
+                    other.run_id, other.runbook
+                )));
+            }
+            Ok(Err(_)) => {
+                if !cancel.sleep(Duration::from_millis(250)).await {
+                    return Err(NotRun::Skipped(
+                        "cancelled while waiting for the lock".into(),
+                    ));
+                }
+            }
+            Err(e) => return Err(NotRun::Failed(format!("the run store: {e}"))),
+        }
+    }
 }
 
 /// Runs a plan as the engine always does (recorded, locked, rolled back on its own), with
-/// nobody at a terminal: a cancelled run undoes what it did, as the runbook says.
+/// nobody at a terminal: a cancelled run undoes what it did, as the runbook says, and only
+/// an abort stops that rollback (the run is then left interrupted).
 pub async fn recorded_run(
     host: &PluginHost,
     store: &Store,
@@ -64,44 +126,22 @@ pub async fn recorded_run(
 ) -> Result<(RunReport, RunRecord), NotRun> {
     let plan = spec.plan;
     let run_id = spec.run_id;
-    if let Some(key) = &plan.lock {
-        let holder = LockHolder {
-            run_id: run_id.clone(),
-            runbook: plan.name.clone(),
-            pid: std::process::id(),
-            since_ms: now_ms(),
-        };
-        let deadline = std::time::Instant::now() + spec.lock_wait;
-        loop {
-            match store.acquire_lock(key, &holder) {
-                Ok(Ok(())) => break,
-                Ok(Err(other)) if std::time::Instant::now() >= deadline => {
-                    return Err(NotRun::Skipped(format!(
-                        "lock `{key}` is held by run {} ({})",
-                        other.run_id, other.runbook
-                    )));
-                }
-                Ok(Err(_)) => {
-                    if !cancel.sleep(Duration::from_millis(250)).await {
-                        return Err(NotRun::Skipped(
-                            "cancelled while waiting for the lock".into(),
-                        ));
-                    }
-                }
-                Err(e) => return Err(NotRun::Failed(format!("the run store: {e}"))),
-            }
-        }
+    if let Some(key) = &plan.lock
+        && spec.lock_held.as_ref() != Some(key)
+    {
+        take_lock(store, key, &run_id, &plan.name, spec.lock_wait, cancel).await?;
     }
     let opts = RunOptions {
         run_id: run_id.clone(),
         cancel: cancel.clone(),
-        confirm_rollback: Box::new(|| true),
+        confirm_rollback: spec.confirm_rollback,
         approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
             dir: store.dir().join("approvals"),
         }),
         fail_step: spec.fail_step,
         dry_run: spec.dry_run,
         approval: spec.approval,
+        kv_journal: Some(store.kv_journal(&run_id)),
         ..RunOptions::default()
     };
     let mut recorder = Recorder::new(
@@ -113,7 +153,23 @@ pub async fn recorded_run(
         spec.dry_run,
         cancel.clone(),
     );
-    let report = executor::execute(host, plan, opts, &mut recorder).await;
+    if spec.notification {
+        recorder = recorder.notification();
+    }
+    let finished = tokio::select! {
+        biased;
+        report = executor::execute(host, plan, opts, &mut recorder) => Some(report),
+        () = cancel.aborted() => None,
+    };
+    let Some(report) = finished else {
+        recorder.aborted("aborted by its supervisor");
+        let _ = store
+            .release_all_locks(&run_id)
+            .and_then(|()| store.flush());
+        return Err(NotRun::Failed(format!(
+            "run {run_id} was aborted and is left interrupted: roll it back with medic runs rollback {run_id}"
+        )));
+    };
     let recording_failed = recorder.error.take();
     let released = store
         .release_all_locks(&report.run_id)
@@ -140,18 +196,26 @@ pub async fn recorded_run(
     Ok((report, record))
 }
 
+/// The lock a drill holds from its fault injection to the end of its run: its runbook's
+/// own, else one per runbook and environment, so two drills (or a drill and a run of a
+/// runbook that declares the same lock) never act on the same target at once.
+pub fn drill_lock(plan: &Plan) -> String {
+    plan.lock
+        .clone()
+        .unwrap_or_else(|| format!("drill:{}:{}", plan.name, plan.environment.name))
+}
+
 /// A drill's runs: triggered by it, never waiting for a lock (a held lock skips the drill).
-fn drill_spec<'a>(plan: &'a Plan, drill: &Drill, fail_step: Option<String>) -> RunSpec<'a> {
+fn drill_spec<'a>(plan: &'a Plan, drill: &Drill, lock_held: Option<&str>) -> RunSpec<'a> {
     RunSpec {
-        plan,
-        trigger: Trigger::Schedule {
-            drill: drill.name.clone(),
-        },
-        run_id: executor::new_run_id(),
-        fail_step,
-        dry_run: false,
-        approval: None,
-        lock_wait: Duration::ZERO,
+        lock_held: lock_held.map(str::to_owned),
+        ..RunSpec::new(
+            plan,
+            Trigger::Schedule {
+                drill: drill.name.clone(),
+            },
+            executor::new_run_id(),
+        )
     }
 }
 
@@ -220,15 +284,13 @@ pub async fn run_drill(
         ];
         match plan_hook(host, drill, hook, &extra).await {
             Ok(plan) => {
-                match recorded_run(
-                    host,
-                    store,
-                    drill_spec(&plan, drill, None),
-                    observer,
-                    cancel,
-                )
-                .await
-                {
+                let spec = RunSpec {
+                    notification: true,
+                    ..drill_spec(&plan, drill, None)
+                };
+                // Somebody must hear that the drill failed, even when medic serve is
+                // stopping: only an abort stops the notification.
+                match recorded_run(host, store, spec, observer, &cancel.for_undo()).await {
                     Ok((report, _)) => {
                         if report.outcome != RunOutcome::Succeeded {
                             record.reasons.push(format!(
@@ -279,6 +341,45 @@ async fn evaluate(
         ));
         return;
     }
+    let key = drill_lock(&plan);
+    let run_id = executor::new_run_id();
+    if let Err(NotRun::Skipped(why) | NotRun::Failed(why)) =
+        take_lock(store, &key, &run_id, &plan.name, Duration::ZERO, cancel).await
+    {
+        record.result = DrillResult::Skipped;
+        record.reasons.push(why);
+        return;
+    }
+    evaluate_locked(
+        host,
+        store,
+        drill,
+        &plan,
+        &key,
+        run_id.clone(),
+        observer,
+        cancel,
+        record,
+    )
+    .await;
+    if let Err(e) = store.release_all_locks(&run_id) {
+        record.reasons.push(format!("releasing lock `{key}`: {e}"));
+    }
+}
+
+/// The drill, with its lock held by `run_id` (its main run's id).
+#[allow(clippy::too_many_arguments)]
+async fn evaluate_locked(
+    host: &PluginHost,
+    store: &Store,
+    drill: &Drill,
+    plan: &Plan,
+    key: &str,
+    run_id: String,
+    observer: &mut dyn Observer,
+    cancel: &Cancel,
+    record: &mut DrillRecord,
+) {
     let mut fault_ms = None;
     if let Some(hook) = &drill.before {
         let before = match plan_hook(host, drill, hook, &[]).await {
@@ -291,7 +392,7 @@ async fn evaluate(
         match recorded_run(
             host,
             store,
-            drill_spec(&before, drill, None),
+            drill_spec(&before, drill, Some(key)),
             observer,
             cancel,
         )
@@ -319,15 +420,12 @@ async fn evaluate(
             }
         }
     }
-    let (report, run) = match recorded_run(
-        host,
-        store,
-        drill_spec(&plan, drill, drill.fail_step.clone()),
-        observer,
-        cancel,
-    )
-    .await
-    {
+    let spec = RunSpec {
+        fail_step: drill.fail_step.clone(),
+        run_id,
+        ..drill_spec(plan, drill, Some(key))
+    };
+    let (report, run) = match recorded_run(host, store, spec, observer, cancel).await {
         Ok(x) => x,
         Err(NotRun::Skipped(why)) => {
             record.result = DrillResult::Skipped;

@@ -27,7 +27,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::{CacheStatus, CompileCache};
-pub use caps::{CommandGrant, Grants, HostGrant, KvSpace};
+pub use caps::{CommandGrant, Grants, HostGrant, KvJournal, KvSpace};
 pub use manifest::{Manifest, ParamSpec, PluginKind};
 pub use outcome::{CapabilityUse, Failure, Invocation, LogLevel, LogLine, Outcome, Status};
 pub use sandbox::{Call, CallContext, Sandbox, StoreState};

@@ -6,8 +6,14 @@
 //! - tree `events`: run id + big-endian sequence number -> [`JournalEntry`] as JSON;
 //! - tree `locks`: lock key -> [`LockHolder`] as JSON.
 //!
-//! Durability: the journal is written before a step starts and after it ends, and flushed
-//! (fsync) at each of those boundaries, so a `kill -9` loses at most the event in flight.
+//! Durability: every event that is shown as a result (a step's end, a gate check, a retry, a
+//! fleet target, an approval and its decision, a phase change, the run's end) is flushed
+//! (fsync) before it is passed on to the terminal, so what a responder saw is on disk after a
+//! `kill -9`. An action's start is flushed before the action is called (write-ahead: a later
+//! process knows it may have acted), and so is every key-value write a plugin makes (its
+//! revert needs it). Two events are not flushed on their own and may be lost by a kill
+//! before the next flush: a check step's start (a resumed run runs the check again) and a
+//! gate's bake notice. `tests/e2e/recovery.rs` holds the store to exactly this.
 //! sled admits one process at a time; the process holding the store says who it is in
 //! `owner.json` beside the database, so a second process can name it.
 
@@ -143,6 +149,8 @@ pub enum RunStatus {
     Cancelled,
     /// The process died mid-run; found and marked by the next process to open the store.
     Interrupted,
+    /// A `--dry-run` in which every step said it would work.
+    DryRun,
 }
 
 impl RunStatus {
@@ -153,6 +161,7 @@ impl RunStatus {
             RunOutcome::RolledBack => RunStatus::RolledBack,
             RunOutcome::RollbackFailed => RunStatus::RollbackFailed,
             RunOutcome::Cancelled => RunStatus::Cancelled,
+            RunOutcome::DryRun => RunStatus::DryRun,
         }
     }
 
@@ -165,6 +174,7 @@ impl RunStatus {
             RunStatus::RollbackFailed => "rollback_failed",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::DryRun => "dry_run",
         }
     }
 
@@ -177,6 +187,7 @@ impl RunStatus {
             RunStatus::RollbackFailed,
             RunStatus::Cancelled,
             RunStatus::Interrupted,
+            RunStatus::DryRun,
         ]
         .into_iter()
         .find(|st| st.name() == s)
@@ -206,6 +217,9 @@ pub struct RunRecord {
     pub approval: Option<Approval>,
     pub lock: Option<String>,
     pub dry_run: bool,
+    /// A drill's notification run: it tells people, it changes nothing worth counting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notification: bool,
     pub status: RunStatus,
     pub started_ms: u64,
     pub ended_ms: Option<u64>,
@@ -281,6 +295,11 @@ pub enum JournalEvent {
     RunInterrupted {
         found_by_pid: u32,
     },
+    /// The run's own process stopped it without finishing (a third Ctrl-C): it is left
+    /// interrupted, for `medic runs rollback` or `resume`.
+    RunAborted {
+        reason: String,
+    },
     ApprovalRequested {
         step: String,
         prompt: String,
@@ -289,6 +308,14 @@ pub enum JournalEvent {
     ApprovalDecided {
         step: String,
         decision: crate::executor::Decision,
+    },
+    /// A plugin saved state for its revert (`space` is its plugin declaration), durably
+    /// before the plugin went on: a later process undoes the step with it.
+    KvSet {
+        space: String,
+        key: String,
+        /// Hex of the bytes; none when the key was deleted.
+        value: Option<String>,
     },
 }
 
@@ -305,6 +332,30 @@ struct Owner {
     pid: u32,
     command: String,
     since_ms: u64,
+}
+
+/// One plugin declaration's key-value entries.
+pub type KvEntries = BTreeMap<String, Vec<u8>>;
+
+struct KvJournalOf {
+    store: Store,
+    run_id: String,
+}
+
+impl crate::host::KvJournal for KvJournalOf {
+    fn write(&self, space: &str, key: &str, value: Option<&[u8]>) -> Result<(), String> {
+        self.store
+            .append(
+                &self.run_id,
+                JournalEvent::KvSet {
+                    space: space.to_owned(),
+                    key: key.to_owned(),
+                    value: value.map(hex::encode),
+                },
+            )
+            .and_then(|_| self.store.flush())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// A run's step reports as recorded, and the steps that started but never ended.
@@ -348,6 +399,9 @@ pub struct Store {
     drills: sled::Tree,
     /// Per drill: the last scheduled time handled (for the missed-schedule policy).
     drill_state: sled::Tree,
+    /// Journal appends read the last sequence number and write the next: one at a time, as
+    /// a run's kv writes come from plugin calls beside the recorder's events.
+    append_lock: std::sync::Arc<std::sync::Mutex<()>>,
     _guard: std::sync::Arc<OwnerGuard>,
 }
 
@@ -428,6 +482,7 @@ impl Store {
             locks: open("locks")?,
             drills: open("drills")?,
             drill_state: open("drill_state")?,
+            append_lock: std::sync::Arc::default(),
             _guard: std::sync::Arc::new(OwnerGuard {
                 dir: dir.to_owned(),
                 db: db.clone(),
@@ -552,6 +607,10 @@ impl Store {
 
     /// Appends an event to a run's journal; returns its sequence number.
     pub fn append(&self, run_id: &str, event: JournalEvent) -> Result<u32, StoreError> {
+        let _one_at_a_time = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
         let next = match self.events.scan_prefix(&prefix).next_back() {
@@ -735,6 +794,40 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The key-value spaces of a run as its plugins left them, per plugin declaration.
+    pub fn kv_state(&self, run_id: &str) -> Result<BTreeMap<String, KvEntries>, StoreError> {
+        let mut out: BTreeMap<String, KvEntries> = BTreeMap::new();
+        for e in self.journal(run_id)? {
+            if let JournalEvent::KvSet { space, key, value } = e.event {
+                let entries = out.entry(space).or_default();
+                match value.map(hex::decode) {
+                    Some(Ok(bytes)) => {
+                        entries.insert(key, bytes);
+                    }
+                    Some(Err(e)) => {
+                        return Err(StoreError::Corrupt {
+                            dir: self.dir.display().to_string(),
+                            key: format!("{run_id} kv {key}"),
+                            reason: e.to_string(),
+                        });
+                    }
+                    None => {
+                        entries.remove(&key);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A journal for a run's kv writes, flushed at each write.
+    pub fn kv_journal(&self, run_id: &str) -> std::sync::Arc<dyn crate::host::KvJournal> {
+        std::sync::Arc::new(KvJournalOf {
+            store: self.clone(),
+            run_id: run_id.to_owned(),
+        })
     }
 
     /// The step reports of a run as recorded, in order (the last report per step wins).

@@ -25,13 +25,11 @@ pub struct Recorder<'a> {
     lock: Option<String>,
     start: Start,
     dry_run: bool,
+    notification: bool,
     record: Option<RunRecord>,
     /// Plugin declarations that are actions, and steps that are gates (from the plan).
     actions: Vec<String>,
     gated: Vec<String>,
-    /// The step running now, when its plugin is an action: its targets' results are
-    /// flushed (one step runs at a time, so one id is enough).
-    acting: Option<String>,
     /// The first write that failed. The run is cancelled at its next safe point: a run that
     /// cannot be recorded must not go on changing things.
     pub error: Option<StoreError>,
@@ -55,17 +53,37 @@ impl<'a> Recorder<'a> {
             lock,
             start,
             dry_run,
+            notification: false,
             record: None,
             actions: Vec::new(),
             gated: Vec::new(),
-            acting: None,
             error: None,
             cancel,
         }
     }
 
+    /// Records the run as a drill's notification (left out of the statistics).
+    pub fn notification(mut self) -> Self {
+        self.notification = true;
+        self
+    }
+
     pub fn run_id(&self) -> Option<&str> {
         self.record.as_ref().map(|r| r.run_id.as_str())
+    }
+
+    /// The run was stopped without finishing (its future dropped): recorded as interrupted,
+    /// as if its process had died, so `medic runs rollback` and `resume` pick it up.
+    pub fn aborted(&mut self, reason: &str) {
+        if let Some(r) = &mut self.record {
+            r.status = RunStatus::Interrupted;
+        }
+        self.write(
+            JournalEvent::RunAborted {
+                reason: reason.to_owned(),
+            },
+            true,
+        );
     }
 
     fn write(&mut self, event: JournalEvent, flush: bool) {
@@ -113,7 +131,11 @@ impl Observer for Recorder<'_> {
                             v: super::FORMAT_VERSION,
                             run_id: (*run_id).to_owned(),
                             runbook: plan.name.clone(),
-                            runbook_path: plan.path.display().to_string(),
+                            // Absolute, so `runs rollback`/`resume` work from any directory.
+                            runbook_path: std::path::absolute(&plan.path)
+                                .unwrap_or_else(|_| plan.path.clone())
+                                .display()
+                                .to_string(),
                             runbook_sha256: plan.sha256.clone(),
                             plugins: plan
                                 .plugins
@@ -143,6 +165,7 @@ impl Observer for Recorder<'_> {
                             approval: approval.cloned(),
                             lock: self.lock.clone(),
                             dry_run: self.dry_run,
+                            notification: self.notification,
                             status: RunStatus::Running,
                             started_ms: now_ms(),
                             ended_ms: None,
@@ -187,7 +210,6 @@ impl Observer for Recorder<'_> {
                 // acted. A check changes nothing, and a resumed run runs it again, so its
                 // start rides on the next flush (its end, at the latest).
                 let flush = self.actions.iter().any(|a| a == plugin);
-                self.acting = flush.then(|| (*id).to_owned());
                 self.write(
                     JournalEvent::StepStarted {
                         phase: *phase,
@@ -223,25 +245,24 @@ impl Observer for Recorder<'_> {
                 },
                 false,
             ),
+            // A check's or retry's result is durable before it is shown: what a responder saw
+            // on the terminal is in the record after a kill.
             Event::AttemptFinished { id, note, .. } => self.write(
                 JournalEvent::AttemptFinished {
                     step: (*id).to_owned(),
                     note: (*note).to_owned(),
                 },
-                false,
+                true,
             ),
-            Event::TargetFinished { id, target } => {
-                // A fleet's actions change things target by target: each is on disk before
-                // the next target's result can be.
-                let flush = !target.attempts.is_empty() && self.acting.as_deref() == Some(*id);
-                self.write(
-                    JournalEvent::TargetFinished {
-                        step: (*id).to_owned(),
-                        report: (*target).clone(),
-                    },
-                    flush,
-                )
-            }
+            // A fleet's targets change things one by one, and each result is shown: each is
+            // on disk before it is shown and before the next target's result can be.
+            Event::TargetFinished { id, target } => self.write(
+                JournalEvent::TargetFinished {
+                    step: (*id).to_owned(),
+                    report: (*target).clone(),
+                },
+                true,
+            ),
             Event::StepFinished { report } => {
                 if let Some(r) = &mut self.record {
                     let now = now_ms();

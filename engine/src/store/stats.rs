@@ -1,6 +1,7 @@
 //! Operational statistics computed from run records. The definitions, precisely:
 //!
-//! - **runs**: runs that started in the window (any status).
+//! - **runs**: runs that started in the window (any status). Dry runs and drills'
+//!   notification runs are left out of every figure: they change nothing and judge nothing.
 //! - **success rate**: `succeeded` / runs that ended (not `running`).
 //! - **change runs**: runs in which an action step ran (so something may have changed).
 //! - **change failure rate**: change runs that ended `failed`, `rolled_back` or
@@ -71,13 +72,17 @@ fn p90(v: &[u64]) -> Option<Duration> {
 }
 
 pub fn compute(records: &[RunRecord]) -> Stats {
+    let counted: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| !r.dry_run && !r.notification)
+        .collect();
     let mut st = Stats {
-        runs: records.len(),
+        runs: counted.len(),
         ..Stats::default()
     };
     let mut recover = Vec::new();
     let mut detect = Vec::new();
-    for r in records {
+    for r in counted {
         if r.status != RunStatus::Running {
             st.ended += 1;
         }

@@ -95,7 +95,16 @@ impl Plugin for HttpDeploy {
 
     fn run(ctx: &Context, params: &Params) -> Result<Outcome, Error> {
         let version = params.text("version")?;
-        let previous = current_version(params)?;
+        let now = current_version(params)?;
+        // A retried or resumed call keeps what the first attempt found: the service may be
+        // half-deployed by it, and the revert must go back to the version before the change.
+        let previous = if ctx.attempt > 1 {
+            kv::original(ctx, "previous_version")
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or(now)
+        } else {
+            now
+        };
         let done = |o: Outcome| {
             o.output("previous_version", previous.as_str())
                 .output("version", version)
@@ -110,8 +119,9 @@ impl Plugin for HttpDeploy {
                 "would deploy {version} (now {previous})"
             ))));
         }
-        // Saved before deploying: if this call dies mid-way, a revert still knows the target.
-        kv::set("previous_version", &previous)?;
+        // Saved (durably) before deploying: if this call dies mid-way, a revert in another
+        // process still knows the target.
+        kv::save_original(ctx, "previous_version", &previous)?;
         log::info(&format!("deploying {version} over {previous}"));
         deploy(params, version)?;
         Ok(done(Outcome::success(format!(
@@ -122,9 +132,11 @@ impl Plugin for HttpDeploy {
     fn revert(ctx: &Context, params: &Params, outputs: &Params) -> Result<Outcome, Error> {
         let target = match outputs.get("previous_version") {
             Some(Value::Text(v)) => v.clone(),
-            _ => kv::get_text("previous_version").ok_or_else(|| {
-                Error::permanent("no previous version recorded: nothing to revert to")
-            })?,
+            _ => kv::original(ctx, "previous_version")
+                .and_then(|v| String::from_utf8(v).ok())
+                .ok_or_else(|| {
+                    Error::permanent("no previous version recorded: nothing to revert to")
+                })?,
         };
         let now = current_version(params)?;
         if now == target {
@@ -185,7 +197,7 @@ mod tests {
             Some(&Value::Text("v1".into()))
         );
         assert_eq!(*current.borrow(), "v2");
-        assert_eq!(h.kv_get("previous_version"), Some(&b"v1"[..]));
+        assert_eq!(h.kv_get("previous_version@test"), Some(&b"v1"[..]));
         assert!(run.logged("deploying v2 over v1"));
 
         let revert = h.revert::<HttpDeploy>(run.outputs());
@@ -204,6 +216,28 @@ mod tests {
         // A run that died before returning has no outputs; the kv entry is the fallback.
         let revert = h.revert::<HttpDeploy>(Default::default());
         assert_eq!(revert.outcome().summary, "redeployed v1 (was v2)");
+    }
+
+    #[test]
+    fn a_retry_after_a_half_made_change_keeps_the_version_from_before_it() {
+        // The first attempt saved v1 and was killed after the service took v2.
+        let current = Rc::new(RefCell::new("v2".to_string()));
+        let mut h = api(&current)
+            .param("version", "v2")
+            .attempt(2)
+            .kv("previous_version@test", "v1");
+        let run = h.run::<HttpDeploy>();
+        assert_eq!(run.outcome().status, Status::Success);
+        assert_eq!(
+            run.output("previous_version"),
+            Some(&Value::Text("v1".into())),
+            "{}",
+            run.outcome().summary
+        );
+        assert_eq!(h.kv_get("previous_version@test"), Some(&b"v1"[..]));
+        let revert = h.revert::<HttpDeploy>(Default::default());
+        assert_eq!(revert.outcome().summary, "redeployed v1 (was v2)");
+        assert_eq!(*current.borrow(), "v1");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 pub use command::CommandGrant;
 pub use http::HostGrant;
-pub use kv::KvSpace;
+pub use kv::{KvJournal, KvSpace};
 
 use super::outcome::{CapabilityUse, LogLine};
 

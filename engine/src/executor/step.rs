@@ -1,0 +1,408 @@
+//! One step: its condition, approval, parameters, and its call (retried, or checked as a
+//! gate); the sandboxed call itself; and what later steps can see of it.
+
+use std::time::{Duration, Instant};
+
+use super::fleet::Rate;
+use super::redact::MASK;
+use super::{
+    Attempt, Decision, Event, Observer, Phase, Run, StepReport, StepStatus, backoff, retryable,
+    status_of, summary_of, summary_of_attempts,
+};
+use crate::host::{Call, CallContext, Failure, Sandbox, Value, ValueType, Values};
+use crate::runbook::plan::text_to_value;
+use crate::runbook::template;
+use crate::runbook::{Arg, PlanStep};
+
+impl Run<'_> {
+    pub(super) fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn context(&self, extra: Option<(&str, &Values, &str)>) -> minijinja::Value {
+        let view = {
+            let mut cache = self.steps_view.lock().unwrap();
+            if cache.0 > self.reports.len() {
+                *cache = (0, std::sync::Arc::default());
+            }
+            if cache.0 < self.reports.len() {
+                let start = cache.0;
+                let map = std::sync::Arc::make_mut(&mut cache.1);
+                for r in self.reports[start..]
+                    .iter()
+                    .filter(|r| r.phase == Phase::Steps)
+                {
+                    let status = match &r.status {
+                        StepStatus::Succeeded => "succeeded",
+                        StepStatus::Failed => "failed",
+                        StepStatus::Errored { .. } => "errored",
+                        StepStatus::Skipped { .. } => "skipped",
+                    };
+                    let empty = Values::new();
+                    let outputs = self.outputs_of(r).unwrap_or(&empty);
+                    map.insert(
+                        minijinja::Value::from(r.id.as_str()),
+                        minijinja::context! { status => status, summary => r.summary.clone(), outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) },
+                    );
+                }
+                cache.0 = self.reports.len();
+            }
+            cache.1.clone()
+        };
+        let view = match extra {
+            // A rollback sees its own step's outputs too: a copy, as rare as rollbacks.
+            Some((id, outputs, status)) => {
+                let mut own = (*view).clone();
+                own.insert(
+                    minijinja::Value::from(id),
+                    minijinja::context! { status => status, outputs => template::map_to_jinja(outputs.iter().map(|(k, v)| (k, v))) },
+                );
+                std::sync::Arc::new(own)
+            }
+            None => view,
+        };
+        let steps = minijinja::Value::from_dyn_object(minijinja::value::DynObject::new(view));
+        let env = &self.plan.environment;
+        minijinja::context! {
+            params => template::map_to_jinja(self.plan.params.iter().map(|p| (&p.name, &p.value))),
+            vars => template::map_to_jinja(env.vars.iter().map(|(k, v)| (k, v))),
+            env => minijinja::context! { name => env.name.clone(), protected => env.protected },
+            steps => steps,
+        }
+    }
+
+    /// The outputs a step returned, unredacted (they feed later steps and its revert).
+    pub(super) fn outputs_of(&self, r: &StepReport) -> Option<&Values> {
+        self.raw_outputs.get(&r.id)
+    }
+
+    pub(super) fn render(
+        &self,
+        args: &[(String, Arg)],
+        ctx: &minijinja::Value,
+    ) -> Result<Values, String> {
+        let env = template::environment();
+        args.iter()
+            .map(|(name, arg)| {
+                let value = match arg {
+                    Arg::Value(v) => v.clone(),
+                    Arg::Template {
+                        source,
+                        ty: ValueType::TextList,
+                    } => Value::TextList(
+                        template::render_list(&env, source, ctx)
+                            .map_err(|e| format!("parameter `{name}`: {e}"))?,
+                    ),
+                    Arg::Template { source, ty } => {
+                        let text = template::render(&env, source, ctx)
+                            .map_err(|e| format!("parameter `{name}`: {e}"))?;
+                        text_to_value(&text, *ty)
+                            .map_err(|e| format!("parameter `{name}` rendered to {e}"))?
+                    }
+                    Arg::ListTemplate(items) => Value::TextList(
+                        items
+                            .iter()
+                            .map(|s| template::render(&env, s, ctx))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| format!("parameter `{name}`: {e}"))?,
+                    ),
+                };
+                Ok((name.clone(), value))
+            })
+            .collect()
+    }
+
+    pub(super) fn shown_params(&self, params: &Values, secret: &[String]) -> Values {
+        params
+            .iter()
+            .map(|(k, v)| {
+                if secret.contains(k) {
+                    (k.clone(), Value::Text(MASK.into()))
+                } else {
+                    (k.clone(), self.redactor.value(v))
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn skip(
+        &mut self,
+        step: &PlanStep,
+        phase: Phase,
+        reason: &str,
+        observer: &mut dyn Observer,
+    ) {
+        let report = StepReport {
+            id: step.id.clone(),
+            phase,
+            plugin: self.plan.plugins[step.plugin].alias.clone(),
+            status: StepStatus::Skipped {
+                reason: reason.to_owned(),
+            },
+            summary: format!("skipped: {reason}"),
+            duration: Duration::ZERO,
+            params: Vec::new(),
+            attempts: Vec::new(),
+            targets: Vec::new(),
+        };
+        observer.on_event(&Event::StepFinished { report: &report });
+        self.reports.push(report);
+    }
+
+    /// One sandboxed call. Returns the attempt as it may be shown (redacted) and the outputs
+    /// as the plugin returned them.
+    pub(super) async fn call(
+        &self,
+        plugin: usize,
+        call: Call,
+        step_id: &str,
+        attempt: u32,
+        timeout: Duration,
+    ) -> (Attempt, Option<Values>) {
+        let pp = &self.plan.plugins[plugin];
+        let sandbox = Sandbox {
+            timeout,
+            memory: pp.memory,
+            grants: pp.grants.clone(),
+            kv: self.kv[plugin].clone(),
+        };
+        let attempt = attempt + self.attempt_base.get(step_id).copied().unwrap_or(0);
+        let ctx = CallContext {
+            run_id: self.opts.run_id.clone(),
+            step_id: step_id.to_owned(),
+            attempt,
+            environment: self.plan.environment.name.clone(),
+            dry_run: self.opts.dry_run,
+        };
+        let started_ms = self.elapsed_ms();
+        let mut invocation = self.host.invoke(&pp.plugin, call, &ctx, &sandbox).await;
+        let outputs = invocation.result.as_ref().ok().map(|o| o.outputs.clone());
+        self.redactor.invocation(&mut invocation);
+        (
+            Attempt {
+                number: attempt,
+                started_ms,
+                invocation,
+            },
+            outputs,
+        )
+    }
+
+    /// Runs one step (with its condition, retries or gate) and returns its report. Does not
+    /// push the report: the caller decides what the step means for the run.
+    pub(super) async fn step(
+        &mut self,
+        step: &PlanStep,
+        phase: Phase,
+        observer: &mut dyn Observer,
+    ) -> StepReport {
+        let pp = &self.plan.plugins[step.plugin];
+        let started = Instant::now();
+        let mut report = StepReport {
+            id: step.id.clone(),
+            phase,
+            plugin: pp.alias.clone(),
+            status: StepStatus::Succeeded,
+            summary: String::new(),
+            duration: Duration::ZERO,
+            params: Vec::new(),
+            attempts: Vec::new(),
+            targets: Vec::new(),
+        };
+        let ctx = self.context(None);
+        if let Some(when) = &step.when {
+            let env = template::environment();
+            let verdict = env.compile_expression(when).and_then(|e| e.eval(&ctx));
+            match verdict {
+                Ok(v) if v.is_true() => {}
+                Ok(_) => {
+                    report.status = StepStatus::Skipped {
+                        reason: format!("`{when}` is false"),
+                    };
+                    report.summary = format!("skipped: `{when}` is false");
+                    observer.on_event(&Event::StepFinished { report: &report });
+                    return report;
+                }
+                Err(e) => {
+                    let message = format!("condition `{when}`: {e}");
+                    report.summary = message.clone();
+                    report.status = StepStatus::Errored {
+                        failure: Failure::InvalidParams { message },
+                    };
+                    observer.on_event(&Event::StepFinished { report: &report });
+                    return report;
+                }
+            }
+        }
+        if let Some(gate) = &step.approval {
+            let decision = self
+                .ask(&step.id, &gate.prompt, gate.timeout, observer)
+                .await;
+            let refused = match &decision {
+                Decision::Approved { .. } => None,
+                Decision::Rejected { by, reason } => Some(format!("rejected by {by}: {reason}")),
+                Decision::TimedOut => Some(format!(
+                    "no approval within {}",
+                    humantime::format_duration(gate.timeout)
+                )),
+                Decision::Cancelled => Some("cancelled while waiting for approval".to_owned()),
+            };
+            if let Some(summary) = refused {
+                report.status = StepStatus::Failed;
+                report.summary = summary;
+                report.duration = started.elapsed();
+                observer.on_event(&Event::StepFinished { report: &report });
+                return report;
+            }
+        }
+        observer.on_event(&Event::StepStarted {
+            phase,
+            id: &step.id,
+            plugin: &pp.alias,
+        });
+        if let Some(fleet) = &step.fleet {
+            self.fleet(step, fleet, &ctx, &mut report, observer).await;
+            return self.finish(step, report, started, observer);
+        }
+        let params = match self.render(&step.with, &ctx) {
+            Ok(p) => p,
+            Err(message) => {
+                report.summary = self.redactor.text(&message);
+                report.status = StepStatus::Errored {
+                    failure: Failure::InvalidParams {
+                        message: report.summary.clone(),
+                    },
+                };
+                report.duration = started.elapsed();
+                observer.on_event(&Event::StepFinished { report: &report });
+                return report;
+            }
+        };
+        report.params = self.shown_params(&params, &step.secret_params);
+        self.raw.insert(step.id.clone(), params.clone());
+
+        if let Some(gate) = step.gate {
+            self.gate(step, gate, &params, &mut report, observer).await;
+        } else {
+            let attempts = step.retry.map_or(1, |r| r.attempts);
+            for n in 1..=attempts {
+                let attempt = self.attempt(step, &params, n).await;
+                let retryable = retryable(&attempt.invocation, step.retry);
+                report.summary = summary_of(&attempt.invocation);
+                report.status = status_of(&attempt.invocation);
+                if retryable && n < attempts && !self.cancel.is_cancelled() {
+                    let wait = backoff(step.retry.as_ref().unwrap(), n);
+                    let note = format!("attempt {n}/{attempts}: {}", report.summary);
+                    observer.on_event(&Event::AttemptFinished {
+                        id: &step.id,
+                        attempt: &attempt,
+                        note: &note,
+                        wait,
+                    });
+                    report.attempts.push(attempt);
+                    if !self.cancel.sleep(wait).await {
+                        break;
+                    }
+                    continue;
+                }
+                report.attempts.push(attempt);
+                break;
+            }
+            report.summary = summary_of_attempts(&report.attempts, step.retry);
+        }
+        self.finish(step, report, started, observer)
+    }
+
+    /// The end of every step that ran: a drill's fault applies, observers hear of it.
+    pub(super) fn finish(
+        &self,
+        step: &PlanStep,
+        mut report: StepReport,
+        started: Instant,
+        observer: &mut dyn Observer,
+    ) -> StepReport {
+        if report.phase == Phase::Steps
+            && report.status == StepStatus::Succeeded
+            && self.opts.fail_step.as_deref() == Some(step.id.as_str())
+        {
+            report.status = StepStatus::Failed;
+            report.summary = format!(
+                "failed on purpose (drill fault); it had: {}",
+                report.summary
+            );
+        }
+        report.duration = started.elapsed();
+        observer.on_event(&Event::StepFinished { report: &report });
+        report
+    }
+
+    /// Calls until an attempt ends in a way `rate.retry` does not retry, with the backoff
+    /// between attempts. Returns every attempt (at least one) and the last one's raw outputs.
+    pub(super) async fn retried(
+        &self,
+        plugin: usize,
+        call_id: &str,
+        timeout: Duration,
+        rate: Rate,
+        call: &Call,
+    ) -> (Vec<Attempt>, Option<Values>) {
+        let attempts = rate.retry.map_or(1, |r| r.attempts);
+        let mut made = Vec::new();
+        let mut outputs = None;
+        for n in 1..=attempts {
+            let (attempt, out) = self.call(plugin, call.clone(), call_id, n, timeout).await;
+            let again = n < attempts && retryable(&attempt.invocation, rate.retry);
+            outputs = out;
+            made.push(attempt);
+            if !again {
+                break;
+            }
+            let wait = backoff(rate.retry.as_ref().unwrap(), n);
+            if !self.cancel.sleep(wait).await {
+                break;
+            }
+        }
+        (made, outputs)
+    }
+
+    /// Runs every step of a section (rollback, verify, finally: a failure never stops the rest)
+    /// and records them. Returns whether none failed.
+    pub(super) async fn section(
+        &mut self,
+        steps: &[PlanStep],
+        phase: Phase,
+        observer: &mut dyn Observer,
+    ) -> bool {
+        let mut ok = true;
+        for step in steps {
+            let report = self.step(step, phase, observer).await;
+            ok &= !report.status.is_failure();
+            self.reports.push(report);
+        }
+        ok
+    }
+
+    /// One call of a step's plugin (a retry or a gate check counts as one), remembering
+    /// the raw outputs for later steps and reverts.
+    pub(super) async fn attempt(&mut self, step: &PlanStep, params: &Values, n: u32) -> Attempt {
+        let call = Call::Run {
+            params: params.clone(),
+        };
+        let (attempt, outputs) = self
+            .call(step.plugin, call, &step.id, n, step.timeout)
+            .await;
+        self.remember(&step.id, outputs);
+        attempt
+    }
+
+    pub(super) fn remember(&mut self, id: &str, outputs: Option<Values>) {
+        match outputs {
+            Some(o) => {
+                self.raw_outputs.insert(id.to_owned(), o);
+            }
+            None => {
+                self.raw_outputs.remove(id);
+            }
+        }
+    }
+}

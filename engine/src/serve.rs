@@ -219,6 +219,7 @@ struct Running {
 pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(), String> {
     let host = Arc::new(host);
     let drills = load(&host, &config.drills_dir).await?;
+    warn_overlaps(&drills);
 
     let metrics = Arc::new(Mutex::new(Metrics::default()));
     {
@@ -593,6 +594,12 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     Ok(())
 }
 
+fn warn_overlaps(drills: &[crate::drill::Drill]) {
+    for w in crate::drill::overlaps(drills, Utc::now()) {
+        eprintln!("medic serve: warning: {w}");
+    }
+}
+
 /// Drills running now, for the metrics.
 static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -603,6 +610,7 @@ async fn reload(
 ) -> Result<usize, String> {
     match load(host, &config.drills_dir).await {
         Ok(drills) => {
+            warn_overlaps(&drills);
             let n = drills.len();
             scheduler.replace(drills, Utc::now());
             println!(

@@ -28,11 +28,15 @@ impl Drop for Service {
 }
 
 pub fn service(bad: &[&str]) -> Service {
+    let args: Vec<&str> = bad.iter().flat_map(|b| ["--bad", b]).collect();
+    service_with(&args)
+}
+
+/// A demo service at v1 with these extra arguments (`--bad v3`, `--deploy-delay 2s`...).
+pub fn service_with(args: &[&str]) -> Service {
     let mut cmd = Command::new(MEDIC);
     cmd.args(["demo-service", "--listen", "127.0.0.1:0", "--version", "v1"]);
-    for b in bad {
-        cmd.args(["--bad", b]);
-    }
+    cmd.args(args);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -22,3 +22,4 @@ mod serve;
 mod servers;
 mod store;
 mod support;
+mod verdicts;

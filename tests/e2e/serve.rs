@@ -443,3 +443,198 @@ fn approvals_work_for_runs_going_through_serve() {
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// The demo service's version, read without going through medic.
+fn version_of(addr: &str) -> String {
+    get_text(&format!("http://{addr}/version"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Waits (at most 30 s) until the service runs `want`.
+fn until_version(addr: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while version_of(addr) != want {
+        assert!(Instant::now() < deadline, "the service never ran {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn drills_sharing_a_target_never_overlap_and_validation_warns_of_it() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&[]);
+    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    // Two drills of one runbook in one environment, firing every second: without a lock,
+    // one would roll back the other's deploy and judge the wrong change.
+    for name in ["first", "second"] {
+        drill_file(
+            &drills,
+            &format!("{name}.toml"),
+            &format!(
+                "[[drill]]\nname = \"{name}\"\nrunbook = \"../slow.toml\"\nschedule = \"* * * * * *\"\n"
+            ),
+        );
+    }
+    let o = medic(
+        work.path(),
+        &["drill", "validate", "--drills", drills.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("drills `first` and `second` share lock `drill:slow:default`"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut serve = Serve::start(&data, &drills, &[]);
+    serve.wait_for("is held by run");
+    assert_eq!(serve.stop(), Some(0));
+    let store = Store::open(&data, "test").unwrap();
+    let mut runs = store.list(&Default::default(), 100).unwrap();
+    runs.sort_by_key(|r| r.started_ms);
+    assert!(!runs.is_empty());
+    for pair in runs.windows(2) {
+        let ended = pair[0].ended_ms.expect("every run ended");
+        assert!(
+            ended <= pair[1].started_ms,
+            "runs {} and {} of one target overlapped",
+            pair[0].run_id,
+            pair[1].run_id
+        );
+    }
+    let skipped = store.drill_records(None, 0).unwrap();
+    assert!(
+        skipped.iter().any(|r| r.result == DrillResult::Skipped
+            && r.reasons
+                .iter()
+                .any(|w| w.contains("lock `drill:slow:default`"))),
+        "{skipped:#?}"
+    );
+    assert_eq!(version_of(&svc.addr), "v1");
+}
+
+#[test]
+fn serve_stopping_mid_drill_still_rolls_back_and_tells_people() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&[]);
+    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    // The notification takes a gate of its own (three checks): a cancel would cut it.
+    std::fs::write(
+        work.path().join("tell.toml"),
+        format!(
+            "[runbook]\nname = \"tell\"\n\
+             [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = {{ http = [\"{0}\"] }}\n\
+             [[steps]]\nid = \"page\"\nuses = \"probe\"\n\
+             gate = {{ interval = \"300ms\", successes = 3, timeout = \"10s\" }}\n\
+             with = {{ url = \"http://{0}/health\" }}\n",
+            svc.addr
+        ),
+    )
+    .unwrap();
+    drill_file(
+        &drills,
+        "slow.toml",
+        "[[drill]]\nname = \"slow\"\nrunbook = \"../slow.toml\"\nschedule = \"0 3 * * *\"\n\
+         notify = { runbook = \"../tell.toml\" }\n",
+    );
+    let serve = Serve::start(&data, &drills, &[]);
+    let o = Command::new(MEDIC)
+        .args(["drill", "run", "slow", "--drills", drills.to_str().unwrap()])
+        .env("MEDIC_DATA_DIR", &data)
+        .env("MEDIC_CACHE_DIR", data.join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until_version(&svc.addr, "v2");
+    // In the soak gate now: serve is told to stop.
+    assert_eq!(serve.stop(), Some(0));
+    drop(o);
+    let store = Store::open(&data, "test").unwrap();
+    let runs = store.list(&Default::default(), 10).unwrap();
+    let main = runs
+        .iter()
+        .find(|r| r.runbook == "slow")
+        .expect("the drill's run");
+    assert_eq!(main.status.name(), "cancelled", "{main:#?}");
+    let told = runs
+        .iter()
+        .find(|r| r.runbook == "tell")
+        .expect("the notification ran");
+    assert!(told.notification, "{told:#?}");
+    assert_eq!(
+        told.status.name(),
+        "succeeded",
+        "the notification ran to its end: {told:#?}"
+    );
+    assert_eq!(version_of(&svc.addr), "v1", "the deploy was undone");
+}
+
+#[test]
+fn a_ctrl_c_through_serve_cancels_as_a_local_one_does() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&[]);
+    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    drill_file(
+        &drills,
+        "idle.toml",
+        "[[drill]]\nname = \"idle\"\nrunbook = \"../slow.toml\"\nschedule = \"0 3 1 1 *\"\n",
+    );
+    let mut serve = Serve::start(&data, &drills, &[]);
+    let mut client = Command::new(MEDIC)
+        .args(["run", work.path().join("slow.toml").to_str().unwrap()])
+        .env("MEDIC_DATA_DIR", &data)
+        .env("MEDIC_CACHE_DIR", data.join("cache"))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut shown = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the run ended early:\n{shown}"
+        );
+        shown.push_str(&line);
+        if line.contains("↻ soak") {
+            break;
+        }
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &client.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    std::io::Read::read_to_string(&mut out, &mut shown).unwrap();
+    let o = client.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(6), "{shown}\n{err}");
+    assert!(
+        err.contains("cancelling: the current step finishes"),
+        "{err}"
+    );
+    assert!(shown.contains("✓ deploy.rollback"), "{shown}");
+    assert!(
+        shown.contains("■ cancelled after") && shown.contains("rolled back and verified"),
+        "{shown}"
+    );
+    serve.wait_for("cancelled by its client");
+    assert_eq!(serve.stop(), Some(0));
+    assert_eq!(version_of(&svc.addr), "v1");
+}

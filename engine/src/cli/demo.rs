@@ -45,6 +45,9 @@ pub struct ServiceArgs {
     /// A version that passes health checks but fails one request in three (repeatable)
     #[arg(long = "flaky")]
     flaky: Vec<String>,
+    /// Take a deployed version at once but answer the deploy this much later (e.g. 2s)
+    #[arg(long, value_name = "DURATION", value_parser = crate::runbook::plan::parse_duration)]
+    deploy_delay: Option<std::time::Duration>,
 }
 
 pub async fn service(args: ServiceArgs) -> Exit {
@@ -59,6 +62,7 @@ pub async fn service(args: ServiceArgs) -> Exit {
         bad: args.bad.into_iter().collect(),
         slow: args.slow.into_iter().collect(),
         flaky: args.flaky.into_iter().collect(),
+        deploy_delay: args.deploy_delay.unwrap_or_default(),
     };
     let svc = match DemoService::start_with(args.listen, &args.initial, faults).await {
         Ok(s) => s,

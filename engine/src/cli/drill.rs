@@ -129,6 +129,9 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                             .unwrap_or_default()
                     );
                 }
+                for w in crate::drill::overlaps(&list, chrono::Utc::now()) {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: {} drill{} valid",
                     drills.dir.display(),

@@ -313,8 +313,11 @@ impl Observer for HumanOutput {
                     RunOutcome::Cancelled => self
                         .style
                         .yellow(&format!("■ cancelled after {took}{}", cancel_note(report))),
-                    RunOutcome::DryRun => self.style.green(&format!(
+                    RunOutcome::DryRun if failed.is_empty() => self.style.green(&format!(
                         "✓ dry run in {took}: every step would run; nothing was changed"
+                    )),
+                    RunOutcome::DryRun => self.style.green(&format!(
+                        "✓ dry run in {took}: the actions would run; nothing was changed, so checks after them saw the system as it was{which}"
                     )),
                 };
                 let _ = writeln!(out, "{line}");

@@ -34,6 +34,9 @@ pub struct Faults {
     pub slow: BTreeSet<String>,
     /// Pass health checks but fail one user request in three.
     pub flaky: BTreeSet<String>,
+    /// A deploy takes the new version at once, then answers this much later: a caller killed
+    /// in between has made a change it never heard the end of.
+    pub deploy_delay: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -129,6 +132,7 @@ async fn deploy(State(s): State<Shared>, body: String) -> (StatusCode, String) {
     s.count(true);
     *s.version.lock().unwrap() = v.to_owned();
     s.deploys.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(s.faults.deploy_delay).await;
     (StatusCode::OK, format!("deployed {v}\n"))
 }
 

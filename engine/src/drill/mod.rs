@@ -126,6 +126,8 @@ pub struct Drill {
     pub notify: Option<Hook>,
     pub expect: RunOutcome,
     pub recover_within: Option<Duration>,
+    /// The lock the drill holds while it runs ([`run::drill_lock`]).
+    pub lock: String,
 }
 
 impl Drill {
@@ -423,9 +425,11 @@ async fn check(
         defer_secrets: true,
         sourced: None,
     };
+    let mut lock = String::new();
     match plan_file(host, &runbook, &opts).await {
         Err(why) => diags.push(Diagnostic::at(d.runbook.span(), why)),
         Ok(plan) => {
+            lock = run::drill_lock(&plan);
             if plan.environment.protected {
                 diags.push(
                     Diagnostic::at(
@@ -512,7 +516,52 @@ async fn check(
         notify,
         expect,
         recover_within,
+        lock,
     })
+}
+
+/// Pairs of drills that share a lock and fire in the same minute within the next week:
+/// only one of them can run then (the other is skipped), which is rarely what was meant.
+pub fn overlaps(drills: &[Drill], from: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let horizon = from + chrono::Duration::days(7);
+    // Each drill's firing minutes over the horizon, bounded so a per-second schedule costs
+    // at most this many steps.
+    let minutes = |d: &Drill| -> BTreeSet<i64> {
+        let mut out = BTreeSet::new();
+        let mut t = from;
+        for _ in 0..20_000 {
+            match d.schedule.next_after(t) {
+                Some(next) if next <= horizon => {
+                    out.insert(next.timestamp() / 60);
+                    // The rest of that minute adds nothing.
+                    t = chrono::DateTime::from_timestamp((next.timestamp() / 60 + 1) * 60 - 1, 0)
+                        .unwrap_or(next);
+                }
+                _ => break,
+            }
+        }
+        out
+    };
+    let fires: Vec<BTreeSet<i64>> = drills.iter().map(minutes).collect();
+    let mut warnings = Vec::new();
+    for (i, a) in drills.iter().enumerate() {
+        for (j, b) in drills.iter().enumerate().skip(i + 1) {
+            if a.lock != b.lock {
+                continue;
+            }
+            if let Some(m) = fires[i].intersection(&fires[j]).next() {
+                let at = chrono::DateTime::from_timestamp(m * 60, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default();
+                warnings.push(format!(
+                    "drills `{}` and `{}` share lock `{}` and are both scheduled at {at}: one of them will be skipped (give them different times)",
+                    a.name, b.name, a.lock
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// Plans a runbook file; the error is one line naming the file and the first mistake (the

@@ -157,9 +157,11 @@ pub async fn recorded_run(
         recorder = recorder.notification();
     }
     let finished = tokio::select! {
+        // The abort first: once aborted, a run that reacts by failing its gates must not
+        // be reported as if it had ended on its own.
         biased;
-        report = executor::execute(host, plan, opts, &mut recorder) => Some(report),
         () = cancel.aborted() => None,
+        report = executor::execute(host, plan, opts, &mut recorder) => Some(report),
     };
     let Some(report) = finished else {
         recorder.aborted("aborted by its supervisor");

@@ -175,7 +175,28 @@ mod tests {
             notify: None,
             expect: RunOutcome::RolledBack,
             recover_within: None,
+            lock: format!("drill:{name}:default"),
         }
+    }
+
+    #[test]
+    fn drills_sharing_a_lock_at_the_same_minute_are_named() {
+        let now = at("2026-11-29T00:00:00Z");
+        let mut a = drill("a", "0 3 * * *", Missed::Skip);
+        let mut b = drill("b", "0 3 * * Mon", Missed::Skip);
+        let c = drill("c", "30 3 * * *", Missed::Skip);
+        assert!(crate::drill::overlaps(&[a.clone(), b.clone()], now).is_empty());
+        a.lock = "web:staging".into();
+        b.lock = "web:staging".into();
+        let mut c2 = c.clone();
+        c2.lock = "web:staging".into();
+        let w = crate::drill::overlaps(&[a, b, c2], now);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("`a` and `b` share lock `web:staging`")
+                && w[0].contains("2026-11-30 03:00 UTC"),
+            "{w:?}"
+        );
     }
 
     fn at(s: &str) -> DateTime<Utc> {

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Failure, Invocation, KvJournal, KvSpace, PluginHost, Status, Value, Values};
+use crate::host::{
+    Failure, Invocation, KvJournal, KvSpace, PluginHost, PluginKind, Status, Value, Values,
+};
 use crate::runbook::{OnFailure, Plan, PlanStep, RetryOn};
 
 mod ask;
@@ -358,6 +360,7 @@ pub async fn execute(
     let mut failed = false;
     let mut rollback_wanted = resume.rollback_only;
     let mut cancelled = false;
+    let mut dry_acted = false;
     for step in plan.steps.iter().filter(|_| !resume.rollback_only) {
         // Done before a resume: succeeded, or skipped by its condition. A step the cancel
         // skipped never ran, so it runs now.
@@ -389,6 +392,13 @@ pub async fn execute(
             cancelled = true;
             break;
         }
+        let is_action = plan.plugins[step.plugin].plugin.manifest.kind == PluginKind::Action;
+        if step_failed && opts.dry_run && !is_action && dry_acted {
+            // Nothing changed, so a check after a (dry) action sees the system as it was:
+            // its failure says nothing about the plan. It is shown, and the preview goes on.
+            continue;
+        }
+        dry_acted |= is_action;
         if step_failed {
             match step.on_failure {
                 // A tolerated failure (a diagnostic check, say) is recorded but does not fail

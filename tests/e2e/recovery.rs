@@ -270,3 +270,201 @@ fn while_a_run_holds_the_store_others_read_through_it_and_writers_are_told_who_h
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(child.wait_with_output().unwrap().status.success());
 }
+
+/// One plain HTTP/1.0 request to the demo service, without going through medic.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.0\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// What identifies an event, printed (`medic run --output json`) or journaled, so the two
+/// can be compared. None for what the store documents it may lose to a kill (a check step's
+/// start and a bake notice are not flushed on their own) and for what is not a result.
+fn event_key(e: &serde_json::Value, printed: bool, actions: &[&str]) -> Option<String> {
+    let kind = e[if printed { "event" } else { "type" }].as_str()?;
+    Some(match kind {
+        "step_finished" => {
+            let r = if printed { &e["step"] } else { &e["report"] };
+            format!("finished {} {}", r["phase"], r["id"])
+        }
+        "attempt_finished" => format!("attempt {} {}", e["step"], e["note"]),
+        "target_finished" => {
+            let t = if printed { &e["target"] } else { &e["report"] };
+            format!("target {} {}", e["step"], t["target"])
+        }
+        "phase_started" => format!("phase {}", e["phase"]),
+        "run_finished" => "run finished".to_owned(),
+        "step_started" if actions.contains(&e["plugin"].as_str()?) => {
+            format!("started {} {}", e["phase"], e["step"])
+        }
+        "approval_requested" | "approval_decided" => format!("{kind} {}", e["step"]),
+        _ => return None,
+    })
+}
+
+/// A small deterministic generator: the campaign is random in where it kills, and the same
+/// every time it runs (the seed is printed with any failure).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[test]
+fn a_sigkill_campaign_loses_no_shown_event_and_every_verdict_matches_the_service() {
+    let cache = tempfile::tempdir().unwrap();
+    // A real service whose deploys take effect at once and answer 30 ms later, so kills land
+    // inside actions (the change made, the call not returned) as well as between steps,
+    // during gates, and during rollbacks (v3 is bad: its runs roll back).
+    let svc = crate::cli::service_with(&["--bad", "v3", "--deploy-delay", "30ms"]);
+    let host = format!("host={}", svc.addr);
+    let warm = medic(cache.path(), &["validate", "runbooks/demo.toml"]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    let seed = 0x5eed_2026_u64;
+    let mut rng = Rng(seed);
+    let (mut picked_up, mut lost, mut false_verdicts, mut in_rollback) = (0, 0, 0, 0);
+    let kills = 100;
+    for i in 0..kills {
+        http(&svc.addr, "POST", "/deploy", "v1");
+        let to = if i % 2 == 0 { "v3" } else { "v2" };
+        let mut child = medic_command(cache.path())
+            .args([
+                "run",
+                "runbooks/demo.toml",
+                "--output",
+                "json",
+                "--param",
+                &host,
+                "--param",
+                &format!("version={to}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Anywhere in the run (a v3 run shows about 16 events, a v2 run 12, so some kills
+        // come after the end); every tenth lands before its last few events, to be picked up.
+        let target = if i % 10 == 9 {
+            rng.below(11)
+        } else {
+            rng.below(20)
+        };
+        let mut printed = Vec::new();
+        for _ in 0..=target {
+            match lines.next() {
+                Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
+                _ => break,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(40)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Whatever was printed after the lines read, but before the kill, was shown too.
+        for l in lines.map_while(Result::ok) {
+            printed.push(serde_json::from_str(&l).unwrap());
+        }
+        let Some(id) = printed
+            .first()
+            .and_then(|e| e["run_id"].as_str())
+            .map(str::to_owned)
+        else {
+            continue; // killed before the run started
+        };
+        in_rollback += usize::from(
+            printed
+                .iter()
+                .any(|e| e["event"] == "phase_started" && e["phase"] == "rollback")
+                && !printed.iter().any(|e| e["event"] == "run_finished"),
+        );
+        // The next process finds the run in a known state.
+        let export: serde_json::Value =
+            serde_json::from_str(&stdout(&medic(cache.path(), &["runs", "export", &id])))
+                .unwrap_or_else(|e| panic!("kill {i} (seed {seed:#x}): export: {e}"));
+        let status = export["record"]["status"].as_str().unwrap().to_owned();
+        assert!(
+            ["interrupted", "succeeded", "rolled_back"].contains(&status.as_str()),
+            "kill {i}: run {id} is {status}"
+        );
+        check_journal(&export);
+        let actions = ["deployer"];
+        let journaled: std::collections::BTreeSet<String> = export["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| event_key(e, false, &actions))
+            .collect();
+        for e in &printed {
+            if let Some(k) = event_key(e, true, &actions)
+                && !journaled.contains(&k)
+            {
+                lost += 1;
+                eprintln!("kill {i} (seed {seed:#x}): shown but not recorded: {k}");
+            }
+        }
+        // Every tenth interrupted run is picked up by a new process, alternately rolled back
+        // and resumed, and its verdict is checked against the service itself.
+        if i % 10 == 9 && status == "interrupted" {
+            let rollback = (i / 10) % 2 == 0;
+            let verb = if rollback { "rollback" } else { "resume" };
+            let o = medic(cache.path(), &["runs", verb, &id]);
+            let now = http(&svc.addr, "GET", "/version", "");
+            let healthy = http(&svc.addr, "GET", "/health", "") != "";
+            let fits = match o.status.code() {
+                Some(4) => now == "v1",
+                Some(0) => !rollback && now == to && to == "v2",
+                _ => false,
+            };
+            if !fits || !healthy {
+                false_verdicts += 1;
+                eprintln!(
+                    "kill {i} (seed {seed:#x}): runs {verb} {id} exited {:?} with the service at {now}:\n{}\n{}",
+                    o.status.code(),
+                    stdout(&o),
+                    stderr(&o)
+                );
+            }
+            picked_up += 1;
+        }
+    }
+    eprintln!(
+        "{kills} kills (seed {seed:#x}): {in_rollback} during a rollback, {picked_up} picked up, {lost} shown events lost, {false_verdicts} false verdicts"
+    );
+    assert_eq!(lost, 0, "shown events were lost");
+    assert_eq!(false_verdicts, 0, "verdicts disagreed with the service");
+    assert!(picked_up >= 8, "only {picked_up} runs were picked up");
+    assert!(
+        in_rollback >= 5,
+        "only {in_rollback} kills landed in a rollback"
+    );
+    let listed = medic(
+        cache.path(),
+        &["runs", "list", "--output", "json", "--limit", "1000"],
+    );
+    assert!(
+        json_lines(&stdout(&listed))
+            .iter()
+            .all(|r| r["status"] != "running"),
+        "a run is left in an unknown state"
+    );
+}

@@ -271,8 +271,9 @@ fn while_a_run_holds_the_store_others_read_through_it_and_writers_are_told_who_h
     assert!(child.wait_with_output().unwrap().status.success());
 }
 
-/// One plain HTTP/1.0 request to the demo service, without going through medic.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+/// One plain HTTP/1.0 request to the demo service, without going through medic: the status
+/// code and the body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -285,10 +286,16 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
     .unwrap();
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
-    answer
+    let code = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.trim().to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// What identifies an event, printed (`medic run --output json`) or journaled, so the two
@@ -428,8 +435,8 @@ fn a_sigkill_campaign_loses_no_shown_event_and_every_verdict_matches_the_service
             let rollback = (i / 10) % 2 == 0;
             let verb = if rollback { "rollback" } else { "resume" };
             let o = medic(cache.path(), &["runs", verb, &id]);
-            let now = http(&svc.addr, "GET", "/version", "");
-            let healthy = http(&svc.addr, "GET", "/health", "") != "";
+            let now = http(&svc.addr, "GET", "/version", "").1;
+            let healthy = http(&svc.addr, "GET", "/health", "").0 == 200;
             let fits = match o.status.code() {
                 Some(4) => now == "v1",
                 Some(0) => !rollback && now == to && to == "v2",

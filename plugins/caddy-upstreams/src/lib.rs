@@ -163,7 +163,14 @@ impl Plugin for CaddyUpstreams {
 
     fn run(ctx: &Context, params: &Params) -> Result<Outcome, Error> {
         let wanted = Json::Array(expand(params.text_list("upstreams")?)?);
-        let previous = read(params)?;
+        // A retried or resumed call restores what was there before the first attempt, not
+        // what a half-made change left.
+        let previous = match kv::original(ctx, "previous_upstreams") {
+            Some(saved) if ctx.attempt > 1 => serde_json::from_slice(&saved).map_err(|e| {
+                Error::permanent(format!("the recorded upstreams are not JSON: {e}"))
+            })?,
+            _ => read(params)?,
+        };
         let done = |o: Outcome| {
             o.output("previous_upstreams", previous.to_string())
                 .output("upstreams", describe(&wanted))
@@ -181,8 +188,8 @@ impl Plugin for CaddyUpstreams {
                 describe(&previous)
             ))));
         }
-        // Saved first: a revert after a crash mid-change still knows what to restore.
-        kv::set("previous_upstreams", previous.to_string())?;
+        // Saved (durably) first: a revert after a crash mid-change still knows what to restore.
+        kv::save_original(ctx, "previous_upstreams", previous.to_string())?;
         log::info(&format!(
             "upstreams {} -> {}",
             describe(&previous),
@@ -199,9 +206,11 @@ impl Plugin for CaddyUpstreams {
     fn revert(ctx: &Context, params: &Params, outputs: &Params) -> Result<Outcome, Error> {
         let saved = match outputs.get("previous_upstreams") {
             Some(Value::Text(t)) => t.clone(),
-            _ => kv::get_text("previous_upstreams").ok_or_else(|| {
-                Error::permanent("no previous upstreams recorded: nothing to restore")
-            })?,
+            _ => kv::original(ctx, "previous_upstreams")
+                .and_then(|v| String::from_utf8(v).ok())
+                .ok_or_else(|| {
+                    Error::permanent("no previous upstreams recorded: nothing to restore")
+                })?,
         };
         let previous: Json = serde_json::from_str(&saved)
             .map_err(|e| Error::permanent(format!("the recorded upstreams are not JSON: {e}")))?;

@@ -190,7 +190,16 @@ impl Plugin for Elbv2Weights {
                 "parameter `candidate_weight`: {weight} is not a percent (0-100)"
             )));
         }
-        let previous = read(&client, listener)?;
+        let now = read(&client, listener)?;
+        // A retried or resumed call restores what was there before the first attempt, not
+        // what a half-made change left.
+        let previous = match kv::original(ctx, "previous_weights") {
+            Some(saved) if ctx.attempt > 1 => Forward {
+                groups: Forward::decode(&String::from_utf8_lossy(&saved))?,
+                stickiness: now.stickiness,
+            },
+            _ => now,
+        };
         let wanted = Forward {
             groups: vec![
                 (stable.to_owned(), 100 - weight),
@@ -219,8 +228,8 @@ impl Plugin for Elbv2Weights {
                 previous.describe()
             ))));
         }
-        // Saved first: a revert after a crash mid-change still knows what to restore.
-        kv::set("previous_weights", previous.encode())?;
+        // Saved (durably) first: a revert after a crash mid-change still knows what to restore.
+        kv::save_original(ctx, "previous_weights", previous.encode())?;
         log::info(&format!(
             "listener weights {} -> {}",
             previous.describe(),
@@ -239,9 +248,11 @@ impl Plugin for Elbv2Weights {
         let listener = params.text("listener_arn")?;
         let saved = match outputs.get("previous_weights") {
             Some(Value::Text(t)) => t.clone(),
-            _ => kv::get_text("previous_weights").ok_or_else(|| {
-                Error::permanent("no previous weights recorded: nothing to restore")
-            })?,
+            _ => kv::original(ctx, "previous_weights")
+                .and_then(|v| String::from_utf8(v).ok())
+                .ok_or_else(|| {
+                    Error::permanent("no previous weights recorded: nothing to restore")
+                })?,
         };
         let now = read(&client, listener)?;
         let previous = Forward {

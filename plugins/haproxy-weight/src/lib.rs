@@ -88,6 +88,18 @@ fn apply(params: &Params, weight: Option<i64>, state: Option<&str>) -> Result<()
     Ok(())
 }
 
+/// `"{weight} {state}"`, as saved before a change.
+fn parse_saved(saved: &str) -> Result<(i64, String), Error> {
+    let (w, s) = saved
+        .split_once(' ')
+        .ok_or_else(|| Error::permanent("the recorded state is unreadable"))?;
+    Ok((
+        w.parse()
+            .map_err(|_| Error::permanent("the recorded weight is unreadable"))?,
+        s.to_owned(),
+    ))
+}
+
 impl Plugin for HaproxyWeight {
     fn manifest() -> Manifest {
         Manifest::action("haproxy-weight", env!("CARGO_PKG_VERSION"))
@@ -124,7 +136,13 @@ impl Plugin for HaproxyWeight {
             )));
         }
         let t = target(params)?;
-        let (old_weight, old_state) = current(params)?;
+        let key = format!("previous:{t}");
+        // A retried or resumed call restores what was there before the first attempt, not
+        // what a half-made change left.
+        let (old_weight, old_state) = match kv::original(ctx, &key) {
+            Some(saved) if ctx.attempt > 1 => parse_saved(&String::from_utf8_lossy(&saved))?,
+            _ => current(params)?,
+        };
         let done = |o: Outcome| {
             o.output("previous_weight", old_weight)
                 .output("previous_state", old_state.as_str())
@@ -139,10 +157,8 @@ impl Plugin for HaproxyWeight {
                 "would set {t} to {wanted} (now weight {old_weight}, {old_state})"
             ))));
         }
-        kv::set(
-            &format!("previous:{t}"),
-            format!("{old_weight} {old_state}"),
-        )?;
+        // Saved (durably) first: a revert after a crash mid-change still knows what to restore.
+        kv::save_original(ctx, &key, format!("{old_weight} {old_state}"))?;
         log::info(&format!(
             "{t}: weight {old_weight}, {old_state} -> {wanted}"
         ));
@@ -166,17 +182,12 @@ impl Plugin for HaproxyWeight {
         ) {
             (Some(Value::Integer(w)), Some(Value::Text(s))) => (*w, s.clone()),
             _ => {
-                let saved = kv::get_text(&format!("previous:{t}")).ok_or_else(|| {
-                    Error::permanent(format!("nothing recorded for {t}: nothing to restore"))
-                })?;
-                let (w, s) = saved
-                    .split_once(' ')
-                    .ok_or_else(|| Error::permanent("the recorded state is unreadable"))?;
-                (
-                    w.parse()
-                        .map_err(|_| Error::permanent("the recorded weight is unreadable"))?,
-                    s.to_owned(),
-                )
+                let saved = kv::original(ctx, &format!("previous:{t}"))
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .ok_or_else(|| {
+                        Error::permanent(format!("nothing recorded for {t}: nothing to restore"))
+                    })?;
+                parse_saved(&saved)?
             }
         };
         if ctx.dry_run {

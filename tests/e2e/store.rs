@@ -269,3 +269,20 @@ fn a_corrupt_record_is_an_error_naming_it() {
         .to_string();
     assert!(err.contains("corrupt entry 01bad"), "{err}");
 }
+
+#[test]
+fn dry_runs_and_drill_notifications_count_neither_as_changes_nor_as_successes() {
+    let mut changed = record("01a", "deploy", "staging", RunStatus::RolledBack, 1);
+    changed.changed = true;
+    let mut dry = record("01b", "deploy", "staging", RunStatus::DryRun, 2);
+    dry.dry_run = true;
+    dry.changed = true;
+    let mut told = record("01c", "notify", "staging", RunStatus::Succeeded, 3);
+    told.notification = true;
+    told.changed = true;
+    let st = medic::store::stats::compute(&[changed, dry, told]);
+    assert_eq!(st.runs, 1, "{st:?}");
+    assert_eq!(st.succeeded, 0, "{st:?}");
+    assert_eq!((st.change_runs, st.failed_changes), (1, 1), "{st:?}");
+    assert_eq!(st.change_failure_rate, Some(1.0));
+}

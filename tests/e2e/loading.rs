@@ -161,6 +161,55 @@ fn cache_hits_and_recovers_from_corruption() {
 }
 
 #[test]
+fn a_compiled_entry_swapped_or_planted_in_the_cache_never_runs() {
+    use medic::host::PluginSource;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let probe = PluginSource::Builtin("http-probe".into());
+        let hostile = hostile_source();
+        let first = host_with_cache(Some(dir.path().to_owned()));
+        let p = load(&first, &probe).await;
+        let h = load(&first, &hostile).await;
+        let cache = first.cache().unwrap();
+        let probe_entry = cache.entry_path(&p.sha256);
+        let hostile_entry = cache.entry_path(&h.sha256);
+        // Swap: the hostile plugin's compiled code under http-probe's name (a valid entry
+        // of ours, for another plugin).
+        std::fs::copy(&hostile_entry, &probe_entry).unwrap();
+        drop(first);
+        let second = host_with_cache(Some(dir.path().to_owned()));
+        let p = load(&second, &probe).await;
+        assert_eq!(
+            p.cache,
+            CacheStatus::Replaced,
+            "the swapped entry was trusted"
+        );
+        assert_eq!(p.manifest.name, "http-probe");
+
+        // Planted: an entry written by someone without the key (here: the right header and
+        // a plain sha256 as the checksum, as older versions wrote).
+        let mut bytes = std::fs::read(&hostile_entry).unwrap();
+        let payload = bytes.split_off(8 + 32);
+        use sha2::Digest;
+        let planted = [&b"MEDICC02"[..], &sha2::Sha256::digest(&payload), &payload].concat();
+        std::fs::write(&probe_entry, planted).unwrap();
+        let third = host_with_cache(Some(dir.path().to_owned()));
+        let p = load(&third, &probe).await;
+        assert_eq!(p.cache, CacheStatus::Replaced);
+        assert_eq!(p.manifest.name, "http-probe");
+
+        // The key is private to the user.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    });
+}
+
+#[test]
 fn builtin_manifests_are_complete() {
     let rt = runtime();
     rt.block_on(async {

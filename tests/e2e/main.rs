@@ -18,6 +18,7 @@ mod recovery;
 mod routers;
 mod runbooks;
 mod sandbox;
+mod security;
 mod serve;
 mod servers;
 mod store;

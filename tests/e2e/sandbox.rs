@@ -358,3 +358,71 @@ fn commands_run_only_as_granted_with_an_empty_environment_and_die_at_their_timeo
         assert!(started.elapsed() < Duration::from_secs(3), "the command was not killed: {:?}", started.elapsed());
     });
 }
+
+#[test]
+fn a_granted_shell_leaves_no_process_behind_at_its_deadline_or_its_end() {
+    use medic::host::{CommandGrant, PluginSource};
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &PluginSource::Builtin("command".into())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let grants = medic::host::Grants {
+            command: vec![CommandGrant::new("/bin/sh", &["-c".into(), ".*".into()]).unwrap()],
+            ..Default::default()
+        };
+        let sb = Sandbox {
+            grants,
+            ..sandbox(Duration::from_secs(5))
+        };
+        // One shell ends at once, one is cut by its timeout; each leaves a background sleep.
+        for (script, timeout) in [
+            (format!("sleep 60 & echo $! >> {}", pids.display()), None),
+            (
+                format!("sleep 60 & echo $! >> {}; sleep 30", pids.display()),
+                Some(Duration::from_millis(300)),
+            ),
+        ] {
+            let mut params = vec![
+                ("program", text("/bin/sh")),
+                ("args", Value::TextList(vec!["-c".into(), script])),
+                ("expect_exit", Value::Integer(0)),
+            ];
+            if let Some(t) = timeout {
+                params.push(("timeout", Value::Duration(t)));
+            }
+            let inv = host
+                .invoke(&plugin, run_call(&params), &ctx("sh"), &sb)
+                .await;
+            assert_eq!(inv.capability_uses.len(), 1, "{:?}", inv.result);
+            if timeout.is_none() {
+                // Had the call waited for what the shell left behind (holding its output
+                // open), it would have ended at the call's deadline, as a timeout.
+                let outcome = inv.result.expect("the shell's own exit ends the call");
+                assert_eq!(outcome.status, Status::Success, "{}", outcome.summary);
+            }
+        }
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 2, "{text}");
+        for pid in pids {
+            // Killed and reaped (or a zombie of init's): no longer running.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next()))
+                    .flatten();
+                if matches!(state, None | Some('Z') | Some('X')) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the shell's background process {pid} outlived the call"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+}

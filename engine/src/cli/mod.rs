@@ -282,6 +282,8 @@ fn init_tracing(verbose: u8, color: bool) {
 }
 
 pub fn main() -> ExitCode {
+    // Everything Medic writes (records, approvals, the plugin cache) is this user's alone.
+    crate::private::restrict_umask();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.color_stderr());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

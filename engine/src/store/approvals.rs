@@ -29,11 +29,7 @@ struct DecisionFile {
     at_ms: u64,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(tmp, path)
-}
+use crate::private::write_atomic;
 
 fn pending_path(dir: &Path, run_id: &str, step: &str) -> PathBuf {
     dir.join(format!("{run_id}.{step}.pending.json"))
@@ -57,10 +53,10 @@ impl FileApprover {
         timeout: Duration,
         cancel: &Cancel,
     ) -> Decision {
-        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+        if let Err(e) = crate::private::private_dir(&self.dir, "approvals directory") {
             return Decision::Rejected {
                 by: "medic".into(),
-                reason: format!("cannot create {}: {e}", self.dir.display()),
+                reason: e,
             };
         }
         let pending = Pending {

@@ -97,6 +97,9 @@ pub enum StoreError {
     },
     #[error("run store {dir}: {source}")]
     Io { dir: String, source: std::io::Error },
+    /// The data directory is not this user's alone.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// Who started a run.
@@ -441,10 +444,7 @@ impl Store {
     /// doing, for the message another process gets while this one holds the store.
     pub fn open(dir: &Path, command: &str) -> Result<Store, StoreError> {
         let shown = dir.display().to_string();
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
-            dir: shown.clone(),
-            source: e,
-        })?;
+        crate::private::private_dir(dir, "data directory").map_err(StoreError::Untrusted)?;
         let db = match sled::Config::new().path(dir.join("db")).open() {
             Ok(db) => db,
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
@@ -514,10 +514,10 @@ impl Store {
             command: command.to_owned(),
             since_ms: now_ms(),
         };
-        let tmp = dir.join(format!(".owner.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, serde_json::to_vec(&owner).unwrap_or_default()).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join("owner.json"));
-        }
+        let _ = crate::private::write_atomic(
+            &dir.join("owner.json"),
+            &serde_json::to_vec(&owner).unwrap_or_default(),
+        );
         Ok(store)
     }
 

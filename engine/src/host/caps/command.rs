@@ -65,6 +65,26 @@ async fn read_capped(mut pipe: impl tokio::io::AsyncRead + Unpin) -> (Vec<u8>, b
     (kept, truncated)
 }
 
+/// Kills a command's whole process group when dropped (a shell's background children
+/// included, which would otherwise outlive the call and medic).
+struct ProcessGroup(u32);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        // SAFETY: kill(2) on the group this call created (its leader's pid is the group id);
+        // a group already gone is ESRCH, ignored.
+        unsafe {
+            libc::kill(-(self.0 as i32), libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 impl Host for StoreState {
     async fn run(
         &mut self,
@@ -92,8 +112,8 @@ impl Host for StoreState {
                 self.caps.deny("command", detail, reason),
             )));
         }
-        let mut child = match tokio::process::Command::new(&program)
-            .args(&args)
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&args)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .current_dir("/")
@@ -101,8 +121,18 @@ impl Host for StoreState {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
-        {
+            // Its own process group: whatever it starts is killed with it.
+            .process_group(0);
+        let umask = crate::private::user_umask();
+        // SAFETY: umask(2) is async-signal-safe; nothing else runs between fork and exec.
+        // The command creates files as the user would, not with medic's private 077.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask);
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
                 self.caps
@@ -120,8 +150,21 @@ impl Host for StoreState {
             child.stdout.take().expect("piped"),
             child.stderr.take().expect("piped"),
         );
+        // The group outlives nothing: at the deadline, at the end, or when the call is
+        // dropped, every process the command started is killed with it.
+        let group = child.id().map(ProcessGroup);
         let work = async {
-            let (o, e, status) = tokio::join!(read_capped(out), read_capped(err), child.wait());
+            let reads = async { tokio::join!(read_capped(out), read_capped(err)) };
+            let waited = async {
+                let status = child.wait().await;
+                // The program is done: what it left running (holding its pipes open) goes
+                // with it, so the reads end now rather than at the deadline.
+                if let Some(g) = &group {
+                    g.kill();
+                }
+                status
+            };
+            let ((o, e), status) = tokio::join!(reads, waited);
             (o, e, status)
         };
         match tokio::time::timeout(limit, work).await {

@@ -1,0 +1,161 @@
+//! Files and directories only this user can read or change.
+//!
+//! The run store, the approvals a run waits on and the compiled-plugin cache are trusted by
+//! Medic: a record it reads back decides what a resume does, an approval file lets a step
+//! act, and a cached `.cwasm` is native code. Other local users are assumed hostile, so:
+//!
+//! - the process creates everything with umask 077 (files 0600, directories 0700, whatever
+//!   the user's umask), and gives commands it runs for plugins the user's own umask back;
+//! - a data or cache directory owned by another user, or writable by group or others, is
+//!   refused, naming it (a directory of ours that others can merely read is tightened);
+//! - temporary files are created exclusively and never through a symlink.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The umask the process started with (restored for commands plugins run).
+static STARTED_WITH: AtomicU32 = AtomicU32::new(0o022);
+
+/// Sets the process umask to 077, remembering the user's.
+pub fn restrict_umask() {
+    // SAFETY: umask(2) only swaps the process's file-creation mask.
+    let old = unsafe { libc::umask(0o077) };
+    STARTED_WITH.store(old as u32, Ordering::SeqCst);
+}
+
+/// The user's own umask, for child processes that create files on the user's behalf.
+pub fn user_umask() -> libc::mode_t {
+    STARTED_WITH.load(Ordering::SeqCst) as libc::mode_t
+}
+
+/// Creates `dir` (0700) if needed and checks that it is ours alone: owned by this user and
+/// not writable by group or others. A directory of ours readable by others is tightened
+/// to 0700. `what` names the directory in the error ("data directory").
+pub fn private_dir(dir: &Path, what: &str) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the {what} {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", dir.display()))?;
+    if meta.file_type().is_symlink() {
+        // Followed once to check the real directory: the link itself may be ours.
+        let real = std::fs::metadata(dir)
+            .map_err(|e| format!("cannot read the {what} {}: {e}", dir.display()))?;
+        return check_owned(dir, what, &real);
+    }
+    check_owned(dir, what, &meta)?;
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make the {what} {} private: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn check_owned(dir: &Path, what: &str, meta: &std::fs::Metadata) -> Result<(), String> {
+    // SAFETY: getuid(2) cannot fail.
+    let me = unsafe { libc::getuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "the {what} {} belongs to user {} (this is user {me}): refusing to trust it; use a directory of your own",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(format!("the {what} {} is not a directory", dir.display()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the {what} {} is writable by {} (mode {:o}): refusing to trust it; run chmod 700 on it",
+            dir.display(),
+            if meta.mode() & 0o002 != 0 {
+                "every user"
+            } else {
+                "its group"
+            },
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a new file (0600) that must not exist yet, never following a symlink at `path`.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Writes `bytes` to `path` atomically: a fresh temporary file beside it (created
+/// exclusively, 0600), synced, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        ulid::Ulid::new()
+    ));
+    let mut f = create_new(&tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_others_can_write_is_refused_and_one_they_can_read_is_tightened() {
+        let top = tempfile::tempdir().unwrap();
+        let open = top.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = private_dir(&open, "data directory").unwrap_err();
+        assert!(
+            e.contains("writable by every user") && e.contains("chmod 700"),
+            "{e}"
+        );
+
+        let readable = top.path().join("readable");
+        std::fs::create_dir(&readable).unwrap();
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&readable, "data directory").unwrap();
+        let mode = std::fs::metadata(&readable).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+
+        let fresh = top.path().join("a/b");
+        private_dir(&fresh, "cache directory").unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn new_files_never_follow_a_planted_symlink() {
+        let top = tempfile::tempdir().unwrap();
+        let target = top.path().join("victim");
+        std::fs::write(&target, "keep").unwrap();
+        let link = top.path().join("planted");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create_new(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        write_atomic(&top.path().join("x.json"), b"{}").unwrap();
+        let meta = std::fs::metadata(top.path().join("x.json")).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+    }
+}

@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use crate::cli::{MEDIC, medic_command, scripted_runbook, stderr, stdout};
+use crate::cli::{MEDIC, medic, medic_command, scripted_runbook, stderr, stdout};
 
 /// Every file and directory under `dir`, with its mode.
 fn modes(dir: &Path) -> Vec<(String, u32, bool)> {
@@ -94,4 +94,244 @@ fn a_data_or_cache_directory_others_can_write_is_refused_by_name() {
         std::fs::read_dir(&open).unwrap().next().is_none(),
         "nothing was written into it"
     );
+}
+
+const TOKEN: &str = "s3cr3t T0ken-é";
+
+/// A runbook whose plugin leaks the secret every way it can.
+fn leaky_runbook(dir: &Path) -> std::path::PathBuf {
+    let text = format!(
+        "[runbook]\nname = \"leaky\"\n\n\
+         [params.token]\ntype = \"string\"\nsecret = true\nfrom_env = \"MEDIC_TEST_TOKEN\"\n\n\
+         [plugins.leaky]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+         [[steps]]\nid = \"leak\"\nuses = \"leaky\"\non_failure = \"continue\"\n\
+         with = {{ mode = \"leak\", url = \"http://127.0.0.1:9\", secret = \"{{{{ params.token }}}}\" }}\n\n\
+         [[steps]]\nid = \"derived\"\nuses = \"leaky\"\non_failure = \"continue\"\n\
+         with = {{ mode = \"leak\", url = \"http://127.0.0.1:9\", secret = \"{{{{ params.token | upper }}}}\" }}\n\n\
+         [[steps]]\nid = \"denied\"\nuses = \"leaky\"\non_failure = \"continue\"\n\
+         with = {{ mode = \"leak\", url = \"http://192.0.2.1:9\", secret = \"{{{{ params.token }}}}\" }}\n\n\
+         [[steps]]\nid = \"panics\"\nuses = \"leaky\"\non_failure = \"continue\"\n\
+         with = {{ mode = \"leak-panic\", secret = \"{{{{ params.token[2:] }}}}\" }}\n",
+        medic::host::fixtures::HOSTILE
+    );
+    let path = dir.join("leaky.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_secret_never_shows_at_any_verbosity_nor_in_the_record_in_any_form() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = leaky_runbook(dir.path());
+    let forms = [
+        TOKEN.to_owned(),
+        TOKEN.to_uppercase(),
+        TOKEN[2..].to_owned(),
+        "s3cr3t%20T0ken-%C3%A9".to_owned(),
+        "s3cr3t+T0ken-%C3%A9".to_owned(),
+        "T0ken".to_owned(),
+    ];
+    let check = |what: &str, text: &str| {
+        for f in &forms {
+            assert!(!text.contains(f.as_str()), "{what} shows {f:?}:\n{text}");
+        }
+    };
+    for verbosity in [None, Some("-v"), Some("-vv"), Some("-vvv")] {
+        let mut cmd = medic_command(cache.path());
+        cmd.env("MEDIC_TEST_TOKEN", TOKEN);
+        cmd.args(verbosity);
+        cmd.args(["run", rb.to_str().unwrap()]);
+        let o = cmd.output().unwrap();
+        let (out, err) = (stdout(&o), stderr(&o));
+        assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+        // The plugin did leak: its calls ran and were recorded, masked.
+        assert!(out.contains("summary ••••••"), "{out}");
+        assert!(out.contains("http GET 192.0.2.1:9/••••••"), "{out}");
+        assert!(
+            out.contains("plugin panicked: panicking with ••••••"),
+            "{out}"
+        );
+        check(&format!("stdout {verbosity:?}"), &out);
+        check(&format!("stderr {verbosity:?}"), &err);
+    }
+    let list = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    for line in stdout(&list).lines() {
+        let run: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = run["run_id"].as_str().unwrap();
+        for args in [
+            vec!["runs", "export", id],
+            vec!["runs", "show", id],
+            vec!["runs", "logs", id],
+        ] {
+            let o = medic(cache.path(), &args);
+            check(&format!("{args:?}"), &stdout(&o));
+        }
+    }
+}
+
+#[test]
+fn a_plugin_that_exits_or_hands_over_too_much_fails_by_name() {
+    use medic::host::{Failure, Sandbox};
+    let rt = crate::support::runtime();
+    rt.block_on(async {
+        let host = crate::support::host_with_cache(None);
+        let plugin = host
+            .load(&crate::support::hostile_source(), None)
+            .await
+            .unwrap();
+        for (mode, kind) in [("exit", "plugin_exit"), ("huge-summary", "limit")] {
+            let inv = host
+                .invoke(
+                    &plugin,
+                    crate::support::run_call(&[("mode", crate::support::text(mode))]),
+                    &crate::support::ctx(mode),
+                    &Sandbox::default(),
+                )
+                .await;
+            let failure = inv.result.unwrap_err();
+            assert_eq!(failure.kind(), kind, "{mode}: {failure}");
+            // WASI preview 2 carries only success or failure: exit(3) arrives as 1.
+            if let Failure::PluginExit { code } = failure {
+                assert_ne!(code, 0);
+            }
+        }
+    });
+}
+
+/// Runs `medic` to the end and returns its exit code and peak resident memory in bytes.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which `Child` cannot do
+fn peak_rss(mut cmd: Command) -> (Option<i32>, u64, String) {
+    use std::process::Stdio;
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut err = child.stderr.unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
+        s
+    });
+    let mut status = 0;
+    // SAFETY: wait4(2) on our own child, with buffers we own; it reaps the child, which
+    // `Child` therefore must not wait for again (it is dropped unwaited).
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid);
+        usage
+    };
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss as u64 * 1024, reader.join().unwrap())
+}
+
+/// The most memory a `medic run` may use whatever a plugin sends (stated in the README).
+const RSS_BOUND: u64 = 256 << 20;
+
+#[test]
+fn floods_of_logs_capability_uses_and_output_leave_medic_small_and_the_record_bounded() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = String::new();
+    for mode in [
+        "giant-logs",
+        "uses-flood",
+        "log-flood",
+        "stderr-flood",
+        "huge-summary",
+    ] {
+        body += &format!(
+            "[[steps]]\nid = \"{}\"\nuses = \"h\"\non_failure = \"continue\"\ntimeout = \"3s\"\nwith = {{ mode = \"{mode}\" }}\n\n",
+            mode.replace('-', "_")
+        );
+    }
+    let text = format!(
+        "[runbook]\nname = \"floods\"\n\n[plugins.h]\nsource = \"{}\"\nmemory = \"256MiB\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n{body}",
+        medic::host::fixtures::HOSTILE
+    );
+    let rb = dir.path().join("floods.toml");
+    std::fs::write(&rb, text).unwrap();
+    let mut cmd = medic_command(cache.path());
+    cmd.args(["run", rb.to_str().unwrap()]);
+    let (code, rss, err) = peak_rss(cmd);
+    assert_eq!(code, Some(0), "every flood is a tolerated failure: {err}");
+    eprintln!("peak RSS of medic under floods: {} MiB", rss >> 20);
+    assert!(
+        rss < RSS_BOUND,
+        "medic grew to {} MiB (bound {} MiB)",
+        rss >> 20,
+        RSS_BOUND >> 20
+    );
+    let list = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    let run: serde_json::Value =
+        serde_json::from_str(stdout(&list).lines().next().unwrap()).unwrap();
+    let export = medic(
+        cache.path(),
+        &["runs", "export", run["run_id"].as_str().unwrap()],
+    );
+    let size = export.stdout.len();
+    assert!(size < 16 << 20, "the record is {} MiB", size >> 20);
+    let e: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    let steps: Vec<&serde_json::Value> = e["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["type"] == "step_finished")
+        .collect();
+    let summary_of = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s["report"]["id"] == id)
+            .map(|s| s["report"]["summary"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert!(
+        summary_of("huge_summary").contains("went past a limit"),
+        "{}",
+        summary_of("huge_summary")
+    );
+}
+
+#[test]
+fn control_characters_from_plugins_and_runbooks_are_shown_escaped() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        dir.path(),
+        "",
+        "[[steps]]\nid = \"forge\"\nuses = \"act\"\nwith = { mode = \"fail\", echo = \"\\u001b[2J\\r  ✓ deploy   act   1ms  fine\\nnext\" }\n",
+    );
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+    assert!(out.contains("\\u{1b}[2J\\r  ✓ deploy"), "{out}");
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with("✓ deploy")),
+        "a forged line:\n{out}"
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = medic_command(cache.path())
+        .args(["schema"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // `| head` that has read enough
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.code() == Some(0) || o.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {}",
+        o.status,
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }

@@ -11,6 +11,7 @@ mod run;
 mod runs;
 mod scaffold;
 mod signals;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,6 +133,31 @@ enum Command {
     /// Serve the demo service in the foreground (used by tests and the demo)
     #[command(hide = true)]
     DemoService(demo::ServiceArgs),
+}
+
+impl Command {
+    /// Whether the command runs plugins or writes records (then a closed pipe must not
+    /// kill it).
+    fn changes_things(&self) -> bool {
+        match self {
+            Command::Run(_) | Command::Serve(_) | Command::Demo(_) | Command::DemoService(_) => {
+                true
+            }
+            Command::Runs(cmd) => matches!(
+                cmd,
+                runs::RunsCommand::Resume(_)
+                    | runs::RunsCommand::Rollback(_)
+                    | runs::RunsCommand::Prune { .. }
+            ),
+            Command::Drill(cmd) => matches!(cmd, drill::DrillCommand::Run { .. }),
+            Command::Approve(_) | Command::Reject(_) => true,
+            Command::Validate(_)
+            | Command::Plan(_)
+            | Command::Schema
+            | Command::Plugin(_)
+            | Command::Stats(_) => false,
+        }
+    }
 }
 
 impl GlobalArgs {
@@ -269,7 +295,11 @@ fn init_tracing(verbose: u8, color: bool) {
         // Plugin lines are shown with their step by the progress output; -v streams them live.
         0 => "warn,medic::plugin=off",
         1 => "warn,medic::plugin=info",
-        _ => "debug,cranelift_codegen=info,wasmtime_internal_cranelift=info",
+        // Medic's own events only: other crates log what passes through them at debug level
+        // (wasmtime-wasi a plugin's raw stderr, HTTP clients URLs and headers), before any
+        // secret in it could be masked.
+        2 => "warn,medic=debug",
+        _ => "info,medic=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -285,6 +315,16 @@ pub fn main() -> ExitCode {
     // Everything Medic writes (records, approvals, the plugin cache) is this user's alone.
     crate::private::restrict_umask();
     let cli = Cli::parse();
+    if !cli.command.changes_things() {
+        // `medic runs list | head`: a reader that went away ends a read-only command quietly
+        // (as SIGPIPE does for every other Unix tool), rather than in a panic on the next
+        // write. Commands that change things keep ignoring it: a closed pipe must not stop a
+        // run half-way, and their output tolerates a missing reader.
+        // SAFETY: resetting one signal's disposition at start, before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing(cli.global.verbose, cli.global.color_stderr());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -136,9 +136,26 @@ impl HumanOutput {
 
 impl Observer for HumanOutput {
     fn on_event(&mut self, event: &Event<'_>) {
+        // Text from plugins, parameters and runbooks is escaped before it reaches the
+        // terminal; the plan (for the header) is the runbook's, cleaned where shown.
+        let mut owned = crate::executor::OwnedEvent::from_event(event);
+        super::terminal::sanitize(&mut owned);
+        let plan = match event {
+            Event::RunStarted { plan, .. } => Some(*plan),
+            _ => None,
+        };
+        self.show(&owned, plan);
+    }
+}
+
+impl HumanOutput {
+    fn show(&mut self, owned: &crate::executor::OwnedEvent, plan: Option<&Plan>) {
+        let Some(event) = owned.as_event(plan) else {
+            return;
+        };
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        match event {
+        match &event {
             Event::RunStarted {
                 run_id,
                 plan,
@@ -178,7 +195,7 @@ impl Observer for HumanOutput {
                     out,
                     "{} {} {}",
                     self.style.bold("▶"),
-                    self.style.bold(&plan.name),
+                    self.style.bold(&super::terminal::clean(&plan.name)),
                     self.style.dim(&format!(
                         "· {}{env} · run {run_id}",
                         plural(plan.steps.len(), "step")

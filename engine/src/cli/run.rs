@@ -124,6 +124,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         Ok(p) => p,
         Err(exit) => return exit,
     };
+    warn_short_secrets(&plan);
     let approval = match (&args.approve, plan.environment.protected) {
         (None, true) => {
             eprintln!(
@@ -300,7 +301,9 @@ async fn through_serve(
                 return Exit::Engine;
             };
             use executor::Observer as _;
-            tracked.on_event(&owned.as_event(plan));
+            if let Some(event) = owned.as_event(Some(plan)) {
+                tracked.on_event(&event);
+            }
             if let executor::OwnedEvent::RunFinished { report: r } = owned {
                 report = Some(r);
             }
@@ -326,6 +329,32 @@ async fn through_serve(
         None => {
             eprintln!("medic: medic serve stopped before the run ended; see `medic runs list`");
             Exit::Engine
+        }
+    }
+}
+
+/// A secret shorter than a few characters is masked wherever it appears, ordinary words
+/// included, which hints at what it is: say so before the run.
+fn warn_short_secrets(plan: &Plan) {
+    use crate::host::Value;
+    for p in plan.params.iter().filter(|p| p.secret) {
+        let short = match &p.value {
+            Value::Text(s) => {
+                !s.is_empty() && s.chars().count() < crate::host::redact::SHORT_SECRET
+            }
+            Value::TextList(items) => items
+                .iter()
+                .any(|s| !s.is_empty() && s.chars().count() < crate::host::redact::SHORT_SECRET),
+            Value::Integer(i) => i.to_string().len() < crate::host::redact::SHORT_SECRET,
+            Value::Float(f) => f.to_string().len() < crate::host::redact::SHORT_SECRET,
+            Value::Boolean(_) | Value::Duration(_) => false,
+        };
+        if short {
+            eprintln!(
+                "medic: warning: secret `{}` is shorter than {} characters: it is masked wherever it appears, in ordinary text too, which hints at its value",
+                p.name,
+                crate::host::redact::SHORT_SECRET
+            );
         }
     }
 }

@@ -172,12 +172,13 @@ impl OwnedEvent {
         }
     }
 
-    /// The event again, with the receiver's own plan.
-    pub fn as_event<'a>(&'a self, plan: &'a Plan) -> Event<'a> {
-        match self {
+    /// The event again, with the receiver's own plan (needed by `RunStarted` only: without
+    /// a plan, that one gives nothing).
+    pub fn as_event<'a>(&'a self, plan: Option<&'a Plan>) -> Option<Event<'a>> {
+        Some(match self {
             OwnedEvent::RunStarted { run_id, approval } => Event::RunStarted {
                 run_id,
-                plan,
+                plan: plan?,
                 approval: approval.as_ref(),
             },
             OwnedEvent::PhaseStarted { phase, reason } => Event::PhaseStarted {
@@ -214,7 +215,7 @@ impl OwnedEvent {
             OwnedEvent::TargetFinished { id, target } => Event::TargetFinished { id, target },
             OwnedEvent::StepFinished { report } => Event::StepFinished { report },
             OwnedEvent::RunFinished { report } => Event::RunFinished { report },
-        }
+        })
     }
 }
 

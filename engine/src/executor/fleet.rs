@@ -105,7 +105,7 @@ impl Run<'_> {
         let targets = match self.targets(fleet, ctx) {
             Ok(t) => t,
             Err(message) => {
-                let message = self.redactor.text(&message);
+                let message = self.redactor().error_text(&message);
                 return invalid(self, report, message);
             }
         };
@@ -121,7 +121,9 @@ impl Run<'_> {
                     call: Call::Run { params },
                 }),
                 Err(message) => {
-                    let message = self.redactor.text(&format!("target `{t}`: {message}"));
+                    let message = self
+                        .redactor()
+                        .error_text(&format!("target `{t}`: {message}"));
                     return invalid(self, report, message);
                 }
             }

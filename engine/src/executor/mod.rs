@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::host::{
-    Failure, Invocation, KvJournal, KvSpace, PluginHost, PluginKind, Status, Value, Values,
+    Failure, Invocation, KvJournal, KvSpace, PluginHost, PluginKind, Redactor, Status, Value,
+    Values,
 };
 use crate::runbook::{OnFailure, Plan, PlanStep, RetryOn};
 
@@ -24,13 +25,11 @@ mod cancel;
 mod events;
 mod fleet;
 mod gate;
-mod redact;
 mod rollback;
 mod step;
 
 pub use cancel::Cancel;
 pub use events::{Event, Observer, OwnedEvent};
-use redact::Redactor;
 
 /// The part of a run a step belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,17 +301,7 @@ pub async fn execute(
             .collect(),
         cancel: opts.cancel.clone(),
         interrupted: BTreeSet::new(),
-        redactor: Redactor {
-            secrets: plan
-                .params
-                .iter()
-                .filter(|p| p.secret)
-                .filter_map(|p| match &p.value {
-                    Value::Text(s) if !s.is_empty() => Some(s.clone()),
-                    _ => None,
-                })
-                .collect(),
-        },
+        secrets: std::sync::Mutex::new(Secrets::of(plan)),
         reports: Vec::new(),
         raw: BTreeMap::new(),
         raw_outputs: BTreeMap::new(),
@@ -487,7 +476,8 @@ struct Run<'a> {
     opts: &'a RunOptions,
     started: Instant,
     kv: Vec<KvSpace>,
-    redactor: Redactor,
+    /// The run's secret values, those rendered from secrets included, and their redactor.
+    secrets: std::sync::Mutex<Secrets>,
     reports: Vec<StepReport>,
     /// Unmasked rendered parameters of each step that ran, for its revert.
     raw: BTreeMap<String, Values>,
@@ -511,6 +501,41 @@ struct Run<'a> {
 }
 
 type TargetRaw = (String, Values, Option<Values>, bool);
+
+/// Secret values known so far: the runbook's secret parameters, then every parameter a step
+/// rendered from one (`{{ params.token | upper }}` is as secret as the token).
+struct Secrets {
+    values: Vec<Value>,
+    redactor: Arc<Redactor>,
+}
+
+impl Secrets {
+    fn of(plan: &Plan) -> Self {
+        let values: Vec<Value> = plan
+            .params
+            .iter()
+            .filter(|p| p.secret)
+            .map(|p| p.value.clone())
+            .collect();
+        Secrets {
+            redactor: Redactor::new(&values),
+            values,
+        }
+    }
+
+    /// Adds values, rebuilding the redactor only when one is new.
+    fn add<'a>(&mut self, more: impl Iterator<Item = &'a Value>) {
+        let before = self.values.len();
+        for v in more {
+            if !self.values.contains(v) {
+                self.values.push(v.clone());
+            }
+        }
+        if self.values.len() != before {
+            self.redactor = Redactor::new(&self.values);
+        }
+    }
+}
 
 /// How many reports the view covers, and the view (shared with contexts in use).
 type StepsView = (

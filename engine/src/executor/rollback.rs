@@ -121,7 +121,7 @@ impl Run<'_> {
         });
         let mut targets = Vec::new();
         for (target, message) in broken {
-            let summary = self.redactor.text(&message);
+            let summary = self.redactor().error_text(&message);
             let report = TargetReport {
                 target,
                 status: StepStatus::Errored {
@@ -264,7 +264,7 @@ impl Run<'_> {
                             self.shown_params(&p, secret_params),
                         ),
                         Err(message) => {
-                            let summary = self.redactor.text(&message);
+                            let summary = self.redactor().error_text(&message);
                             let report = StepReport {
                                 id,
                                 phase: Phase::Rollback,

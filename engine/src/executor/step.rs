@@ -4,11 +4,14 @@
 use std::time::{Duration, Instant};
 
 use super::fleet::Rate;
-use super::redact::MASK;
+use std::sync::Arc;
+
 use super::{
     Attempt, Decision, Event, Observer, Phase, Run, StepReport, StepStatus, backoff, retryable,
     status_of, summary_of, summary_of_attempts,
 };
+use crate::host::Redactor;
+use crate::host::redact::MASK;
 use crate::host::{Call, CallContext, Failure, Sandbox, Value, ValueType, Values};
 use crate::runbook::plan::text_to_value;
 use crate::runbook::template;
@@ -112,14 +115,31 @@ impl Run<'_> {
             .collect()
     }
 
+    /// The run's redactor as it stands (secrets rendered so far included).
+    pub(super) fn redactor(&self) -> Arc<Redactor> {
+        self.secrets.lock().unwrap().redactor.clone()
+    }
+
+    /// Parameters as they may be shown. Those named in `secret` are masked, and their values
+    /// join the run's secrets: a plugin echoing them is masked too.
     pub(super) fn shown_params(&self, params: &Values, secret: &[String]) -> Values {
+        let redactor = {
+            let mut secrets = self.secrets.lock().unwrap();
+            secrets.add(
+                params
+                    .iter()
+                    .filter(|(k, _)| secret.contains(k))
+                    .map(|(_, v)| v),
+            );
+            secrets.redactor.clone()
+        };
         params
             .iter()
             .map(|(k, v)| {
                 if secret.contains(k) {
                     (k.clone(), Value::Text(MASK.into()))
                 } else {
-                    (k.clone(), self.redactor.value(v))
+                    (k.clone(), redactor.value(v))
                 }
             })
             .collect()
@@ -165,6 +185,7 @@ impl Run<'_> {
             memory: pp.memory,
             grants: pp.grants.clone(),
             kv: self.kv[plugin].clone(),
+            redactor: self.redactor(),
         };
         let attempt = attempt + self.attempt_base.get(step_id).copied().unwrap_or(0);
         let ctx = CallContext {
@@ -175,9 +196,13 @@ impl Run<'_> {
             dry_run: self.opts.dry_run,
         };
         let started_ms = self.elapsed_ms();
+        // The host masks the run's secrets in everything the call produced before returning
+        // it (and before tracing any of it); the real outputs come separately.
         let mut invocation = self.host.invoke(&pp.plugin, call, &ctx, &sandbox).await;
-        let outputs = invocation.result.as_ref().ok().map(|o| o.outputs.clone());
-        self.redactor.invocation(&mut invocation);
+        let outputs = match invocation.unmasked_outputs.take() {
+            Some(real) => Some(real),
+            None => invocation.result.as_ref().ok().map(|o| o.outputs.clone()),
+        };
         (
             Attempt {
                 number: attempt,
@@ -267,7 +292,7 @@ impl Run<'_> {
         let params = match self.render(&step.with, &ctx) {
             Ok(p) => p,
             Err(message) => {
-                report.summary = self.redactor.text(&message);
+                report.summary = self.redactor().error_text(&message);
                 report.status = StepStatus::Errored {
                     failure: Failure::InvalidParams {
                         message: report.summary.clone(),

@@ -12,6 +12,10 @@ pub const DEFAULT_MEMORY: u64 = 64 << 20;
 /// exceed it.
 pub const MAX_MEMORY: u64 = 4 << 30;
 
+/// The most a plugin may hand the engine in one transfer (a host call's arguments, or its
+/// outcome): wasmtime's hostcall fuel. A plugin cannot make Medic allocate more per call.
+pub const MAX_TRANSFER_BYTES: usize = 4 << 20;
+
 /// The error a call traps with when it tries to grow memory past its limit.
 #[derive(Debug)]
 pub struct MemoryLimitExceeded {

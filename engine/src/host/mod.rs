@@ -11,6 +11,7 @@ pub mod caps;
 pub mod limits;
 pub mod manifest;
 pub mod outcome;
+pub mod redact;
 pub mod sandbox;
 pub mod value;
 
@@ -30,6 +31,7 @@ pub use cache::{CacheStatus, CompileCache};
 pub use caps::{CommandGrant, Grants, HostGrant, KvJournal, KvSpace};
 pub use manifest::{Manifest, ParamSpec, PluginKind};
 pub use outcome::{CapabilityUse, Failure, Invocation, LogLevel, LogLine, Outcome, Status};
+pub use redact::Redactor;
 pub use sandbox::{Call, CallContext, Sandbox, StoreState};
 pub use value::{Value, ValueType, Values};
 

@@ -69,6 +69,11 @@ pub enum Failure {
     Panic { message: String },
     /// Any other trap (unreachable, out-of-bounds access...).
     Trap { message: String },
+    /// The plugin called `exit` (WASI's `proc_exit`) instead of returning.
+    PluginExit { code: i32 },
+    /// The plugin went past a bound the engine sets on what it may hand over (one transfer
+    /// of more than [`limits::MAX_TRANSFER_BYTES`](super::limits::MAX_TRANSFER_BYTES)).
+    Limit { message: String },
     /// The plugin could not be instantiated or called at all.
     Engine { message: String },
 }
@@ -109,6 +114,8 @@ impl Failure {
             Failure::StackOverflow => "stack_overflow",
             Failure::Panic { .. } => "panic",
             Failure::Trap { .. } => "trap",
+            Failure::PluginExit { .. } => "plugin_exit",
+            Failure::Limit { .. } => "limit",
             Failure::Engine { .. } => "engine",
         }
     }
@@ -138,7 +145,91 @@ impl fmt::Display for Failure {
             Failure::StackOverflow => f.write_str("stack overflow (runaway recursion?)"),
             Failure::Panic { message } => write!(f, "plugin panicked: {message}"),
             Failure::Trap { message } => write!(f, "plugin trapped: {message}"),
+            Failure::PluginExit { code } => {
+                write!(f, "plugin exited with code {code} instead of returning")
+            }
+            Failure::Limit { message } => write!(f, "plugin went past a limit: {message}"),
             Failure::Engine { message } => write!(f, "could not run the plugin: {message}"),
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), saying so, and gives back
+/// the memory beyond: a plugin's 3 MiB string kept as 4 KiB must not hold its 3 MiB.
+pub fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("… [truncated]");
+    }
+    s.shrink_to_fit();
+}
+
+/// What one call's outcome may hold (also stated in the README's sandbox section).
+pub const MAX_SUMMARY_BYTES: usize = 16 << 10;
+pub const MAX_OUTPUTS: usize = 64;
+pub const MAX_OUTPUT_NAME_BYTES: usize = 128;
+pub const MAX_OUTPUT_BYTES: usize = 64 << 10;
+pub const MAX_OUTPUTS_TOTAL_BYTES: usize = 1 << 20;
+pub const MAX_METRICS: usize = 64;
+pub const MAX_ERROR_BYTES: usize = 16 << 10;
+
+impl Outcome {
+    /// Holds the outcome to the bounds above.
+    pub(crate) fn bound(&mut self) {
+        truncate(&mut self.summary, MAX_SUMMARY_BYTES);
+        if self.outputs.len() > MAX_OUTPUTS {
+            self.outputs.truncate(MAX_OUTPUTS);
+            self.outputs.shrink_to_fit();
+        }
+        let mut total = MAX_OUTPUTS_TOTAL_BYTES;
+        for (name, value) in &mut self.outputs {
+            truncate(name, MAX_OUTPUT_NAME_BYTES);
+            let mut budget = MAX_OUTPUT_BYTES.min(total);
+            match value {
+                Value::Text(t) => {
+                    truncate(t, budget);
+                    budget = budget.saturating_sub(t.len());
+                }
+                Value::TextList(items) => {
+                    items.retain_mut(|item| {
+                        let keep = budget > 0;
+                        truncate(item, budget);
+                        budget = budget.saturating_sub(item.len());
+                        keep
+                    });
+                    items.shrink_to_fit();
+                }
+                _ => {}
+            }
+            total = total.saturating_sub(MAX_OUTPUT_BYTES.min(total) - budget);
+        }
+        self.metrics.truncate(MAX_METRICS);
+        for (name, _) in &mut self.metrics {
+            truncate(name, MAX_OUTPUT_NAME_BYTES);
+        }
+    }
+}
+
+impl Failure {
+    /// Holds a failure's text to [`MAX_ERROR_BYTES`].
+    pub(crate) fn bound(&mut self) {
+        match self {
+            Failure::InvalidParams { message }
+            | Failure::Transient { message }
+            | Failure::Permanent { message }
+            | Failure::Denied { message }
+            | Failure::Panic { message }
+            | Failure::Trap { message }
+            | Failure::Limit { message }
+            | Failure::Engine { message } => truncate(message, MAX_ERROR_BYTES),
+            Failure::Timeout { .. }
+            | Failure::MemoryLimit { .. }
+            | Failure::StackOverflow
+            | Failure::PluginExit { .. } => {}
         }
     }
 }
@@ -198,4 +289,17 @@ pub struct Invocation {
     /// The tail of what the plugin wrote to stdout and stderr.
     pub stderr: String,
     pub duration_us: u64,
+    /// The outputs as the plugin returned them, when masking changed them: later steps and
+    /// reverts need the real values. Never recorded nor shown.
+    #[serde(skip)]
+    pub unmasked_outputs: Option<Values>,
+}
+
+impl Invocation {
+    /// The outputs as the plugin returned them (secrets unmasked), for later steps.
+    pub fn real_outputs(&self) -> Option<&Values> {
+        self.unmasked_outputs
+            .as_ref()
+            .or_else(|| self.result.as_ref().ok().map(|o| &o.outputs))
+    }
 }

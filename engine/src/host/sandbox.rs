@@ -16,6 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::caps::{CapState, CapabilityDenied, DeadlineExceeded, Grants, KvSpace};
 use super::limits::{Limiter, MemoryLimitExceeded};
 use super::outcome::{Failure, Invocation, Outcome};
+use super::redact::Redactor;
 use super::value::{Values, values_to_wit};
 use super::{EPOCH_TICK, Plugin, PluginHost, bindings};
 
@@ -42,6 +43,9 @@ pub struct Sandbox {
     pub memory: u64,
     pub grants: Grants,
     pub kv: KvSpace,
+    /// The run's secrets: masked in everything the call produces, before it is traced,
+    /// truncated or returned.
+    pub redactor: Arc<Redactor>,
 }
 
 impl Default for Sandbox {
@@ -51,6 +55,7 @@ impl Default for Sandbox {
             memory: super::limits::DEFAULT_MEMORY,
             grants: Grants::default(),
             kv: KvSpace::new(),
+            redactor: Arc::default(),
         }
     }
 }
@@ -160,6 +165,18 @@ fn classify(err: &wasmtime::Error, timeout: Duration, output: &str) -> Failure {
             message: message.clone(),
         };
     }
+    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return Failure::PluginExit { code: exit.0 };
+    }
+    // wasmtime's own type for it is private; its message is stable and says what it is.
+    if format!("{err:#}").contains("fuel allocated for hostcalls has been exhausted") {
+        return Failure::Limit {
+            message: format!(
+                "it handed over more than {} in one transfer",
+                super::limits::format_bytes(super::limits::MAX_TRANSFER_BYTES as u64)
+            ),
+        };
+    }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Failure::Timeout { after: timeout },
         Some(Trap::StackOverflow) => Failure::StackOverflow,
@@ -213,10 +230,14 @@ impl PluginHost {
                 denied: None,
                 plugin: plugin.manifest.name.clone(),
                 step: step.to_owned(),
+                redactor: sandbox.redactor.clone(),
+                log_bytes: 0,
             },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // wasmtime would otherwise copy up to 128 MiB per transfer out of the guest.
+        store.set_hostcall_fuel(super::limits::MAX_TRANSFER_BYTES);
         let ticks = sandbox.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64;
         store.set_epoch_deadline(ticks.max(1));
         store.epoch_deadline_trap();
@@ -293,14 +314,32 @@ impl PluginHost {
             ) => Err(Failure::Denied { message }),
             (_, result) => result,
         };
-        Invocation {
+        let mut inv = Invocation {
             result,
             logs: state.caps.logs,
             logs_dropped: state.caps.logs_dropped,
             capability_uses: state.caps.uses,
             stderr: captured,
             duration_us: started.elapsed().as_micros() as u64,
+            unmasked_outputs: None,
+        };
+        if !sandbox.redactor.is_empty()
+            && let Ok(o) = &inv.result
+        {
+            let mut real = o.clone();
+            real.bound();
+            inv.unmasked_outputs = Some(real.outputs);
         }
+        // Masked before bounded: a secret straddling a cut is not half kept.
+        sandbox.redactor.invocation(&mut inv);
+        match &mut inv.result {
+            Ok(o) => o.bound(),
+            Err(f) => f.bound(),
+        }
+        if inv.unmasked_outputs.as_ref() == inv.result.as_ref().ok().map(|o| &o.outputs) {
+            inv.unmasked_outputs = None;
+        }
+        inv
     }
 }
 

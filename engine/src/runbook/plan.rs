@@ -400,6 +400,7 @@ pub async fn plan(
         env: template::environment(),
         params: Params::new(),
         secrets: Vec::new(),
+        secret_names: Default::default(),
         vars: Vec::new(),
     };
     v.diags.extend(rollout_diags);
@@ -409,7 +410,7 @@ pub async fn plan(
     let ctx = v.plan_context(&environment);
     let plugins = v.plugins(host, &doc, &ctx).await;
     let lock = doc.runbook.get_ref().lock.as_ref().and_then(|l| {
-        if !v.check_template(l.get_ref(), &l.span(), Scope::Plan).0 {
+        if !v.check_public(l.get_ref(), &l.span(), Scope::Plan, "the lock key") {
             return None;
         }
         match template::render(&v.env, l.get_ref(), &ctx) {
@@ -574,6 +575,8 @@ struct Validator<'a> {
     env: minijinja::Environment<'static>,
     params: Params,
     secrets: Vec<String>,
+    /// Parameters declared secret (whether or not their value could be read).
+    secret_names: std::collections::BTreeSet<String>,
     /// Names of the selected environment's variables.
     vars: Vec<String>,
 }
@@ -947,6 +950,13 @@ impl Validator<'_> {
                 self.err(Diagnostic::at(name.span(), format!("secret parameter `{}` needs `from_env` or `from_file`", name.get_ref()))
                     .help("secrets never come from the command line, which ends up in shell history and `ps`"));
             }
+            if decl.secret {
+                self.secret_names.insert(name.get_ref().clone());
+            }
+            if decl.secret && matches!(ty, ValueType::Boolean | ValueType::Duration) {
+                self.err(Diagnostic::at(name.span(), format!("secret parameter `{}` is a {}: such a value cannot be masked without masking every one like it", name.get_ref(), if ty == ValueType::Boolean { "boolean" } else { "duration" }))
+                    .help("secrets are strings, numbers or lists"));
+            }
             types.insert(name.get_ref().clone(), ty);
             if let Some(value) = self.param_value(name, decl, ty) {
                 if decl.secret
@@ -1059,7 +1069,10 @@ impl Validator<'_> {
                             None
                         }
                         // A declared parameter without a value has its own error already.
-                        None if self.src.text.contains(&format!("[params.{p}]")) => None,
+                        None if self.src.text.contains(&format!("[params.{p}]")) => {
+                            secret |= self.secret_names.contains(*p);
+                            None
+                        }
                         None => Some((
                             format!("unknown parameter `{p}` in `{r}`"),
                             did_you_mean(p, self.params.keys().map(String::as_str)),
@@ -1137,6 +1150,34 @@ impl Validator<'_> {
                 (false, false)
             }
         }
+    }
+
+    /// Like [`Self::check_template`], for text Medic prints and records by design (lock
+    /// keys, grants, fleet targets): a secret there is refused.
+    fn check_public(
+        &mut self,
+        source: &str,
+        span: &Range<usize>,
+        scope: Scope<'_>,
+        what: &str,
+    ) -> bool {
+        let (ok, secret) = self.check_template(source, span, scope);
+        if secret {
+            self.secret_shown(span, what);
+        }
+        ok && !secret
+    }
+
+    fn secret_shown(&mut self, span: &Range<usize>, what: &str) {
+        self.err(
+            Diagnostic::at(
+                span.clone(),
+                format!(
+                    "{what} cannot use a secret parameter: it is shown and recorded as written"
+                ),
+            )
+            .help("use a parameter that is not secret"),
+        );
     }
 
     fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
@@ -1239,10 +1280,7 @@ impl Validator<'_> {
             for host_grant in &g.get_ref().http {
                 let mut text = host_grant.get_ref().clone();
                 if template::is_template(&text) {
-                    if !self
-                        .check_template(&text, &host_grant.span(), Scope::Plan)
-                        .0
-                    {
+                    if !self.check_public(&text, &host_grant.span(), Scope::Plan, "a grant") {
                         continue;
                     }
                     match template::render(&self.env, &text, ctx) {
@@ -1273,7 +1311,7 @@ impl Validator<'_> {
             for tcp_grant in &g.get_ref().tcp {
                 let mut text = tcp_grant.get_ref().clone();
                 if template::is_template(&text) {
-                    if !self.check_template(&text, &tcp_grant.span(), Scope::Plan).0 {
+                    if !self.check_public(&text, &tcp_grant.span(), Scope::Plan, "a grant") {
                         continue;
                     }
                     match template::render(&self.env, &text, ctx) {
@@ -1673,7 +1711,7 @@ impl Validator<'_> {
                         return None;
                     };
                     if template::is_template(t) {
-                        if !self.check_template(t, &span, scope).0 {
+                        if !self.check_public(t, &span, scope, "fleet targets") {
                             return None;
                         }
                     } else if list.iter().any(|l| l == t) {
@@ -1702,7 +1740,11 @@ impl Validator<'_> {
                 match self.env.compile_expression(expr) {
                     Ok(e) => {
                         let refs = e.undeclared_variables(true).into_iter().collect();
-                        if !self.check_refs(refs, &span, scope).0 {
+                        let (ok, secret) = self.check_refs(refs, &span, scope);
+                        if secret {
+                            self.secret_shown(&span, "fleet targets");
+                        }
+                        if !ok || secret {
                             return None;
                         }
                     }

@@ -2,19 +2,11 @@ use crate::host::bindings::medic::plugin::log::{Host, Level};
 use crate::host::outcome::{LogLevel, LogLine};
 use crate::host::sandbox::StoreState;
 
-use super::{MAX_LOG_LINE_BYTES, MAX_LOG_LINES};
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("… [truncated]");
-    }
-    s
-}
+use super::{
+    MAX_LOG_BYTES_PER_CALL, MAX_LOG_FIELD_BYTES, MAX_LOG_FIELD_KEY_BYTES, MAX_LOG_FIELDS,
+    MAX_LOG_LINE_BYTES, MAX_LOG_LINES,
+};
+use crate::host::outcome::truncate;
 
 impl Host for StoreState {
     async fn log(
@@ -24,7 +16,7 @@ impl Host for StoreState {
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
         let caps = &mut self.caps;
-        if caps.logs.len() >= MAX_LOG_LINES {
+        if caps.logs.len() >= MAX_LOG_LINES || caps.log_bytes >= MAX_LOG_BYTES_PER_CALL {
             caps.logs_dropped += 1;
             return Ok(());
         }
@@ -35,12 +27,24 @@ impl Host for StoreState {
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
-        let message = truncate(message, MAX_LOG_LINE_BYTES);
+        // Masked before anything else (a secret straddling the cut is not half kept), then
+        // cut, with the memory beyond the cut given back.
+        let mut message = message;
+        caps.redactor.mask(&mut message);
+        truncate(&mut message, MAX_LOG_LINE_BYTES);
         let fields: Vec<(String, String)> = fields
             .into_iter()
-            .take(32)
-            .map(|(k, v)| (truncate(k, 128), truncate(v, MAX_LOG_LINE_BYTES)))
+            .take(MAX_LOG_FIELDS)
+            .map(|(mut k, mut v)| {
+                caps.redactor.mask(&mut k);
+                caps.redactor.mask(&mut v);
+                truncate(&mut k, MAX_LOG_FIELD_KEY_BYTES);
+                truncate(&mut v, MAX_LOG_FIELD_BYTES);
+                (k, v)
+            })
             .collect();
+        caps.log_bytes +=
+            message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         let (plugin, step) = (&caps.plugin, &caps.step);
         match level {
             LogLevel::Trace => {

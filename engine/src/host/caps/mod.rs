@@ -54,9 +54,16 @@ impl std::fmt::Display for CapabilityDenied {
 
 impl std::error::Error for CapabilityDenied {}
 
-/// Bounds on what one call may leave in the record.
+/// Bounds on what one call may leave in the record (and hold in memory): at most 1 MiB of
+/// log text and about 2 MiB of capability uses per call, whatever the plugin sends.
 pub const MAX_LOG_LINES: usize = 1000;
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
+pub const MAX_LOG_FIELDS: usize = 16;
+pub const MAX_LOG_FIELD_KEY_BYTES: usize = 64;
+pub const MAX_LOG_FIELD_BYTES: usize = 1024;
+pub const MAX_LOG_BYTES_PER_CALL: usize = 1 << 20;
+pub const MAX_CAPABILITY_USES: usize = 1000;
+pub const MAX_USE_DETAIL_BYTES: usize = 1024;
 
 /// Per-call state of the capabilities.
 pub(crate) struct CapState {
@@ -74,6 +81,10 @@ pub(crate) struct CapState {
     /// Identifies the call in tracing events.
     pub plugin: String,
     pub step: String,
+    /// Masks secrets before anything is traced or kept.
+    pub redactor: std::sync::Arc<crate::host::redact::Redactor>,
+    /// Log text kept so far (bounded by [`MAX_LOG_BYTES_PER_CALL`]).
+    pub log_bytes: usize,
 }
 
 impl CapState {
@@ -84,14 +95,19 @@ impl CapState {
     pub fn record(
         &mut self,
         capability: &'static str,
-        detail: String,
+        mut detail: String,
         allowed: bool,
-        result: String,
+        mut result: String,
         since: Instant,
     ) {
-        // Bounded like logs: a plugin looping over a capability must not grow the record forever.
-        if self.uses.len() >= MAX_LOG_LINES {
+        // Bounded like logs: a plugin looping over a capability must not grow the record
+        // forever, nor one use (a 1 MiB URL) hold much.
+        if self.uses.len() >= MAX_CAPABILITY_USES {
             return;
+        }
+        for text in [&mut detail, &mut result] {
+            self.redactor.mask(text);
+            crate::host::outcome::truncate(text, MAX_USE_DETAIL_BYTES);
         }
         self.uses.push(CapabilityUse {
             capability: capability.to_owned(),
@@ -102,7 +118,16 @@ impl CapState {
         });
     }
 
-    pub fn deny(&mut self, capability: &'static str, detail: String, reason: String) -> String {
+    pub fn deny(
+        &mut self,
+        capability: &'static str,
+        mut detail: String,
+        mut reason: String,
+    ) -> String {
+        for text in [&mut detail, &mut reason] {
+            *text = self.redactor.error_text(text);
+            crate::host::outcome::truncate(text, MAX_USE_DETAIL_BYTES);
+        }
         let message = format!("{capability} {detail}: {reason}");
         tracing::warn!(target: "medic::plugin", plugin = %self.plugin, step = %self.step, "capability denied: {message}");
         self.record(

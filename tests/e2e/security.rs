@@ -335,3 +335,49 @@ fn a_reader_that_goes_away_ends_a_command_quietly() {
     );
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+#[test]
+fn cpu_bound_fleet_targets_take_turns_and_each_ends_at_its_own_deadline() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Ten targets whose plugin never stops computing, all at once, one second each.
+    let text = format!(
+        "[runbook]\nname = \"spin\"\n\n[plugins.h]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+         [[steps]]\nid = \"spin\"\nuses = \"h\"\ntimeout = \"1s\"\nwith = {{ mode = \"loop\" }}\n\
+         [steps.fleet]\ntargets = [\"t0\", \"t1\", \"t2\", \"t3\", \"t4\", \"t5\", \"t6\", \"t7\", \"t8\", \"t9\"]\n\
+         max_concurrency = \"AllAtOnce\"\nmax_errors = \"100%\"\n",
+        medic::host::fixtures::HOSTILE
+    );
+    let rb = dir.path().join("spin.toml");
+    std::fs::write(&rb, text).unwrap();
+    let o = medic(
+        cache.path(),
+        &["run", rb.to_str().unwrap(), "--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut ended = 0;
+    for line in stdout(&o).lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        if e["event"] != "target_finished" {
+            continue;
+        }
+        ended += 1;
+        let t = &e["target"];
+        assert_eq!(
+            t["status"]["failure"]["kind"],
+            "timeout",
+            "{}",
+            serde_json::to_string_pretty(t).unwrap()
+        );
+        // The limit under test: each call ends within its deadline + 20%, not after the
+        // others' turns (10 s one after another, as before).
+        let took = t["duration"]["secs"].as_f64().unwrap()
+            + t["duration"]["nanos"].as_f64().unwrap() / 1e9;
+        assert!(
+            took < 1.2,
+            "{} took {took:.2}s for a 1s deadline",
+            t["target"]
+        );
+    }
+    assert_eq!(ended, 10);
+}

@@ -238,9 +238,19 @@ impl PluginHost {
         store.limiter(|s| &mut s.limiter);
         // wasmtime would otherwise copy up to 128 MiB per transfer out of the guest.
         store.set_hostcall_fuel(super::limits::MAX_TRANSFER_BYTES);
-        let ticks = sandbox.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64;
-        store.set_epoch_deadline(ticks.max(1));
-        store.epoch_deadline_trap();
+        // At every epoch tick a running plugin yields to the executor, so calls sharing a
+        // thread (a fleet's targets run in one task) take turns instead of running one after
+        // another, and each one's own deadline is checked on time: past it, the call traps
+        // (`Trap::Interrupt`, a timeout).
+        let deadline = now + sandbox.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Yield(1)
+            })
+        });
         store
     }
 

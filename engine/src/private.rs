@@ -84,6 +84,60 @@ fn check_owned(dir: &Path, what: &str, meta: &std::fs::Metadata) -> Result<(), S
     Ok(())
 }
 
+/// The login name of user `uid` from the password database (not `$USER`, which anyone can
+/// set), or `uid N` when it has none.
+pub fn user_name(uid: u32) -> String {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: getpwuid_r(3) writes only into `pwd` and `buf`, both ours and sized as passed;
+    // `pw_name` points into `buf`, read before `buf` goes away.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        );
+        if rc == 0
+            && !found.is_null()
+            && !pwd.pw_name.is_null()
+            && let Ok(name) = std::ffi::CStr::from_ptr(pwd.pw_name).to_str()
+        {
+            return name.to_owned();
+        }
+    }
+    format!("uid {uid}")
+}
+
+/// This process's real user, by name.
+pub fn me() -> String {
+    // SAFETY: getuid(2) cannot fail.
+    user_name(unsafe { libc::getuid() })
+}
+
+/// The user id of the process at the other end of a Unix socket (SO_PEERCRED).
+pub fn peer_uid(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `cred`, which is that size.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cred.uid)
+    }
+}
+
 /// Creates a new file (0600) that must not exist yet, never following a symlink at `path`.
 pub fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()

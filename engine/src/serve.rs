@@ -664,6 +664,23 @@ impl Observer for Stream {
     }
 }
 
+/// A run id a client proposes: a ULID as Medic writes them (lowercase), not recorded yet.
+fn fresh_run_id(store: &Store, id: &str) -> Result<(), String> {
+    let well_formed = id.len() == 26
+        && id
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        && ulid::Ulid::from_string(id).is_ok();
+    if !well_formed {
+        return Err(format!("`{id}` is not a run id"));
+    }
+    match store.record(id) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(format!("run {id} exists already: a new run needs a new id")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Plans the client's runbook (with the values its sources had there) and starts it.
 async fn client_run(
     host: &Arc<PluginHost>,
@@ -673,10 +690,21 @@ async fn client_run(
     runs: &mut Vec<ClientRun>,
 ) -> Reply {
     runs.retain(|r| !r.task.is_finished());
-    let req: RunRequest = match serde_json::from_value(request) {
+    let mut req: RunRequest = match serde_json::from_value(request) {
         Ok(r) => r,
         Err(e) => return Reply::One(Err(format!("bad run request: {e}"))),
     };
+    // Nothing the client says about who or which run is taken on trust: the id must be a
+    // fresh run id (never one already recorded), and who started the run is this process's
+    // user (the socket only answers its own user) on this host.
+    if let Err(e) = fresh_run_id(store, &req.run_id) {
+        return Reply::One(Err(e));
+    }
+    req.trigger = crate::store::Trigger::cli();
+    if let Some(a) = &mut req.approval {
+        a.by = crate::cli::who();
+        a.at = std::time::SystemTime::now();
+    }
     let opts = crate::runbook::PlanOptions {
         params: req.params.clone(),
         environment: req.environment.clone(),
@@ -699,6 +727,17 @@ async fn client_run(
             .to_string()));
         }
     };
+    if plan.environment.protected
+        && req
+            .approval
+            .as_ref()
+            .is_none_or(|a| a.reason.trim().is_empty())
+    {
+        return Reply::One(Err(format!(
+            "environment `{}` is protected: running there needs an approval (--approve \"REASON\")",
+            plan.environment.name
+        )));
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = Cancel::new();
     let c = cancel.clone();

@@ -177,6 +177,39 @@ fn drills_never_run_in_protected_environments() {
     );
     assert!(err.contains("d.toml:4:15"), "{err}");
 
+    // Its fault injection and its notification act too: a `before` or `notify` runbook in a
+    // protected environment is refused the same way.
+    let hooked = dir.path().join("hooked");
+    std::fs::create_dir(&hooked).unwrap();
+    write(
+        dir.path(),
+        "other.toml",
+        "[runbook]\nname = \"other\"\n[environments.staging]\nprotected = true\n\
+         [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = { http = [\"127.0.0.1:9\"] }\n\
+         [[steps]]\nid = \"check\"\nuses = \"probe\"\nwith = { url = \"http://127.0.0.1:9/\" }\n",
+    );
+    for hook in ["before", "notify"] {
+        write(
+            &hooked,
+            "d.toml",
+            &format!(
+                "[[drill]]\nname = \"d\"\nrunbook = \"../rb.toml\"\nenvironment = \"staging\"\nschedule = \"0 3 * * *\"\n{hook} = {{ runbook = \"../other.toml\" }}\n"
+            ),
+        );
+        let o = medic(
+            cache.path(),
+            &["drill", "validate", "--drills", hooked.to_str().unwrap()],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{hook}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{hook}: runbook `other` targets the protected environment `staging`"
+            )),
+            "{hook}: {err}"
+        );
+    }
+
     // A runbook made protected after the drills were loaded is refused at run time.
     std::fs::write(
         drills.join("d.toml"),

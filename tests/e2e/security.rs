@@ -4,6 +4,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::cli::{MEDIC, medic, medic_command, scripted_runbook, stderr, stdout};
 
@@ -380,4 +381,81 @@ fn cpu_bound_fleet_targets_take_turns_and_each_ends_at_its_own_deadline() {
         );
     }
     assert_eq!(ended, 10);
+}
+
+#[test]
+fn a_decision_made_before_the_request_does_not_count() {
+    use medic::executor::{Approver, Cancel, Decision};
+    use medic::store::approvals::{FileApprover, decide};
+    let dir = tempfile::tempdir().unwrap();
+    let approvals = dir.path().join("approvals");
+    let rt = crate::support::runtime();
+    rt.block_on(async {
+        let approver = FileApprover {
+            dir: approvals.clone(),
+        };
+        let run = "01jfakerun00000000000000000";
+        // An approval left by an earlier process for the same run and step (a resumed run
+        // asks again): planted before the request, it must not let the step act.
+        std::fs::create_dir_all(&approvals).unwrap();
+        std::fs::write(
+            approvals.join(format!("{run}.go.decision.json")),
+            r#"{"approved":true,"by":"someone@else","reason":"old","at_ms":1}"#,
+        )
+        .unwrap();
+        let cancel = Cancel::new();
+        let asked = approver.wait(run, "go", "go?", Duration::from_millis(600), &cancel);
+        assert_eq!(asked.await, Decision::TimedOut);
+
+        // A decision made after the request counts.
+        let waiting = approver.wait(run, "go", "go?", Duration::from_secs(20), &cancel);
+        let deciding = async {
+            for _ in 0..100 {
+                if decide(&approvals, run, Some("go"), false, "me@here", "no").is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the request never appeared");
+        };
+        let (decision, ()) = tokio::join!(waiting, deciding);
+        assert_eq!(
+            decision,
+            Decision::Rejected {
+                by: "me@here".into(),
+                reason: "no".into()
+            }
+        );
+        // Ids that would name a file elsewhere are refused.
+        let escape = approver
+            .wait("../../x", "go", "go?", Duration::from_secs(1), &cancel)
+            .await;
+        assert!(matches!(escape, Decision::Rejected { .. }), "{escape:?}");
+        assert!(!dir.path().join("x.go.pending.json").exists());
+    });
+}
+
+#[test]
+fn identity_comes_from_the_real_user_not_the_environment() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(dir.path(), "", "[[steps]]\nid = \"go\"\nuses = \"act\"\n");
+    let o = medic_command(cache.path())
+        .env("USER", "mallory")
+        .env("LOGNAME", "mallory")
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let list = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    let run: serde_json::Value =
+        serde_json::from_str(stdout(&list).lines().next().unwrap()).unwrap();
+    let user = run["trigger"]["user"].as_str().unwrap();
+    assert_ne!(user, "mallory", "{run}");
+    // SAFETY: getuid(2) cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert!(
+        user == medic::private::user_name(uid) && !user.starts_with("uid "),
+        "{user}"
+    );
 }

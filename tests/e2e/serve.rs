@@ -638,3 +638,101 @@ fn a_ctrl_c_through_serve_cancels_as_a_local_one_does() {
     assert_eq!(serve.stop(), Some(0));
     assert_eq!(version_of(&svc.addr), "v1");
 }
+
+#[test]
+fn serve_trusts_no_run_id_trigger_or_user_from_its_clients() {
+    use medic::store::remote::Remote;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&[]);
+    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    drill_file(
+        &drills,
+        "idle.toml",
+        "[[drill]]\nname = \"idle\"\nrunbook = \"../slow.toml\"\nschedule = \"0 3 1 1 *\"\n",
+    );
+    let mut serve = Serve::start(&data, &drills, &[]);
+    let path = work.path().join("slow.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let request = |run_id: &str| {
+        serde_json::json!({
+            "op": "run", "path": path, "text": text, "params": [], "environment": null,
+            "sourced": [], "dry_run": false, "approval": null, "run_id": run_id,
+            "trigger": { "kind": "cli", "user": "mallory", "host": "elsewhere" },
+            "lock_wait": { "secs": 0, "nanos": 0 },
+        })
+    };
+    let remote = Remote::connect(&data).expect("serve's socket");
+    let first_line = |req: serde_json::Value| -> serde_json::Value {
+        let mut lines = remote.stream(&req).unwrap();
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+    };
+    // An id that is not a run id (here, one that would name a file elsewhere) is refused.
+    let answer = first_line(request("../../approvals/x"));
+    assert!(
+        answer["err"].as_str().unwrap().contains("is not a run id"),
+        "{answer}"
+    );
+    // A fresh id runs, recorded as started by this user, whatever the client claimed.
+    let id = medic::executor::new_run_id();
+    let mut lines = remote.stream(&request(&id)).unwrap();
+    let done = lines
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+            v.get("done").cloned()
+        })
+        .expect("the run ended");
+    assert_eq!(done["run_id"], id.as_str());
+    // The same id again would rewrite a recorded run: refused.
+    let answer = first_line(request(&id));
+    assert!(
+        answer["err"].as_str().unwrap().contains("exists already"),
+        "{answer}"
+    );
+    serve.wait_for(&format!("medic serve: run {id}"));
+    let o = Command::new(MEDIC)
+        .args(["runs", "list", "--output", "json"])
+        .env("MEDIC_DATA_DIR", &data)
+        .env("MEDIC_CACHE_DIR", data.join("cache"))
+        .output()
+        .unwrap();
+    let run: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_ne!(run["trigger"]["user"], "mallory", "{run}");
+    assert_ne!(run["trigger"]["host"], "elsewhere", "{run}");
+
+    // Another user who reaches the socket (its file made world-writable here, as a
+    // mistake would) is not answered: the server checks who connected.
+    // SAFETY: getuid(2) cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(
+            data.join("medic.sock"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        let probe = format!(
+            "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ntry:\n    \
+             s.sendall(b'{{\"op\": \"list\", \"filter\": {{}}, \"limit\": 5}}\\n')\n    \
+             s.settimeout(5)\n    print(repr(s.recv(4096)))\nexcept OSError:\n    print(repr(b''))\n",
+            data.join("medic.sock").display().to_string()
+        );
+        let o = Command::new("runuser")
+            .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", &probe])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "b''",
+            "another user got an answer"
+        );
+        serve.wait_for("refused a connection");
+    } else {
+        eprintln!("not root: the other-user half of this test needs root to act as nobody");
+    }
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -326,6 +326,9 @@ fn a_kill_inside_a_deploy_is_undone_by_runs_rollback_from_another_directory() {
     assert_eq!(o.status.code(), Some(4), "{out}\n{}", stderr(&o));
     assert!(out.contains("redeployed v1 (was v2)"), "{out}");
     assert_eq!(version(&svc.addr), "v1", "the service is back where it was");
+    // Who picked the run up is on record.
+    let shown = stdout(&medic(cache.path(), &["runs", "show", &id]));
+    assert!(shown.contains("picked up to rollback by "), "{shown}");
 }
 
 #[test]

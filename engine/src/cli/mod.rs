@@ -8,6 +8,7 @@ mod drill;
 pub mod output;
 mod plugin;
 mod run;
+pub use run::who;
 mod runs;
 mod scaffold;
 mod signals;

@@ -103,7 +103,7 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
 }
 
 /// `user@host`, for approvals: the same identity run records use for their trigger.
-pub(super) fn who() -> String {
+pub fn who() -> String {
     match Trigger::cli() {
         Trigger::Cli { user, host } => format!("{user}@{host}"),
         other => other.to_string(),

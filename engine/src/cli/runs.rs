@@ -352,7 +352,9 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
         );
         let line = match &e.event {
             JournalEvent::RunStarted { pid } => format!("started (pid {pid})"),
-            JournalEvent::RunResumed { pid, mode } => format!("picked up to {mode} (pid {pid})"),
+            JournalEvent::RunResumed { pid, mode, by } => {
+                format!("picked up to {mode} by {by} (pid {pid})")
+            }
             JournalEvent::PhaseStarted { phase, reason } => format!(
                 "{} ({reason})",
                 match phase {

@@ -495,11 +495,23 @@ async fn check(
             defer_secrets: true,
             sourced: None,
         };
-        if let Err(why) = plan_hook(host, &h.runbook, &opts).await {
-            diags.push(Diagnostic::at(
+        match plan_hook(host, &h.runbook, &opts).await {
+            Err(why) => diags.push(Diagnostic::at(
                 decl.get_ref().runbook.span(),
                 format!("{what}: {why}"),
-            ));
+            )),
+            // A drill's fault injection and its notification act too: the same rule holds.
+            Ok(plan) if plan.environment.protected => diags.push(
+                Diagnostic::at(
+                    decl.get_ref().runbook.span(),
+                    format!(
+                        "{what}: runbook `{}` targets the protected environment `{}`: drills never run in protected environments",
+                        plan.name, plan.environment.name
+                    ),
+                )
+                .help("drill in a lower environment (staging, dev) that mirrors production"),
+            ),
+            Ok(_) => {}
         }
     }
     Some(Drill {

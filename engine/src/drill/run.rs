@@ -236,6 +236,8 @@ fn rollback_end_ms(report: &RunReport) -> Option<u64> {
 }
 
 /// Plans a hook's runbook with its parameters plus `extra`, keeping only those it declares.
+/// A hook that targets a protected environment is refused, as the drill's own runbook is
+/// (checked again here: the runbook may have changed since the drills were loaded).
 async fn plan_hook(
     host: &PluginHost,
     drill: &Drill,
@@ -244,7 +246,7 @@ async fn plan_hook(
 ) -> Result<Plan, String> {
     let mut params = hook.params.clone();
     params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-    super::plan_hook(
+    let plan = super::plan_hook(
         host,
         &hook.runbook,
         &PlanOptions {
@@ -254,7 +256,14 @@ async fn plan_hook(
             sourced: None,
         },
     )
-    .await
+    .await?;
+    if plan.environment.protected {
+        return Err(format!(
+            "runbook `{}` targets the protected environment `{}`: drills never run there",
+            plan.name, plan.environment.name
+        ));
+    }
+    Ok(plan)
 }
 
 /// Runs a drill and records its result (also when it is skipped or refused).

@@ -19,6 +19,10 @@ pub struct Pending {
     pub step: String,
     pub prompt: String,
     pub deadline_ms: u64,
+    /// When the run asked: a decision made before this (left by an earlier process, say)
+    /// does not count.
+    #[serde(default)]
+    pub requested_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +34,15 @@ struct DecisionFile {
 }
 
 use crate::private::write_atomic;
+
+/// Whether `s` can be part of a file name in the approvals directory: no separators, no
+/// `..`, nothing a shell or terminal would trip on.
+fn safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.contains("..")
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.[]".contains(c))
+}
 
 fn pending_path(dir: &Path, run_id: &str, step: &str) -> PathBuf {
     dir.join(format!("{run_id}.{step}.pending.json"))
@@ -59,14 +72,25 @@ impl FileApprover {
                 reason: e,
             };
         }
+        if !safe_name(run_id) || !safe_name(step) {
+            return Decision::Rejected {
+                by: "medic".into(),
+                reason: format!("`{run_id}`/`{step}` cannot name an approval file"),
+            };
+        }
+        let requested_ms = now_ms();
         let pending = Pending {
             run_id: run_id.into(),
             step: step.into(),
             prompt: prompt.into(),
-            deadline_ms: now_ms() + timeout.as_millis() as u64,
+            deadline_ms: requested_ms + timeout.as_millis() as u64,
+            requested_ms,
         };
         let marker = pending_path(&self.dir, run_id, step);
         let decision = decision_path(&self.dir, run_id, step);
+        // A decision left from an earlier request (a run resumed after a crash asks again)
+        // answers nothing now.
+        let _ = std::fs::remove_file(&decision);
         if let Err(e) = write_atomic(&marker, &serde_json::to_vec(&pending).expect("serialize")) {
             return Decision::Rejected {
                 by: "medic".into(),
@@ -77,6 +101,7 @@ impl FileApprover {
         let outcome = loop {
             if let Ok(bytes) = std::fs::read(&decision)
                 && let Ok(d) = serde_json::from_slice::<DecisionFile>(&bytes)
+                && d.at_ms >= requested_ms
             {
                 break if d.approved {
                     Decision::Approved {

@@ -123,9 +123,11 @@ impl std::fmt::Display for Trigger {
 
 impl Trigger {
     pub fn cli() -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+        Trigger::cli_of(crate::private::me())
+    }
+
+    /// A run started from a shell by `user` on this host.
+    pub fn cli_of(user: String) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
@@ -262,6 +264,9 @@ pub enum JournalEvent {
     RunResumed {
         pid: u32,
         mode: String,
+        /// Who picked it up (`user@host`).
+        #[serde(default)]
+        by: String,
     },
     PhaseStarted {
         phase: Phase,

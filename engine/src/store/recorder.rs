@@ -191,6 +191,7 @@ impl Observer for Recorder<'_> {
                             JournalEvent::RunResumed {
                                 pid,
                                 mode: mode.clone(),
+                                by: crate::cli::who(),
                             },
                         )
                     }

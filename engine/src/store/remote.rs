@@ -161,6 +161,22 @@ pub fn serve_with(
             let Ok((conn, _)) = listener.accept().await else {
                 return;
             };
+            // The socket file is 0600, and the kernel's word on who connected decides too:
+            // only this user's own processes are answered.
+            // SAFETY: getuid(2) cannot fail.
+            let me = unsafe { libc::getuid() };
+            match conn.peer_cred() {
+                Ok(cred) if cred.uid() == me => {}
+                Ok(cred) => {
+                    tracing::warn!(
+                        "refused a connection to {} from user {}",
+                        store.dir().join(SOCKET).display(),
+                        cred.uid()
+                    );
+                    continue;
+                }
+                Err(_) => continue,
+            }
             let store = store.clone();
             let extension = extension.clone();
             tokio::spawn(async move {
@@ -215,16 +231,36 @@ fn is_read(v: &serde_json::Value) -> bool {
     )
 }
 
+/// Connects, and checks that the process listening is this user's: a request may carry
+/// secrets read from this user's environment and files (`medic run` through serve).
+fn open(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::fd::AsFd;
+    let conn = UnixStream::connect(path)?;
+    // SAFETY: getuid(2) cannot fail.
+    let me = unsafe { libc::getuid() };
+    let theirs = crate::private::peer_uid(conn.as_fd())?;
+    if theirs != me {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is served by user {theirs}, not this user ({me}): not talking to it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(conn)
+}
+
 /// A store held by another process, read through its socket.
 pub struct Remote {
     path: PathBuf,
 }
 
 impl Remote {
-    /// Connects to the socket in `dir`, if a process serves it.
+    /// Connects to the socket in `dir`, if a process of this user serves it.
     pub fn connect(dir: &Path) -> Option<Remote> {
         let path = dir.join(SOCKET);
-        UnixStream::connect(&path).ok().map(|_| Remote { path })
+        open(&path).ok().map(|_| Remote { path })
     }
 
     fn ask<T: for<'de> Deserialize<'de>>(&self, request: &Request) -> Result<T, StoreError> {
@@ -241,7 +277,7 @@ impl Remote {
             dir: self.location(),
             source: e,
         };
-        let mut conn = UnixStream::connect(&self.path).map_err(io)?;
+        let mut conn = open(&self.path).map_err(io)?;
         conn.write_all(&json_line(request)).map_err(io)?;
         Ok(BufReader::new(conn).lines())
     }
@@ -256,7 +292,7 @@ impl Remote {
             dir: self.location(),
             source: e,
         };
-        let mut conn = UnixStream::connect(&self.path).map_err(io)?;
+        let mut conn = open(&self.path).map_err(io)?;
         conn.set_read_timeout(Some(timeout)).map_err(io)?;
         conn.write_all(&json_line(request)).map_err(io)?;
         let mut reply = String::new();

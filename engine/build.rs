@@ -25,6 +25,7 @@ const BUILTINS: &[(&str, &str)] = &[
 ];
 const FIXTURES: &[(&str, &str)] = &[
     ("HOSTILE", "hostile"),
+    ("BLOATED", "bloated"),
     ("INCOMPATIBLE", "incompatible"),
     ("LEGACY", "legacy"),
     ("SCRIPTED_CHECK", "scripted_check"),

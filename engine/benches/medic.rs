@@ -187,6 +187,7 @@ fn main() {
     let uncached = PluginHost::new(HostConfig {
         cache_dir: None,
         max_instances: 16,
+        ..HostConfig::default()
     })
     .unwrap();
     results.push(measure(
@@ -200,6 +201,7 @@ fn main() {
     let host = PluginHost::new(HostConfig {
         cache_dir: Some(cache.path().to_owned()),
         max_instances: 64,
+        ..HostConfig::default()
     })
     .unwrap();
     rt.block_on(host.load(&probe, None)).unwrap();
@@ -568,6 +570,7 @@ fn main() {
             PluginHost::new(HostConfig {
                 cache_dir: Some(cache.path().to_owned()),
                 max_instances: 64,
+                ..HostConfig::default()
             })
             .unwrap(),
         ));

@@ -459,3 +459,60 @@ fn identity_comes_from_the_real_user_not_the_environment() {
         "{user}"
     );
 }
+
+#[test]
+fn calls_in_flight_together_stay_within_the_hosts_memory_budget() {
+    use medic::host::{HostConfig, PluginHost, Sandbox, Value};
+    let rt = crate::support::runtime();
+    rt.block_on(async {
+        // Room for two 64 MiB calls at a time.
+        let host = PluginHost::new(HostConfig {
+            cache_dir: None,
+            max_instances: 16,
+            memory_budget: 128 << 20,
+        })
+        .unwrap();
+        let plugin = host
+            .load(&crate::support::hostile_source(), None)
+            .await
+            .unwrap();
+        let sb = Sandbox {
+            memory: 64 << 20,
+            ..Sandbox::default()
+        };
+        let call = || {
+            crate::support::run_call(&[
+                ("mode", crate::support::text("sleep")),
+                ("sleep", Value::Duration(Duration::from_millis(400))),
+            ])
+        };
+        let started = std::time::Instant::now();
+        let ctx = crate::support::ctx("s");
+        let (a, b, c, d) = tokio::join!(
+            host.invoke(&plugin, call(), &ctx, &sb),
+            host.invoke(&plugin, call(), &ctx, &sb),
+            host.invoke(&plugin, call(), &ctx, &sb),
+            host.invoke(&plugin, call(), &ctx, &sb),
+        );
+        for inv in [a, b, c, d] {
+            assert!(inv.result.is_ok(), "{:?}", inv.result);
+        }
+        // Four calls of 400 ms, two at a time: two rounds at least.
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "the calls ran together past the budget: {:?}",
+            started.elapsed()
+        );
+    });
+}
+
+#[test]
+fn a_bloated_manifest_is_refused_at_load_by_name() {
+    let rt = crate::support::runtime();
+    rt.block_on(async {
+        let host = crate::support::host_with_cache(None);
+        let source = medic::host::PluginSource::File(medic::host::fixtures::BLOATED.into());
+        let e = host.load(&source, None).await.unwrap_err().to_string();
+        assert!(e.contains("at most 256 are accepted"), "{e}");
+    });
+}

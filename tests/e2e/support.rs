@@ -12,6 +12,7 @@ pub fn host_with_cache(dir: Option<std::path::PathBuf>) -> Arc<PluginHost> {
         PluginHost::new(HostConfig {
             cache_dir: dir,
             max_instances: 16,
+            ..HostConfig::default()
         })
         .expect("host"),
     )

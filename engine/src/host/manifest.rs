@@ -35,6 +35,10 @@ pub struct Manifest {
     pub supports_dry_run: bool,
 }
 
+/// Bounds on a manifest: real plugins declare a handful of parameters with a line each.
+pub const MAX_PARAMS: usize = 256;
+pub const MAX_TEXT_BYTES: usize = 4096;
+
 /// Capabilities a plugin may declare. `log` and `clock` are always available.
 pub const KNOWN_CAPABILITIES: &[&str] = &["log", "clock", "http", "tcp", "command", "kv"];
 
@@ -57,8 +61,28 @@ impl Manifest {
         if m.name.trim().is_empty() {
             return Err("the manifest has an empty name".into());
         }
-        for (i, p) in params.iter().enumerate() {
-            if params[..i].iter().any(|q| q.name == p.name) {
+        if params.len() > MAX_PARAMS {
+            return Err(format!(
+                "the manifest declares {} parameters; at most {MAX_PARAMS} are accepted",
+                params.len()
+            ));
+        }
+        let texts = [&m.name, &m.version, &m.description]
+            .into_iter()
+            .chain(params.iter().flat_map(|p| [&p.name, &p.description]));
+        if let Some(long) = texts.into_iter().find(|t| t.len() > MAX_TEXT_BYTES) {
+            return Err(format!(
+                "a name or description in the manifest is {} bytes long (at most {MAX_TEXT_BYTES}): `{}…`",
+                long.len(),
+                long.chars().take(40).collect::<String>()
+            ));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(params.len());
+        for p in &params {
+            if p.name.trim().is_empty() {
+                return Err("a parameter has an empty name".into());
+            }
+            if !seen.insert(p.name.as_str()) {
                 return Err(format!("parameter `{}` is declared twice", p.name));
             }
             if let Some(d) = &p.default

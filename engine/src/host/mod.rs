@@ -174,13 +174,21 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// How many plugin instances may be alive at once (pool size).
     pub max_instances: u32,
+    /// The memory all calls running at once may be allowed together, in bytes: a call
+    /// waits until its own limit fits (a fleet of 50 targets at 64 MiB each does not get
+    /// 3.2 GiB). A call whose limit exceeds the whole budget runs alone.
+    pub memory_budget: u64,
 }
+
+/// The default [`HostConfig::memory_budget`].
+pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
 
 impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
             cache_dir: default_cache_dir(),
             max_instances: 100,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -206,6 +214,9 @@ pub struct PluginHost {
     linker: Linker<StoreState>,
     cache: Option<CompileCache>,
     http: reqwest::Client,
+    /// Memory limits of calls in flight, in MiB, drawn from the budget.
+    memory: Arc<tokio::sync::Semaphore>,
+    memory_budget_mib: u32,
     _ticker: Ticker,
 }
 
@@ -265,11 +276,16 @@ impl PluginHost {
             .map_err(|e| anyhow::anyhow!("cannot create the http client: {e}"))?;
 
         let cache = config.cache_dir.map(|dir| CompileCache::new(dir, &engine));
+        let memory_budget_mib = u32::try_from(config.memory_budget >> 20)
+            .unwrap_or(u32::MAX)
+            .max(1);
         Ok(PluginHost {
             engine,
             linker,
             cache,
             http,
+            memory: Arc::new(tokio::sync::Semaphore::new(memory_budget_mib as usize)),
+            memory_budget_mib,
             _ticker: Ticker(stop),
         })
     }

@@ -263,6 +263,12 @@ impl PluginHost {
         ctx: &CallContext,
         sandbox: &Sandbox,
     ) -> Invocation {
+        // The call's memory limit is drawn from the host's budget before it starts, so calls
+        // running together never hold more than the budget (the semaphore is never closed).
+        let mib = u32::try_from(sandbox.memory.div_ceil(1 << 20))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.memory_budget_mib);
+        let _memory = self.memory.acquire_many(mib).await;
         let started = Instant::now();
         let output = OutputTail::default();
         let mut store = self.new_store(plugin, sandbox, &ctx.step_id, &output);

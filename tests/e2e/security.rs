@@ -516,3 +516,65 @@ fn a_bloated_manifest_is_refused_at_load_by_name() {
         assert!(e.contains("at most 256 are accepted"), "{e}");
     });
 }
+
+#[test]
+fn a_client_sends_nothing_to_a_socket_another_user_serves() {
+    // SAFETY: getuid(2) cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("not root: this test needs root to serve a socket as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = top.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // A mistake makes the data directory writable by everyone; another user plants a fake
+    // `medic serve` there, hoping for the secrets a client sends along with a run.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let heard = top.path().join("heard");
+    std::fs::write(&heard, "").unwrap();
+    std::fs::set_permissions(&heard, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let fake = format!(
+        "import socket, os\n\
+         p = {sock:?}\n\
+         s = socket.socket(socket.AF_UNIX); s.bind(p); os.chmod(p, 0o666); s.listen(8)\n\
+         open({ready:?}, 'w').close()\n\
+         while True:\n    c, _ = s.accept()\n    c.settimeout(2)\n    \
+         try:\n        data = c.recv(65536)\n    except OSError:\n        data = b''\n    \
+         open({heard:?}, 'ab').write(data)\n    \
+         c.sendall(b'{{\"ok\": {{\"serving\": \"medic serve\", \"pid\": 1}}}}\\n')\n    c.close()\n",
+        sock = data.join("medic.sock").display().to_string(),
+        ready = top.path().join("ready").display().to_string(),
+        heard = heard.display().to_string(),
+    );
+    let mut server = Command::new("runuser")
+        .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", &fake])
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if top.path().join("ready").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let rb = scripted_runbook(top.path(), "", "[[steps]]\nid = \"go\"\nuses = \"act\"\n");
+    let o = medic_command(top.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["run", rb.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("writable by every user"),
+        "{}",
+        stderr(&o)
+    );
+    let said = std::fs::read_to_string(&heard).unwrap();
+    assert!(
+        said.is_empty(),
+        "the client talked to another user's socket: {said}"
+    );
+}

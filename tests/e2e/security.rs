@@ -200,32 +200,35 @@ fn a_plugin_that_exits_or_hands_over_too_much_fails_by_name() {
     });
 }
 
-/// Runs `medic` to the end and returns its exit code and peak resident memory in bytes.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which `Child` cannot do
-fn peak_rss(mut cmd: Command) -> (Option<i32>, u64, String) {
-    use std::process::Stdio;
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let mut err = child.stderr.unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut err, &mut s).unwrap();
-        s
-    });
-    let mut status = 0;
-    // SAFETY: wait4(2) on our own child, with buffers we own; it reaps the child, which
-    // `Child` therefore must not wait for again (it is dropped unwaited).
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid);
-        usage
-    };
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    (code, usage.ru_maxrss as u64 * 1024, reader.join().unwrap())
+/// Runs `medic` to the end and returns its exit code, its peak resident memory in bytes and
+/// its stderr. The peak is read by a small Python parent: Linux carries the maxrss of the
+/// process that forked into the child it execs, so a child forked from this (large) test
+/// process would report the test's own size.
+fn peak_rss(cmd: Command) -> (Option<i32>, u64, String) {
+    let mut wrapped = Command::new("/usr/bin/python3");
+    wrapped
+        .args([
+            "-c",
+            "import resource, subprocess, sys\n\
+             r = subprocess.run(sys.argv[1:])\n\
+             sys.stderr.write('maxrss %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+             sys.exit(r.returncode)",
+        ])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    let o = wrapped.output().unwrap();
+    let err = stderr(&o);
+    let kib: u64 = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("maxrss "))
+        .next_back()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maxrss reported: {err}"));
+    (o.status.code(), kib * 1024, err)
 }
 
 /// The most memory a `medic run` may use whatever a plugin sends (stated in the README).
@@ -545,7 +548,7 @@ fn a_client_sends_nothing_to_a_socket_another_user_serves() {
          open({heard:?}, 'ab').write(data)\n    \
          c.sendall(b'{{\"ok\": {{\"serving\": \"medic serve\", \"pid\": 1}}}}\\n')\n    c.close()\n",
         sock = data.join("medic.sock").display().to_string(),
-        ready = top.path().join("ready").display().to_string(),
+        ready = data.join("ready").display().to_string(),
         heard = heard.display().to_string(),
     );
     let mut server = Command::new("runuser")
@@ -553,7 +556,7 @@ fn a_client_sends_nothing_to_a_socket_another_user_serves() {
         .spawn()
         .unwrap();
     for _ in 0..200 {
-        if top.path().join("ready").exists() {
+        if data.join("ready").exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));

@@ -535,38 +535,77 @@ fn a_client_sends_nothing_to_a_socket_another_user_serves() {
     // A mistake makes the data directory writable by everyone; another user plants a fake
     // `medic serve` there, hoping for the secrets a client sends along with a run.
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let heard = top.path().join("heard");
-    std::fs::write(&heard, "").unwrap();
-    std::fs::set_permissions(&heard, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let notes = top.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::set_permissions(&notes, std::fs::Permissions::from_mode(0o777)).unwrap();
     let fake = format!(
         "import socket, os\n\
-         p = {sock:?}\n\
-         s = socket.socket(socket.AF_UNIX); s.bind(p); os.chmod(p, 0o666); s.listen(8)\n\
-         open({ready:?}, 'w').close()\n\
-         while True:\n    c, _ = s.accept()\n    c.settimeout(2)\n    \
-         try:\n        data = c.recv(65536)\n    except OSError:\n        data = b''\n    \
-         open({heard:?}, 'ab').write(data)\n    \
-         c.sendall(b'{{\"ok\": {{\"serving\": \"medic serve\", \"pid\": 1}}}}\\n')\n    c.close()\n",
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.bind({sock:?})\n\
+         os.chmod({sock:?}, 0o666)\n\
+         s.listen(8)\n\
+         open({notes:?} + '/ready', 'w').close()\n\
+         while True:\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   open({notes:?} + '/connections', 'a').write('x')\n\
+         \x20   c.settimeout(2)\n\
+         \x20   try:\n\
+         \x20       data = c.recv(65536)\n\
+         \x20   except OSError:\n\
+         \x20       data = b''\n\
+         \x20   open({notes:?} + '/heard', 'ab').write(data)\n\
+         \x20   try:\n\
+         \x20       c.sendall(b'{{\"ok\": {{\"serving\": \"medic serve\", \"pid\": 1}}}}\\n')\n\
+         \x20   except OSError:\n\
+         \x20       pass\n\
+         \x20   c.close()\n",
         sock = data.join("medic.sock").display().to_string(),
-        ready = data.join("ready").display().to_string(),
-        heard = heard.display().to_string(),
+        notes = notes.display().to_string(),
     );
+    use std::os::unix::process::CommandExt;
     let mut server = Command::new("runuser")
         .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", &fake])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if data.join("ready").exists() {
+    // runuser's child runs as another user: the whole group is stopped when the test ends.
+    struct Group(i32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the process group this test created.
+            unsafe {
+                libc::kill(-self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let _group = Group(server.id() as i32);
+    for _ in 0..400 {
+        if notes.join("ready").exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    assert!(
+        notes.join("ready").exists(),
+        "the fake server never started"
+    );
     let rb = scripted_runbook(top.path(), "", "[[steps]]\nid = \"go\"\nuses = \"act\"\n");
-    let o = medic_command(top.path())
+    // Medic's own cache elsewhere: it makes its cache directory private.
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic_command(cache.path())
         .env("MEDIC_DATA_DIR", &data)
         .args(["run", rb.to_str().unwrap()])
         .output()
         .unwrap();
+    // The server notes a connection before anything else: give it a moment.
+    for _ in 0..100 {
+        if notes.join("heard").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
@@ -575,7 +614,9 @@ fn a_client_sends_nothing_to_a_socket_another_user_serves() {
         "{}",
         stderr(&o)
     );
-    let said = std::fs::read_to_string(&heard).unwrap();
+    let connections = std::fs::read_to_string(notes.join("connections")).unwrap_or_default();
+    assert!(!connections.is_empty(), "the fake server was never reached");
+    let said = std::fs::read_to_string(notes.join("heard")).unwrap_or_default();
     assert!(
         said.is_empty(),
         "the client talked to another user's socket: {said}"

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod drill;
 pub mod executor;
 pub mod host;
+pub mod input;
 pub mod private;
 pub mod runbook;
 pub mod serve;

@@ -629,11 +629,9 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
                         .join(", ")
                 ),
                 // Known before the run unless it comes from a step's outputs.
-                crate::runbook::FleetTargets::Expr(e) => template::environment()
-                    .compile_expression(e)
-                    .ok()
-                    .filter(|_| !e.contains("steps."))
-                    .and_then(|x| x.eval(&ctx).ok())
+                crate::runbook::FleetTargets::Expr(e) => Some(e)
+                    .filter(|e| !e.contains("steps."))
+                    .and_then(|e| template::eval(&template::environment(), e, &ctx).ok())
                     .filter(|v| !v.is_undefined())
                     .map_or_else(|| format!("{{{{ {e} }}}}"), |v| v.to_string()),
             };

@@ -72,15 +72,16 @@ pub(super) async fn load_plan(
     let text = match text {
         Some(t) => t,
         None => {
-            owned = std::fs::read_to_string(path).map_err(|e| {
-                let why = if e.kind() == std::io::ErrorKind::NotFound {
-                    "no such file".to_string()
-                } else {
-                    e.to_string()
-                };
-                eprintln!("medic: cannot read runbook {}: {why}", path.display());
-                Exit::Invalid
-            })?;
+            owned =
+                crate::input::read_text(path, crate::input::MAX_RUNBOOK_BYTES).map_err(|e| {
+                    let why = if e.kind() == std::io::ErrorKind::NotFound {
+                        "no such file".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    eprintln!("medic: cannot read runbook {}: {why}", path.display());
+                    Exit::Invalid
+                })?;
             &owned
         }
     };
@@ -186,7 +187,7 @@ async fn through_serve(
 ) -> Exit {
     let path =
         std::fs::canonicalize(&args.target.runbook).unwrap_or_else(|_| args.target.runbook.clone());
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
         Ok(t) => t,
         Err(e) => return engine_error(anyhow::anyhow!("{}: {e}", path.display())),
     };
@@ -561,7 +562,7 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
     let path = &args.target.runbook;
     // Without --env, a runbook with environments is checked against every one of them, so a
     // mistake that only shows in prod is found before the prod run.
-    let text = std::fs::read_to_string(path).ok();
+    let text = crate::input::read_text(path, crate::input::MAX_RUNBOOK_BYTES).ok();
     let envs = match (&args.target.env, &text) {
         (None, Some(t)) => runbook::plan::environment_names(t),
         _ => Vec::new(),

@@ -580,7 +580,7 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, mut rollback_only: bool)
         mode = "rollback";
     }
     let path = PathBuf::from(&record.runbook_path);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
         Ok(t) => t,
         Err(e) => {
             eprintln!(

@@ -190,7 +190,7 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
     let mut drills: Vec<Drill> = Vec::new();
     let mut errors = Vec::new();
     for path in files {
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
             Ok(t) => t,
             Err(e) => {
                 errors.push(FileErrors {
@@ -583,7 +583,7 @@ pub async fn plan_file(
     path: &Path,
     opts: &PlanOptions,
 ) -> Result<crate::runbook::Plan, String> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::input::read_text(path, crate::input::MAX_RUNBOOK_BYTES)
         .map_err(|e| format!("cannot read runbook {}: {e}", path.display()))?;
     let src = crate::runbook::Source { path, text: &text };
     crate::runbook::plan(host, &src, opts).await.map_err(|d| {
@@ -613,7 +613,7 @@ pub async fn plan_hook(
     path: &Path,
     opts: &PlanOptions,
 ) -> Result<crate::runbook::Plan, String> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::input::read_text(path, crate::input::MAX_RUNBOOK_BYTES)
         .map_err(|e| format!("cannot read runbook {}: {e}", path.display()))?;
     let declared = crate::runbook::plan::param_names(&text);
     let opts = PlanOptions {

@@ -237,7 +237,7 @@ impl Run<'_> {
         let ctx = self.context(None);
         if let Some(when) = &step.when {
             let env = template::environment();
-            let verdict = env.compile_expression(when).and_then(|e| e.eval(&ctx));
+            let verdict = template::eval(&env, when, &ctx);
             match verdict {
                 Ok(v) if v.is_true() => {}
                 Ok(_) => {

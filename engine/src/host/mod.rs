@@ -312,13 +312,14 @@ impl PluginHost {
                 Ok((b.wasm.into(), b.sha256.to_owned()))
             }
             PluginSource::File(path) => {
-                let bytes = std::fs::read(path).map_err(|e| LoadError::Unreadable {
-                    path: path.clone(),
-                    reason: match e.kind() {
-                        std::io::ErrorKind::NotFound => "no such file".to_owned(),
-                        _ => e.to_string(),
-                    },
-                })?;
+                let bytes = crate::input::read_bounded(path, crate::input::MAX_PLUGIN_BYTES)
+                    .map_err(|e| LoadError::Unreadable {
+                        path: path.clone(),
+                        reason: match e.kind() {
+                            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                            _ => e.to_string(),
+                        },
+                    })?;
                 let digest = hex::encode(Sha256::digest(&bytes));
                 Ok((bytes.into(), digest))
             }

@@ -38,12 +38,32 @@ impl Diagnostic {
 
 /// Line and column (both 1-based, column in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let col = text[line_start..offset].chars().count() + 1;
     (line, col)
+}
+
+/// How many characters of the span's first line to underline (at least one). Works in
+/// bytes on character boundaries: a span may start or end inside a multi-byte character
+/// (a fuzzed file, a lexer's guess), and may run past its line.
+fn marker_width(text: &str, span: &Range<usize>) -> usize {
+    let floor = |mut i: usize| {
+        i = i.min(text.len());
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = floor(span.start);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let end = floor(span.end.max(start)).min(line_end);
+    text[start..end].chars().count().max(1)
 }
 
 /// Renders diagnostics the way compilers do, so people and editors both recognise them.
@@ -68,14 +88,7 @@ impl fmt::Display for Report<'_> {
                     let width = line.to_string().len();
                     writeln!(f, "{:width$} |", "")?;
                     writeln!(f, "{line} | {line_text}")?;
-                    let end_in_line = (span.end.min(self.text.len()) - span.start)
-                        .min(line_text.len().saturating_sub(col - 1))
-                        .max(1);
-                    let marker_len = self.text
-                        [span.start..span.start + end_in_line.min(self.text.len() - span.start)]
-                        .chars()
-                        .count()
-                        .max(1);
+                    let marker_len = marker_width(self.text, span);
                     writeln!(
                         f,
                         "{:width$} | {}{}",
@@ -150,6 +163,32 @@ mod tests {
             out,
             "error: unknown key `bb`\n  --> r.toml:2:1\n  |\n2 | bb = \"x\"\n  | ^^\n  = help: did you mean `b`?\n1 error in r.toml"
         );
+    }
+
+    #[test]
+    fn spans_across_lines_after_multibyte_characters_render() {
+        // A value that spans lines after a multi-byte character, and spans that start or
+        // end inside one: rendered, never a panic.
+        let text = "name = \"é\u{1F600}\"\nx = \"\"\"ü\nü\"\"\"\n";
+        for start in 0..text.len() {
+            for end in [start, start + 1, start + 3, start + 9, text.len() + 5] {
+                let d = [Diagnostic::at(start..end, "m")];
+                let _ = Report {
+                    path: "r.toml",
+                    text,
+                    diagnostics: &d,
+                }
+                .to_string();
+            }
+        }
+        let d = [Diagnostic::at(7..text.len(), "m")];
+        let out = Report {
+            path: "r.toml",
+            text,
+            diagnostics: &d,
+        }
+        .to_string();
+        assert!(out.contains("1 | name = \"é😀\"\n  |        ^^^^"), "{out}");
     }
 
     #[test]

@@ -340,9 +340,12 @@ pub fn read_sources(path: &Path, text: &str) -> Vec<(String, String)> {
             let value = if let Some(var) = &decl.from_env {
                 std::env::var(var.get_ref()).ok()
             } else if let Some(file) = &decl.from_file {
-                std::fs::read_to_string(base.join(file.get_ref()))
-                    .ok()
-                    .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
+                crate::input::read_text(
+                    &base.join(file.get_ref()),
+                    crate::input::MAX_PARAM_FILE_BYTES,
+                )
+                .ok()
+                .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
             } else {
                 None
             }?;
@@ -746,7 +749,7 @@ impl Validator<'_> {
             let path = self.base().join(file.get_ref());
             let read = match sourced(self) {
                 Some(v) => v.map_err(|()| std::io::Error::from(std::io::ErrorKind::NotFound)),
-                None => std::fs::read_to_string(&path),
+                None => crate::input::read_text(&path, crate::input::MAX_PARAM_FILE_BYTES),
             };
             return match read {
                 // Files written by editors and `echo` end with a newline that is not part of the value.
@@ -765,7 +768,13 @@ impl Validator<'_> {
                             "parameter `{}` comes from {}, which cannot be read: {}",
                             name.get_ref(),
                             path.display(),
-                            e.kind()
+                            match e.kind() {
+                                std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                                std::io::ErrorKind::PermissionDenied => {
+                                    "permission denied".to_owned()
+                                }
+                                _ => e.to_string(),
+                            }
                         ),
                     ));
                     None
@@ -1536,7 +1545,7 @@ impl Validator<'_> {
             if section != "steps" && step.rollback.is_some() {
                 self.err(Diagnostic::at(decl.span(), format!("step `{id}` in [[{section}]] has a rollback; only [[steps]] are rolled back")));
             }
-            let when = step.when.as_ref().and_then(|w| match self.env.compile_expression(w.get_ref()) {
+            let when = step.when.as_ref().and_then(|w| match template::compile_expression(&self.env, w.get_ref()) {
                 Ok(expr) => {
                     let refs = expr.undeclared_variables(true).into_iter().collect();
                     // Decided once for the whole step, before any target.
@@ -1737,7 +1746,7 @@ impl Validator<'_> {
                     self.err(Diagnostic::at(span, format!("step `{id}`: fleet targets must be a list, or one `{{{{ expression }}}}` that gives a list")).help("e.g. targets = [\"web-1\", \"web-2\"] or targets = \"{{ params.hosts }}\""));
                     return None;
                 };
-                match self.env.compile_expression(expr) {
+                match template::compile_expression(&self.env, expr) {
                     Ok(e) => {
                         let refs = e.undeclared_variables(true).into_iter().collect();
                         let (ok, secret) = self.check_refs(refs, &span, scope);

@@ -17,12 +17,71 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
+/// Runs a call into minijinja, which panics on some malformed input (`a}}b` as an
+/// expression: "empty lexer stack"). A runbook must never crash Medic, so the panic is
+/// contained and becomes an error naming the template; minijinja's own panic message is
+/// kept off the terminal (reported upstream-style in the note).
+fn contained<T>(source: &str, call: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_minijinja = info
+                .location()
+                .is_some_and(|l| l.file().contains("minijinja"));
+            if !in_minijinja {
+                default(info);
+            }
+        }));
+    });
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        Err(format!(
+            "`{source}` could not be parsed (the template engine gave up on it): check its braces and quotes"
+        ))
+    })
+}
+
+fn message(e: &minijinja::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(detail) = e.detail()
+        && !msg.contains(detail)
+    {
+        msg = format!("{msg}: {detail}");
+    }
+    msg
+}
+
+/// An expression (a condition, fleet targets), compiled, or why not.
+pub fn compile_expression<'env, 'source>(
+    env: &'env Environment<'source>,
+    source: &'source str,
+) -> Result<minijinja::Expression<'env, 'source>, String> {
+    contained(source, || {
+        env.compile_expression(source).map_err(|e| message(&e))
+    })
+}
+
+/// Evaluates an expression against `ctx`.
+pub fn eval(
+    env: &Environment<'_>,
+    source: &str,
+    ctx: &minijinja::Value,
+) -> Result<minijinja::Value, String> {
+    contained(source, || {
+        env.compile_expression(source)
+            .and_then(|e| e.eval(ctx))
+            .map_err(|e| message(&e))
+    })
+}
+
 /// The names a template refers to, as dotted paths (`params.url`, `steps.deploy.outputs.v`).
 pub fn references(env: &Environment<'_>, source: &str) -> Result<Vec<String>, String> {
-    let t = env.template_from_str(source).map_err(|e| e.to_string())?;
-    let mut vars: Vec<String> = t.undeclared_variables(true).into_iter().collect();
-    vars.sort();
-    Ok(vars)
+    contained(source, || {
+        let t = env.template_from_str(source).map_err(|e| e.to_string())?;
+        let mut vars: Vec<String> = t.undeclared_variables(true).into_iter().collect();
+        vars.sort();
+        Ok(vars)
+    })
 }
 
 pub fn render(
@@ -30,12 +89,8 @@ pub fn render(
     source: &str,
     ctx: &minijinja::Value,
 ) -> Result<String, String> {
-    env.render_str(source, ctx).map_err(|e| {
-        let mut msg = e.to_string();
-        if let Some(detail) = e.detail() {
-            msg = format!("{msg}: {detail}");
-        }
-        msg
+    contained(source, || {
+        env.render_str(source, ctx).map_err(|e| message(&e))
     })
 }
 
@@ -68,10 +123,7 @@ pub fn eval_list(
     expr: &str,
     ctx: &minijinja::Value,
 ) -> Result<Vec<String>, String> {
-    let value = env
-        .compile_expression(expr)
-        .and_then(|e| e.eval(ctx))
-        .map_err(|e| format!("`{expr}`: {e}"))?;
+    let value = eval(env, expr, ctx).map_err(|e| format!("`{expr}`: {e}"))?;
     if value.is_undefined() {
         return Err(format!("`{expr}` is undefined"));
     }
@@ -111,4 +163,22 @@ pub fn map_to_jinja<'a>(
         .map(|(k, v)| (k.clone(), to_jinja(v)))
         .collect();
     minijinja::Value::from(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_templates_are_errors_not_panics() {
+        let env = environment();
+        let ctx = minijinja::context! {};
+        for bad in ["a}}b", "}}", "a %} b", "{{ a }}}}", "((((", "{% if %}"] {
+            assert!(compile_expression(&env, bad).is_err() || eval(&env, bad, &ctx).is_err());
+            let _ = references(&env, bad);
+            let _ = render(&env, bad, &ctx);
+        }
+        let e = eval(&env, "a}}b", &ctx).unwrap_err();
+        assert!(e.contains("`a}}b`"), "{e}");
+    }
 }

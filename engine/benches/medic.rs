@@ -218,6 +218,42 @@ fn main() {
         },
     ));
 
+    // Validation and planning grow linearly with the runbook: 10,000 steps, each one's
+    // condition referring to the step before it.
+    let big = {
+        let mut text = String::from(
+            "[runbook]\nname = \"big\"\n\n[plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = { http = [\"127.0.0.1:8080\"] }\n",
+        );
+        for i in 0..10_000 {
+            text += &format!("\n[[steps]]\nid = \"s{i}\"\nuses = \"probe\"\n");
+            if i > 0 {
+                text += &format!("when = \"steps.s{}.status == 'succeeded'\"\n", i - 1);
+            }
+            text += "with = { url = \"http://127.0.0.1:8080/health\" }\n";
+        }
+        text
+    };
+    let big_name = "validate and plan a 10,000-step runbook";
+    results.push(measure(
+        big_name,
+        iters(big_name, 10, 1),
+        Some(Duration::from_millis(500)),
+        || {
+            let src = medic::runbook::Source {
+                path: Path::new("big.toml"),
+                text: &big,
+            };
+            let plan = rt
+                .block_on(medic::runbook::plan(
+                    &host,
+                    &src,
+                    &medic::runbook::PlanOptions::default(),
+                ))
+                .unwrap();
+            assert_eq!(black_box(plan).steps.len(), 10_000);
+        },
+    ));
+
     // One call: a fresh sandboxed instance per call, as every step gets.
     let plugin = rt.block_on(host.load(&hostile, None)).unwrap();
     let params = vec![("mode".to_string(), Value::Text("ok".into()))];

@@ -3,6 +3,7 @@
 //! mistakes are collected and reported together.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -440,7 +441,7 @@ pub async fn plan(
         .iter()
         .map(|s| s.get_ref().id.get_ref().clone())
         .collect();
-    let mut all_ids: Vec<(String, Range<usize>)> = Vec::new();
+    let mut all_ids: HashMap<String, Range<usize>> = HashMap::new();
     let steps = v.section(
         &doc,
         &doc.steps,
@@ -590,16 +591,35 @@ enum Scope<'s> {
     /// Grants: resolved before anything runs.
     Plan,
     /// Step parameters and conditions: also earlier steps.
-    Step(&'s [String]),
+    Step(Earlier<'s>),
     /// A fleet step's parameters: also `target`.
-    Target(&'s [String]),
+    Target(Earlier<'s>),
 }
 
-impl<'s> Scope<'s> {
-    fn earlier(self) -> &'s [String] {
-        match self {
-            Scope::Plan => &[],
-            Scope::Step(e) | Scope::Target(e) => e,
+/// The steps that run before a given one: a prefix of the section's ids, with their
+/// positions for lookups in constant time (a 10,000-step runbook would otherwise spend its
+/// validation comparing ids).
+#[derive(Clone, Copy)]
+struct Earlier<'s> {
+    ids: &'s [String],
+    upto: usize,
+    position: &'s HashMap<String, usize>,
+}
+
+impl<'s> Earlier<'s> {
+    fn contains(self, id: &str) -> bool {
+        self.position.get(id).is_some_and(|&i| i < self.upto)
+    }
+
+    fn names(self) -> &'s [String] {
+        &self.ids[..self.upto.min(self.ids.len())]
+    }
+
+    /// The same, and the step itself (a rollback sees its own step's outputs).
+    fn and_own(self) -> Self {
+        Earlier {
+            upto: (self.upto + 1).min(self.ids.len()),
+            ..self
         }
     }
 }
@@ -1111,7 +1131,7 @@ impl Validator<'_> {
                 )),
                 ("steps", Scope::Step(earlier) | Scope::Target(earlier)) => match parts.get(1) {
                     None => None,
-                    Some(s) if earlier.iter().any(|e| e == s) => match parts.get(2) {
+                    Some(s) if earlier.contains(s) => match parts.get(2) {
                         None | Some(&"outputs") | Some(&"status") | Some(&"summary") => None,
                         Some(other) => Some((
                             format!(
@@ -1122,7 +1142,7 @@ impl Validator<'_> {
                     },
                     Some(s) => Some((
                         format!("`{r}` refers to step `{s}`, which does not run before this one"),
-                        did_you_mean(s, earlier.iter().map(String::as_str)),
+                        did_you_mean(s, earlier.names().iter().map(String::as_str)),
                     )),
                 },
                 (root, _) => {
@@ -1454,11 +1474,19 @@ impl Validator<'_> {
         before: &[String],
         plugins: &[Option<PlanPlugin>],
         default_on_failure: OnFailure,
-        all_ids: &mut Vec<(String, Range<usize>)>,
+        all_ids: &mut HashMap<String, Range<usize>>,
     ) -> Vec<PlanStep> {
         let aliases: Vec<&str> = doc.plugins.keys().map(|k| k.get_ref().as_str()).collect();
         let mut earlier: Vec<String> = before.to_vec();
+        earlier.extend(decls.iter().map(|d| d.get_ref().id.get_ref().clone()));
+        let mut position: HashMap<String, usize> = HashMap::with_capacity(earlier.len());
+        for (i, id) in earlier.iter().enumerate() {
+            position.entry(id.clone()).or_insert(i);
+        }
+        let earlier = earlier;
+        let position = position;
         let mut out = Vec::new();
+        let mut index_in_section = 0;
         for decl in decls {
             let step = decl.get_ref();
             let id = step.id.get_ref();
@@ -1474,15 +1502,21 @@ impl Validator<'_> {
                     )),
                 );
             }
-            if all_ids.iter().any(|(i, _)| i == id) {
+            if all_ids.contains_key(id) {
                 self.err(
                     Diagnostic::at(step.id.span(), format!("step id `{id}` is used twice"))
                         .help("step ids must be unique across steps, rollback, verify and finally"),
                 );
+            } else {
+                all_ids.insert(id.clone(), step.id.span());
             }
-            all_ids.push((id.clone(), step.id.span()));
-            let scope_ids = earlier.clone();
-            earlier.push(id.clone());
+            // This step's place in the section: the steps before it are in scope.
+            let scope_ids = Earlier {
+                ids: &earlier,
+                upto: before.len() + index_in_section,
+                position: &position,
+            };
+            index_in_section += 1;
 
             let Some(index) = aliases.iter().position(|a| a == step.uses.get_ref()) else {
                 self.err(
@@ -1510,11 +1544,11 @@ impl Validator<'_> {
             let fleet = step
                 .fleet
                 .as_ref()
-                .and_then(|f| self.fleet(id, f, Scope::Step(&scope_ids)));
+                .and_then(|f| self.fleet(id, f, Scope::Step(scope_ids)));
             let scope = if step.fleet.is_some() {
-                Scope::Target(&scope_ids)
+                Scope::Target(scope_ids)
             } else {
-                Scope::Step(&scope_ids)
+                Scope::Step(scope_ids)
             };
             let with = self.args(id, &step.with, &step.id.span(), &pp.plugin, scope);
             if let (Some(_), Some(g)) = (&step.fleet, &step.gate) {
@@ -1549,7 +1583,7 @@ impl Validator<'_> {
                 Ok(expr) => {
                     let refs = expr.undeclared_variables(true).into_iter().collect();
                     // Decided once for the whole step, before any target.
-                    self.check_refs(refs, &w.span(), Scope::Step(&scope_ids)).0.then(|| w.get_ref().clone())
+                    self.check_refs(refs, &w.span(), Scope::Step(scope_ids)).0.then(|| w.get_ref().clone())
                 }
                 Err(e) => {
                     self.err(Diagnostic::at(w.span(), format!("condition: {e}")).help("`when` is an expression, e.g. when = \"params.force or steps.check.status == 'failed'\""));
@@ -1897,11 +1931,10 @@ impl Validator<'_> {
                     })
                     .collect();
                 // The rollback may use the step's own outputs as well as earlier steps'.
-                let mut ids: Vec<String> = scope.earlier().to_vec();
-                ids.push(id.to_owned());
                 let inner = match scope {
-                    Scope::Target(_) => Scope::Target(&ids),
-                    _ => Scope::Step(&ids),
+                    Scope::Target(e) => Scope::Target(e.and_own()),
+                    Scope::Step(e) => Scope::Step(e.and_own()),
+                    Scope::Plan => Scope::Plan,
                 };
                 let (with, secret_params) =
                     self.args(&format!("{id} (rollback)"), &with, &span, &pp.plugin, inner)?;

@@ -1486,8 +1486,7 @@ impl Validator<'_> {
         let earlier = earlier;
         let position = position;
         let mut out = Vec::new();
-        let mut index_in_section = 0;
-        for decl in decls {
+        for (index_in_section, decl) in decls.iter().enumerate() {
             let step = decl.get_ref();
             let id = step.id.get_ref();
             if !valid_name(id) {
@@ -1516,7 +1515,6 @@ impl Validator<'_> {
                 upto: before.len() + index_in_section,
                 position: &position,
             };
-            index_in_section += 1;
 
             let Some(index) = aliases.iter().position(|a| a == step.uses.get_ref()) else {
                 self.err(

@@ -274,6 +274,35 @@ fn validate_reports_every_mistake_with_its_place() {
         stdout(&o).trim(),
         "runbooks/demo.toml is valid: runbook `demo-deploy`, 4 steps, 2 plugins"
     );
+
+    // Without --env, every environment is checked and every mistake reported in one run:
+    // those of all environments once, those of some with their environments named.
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("envs.toml");
+    std::fs::write(
+        &rb,
+        "[runbook]\nname = \"envs\"\n\n\
+         [environments.staging]\nvars = { host = \"127.0.0.1:8080\", port = \"8080\" }\n\n\
+         [environments.prod]\nvars = { host = \"127.0.0.1:8081\" }\n\n\
+         [environments.dev]\nvars = { host = \"127.0.0.1:8082\" }\n\n\
+         [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = { http = [\"{{ vars.host }}\"] }\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"probe\"\ntimeout = \"soon\"\n\
+         with = { url = \"http://{{ vars.host }}/{{ vars.port }}\" }\n",
+    )
+    .unwrap();
+    let o = medic(cache.path(), &["validate", rb.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("`soon` is not a duration").count(), 1, "{err}");
+    assert!(
+        err.contains("unknown variable `port` in `vars.port` (in environments `dev`, `prod`)"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with(&format!("4 errors in {}", rb.display())),
+        "{err}"
+    );
 }
 
 #[test]

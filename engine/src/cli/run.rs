@@ -572,7 +572,17 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
     } else {
         envs.into_iter().map(Some).collect()
     };
+    let Some(text) = text else {
+        // Unreadable: `load_plan` says why.
+        return match load_plan(&host, path, None, &args.target.options()).await {
+            Ok(_) => Exit::Success,
+            Err(exit) => exit,
+        };
+    };
+    // Every environment is checked, and every mistake reported once: those of all
+    // environments as they are, those of some with the environments named.
     let mut last = None;
+    let mut found: Vec<(runbook::Diagnostic, Vec<String>)> = Vec::new();
     for env in &targets {
         let opts = PlanOptions {
             params: args.target.params.clone(),
@@ -580,15 +590,45 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
             defer_secrets: true,
             sourced: None,
         };
-        match load_plan(&host, path, text.as_deref(), &opts).await {
+        let src = Source { path, text: &text };
+        match runbook::plan(&host, &src, &opts).await {
             Ok(plan) => last = Some(plan),
-            Err(exit) => {
-                if let Some(env) = env {
-                    eprintln!("(validating for environment `{env}`)");
+            Err(diags) => {
+                for d in diags {
+                    let name = env.clone().unwrap_or_default();
+                    match found.iter_mut().find(|(known, _)| *known == d) {
+                        Some((_, envs)) => envs.push(name),
+                        None => found.push((d, vec![name])),
+                    }
                 }
-                return exit;
             }
         }
+    }
+    if !found.is_empty() {
+        let diagnostics: Vec<runbook::Diagnostic> = found
+            .into_iter()
+            .map(|(mut d, envs)| {
+                if targets.len() > 1 && envs.len() < targets.len() {
+                    let list: Vec<String> = envs.iter().map(|e| format!("`{e}`")).collect();
+                    d.message = format!(
+                        "{} (in environment{} {})",
+                        d.message,
+                        if list.len() == 1 { "" } else { "s" },
+                        list.join(", ")
+                    );
+                }
+                d
+            })
+            .collect();
+        eprintln!(
+            "{}",
+            Report {
+                path: &path.display().to_string(),
+                text: &text,
+                diagnostics: &diagnostics
+            }
+        );
+        return Exit::Invalid;
     }
     let plan = last.expect("at least one target");
     let n = plan.steps.len();

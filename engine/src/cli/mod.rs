@@ -374,7 +374,9 @@ fn engine_error(e: anyhow::Error) -> Exit {
 }
 
 fn parse_retention(s: &str) -> Result<std::time::Duration, String> {
-    crate::runbook::plan::parse_duration(s)
+    // An age looks back in time (`90d`): not bounded like a wait.
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("`{s}` is not a duration like 12h, 7d or 90d"))
 }
 
 /// Parses `--param name=value`.

@@ -160,7 +160,9 @@ pub struct StatsArgs {
 }
 
 fn parse_age(s: &str) -> Result<Duration, String> {
-    crate::runbook::plan::parse_duration(s)
+    // An age looks back in time (`90d`): not bounded like a wait.
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("`{s}` is not a duration like 12h, 7d or 90d"))
 }
 
 fn time(ms: u64) -> String {

@@ -248,9 +248,46 @@ fn toml_kind(v: &toml::Value) -> String {
     }
 }
 
+/// Whether an expression has a `=` that is not part of `==`, `!=`, `<=` or `>=` (outside
+/// quotes): the usual slip in a condition.
+fn lone_equals(expr: &str) -> bool {
+    let b = expr.as_bytes();
+    let mut quote = None;
+    for (i, &c) in b.iter().enumerate() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(c),
+            (None, b'=') => {
+                let before = i.checked_sub(1).map(|j| b[j]);
+                let after = b.get(i + 1).copied();
+                let paired =
+                    after == Some(b'=') || matches!(before, Some(b'=' | b'!' | b'<' | b'>'));
+                if !paired {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The longest anything in a runbook may last or wait (a timeout, an approval, a gate):
+/// beyond it a value is a mistake (`99999999h`), and deadlines computed from it would
+/// overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|_| format!("`{s}` is not a duration like 500ms, 30s or 2m"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 30s or 2m"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{s}` is longer than Medic waits for anything ({})",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
 
 /// Converts text (a `--param` value or a rendered template) to a typed value.
@@ -1175,7 +1212,15 @@ impl Validator<'_> {
         match template::references(&self.env, source) {
             Ok(refs) => self.check_refs(refs, span, scope),
             Err(e) => {
-                self.err(Diagnostic::at(span.clone(), format!("template error: {e}")));
+                let unclosed = source.matches("{{").count() > source.matches("}}").count()
+                    || source.matches("{%").count() > source.matches("%}").count();
+                self.err(
+                    Diagnostic::at(span.clone(), format!("template error: {e}")).help_opt(
+                        unclosed.then(|| {
+                            "a `{{` (or `{%`) is not closed with `}}` (or `%}`)".to_owned()
+                        }),
+                    ),
+                );
                 (false, false)
             }
         }
@@ -1584,7 +1629,12 @@ impl Validator<'_> {
                     self.check_refs(refs, &w.span(), Scope::Step(scope_ids)).0.then(|| w.get_ref().clone())
                 }
                 Err(e) => {
-                    self.err(Diagnostic::at(w.span(), format!("condition: {e}")).help("`when` is an expression, e.g. when = \"params.force or steps.check.status == 'failed'\""));
+                    let help = if lone_equals(w.get_ref()) {
+                        "`=` assigns nothing in a condition: did you mean `==`?".to_owned()
+                    } else {
+                        "`when` is an expression, e.g. when = \"params.force or steps.check.status == 'failed'\"".to_owned()
+                    };
+                    self.err(Diagnostic::at(w.span(), format!("condition: {e}")).help(help));
                     None
                 }
             });
@@ -1601,12 +1651,27 @@ impl Validator<'_> {
                     .as_ref()
                     .and_then(|b| self.duration(b, "retry backoff"))
                     .unwrap_or(Duration::from_secs(1));
-                let max_backoff = rd
-                    .max_backoff
-                    .as_ref()
-                    .and_then(|b| self.duration(b, "retry max_backoff"))
-                    .unwrap_or(Duration::from_secs(60))
-                    .max(backoff);
+                let max_backoff = match rd.max_backoff.as_ref() {
+                    None => Duration::from_secs(60).max(backoff),
+                    Some(b) => match self.duration(b, "retry max_backoff") {
+                        Some(m) if m < backoff => {
+                            self.err(
+                                Diagnostic::at(
+                                    b.span(),
+                                    format!(
+                                        "retry max_backoff ({}) is shorter than its backoff ({})",
+                                        humantime::format_duration(m),
+                                        humantime::format_duration(backoff)
+                                    ),
+                                )
+                                .help("max_backoff caps the growing wait; make it at least the backoff"),
+                            );
+                            backoff
+                        }
+                        Some(m) => m,
+                        None => backoff,
+                    },
+                };
                 Retry {
                     attempts: *rd.attempts.get_ref(),
                     backoff,
@@ -1641,6 +1706,21 @@ impl Validator<'_> {
                     .map_or(Some(Duration::ZERO), |d| self.duration(d, "gate delay"));
                 let interval = self.duration(&gd.interval, "gate interval");
                 let limit = self.duration(&gd.timeout, "gate timeout");
+                if let (Some(i), Some(l)) = (interval, limit)
+                    && i > l
+                {
+                    self.err(
+                        Diagnostic::at(
+                            gd.interval.span(),
+                            format!(
+                                "gate interval ({}) is longer than its timeout ({}): it could check only once",
+                                humantime::format_duration(i),
+                                humantime::format_duration(l)
+                            ),
+                        )
+                        .help("check more often than the time limit, e.g. interval = \"10s\" with timeout = \"5m\""),
+                    );
+                }
                 let hold = match &gd.hold {
                     None => Some(Duration::ZERO),
                     Some(h) => match (self.duration(h, "gate hold"), limit) {

@@ -50,7 +50,13 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    check_target_installed();
+    // A build with another toolchain chosen on the command line (`cargo +nightly fuzz`)
+    // builds the guests with the repository's own (rust-toolchain.toml), which has the
+    // wasm target: nightly's may not, and cannot be fetched everywhere.
+    let guest_toolchain_from_repo = env::var_os("RUSTUP_TOOLCHAIN").is_some();
+    if !guest_toolchain_from_repo {
+        check_target_installed();
+    }
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     // Share one guest build between the debug and release hosts: OUT_DIR is
@@ -61,7 +67,12 @@ fn main() {
         .map(|t| t.join("wasm-plugins"))
         .unwrap_or_else(|| out_dir.join("wasm-plugins"));
 
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = if guest_toolchain_from_repo {
+        // The rustup proxy, which reads rust-toolchain.toml once RUSTUP_TOOLCHAIN is gone.
+        "cargo".to_owned()
+    } else {
+        env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+    };
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
         .args(["build", "--release", "--target", TARGET, "--target-dir"])
@@ -75,6 +86,9 @@ fn main() {
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",
         "CARGO_BUILD_RUSTFLAGS",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
     ] {
         cmd.env_remove(var);
     }

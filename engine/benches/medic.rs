@@ -214,6 +214,7 @@ fn main() {
         ),
         Some(Duration::from_millis(1)),
         || {
+            host.forget_loaded();
             black_box(rt.block_on(host.load(&probe, None)).unwrap());
         },
     ));

@@ -326,6 +326,45 @@ fn param_strings(table: &BTreeMap<String, toml::Value>) -> Vec<(String, String)>
         .collect()
 }
 
+/// A drill file's own checks, without the runbooks it names: its syntax, names, schedules,
+/// timezones and durations. For fuzzing and editors; [`load_text`] does all of it and more.
+/// Returns how many drills it declares, or every mistake rendered.
+pub fn parse_file(path: &Path, text: &str) -> Result<usize, String> {
+    let render = |diagnostics: &[Diagnostic]| {
+        crate::runbook::Report {
+            path: &path.display().to_string(),
+            text,
+            diagnostics,
+        }
+        .to_string()
+    };
+    let file: DrillFile = toml::from_str(text)
+        .map_err(|e| render(&[Diagnostic::new(e.message().trim_end().to_owned(), e.span())]))?;
+    let mut diags = Vec::new();
+    for decl in &file.drill {
+        let d = decl.get_ref();
+        if let Err(e) = Schedule::parse(
+            d.schedule.get_ref(),
+            d.timezone.as_ref().map(|t| t.get_ref().as_str()),
+        ) {
+            diags.push(Diagnostic::at(d.schedule.span(), format!("schedule: {e}")));
+        }
+        duration(&d.jitter, "jitter", &mut diags);
+        if let Some(e) = &d.expect {
+            duration(
+                &e.get_ref().recover_within,
+                "expect.recover_within",
+                &mut diags,
+            );
+        }
+    }
+    if diags.is_empty() {
+        Ok(file.drill.len())
+    } else {
+        Err(render(&diags))
+    }
+}
+
 fn duration(
     v: &Option<Spanned<String>>,
     what: &str,

@@ -146,6 +146,14 @@ fn supported_versions() -> String {
     format!("{major_minor}.x")
 }
 
+/// What loading a plugin found, kept for its next load.
+#[derive(Clone)]
+struct Loaded {
+    manifest: Manifest,
+    contract: String,
+    pre: MedicPluginPre<StoreState>,
+}
+
 /// A loaded, checked plugin, ready for fresh instances.
 pub struct Plugin {
     pub source: PluginSource,
@@ -214,6 +222,9 @@ pub struct PluginHost {
     linker: Linker<StoreState>,
     cache: Option<CompileCache>,
     http: reqwest::Client,
+    /// Plugins already loaded by this host, by digest: a long-lived process (`medic serve`
+    /// planning each run and drill) loads a plugin once, not once per plan.
+    loaded: std::sync::Mutex<std::collections::HashMap<String, Loaded>>,
     /// Memory limits of calls in flight, in MiB, drawn from the budget.
     memory: Arc<tokio::sync::Semaphore>,
     memory_budget_mib: u32,
@@ -284,10 +295,17 @@ impl PluginHost {
             linker,
             cache,
             http,
+            loaded: std::sync::Mutex::default(),
             memory: Arc::new(tokio::sync::Semaphore::new(memory_budget_mib as usize)),
             memory_budget_mib,
             _ticker: Ticker(stop),
         })
+    }
+
+    /// Forgets the plugins loaded so far (benchmarks measure loading from the disk cache).
+    #[doc(hidden)]
+    pub fn forget_loaded(&self) {
+        self.loaded.lock().unwrap().clear();
     }
 
     pub fn cache(&self) -> Option<&CompileCache> {
@@ -414,6 +432,18 @@ impl PluginHost {
                 });
             }
         }
+        let known = self.loaded.lock().unwrap().get(&digest).cloned();
+        if let Some(known) = known {
+            return Ok(Plugin {
+                source: source.clone(),
+                sha256: digest,
+                size: bytes.len(),
+                manifest: known.manifest,
+                contract: known.contract,
+                cache: CacheStatus::Hit,
+                pre: known.pre,
+            });
+        }
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 0x0d, 0x00, 0x01, 0x00]) => {}
             Some([0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00]) => {
@@ -457,6 +487,14 @@ impl PluginHost {
                 plugin: shown,
                 reason,
             })?;
+        self.loaded.lock().unwrap().insert(
+            plugin.sha256.clone(),
+            Loaded {
+                manifest: plugin.manifest.clone(),
+                contract: plugin.contract.clone(),
+                pre: plugin.pre.clone(),
+            },
+        );
         Ok(plugin)
     }
 

@@ -86,6 +86,12 @@ enum Answer {
     Err(String),
 }
 
+/// The answer line (JSON, newline-terminated) to one request line of a read-only query.
+#[doc(hidden)]
+pub fn answer_line(store: &Store, line: &str) -> String {
+    String::from_utf8(json_line(&answer(store, line))).expect("JSON is UTF-8")
+}
+
 fn answer(store: &Store, line: &str) -> Answer {
     let request: Request = match serde_json::from_str(line) {
         Ok(r) => r,

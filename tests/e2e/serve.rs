@@ -144,6 +144,23 @@ fn slow_runbook(path: &Path, addr: &str) {
     .unwrap();
 }
 
+/// A work directory with `slow.toml` (see [`slow_runbook`]) against a fresh demo service,
+/// an empty `drills/` beside it, and where `medic serve` keeps its data.
+fn slow_lab() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    crate::cli::Service,
+) {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let svc = service(&[]);
+    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    (work, data, drills, svc)
+}
+
 fn records(data: &Path) -> Vec<DrillRecord> {
     let store = Store::open(data, "test").unwrap();
     store.drill_records(None, 0).unwrap()
@@ -463,12 +480,7 @@ fn until_version(addr: &str, want: &str) {
 
 #[test]
 fn drills_sharing_a_target_never_overlap_and_validation_warns_of_it() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let svc = service(&[]);
-    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    let (work, data, drills, svc) = slow_lab();
     // Two drills of one runbook in one environment, firing every second: without a lock,
     // one would roll back the other's deploy and judge the wrong change.
     for name in ["first", "second"] {
@@ -520,12 +532,7 @@ fn drills_sharing_a_target_never_overlap_and_validation_warns_of_it() {
 
 #[test]
 fn serve_stopping_mid_drill_still_rolls_back_and_tells_people() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let svc = service(&[]);
-    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    let (work, data, drills, svc) = slow_lab();
     // The notification takes a gate of its own (three checks): a cancel would cut it.
     std::fs::write(
         work.path().join("tell.toml"),
@@ -580,12 +587,7 @@ fn serve_stopping_mid_drill_still_rolls_back_and_tells_people() {
 
 #[test]
 fn a_ctrl_c_through_serve_cancels_as_a_local_one_does() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let svc = service(&[]);
-    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    let (work, data, drills, svc) = slow_lab();
     drill_file(
         &drills,
         "idle.toml",
@@ -642,12 +644,7 @@ fn a_ctrl_c_through_serve_cancels_as_a_local_one_does() {
 #[test]
 fn serve_trusts_no_run_id_trigger_or_user_from_its_clients() {
     use medic::store::remote::Remote;
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let svc = service(&[]);
-    slow_runbook(&work.path().join("slow.toml"), &svc.addr);
+    let (work, data, drills, _svc) = slow_lab();
     drill_file(
         &drills,
         "idle.toml",

@@ -51,19 +51,8 @@ fn value(v: &mut Value) {
 }
 
 fn failure(f: &mut Failure) {
-    match f {
-        Failure::InvalidParams { message }
-        | Failure::Transient { message }
-        | Failure::Permanent { message }
-        | Failure::Denied { message }
-        | Failure::Panic { message }
-        | Failure::Trap { message }
-        | Failure::Limit { message }
-        | Failure::Engine { message } => in_place(message),
-        Failure::Timeout { .. }
-        | Failure::MemoryLimit { .. }
-        | Failure::StackOverflow
-        | Failure::PluginExit { .. } => {}
+    if let Some(message) = f.message_mut() {
+        in_place(message);
     }
 }
 

@@ -215,8 +215,8 @@ impl Outcome {
 }
 
 impl Failure {
-    /// Holds a failure's text to [`MAX_ERROR_BYTES`].
-    pub(crate) fn bound(&mut self) {
+    /// The failure's text, for those that carry one (to mask, bound or escape it).
+    pub fn message_mut(&mut self) -> Option<&mut String> {
         match self {
             Failure::InvalidParams { message }
             | Failure::Transient { message }
@@ -225,11 +225,18 @@ impl Failure {
             | Failure::Panic { message }
             | Failure::Trap { message }
             | Failure::Limit { message }
-            | Failure::Engine { message } => truncate(message, MAX_ERROR_BYTES),
+            | Failure::Engine { message } => Some(message),
             Failure::Timeout { .. }
             | Failure::MemoryLimit { .. }
             | Failure::StackOverflow
-            | Failure::PluginExit { .. } => {}
+            | Failure::PluginExit { .. } => None,
+        }
+    }
+
+    /// Holds a failure's text to [`MAX_ERROR_BYTES`].
+    pub(crate) fn bound(&mut self) {
+        if let Some(message) = self.message_mut() {
+            truncate(message, MAX_ERROR_BYTES);
         }
     }
 }

@@ -110,19 +110,8 @@ impl Redactor {
     }
 
     pub fn failure(&self, f: &mut Failure) {
-        match f {
-            Failure::InvalidParams { message }
-            | Failure::Transient { message }
-            | Failure::Permanent { message }
-            | Failure::Denied { message }
-            | Failure::Panic { message }
-            | Failure::Trap { message }
-            | Failure::Limit { message }
-            | Failure::Engine { message } => *message = self.error_text(message),
-            Failure::Timeout { .. }
-            | Failure::MemoryLimit { .. }
-            | Failure::StackOverflow
-            | Failure::PluginExit { .. } => {}
+        if let Some(message) = f.message_mut() {
+            *message = self.error_text(message);
         }
     }
 

@@ -316,6 +316,18 @@ fn control_characters_from_plugins_and_runbooks_are_shown_escaped() {
         !out.lines().any(|l| l.trim_start().starts_with("✓ deploy")),
         "a forged line:\n{out}"
     );
+    // The record keeps the text as it was; showing it escapes it again.
+    let list = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    let run: serde_json::Value =
+        serde_json::from_str(stdout(&list).lines().next().unwrap()).unwrap();
+    let id = run["run_id"].as_str().unwrap();
+    for args in [["runs", "show", id], ["runs", "logs", id]] {
+        let shown = stdout(&medic(cache.path(), &args));
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\r'),
+            "{args:?}: {shown:?}"
+        );
+    }
 }
 
 #[test]

@@ -328,7 +328,11 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
         if r.dry_run { " (dry run)" } else { "" }
     );
     if let Some(a) = &r.approval {
-        println!("  approved by  {}: {}", a.by, a.reason);
+        println!(
+            "  approved by  {}: {}",
+            a.by,
+            super::terminal::clean(&a.reason)
+        );
     }
     if !r.params.is_empty() {
         let p: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -426,7 +430,8 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
                 }
             },
         };
-        println!("  {at}  {line}");
+        // Recorded text came from plugins, parameters and runbooks: shown, never obeyed.
+        println!("  {at}  {}", super::terminal::clean(&line));
     }
     if r.status == RunStatus::Interrupted {
         println!(
@@ -483,7 +488,7 @@ fn logs(
                         a.number,
                         a.started_ms + l.at_ms,
                         l.level,
-                        l.message
+                        super::terminal::clean(&l.message)
                     ),
                 }
             }

@@ -318,10 +318,11 @@ async fn through_serve(
             }
         } else if let Some(e) = v.get("error").or_else(|| v.get("err")) {
             eprintln!("medic: {}", e.as_str().unwrap_or_default());
-            return if stops >= 3 {
-                Exit::RollbackFailed
-            } else {
-                Exit::Invalid
+            // After a Ctrl-C the run ended as asked (aborted, or cancelled before it began).
+            return match stops {
+                0 => Exit::Invalid,
+                1 | 2 => Exit::Cancelled,
+                _ => Exit::RollbackFailed,
             };
         }
     }

@@ -58,22 +58,28 @@ async fn backends() -> Backends {
 }
 
 impl Backends {
+    /// One instant query to the lab's Prometheus (Null when it does not answer).
+    async fn query(&self, query: &str) -> serde_json::Value {
+        let url = format!(
+            "{}/api/v1/query?query={}",
+            self.prometheus.url(),
+            url::form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
+        );
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        match client.get(&url).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        }
+    }
+
     /// Waits (bounded) until Prometheus has scraped both instances a few times, so the first
     /// analysis has data to judge rather than an inconclusive empty answer.
     async fn scraped(&self) {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let query = "min(count_over_time(demo_requests_total[1m]))";
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
-            let url = format!(
-                "{}/api/v1/query?query={}",
-                self.prometheus.url(),
-                url::form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
-            );
-            let answer: serde_json::Value = match client.get(&url).send().await {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
-            };
+            let answer = self
+                .query("min(count_over_time(demo_requests_total[1m]))")
+                .await;
             let count = answer["data"]["result"][0]["value"][1]
                 .as_str()
                 .and_then(|v| v.parse::<f64>().ok())
@@ -92,22 +98,13 @@ impl Backends {
     /// the flaky one's errors still inside `rate(...[10s])`. (The demo service's counters
     /// carry no version label; in production the query would select the new version.)
     async fn quiet(&self) {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let query = format!(
             "sum(rate(demo_errors_total{{instance=\"{}\"}}[10s]))",
             self.canary.addr
         );
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
-            let url = format!(
-                "{}/api/v1/query?query={}",
-                self.prometheus.url(),
-                url::form_urlencoded::byte_serialize(query.as_bytes()).collect::<String>()
-            );
-            let answer: serde_json::Value = match client.get(&url).send().await {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
-            };
+            let answer = self.query(&query).await;
             let rate = answer["data"]["result"][0]["value"][1]
                 .as_str()
                 .and_then(|v| v.parse::<f64>().ok());

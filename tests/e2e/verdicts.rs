@@ -51,36 +51,33 @@ impl Lines {
         }
     }
 
-    /// Reads until a line contains `needle` (at most 60 s).
-    fn until(&mut self, needle: &str) {
+    /// Reads lines (at most 60 s) until one contains `needle`, or, without one, until the
+    /// child closes its end. Returns whether the needle was seen.
+    fn read(&mut self, needle: Option<&str>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push_str(&line);
-                    self.seen.push('\n');
-                    if line.contains(needle) {
-                        return;
-                    }
-                }
-                Err(_) => break,
+            let Ok(line) = self.rx.recv_timeout(left) else {
+                break;
+            };
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+            if needle.is_some_and(|n| line.contains(n)) {
+                return true;
             }
         }
-        panic!("no line with {needle:?}; output so far:\n{}", self.seen);
+        false
+    }
+
+    /// Reads until a line contains `needle` (at most 60 s).
+    fn until(&mut self, needle: &str) {
+        if !self.read(Some(needle)) {
+            panic!("no line with {needle:?}; output so far:\n{}", self.seen);
+        }
     }
 
     /// Everything else, until the child closes its end (at most 60 s).
     fn rest(&mut self) -> &str {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.rx.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push_str(&line);
-                    self.seen.push('\n');
-                }
-                Err(_) => break,
-            }
-        }
+        self.read(None);
         &self.seen
     }
 }

@@ -110,8 +110,11 @@ enum Command {
     Validate(run::ValidateArgs),
     /// Show what a run would do: steps, rendered parameters, gates, the rollback path
     Plan(run::ValidateArgs),
-    /// Print a JSON Schema of the runbook format (for editors)
-    Schema,
+    /// Print a JSON Schema of the runbook (or drill) file format, for editors
+    Schema {
+        #[arg(value_enum, default_value = "runbook")]
+        format: SchemaFormat,
+    },
     /// Inspect and list plugins
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -154,7 +157,7 @@ impl Command {
             Command::Approve(_) | Command::Reject(_) => true,
             Command::Validate(_)
             | Command::Plan(_)
-            | Command::Schema
+            | Command::Schema { .. }
             | Command::Plugin(_)
             | Command::Stats(_) => false,
         }
@@ -343,11 +346,14 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(&cli.global, args).await,
             Command::Validate(args) => run::validate(&cli.global, args).await,
             Command::Plan(args) => run::plan(&cli.global, args).await,
-            Command::Schema => {
+            Command::Schema { format } => {
+                let schema = match format {
+                    SchemaFormat::Runbook => crate::runbook::schema::runbook(),
+                    SchemaFormat::Drill => crate::drill::schema(),
+                };
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&crate::runbook::schema::schema())
-                        .expect("serialize")
+                    serde_json::to_string_pretty(schema).expect("serialize")
                 );
                 Exit::Success
             }
@@ -388,4 +394,12 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
         return Err(format!("`{s}` has an empty name"));
     }
     Ok((k.trim().to_owned(), v.to_owned()))
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchemaFormat {
+    /// Runbook files
+    Runbook,
+    /// Drill files (`drills/*.toml`)
+    Drill,
 }

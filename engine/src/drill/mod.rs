@@ -24,6 +24,7 @@
 //! rolled back and verified healthy) and, when `recover_within` is set, the time from the
 //! fault to healthy again is within it.
 
+mod file;
 pub mod report;
 pub mod run;
 pub mod schedule;
@@ -33,64 +34,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::executor::RunOutcome;
 use crate::host::PluginHost;
 use crate::runbook::plan::parse_duration;
 use crate::runbook::{Diagnostic, PlanOptions};
+pub use file::schema;
+use file::{DrillDecl, HookDecl, parse};
 pub use schedule::Schedule;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DrillFile {
-    #[serde(default)]
-    drill: Vec<Spanned<DrillDecl>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DrillDecl {
-    name: Spanned<String>,
-    runbook: Spanned<String>,
-    #[serde(default)]
-    environment: Option<Spanned<String>>,
-    schedule: Spanned<String>,
-    #[serde(default)]
-    timezone: Option<Spanned<String>>,
-    #[serde(default)]
-    jitter: Option<Spanned<String>>,
-    #[serde(default)]
-    missed: Option<Spanned<String>>,
-    #[serde(default)]
-    params: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    fail_step: Option<Spanned<String>>,
-    #[serde(default)]
-    before: Option<Spanned<HookDecl>>,
-    #[serde(default)]
-    notify: Option<Spanned<HookDecl>>,
-    #[serde(default)]
-    expect: Option<Spanned<ExpectDecl>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HookDecl {
-    runbook: Spanned<String>,
-    #[serde(default)]
-    params: BTreeMap<String, toml::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExpectDecl {
-    #[serde(default)]
-    outcome: Option<Spanned<String>>,
-    #[serde(default)]
-    recover_within: Option<Spanned<String>>,
-}
 
 /// What to do about schedules missed while no scheduler ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -261,15 +213,10 @@ pub async fn load_text(
     path: &Path,
     text: &str,
 ) -> Result<Vec<Drill>, Vec<Diagnostic>> {
-    let file: DrillFile = toml::from_str(text).map_err(|e| {
-        let message = e.message().trim_end().to_owned();
-        vec![match message.split_once(", expected ") {
-            Some((head, expected)) => {
-                Diagnostic::new(head.to_owned(), e.span()).help(format!("expected {expected}"))
-            }
-            None => Diagnostic::new(message, e.span()),
-        }]
-    })?;
+    let parsed = parse(text);
+    let Some(file) = &parsed.doc else {
+        return Err(parsed.diags);
+    };
     let base = path.parent().unwrap_or(Path::new("."));
     let mut diags = Vec::new();
     let mut drills = Vec::new();
@@ -297,6 +244,9 @@ pub async fn load_text(
         }
         seen.push(d.name.clone());
     }
+    diags.retain(|d| !parsed.follows(d));
+    diags.extend(parsed.diags.iter().cloned());
+    diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     if diags.is_empty() {
         Ok(drills)
     } else {
@@ -305,11 +255,11 @@ pub async fn load_text(
 }
 
 /// Parameters as `--param` strings: lists become comma-separated.
-fn param_strings(table: &BTreeMap<String, toml::Value>) -> Vec<(String, String)> {
+fn param_strings(table: &BTreeMap<Spanned<String>, Spanned<toml::Value>>) -> Vec<(String, String)> {
     table
         .iter()
         .map(|(k, v)| {
-            let s = match v {
+            let s = match v.get_ref() {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Array(items) => items
                     .iter()
@@ -321,7 +271,7 @@ fn param_strings(table: &BTreeMap<String, toml::Value>) -> Vec<(String, String)>
                     .join(","),
                 other => other.to_string(),
             };
-            (k.clone(), s)
+            (k.get_ref().clone(), s)
         })
         .collect()
 }
@@ -338,30 +288,51 @@ pub fn parse_file(path: &Path, text: &str) -> Result<usize, String> {
         }
         .to_string()
     };
-    let file: DrillFile = toml::from_str(text)
-        .map_err(|e| render(&[Diagnostic::new(e.message().trim_end().to_owned(), e.span())]))?;
+    let parsed = parse(text);
     let mut diags = Vec::new();
-    for decl in &file.drill {
-        let d = decl.get_ref();
-        if let Err(e) = Schedule::parse(
-            d.schedule.get_ref(),
-            d.timezone.as_ref().map(|t| t.get_ref().as_str()),
-        ) {
-            diags.push(Diagnostic::at(d.schedule.span(), format!("schedule: {e}")));
-        }
-        duration(&d.jitter, "jitter", &mut diags);
-        if let Some(e) = &d.expect {
-            duration(
-                &e.get_ref().recover_within,
-                "expect.recover_within",
-                &mut diags,
-            );
+    let mut count = 0;
+    if let Some(file) = &parsed.doc {
+        count = file.drill.len();
+        for decl in &file.drill {
+            let d = decl.get_ref();
+            schedule(d, &mut diags);
+            duration(&d.jitter, "jitter", &mut diags);
+            if let Some(e) = &d.expect {
+                duration(
+                    &e.get_ref().recover_within,
+                    "expect.recover_within",
+                    &mut diags,
+                );
+            }
         }
     }
-    if diags.is_empty() {
-        Ok(file.drill.len())
+    diags.retain(|d| !parsed.follows(d));
+    diags.extend(parsed.diags.iter().cloned());
+    diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+    if diags.is_empty() && parsed.doc.is_some() {
+        Ok(count)
     } else {
         Err(render(&diags))
+    }
+}
+
+/// A drill's schedule in its timezone. The timezone and the cron fields are checked apart,
+/// so a bad timezone does not hide a bad field.
+fn schedule(d: &DrillDecl, diags: &mut Vec<Diagnostic>) -> Option<Schedule> {
+    let timezone = d.timezone.as_ref().filter(|tz| {
+        let bad = Schedule::parse("* * * * *", Some(tz.get_ref())).err();
+        if let Some(e) = &bad {
+            diags.push(Diagnostic::at(tz.span(), format!("timezone: {e}")));
+        }
+        bad.is_none()
+    });
+    match Schedule::parse(d.schedule.get_ref(), timezone.map(|t| t.get_ref().as_str())) {
+        Ok(s) if timezone.is_some() == d.timezone.is_some() => Some(s),
+        Ok(_) => None,
+        Err(e) => {
+            diags.push(Diagnostic::at(d.schedule.span(), format!("schedule: {e}")));
+            None
+        }
     }
 }
 
@@ -398,20 +369,7 @@ async fn check(
             format!("`{name}` is not a drill name: use letters, digits, `-` and `_`"),
         ));
     }
-    let schedule = match Schedule::parse(
-        d.schedule.get_ref(),
-        d.timezone.as_ref().map(|t| t.get_ref().as_str()),
-    ) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            let span = match (&d.timezone, e.contains("timezone")) {
-                (Some(tz), true) => tz.span(),
-                _ => d.schedule.span(),
-            };
-            diags.push(Diagnostic::at(span, format!("schedule: {e}")));
-            None
-        }
-    };
+    let schedule = schedule(d, diags);
     let jitter = duration(&d.jitter, "jitter", diags).unwrap_or_default();
     let missed = match d.missed.as_ref().map(|m| m.get_ref().as_str()) {
         None | Some("skip") => Missed::Skip,
@@ -465,8 +423,8 @@ async fn check(
         sourced: None,
     };
     let mut lock = String::new();
-    match plan_file(host, &runbook, &opts).await {
-        Err(why) => diags.push(Diagnostic::at(d.runbook.span(), why)),
+    match plan_checked(host, &runbook, &opts).await {
+        Err(failure) => place_param_mistakes(failure, &d.params, &d.runbook, &runbook, diags),
         Ok(plan) => {
             lock = run::drill_lock(&plan);
             if plan.environment.protected {
@@ -615,23 +573,29 @@ pub fn overlaps(drills: &[Drill], from: chrono::DateTime<chrono::Utc>) -> Vec<St
     warnings
 }
 
-/// Plans a runbook file; the error is one line naming the file and the first mistake (the
-/// full report is `medic validate FILE`).
-pub async fn plan_file(
-    host: &PluginHost,
-    path: &Path,
-    opts: &PlanOptions,
-) -> Result<crate::runbook::Plan, String> {
-    let text = crate::input::read_text(path, crate::input::MAX_RUNBOOK_BYTES)
-        .map_err(|e| format!("cannot read runbook {}: {e}", path.display()))?;
-    let src = crate::runbook::Source { path, text: &text };
-    crate::runbook::plan(host, &src, opts).await.map_err(|d| {
+/// Why a runbook a drill names did not plan.
+enum PlanFailure {
+    Unreadable(String),
+    Invalid {
+        text: String,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+impl PlanFailure {
+    /// One line naming the file and the first mistake (the full report is `medic validate
+    /// FILE`).
+    fn summary(&self, path: &Path) -> String {
+        let (text, d) = match self {
+            PlanFailure::Unreadable(why) => return why.clone(),
+            PlanFailure::Invalid { text, diagnostics } => (text, diagnostics),
+        };
         let first = d.first().map_or("invalid".to_owned(), |d| {
             let at = d
                 .span
                 .as_ref()
                 .map(|s| {
-                    let (l, c) = crate::runbook::diag::line_col(&text, s.start);
+                    let (l, c) = crate::runbook::diag::line_col(text, s.start);
                     format!(":{l}:{c}")
                 })
                 .unwrap_or_default();
@@ -643,7 +607,80 @@ pub async fn plan_file(
             String::new()
         };
         format!("runbook {first}{more}")
-    })
+    }
+}
+
+async fn plan_checked(
+    host: &PluginHost,
+    path: &Path,
+    opts: &PlanOptions,
+) -> Result<crate::runbook::Plan, PlanFailure> {
+    let text = crate::input::read_text(path, crate::input::MAX_RUNBOOK_BYTES).map_err(|e| {
+        PlanFailure::Unreadable(format!("cannot read runbook {}: {e}", path.display()))
+    })?;
+    let src = crate::runbook::Source { path, text: &text };
+    crate::runbook::plan(host, &src, opts)
+        .await
+        .map_err(|diagnostics| PlanFailure::Invalid {
+            text: text.clone(),
+            diagnostics,
+        })
+}
+
+/// Plans a runbook file; the error is one line naming the file and the first mistake (the
+/// full report is `medic validate FILE`).
+pub async fn plan_file(
+    host: &PluginHost,
+    path: &Path,
+    opts: &PlanOptions,
+) -> Result<crate::runbook::Plan, String> {
+    plan_checked(host, path, opts)
+        .await
+        .map_err(|f| f.summary(path))
+}
+
+/// A drill's own parameters' mistakes (the runbook reports them as `--param` mistakes),
+/// placed at the drill's key or value; the others, summarised at `runbook`.
+fn place_param_mistakes(
+    failure: PlanFailure,
+    params: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    runbook: &Spanned<String>,
+    path: &Path,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let PlanFailure::Invalid { text, diagnostics } = failure else {
+        diags.push(Diagnostic::at(runbook.span(), failure.summary(path)));
+        return;
+    };
+    let mut rest = Vec::new();
+    for d in diagnostics {
+        let placed = d
+            .span
+            .is_none()
+            .then(|| d.message.strip_prefix("--param "))
+            .flatten()
+            .and_then(|m| m.split_once(": "))
+            .and_then(|(key, why)| {
+                let (k, v) = params.iter().find(|(k, _)| k.get_ref() == key)?;
+                let span = if why.contains("declares no parameter") {
+                    k.span()
+                } else {
+                    v.span()
+                };
+                Some(Diagnostic::at(span, format!("params.{key}: {why}")).help_opt(d.help.clone()))
+            });
+        match placed {
+            Some(p) => diags.push(p),
+            None => rest.push(d),
+        }
+    }
+    if !rest.is_empty() {
+        let failure = PlanFailure::Invalid {
+            text,
+            diagnostics: rest,
+        };
+        diags.push(Diagnostic::at(runbook.span(), failure.summary(path)));
+    }
 }
 
 /// A hook's runbook is planned with only the parameters it declares among those offered.

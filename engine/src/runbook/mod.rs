@@ -10,6 +10,7 @@ pub mod model;
 pub mod plan;
 pub mod rollout;
 pub mod schema;
+pub mod shape;
 pub mod template;
 
 pub use diag::{Diagnostic, Report};

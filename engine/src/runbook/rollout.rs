@@ -432,12 +432,24 @@ fn fill_with(
         .collect()
 }
 
+/// A message about a generated step with its stage left out (`rollout_10_errors` ->
+/// `rollout_*_errors`), to recognise the same mistake repeated at every stage.
+pub fn stage_free(message: &str) -> std::borrow::Cow<'_, str> {
+    static STAGE: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\brollout_[0-9]+").expect("valid"));
+    STAGE.replace_all(message, "rollout_*")
+}
+
 /// Expands `[rollout]` into steps appended to the runbook's `[[steps]]`. Every generated
 /// step rolls back on failure; route steps are undone by their plugin's revert, newest first,
 /// so a breach puts traffic back on the stable version before anything else is undone.
-pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnostic>> {
+///
+/// A rollout with mistakes is still expanded (one full stage stands in for a strategy that
+/// did not parse), so the mistakes in its route, smoke and analysis calls are reported with
+/// the rest; the plan is then `None`.
+pub fn expand(doc: &mut RunbookDoc) -> (Option<RolloutPlan>, Vec<Diagnostic>) {
     let Some(decl) = doc.rollout.take() else {
-        return Ok(None);
+        return (None, Vec::new());
     };
     let whole = decl.span();
     let r = decl.into_inner();
@@ -458,10 +470,15 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                 .help("health checks and rollback criteria are declared before the change starts"),
         );
     }
-    let Some(strategy) = strategy else {
-        return Err(diags);
-    };
-    let stages = strategy.stages();
+    let stages = strategy.as_ref().map_or_else(
+        || {
+            vec![Stage {
+                weight: 100,
+                bake: Duration::ZERO,
+            }]
+        },
+        Strategy::stages,
+    );
     for w in &r.approve_before {
         if !stages.iter().any(|s| i64::from(s.weight) == *w.get_ref()) {
             let weights: Vec<String> = stages.iter().map(|s| s.weight.to_string()).collect();
@@ -474,9 +491,6 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
                 ),
             ));
         }
-    }
-    if !diags.is_empty() {
-        return Err(diags);
     }
     let rollback = |span: std::ops::Range<usize>| {
         Some(Spanned::new(span, RollbackDecl::Keyword("revert".into())))
@@ -557,7 +571,7 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
             // Blue/green watches through its rollback window (a breach in it switches back to
             // blue); the others bake first and then decide.
             let window = match &strategy {
-                Strategy::BlueGreen { rollback_window } => Some(*rollback_window),
+                Some(Strategy::BlueGreen { rollback_window }) => Some(*rollback_window),
                 _ => None,
             };
             let delay = match window {
@@ -607,8 +621,9 @@ pub fn expand(doc: &mut RunbookDoc) -> Result<Option<RolloutPlan>, Vec<Diagnosti
             steps: ids,
         });
     }
-    Ok(Some(RolloutPlan {
+    let plan = (diags.is_empty() && strategy.is_some()).then(|| RolloutPlan {
         strategy: r.strategy.into_inner(),
         stages: planned,
-    }))
+    });
+    (plan, diags)
 }

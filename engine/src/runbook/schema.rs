@@ -2,7 +2,34 @@
 //! complete and check runbooks. It mirrors [`super::model`]; the test suite validates every
 //! example runbook against it, and checks that it refuses keys the parser refuses.
 
+use std::sync::LazyLock;
+
 use serde_json::{Value, json};
+
+/// The runbook schema, built once: the parser checks every file's shape against it.
+pub fn runbook() -> &'static Value {
+    static SCHEMA: LazyLock<Value> = LazyLock::new(schema);
+    &SCHEMA
+}
+
+/// What runbooks call their parts, for messages.
+pub const RUNBOOK_WORDS: super::shape::Words = super::shape::Words {
+    lists: &[
+        ("steps", "step"),
+        ("rollback", "rollback step"),
+        ("verify", "verify step"),
+        ("finally", "finally step"),
+        ("route", "route call"),
+        ("smoke", "smoke check"),
+        ("analysis", "analysis"),
+        ("command", "command grant"),
+    ],
+    maps: &[
+        ("params", "parameter"),
+        ("environments", "environment"),
+        ("plugins", "plugin"),
+    ],
+};
 
 /// The schema, as `medic schema` prints it.
 pub fn schema() -> Value {
@@ -26,8 +53,8 @@ pub fn schema() -> Value {
             "uses": { "type": "string" },
             "with": with.clone(),
             "interval": duration.clone(),
-            "failure_limit": { "type": "integer" },
-            "consecutive_successes": { "type": "integer" },
+            "failure_limit": { "type": "integer", "minimum": 1 },
+            "consecutive_successes": { "type": "integer", "minimum": 1 },
             "timeout": duration.clone()
         }
     });
@@ -46,7 +73,7 @@ pub fn schema() -> Value {
             "targets": { "oneOf": [{ "type": "array", "items": { "type": "string" } }, { "type": "string" }] },
             "max_concurrency": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string", "pattern": "^([0-9]+%|(CodeDeployDefault\\.)?(OneAtATime|HalfAtATime|AllAtOnce))$" }] },
             "max_errors": { "oneOf": [{ "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9]+%$" }] },
-            "order": { "enum": ["listed", "reverse", "random"] }
+            "order": { "enum": ["listed", "reverse", "random"], "description": "listed (default), reverse or random" }
         }
     });
     let rollout = json!({
@@ -72,10 +99,13 @@ pub fn schema() -> Value {
         "title": "Medic runbook",
         "type": "object",
         "additionalProperties": false,
-        "required": ["runbook", "steps"],
+        // `steps` is not required here: the meaning checks say "the runbook has no steps" at
+        // the [runbook] table, also for `steps = []`.
+        "required": ["runbook"],
         "properties": {
             "runbook": {
                 "type": "object",
+                "description": "Every runbook starts with a [runbook] table that names it: name = \"...\"",
                 "additionalProperties": false,
                 "required": ["name"],
                 "properties": {
@@ -170,11 +200,11 @@ pub fn schema() -> Value {
                         "additionalProperties": false,
                         "required": ["attempts"],
                         "properties": {
-                            "attempts": { "type": "integer" },
+                            "attempts": { "type": "integer", "minimum": 1, "maximum": 100, "description": "Total attempts, including the first" },
                             "backoff": { "$ref": "#/$defs/duration" },
                             "max_backoff": { "$ref": "#/$defs/duration" },
                             "jitter": { "type": "boolean" },
-                            "on": { "enum": ["transient", "any"] }
+                            "on": { "enum": ["transient", "any"], "description": "transient (default): errors the plugin marks transient, and timeouts; any: every failure" }
                         }
                     },
                     "gate": {
@@ -184,14 +214,15 @@ pub fn schema() -> Value {
                         "properties": {
                             "delay": { "$ref": "#/$defs/duration" },
                             "interval": { "$ref": "#/$defs/duration" },
-                            "successes": { "type": "integer" },
-                            "failures": { "type": "integer" },
-                            "inconclusive": { "enum": ["ignore", "pause"] },
+                            "successes": { "type": "integer", "minimum": 1 },
+                            "failures": { "type": "integer", "minimum": 1 },
+                            "inconclusive": { "enum": ["ignore", "pause"], "description": "ignore (default): an inconclusive check counts neither way; pause: ask a person whether the gate passes" },
                             "hold": { "$ref": "#/$defs/duration" },
                             "timeout": { "$ref": "#/$defs/duration" }
                         }
                     },
                     "rollback": {
+                        "description": "\"revert\" (the plugin's own undo), or another call: rollback = { uses = \"PLUGIN\", with = { ... } }",
                         "oneOf": [
                             { "const": "revert" },
                             {

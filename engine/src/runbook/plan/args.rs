@@ -141,4 +141,25 @@ impl Validator<'_> {
         }
         ok.then_some((out, secret))
     }
+
+    /// The templates in a `with` whose plugin is unknown: the names they use are still
+    /// checked, the parameters themselves cannot be.
+    pub(super) fn templates_only(
+        &mut self,
+        with: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+        scope: Scope<'_>,
+    ) {
+        for value in with.values() {
+            let texts: Vec<&str> = match value.get_ref() {
+                toml::Value::String(s) => vec![s],
+                toml::Value::Array(items) => items.iter().filter_map(|i| i.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            for t in texts {
+                if template::is_template(t) {
+                    self.check_template(t, &value.span(), scope);
+                }
+            }
+        }
+    }
 }

@@ -245,7 +245,8 @@ pub const DEFAULT_ENVIRONMENT: &str = "default";
 /// The environments a runbook declares, without validating anything else (for `medic validate`,
 /// which checks a runbook against each of them). Empty when the text does not parse.
 pub fn environment_names(text: &str) -> Vec<String> {
-    toml::from_str::<RunbookDoc>(text)
+    parse(text)
+        .doc
         .map(|d| d.environments.keys().map(|k| k.get_ref().clone()).collect())
         .unwrap_or_default()
 }
@@ -253,7 +254,7 @@ pub fn environment_names(text: &str) -> Vec<String> {
 /// Reads the `from_env`/`from_file` parameters of a runbook here, for another process to
 /// plan it with ([`PlanOptions::sourced`]). Sources that cannot be read are left out.
 pub fn read_sources(path: &Path, text: &str) -> Vec<(String, String)> {
-    let Ok(doc) = toml::from_str::<RunbookDoc>(text) else {
+    let Some(doc) = parse(text).doc else {
         return Vec::new();
     };
     let base = path.parent().unwrap_or(Path::new("."));
@@ -280,9 +281,20 @@ pub fn read_sources(path: &Path, text: &str) -> Vec<(String, String)> {
 
 /// The parameter names a runbook declares (none when it does not parse).
 pub fn param_names(text: &str) -> Vec<String> {
-    toml::from_str::<RunbookDoc>(text)
+    parse(text)
+        .doc
         .map(|d| d.params.keys().map(|k| k.get_ref().clone()).collect())
         .unwrap_or_default()
+}
+
+/// A runbook's text as far as it parses: what fits the format, and every mistake in its
+/// shape (syntax, unknown keys, wrong types, missing fields).
+pub fn parse(text: &str) -> super::shape::Parsed<RunbookDoc> {
+    super::shape::parse(
+        text,
+        super::schema::runbook(),
+        &super::schema::RUNBOOK_WORDS,
+    )
 }
 
 /// The source text of a runbook and where it came from.
@@ -297,28 +309,15 @@ pub async fn plan(
     src: &Source<'_>,
     opts: &PlanOptions,
 ) -> Result<Plan, Vec<Diagnostic>> {
-    let mut doc: RunbookDoc = toml::from_str(src.text).map_err(|e| {
-        let message = e.message().trim_end().to_owned();
-        let mut d = Diagnostic::new(message.clone(), e.span());
-        // serde's unknown-field message lists the expected keys; make that the hint.
-        if let Some((head, expected)) = message.split_once(", expected ") {
-            d = Diagnostic::new(head.to_owned(), e.span()).help(format!("expected {expected}"));
-        }
-        if message.starts_with("data did not match any variant of untagged enum RollbackDecl") {
-            d = Diagnostic::new(
-                "a rollback is either \"revert\" or a table with `uses` and `with`",
-                e.span(),
-            )
-            .help("rollback = \"revert\", or rollback = { uses = \"PLUGIN\", with = { ... } }");
-        }
-        vec![d]
-    })?;
+    // The file's shape first: every unknown key, wrong type and missing field, then the
+    // meaning of what is left.
+    let mut parsed = parse(src.text);
+    let Some(mut doc) = parsed.doc.take() else {
+        return Err(parsed.diags);
+    };
     // A rollout becomes ordinary steps before anything is checked, so its steps are checked
     // (and their mistakes located) like any other.
-    let (rollout, rollout_diags) = match super::rollout::expand(&mut doc) {
-        Ok(r) => (r, Vec::new()),
-        Err(d) => (None, d),
-    };
+    let (rollout, rollout_diags) = super::rollout::expand(&mut doc);
     let mut v = Validator {
         defer_secrets: opts.defer_secrets,
         sourced: opts.sourced.clone(),
@@ -455,10 +454,18 @@ pub async fn plan(
                 .help("add a [[steps]] table"),
         );
     }
+    v.diags.retain(|d| !parsed.follows(d));
+    v.diags.extend(parsed.diags);
     if !v.diags.is_empty() {
         v.diags
             .sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
-        v.diags.dedup();
+        // A rollout's calls become one step per stage: a mistake in one is reported once,
+        // for its first stage.
+        v.diags.dedup_by(|b, a| {
+            a.span == b.span
+                && a.help == b.help
+                && super::rollout::stage_free(&a.message) == super::rollout::stage_free(&b.message)
+        });
         return Err(v.diags);
     }
     let meta = doc.runbook.into_inner();

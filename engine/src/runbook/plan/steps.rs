@@ -58,7 +58,10 @@ impl Validator<'_> {
                 position: &position,
             };
 
-            let Some(index) = aliases.iter().position(|a| a == step.uses.get_ref()) else {
+            // A plugin that is unknown or did not load still leaves the rest of the step to
+            // check: one wrong `uses` must not hide the other mistakes in it.
+            let index = aliases.iter().position(|a| a == step.uses.get_ref());
+            if index.is_none() {
                 self.err(
                     Diagnostic::at(
                         step.uses.span(),
@@ -78,9 +81,8 @@ impl Validator<'_> {
                         ),
                     ),
                 );
-                continue;
-            };
-            let Some(pp) = &plugins[index] else { continue };
+            }
+            let pp = index.and_then(|i| plugins[i].as_ref());
             let fleet = step
                 .fleet
                 .as_ref()
@@ -90,7 +92,13 @@ impl Validator<'_> {
             } else {
                 Scope::Step(scope_ids)
             };
-            let with = self.args(id, &step.with, &step.id.span(), &pp.plugin, scope);
+            let with = match pp {
+                Some(pp) => self.args(id, &step.with, &step.id.span(), &pp.plugin, scope),
+                None => {
+                    self.templates_only(&step.with, scope);
+                    None
+                }
+            };
             if let (Some(_), Some(g)) = (&step.fleet, &step.gate) {
                 self.err(
                     Diagnostic::at(g.span(), format!("step `{id}` has both a gate and a fleet"))
@@ -104,7 +112,7 @@ impl Validator<'_> {
                 .timeout
                 .as_ref()
                 .and_then(|t| self.duration(t, "step timeout"))
-                .or(pp.timeout)
+                .or(pp.and_then(|pp| pp.timeout))
                 .unwrap_or(limits::DEFAULT_TIMEOUT);
             let on_failure = step
                 .on_failure
@@ -179,7 +187,9 @@ impl Validator<'_> {
             });
             let gate = step.gate.as_ref().and_then(|g| {
                 let gd = g.get_ref();
-                if pp.plugin.manifest.kind != PluginKind::Check {
+                if let Some(pp) = pp
+                    && pp.plugin.manifest.kind != PluginKind::Check
+                {
                     self.err(Diagnostic::at(
                         g.span(),
                         format!(
@@ -278,7 +288,7 @@ impl Validator<'_> {
             let rollback = step
                 .rollback
                 .as_ref()
-                .and_then(|r| self.rollback(id, r, &pp.plugin, plugins, &aliases, scope));
+                .and_then(|r| self.rollback(id, r, &pp?.plugin, plugins, &aliases, scope));
             let approval = step.approval.as_ref().and_then(|a| {
                 if section != "steps" {
                     self.err(Diagnostic::at(
@@ -290,7 +300,7 @@ impl Validator<'_> {
                 let prompt = a.get_ref().prompt.clone().unwrap_or_else(|| format!("run step `{id}`?"));
                 Some(ApprovalGate { timeout, prompt })
             });
-            if let Some((with, secret_params)) = with {
+            if let (Some(index), Some((with, secret_params))) = (index, with) {
                 out.push(PlanStep {
                     id: id.clone(),
                     description: step.description.clone(),

@@ -1,0 +1,625 @@
+//! The shape of a TOML file, checked against its JSON Schema before its meaning: every syntax
+//! error, unknown key, wrong type and missing field in the file at once, in the file's own
+//! words ("the gate of step `restart`: `successes` must be a whole number >= 1").
+//!
+//! What does not fit is set aside so the rest of the file can still be checked for meaning: an
+//! optional key is removed, a required one is replaced by a placeholder. Placeholders sit at an
+//! empty span, so a mistake the meaning checks find in one (an empty `uses` names no plugin) is
+//! recognised as a consequence of a mistake already reported and dropped ([`Parsed::follows`]).
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value as Schema;
+use toml::Spanned;
+use toml::de::{DeArray, DeTable, DeValue};
+
+use super::diag::{Diagnostic, did_you_mean};
+
+/// How a file names its parts, for messages.
+pub struct Words {
+    /// Lists of tables and what one element is called: `("steps", "step")`.
+    pub lists: &'static [(&'static str, &'static str)],
+    /// Tables of named tables and what one entry is called: `("plugins", "plugin")`.
+    pub maps: &'static [(&'static str, &'static str)],
+}
+
+/// A file parsed as far as it goes.
+pub struct Parsed<T> {
+    /// `None` only when what is left still does not deserialise (a mistake the schema does not
+    /// describe); its error is then among `diags`.
+    pub doc: Option<T>,
+    pub diags: Vec<Diagnostic>,
+    /// Where placeholders stand (their spans are empty).
+    placeholders: BTreeSet<usize>,
+}
+
+impl<T> Parsed<T> {
+    /// Whether a later diagnostic is about a placeholder or a value the syntax recovery made
+    /// up, i.e. a consequence of a mistake already reported.
+    pub fn follows(&self, d: &Diagnostic) -> bool {
+        d.span
+            .as_ref()
+            .is_some_and(|s| s.is_empty() && self.placeholders.contains(&s.start))
+    }
+}
+
+/// Parses `text`, checks it against `schema` and deserialises what fits.
+pub fn parse<T: DeserializeOwned>(text: &str, schema: &Schema, words: &Words) -> Parsed<T> {
+    let (root, errors) = DeTable::parse_recoverable(text);
+    let mut walker = Walker {
+        root: schema,
+        text_len: text.len(),
+        words,
+        diags: syntax_errors(text, &errors),
+        placeholders: BTreeSet::new(),
+    };
+    if !errors.is_empty() {
+        // The recovery fills what it could not read with values at 0..0.
+        walker.placeholders.insert(0);
+    }
+    let span = root.span();
+    let mut table = root.into_inner();
+    walker.table(schema, &mut table, span.clone(), &Label::Root, "");
+    let doc = match T::deserialize(toml::de::Deserializer::from(Spanned::new(span, table))) {
+        Ok(doc) => Some(doc),
+        Err(e) => {
+            walker.diags.push(serde_error(&e));
+            None
+        }
+    };
+    Parsed {
+        doc,
+        diags: walker.diags,
+        placeholders: walker.placeholders,
+    }
+}
+
+/// A deserialisation error as a diagnostic, serde's list of expected keys as its hint.
+pub fn serde_error(e: &toml::de::Error) -> Diagnostic {
+    let message = e.message().trim_end().to_owned();
+    match message.split_once(", expected ") {
+        Some((head, expected)) => {
+            Diagnostic::new(head.to_owned(), e.span()).help(format!("expected {expected}"))
+        }
+        None => Diagnostic::new(message, e.span()),
+    }
+}
+
+/// The syntax errors, except a redefined table's keys: they repeat the table's own error.
+fn syntax_errors(text: &str, errors: &[toml::de::Error]) -> Vec<Diagnostic> {
+    let mut redefined: Option<Range<usize>> = None;
+    let mut out = Vec::new();
+    for e in errors {
+        if e.message().trim_end() == "duplicate key"
+            && let Some(span) = e.span()
+        {
+            if redefined.as_ref().is_some_and(|r| r.contains(&span.start)) {
+                continue;
+            }
+            let line_start = text[..span.start.min(text.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            if text[line_start..].trim_start().starts_with('[') {
+                let body = text[line_start..]
+                    .find('\n')
+                    .map_or(text.len(), |i| line_start + i);
+                let end = text[body..]
+                    .find("\n[")
+                    .map_or(text.len(), |i| body + i + 1);
+                redefined = Some(body..end);
+            }
+        }
+        out.push(syntax(text, e));
+    }
+    out
+}
+
+fn syntax(text: &str, e: &toml::de::Error) -> Diagnostic {
+    let mut d = serde_error(e);
+    if d.message == "duplicate key"
+        && let Some(span) = e.span()
+    {
+        let key = text.get(span.clone()).unwrap_or_default().trim_matches('"');
+        d.message = format!("`{key}` is defined twice");
+        if let Some(line) = first_definition(text, span.start) {
+            d.help = Some(format!("first defined on line {line}"));
+        }
+    }
+    d
+}
+
+/// The line (1-based) where what is redefined at `at` was first defined: the same table header
+/// earlier in the file, or the same key earlier in the same table.
+fn first_definition(text: &str, at: usize) -> Option<usize> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let lines: Vec<&str> = text[..line_start].lines().collect();
+    let here = text[line_start..].lines().next()?.trim();
+    let normal = |l: &str| l.split('#').next().unwrap_or("").replace([' ', '\t'], "");
+    if here.starts_with('[') {
+        let header = normal(here);
+        return lines
+            .iter()
+            .position(|l| normal(l) == header)
+            .map(|i| i + 1);
+    }
+    let key = normal(here);
+    let key = key.split(['=', '.']).next()?;
+    for (i, l) in lines.iter().enumerate().rev() {
+        let l = normal(l);
+        if l.starts_with('[') {
+            break;
+        }
+        if l.split(['=', '.']).next() == Some(key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Where a value is, in the file's words.
+enum Label {
+    Root,
+    /// `[runbook]`, `the gate of step `restart``, `plugin `web``.
+    Named(String),
+}
+
+impl Label {
+    fn text(&self) -> &str {
+        match self {
+            Label::Root => "the file",
+            Label::Named(s) => s,
+        }
+    }
+}
+
+struct Walker<'s> {
+    root: &'s Schema,
+    text_len: usize,
+    words: &'s Words,
+    diags: Vec<Diagnostic>,
+    placeholders: BTreeSet<usize>,
+}
+
+impl<'s> Walker<'s> {
+    fn resolve(&self, mut s: &'s Schema) -> &'s Schema {
+        // Bounded: a schema that refers to itself must not hang the parser.
+        for _ in 0..8 {
+            match s.get("$ref").and_then(Schema::as_str) {
+                Some(r) => match r.strip_prefix("#/").and_then(|p| {
+                    p.split('/')
+                        .try_fold(self.root, |node, part| node.get(part))
+                }) {
+                    Some(target) => s = target,
+                    None => break,
+                },
+                None => break,
+            }
+        }
+        s
+    }
+
+    /// Checks a table; `at` is what it is called, `key` what it is written as.
+    fn table(
+        &mut self,
+        s: &'s Schema,
+        table: &mut DeTable<'_>,
+        span: Range<usize>,
+        at: &Label,
+        key: &str,
+    ) {
+        let s = self.resolve(s);
+        let props = s.get("properties").and_then(Schema::as_object);
+        let required: Vec<&str> = s
+            .get("required")
+            .and_then(Schema::as_array)
+            .map(|r| r.iter().filter_map(Schema::as_str).collect())
+            .unwrap_or_default();
+        let additional = s.get("additionalProperties");
+        let mut remove = Vec::new();
+        let mut replace = Vec::new();
+        for (written, value) in table.iter_mut() {
+            let name = written.get_ref().to_string();
+            if let Some(child) = props.and_then(|p| p.get(&name)) {
+                let label = child_label(at, &name, value.get_ref());
+                if !self.value(child, value, &label, &name, at) {
+                    if required.contains(&name.as_str()) {
+                        replace.push((name, child));
+                    } else {
+                        remove.push(name);
+                    }
+                }
+            } else if let Some(entry) = additional.filter(|a| a.is_object()) {
+                let label = Label::Named(match word(self.words.maps, key) {
+                    Some(word) => format!("{word} `{name}`"),
+                    None => format!("`{name}` in {}", at.text()),
+                });
+                if !self.value(entry, value, &label, &name, at) {
+                    replace.push((name, entry));
+                }
+            } else if additional.and_then(Schema::as_bool) == Some(false) {
+                let known: Vec<&str> = props
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                let what = match at {
+                    Label::Root => format!("unknown section `{name}`"),
+                    Label::Named(l) => format!("unknown key `{name}` in {l}"),
+                };
+                self.diags.push(
+                    Diagnostic::at(written.span(), what).help(
+                        did_you_mean(&name, known.iter().copied())
+                            .unwrap_or_else(|| format!("expected one of: {}", known.join(", "))),
+                    ),
+                );
+                remove.push(name);
+            }
+        }
+        for name in remove {
+            table.remove(name.as_str());
+        }
+        for (name, s) in replace {
+            if let Some(v) = table.get_mut(name.as_str()) {
+                let at = v.span().start;
+                *v = self.placeholder(s, at);
+            }
+        }
+        for name in required {
+            if table.contains_key(name) {
+                continue;
+            }
+            let child = &props.expect("required keys are properties")[name];
+            let what = match at {
+                Label::Root => match self.resolve(child).get("type").and_then(Schema::as_str) {
+                    Some("object") => format!("the file has no [{name}] table"),
+                    _ => format!("the file has no `{name}`"),
+                },
+                Label::Named(l) => format!("{l} has no `{name}`"),
+            };
+            let help = self
+                .resolve(child)
+                .get("description")
+                .and_then(Schema::as_str)
+                .map(str::to_owned);
+            // The root table's span is empty; the file's first character stands for it.
+            let at_table = match at {
+                Label::Root => 0..self.text_len.min(1),
+                Label::Named(_) => span.clone(),
+            };
+            self.diags
+                .push(Diagnostic::at(at_table, what).help_opt(help));
+            let value = self.placeholder(child, span.start);
+            table.insert(
+                Spanned::new(span.start..span.start, Cow::Owned(name.to_owned())),
+                value,
+            );
+        }
+    }
+
+    /// Checks one value; false when it does not fit and the caller must set it aside.
+    /// `at` is what the value is called, `key` what it is written as, `parent` what the
+    /// table holding it is called.
+    fn value(
+        &mut self,
+        s: &'s Schema,
+        v: &mut Spanned<DeValue<'_>>,
+        at: &Label,
+        key: &str,
+        parent: &Label,
+    ) -> bool {
+        let s = self.resolve(s);
+        if let Some(alternatives) = s.get("oneOf").and_then(Schema::as_array) {
+            return match alternatives.iter().find(|a| self.fits(a, v.get_ref())) {
+                Some(a) => self.value(a, v, at, key, parent),
+                None => {
+                    self.wrong(s, v, at, key);
+                    false
+                }
+            };
+        }
+        if !self.fits(s, v.get_ref()) {
+            // The two bracket slips get their own explanation, and are read as meant.
+            let items = s.get("items").map(|i| self.resolve(i));
+            let wants = |t: &str| s.get("type").and_then(Schema::as_str) == Some(t);
+            if wants("array")
+                && items.and_then(|i| i.get("type")).and_then(Schema::as_str) == Some("object")
+                && matches!(v.get_ref(), DeValue::Table(_))
+            {
+                self.diags.push(
+                    Diagnostic::at(
+                        v.span(),
+                        format!("`[{key}]` declares one table, but `{key}` is a list"),
+                    )
+                    .help(format!(
+                        "write `[[{key}]]` (double brackets) before each one"
+                    )),
+                );
+                let span = v.span();
+                let table = std::mem::replace(v.get_mut(), DeValue::Array(DeArray::new()));
+                *v.get_mut() = DeValue::Array(std::iter::once(Spanned::new(span, table)).collect());
+                return self.value(s, v, at, key, parent);
+            }
+            if wants("object")
+                && let DeValue::Array(list) = v.get_mut()
+                && list
+                    .first()
+                    .is_some_and(|f| matches!(f.get_ref(), DeValue::Table(_)))
+            {
+                let span = v.span();
+                self.diags.push(
+                    Diagnostic::at(
+                        span,
+                        format!("`[[{key}]]` declares a list, but `{key}` is one table"),
+                    )
+                    .help(format!("write `[{key}]` (single brackets), once")),
+                );
+                let DeValue::Array(list) = std::mem::replace(v.get_mut(), DeValue::Boolean(false))
+                else {
+                    unreachable!()
+                };
+                *v = list.into_iter().next().expect("checked non-empty");
+                return self.value(s, v, at, key, parent);
+            }
+            self.wrong(s, v, at, key);
+            return false;
+        }
+        let span = v.span();
+        match v.get_mut() {
+            DeValue::Table(t) => self.table(s, t, span, at, key),
+            DeValue::Array(list) => {
+                if let Some(items) = s.get("items") {
+                    let items = self.resolve(items);
+                    let tables = items.get("type").and_then(Schema::as_str) == Some("object");
+                    let word = word(self.words.lists, key);
+                    let of = match parent {
+                        Label::Root => String::new(),
+                        Label::Named(p) => format!(" of {p}"),
+                    };
+                    let mut keep = DeArray::new();
+                    for (i, mut item) in std::mem::replace(list, DeArray::new())
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let label = Label::Named(match (word, item_name(item.get_ref())) {
+                            (Some(w), Some(n)) => format!("{w} `{n}`{of}"),
+                            (Some(w), None) => format!("{w} {}{of}", i + 1),
+                            (None, _) => format!("item {} of {}", i + 1, at.text()),
+                        });
+                        if self.value(items, &mut item, &label, key, parent) {
+                            keep.push(item);
+                        } else if tables {
+                            // A list of tables keeps its length: later mistakes are still
+                            // counted and named as written.
+                            keep.push(self.placeholder(items, item.span().start));
+                        }
+                    }
+                    *list = keep;
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Whether a value has the schema's type, constant, allowed value and minimum.
+    fn fits(&self, s: &Schema, v: &DeValue<'_>) -> bool {
+        let s = self.resolve(s);
+        if let Some(c) = s.get("const") {
+            return v.as_str() == c.as_str();
+        }
+        if let Some(allowed) = s.get("enum").and_then(Schema::as_array) {
+            return v
+                .as_str()
+                .is_some_and(|x| allowed.iter().any(|a| a.as_str() == Some(x)));
+        }
+        if let Some(alternatives) = s.get("oneOf").and_then(Schema::as_array) {
+            return alternatives.iter().any(|a| self.fits(a, v));
+        }
+        match s.get("type").and_then(Schema::as_str) {
+            None => true,
+            Some("string") => v.is_str(),
+            Some("boolean") => v.is_bool(),
+            Some("number") => v.is_integer() || v.is_float(),
+            Some("array") => v.is_array(),
+            Some("object") => v.is_table(),
+            Some("integer") => {
+                let Some(i) = v.as_integer() else {
+                    return false;
+                };
+                let Ok(n) = i64::from_str_radix(i.as_str(), i.radix()) else {
+                    return false;
+                };
+                let max = s.get("maximum").and_then(Schema::as_i64);
+                match s.get("minimum").and_then(Schema::as_i64) {
+                    // Counts are u32 in the model.
+                    Some(min) => {
+                        n >= min
+                            && (min < 0 || u32::try_from(n).is_ok())
+                            && max.is_none_or(|m| n <= m)
+                    }
+                    None => max.is_none_or(|m| n <= m),
+                }
+            }
+            Some(_) => false,
+        }
+    }
+
+    fn wrong(&mut self, s: &'s Schema, v: &Spanned<DeValue<'_>>, at: &Label, key: &str) {
+        let subject = match at {
+            Label::Root => format!("`{key}`"),
+            Label::Named(l) => match l.strip_prefix(&format!("the {key} of ")) {
+                Some(parent) => format!("`{key}` of {parent}"),
+                None => l.clone(),
+            },
+        };
+        let mut d = Diagnostic::at(
+            v.span(),
+            format!(
+                "{subject} must be {}, not {}",
+                self.phrase(s),
+                found(v.get_ref())
+            ),
+        );
+        let resolved = self.resolve(s);
+        if let (Some(word), Some(allowed)) = (
+            v.get_ref().as_str(),
+            resolved.get("enum").and_then(Schema::as_array),
+        ) {
+            d = d.help_opt(did_you_mean(
+                word,
+                allowed.iter().filter_map(Schema::as_str),
+            ));
+        }
+        if d.help.is_none() && (resolved.get("enum").is_some() || resolved.get("oneOf").is_some()) {
+            d = d.help_opt(
+                resolved
+                    .get("description")
+                    .and_then(Schema::as_str)
+                    .map(str::to_owned),
+            );
+        }
+        self.diags.push(d);
+    }
+
+    /// What a schema accepts, as a person would say it.
+    fn phrase(&self, s: &Schema) -> String {
+        let duration = s.get("$ref").and_then(Schema::as_str) == Some("#/$defs/duration");
+        let s = self.resolve(s);
+        if duration
+            || s.get("description")
+                .and_then(Schema::as_str)
+                .is_some_and(|d| d.starts_with("A duration"))
+        {
+            return "a duration such as \"30s\" or \"5m\"".into();
+        }
+        if let Some(alternatives) = s.get("oneOf").and_then(Schema::as_array) {
+            let all: Vec<String> = alternatives.iter().map(|a| self.phrase(a)).collect();
+            return all.join(" or ");
+        }
+        if let Some(c) = s.get("const") {
+            return c.to_string();
+        }
+        if let Some(allowed) = s.get("enum").and_then(Schema::as_array) {
+            let all: Vec<String> = allowed.iter().map(Schema::to_string).collect();
+            return format!("one of {}", all.join(", "));
+        }
+        match s.get("type").and_then(Schema::as_str) {
+            Some("string") => "a string".into(),
+            Some("boolean") => "true or false".into(),
+            Some("number") => "a number".into(),
+            Some("integer") => match (
+                s.get("minimum").and_then(Schema::as_i64),
+                s.get("maximum").and_then(Schema::as_i64),
+            ) {
+                (Some(min), Some(max)) => format!("a whole number from {min} to {max}"),
+                (Some(min), None) => format!("a whole number >= {min}"),
+                (None, Some(max)) => format!("a whole number <= {max}"),
+                (None, None) => "a whole number".into(),
+            },
+            Some("object") => "a table".into(),
+            Some("array") => match s.get("items").map(|i| self.phrase(i)) {
+                Some(item) => format!("a list of {}", plural(&item)),
+                None => "a list".into(),
+            },
+            _ => "a value".into(),
+        }
+    }
+
+    /// A value that fits `s`, standing where a value that did not fit (or none) was.
+    fn placeholder<'i>(&mut self, s: &Schema, at: usize) -> Spanned<DeValue<'i>> {
+        self.placeholders.insert(at);
+        let s = self.resolve(s);
+        let s = s
+            .get("oneOf")
+            .and_then(Schema::as_array)
+            .and_then(|a| a.first())
+            .map_or(s, |a| self.resolve(a));
+        let value = match (s.get("const"), s.get("type").and_then(Schema::as_str)) {
+            (Some(c), _) => DeValue::String(Cow::Owned(c.as_str().unwrap_or("").to_owned())),
+            (_, Some("integer" | "number")) => DeValue::Integer(Default::default()),
+            (_, Some("boolean")) => DeValue::Boolean(false),
+            (_, Some("array")) => DeValue::Array(DeArray::new()),
+            (_, Some("object")) => {
+                let mut table = DeTable::new();
+                let required = s.get("required").and_then(Schema::as_array);
+                let props = s.get("properties");
+                for name in required.into_iter().flatten().filter_map(Schema::as_str) {
+                    if let Some(child) = props.and_then(|p| p.get(name)) {
+                        let value = self.placeholder(child, at);
+                        table.insert(Spanned::new(at..at, Cow::Owned(name.to_owned())), value);
+                    }
+                }
+                DeValue::Table(table)
+            }
+            _ => DeValue::String(Cow::Borrowed("")),
+        };
+        Spanned::new(at..at, value)
+    }
+}
+
+/// What a value in a table is called: the gate of step `x` is "the gate of step `x`".
+fn child_label(parent: &Label, key: &str, value: &DeValue<'_>) -> Label {
+    Label::Named(match (parent, value) {
+        (Label::Root, _) => format!("[{key}]"),
+        (Label::Named(p), DeValue::Table(_)) => format!("the {key} of {p}"),
+        (Label::Named(p), _) => format!("`{key}` of {p}"),
+    })
+}
+
+/// The word for one element of the list or table written as `key` (`steps` -> "step").
+fn word(words: &[(&'static str, &'static str)], key: &str) -> Option<&'static str> {
+    words.iter().find(|(k, _)| *k == key).map(|(_, w)| *w)
+}
+
+/// A list element's name as written (`id` or `name`), for messages.
+fn item_name(v: &DeValue<'_>) -> Option<String> {
+    let t = v.as_table()?;
+    ["id", "name"]
+        .iter()
+        .find_map(|k| t.get(*k)?.get_ref().as_str().map(str::to_owned))
+        .filter(|n| !n.is_empty() && n.len() <= 64)
+}
+
+fn plural(item: &str) -> String {
+    match item {
+        "a string" => "strings".into(),
+        "a table" => "tables".into(),
+        "a whole number" => "whole numbers".into(),
+        s if s.starts_with("a duration") => "durations".into(),
+        s => format!("({s})"),
+    }
+}
+
+/// How a value reads in a message: `the string "3"`, `a table`.
+fn found(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::String(s) => {
+            let short: String = s.chars().take(40).collect();
+            let more = if short.len() < s.len() { "..." } else { "" };
+            format!("the string {short:?}{more}")
+        }
+        DeValue::Integer(i) if i.radix() == 10 => format!("the number {}", i.as_str()),
+        DeValue::Integer(_) => "a number".into(),
+        DeValue::Float(f) => format!("the number {}", f.as_str()),
+        DeValue::Boolean(b) => format!("{b}"),
+        DeValue::Datetime(d) => format!("the date/time {d}"),
+        DeValue::Array(_) => "a list".into(),
+        DeValue::Table(_) => "a table".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_definitions_name_the_first() {
+        let text = "[a]\nx = 1\ny = 2\nx = 3\n[b]\n[a]\n";
+        assert_eq!(first_definition(text, text.find("x = 3").unwrap()), Some(2));
+        assert_eq!(
+            first_definition(text, text.rfind("[a]").unwrap() + 1),
+            Some(1)
+        );
+    }
+}

@@ -86,17 +86,28 @@ pub(super) async fn load_plan(
         }
     };
     let src = Source { path, text };
-    runbook::plan(host, &src, opts).await.map_err(|diags| {
+    let report = |diagnostics: &[runbook::Diagnostic]| {
         eprintln!(
             "{}",
             Report {
                 path: &path.display().to_string(),
                 text,
-                diagnostics: &diags
+                diagnostics
             }
         );
-        Exit::Invalid
-    })
+    };
+    match runbook::plan(host, &src, opts).await {
+        Ok(plan) => {
+            if !plan.warnings.is_empty() {
+                report(&plan.warnings);
+            }
+            Ok(plan)
+        }
+        Err(diags) => {
+            report(&diags);
+            Err(Exit::Invalid)
+        }
+    }
 }
 
 fn parse_wait(s: &str) -> Result<Duration, String> {
@@ -584,6 +595,7 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
     // environments as they are, those of some with the environments named.
     let mut last = None;
     let mut found: Vec<(runbook::Diagnostic, Vec<String>)> = Vec::new();
+    let mut warnings: Vec<runbook::Diagnostic> = Vec::new();
     for env in &targets {
         let opts = PlanOptions {
             params: args.target.params.clone(),
@@ -593,7 +605,14 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
         };
         let src = Source { path, text: &text };
         match runbook::plan(&host, &src, &opts).await {
-            Ok(plan) => last = Some(plan),
+            Ok(mut plan) => {
+                for w in std::mem::take(&mut plan.warnings) {
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
+                }
+                last = Some(plan);
+            }
             Err(diags) => {
                 for d in diags {
                     let name = env.clone().unwrap_or_default();
@@ -630,6 +649,16 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
             }
         );
         return Exit::Invalid;
+    }
+    if !warnings.is_empty() {
+        eprintln!(
+            "{}",
+            Report {
+                path: &path.display().to_string(),
+                text: &text,
+                diagnostics: &warnings
+            }
+        );
     }
     let plan = last.expect("at least one target");
     let n = plan.steps.len();

@@ -10,6 +10,8 @@ pub struct Diagnostic {
     /// Byte range in the runbook's text; `None` for mistakes outside the file (e.g. `--param`).
     pub span: Option<Range<usize>>,
     pub help: Option<String>,
+    /// Worth knowing, but the runbook still runs.
+    pub warning: bool,
 }
 
 impl Diagnostic {
@@ -18,6 +20,15 @@ impl Diagnostic {
             message: message.into(),
             span,
             help: None,
+            warning: false,
+        }
+    }
+
+    /// A warning: something that is likely a mistake but does not stop the runbook.
+    pub fn warning_at(span: Range<usize>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            warning: true,
+            ..Self::at(span, message)
         }
     }
 
@@ -79,7 +90,8 @@ impl fmt::Display for Report<'_> {
             if i > 0 {
                 writeln!(f)?;
             }
-            writeln!(f, "error: {}", d.message)?;
+            let level = if d.warning { "warning" } else { "error" };
+            writeln!(f, "{level}: {}", d.message)?;
             match &d.span {
                 Some(span) => {
                     let (line, col) = line_col(self.text, span.start);
@@ -103,13 +115,19 @@ impl fmt::Display for Report<'_> {
                 writeln!(f, "  = help: {help}")?;
             }
         }
-        let n = self.diagnostics.len();
-        write!(
-            f,
-            "{n} error{} in {}",
-            if n == 1 { "" } else { "s" },
-            self.path
-        )
+        let warnings = self.diagnostics.iter().filter(|d| d.warning).count();
+        let errors = self.diagnostics.len() - warnings;
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let summary = match (errors, warnings) {
+            (_, 0) => count(errors, "error"),
+            (0, _) => count(warnings, "warning"),
+            _ => format!(
+                "{} and {}",
+                count(errors, "error"),
+                count(warnings, "warning")
+            ),
+        };
+        write!(f, "{summary} in {}", self.path)
     }
 }
 

@@ -94,6 +94,189 @@ pub fn render(
     })
 }
 
+/// Filter and test names minijinja knows, for did-you-mean hints only: whether a name is
+/// known is asked of the environment itself.
+const KNOWN: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "count",
+    "default",
+    "dictsort",
+    "escape",
+    "first",
+    "float",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "defined",
+    "undefined",
+    "none",
+    "number",
+    "even",
+    "odd",
+    "true",
+    "false",
+    "divisibleby",
+    "iterable",
+    "mapping",
+    "sequence",
+    "startingwith",
+    "endingwith",
+    "in",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "boolean",
+];
+
+/// Filters (`| name`) and tests (`is name`) a template or expression uses that the template
+/// engine does not have: `{{ params.v | uper }}` fails only when rendered, i.e. mid-run, so
+/// it is found here, before anything runs. Each with a did-you-mean hint.
+pub fn unknown_filters(
+    env: &Environment<'_>,
+    source: &str,
+    expression: bool,
+) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for (kind, name) in filter_and_test_names(source, expression) {
+        let probe = match kind {
+            Kind::Filter => format!("none | {name}"),
+            Kind::Test => format!("none is {name}"),
+        };
+        let unknown = contained(&probe, || {
+            Ok(env
+                .compile_expression(&probe)
+                .and_then(|e| e.eval(minijinja::context! {}))
+                .err()
+                .is_some_and(|e| {
+                    matches!(
+                        e.kind(),
+                        minijinja::ErrorKind::UnknownFilter | minijinja::ErrorKind::UnknownTest
+                    )
+                }))
+        })
+        .unwrap_or(false);
+        if unknown {
+            let what = match kind {
+                Kind::Filter => "filter",
+                Kind::Test => "test",
+            };
+            let hint = super::diag::did_you_mean(&name, KNOWN.iter().copied());
+            let message = format!("unknown {what} `{name}`");
+            if !out.iter().any(|(m, _)| *m == message) {
+                out.push((message, hint));
+            }
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Filter,
+    Test,
+}
+
+/// The names after `|` and after `is` (or `is not`), in the code parts of a template (or in
+/// a whole expression), outside string literals.
+fn filter_and_test_names(source: &str, expression: bool) -> Vec<(Kind, String)> {
+    let b = source.as_bytes();
+    let mut out = Vec::new();
+    let mut code = expression;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    let ident_at = |mut j: usize| {
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        let start = j;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        (start < j && !b[start].is_ascii_digit()).then(|| (source[start..j].to_owned(), j))
+    };
+    while i < b.len() {
+        let c = b[i];
+        if !code {
+            if c == b'{' && matches!(b.get(i + 1), Some(b'{' | b'%')) {
+                code = true;
+                i += 2;
+                continue;
+            }
+            i += 1;
+            continue;
+        }
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), b'\\') => i += 1,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(c),
+            (None, b'}' | b'%') if !expression && b.get(i + 1) == Some(&b'}') => {
+                code = false;
+                i += 2;
+                continue;
+            }
+            (None, b'|') => {
+                if let Some((name, _)) = ident_at(i + 1) {
+                    out.push((Kind::Filter, name));
+                }
+            }
+            (None, b'i')
+                if b.get(i + 1) == Some(&b's')
+                    && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+                    && b.get(i + 2).is_some_and(u8::is_ascii_whitespace) =>
+            {
+                if let Some((mut name, end)) = ident_at(i + 2) {
+                    if name == "not"
+                        && let Some((next, _)) = ident_at(end)
+                    {
+                        name = next;
+                    }
+                    out.push((Kind::Test, name));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
 /// The expression of a template that is exactly one `{{ expression }}`.
 pub fn sole_expression(source: &str) -> Option<&str> {
     source
@@ -180,5 +363,27 @@ mod tests {
         }
         let e = eval(&env, "a}}b", &ctx).unwrap_err();
         assert!(e.contains("`a}}b`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_filters_and_tests_are_found_before_rendering() {
+        let env = environment();
+        let found = |s: &str, expr: bool| -> Vec<String> {
+            unknown_filters(&env, s, expr)
+                .into_iter()
+                .map(|(m, h)| format!("{m} {}", h.unwrap_or_default()))
+                .collect()
+        };
+        assert_eq!(
+            found("x {{ params.v | uper }} y", false),
+            ["unknown filter `uper` did you mean `upper`?"]
+        );
+        assert!(found("{{ params.v | upper | trim }} '|nope' {{ 'a|b' }}", false).is_empty());
+        assert_eq!(
+            found("steps.a.status is not faild", true),
+            ["unknown test `faild` "]
+        );
+        assert!(found("x is defined and y is not none", true).is_empty());
+        assert!(found("this | is not code", false).is_empty());
     }
 }

@@ -78,6 +78,12 @@ impl fmt::Display for HostGrant {
     }
 }
 
+/// Whether `grants` let a plugin request `url`; `None` when it is not an http(s) URL.
+pub fn allows_url(grants: &[HostGrant], url: &str) -> Option<bool> {
+    let url = Url::parse(url).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| grants.iter().any(|g| g.allows(&url)))
+}
+
 impl HostGrant {
     /// For tcp grants: an `ip:port` address, matched exactly (a port is required).
     pub fn allows_address(&self, address: &str) -> bool {

@@ -11,7 +11,7 @@ pub mod tcp;
 use std::time::{Duration, Instant};
 
 pub use command::CommandGrant;
-pub use http::HostGrant;
+pub use http::{HostGrant, allows_url};
 pub use kv::{KvJournal, KvSpace};
 
 use super::outcome::{CapabilityUse, LogLine};

@@ -62,6 +62,17 @@ impl Validator<'_> {
                         ok = false;
                         continue;
                     }
+                    if let Some(why) = self.plan_time_mismatch(s, spec.ty, uses_secret) {
+                        self.err(
+                            Diagnostic::at(
+                                value.span(),
+                                format!("step `{id}`, parameter `{}`: {why}", spec.name),
+                            )
+                            .help(format!("the plugin takes {} for `{}`", spec.ty, spec.name)),
+                        );
+                        ok = false;
+                        continue;
+                    }
                     Arg::Template {
                         source: s.clone(),
                         ty: spec.ty,
@@ -159,6 +170,87 @@ impl Validator<'_> {
                 if template::is_template(t) {
                     self.check_template(t, &value.span(), scope);
                 }
+            }
+        }
+    }
+
+    /// A template that uses only what is known before the run (parameters, variables, the
+    /// environment) is rendered now: a value of the wrong type for the parameter is a
+    /// mistake in the runbook, better found here than by the step mid-run. A secret value
+    /// is not shown.
+    fn plan_time_mismatch(&self, source: &str, ty: ValueType, secret: bool) -> Option<String> {
+        let rendered = self.render_now(source)?;
+        let e = text_to_value(&rendered, ty).err()?;
+        Some(if secret {
+            format!("`{source}` does not give {ty}")
+        } else {
+            format!("{e} (what `{source}` renders to here)")
+        })
+    }
+
+    /// A template rendered now, when it uses only what is known before the run.
+    fn render_now(&self, source: &str) -> Option<String> {
+        let refs = template::references(&self.env, source).ok()?;
+        let plan_time = refs
+            .iter()
+            .all(|r| ["params", "vars", "env"].contains(&r.split('.').next().unwrap_or("")));
+        if !plan_time {
+            return None;
+        }
+        // A render error here is a missing value (a deferred secret) or already reported.
+        template::render(&self.env, source, &self.ctx).ok()
+    }
+
+    /// Warns about URLs in a step's `with` that its plugin's http grants do not cover: the
+    /// call would be refused mid-run. A warning, not an error: the plugin may not request
+    /// that URL itself (it may pass it on, or use it as a label).
+    pub(super) fn check_urls(
+        &mut self,
+        id: &str,
+        with: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+        pp: &PlanPlugin,
+    ) {
+        if !pp.plugin.manifest.capabilities.iter().any(|c| c == "http")
+            || self.grant_mistakes.contains(&pp.alias)
+        {
+            return;
+        }
+        for (key, value) in with {
+            let Some(text) = value.get_ref().as_str() else {
+                continue;
+            };
+            let url = if template::is_template(text) {
+                match self.render_now(text) {
+                    Some(u) => u,
+                    None => continue,
+                }
+            } else {
+                text.to_owned()
+            };
+            if crate::host::caps::allows_url(&pp.grants.http, url.trim()) == Some(false) {
+                let granted: Vec<String> = pp.grants.http.iter().map(ToString::to_string).collect();
+                let host = reqwest::Url::parse(url.trim())
+                    .ok()
+                    .and_then(|u| {
+                        u.host_str()
+                            .map(|h| u.port().map_or(h.to_owned(), |p| format!("{h}:{p}")))
+                    })
+                    .unwrap_or_default();
+                self.err(
+                    Diagnostic::warning_at(
+                        value.span(),
+                        format!(
+                            "step `{id}`, parameter `{}`: `{host}` is outside plugin `{}`'s http grants; a request to it will be refused",
+                            key.get_ref(),
+                            pp.alias
+                        ),
+                    )
+                    .help(if granted.is_empty() {
+                        format!("grant it: [plugins.{}] grants = {{ http = [\"{host}\"] }}", pp.alias)
+                    } else {
+                        format!("granted: {}", granted.join(", "))
+                    }),
+                );
             }
         }
     }

@@ -55,7 +55,9 @@ impl Validator<'_> {
                 match template::compile_expression(&self.env, expr) {
                     Ok(e) => {
                         let refs = e.undeclared_variables(true).into_iter().collect();
+                        let filters_ok = self.check_filters(expr, &span, true);
                         let (ok, secret) = self.check_refs(refs, &span, scope);
+                        let ok = ok && filters_ok;
                         if secret {
                             self.secret_shown(&span, "fleet targets");
                         }

@@ -56,6 +56,8 @@ pub struct Plan {
     pub finally: Vec<PlanStep>,
     /// `[rollout]`, whose stages are among `steps`.
     pub rollout: Option<super::rollout::RolloutPlan>,
+    /// What looked wrong but does not stop the runbook (a URL outside the grants).
+    pub warnings: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone)]
@@ -328,12 +330,15 @@ pub async fn plan(
         secrets: Vec::new(),
         secret_names: Default::default(),
         vars: Vec::new(),
+        ctx: minijinja::Value::UNDEFINED,
+        grant_mistakes: Default::default(),
     };
     v.diags.extend(rollout_diags);
     let environment = v.environment(&doc, opts.environment.as_deref());
     v.vars = environment.vars.iter().map(|(k, _)| k.clone()).collect();
     v.params(&doc, &opts.params);
     let ctx = v.plan_context(&environment);
+    v.ctx = ctx.clone();
     let plugins = v.plugins(host, &doc, &ctx).await;
     let lock = doc.runbook.get_ref().lock.as_ref().and_then(|l| {
         if !v.check_public(l.get_ref(), &l.span(), Scope::Plan, "the lock key") {
@@ -456,9 +461,9 @@ pub async fn plan(
     }
     v.diags.retain(|d| !parsed.follows(d));
     v.diags.extend(parsed.diags);
-    if !v.diags.is_empty() {
-        v.diags
-            .sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+    v.diags
+        .sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+    if v.diags.iter().any(|d| !d.warning) {
         // A rollout's calls become one step per stage: a mistake in one is reported once,
         // for its first stage.
         v.diags.dedup_by(|b, a| {
@@ -491,6 +496,7 @@ pub async fn plan(
         verify,
         finally,
         rollout,
+        warnings: v.diags,
     })
 }
 
@@ -513,6 +519,10 @@ struct Validator<'a> {
     secret_names: std::collections::BTreeSet<String>,
     /// Names of the selected environment's variables.
     vars: Vec<String>,
+    /// What plan-time templates render with (parameters, variables, the environment).
+    ctx: minijinja::Value,
+    /// Plugins whose grants have mistakes.
+    grant_mistakes: std::collections::BTreeSet<String>,
 }
 
 /// Where a template may appear, which decides the names it may use.

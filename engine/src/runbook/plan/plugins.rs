@@ -78,6 +78,7 @@ impl Validator<'_> {
             .and_then(|t| self.duration(t, "plugin timeout"));
 
         let mut grants = Grants::default();
+        let before_grants = self.diags.len();
         if let Some(g) = &decl.grants {
             for host_grant in &g.get_ref().http {
                 let mut text = host_grant.get_ref().clone();
@@ -199,6 +200,10 @@ impl Validator<'_> {
                 Diagnostic::at(grants_span.clone(), format!("plugin `{a}` ({name}) needs the tcp capability, but no addresses are granted"))
                     .help(format!("add `tcp = [\"IP:PORT\"]` under [plugins.{a}.grants]")),
             );
+        }
+        if self.diags.len() > before_grants {
+            // Its steps' URLs are not checked against grants already found wrong.
+            self.grant_mistakes.insert(alias.get_ref().clone());
         }
         if !uses("tcp")
             && decl

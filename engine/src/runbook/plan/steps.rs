@@ -93,7 +93,10 @@ impl Validator<'_> {
                 Scope::Step(scope_ids)
             };
             let with = match pp {
-                Some(pp) => self.args(id, &step.with, &step.id.span(), &pp.plugin, scope),
+                Some(pp) => {
+                    self.check_urls(id, &step.with, pp);
+                    self.args(id, &step.with, &step.id.span(), &pp.plugin, scope)
+                }
                 None => {
                     self.templates_only(&step.with, scope);
                     None
@@ -130,8 +133,10 @@ impl Validator<'_> {
             let when = step.when.as_ref().and_then(|w| match template::compile_expression(&self.env, w.get_ref()) {
                 Ok(expr) => {
                     let refs = expr.undeclared_variables(true).into_iter().collect();
+                    let filters_ok = self.check_filters(w.get_ref(), &w.span(), true);
                     // Decided once for the whole step, before any target.
-                    self.check_refs(refs, &w.span(), Scope::Step(scope_ids)).0.then(|| w.get_ref().clone())
+                    let refs_ok = self.check_refs(refs, &w.span(), Scope::Step(scope_ids)).0;
+                    (refs_ok && filters_ok).then(|| w.get_ref().clone())
                 }
                 Err(e) => {
                     let help = if lone_equals(w.get_ref()) {

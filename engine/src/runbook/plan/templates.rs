@@ -100,6 +100,21 @@ impl Validator<'_> {
         (ok, secret)
     }
 
+    /// Reports the filters and tests a template or expression uses that do not exist.
+    pub(super) fn check_filters(
+        &mut self,
+        source: &str,
+        span: &Range<usize>,
+        expression: bool,
+    ) -> bool {
+        let unknown = template::unknown_filters(&self.env, source, expression);
+        let ok = unknown.is_empty();
+        for (message, hint) in unknown {
+            self.err(Diagnostic::at(span.clone(), message).help_opt(hint));
+        }
+        ok
+    }
+
     pub(super) fn check_template(
         &mut self,
         source: &str,
@@ -107,7 +122,11 @@ impl Validator<'_> {
         scope: Scope<'_>,
     ) -> (bool, bool) {
         match template::references(&self.env, source) {
-            Ok(refs) => self.check_refs(refs, span, scope),
+            Ok(refs) => {
+                let names_ok = self.check_filters(source, span, false);
+                let (ok, secret) = self.check_refs(refs, span, scope);
+                (ok && names_ok, secret)
+            }
             Err(e) => {
                 let unclosed = source.matches("{{").count() > source.matches("}}").count()
                     || source.matches("{%").count() > source.matches("%}").count();

@@ -68,7 +68,7 @@ pub use value::{Params, Value, ValueType};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "medic-plugin",
+        world: "medic-plugin-validated",
         pub_export_macro: true,
         export_macro_name: "__export_medic_plugin",
         default_bindings_module: "medic_plugin_sdk::bindings",
@@ -95,6 +95,48 @@ pub trait Plugin {
     fn revert(ctx: &Context, params: &Params, outputs: &Params) -> Result<Outcome, Error> {
         let _ = (ctx, params, outputs);
         Err(Error::permanent("this plugin cannot revert"))
+    }
+
+    /// Refuses bad parameters before anything runs. `medic validate` and `medic plan` call
+    /// it for every step that uses the plugin, with the parameters whose values are known
+    /// then: a parameter written as a template over an earlier step's outputs is absent, so
+    /// check only what is present. No capability is available here (no HTTP, no kv), and it
+    /// must be quick. The default accepts everything; `run` must still check what it relies
+    /// on, since values rendered during the run are not seen here.
+    ///
+    /// ```no_run
+    /// # use medic_plugin_sdk::{ParamProblem, Params};
+    /// fn check_params(params: &Params) -> Vec<ParamProblem> {
+    ///     match params.integer("weight") {
+    ///         Ok(w) if !(0..=256).contains(&w) => {
+    ///             vec![ParamProblem::new("weight", "must be from 0 to 256")]
+    ///         }
+    ///         _ => Vec::new(),
+    ///     }
+    /// }
+    /// ```
+    fn check_params(params: &Params) -> Vec<ParamProblem> {
+        let _ = params;
+        Vec::new()
+    }
+}
+
+/// A parameter [`Plugin::check_params`] refuses, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamProblem {
+    /// The parameter's name; empty when the combination of parameters is the problem.
+    pub name: String,
+    /// Why, in a few words: "must be from 0 to 256".
+    pub message: String,
+}
+
+impl ParamProblem {
+    /// A problem with the parameter `name`.
+    pub fn new(name: impl Into<String>, message: impl Into<String>) -> Self {
+        ParamProblem {
+            name: name.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -138,6 +180,14 @@ macro_rules! export {
             }
         }
 
+        impl $crate::bindings::exports::medic::plugin::validate::Guest for __MedicPluginExport {
+            fn check_params(
+                params: $crate::bindings::medic::plugin::types::Values,
+            ) -> $crate::__private::WitProblems {
+                $crate::__private::check_params::<$plugin>(params)
+            }
+        }
+
         $crate::bindings::__export_medic_plugin!(__MedicPluginExport);
     };
 }
@@ -161,6 +211,22 @@ pub mod __private {
         P::run(&ctx, &params)
             .map(|o| o.into_wit())
             .map_err(|e| e.into_wit())
+    }
+
+    /// What `validate.check-params` returns.
+    pub type WitProblems = Vec<crate::bindings::exports::medic::plugin::validate::ParamProblem>;
+
+    pub fn check_params<P: Plugin>(params: wit::Values) -> WitProblems {
+        let params = Params::from_wit(params);
+        P::check_params(&params)
+            .into_iter()
+            .map(
+                |p| crate::bindings::exports::medic::plugin::validate::ParamProblem {
+                    name: p.name,
+                    message: p.message,
+                },
+            )
+            .collect()
     }
 
     pub fn revert<P: Plugin>(

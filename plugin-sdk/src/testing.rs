@@ -378,6 +378,13 @@ impl Harness {
         self.call(&manifest, |ctx| P::run(ctx, &params))
     }
 
+    /// Calls the plugin's `check_params` with the parameters set so far, as `medic validate`
+    /// does before any run (with defaults applied).
+    pub fn check_params<P: Plugin>(&self) -> Vec<crate::ParamProblem> {
+        let manifest = P::manifest();
+        P::check_params(&self.checked_params(&manifest))
+    }
+
     /// Calls the plugin's `revert` with the parameters set so far and the outputs of an
     /// earlier run (`call.outputs()`). Panics when the manifest does not declare revert,
     /// since the engine would never call it.

@@ -209,7 +209,7 @@ fn a_plugin_written_in_python_runs_like_any_other() {
     assert_eq!(o.status.code(), Some(0), "{shown}{}", stderr(&o));
     assert!(shown.starts_with("version-check 0.1.0 (Check)"), "{shown}");
     assert!(
-        shown.contains("contract:     medic:plugin@0.1.0"),
+        shown.contains("contract:     medic:plugin@0.1.1"),
         "{shown}"
     );
 

@@ -433,7 +433,7 @@ fn plugin_inspect_and_list() {
         .unwrap()
         .sha256;
     assert!(out.contains(&format!("sha256:       {digest}")), "{out}");
-    assert!(out.contains("contract:     medic:plugin@0.1.0"), "{out}");
+    assert!(out.contains("contract:     medic:plugin@0.1.1"), "{out}");
     assert!(out.contains("capabilities: http, kv"), "{out}");
     assert!(out.contains("token            text, secret"), "{out}");
 

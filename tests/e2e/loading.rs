@@ -222,7 +222,8 @@ fn builtin_manifests_are_complete() {
                 "{} has no description",
                 b.name
             );
-            assert_eq!(p.contract, "medic:plugin@0.1.0");
+            assert_eq!(p.contract, "medic:plugin@0.1.1");
+            assert!(p.validates, "{} does not export validate", b.name);
             for param in &p.manifest.params {
                 assert!(
                     !param.description.is_empty(),
@@ -242,6 +243,10 @@ fn a_plugin_built_before_the_tcp_capability_still_loads_and_runs() {
         let host = host_with_cache(None);
         let plugin = load(&host, &PluginSource::File(fixtures::LEGACY.into())).await;
         assert_eq!(plugin.contract, "medic:plugin@0.1.0");
+        // Built before the optional `validate` export (0.1.1): it has none, and a check of
+        // its parameters accepts them rather than failing.
+        assert!(!plugin.validates);
+        assert_eq!(host.check_params(&plugin, &[]).await, Ok(Vec::new()));
         let inv = host
             .invoke(&plugin, run_call(&[]), &ctx("old"), &Default::default())
             .await;

@@ -435,3 +435,47 @@ fn a_granted_shell_leaves_no_process_behind_at_its_deadline_or_its_end() {
         }
     });
 }
+
+/// The optional parameter check (`validate`) is as untrusted as `run`: a loop ends at the
+/// check's deadline, a panic is an error naming it, a flood of problems is cut, and the host
+/// keeps working.
+#[test]
+fn a_hostile_parameter_check_is_contained() {
+    let rt = runtime();
+    rt.block_on(async {
+        let host = host_with_cache(None);
+        let plugin = load(&host, &hostile_source()).await;
+        assert!(plugin.validates);
+        let mode = |m: &str| vec![("mode".to_owned(), text(m))];
+
+        let started = Instant::now();
+        let looped = host.check_params(&plugin, &mode("validate-loop")).await;
+        let took = started.elapsed();
+        let why = looped.unwrap_err();
+        assert!(why.contains("timed out") || why.contains("within"), "{why}");
+        assert_within(took, Duration::from_secs(5));
+
+        let why = host
+            .check_params(&plugin, &mode("validate-panic"))
+            .await
+            .unwrap_err();
+        assert!(why.contains("panics in check_params"), "{why}");
+
+        let flood = host
+            .check_params(&plugin, &mode("validate-flood"))
+            .await
+            .unwrap();
+        assert_eq!(flood.len(), 32);
+        assert!(
+            flood
+                .iter()
+                .all(|p| p.message.len() < 600 && p.message.ends_with("[truncated]")),
+            "uncut messages"
+        );
+
+        assert_eq!(
+            host.check_params(&plugin, &mode("ok")).await,
+            Ok(Vec::new())
+        );
+    });
+}

@@ -63,6 +63,14 @@ fn print_plugin(p: &Plugin) {
         "dry run:      {}",
         if m.supports_dry_run { "yes" } else { "no" }
     );
+    println!(
+        "param check:  {}",
+        if p.validates {
+            "yes (medic validate asks it)"
+        } else {
+            "no (built before contract 0.1.1)"
+        }
+    );
     println!("parameters:");
     if m.params.is_empty() {
         println!("  (none)");
@@ -144,7 +152,7 @@ pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
                             "{}",
                             serde_json::json!({
                                 "source": p.source.to_string(), "sha256": p.sha256, "size": p.size,
-                                "contract": p.contract, "manifest": p.manifest,
+                                "contract": p.contract, "checks_params": p.validates, "manifest": p.manifest,
                             })
                         ),
                     }

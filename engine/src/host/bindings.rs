@@ -10,3 +10,14 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::medic::plugin::types;
+
+/// The optional `validate` export (contract 0.1.1), looked up on each plugin apart: plugins
+/// built for 0.1.0 do not have it.
+pub mod validator {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "medic-validator",
+        exports: { default: async },
+        with: { "medic:plugin/types": super::medic::plugin::types },
+    });
+}

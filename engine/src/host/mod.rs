@@ -8,6 +8,7 @@
 mod bindings;
 pub mod cache;
 pub mod caps;
+mod check;
 pub mod limits;
 pub mod manifest;
 pub mod outcome;
@@ -29,6 +30,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use cache::{CacheStatus, CompileCache};
 pub use caps::{CommandGrant, Grants, HostGrant, KvJournal, KvSpace};
+pub use check::ParamProblem;
 pub use manifest::{Manifest, ParamSpec, PluginKind};
 pub use outcome::{CapabilityUse, Failure, Invocation, LogLevel, LogLine, Outcome, Status};
 pub use redact::Redactor;
@@ -39,12 +41,12 @@ use bindings::MedicPluginPre;
 
 /// The contract this engine implements.
 pub const CONTRACT_PACKAGE: &str = "medic:plugin";
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.1.1";
 
 /// Epoch interruption granularity: deadlines are enforced to within about one tick.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How long a plugin may take to describe itself.
+/// How long a plugin may take to describe itself, or to check parameters.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod builtin_data {
@@ -151,6 +153,7 @@ fn supported_versions() -> String {
 struct Loaded {
     manifest: Manifest,
     contract: String,
+    validates: bool,
     pre: MedicPluginPre<StoreState>,
 }
 
@@ -162,6 +165,8 @@ pub struct Plugin {
     pub manifest: Manifest,
     pub contract: String,
     pub cache: CacheStatus,
+    /// It exports `validate` (contract 0.1.1): its parameters are checked before a run.
+    pub validates: bool,
     pre: MedicPluginPre<StoreState>,
 }
 
@@ -441,6 +446,7 @@ impl PluginHost {
                 manifest: known.manifest,
                 contract: known.contract,
                 cache: CacheStatus::Hit,
+                validates: known.validates,
                 pre: known.pre,
             });
         }
@@ -454,6 +460,13 @@ impl PluginHost {
         let size = bytes.len();
         let (component, cache) = self.compile(&bytes, &digest, &shown)?;
         let contract = self.check_contract(&component, &shown)?;
+        // Semver-aware: a plugin built for a later 0.1.x still matches.
+        let validates = component
+            .get_export_index(
+                None,
+                format!("{CONTRACT_PACKAGE}/validate@{CONTRACT_VERSION}"),
+            )
+            .is_some();
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -478,6 +491,7 @@ impl PluginHost {
             },
             contract,
             cache,
+            validates,
             pre,
         };
         plugin.manifest = self
@@ -492,6 +506,7 @@ impl PluginHost {
             Loaded {
                 manifest: plugin.manifest.clone(),
                 contract: plugin.contract.clone(),
+                validates: plugin.validates,
                 pre: plugin.pre.clone(),
             },
         );

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use medic_plugin_sdk::{
-    Context, Error, Manifest, Outcome, Param, Params, Plugin, Value, kv, log, tcp,
+    Context, Error, Manifest, Outcome, Param, ParamProblem, Params, Plugin, Value, kv, log, tcp,
 };
 
 struct HaproxyWeight;
@@ -115,24 +115,38 @@ impl Plugin for HaproxyWeight {
             .dry_run()
     }
 
+    fn check_params(params: &Params) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if let Ok(Some(w)) = params.opt_integer("weight")
+            && !(0..=256).contains(&w)
+        {
+            problems.push(ParamProblem::new(
+                "weight",
+                format!("{w} is not between 0 and 256"),
+            ));
+        }
+        if let Ok(Some(s)) = params.opt_text("state")
+            && !["ready", "drain", "maint"].contains(&s)
+        {
+            problems.push(ParamProblem::new(
+                "state",
+                format!("`{s}` is not ready, drain or maint"),
+            ));
+        }
+        problems
+    }
+
     fn run(ctx: &Context, params: &Params) -> Result<Outcome, Error> {
         let weight = params.opt_integer("weight")?;
         let state = params.opt_text("state")?;
         if weight.is_none() && state.is_none() {
             return Err(Error::invalid_params("set `weight`, `state` or both"));
         }
-        if let Some(w) = weight
-            && !(0..=256).contains(&w)
-        {
+        // Values rendered during the run were not seen by the check before it.
+        if let Some(p) = Self::check_params(params).into_iter().next() {
             return Err(Error::invalid_params(format!(
-                "parameter `weight`: {w} is not between 0 and 256"
-            )));
-        }
-        if let Some(s) = state
-            && !["ready", "drain", "maint"].contains(&s)
-        {
-            return Err(Error::invalid_params(format!(
-                "parameter `state`: `{s}` is not ready, drain or maint"
+                "parameter `{}`: {}",
+                p.name, p.message
             )));
         }
         let t = target(params)?;
@@ -203,3 +217,42 @@ impl Plugin for HaproxyWeight {
 }
 
 medic_plugin_sdk::export!(HaproxyWeight);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_plugin_sdk::testing::Harness;
+
+    fn step() -> Harness {
+        Harness::new()
+            .param("admin", "127.0.0.1:9999")
+            .param("backend", "web")
+            .param("server", "canary")
+    }
+
+    #[test]
+    fn parameters_are_refused_before_any_run() {
+        let problems = step()
+            .param("weight", 300)
+            .param("state", "up")
+            .check_params::<HaproxyWeight>();
+        let names: Vec<&str> = problems.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["weight", "state"]);
+        assert!(
+            step()
+                .param("weight", 256)
+                .param("state", "drain")
+                .check_params::<HaproxyWeight>()
+                .is_empty()
+        );
+        // Absent (rendered only during the run): nothing to say yet.
+        assert!(step().check_params::<HaproxyWeight>().is_empty());
+    }
+
+    #[test]
+    fn run_refuses_what_the_check_refuses() {
+        let call = step().param("weight", -1).run::<HaproxyWeight>();
+        let e = call.result.unwrap_err();
+        assert!(e.to_string().contains("-1 is not between 0 and 256"), "{e}");
+    }
+}

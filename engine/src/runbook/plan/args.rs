@@ -189,7 +189,7 @@ impl Validator<'_> {
     }
 
     /// A template rendered now, when it uses only what is known before the run.
-    fn render_now(&self, source: &str) -> Option<String> {
+    pub(super) fn render_now(&self, source: &str) -> Option<String> {
         let refs = template::references(&self.env, source).ok()?;
         let plan_time = refs
             .iter()

@@ -23,6 +23,7 @@ use crate::host::{
 };
 
 mod args;
+mod checks;
 mod environment;
 mod fleet;
 mod params;
@@ -405,6 +406,17 @@ pub async fn plan(
         OnFailure::Continue,
         &mut all_ids,
     );
+    v.plugin_checks(
+        host,
+        &plugins,
+        &[
+            (&steps, &doc.steps),
+            (&rollback, &doc.rollback),
+            (&verify, &doc.verify),
+            (&finally, &doc.finally),
+        ],
+    )
+    .await;
     for s in &doc.verify {
         let s = s.get_ref();
         if let Some(i) = doc

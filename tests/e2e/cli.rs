@@ -249,6 +249,35 @@ fn hostile_steps_fail_by_name_and_the_next_step_still_runs() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
+/// A URL the plugin's grants do not cover would be refused mid-run: validate and plan say so
+/// with its place, as a warning (the plugin may not request it itself), and still succeed.
+#[test]
+fn a_url_outside_the_grants_is_a_warning_with_its_place() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = dir.path().join("url.toml");
+    std::fs::write(
+        &rb,
+        "[runbook]\nname = \"url\"\n\n[params.host]\ntype = \"string\"\ndefault = \"10.0.0.1:80\"\n\n\
+         [plugins.probe]\nsource = \"builtin:http-probe\"\ngrants = { http = [\"127.0.0.1:8404\"] }\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"probe\"\nwith = { url = \"http://{{ params.host }}/health\" }\n\n\
+         [[steps]]\nid = \"fine\"\nuses = \"probe\"\nwith = { url = \"http://127.0.0.1:8404/ok\" }\n",
+    )
+    .unwrap();
+    for command in ["validate", "plan"] {
+        let o = medic(cache.path(), &[command, rb.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{command}: {err}");
+        assert!(
+            err.contains("warning: step `check`, parameter `url`: `10.0.0.1` is outside plugin `probe`'s http grants"),
+            "{command}: {err}"
+        );
+        assert!(err.contains("url.toml:15:16"), "{command}: {err}");
+        assert!(err.contains("1 warning in"), "{command}: {err}");
+        assert!(!err.contains("fine"), "{command}: {err}");
+    }
+}
+
 #[test]
 fn validate_reports_every_mistake_with_its_place() {
     let cache = tempfile::tempdir().unwrap();

@@ -324,6 +324,70 @@ fn a_bad_schedule_names_the_field_and_the_line() {
     assert!(err.contains("d.toml:4:12"), "{err}");
 }
 
+/// Every mistake in a drill file at once, each at its place: a bad timezone does not hide a
+/// bad cron field, an unknown key gets a did-you-mean, the runbook's parameters are checked
+/// at the drill's own keys, and a drill missing its schedule does not hide the next one.
+#[test]
+fn every_mistake_in_a_drill_file_is_reported_at_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo_runbook("demo.toml");
+    write(
+        dir.path(),
+        "d.toml",
+        &format!(
+            r#"[[drill]]
+name = "a"
+runbook = {demo:?}
+schedule = "0 25 * * *"
+timezone = "Europe/Pariss"
+jiter = "2m"
+params = {{ hots = "127.0.0.1:8080", version = 3 }}
+expect = {{ outcome = "rolledback" }}
+
+[[drill]]
+name = "b"
+runbook = {demo:?}
+missed = "never"
+"#
+        ),
+    );
+    let o = medic(
+        cache.path(),
+        &[
+            "drill",
+            "validate",
+            "--drills",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for (at, what) in [
+        ("d.toml:4:12", "schedule: field 2 (hour) `25`"),
+        ("d.toml:5:12", "timezone: `Europe/Pariss` is not a timezone"),
+        ("d.toml:6:1", "unknown key `jiter` in drill `a`"),
+        (
+            "d.toml:7:12",
+            "params.hots: the runbook declares no parameter `hots`",
+        ),
+        ("d.toml:7:47", "params.version:"),
+        (
+            "d.toml:8:22",
+            "`outcome` of the expect of drill `a` must be one of",
+        ),
+        ("d.toml:10:1", "drill `b` has no `schedule`"),
+        ("d.toml:13:10", "`missed` of drill `b` must be one of"),
+    ] {
+        let shown = err
+            .split("\n\n")
+            .any(|block| block.contains(at) && block.contains(what));
+        assert!(shown, "`{what}` at {at} missing:\n{err}");
+    }
+    assert!(err.contains("did you mean `jitter`?"), "{err}");
+    assert!(err.contains("8 errors in"), "{err}");
+}
+
 /// The whole loop against the lab: a drill deploys a known-bad version; the error-ratio gate
 /// reads the real Prometheus scraping the service; the rollback and verify run; the drill
 /// passes with its recovery times recorded.

@@ -261,7 +261,7 @@ fn fleet_mistakes_are_refused_before_anything_runs() {
         ),
         (
             "targets = [\"a\"]\nmax_concurrency = 0",
-            "fleet max_concurrency: 0 is less than 1",
+            "`max_concurrency` of the fleet of step `deploy` must be a count >= 1, a percent such as \"25%\", or OneAtATime, HalfAtATime or AllAtOnce, not the number 0",
         ),
         (
             "targets = [\"a\"]\nmax_errors = \"some\"",
@@ -269,7 +269,7 @@ fn fleet_mistakes_are_refused_before_anything_runs() {
         ),
         (
             "targets = [\"a\"]\norder = \"reversed\"",
-            "fleet order `reversed` is not a choice",
+            "`order` of the fleet of step `deploy` must be one of \"listed\", \"reverse\", \"random\", not the string \"reversed\"",
         ),
     ];
     for (fleet, want) in cases {

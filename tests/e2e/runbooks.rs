@@ -1,6 +1,8 @@
 //! Runbook validation snapshots: every file in `tests/runbooks/bad/` is one distinct mistake
-//! whose exact report (message, `file:line:col`, excerpt, hint) is in the `.err` file beside
-//! it. Every file in `tests/runbooks/good/` and `runbooks/` must validate.
+//! (or, for `several_*`, several) whose exact report (message, `file:line:col`, excerpt,
+//! hint) is in the `.err` file beside it. Each file's first line names the lines of its
+//! planted mistakes (`# mistakes on lines: 4, 7`): every one must be reported in the one run,
+//! and nothing else. Every file in `tests/runbooks/good/` and `runbooks/` must validate.
 //!
 //! After an intended change of wording, regenerate with `MEDIC_BLESS=1 cargo test -p medic
 //! --test e2e runbooks` and review the diff.
@@ -75,8 +77,9 @@ fn bad_runbooks_report_their_exact_mistakes() {
     let dir = repo().join("tests/runbooks/bad");
     let bless = std::env::var_os("MEDIC_BLESS").is_some();
     let files = toml_files(&dir);
-    assert!(files.len() >= 30, "only {} bad runbooks", files.len());
+    assert!(files.len() >= 100, "only {} bad runbooks", files.len());
     let mut mismatches = Vec::new();
+    let mut planted_total = 0;
     let mut seen_messages = std::collections::BTreeSet::new();
     for file in &files {
         let name = file.file_name().unwrap().to_str().unwrap();
@@ -87,6 +90,37 @@ fn bad_runbooks_report_their_exact_mistakes() {
             }
             Err(r) => r,
         };
+        // Every planted mistake is reported, at its line, and nothing else is.
+        let text = std::fs::read_to_string(file).unwrap();
+        let planted: std::collections::BTreeSet<usize> = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# mistakes on lines:"))
+            .unwrap_or_else(|| panic!("{name}: no `# mistakes on lines: N, ...` first line"))
+            .split(',')
+            .map(|n| n.trim().parse().expect("a line number"))
+            .collect();
+        planted_total += planted.len();
+        let at = format!("--> bad/{name}:");
+        let mut reported = std::collections::BTreeSet::new();
+        let mut level = "";
+        for line in report.lines() {
+            if line.starts_with("error: ") {
+                level = "error";
+            } else if line.starts_with("warning: ") {
+                level = "warning";
+            }
+            if let Some(pos) = line.trim_start().strip_prefix(&at)
+                && level == "error"
+            {
+                reported.insert(pos.split(':').next().unwrap().parse::<usize>().unwrap());
+            }
+        }
+        if planted != reported {
+            mismatches.push(format!(
+                "{name}: mistakes planted on lines {planted:?}, reported on lines {reported:?}"
+            ));
+        }
         // Each file must teach something different: its first error line is unique (files
         // named several_* combine mistakes on purpose).
         if !name.starts_with("several_") {
@@ -112,6 +146,10 @@ fn bad_runbooks_report_their_exact_mistakes() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    assert!(
+        planted_total >= 130,
+        "only {planted_total} planted mistakes"
+    );
 }
 
 /// Every good runbook's plan (`medic plan` output) is in the `.plan` file beside it.

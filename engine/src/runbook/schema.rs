@@ -42,7 +42,7 @@ pub fn schema() -> Value {
         "type": "object",
         "additionalProperties": false,
         "required": ["uses"],
-        "properties": { "uses": { "type": "string" }, "with": with.clone(), "timeout": duration.clone() }
+        "properties": { "uses": { "type": "string", "minLength": 1, "description": "A plugin declared under [plugins]" }, "with": with.clone(), "timeout": duration.clone() }
     });
     let analysis = json!({
         "type": "object",
@@ -50,7 +50,7 @@ pub fn schema() -> Value {
         "required": ["name", "uses", "interval", "timeout"],
         "properties": {
             "name": { "type": "string" },
-            "uses": { "type": "string" },
+            "uses": { "type": "string", "minLength": 1, "description": "A plugin declared under [plugins]" },
             "with": with.clone(),
             "interval": duration.clone(),
             "failure_limit": { "type": "integer", "minimum": 1 },
@@ -62,7 +62,7 @@ pub fn schema() -> Value {
         "type": "object",
         "additionalProperties": false,
         "required": ["name", "uses"],
-        "properties": { "name": { "type": "string" }, "uses": { "type": "string" }, "with": with.clone(), "timeout": duration.clone() }
+        "properties": { "name": { "type": "string" }, "uses": { "type": "string", "minLength": 1, "description": "A plugin declared under [plugins]" }, "with": with.clone(), "timeout": duration.clone() }
     });
     let fleet = json!({
         "type": "object",
@@ -70,9 +70,9 @@ pub fn schema() -> Value {
         "required": ["targets"],
         "description": "Run the step once per target ({{ target }} in `with`), a few at a time",
         "properties": {
-            "targets": { "oneOf": [{ "type": "array", "items": { "type": "string" } }, { "type": "string" }] },
-            "max_concurrency": { "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string", "pattern": "^([0-9]+%|(CodeDeployDefault\\.)?(OneAtATime|HalfAtATime|AllAtOnce))$" }] },
-            "max_errors": { "oneOf": [{ "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9]+%$" }] },
+            "targets": { "title": "a list of strings, or one \"{{ expression }}\" that gives a list", "oneOf": [{ "type": "array", "items": { "type": "string" } }, { "type": "string" }] },
+            "max_concurrency": { "title": "a count >= 1, a percent such as \"25%\", or OneAtATime, HalfAtATime or AllAtOnce", "oneOf": [{ "type": "integer", "minimum": 1 }, { "type": "string", "pattern": "^([0-9]+%|(CodeDeployDefault\\.)?(OneAtATime|HalfAtATime|AllAtOnce))$" }] },
+            "max_errors": { "title": "a count or a percent of the targets such as \"10%\"", "oneOf": [{ "type": "integer", "minimum": 0 }, { "type": "string", "pattern": "^[0-9]+%$" }] },
             "order": { "enum": ["listed", "reverse", "random"], "description": "listed (default), reverse or random" }
         }
     });
@@ -189,7 +189,7 @@ pub fn schema() -> Value {
                 "required": ["id", "uses"],
                 "properties": {
                     "id": { "type": "string" },
-                    "uses": { "type": "string", "description": "A plugin declared under [plugins]" },
+                    "uses": { "type": "string", "minLength": 1, "description": "A plugin declared under [plugins]" },
                     "description": { "type": "string" },
                     "with": with,
                     "timeout": { "$ref": "#/$defs/duration" },
@@ -229,7 +229,7 @@ pub fn schema() -> Value {
                                 "type": "object",
                                 "additionalProperties": false,
                                 "required": ["uses"],
-                                "properties": { "uses": { "type": "string" }, "with": { "type": "object" }, "timeout": { "$ref": "#/$defs/duration" } }
+                                "properties": { "uses": { "type": "string", "minLength": 1, "description": "A plugin declared under [plugins]" }, "with": { "type": "object" }, "timeout": { "$ref": "#/$defs/duration" } }
                             }
                         ]
                     },

@@ -418,7 +418,11 @@ impl<'s> Walker<'s> {
         }
         match s.get("type").and_then(Schema::as_str) {
             None => true,
-            Some("string") => v.is_str(),
+            Some("string") => v.as_str().is_some_and(|x| {
+                s.get("minLength")
+                    .and_then(Schema::as_u64)
+                    .is_none_or(|min| x.chars().count() as u64 >= min)
+            }),
             Some("boolean") => v.is_bool(),
             Some("number") => v.is_integer() || v.is_float(),
             Some("array") => v.is_array(),
@@ -482,10 +486,13 @@ impl<'s> Walker<'s> {
         self.diags.push(d);
     }
 
-    /// What a schema accepts, as a person would say it.
+    /// What a schema accepts, as a person would say it: its `title` when it has one.
     fn phrase(&self, s: &Schema) -> String {
         let duration = s.get("$ref").and_then(Schema::as_str) == Some("#/$defs/duration");
         let s = self.resolve(s);
+        if let Some(title) = s.get("title").and_then(Schema::as_str) {
+            return title.to_owned();
+        }
         if duration
             || s.get("description")
                 .and_then(Schema::as_str)
@@ -505,6 +512,7 @@ impl<'s> Walker<'s> {
             return format!("one of {}", all.join(", "));
         }
         match s.get("type").and_then(Schema::as_str) {
+            Some("string") if s.get("minLength").is_some() => "a non-empty string".into(),
             Some("string") => "a string".into(),
             Some("boolean") => "true or false".into(),
             Some("number") => "a number".into(),

@@ -355,7 +355,11 @@ impl Validator<'_> {
                 None
             }
             RollbackDecl::Call(call) => {
+                // An empty `uses` stands for a missing one, already reported.
                 let Some(index) = aliases.iter().position(|a| *a == call.uses) else {
+                    if call.uses.is_empty() {
+                        return None;
+                    }
                     self.err(Diagnostic::at(span, format!("step `{id}`: the rollback uses `{}`, which is not declared under [plugins]", call.uses)).help_opt(did_you_mean(&call.uses, aliases.iter().copied())));
                     return None;
                 };

@@ -2,8 +2,10 @@
 //!
 //! The crate is organised one module per concern: [`runbook`] (model, parsing, validation
 //! into a plan), [`host`] (wasmtime, sandbox, capabilities), [`executor`] (runs a plan),
-//! [`cli`] (the `medic` command) and [`demo`] (the demo service).
+//! [`store`] (records, tokens, audit), [`serve`] and its HTTP [`api`], [`cli`] (the `medic`
+//! command) and [`demo`] (the demo service).
 
+pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod drill;

@@ -207,6 +207,8 @@ struct ClientRun {
 pub struct Config {
     pub drills_dir: PathBuf,
     pub metrics: Option<SocketAddr>,
+    /// `--listen`: the HTTP API.
+    pub api: Option<crate::api::ApiConfig>,
 }
 
 struct Running {
@@ -316,8 +318,17 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             })
         })
     };
-    let socket = crate::store::remote::serve_with(store.clone(), Some(extension))
+    let socket = crate::store::remote::serve_with(store.clone(), Some(extension.clone()))
         .map_err(|e| format!("cannot serve the socket in {}: {e}", store.dir().display()))?;
+    let api_task = match &config.api {
+        None => None,
+        Some(api) => {
+            let (bound, task) = crate::api::start(api, store.clone(), extension).await?;
+            let scheme = if api.tls.is_some() { "https" } else { "http" };
+            println!("medic serve: API on {scheme}://{bound}/api/v1");
+            Some(task)
+        }
+    };
 
     let metrics_task = match config.metrics {
         None => None,
@@ -584,7 +595,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         }
     }
     socket.abort();
-    if let Some(t) = metrics_task {
+    for t in [metrics_task, api_task].into_iter().flatten() {
         t.abort();
     }
     if let Err(e) = store.flush() {

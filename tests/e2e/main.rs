@@ -4,6 +4,7 @@
 //! - `sandbox`: hostile plugins against the host, each ending as the right named failure.
 //! - `loading`: digests, missing files, non-components, incompatible contracts, the cache.
 
+mod api;
 mod authoring;
 mod aws;
 mod canary;

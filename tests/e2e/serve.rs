@@ -14,14 +14,14 @@ use crate::cli::{MEDIC, medic, repo, service, stderr, stdout};
 use crate::lab;
 
 /// A `medic serve` child with its output lines on a channel; killed on drop.
-struct Serve {
+pub struct Serve {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Serve {
-    fn start(data: &Path, drills: &Path, extra: &[&str]) -> Serve {
+    pub fn start(data: &Path, drills: &Path, extra: &[&str]) -> Serve {
         let mut child = Command::new(MEDIC)
             .args(["serve", "--drills", drills.to_str().unwrap()])
             .args(extra)
@@ -56,7 +56,7 @@ impl Serve {
     }
 
     /// Waits (at most 30 s) for a line containing `needle`, and returns it.
-    fn wait_for(&mut self, needle: &str) -> String {
+    pub fn wait_for(&mut self, needle: &str) -> String {
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
         }
@@ -88,7 +88,7 @@ impl Serve {
     }
 
     /// SIGTERM, then the exit status (bounded).
-    fn stop(mut self) -> Option<i32> {
+    pub fn stop(mut self) -> Option<i32> {
         self.signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {

@@ -353,6 +353,16 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9464)
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve the HTTP API (/api/v1) here: HTTPS with --tls-cert/--tls-key, or plain HTTP
+    /// on a loopback address (e.g. 127.0.0.1:8443)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// The API's certificate chain, PEM
+    #[arg(long, value_name = "FILE", requires = "tls_key", requires = "listen")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The API's private key, PEM
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
@@ -378,6 +388,10 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
     let config = crate::serve::Config {
         drills_dir: args.drills.dir,
         metrics: args.metrics,
+        api: args.listen.map(|listen| crate::api::ApiConfig {
+            listen,
+            tls: args.tls_cert.zip(args.tls_key),
+        }),
     };
     match crate::serve::serve(host, store, config).await {
         Ok(()) => Exit::Success,

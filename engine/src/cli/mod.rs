@@ -13,6 +13,7 @@ mod runs;
 mod scaffold;
 mod signals;
 mod terminal;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,6 +133,11 @@ enum Command {
     Drill(drill::DrillCommand),
     /// Run the drill scheduler and serve other medic commands, until SIGTERM
     Serve(drill::ServeArgs),
+    /// API tokens for `medic serve --listen`: create, list, revoke
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// What was done through the API and to tokens: who, what, when, from where, result
+    Audit(token::AuditArgs),
     /// Run the demo: a demo service on loopback, and a runbook that deploys to it
     Demo(demo::DemoArgs),
     /// Serve the demo service in the foreground (used by tests and the demo)
@@ -154,8 +160,9 @@ impl Command {
                     | runs::RunsCommand::Prune { .. }
             ),
             Command::Drill(cmd) => matches!(cmd, drill::DrillCommand::Run { .. }),
-            Command::Approve(_) | Command::Reject(_) => true,
+            Command::Approve(_) | Command::Reject(_) | Command::Token(_) => true,
             Command::Validate(_)
+            | Command::Audit(_)
             | Command::Plan(_)
             | Command::Schema { .. }
             | Command::Plugin(_)
@@ -363,6 +370,8 @@ pub fn main() -> ExitCode {
             Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
             Command::Stats(args) => runs::stats(&cli.global, args),
             Command::Approve(args) => runs::decide(&cli.global, args, true),
+            Command::Token(cmd) => token::main(&cli.global, cmd),
+            Command::Audit(args) => token::audit(&cli.global, args),
             Command::Reject(args) => runs::decide(&cli.global, args, false),
             Command::Demo(args) => demo::demo(&cli.global, args).await,
             Command::DemoService(args) => demo::service(args).await,

@@ -271,6 +271,7 @@ fn list(store: &dyn Reader, args: ListArgs) -> Result<(), Exit> {
         trigger: args.trigger,
         since_ms: args.since.map(ago),
         until_ms: args.until.map(ago),
+        before: None,
     };
     let runs = store.list(&filter, args.limit).map_err(|e| {
         eprintln!("medic: {e}");

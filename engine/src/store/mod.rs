@@ -18,10 +18,12 @@
 //! `owner.json` beside the database, so a second process can name it.
 
 pub mod approvals;
+pub mod audit;
 pub mod drills;
 pub mod recorder;
 pub mod remote;
 pub mod stats;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -378,6 +380,10 @@ pub struct ListFilter {
     pub trigger: Option<String>,
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
+    /// Only runs older than this run id (ids sort by start time): the cursor of the page
+    /// after the one that ended with it.
+    #[serde(default)]
+    pub before: Option<String>,
 }
 
 impl ListFilter {
@@ -653,7 +659,11 @@ impl Store {
     /// Newest first.
     pub fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.runs.iter().rev() {
+        let runs = match &filter.before {
+            Some(before) => self.runs.range(..before.as_bytes()),
+            None => self.runs.range::<&[u8], _>(..),
+        };
+        for kv in runs.rev() {
             let (k, v) = kv.map_err(|e| self.sled_err(e))?;
             let r: RunRecord = self.decode(&k, &v)?;
             if filter.since_ms.is_some_and(|s| r.started_ms < s) {

@@ -1,0 +1,328 @@
+//! The resources under `/api/v1`, each checking its caller's role and environments.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxumState};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{self, ApiError, Caller};
+use super::{MAX_BODY, State};
+use crate::store::remote::Reply;
+use crate::store::tokens::Role;
+use crate::store::{ListFilter, RunRecord, RunStatus, StoreError};
+
+type Shared = AxumState<Arc<State>>;
+type Answer = Result<Json<Value>, ApiError>;
+
+pub fn router(state: Arc<State>) -> Router {
+    let api = Router::new()
+        .route("/whoami", get(whoami))
+        .route("/runs", get(list_runs))
+        .route("/runs/{id}", get(show_run))
+        .route("/runs/{id}/journal", get(journal))
+        .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/reject", post(reject))
+        .route("/drills", get(drills))
+        .route("/drills/{name}/run", post(run_drill))
+        .route("/audit", get(audit))
+        .route("/tokens", get(tokens))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    ApiError::not_found("no such resource; the API is under /api/v1").into_response()
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+    let t = &caller.0;
+    Json(json!({
+        "name": t.name, "role": t.role, "envs": t.envs, "expires_ms": t.expires_ms,
+    }))
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NoSuchRun(_) | StoreError::Ambiguous { .. } => {
+            ApiError::not_found(e.to_string())
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// Blocking store calls run off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
+}
+
+/// Protected environments are those whose runs needed an approval reason.
+fn protected(record: &RunRecord) -> bool {
+    record.approval.is_some()
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    runbook: Option<String>,
+    status: Option<String>,
+    environment: Option<String>,
+    trigger: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_runs(AxumState(state): Shared, Query(q): Query<ListQuery>) -> Answer {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            RunStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("`{s}` is not a run status")))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let filter = ListFilter {
+        runbook: q.runbook,
+        status,
+        environment: q.environment,
+        trigger: q.trigger,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+        before: q.cursor,
+    };
+    let store = state.store.clone();
+    let runs = blocking(move || store.list(&filter, limit).map_err(store_error)).await?;
+    // A full page may have more after it.
+    let next = (runs.len() == limit)
+        .then(|| runs.last().map(|r| r.run_id.clone()))
+        .flatten();
+    Ok(Json(json!({ "runs": runs, "next": next })))
+}
+
+async fn find(state: &Arc<State>, id: String) -> Result<RunRecord, ApiError> {
+    let store = state.store.clone();
+    blocking(move || store.find(&id).map_err(store_error)).await
+}
+
+async fn show_run(AxumState(state): Shared, Path(id): Path<String>) -> Answer {
+    let record = find(&state, id).await?;
+    let store = state.store.clone();
+    let run_id = record.run_id.clone();
+    let (steps, unfinished) =
+        blocking(move || store.step_reports(&run_id).map_err(store_error)).await?;
+    Ok(Json(
+        json!({ "run": record, "steps": steps, "unfinished": unfinished }),
+    ))
+}
+
+async fn journal(AxumState(state): Shared, Path(id): Path<String>) -> Answer {
+    let record = find(&state, id).await?;
+    let store = state.store.clone();
+    let entries = blocking(move || store.journal(&record.run_id).map_err(store_error)).await?;
+    Ok(Json(json!({ "journal": entries })))
+}
+
+/// A JSON body, or none; a malformed one is a 400 naming the mistake.
+fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    /// Roll back what the run did (default: what the runbook says).
+    rollback: Option<bool>,
+}
+
+async fn ops(state: &Arc<State>, request: Value) -> Result<Value, ApiError> {
+    match (state.ops)(request).await {
+        Some(Reply::One(Ok(v))) => Ok(v),
+        Some(Reply::One(Err(e))) => Err(ApiError::conflict(e)),
+        _ => Err(ApiError::internal("medic serve did not answer")),
+    }
+}
+
+async fn cancel_run(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Answer {
+    caller.require(Role::Responder)?;
+    let b: CancelBody = body(&bytes)?;
+    let record = find(&state, id).await?;
+    caller.require_env(&record.environment, protected(&record))?;
+    if record.status != RunStatus::Running {
+        return Err(ApiError::conflict(format!(
+            "run {} is not running (it {})",
+            record.run_id,
+            record.status.name()
+        )));
+    }
+    let answer = ops(
+        &state,
+        json!({ "op": "cancel_run", "run_id": record.run_id, "rollback": b.rollback, "abort": false }),
+    )
+    .await?;
+    Ok(Json(
+        json!({ "run_id": record.run_id, "cancelled": answer }),
+    ))
+}
+
+async fn approvals(AxumState(state): Shared) -> Answer {
+    let dir = state.data_dir.join("approvals");
+    let waiting = blocking(move || Ok(crate::store::approvals::pending(&dir, None))).await?;
+    Ok(Json(json!({ "approvals": waiting })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    reason: String,
+    /// The step, when the run waits at more than one.
+    step: Option<String>,
+}
+
+async fn decide(
+    state: Arc<State>,
+    caller: Caller,
+    id: String,
+    bytes: axum::body::Bytes,
+    approved: bool,
+) -> Answer {
+    caller.require(Role::Approver)?;
+    let b: DecideBody = body(&bytes)?;
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "a decision needs a reason: {\"reason\": \"...\"}",
+        ));
+    }
+    let record = find(&state, id).await?;
+    caller.require_env(&record.environment, protected(&record))?;
+    if let crate::store::Trigger::Api { caller: started } = &record.trigger
+        && *started == caller.who()
+    {
+        return Err(ApiError::forbidden(
+            "who started a run cannot approve it: ask another approver",
+        ));
+    }
+    let dir = state.data_dir.join("approvals");
+    let who = caller.who();
+    let run_id = record.run_id.clone();
+    let pending = blocking(move || {
+        crate::store::approvals::decide(
+            &dir,
+            &run_id,
+            b.step.as_deref(),
+            approved,
+            &who,
+            b.reason.trim(),
+        )
+        .map_err(ApiError::conflict)
+    })
+    .await?;
+    Ok(Json(json!({
+        "run_id": pending.run_id, "step": pending.step,
+        "decision": if approved { "approved" } else { "rejected" }, "by": caller.who(),
+    })))
+}
+
+async fn approve(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Answer {
+    decide(state, caller, id, bytes, true).await
+}
+
+async fn reject(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Answer {
+    decide(state, caller, id, bytes, false).await
+}
+
+async fn drills(AxumState(state): Shared) -> Answer {
+    let list = ops(&state, json!({ "op": "drill_list" })).await?;
+    Ok(Json(json!({ "drills": list })))
+}
+
+async fn run_drill(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Answer {
+    caller.require(Role::Admin)?;
+    let record = ops(&state, json!({ "op": "drill_run", "name": name })).await?;
+    Ok(Json(json!({ "drill": record })))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    since_ms: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AuditQuery>,
+) -> Answer {
+    caller.require(Role::Admin)?;
+    let audit = state.audit.clone();
+    let entries = blocking(move || {
+        audit
+            .read(
+                q.since_ms.unwrap_or(0),
+                q.limit.unwrap_or(100).clamp(1, 10_000),
+            )
+            .map_err(ApiError::internal)
+    })
+    .await?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+async fn tokens(AxumState(state): Shared, Extension(caller): Extension<Caller>) -> Answer {
+    caller.require(Role::Admin)?;
+    let tokens = state.tokens.list().map_err(ApiError::internal)?;
+    // The digests stay on the server.
+    let shown: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name, "role": t.role, "envs": t.envs, "created_ms": t.created_ms,
+                "created_by": t.created_by, "expires_ms": t.expires_ms, "revoked_ms": t.revoked_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": shown })))
+}

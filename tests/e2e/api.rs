@@ -429,3 +429,111 @@ fn guessing_is_slowed_down_requests_are_bounded_and_plain_http_stays_on_loopback
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// An environment's approval policy holds for the CLI and the API alike: only the named
+/// approvers count, each once, the run needs as many as declared, and whoever started the
+/// run cannot approve it under any identity.
+#[test]
+fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let me = medic::private::me();
+    let approve_as = |name: &str| {
+        token(
+            work.path(),
+            &data,
+            name,
+            &["--role", "approver", "--env", "prod"],
+        )
+    };
+    let (lead_a, lead_b, intruder, myself) = (
+        approve_as("lead-a"),
+        approve_as("lead-b"),
+        approve_as("intruder"),
+        approve_as(&me),
+    );
+    let mut serve = Serve::start(&data, &drills, &["--listen", "127.0.0.1:0"]);
+    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
+    let rb = crate::cli::scripted_runbook(
+        work.path(),
+        &format!(
+            "\n[environments.prod]\nprotected = true\napprovers = [\"lead-a\", \"lead-b\", \"intruder-not\", \"{me}\"]\nmin_approvals = 2\n"
+        ),
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\", prompt = \"switch?\" }\n",
+    );
+    let run = medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args([
+            "run",
+            rb.to_str().unwrap(),
+            "--env",
+            "prod",
+            "--approve",
+            "INC-8",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = pending_approvals(&data.join("approvals"));
+    assert_eq!(waiting.len(), 1, "the run never asked for approval");
+    let id = waiting[0].run_id.clone();
+    let approve = format!("/approvals/{id}/approve");
+    let reason = |r: &str| serde_json::json!({ "reason": r });
+
+    // The starter, from the CLI or with a token of the same name, cannot approve.
+    let o = medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["approve", &id, "--reason", "mine"])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("started this run and cannot approve it"),
+        "{}",
+        stderr(&o)
+    );
+    let (status, e) = api.post(&approve, &myself, reason("mine"));
+    assert_eq!(status, 403, "{e}");
+    // Someone not named is refused; a named approver counts once however often they try.
+    let (status, e) = api.post(&approve, &intruder, reason("me too"));
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not among"),
+        "{e}"
+    );
+    for _ in 0..2 {
+        let (status, d) = api.post(&approve, &lead_a, reason("INC-8: canary clean"));
+        assert_eq!(
+            (status, d["approvals"].as_u64(), d["needed"].as_u64()),
+            (200, Some(1), Some(2)),
+            "{d}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        pending_approvals(&data.join("approvals")).len(),
+        1,
+        "one approver of two let the run go"
+    );
+    let (status, d) = api.post(&approve, &lead_b, reason("INC-8: agreed"));
+    assert_eq!((status, d["approvals"].as_u64()), (200, Some(2)), "{d}");
+    let out = run.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("approved by token:lead-a, token:lead-b"),
+        "{text}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+}

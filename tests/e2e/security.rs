@@ -408,16 +408,22 @@ fn a_decision_made_before_the_request_does_not_count() {
     rt.block_on(async {
         let approver = FileApprover {
             dir: approvals.clone(),
+            policy: Default::default(),
         };
         let run = "01jfakerun00000000000000000";
         // An approval left by an earlier process for the same run and step (a resumed run
         // asks again): planted before the request, it must not let the step act.
         std::fs::create_dir_all(&approvals).unwrap();
-        std::fs::write(
-            approvals.join(format!("{run}.go.decision.json")),
-            r#"{"approved":true,"by":"someone@else","reason":"old","at_ms":1}"#,
-        )
-        .unwrap();
+        for name in [
+            format!("{run}.go.decision.json"),
+            format!("{run}.go.decision.00aa11bb22cc33dd.json"),
+        ] {
+            std::fs::write(
+                approvals.join(name),
+                r#"{"approved":true,"by":"someone@else","reason":"old","at_ms":1}"#,
+            )
+            .unwrap();
+        }
         let cancel = Cancel::new();
         let asked = approver.wait(run, "go", "go?", Duration::from_millis(600), &cancel);
         assert_eq!(asked.await, Decision::TimedOut);

@@ -225,17 +225,10 @@ async fn decide(
     }
     let record = find(&state, id).await?;
     caller.require_env(&record.environment, protected(&record))?;
-    if let crate::store::Trigger::Api { caller: started } = &record.trigger
-        && *started == caller.who()
-    {
-        return Err(ApiError::forbidden(
-            "who started a run cannot approve it: ask another approver",
-        ));
-    }
     let dir = state.data_dir.join("approvals");
     let who = caller.who();
     let run_id = record.run_id.clone();
-    let pending = blocking(move || {
+    let (pending, approvals) = blocking(move || {
         crate::store::approvals::decide(
             &dir,
             &run_id,
@@ -244,12 +237,19 @@ async fn decide(
             &who,
             b.reason.trim(),
         )
-        .map_err(ApiError::conflict)
+        .map_err(|e| {
+            if e.contains("cannot approve it") || e.contains("not among") {
+                ApiError::forbidden(e)
+            } else {
+                ApiError::conflict(e)
+            }
+        })
     })
     .await?;
     Ok(Json(json!({
         "run_id": pending.run_id, "step": pending.step,
         "decision": if approved { "approved" } else { "rejected" }, "by": caller.who(),
+        "approvals": approvals, "needed": pending.policy.min_approvals,
     })))
 }
 

@@ -478,6 +478,7 @@ pub(super) async fn execute(
         confirm_rollback: Box::new(confirm),
         approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
             dir: store.dir().join("approvals"),
+            policy: crate::store::approvals::Policy::for_run(&req.plan.environment, &req.trigger),
         }),
         fail_step: None,
         kv_journal: Some(store.kv_journal(&req.run_id)),

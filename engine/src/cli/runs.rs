@@ -111,8 +111,20 @@ pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
         }
         for p in waiting {
             let left = Duration::from_millis(p.deadline_ms.saturating_sub(now_ms()));
+            let mut policy = Vec::new();
+            if p.policy.min_approvals > 1 {
+                policy.push(format!("needs {} approvals", p.policy.min_approvals));
+            }
+            if !p.policy.approvers.is_empty() {
+                policy.push(format!("approvers: {}", p.policy.approvers.join(", ")));
+            }
+            let policy = if policy.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", policy.join("; "))
+            };
             println!(
-                "{}  step {}  ({} left)  {}",
+                "{}  step {}  ({} left)  {}{policy}",
                 p.run_id,
                 p.step,
                 humantime::format_duration(Duration::from_secs(left.as_secs())),
@@ -130,9 +142,15 @@ pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
         &by,
         args.reason.trim(),
     ) {
-        Ok(p) => {
+        Ok((p, approvals)) => {
+            let needed = p.policy.min_approvals as usize;
+            let progress = if approved && needed > 1 {
+                format!(", {approvals} of {needed} approvals")
+            } else {
+                String::new()
+            };
             println!(
-                "{} step {} of run {} ({by})",
+                "{} step {} of run {} ({by}{progress})",
                 if approved { "approved" } else { "rejected" },
                 p.step,
                 p.run_id

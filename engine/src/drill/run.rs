@@ -137,6 +137,7 @@ pub async fn recorded_run(
         confirm_rollback: spec.confirm_rollback,
         approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
             dir: store.dir().join("approvals"),
+            policy: crate::store::approvals::Policy::for_run(&plan.environment, &spec.trigger),
         }),
         fail_step: spec.fail_step,
         dry_run: spec.dry_run,

@@ -168,6 +168,14 @@ pub struct EnvDecl {
     pub protected: bool,
     #[serde(default)]
     pub vars: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// Who may decide this environment's approvals (`medic approve`, the API): user or token
+    /// names. Empty: anyone who can reach the data directory or holds an approver token.
+    #[serde(default)]
+    pub approvers: Option<Spanned<Vec<String>>>,
+    /// Distinct approvals a step needs here (default 1). With a policy (this or `approvers`),
+    /// whoever started the run cannot approve it.
+    #[serde(default)]
+    pub min_approvals: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

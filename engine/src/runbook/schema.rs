@@ -150,7 +150,9 @@ pub fn schema() -> Value {
                 "properties": {
                     "description": { "type": "string" },
                     "protected": { "type": "boolean" },
-                    "vars": { "type": "object" }
+                    "vars": { "type": "object" },
+                    "approvers": { "type": "array", "items": { "type": "string", "minLength": 1 }, "description": "Who may decide approvals here: user or token names" },
+                    "min_approvals": { "type": "integer", "minimum": 1, "maximum": 10, "description": "Distinct approvals a step needs here; whoever started the run cannot give one" }
                 }
             },
             "plugin": {

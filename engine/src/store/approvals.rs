@@ -23,6 +23,79 @@ pub struct Pending {
     /// does not count.
     #[serde(default)]
     pub requested_ms: u64,
+    /// Who may decide, and how many must.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// An environment's approval policy, as a waiting run states it: who may decide, how many
+/// distinct approvals it needs, and (when there is a policy) who started the run, who may not
+/// approve it. Checked by whoever decides (`medic approve`, the API) and again by the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default = "one")]
+    pub min_approvals: u32,
+    #[serde(default)]
+    pub started_by: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            approvers: Vec::new(),
+            min_approvals: 1,
+            started_by: None,
+        }
+    }
+}
+
+/// The name in an identity: `alice` in `alice@host`, `user:alice` or `token:alice`.
+fn name_of(identity: &str) -> &str {
+    let bare = identity
+        .strip_prefix("token:")
+        .or_else(|| identity.strip_prefix("user:"))
+        .unwrap_or(identity);
+    bare.split('@').next().unwrap_or(bare)
+}
+
+impl Policy {
+    /// The policy of a run in `env`, started by `trigger`.
+    pub fn for_run(env: &crate::runbook::Environment, trigger: &super::Trigger) -> Policy {
+        let started_by = match trigger {
+            super::Trigger::Cli { user, host } => format!("{user}@{host}"),
+            super::Trigger::Api { caller } => caller.clone(),
+            super::Trigger::Schedule { drill } => format!("schedule:{drill}"),
+        };
+        Policy {
+            approvers: env.approvers.clone(),
+            min_approvals: env.min_approvals.max(1),
+            started_by: env.has_approval_policy().then_some(started_by),
+        }
+    }
+
+    /// Why `by` may not decide, if they may not.
+    pub fn refuses(&self, by: &str) -> Option<String> {
+        if let Some(starter) = &self.started_by
+            && name_of(starter) == name_of(by)
+        {
+            return Some(format!(
+                "{by} started this run and cannot approve it: the environment's policy needs someone else"
+            ));
+        }
+        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == name_of(by)) {
+            return Some(format!(
+                "{by} is not among this environment's approvers ({})",
+                self.approvers.join(", ")
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,13 +121,38 @@ fn pending_path(dir: &Path, run_id: &str, step: &str) -> PathBuf {
     dir.join(format!("{run_id}.{step}.pending.json"))
 }
 
-fn decision_path(dir: &Path, run_id: &str, step: &str) -> PathBuf {
-    dir.join(format!("{run_id}.{step}.decision.json"))
+/// One file per decider, so a quorum's decisions never overwrite each other.
+fn decision_path(dir: &Path, run_id: &str, step: &str, by: &str) -> PathBuf {
+    use sha2::Digest;
+    let key = hex::encode(&sha2::Sha256::digest(name_of(by).as_bytes())[..8]);
+    dir.join(format!("{run_id}.{step}.decision.{key}.json"))
+}
+
+/// The decisions written for a run's step, newest policy-abiding ones first.
+fn decisions(dir: &Path, run_id: &str, step: &str) -> Vec<(PathBuf, DecisionFile)> {
+    let prefix = format!("{run_id}.{step}.decision.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".json")
+        })
+        .filter_map(|e| {
+            let bytes = crate::input::read_bounded(&e.path(), 64 << 10).ok()?;
+            Some((e.path(), serde_json::from_slice(&bytes).ok()?))
+        })
+        .collect()
 }
 
 /// Waits for decisions written as files in a directory.
 pub struct FileApprover {
     pub dir: PathBuf,
+    /// The environment's policy for this run.
+    pub policy: Policy,
 }
 
 impl FileApprover {
@@ -85,12 +183,14 @@ impl FileApprover {
             prompt: prompt.into(),
             deadline_ms: requested_ms + timeout.as_millis() as u64,
             requested_ms,
+            policy: self.policy.clone(),
         };
         let marker = pending_path(&self.dir, run_id, step);
-        let decision = decision_path(&self.dir, run_id, step);
-        // A decision left from an earlier request (a run resumed after a crash asks again)
-        // answers nothing now.
-        let _ = std::fs::remove_file(&decision);
+        // Decisions left from an earlier request (a run resumed after a crash asks again)
+        // answer nothing now.
+        for (path, _) in decisions(&self.dir, run_id, step) {
+            let _ = std::fs::remove_file(path);
+        }
         if let Err(e) = write_atomic(&marker, &serde_json::to_vec(&pending).expect("serialize")) {
             return Decision::Rejected {
                 by: "medic".into(),
@@ -99,21 +199,8 @@ impl FileApprover {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let outcome = loop {
-            if let Ok(bytes) = std::fs::read(&decision)
-                && let Ok(d) = serde_json::from_slice::<DecisionFile>(&bytes)
-                && d.at_ms >= requested_ms
-            {
-                break if d.approved {
-                    Decision::Approved {
-                        by: d.by,
-                        reason: d.reason,
-                    }
-                } else {
-                    Decision::Rejected {
-                        by: d.by,
-                        reason: d.reason,
-                    }
-                };
+            if let Some(d) = self.decided(run_id, step, requested_ms) {
+                break d;
             }
             if tokio::time::Instant::now() >= deadline {
                 break Decision::TimedOut;
@@ -123,8 +210,41 @@ impl FileApprover {
             }
         };
         let _ = std::fs::remove_file(&marker);
-        let _ = std::fs::remove_file(&decision);
+        for (path, _) in decisions(&self.dir, run_id, step) {
+            let _ = std::fs::remove_file(path);
+        }
         outcome
+    }
+
+    /// The decision, once there is one: any rejection by someone the policy lets decide,
+    /// or enough distinct approvals. Decisions older than the request, or by someone the
+    /// policy excludes (a file written by hand), count for nothing.
+    fn decided(&self, run_id: &str, step: &str, requested_ms: u64) -> Option<Decision> {
+        let mut approvals: Vec<DecisionFile> = Vec::new();
+        for (_, d) in decisions(&self.dir, run_id, step) {
+            if d.at_ms < requested_ms || self.policy.refuses(&d.by).is_some() {
+                continue;
+            }
+            if !d.approved {
+                return Some(Decision::Rejected {
+                    by: d.by,
+                    reason: d.reason,
+                });
+            }
+            if !approvals.iter().any(|a| name_of(&a.by) == name_of(&d.by)) {
+                approvals.push(d);
+            }
+        }
+        if approvals.len() < self.policy.min_approvals.max(1) as usize {
+            return None;
+        }
+        approvals.sort_by_key(|a| a.at_ms);
+        let by: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
+        let reason: Vec<&str> = approvals.iter().map(|a| a.reason.as_str()).collect();
+        Some(Decision::Approved {
+            by: by.join(", "),
+            reason: reason.join("; "),
+        })
     }
 }
 
@@ -157,7 +277,9 @@ pub fn pending(dir: &Path, prefix: Option<&str>) -> Vec<Pending> {
     out
 }
 
-/// Records a decision for the one approval a run (by id prefix, and step if given) waits for.
+/// Records a decision for the one approval a run (by id prefix, and step if given) waits for,
+/// if the run's policy lets `by` decide. Returns the approval and how many approvals it has
+/// now (of `policy.min_approvals`).
 pub fn decide(
     dir: &Path,
     prefix: &str,
@@ -165,7 +287,7 @@ pub fn decide(
     approved: bool,
     by: &str,
     reason: &str,
-) -> Result<Pending, String> {
+) -> Result<(Pending, usize), String> {
     let candidates: Vec<Pending> = pending(dir, Some(prefix))
         .into_iter()
         .filter(|p| step.is_none_or(|s| s == p.step))
@@ -189,6 +311,9 @@ pub fn decide(
             ));
         }
     };
+    if let Some(why) = p.policy.refuses(by) {
+        return Err(why);
+    }
     let d = DecisionFile {
         approved,
         by: by.into(),
@@ -196,9 +321,15 @@ pub fn decide(
         at_ms: now_ms(),
     };
     write_atomic(
-        &decision_path(dir, &p.run_id, &p.step),
+        &decision_path(dir, &p.run_id, &p.step, by),
         &serde_json::to_vec(&d).expect("serialize"),
     )
     .map_err(|e| format!("cannot write the decision: {e}"))?;
-    Ok(p)
+    let approvals = decisions(dir, &p.run_id, &p.step)
+        .into_iter()
+        .filter(|(_, d)| {
+            d.approved && d.at_ms >= p.requested_ms && p.policy.refuses(&d.by).is_none()
+        })
+        .count();
+    Ok((p, approvals))
 }

@@ -56,6 +56,8 @@ impl Validator<'_> {
                 name: DEFAULT_ENVIRONMENT.into(),
                 protected: false,
                 vars: Vec::new(),
+                approvers: Vec::new(),
+                min_approvals: 1,
             };
         };
         let Some((name, decl)) = doc.environments.iter().find(|(k, _)| k.get_ref() == chosen)
@@ -77,6 +79,8 @@ impl Validator<'_> {
                 name: chosen.to_owned(),
                 protected: false,
                 vars: Vec::new(),
+                approvers: Vec::new(),
+                min_approvals: 1,
             };
         };
         let mut vars = Vec::new();
@@ -95,10 +99,36 @@ impl Validator<'_> {
                 Err(e) => self.err(Diagnostic::at(val.span(), e)),
             }
         }
+        let d = decl.get_ref();
+        let approvers: Vec<String> = d
+            .approvers
+            .as_ref()
+            .map(|a| a.get_ref().clone())
+            .unwrap_or_default();
+        let min_approvals = d.min_approvals.as_ref().map_or(1, |m| *m.get_ref());
+        if let Some(m) = &d.min_approvals
+            && !approvers.is_empty()
+            && min_approvals as usize > approvers.len()
+        {
+            self.err(
+                Diagnostic::at(
+                    m.span(),
+                    format!(
+                        "environment `{}` needs {min_approvals} approvals but names {} approver{}",
+                        name.get_ref(),
+                        approvers.len(),
+                        if approvers.len() == 1 { "" } else { "s" }
+                    ),
+                )
+                .help("name more approvers, or lower min_approvals"),
+            );
+        }
         Environment {
             name: name.get_ref().clone(),
-            protected: decl.get_ref().protected,
+            protected: d.protected,
             vars,
+            approvers,
+            min_approvals,
         }
     }
 }

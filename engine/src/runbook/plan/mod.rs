@@ -67,6 +67,18 @@ pub struct Environment {
     pub name: String,
     pub protected: bool,
     pub vars: Vec<(String, Value)>,
+    /// Who may decide approvals here; empty: anyone allowed to decide at all.
+    pub approvers: Vec<String>,
+    /// Distinct approvals a step needs.
+    pub min_approvals: u32,
+}
+
+impl Environment {
+    /// Whether the environment declares an approval policy: then the run's own starter
+    /// cannot approve its steps.
+    pub fn has_approval_policy(&self) -> bool {
+        !self.approvers.is_empty() || self.min_approvals > 1
+    }
 }
 
 #[derive(Debug, Clone)]

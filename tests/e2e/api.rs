@@ -401,16 +401,19 @@ fn guessing_is_slowed_down_requests_are_bounded_and_plain_http_stays_on_loopback
         200,
         "health needs no token"
     );
-    // Too big a body is refused before any handler reads it.
-    let big = serde_json::json!({ "reason": "x".repeat(100 << 10) });
-    let (status, _) = api.post("/approvals/nope/approve", &admin, big);
-    assert_eq!(status, 413);
-    // Unknown paths are JSON 404s.
-    let (status, e) = api.get("/nothing-here", &admin);
-    assert_eq!(
-        (status, e["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
+    // Too big a body is refused before any handler reads it, and the connection is said
+    // closed, so the client's next request never lands on it half-read.
+    for _ in 0..5 {
+        let big = serde_json::json!({ "reason": "x".repeat(100 << 10) });
+        let (status, _) = api.post("/approvals/nope/approve", &admin, big);
+        assert_eq!(status, 413);
+        // Unknown paths are JSON 404s.
+        let (status, e) = api.get("/nothing-here", &admin);
+        assert_eq!(
+            (status, e["error"]["code"].as_str()),
+            (404, Some("not_found"))
+        );
+    }
 
     // Five wrong tokens, then the address waits, even with a good token.
     for _ in 0..5 {
@@ -535,5 +538,151 @@ fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
         text.contains("approved by token:lead-a, token:lead-b"),
         "{text}"
     );
+    assert_eq!(serve.stop(), Some(0));
+}
+
+/// Runs started through the API: from the catalogue of `--runbooks DIR`, by a responder in
+/// its environments, a protected one only by name and with a reason, validation mistakes
+/// answered with their place, and the run belonging to nobody's connection: it goes on,
+/// is recorded as started by the token, and a responder can cancel it.
+#[test]
+fn a_responder_starts_and_cancels_runs_from_the_catalogue() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    let runbooks = work.path().join("runbooks");
+    std::fs::create_dir(&drills).unwrap();
+    std::fs::create_dir(&runbooks).unwrap();
+    let rb = crate::cli::scripted_runbook(
+        work.path(),
+        "\n[params.echo]\ntype = \"string\"\ndefault = \"hello\"\ndescription = \"What to say\"\n\n\
+         [environments.staging]\n\n[environments.prod]\nprotected = true\n",
+        "[[steps]]\nid = \"say\"\nuses = \"act\"\nwith = { echo = \"{{ params.echo }}\" }\n\n\
+         [[steps]]\nid = \"hold\"\nuses = \"act\"\nwhen = \"params.echo == 'wait'\"\n\
+         approval = { timeout = \"60s\", prompt = \"go on?\" }\n",
+    );
+    std::fs::rename(&rb, runbooks.join("say.toml")).unwrap();
+    let viewer = token(work.path(), &data, "look", &["--role", "viewer"]);
+    let responder = token(work.path(), &data, "fix", &["--role", "responder"]);
+    let prod = token(
+        work.path(),
+        &data,
+        "fix-prod",
+        &["--role", "responder", "--env", "prod"],
+    );
+    let mut serve = Serve::start(
+        &data,
+        &drills,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--runbooks",
+            runbooks.to_str().unwrap(),
+        ],
+    );
+    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
+
+    let (status, list) = api.get("/runbooks", &viewer);
+    assert_eq!(status, 200, "{list}");
+    let say = &list["runbooks"][0];
+    assert_eq!(
+        (say["name"].as_str(), say["title"].as_str()),
+        (Some("say"), Some("scripted"))
+    );
+    assert_eq!(say["params"][0]["name"].as_str(), Some("echo"));
+    let prod_env = say["environments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "prod")
+        .unwrap();
+    assert_eq!(prod_env["protected"].as_bool(), Some(true));
+    assert_eq!(api.get("/runbooks/..%2Fdata", &viewer).0, 404);
+
+    let start = |token: &str, body: serde_json::Value| api.post("/runs", token, body);
+    let (status, e) = start(
+        &viewer,
+        serde_json::json!({ "runbook": "say", "environment": "staging" }),
+    );
+    assert_eq!(status, 403, "{e}");
+    let (status, e) = start(
+        &responder,
+        serde_json::json!({ "runbook": "say", "environment": "prod", "reason": "INC-9" }),
+    );
+    assert_eq!(
+        status, 403,
+        "a protected environment must be granted by name: {e}"
+    );
+    let (status, e) = start(
+        &prod,
+        serde_json::json!({ "runbook": "say", "environment": "prod" }),
+    );
+    assert_eq!(status, 400, "a protected environment needs a reason: {e}");
+    let (status, e) = start(
+        &responder,
+        serde_json::json!({ "runbook": "say", "environment": "staging", "params": { "ecko": "x" } }),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (422, Some("invalid")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `echo`?"),
+        "{e}"
+    );
+
+    // Started, then left alone: it runs to the end and is recorded as the token's.
+    let (status, started) = start(
+        &prod,
+        serde_json::json!({ "runbook": "say", "environment": "prod", "reason": "INC-9: say it", "params": { "echo": "hi" } }),
+    );
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let mut run = serde_json::Value::Null;
+    for _ in 0..300 {
+        run = api.get(&format!("/runs/{id}"), &viewer).1;
+        if run["run"]["status"] != "running" && !run["run"].is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(run["run"]["status"].as_str(), Some("succeeded"), "{run}");
+    assert_eq!(
+        run["run"]["trigger"]["caller"].as_str(),
+        Some("token:fix-prod"),
+        "{run}"
+    );
+    assert_eq!(
+        run["run"]["approval"]["by"].as_str(),
+        Some("token:fix-prod"),
+        "{run}"
+    );
+
+    // One that waits is cancelled by a responder of its environment.
+    let (status, started) = start(
+        &responder,
+        serde_json::json!({ "runbook": "say", "environment": "staging", "params": { "echo": "wait" } }),
+    );
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(pending_approvals(&data.join("approvals")).len(), 1);
+    let (status, c) = api.post(
+        &format!("/runs/{id}/cancel"),
+        &responder,
+        serde_json::json!({}),
+    );
+    assert_eq!(status, 200, "{c}");
+    for _ in 0..300 {
+        run = api.get(&format!("/runs/{id}"), &viewer).1;
+        if run["run"]["status"] != "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(run["run"]["status"].as_str(), Some("cancelled"), "{run}");
     assert_eq!(serve.stop(), Some(0));
 }

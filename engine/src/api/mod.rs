@@ -7,6 +7,7 @@
 //! sent, so browsers keep other sites' scripts out.
 
 mod auth;
+mod catalogue;
 mod routes;
 
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Certificate chain and private key, PEM.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--runbooks DIR`: the runbooks the API offers and starts.
+    pub runbooks: Option<PathBuf>,
 }
 
 /// What the handlers share.
@@ -51,6 +54,7 @@ pub(crate) struct State {
     /// offers them.
     pub ops: Extension,
     pub limiter: auth::Limiter,
+    pub runbooks: Option<PathBuf>,
 }
 
 /// Binds and serves the API until the returned task is aborted. Refuses plain HTTP on an
@@ -83,6 +87,7 @@ pub async fn start(
         store,
         ops,
         limiter: auth::Limiter::default(),
+        runbooks: config.runbooks.clone(),
     });
     let app = routes::router(state);
     let task = tokio::spawn(accept_loop(listener, tls, app));

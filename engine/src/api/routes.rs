@@ -21,7 +21,9 @@ type Answer = Result<Json<Value>, ApiError>;
 pub fn router(state: Arc<State>) -> Router {
     let api = Router::new()
         .route("/whoami", get(whoami))
-        .route("/runs", get(list_runs))
+        .route("/runbooks", get(super::catalogue::list))
+        .route("/runbooks/{name}", get(super::catalogue::show))
+        .route("/runs", get(list_runs).post(super::catalogue::start))
         .route("/runs/{id}", get(show_run))
         .route("/runs/{id}/journal", get(journal))
         .route("/runs/{id}/cancel", post(cancel_run))
@@ -41,7 +43,20 @@ pub fn router(state: Arc<State>) -> Router {
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(close_unread))
         .with_state(state)
+}
+
+/// A request whose body was refused unread (too large) leaves the connection in an unknown
+/// state: say it closes, so the client does not send its next request on it.
+async fn close_unread(mut response: Response) -> Response {
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn not_found() -> Response {

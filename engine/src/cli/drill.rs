@@ -363,6 +363,9 @@ pub struct ServeArgs {
     /// The API's private key, PEM
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// The runbooks the API offers and starts (`*.toml` here, named by file stem)
+    #[arg(long, value_name = "DIR", requires = "listen")]
+    runbooks: Option<std::path::PathBuf>,
 }
 
 pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
@@ -391,6 +394,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
         api: args.listen.map(|listen| crate::api::ApiConfig {
             listen,
             tls: args.tls_cert.zip(args.tls_key),
+            runbooks: args.runbooks,
         }),
     };
     match crate::serve::serve(host, store, config).await {

@@ -25,149 +25,11 @@ use crate::store::drills::DrillRecord;
 use crate::store::remote::Reply;
 use crate::store::{ListFilter, RunStatus, Store, now_ms};
 
-/// Recovery-time histogram buckets, in seconds.
-const RECOVERY_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
-/// Plugin call latency buckets, in seconds.
-const CALL_BUCKETS: &[f64] = &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+mod client;
+mod metrics;
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    buckets: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, bounds: &[f64], v: f64) {
-        if self.buckets.len() != bounds.len() {
-            self.buckets = vec![0; bounds.len()];
-        }
-        for (i, b) in bounds.iter().enumerate() {
-            if v <= *b {
-                self.buckets[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in bounds.iter().enumerate() {
-            let n = self.buckets.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
-    }
-}
-
-/// What `/metrics` reports; counters start from the store's history at start-up.
-#[derive(Debug, Default)]
-struct Metrics {
-    runs: BTreeMap<String, u64>,
-    drills: BTreeMap<(String, String), u64>,
-    recovery: Histogram,
-    calls: BTreeMap<String, Histogram>,
-}
-
-impl Metrics {
-    fn count_drill(&mut self, r: &DrillRecord) {
-        *self
-            .drills
-            .entry((r.drill.clone(), r.result.name().to_owned()))
-            .or_default() += 1;
-        if let Some(ms) = r.recover_ms {
-            self.recovery.observe(RECOVERY_BUCKETS, ms as f64 / 1000.0);
-        }
-    }
-
-    /// Counts what a run does: plugin call latencies, and how it ended.
-    fn observe(&mut self, event: &Event<'_>) {
-        match event {
-            Event::StepFinished { report } => {
-                let h = self.calls.entry(report.plugin.clone()).or_default();
-                for (_, a) in report.calls() {
-                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
-                }
-            }
-            Event::RunFinished { report } => {
-                let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
-                *self.runs.entry(outcome).or_default() += 1;
-            }
-            _ => {}
-        }
-    }
-
-    fn render(&self, running: usize) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP medic_runs_total Runs recorded, by how they ended.\n# TYPE medic_runs_total counter\n");
-        for (outcome, n) in &self.runs {
-            let _ = writeln!(out, "medic_runs_total{{outcome=\"{outcome}\"}} {n}");
-        }
-        out.push_str("# HELP medic_drills_total Drill executions, by drill and result.\n# TYPE medic_drills_total counter\n");
-        for ((drill, result), n) in &self.drills {
-            let _ = writeln!(
-                out,
-                "medic_drills_total{{drill=\"{drill}\",result=\"{result}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP medic_drill_recovery_seconds From the fault to healthy again, per drill run.\n# TYPE medic_drill_recovery_seconds histogram\n");
-        self.recovery.render(
-            &mut out,
-            "medic_drill_recovery_seconds",
-            "",
-            RECOVERY_BUCKETS,
-        );
-        out.push_str("# HELP medic_plugin_call_seconds Plugin invocation latency, by plugin declaration.\n# TYPE medic_plugin_call_seconds histogram\n");
-        for (plugin, h) in &self.calls {
-            h.render(
-                &mut out,
-                "medic_plugin_call_seconds",
-                &format!("plugin=\"{plugin}\""),
-                CALL_BUCKETS,
-            );
-        }
-        out.push_str(
-            "# HELP medic_drills_running Drills running now.\n# TYPE medic_drills_running gauge\n",
-        );
-        let _ = writeln!(out, "medic_drills_running {running}");
-        out
-    }
-}
-
-/// Counts what runs do, for the metrics, and logs one line per run.
-struct Watch {
-    metrics: Arc<Mutex<Metrics>>,
-    drill: String,
-}
-
-impl Observer for Watch {
-    fn on_event(&mut self, event: &Event<'_>) {
-        if let Event::RunFinished { report } = event {
-            println!(
-                "medic serve: drill {}: run {} ended {} in {}",
-                self.drill,
-                report.run_id,
-                RunStatus::from_outcome(report.outcome).name(),
-                humantime::format_duration(Duration::from_millis(
-                    report.duration.as_millis() as u64
-                ))
-            );
-        }
-        self.metrics.lock().unwrap().observe(event);
-    }
-}
+use client::*;
+use metrics::*;
 
 /// Requests from the socket that need the scheduler's state.
 enum Control {
@@ -181,9 +43,11 @@ enum Control {
     Reload {
         reply: oneshot::Sender<Result<usize, String>>,
     },
-    /// `medic run` from another terminal: run it here, streaming its events back.
+    /// `medic run` from another terminal: run it here, streaming its events back. Or a run
+    /// started through the API by `caller` (a token), which no connection holds.
     Run {
         request: serde_json::Value,
+        caller: Option<String>,
         reply: oneshot::Sender<Reply>,
     },
     /// That terminal's Ctrl-C: cancel (with the responder's answer to "roll back?") or abort.
@@ -193,15 +57,6 @@ enum Control {
         abort: bool,
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },
-}
-
-/// A run started by `medic run` through the socket.
-struct ClientRun {
-    run_id: String,
-    cancel: Cancel,
-    /// The responder's answer to "roll back?"; none: the runbook's (yes).
-    rollback: Arc<Mutex<Option<bool>>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 pub struct Config {
@@ -284,7 +139,13 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                     })))),
                     "run" => {
                         let (reply, rx) = oneshot::channel();
-                        tx.send(Control::Run { request, reply }).await.ok()?;
+                        tx.send(Control::Run {
+                            request,
+                            caller: None,
+                            reply,
+                        })
+                        .await
+                        .ok()?;
                         rx.await.ok()
                     }
                     "cancel_run" => {
@@ -323,7 +184,8 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     let api_task = match &config.api {
         None => None,
         Some(api) => {
-            let (bound, task) = crate::api::start(api, store.clone(), extension).await?;
+            let ops = api_ops(extension, control_tx.clone());
+            let (bound, task) = crate::api::start(api, store.clone(), ops).await?;
             let scheme = if api.tls.is_some() { "https" } else { "http" };
             println!("medic serve: API on {scheme}://{bound}/api/v1");
             Some(task)
@@ -543,8 +405,8 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                     let result = reload(&host, &config, &mut scheduler).await;
                     let _ = reply.send(result);
                 }
-                Control::Run { request, reply } => {
-                    let _ = reply.send(client_run(&host, &store, &metrics, request, &mut client_runs).await);
+                Control::Run { request, caller, reply } => {
+                    let _ = reply.send(client_run(&host, &store, &metrics, request, caller, &mut client_runs).await);
                 }
                 Control::CancelRun { run_id, rollback, abort, reply } => {
                     client_runs.retain(|r| !r.task.is_finished());
@@ -638,163 +500,4 @@ async fn reload(
             ))
         }
     }
-}
-
-/// What `medic run` sends to run through `medic serve`.
-#[derive(Debug, serde::Deserialize)]
-struct RunRequest {
-    path: PathBuf,
-    text: String,
-    params: Vec<(String, String)>,
-    environment: Option<String>,
-    sourced: Vec<(String, String)>,
-    dry_run: bool,
-    approval: Option<crate::executor::Approval>,
-    trigger: crate::store::Trigger,
-    run_id: String,
-    lock_wait: Duration,
-}
-
-/// Sends each event to the client as it happens; a client gone cancels the run (it then
-/// rolls back what it did, as an interrupted run does).
-struct Stream {
-    tx: mpsc::UnboundedSender<serde_json::Value>,
-    cancel: Cancel,
-    metrics: Arc<Mutex<Metrics>>,
-}
-
-impl Observer for Stream {
-    fn on_event(&mut self, event: &Event<'_>) {
-        let owned = crate::executor::OwnedEvent::from_event(event);
-        let line = serde_json::json!({ "event": owned });
-        if self.tx.send(line).is_err() && !self.cancel.is_cancelled() {
-            println!("medic serve: the client of a run went away; cancelling it");
-            self.cancel.cancel();
-        }
-        self.metrics.lock().unwrap().observe(event);
-    }
-}
-
-/// A run id a client proposes: a ULID as Medic writes them (lowercase), not recorded yet.
-fn fresh_run_id(store: &Store, id: &str) -> Result<(), String> {
-    let well_formed = id.len() == 26
-        && id
-            .chars()
-            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
-        && ulid::Ulid::from_string(id).is_ok();
-    if !well_formed {
-        return Err(format!("`{id}` is not a run id"));
-    }
-    match store.record(id) {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => Err(format!("run {id} exists already: a new run needs a new id")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Plans the client's runbook (with the values its sources had there) and starts it.
-async fn client_run(
-    host: &Arc<PluginHost>,
-    store: &Store,
-    metrics: &Arc<Mutex<Metrics>>,
-    request: serde_json::Value,
-    runs: &mut Vec<ClientRun>,
-) -> Reply {
-    runs.retain(|r| !r.task.is_finished());
-    let mut req: RunRequest = match serde_json::from_value(request) {
-        Ok(r) => r,
-        Err(e) => return Reply::One(Err(format!("bad run request: {e}"))),
-    };
-    // Nothing the client says about who or which run is taken on trust: the id must be a
-    // fresh run id (never one already recorded), and who started the run is this process's
-    // user (the socket only answers its own user) on this host.
-    if let Err(e) = fresh_run_id(store, &req.run_id) {
-        return Reply::One(Err(e));
-    }
-    req.trigger = crate::store::Trigger::cli();
-    if let Some(a) = &mut req.approval {
-        a.by = crate::cli::who();
-        a.at = std::time::SystemTime::now();
-    }
-    let opts = crate::runbook::PlanOptions {
-        params: req.params.clone(),
-        environment: req.environment.clone(),
-        defer_secrets: false,
-        sourced: Some(req.sourced.clone()),
-    };
-    let src = crate::runbook::Source {
-        path: &req.path,
-        text: &req.text,
-    };
-    let plan = match crate::runbook::plan(host, &src, &opts).await {
-        Ok(p) => p,
-        Err(d) => {
-            let path = req.path.display().to_string();
-            return Reply::One(Err(crate::runbook::Report {
-                path: &path,
-                text: &req.text,
-                diagnostics: &d,
-            }
-            .to_string()));
-        }
-    };
-    if plan.environment.protected
-        && req
-            .approval
-            .as_ref()
-            .is_none_or(|a| a.reason.trim().is_empty())
-    {
-        return Reply::One(Err(format!(
-            "environment `{}` is protected: running there needs an approval (--approve \"REASON\")",
-            plan.environment.name
-        )));
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let cancel = Cancel::new();
-    let c = cancel.clone();
-    let rollback = Arc::new(Mutex::new(None));
-    let answer = rollback.clone();
-    let run_id = req.run_id.clone();
-    let (host, store, metrics) = (host.clone(), store.clone(), metrics.clone());
-    let handle = tokio::runtime::Handle::current();
-    println!(
-        "medic serve: run {} of {} for {}",
-        req.run_id, plan.name, req.trigger
-    );
-    let task = tokio::task::spawn_blocking(move || {
-        handle.block_on(async move {
-            let mut stream = Stream {
-                tx: tx.clone(),
-                cancel: c.clone(),
-                metrics,
-            };
-            let spec = crate::drill::run::RunSpec {
-                dry_run: req.dry_run,
-                approval: req.approval,
-                lock_wait: req.lock_wait,
-                confirm_rollback: Box::new(move || answer.lock().unwrap().unwrap_or(true)),
-                ..crate::drill::run::RunSpec::new(&plan, req.trigger, req.run_id)
-            };
-            let end =
-                match crate::drill::run::recorded_run(&host, &store, spec, &mut stream, &c).await {
-                    Ok((report, _)) => serde_json::json!({
-                        "done": { "run_id": report.run_id, "store": store.dir() }
-                    }),
-                    Err(
-                        crate::drill::run::NotRun::Skipped(why)
-                        | crate::drill::run::NotRun::Failed(why),
-                    ) => {
-                        serde_json::json!({ "error": why })
-                    }
-                };
-            let _ = tx.send(end);
-        })
-    });
-    runs.push(ClientRun {
-        run_id,
-        cancel,
-        rollback,
-        task,
-    });
-    Reply::Stream(rx)
 }

@@ -1,0 +1,214 @@
+//! Runs other processes ask for: `medic run` through the socket (its events streamed back,
+//! cancelled when it goes away) and the API's runs (which belong to no connection).
+
+use super::*;
+
+/// A run started by `medic run` through the socket.
+pub(super) struct ClientRun {
+    pub(super) run_id: String,
+    pub(super) cancel: Cancel,
+    /// The responder's answer to "roll back?"; none: the runbook's (yes).
+    pub(super) rollback: Arc<Mutex<Option<bool>>>,
+    pub(super) task: tokio::task::JoinHandle<()>,
+}
+
+/// What `medic run` sends to run through `medic serve`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct RunRequest {
+    pub(super) path: PathBuf,
+    pub(super) text: String,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) environment: Option<String>,
+    pub(super) sourced: Vec<(String, String)>,
+    pub(super) dry_run: bool,
+    pub(super) approval: Option<crate::executor::Approval>,
+    pub(super) trigger: crate::store::Trigger,
+    pub(super) run_id: String,
+    pub(super) lock_wait: Duration,
+}
+
+/// Sends each event to the client as it happens; a client gone cancels the run (it then
+/// rolls back what it did, as an interrupted run does).
+pub(super) struct Stream {
+    pub(super) tx: mpsc::UnboundedSender<serde_json::Value>,
+    pub(super) cancel: Cancel,
+    pub(super) metrics: Arc<Mutex<Metrics>>,
+    /// Started through the API: nobody's going away cancels it.
+    pub(super) detached: bool,
+}
+
+impl Observer for Stream {
+    fn on_event(&mut self, event: &Event<'_>) {
+        let owned = crate::executor::OwnedEvent::from_event(event);
+        let line = serde_json::json!({ "event": owned });
+        if self.tx.send(line).is_err() && !self.detached && !self.cancel.is_cancelled() {
+            println!("medic serve: the client of a run went away; cancelling it");
+            self.cancel.cancel();
+        }
+        self.metrics.lock().unwrap().observe(event);
+    }
+}
+
+/// A run id a client proposes: a ULID as Medic writes them (lowercase), not recorded yet.
+pub(super) fn fresh_run_id(store: &Store, id: &str) -> Result<(), String> {
+    let well_formed = id.len() == 26
+        && id
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        && ulid::Ulid::from_string(id).is_ok();
+    if !well_formed {
+        return Err(format!("`{id}` is not a run id"));
+    }
+    match store.record(id) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(format!("run {id} exists already: a new run needs a new id")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The API's operations: the socket's, and `api_run`, which starts a run for the token in
+/// its `caller` (an op the socket does not offer: its clients are this user, not tokens).
+pub(super) fn api_ops(
+    socket: crate::store::remote::Extension,
+    tx: mpsc::Sender<Control>,
+) -> crate::store::remote::Extension {
+    Arc::new(move |mut request: serde_json::Value| {
+        let (socket, tx) = (socket.clone(), tx.clone());
+        Box::pin(async move {
+            if request.get("op").and_then(|o| o.as_str()) != Some("api_run") {
+                return socket(request).await;
+            }
+            let caller = request
+                .get_mut("caller")
+                .map(serde_json::Value::take)
+                .and_then(|c| c.as_str().map(str::to_owned))?;
+            let (reply, rx) = oneshot::channel();
+            tx.send(Control::Run {
+                request,
+                caller: Some(caller),
+                reply,
+            })
+            .await
+            .ok()?;
+            rx.await.ok()
+        })
+    })
+}
+
+/// Plans the client's runbook (with the values its sources had there) and starts it. A run
+/// started through the API (`caller`) belongs to no connection: it goes on when the caller
+/// stops listening.
+pub(super) async fn client_run(
+    host: &Arc<PluginHost>,
+    store: &Store,
+    metrics: &Arc<Mutex<Metrics>>,
+    request: serde_json::Value,
+    caller: Option<String>,
+    runs: &mut Vec<ClientRun>,
+) -> Reply {
+    runs.retain(|r| !r.task.is_finished());
+    let mut req: RunRequest = match serde_json::from_value(request) {
+        Ok(r) => r,
+        Err(e) => return Reply::One(Err(format!("bad run request: {e}"))),
+    };
+    // Nothing the client says about who or which run is taken on trust: the id must be a
+    // fresh run id (never one already recorded), and who started the run is this process's
+    // user (the socket only answers its own user) on this host.
+    if let Err(e) = fresh_run_id(store, &req.run_id) {
+        return Reply::One(Err(e));
+    }
+    let detached = caller.is_some();
+    req.trigger = match caller {
+        Some(caller) => crate::store::Trigger::Api { caller },
+        None => crate::store::Trigger::cli(),
+    };
+    if let Some(a) = &mut req.approval {
+        a.by = match &req.trigger {
+            crate::store::Trigger::Api { caller } => caller.clone(),
+            _ => crate::cli::who(),
+        };
+        a.at = std::time::SystemTime::now();
+    }
+    let opts = crate::runbook::PlanOptions {
+        params: req.params.clone(),
+        environment: req.environment.clone(),
+        defer_secrets: false,
+        sourced: Some(req.sourced.clone()),
+    };
+    let src = crate::runbook::Source {
+        path: &req.path,
+        text: &req.text,
+    };
+    let plan = match crate::runbook::plan(host, &src, &opts).await {
+        Ok(p) => p,
+        Err(d) => {
+            let path = req.path.display().to_string();
+            return Reply::One(Err(crate::runbook::Report {
+                path: &path,
+                text: &req.text,
+                diagnostics: &d,
+            }
+            .to_string()));
+        }
+    };
+    if plan.environment.protected
+        && req
+            .approval
+            .as_ref()
+            .is_none_or(|a| a.reason.trim().is_empty())
+    {
+        return Reply::One(Err(format!(
+            "environment `{}` is protected: running there needs an approval (--approve \"REASON\")",
+            plan.environment.name
+        )));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cancel = Cancel::new();
+    let c = cancel.clone();
+    let rollback = Arc::new(Mutex::new(None));
+    let answer = rollback.clone();
+    let run_id = req.run_id.clone();
+    let (host, store, metrics) = (host.clone(), store.clone(), metrics.clone());
+    let handle = tokio::runtime::Handle::current();
+    println!(
+        "medic serve: run {} of {} for {}",
+        req.run_id, plan.name, req.trigger
+    );
+    let task = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            let mut stream = Stream {
+                tx: tx.clone(),
+                cancel: c.clone(),
+                metrics,
+                detached,
+            };
+            let spec = crate::drill::run::RunSpec {
+                dry_run: req.dry_run,
+                approval: req.approval,
+                lock_wait: req.lock_wait,
+                confirm_rollback: Box::new(move || answer.lock().unwrap().unwrap_or(true)),
+                ..crate::drill::run::RunSpec::new(&plan, req.trigger, req.run_id)
+            };
+            let end =
+                match crate::drill::run::recorded_run(&host, &store, spec, &mut stream, &c).await {
+                    Ok((report, _)) => serde_json::json!({
+                        "done": { "run_id": report.run_id, "store": store.dir() }
+                    }),
+                    Err(
+                        crate::drill::run::NotRun::Skipped(why)
+                        | crate::drill::run::NotRun::Failed(why),
+                    ) => {
+                        serde_json::json!({ "error": why })
+                    }
+                };
+            let _ = tx.send(end);
+        })
+    });
+    runs.push(ClientRun {
+        run_id,
+        cancel,
+        rollback,
+        task,
+    });
+    Reply::Stream(rx)
+}

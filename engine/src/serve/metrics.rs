@@ -1,0 +1,149 @@
+//! What `medic serve --metrics` reports, and the observer that counts it.
+
+use super::*;
+
+/// Recovery-time histogram buckets, in seconds.
+pub(super) const RECOVERY_BUCKETS: &[f64] =
+    &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+/// Plugin call latency buckets, in seconds.
+pub(super) const CALL_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct Histogram {
+    pub(super) buckets: Vec<u64>,
+    pub(super) sum: f64,
+    pub(super) count: u64,
+}
+
+impl Histogram {
+    pub(super) fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.buckets.len() != bounds.len() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        for (i, b) in bounds.iter().enumerate() {
+            if v <= *b {
+                self.buckets[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    pub(super) fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in bounds.iter().enumerate() {
+            let n = self.buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// What `/metrics` reports; counters start from the store's history at start-up.
+#[derive(Debug, Default)]
+pub(super) struct Metrics {
+    pub(super) runs: BTreeMap<String, u64>,
+    pub(super) drills: BTreeMap<(String, String), u64>,
+    pub(super) recovery: Histogram,
+    pub(super) calls: BTreeMap<String, Histogram>,
+}
+
+impl Metrics {
+    pub(super) fn count_drill(&mut self, r: &DrillRecord) {
+        *self
+            .drills
+            .entry((r.drill.clone(), r.result.name().to_owned()))
+            .or_default() += 1;
+        if let Some(ms) = r.recover_ms {
+            self.recovery.observe(RECOVERY_BUCKETS, ms as f64 / 1000.0);
+        }
+    }
+
+    /// Counts what a run does: plugin call latencies, and how it ended.
+    pub(super) fn observe(&mut self, event: &Event<'_>) {
+        match event {
+            Event::StepFinished { report } => {
+                let h = self.calls.entry(report.plugin.clone()).or_default();
+                for (_, a) in report.calls() {
+                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
+                }
+            }
+            Event::RunFinished { report } => {
+                let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
+                *self.runs.entry(outcome).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn render(&self, running: usize) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP medic_runs_total Runs recorded, by how they ended.\n# TYPE medic_runs_total counter\n");
+        for (outcome, n) in &self.runs {
+            let _ = writeln!(out, "medic_runs_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        out.push_str("# HELP medic_drills_total Drill executions, by drill and result.\n# TYPE medic_drills_total counter\n");
+        for ((drill, result), n) in &self.drills {
+            let _ = writeln!(
+                out,
+                "medic_drills_total{{drill=\"{drill}\",result=\"{result}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP medic_drill_recovery_seconds From the fault to healthy again, per drill run.\n# TYPE medic_drill_recovery_seconds histogram\n");
+        self.recovery.render(
+            &mut out,
+            "medic_drill_recovery_seconds",
+            "",
+            RECOVERY_BUCKETS,
+        );
+        out.push_str("# HELP medic_plugin_call_seconds Plugin invocation latency, by plugin declaration.\n# TYPE medic_plugin_call_seconds histogram\n");
+        for (plugin, h) in &self.calls {
+            h.render(
+                &mut out,
+                "medic_plugin_call_seconds",
+                &format!("plugin=\"{plugin}\""),
+                CALL_BUCKETS,
+            );
+        }
+        out.push_str(
+            "# HELP medic_drills_running Drills running now.\n# TYPE medic_drills_running gauge\n",
+        );
+        let _ = writeln!(out, "medic_drills_running {running}");
+        out
+    }
+}
+
+/// Counts what runs do, for the metrics, and logs one line per run.
+pub(super) struct Watch {
+    pub(super) metrics: Arc<Mutex<Metrics>>,
+    pub(super) drill: String,
+}
+
+impl Observer for Watch {
+    fn on_event(&mut self, event: &Event<'_>) {
+        if let Event::RunFinished { report } = event {
+            println!(
+                "medic serve: drill {}: run {} ended {} in {}",
+                self.drill,
+                report.run_id,
+                RunStatus::from_outcome(report.outcome).name(),
+                humantime::format_duration(Duration::from_millis(
+                    report.duration.as_millis() as u64
+                ))
+            );
+        }
+        self.metrics.lock().unwrap().observe(event);
+    }
+}

@@ -686,3 +686,105 @@ fn a_responder_starts_and_cancels_runs_from_the_catalogue() {
     assert_eq!(run["run"]["status"].as_str(), Some("cancelled"), "{run}");
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// Reads Server-Sent Events from `path` until `stop` says so (or the stream ends): their
+/// (id, event type) in order.
+fn read_events(
+    api: &Api,
+    path: &str,
+    token: &str,
+    last_id: Option<usize>,
+    stop: impl Fn(&str) -> bool,
+) -> Vec<(usize, String)> {
+    api.rt.block_on(async {
+        let mut r = api
+            .client
+            .get(format!("{}{path}", api.base))
+            .bearer_auth(token);
+        if let Some(id) = last_id {
+            r = r.header("Last-Event-ID", id.to_string());
+        }
+        let mut response = r.send().await.expect("events");
+        assert_eq!(response.status().as_u16(), 200);
+        let mut buffer = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
+                .await
+                .expect("an event within 30 s")
+                .expect("the stream");
+            let Some(chunk) = chunk else { return seen };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                };
+                if let (Some(id), Some(kind)) = (field("id:"), field("event:")) {
+                    seen.push((id.parse().unwrap(), kind.clone()));
+                    if stop(&kind) {
+                        return seen;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A client following a run's events over SSE that drops mid-run and reconnects with
+/// `Last-Event-ID` misses nothing and sees nothing twice, and the stream ends with the run.
+#[test]
+fn a_client_reconnecting_to_a_runs_events_misses_none() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    let runbooks = work.path().join("runbooks");
+    std::fs::create_dir(&drills).unwrap();
+    std::fs::create_dir(&runbooks).unwrap();
+    let rb = crate::cli::scripted_runbook(
+        work.path(),
+        "",
+        "[[steps]]\nid = \"one\"\nuses = \"act\"\n\n[[steps]]\nid = \"hold\"\nuses = \"act\"\n\
+         approval = { timeout = \"60s\", prompt = \"go on?\" }\n\n[[steps]]\nid = \"two\"\nuses = \"check\"\n",
+    );
+    std::fs::rename(&rb, runbooks.join("steps.toml")).unwrap();
+    let ops = token(work.path(), &data, "ops", &["--role", "admin"]);
+    let mut serve = Serve::start(
+        &data,
+        &drills,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--runbooks",
+            runbooks.to_str().unwrap(),
+        ],
+    );
+    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
+    let (status, started) = api.post("/runs", &ops, serde_json::json!({ "runbook": "steps" }));
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let path = format!("/runs/{id}/events");
+
+    let first = read_events(&api, &path, &ops, None, |k| k == "approval_requested");
+    let last = first.last().unwrap().0;
+    // Decided while nobody listens.
+    let (status, d) = api.post(
+        &format!("/approvals/{id}/approve"),
+        &ops,
+        serde_json::json!({ "reason": "go" }),
+    );
+    assert_eq!(status, 200, "{d}");
+    let rest = read_events(&api, &path, &ops, Some(last), |_| false);
+    let all: Vec<(usize, String)> = first.into_iter().chain(rest).collect();
+    let ids: Vec<usize> = all.iter().map(|(i, _)| *i).collect();
+    assert_eq!(ids, (0..all.len()).collect::<Vec<_>>(), "{all:?}");
+    let kinds: Vec<&str> = all.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"run_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run_finished"), "{kinds:?}");
+    assert!(kinds.contains(&"approval_decided"), "{kinds:?}");
+    // A run that has ended streams its whole journal, then ends.
+    assert_eq!(read_events(&api, &path, &ops, None, |_| false), all);
+    assert_eq!(serve.stop(), Some(0));
+}

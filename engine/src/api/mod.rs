@@ -8,6 +8,7 @@
 
 mod auth;
 mod catalogue;
+mod events;
 mod routes;
 
 use std::net::SocketAddr;

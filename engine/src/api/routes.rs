@@ -26,6 +26,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/runs", get(list_runs).post(super::catalogue::start))
         .route("/runs/{id}", get(show_run))
         .route("/runs/{id}/journal", get(journal))
+        .route("/runs/{id}/events", get(super::events::follow))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/approvals", get(approvals))
         .route("/approvals/{id}/approve", post(approve))
@@ -137,7 +138,7 @@ async fn list_runs(AxumState(state): Shared, Query(q): Query<ListQuery>) -> Answ
     Ok(Json(json!({ "runs": runs, "next": next })))
 }
 
-async fn find(state: &Arc<State>, id: String) -> Result<RunRecord, ApiError> {
+pub(super) async fn find(state: &Arc<State>, id: String) -> Result<RunRecord, ApiError> {
     let store = state.store.clone();
     blocking(move || store.find(&id).map_err(store_error)).await
 }

@@ -788,3 +788,106 @@ fn a_client_reconnecting_to_a_runs_events_misses_none() {
     assert_eq!(read_events(&api, &path, &ops, None, |_| false), all);
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// With `--server` and `--token`, the CLI reads runs and decides approvals through a remote
+/// API over HTTPS (trusting a private CA with `--ca-cert`): the same lines as locally, the
+/// API's refusals as errors with exit 2, and plain HTTP refused for a remote address.
+#[test]
+fn the_cli_reads_and_decides_through_a_remote_api() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    let runbooks = work.path().join("runbooks");
+    std::fs::create_dir(&drills).unwrap();
+    std::fs::create_dir(&runbooks).unwrap();
+    let (ca, cert, key) = certificate(work.path());
+    let rb = crate::cli::scripted_runbook(
+        work.path(),
+        "",
+        "[[steps]]\nid = \"one\"\nuses = \"act\"\n\n[[steps]]\nid = \"hold\"\nuses = \"act\"\n\
+         approval = { timeout = \"60s\", prompt = \"go on?\" }\n",
+    );
+    std::fs::rename(&rb, runbooks.join("steps.toml")).unwrap();
+    let ops = token(work.path(), &data, "ops", &["--role", "admin"]);
+    let viewer = token(work.path(), &data, "look", &["--role", "viewer"]);
+    let mut serve = Serve::start(
+        &data,
+        &drills,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--runbooks",
+            runbooks.to_str().unwrap(),
+        ],
+    );
+    let base = base_of(&serve.wait_for("API on https://"));
+    let server = base.trim_end_matches("/api/v1").to_owned();
+    let api = Api::new(base, Some(&ca));
+    let (status, started) = api.post("/runs", &ops, serde_json::json!({ "runbook": "steps" }));
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(pending_approvals(&data.join("approvals")).len(), 1);
+
+    // Another machine: no data directory of its own, only the server and a token.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cli = |token: &str, args: &[&str]| {
+        medic_command(elsewhere.path())
+            .env("MEDIC_SERVER", &server)
+            .env("MEDIC_TOKEN", token)
+            .env("MEDIC_CA_CERT", &ca)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = cli(&viewer, &["runs", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&id[..8]) && stdout(&o).contains("running"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&viewer, &["approve"]);
+    assert!(
+        stdout(&o).contains(&id) && stdout(&o).contains("go on?"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&viewer, &["approve", &id, "--reason", "looks fine"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("is a viewer"), "{}", stderr(&o));
+    let o = cli(&ops, &["approve", &id, "--reason", "INC-3: go"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("approved step hold of run") && stdout(&o).contains("token:ops"),
+        "{}",
+        stdout(&o)
+    );
+    let mut shown = String::new();
+    for _ in 0..300 {
+        let o = cli(&viewer, &["runs", "show", &id]);
+        shown = stdout(&o);
+        if !shown.contains("running") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shown.contains("succeeded"), "{shown}");
+    assert!(shown.contains("hold"), "{shown}");
+    let o = cli(&viewer, &["runs", "logs", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // A token would cross the network in clear: refused before anything is sent.
+    let o = medic_command(elsewhere.path())
+        .env("MEDIC_SERVER", "http://192.0.2.1:8443")
+        .env("MEDIC_TOKEN", &viewer)
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("use https"), "{}", stderr(&o));
+    assert_eq!(serve.stop(), Some(0));
+}

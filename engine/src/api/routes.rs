@@ -32,6 +32,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
         .route("/drills", get(drills))
+        .route("/drills/records", get(drill_records))
         .route("/drills/{name}/run", post(run_drill))
         .route("/audit", get(audit))
         .route("/tokens", get(tokens))
@@ -290,6 +291,23 @@ async fn reject(
 async fn drills(AxumState(state): Shared) -> Answer {
     let list = ops(&state, json!({ "op": "drill_list" })).await?;
     Ok(Json(json!({ "drills": list })))
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordsQuery {
+    drill: Option<String>,
+    since_ms: Option<u64>,
+}
+
+async fn drill_records(AxumState(state): Shared, Query(q): Query<RecordsQuery>) -> Answer {
+    let store = state.store.clone();
+    let records = blocking(move || {
+        store
+            .drill_records(q.drill.as_deref(), q.since_ms.unwrap_or(0))
+            .map_err(store_error)
+    })
+    .await?;
+    Ok(Json(json!({ "records": records })))
 }
 
 async fn run_drill(

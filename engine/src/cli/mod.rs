@@ -3,6 +3,7 @@
 //! Exit codes (documented in `medic --help` and the README): 0 success · 1 the run failed ·
 //! 2 invalid input · 3 engine error · 4 rolled back · 5 rollback failed · 6 cancelled.
 
+mod client;
 mod demo;
 mod drill;
 pub mod output;
@@ -86,6 +87,21 @@ pub struct GlobalArgs {
     /// When to use colors
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// A remote `medic serve --listen`: read runs and decide approvals through its API
+    #[arg(long, global = true, env = "MEDIC_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// The API token for --server
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Trust this CA (PEM) for --server, besides the system's
+    #[arg(long, global = true, env = "MEDIC_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +230,9 @@ impl GlobalArgs {
     /// process's answers through the data directory's socket.
     fn reader(&self, command: &str) -> Result<Box<dyn crate::store::remote::Reader>, Exit> {
         use crate::store::StoreError;
+        if let Some(client) = self.api_client()? {
+            return Ok(Box::new(client));
+        }
         let dir = self.data_dir()?;
         match crate::store::Store::open(&dir, command) {
             Ok(store) => Ok(Box::new(self.recover_and_serve(store)?)),
@@ -231,6 +250,19 @@ impl GlobalArgs {
                 Err(Exit::Engine)
             }
         }
+    }
+
+    /// The remote API, when `--server` is given.
+    pub(crate) fn api_client(&self) -> Result<Option<client::ApiClient>, Exit> {
+        let Some(server) = &self.server else {
+            return Ok(None);
+        };
+        client::ApiClient::new(server, self.token.as_deref(), self.ca_cert.as_ref())
+            .map(Some)
+            .map_err(|e| {
+                eprintln!("medic: {e}");
+                Exit::Invalid
+            })
     }
 
     fn recover_and_serve(&self, store: crate::store::Store) -> Result<crate::store::Store, Exit> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Path, State as AxumState};
+use axum::extract::State as AxumState;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::State;
-use super::auth::{ApiError, Caller};
+use super::auth::{ApiError, Caller, Path};
 use crate::store::remote::Reply;
 use crate::store::tokens::Role;
 
@@ -88,6 +88,7 @@ fn describe(name: &str, text: &str) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/runbooks", tag = "runbooks", responses((status = 200, body = super::openapi::RunbookList), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 404, description = "no --runbooks", body = super::openapi::ErrorBody)))]
 pub async fn list(AxumState(state): AxumState<Arc<State>>) -> Result<Json<Value>, ApiError> {
     let dir = dir(&state)?.to_owned();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -108,6 +109,7 @@ pub async fn list(AxumState(state): AxumState<Arc<State>>) -> Result<Json<Value>
     Ok(Json(json!({ "runbooks": runbooks })))
 }
 
+#[utoipa::path(get, path = "/runbooks/{name}", tag = "runbooks", params(("name" = String, Path, description = "The runbook file's stem")), responses((status = 200, body = super::openapi::RunbookInfo), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody)))]
 pub async fn show(
     AxumState(state): AxumState<Arc<State>>,
     Path(name): Path<String>,
@@ -116,11 +118,14 @@ pub async fn show(
     Ok(Json(describe(&name, &text)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
+    /// A runbook of the catalogue, by its file's stem.
     runbook: String,
+    /// By name.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, super::openapi::ParamValue>)]
     params: BTreeMap<String, Value>,
     environment: Option<String>,
     /// Why: required in a protected environment (recorded as its approval).
@@ -151,6 +156,7 @@ fn param_text(v: &Value) -> Result<String, String> {
 
 /// `POST /runs`: plans the runbook and starts it in this `medic serve`, answering 202 with
 /// its id once it has started; the run goes on whether or not the caller keeps listening.
+#[utoipa::path(post, path = "/runs", tag = "runs", request_body = StartBody, responses((status = 202, description = "started", body = super::openapi::Started), (status = 400, body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 422, description = "the runbook does not validate with these parameters", body = super::openapi::ErrorBody)))]
 pub async fn start(
     AxumState(state): AxumState<Arc<State>>,
     Extension(caller): Extension<Caller>,

@@ -7,13 +7,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State as AxumState};
+use axum::extract::State as AxumState;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 
 use super::State;
-use super::auth::ApiError;
+use super::auth::{ApiError, Path};
 use crate::store::RunStatus;
 
 /// How often a live run's journal is read for new entries.
@@ -57,6 +57,7 @@ impl Follow {
     }
 }
 
+#[utoipa::path(get, path = "/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: each journal entry, id = its place in the journal, until the run ends", content_type = "text/event-stream"), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody)))]
 pub async fn follow(
     AxumState(state): AxumState<Arc<State>>,
     Path(id): Path<String>,

@@ -9,6 +9,7 @@
 mod auth;
 mod catalogue;
 mod events;
+pub mod openapi;
 mod routes;
 
 use std::net::SocketAddr;

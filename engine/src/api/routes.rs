@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State as AxumState};
+use axum::extract::{DefaultBodyLimit, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{self, ApiError, Caller};
+use super::auth::{self, ApiError, Caller, Path, Query};
 use super::{MAX_BODY, State};
 use crate::store::remote::Reply;
 use crate::store::tokens::Role;
@@ -42,6 +42,7 @@ pub fn router(state: Arc<State>) -> Router {
         ));
     Router::new()
         .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -61,15 +62,25 @@ async fn close_unread(mut response: Response) -> Response {
     response
 }
 
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+        .into_response()
+}
+
 async fn not_found() -> Response {
     ApiError::not_found("no such resource; the API is under /api/v1").into_response()
 }
 
-async fn health() -> Json<Value> {
+#[utoipa::path(get, path = "/health", security(()), tag = "service", responses((status = 200, body = super::openapi::Health)))]
+pub(super) async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
-async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
+#[utoipa::path(get, path = "/whoami", tag = "service", responses((status = 200, body = super::openapi::WhoAmI), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     let t = &caller.0;
     Json(json!({
         "name": t.name, "role": t.role, "envs": t.envs, "expires_ms": t.expires_ms,
@@ -99,21 +110,39 @@ fn protected(record: &RunRecord) -> bool {
     record.approval.is_some()
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     runbook: Option<String>,
+    #[param(value_type = Option<super::openapi::StatusFilter>)]
     status: Option<String>,
     environment: Option<String>,
+    /// cli, schedule or api.
     trigger: Option<String>,
-    since_ms: Option<u64>,
-    until_ms: Option<u64>,
+    #[param(minimum = 0)]
+    since_ms: Option<i64>,
+    #[param(minimum = 0)]
+    until_ms: Option<i64>,
     /// The `next` of the previous page.
     cursor: Option<String>,
+    /// 1 to 500 (default 50).
     limit: Option<usize>,
 }
 
-async fn list_runs(AxumState(state): Shared, Query(q): Query<ListQuery>) -> Answer {
-    let status = match q.status.as_deref() {
+/// An empty query value is no value (what an HTML form sends for an empty field).
+fn given(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// A time in milliseconds since the epoch: never negative.
+fn millis(v: Option<i64>, name: &str) -> Result<Option<u64>, ApiError> {
+    v.map(|ms| u64::try_from(ms).map_err(|_| ApiError::bad_request(format!("{name} must be >= 0"))))
+        .transpose()
+}
+
+#[utoipa::path(get, path = "/runs", tag = "runs", params(ListQuery), responses((status = 200, body = super::openapi::RunList), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn list_runs(AxumState(state): Shared, Query(q): Query<ListQuery>) -> Answer {
+    let status = match given(q.status).as_deref() {
         None => None,
         Some(s) => Some(
             RunStatus::parse(s)
@@ -122,13 +151,13 @@ async fn list_runs(AxumState(state): Shared, Query(q): Query<ListQuery>) -> Answ
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let filter = ListFilter {
-        runbook: q.runbook,
+        runbook: given(q.runbook),
         status,
-        environment: q.environment,
-        trigger: q.trigger,
-        since_ms: q.since_ms,
-        until_ms: q.until_ms,
-        before: q.cursor,
+        environment: given(q.environment),
+        trigger: given(q.trigger),
+        since_ms: millis(q.since_ms, "since_ms")?,
+        until_ms: millis(q.until_ms, "until_ms")?,
+        before: given(q.cursor),
     };
     let store = state.store.clone();
     let runs = blocking(move || store.list(&filter, limit).map_err(store_error)).await?;
@@ -144,7 +173,8 @@ pub(super) async fn find(state: &Arc<State>, id: String) -> Result<RunRecord, Ap
     blocking(move || store.find(&id).map_err(store_error)).await
 }
 
-async fn show_run(AxumState(state): Shared, Path(id): Path<String>) -> Answer {
+#[utoipa::path(get, path = "/runs/{id}", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), responses((status = 200, body = super::openapi::RunDetail), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody)))]
+pub(super) async fn show_run(AxumState(state): Shared, Path(id): Path<String>) -> Answer {
     let record = find(&state, id).await?;
     let store = state.store.clone();
     let run_id = record.run_id.clone();
@@ -155,7 +185,8 @@ async fn show_run(AxumState(state): Shared, Path(id): Path<String>) -> Answer {
     ))
 }
 
-async fn journal(AxumState(state): Shared, Path(id): Path<String>) -> Answer {
+#[utoipa::path(get, path = "/runs/{id}/journal", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), responses((status = 200, body = super::openapi::Journal), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody)))]
+pub(super) async fn journal(AxumState(state): Shared, Path(id): Path<String>) -> Answer {
     let record = find(&state, id).await?;
     let store = state.store.clone();
     let entries = blocking(move || store.journal(&record.run_id).map_err(store_error)).await?;
@@ -170,9 +201,9 @@ fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &[u8]) -> Result<T, ApiEr
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelBody {
+pub(super) struct CancelBody {
     /// Roll back what the run did (default: what the runbook says).
     rollback: Option<bool>,
 }
@@ -185,7 +216,8 @@ async fn ops(state: &Arc<State>, request: Value) -> Result<Value, ApiError> {
     }
 }
 
-async fn cancel_run(
+#[utoipa::path(post, path = "/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body(content = CancelBody, description = "optional"), responses((status = 200, body = super::openapi::Cancelled), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
+pub(super) async fn cancel_run(
     AxumState(state): Shared,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
@@ -212,15 +244,18 @@ async fn cancel_run(
     ))
 }
 
-async fn approvals(AxumState(state): Shared) -> Answer {
+#[utoipa::path(get, path = "/approvals", tag = "approvals", responses((status = 200, body = super::openapi::Approvals), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn approvals(AxumState(state): Shared) -> Answer {
     let dir = state.data_dir.join("approvals");
     let waiting = blocking(move || Ok(crate::store::approvals::pending(&dir, None))).await?;
     Ok(Json(json!({ "approvals": waiting })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecideBody {
+pub(super) struct DecideBody {
+    /// Why (not only spaces).
+    #[schema(min_length = 1, pattern = "\\S")]
     reason: String,
     /// The step, when the run waits at more than one.
     step: Option<String>,
@@ -270,7 +305,8 @@ async fn decide(
     })))
 }
 
-async fn approve(
+#[utoipa::path(post, path = "/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body = DecideBody, responses((status = 200, body = super::openapi::Decided), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
+pub(super) async fn approve(
     AxumState(state): Shared,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
@@ -279,7 +315,8 @@ async fn approve(
     decide(state, caller, id, bytes, true).await
 }
 
-async fn reject(
+#[utoipa::path(post, path = "/approvals/{id}/reject", tag = "approvals", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body = DecideBody, responses((status = 200, body = super::openapi::Decided), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
+pub(super) async fn reject(
     AxumState(state): Shared,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
@@ -288,29 +325,38 @@ async fn reject(
     decide(state, caller, id, bytes, false).await
 }
 
-async fn drills(AxumState(state): Shared) -> Answer {
+#[utoipa::path(get, path = "/drills", tag = "drills", responses((status = 200, body = super::openapi::Drills), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn drills(AxumState(state): Shared) -> Answer {
     let list = ops(&state, json!({ "op": "drill_list" })).await?;
     Ok(Json(json!({ "drills": list })))
 }
 
-#[derive(Debug, Deserialize)]
-struct RecordsQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RecordsQuery {
     drill: Option<String>,
-    since_ms: Option<u64>,
+    #[param(minimum = 0)]
+    since_ms: Option<i64>,
 }
 
-async fn drill_records(AxumState(state): Shared, Query(q): Query<RecordsQuery>) -> Answer {
+#[utoipa::path(get, path = "/drills/records", tag = "drills", params(RecordsQuery), responses((status = 200, body = super::openapi::DrillRecords), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn drill_records(
+    AxumState(state): Shared,
+    Query(q): Query<RecordsQuery>,
+) -> Answer {
+    let since = millis(q.since_ms, "since_ms")?.unwrap_or(0);
     let store = state.store.clone();
     let records = blocking(move || {
         store
-            .drill_records(q.drill.as_deref(), q.since_ms.unwrap_or(0))
+            .drill_records(given(q.drill).as_deref(), since)
             .map_err(store_error)
     })
     .await?;
     Ok(Json(json!({ "records": records })))
 }
 
-async fn run_drill(
+#[utoipa::path(post, path = "/drills/{name}/run", tag = "drills", params(("name" = String, Path, description = "A drill's name")), responses((status = 200, body = super::openapi::DrillRun), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
+pub(super) async fn run_drill(
     AxumState(state): Shared,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
@@ -320,32 +366,38 @@ async fn run_drill(
     Ok(Json(json!({ "drill": record })))
 }
 
-#[derive(Debug, Deserialize)]
-struct AuditQuery {
-    since_ms: Option<u64>,
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    #[param(minimum = 0)]
+    since_ms: Option<i64>,
+    /// 1 to 10,000 (default 100).
     limit: Option<usize>,
 }
 
-async fn audit(
+#[utoipa::path(get, path = "/audit", tag = "service", params(AuditQuery), responses((status = 200, body = super::openapi::AuditList), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody)))]
+pub(super) async fn audit(
     AxumState(state): Shared,
     Extension(caller): Extension<Caller>,
     Query(q): Query<AuditQuery>,
 ) -> Answer {
     caller.require(Role::Admin)?;
+    let since = millis(q.since_ms, "since_ms")?.unwrap_or(0);
     let audit = state.audit.clone();
     let entries = blocking(move || {
         audit
-            .read(
-                q.since_ms.unwrap_or(0),
-                q.limit.unwrap_or(100).clamp(1, 10_000),
-            )
+            .read(since, q.limit.unwrap_or(100).clamp(1, 10_000))
             .map_err(ApiError::internal)
     })
     .await?;
     Ok(Json(json!({ "entries": entries })))
 }
 
-async fn tokens(AxumState(state): Shared, Extension(caller): Extension<Caller>) -> Answer {
+#[utoipa::path(get, path = "/tokens", tag = "service", responses((status = 200, body = super::openapi::TokenList), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody)))]
+pub(super) async fn tokens(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+) -> Answer {
     caller.require(Role::Admin)?;
     let tokens = state.tokens.list().map_err(ApiError::internal)?;
     // The digests stay on the server.

@@ -1,0 +1,234 @@
+//! The API's OpenAPI 3.1 document, generated from the handlers' annotations and the shapes
+//! below (what the handlers answer). Served at `/api/v1/openapi.json`; `engine/openapi.json`
+//! is the copy in the repository, and a test fails when the two differ.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Every error: a stable code and the message the CLI would print.
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+pub struct ErrorDetail {
+    /// `unauthorized`, `forbidden`, `not_found`, `bad_request`, `conflict`, `invalid`,
+    /// `too_many_attempts`, `timeout`, `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+#[derive(ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    /// viewer, responder, approver or admin.
+    pub role: String,
+    pub envs: Vec<String>,
+    pub expires_ms: Option<u64>,
+}
+
+#[derive(ToSchema)]
+pub struct RunList {
+    /// Run records, newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub runs: Vec<()>,
+    /// The cursor of the next page, when this one is full.
+    pub next: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct RunDetail {
+    /// The run record.
+    #[schema(value_type = Object)]
+    pub run: (),
+    /// Step reports as recorded.
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<()>,
+    /// Steps that started and never ended: `[phase, step]`.
+    pub unfinished: Vec<Vec<String>>,
+}
+
+#[derive(ToSchema)]
+pub struct Journal {
+    /// Journal entries, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub journal: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct Cancelled {
+    pub run_id: String,
+    #[schema(value_type = Object)]
+    pub cancelled: (),
+}
+
+#[derive(ToSchema)]
+pub struct Approvals {
+    /// What runs wait for: run, step, prompt, deadline, policy.
+    #[schema(value_type = Vec<Object>)]
+    pub approvals: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct Decided {
+    pub run_id: String,
+    pub step: String,
+    /// approved or rejected.
+    pub decision: String,
+    pub by: String,
+    /// Approvals counted so far, and how many the environment's policy needs.
+    pub approvals: u64,
+    pub needed: u64,
+}
+
+#[derive(ToSchema)]
+pub struct Drills {
+    #[schema(value_type = Vec<Object>)]
+    pub drills: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct DrillRecords {
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct DrillRun {
+    #[schema(value_type = Object)]
+    pub drill: (),
+}
+
+#[derive(ToSchema)]
+pub struct AuditList {
+    /// who, action, from, result, at_ms; newest last.
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: String,
+    pub envs: Vec<String>,
+    pub created_ms: u64,
+    pub created_by: String,
+    pub expires_ms: Option<u64>,
+    pub revoked_ms: Option<u64>,
+}
+
+#[derive(ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+#[derive(ToSchema)]
+pub struct RunbookInfo {
+    /// The file's stem: what `POST /runs` names.
+    pub name: String,
+    /// The runbook's own name, when it parses.
+    pub title: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub params: Option<Vec<()>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub environments: Option<Vec<()>>,
+    /// Whether its shape is right (`medic validate` checks the rest).
+    pub valid: bool,
+}
+
+#[derive(ToSchema)]
+pub struct RunbookList {
+    pub runbooks: Vec<RunbookInfo>,
+}
+
+#[derive(ToSchema)]
+pub struct Started {
+    pub run_id: String,
+    pub runbook: String,
+    pub environment: String,
+}
+
+/// The run statuses `status` filters on.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum StatusFilter {
+    Running,
+    Succeeded,
+    Failed,
+    RolledBack,
+    RollbackFailed,
+    Cancelled,
+    Interrupted,
+    DryRun,
+}
+
+/// A runbook parameter's value in `POST /runs`.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Text(String),
+    Number(f64),
+    Boolean(bool),
+    List(Vec<String>),
+}
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Medic API",
+        description = "Runs, approvals, drills and audit of a `medic serve --listen`. Every resource but health and this document needs `Authorization: Bearer TOKEN` (`medic token create`)."
+    ),
+    servers((url = "/api/v1")),
+    paths(
+        super::routes::health,
+        super::routes::whoami,
+        super::catalogue::list,
+        super::catalogue::show,
+        super::routes::list_runs,
+        super::catalogue::start,
+        super::routes::show_run,
+        super::routes::journal,
+        super::events::follow,
+        super::routes::cancel_run,
+        super::routes::approvals,
+        super::routes::approve,
+        super::routes::reject,
+        super::routes::drills,
+        super::routes::drill_records,
+        super::routes::run_drill,
+        super::routes::audit,
+        super::routes::tokens,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, StatusFilter, ParamValue)),
+    modifiers(&Bearer),
+    security(("token" = []))
+)]
+pub struct Doc;
+
+/// The document, as served and as checked in.
+pub fn document() -> String {
+    let mut doc = Doc::openapi();
+    // utoipa writes 3.1.0; the version field is the crate's, so a release changes it.
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.to_pretty_json().expect("serialize") + "\n"
+}

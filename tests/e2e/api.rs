@@ -880,6 +880,32 @@ fn the_cli_reads_and_decides_through_a_remote_api() {
     let o = cli(&viewer, &["runs", "logs", &id]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
+    // `medic run` through the server: the timeline as it happens, and a local run's exit code.
+    let undo = crate::cli::scripted_runbook(
+        work.path(),
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
+         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
+    );
+    std::fs::rename(&undo, runbooks.join("undo.toml")).unwrap();
+    let o = cli(&ops, &["run", "undo"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("change") && out.contains("rolled_back"),
+        "{out}"
+    );
+    let o = cli(&ops, &["run", "undo", "-p", "nope=1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("declares no parameter `nope`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cli(&viewer, &["run", "undo"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
     // A token would cross the network in clear: refused before anything is sent.
     let o = medic_command(elsewhere.path())
         .env("MEDIC_SERVER", "http://192.0.2.1:8443")

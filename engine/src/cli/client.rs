@@ -96,6 +96,11 @@ impl ApiClient {
         })
     }
 
+    /// The server, as given.
+    pub fn server(&self) -> &str {
+        self.base.trim_end_matches("/api/v1")
+    }
+
     fn get<T: DeserializeOwned>(&self, path: &str, field: &str) -> Result<T, StoreError> {
         let v = self
             .request(reqwest::Method::GET, path, None)
@@ -179,5 +184,85 @@ impl Reader for ApiClient {
 
     fn location(&self) -> String {
         self.base.clone()
+    }
+}
+
+impl ApiClient {
+    /// Follows a run's events (Server-Sent Events) on a thread of its own, sending each
+    /// journal entry as it comes; the channel closes when the run has ended. A dropped
+    /// connection is resumed from the last event seen, a few times.
+    pub fn follow(
+        &self,
+        run_id: &str,
+        tx: tokio::sync::mpsc::UnboundedSender<Result<JournalEntry, String>>,
+    ) {
+        let url = format!("{}/runs/{run_id}/events", self.base);
+        let (token, ca) = (self.token.clone(), self.ca.clone());
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                crate::host::install_crypto_provider();
+                let mut b = reqwest::Client::builder().connect_timeout(TIMEOUT);
+                if let Some(pem) = &ca
+                    && let Ok(cert) = reqwest::Certificate::from_pem(pem)
+                {
+                    b = b.add_root_certificate(cert);
+                }
+                let Ok(client) = b.build() else { return };
+                let mut last: Option<usize> = None;
+                for _ in 0..5 {
+                    let mut r = client.get(&url).bearer_auth(&token);
+                    if let Some(id) = last {
+                        r = r.header("Last-Event-ID", id.to_string());
+                    }
+                    let mut response = match r.send().await {
+                        Ok(r) if r.status().is_success() => r,
+                        Ok(r) => {
+                            let _ = tx.send(Err(format!("{url}: {}", r.status())));
+                            return;
+                        }
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    let mut buffer = String::new();
+                    loop {
+                        match response.chunk().await {
+                            Ok(Some(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                            // The run has ended: the server closed the stream.
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                        while let Some(end) = buffer.find("\n\n") {
+                            let block: String = buffer.drain(..end + 2).collect();
+                            let field = |name: &str| {
+                                block
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix(name).map(str::trim))
+                            };
+                            if let (Some(id), Some(data)) = (field("id:"), field("data:")) {
+                                last = id.parse().ok().or(last);
+                                if let Ok(entry) = serde_json::from_str::<JournalEntry>(data)
+                                    && tx.send(Ok(entry)).is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = tx.send(Err(format!("{url}: the event stream kept breaking")));
+            });
+        });
     }
 }

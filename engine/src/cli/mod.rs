@@ -8,6 +8,7 @@ mod demo;
 mod drill;
 pub mod output;
 mod plugin;
+mod remote_run;
 mod run;
 pub use run::who;
 mod runs;

@@ -16,8 +16,8 @@ use crate::store::{LockHolder, Recorder, Store, Trigger, recorder::Start};
 
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The runbook file
-    runbook: PathBuf,
+    /// The runbook file (with --server: a runbook of the server's catalogue, by name)
+    pub(super) runbook: PathBuf,
     /// Set a runbook parameter (repeatable)
     #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     params: Vec<(String, String)>,
@@ -27,7 +27,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn options(&self) -> PlanOptions {
+    pub(super) fn options(&self) -> PlanOptions {
         PlanOptions {
             params: self.params.clone(),
             environment: self.env.clone(),
@@ -40,13 +40,13 @@ impl Target {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    target: Target,
+    pub(super) target: Target,
     /// Approve running in a protected environment, with the reason (recorded with your name)
     #[arg(long, value_name = "REASON")]
-    approve: Option<String>,
+    pub(super) approve: Option<String>,
     /// Ask plugins to change nothing and report what they would do
     #[arg(long)]
-    dry_run: bool,
+    pub(super) dry_run: bool,
     /// Wait this long for the run store or the runbook's lock when another run holds it
     #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
     wait: Option<Duration>,
@@ -128,6 +128,11 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         Ok(s) => s,
         Err(exit) => return exit,
     };
+    match global.api_client() {
+        Ok(Some(client)) => return super::remote_run::run(&client, &args, signals).await,
+        Ok(None) => {}
+        Err(exit) => return exit,
+    }
     let host = match global.host() {
         Ok(h) => h,
         Err(e) => return engine_error(e),

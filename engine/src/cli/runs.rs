@@ -437,79 +437,8 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
             "+{:>7}",
             format_duration(Duration::from_millis(e.at_ms.saturating_sub(start)))
         );
-        let line = match &e.event {
-            JournalEvent::RunStarted { pid } => format!("started (pid {pid})"),
-            JournalEvent::RunResumed { pid, mode, by } => {
-                format!("picked up to {mode} by {by} (pid {pid})")
-            }
-            JournalEvent::PhaseStarted { phase, reason } => format!(
-                "{} ({reason})",
-                match phase {
-                    Phase::Steps => "steps",
-                    Phase::Rollback => "↩ rolling back",
-                    Phase::Verify => "⚕ verifying",
-                    Phase::Finally => "⋯ finally",
-                }
-            ),
-            JournalEvent::StepStarted { .. } => continue,
-            JournalEvent::Baking { step, wait_ms } => format!(
-                "  ⧗ {step}: baking {} before the first check",
-                humantime::format_duration(Duration::from_millis(*wait_ms))
-            ),
-            JournalEvent::AttemptFinished { step, note } => format!("  ↻ {step}: {note}"),
-            JournalEvent::TargetFinished { step, report } => format!(
-                "    {} {step} {}  {}  {}",
-                status_mark(&report.status),
-                report.target,
-                format_duration(report.duration),
-                report.summary
-            ),
-            JournalEvent::StepFinished { report } => {
-                let mark = status_mark(&report.status);
-                format!(
-                    "  {mark} {}  {}  {}  {}",
-                    report.id,
-                    report.plugin,
-                    format_duration(report.duration),
-                    report.summary
-                )
-            }
-            JournalEvent::RunFinished {
-                outcome,
-                duration_ms,
-            } => format!(
-                "finished: {} after {}",
-                RunStatus::from_outcome(*outcome).name(),
-                format_duration(Duration::from_millis(*duration_ms))
-            ),
-            JournalEvent::RunInterrupted { found_by_pid } => {
-                format!("interrupted: its process died (found by pid {found_by_pid})")
-            }
-            JournalEvent::RunAborted { reason } => format!("interrupted: aborted ({reason})"),
-            JournalEvent::KvSet { space, key, value } => format!(
-                "  ⛁ {space}: {} state `{key}`",
-                if value.is_some() { "saved" } else { "deleted" }
-            ),
-            JournalEvent::ApprovalRequested {
-                step,
-                prompt,
-                timeout_ms,
-            } => format!(
-                "  ⏸ {step} waits for approval (up to {}): {prompt}",
-                format_duration(Duration::from_millis(*timeout_ms))
-            ),
-            JournalEvent::ApprovalDecided { step, decision } => match decision {
-                crate::executor::Decision::Approved { by, reason } => {
-                    format!("  ✓ {step} approved by {by}: {reason}")
-                }
-                crate::executor::Decision::Rejected { by, reason } => {
-                    format!("  ✗ {step} rejected by {by}: {reason}")
-                }
-                crate::executor::Decision::TimedOut => format!("  ✗ {step}: no decision in time"),
-                crate::executor::Decision::Cancelled => {
-                    format!("  ■ {step}: cancelled while waiting")
-                }
-            },
+        let Some(line) = journal_line(&e.event) else {
+            continue;
         };
         // Recorded text came from plugins, parameters and runbooks: shown, never obeyed.
         println!("  {at}  {}", super::terminal::clean(&line));
@@ -527,6 +456,86 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
         );
     }
     Ok(())
+}
+
+/// One line of a run's timeline for a journal event (none for a step's start: its end
+/// says it all). Recorded text came from plugins, parameters and runbooks: the caller
+/// cleans it before showing it.
+pub(super) fn journal_line(event: &JournalEvent) -> Option<String> {
+    Some(match event {
+        JournalEvent::RunStarted { pid } => format!("started (pid {pid})"),
+        JournalEvent::RunResumed { pid, mode, by } => {
+            format!("picked up to {mode} by {by} (pid {pid})")
+        }
+        JournalEvent::PhaseStarted { phase, reason } => format!(
+            "{} ({reason})",
+            match phase {
+                Phase::Steps => "steps",
+                Phase::Rollback => "↩ rolling back",
+                Phase::Verify => "⚕ verifying",
+                Phase::Finally => "⋯ finally",
+            }
+        ),
+        JournalEvent::StepStarted { .. } => return None,
+        JournalEvent::Baking { step, wait_ms } => format!(
+            "  ⧗ {step}: baking {} before the first check",
+            humantime::format_duration(Duration::from_millis(*wait_ms))
+        ),
+        JournalEvent::AttemptFinished { step, note } => format!("  ↻ {step}: {note}"),
+        JournalEvent::TargetFinished { step, report } => format!(
+            "    {} {step} {}  {}  {}",
+            status_mark(&report.status),
+            report.target,
+            format_duration(report.duration),
+            report.summary
+        ),
+        JournalEvent::StepFinished { report } => {
+            let mark = status_mark(&report.status);
+            format!(
+                "  {mark} {}  {}  {}  {}",
+                report.id,
+                report.plugin,
+                format_duration(report.duration),
+                report.summary
+            )
+        }
+        JournalEvent::RunFinished {
+            outcome,
+            duration_ms,
+        } => format!(
+            "finished: {} after {}",
+            RunStatus::from_outcome(*outcome).name(),
+            format_duration(Duration::from_millis(*duration_ms))
+        ),
+        JournalEvent::RunInterrupted { found_by_pid } => {
+            format!("interrupted: its process died (found by pid {found_by_pid})")
+        }
+        JournalEvent::RunAborted { reason } => format!("interrupted: aborted ({reason})"),
+        JournalEvent::KvSet { space, key, value } => format!(
+            "  ⛁ {space}: {} state `{key}`",
+            if value.is_some() { "saved" } else { "deleted" }
+        ),
+        JournalEvent::ApprovalRequested {
+            step,
+            prompt,
+            timeout_ms,
+        } => format!(
+            "  ⏸ {step} waits for approval (up to {}): {prompt}",
+            format_duration(Duration::from_millis(*timeout_ms))
+        ),
+        JournalEvent::ApprovalDecided { step, decision } => match decision {
+            crate::executor::Decision::Approved { by, reason } => {
+                format!("  ✓ {step} approved by {by}: {reason}")
+            }
+            crate::executor::Decision::Rejected { by, reason } => {
+                format!("  ✗ {step} rejected by {by}: {reason}")
+            }
+            crate::executor::Decision::TimedOut => format!("  ✗ {step}: no decision in time"),
+            crate::executor::Decision::Cancelled => {
+                format!("  ■ {step}: cancelled while waiting")
+            }
+        },
+    })
 }
 
 fn logs(

@@ -906,6 +906,15 @@ fn the_cli_reads_and_decides_through_a_remote_api() {
     let o = cli(&viewer, &["run", "undo"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
+    // What cannot go through the server yet is refused, never done on this machine instead.
+    let o = cli(&ops, &["runs", "rollback", &id]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not go through --server"),
+        "{}",
+        stderr(&o)
+    );
+
     // A token would cross the network in clear: refused before anything is sent.
     let o = medic_command(elsewhere.path())
         .env("MEDIC_SERVER", "http://192.0.2.1:8443")

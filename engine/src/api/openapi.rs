@@ -102,8 +102,11 @@ pub struct DrillRecords {
 
 #[derive(ToSchema)]
 pub struct DrillRun {
-    #[schema(value_type = Object)]
-    pub drill: (),
+    /// The drill's record when it is done; null while it runs.
+    #[schema(value_type = Option<Object>)]
+    pub drill: Option<()>,
+    /// `running` when the answer came before the drill ended.
+    pub state: Option<String>,
 }
 
 #[derive(ToSchema)]

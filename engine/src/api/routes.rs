@@ -125,8 +125,19 @@ pub(super) struct ListQuery {
     until_ms: Option<i64>,
     /// The `next` of the previous page.
     cursor: Option<String>,
-    /// 1 to 500 (default 50).
-    limit: Option<usize>,
+    /// Runs per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+/// A page size in its documented range.
+fn page(limit: Option<u32>, default: u32, max: u32) -> Result<usize, ApiError> {
+    match limit.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n as usize),
+        n => Err(ApiError::bad_request(format!(
+            "limit {n} is not from 1 to {max}"
+        ))),
+    }
 }
 
 /// An empty query value is no value (what an HTML form sends for an empty field).
@@ -142,14 +153,14 @@ fn millis(v: Option<i64>, name: &str) -> Result<Option<u64>, ApiError> {
 
 #[utoipa::path(get, path = "/runs", tag = "runs", params(ListQuery), responses((status = 200, body = super::openapi::RunList), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
 pub(super) async fn list_runs(AxumState(state): Shared, Query(q): Query<ListQuery>) -> Answer {
-    let status = match given(q.status).as_deref() {
+    let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
             RunStatus::parse(s)
                 .ok_or_else(|| ApiError::bad_request(format!("`{s}` is not a run status")))?,
         ),
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let limit = page(q.limit, 50, 500)?;
     let filter = ListFilter {
         runbook: given(q.runbook),
         status,
@@ -355,15 +366,30 @@ pub(super) async fn drill_records(
     Ok(Json(json!({ "records": records })))
 }
 
-#[utoipa::path(post, path = "/drills/{name}/run", tag = "drills", params(("name" = String, Path, description = "A drill's name")), responses((status = 200, body = super::openapi::DrillRun), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/drills/{name}/run", tag = "drills", params(("name" = String, Path, description = "A drill's name")), responses((status = 200, description = "done", body = super::openapi::DrillRun), (status = 202, description = "still running: its record comes with /drills/records", body = super::openapi::DrillRun), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
 pub(super) async fn run_drill(
     AxumState(state): Shared,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> Answer {
+) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    let record = ops(&state, json!({ "op": "drill_run", "name": name })).await?;
-    Ok(Json(json!({ "drill": record })))
+    // A drill can take minutes: the answer waits a little for a quick result (or a
+    // refusal), then says it is running; its record comes with `/drills/records`.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let running = state.clone();
+    tokio::spawn(async move {
+        let _ = tx.send(ops(&running, json!({ "op": "drill_run", "name": name })).await);
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(5), rx).await {
+        Ok(Ok(Ok(record))) => Ok(Json(json!({ "drill": record })).into_response()),
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(_)) => Err(ApiError::internal("medic serve did not answer")),
+        Err(_) => Ok((
+            axum::http::StatusCode::ACCEPTED,
+            Json(json!({ "drill": null, "state": "running" })),
+        )
+            .into_response()),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -371,8 +397,9 @@ pub(super) async fn run_drill(
 pub(super) struct AuditQuery {
     #[param(minimum = 0)]
     since_ms: Option<i64>,
-    /// 1 to 10,000 (default 100).
-    limit: Option<usize>,
+    /// Entries at most, the newest (default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/audit", tag = "service", params(AuditQuery), responses((status = 200, body = super::openapi::AuditList), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody)))]
@@ -383,13 +410,9 @@ pub(super) async fn audit(
 ) -> Answer {
     caller.require(Role::Admin)?;
     let since = millis(q.since_ms, "since_ms")?.unwrap_or(0);
+    let limit = page(q.limit, 100, 10_000)?;
     let audit = state.audit.clone();
-    let entries = blocking(move || {
-        audit
-            .read(since, q.limit.unwrap_or(100).clamp(1, 10_000))
-            .map_err(ApiError::internal)
-    })
-    .await?;
+    let entries = blocking(move || audit.read(since, limit).map_err(ApiError::internal)).await?;
     Ok(Json(json!({ "entries": entries })))
 }
 

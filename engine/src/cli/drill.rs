@@ -199,6 +199,11 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
             Exit::Success
         }
         DrillCommand::Run { name, drills } => {
+            match global.api_client() {
+                Ok(Some(client)) => return run_remotely(&client, &name),
+                Ok(None) => {}
+                Err(exit) => return exit,
+            }
             if let Some(remote) = global.through_serve() {
                 // medic serve holds the store: it runs the drill, on its own drill set.
                 let answer: Result<DrillRecord, _> = remote.call(
@@ -401,6 +406,42 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
         Ok(()) => Exit::Success,
         Err(e) => {
             eprintln!("medic serve: {e}");
+            Exit::Invalid
+        }
+    }
+}
+
+/// `medic drill run` through a remote API: the record when the drill is quick, else word
+/// that it runs there.
+fn run_remotely(client: &super::client::ApiClient, name: &str) -> Exit {
+    match client.request(reqwest::Method::POST, &format!("/drills/{name}/run"), None) {
+        Ok(v) if v["drill"].is_null() => {
+            println!(
+                "drill {name} is running on {}; `medic drill report {name}` tells how it ends",
+                client.server()
+            );
+            Exit::Success
+        }
+        Ok(v) => match serde_json::from_value::<DrillRecord>(v["drill"].clone()) {
+            Ok(record) => {
+                println!(
+                    "drill {name} (run by {}): {}",
+                    client.server(),
+                    describe(&record)
+                );
+                match record.result {
+                    DrillResult::Passed => Exit::Success,
+                    DrillResult::Failed => Exit::RunFailed,
+                    DrillResult::Skipped | DrillResult::Refused => Exit::Invalid,
+                }
+            }
+            Err(e) => {
+                eprintln!("medic: {e}");
+                Exit::Engine
+            }
+        },
+        Err(e) => {
+            eprintln!("medic: {e}");
             Exit::Invalid
         }
     }

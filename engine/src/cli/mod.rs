@@ -163,6 +163,19 @@ enum Command {
 }
 
 impl Command {
+    /// Commands that act on this machine's store or files only: with `--server`, refused.
+    fn local_only(&self) -> Option<&'static str> {
+        match self {
+            Command::Runs(runs::RunsCommand::Resume(_)) => Some("runs resume"),
+            Command::Runs(runs::RunsCommand::Rollback(_)) => Some("runs rollback"),
+            Command::Runs(runs::RunsCommand::Prune { .. }) => Some("runs prune"),
+            Command::Token(_) => Some("token"),
+            Command::Audit(_) => Some("audit"),
+            Command::Serve(_) => Some("serve"),
+            _ => None,
+        }
+    }
+
     /// Whether the command runs plugins or writes records (then a closed pipe must not
     /// kill it).
     fn changes_things(&self) -> bool {
@@ -381,6 +394,16 @@ pub fn main() -> ExitCode {
             return Exit::Engine.into();
         }
     };
+    if cli.global.server.is_some()
+        && let Some(what) = cli.command.local_only()
+    {
+        // Acting on this machine's store while the user thinks of the server would be
+        // worse than refusing.
+        eprintln!(
+            "medic: `{what}` does not go through --server (MEDIC_SERVER) yet; unset it to run it on this machine"
+        );
+        return Exit::Invalid.into();
+    }
     let exit = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(&cli.global, args).await,

@@ -3,6 +3,7 @@
 //! Exit codes (documented in `medic --help` and the README): 0 success · 1 the run failed ·
 //! 2 invalid input · 3 engine error · 4 rolled back · 5 rollback failed · 6 cancelled.
 
+mod approve;
 mod client;
 mod demo;
 mod drill;
@@ -142,9 +143,9 @@ enum Command {
     /// Success rate, change failure rate, rollback success and recovery times
     Stats(runs::StatsArgs),
     /// Approve the step a run is waiting on
-    Approve(runs::DecideArgs),
+    Approve(approve::DecideArgs),
     /// Reject the step a run is waiting on (the step fails)
-    Reject(runs::DecideArgs),
+    Reject(approve::DecideArgs),
     /// Rollback drills: validate, list, run now, report
     #[command(subcommand)]
     Drill(drill::DrillCommand),
@@ -425,10 +426,10 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => drill::serve(&cli.global, args).await,
             Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
             Command::Stats(args) => runs::stats(&cli.global, args),
-            Command::Approve(args) => runs::decide(&cli.global, args, true),
+            Command::Approve(args) => approve::decide(&cli.global, args, true),
             Command::Token(cmd) => token::main(&cli.global, cmd),
             Command::Audit(args) => token::audit(&cli.global, args),
-            Command::Reject(args) => runs::decide(&cli.global, args, false),
+            Command::Reject(args) => approve::decide(&cli.global, args, false),
             Command::Demo(args) => demo::demo(&cli.global, args).await,
             Command::DemoService(args) => demo::service(args).await,
         }

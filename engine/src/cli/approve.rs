@@ -1,0 +1,150 @@
+//! `medic approve` and `medic reject`: locally through files in the data directory, or
+//! through a remote API with `--server`.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{Exit, GlobalArgs};
+use crate::store::now_ms;
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The waiting run's id (or a unique prefix); omit it to list what is waiting
+    id: Option<String>,
+    /// The step, when the run waits on several
+    #[arg(long)]
+    step: Option<String>,
+    /// Why (recorded with your name)
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+/// What is waiting for a decision, one line each.
+fn print_waiting(waiting: Vec<crate::store::approvals::Pending>) {
+    if waiting.is_empty() {
+        println!("no run is waiting for an approval");
+    }
+    for p in waiting {
+        let left = Duration::from_millis(p.deadline_ms.saturating_sub(now_ms()));
+        let mut policy = Vec::new();
+        if p.policy.min_approvals > 1 {
+            policy.push(format!("needs {} approvals", p.policy.min_approvals));
+        }
+        if !p.policy.approvers.is_empty() {
+            policy.push(format!("approvers: {}", p.policy.approvers.join(", ")));
+        }
+        let policy = if policy.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", policy.join("; "))
+        };
+        println!(
+            "{}  step {}  ({} left)  {}{policy}",
+            p.run_id,
+            p.step,
+            humantime::format_duration(Duration::from_secs(left.as_secs())),
+            p.prompt
+        );
+    }
+}
+
+/// `medic approve` / `medic reject` through a remote API: the same lines and exit codes.
+fn decide_remotely(client: &super::client::ApiClient, args: DecideArgs, approved: bool) -> Exit {
+    let Some(id) = args.id else {
+        return match client.request(reqwest::Method::GET, "/approvals", None) {
+            Ok(v) => match serde_json::from_value(v["approvals"].clone()) {
+                Ok(waiting) => {
+                    print_waiting(waiting);
+                    Exit::Success
+                }
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    Exit::Engine
+                }
+            },
+            Err(e) => {
+                eprintln!("medic: {e}");
+                Exit::Engine
+            }
+        };
+    };
+    let verb = if approved { "approve" } else { "reject" };
+    let body = serde_json::json!({ "reason": args.reason.trim(), "step": args.step });
+    match client.request(
+        reqwest::Method::POST,
+        &format!("/approvals/{id}/{verb}"),
+        Some(body),
+    ) {
+        Ok(v) => {
+            let needed = v["needed"].as_u64().unwrap_or(1);
+            let progress = if approved && needed > 1 {
+                format!(
+                    ", {} of {needed} approvals",
+                    v["approvals"].as_u64().unwrap_or(0)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{} step {} of run {} ({}{progress})",
+                if approved { "approved" } else { "rejected" },
+                v["step"].as_str().unwrap_or("?"),
+                v["run_id"].as_str().unwrap_or("?"),
+                v["by"].as_str().unwrap_or("?"),
+            );
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("medic: {e}");
+            Exit::Invalid
+        }
+    }
+}
+
+/// `medic approve` / `medic reject`. Works while the run holds the store: decisions travel
+/// through files in the data directory.
+pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
+    match global.api_client() {
+        Ok(Some(client)) => return decide_remotely(&client, args, approved),
+        Ok(None) => {}
+        Err(exit) => return exit,
+    }
+    let dir = match global.data_dir() {
+        Ok(d) => d.join("approvals"),
+        Err(exit) => return exit,
+    };
+    let Some(id) = args.id else {
+        print_waiting(crate::store::approvals::pending(&dir, None));
+        return Exit::Success;
+    };
+    let by = super::run::who();
+    match crate::store::approvals::decide(
+        &dir,
+        &id,
+        args.step.as_deref(),
+        approved,
+        &by,
+        args.reason.trim(),
+    ) {
+        Ok((p, approvals)) => {
+            let needed = p.policy.min_approvals as usize;
+            let progress = if approved && needed > 1 {
+                format!(", {approvals} of {needed} approvals")
+            } else {
+                String::new()
+            };
+            println!(
+                "{} step {} of run {} ({by}{progress})",
+                if approved { "approved" } else { "rejected" },
+                p.step,
+                p.run_id
+            );
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("medic: {e}");
+            Exit::Invalid
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP API of `medic serve --listen`, over real HTTPS with a certificate made here: each
+//! role allowed and refused what it should be, environments granted by name, tokens revoked
+//! and expired, failed authentication slowed down, requests bounded, every change and
+//! refusal in the audit log and no token in it; runs started, followed and cancelled through
+//! it, the CLI as its client; its OpenAPI document, and schemathesis held to it.
+
+mod access;
+mod contract;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cli::{medic_command, stderr, stdout};
+use crate::support::*;
+
+/// A certificate for 127.0.0.1 signed by a CA made here (webpki refuses a CA certificate as a
+/// server's own), made with openssl: (CA certificate, server certificate, server key).
+pub(super) fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (Debian package openssl; scripts/setup --lab installs it)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "1", "-subj", "/CN=medic-test-ca"],
+        ]
+        .concat()
+        .iter()
+        .copied()
+        .chain(["-keyout", &p("ca.key"), "-out", &p("ca.crt")])
+        .collect::<Vec<_>>(),
+    );
+    openssl(
+        &[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1"]]
+            .concat()
+            .iter()
+            .copied()
+            .chain(["-keyout", &p("api.key"), "-out", &p("api.csr")])
+            .collect::<Vec<_>>(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("api.csr"),
+        "-CA",
+        &p("ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("api.crt"),
+    ]);
+    (dir.join("ca.crt"), dir.join("api.crt"), dir.join("api.key"))
+}
+
+/// `medic token create`: the token.
+pub(super) fn token(work: &Path, data: &Path, name: &str, args: &[&str]) -> String {
+    let o = medic_command(work)
+        .env("MEDIC_DATA_DIR", data)
+        .args(["token", "create", name])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t = stdout(&o).trim().to_owned();
+    assert!(t.starts_with("medic_"), "{t}");
+    t
+}
+
+/// A client with its own runtime: reqwest's connections belong to the runtime that made them.
+pub(super) struct Api {
+    pub(super) base: String,
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) client: reqwest::Client,
+}
+
+impl Api {
+    pub(super) fn new(base: String, cert: Option<&Path>) -> Api {
+        medic::host::install_crypto_provider();
+        let mut b = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(cert) = cert {
+            let pem = std::fs::read(cert).unwrap();
+            b = b
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                .https_only(true);
+        }
+        Api {
+            base,
+            rt: runtime(),
+            client: b.build().unwrap(),
+        }
+    }
+
+    /// (status, JSON body or null).
+    pub(super) fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.rt.block_on(async {
+            let mut r = self.client.request(method, format!("{}{path}", self.base));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let response = r.send().await.expect("request");
+            let status = response.status().as_u16();
+            let json = response.json().await.unwrap_or(serde_json::Value::Null);
+            (status, json)
+        })
+    }
+
+    pub(super) fn get(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None)
+    }
+
+    pub(super) fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(token), Some(body))
+    }
+}
+
+pub(super) fn base_of(line: &str) -> String {
+    line.split_once("API on ")
+        .map(|(_, url)| url.trim().to_owned())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}

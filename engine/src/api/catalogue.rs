@@ -228,3 +228,70 @@ pub async fn start(
         _ => Err(ApiError::internal("medic serve did not start the run")),
     }
 }
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    environment: Option<String>,
+    /// By name, as for `POST /runs`.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, super::openapi::ParamValue>)]
+    params: BTreeMap<String, Value>,
+}
+
+fn diagnostic(text: &str, d: &crate::runbook::Diagnostic) -> Value {
+    let at = d.span.as_ref().map(|s| {
+        let (line, col) = crate::runbook::diag::line_col(text, s.start);
+        json!({ "line": line, "col": col })
+    });
+    json!({
+        "severity": if d.warning { "warning" } else { "error" },
+        "message": d.message, "help": d.help, "at": at,
+    })
+}
+
+/// `POST /runbooks/NAME/check`: what `medic validate` and `medic plan` say, without running
+/// anything: every mistake with its line and column, or the plan as `medic plan` prints it.
+/// Secrets whose source is missing here are not required.
+#[utoipa::path(post, path = "/runbooks/{name}/check", tag = "runbooks", params(("name" = String, Path, description = "The runbook file's stem")), request_body(content = Option<CheckBody>, description = "optional"), responses((status = 200, body = super::openapi::Checked), (status = 400, body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody)))]
+pub async fn check(
+    AxumState(state): AxumState<Arc<State>>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: CheckBody = super::routes::body(&bytes)?;
+    let (path, text) = read(&state, &name)?;
+    let params = b
+        .params
+        .iter()
+        .map(|(k, v)| {
+            param_text(v)
+                .map(|t| (k.clone(), t))
+                .map_err(|e| ApiError::bad_request(format!("params.{k}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = crate::runbook::PlanOptions {
+        params,
+        environment: b.environment,
+        defer_secrets: true,
+        sourced: None,
+    };
+    let src = crate::runbook::Source {
+        path: &path,
+        text: &text,
+    };
+    Ok(Json(
+        match crate::runbook::plan(&state.host, &src, &opts).await {
+            Ok(plan) => json!({
+                "valid": true,
+                "diagnostics": plan.warnings.iter().map(|d| diagnostic(&text, d)).collect::<Vec<_>>(),
+                "plan": crate::cli::output::render_plan(&plan, false),
+            }),
+            Err(diags) => json!({
+                "valid": false,
+                "diagnostics": diags.iter().map(|d| diagnostic(&text, d)).collect::<Vec<_>>(),
+                "plan": null,
+            }),
+        },
+    ))
+}

@@ -49,6 +49,8 @@ pub struct ApiConfig {
 /// What the handlers share.
 pub(crate) struct State {
     pub store: Store,
+    /// Loads plugins to check runbooks (`POST /runbooks/NAME/check`).
+    pub host: Arc<crate::host::PluginHost>,
     pub data_dir: PathBuf,
     pub tokens: Tokens,
     pub audit: Audit,
@@ -64,6 +66,7 @@ pub(crate) struct State {
 pub async fn start(
     config: &ApiConfig,
     store: Store,
+    host: Arc<crate::host::PluginHost>,
     ops: Extension,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let addr = config.listen;
@@ -87,6 +90,7 @@ pub async fn start(
         audit: Audit::new(&data_dir),
         data_dir,
         store,
+        host,
         ops,
         limiter: auth::Limiter::default(),
         runbooks: config.runbooks.clone(),

@@ -183,6 +183,24 @@ pub enum ParamValue {
     List(Vec<String>),
 }
 
+/// What a runbook check found.
+#[derive(ToSchema)]
+pub struct Checked {
+    pub valid: bool,
+    /// severity (error or warning), message, help, at (line and column, when in the file).
+    #[schema(value_type = Vec<Object>)]
+    pub diagnostics: Vec<()>,
+    /// The plan as `medic plan` prints it, when valid.
+    pub plan: Option<String>,
+}
+
+/// Change failure rate, rollback success, time to detect and recover, as `medic stats`.
+#[derive(ToSchema)]
+pub struct StatsBody {
+    #[schema(value_type = Object)]
+    pub stats: (),
+}
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -207,6 +225,7 @@ impl Modify for Bearer {
         super::routes::whoami,
         super::catalogue::list,
         super::catalogue::show,
+        super::catalogue::check,
         super::routes::list_runs,
         super::catalogue::start,
         super::routes::show_run,
@@ -221,6 +240,7 @@ impl Modify for Bearer {
         super::routes::run_drill,
         super::routes::audit,
         super::routes::tokens,
+        super::routes::stats,
     ),
     components(schemas(ErrorBody, ErrorDetail, StatusFilter, ParamValue)),
     modifiers(&Bearer),

@@ -23,6 +23,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/whoami", get(whoami))
         .route("/runbooks", get(super::catalogue::list))
         .route("/runbooks/{name}", get(super::catalogue::show))
+        .route("/runbooks/{name}/check", post(super::catalogue::check))
+        .route("/stats", get(stats))
         .route("/runs", get(list_runs).post(super::catalogue::start))
         .route("/runs/{id}", get(show_run))
         .route("/runs/{id}/journal", get(journal))
@@ -205,11 +207,14 @@ pub(super) async fn journal(AxumState(state): Shared, Path(id): Path<String>) ->
 }
 
 /// A JSON body, or none; a malformed one is a 400 naming the mistake.
-fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+    // `null` is no body too.
+    serde_json::from_slice::<Option<T>>(bytes)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -227,7 +232,7 @@ async fn ops(state: &Arc<State>, request: Value) -> Result<Value, ApiError> {
     }
 }
 
-#[utoipa::path(post, path = "/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body(content = CancelBody, description = "optional"), responses((status = 200, body = super::openapi::Cancelled), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body(content = Option<CancelBody>, description = "optional"), responses((status = 200, body = super::openapi::Cancelled), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run is not in a state that allows it", body = super::openapi::ErrorBody)))]
 pub(super) async fn cancel_run(
     AxumState(state): Shared,
     Extension(caller): Extension<Caller>,
@@ -434,4 +439,30 @@ pub(super) async fn tokens(
         })
         .collect();
     Ok(Json(json!({ "tokens": shown })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StatsQuery {
+    runbook: Option<String>,
+    environment: Option<String>,
+    /// Runs started since (default: the last 30 days).
+    #[param(minimum = 0)]
+    since_ms: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/stats", tag = "runs", params(StatsQuery), responses((status = 200, body = super::openapi::StatsBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn stats(AxumState(state): Shared, Query(q): Query<StatsQuery>) -> Answer {
+    let month = crate::store::now_ms().saturating_sub(30 * 24 * 3600 * 1000);
+    let filter = ListFilter {
+        runbook: given(q.runbook),
+        environment: given(q.environment),
+        since_ms: Some(millis(q.since_ms, "since_ms")?.unwrap_or(month)),
+        ..ListFilter::default()
+    };
+    let store = state.store.clone();
+    let records = blocking(move || store.list(&filter, usize::MAX).map_err(store_error)).await?;
+    Ok(Json(
+        json!({ "stats": crate::store::stats::compute(&records) }),
+    ))
 }

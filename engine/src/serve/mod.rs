@@ -185,7 +185,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         None => None,
         Some(api) => {
             let ops = api_ops(extension, control_tx.clone());
-            let (bound, task) = crate::api::start(api, store.clone(), ops).await?;
+            let (bound, task) = crate::api::start(api, store.clone(), host.clone(), ops).await?;
             let scheme = if api.tls.is_some() { "https" } else { "http" };
             println!("medic serve: API on {scheme}://{bound}/api/v1");
             Some(task)

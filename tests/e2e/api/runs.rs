@@ -66,6 +66,39 @@ pub(super) fn a_responder_starts_and_cancels_runs_from_the_catalogue() {
     assert_eq!(prod_env["protected"].as_bool(), Some(true));
     assert_eq!(api.get("/runbooks/..%2Fdata", &viewer).0, 404);
 
+    // Checked as `medic validate` / `medic plan` would, running nothing.
+    let (status, checked) = api.post(
+        "/runbooks/say/check",
+        &viewer,
+        serde_json::json!({ "environment": "staging", "params": { "echo": "hi" } }),
+    );
+    assert_eq!(
+        (status, checked["valid"].as_bool()),
+        (200, Some(true)),
+        "{checked}"
+    );
+    assert!(
+        checked["plan"].as_str().unwrap().contains("say"),
+        "{checked}"
+    );
+    let (status, checked) = api.post(
+        "/runbooks/say/check",
+        &viewer,
+        serde_json::json!({ "environment": "qa" }),
+    );
+    assert_eq!(
+        (status, checked["valid"].as_bool()),
+        (200, Some(false)),
+        "{checked}"
+    );
+    assert!(
+        checked["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("qa"),
+        "{checked}"
+    );
+
     let start = |token: &str, body: serde_json::Value| api.post("/runs", token, body);
     let (status, e) = start(
         &viewer,
@@ -151,6 +184,12 @@ pub(super) fn a_responder_starts_and_cancels_runs_from_the_catalogue() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(run["run"]["status"].as_str(), Some("cancelled"), "{run}");
+    let (status, stats) = api.get("/stats", &viewer);
+    assert_eq!(
+        (status, stats["stats"]["runs"].as_u64()),
+        (200, Some(2)),
+        "{stats}"
+    );
     assert_eq!(serve.stop(), Some(0));
 }
 

@@ -49,11 +49,13 @@ impl<T> Parsed<T> {
 /// Parses `text`, checks it against `schema` and deserialises what fits.
 pub fn parse<T: DeserializeOwned>(text: &str, schema: &Schema, words: &Words) -> Parsed<T> {
     let (root, errors) = DeTable::parse_recoverable(text);
+    let syntax = syntax_errors(text, &errors);
+    let syntax_count = syntax.len();
     let mut walker = Walker {
         root: schema,
         text_len: text.len(),
         words,
-        diags: syntax_errors(text, &errors),
+        diags: syntax,
         placeholders: BTreeSet::new(),
     };
     if !errors.is_empty() {
@@ -63,6 +65,27 @@ pub fn parse<T: DeserializeOwned>(text: &str, schema: &Schema, words: &Words) ->
     let span = root.span();
     let mut table = root.into_inner();
     walker.table(schema, &mut table, span.clone(), &Label::Root, "");
+    if let Some(first) = errors.iter().filter_map(toml::de::Error::span).map(|s| s.start).min() {
+        // Past a syntax error the parser's recovery guesses (an unclosed `{` swallows the
+        // tables after it), and what it guesses would be reported as mistakes of its own: the
+        // first syntax error is reported, with the shape mistakes before it, and the meaning
+        // is not checked until the syntax is right.
+        let mut diags: Vec<Diagnostic> = walker.diags.drain(..syntax_count).collect();
+        diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        diags.truncate(1);
+        diags.extend(
+            walker
+                .diags
+                .into_iter()
+                .filter(|d| d.span.as_ref().is_some_and(|s| s.end <= first)),
+        );
+        diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        return Parsed {
+            doc: None,
+            diags,
+            placeholders: walker.placeholders,
+        };
+    }
     let doc = match T::deserialize(toml::de::Deserializer::from(Spanned::new(span, table))) {
         Ok(doc) => Some(doc),
         Err(e) => {
@@ -119,6 +142,27 @@ fn syntax_errors(text: &str, errors: &[toml::de::Error]) -> Vec<Diagnostic> {
 
 fn syntax(text: &str, e: &toml::de::Error) -> Diagnostic {
     let mut d = serde_error(e);
+    // An unclosed inline table makes the parser read the next lines as its content and
+    // complain there: say where the `{` was opened.
+    if let Some(span) = e.span()
+        && (d.message.contains("inline table") || d.message.contains("missing comma"))
+        && let Some(open) = unclosed_brace_before(text, span.start)
+    {
+        let (found, _) = super::diag::line_col(text, span.start);
+        let line_start = text[..span.start.min(text.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        if text[line_start..].trim_start().starts_with('[') {
+            // A table header inside an inline table: the `{` before it was never closed.
+            d = Diagnostic::at(open..open + 1, "this inline table is not closed")
+                .help(format!(
+                    "close it with `}}`; the parser read on to the table on line {found}"
+                ));
+        } else {
+            let (line, _) = super::diag::line_col(text, open);
+            d.help = Some(format!("is the `{{` on line {line} closed?"));
+        }
+    }
     if d.message == "duplicate key"
         && let Some(span) = e.span()
     {
@@ -129,6 +173,37 @@ fn syntax(text: &str, e: &toml::de::Error) -> Diagnostic {
         }
     }
     d
+}
+
+/// Where the last inline table opened before `at` and left open on its line starts (a byte
+/// offset), looking at the lines before `at`, outside quoted strings and comments.
+fn unclosed_brace_before(text: &str, at: usize) -> Option<usize> {
+    let before = &text[..at.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let mut offset = 0;
+    let mut found = None;
+    for line in before[..line_start].split_inclusive('\n') {
+        let mut open: Vec<usize> = Vec::new();
+        let mut quote = None;
+        for (i, c) in line.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '{') => open.push(offset + i),
+                (None, '}') => {
+                    open.pop();
+                }
+                _ => {}
+            }
+        }
+        if let Some(&o) = open.last() {
+            found = Some(o);
+        }
+        offset += line.len();
+    }
+    found
 }
 
 /// The line (1-based) where what is redefined at `at` was first defined: the same table header

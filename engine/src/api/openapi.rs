@@ -201,6 +201,15 @@ pub struct StatsBody {
     pub stats: (),
 }
 
+/// A drill's pause state after a change.
+#[derive(ToSchema)]
+pub struct PauseState {
+    pub name: String,
+    /// by, reason, at_ms; null when it runs on schedule.
+    #[schema(value_type = Option<Object>)]
+    pub paused: Option<()>,
+}
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -238,6 +247,8 @@ impl Modify for Bearer {
         super::routes::drills,
         super::routes::drill_records,
         super::routes::run_drill,
+        super::routes::pause_drill,
+        super::routes::resume_drill,
         super::routes::audit,
         super::routes::tokens,
         super::routes::stats,

@@ -36,6 +36,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/drills", get(drills))
         .route("/drills/records", get(drill_records))
         .route("/drills/{name}/run", post(run_drill))
+        .route("/drills/{name}/pause", post(pause_drill))
+        .route("/drills/{name}/resume", post(resume_drill))
         .route("/audit", get(audit))
         .route("/tokens", get(tokens))
         .layer(axum::middleware::from_fn_with_state(
@@ -465,4 +467,60 @@ pub(super) async fn stats(AxumState(state): Shared, Query(q): Query<StatsQuery>)
     Ok(Json(
         json!({ "stats": crate::store::stats::compute(&records) }),
     ))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PauseBody {
+    /// Why (not only spaces): shown in every skipped drill's record.
+    #[schema(min_length = 1, pattern = "\\S")]
+    reason: String,
+}
+
+async fn pause(
+    state: &Arc<State>,
+    caller: &Caller,
+    name: String,
+    reason: Option<String>,
+) -> Answer {
+    caller.require(Role::Admin)?;
+    let op = if reason.is_some() {
+        "drill_pause"
+    } else {
+        "drill_resume"
+    };
+    match ops(
+        state,
+        json!({ "op": op, "name": name, "by": caller.who(), "reason": reason }),
+    )
+    .await
+    {
+        Ok(v) => Ok(Json(v)),
+        Err(e) if e.message.starts_with("no drill") => Err(ApiError::not_found(e.message)),
+        Err(e) => Err(e),
+    }
+}
+
+#[utoipa::path(post, path = "/drills/{name}/pause", tag = "drills", params(("name" = String, Path, description = "A drill's name")), request_body = PauseBody, responses((status = 200, body = super::openapi::PauseState), (status = 400, body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody)))]
+pub(super) async fn pause_drill(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Answer {
+    let b: PauseBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    if b.reason.trim().is_empty() {
+        return Err(ApiError::bad_request("pausing a drill needs a reason"));
+    }
+    pause(&state, &caller, name, Some(b.reason)).await
+}
+
+#[utoipa::path(post, path = "/drills/{name}/resume", tag = "drills", params(("name" = String, Path, description = "A drill's name")), responses((status = 200, body = super::openapi::PauseState), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody)))]
+pub(super) async fn resume_drill(
+    AxumState(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Answer {
+    pause(&state, &caller, name, None).await
 }

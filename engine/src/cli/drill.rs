@@ -48,6 +48,24 @@ pub enum DrillCommand {
         #[command(flatten)]
         drills: DrillsDir,
     },
+    /// Stop a drill's scheduled runs (each is recorded as skipped, with the reason) until
+    /// it is resumed; `medic drill run` still runs it
+    Pause {
+        /// The drill's name
+        name: String,
+        /// Why (shown in every skipped run's record)
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        drills: DrillsDir,
+    },
+    /// Put a paused drill back on its schedule
+    Resume {
+        /// The drill's name
+        name: String,
+        #[command(flatten)]
+        drills: DrillsDir,
+    },
     /// Pass rate, time to detect, roll back and be healthy (p50/p90), trend, last failures
     Report {
         /// One drill (default: all)
@@ -114,6 +132,12 @@ fn describe(d: &DrillRecord) -> String {
 
 pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
     match cmd {
+        DrillCommand::Pause {
+            name,
+            reason,
+            drills,
+        } => pause(global, &name, Some(reason), &drills.dir).await,
+        DrillCommand::Resume { name, drills } => pause(global, &name, None, &drills.dir).await,
         DrillCommand::Validate { drills } => match load(global, &drills.dir).await {
             Ok(list) => {
                 for d in &list {
@@ -440,6 +464,92 @@ fn run_remotely(client: &super::client::ApiClient, name: &str) -> Exit {
                 Exit::Engine
             }
         },
+        Err(e) => {
+            eprintln!("medic: {e}");
+            Exit::Invalid
+        }
+    }
+}
+
+/// `medic drill pause|resume`: through a remote API, or the local `medic serve`, or (no
+/// server running) in the store itself, which the scheduler reads when the drill is due.
+async fn pause(
+    global: &GlobalArgs,
+    name: &str,
+    reason: Option<String>,
+    dir: &std::path::Path,
+) -> Exit {
+    if reason.as_ref().is_some_and(|r| r.trim().is_empty()) {
+        eprintln!("medic: pausing a drill needs a reason (--reason)");
+        return Exit::Invalid;
+    }
+    let verb = if reason.is_some() {
+        "paused"
+    } else {
+        "resumed"
+    };
+    let answer: Result<serde_json::Value, String> = match global.api_client() {
+        Err(exit) => return exit,
+        Ok(Some(client)) => match &reason {
+            Some(r) => client.request(
+                reqwest::Method::POST,
+                &format!("/drills/{name}/pause"),
+                Some(serde_json::json!({ "reason": r })),
+            ),
+            None => client.request(
+                reqwest::Method::POST,
+                &format!("/drills/{name}/resume"),
+                None,
+            ),
+        },
+        Ok(None) => match global.through_serve() {
+            Some(remote) => remote
+                .call(
+                    &serde_json::json!({
+                        "op": if reason.is_some() { "drill_pause" } else { "drill_resume" },
+                        "name": name, "reason": reason,
+                    }),
+                    Duration::from_secs(30),
+                )
+                .map_err(|e| e.to_string()),
+            None => {
+                // No scheduler to ask: the drill files say which names exist.
+                let list = match load(global, dir).await {
+                    Ok(l) => l,
+                    Err(exit) => return exit,
+                };
+                if !list.iter().any(|d| d.name == name) {
+                    let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
+                    eprintln!(
+                        "medic: no drill `{name}` in {}{}",
+                        dir.display(),
+                        crate::runbook::diag::did_you_mean(name, names.iter().copied())
+                            .map(|h| format!("; {h}"))
+                            .unwrap_or_default()
+                    );
+                    return Exit::Invalid;
+                }
+                let store = match global.store(&format!("medic drill pause {name}"), None) {
+                    Ok(s) => s,
+                    Err(exit) => return exit,
+                };
+                let paused = reason.map(|r| crate::store::drills::Paused {
+                    by: super::run::who(),
+                    reason: r.trim().to_owned(),
+                    at_ms: crate::store::now_ms(),
+                });
+                store
+                    .set_drill_paused(name, paused.as_ref())
+                    .map(|()| serde_json::json!({ "name": name, "paused": paused }))
+                    .map_err(|e| e.to_string())
+            }
+        },
+    };
+    match answer {
+        Ok(_) => {
+            println!("drill {name} {verb}");
+            Exit::Success
+        }
         Err(e) => {
             eprintln!("medic: {e}");
             Exit::Invalid

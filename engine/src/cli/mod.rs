@@ -190,7 +190,12 @@ impl Command {
                     | runs::RunsCommand::Rollback(_)
                     | runs::RunsCommand::Prune { .. }
             ),
-            Command::Drill(cmd) => matches!(cmd, drill::DrillCommand::Run { .. }),
+            Command::Drill(cmd) => matches!(
+                cmd,
+                drill::DrillCommand::Run { .. }
+                    | drill::DrillCommand::Pause { .. }
+                    | drill::DrillCommand::Resume { .. }
+            ),
             Command::Approve(_) | Command::Reject(_) | Command::Token(_) => true,
             Command::Validate(_)
             | Command::Audit(_)

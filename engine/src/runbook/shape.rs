@@ -65,7 +65,12 @@ pub fn parse<T: DeserializeOwned>(text: &str, schema: &Schema, words: &Words) ->
     let span = root.span();
     let mut table = root.into_inner();
     walker.table(schema, &mut table, span.clone(), &Label::Root, "");
-    if let Some(first) = errors.iter().filter_map(toml::de::Error::span).map(|s| s.start).min() {
+    if let Some(first) = errors
+        .iter()
+        .filter_map(toml::de::Error::span)
+        .map(|s| s.start)
+        .min()
+    {
         // Past a syntax error the parser's recovery guesses (an unclosed `{` swallows the
         // tables after it), and what it guesses would be reported as mistakes of its own: the
         // first syntax error is reported, with the shape mistakes before it, and the meaning
@@ -154,10 +159,9 @@ fn syntax(text: &str, e: &toml::de::Error) -> Diagnostic {
             .map_or(0, |i| i + 1);
         if text[line_start..].trim_start().starts_with('[') {
             // A table header inside an inline table: the `{` before it was never closed.
-            d = Diagnostic::at(open..open + 1, "this inline table is not closed")
-                .help(format!(
-                    "close it with `}}`; the parser read on to the table on line {found}"
-                ));
+            d = Diagnostic::at(open..open + 1, "this inline table is not closed").help(format!(
+                "close it with `}}`; the parser read on to the table on line {found}"
+            ));
         } else {
             let (line, _) = super::diag::line_col(text, open);
             d.help = Some(format!("is the `{{` on line {line} closed?"));

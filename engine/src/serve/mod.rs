@@ -43,6 +43,12 @@ enum Control {
     Reload {
         reply: oneshot::Sender<Result<usize, String>>,
     },
+    /// Pause (`Some`) or resume (`None`) a drill's schedule.
+    Pause {
+        name: String,
+        paused: Option<crate::store::drills::Paused>,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
     /// `medic run` from another terminal: run it here, streaming its events back. Or a run
     /// started through the API by `caller` (a token), which no connection holds.
     Run {
@@ -132,6 +138,42 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                                 .map_err(|_| "medic serve is stopping".to_owned())
                                 .and_then(|r| r)
                                 .map(|n| serde_json::json!({ "drills": n })),
+                        ))
+                    }
+                    "drill_pause" | "drill_resume" => {
+                        let name = request
+                            .get("name")
+                            .and_then(|n| n.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        // Who pauses: the API says which token; a socket client is this
+                        // process's own user.
+                        let by = request
+                            .get("by")
+                            .and_then(|n| n.as_str())
+                            .map_or_else(crate::cli::who, str::to_owned);
+                        let paused = (op == "drill_pause").then(|| crate::store::drills::Paused {
+                            by,
+                            reason: request
+                                .get("reason")
+                                .and_then(|r| r.as_str())
+                                .unwrap_or("")
+                                .trim()
+                                .to_owned(),
+                            at_ms: now_ms(),
+                        });
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::Pause {
+                            name,
+                            paused,
+                            reply,
+                        })
+                        .await
+                        .ok()?;
+                        Some(Reply::One(
+                            rx.await
+                                .map_err(|_| "medic serve is stopping".to_owned())
+                                .and_then(|r| r),
                         ))
                     }
                     "status" => Some(Reply::One(Ok(serde_json::json!({
@@ -294,6 +336,22 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         }
         if reply.is_none() {
             let _ = store.set_drill_last_scheduled(&name, to_ms(due.scheduled));
+            // A paused drill's schedule still comes round: recorded as skipped, saying why,
+            // so a paused drill stands out in its report rather than going quiet.
+            if let Ok(Some(p)) = store.drill_paused(&name) {
+                let record = DrillRecord::skipped(
+                    &name,
+                    "schedule",
+                    Some(to_ms(due.scheduled)),
+                    format!("paused by {}: {}", p.by, p.reason),
+                );
+                if let Err(e) = store.put_drill(&record) {
+                    eprintln!("medic serve: recording a skipped drill: {e}");
+                }
+                metrics.lock().unwrap().count_drill(&record);
+                println!("medic serve: drill {name}: skipped, paused by {}", p.by);
+                return;
+            }
         }
         let cancel = Cancel::new();
         let (host, store, metrics, done_tx) = (
@@ -398,12 +456,30 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                     let list: Vec<serde_json::Value> = scheduler.upcoming().into_iter().map(|(d, next)| serde_json::json!({
                         "name": d.name, "schedule": d.schedule.expression, "timezone": d.schedule.timezone.to_string(),
                         "next": next.map(|t| t.to_rfc3339()), "running": running.contains_key(&d.name),
+                        "paused": store.drill_paused(&d.name).ok().flatten(),
                     })).collect();
                     let _ = reply.send(serde_json::Value::Array(list));
                 }
                 Control::Reload { reply } => {
                     let result = reload(&host, &config, &mut scheduler).await;
                     let _ = reply.send(result);
+                }
+                Control::Pause { name, paused, reply } => {
+                    let known = scheduler.upcoming().iter().any(|(d, _)| d.name == name);
+                    let answer = if !known {
+                        Err(format!("no drill `{name}`"))
+                    } else if paused.as_ref().is_some_and(|p| p.reason.is_empty()) {
+                        Err("pausing a drill needs a reason".to_owned())
+                    } else {
+                        store
+                            .set_drill_paused(&name, paused.as_ref())
+                            .map(|()| serde_json::json!({ "name": name, "paused": paused }))
+                            .map_err(|e| e.to_string())
+                    };
+                    if let Ok(v) = &answer {
+                        println!("medic serve: drill {name}: {}", if v["paused"].is_null() { "resumed".to_owned() } else { format!("paused by {}", v["paused"]["by"].as_str().unwrap_or("?")) });
+                    }
+                    let _ = reply.send(answer);
                 }
                 Control::Run { request, caller, reply } => {
                     let _ = reply.send(client_run(&host, &store, &metrics, request, caller, &mut client_runs).await);

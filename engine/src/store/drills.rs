@@ -156,4 +156,45 @@ impl Store {
             .map_err(|e| self.sled_err(e))?;
         self.flush()
     }
+
+    /// Why a drill is paused, if it is: its scheduled runs are skipped (and recorded as
+    /// skipped, saying so) until it is resumed. Kept with the store, so a restart keeps it.
+    pub fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {
+        let Some(v) = self
+            .drill_state
+            .get(format!("paused:{drill}").as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                dir: self.dir().display().to_string(),
+                key: format!("paused:{drill}"),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Pauses (`Some`) or resumes (`None`) a drill's schedule.
+    pub fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError> {
+        let key = format!("paused:{drill}");
+        match paused {
+            Some(p) => self
+                .drill_state
+                .insert(key.as_bytes(), serde_json::to_vec(p).expect("serialize"))
+                .map(|_| ()),
+            None => self.drill_state.remove(key.as_bytes()).map(|_| ()),
+        }
+        .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+}
+
+/// Who paused a drill, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub by: String,
+    pub reason: String,
+    pub at_ms: u64,
 }

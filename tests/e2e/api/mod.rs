@@ -6,6 +6,7 @@
 
 mod access;
 mod contract;
+mod drills;
 mod runs;
 
 use std::path::{Path, PathBuf};

@@ -26,6 +26,13 @@ pub struct Health {
 }
 
 #[derive(ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+    /// What is not ready, when something is not.
+    pub problems: Vec<String>,
+}
+
+#[derive(ToSchema)]
 pub struct WhoAmI {
     pub name: String,
     /// viewer, responder, approver or admin.
@@ -231,6 +238,7 @@ impl Modify for Bearer {
     servers((url = "/api/v1")),
     paths(
         super::routes::health,
+        super::routes::ready,
         super::routes::whoami,
         super::catalogue::list,
         super::catalogue::show,

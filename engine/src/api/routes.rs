@@ -47,6 +47,7 @@ pub fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/ready", get(ready))
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -76,6 +77,44 @@ async fn openapi() -> Response {
 
 async fn not_found() -> Response {
     ApiError::not_found("no such resource; the API is under /api/v1").into_response()
+}
+
+#[utoipa::path(get, path = "/ready", security(()), tag = "service", responses((status = 200, description = "the store answers and the scheduler runs", body = super::openapi::Ready), (status = 503, description = "not ready, and why", body = super::openapi::Ready)))]
+pub(super) async fn ready(AxumState(state): Shared) -> Response {
+    let store = state.store.clone();
+    let store_ok = blocking(move || {
+        store
+            .list(&ListFilter::default(), 1)
+            .map(|_| ())
+            .map_err(store_error)
+    })
+    .await;
+    // The scheduler's loop answers the socket's operations: a listing proves it turns.
+    let scheduler_ok = matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            (state.ops)(json!({ "op": "drill_list" }))
+        )
+        .await,
+        Ok(Some(Reply::One(Ok(_))))
+    );
+    let mut problems = Vec::new();
+    if let Err(e) = store_ok {
+        problems.push(format!("store: {}", e.message));
+    }
+    if !scheduler_ok {
+        problems.push("scheduler: no answer within 5 s".to_owned());
+    }
+    let status = if problems.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": problems.is_empty(), "problems": problems })),
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/health", security(()), tag = "service", responses((status = 200, body = super::openapi::Health)))]

@@ -255,6 +255,12 @@ fn guessing_is_slowed_down_requests_are_bounded_and_plain_http_stays_on_loopback
         200,
         "health needs no token"
     );
+    let (status, ready) = api.call(reqwest::Method::GET, "/ready", None, None);
+    assert_eq!(
+        (status, ready["ready"].as_bool()),
+        (200, Some(true)),
+        "{ready}"
+    );
     // Too big a body is refused before any handler reads it, and the connection is said
     // closed, so the client's next request never lands on it half-read.
     for _ in 0..5 {

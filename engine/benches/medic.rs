@@ -234,6 +234,13 @@ fn main() {
         }
         text
     };
+    // Its shape alone (syntax, keys, types against the schema), the first stage of the above.
+    let shape_name = "shape of a 10,000-step runbook (parse and schema walk)";
+    results.push(measure(shape_name, iters(shape_name, 10, 1), None, || {
+        let parsed = medic::runbook::plan::parse(&big);
+        assert_eq!(black_box(parsed.doc.unwrap()).steps.len(), 10_000);
+    }));
+
     let big_name = "validate and plan a 10,000-step runbook";
     results.push(measure(
         big_name,

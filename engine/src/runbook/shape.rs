@@ -78,6 +78,11 @@ pub fn parse<T: DeserializeOwned>(text: &str, schema: &Schema, words: &Words) ->
         let mut diags: Vec<Diagnostic> = walker.diags.drain(..syntax_count).collect();
         diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
         diags.truncate(1);
+        // A diagnostic moved back to its cause (an unclosed `{`) moves the limit too.
+        let first = diags
+            .iter()
+            .filter_map(|d| d.span.as_ref().map(|s| s.start))
+            .fold(first, usize::min);
         diags.extend(
             walker
                 .diags
@@ -154,8 +159,9 @@ fn syntax(text: &str, e: &toml::de::Error) -> Diagnostic {
         && let Some(open) = unclosed_brace_before(text, span.start)
     {
         let (found, _) = super::diag::line_col(text, span.start);
-        let line_start = text[..span.start.min(text.len())]
-            .rfind('\n')
+        let line_start = text
+            .get(..span.start.min(text.len()))
+            .and_then(|t| t.rfind('\n'))
             .map_or(0, |i| i + 1);
         if text[line_start..].trim_start().starts_with('[') {
             // A table header inside an inline table: the `{` before it was never closed.
@@ -182,7 +188,7 @@ fn syntax(text: &str, e: &toml::de::Error) -> Diagnostic {
 /// Where the last inline table opened before `at` and left open on its line starts (a byte
 /// offset), looking at the lines before `at`, outside quoted strings and comments.
 fn unclosed_brace_before(text: &str, at: usize) -> Option<usize> {
-    let before = &text[..at.min(text.len())];
+    let before = text.get(..at.min(text.len()))?;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let mut offset = 0;
     let mut found = None;

@@ -89,10 +89,10 @@ pub struct GlobalArgs {
     /// When to use colors
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
-    /// A remote `medic serve --listen`: read runs and decide approvals through its API
+    /// A remote `medic serve --listen`: run, read runs, decide approvals through its API
     #[arg(long, global = true, env = "MEDIC_SERVER", value_name = "URL")]
     server: Option<String>,
-    /// The API token for --server
+    /// The API token for --server (prefer MEDIC_TOKEN: an argument shows in `ps` and history)
     #[arg(
         long,
         global = true,

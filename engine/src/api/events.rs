@@ -32,18 +32,22 @@ impl Follow {
     async fn fetch(&mut self) -> Result<bool, String> {
         let store = self.state.store.clone();
         let run_id = self.run_id.clone();
+        let from = self.next;
         let (entries, running) = tokio::task::spawn_blocking(move || {
             // Status first: entries read after it include everything up to the end.
             let running = store
                 .record(&run_id)
                 .map_err(|e| e.to_string())?
                 .is_some_and(|r| r.status == RunStatus::Running);
-            let entries = store.journal(&run_id).map_err(|e| e.to_string())?;
+            let entries = store
+                .journal_from(&run_id, from)
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((entries, running))
         })
         .await
         .map_err(|e| e.to_string())??;
-        for (i, entry) in entries.iter().enumerate().skip(self.next) {
+        for (i, entry) in entries.iter().enumerate() {
+            let i = from + i;
             let data = serde_json::to_string(entry).expect("serialize");
             let kind = serde_json::to_value(&entry.event)
                 .ok()
@@ -52,7 +56,7 @@ impl Follow {
             self.ready
                 .push_back(Event::default().id(i.to_string()).event(kind).data(data));
         }
-        self.next = self.next.max(entries.len());
+        self.next = from + entries.len();
         Ok(running)
     }
 }

@@ -645,10 +645,17 @@ impl Store {
     }
 
     pub fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        self.journal_from(run_id, 0)
+    }
+
+    /// A run's journal from its `from`th entry on (those before are not decoded): what a
+    /// follower has not seen yet.
+    pub fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
         self.events
             .scan_prefix(&prefix)
+            .skip(from)
             .map(|kv| {
                 let (k, v) = kv.map_err(|e| self.sled_err(e))?;
                 self.decode(&k, &v)

@@ -111,6 +111,48 @@ pub fn user_name(uid: u32) -> String {
     format!("uid {uid}")
 }
 
+/// The names of the groups this process's user is in (its real group and supplementary
+/// ones), from the group database: an environment's `approvers` may name a group.
+pub fn my_groups() -> Vec<String> {
+    // SAFETY: getgroups(2) with a zero size only counts; then it fills at most `n` entries.
+    let gids: Vec<libc::gid_t> = unsafe {
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        let mut gids = vec![0; n.max(0) as usize];
+        let got = libc::getgroups(n, gids.as_mut_ptr());
+        gids.truncate(got.max(0) as usize);
+        gids.push(libc::getgid());
+        gids
+    };
+    let mut names: Vec<String> = gids.into_iter().filter_map(group_name).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn group_name(gid: libc::gid_t) -> Option<String> {
+    let mut buf = vec![0u8; 16 << 10];
+    // SAFETY: getgrgid_r(3) writes only into `grp` and `buf`, both ours and sized as passed;
+    // `gr_name` points into `buf`, read before `buf` goes away.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        );
+        if rc == 0 && !found.is_null() && !grp.gr_name.is_null() {
+            return std::ffi::CStr::from_ptr(grp.gr_name)
+                .to_str()
+                .ok()
+                .map(str::to_owned);
+        }
+    }
+    None
+}
+
 /// This process's real user, by name.
 pub fn me() -> String {
     // SAFETY: getuid(2) cannot fail.

@@ -432,7 +432,7 @@ fn a_decision_made_before_the_request_does_not_count() {
         let waiting = approver.wait(run, "go", "go?", Duration::from_secs(20), &cancel);
         let deciding = async {
             for _ in 0..100 {
-                if decide(&approvals, run, Some("go"), false, "me@here", "no").is_ok() {
+                if decide(&approvals, run, Some("go"), false, "me@here", &[], "no").is_ok() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -38,6 +38,7 @@ pub struct WhoAmI {
     /// viewer, responder, approver or admin.
     pub role: String,
     pub envs: Vec<String>,
+    pub groups: Vec<String>,
     pub expires_ms: Option<u64>,
 }
 
@@ -128,6 +129,7 @@ pub struct TokenInfo {
     pub name: String,
     pub role: String,
     pub envs: Vec<String>,
+    pub groups: Vec<String>,
     pub created_ms: u64,
     pub created_by: String,
     pub expires_ms: Option<u64>,

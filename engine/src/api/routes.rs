@@ -126,7 +126,7 @@ pub(super) async fn health() -> Json<Value> {
 pub(super) async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
     let t = &caller.0;
     Json(json!({
-        "name": t.name, "role": t.role, "envs": t.envs, "expires_ms": t.expires_ms,
+        "name": t.name, "role": t.role, "envs": t.envs, "groups": t.groups, "expires_ms": t.expires_ms,
     }))
 }
 
@@ -336,6 +336,7 @@ async fn decide(
     caller.require_env(&record.environment, protected(&record))?;
     let dir = state.data_dir.join("approvals");
     let who = caller.who();
+    let groups = caller.0.groups.clone();
     let run_id = record.run_id.clone();
     let (pending, approvals) = blocking(move || {
         crate::store::approvals::decide(
@@ -344,6 +345,7 @@ async fn decide(
             b.step.as_deref(),
             approved,
             &who,
+            &groups,
             b.reason.trim(),
         )
         .map_err(|e| {
@@ -474,7 +476,7 @@ pub(super) async fn tokens(
         .iter()
         .map(|t| {
             json!({
-                "name": t.name, "role": t.role, "envs": t.envs, "created_ms": t.created_ms,
+                "name": t.name, "role": t.role, "envs": t.envs, "groups": t.groups, "created_ms": t.created_ms,
                 "created_by": t.created_by, "expires_ms": t.expires_ms, "revoked_ms": t.revoked_ms,
             })
         })

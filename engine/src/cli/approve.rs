@@ -125,6 +125,7 @@ pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
         args.step.as_deref(),
         approved,
         &by,
+        &crate::private::my_groups(),
         args.reason.trim(),
     ) {
         Ok((p, approvals)) => {

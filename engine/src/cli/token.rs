@@ -25,6 +25,10 @@ pub enum TokenCommand {
         /// not protected; a protected one must be named
         #[arg(long = "env", value_name = "ENV")]
         envs: Vec<String>,
+        /// A group it belongs to, for environments whose `approvers` name groups (repeat for
+        /// more)
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
         /// How long it is valid: 30d, 12h, or `never`
         #[arg(long, default_value = "90d")]
         expires: String,
@@ -68,8 +72,13 @@ fn describe(t: &Token, now: u64) -> String {
         (None, Some(e)) => format!("expires {}", when(e)),
         (None, None) => "never expires".to_owned(),
     };
+    let groups = if t.groups.is_empty() {
+        String::new()
+    } else {
+        format!("  groups {}", t.groups.join(", "))
+    };
     format!(
-        "{:20} {:10} {envs:30} {state}  (created {} by {})",
+        "{:20} {:10} {envs:30} {state}  (created {} by {}){groups}",
         t.name,
         t.role.name(),
         when(t.created_ms),
@@ -95,6 +104,7 @@ pub fn main(global: &GlobalArgs, cmd: TokenCommand) -> Exit {
             name,
             role,
             envs,
+            groups,
             expires,
         } => {
             let expires_ms = match expires.trim() {
@@ -110,7 +120,7 @@ pub fn main(global: &GlobalArgs, cmd: TokenCommand) -> Exit {
                 },
             };
             let action = format!("token create {name}");
-            match tokens.create(&name, role, &envs, expires_ms, &me) {
+            match tokens.create(&name, role, &envs, &groups, expires_ms, &me) {
                 Ok((secret, t)) => {
                     record(&action, &format!("ok: {}", t.role.name()));
                     eprintln!("created {}", describe(&t, now_ms()));
@@ -134,7 +144,7 @@ pub fn main(global: &GlobalArgs, cmd: TokenCommand) -> Exit {
                         OutputFormat::Json => println!(
                             "{}",
                             serde_json::json!({
-                                "name": t.name, "role": t.role, "envs": t.envs,
+                                "name": t.name, "role": t.role, "envs": t.envs, "groups": t.groups,
                                 "created_ms": t.created_ms, "created_by": t.created_by,
                                 "expires_ms": t.expires_ms, "revoked_ms": t.revoked_ms,
                             })

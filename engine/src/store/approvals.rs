@@ -79,8 +79,10 @@ impl Policy {
         }
     }
 
-    /// Why `by` may not decide, if they may not.
-    pub fn refuses(&self, by: &str) -> Option<String> {
+    /// Why `by` (a member of `groups`) may not decide, if they may not. An approver entry
+    /// names a person (user or token) or a group (a Unix group of a CLI user, a token's
+    /// `--group`).
+    pub fn refuses(&self, by: &str, groups: &[String]) -> Option<String> {
         if let Some(starter) = &self.started_by
             && name_of(starter) == name_of(by)
         {
@@ -88,7 +90,12 @@ impl Policy {
                 "{by} started this run and cannot approve it: the environment's policy needs someone else"
             ));
         }
-        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == name_of(by)) {
+        if !self.approvers.is_empty()
+            && !self
+                .approvers
+                .iter()
+                .any(|a| a == name_of(by) || groups.contains(a))
+        {
             return Some(format!(
                 "{by} is not among this environment's approvers ({})",
                 self.approvers.join(", ")
@@ -102,6 +109,9 @@ impl Policy {
 struct DecisionFile {
     approved: bool,
     by: String,
+    /// The groups `by` is in, as the deciding process found them.
+    #[serde(default)]
+    groups: Vec<String>,
     reason: String,
     at_ms: u64,
 }
@@ -222,7 +232,7 @@ impl FileApprover {
     fn decided(&self, run_id: &str, step: &str, requested_ms: u64) -> Option<Decision> {
         let mut approvals: Vec<DecisionFile> = Vec::new();
         for (_, d) in decisions(&self.dir, run_id, step) {
-            if d.at_ms < requested_ms || self.policy.refuses(&d.by).is_some() {
+            if d.at_ms < requested_ms || self.policy.refuses(&d.by, &d.groups).is_some() {
                 continue;
             }
             if !d.approved {
@@ -286,6 +296,7 @@ pub fn decide(
     step: Option<&str>,
     approved: bool,
     by: &str,
+    groups: &[String],
     reason: &str,
 ) -> Result<(Pending, usize), String> {
     let candidates: Vec<Pending> = pending(dir, Some(prefix))
@@ -311,12 +322,13 @@ pub fn decide(
             ));
         }
     };
-    if let Some(why) = p.policy.refuses(by) {
+    if let Some(why) = p.policy.refuses(by, groups) {
         return Err(why);
     }
     let d = DecisionFile {
         approved,
         by: by.into(),
+        groups: groups.to_vec(),
         reason: reason.into(),
         at_ms: now_ms(),
     };
@@ -328,7 +340,7 @@ pub fn decide(
     let approvals = decisions(dir, &p.run_id, &p.step)
         .into_iter()
         .filter(|(_, d)| {
-            d.approved && d.at_ms >= p.requested_ms && p.policy.refuses(&d.by).is_none()
+            d.approved && d.at_ms >= p.requested_ms && p.policy.refuses(&d.by, &d.groups).is_none()
         })
         .count();
     Ok((p, approvals))

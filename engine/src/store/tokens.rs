@@ -67,6 +67,10 @@ pub struct Token {
     /// Environments it may act in. Empty: every environment that is not protected; a
     /// protected one must be named.
     pub envs: Vec<String>,
+    /// Groups it is in, for approval policies that name a group (`approvers =
+    /// ["oncall-leads"]`).
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// sha256 of the token, hex.
     pub hash: String,
     pub created_ms: u64,
@@ -175,6 +179,7 @@ impl Tokens {
         name: &str,
         role: Role,
         envs: &[String],
+        groups: &[String],
         expires_ms: Option<u64>,
         by: &str,
     ) -> Result<(String, Token), String> {
@@ -190,10 +195,16 @@ impl Tokens {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        if let Some(bad) = groups.iter().find(|g| !valid_name(g)) {
+            return Err(format!(
+                "`{bad}` is not a group name: letters, digits, `-`, `_`, `.` and `@`, at most 64"
+            ));
+        }
         let token = Token {
             name: name.to_owned(),
             role,
             envs,
+            groups: groups.to_vec(),
             hash: digest(&secret),
             created_ms: now_ms(),
             created_by: by.to_owned(),
@@ -258,7 +269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tokens = Tokens::new(dir.path());
         let (secret, t) = tokens
-            .create("ci", Role::Responder, &["staging".into()], None, "me")
+            .create("ci", Role::Responder, &["staging".into()], &[], None, "me")
             .unwrap();
         assert!(secret.starts_with(PREFIX) && secret.len() == PREFIX.len() + 64);
         let stored = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
@@ -268,12 +279,16 @@ mod tests {
         );
         assert_eq!(tokens.verify(&secret).unwrap(), Some(t.clone()));
         assert_eq!(tokens.verify("medic_nope").unwrap(), None);
-        assert!(tokens.create("ci", Role::Viewer, &[], None, "me").is_err());
+        assert!(
+            tokens
+                .create("ci", Role::Viewer, &[], &[], None, "me")
+                .is_err()
+        );
         tokens.revoke("ci").unwrap();
         assert_eq!(tokens.verify(&secret).unwrap(), None);
 
         let (old, _) = tokens
-            .create("old", Role::Viewer, &[], Some(now_ms() - 1), "me")
+            .create("old", Role::Viewer, &[], &[], Some(now_ms() - 1), "me")
             .unwrap();
         assert_eq!(tokens.verify(&old).unwrap(), None);
         assert!(t.allows_env("staging", true) && !t.allows_env("prod", false));

@@ -311,18 +311,31 @@ fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
             &["--role", "approver", "--env", "prod"],
         )
     };
-    let (lead_a, lead_b, intruder, myself) = (
+    let (lead_a, intruder, myself) = (
         approve_as("lead-a"),
-        approve_as("lead-b"),
         approve_as("intruder"),
         approve_as(&me),
+    );
+    // Named through a group: `approvers` lists `oncall-leads`, the token is in it.
+    let lead_b = token(
+        work.path(),
+        &data,
+        "lead-b",
+        &[
+            "--role",
+            "approver",
+            "--env",
+            "prod",
+            "--group",
+            "oncall-leads",
+        ],
     );
     let mut serve = Serve::start(&data, &drills, &["--listen", "127.0.0.1:0"]);
     let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
     let rb = crate::cli::scripted_runbook(
         work.path(),
         &format!(
-            "\n[environments.prod]\nprotected = true\napprovers = [\"lead-a\", \"lead-b\", \"intruder-not\", \"{me}\"]\nmin_approvals = 2\n"
+            "\n[environments.prod]\nprotected = true\napprovers = [\"lead-a\", \"oncall-leads\", \"intruder-not\", \"{me}\"]\nmin_approvals = 2\n"
         ),
         "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\", prompt = \"switch?\" }\n",
     );

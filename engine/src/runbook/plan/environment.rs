@@ -110,8 +110,9 @@ impl Validator<'_> {
             && !approvers.is_empty()
             && min_approvals as usize > approvers.len()
         {
+            // A name may be a group of many people: worth saying, not refusing.
             self.err(
-                Diagnostic::at(
+                Diagnostic::warning_at(
                     m.span(),
                     format!(
                         "environment `{}` needs {min_approvals} approvals but names {} approver{}",
@@ -120,7 +121,7 @@ impl Validator<'_> {
                         if approvers.len() == 1 { "" } else { "s" }
                     ),
                 )
-                .help("name more approvers, or lower min_approvals"),
+                .help("fine if one of them is a group; otherwise name more approvers, or lower min_approvals"),
             );
         }
         Environment {

@@ -221,6 +221,43 @@ pub struct PauseState {
 
 struct Bearer;
 
+/// How answers lead to further requests (OpenAPI links): a listed runbook can be checked and
+/// started, a started run read, followed and cancelled. Clients and schemathesis's stateful
+/// tests use them to reach real runs. Added to the JSON itself: utoipa 5 writes link fields
+/// in snake case (`operation_id`), which OpenAPI does not know.
+fn links(doc: &mut serde_json::Value) {
+    let run = |operation: &str| serde_json::json!({ "operationId": operation, "parameters": { "id": "$response.body#/run_id" } });
+    let mut add = |path: &str, method: &str, status: &str, links: serde_json::Value| {
+        if let Some(response) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('/', "~1")
+            ))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            response.insert("links".into(), links);
+        }
+    };
+    add(
+        "/runs",
+        "post",
+        "202",
+        serde_json::json!({
+            "show": run("show_run"), "journal": run("journal"),
+            "events": run("follow"), "cancel": run("cancel_run"),
+        }),
+    );
+    add(
+        "/runbooks",
+        "get",
+        "200",
+        serde_json::json!({
+            "check": { "operationId": "check", "parameters": { "name": "$response.body#/runbooks/0/name" } },
+            "start": { "operationId": "start", "requestBody": { "runbook": "$response.body#/runbooks/0/name" } },
+        }),
+    );
+}
+
 impl Modify for Bearer {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -274,5 +311,7 @@ pub fn document() -> String {
     let mut doc = Doc::openapi();
     // utoipa writes 3.1.0; the version field is the crate's, so a release changes it.
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc.to_pretty_json().expect("serialize") + "\n"
+    let mut json = serde_json::to_value(&doc).expect("serialize");
+    links(&mut json);
+    serde_json::to_string_pretty(&json).expect("serialize") + "\n"
 }

@@ -96,7 +96,14 @@ fn the_api_holds_to_its_document_under_generated_requests() {
         .env("NO_COLOR", "1")
         .args(["run", &format!("{base}/openapi.json"), "--url", &base])
         .args(["-H", &format!("Authorization: Bearer {admin}")])
-        .args(["--checks", "all", "--exclude-checks", "ignored_auth"])
+        // A schema-valid start can still be refused (422) by the runbook it names: its own
+        // parameters are checked, which the document cannot list.
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "ignored_auth,positive_data_acceptance",
+        ])
         .args(["--generation-with-security-parameters", "false"])
         .args([
             "--max-examples",

@@ -142,10 +142,13 @@ pub(super) fn a_responder_starts_and_cancels_runs_from_the_catalogue() {
     );
     assert_eq!(status, 202, "{started}");
     let id = started["run_id"].as_str().unwrap().to_owned();
+    // The run the answer names is there at once: a client reading it never gets a 404.
+    let (status, first) = api.get(&format!("/runs/{id}"), &viewer);
+    assert_eq!(status, 200, "{first}");
     let mut run = serde_json::Value::Null;
     for _ in 0..300 {
         run = api.get(&format!("/runs/{id}"), &viewer).1;
-        if run["run"]["status"] != "running" && !run["run"].is_null() {
+        if run["run"]["status"] != "running" {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

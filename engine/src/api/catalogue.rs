@@ -154,6 +154,18 @@ fn param_text(v: &Value) -> Result<String, String> {
     }
 }
 
+/// The parameters of a request body, as `--param NAME=VALUE` pairs.
+fn params_of(params: &BTreeMap<String, Value>) -> Result<Vec<(String, String)>, ApiError> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            param_text(v)
+                .map(|t| (k.clone(), t))
+                .map_err(|e| ApiError::bad_request(format!("params.{k}: {e}")))
+        })
+        .collect()
+}
+
 /// `POST /runs`: plans the runbook and starts it in this `medic serve`, answering 202 with
 /// its id once it has started; the run goes on whether or not the caller keeps listening.
 #[utoipa::path(post, path = "/runs", tag = "runs", request_body = StartBody, responses((status = 202, description = "started", body = super::openapi::Started), (status = 400, body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 422, description = "the runbook does not validate with these parameters", body = super::openapi::ErrorBody)))]
@@ -181,15 +193,7 @@ pub async fn start(
             "environment `{env}` is protected: starting a run there needs a \"reason\""
         )));
     }
-    let params = b
-        .params
-        .iter()
-        .map(|(k, v)| {
-            param_text(v)
-                .map(|t| (k.clone(), t))
-                .map_err(|e| ApiError::bad_request(format!("params.{k}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = params_of(&b.params)?;
     let approval = (!b.reason.trim().is_empty()).then(|| crate::executor::Approval {
         by: caller.who(),
         reason: b.reason.trim().to_owned(),
@@ -275,15 +279,7 @@ pub async fn check(
 ) -> Result<Json<Value>, ApiError> {
     let b: CheckBody = super::routes::body(&bytes)?;
     let (path, text) = read(&state, &name)?;
-    let params = b
-        .params
-        .iter()
-        .map(|(k, v)| {
-            param_text(v)
-                .map(|t| (k.clone(), t))
-                .map_err(|e| ApiError::bad_request(format!("params.{k}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let params = params_of(&b.params)?;
     let opts = crate::runbook::PlanOptions {
         params,
         environment: b.environment,

@@ -240,11 +240,7 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                         if let Some(id) = &record.run_id {
                             println!("  medic runs show {id}");
                         }
-                        match record.result {
-                            DrillResult::Passed => Exit::Success,
-                            DrillResult::Failed => Exit::RunFailed,
-                            DrillResult::Skipped | DrillResult::Refused => Exit::Invalid,
-                        }
+                        exit_for(record.result)
                     }
                     Err(e) => {
                         eprintln!("medic: {e}");
@@ -289,11 +285,7 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
             let record = run_drill(&host, &store, drill, Started::Manual, &mut out, &cancel).await;
             watcher.abort();
             println!("\ndrill {}: {}", drill.name, describe(&record));
-            match record.result {
-                DrillResult::Passed => Exit::Success,
-                DrillResult::Failed => Exit::RunFailed,
-                DrillResult::Skipped | DrillResult::Refused => Exit::Invalid,
-            }
+            exit_for(record.result)
         }
         DrillCommand::Report {
             name,
@@ -453,11 +445,7 @@ fn run_remotely(client: &super::client::ApiClient, name: &str) -> Exit {
                     client.server(),
                     describe(&record)
                 );
-                match record.result {
-                    DrillResult::Passed => Exit::Success,
-                    DrillResult::Failed => Exit::RunFailed,
-                    DrillResult::Skipped | DrillResult::Refused => Exit::Invalid,
-                }
+                exit_for(record.result)
             }
             Err(e) => {
                 eprintln!("medic: {e}");
@@ -554,5 +542,14 @@ async fn pause(
             eprintln!("medic: {e}");
             Exit::Invalid
         }
+    }
+}
+
+/// A drill's result as the exit code of the command that ran it.
+fn exit_for(result: DrillResult) -> Exit {
+    match result {
+        DrillResult::Passed => Exit::Success,
+        DrillResult::Failed => Exit::RunFailed,
+        DrillResult::Skipped | DrillResult::Refused => Exit::Invalid,
     }
 }

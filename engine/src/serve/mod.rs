@@ -78,6 +78,15 @@ struct Running {
     started_ms: u64,
 }
 
+/// The scheduler's answer to a control message, or word that it is stopping.
+async fn answer(rx: oneshot::Receiver<Result<serde_json::Value, String>>) -> Reply {
+    Reply::One(
+        rx.await
+            .map_err(|_| "medic serve is stopping".to_owned())
+            .and_then(|r| r),
+    )
+}
+
 /// Runs until SIGTERM or Ctrl-C. `store` is held by this process.
 pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(), String> {
     let host = Arc::new(host);
@@ -170,11 +179,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                         })
                         .await
                         .ok()?;
-                        Some(Reply::One(
-                            rx.await
-                                .map_err(|_| "medic serve is stopping".to_owned())
-                                .and_then(|r| r),
-                        ))
+                        Some(answer(rx).await)
                     }
                     "status" => Some(Reply::One(Ok(serde_json::json!({
                         "pid": std::process::id(), "serving": "medic serve",
@@ -210,11 +215,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                         })
                         .await
                         .ok()?;
-                        Some(Reply::One(
-                            rx.await
-                                .map_err(|_| "medic serve is stopping".to_owned())
-                                .and_then(|r| r),
-                        ))
+                        Some(answer(rx).await)
                     }
                     _ => None,
                 }

@@ -1,56 +1,23 @@
 //! Roles, environments, approval policy, tokens, limits and the audit log.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use super::*;
-use crate::cli::{medic_command, stderr};
-use crate::serve::Serve;
+use crate::cli::stderr;
 use crate::support::*;
 
 #[test]
 fn each_role_gets_what_it_may_do_over_https_and_everything_is_audited() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let (ca, cert, key) = certificate(work.path());
-    let admin = token(work.path(), &data, "ops", &["--role", "admin"]);
-    let viewer = token(work.path(), &data, "look", &["--role", "viewer"]);
-    let responder = token(work.path(), &data, "fix", &["--role", "responder"]);
-    let approver_staging = token(
-        work.path(),
-        &data,
-        "lead-staging",
-        &["--role", "approver", "--env", "staging"],
-    );
-    let approver_prod = token(
-        work.path(),
-        &data,
-        "lead-prod",
-        &["--role", "approver", "--env", "prod"],
-    );
-    let brief = token(
-        work.path(),
-        &data,
-        "brief",
-        &["--role", "viewer", "--expires", "1s"],
-    );
+    let site = Site::new();
+    let admin = site.token("ops", &["--role", "admin"]);
+    let viewer = site.token("look", &["--role", "viewer"]);
+    let responder = site.token("fix", &["--role", "responder"]);
+    let approver_staging = site.token("lead-staging", &["--role", "approver", "--env", "staging"]);
+    let approver_prod = site.token("lead-prod", &["--role", "approver", "--env", "prod"]);
+    let brief = site.token("brief", &["--role", "viewer", "--expires", "1s"]);
 
-    let mut serve = Serve::start(
-        &data,
-        &drills,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
-    let base = base_of(&serve.wait_for("API on https://"));
-    let api = Api::new(base.clone(), Some(&ca));
+    let (serve, api) = site.serve(true);
+    let base = api.base.clone();
     let (status, me) = api.get("/whoami", &viewer);
     assert_eq!((status, me["role"].as_str()), (200, Some("viewer")));
     // Plain HTTP to the HTTPS port gets nothing.
@@ -68,28 +35,10 @@ fn each_role_gets_what_it_may_do_over_https_and_everything_is_audited() {
     );
 
     // A run in the protected environment, waiting for an approval, started through serve.
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
+    let (run, id) = site.waiting_run(
         "\n[environments.staging]\n\n[environments.prod]\nprotected = true\n",
-        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\", prompt = \"switch?\" }\n",
+        "INC-7",
     );
-    let run = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args([
-            "run",
-            rb.to_str().unwrap(),
-            "--env",
-            "prod",
-            "--approve",
-            "INC-7",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let waiting = pending_approvals(&data.join("approvals"));
-    assert_eq!(waiting.len(), 1, "the run never asked for approval");
-    let id = waiting[0].run_id.clone();
 
     // Everyone may read.
     let (status, runs) = api.get("/runs?status=running", &viewer);
@@ -167,8 +116,8 @@ fn each_role_gets_what_it_may_do_over_https_and_everything_is_audited() {
     assert!(text.contains("approved by token:lead-prod"), "{text}");
 
     // Revoked and expired tokens are refused.
-    let o = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
+    let o = site
+        .medic()
         .args(["token", "revoke", "look"])
         .output()
         .unwrap();
@@ -207,8 +156,8 @@ fn each_role_gets_what_it_may_do_over_https_and_everything_is_audited() {
         has("anonymous", "GET /api/v1/whoami", "denied: no valid token"),
         "{audit}"
     );
-    let file = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
-    let tokens_file = std::fs::read_to_string(data.join("tokens.json")).unwrap();
+    let file = std::fs::read_to_string(site.data.join("audit.jsonl")).unwrap();
+    let tokens_file = std::fs::read_to_string(site.data.join("tokens.json")).unwrap();
     for t in [
         &admin,
         &viewer,
@@ -224,17 +173,14 @@ fn each_role_gets_what_it_may_do_over_https_and_everything_is_audited() {
 
 #[test]
 fn guessing_is_slowed_down_requests_are_bounded_and_plain_http_stays_on_loopback() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
+    let site = Site::new();
 
-    let o = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
+    let o = site
+        .medic()
         .args([
             "serve",
             "--drills",
-            drills.to_str().unwrap(),
+            site.drills.to_str().unwrap(),
             "--listen",
             "0.0.0.0:0",
         ])
@@ -247,9 +193,8 @@ fn guessing_is_slowed_down_requests_are_bounded_and_plain_http_stays_on_loopback
         stderr(&o)
     );
 
-    let admin = token(work.path(), &data, "ops", &["--role", "admin"]);
-    let mut serve = Serve::start(&data, &drills, &["--listen", "127.0.0.1:0"]);
-    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
+    let admin = site.token("ops", &["--role", "admin"]);
+    let (serve, api) = site.serve(false);
     assert_eq!(
         api.call(reqwest::Method::GET, "/health", None, None).0,
         200,
@@ -285,7 +230,7 @@ fn guessing_is_slowed_down_requests_are_bounded_and_plain_http_stays_on_loopback
         (429, Some("too_many_attempts"))
     );
     assert_eq!(api.get("/runs", &admin).0, 429);
-    let entries = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
+    let entries = std::fs::read_to_string(site.data.join("audit.jsonl")).unwrap();
     assert!(
         entries.contains("too many failed authentications"),
         "{entries}"
@@ -298,28 +243,16 @@ fn guessing_is_slowed_down_requests_are_bounded_and_plain_http_stays_on_loopback
 /// run cannot approve it under any identity.
 #[test]
 fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
+    let site = Site::new();
     let me = medic::private::me();
-    let approve_as = |name: &str| {
-        token(
-            work.path(),
-            &data,
-            name,
-            &["--role", "approver", "--env", "prod"],
-        )
-    };
+    let approve_as = |name: &str| site.token(name, &["--role", "approver", "--env", "prod"]);
     let (lead_a, intruder, myself) = (
         approve_as("lead-a"),
         approve_as("intruder"),
         approve_as(&me),
     );
     // Named through a group: `approvers` lists `oncall-leads`, the token is in it.
-    let lead_b = token(
-        work.path(),
-        &data,
+    let lead_b = site.token(
         "lead-b",
         &[
             "--role",
@@ -330,38 +263,19 @@ fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
             "oncall-leads",
         ],
     );
-    let mut serve = Serve::start(&data, &drills, &["--listen", "127.0.0.1:0"]);
-    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
+    let (serve, api) = site.serve(false);
+    let (run, id) = site.waiting_run(
         &format!(
             "\n[environments.prod]\nprotected = true\napprovers = [\"lead-a\", \"oncall-leads\", \"intruder-not\", \"{me}\"]\nmin_approvals = 2\n"
         ),
-        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\", prompt = \"switch?\" }\n",
+        "INC-8",
     );
-    let run = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args([
-            "run",
-            rb.to_str().unwrap(),
-            "--env",
-            "prod",
-            "--approve",
-            "INC-8",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let waiting = pending_approvals(&data.join("approvals"));
-    assert_eq!(waiting.len(), 1, "the run never asked for approval");
-    let id = waiting[0].run_id.clone();
     let approve = format!("/approvals/{id}/approve");
     let reason = |r: &str| serde_json::json!({ "reason": r });
 
     // The starter, from the CLI or with a token of the same name, cannot approve.
-    let o = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
+    let o = site
+        .medic()
         .args(["approve", &id, "--reason", "mine"])
         .output()
         .unwrap();
@@ -393,7 +307,7 @@ fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
     }
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
-        pending_approvals(&data.join("approvals")).len(),
+        pending_approvals(&site.data.join("approvals")).len(),
         1,
         "one approver of two let the run go"
     );

@@ -3,7 +3,6 @@
 use std::process::Command;
 
 use super::*;
-use crate::serve::Serve;
 
 /// The OpenAPI document is generated from the code; the copy in the repository is the one
 /// clients read. After an intended change: `MEDIC_BLESS=1 cargo test -p medic --test e2e
@@ -69,30 +68,16 @@ fn the_api_holds_to_its_document_under_generated_requests() {
         "{} is missing: install it with `scripts/setup --lab` (scripts/test does)",
         st.display()
     );
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    let runbooks = work.path().join("runbooks");
-    std::fs::create_dir(&drills).unwrap();
-    std::fs::create_dir(&runbooks).unwrap();
+    let site = Site::new();
     for name in ["blue_green", "fleet", "grants_and_bake"] {
         let from = crate::cli::repo().join(format!("tests/runbooks/good/{name}.toml"));
-        std::fs::copy(&from, runbooks.join(format!("{name}.toml"))).unwrap();
+        std::fs::copy(&from, site.runbooks.join(format!("{name}.toml"))).unwrap();
     }
-    let admin = token(work.path(), &data, "fuzz", &["--role", "admin"]);
-    let mut serve = Serve::start(
-        &data,
-        &drills,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--runbooks",
-            runbooks.to_str().unwrap(),
-        ],
-    );
-    let base = base_of(&serve.wait_for("API on http://"));
+    let admin = site.token("fuzz", &["--role", "admin"]);
+    let (serve, api) = site.serve(false);
+    let base = api.base.clone();
     let o = Command::new(&st)
-        .current_dir(work.path())
+        .current_dir(site.work.path())
         .env("NO_COLOR", "1")
         .args(["run", &format!("{base}/openapi.json"), "--url", &base])
         .args(["-H", &format!("Authorization: Bearer {admin}")])
@@ -124,7 +109,6 @@ fn the_api_holds_to_its_document_under_generated_requests() {
     );
     assert!(out.contains("passed"), "{out}");
     // The server is still there, and answers.
-    let api = Api::new(base, None);
     assert_eq!(api.get("/whoami", &admin).0, 200);
     assert_eq!(serve.stop(), Some(0));
 }

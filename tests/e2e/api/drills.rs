@@ -5,32 +5,27 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::cli::{medic_command, stderr};
-use crate::serve::Serve;
+use crate::cli::stderr;
 
 #[test]
 fn a_paused_drill_is_skipped_on_schedule_saying_why_until_resumed() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
+    let site = Site::new();
     let rb = crate::cli::scripted_runbook(
-        work.path(),
+        site.work.path(),
         "",
         "[[steps]]\nid = \"tick\"\nuses = \"act\"\n",
     );
     std::fs::write(
-        drills.join("d.toml"),
+        site.drills.join("d.toml"),
         format!(
             "[[drill]]\nname = \"tick\"\nrunbook = {:?}\nschedule = \"* * * * * *\"\nexpect = {{ outcome = \"succeeded\" }}\n",
             rb.display().to_string()
         ),
     )
     .unwrap();
-    let ops = token(work.path(), &data, "ops", &["--role", "admin"]);
-    let look = token(work.path(), &data, "look", &["--role", "viewer"]);
-    let mut serve = Serve::start(&data, &drills, &["--listen", "127.0.0.1:0"]);
-    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
+    let ops = site.token("ops", &["--role", "admin"]);
+    let look = site.token("look", &["--role", "viewer"]);
+    let (serve, api) = site.serve(false);
     let records = |since: u64| -> Vec<serde_json::Value> {
         api.get(
             &format!("/drills/records?drill=tick&since_ms={since}"),
@@ -112,8 +107,8 @@ fn a_paused_drill_is_skipped_on_schedule_saying_why_until_resumed() {
     assert_eq!(serve.stop(), Some(0));
 
     // No server: the CLI pauses in the store itself, checking the name first.
-    let o = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
+    let o = site
+        .medic()
         .args([
             "drill",
             "pause",
@@ -121,7 +116,7 @@ fn a_paused_drill_is_skipped_on_schedule_saying_why_until_resumed() {
             "--reason",
             "x",
             "--drills",
-            drills.to_str().unwrap(),
+            site.drills.to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -131,8 +126,8 @@ fn a_paused_drill_is_skipped_on_schedule_saying_why_until_resumed() {
         "{}",
         stderr(&o)
     );
-    let o = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
+    let o = site
+        .medic()
         .args([
             "drill",
             "pause",
@@ -140,12 +135,12 @@ fn a_paused_drill_is_skipped_on_schedule_saying_why_until_resumed() {
             "--reason",
             "CHG-13",
             "--drills",
-            drills.to_str().unwrap(),
+            site.drills.to_str().unwrap(),
         ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let store = medic::store::Store::open(&data, "test").unwrap();
+    let store = medic::store::Store::open(&site.data, "test").unwrap();
     assert_eq!(
         store.drill_paused("tick").unwrap().unwrap().reason,
         "CHG-13"

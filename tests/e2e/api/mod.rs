@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::cli::{medic_command, stderr, stdout};
+use crate::serve::Serve;
 use crate::support::*;
 
 /// A certificate for 127.0.0.1 signed by a CA made here (webpki refuses a CA certificate as a
@@ -83,18 +84,110 @@ pub(super) fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("ca.crt"), dir.join("api.crt"), dir.join("api.key"))
 }
 
-/// `medic token create`: the token.
-pub(super) fn token(work: &Path, data: &Path, name: &str, args: &[&str]) -> String {
-    let o = medic_command(work)
-        .env("MEDIC_DATA_DIR", data)
-        .args(["token", "create", name])
-        .args(args)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let t = stdout(&o).trim().to_owned();
-    assert!(t.starts_with("medic_"), "{t}");
-    t
+/// One test's machine: a data directory, and the drills and runbooks `medic serve` reads.
+pub(super) struct Site {
+    pub(super) work: tempfile::TempDir,
+    pub(super) data: PathBuf,
+    pub(super) drills: PathBuf,
+    pub(super) runbooks: PathBuf,
+}
+
+impl Site {
+    pub(super) fn new() -> Site {
+        let work = tempfile::tempdir().unwrap();
+        let (data, drills, runbooks) = (
+            work.path().join("data"),
+            work.path().join("drills"),
+            work.path().join("runbooks"),
+        );
+        std::fs::create_dir(&drills).unwrap();
+        std::fs::create_dir(&runbooks).unwrap();
+        Site {
+            work,
+            data,
+            drills,
+            runbooks,
+        }
+    }
+
+    /// `medic` on this machine.
+    pub(super) fn medic(&self) -> Command {
+        let mut cmd = medic_command(self.work.path());
+        cmd.env("MEDIC_DATA_DIR", &self.data);
+        cmd
+    }
+
+    /// `medic token create NAME ARGS`: the token.
+    pub(super) fn token(&self, name: &str, args: &[&str]) -> String {
+        let o = self
+            .medic()
+            .args(["token", "create", name])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let t = stdout(&o).trim().to_owned();
+        assert!(t.starts_with("medic_"), "{t}");
+        t
+    }
+
+    /// A scripted runbook (`crate::cli::scripted_runbook`) in the catalogue, as `NAME`.
+    pub(super) fn runbook(&self, name: &str, head: &str, body: &str) {
+        let rb = crate::cli::scripted_runbook(self.work.path(), head, body);
+        std::fs::rename(&rb, self.runbooks.join(format!("{name}.toml"))).unwrap();
+    }
+
+    /// `medic serve` offering the runbooks, its API on a free loopback port, and a client of
+    /// it. Plain HTTP, or HTTPS with a certificate made here (the client trusts its CA).
+    pub(super) fn serve(&self, https: bool) -> (Serve, Api) {
+        let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--runbooks"]
+            .map(String::from)
+            .into();
+        args.push(self.runbooks.display().to_string());
+        let tls = https.then(|| certificate(self.work.path()));
+        if let Some((_, cert, key)) = &tls {
+            args.extend(["--tls-cert".into(), cert.display().to_string()]);
+            args.extend(["--tls-key".into(), key.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut serve = Serve::start(&self.data, &self.drills, &args);
+        let base = base_of(&serve.wait_for("API on "));
+        let api = Api::new(base, tls.as_ref().map(|(ca, _, _)| ca.as_path()));
+        (serve, api)
+    }
+
+    /// The CA that `serve(true)`'s certificate is signed by.
+    pub(super) fn ca(&self) -> PathBuf {
+        self.work.path().join("ca.crt")
+    }
+
+    /// A run this machine's user starts through serve in the protected environment `prod`
+    /// (declared in `head`), with `reason`, stopped at an approval step: the process and the
+    /// run's id.
+    pub(super) fn waiting_run(&self, head: &str, reason: &str) -> (std::process::Child, String) {
+        let rb = crate::cli::scripted_runbook(
+            self.work.path(),
+            head,
+            "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\", prompt = \"switch?\" }\n",
+        );
+        let run = self
+            .medic()
+            .args([
+                "run",
+                rb.to_str().unwrap(),
+                "--env",
+                "prod",
+                "--approve",
+                reason,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let waiting = pending_approvals(&self.data.join("approvals"));
+        assert_eq!(waiting.len(), 1, "the run never asked for approval");
+        (run, waiting[0].run_id.clone())
+    }
 }
 
 /// A client with its own runtime: reqwest's connections belong to the runtime that made them.

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::cli::{medic_command, stderr, stdout};
-use crate::serve::Serve;
 use crate::support::*;
 
 /// Runs started through the API: from the catalogue of `--runbooks DIR`, by a responder in
@@ -14,40 +13,19 @@ use crate::support::*;
 /// is recorded as started by the token, and a responder can cancel it.
 #[test]
 pub(super) fn a_responder_starts_and_cancels_runs_from_the_catalogue() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    let runbooks = work.path().join("runbooks");
-    std::fs::create_dir(&drills).unwrap();
-    std::fs::create_dir(&runbooks).unwrap();
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
+    let site = Site::new();
+    site.runbook(
+        "say",
         "\n[params.echo]\ntype = \"string\"\ndefault = \"hello\"\ndescription = \"What to say\"\n\n\
          [environments.staging]\n\n[environments.prod]\nprotected = true\n",
         "[[steps]]\nid = \"say\"\nuses = \"act\"\nwith = { echo = \"{{ params.echo }}\" }\n\n\
          [[steps]]\nid = \"hold\"\nuses = \"act\"\nwhen = \"params.echo == 'wait'\"\n\
          approval = { timeout = \"60s\", prompt = \"go on?\" }\n",
     );
-    std::fs::rename(&rb, runbooks.join("say.toml")).unwrap();
-    let viewer = token(work.path(), &data, "look", &["--role", "viewer"]);
-    let responder = token(work.path(), &data, "fix", &["--role", "responder"]);
-    let prod = token(
-        work.path(),
-        &data,
-        "fix-prod",
-        &["--role", "responder", "--env", "prod"],
-    );
-    let mut serve = Serve::start(
-        &data,
-        &drills,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--runbooks",
-            runbooks.to_str().unwrap(),
-        ],
-    );
-    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
+    let viewer = site.token("look", &["--role", "viewer"]);
+    let responder = site.token("fix", &["--role", "responder"]);
+    let prod = site.token("fix-prod", &["--role", "responder", "--env", "prod"]);
+    let (serve, api) = site.serve(false);
 
     let (status, list) = api.get("/runbooks", &viewer);
     assert_eq!(status, 200, "{list}");
@@ -172,7 +150,7 @@ pub(super) fn a_responder_starts_and_cancels_runs_from_the_catalogue() {
     );
     assert_eq!(status, 202, "{started}");
     let id = started["run_id"].as_str().unwrap().to_owned();
-    assert_eq!(pending_approvals(&data.join("approvals")).len(), 1);
+    assert_eq!(pending_approvals(&site.data.join("approvals")).len(), 1);
     let (status, c) = api.post(
         &format!("/runs/{id}/cancel"),
         &responder,
@@ -246,31 +224,15 @@ pub(super) fn read_events(
 /// `Last-Event-ID` misses nothing and sees nothing twice, and the stream ends with the run.
 #[test]
 pub(super) fn a_client_reconnecting_to_a_runs_events_misses_none() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    let runbooks = work.path().join("runbooks");
-    std::fs::create_dir(&drills).unwrap();
-    std::fs::create_dir(&runbooks).unwrap();
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
+    let site = Site::new();
+    site.runbook(
+        "steps",
         "",
         "[[steps]]\nid = \"one\"\nuses = \"act\"\n\n[[steps]]\nid = \"hold\"\nuses = \"act\"\n\
          approval = { timeout = \"60s\", prompt = \"go on?\" }\n\n[[steps]]\nid = \"two\"\nuses = \"check\"\n",
     );
-    std::fs::rename(&rb, runbooks.join("steps.toml")).unwrap();
-    let ops = token(work.path(), &data, "ops", &["--role", "admin"]);
-    let mut serve = Serve::start(
-        &data,
-        &drills,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--runbooks",
-            runbooks.to_str().unwrap(),
-        ],
-    );
-    let api = Api::new(base_of(&serve.wait_for("API on http://")), None);
+    let ops = site.token("ops", &["--role", "admin"]);
+    let (serve, api) = site.serve(false);
     let (status, started) = api.post("/runs", &ops, serde_json::json!({ "runbook": "steps" }));
     assert_eq!(status, 202, "{started}");
     let id = started["run_id"].as_str().unwrap().to_owned();
@@ -303,43 +265,22 @@ pub(super) fn a_client_reconnecting_to_a_runs_events_misses_none() {
 /// API's refusals as errors with exit 2, and plain HTTP refused for a remote address.
 #[test]
 pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    let runbooks = work.path().join("runbooks");
-    std::fs::create_dir(&drills).unwrap();
-    std::fs::create_dir(&runbooks).unwrap();
-    let (ca, cert, key) = certificate(work.path());
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
+    let site = Site::new();
+    site.runbook(
+        "steps",
         "",
         "[[steps]]\nid = \"one\"\nuses = \"act\"\n\n[[steps]]\nid = \"hold\"\nuses = \"act\"\n\
          approval = { timeout = \"60s\", prompt = \"go on?\" }\n",
     );
-    std::fs::rename(&rb, runbooks.join("steps.toml")).unwrap();
-    let ops = token(work.path(), &data, "ops", &["--role", "admin"]);
-    let viewer = token(work.path(), &data, "look", &["--role", "viewer"]);
-    let mut serve = Serve::start(
-        &data,
-        &drills,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--runbooks",
-            runbooks.to_str().unwrap(),
-        ],
-    );
-    let base = base_of(&serve.wait_for("API on https://"));
-    let server = base.trim_end_matches("/api/v1").to_owned();
-    let api = Api::new(base, Some(&ca));
+    let ops = site.token("ops", &["--role", "admin"]);
+    let viewer = site.token("look", &["--role", "viewer"]);
+    let (serve, api) = site.serve(true);
+    let server = api.base.trim_end_matches("/api/v1").to_owned();
+    let ca = site.ca();
     let (status, started) = api.post("/runs", &ops, serde_json::json!({ "runbook": "steps" }));
     assert_eq!(status, 202, "{started}");
     let id = started["run_id"].as_str().unwrap().to_owned();
-    assert_eq!(pending_approvals(&data.join("approvals")).len(), 1);
+    assert_eq!(pending_approvals(&site.data.join("approvals")).len(), 1);
 
     // Another machine: no data directory of its own, only the server and a token.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -390,14 +331,13 @@ pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     // `medic run` through the server: the timeline as it happens, and a local run's exit code.
-    let undo = crate::cli::scripted_runbook(
-        work.path(),
+    site.runbook(
+        "undo",
         "on_failure = \"rollback\"",
         "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
          [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
          [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
     );
-    std::fs::rename(&undo, runbooks.join("undo.toml")).unwrap();
     let o = cli(&ops, &["run", "undo"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));

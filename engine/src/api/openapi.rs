@@ -168,20 +168,6 @@ pub struct Started {
     pub environment: String,
 }
 
-/// The run statuses `status` filters on.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-pub enum StatusFilter {
-    Running,
-    Succeeded,
-    Failed,
-    RolledBack,
-    RollbackFailed,
-    Cancelled,
-    Interrupted,
-    DryRun,
-}
-
 /// A runbook parameter's value in `POST /runs`.
 #[derive(serde::Serialize, ToSchema)]
 #[serde(untagged)]
@@ -300,7 +286,7 @@ impl Modify for Bearer {
         super::routes::tokens,
         super::routes::stats,
     ),
-    components(schemas(ErrorBody, ErrorDetail, StatusFilter, ParamValue)),
+    components(schemas(ErrorBody, ErrorDetail, crate::store::RunStatus, ParamValue)),
     modifiers(&Bearer),
     security(("token" = []))
 )]

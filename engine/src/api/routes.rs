@@ -157,7 +157,7 @@ fn protected(record: &RunRecord) -> bool {
 #[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     runbook: Option<String>,
-    #[param(value_type = Option<super::openapi::StatusFilter>)]
+    #[param(value_type = Option<crate::store::RunStatus>)]
     status: Option<String>,
     environment: Option<String>,
     /// cli, schedule or api.

@@ -106,6 +106,21 @@ struct File {
 #[derive(Debug, Clone)]
 pub struct Tokens {
     dir: PathBuf,
+    /// The tokens as last read, with the file's identity then: every API request verifies a
+    /// token, and re-reading the file costs a parse each time. Any change (create, revoke,
+    /// from any process) renames a new file in, so a different inode or mtime re-reads it.
+    seen: std::sync::Arc<std::sync::Mutex<Option<Seen>>>,
+}
+
+/// One version of the tokens file, as read.
+type Seen = (Stamp, Vec<Token>);
+
+/// What identifies one version of the tokens file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    mtime_ns: i128,
+    len: u64,
 }
 
 fn digest(token: &str) -> String {
@@ -134,7 +149,28 @@ impl Tokens {
     pub fn new(dir: &Path) -> Self {
         Tokens {
             dir: dir.to_owned(),
+            seen: Default::default(),
         }
+    }
+
+    /// `f` of the tokens, read again only when the file changed.
+    fn with_current<R>(&self, f: impl FnOnce(&[Token]) -> R) -> Result<R, String> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.join(FILE);
+        let stamp = match std::fs::metadata(&path) {
+            Ok(m) => Stamp {
+                ino: m.ino(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                len: m.len(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(f(&[])),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let mut seen = self.seen.lock().unwrap();
+        if seen.as_ref().is_none_or(|(s, _)| *s != stamp) {
+            *seen = Some((stamp, self.read()?.tokens));
+        }
+        Ok(f(seen.as_ref().map_or(&[][..], |(_, tokens)| tokens)))
     }
 
     fn read(&self) -> Result<File, String> {
@@ -252,11 +288,12 @@ impl Tokens {
         }
         let hash = digest(secret);
         let now = now_ms();
-        Ok(self
-            .read()?
-            .tokens
-            .into_iter()
-            .find(|t| t.hash == hash && t.usable(now)))
+        self.with_current(|tokens| {
+            tokens
+                .iter()
+                .find(|t| t.hash == hash && t.usable(now))
+                .cloned()
+        })
     }
 }
 
@@ -284,7 +321,9 @@ mod tests {
                 .create("ci", Role::Viewer, &[], &[], None, "me")
                 .is_err()
         );
-        tokens.revoke("ci").unwrap();
+        // Revoked by another process (`medic token revoke` while serve runs): the one that
+        // verified before, and remembered the file, sees it at once.
+        Tokens::new(dir.path()).revoke("ci").unwrap();
         assert_eq!(tokens.verify(&secret).unwrap(), None);
 
         let (old, _) = tokens

@@ -244,18 +244,85 @@ fn first_definition(text: &str, at: usize) -> Option<usize> {
     None
 }
 
-/// Where a value is, in the file's words.
-enum Label {
+/// Where a value is, in the file's words. Built as the walk goes down and written out only
+/// for a mistake: most values have none, and a 10,000-step runbook has 60,000 of them.
+enum Label<'a> {
     Root,
-    /// `[runbook]`, `the gate of step `restart``, `plugin `web``.
-    Named(String),
+    /// A value in a table: "[KEY]" at the top, "the KEY of PARENT" for a table, "`KEY` of
+    /// PARENT" otherwise.
+    Field {
+        parent: &'a Label<'a>,
+        key: &'a str,
+        table: bool,
+    },
+    /// A named entry of a table of tables: "WORD `NAME`", or "`NAME` in PARENT".
+    Entry {
+        parent: &'a Label<'a>,
+        word: Option<&'static str>,
+        name: &'a str,
+    },
+    /// An element of a list: "WORD `NAME`" or "WORD N" (with " of PARENT" below the top), or
+    /// "item N of LIST".
+    Item {
+        list: &'a Label<'a>,
+        parent: &'a Label<'a>,
+        word: Option<&'static str>,
+        name: Option<String>,
+        index: usize,
+    },
 }
 
-impl Label {
-    fn text(&self) -> &str {
+impl Label<'_> {
+    fn text(&self) -> String {
         match self {
-            Label::Root => "the file",
-            Label::Named(s) => s,
+            Label::Root => "the file".into(),
+            Label::Field {
+                parent: Label::Root,
+                key,
+                ..
+            } => format!("[{key}]"),
+            Label::Field {
+                parent,
+                key,
+                table: true,
+            } => format!("the {key} of {}", parent.text()),
+            Label::Field { parent, key, .. } => format!("`{key}` of {}", parent.text()),
+            Label::Entry {
+                word: Some(word),
+                name,
+                ..
+            } => format!("{word} `{name}`"),
+            Label::Entry { parent, name, .. } => format!("`{name}` in {}", parent.text()),
+            Label::Item {
+                list,
+                parent,
+                word,
+                name,
+                index,
+            } => {
+                let of = match parent {
+                    Label::Root => String::new(),
+                    p => format!(" of {}", p.text()),
+                };
+                match (word, name) {
+                    (Some(w), Some(n)) => format!("{w} `{n}`{of}"),
+                    (Some(w), None) => format!("{w} {}{of}", index + 1),
+                    (None, _) => format!("item {} of {}", index + 1, list.text()),
+                }
+            }
+        }
+    }
+
+    /// What a message says must be something: "`successes` of the gate of step `x`" rather
+    /// than "the successes of ...".
+    fn subject(&self) -> String {
+        match self {
+            Label::Field {
+                parent,
+                key,
+                table: true,
+            } if !matches!(parent, Label::Root) => format!("`{key}` of {}", parent.text()),
+            other => other.text(),
         }
     }
 }
@@ -292,7 +359,7 @@ impl<'s> Walker<'s> {
         s: &'s Schema,
         table: &mut DeTable<'_>,
         span: Range<usize>,
-        at: &Label,
+        at: &Label<'_>,
         key: &str,
     ) {
         let s = self.resolve(s);
@@ -306,23 +373,28 @@ impl<'s> Walker<'s> {
         let mut remove = Vec::new();
         let mut replace = Vec::new();
         for (written, value) in table.iter_mut() {
-            let name = written.get_ref().to_string();
-            if let Some(child) = props.and_then(|p| p.get(&name)) {
-                let label = child_label(at, &name, value.get_ref());
-                if !self.value(child, value, &label, &name, at) {
-                    if required.contains(&name.as_str()) {
-                        replace.push((name, child));
+            let name: &str = written.get_ref();
+            if let Some(child) = props.and_then(|p| p.get(name)) {
+                let label = Label::Field {
+                    parent: at,
+                    key: name,
+                    table: value.get_ref().is_table(),
+                };
+                if !self.value(child, value, &label, name, at) {
+                    if required.contains(&name) {
+                        replace.push((name.to_owned(), child));
                     } else {
-                        remove.push(name);
+                        remove.push(name.to_owned());
                     }
                 }
             } else if let Some(entry) = additional.filter(|a| a.is_object()) {
-                let label = Label::Named(match word(self.words.maps, key) {
-                    Some(word) => format!("{word} `{name}`"),
-                    None => format!("`{name}` in {}", at.text()),
-                });
-                if !self.value(entry, value, &label, &name, at) {
-                    replace.push((name, entry));
+                let label = Label::Entry {
+                    parent: at,
+                    word: word(self.words.maps, key),
+                    name,
+                };
+                if !self.value(entry, value, &label, name, at) {
+                    replace.push((name.to_owned(), entry));
                 }
             } else if additional.and_then(Schema::as_bool) == Some(false) {
                 let known: Vec<&str> = props
@@ -330,15 +402,15 @@ impl<'s> Walker<'s> {
                     .unwrap_or_default();
                 let what = match at {
                     Label::Root => format!("unknown section `{name}`"),
-                    Label::Named(l) => format!("unknown key `{name}` in {l}"),
+                    at => format!("unknown key `{name}` in {}", at.text()),
                 };
                 self.diags.push(
                     Diagnostic::at(written.span(), what).help(
-                        did_you_mean(&name, known.iter().copied())
+                        did_you_mean(name, known.iter().copied())
                             .unwrap_or_else(|| format!("expected one of: {}", known.join(", "))),
                     ),
                 );
-                remove.push(name);
+                remove.push(name.to_owned());
             }
         }
         for name in remove {
@@ -360,7 +432,7 @@ impl<'s> Walker<'s> {
                     Some("object") => format!("the file has no [{name}] table"),
                     _ => format!("the file has no `{name}`"),
                 },
-                Label::Named(l) => format!("{l} has no `{name}`"),
+                at => format!("{} has no `{name}`", at.text()),
             };
             let help = self
                 .resolve(child)
@@ -370,7 +442,7 @@ impl<'s> Walker<'s> {
             // The root table's span is empty; the file's first character stands for it.
             let at_table = match at {
                 Label::Root => 0..self.text_len.min(1),
-                Label::Named(_) => span.clone(),
+                _ => span.clone(),
             };
             self.diags
                 .push(Diagnostic::at(at_table, what).help_opt(help));
@@ -389,16 +461,16 @@ impl<'s> Walker<'s> {
         &mut self,
         s: &'s Schema,
         v: &mut Spanned<DeValue<'_>>,
-        at: &Label,
+        at: &Label<'_>,
         key: &str,
-        parent: &Label,
+        parent: &Label<'_>,
     ) -> bool {
         let s = self.resolve(s);
         if let Some(alternatives) = s.get("oneOf").and_then(Schema::as_array) {
             return match alternatives.iter().find(|a| self.fits(a, v.get_ref())) {
                 Some(a) => self.value(a, v, at, key, parent),
                 None => {
-                    self.wrong(s, v, at, key);
+                    self.wrong(s, v, at);
                     false
                 }
             };
@@ -446,7 +518,7 @@ impl<'s> Walker<'s> {
                 *v = list.into_iter().next().expect("checked non-empty");
                 return self.value(s, v, at, key, parent);
             }
-            self.wrong(s, v, at, key);
+            self.wrong(s, v, at);
             return false;
         }
         let span = v.span();
@@ -457,29 +529,35 @@ impl<'s> Walker<'s> {
                     let items = self.resolve(items);
                     let tables = items.get("type").and_then(Schema::as_str) == Some("object");
                     let word = word(self.words.lists, key);
-                    let of = match parent {
-                        Label::Root => String::new(),
-                        Label::Named(p) => format!(" of {p}"),
-                    };
-                    let mut keep = DeArray::new();
-                    for (i, mut item) in std::mem::replace(list, DeArray::new())
-                        .into_iter()
-                        .enumerate()
-                    {
-                        let label = Label::Named(match (word, item_name(item.get_ref())) {
-                            (Some(w), Some(n)) => format!("{w} `{n}`{of}"),
-                            (Some(w), None) => format!("{w} {}{of}", i + 1),
-                            (None, _) => format!("item {} of {}", i + 1, at.text()),
-                        });
-                        if self.value(items, &mut item, &label, key, parent) {
-                            keep.push(item);
-                        } else if tables {
-                            // A list of tables keeps its length: later mistakes are still
-                            // counted and named as written.
-                            keep.push(self.placeholder(items, item.span().start));
+                    // Walked in place: a list is rebuilt only when an item is set aside.
+                    let mut rejected = Vec::new();
+                    for (index, item) in list.iter_mut().enumerate() {
+                        let label = Label::Item {
+                            list: at,
+                            parent,
+                            word,
+                            name: item_name(item.get_ref()),
+                            index,
+                        };
+                        if !self.value(items, item, &label, key, parent) {
+                            if tables {
+                                // A list of tables keeps its length: later mistakes are still
+                                // counted and named as written.
+                                *item = self.placeholder(items, item.span().start);
+                            } else {
+                                rejected.push(index);
+                            }
                         }
                     }
-                    *list = keep;
+                    if !rejected.is_empty() {
+                        let all = std::mem::replace(list, DeArray::new());
+                        *list = all
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(i, _)| !rejected.contains(i))
+                            .map(|(_, item)| item)
+                            .collect();
+                    }
                 }
             }
             _ => {}
@@ -534,14 +612,8 @@ impl<'s> Walker<'s> {
         }
     }
 
-    fn wrong(&mut self, s: &'s Schema, v: &Spanned<DeValue<'_>>, at: &Label, key: &str) {
-        let subject = match at {
-            Label::Root => format!("`{key}`"),
-            Label::Named(l) => match l.strip_prefix(&format!("the {key} of ")) {
-                Some(parent) => format!("`{key}` of {parent}"),
-                None => l.clone(),
-            },
-        };
+    fn wrong(&mut self, s: &'s Schema, v: &Spanned<DeValue<'_>>, at: &Label<'_>) {
+        let subject = at.subject();
         let mut d = Diagnostic::at(
             v.span(),
             format!(
@@ -649,15 +721,6 @@ impl<'s> Walker<'s> {
         };
         Spanned::new(at..at, value)
     }
-}
-
-/// What a value in a table is called: the gate of step `x` is "the gate of step `x`".
-fn child_label(parent: &Label, key: &str, value: &DeValue<'_>) -> Label {
-    Label::Named(match (parent, value) {
-        (Label::Root, _) => format!("[{key}]"),
-        (Label::Named(p), DeValue::Table(_)) => format!("the {key} of {p}"),
-        (Label::Named(p), _) => format!("`{key}` of {p}"),
-    })
 }
 
 /// The word for one element of the list or table written as `key` (`steps` -> "step").

@@ -327,3 +327,41 @@ fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// Under a quorum, one named approver's rejection ends the wait at once, whatever approvals
+/// came before: the step fails and the run says who rejected it and why.
+#[test]
+fn one_rejection_under_a_quorum_fails_the_step() {
+    let site = Site::new();
+    let lead_a = site.token("lead-a", &["--role", "approver", "--env", "prod"]);
+    let lead_b = site.token("lead-b", &["--role", "approver", "--env", "prod"]);
+    let (serve, api) = site.serve(false);
+    let (run, id) = site.waiting_run(
+        "\n[environments.prod]\nprotected = true\napprovers = [\"lead-a\", \"lead-b\"]\nmin_approvals = 2\n",
+        "INC-9",
+    );
+    let (status, d) = api.post(
+        &format!("/approvals/{id}/approve"),
+        &lead_a,
+        serde_json::json!({ "reason": "looks fine" }),
+    );
+    assert_eq!((status, d["approvals"].as_u64()), (200, Some(1)), "{d}");
+    let (status, d) = api.post(
+        &format!("/approvals/{id}/reject"),
+        &lead_b,
+        serde_json::json!({ "reason": "INC-9: error budget spent" }),
+    );
+    assert_eq!(
+        (status, d["decision"].as_str()),
+        (200, Some("rejected")),
+        "{d}"
+    );
+    let out = run.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("rejected by token:lead-b") && text.contains("error budget spent"),
+        "{text}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+}

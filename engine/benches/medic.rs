@@ -501,12 +501,14 @@ fn main() {
             } else {
                 &mut |_: &medic::executor::Event<'_>| {}
             };
-            let report = rt.block_on(medic::executor::execute(
-                &host,
-                &plan,
-                medic::executor::RunOptions::default(),
-                observer,
-            ));
+            let report = rt
+                .block_on(medic::executor::execute(
+                    &host,
+                    &plan,
+                    medic::executor::RunOptions::default(),
+                    observer,
+                ))
+                .expect("nothing aborts the benchmark");
             let took = t.elapsed();
             assert!(recorder.error.is_none());
             assert_eq!(report.steps.len(), scale);
@@ -575,12 +577,14 @@ fn main() {
             let mut quiet = |_: &medic::executor::Event<'_>| {};
             let mut recorder = recorder(&store, &mut quiet);
             let t = Instant::now();
-            let report = rt.block_on(medic::executor::execute(
-                &host,
-                &plan,
-                medic::executor::RunOptions::default(),
-                &mut recorder,
-            ));
+            let report = rt
+                .block_on(medic::executor::execute(
+                    &host,
+                    &plan,
+                    medic::executor::RunOptions::default(),
+                    &mut recorder,
+                ))
+                .expect("nothing aborts the benchmark");
             let took = t.elapsed();
             assert!(recorder.error.is_none());
             assert_eq!(report.steps[0].targets.len(), scale);
@@ -644,7 +648,8 @@ fn main() {
                             medic::executor::RunOptions::default(),
                             &mut recorder,
                         )
-                        .await;
+                        .await
+                        .expect("nothing aborts the benchmark");
                         assert_eq!(
                             report.outcome,
                             medic::executor::RunOutcome::Succeeded,

@@ -17,6 +17,16 @@ const ACTION: &str =
 /// Plans and runs a runbook (with the fixtures' paths and the recorder's address filled in),
 /// collecting every event's short description.
 fn run_with(text: &str, opts: PlanOptions) -> (RunReport, Vec<String>, Vec<String>) {
+    let (report, events, paths) = run_aborting(text, opts, None);
+    (report.expect("nothing aborts this run"), events, paths)
+}
+
+/// [`run_with`], aborting the run from inside the executor when the step `abort_at` starts.
+fn run_aborting(
+    text: &str,
+    opts: PlanOptions,
+    abort_at: Option<&str>,
+) -> (Option<RunReport>, Vec<String>, Vec<String>) {
     let rt = runtime();
     rt.block_on(async {
         let rec = tiny_server(200, "ok").await;
@@ -48,7 +58,13 @@ fn run_with(text: &str, opts: PlanOptions) -> (RunReport, Vec<String>, Vec<Strin
             ),
         };
         let mut events = Vec::new();
+        let cancel = executor::Cancel::new();
         let mut observer = |e: &Event<'_>| {
+            if let Event::StepStarted { id, .. } = e
+                && Some(*id) == abort_at
+            {
+                cancel.abort();
+            }
             events.push(match e {
                 Event::RunStarted { .. } => "run".to_string(),
                 Event::PhaseStarted { phase, .. } => format!("phase {phase:?}"),
@@ -70,7 +86,11 @@ fn run_with(text: &str, opts: PlanOptions) -> (RunReport, Vec<String>, Vec<Strin
                 Event::RunFinished { report } => format!("end {:?}", report.outcome),
             })
         };
-        let report = executor::execute(&host, &plan, RunOptions::default(), &mut observer).await;
+        let run_opts = RunOptions {
+            cancel: cancel.clone(),
+            ..RunOptions::default()
+        };
+        let report = executor::execute(&host, &plan, run_opts, &mut observer).await;
         let paths = rec.paths.lock().unwrap().clone();
         (report, events, paths)
     })
@@ -332,6 +352,42 @@ fn failing_verify_or_revert_means_rollback_failed() {
     assert!(
         paths.contains(&"/revert/one.rollback".to_string()),
         "{paths:?}"
+    );
+}
+
+#[test]
+fn an_abort_seen_first_by_a_rollback_gate_leaves_the_run_without_a_verdict() {
+    // The abort is raised from inside the executor, as the verify gate starts: the gate sees
+    // its undo view cancelled and fails within the same poll. Racing the future against
+    // `Cancel::aborted` cannot see that first, so the executor itself must not report the
+    // cut-off rollback as failed (CI once saw exactly that: exit 5, "rollback failed").
+    let verify = "\n[[verify]]\nid = \"healthy\"\nuses = \"check\"\n\
+                  gate = { interval = \"100ms\", successes = 3, timeout = \"20s\" }\n";
+    let (r, events, paths) = run_aborting(
+        &runbook(
+            "on_failure = \"rollback\"",
+            &format!("{THREE_ACTIONS}{verify}"),
+        ),
+        PlanOptions::default(),
+        Some("healthy"),
+    );
+    assert!(
+        r.is_none(),
+        "an aborted run has no verdict: {:?}",
+        r.map(|r| r.outcome)
+    );
+    assert!(
+        events.iter().all(|e| !e.starts_with("end ")),
+        "no RunFinished: {events:?}"
+    );
+    assert!(
+        events.contains(&"start healthy".to_string())
+            && paths.contains(&"/revert/one.rollback".to_string()),
+        "the abort came during the verify, after the undo: {events:?} {paths:?}"
+    );
+    assert!(
+        !paths.contains(&"/run/always".to_string()),
+        "nothing more runs after an abort, finally steps included: {paths:?}"
     );
 }
 

@@ -210,6 +210,7 @@ pub async fn run_example_with(
         &mut |_: &medic::executor::Event<'_>| {},
     )
     .await
+    .expect("nothing aborts this run")
 }
 
 /// The approvals waiting in `dir`, once there is at least one (bounded: about 30 s).

@@ -517,10 +517,11 @@ pub(super) async fn execute(
     // An abort drops the run where it stands (plugin calls included): nothing more is done.
     let finished = tokio::select! {
         // The abort first: once aborted, a run that reacts by failing its gates must not
-        // be reported as if it had ended on its own.
+        // be reported as if it had ended on its own (the executor also withholds its
+        // verdict when it sees the abort first).
         biased;
         () = cancel.aborted() => None,
-        report = executor::execute(host, req.plan, opts, &mut recorder) => Some(report),
+        report = executor::execute(host, req.plan, opts, &mut recorder) => report,
     };
     drop(watcher);
     let Some(report) = finished else {

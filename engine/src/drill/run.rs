@@ -159,10 +159,11 @@ pub async fn recorded_run(
     }
     let finished = tokio::select! {
         // The abort first: once aborted, a run that reacts by failing its gates must not
-        // be reported as if it had ended on its own.
+        // be reported as if it had ended on its own (the executor also withholds its
+        // verdict when it sees the abort first).
         biased;
         () = cancel.aborted() => None,
-        report = executor::execute(host, plan, opts, &mut recorder) => Some(report),
+        report = executor::execute(host, plan, opts, &mut recorder) => report,
     };
     let Some(report) = finished else {
         recorder.aborted("aborted by its supervisor");

@@ -265,13 +265,19 @@ pub fn new_run_id() -> String {
     ulid::Ulid::new().to_string().to_ascii_lowercase()
 }
 
-/// Runs a plan to completion. Never returns early: whatever happens becomes part of the report.
+/// Runs a plan to completion: whatever happens becomes part of the report.
+///
+/// `None` when the run was aborted ([`Cancel::abort`]): an aborted run has no verdict, and no
+/// `RunFinished` event is sent. The abort may be seen here first, in the middle of a poll (a
+/// gate that finds its undo view cancelled fails), before a caller racing this future against
+/// [`Cancel::aborted`] notices it; deciding it here keeps the cut-off gate from being reported
+/// as a failed rollback.
 pub async fn execute(
     host: &PluginHost,
     plan: &Plan,
     mut opts: RunOptions,
     observer: &mut dyn Observer,
-) -> RunReport {
+) -> Option<RunReport> {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let mut confirm_rollback = std::mem::replace(&mut opts.confirm_rollback, Box::new(|| true));
@@ -419,6 +425,9 @@ pub async fn execute(
         rollback_wanted = has_rollback_path && confirm_rollback();
     }
 
+    if opts.cancel.is_aborted() {
+        return None;
+    }
     if resume.rollback_only {
         failed = true;
     }
@@ -445,6 +454,9 @@ pub async fn execute(
             (true, true) => RunOutcome::Cancelled,
             (true, false) => RunOutcome::RolledBack,
         };
+        if opts.cancel.is_aborted() {
+            return None;
+        }
     }
 
     if !plan.finally.is_empty() {
@@ -454,6 +466,9 @@ pub async fn execute(
             reason: "always",
         });
         run.section(&plan.finally, Phase::Finally, observer).await;
+        if opts.cancel.is_aborted() {
+            return None;
+        }
     }
 
     let report = RunReport {
@@ -467,7 +482,7 @@ pub async fn execute(
         approval: opts.approval.clone(),
     };
     observer.on_event(&Event::RunFinished { report: &report });
-    report
+    Some(report)
 }
 
 struct Run<'a> {

@@ -178,15 +178,11 @@ pub async fn start(
     let b: StartBody =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
     let (path, text) = read(&state, &b.runbook)?;
-    let protected = crate::runbook::plan::parse(&text).doc.is_some_and(|d| {
-        d.environments
-            .iter()
-            .any(|(k, e)| Some(k.get_ref()) == b.environment.as_ref() && e.get_ref().protected)
-    });
     let env = b
         .environment
         .clone()
         .unwrap_or_else(|| crate::runbook::plan::DEFAULT_ENVIRONMENT.to_owned());
+    let protected = protected(&text, &env);
     caller.require_env(&env, protected)?;
     if protected && b.reason.trim().is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -245,6 +241,15 @@ pub async fn start(
         )),
         _ => Err(ApiError::internal("medic serve did not start the run")),
     }
+}
+
+/// Whether the runbook `text` declares environment `env` protected.
+pub(super) fn protected(text: &str, env: &str) -> bool {
+    crate::runbook::plan::parse(text).doc.is_some_and(|d| {
+        d.environments
+            .iter()
+            .any(|(k, e)| k.get_ref() == env && e.get_ref().protected)
+    })
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -10,6 +10,7 @@ mod auth;
 mod catalogue;
 mod events;
 pub mod openapi;
+mod pickup;
 mod routes;
 
 use std::net::SocketAddr;

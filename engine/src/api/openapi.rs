@@ -168,6 +168,19 @@ pub struct Started {
     pub environment: String,
 }
 
+/// A run picked up again.
+#[derive(ToSchema)]
+pub struct PickedUp {
+    pub run_id: String,
+    /// `resume` or `rollback`: a run stopped during its rollback is rolled back, not resumed.
+    pub mode: String,
+    /// Said when a resume turned into a rollback.
+    pub notice: Option<String>,
+    /// The journal entry where this pick-up starts (`Last-Event-ID` of the events stream is
+    /// one less).
+    pub events_from: u64,
+}
+
 /// A runbook parameter's value in `POST /runs`.
 #[derive(serde::Serialize, ToSchema)]
 #[serde(untagged)]
@@ -231,8 +244,17 @@ fn links(doc: &mut serde_json::Value) {
         serde_json::json!({
             "show": run("show_run"), "journal": run("journal"),
             "events": run("follow"), "cancel": run("cancel_run"),
+            "resume": run("resume"), "rollback": run("rollback"),
         }),
     );
+    for path in ["/runs/{id}/resume", "/runs/{id}/rollback"] {
+        add(
+            path,
+            "post",
+            "202",
+            serde_json::json!({ "show": run("show_run"), "events": run("follow") }),
+        );
+    }
     add(
         "/runbooks",
         "get",
@@ -274,6 +296,8 @@ impl Modify for Bearer {
         super::routes::journal,
         super::events::follow,
         super::routes::cancel_run,
+        super::pickup::resume,
+        super::pickup::rollback,
         super::routes::approvals,
         super::routes::approve,
         super::routes::reject,

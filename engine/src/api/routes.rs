@@ -30,6 +30,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/runs/{id}/journal", get(journal))
         .route("/runs/{id}/events", get(super::events::follow))
         .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/resume", post(super::pickup::resume))
+        .route("/runs/{id}/rollback", post(super::pickup::rollback))
         .route("/approvals", get(approvals))
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/reject", post(reject))
@@ -247,9 +249,10 @@ pub(super) async fn journal(AxumState(state): Shared, Path(id): Path<String>) ->
     Ok(Json(json!({ "journal": entries })))
 }
 
-/// A JSON body, or none; a malformed one is a 400 naming the mistake.
+/// A JSON body, or none; a malformed one (blank is malformed: no JSON value) is a 400 naming
+/// the mistake.
 pub(super) fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.is_empty() {
         return Ok(T::default());
     }
     // `null` is no body too.

@@ -194,6 +194,7 @@ impl ApiClient {
     pub fn follow(
         &self,
         run_id: &str,
+        from: Option<usize>,
         tx: tokio::sync::mpsc::UnboundedSender<Result<JournalEntry, String>>,
     ) {
         let url = format!("{}/runs/{run_id}/events", self.base);
@@ -218,7 +219,7 @@ impl ApiClient {
                     b = b.add_root_certificate(cert);
                 }
                 let Ok(client) = b.build() else { return };
-                let mut last: Option<usize> = None;
+                let mut last: Option<usize> = from.and_then(|f| f.checked_sub(1));
                 for _ in 0..5 {
                     let mut r = client.get(&url).bearer_auth(&token);
                     if let Some(id) = last {

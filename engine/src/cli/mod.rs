@@ -167,8 +167,6 @@ impl Command {
     /// Commands that act on this machine's store or files only: with `--server`, refused.
     fn local_only(&self) -> Option<&'static str> {
         match self {
-            Command::Runs(runs::RunsCommand::Resume(_)) => Some("runs resume"),
-            Command::Runs(runs::RunsCommand::Rollback(_)) => Some("runs rollback"),
             Command::Runs(runs::RunsCommand::Prune { .. }) => Some("runs prune"),
             Command::Token(_) => Some("token"),
             Command::Audit(_) => Some("audit"),

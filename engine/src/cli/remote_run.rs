@@ -22,7 +22,7 @@ fn exit_for(status: RunStatus) -> Exit {
     }
 }
 
-pub async fn run(client: &ApiClient, args: &RunArgs, mut signals: Signals) -> Exit {
+pub async fn run(client: &ApiClient, args: &RunArgs, signals: Signals) -> Exit {
     let Some(name) = args
         .target
         .runbook
@@ -63,8 +63,51 @@ pub async fn run(client: &ApiClient, args: &RunArgs, mut signals: Signals) -> Ex
         started["environment"].as_str().unwrap_or("?"),
         client.server()
     );
+    follow(client, &id, None, signals).await
+}
+
+/// `medic runs resume|rollback ID` through the API: the server picks the run up; this
+/// process shows what happens from there and exits as a local pick-up would.
+pub async fn pick_up(
+    client: &ApiClient,
+    args: &super::runs::PickUpArgs,
+    mode: &str,
+    signals: Signals,
+) -> Exit {
+    let body = json!({ "reason": args.approve.clone().unwrap_or_default() });
+    let answer = match client.request(
+        reqwest::Method::POST,
+        &format!("/runs/{}/{mode}", args.id),
+        Some(body),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("medic: {e}");
+            return Exit::Invalid;
+        }
+    };
+    let Some(id) = answer["run_id"].as_str().map(str::to_owned) else {
+        eprintln!("medic: the server answered without a run id");
+        return Exit::Engine;
+    };
+    if let Some(notice) = answer["notice"].as_str() {
+        eprintln!("medic: {}", terminal::clean(notice));
+    }
+    println!(
+        "run {id}: {} on {}",
+        answer["mode"].as_str().unwrap_or(mode),
+        client.server()
+    );
+    // What the run did before is in `medic runs show`; from here on is what happens now.
+    let from = answer["events_from"].as_u64().map(|n| n as usize);
+    follow(client, &id, from, signals).await
+}
+
+/// Shows run `id`'s journal from entry `from` as it grows, until the run ends; a Ctrl-C
+/// cancels it on the server, a second stops following. Exits as the run ended.
+async fn follow(client: &ApiClient, id: &str, from: Option<usize>, mut signals: Signals) -> Exit {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    client.follow(&id, tx);
+    client.follow(id, from, tx);
     let mut cancelled = false;
     let mut start_ms = None;
     loop {

@@ -1,6 +1,5 @@
 //! `medic runs list|show|logs|export|prune|resume|rollback` and `medic stats`.
 
-use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
@@ -8,9 +7,8 @@ use clap::{Args, Subcommand};
 use super::output::format_duration;
 use super::run::{RunRequest, execute, exit_for, load_plan};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error};
-use crate::executor::{Phase, Resume, StepStatus};
-use crate::runbook::PlanOptions;
-use crate::runbook::plan::DEFAULT_ENVIRONMENT;
+use crate::executor::{Phase, StepStatus};
+use crate::pickup::Refused;
 use crate::store::recorder::Start;
 use crate::store::remote::Reader;
 use crate::store::{JournalEvent, ListFilter, RunRecord, RunStatus, now_ms, stats};
@@ -53,10 +51,10 @@ pub enum RunsCommand {
 
 #[derive(Debug, Args)]
 pub struct PickUpArgs {
-    id: String,
+    pub(super) id: String,
     /// Approve continuing in a protected environment (the original approval is kept on record)
     #[arg(long, value_name = "REASON")]
-    approve: Option<String>,
+    pub(super) approve: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
 }
@@ -463,12 +461,19 @@ fn export(store: &dyn Reader, id: &str) -> Result<(), Exit> {
 }
 
 /// `medic runs resume` and `medic runs rollback`: pick a run up from its journal.
-async fn pick_up(global: &GlobalArgs, args: PickUpArgs, mut rollback_only: bool) -> Exit {
-    let mut mode = if rollback_only { "rollback" } else { "resume" };
+async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> Exit {
+    let mode = if rollback_only { "rollback" } else { "resume" };
     let signals = match super::signals::Signals::install_for_run() {
         Ok(s) => s,
         Err(exit) => return exit,
     };
+    match global.api_client() {
+        Ok(Some(client)) => {
+            return super::remote_run::pick_up(&client, &args, mode, signals).await;
+        }
+        Ok(None) => {}
+        Err(exit) => return exit,
+    }
     let host = match global.host() {
         Ok(h) => h,
         Err(e) => return engine_error(e),
@@ -481,138 +486,30 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, mut rollback_only: bool)
         Ok(r) => r,
         Err(exit) => return exit,
     };
-    let allowed = matches!(
-        (rollback_only, record.status),
-        (
-            _,
-            RunStatus::Interrupted | RunStatus::Cancelled | RunStatus::Failed
-        ) | (true, RunStatus::RollbackFailed)
-    );
-    if !allowed {
-        eprintln!(
-            "medic: run {} ended {}; only interrupted, failed or cancelled runs can be {}",
-            record.run_id,
-            record.status.name(),
-            if rollback_only {
-                "rolled back"
-            } else {
-                "resumed"
-            }
-        );
-        return Exit::Invalid;
-    }
-    let journal = match store.journal(&record.run_id) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("medic: {e}");
-            return Exit::Engine;
+    let refused = |r: Refused| {
+        eprintln!("medic: {r}");
+        match r {
+            Refused::Invalid(_) => Exit::Invalid,
+            Refused::Engine(_) => Exit::Engine,
         }
     };
-    let rollback_started = journal.iter().any(|e| {
-        matches!(
-            e.event,
-            JournalEvent::PhaseStarted {
-                phase: Phase::Rollback,
-                ..
-            }
-        )
-    });
-    if !rollback_only && rollback_started {
-        if record.status != RunStatus::Interrupted {
-            eprintln!(
-                "medic: run {} was {} and rolled back: what it changed was undone, so there is nothing to resume\n  = help: start it again with medic run",
-                record.run_id,
-                record.status.name()
-            );
-            return Exit::Invalid;
-        }
-        // Going forward again would change a system that is half rolled back, and a check
-        // passing now would say nothing about the change: the rollback goes on instead.
-        eprintln!(
-            "medic: run {} stopped during its rollback: resuming continues the rollback (undo, then verify); forward steps do not run again",
-            record.run_id
-        );
-        rollback_only = true;
-        mode = "rollback";
-    }
-    let path = PathBuf::from(&record.runbook_path);
-    let text = match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "medic: cannot read the run's runbook {}: {e}",
-                path.display()
-            );
-            return Exit::Invalid;
-        }
+    let pick = match crate::pickup::prepare(&store, &record, rollback_only) {
+        Ok(p) => p,
+        Err(r) => return refused(r),
     };
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
-    if digest != record.runbook_sha256 {
-        eprintln!(
-            "medic: {} changed since run {} started (sha256 {}…, now {}…); refusing to {mode} it with different instructions",
-            path.display(),
-            record.run_id,
-            &record.runbook_sha256[..12],
-            &digest[..12]
-        );
-        return Exit::Invalid;
+    if let Some(notice) = &pick.notice {
+        eprintln!("medic: {notice}");
     }
-    // Secrets were never recorded: they are read again from their sources while planning.
-    let journal_params: Vec<(String, String)> = record
-        .params
-        .iter()
-        .filter(|(_, v)| v != "••••••")
-        .cloned()
-        .collect();
-    let environment =
-        (record.environment != DEFAULT_ENVIRONMENT).then(|| record.environment.clone());
-    let opts = PlanOptions {
-        params: journal_params,
-        environment,
-        defer_secrets: false,
-        sourced: None,
-    };
-    let plan = match load_plan(&host, &path, Some(&text), &opts).await {
+    let plan = match load_plan(&host, &pick.path, Some(&pick.text), &pick.options).await {
         Ok(p) => p,
         Err(exit) => return exit,
     };
-    if plan.environment.protected && args.approve.is_none() && record.approval.is_none() {
-        eprintln!(
-            "medic: environment `{}` is protected: pass --approve \"REASON\"",
-            plan.environment.name
-        );
-        return Exit::Invalid;
+    if let Err(r) = crate::pickup::check_approval(&plan, &record, args.approve.is_some()) {
+        return refused(r);
     }
-    let (prior, in_progress) = match store.step_reports(&record.run_id) {
-        Ok((reports, started)) => (
-            reports
-                .into_iter()
-                .filter(|r| r.phase == Phase::Steps)
-                .collect::<Vec<_>>(),
-            started
-                .into_iter()
-                .filter(|(p, _)| *p == Phase::Steps)
-                .map(|(_, s)| s)
-                .collect::<Vec<_>>(),
-        ),
-        Err(e) => {
-            eprintln!("medic: {e}");
-            return Exit::Engine;
-        }
-    };
-    let targets = match store.finished_targets(&record.run_id) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("medic: {e}");
-            return Exit::Engine;
-        }
-    };
-    let kv = match store.kv_state(&record.run_id) {
-        Ok(kv) => kv,
-        Err(e) => {
-            eprintln!("medic: {e}");
-            return Exit::Engine;
-        }
+    let resume = match crate::pickup::state(&store, &record, pick.rollback_only) {
+        Ok(r) => r,
+        Err(r) => return refused(r),
     };
     let approval = args
         .approve
@@ -629,16 +526,11 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, mut rollback_only: bool)
         dry_run: record.dry_run,
         run_id: record.run_id.clone(),
         start: Start::Resumed {
-            mode: mode.into(),
+            mode: pick.mode.into(),
+            by: super::run::who(),
             record: Box::new(record.clone()),
         },
-        resume: Some(Resume {
-            prior,
-            in_progress,
-            rollback_only,
-            targets,
-            kv,
-        }),
+        resume: Some(resume),
         trigger: record.trigger.clone(),
         wait: None,
     };

@@ -58,6 +58,9 @@ pub struct RunSpec<'a> {
     pub notification: bool,
     /// Asked after a cancel: roll back? Unattended runs answer as the runbook says (yes).
     pub confirm_rollback: Box<dyn FnMut() -> bool + Send>,
+    /// A new run, or a recorded one picked up again (with the state it goes on from).
+    pub start: Start,
+    pub resume: Option<executor::Resume>,
 }
 
 impl<'a> RunSpec<'a> {
@@ -73,6 +76,8 @@ impl<'a> RunSpec<'a> {
             lock_held: None,
             notification: false,
             confirm_rollback: Box::new(|| true),
+            start: Start::New,
+            resume: None,
         }
     }
 }
@@ -142,15 +147,15 @@ pub async fn recorded_run(
         fail_step: spec.fail_step,
         dry_run: spec.dry_run,
         approval: spec.approval,
+        resume: spec.resume,
         kv_journal: Some(store.kv_journal(&run_id)),
-        ..RunOptions::default()
     };
     let mut recorder = Recorder::new(
         store,
         observer,
         spec.trigger,
         plan.lock.clone(),
-        Start::New,
+        spec.start,
         spec.dry_run,
         cancel.clone(),
     );

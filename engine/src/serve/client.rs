@@ -2,6 +2,7 @@
 //! cancelled when it goes away) and the API's runs (which belong to no connection).
 
 use super::*;
+use crate::store::recorder::Start;
 
 /// A run started by `medic run` through the socket.
 pub(super) struct ClientRun {
@@ -66,8 +67,9 @@ pub(super) fn fresh_run_id(store: &Store, id: &str) -> Result<(), String> {
     }
 }
 
-/// The API's operations: the socket's, and `api_run`, which starts a run for the token in
-/// its `caller` (an op the socket does not offer: its clients are this user, not tokens).
+/// The API's operations: the socket's, `api_run`, which starts a run for the token in its
+/// `caller`, and `api_pick_up`, which resumes or rolls back a recorded run for it (ops the
+/// socket does not offer: its clients are this user, not tokens).
 pub(super) fn api_ops(
     socket: crate::store::remote::Extension,
     tx: mpsc::Sender<Control>,
@@ -75,21 +77,30 @@ pub(super) fn api_ops(
     Arc::new(move |mut request: serde_json::Value| {
         let (socket, tx) = (socket.clone(), tx.clone());
         Box::pin(async move {
-            if request.get("op").and_then(|o| o.as_str()) != Some("api_run") {
+            let op = request.get("op").and_then(|o| o.as_str()).unwrap_or("");
+            if op != "api_run" && op != "api_pick_up" {
                 return socket(request).await;
             }
+            let pick_up = op == "api_pick_up";
             let caller = request
                 .get_mut("caller")
                 .map(serde_json::Value::take)
                 .and_then(|c| c.as_str().map(str::to_owned))?;
             let (reply, rx) = oneshot::channel();
-            tx.send(Control::Run {
-                request,
-                caller: Some(caller),
-                reply,
-            })
-            .await
-            .ok()?;
+            let control = if pick_up {
+                Control::PickUp {
+                    request,
+                    caller,
+                    reply,
+                }
+            } else {
+                Control::Run {
+                    request,
+                    caller: Some(caller),
+                    reply,
+                }
+            };
+            tx.send(control).await.ok()?;
             rx.await.ok()
         })
     })
@@ -162,17 +173,63 @@ pub(super) async fn client_run(
             plan.environment.name
         )));
     }
+    launch(
+        host,
+        store,
+        metrics,
+        Launch {
+            plan,
+            trigger: req.trigger,
+            run_id: req.run_id,
+            dry_run: req.dry_run,
+            approval: req.approval,
+            lock_wait: req.lock_wait,
+            start: Start::New,
+            resume: None,
+            detached,
+        },
+        runs,
+    )
+}
+
+/// A planned run, ready to start in the background.
+struct Launch {
+    plan: crate::runbook::Plan,
+    trigger: crate::store::Trigger,
+    run_id: String,
+    dry_run: bool,
+    approval: Option<crate::executor::Approval>,
+    lock_wait: Duration,
+    start: Start,
+    resume: Option<crate::executor::Resume>,
+    /// Started through the API: it belongs to no connection.
+    detached: bool,
+}
+
+/// Starts the run in the background, its events streamed to the returned receiver (which
+/// ends with `done` or `error`).
+fn launch(
+    host: &Arc<PluginHost>,
+    store: &Store,
+    metrics: &Arc<Mutex<Metrics>>,
+    l: Launch,
+    runs: &mut Vec<ClientRun>,
+) -> Reply {
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = Cancel::new();
     let c = cancel.clone();
     let rollback = Arc::new(Mutex::new(None));
     let answer = rollback.clone();
-    let run_id = req.run_id.clone();
+    let run_id = l.run_id.clone();
     let (host, store, metrics) = (host.clone(), store.clone(), metrics.clone());
     let handle = tokio::runtime::Handle::current();
+    let picked_up = match &l.start {
+        Start::New => String::new(),
+        Start::Resumed { mode, by, .. } => format!(" ({mode} by {by})"),
+    };
     println!(
-        "medic serve: run {} of {} for {}",
-        req.run_id, plan.name, req.trigger
+        "medic serve: run {} of {} for {}{picked_up}",
+        l.run_id, l.plan.name, l.trigger
     );
     let task = tokio::task::spawn_blocking(move || {
         handle.block_on(async move {
@@ -180,14 +237,16 @@ pub(super) async fn client_run(
                 tx: tx.clone(),
                 cancel: c.clone(),
                 metrics,
-                detached,
+                detached: l.detached,
             };
             let spec = crate::drill::run::RunSpec {
-                dry_run: req.dry_run,
-                approval: req.approval,
-                lock_wait: req.lock_wait,
+                dry_run: l.dry_run,
+                approval: l.approval,
+                lock_wait: l.lock_wait,
                 confirm_rollback: Box::new(move || answer.lock().unwrap().unwrap_or(true)),
-                ..crate::drill::run::RunSpec::new(&plan, req.trigger, req.run_id)
+                start: l.start,
+                resume: l.resume,
+                ..crate::drill::run::RunSpec::new(&l.plan, l.trigger, l.run_id)
             };
             let end =
                 match crate::drill::run::recorded_run(&host, &store, spec, &mut stream, &c).await {
@@ -211,4 +270,97 @@ pub(super) async fn client_run(
         task,
     });
     Reply::Stream(rx)
+}
+
+/// What the API asks to pick up: run `run_id` again, for `caller`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PickUpRequest {
+    run_id: String,
+    /// `resume` or `rollback`.
+    mode: String,
+    /// An approval given now (protected environments), or empty.
+    #[serde(default)]
+    reason: String,
+}
+
+/// Picks a recorded run up again, for the API's `caller`: the same checks as
+/// `medic runs resume|rollback`, decided here in the loop that owns the runs, so two
+/// requests for one run cannot both start it.
+pub(super) async fn pick_up_run(
+    host: &Arc<PluginHost>,
+    store: &Store,
+    metrics: &Arc<Mutex<Metrics>>,
+    request: serde_json::Value,
+    caller: String,
+    runs: &mut Vec<ClientRun>,
+) -> Reply {
+    runs.retain(|r| !r.task.is_finished());
+    let req: PickUpRequest = match serde_json::from_value(request) {
+        Ok(r) => r,
+        Err(e) => return Reply::One(Err(format!("bad pick-up request: {e}"))),
+    };
+    if runs.iter().any(|r| r.run_id == req.run_id) {
+        return Reply::One(Err(format!("run {} is running here now", req.run_id)));
+    }
+    let record = match store.record(&req.run_id) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Reply::One(Err(format!("no run {}", req.run_id))),
+        Err(e) => return Reply::One(Err(e.to_string())),
+    };
+    let pick = match crate::pickup::prepare(store, &record, req.mode == "rollback") {
+        Ok(p) => p,
+        Err(r) => return Reply::One(Err(r.to_string())),
+    };
+    let src = crate::runbook::Source {
+        path: &pick.path,
+        text: &pick.text,
+    };
+    let plan = match crate::runbook::plan(host, &src, &pick.options).await {
+        Ok(p) => p,
+        Err(d) => {
+            let path = pick.path.display().to_string();
+            return Reply::One(Err(crate::runbook::Report {
+                path: &path,
+                text: &pick.text,
+                diagnostics: &d,
+            }
+            .to_string()));
+        }
+    };
+    let reason = req.reason.trim();
+    if let Err(r) = crate::pickup::check_approval(&plan, &record, !reason.is_empty()) {
+        return Reply::One(Err(r.to_string()));
+    }
+    let resume = match crate::pickup::state(store, &record, pick.rollback_only) {
+        Ok(r) => r,
+        Err(r) => return Reply::One(Err(r.to_string())),
+    };
+    let approval = (!reason.is_empty())
+        .then(|| crate::executor::Approval {
+            by: caller.clone(),
+            reason: reason.to_owned(),
+            at: std::time::SystemTime::now(),
+        })
+        .or_else(|| record.approval.clone());
+    launch(
+        host,
+        store,
+        metrics,
+        Launch {
+            plan,
+            trigger: record.trigger.clone(),
+            run_id: record.run_id.clone(),
+            dry_run: record.dry_run,
+            approval,
+            lock_wait: Duration::ZERO,
+            start: Start::Resumed {
+                mode: pick.mode.to_owned(),
+                by: caller,
+                record: Box::new(record),
+            },
+            resume: Some(resume),
+            detached: true,
+        },
+        runs,
+    )
 }

@@ -56,6 +56,12 @@ enum Control {
         caller: Option<String>,
         reply: oneshot::Sender<Reply>,
     },
+    /// An API caller's `resume` or `rollback` of a recorded run.
+    PickUp {
+        request: serde_json::Value,
+        caller: String,
+        reply: oneshot::Sender<Reply>,
+    },
     /// That terminal's Ctrl-C: cancel (with the responder's answer to "roll back?") or abort.
     CancelRun {
         run_id: String,
@@ -484,6 +490,9 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                 }
                 Control::Run { request, caller, reply } => {
                     let _ = reply.send(client_run(&host, &store, &metrics, request, caller, &mut client_runs).await);
+                }
+                Control::PickUp { request, caller, reply } => {
+                    let _ = reply.send(pick_up_run(&host, &store, &metrics, request, caller, &mut client_runs).await);
                 }
                 Control::CancelRun { run_id, rollback, abort, reply } => {
                     client_runs.retain(|r| !r.task.is_finished());

@@ -14,6 +14,8 @@ pub enum Start {
     /// An interrupted run picked up again (`resume` or `rollback`), with its record.
     Resumed {
         mode: String,
+        /// Who picked it up.
+        by: String,
         record: Box<RunRecord>,
     },
 }
@@ -181,7 +183,7 @@ impl Observer for Recorder<'_> {
                         },
                         JournalEvent::RunStarted { pid },
                     ),
-                    Start::Resumed { mode, record } => {
+                    Start::Resumed { mode, by, record } => {
                         let mut r = (**record).clone();
                         r.status = RunStatus::Running;
                         r.pid = pid;
@@ -191,7 +193,7 @@ impl Observer for Recorder<'_> {
                             JournalEvent::RunResumed {
                                 pid,
                                 mode: mode.clone(),
-                                by: crate::cli::who(),
+                                by: by.clone(),
                             },
                         )
                     }

@@ -7,6 +7,7 @@
 mod access;
 mod contract;
 mod drills;
+mod pickup;
 mod runs;
 
 use std::path::{Path, PathBuf};

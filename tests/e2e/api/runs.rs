@@ -356,7 +356,7 @@ pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // What cannot go through the server yet is refused, never done on this machine instead.
-    let o = cli(&ops, &["runs", "rollback", &id]);
+    let o = cli(&ops, &["runs", "prune", "--older-than", "30d"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("does not go through --server"),

@@ -163,7 +163,7 @@ fn bearer(request: &Request) -> Option<&str> {
 }
 
 /// Checks the token of every request under `/api/v1` (except health), times the handling,
-/// and audits every change and every refusal.
+/// and audits every request: changes and refusals synced, answered reads appended.
 pub async fn authenticate(
     AxumState(state): AxumState<Arc<State>>,
     axum::Extension(Peer(peer)): axum::Extension<Peer>,
@@ -234,14 +234,16 @@ pub async fn authenticate(
         .into_response(),
     };
     let status = response.status();
-    if changes || status == StatusCode::FORBIDDEN {
-        let result = match response.extensions().get::<AuditNote>() {
-            Some(AuditNote(note)) if status.is_client_error() => format!("denied: {note}"),
-            Some(AuditNote(note)) => format!("error: {note}"),
-            None if status.is_success() => "ok".to_owned(),
-            None => format!("status {}", status.as_u16()),
-        };
-        audit(&who, &result);
+    let result = match response.extensions().get::<AuditNote>() {
+        Some(AuditNote(note)) if status.is_client_error() => format!("denied: {note}"),
+        Some(AuditNote(note)) => format!("error: {note}"),
+        None if status.is_success() => "ok".to_owned(),
+        None => format!("status {}", status.as_u16()),
+    };
+    // A change or a refusal must be on disk before the answer; a read need not wait for it.
+    let durable = changes || status == StatusCode::FORBIDDEN;
+    if let Err(e) = state.audit.append(&who, &action, &from, &result, durable) {
+        tracing::error!("{e}");
     }
     response
 }

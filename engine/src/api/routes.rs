@@ -451,6 +451,8 @@ pub(super) struct AuditQuery {
     /// Entries at most, the newest (default 100).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
+    /// Include answered reads (default true); refused ones are always included.
+    reads: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/audit", tag = "service", params(AuditQuery), responses((status = 200, body = super::openapi::AuditList), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody)))]
@@ -463,7 +465,9 @@ pub(super) async fn audit(
     let since = millis(q.since_ms, "since_ms")?.unwrap_or(0);
     let limit = page(q.limit, 100, 10_000)?;
     let audit = state.audit.clone();
-    let entries = blocking(move || audit.read(since, limit).map_err(ApiError::internal)).await?;
+    let reads = q.reads.unwrap_or(true);
+    let entries =
+        blocking(move || audit.read(since, limit, reads).map_err(ApiError::internal)).await?;
     Ok(Json(json!({ "entries": entries })))
 }
 

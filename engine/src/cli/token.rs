@@ -50,6 +50,9 @@ pub struct AuditArgs {
     /// At most this many, the newest
     #[arg(long, default_value_t = 100)]
     limit: usize,
+    /// Leave out answered reads (GET requests that succeeded)
+    #[arg(long)]
+    no_reads: bool,
     #[arg(long, value_enum, default_value = "human")]
     output: OutputFormat,
 }
@@ -187,7 +190,7 @@ pub fn audit(global: &GlobalArgs, args: AuditArgs) -> Exit {
     let since = args
         .since
         .map_or(0, |d| now_ms().saturating_sub(d.as_millis() as u64));
-    match Audit::new(&dir).read(since, args.limit) {
+    match Audit::new(&dir).read(since, args.limit, !args.no_reads) {
         Ok(entries) => {
             for e in entries {
                 match args.output {

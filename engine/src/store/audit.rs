@@ -1,8 +1,12 @@
-//! The audit log: every change made through the API or to tokens, and every refused request:
-//! who, what, when, from where, and the result. One JSON object per line in
-//! `DATA_DIR/audit.jsonl` (0600), appended and synced before the answer goes out, so an
-//! action that happened is never missing from it. Tokens never appear in it, only their
-//! names.
+//! The audit log: every request to the API and every change to tokens: who, what, when, from
+//! where, and the result. One JSON object per line in `DATA_DIR/audit.jsonl` (0600). A change
+//! or a refusal is appended and synced before the answer goes out, so an action that happened
+//! is never missing from it; a read is appended without waiting for the disk (a crash may
+//! lose the last reads, never a change). Tokens never appear in it, only their names.
+//!
+//! The log rotates by size: past [`MAX_BYTES`] the file becomes `audit.jsonl.1` (older ones
+//! move up to `.KEEP`, the oldest goes), so about `(KEEP + 1) * MAX_BYTES` stay on disk.
+//! Readers see every file, oldest first.
 
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,6 +15,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 const FILE: &str = "audit.jsonl";
+/// Serialises rotation between processes (`medic serve` and `medic token ...`).
+const LOCK: &str = "audit.lock";
+/// The size at which the log rotates.
+pub const MAX_BYTES: u64 = 16 << 20;
+/// Rotated files kept.
+pub const KEEP: usize = 4;
 /// Longer fields are cut: the log must stay readable whatever a client sends.
 const MAX_FIELD: usize = 512;
 
@@ -27,9 +37,18 @@ pub struct AuditEntry {
     pub result: String,
 }
 
+impl AuditEntry {
+    /// A read that was answered (not a change, not a refusal).
+    pub fn is_read(&self) -> bool {
+        (self.action.starts_with("GET ") || self.action.starts_with("HEAD ")) && self.result == "ok"
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Audit {
     dir: PathBuf,
+    max_bytes: u64,
+    keep: usize,
 }
 
 fn bounded(mut s: String) -> String {
@@ -43,11 +62,25 @@ impl Audit {
     pub fn new(dir: &Path) -> Self {
         Audit {
             dir: dir.to_owned(),
+            max_bytes: MAX_BYTES,
+            keep: KEEP,
         }
     }
 
     /// Appends one entry and syncs it.
     pub fn record(&self, who: &str, action: &str, from: &str, result: &str) -> Result<(), String> {
+        self.append(who, action, from, result, true)
+    }
+
+    /// Appends one entry; with `sync`, on disk before it returns.
+    pub fn append(
+        &self,
+        who: &str,
+        action: &str,
+        from: &str,
+        result: &str,
+        sync: bool,
+    ) -> Result<(), String> {
         let entry = AuditEntry {
             at_ms: super::now_ms(),
             who: bounded(who.to_owned()),
@@ -57,42 +90,121 @@ impl Audit {
         };
         let mut line = serde_json::to_vec(&entry).expect("serialize");
         line.push(b'\n');
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(self.dir.join(FILE))
-            .map_err(|e| format!("cannot open the audit log: {e}"))?;
+        let path = self.dir.join(FILE);
+        let mut f = open_append(&path)?;
+        let full = f
+            .metadata()
+            .map(|m| m.len() >= self.max_bytes)
+            .unwrap_or(false);
+        if full {
+            drop(f);
+            self.rotate()?;
+            f = open_append(&path)?;
+        }
+        // A crash can leave a torn last line: start on a line of our own, or this entry
+        // would be read as part of it and lost.
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut last = [0u8; 1];
+        if len > 0
+            && std::os::unix::fs::FileExt::read_at(&f, &mut last, len - 1).is_ok()
+            && last[0] != b'\n'
+        {
+            line.insert(0, b'\n');
+        }
         // One write of the whole line: O_APPEND keeps concurrent writers' lines whole.
         f.write_all(&line)
-            .and_then(|()| f.sync_data())
+            .and_then(|()| if sync { f.sync_data() } else { Ok(()) })
             .map_err(|e| format!("cannot write the audit log: {e}"))
     }
 
-    /// The newest `limit` entries at or after `since_ms`, newest last. A line that does not
-    /// parse (a torn write after a crash) is skipped.
-    pub fn read(&self, since_ms: u64, limit: usize) -> Result<Vec<AuditEntry>, String> {
-        let f = match std::fs::File::open(self.dir.join(FILE)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("cannot read the audit log: {e}")),
-        };
+    /// Moves `audit.jsonl` to `.1` (and each older file one up, the oldest out), under a
+    /// lock shared with other processes; a process that finds it done already does nothing.
+    fn rotate(&self) -> Result<(), String> {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(self.dir.join(LOCK))
+            .map_err(|e| format!("cannot lock the audit log: {e}"))?;
+        // SAFETY: flock on a descriptor this function owns; released when `lock` closes.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "cannot lock the audit log: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let path = self.dir.join(FILE);
+        let still_full = std::fs::metadata(&path).is_ok_and(|m| m.len() >= self.max_bytes);
+        if !still_full {
+            return Ok(());
+        }
+        let rotated = |n: usize| self.dir.join(format!("{FILE}.{n}"));
+        let _ = std::fs::remove_file(rotated(self.keep));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(rotated(n), rotated(n + 1));
+        }
+        std::fs::rename(&path, rotated(1)).map_err(|e| format!("cannot rotate the audit log: {e}"))
+    }
+
+    /// The newest `limit` entries at or after `since_ms`, newest last, from every file of the
+    /// log; without `reads`, answered reads are left out. A line that does not parse (a
+    /// torn write after a crash) is skipped.
+    pub fn read(
+        &self,
+        since_ms: u64,
+        limit: usize,
+        reads: bool,
+    ) -> Result<Vec<AuditEntry>, String> {
+        let mut files: Vec<PathBuf> = (1..=self.keep)
+            .rev()
+            .map(|n| self.dir.join(format!("{FILE}.{n}")))
+            .collect();
+        files.push(self.dir.join(FILE));
         let mut out = std::collections::VecDeque::new();
-        for line in std::io::BufReader::new(f).lines() {
-            let line = line.map_err(|e| format!("cannot read the audit log: {e}"))?;
-            let Ok(entry) = serde_json::from_str::<AuditEntry>(&line) else {
-                continue;
+        for path in files {
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("cannot read the audit log: {e}")),
             };
-            if entry.at_ms >= since_ms {
-                out.push_back(entry);
-                if out.len() > limit {
-                    out.pop_front();
+            // A file last written before `since_ms` holds nothing newer.
+            let modified = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(u64::MAX, |d| d.as_millis() as u64);
+            if modified < since_ms {
+                continue;
+            }
+            for line in std::io::BufReader::new(f).lines() {
+                let line = line.map_err(|e| format!("cannot read the audit log: {e}"))?;
+                let Ok(entry) = serde_json::from_str::<AuditEntry>(&line) else {
+                    continue;
+                };
+                if entry.at_ms >= since_ms && (reads || !entry.is_read()) {
+                    out.push_back(entry);
+                    if out.len() > limit {
+                        out.pop_front();
+                    }
                 }
             }
         }
         Ok(out.into())
     }
+}
+
+fn open_append(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("cannot open the audit log: {e}"))
 }
 
 #[cfg(test)]
@@ -115,9 +227,54 @@ mod tests {
             .unwrap()
             .write_all(b"{\"torn")
             .unwrap();
-        let all = audit.read(0, 10).unwrap();
-        assert_eq!(all.len(), 2);
+        audit
+            .record("token:after", "POST /z", "127.0.0.1", "ok")
+            .unwrap();
+        let all = audit.read(0, 10, true).unwrap();
+        assert_eq!(all.len(), 3, "the entry after a torn line is kept: {all:?}");
+        let all = &all[..2];
         assert!(all[1].action.len() < 600 && !all[1].action.contains('\n'));
-        assert_eq!(audit.read(0, 1).unwrap()[0].who, "token:b");
+        assert_eq!(audit.read(0, 1, true).unwrap()[0].who, "token:after");
+        audit
+            .append("token:c", "GET /y", "127.0.0.1", "ok", false)
+            .unwrap();
+        assert_eq!(audit.read(0, 10, true).unwrap().len(), 4);
+        assert_eq!(
+            audit.read(0, 10, false).unwrap().len(),
+            2,
+            "answered reads (GET /x, GET /y) are left out"
+        );
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_keeping_the_newest_files_and_reads_them_all_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit {
+            max_bytes: 1000,
+            keep: 2,
+            ..Audit::new(dir.path())
+        };
+        for i in 0..100 {
+            audit
+                .record(&format!("token:t{i:03}"), "POST /x", "127.0.0.1", "ok")
+                .unwrap();
+        }
+        let files = |n: usize| dir.path().join(format!("{FILE}.{n}"));
+        assert!(files(1).exists() && files(2).exists() && !files(3).exists());
+        for path in [dir.path().join(FILE), files(1), files(2)] {
+            let len = std::fs::metadata(&path).unwrap().len();
+            assert!(len <= 1000 + 200, "{} is {len} bytes", path.display());
+        }
+        let all = audit.read(0, 1000, true).unwrap();
+        let who: Vec<&str> = all.iter().map(|e| e.who.as_str()).collect();
+        let mut sorted = who.clone();
+        sorted.sort();
+        assert_eq!(who, sorted, "oldest first across the files");
+        assert_eq!(who.last(), Some(&"token:t099"));
+        assert!(
+            who.len() < 100 && who.len() > 20,
+            "the oldest went with the file that fell off: {}",
+            who.len()
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::cli::stderr;
+use crate::cli::{stderr, stdout};
 use crate::support::*;
 
 #[test]
@@ -156,6 +156,27 @@ fn each_role_gets_what_it_may_do_over_https_and_everything_is_audited() {
         has("anonymous", "GET /api/v1/whoami", "denied: no valid token"),
         "{audit}"
     );
+    // Reads are audited too (who looked at what), and can be left out.
+    assert!(has("token:look", "GET /api/v1/runs", "ok"), "{audit}");
+    let (_, changes) = api.get("/audit?limit=1000&reads=false", &admin);
+    let changes = changes["entries"].as_array().unwrap();
+    assert!(
+        changes.len() < entries.len()
+            && changes.iter().all(|e| {
+                !(e["action"].as_str().unwrap().starts_with("GET ") && e["result"] == "ok")
+            })
+            && changes
+                .iter()
+                .any(|e| e["result"] == "denied: no valid token"),
+        "{changes:?}"
+    );
+    let o = site
+        .medic()
+        .args(["audit", "--no-reads", "--limit", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), changes.len(), "{}", stdout(&o));
     let file = std::fs::read_to_string(site.data.join("audit.jsonl")).unwrap();
     let tokens_file = std::fs::read_to_string(site.data.join("tokens.json")).unwrap();
     for t in [

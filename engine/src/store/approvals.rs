@@ -29,8 +29,9 @@ pub struct Pending {
 }
 
 /// An environment's approval policy, as a waiting run states it: who may decide, how many
-/// distinct approvals it needs, and (when there is a policy) who started the run, who may not
-/// approve it. Checked by whoever decides (`medic approve`, the API) and again by the run.
+/// distinct approvals it needs, and who started the run, who may not approve it when the
+/// environment is protected or has a policy (elsewhere an approval step is the responder's
+/// own go-ahead). Checked by whoever decides (`medic approve`, the API) and again by the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     #[serde(default)]
@@ -75,7 +76,7 @@ impl Policy {
         Policy {
             approvers: env.approvers.clone(),
             min_approvals: env.min_approvals.max(1),
-            started_by: env.has_approval_policy().then_some(started_by),
+            started_by: (env.protected || env.has_approval_policy()).then_some(started_by),
         }
     }
 
@@ -87,7 +88,7 @@ impl Policy {
             && name_of(starter) == name_of(by)
         {
             return Some(format!(
-                "{by} started this run and cannot approve it: the environment's policy needs someone else"
+                "{by} started this run and cannot approve it: in this environment an approval comes from someone else"
             ));
         }
         if !self.approvers.is_empty()

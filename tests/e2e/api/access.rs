@@ -349,6 +349,70 @@ fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
     assert_eq!(serve.stop(), Some(0));
 }
 
+/// In a protected environment without a policy an approval still comes from someone else:
+/// the starter cannot give it (CLI or a token of the same name); any approver of the
+/// environment can. In an unprotected one an approval step is the responder's own go-ahead.
+#[test]
+fn a_protected_environment_never_takes_the_starters_own_approval() {
+    let site = Site::new();
+    let me = medic::private::me();
+    let myself = site.token(&me, &["--role", "approver", "--env", "prod"]);
+    let other = site.token("lead", &["--role", "approver", "--env", "prod"]);
+    let (serve, api) = site.serve(false);
+    let (run, id) = site.waiting_run("\n[environments.prod]\nprotected = true\n", "INC-12");
+    let approve = format!("/approvals/{id}/approve");
+    let o = site
+        .medic()
+        .args(["approve", &id, "--reason", "mine"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("started this run and cannot approve it"),
+        "{}",
+        stderr(&o)
+    );
+    let (status, e) = api.post(&approve, &myself, serde_json::json!({ "reason": "mine" }));
+    assert_eq!(status, 403, "{e}");
+    let (status, d) = api.post(
+        &approve,
+        &other,
+        serde_json::json!({ "reason": "INC-12: ok" }),
+    );
+    assert_eq!(status, 200, "{d}");
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Unprotected: the starter says go.
+    let rb = crate::cli::scripted_runbook(
+        site.work.path(),
+        "",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\", prompt = \"switch?\" }\n",
+    );
+    let run = site
+        .medic()
+        .args(["run", rb.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = pending_approvals(&site.data.join("approvals"));
+    assert_eq!(waiting.len(), 1);
+    let o = site
+        .medic()
+        .args(["approve", &waiting[0].run_id, "--reason", "go"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(run.wait_with_output().unwrap().status.code(), Some(0));
+    assert_eq!(serve.stop(), Some(0));
+}
+
 /// Under a quorum, one named approver's rejection ends the wait at once, whatever approvals
 /// came before: the step fails and the run says who rejected it and why.
 #[test]

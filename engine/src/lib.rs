@@ -17,3 +17,4 @@ pub mod private;
 pub mod runbook;
 pub mod serve;
 pub mod store;
+pub mod trigger;

@@ -41,10 +41,10 @@ pub(super) struct DrillDecl {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct HookDecl {
-    pub(super) runbook: Spanned<String>,
+pub(crate) struct HookDecl {
+    pub(crate) runbook: Spanned<String>,
     #[serde(default)]
-    pub(super) params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    pub(crate) params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
 }
 
 /// The JSON Schema of drill files (`medic schema drill`); the parser checks every file's

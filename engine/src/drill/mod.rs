@@ -24,7 +24,7 @@
 //! rolled back and verified healthy) and, when `recover_within` is set, the time from the
 //! fault to healthy again is within it.
 
-mod file;
+pub(crate) mod file;
 pub mod report;
 pub mod run;
 pub mod schedule;
@@ -120,8 +120,8 @@ impl std::fmt::Display for FileErrors {
 /// Every drill in `dir` (its `*.toml` files, in name order), or every mistake in them.
 /// Drills are all-or-nothing: a scheduler never runs half a set.
 pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<FileErrors>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
+    let files = match crate::input::toml_files(dir) {
+        Ok(f) => f,
         Err(e) => {
             return Err(vec![FileErrors {
                 path: dir.to_owned(),
@@ -133,12 +133,6 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
             }]);
         }
     };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
     let mut drills: Vec<Drill> = Vec::new();
     let mut errors = Vec::new();
     for path in files {
@@ -195,16 +189,21 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
 
 /// Like [`load_dir`], with every mistake rendered as one text that ends with their count.
 pub async fn load_dir_or_report(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, String> {
-    load_dir(host, dir).await.map_err(|errors| {
-        let n: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
-        let files: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        format!(
-            "{}\n{n} mistake{} in {}",
-            files.join("\n"),
-            if n == 1 { "" } else { "s" },
-            dir.display()
-        )
-    })
+    load_dir(host, dir)
+        .await
+        .map_err(|errors| report_errors(&errors, dir))
+}
+
+/// Files' mistakes as one text that ends with their count.
+pub fn report_errors(errors: &[FileErrors], dir: &Path) -> String {
+    let n: usize = errors.iter().map(|e| e.diagnostics.len()).sum();
+    let files: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    format!(
+        "{}\n{n} mistake{} in {}",
+        files.join("\n"),
+        if n == 1 { "" } else { "s" },
+        dir.display()
+    )
 }
 
 /// The drills declared in one file's text.
@@ -255,7 +254,9 @@ pub async fn load_text(
 }
 
 /// Parameters as `--param` strings: lists become comma-separated.
-fn param_strings(table: &BTreeMap<Spanned<String>, Spanned<toml::Value>>) -> Vec<(String, String)> {
+pub(crate) fn param_strings(
+    table: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+) -> Vec<(String, String)> {
     table
         .iter()
         .map(|(k, v)| {
@@ -336,7 +337,7 @@ fn schedule(d: &DrillDecl, diags: &mut Vec<Diagnostic>) -> Option<Schedule> {
     }
 }
 
-fn duration(
+pub(crate) fn duration(
     v: &Option<Spanned<String>>,
     what: &str,
     diags: &mut Vec<Diagnostic>,
@@ -574,7 +575,7 @@ pub fn overlaps(drills: &[Drill], from: chrono::DateTime<chrono::Utc>) -> Vec<St
 }
 
 /// Why a runbook a drill names did not plan.
-enum PlanFailure {
+pub(crate) enum PlanFailure {
     Unreadable(String),
     Invalid {
         text: String,
@@ -610,7 +611,7 @@ impl PlanFailure {
     }
 }
 
-async fn plan_checked(
+pub(crate) async fn plan_checked(
     host: &PluginHost,
     path: &Path,
     opts: &PlanOptions,
@@ -641,7 +642,7 @@ pub async fn plan_file(
 
 /// A drill's own parameters' mistakes (the runbook reports them as `--param` mistakes),
 /// placed at the drill's key or value; the others, summarised at `runbook`.
-fn place_param_mistakes(
+pub(crate) fn place_param_mistakes(
     failure: PlanFailure,
     params: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     runbook: &Spanned<String>,

@@ -25,6 +25,7 @@ mod records;
 pub mod remote;
 pub mod stats;
 pub mod tokens;
+pub mod triggers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -190,6 +191,8 @@ pub struct Store {
     drills: sled::Tree,
     /// Per drill: the last scheduled time handled (for the missed-schedule policy).
     drill_state: sled::Tree,
+    /// Per trigger its state (`state:NAME`), and alerts as they arrived (`alert:` time, id).
+    triggers: sled::Tree,
     /// Journal appends read the last sequence number and write the next: one at a time, as
     /// a run's kv writes come from plugin calls beside the recorder's events.
     append_lock: std::sync::Arc<std::sync::Mutex<()>>,
@@ -270,6 +273,7 @@ impl Store {
             locks: open("locks")?,
             drills: open("drills")?,
             drill_state: open("drill_state")?,
+            triggers: open("triggers")?,
             append_lock: std::sync::Arc::default(),
             _guard: std::sync::Arc::new(OwnerGuard {
                 dir: dir.to_owned(),

@@ -1,0 +1,128 @@
+//! What triggers remember: each trigger's state (its groups' last runs, the storm window,
+//! the brake), and every alert that arrived with what was decided about it.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::trigger::policy::State;
+
+/// One alert as it arrived at one trigger, and what was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub at_ms: u64,
+    pub trigger: String,
+    pub alert: String,
+    pub fingerprint: String,
+    pub status: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub starts_at_ms: u64,
+    /// `start`, `attached`, `cooled_down`, `braked`, `resolved`, `refused`, ...
+    pub decision: String,
+    /// The run it started or was attached to.
+    pub run_id: Option<String>,
+    /// Why, in words.
+    pub detail: String,
+}
+
+impl Store {
+    /// A trigger's state; the default when it has none yet.
+    pub fn trigger_state(&self, trigger: &str) -> Result<State, StoreError> {
+        let key = format!("state:{trigger}");
+        match self
+            .triggers
+            .get(key.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) => self.decode(key.as_bytes(), &v),
+            None => Ok(State::default()),
+        }
+    }
+
+    pub fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
+        self.triggers
+            .insert(
+                format!("state:{trigger}").as_bytes(),
+                serde_json::to_vec(state).expect("serialize"),
+            )
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+
+    /// Records one alert's decision (durable before the alert is answered).
+    pub fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError> {
+        let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
+        let mut key = b"alert:".to_vec();
+        key.extend_from_slice(&record.at_ms.to_be_bytes());
+        key.extend_from_slice(&id.to_be_bytes());
+        self.triggers
+            .insert(key, serde_json::to_vec(record).expect("serialize"))
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Alerts recorded at or after `since_ms`, oldest first, at most the newest `limit`.
+    pub fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut from = b"alert:".to_vec();
+        from.extend_from_slice(&since_ms.to_be_bytes());
+        let mut out: Vec<AlertRecord> = self
+            .triggers
+            .range(from..b"alert;".to_vec())
+            .rev()
+            .take(limit)
+            .map(|e| {
+                let (k, v) = e.map_err(|e| self.sled_err(e))?;
+                self.decode(&k, &v)
+            })
+            .collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_and_alerts_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data"), "test").unwrap();
+        assert_eq!(store.trigger_state("t").unwrap(), State::default());
+        let mut s = State::default();
+        s.started("g", "r1", 5);
+        store.set_trigger_state("t", &s).unwrap();
+        assert_eq!(store.trigger_state("t").unwrap(), s);
+        for at in [10u64, 20, 30] {
+            store
+                .record_alert(&AlertRecord {
+                    at_ms: at,
+                    trigger: "t".into(),
+                    alert: "A".into(),
+                    fingerprint: "f".into(),
+                    status: "firing".into(),
+                    labels: Default::default(),
+                    starts_at_ms: 1,
+                    decision: "start".into(),
+                    run_id: None,
+                    detail: String::new(),
+                })
+                .unwrap();
+        }
+        // A state key sorts after the alerts and does not leak into them.
+        store.set_trigger_state("zz", &s).unwrap();
+        let at: Vec<u64> = store
+            .alerts(15, 10)
+            .unwrap()
+            .iter()
+            .map(|a| a.at_ms)
+            .collect();
+        assert_eq!(at, [20, 30]);
+        let at: Vec<u64> = store
+            .alerts(0, 2)
+            .unwrap()
+            .iter()
+            .map(|a| a.at_ms)
+            .collect();
+        assert_eq!(at, [20, 30]);
+    }
+}

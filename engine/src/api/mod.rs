@@ -6,6 +6,7 @@
 //! size, header size and read time, handling time, connections at once. No CORS headers are
 //! sent, so browsers keep other sites' scripts out.
 
+mod alerts;
 mod auth;
 mod catalogue;
 mod events;

@@ -181,6 +181,39 @@ pub struct PickedUp {
     pub events_from: u64,
 }
 
+/// Per alert and matching trigger: what was decided.
+#[derive(ToSchema)]
+pub struct AlertDecisions {
+    /// trigger, alert, fingerprint, decision (start, attached, cooled_down, braked,
+    /// resolved, refused, unmatched), run_id, detail.
+    #[schema(value_type = Vec<Object>)]
+    pub decisions: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct AlertList {
+    /// As recorded: at_ms, trigger, alert, fingerprint, status, labels, starts_at_ms,
+    /// decision, run_id, detail.
+    #[schema(value_type = Vec<Object>)]
+    pub alerts: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct TriggerList {
+    /// name, file, match, runbook, environment, braked, groups.
+    #[schema(value_type = Vec<Object>)]
+    pub triggers: Vec<()>,
+}
+
+#[derive(ToSchema)]
+pub struct Rearmed {
+    pub trigger: String,
+    /// The brake it had (at_ms, reason), if any.
+    #[schema(value_type = Option<Object>)]
+    pub was_braked: Option<()>,
+    pub by: String,
+}
+
 /// A runbook parameter's value in `POST /runs`.
 #[derive(serde::Serialize, ToSchema)]
 #[serde(untagged)]
@@ -306,6 +339,10 @@ impl Modify for Bearer {
         super::routes::run_drill,
         super::routes::pause_drill,
         super::routes::resume_drill,
+        super::alerts::alertmanager,
+        super::alerts::list,
+        super::alerts::triggers,
+        super::alerts::rearm,
         super::routes::audit,
         super::routes::tokens,
         super::routes::stats,

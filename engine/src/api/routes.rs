@@ -40,6 +40,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/drills/{name}/run", post(run_drill))
         .route("/drills/{name}/pause", post(pause_drill))
         .route("/drills/{name}/resume", post(resume_drill))
+        .route("/alerts", get(super::alerts::list))
+        .route("/alerts/alertmanager", post(super::alerts::alertmanager))
+        .route("/triggers", get(super::alerts::triggers))
+        .route("/triggers/{name}/rearm", post(super::alerts::rearm))
         .route("/audit", get(audit))
         .route("/tokens", get(tokens))
         .layer(axum::middleware::from_fn_with_state(
@@ -132,7 +136,7 @@ pub(super) async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> 
     }))
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(super) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NoSuchRun(_) | StoreError::Ambiguous { .. } => {
             ApiError::not_found(e.to_string())
@@ -142,7 +146,7 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 /// Blocking store calls run off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -162,7 +166,7 @@ pub(super) struct ListQuery {
     #[param(value_type = Option<crate::store::RunStatus>)]
     status: Option<String>,
     environment: Option<String>,
-    /// cli, schedule or api.
+    /// cli, schedule, api or alert.
     trigger: Option<String>,
     #[param(minimum = 0)]
     since_ms: Option<i64>,
@@ -176,7 +180,7 @@ pub(super) struct ListQuery {
 }
 
 /// A page size in its documented range.
-fn page(limit: Option<u32>, default: u32, max: u32) -> Result<usize, ApiError> {
+pub(super) fn page(limit: Option<u32>, default: u32, max: u32) -> Result<usize, ApiError> {
     match limit.unwrap_or(default) {
         n if (1..=max).contains(&n) => Ok(n as usize),
         n => Err(ApiError::bad_request(format!(
@@ -191,7 +195,7 @@ fn given(v: Option<String>) -> Option<String> {
 }
 
 /// A time in milliseconds since the epoch: never negative.
-fn millis(v: Option<i64>, name: &str) -> Result<Option<u64>, ApiError> {
+pub(super) fn millis(v: Option<i64>, name: &str) -> Result<Option<u64>, ApiError> {
     v.map(|ms| u64::try_from(ms).map_err(|_| ApiError::bad_request(format!("{name} must be >= 0"))))
         .transpose()
 }
@@ -268,7 +272,7 @@ pub(super) struct CancelBody {
     rollback: Option<bool>,
 }
 
-async fn ops(state: &Arc<State>, request: Value) -> Result<Value, ApiError> {
+pub(super) async fn ops(state: &Arc<State>, request: Value) -> Result<Value, ApiError> {
     match (state.ops)(request).await {
         Some(Reply::One(Ok(v))) => Ok(v),
         Some(Reply::One(Err(e))) => Err(ApiError::conflict(e)),

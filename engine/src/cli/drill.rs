@@ -387,6 +387,9 @@ pub struct ServeArgs {
     /// The runbooks the API offers and starts (`*.toml` here, named by file stem)
     #[arg(long, value_name = "DIR", requires = "listen")]
     runbooks: Option<std::path::PathBuf>,
+    /// Alert triggers (`*.toml` here): Alertmanager posts to /api/v1/alerts/alertmanager
+    #[arg(long, value_name = "DIR", requires = "listen")]
+    triggers: Option<std::path::PathBuf>,
 }
 
 pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
@@ -411,6 +414,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
     };
     let config = crate::serve::Config {
         drills_dir: args.drills.dir,
+        triggers_dir: args.triggers,
         metrics: args.metrics,
         api: args.listen.map(|listen| crate::api::ApiConfig {
             listen,

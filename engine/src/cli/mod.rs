@@ -17,6 +17,7 @@ mod scaffold;
 mod signals;
 mod terminal;
 mod token;
+mod trigger;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -149,6 +150,9 @@ enum Command {
     /// Rollback drills: validate, list, run now, report
     #[command(subcommand)]
     Drill(drill::DrillCommand),
+    /// Alert triggers: validate, list, test a payload, re-arm, log
+    #[command(subcommand)]
+    Trigger(trigger::TriggerCommand),
     /// Run the drill scheduler and serve other medic commands, until SIGTERM
     Serve(drill::ServeArgs),
     /// API tokens for `medic serve --listen`: create, list, revoke
@@ -195,6 +199,7 @@ impl Command {
                     | drill::DrillCommand::Resume { .. }
             ),
             Command::Approve(_) | Command::Reject(_) | Command::Token(_) => true,
+            Command::Trigger(cmd) => matches!(cmd, trigger::TriggerCommand::Rearm { .. }),
             Command::Validate(_)
             | Command::Audit(_)
             | Command::Plan(_)
@@ -417,6 +422,7 @@ pub fn main() -> ExitCode {
                 let schema = match format {
                     SchemaFormat::Runbook => crate::runbook::schema::runbook(),
                     SchemaFormat::Drill => crate::drill::schema(),
+                    SchemaFormat::Trigger => crate::trigger::schema(),
                 };
                 println!(
                     "{}",
@@ -426,6 +432,7 @@ pub fn main() -> ExitCode {
             }
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
             Command::Drill(cmd) => drill::main(&cli.global, cmd).await,
+            Command::Trigger(cmd) => trigger::main(&cli.global, cmd).await,
             Command::Serve(args) => drill::serve(&cli.global, args).await,
             Command::Runs(cmd) => runs::main(&cli.global, cmd).await,
             Command::Stats(args) => runs::stats(&cli.global, args),
@@ -471,4 +478,6 @@ enum SchemaFormat {
     Runbook,
     /// Drill files (`drills/*.toml`)
     Drill,
+    /// Trigger files (`triggers/*.toml`)
+    Trigger,
 }

@@ -68,7 +68,7 @@ pub struct ListArgs {
     status: Option<String>,
     #[arg(long = "env")]
     environment: Option<String>,
-    /// cli, schedule or api
+    /// cli, schedule, api or alert
     #[arg(long)]
     trigger: Option<String>,
     /// Only runs started within this long ago, e.g. 7d

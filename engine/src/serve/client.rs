@@ -78,6 +78,11 @@ pub(super) fn api_ops(
         let (socket, tx) = (socket.clone(), tx.clone());
         Box::pin(async move {
             let op = request.get("op").and_then(|o| o.as_str()).unwrap_or("");
+            if op == "api_alerts" {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Control::Alerts { request, reply }).await.ok()?;
+                return rx.await.ok();
+            }
             if op != "api_run" && op != "api_pick_up" {
                 return socket(request).await;
             }
@@ -193,22 +198,22 @@ pub(super) async fn client_run(
 }
 
 /// A planned run, ready to start in the background.
-struct Launch {
-    plan: crate::runbook::Plan,
-    trigger: crate::store::Trigger,
-    run_id: String,
-    dry_run: bool,
-    approval: Option<crate::executor::Approval>,
-    lock_wait: Duration,
-    start: Start,
-    resume: Option<crate::executor::Resume>,
+pub(super) struct Launch {
+    pub(super) plan: crate::runbook::Plan,
+    pub(super) trigger: crate::store::Trigger,
+    pub(super) run_id: String,
+    pub(super) dry_run: bool,
+    pub(super) approval: Option<crate::executor::Approval>,
+    pub(super) lock_wait: Duration,
+    pub(super) start: Start,
+    pub(super) resume: Option<crate::executor::Resume>,
     /// Started through the API: it belongs to no connection.
-    detached: bool,
+    pub(super) detached: bool,
 }
 
 /// Starts the run in the background, its events streamed to the returned receiver (which
 /// ends with `done` or `error`).
-fn launch(
+pub(super) fn launch(
     host: &Arc<PluginHost>,
     store: &Store,
     metrics: &Arc<Mutex<Metrics>>,

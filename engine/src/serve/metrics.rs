@@ -58,6 +58,8 @@ pub(super) struct Metrics {
     pub(super) drills: BTreeMap<(String, String), u64>,
     pub(super) recovery: Histogram,
     pub(super) calls: BTreeMap<String, Histogram>,
+    /// Alert decisions, by trigger and decision (and escalations).
+    pub(super) alerts: BTreeMap<(String, String), u64>,
 }
 
 impl Metrics {
@@ -69,6 +71,13 @@ impl Metrics {
         if let Some(ms) = r.recover_ms {
             self.recovery.observe(RECOVERY_BUCKETS, ms as f64 / 1000.0);
         }
+    }
+
+    pub(super) fn count_alert(&mut self, trigger: &str, decision: &str) {
+        *self
+            .alerts
+            .entry((trigger.to_owned(), decision.to_owned()))
+            .or_default() += 1;
     }
 
     /// Counts what a run does: plugin call latencies, and how it ended.
@@ -115,6 +124,13 @@ impl Metrics {
                 "medic_plugin_call_seconds",
                 &format!("plugin=\"{plugin}\""),
                 CALL_BUCKETS,
+            );
+        }
+        out.push_str("# HELP medic_trigger_alerts_total Alerts a trigger received, by what it decided (start, attached, cooled_down, braked, resolved, refused; escalated counts escalations).\n# TYPE medic_trigger_alerts_total counter\n");
+        for ((trigger, decision), n) in &self.alerts {
+            let _ = writeln!(
+                out,
+                "medic_trigger_alerts_total{{trigger=\"{trigger}\",decision=\"{decision}\"}} {n}"
             );
         }
         out.push_str(

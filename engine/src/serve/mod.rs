@@ -25,6 +25,7 @@ use crate::store::drills::DrillRecord;
 use crate::store::remote::Reply;
 use crate::store::{ListFilter, RunStatus, Store, now_ms};
 
+mod alerts;
 mod client;
 mod metrics;
 
@@ -62,6 +63,21 @@ enum Control {
         caller: String,
         reply: oneshot::Sender<Reply>,
     },
+    /// Alerts delivered to the API.
+    Alerts {
+        request: serde_json::Value,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A person re-arms a trigger whose storm brake tripped.
+    Rearm {
+        name: String,
+        by: String,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
+    /// The triggers and their state.
+    Triggers {
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
     /// That terminal's Ctrl-C: cancel (with the responder's answer to "roll back?") or abort.
     CancelRun {
         run_id: String,
@@ -73,6 +89,8 @@ enum Control {
 
 pub struct Config {
     pub drills_dir: PathBuf,
+    /// `--triggers`: alert triggers.
+    pub triggers_dir: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
     /// `--listen`: the HTTP API.
     pub api: Option<crate::api::ApiConfig>,
@@ -98,6 +116,10 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     let host = Arc::new(host);
     let drills = load(&host, &config.drills_dir).await?;
     warn_overlaps(&drills);
+    let mut triggers = match &config.triggers_dir {
+        Some(dir) => crate::trigger::load_dir_or_report(&host, dir).await?,
+        None => Vec::new(),
+    };
 
     let metrics = Arc::new(Mutex::new(Metrics::default()));
     {
@@ -118,8 +140,10 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     let (control_tx, mut control) = mpsc::channel::<Control>(16);
     let extension: crate::store::remote::Extension = {
         let tx = control_tx.clone();
+        let alert_store = store.clone();
         Arc::new(move |request: serde_json::Value| {
             let tx = tx.clone();
+            let alert_store = alert_store.clone();
             Box::pin(async move {
                 let op = request.get("op").and_then(|o| o.as_str()).unwrap_or("");
                 match op {
@@ -185,6 +209,38 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                         })
                         .await
                         .ok()?;
+                        Some(answer(rx).await)
+                    }
+                    "trigger_rearm" => {
+                        let name = request
+                            .get("name")
+                            .and_then(|n| n.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        let by = request
+                            .get("by")
+                            .and_then(|n| n.as_str())
+                            .map_or_else(crate::cli::who, str::to_owned);
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::Rearm { name, by, reply }).await.ok()?;
+                        Some(answer(rx).await)
+                    }
+                    "alerts" => {
+                        let since = request
+                            .get("since_ms")
+                            .and_then(|v| v.as_u64())
+                            .unwrap_or(0);
+                        let limit = request.get("limit").and_then(|v| v.as_u64()).unwrap_or(100);
+                        Some(Reply::One(
+                            alert_store
+                                .alerts(since, limit.min(10_000) as usize)
+                                .map(|a| serde_json::json!({ "alerts": a }))
+                                .map_err(|e| e.to_string()),
+                        ))
+                    }
+                    "trigger_list" => {
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::Triggers { reply }).await.ok()?;
                         Some(answer(rx).await)
                     }
                     "status" => Some(Reply::One(Ok(serde_json::json!({
@@ -494,6 +550,16 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                 Control::PickUp { request, caller, reply } => {
                     let _ = reply.send(pick_up_run(&host, &store, &metrics, request, caller, &mut client_runs).await);
                 }
+                Control::Alerts { request, reply } => {
+                    let ctx = alerts::Ctx { host: &host, store: &store, metrics: &metrics };
+                    let _ = reply.send(alerts::receive(&ctx, &triggers, request, &mut client_runs).await);
+                }
+                Control::Rearm { name, by, reply } => {
+                    let _ = reply.send(alerts::rearm(&store, &triggers, &name, &by));
+                }
+                Control::Triggers { reply } => {
+                    let _ = reply.send(alerts::list(&store, &triggers));
+                }
                 Control::CancelRun { run_id, rollback, abort, reply } => {
                     client_runs.retain(|r| !r.task.is_finished());
                     let answer = match client_runs.iter().find(|r| r.run_id == run_id) {
@@ -517,6 +583,15 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             },
             _ = hup.recv() => {
                 let _ = reload(&host, &config, &mut scheduler).await;
+                if let Some(dir) = &config.triggers_dir {
+                    match crate::trigger::load_dir_or_report(&host, dir).await {
+                        Ok(t) => {
+                            println!("medic serve: reloaded {} trigger{} from {}", t.len(), if t.len() == 1 { "" } else { "s" }, dir.display());
+                            triggers = t;
+                        }
+                        Err(why) => eprintln!("{why}\nmedic serve: trigger reload refused; the previous triggers stay"),
+                    }
+                }
             }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,

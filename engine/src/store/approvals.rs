@@ -72,6 +72,7 @@ impl Policy {
             super::Trigger::Cli { user, host } => format!("{user}@{host}"),
             super::Trigger::Api { caller } => caller.clone(),
             super::Trigger::Schedule { drill } => format!("schedule:{drill}"),
+            super::Trigger::Alert { trigger, .. } => format!("trigger:{trigger}"),
         };
         Policy {
             approvers: env.approvers.clone(),

@@ -7,9 +7,28 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Trigger {
-    Cli { user: String, host: String },
-    Schedule { drill: String },
-    Api { caller: String },
+    Cli {
+        user: String,
+        host: String,
+    },
+    Schedule {
+        drill: String,
+    },
+    Api {
+        caller: String,
+    },
+    /// An alert, through a trigger (`triggers/*.toml`).
+    Alert {
+        trigger: String,
+        /// The alert's name (its `alertname` label).
+        alert: String,
+        fingerprint: String,
+        labels: BTreeMap<String, String>,
+        /// When the alert started firing (ms since the epoch; 0 when unknown).
+        starts_at_ms: u64,
+        /// Who delivered it (the receiver's token).
+        via: String,
+    },
 }
 
 impl std::fmt::Display for Trigger {
@@ -18,6 +37,9 @@ impl std::fmt::Display for Trigger {
             Trigger::Cli { user, host } => write!(f, "cli {user}@{host}"),
             Trigger::Schedule { drill } => write!(f, "schedule {drill}"),
             Trigger::Api { caller } => write!(f, "api {caller}"),
+            Trigger::Alert { trigger, alert, .. } => {
+                write!(f, "alert {alert} via trigger {trigger}")
+            }
         }
     }
 }
@@ -40,6 +62,7 @@ impl Trigger {
             Trigger::Cli { .. } => "cli",
             Trigger::Schedule { .. } => "schedule",
             Trigger::Api { .. } => "api",
+            Trigger::Alert { .. } => "alert",
         }
     }
 }

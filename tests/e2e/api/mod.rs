@@ -5,6 +5,7 @@
 //! it, the CLI as its client; its OpenAPI document, and schemathesis held to it.
 
 mod access;
+mod alerts;
 mod contract;
 mod drills;
 mod pickup;
@@ -141,10 +142,16 @@ impl Site {
     /// `medic serve` offering the runbooks, its API on a free loopback port, and a client of
     /// it. Plain HTTP, or HTTPS with a certificate made here (the client trusts its CA).
     pub(super) fn serve(&self, https: bool) -> (Serve, Api) {
+        self.serve_with(https, &[])
+    }
+
+    /// [`Site::serve`] with more arguments.
+    pub(super) fn serve_with(&self, https: bool, extra: &[&str]) -> (Serve, Api) {
         let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--runbooks"]
             .map(String::from)
             .into();
         args.push(self.runbooks.display().to_string());
+        args.extend(extra.iter().map(|a| a.to_string()));
         let tls = https.then(|| certificate(self.work.path()));
         if let Some((_, cert, key)) = &tls {
             args.extend(["--tls-cert".into(), cert.display().to_string()]);

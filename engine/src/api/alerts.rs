@@ -1,0 +1,79 @@
+//! Alerts in and what triggers made of them: `POST /alerts/alertmanager` (Alertmanager's
+//! webhook receiver, with a bearer token in `http_config.authorization`), the recorded
+//! alerts and decisions, the triggers and their state, and re-arming a braked trigger.
+
+use std::sync::Arc;
+
+use axum::extract::State as AxumState;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::State;
+use super::auth::{ApiError, Caller, Path, Query};
+use super::routes::{blocking, millis, ops, page, store_error};
+use crate::store::tokens::Role;
+use crate::trigger::alert::Webhook;
+
+type Answer = Result<Json<Value>, ApiError>;
+
+#[utoipa::path(post, path = "/alerts/alertmanager", tag = "alerts", request_body(content = Object, description = "Alertmanager's webhook body (version 4)"), responses((status = 200, description = "each alert's decision per matching trigger", body = super::openapi::AlertDecisions), (status = 400, description = "not an Alertmanager webhook body", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role does not allow it", body = super::openapi::ErrorBody)))]
+pub(super) async fn alertmanager(
+    AxumState(state): AxumState<Arc<State>>,
+    Extension(caller): Extension<Caller>,
+    bytes: axum::body::Bytes,
+) -> Answer {
+    caller.require(Role::Responder)?;
+    let hook = Webhook::parse(&bytes).map_err(ApiError::bad_request)?;
+    let mut token = caller.0.clone();
+    token.hash.clear();
+    let decisions = ops(
+        &state,
+        json!({ "op": "api_alerts", "alerts": hook.alerts, "via": caller.who(), "token": token }),
+    )
+    .await?;
+    Ok(Json(decisions))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AlertsQuery {
+    #[param(minimum = 0)]
+    since_ms: Option<i64>,
+    /// Entries at most, the newest (default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/alerts", tag = "alerts", params(AlertsQuery), responses((status = 200, description = "alerts as they arrived, oldest first, with what each trigger decided", body = super::openapi::AlertList), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn list(
+    AxumState(state): AxumState<Arc<State>>,
+    Query(q): Query<AlertsQuery>,
+) -> Answer {
+    let since = millis(q.since_ms, "since_ms")?.unwrap_or(0);
+    let limit = page(q.limit, 100, 10_000)?;
+    let store = state.store.clone();
+    let alerts = blocking(move || store.alerts(since, limit).map_err(store_error)).await?;
+    Ok(Json(json!({ "alerts": alerts })))
+}
+
+#[utoipa::path(get, path = "/triggers", tag = "alerts", responses((status = 200, description = "each trigger, its brake and its groups' last runs", body = super::openapi::TriggerList), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
+pub(super) async fn triggers(AxumState(state): AxumState<Arc<State>>) -> Answer {
+    Ok(Json(ops(&state, json!({ "op": "trigger_list" })).await?))
+}
+
+#[utoipa::path(post, path = "/triggers/{name}/rearm", tag = "alerts", params(("name" = String, Path, description = "A trigger's name")), responses((status = 200, description = "re-armed", body = super::openapi::Rearmed), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role does not allow it", body = super::openapi::ErrorBody), (status = 409, description = "no such trigger", body = super::openapi::ErrorBody)))]
+pub(super) async fn rearm(
+    AxumState(state): AxumState<Arc<State>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Answer {
+    caller.require(Role::Responder)?;
+    Ok(Json(
+        ops(
+            &state,
+            json!({ "op": "trigger_rearm", "name": name, "by": caller.who() }),
+        )
+        .await?,
+    ))
+}

@@ -1,0 +1,553 @@
+//! Alerts delivered to `medic serve`: each goes through the triggers that match it, and each
+//! decision is recorded. A run a trigger starts is watched to its end: its Alertmanager
+//! silence (when declared) lives exactly as long as the run, and a run that could not fix
+//! the fault, or a storm brake that trips, is escalated so that people are paged.
+
+use super::*;
+use crate::store::recorder::Start;
+use crate::store::triggers::AlertRecord;
+use crate::trigger::policy::{Decision, ResolvedAction, RunView};
+use crate::trigger::{Alert, Protected, Trigger};
+
+/// An Alertmanager delivery, as the API passes it on.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Delivery {
+    pub(super) alerts: Vec<Alert>,
+    /// Who delivered it (`token:NAME`).
+    pub(super) via: String,
+    /// The delivering token: a run starts only in an environment it may act in.
+    pub(super) token: Option<crate::store::tokens::Token>,
+}
+
+/// What `medic serve` needs to act on alerts.
+pub(super) struct Ctx<'a> {
+    pub(super) host: &'a Arc<PluginHost>,
+    pub(super) store: &'a Store,
+    pub(super) metrics: &'a Arc<Mutex<Metrics>>,
+}
+
+/// How long a silence lasts at most when its run never reports an end (the run's watcher
+/// expires it as soon as the run ends).
+const SILENCE_CAP: Duration = Duration::from_secs(4 * 3600);
+
+fn view(store: &Store, runs: &[ClientRun], run_id: &str) -> RunView {
+    if runs
+        .iter()
+        .any(|r| r.run_id == run_id && !r.task.is_finished())
+    {
+        return RunView::Running;
+    }
+    match store.record(run_id) {
+        Ok(Some(r)) if r.status == RunStatus::Running => RunView::Running,
+        Ok(Some(r)) => RunView::Ended {
+            at_ms: r.ended_ms.unwrap_or(r.started_ms),
+        },
+        _ => RunView::Unknown,
+    }
+}
+
+/// Decides and acts for every alert of a delivery; the answer lists each decision.
+pub(super) async fn receive(
+    ctx: &Ctx<'_>,
+    triggers: &[Trigger],
+    request: serde_json::Value,
+    runs: &mut Vec<ClientRun>,
+) -> Reply {
+    runs.retain(|r| !r.task.is_finished());
+    let delivery: Delivery = match serde_json::from_value(request) {
+        Ok(d) => d,
+        Err(e) => return Reply::One(Err(format!("bad alert delivery: {e}"))),
+    };
+    let mut answers = Vec::new();
+    for alert in &delivery.alerts {
+        let matching: Vec<&Trigger> = triggers.iter().filter(|t| t.matches(alert)).collect();
+        if matching.is_empty() {
+            answers.push(serde_json::json!({
+                "alert": alert.name(), "fingerprint": alert.fingerprint, "trigger": null,
+                "decision": "unmatched", "detail": "no trigger matches its labels",
+            }));
+            continue;
+        }
+        for t in matching {
+            let answer = match decide(ctx, t, alert, &delivery, runs).await {
+                Ok(r) => r,
+                Err(e) => return Reply::One(Err(e)),
+            };
+            answers.push(serde_json::to_value(&answer).expect("serialize"));
+        }
+    }
+    Reply::One(Ok(serde_json::json!({ "decisions": answers })))
+}
+
+async fn decide(
+    ctx: &Ctx<'_>,
+    t: &Trigger,
+    alert: &Alert,
+    delivery: &Delivery,
+    runs: &mut Vec<ClientRun>,
+) -> Result<AlertRecord, String> {
+    let store = ctx.store;
+    let now = now_ms();
+    let mut state = store.trigger_state(&t.name).map_err(|e| e.to_string())?;
+    state.forget_old(now, t.policy.cooldown + Duration::from_secs(3600), &|id| {
+        view(store, runs, id)
+    });
+    let decision = t
+        .policy
+        .decide(&mut state, alert, now, &|id| view(store, runs, id));
+    let mut record = AlertRecord {
+        at_ms: now,
+        trigger: t.name.clone(),
+        alert: alert.name().to_owned(),
+        fingerprint: alert.fingerprint.clone(),
+        status: alert.status.clone(),
+        labels: alert.labels.clone(),
+        starts_at_ms: alert.starts_at_ms(),
+        decision: String::new(),
+        run_id: None,
+        detail: String::new(),
+    };
+    match decision {
+        Decision::Start { group } => match start(ctx, t, alert, delivery, runs).await {
+            Ok(run_id) => {
+                state.started(&group, &run_id, now);
+                record.decision = "start".into();
+                record.detail = format!("started run {run_id} for group {group}");
+                record.run_id = Some(run_id);
+            }
+            Err(why) => {
+                record.decision = "refused".into();
+                record.detail = why;
+            }
+        },
+        Decision::Attached { group, run_id } => {
+            record.decision = "attached".into();
+            record.detail = format!("run {run_id} for group {group} is under way");
+            record.run_id = Some(run_id);
+        }
+        Decision::CooledDown {
+            group,
+            run_id,
+            until_ms,
+        } => {
+            record.decision = "cooled_down".into();
+            record.detail = format!(
+                "group {group}'s last run {run_id} ended less than the cooldown ago: no new run before {}",
+                chrono::DateTime::from_timestamp_millis(until_ms as i64)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            );
+            record.run_id = Some(run_id);
+        }
+        Decision::Braked { reason, tripped } => {
+            record.decision = "braked".into();
+            record.detail = reason.clone();
+            if tripped {
+                println!(
+                    "medic serve: trigger {}: storm brake tripped: {reason}",
+                    t.name
+                );
+                escalate(
+                    ctx,
+                    t,
+                    alert,
+                    &format!("storm brake tripped: {reason}"),
+                    None,
+                );
+            }
+        }
+        Decision::Resolved {
+            group,
+            run_id,
+            action,
+        } => {
+            record.decision = "resolved".into();
+            record.detail = match (&run_id, action) {
+                (Some(id), ResolvedAction::Drop | ResolvedAction::Cancel) => {
+                    let found = runs.iter().find(|r| &r.run_id == id);
+                    if let Some(r) = found {
+                        r.cancel.cancel();
+                    }
+                    format!(
+                        "the alert resolved: run {id} for group {group} {}",
+                        if action == ResolvedAction::Drop {
+                            "had not begun and is dropped"
+                        } else {
+                            "is cancelled, as the trigger declares"
+                        }
+                    )
+                }
+                (Some(id), _) => {
+                    format!("the alert resolved: run {id} for group {group} goes on to its verdict")
+                }
+                (None, _) => "the alert resolved; no run of its group is under way".into(),
+            };
+            record.run_id = run_id;
+        }
+    }
+    store
+        .set_trigger_state(&t.name, &state)
+        .map_err(|e| e.to_string())?;
+    store.record_alert(&record).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    ctx.metrics
+        .lock()
+        .unwrap()
+        .count_alert(&t.name, &record.decision);
+    Ok(record)
+}
+
+/// Plans the trigger's runbook for `alert` and starts it; the error says why not.
+async fn start(
+    ctx: &Ctx<'_>,
+    t: &Trigger,
+    alert: &Alert,
+    delivery: &Delivery,
+    runs: &mut Vec<ClientRun>,
+) -> Result<String, String> {
+    let opts = t.render(alert)?;
+    let text = crate::input::read_text(&t.runbook, crate::input::MAX_RUNBOOK_BYTES)
+        .map_err(|e| format!("cannot read runbook {}: {e}", t.runbook.display()))?;
+    let src = crate::runbook::Source {
+        path: &t.runbook,
+        text: &text,
+    };
+    let plan = crate::runbook::plan(ctx.host, &src, &opts)
+        .await
+        .map_err(|d| {
+            let path = t.runbook.display().to_string();
+            crate::runbook::Report {
+                path: &path,
+                text: &text,
+                diagnostics: &d,
+            }
+            .to_string()
+        })?;
+    let env = &plan.environment;
+    if let Some(token) = &delivery.token
+        && !token.allows_env(&env.name, env.protected)
+    {
+        return Err(format!(
+            "token `{}` may not act in environment `{}`",
+            token.name, env.name
+        ));
+    }
+    if env.protected {
+        match t.protected {
+            Protected::Refuse => {
+                return Err(format!(
+                    "environment `{}` is protected and trigger `{}` refuses to run there",
+                    env.name, t.name
+                ));
+            }
+            Protected::Approve { .. } => {
+                return Err(format!(
+                    "environment `{}` is protected: a triggered run there waits for an approval, which this medic cannot ask for yet; refused",
+                    env.name
+                ));
+            }
+        }
+    }
+    let run_id = crate::executor::new_run_id();
+    let trigger = crate::store::Trigger::Alert {
+        trigger: t.name.clone(),
+        alert: alert.name().to_owned(),
+        fingerprint: alert.fingerprint.clone(),
+        labels: alert.labels.clone(),
+        starts_at_ms: alert.starts_at_ms(),
+        via: delivery.via.clone(),
+    };
+    let reply = launch(
+        ctx.host,
+        ctx.store,
+        ctx.metrics,
+        Launch {
+            plan,
+            trigger,
+            run_id: run_id.clone(),
+            dry_run: false,
+            approval: None,
+            lock_wait: Duration::ZERO,
+            start: Start::New,
+            resume: None,
+            detached: true,
+        },
+        runs,
+    );
+    let Reply::Stream(events) = reply else {
+        return Err("the run did not start".into());
+    };
+    let watch = Watch {
+        host: ctx.host.clone(),
+        store: ctx.store.clone(),
+        metrics: ctx.metrics.clone(),
+        trigger: t.clone(),
+        alert: alert.clone(),
+        run_id: run_id.clone(),
+    };
+    tokio::spawn(watch.follow(events));
+    Ok(run_id)
+}
+
+/// A triggered run followed to its end, for its silence and escalation.
+struct Watch {
+    host: Arc<PluginHost>,
+    store: Store,
+    metrics: Arc<Mutex<Metrics>>,
+    trigger: Trigger,
+    alert: Alert,
+    run_id: String,
+}
+
+impl Watch {
+    async fn follow(self, mut events: mpsc::UnboundedReceiver<serde_json::Value>) {
+        let silence = match &self.trigger.silence {
+            None => None,
+            Some(am) => {
+                match create_silence(am, &self.alert, &self.trigger.name, &self.run_id).await {
+                    Ok(id) => {
+                        println!(
+                            "medic serve: run {}: alert {} silenced in {am} ({id})",
+                            self.run_id,
+                            self.alert.name()
+                        );
+                        Some((am.clone(), id))
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "medic serve: run {}: cannot silence the alert: {e}",
+                            self.run_id
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let mut failed_to_start = None;
+        while let Some(e) = events.recv().await {
+            if let Some(why) = e.get("error").and_then(|w| w.as_str()) {
+                failed_to_start = Some(why.to_owned());
+                break;
+            }
+            if e.get("done").is_some() {
+                break;
+            }
+        }
+        if let Some((am, id)) = &silence
+            && let Err(e) = expire_silence(am, id).await
+        {
+            eprintln!(
+                "medic serve: run {}: cannot expire silence {id}: {e}",
+                self.run_id
+            );
+        }
+        let status = self
+            .store
+            .record(&self.run_id)
+            .ok()
+            .flatten()
+            .map(|r| r.status);
+        let why = match (failed_to_start, status) {
+            (Some(why), _) => Some(format!("run {} did not start: {why}", self.run_id)),
+            (
+                None,
+                Some(
+                    s @ (RunStatus::Failed
+                    | RunStatus::RolledBack
+                    | RunStatus::RollbackFailed
+                    | RunStatus::Interrupted),
+                ),
+            ) => Some(format!(
+                "run {} ended {}: the fault is still there",
+                self.run_id,
+                s.name()
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            let ctx = Ctx {
+                host: &self.host,
+                store: &self.store,
+                metrics: &self.metrics,
+            };
+            escalate(&ctx, &self.trigger, &self.alert, &why, Some(&self.run_id));
+        }
+    }
+}
+
+/// Runs the trigger's escalation runbook (in the background), or says there is none.
+fn escalate(ctx: &Ctx<'_>, t: &Trigger, alert: &Alert, why: &str, run_id: Option<&str>) {
+    ctx.metrics
+        .lock()
+        .unwrap()
+        .count_alert(&t.name, "escalated");
+    let Some(hook) = t.escalate.clone() else {
+        eprintln!(
+            "medic serve: trigger {}: {why}; it declares no escalation",
+            t.name
+        );
+        return;
+    };
+    eprintln!("medic serve: trigger {}: escalating: {why}", t.name);
+    let (host, store) = (ctx.host.clone(), ctx.store.clone());
+    let mut params = hook.params.clone();
+    for (k, v) in [
+        ("trigger", t.name.clone()),
+        ("alert", alert.name().to_owned()),
+        ("reason", why.to_owned()),
+        ("run", run_id.unwrap_or_default().to_owned()),
+    ] {
+        params.push((k.to_owned(), v));
+    }
+    let trigger = crate::store::Trigger::Alert {
+        trigger: t.name.clone(),
+        alert: alert.name().to_owned(),
+        fingerprint: alert.fingerprint.clone(),
+        labels: alert.labels.clone(),
+        starts_at_ms: alert.starts_at_ms(),
+        via: "escalation".into(),
+    };
+    let name = t.name.clone();
+    // A run's future is not Send (plugin calls hold the sandbox): it gets a thread, as a
+    // client's run does.
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            let opts = crate::runbook::PlanOptions {
+                params,
+                environment: None,
+                defer_secrets: false,
+                sourced: None,
+            };
+            let plan = match crate::drill::plan_hook(&host, &hook.runbook, &opts).await {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("medic serve: trigger {name}: cannot escalate: {e}");
+                    return;
+                }
+            };
+            let spec = crate::drill::run::RunSpec {
+                notification: true,
+                ..crate::drill::run::RunSpec::new(&plan, trigger, crate::executor::new_run_id())
+            };
+            // Somebody must hear of it even while medic serve stops: only an abort stops it.
+            let cancel = Cancel::new();
+            let mut quiet = |_: &Event<'_>| {};
+            match crate::drill::run::recorded_run(&host, &store, spec, &mut quiet, &cancel).await {
+                Ok((report, _)) => println!(
+                    "medic serve: trigger {name}: escalation run {} ended {}",
+                    report.run_id,
+                    RunStatus::from_outcome(report.outcome).name()
+                ),
+                Err(
+                    crate::drill::run::NotRun::Skipped(e) | crate::drill::run::NotRun::Failed(e),
+                ) => eprintln!("medic serve: trigger {name}: cannot escalate: {e}"),
+            }
+        })
+    });
+}
+
+fn http() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A silence of the alert's exact label set, for as long as its run goes; its id.
+async fn create_silence(
+    alertmanager: &str,
+    alert: &Alert,
+    trigger: &str,
+    run_id: &str,
+) -> Result<String, String> {
+    let matchers: Vec<serde_json::Value> = alert
+        .labels
+        .iter()
+        .map(|(k, v)| serde_json::json!({ "name": k, "value": v, "isRegex": false, "isEqual": true }))
+        .collect();
+    let now = Utc::now();
+    let body = serde_json::json!({
+        "matchers": matchers,
+        "startsAt": now.to_rfc3339(),
+        "endsAt": (now + SILENCE_CAP).to_rfc3339(),
+        "createdBy": format!("medic trigger {trigger}"),
+        "comment": format!("medic run {run_id} is fixing this; the silence ends with the run"),
+    });
+    let r = http()?
+        .post(format!("{alertmanager}/api/v2/silences"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let answer: serde_json::Value = r.json().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("Alertmanager answered {status}: {answer}"));
+    }
+    answer["silenceID"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("Alertmanager answered without a silence id: {answer}"))
+}
+
+async fn expire_silence(alertmanager: &str, id: &str) -> Result<(), String> {
+    let r = http()?
+        .delete(format!("{alertmanager}/api/v2/silence/{id}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("Alertmanager answered {}", r.status()))
+    }
+}
+
+/// Clears a trigger's storm brake: it remediates again.
+pub(super) fn rearm(
+    store: &Store,
+    triggers: &[Trigger],
+    name: &str,
+    by: &str,
+) -> Result<serde_json::Value, String> {
+    if !triggers.iter().any(|t| t.name == name) {
+        return Err(format!("no trigger `{name}`"));
+    }
+    let mut state = store.trigger_state(name).map_err(|e| e.to_string())?;
+    let was = state.braked.take();
+    // The runs that tripped it no longer count against the new window.
+    state.starts.clear();
+    store
+        .set_trigger_state(name, &state)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "medic serve: trigger {name}: re-armed by {by}{}",
+        if was.is_none() {
+            " (it was not braked)"
+        } else {
+            ""
+        }
+    );
+    Ok(serde_json::json!({ "trigger": name, "was_braked": was, "by": by }))
+}
+
+/// Each trigger, what it matches and starts, and its state.
+pub(super) fn list(store: &Store, triggers: &[Trigger]) -> Result<serde_json::Value, String> {
+    let mut out = Vec::new();
+    for t in triggers {
+        let state = store.trigger_state(&t.name).map_err(|e| e.to_string())?;
+        out.push(serde_json::json!({
+            "name": t.name,
+            "file": t.file,
+            "match": t.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "runbook": t.runbook,
+            "environment": t.environment,
+            "braked": state.braked,
+            "groups": state.groups,
+            "starts": state.starts,
+        }));
+    }
+    Ok(serde_json::json!({ "triggers": out }))
+}

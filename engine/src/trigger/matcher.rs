@@ -90,7 +90,13 @@ impl Matcher {
                 regex::RegexBuilder::new(&format!("^(?:{value})$"))
                     .size_limit(1 << 20)
                     .build()
-                    .map_err(|e| format!("`{text}`: not a regular expression: {e}"))?,
+                    .map_err(|e| {
+                        // The regex crate draws the pattern over several lines; the last says
+                        // what is wrong, and the report already shows where.
+                        let e = e.to_string();
+                        let why = e.lines().last().unwrap_or("").trim_start_matches("error: ");
+                        format!("`{text}`: not a regular expression: {why}")
+                    })?,
             ),
             _ => None,
         };

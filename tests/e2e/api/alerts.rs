@@ -210,3 +210,72 @@ fn a_trigger_runs_once_per_group_cools_down_brakes_a_storm_and_is_rearmed() {
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// `medic trigger validate` places every mistake of a trigger file; `medic trigger test`
+/// shows what an alert would start, with what, and what the policies decide, running nothing.
+#[test]
+fn trigger_files_are_checked_and_a_payload_is_tried_without_running_anything() {
+    let site = trigger_site("");
+    let triggers = site.work.path().join("triggers");
+    let dir = triggers.to_str().unwrap();
+    let o = site
+        .medic()
+        .args(["trigger", "validate", "--triggers", dir])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("1 trigger valid"), "{}", stdout(&o));
+
+    let p = site.work.path().join("alert.json");
+    std::fs::write(&p, payload(&[("firing", "a:80")]).to_string()).unwrap();
+    let o = site
+        .medic()
+        .args(["trigger", "test", "--triggers", dir, "--payload"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out.contains("WebDown (fp-a:80) -> trigger web-down")
+            && out.contains("param        target = a:80")
+            && out.contains("start a run for group instance=a:80"),
+        "{out}"
+    );
+    let o = site.medic().args(["runs", "list"]).output().unwrap();
+    assert!(
+        stdout(&o).contains("no runs recorded"),
+        "nothing ran: {}",
+        stdout(&o)
+    );
+
+    std::fs::write(
+        triggers.join("bad.toml"),
+        "[[trigger]]\nname = \"bad name\"\nmatch = ['alertname = x y', 'job =~ \"(\"']\n\
+         runbook = \"../runbooks/fix.toml\"\nparams = { target = \"{{ params.x }}\" }\n\
+         cooldwn = \"1h\"\non_resolved = \"stop\"\nstorm = { runs = 0, window = \"1h\" }\n",
+    )
+    .unwrap();
+    let o = site
+        .medic()
+        .args(["trigger", "validate", "--triggers", dir])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for (line, says) in [
+        (2, "not a trigger name"),
+        (3, "quote a value"),
+        (3, "not a regular expression: unclosed group"),
+        (5, "`params.x` is not known here"),
+        (6, "did you mean `cooldown`?"),
+        (7, "on_resolved"),
+        (8, "runs"),
+    ] {
+        assert!(
+            err.split("\nerror: ")
+                .any(|block| block.contains(says) && block.contains(&format!("bad.toml:{line}:"))),
+            "line {line}, {says}:\n{err}"
+        );
+    }
+}

@@ -171,13 +171,17 @@ pub fn prometheus(targets: &[String]) -> Server {
 
 /// Alertmanager with a single receiver that sends nothing anywhere.
 pub fn alertmanager() -> Server {
-    let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        dir.path().join("alertmanager.yml"),
+    alertmanager_at(
+        addr,
         "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
     )
-    .unwrap();
+}
+
+/// Alertmanager on `addr` with `config` (YAML).
+pub fn alertmanager_at(addr: String, config: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
     let args = vec![
         path_arg("--config.file", &dir, "alertmanager.yml"),
         path_arg("--storage.path", &dir, "data"),

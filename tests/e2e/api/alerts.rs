@@ -32,12 +32,17 @@ fn payload(alerts: &[(&str, &str)]) -> Value {
 /// The runbook a trigger starts (a gate that bakes about a second, then an action that
 /// echoes its target), the escalation runbook, and the trigger file.
 pub(super) fn trigger_site(extra: &str) -> Site {
+    trigger_site_baking(extra, 8)
+}
+
+/// [`trigger_site`] with a gate of `checks` checks 100 ms apart before the fix acts.
+pub(super) fn trigger_site_baking(extra: &str, checks: u32) -> Site {
     let site = Site::new();
     site.runbook(
         "fix",
         "\n[params.target]\ntype = \"string\"\n",
-        "[[steps]]\nid = \"settle\"\nuses = \"check\"\ngate = { interval = \"100ms\", successes = 8, timeout = \"30s\" }\n\n\
-         [[steps]]\nid = \"restart\"\nuses = \"act\"\nwith = { echo = \"{{ params.target }}\" }\n",
+        &format!("[[steps]]\nid = \"settle\"\nuses = \"check\"\ngate = {{ interval = \"100ms\", successes = {checks}, timeout = \"30s\" }}\n\n\
+         [[steps]]\nid = \"restart\"\nuses = \"act\"\nwith = {{ echo = \"{{{{ params.target }}}}\" }}\n"),
     );
     site.runbook(
         "page",
@@ -278,4 +283,198 @@ fn trigger_files_are_checked_and_a_payload_is_tried_without_running_anything() {
             "line {line}, {says}:\n{err}"
         );
     }
+}
+
+/// Alertmanager's own alert list and silences, through its API v2.
+fn am_get(am: &str, path: &str) -> Value {
+    let rt = runtime();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{am}/api/v2/{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    })
+}
+
+fn am_fire(am: &str, alertname: &str, instance: &str) {
+    let rt = runtime();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("http://{am}/api/v2/alerts"))
+            .json(&json!([{
+                "labels": { "alertname": alertname, "instance": instance, "job": "web" },
+                "annotations": { "summary": "down" },
+                "startsAt": chrono::Utc::now().to_rfc3339(),
+                "endsAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+            }]))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    });
+}
+
+/// The state of the silences (Alertmanager's) whose matchers include `instance=VALUE`.
+fn silences_of(am: &str, instance: &str) -> Vec<String> {
+    am_get(am, "silences")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["matchers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "instance" && m["value"] == instance)
+        })
+        .map(|s| s["status"]["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// With a real Alertmanager posting to medic: the alert starts the runbook once; the alert
+/// is silenced while the run is under way and the silence is expired when it ends; the
+/// re-sends after it are cooled down; a remediation that cannot fix the fault escalates and
+/// its silence is gone too.
+#[test]
+fn alertmanager_posts_medic_fixes_silences_meanwhile_and_escalates_what_it_cannot_fix() {
+    let am_addr = format!("127.0.0.1:{}", crate::lab::free_port());
+    let site = trigger_site_baking(
+        &format!(
+            "silence = {{ alertmanager = \"http://{am_addr}\" }}\n\n\
+             [[trigger]]\nname = \"web-broken\"\nmatch = ['alertname = \"WebBroken\"']\n\
+             runbook = \"../runbooks/broken.toml\"\ncooldown = \"1h\"\n\
+             silence = {{ alertmanager = \"http://{am_addr}\" }}\n\
+             escalate = {{ runbook = \"../runbooks/page.toml\" }}\n"
+        ),
+        30,
+    );
+    site.runbook(
+        "broken",
+        "",
+        "[[steps]]\nid = \"restart\"\nuses = \"act\"\nwith = { mode = \"permanent\" }\n",
+    );
+    let token = site.token("alertmanager", &["--role", "responder"]);
+    let viewer = site.token("look", &["--role", "viewer"]);
+    let triggers = site.work.path().join("triggers");
+    let (serve, api) = site.serve_with(false, &["--triggers", triggers.to_str().unwrap()]);
+    let _am = crate::lab::alertmanager_at(
+        am_addr.clone(),
+        &[
+            "route:",
+            "  receiver: medic",
+            "  group_by: ['alertname', 'instance']",
+            "  group_wait: 1s",
+            "  group_interval: 1s",
+            "  repeat_interval: 2s",
+            "receivers:",
+            "  - name: medic",
+            "    webhook_configs:",
+            &format!("      - url: '{}/alerts/alertmanager'", api.base),
+            "        send_resolved: true",
+            "        http_config:",
+            "          authorization:",
+            &format!("            credentials: '{token}'"),
+            "",
+        ]
+        .join("\n"),
+    );
+    let alert_runs = || -> Vec<Value> {
+        let (_, runs) = api.get("/runs?trigger=alert", &viewer);
+        runs["runs"].as_array().unwrap().clone()
+    };
+
+    am_fire(&am_addr, "WebDown", "a");
+    let mut run = Value::Null;
+    for _ in 0..150 {
+        if let Some(r) = alert_runs()
+            .into_iter()
+            .find(|r| r["trigger"]["fingerprint"].is_string())
+        {
+            run = r;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = run["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run started"))
+        .to_owned();
+    // Silenced while the run bakes (about 3 s).
+    let mut silenced_during_run = false;
+    for _ in 0..30 {
+        let states = silences_of(&am_addr, "a");
+        let running = api.get(&format!("/runs/{id}"), &viewer).1["run"]["status"] == "running";
+        if running && states.iter().any(|s| s == "active") {
+            silenced_during_run = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(silenced_during_run, "{:?}", am_get(&am_addr, "silences"));
+    assert_eq!(wait_ended(&api, &viewer, &id)["status"], "succeeded");
+    let mut expired = false;
+    for _ in 0..50 {
+        let states = silences_of(&am_addr, "a");
+        if !states.is_empty() && states.iter().all(|s| s == "expired") {
+            expired = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(expired, "{:?}", am_get(&am_addr, "silences"));
+    // Alertmanager keeps sending the still-firing alert: cooled down, never a second run.
+    let mut cooled = false;
+    for _ in 0..100 {
+        let (_, log) = api.get("/alerts", &viewer);
+        if log["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["decision"] == "cooled_down")
+        {
+            cooled = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(cooled, "{}", api.get("/alerts", &viewer).1);
+    let starts_for_a = alert_runs()
+        .iter()
+        .filter(|r| r["trigger"]["labels"]["instance"] == "a")
+        .count();
+    assert_eq!(starts_for_a, 1);
+
+    // A fix that fails: escalated, and the silence does not outlive the run.
+    am_fire(&am_addr, "WebBroken", "b");
+    let mut page = Value::Null;
+    for _ in 0..150 {
+        if let Some(r) = alert_runs()
+            .into_iter()
+            .find(|r| r["trigger"]["via"] == "escalation" && r["status"] != "running")
+        {
+            page = r;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(page["status"], "succeeded", "escalated: {page}");
+    assert!(
+        page["params"].to_string().contains("ended failed"),
+        "{page}"
+    );
+    let broken = alert_runs()
+        .into_iter()
+        .find(|r| r["trigger"]["alert"] == "WebBroken" && r["trigger"]["via"] != "escalation")
+        .unwrap();
+    assert_eq!(broken["status"], "failed", "{broken}");
+    let states = silences_of(&am_addr, "b");
+    assert!(
+        !states.is_empty() && states.iter().all(|s| s == "expired"),
+        "{states:?}"
+    );
+    assert_eq!(serve.stop(), Some(0));
 }

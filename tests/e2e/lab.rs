@@ -144,19 +144,35 @@ fn path_arg(flag: &str, dir: &TempDir, file: &str) -> String {
 
 /// Prometheus scraping `targets` (host:port) every second.
 pub fn prometheus(targets: &[String]) -> Server {
+    prometheus_alerting(targets, None)
+}
+
+/// Prometheus scraping `targets` every second and, with `alerting` (rules YAML, an
+/// Alertmanager's host:port), evaluating the rules every second and sending to it.
+pub fn prometheus_alerting(targets: &[String], alerting: Option<(&str, &str)>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-    let config = format!(
+    let mut config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: [{}]\n",
         targets.join(", ")
     );
+    if let Some((rules, alertmanager)) = alerting {
+        std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+        config += &format!(
+            "rule_files: ['{}']\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{alertmanager}']\n",
+            dir.path().join("rules.yml").display()
+        );
+    }
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let args = vec![
         path_arg("--config.file", &dir, "prometheus.yml"),
         format!("--web.listen-address={addr}"),
         path_arg("--storage.tsdb.path", &dir, "data"),
         "--web.enable-lifecycle".into(),
+        // Alerts go to Alertmanager at most this often (1m by default): a resolution would
+        // otherwise wait up to a minute after the last firing notice.
+        "--rules.alert.resend-delay=1s".into(),
     ];
     launch(
         "prometheus",

@@ -22,9 +22,15 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(data: &Path, drills: &Path, extra: &[&str]) -> Serve {
+        Serve::start_env(data, drills, extra, &[])
+    }
+
+    /// [`Serve::start`] with more environment variables.
+    pub fn start_env(data: &Path, drills: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(MEDIC)
             .args(["serve", "--drills", drills.to_str().unwrap()])
             .args(extra)
+            .envs(env.iter().copied())
             .env("MEDIC_DATA_DIR", data)
             .env("MEDIC_CACHE_DIR", data.join("cache"))
             .env("NO_COLOR", "1")

@@ -9,6 +9,7 @@ mod alerts;
 mod contract;
 mod drills;
 mod pickup;
+mod remediation;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -147,6 +148,16 @@ impl Site {
 
     /// [`Site::serve`] with more arguments.
     pub(super) fn serve_with(&self, https: bool, extra: &[&str]) -> (Serve, Api) {
+        self.serve_env(https, extra, &[])
+    }
+
+    /// [`Site::serve`] with more arguments and environment variables.
+    pub(super) fn serve_env(
+        &self,
+        https: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Serve, Api) {
         let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--runbooks"]
             .map(String::from)
             .into();
@@ -158,7 +169,7 @@ impl Site {
             args.extend(["--tls-key".into(), key.display().to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut serve = Serve::start(&self.data, &self.drills, &args);
+        let mut serve = Serve::start_env(&self.data, &self.drills, &args, env);
         let base = base_of(&serve.wait_for("API on "));
         let api = Api::new(base, tls.as_ref().map(|(ca, _, _)| ca.as_path()));
         (serve, api)

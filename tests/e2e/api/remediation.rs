@@ -107,7 +107,8 @@ fn a_broken_service_is_restarted_by_its_alert_and_the_alert_resolves() {
         .join("\n"),
     );
     let rules = "groups:\n  - name: demo\n    rules:\n      - alert: CheckoutBadVersion\n        expr: demo_version_info{version=\"v2\"} == 1\n        for: 0s\n        annotations:\n          summary: checkout runs a bad version\n";
-    let prom = crate::lab::prometheus_alerting(&[service.clone()], Some((rules, &am_addr)));
+    let prom =
+        crate::lab::prometheus_alerting(std::slice::from_ref(&service), Some((rules, &am_addr)));
     // Prometheus has scraped the healthy service before the fault.
     within(30, "the first scrape", || {
         let v = get_json(&format!(

@@ -240,6 +240,10 @@ pub struct Checked {
 pub struct StatsBody {
     #[schema(value_type = Object)]
     pub stats: (),
+    /// Per alert trigger: alerts, runs_started, deduplicated, cooled_down, braked, refused,
+    /// escalated, remediated, mean/p90 time to detect and to remediate (ms).
+    #[schema(value_type = Object)]
+    pub triggers: (),
 }
 
 /// A drill's pause state after a change.

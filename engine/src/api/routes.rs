@@ -514,11 +514,23 @@ pub(super) async fn stats(AxumState(state): Shared, Query(q): Query<StatsQuery>)
         since_ms: Some(millis(q.since_ms, "since_ms")?.unwrap_or(month)),
         ..ListFilter::default()
     };
+    let by_trigger = filter.runbook.is_none() && filter.environment.is_none();
+    let since = filter.since_ms.unwrap_or(0);
     let store = state.store.clone();
-    let records = blocking(move || store.list(&filter, usize::MAX).map_err(store_error)).await?;
-    Ok(Json(
-        json!({ "stats": crate::store::stats::compute(&records) }),
-    ))
+    let (records, alerts) = blocking(move || {
+        let records = store.list(&filter, usize::MAX).map_err(store_error)?;
+        let alerts = if by_trigger {
+            store.alerts(since, usize::MAX).map_err(store_error)?
+        } else {
+            Vec::new()
+        };
+        Ok((records, alerts))
+    })
+    .await?;
+    Ok(Json(json!({
+        "stats": crate::store::stats::compute(&records),
+        "triggers": crate::store::stats::by_trigger(&records, &alerts),
+    })))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -182,6 +182,18 @@ impl Reader for ApiClient {
         self.get(&format!("/drills/records{q}"), "records")
     }
 
+    fn alerts(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::triggers::AlertRecord>, StoreError> {
+        let q = query(&[
+            ("since_ms", Some(since_ms.to_string())),
+            ("limit", Some(limit.clamp(1, 10_000).to_string())),
+        ]);
+        self.get(&format!("/alerts{q}"), "alerts")
+    }
+
     fn location(&self) -> String {
         self.base.clone()
     }

@@ -559,8 +559,24 @@ pub fn stats(global: &GlobalArgs, args: StatsArgs) -> Exit {
         }
     };
     let st = stats::compute(&records);
+    // Alerts belong to no runbook or environment: per trigger only when not filtered so.
+    let triggers = if args.runbook.is_none() && args.environment.is_none() {
+        let alerts = store
+            .alerts(ago(args.since), usize::MAX)
+            .unwrap_or_else(|e| {
+                eprintln!("medic: the triggers' alerts could not be read, so per-trigger figures are left out: {e}");
+                Vec::new()
+            });
+        stats::by_trigger(&records, &alerts)
+    } else {
+        Default::default()
+    };
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string(&st).expect("serialize")),
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&st).expect("serialize");
+            v["triggers"] = serde_json::to_value(&triggers).expect("serialize");
+            println!("{v}");
+        }
         OutputFormat::Human => {
             let pct = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
             let dur = |d: Option<Duration>| d.map_or("-".to_owned(), format_duration);
@@ -596,6 +612,29 @@ pub fn stats(global: &GlobalArgs, args: StatsArgs) -> Exit {
                 "  time to detect (gates)  mean {}",
                 dur(st.mean_time_to_detect)
             );
+            for (name, t) in &triggers {
+                println!(
+                    "trigger {name}: {} alerts, {} runs started ({} remediated), {} deduplicated, {} cooled down, {} braked, {} refused, {} escalated",
+                    t.alerts,
+                    t.runs_started,
+                    t.remediated,
+                    t.deduplicated,
+                    t.cooled_down,
+                    t.braked,
+                    t.refused,
+                    t.escalated
+                );
+                println!(
+                    "  time to detect          mean {}, p90 {}  (alert start to run start)",
+                    dur(t.mean_time_to_detect),
+                    dur(t.p90_time_to_detect)
+                );
+                println!(
+                    "  time to remediate       mean {}, p90 {}  (alert start to verified fix)",
+                    dur(t.mean_time_to_remediate),
+                    dur(t.p90_time_to_remediate)
+                );
+            }
         }
     }
     Exit::Success

@@ -353,37 +353,9 @@ fn rearm(global: &GlobalArgs, name: &str) -> Exit {
 
 fn log(global: &GlobalArgs, since: Duration, limit: usize, output: OutputFormat) -> Exit {
     let since_ms = crate::store::now_ms().saturating_sub(since.as_millis() as u64);
-    let alerts: Result<Vec<crate::store::triggers::AlertRecord>, String> = match global.api_client()
-    {
+    let alerts = match global.reader("medic trigger log") {
+        Ok(r) => r.alerts(since_ms, limit).map_err(|e| e.to_string()),
         Err(exit) => return exit,
-        Ok(Some(client)) => client
-            .request(
-                reqwest::Method::GET,
-                &format!(
-                    "/alerts?since_ms={since_ms}&limit={}",
-                    limit.clamp(1, 10_000)
-                ),
-                None,
-            )
-            .and_then(|v| serde_json::from_value(v["alerts"].clone()).map_err(|e| e.to_string())),
-        Ok(None) => match global.through_serve() {
-            Some(remote) => remote
-                .call::<serde_json::Value>(
-                    &serde_json::json!({ "op": "alerts", "since_ms": since_ms, "limit": limit }),
-                    Duration::from_secs(30),
-                )
-                .map_err(|e| e.to_string())
-                .and_then(|v| {
-                    serde_json::from_value(v["alerts"].clone()).map_err(|e| e.to_string())
-                }),
-            None => global
-                .data_dir()
-                .map_err(|_| "no data directory".to_owned())
-                .and_then(|dir| {
-                    crate::store::Store::open(&dir, "medic trigger log").map_err(|e| e.to_string())
-                })
-                .and_then(|s| s.alerts(since_ms, limit).map_err(|e| e.to_string())),
-        },
     };
     match alerts {
         Ok(list) => {

@@ -140,10 +140,8 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     let (control_tx, mut control) = mpsc::channel::<Control>(16);
     let extension: crate::store::remote::Extension = {
         let tx = control_tx.clone();
-        let alert_store = store.clone();
         Arc::new(move |request: serde_json::Value| {
             let tx = tx.clone();
-            let alert_store = alert_store.clone();
             Box::pin(async move {
                 let op = request.get("op").and_then(|o| o.as_str()).unwrap_or("");
                 match op {
@@ -224,19 +222,6 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                         let (reply, rx) = oneshot::channel();
                         tx.send(Control::Rearm { name, by, reply }).await.ok()?;
                         Some(answer(rx).await)
-                    }
-                    "alerts" => {
-                        let since = request
-                            .get("since_ms")
-                            .and_then(|v| v.as_u64())
-                            .unwrap_or(0);
-                        let limit = request.get("limit").and_then(|v| v.as_u64()).unwrap_or(100);
-                        Some(Reply::One(
-                            alert_store
-                                .alerts(since, limit.min(10_000) as usize)
-                                .map(|a| serde_json::json!({ "alerts": a }))
-                                .map_err(|e| e.to_string()),
-                        ))
                     }
                     "trigger_list" => {
                         let (reply, rx) = oneshot::channel();

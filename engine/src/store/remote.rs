@@ -28,6 +28,12 @@ pub trait Reader {
         drill: Option<&str>,
         since_ms: u64,
     ) -> Result<Vec<DrillRecord>, StoreError>;
+    /// Alerts as they arrived at triggers, and what was decided (the newest `limit`).
+    fn alerts(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<super::triggers::AlertRecord>, StoreError>;
     /// Where the data lives, for messages.
     fn location(&self) -> String;
 }
@@ -51,6 +57,13 @@ impl Reader for Store {
         since_ms: u64,
     ) -> Result<Vec<DrillRecord>, StoreError> {
         Store::drill_records(self, drill, since_ms)
+    }
+    fn alerts(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<super::triggers::AlertRecord>, StoreError> {
+        Store::alerts(self, since_ms, limit)
     }
     fn location(&self) -> String {
         self.dir().display().to_string()
@@ -76,6 +89,10 @@ enum Request {
     DrillRecords {
         drill: Option<String>,
         since_ms: u64,
+    },
+    Alerts {
+        since_ms: u64,
+        limit: usize,
     },
 }
 
@@ -112,6 +129,9 @@ fn answer(store: &Store, line: &str) -> Answer {
             .map(|v| serde_json::to_value(v).expect("serialize")),
         Request::DrillRecords { drill, since_ms } => store
             .drill_records(drill.as_deref(), since_ms)
+            .map(|v| serde_json::to_value(v).expect("serialize")),
+        Request::Alerts { since_ms, limit } => store
+            .alerts(since_ms, limit)
             .map(|v| serde_json::to_value(v).expect("serialize")),
     };
     match result {
@@ -233,7 +253,7 @@ pub fn serve_with(
 fn is_read(v: &serde_json::Value) -> bool {
     matches!(
         v.get("op").and_then(|o| o.as_str()),
-        Some("list" | "find" | "journal" | "step_reports" | "drill_records")
+        Some("list" | "find" | "journal" | "step_reports" | "drill_records" | "alerts")
     )
 }
 
@@ -346,6 +366,13 @@ impl Reader for Remote {
             drill: drill.map(str::to_owned),
             since_ms,
         })
+    }
+    fn alerts(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<super::triggers::AlertRecord>, StoreError> {
+        self.ask(&Request::Alerts { since_ms, limit })
     }
     fn location(&self) -> String {
         format!(

@@ -12,12 +12,18 @@
 //!   ended (failure detected) to the moment the last verify check passed (healthy again).
 //! - **time to detect** (mean): for runs whose failure was caught by a gate, from the moment the
 //!   last action before it finished (the change in place) to the moment the gate failed.
+//!
+//! Per alert trigger ([`by_trigger`]): alerts in, runs started, alerts deduplicated (attached
+//! to a run under way), cooled down, braked, refused; escalations; **time to detect** (from
+//! the alert's `startsAt` to the run's start) and **time to remediate** (from `startsAt` to
+//! the end of a run that succeeded, its checks passed), mean and p90.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{RunRecord, RunStatus};
+use super::{RunRecord, RunStatus, Trigger};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
@@ -120,6 +126,95 @@ pub fn compute(records: &[RunRecord]) -> Stats {
     st.p90_time_to_recover = p90(&recover);
     st.mean_time_to_detect = mean(&detect);
     st
+}
+
+/// What one trigger did: alerts in, what its policies decided, how fast its runs fixed
+/// things.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct TriggerStats {
+    pub alerts: usize,
+    pub runs_started: usize,
+    /// Alerts attached to a run already under way for their group.
+    pub deduplicated: usize,
+    pub cooled_down: usize,
+    pub braked: usize,
+    pub refused: usize,
+    /// Escalation runs (a run that could not fix it, or a tripped brake).
+    pub escalated: usize,
+    /// Started runs that succeeded.
+    pub remediated: usize,
+    /// From the alert's start (its `startsAt`) to the run's start.
+    #[serde(with = "opt_ms")]
+    pub mean_time_to_detect: Option<Duration>,
+    #[serde(with = "opt_ms")]
+    pub p90_time_to_detect: Option<Duration>,
+    /// From the alert's start to the run's verified end, for runs that succeeded.
+    #[serde(with = "opt_ms")]
+    pub mean_time_to_remediate: Option<Duration>,
+    #[serde(with = "opt_ms")]
+    pub p90_time_to_remediate: Option<Duration>,
+}
+
+/// Per trigger, from the alerts recorded and the runs triggers started.
+pub fn by_trigger(
+    records: &[RunRecord],
+    alerts: &[super::triggers::AlertRecord],
+) -> BTreeMap<String, TriggerStats> {
+    let mut out: BTreeMap<String, TriggerStats> = BTreeMap::new();
+    for a in alerts {
+        let t = out.entry(a.trigger.clone()).or_default();
+        t.alerts += 1;
+        match a.decision.as_str() {
+            "start" => t.runs_started += 1,
+            "attached" => t.deduplicated += 1,
+            "cooled_down" => t.cooled_down += 1,
+            "braked" => t.braked += 1,
+            "refused" => t.refused += 1,
+            _ => {}
+        }
+    }
+    let mut detect: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut remediate: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in records {
+        let Trigger::Alert {
+            trigger,
+            starts_at_ms,
+            via,
+            ..
+        } = &r.trigger
+        else {
+            continue;
+        };
+        let t = out.entry(trigger.clone()).or_default();
+        if via == "escalation" {
+            t.escalated += 1;
+            continue;
+        }
+        if *starts_at_ms > 0 {
+            detect
+                .entry(trigger.clone())
+                .or_default()
+                .push(r.started_ms.saturating_sub(*starts_at_ms));
+        }
+        if r.status == RunStatus::Succeeded {
+            t.remediated += 1;
+            if let (Some(end), true) = (r.ended_ms, *starts_at_ms > 0) {
+                remediate
+                    .entry(trigger.clone())
+                    .or_default()
+                    .push(end.saturating_sub(*starts_at_ms));
+            }
+        }
+    }
+    for (name, t) in &mut out {
+        let d = detect.get(name).map_or(&[][..], Vec::as_slice);
+        let m = remediate.get(name).map_or(&[][..], Vec::as_slice);
+        t.mean_time_to_detect = mean(d);
+        t.p90_time_to_detect = p90(d);
+        t.mean_time_to_remediate = mean(m);
+        t.p90_time_to_remediate = p90(m);
+    }
+    out
 }
 
 #[cfg(test)]

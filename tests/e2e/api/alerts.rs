@@ -206,6 +206,21 @@ fn a_trigger_runs_once_per_group_cools_down_brakes_a_storm_and_is_rearmed() {
             "resolved"
         ]
     );
+    let (_, stats) = api.get("/stats", &viewer);
+    let t = &stats["triggers"]["web-down"];
+    assert_eq!(
+        [
+            &t["alerts"],
+            &t["runs_started"],
+            &t["deduplicated"],
+            &t["cooled_down"],
+            &t["braked"],
+            &t["escalated"]
+        ],
+        [9, 4, 1, 1, 2, 1].map(|n| json!(n)).each_ref(),
+        "{stats}"
+    );
+    assert!(t["mean_time_to_remediate"].is_u64(), "{stats}");
     let o = site.medic().args(["trigger", "log"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(

@@ -183,6 +183,24 @@ fn a_broken_service_is_restarted_by_its_alert_and_the_alert_resolves() {
         "{silences}"
     );
 
+    // The figures, through the CLI while serve holds the store.
+    let o = site
+        .medic()
+        .args(["stats", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", crate::cli::stderr(&o));
+    let stats: Value = serde_json::from_str(&crate::cli::stdout(&o)).unwrap();
+    let t = &stats["triggers"]["checkout-bad-version"];
+    assert_eq!(
+        (t["runs_started"].as_u64(), t["remediated"].as_u64()),
+        (Some(1), Some(1)),
+        "{stats}"
+    );
+    assert!(
+        t["mean_time_to_detect"].is_u64() && t["mean_time_to_remediate"].is_u64(),
+        "{stats}"
+    );
     let (started, ended) = (
         run["run"]["started_ms"].as_u64().unwrap(),
         run["run"]["ended_ms"].as_u64().unwrap(),

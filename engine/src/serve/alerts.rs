@@ -31,14 +31,25 @@ pub(super) struct Ctx<'a> {
 const SILENCE_CAP: Duration = Duration::from_secs(4 * 3600);
 
 fn view(store: &Store, runs: &[ClientRun], run_id: &str) -> RunView {
-    if runs
+    let here = runs
         .iter()
-        .any(|r| r.run_id == run_id && !r.task.is_finished())
-    {
-        return RunView::Running;
-    }
+        .any(|r| r.run_id == run_id && !r.task.is_finished());
+    // Under way but not begun: no step has started (it waits for its lock or an approval).
+    let begun = || {
+        store.journal(run_id).map_or(true, |j| {
+            j.iter()
+                .any(|e| matches!(e.event, crate::store::JournalEvent::StepStarted { .. }))
+        })
+    };
     match store.record(run_id) {
-        Ok(Some(r)) if r.status == RunStatus::Running => RunView::Running,
+        Ok(Some(r)) if r.status == RunStatus::Running => {
+            if begun() {
+                RunView::Running
+            } else {
+                RunView::Queued
+            }
+        }
+        _ if here => RunView::Queued,
         Ok(Some(r)) => RunView::Ended {
             at_ms: r.ended_ms.unwrap_or(r.started_ms),
         },
@@ -153,6 +164,7 @@ async fn decide(
                     alert,
                     &format!("storm brake tripped: {reason}"),
                     None,
+                    Tell::Escalation,
                 );
             }
         }
@@ -240,15 +252,40 @@ async fn start(
                     env.name, t.name
                 ));
             }
-            Protected::Approve { .. } => {
-                return Err(format!(
-                    "environment `{}` is protected: a triggered run there waits for an approval, which this medic cannot ask for yet; refused",
-                    env.name
-                ));
-            }
+            Protected::Approve { .. } => {}
         }
     }
     let run_id = crate::executor::new_run_id();
+    let mut plan = plan;
+    if let (true, Protected::Approve { timeout }) = (plan.environment.protected, t.protected) {
+        // Nothing acts before a person says yes: the first step waits for the approval
+        // (the runbook's own approval on it, if any, is the one asked).
+        let first = &mut plan.steps[0];
+        if first.approval.is_none() {
+            first.approval = Some(crate::runbook::plan::ApprovalGate {
+                timeout,
+                prompt: format!(
+                    "alert {} (trigger {}) asks to run {} in protected environment {}: approve?",
+                    alert.name(),
+                    t.name,
+                    plan.name,
+                    plan.environment.name
+                ),
+            });
+        }
+        escalate(
+            ctx,
+            t,
+            alert,
+            &format!(
+                "run {run_id} waits for an approval in protected environment {} (within {}): medic approve {run_id} --reason \"...\"",
+                plan.environment.name,
+                humantime::format_duration(timeout)
+            ),
+            Some(&run_id),
+            Tell::ApprovalRequest,
+        );
+    }
     let trigger = crate::store::Trigger::Alert {
         trigger: t.name.clone(),
         alert: alert.name().to_owned(),
@@ -370,17 +407,52 @@ impl Watch {
                 store: &self.store,
                 metrics: &self.metrics,
             };
-            escalate(&ctx, &self.trigger, &self.alert, &why, Some(&self.run_id));
+            escalate(
+                &ctx,
+                &self.trigger,
+                &self.alert,
+                &why,
+                Some(&self.run_id),
+                Tell::Escalation,
+            );
         }
     }
 }
 
-/// Runs the trigger's escalation runbook (in the background), or says there is none.
-fn escalate(ctx: &Ctx<'_>, t: &Trigger, alert: &Alert, why: &str, run_id: Option<&str>) {
-    ctx.metrics
-        .lock()
-        .unwrap()
-        .count_alert(&t.name, "escalated");
+/// Why people are told.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tell {
+    /// Automation could not fix it (or the storm brake tripped): page people.
+    Escalation,
+    /// A run waits for their approval.
+    ApprovalRequest,
+}
+
+impl Tell {
+    fn via(self) -> &'static str {
+        match self {
+            Tell::Escalation => "escalation",
+            Tell::ApprovalRequest => "approval-request",
+        }
+    }
+}
+
+/// Runs the trigger's escalation runbook (in the background) to tell people, or says there
+/// is none.
+fn escalate(
+    ctx: &Ctx<'_>,
+    t: &Trigger,
+    alert: &Alert,
+    why: &str,
+    run_id: Option<&str>,
+    tell: Tell,
+) {
+    if tell == Tell::Escalation {
+        ctx.metrics
+            .lock()
+            .unwrap()
+            .count_alert(&t.name, "escalated");
+    }
     let Some(hook) = t.escalate.clone() else {
         eprintln!(
             "medic serve: trigger {}: {why}; it declares no escalation",
@@ -405,7 +477,7 @@ fn escalate(ctx: &Ctx<'_>, t: &Trigger, alert: &Alert, why: &str, run_id: Option
         fingerprint: alert.fingerprint.clone(),
         labels: alert.labels.clone(),
         starts_at_ms: alert.starts_at_ms(),
-        via: "escalation".into(),
+        via: tell.via().into(),
     };
     let name = t.name.clone();
     // A run's future is not Send (plugin calls hold the sandbox): it gets a thread, as a

@@ -493,3 +493,99 @@ fn alertmanager_posts_medic_fixes_silences_meanwhile_and_escalates_what_it_canno
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// In a protected environment a triggered run waits for a person: the approvers are told,
+/// nothing acts before the approval, and a run whose alert resolves before anyone decides is
+/// dropped. A delivering token must be granted the environment by name.
+#[test]
+fn in_a_protected_environment_a_triggered_run_waits_for_a_person() {
+    let site = trigger_site(
+        "\n[[trigger]]\nname = \"prod-web\"\nmatch = ['alertname = \"ProdDown\"']\n\
+         runbook = \"../runbooks/prod-fix.toml\"\nenvironment = \"prod\"\nprotected = \"approve\"\n\
+         approval_timeout = \"60s\"\nescalate = { runbook = \"../runbooks/page.toml\" }\n",
+    );
+    site.runbook(
+        "prod-fix",
+        "\n[environments.prod]\nprotected = true\n",
+        "[[steps]]\nid = \"restart\"\nuses = \"act\"\n",
+    );
+    let am = site.token("alertmanager", &["--role", "responder", "--env", "prod"]);
+    let ungranted = site.token("other-am", &["--role", "responder"]);
+    let lead = site.token("lead", &["--role", "approver", "--env", "prod"]);
+    let triggers = site.work.path().join("triggers");
+    let (serve, api) = site.serve_with(false, &["--triggers", triggers.to_str().unwrap()]);
+    let prod_alert = |status: &str, instance: &str| json!({ "version": "4", "alerts": [{ "status": status, "labels": { "alertname": "ProdDown", "instance": instance } }] });
+
+    let (status, answer) = api.post("/alerts/alertmanager", &am, prod_alert("firing", "x"));
+    assert_eq!(status, 200, "{answer}");
+    let d = decisions(&answer);
+    assert_eq!(d[0].0, "start", "{answer}");
+    let id = d[0].1.clone().unwrap();
+    let waiting = pending_approvals(&site.data.join("approvals"));
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].run_id, id);
+    // The approvers are told (the escalation runbook, as an approval request).
+    let mut told = Value::Null;
+    for _ in 0..100 {
+        let (_, runs) = api.get("/runs?trigger=alert", &lead);
+        if let Some(r) = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["trigger"]["via"] == "approval-request" && r["status"] != "running")
+        {
+            told = r.clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        told["params"].to_string().contains("medic approve"),
+        "{told}"
+    );
+    let (_, journal) = api.get(&format!("/runs/{id}/journal"), &lead);
+    assert!(
+        !journal.to_string().contains("step_started"),
+        "nothing acts before the approval: {journal}"
+    );
+    let (status, a) = api.post(
+        &format!("/approvals/{id}/approve"),
+        &lead,
+        json!({ "reason": "INC-1: go" }),
+    );
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(wait_ended(&api, &lead, &id)["status"], "succeeded");
+
+    // Resolved before anyone decided: dropped, nothing done.
+    let (_, answer) = api.post("/alerts/alertmanager", &am, prod_alert("firing", "y"));
+    let id = decisions(&answer)[0].1.clone().unwrap();
+    let (_, answer) = api.post("/alerts/alertmanager", &am, prod_alert("resolved", "y"));
+    assert!(
+        answer["decisions"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("had not begun and is dropped"),
+        "{answer}"
+    );
+    let run = wait_ended(&api, &lead, &id);
+    assert_eq!(run["status"], "cancelled", "{run}");
+    let (_, journal) = api.get(&format!("/runs/{id}/journal"), &lead);
+    assert!(!journal.to_string().contains("step_started"), "{journal}");
+
+    // A token not granted the protected environment starts nothing there.
+    let (_, answer) = api.post(
+        "/alerts/alertmanager",
+        &ungranted,
+        prod_alert("firing", "z"),
+    );
+    let d = &answer["decisions"][0];
+    assert_eq!(d["decision"], "refused", "{answer}");
+    assert!(
+        d["detail"]
+            .as_str()
+            .unwrap()
+            .contains("may not act in environment `prod`"),
+        "{answer}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+}

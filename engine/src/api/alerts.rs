@@ -77,3 +77,62 @@ pub(super) async fn rearm(
         .await?,
     ))
 }
+
+#[utoipa::path(post, path = "/hooks/{name}", tag = "alerts", security(()), params(("name" = String, Path, description = "A webhook trigger's name"), ("X-Hub-Signature-256" = String, Header, description = "sha256=HEX: HMAC-SHA256 of the body under the trigger's key")), request_body(content = Object, description = "Any JSON object; its fields (nested ones joined with dots) are what the trigger matches"), responses((status = 200, description = "the trigger's decision", body = super::openapi::AlertDecisions), (status = 400, description = "not JSON", body = super::openapi::ErrorBody), (status = 401, description = "no valid signature", body = super::openapi::ErrorBody), (status = 404, description = "no such webhook trigger", body = super::openapi::ErrorBody), (status = 429, description = "too many failed signatures from this address", body = super::openapi::ErrorBody), (status = 503, description = "the trigger's key is not set", body = super::openapi::ErrorBody)))]
+pub(super) async fn hook(
+    AxumState(state): AxumState<Arc<State>>,
+    Extension(super::auth::Peer(peer)): Extension<super::auth::Peer>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use axum::http::StatusCode;
+    let who = format!("webhook:{name}");
+    let action = format!("POST /api/v1/hooks/{name}");
+    let from = peer.ip().to_string();
+    let audit = |result: &str, durable: bool| {
+        if let Err(e) = state.audit.append(&who, &action, &from, result, durable) {
+            tracing::error!("{e}");
+        }
+    };
+    if state.hook_limiter.blocked(peer.ip()).is_some() {
+        audit("denied: too many failed signatures", true);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed authentications from this address; try again later",
+        ));
+    }
+    let signature = headers
+        .get(crate::trigger::webhook::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("the body is not UTF-8 JSON"))?;
+    let answer = ops(
+        &state,
+        json!({ "op": "api_hook", "trigger": name, "body": body, "signature": signature }),
+    )
+    .await?;
+    let Some(refused) = answer.get("refused") else {
+        audit("ok", true);
+        return Ok(Json(answer));
+    };
+    let message = refused["message"].as_str().unwrap_or("refused").to_owned();
+    let error = match refused["code"].as_str() {
+        Some("bad_signature") => {
+            state.hook_limiter.failed(peer.ip());
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+        Some("no_such_trigger") => {
+            // Guessing trigger names is guessing too.
+            state.hook_limiter.failed(peer.ip());
+            ApiError::not_found(message)
+        }
+        Some("no_key") => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+        _ => ApiError::bad_request(message),
+    };
+    audit(&format!("denied: {}", error.message), true);
+    Err(error)
+}

@@ -129,14 +129,14 @@ const WINDOW: Duration = Duration::from_secs(60);
 const TRACKED: usize = 10_000;
 
 impl Limiter {
-    fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    pub(super) fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let failures = self.failures.lock().unwrap();
         let (n, since) = failures.get(&ip)?;
         let left = WINDOW.checked_sub(since.elapsed())?;
         (*n >= LIMIT).then_some(left)
     }
 
-    fn failed(&self, ip: IpAddr) {
+    pub(super) fn failed(&self, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap();
         if failures.len() >= TRACKED {
             failures.retain(|_, (_, since)| since.elapsed() < WINDOW);

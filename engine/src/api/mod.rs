@@ -60,6 +60,9 @@ pub(crate) struct State {
     /// offers them.
     pub ops: Extension,
     pub limiter: auth::Limiter,
+    /// Failed webhook signatures, apart: a misconfigured signer must not lock out the bearer
+    /// clients (Alertmanager, responders) behind the same address, nor they it.
+    pub hook_limiter: auth::Limiter,
     pub runbooks: Option<PathBuf>,
 }
 
@@ -95,6 +98,7 @@ pub async fn start(
         host,
         ops,
         limiter: auth::Limiter::default(),
+        hook_limiter: auth::Limiter::default(),
         runbooks: config.runbooks.clone(),
     });
     let app = routes::router(state);

@@ -347,6 +347,7 @@ impl Modify for Bearer {
         super::alerts::list,
         super::alerts::triggers,
         super::alerts::rearm,
+        super::alerts::hook,
         super::routes::audit,
         super::routes::tokens,
         super::routes::stats,

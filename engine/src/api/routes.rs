@@ -54,6 +54,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/ready", get(ready))
+        // Signed, not bearer-authenticated: the trigger's key is the credential.
+        .route("/api/v1/hooks/{name}", post(super::alerts::hook))
         .nest("/api/v1", api)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

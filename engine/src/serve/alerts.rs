@@ -7,7 +7,7 @@ use super::*;
 use crate::store::recorder::Start;
 use crate::store::triggers::AlertRecord;
 use crate::trigger::policy::{Decision, ResolvedAction, RunView};
-use crate::trigger::{Alert, Protected, Trigger};
+use crate::trigger::{Alert, Protected, Source, Trigger};
 
 /// An Alertmanager delivery, as the API passes it on.
 #[derive(Debug, serde::Deserialize)]
@@ -71,7 +71,10 @@ pub(super) async fn receive(
     };
     let mut answers = Vec::new();
     for alert in &delivery.alerts {
-        let matching: Vec<&Trigger> = triggers.iter().filter(|t| t.matches(alert)).collect();
+        let matching: Vec<&Trigger> = triggers
+            .iter()
+            .filter(|t| t.source == Source::Alertmanager && t.matches(alert))
+            .collect();
         if matching.is_empty() {
             answers.push(serde_json::json!({
                 "alert": alert.name(), "fingerprint": alert.fingerprint, "trigger": null,
@@ -88,6 +91,100 @@ pub(super) async fn receive(
         }
     }
     Reply::One(Ok(serde_json::json!({ "decisions": answers })))
+}
+
+/// A signed JSON delivery for one webhook trigger, as the API passes it on.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Hook {
+    trigger: String,
+    /// The body, as sent (the signature is over these bytes).
+    body: String,
+    signature: String,
+}
+
+/// Why a webhook delivery is refused before any decision.
+#[derive(serde::Serialize)]
+#[serde(tag = "code", content = "message", rename_all = "snake_case")]
+pub(super) enum HookRefused {
+    NoSuchTrigger(String),
+    BadSignature(String),
+    /// The key is missing from medic serve's environment.
+    NoKey(String),
+    Malformed(String),
+}
+
+/// A webhook trigger's delivery: checked against its key, its fields made labels, then
+/// decided as an alert is.
+pub(super) async fn hook(
+    ctx: &Ctx<'_>,
+    triggers: &[Trigger],
+    request: serde_json::Value,
+    runs: &mut Vec<ClientRun>,
+) -> Result<serde_json::Value, HookRefused> {
+    runs.retain(|r| !r.task.is_finished());
+    let h: Hook = serde_json::from_value(request)
+        .map_err(|e| HookRefused::Malformed(format!("bad hook delivery: {e}")))?;
+    let Some((t, key_env)) = triggers.iter().find_map(|t| match &t.source {
+        Source::Webhook { secret_env } if t.name == h.trigger => Some((t, secret_env)),
+        _ => None,
+    }) else {
+        return Err(HookRefused::NoSuchTrigger(format!(
+            "no webhook trigger `{}`",
+            h.trigger
+        )));
+    };
+    let key = std::env::var(key_env).unwrap_or_default();
+    if key.is_empty() {
+        return Err(HookRefused::NoKey(format!(
+            "trigger `{}`: its key ${key_env} is not set in medic serve's environment",
+            t.name
+        )));
+    }
+    if !crate::trigger::webhook::verify(key.as_bytes(), h.body.as_bytes(), &h.signature) {
+        return Err(HookRefused::BadSignature(format!(
+            "trigger `{}`: the body's signature does not match its key",
+            t.name
+        )));
+    }
+    let value: serde_json::Value = serde_json::from_str(&h.body)
+        .map_err(|e| HookRefused::Malformed(format!("the body is not JSON: {e}")))?;
+    let labels = crate::trigger::webhook::flatten(&value);
+    let alert = Alert {
+        status: "firing".into(),
+        fingerprint: crate::trigger::alert::fingerprint(&labels),
+        labels,
+        annotations: Default::default(),
+        starts_at: Utc::now().to_rfc3339(),
+        ends_at: String::new(),
+        generator_url: String::new(),
+    };
+    if !t.matches(&alert) {
+        let record = AlertRecord {
+            at_ms: now_ms(),
+            trigger: t.name.clone(),
+            alert: t.name.clone(),
+            fingerprint: alert.fingerprint.clone(),
+            status: alert.status.clone(),
+            labels: alert.labels.clone(),
+            starts_at_ms: alert.starts_at_ms(),
+            decision: "unmatched".into(),
+            run_id: None,
+            detail: "the body's fields do not match the trigger".into(),
+        };
+        ctx.store
+            .record_alert(&record)
+            .map_err(|e| HookRefused::Malformed(e.to_string()))?;
+        return Ok(serde_json::json!({ "decisions": [record] }));
+    }
+    let delivery = Delivery {
+        alerts: Vec::new(),
+        via: format!("webhook:{}", t.name),
+        token: None,
+    };
+    let record = decide(ctx, t, &alert, &delivery, runs)
+        .await
+        .map_err(HookRefused::Malformed)?;
+    Ok(serde_json::json!({ "decisions": [record] }))
 }
 
 async fn decide(

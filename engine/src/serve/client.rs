@@ -78,9 +78,14 @@ pub(super) fn api_ops(
         let (socket, tx) = (socket.clone(), tx.clone());
         Box::pin(async move {
             let op = request.get("op").and_then(|o| o.as_str()).unwrap_or("");
-            if op == "api_alerts" {
+            if op == "api_alerts" || op == "api_hook" {
                 let (reply, rx) = oneshot::channel();
-                tx.send(Control::Alerts { request, reply }).await.ok()?;
+                let control = if op == "api_hook" {
+                    Control::Hook { request, reply }
+                } else {
+                    Control::Alerts { request, reply }
+                };
+                tx.send(control).await.ok()?;
                 return rx.await.ok();
             }
             if op != "api_run" && op != "api_pick_up" {

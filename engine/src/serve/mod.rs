@@ -68,6 +68,11 @@ enum Control {
         request: serde_json::Value,
         reply: oneshot::Sender<Reply>,
     },
+    /// A signed webhook delivery for one trigger.
+    Hook {
+        request: serde_json::Value,
+        reply: oneshot::Sender<Reply>,
+    },
     /// A person re-arms a trigger whose storm brake tripped.
     Rearm {
         name: String,
@@ -538,6 +543,13 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                 Control::Alerts { request, reply } => {
                     let ctx = alerts::Ctx { host: &host, store: &store, metrics: &metrics };
                     let _ = reply.send(alerts::receive(&ctx, &triggers, request, &mut client_runs).await);
+                }
+                Control::Hook { request, reply } => {
+                    let ctx = alerts::Ctx { host: &host, store: &store, metrics: &metrics };
+                    let answer = alerts::hook(&ctx, &triggers, request, &mut client_runs)
+                        .await
+                        .unwrap_or_else(|r| serde_json::json!({ "refused": r }));
+                    let _ = reply.send(Reply::One(Ok(answer)));
                 }
                 Control::Rearm { name, by, reply } => {
                     let _ = reply.send(alerts::rearm(&store, &triggers, &name, &by));

@@ -17,6 +17,10 @@ pub(super) struct TriggerFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct TriggerDecl {
     pub(super) name: Spanned<String>,
+    #[serde(default)]
+    pub(super) source: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) secret_env: Option<Spanned<String>>,
     #[serde(rename = "match")]
     pub(super) matchers: Spanned<Vec<Spanned<String>>>,
     pub(super) runbook: Spanned<String>,
@@ -76,10 +80,12 @@ pub fn schema() -> &'static serde_json::Value {
                         "required": ["name", "match", "runbook"],
                         "properties": {
                             "name": { "type": "string" },
+                            "source": { "enum": ["alertmanager", "webhook"], "description": "alertmanager (default): alerts posted to /api/v1/alerts/alertmanager; webhook: any JSON posted to /api/v1/hooks/NAME, signed with HMAC-SHA256 (X-Hub-Signature-256)" },
+                            "secret_env": { "type": "string", "description": "For a webhook: the environment variable of medic serve that holds the HMAC key" },
                             "match": {
                                 "type": "array",
                                 "minItems": 1,
-                                "description": "Alertmanager matchers on the alert's labels, all of which must hold: name=\"v\", name!=\"v\", name=~\"re\", name!~\"re\"",
+                                "description": "Alertmanager matchers on the alert's labels (a webhook's fields, nested ones joined with dots), all of which must hold: name=\"v\", name!=\"v\", name=~\"re\", name!~\"re\"",
                                 "items": { "type": "string" }
                             },
                             "runbook": { "type": "string", "description": "The runbook to run, relative to this file" },

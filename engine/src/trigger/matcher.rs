@@ -47,13 +47,14 @@ impl Matcher {
     /// Parses one matcher; the error says what is wrong with it.
     pub fn parse(text: &str) -> Result<Matcher, String> {
         let s = text.trim();
+        // Dots too: a webhook's nested fields (`deploy.service`).
         let name_end = s
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
             .unwrap_or(s.len());
         let name = &s[..name_end];
         if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
             return Err(format!(
-                "`{text}` does not start with a label name (letters, digits and `_`, not a digit first)"
+                "`{text}` does not start with a label name (letters, digits, `_` and `.`, not a digit first)"
             ));
         }
         let rest = s[name_end..].trim_start();

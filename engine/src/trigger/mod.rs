@@ -25,6 +25,7 @@ pub mod alert;
 mod file;
 pub mod matcher;
 pub mod policy;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,10 +51,22 @@ pub enum Protected {
     Approve { timeout: Duration },
 }
 
+/// Where a trigger's events come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Alertmanager's webhook, on `/api/v1/alerts/alertmanager` with a bearer token.
+    Alertmanager,
+    /// Any JSON on `/api/v1/hooks/NAME`, signed with HMAC-SHA256 under the key in this
+    /// environment variable of `medic serve`.
+    Webhook { secret_env: String },
+}
+
 /// A validated trigger.
 #[derive(Debug, Clone)]
 pub struct Trigger {
     pub name: String,
+    pub source: Source,
     /// The file it is declared in.
     pub file: PathBuf,
     pub matchers: Vec<Matcher>,
@@ -293,6 +306,32 @@ async fn check(
             format!("`{name}` is not a trigger name: use letters, digits, `-` and `_`"),
         ));
     }
+    let source = match (
+        d.source.as_ref().map(|s| s.get_ref().as_str()),
+        &d.secret_env,
+    ) {
+        (Some("webhook"), Some(env)) => Source::Webhook {
+            secret_env: env.get_ref().clone(),
+        },
+        (Some("webhook"), None) => {
+            diags.push(
+                Diagnostic::at(
+                    d.source.as_ref().unwrap().span(),
+                    "a webhook trigger needs `secret_env`: the environment variable of medic serve that holds its HMAC key",
+                )
+                .help("an unsigned webhook would let anyone start runbooks"),
+            );
+            Source::Alertmanager
+        }
+        (_, Some(env)) => {
+            diags.push(Diagnostic::at(
+                env.span(),
+                "secret_env only applies to source = \"webhook\" (Alertmanager's deliveries carry a bearer token)",
+            ));
+            Source::Alertmanager
+        }
+        _ => Source::Alertmanager,
+    };
     let mut matchers = Vec::new();
     for m in d.matchers.get_ref() {
         match Matcher::parse(m.get_ref()) {
@@ -459,6 +498,7 @@ async fn check(
         .unwrap_or_default();
     Some(Trigger {
         name,
+        source,
         file: path.to_owned(),
         matchers,
         runbook,

@@ -589,3 +589,103 @@ fn in_a_protected_environment_a_triggered_run_waits_for_a_person() {
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// A generic JSON webhook, signed with HMAC-SHA256 as GitHub signs them: a signed body whose
+/// fields match starts its trigger's runbook with values from the body; an unsigned or
+/// mis-signed one, or one for no trigger, is refused and audited.
+#[test]
+fn a_signed_webhook_starts_its_trigger_and_anything_unsigned_is_refused() {
+    let site = trigger_site(
+        "\n[[trigger]]\nname = \"deploy-failed\"\nsource = \"webhook\"\nsecret_env = \"HOOK_KEY\"\n\
+         match = ['action = \"failed\"', 'deploy.service =~ \"web|api\"']\n\
+         runbook = \"../runbooks/fix.toml\"\nparams = { target = \"{{ alert.labels['deploy.service'] }}\" }\n\
+         group_by = [\"deploy.service\"]\ncooldown = \"1h\"\n",
+    );
+    let admin = site.token("ops", &["--role", "admin"]);
+    let triggers = site.work.path().join("triggers");
+    let (serve, api) = site.serve_env(
+        false,
+        &["--triggers", triggers.to_str().unwrap()],
+        &[("HOOK_KEY", "k3y")],
+    );
+    let post = |name: &str, body: &str, signature: Option<String>| -> (u16, Value) {
+        api.rt.block_on(async {
+            let mut r = api
+                .client
+                .post(format!("{}/hooks/{name}", api.base))
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+            if let Some(s) = signature {
+                r = r.header("X-Hub-Signature-256", s);
+            }
+            let response = r.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
+    };
+    let sign = |key: &str, body: &str| {
+        format!(
+            "sha256={}",
+            hex::encode(medic::trigger::webhook::hmac_sha256(
+                key.as_bytes(),
+                body.as_bytes()
+            ))
+        )
+    };
+    let body = r#"{"action":"failed","deploy":{"service":"web","id":7}}"#;
+    assert_eq!(post("deploy-failed", body, None).0, 401);
+    assert_eq!(
+        post("deploy-failed", body, Some(sign("wrong", body))).0,
+        401
+    );
+    assert_eq!(post("nope", body, Some(sign("k3y", body))).0, 404);
+    let (status, answer) = post("deploy-failed", body, Some(sign("k3y", body)));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["decisions"][0]["decision"], "start", "{answer}");
+    let id = answer["decisions"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = wait_ended(&api, &admin, &id);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["trigger"]["via"], "webhook:deploy-failed", "{run}");
+    assert!(
+        run["params"].to_string().contains("\"target\",\"web\""),
+        "{run}"
+    );
+    let other = r#"{"action":"succeeded","deploy":{"service":"web"}}"#;
+    let (status, answer) = post("deploy-failed", other, Some(sign("k3y", other)));
+    assert_eq!(
+        (status, answer["decisions"][0]["decision"].as_str()),
+        (200, Some("unmatched")),
+        "{answer}"
+    );
+    // Alertmanager's deliveries do not reach a webhook trigger.
+    let (_, answer) = api.post(
+        "/alerts/alertmanager",
+        &admin,
+        json!({ "version": "4", "alerts": [{ "status": "firing", "labels": { "action": "failed", "deploy.service": "web" } }] }),
+    );
+    assert_eq!(answer["decisions"][0]["decision"], "unmatched", "{answer}");
+    let (_, audit) = api.get("/audit?limit=1000", &admin);
+    let denied = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["who"] == "webhook:deploy-failed"
+                && e["result"]
+                    .as_str()
+                    .unwrap()
+                    .contains("signature does not match")
+        })
+        .count();
+    assert_eq!(denied, 2, "{audit}");
+    // Guessing is slowed down, for webhooks alone: bearer clients at the same address go on.
+    for _ in 0..2 {
+        assert_eq!(post("deploy-failed", body, None).0, 401);
+    }
+    assert_eq!(post("deploy-failed", body, Some(sign("k3y", body))).0, 429);
+    assert_eq!(api.get("/whoami", &admin).0, 200);
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -475,12 +475,19 @@ impl Watch {
                 self.run_id
             );
         }
-        let status = self
-            .store
-            .record(&self.run_id)
-            .ok()
-            .flatten()
-            .map(|r| r.status);
+        let record = self.store.record(&self.run_id).ok().flatten();
+        if let Some(r) = &record {
+            let fixed = (r.status == RunStatus::Succeeded)
+                .then_some(r.ended_ms)
+                .flatten();
+            self.metrics.lock().unwrap().observe_trigger(
+                &self.trigger.name,
+                self.alert.starts_at_ms(),
+                r.started_ms,
+                fixed,
+            );
+        }
+        let status = record.map(|r| r.status);
         let why = match (failed_to_start, status) {
             (Some(why), _) => Some(format!("run {} did not start: {why}", self.run_id)),
             (

@@ -60,6 +60,9 @@ pub(super) struct Metrics {
     pub(super) calls: BTreeMap<String, Histogram>,
     /// Alert decisions, by trigger and decision (and escalations).
     pub(super) alerts: BTreeMap<(String, String), u64>,
+    /// Per trigger: from the alert's start to its run's start, and to a successful end.
+    pub(super) detect: BTreeMap<String, Histogram>,
+    pub(super) remediate: BTreeMap<String, Histogram>,
 }
 
 impl Metrics {
@@ -70,6 +73,30 @@ impl Metrics {
             .or_default() += 1;
         if let Some(ms) = r.recover_ms {
             self.recovery.observe(RECOVERY_BUCKETS, ms as f64 / 1000.0);
+        }
+    }
+
+    /// A triggered run's times, in ms from its alert's start (0: unknown, not observed).
+    pub(super) fn observe_trigger(
+        &mut self,
+        trigger: &str,
+        starts_at_ms: u64,
+        started_ms: u64,
+        remediated_ms: Option<u64>,
+    ) {
+        if starts_at_ms == 0 {
+            return;
+        }
+        let secs = |ms: u64| ms.saturating_sub(starts_at_ms) as f64 / 1000.0;
+        self.detect
+            .entry(trigger.to_owned())
+            .or_default()
+            .observe(RECOVERY_BUCKETS, secs(started_ms));
+        if let Some(end) = remediated_ms {
+            self.remediate
+                .entry(trigger.to_owned())
+                .or_default()
+                .observe(RECOVERY_BUCKETS, secs(end));
         }
     }
 
@@ -132,6 +159,28 @@ impl Metrics {
                 out,
                 "medic_trigger_alerts_total{{trigger=\"{trigger}\",decision=\"{decision}\"}} {n}"
             );
+        }
+        for (name, help, per) in [
+            (
+                "medic_trigger_time_to_detect_seconds",
+                "From an alert's start (startsAt) to the start of the run its trigger started.",
+                &self.detect,
+            ),
+            (
+                "medic_trigger_time_to_remediate_seconds",
+                "From an alert's start to the end of a triggered run that succeeded.",
+                &self.remediate,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (trigger, h) in per {
+                h.render(
+                    &mut out,
+                    name,
+                    &format!("trigger=\"{trigger}\""),
+                    RECOVERY_BUCKETS,
+                );
+            }
         }
         out.push_str(
             "# HELP medic_drills_running Drills running now.\n# TYPE medic_drills_running gauge\n",

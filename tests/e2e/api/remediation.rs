@@ -80,11 +80,23 @@ fn a_broken_service_is_restarted_by_its_alert_and_the_alert_resolves() {
     .unwrap();
     let token = site.token("alertmanager", &["--role", "responder"]);
     let viewer = site.token("look", &["--role", "viewer"]);
-    let (serve, api) = site.serve_env(
+    let (mut serve, api) = site.serve_env(
         false,
-        &["--triggers", triggers.to_str().unwrap()],
+        &[
+            "--triggers",
+            triggers.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+        ],
         &[("SUPERVISOR_PASSWORD", "s3cret")],
     );
+    let metrics_line = serve.wait_for("metrics on ");
+    let metrics_url = metrics_line
+        .split("metrics on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
     let _am = crate::lab::alertmanager_at(
         am_addr.clone(),
         &[
@@ -201,6 +213,17 @@ fn a_broken_service_is_restarted_by_its_alert_and_the_alert_resolves() {
         t["mean_time_to_detect"].is_u64() && t["mean_time_to_remediate"].is_u64(),
         "{stats}"
     );
+    // Observed by the run's watcher once the run has ended (and its silence expired).
+    let wanted = [
+        "medic_trigger_alerts_total{trigger=\"checkout-bad-version\",decision=\"start\"} 1",
+        "medic_trigger_time_to_remediate_seconds_count{trigger=\"checkout-bad-version\"} 1",
+        "medic_trigger_time_to_detect_seconds_count{trigger=\"checkout-bad-version\"} 1",
+    ];
+    within(10, "the trigger's figures on /metrics", || {
+        let metrics = runtime()
+            .block_on(async { reqwest::get(&metrics_url).await.ok()?.text().await.ok() })?;
+        wanted.iter().all(|l| metrics.contains(l)).then_some(())
+    });
     let (started, ended) = (
         run["run"]["started_ms"].as_u64().unwrap(),
         run["run"]["ended_ms"].as_u64().unwrap(),

@@ -244,6 +244,16 @@ fn trigger_files_are_checked_and_a_payload_is_tried_without_running_anything() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("1 trigger valid"), "{}", stdout(&o));
 
+    // The repository's example.
+    let example = crate::cli::repo().join("triggers");
+    let o = site
+        .medic()
+        .args(["trigger", "validate", "--triggers"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
     let p = site.work.path().join("alert.json");
     std::fs::write(&p, payload(&[("firing", "a:80")]).to_string()).unwrap();
     let o = site

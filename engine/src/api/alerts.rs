@@ -17,6 +17,9 @@ use crate::trigger::alert::Webhook;
 
 type Answer = Result<Json<Value>, ApiError>;
 
+/// The largest Alertmanager delivery taken: 1,000 alerts of about 4 KiB each.
+pub(super) const MAX_ALERTS_BODY: usize = 4 << 20;
+
 #[utoipa::path(post, path = "/alerts/alertmanager", tag = "alerts", request_body(content = Object, description = "Alertmanager's webhook body (version 4)"), responses((status = 200, description = "each alert's decision per matching trigger", body = super::openapi::AlertDecisions), (status = 400, description = "not an Alertmanager webhook body", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role does not allow it", body = super::openapi::ErrorBody)))]
 pub(super) async fn alertmanager(
     AxumState(state): AxumState<Arc<State>>,

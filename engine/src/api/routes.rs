@@ -41,7 +41,12 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/drills/{name}/pause", post(pause_drill))
         .route("/drills/{name}/resume", post(resume_drill))
         .route("/alerts", get(super::alerts::list))
-        .route("/alerts/alertmanager", post(super::alerts::alertmanager))
+        .route(
+            "/alerts/alertmanager",
+            // A group of alerts with their labels and annotations outgrows the usual bound.
+            post(super::alerts::alertmanager)
+                .layer(DefaultBodyLimit::max(super::alerts::MAX_ALERTS_BODY)),
+        )
         .route("/triggers", get(super::alerts::triggers))
         .route("/triggers/{name}/rearm", post(super::alerts::rearm))
         .route("/audit", get(audit))

@@ -106,6 +106,20 @@ fn a_trigger_runs_once_per_group_cools_down_brakes_a_storm_and_is_rearmed() {
             .0,
         403
     );
+    // A big group (200 alerts, about 100 KiB, past the API's usual 64 KiB) is taken whole
+    // (none matches: nothing is recorded for them).
+    let big: Vec<Value> = (0..200)
+        .map(|i| json!({ "status": "firing", "labels": { "alertname": "Other", "n": format!("{i:03}-{}", "x".repeat(300)) } }))
+        .collect();
+    let body = json!({ "version": "4", "alerts": big });
+    assert!(body.to_string().len() > 64 << 10);
+    let (status, answer) = api.post("/alerts/alertmanager", &am, body);
+    assert_eq!(status, 200, "{answer}");
+    let d = decisions(&answer);
+    assert!(
+        d.len() == 200 && d.iter().all(|(k, _)| k == "unmatched"),
+        "{d:?}"
+    );
     let (status, e) = api.post(
         "/alerts/alertmanager",
         &am,

@@ -408,9 +408,20 @@ async fn start(
         },
         runs,
     );
-    let Reply::Stream(events) = reply else {
+    let Reply::Stream(mut events) = reply else {
         return Err("the run did not start".into());
     };
+    // Its first event says it started (recorded, its lock taken) or why not: a run that did
+    // not start must not hold its group.
+    match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+        Ok(Some(first)) => {
+            if let Some(why) = first.get("error").and_then(|w| w.as_str()) {
+                return Err(format!("the run did not start: {why}"));
+            }
+        }
+        Ok(None) => return Err("the run ended before it started".into()),
+        Err(_) => {}
+    }
     let watch = Watch {
         host: ctx.host.clone(),
         store: ctx.store.clone(),

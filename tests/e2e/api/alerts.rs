@@ -732,3 +732,32 @@ fn a_signed_webhook_starts_its_trigger_and_anything_unsigned_is_refused() {
     assert_eq!(api.get("/whoami", &admin).0, 200);
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// `on_resolved = "cancel"`: the alert resolving cancels the run under way, which ends
+/// cancelled (its rollback, had it acted, as the runbook says).
+#[test]
+fn a_resolved_alert_cancels_its_run_when_the_trigger_says_so() {
+    let site = trigger_site_baking("on_resolved = \"cancel\"\n", 50);
+    let am = site.token("alertmanager", &["--role", "responder"]);
+    let triggers = site.work.path().join("triggers");
+    let (serve, api) = site.serve_with(false, &["--triggers", triggers.to_str().unwrap()]);
+    let (_, answer) = api.post("/alerts/alertmanager", &am, payload(&[("firing", "a")]));
+    let id = decisions(&answer)[0].1.clone().unwrap();
+    // Under way (its gate bakes for about 5 s) when the alert resolves.
+    for _ in 0..50 {
+        let (_, j) = api.get(&format!("/runs/{id}/journal"), &am);
+        if j.to_string().contains("step_started") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, answer) = api.post("/alerts/alertmanager", &am, payload(&[("resolved", "a")]));
+    let d = &answer["decisions"][0];
+    assert!(
+        d["detail"].as_str().unwrap().contains("is cancelled"),
+        "{answer}"
+    );
+    let run = wait_ended(&api, &am, &id);
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -212,20 +212,7 @@ pub async fn start(
     });
     match (state.ops)(request).await {
         Some(Reply::Stream(mut events)) => {
-            // The answer waits for the run's first event: it comes after the run's record is
-            // written, so a client reading the run it was just given finds it.
-            match tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await {
-                Ok(Some(first)) if first.get("error").is_some() => {
-                    return Err(ApiError::conflict(
-                        first["error"]
-                            .as_str()
-                            .unwrap_or("the run did not start")
-                            .to_owned(),
-                    ));
-                }
-                Ok(None) => return Err(ApiError::internal("the run ended before it started")),
-                Ok(Some(_)) | Err(_) => {}
-            }
+            super::started(&mut events, "the run did not start").await?;
             // Nobody listens to this run's events here: the run does not depend on it.
             drop(events);
             Ok((

@@ -66,6 +66,22 @@ pub(crate) struct State {
     pub runbooks: Option<PathBuf>,
 }
 
+/// Waits (10 s at most) for the first event of a run `medic serve` starts: it comes once the
+/// run is recorded (so a client reading or following the run it is given finds it), or says
+/// why the run did not start (`not_started` when it does not say).
+async fn started(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    not_started: &str,
+) -> Result<(), auth::ApiError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await {
+        Ok(Some(first)) if first.get("error").is_some() => Err(auth::ApiError::conflict(
+            first["error"].as_str().unwrap_or(not_started).to_owned(),
+        )),
+        Ok(None) => Err(auth::ApiError::internal("the run ended before it started")),
+        Ok(Some(_)) | Err(_) => Ok(()),
+    }
+}
+
 /// Binds and serves the API until the returned task is aborted. Refuses plain HTTP on an
 /// address that is not loopback, and unreadable TLS files, before anything listens.
 pub async fn start(

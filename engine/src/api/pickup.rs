@@ -83,20 +83,7 @@ async fn pick_up(
     });
     match (state.ops)(request).await {
         Some(Reply::Stream(mut events)) => {
-            // The answer waits for the run's first event (its resumption recorded), so a
-            // client that follows it finds it running.
-            match tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await {
-                Ok(Some(first)) if first.get("error").is_some() => {
-                    return Err(ApiError::conflict(
-                        first["error"]
-                            .as_str()
-                            .unwrap_or("the run was not picked up")
-                            .to_owned(),
-                    ));
-                }
-                Ok(None) => return Err(ApiError::internal("the run ended before it started")),
-                Ok(Some(_)) | Err(_) => {}
-            }
+            super::started(&mut events, "the run was not picked up").await?;
             drop(events);
             Ok((
                 StatusCode::ACCEPTED,

@@ -120,6 +120,35 @@ impl std::fmt::Display for FileErrors {
 /// Every drill in `dir` (its `*.toml` files, in name order), or every mistake in them.
 /// Drills are all-or-nothing: a scheduler never runs half a set.
 pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<FileErrors>> {
+    load_declared(dir, "drill", async |path: &Path, text: &str| {
+        load_text(host, path, text).await
+    })
+    .await
+}
+
+/// What a directory of declaration files (drills, triggers) holds: each has a name, unique
+/// across the directory, and the file it is declared in.
+pub trait Declared {
+    fn name(&self) -> &str;
+    fn file(&self) -> &Path;
+}
+
+impl Declared for Drill {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn file(&self) -> &Path {
+        &self.file
+    }
+}
+
+/// Every `kind` declared in the `*.toml` files of `dir` (in name order, each file read by
+/// `load`), or every mistake in them, names declared twice across files included.
+pub async fn load_declared<T: Declared>(
+    dir: &Path,
+    kind: &str,
+    load: impl AsyncFn(&Path, &str) -> Result<Vec<T>, Vec<Diagnostic>>,
+) -> Result<Vec<T>, Vec<FileErrors>> {
     let files = match crate::input::toml_files(dir) {
         Ok(f) => f,
         Err(e) => {
@@ -127,13 +156,13 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
                 path: dir.to_owned(),
                 text: String::new(),
                 diagnostics: vec![Diagnostic::new(
-                    format!("cannot read the drills directory: {e}"),
+                    format!("cannot read the {kind}s directory: {e}"),
                     None,
                 )],
             }]);
         }
     };
-    let mut drills: Vec<Drill> = Vec::new();
+    let mut found: Vec<T> = Vec::new();
     let mut errors = Vec::new();
     for path in files {
         let text = match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
@@ -147,22 +176,22 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
                 continue;
             }
         };
-        match load_text(host, &path, &text).await {
-            Ok(found) => {
+        match load(&path, &text).await {
+            Ok(these) => {
                 let mut diagnostics = Vec::new();
-                for d in found {
-                    if let Some(other) = drills.iter().find(|o| o.name == d.name) {
+                for d in these {
+                    if let Some(other) = found.iter().find(|o| o.name() == d.name()) {
                         diagnostics.push(Diagnostic::new(
                             format!(
-                                "drill `{}` is also declared in {}; names must be unique",
-                                d.name,
-                                other.file.display()
+                                "{kind} `{}` is also declared in {}; names must be unique",
+                                d.name(),
+                                other.file().display()
                             ),
-                            text.find(&format!("\"{}\"", d.name))
-                                .map(|i| i..i + d.name.len() + 2),
+                            text.find(&format!("\"{}\"", d.name()))
+                                .map(|i| i..i + d.name().len() + 2),
                         ));
                     } else {
-                        drills.push(d);
+                        found.push(d);
                     }
                 }
                 if !diagnostics.is_empty() {
@@ -181,7 +210,7 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
         }
     }
     if errors.is_empty() {
-        Ok(drills)
+        Ok(found)
     } else {
         Err(errors)
     }

@@ -160,16 +160,10 @@ pub(super) async fn hook(
     };
     if !t.matches(&alert) {
         let record = AlertRecord {
-            at_ms: now_ms(),
-            trigger: t.name.clone(),
             alert: t.name.clone(),
-            fingerprint: alert.fingerprint.clone(),
-            status: alert.status.clone(),
-            labels: alert.labels.clone(),
-            starts_at_ms: alert.starts_at_ms(),
             decision: "unmatched".into(),
-            run_id: None,
             detail: "the body's fields do not match the trigger".into(),
+            ..record_of(t, &alert, now_ms())
         };
         ctx.store
             .record_alert(&record)
@@ -185,6 +179,22 @@ pub(super) async fn hook(
         .await
         .map_err(HookRefused::Malformed)?;
     Ok(serde_json::json!({ "decisions": [record] }))
+}
+
+/// The record of `alert` at trigger `t`, its decision still to be said.
+fn record_of(t: &Trigger, alert: &Alert, at_ms: u64) -> AlertRecord {
+    AlertRecord {
+        at_ms,
+        trigger: t.name.clone(),
+        alert: alert.name().to_owned(),
+        fingerprint: alert.fingerprint.clone(),
+        status: alert.status.clone(),
+        labels: alert.labels.clone(),
+        starts_at_ms: alert.starts_at_ms(),
+        decision: String::new(),
+        run_id: None,
+        detail: String::new(),
+    }
 }
 
 async fn decide(
@@ -203,18 +213,7 @@ async fn decide(
     let decision = t
         .policy
         .decide(&mut state, alert, now, &|id| view(store, runs, id));
-    let mut record = AlertRecord {
-        at_ms: now,
-        trigger: t.name.clone(),
-        alert: alert.name().to_owned(),
-        fingerprint: alert.fingerprint.clone(),
-        status: alert.status.clone(),
-        labels: alert.labels.clone(),
-        starts_at_ms: alert.starts_at_ms(),
-        decision: String::new(),
-        run_id: None,
-        detail: String::new(),
-    };
+    let mut record = record_of(t, alert, now);
     match decision {
         Decision::Start { group } => match start(ctx, t, alert, delivery, runs).await {
             Ok(run_id) => {
@@ -317,21 +316,7 @@ async fn start(
     let opts = t.render(alert)?;
     let text = crate::input::read_text(&t.runbook, crate::input::MAX_RUNBOOK_BYTES)
         .map_err(|e| format!("cannot read runbook {}: {e}", t.runbook.display()))?;
-    let src = crate::runbook::Source {
-        path: &t.runbook,
-        text: &text,
-    };
-    let plan = crate::runbook::plan(ctx.host, &src, &opts)
-        .await
-        .map_err(|d| {
-            let path = t.runbook.display().to_string();
-            crate::runbook::Report {
-                path: &path,
-                text: &text,
-                diagnostics: &d,
-            }
-            .to_string()
-        })?;
+    let plan = plan_or_report(ctx.host, &t.runbook, &text, &opts).await?;
     let env = &plan.environment;
     if let Some(token) = &delivery.token
         && !token.allows_env(&env.name, env.protected)

@@ -156,21 +156,9 @@ pub(super) async fn client_run(
         defer_secrets: false,
         sourced: Some(req.sourced.clone()),
     };
-    let src = crate::runbook::Source {
-        path: &req.path,
-        text: &req.text,
-    };
-    let plan = match crate::runbook::plan(host, &src, &opts).await {
+    let plan = match plan_or_report(host, &req.path, &req.text, &opts).await {
         Ok(p) => p,
-        Err(d) => {
-            let path = req.path.display().to_string();
-            return Reply::One(Err(crate::runbook::Report {
-                path: &path,
-                text: &req.text,
-                diagnostics: &d,
-            }
-            .to_string()));
-        }
+        Err(report) => return Reply::One(Err(report)),
     };
     if plan.environment.protected
         && req
@@ -200,6 +188,24 @@ pub(super) async fn client_run(
         },
         runs,
     )
+}
+
+/// Plans a runbook's text, or renders every mistake as `medic validate` prints them.
+pub(super) async fn plan_or_report(
+    host: &PluginHost,
+    path: &std::path::Path,
+    text: &str,
+    opts: &crate::runbook::PlanOptions,
+) -> Result<crate::runbook::Plan, String> {
+    let src = crate::runbook::Source { path, text };
+    crate::runbook::plan(host, &src, opts).await.map_err(|d| {
+        crate::runbook::Report {
+            path: &path.display().to_string(),
+            text,
+            diagnostics: &d,
+        }
+        .to_string()
+    })
 }
 
 /// A planned run, ready to start in the background.
@@ -321,21 +327,9 @@ pub(super) async fn pick_up_run(
         Ok(p) => p,
         Err(r) => return Reply::One(Err(r.to_string())),
     };
-    let src = crate::runbook::Source {
-        path: &pick.path,
-        text: &pick.text,
-    };
-    let plan = match crate::runbook::plan(host, &src, &pick.options).await {
+    let plan = match plan_or_report(host, &pick.path, &pick.text, &pick.options).await {
         Ok(p) => p,
-        Err(d) => {
-            let path = pick.path.display().to_string();
-            return Reply::One(Err(crate::runbook::Report {
-                path: &path,
-                text: &pick.text,
-                diagnostics: &d,
-            }
-            .to_string()));
-        }
+        Err(report) => return Reply::One(Err(report)),
     };
     let reason = req.reason.trim();
     if let Err(r) = crate::pickup::check_approval(&plan, &record, !reason.is_empty()) {

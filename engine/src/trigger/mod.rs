@@ -120,70 +120,18 @@ pub type FileErrors = crate::drill::FileErrors;
 /// Every trigger in `dir` (its `*.toml` files, in name order), or every mistake in them.
 /// All or nothing: `medic serve` never listens with half a set.
 pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Trigger>, Vec<FileErrors>> {
-    let files = match crate::input::toml_files(dir) {
-        Ok(f) => f,
-        Err(e) => {
-            return Err(vec![FileErrors {
-                path: dir.to_owned(),
-                text: String::new(),
-                diagnostics: vec![Diagnostic::new(
-                    format!("cannot read the triggers directory: {e}"),
-                    None,
-                )],
-            }]);
-        }
-    };
-    let mut triggers: Vec<Trigger> = Vec::new();
-    let mut errors = Vec::new();
-    for path in files {
-        let text = match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(FileErrors {
-                    path,
-                    text: String::new(),
-                    diagnostics: vec![Diagnostic::new(format!("cannot read: {e}"), None)],
-                });
-                continue;
-            }
-        };
-        match load_text(host, &path, &text).await {
-            Ok(found) => {
-                let mut diagnostics = Vec::new();
-                for t in found {
-                    if let Some(other) = triggers.iter().find(|o| o.name == t.name) {
-                        diagnostics.push(Diagnostic::new(
-                            format!(
-                                "trigger `{}` is also declared in {}; names must be unique",
-                                t.name,
-                                other.file.display()
-                            ),
-                            text.find(&format!("\"{}\"", t.name))
-                                .map(|i| i..i + t.name.len() + 2),
-                        ));
-                    } else {
-                        triggers.push(t);
-                    }
-                }
-                if !diagnostics.is_empty() {
-                    errors.push(FileErrors {
-                        path,
-                        text,
-                        diagnostics,
-                    });
-                }
-            }
-            Err(diagnostics) => errors.push(FileErrors {
-                path,
-                text,
-                diagnostics,
-            }),
-        }
+    crate::drill::load_declared(dir, "trigger", async |path: &Path, text: &str| {
+        load_text(host, path, text).await
+    })
+    .await
+}
+
+impl crate::drill::Declared for Trigger {
+    fn name(&self) -> &str {
+        &self.name
     }
-    if errors.is_empty() {
-        Ok(triggers)
-    } else {
-        Err(errors)
+    fn file(&self) -> &Path {
+        &self.file
     }
 }
 

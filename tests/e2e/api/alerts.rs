@@ -398,27 +398,7 @@ fn alertmanager_posts_medic_fixes_silences_meanwhile_and_escalates_what_it_canno
     let viewer = site.token("look", &["--role", "viewer"]);
     let triggers = site.work.path().join("triggers");
     let (serve, api) = site.serve_with(false, &["--triggers", triggers.to_str().unwrap()]);
-    let _am = crate::lab::alertmanager_at(
-        am_addr.clone(),
-        &[
-            "route:",
-            "  receiver: medic",
-            "  group_by: ['alertname', 'instance']",
-            "  group_wait: 1s",
-            "  group_interval: 1s",
-            "  repeat_interval: 2s",
-            "receivers:",
-            "  - name: medic",
-            "    webhook_configs:",
-            &format!("      - url: '{}/alerts/alertmanager'", api.base),
-            "        send_resolved: true",
-            "        http_config:",
-            "          authorization:",
-            &format!("            credentials: '{token}'"),
-            "",
-        ]
-        .join("\n"),
-    );
+    let _am = alertmanager_posting_to(&am_addr, &api, &token);
     let alert_runs = || -> Vec<Value> {
         let (_, runs) = api.get("/runs?trigger=alert", &viewer);
         runs["runs"].as_array().unwrap().clone()

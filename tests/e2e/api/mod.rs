@@ -275,3 +275,30 @@ pub(super) fn base_of(line: &str) -> String {
         .map(|(_, url)| url.trim().to_owned())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
+
+/// Alertmanager on `addr` posting every alert to `api`'s receiver with `token`: grouped by
+/// alert name and instance, sent a second after the first alert of a group, re-sent every
+/// 2 s while firing, and resolved alerts sent too.
+pub(super) fn alertmanager_posting_to(addr: &str, api: &Api, token: &str) -> crate::lab::Server {
+    crate::lab::alertmanager_at(
+        addr.to_owned(),
+        &[
+            "route:",
+            "  receiver: medic",
+            "  group_by: ['alertname', 'instance']",
+            "  group_wait: 1s",
+            "  group_interval: 1s",
+            "  repeat_interval: 2s",
+            "receivers:",
+            "  - name: medic",
+            "    webhook_configs:",
+            &format!("      - url: '{}/alerts/alertmanager'", api.base),
+            "        send_resolved: true",
+            "        http_config:",
+            "          authorization:",
+            &format!("            credentials: '{token}'"),
+            "",
+        ]
+        .join("\n"),
+    )
+}

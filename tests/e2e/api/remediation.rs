@@ -97,27 +97,7 @@ fn a_broken_service_is_restarted_by_its_alert_and_the_alert_resolves() {
         .unwrap()
         .trim()
         .to_owned();
-    let _am = crate::lab::alertmanager_at(
-        am_addr.clone(),
-        &[
-            "route:",
-            "  receiver: medic",
-            "  group_by: ['alertname', 'instance']",
-            "  group_wait: 1s",
-            "  group_interval: 1s",
-            "  repeat_interval: 2s",
-            "receivers:",
-            "  - name: medic",
-            "    webhook_configs:",
-            &format!("      - url: '{}/alerts/alertmanager'", api.base),
-            "        send_resolved: true",
-            "        http_config:",
-            "          authorization:",
-            &format!("            credentials: '{token}'"),
-            "",
-        ]
-        .join("\n"),
-    );
+    let _am = alertmanager_posting_to(&am_addr, &api, &token);
     let rules = "groups:\n  - name: demo\n    rules:\n      - alert: CheckoutBadVersion\n        expr: demo_version_info{version=\"v2\"} == 1\n        for: 0s\n        annotations:\n          summary: checkout runs a bad version\n";
     let prom =
         crate::lab::prometheus_alerting(std::slice::from_ref(&service), Some((rules, &am_addr)));

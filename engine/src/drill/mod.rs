@@ -126,6 +126,26 @@ pub async fn load_dir(host: &PluginHost, dir: &Path) -> Result<Vec<Drill>, Vec<F
     .await
 }
 
+/// A declaration's name (a drill's, a trigger's): letters, digits, `-` and `_`, so that it
+/// can be part of a URL path, a lock key and a log line as it is.
+pub(crate) fn checked_name(
+    name: &Spanned<String>,
+    kind: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> String {
+    let n = name.get_ref();
+    let valid = !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        diags.push(Diagnostic::at(
+            name.span(),
+            format!("`{n}` is not a {kind} name: use letters, digits, `-` and `_`"),
+        ));
+    }
+    n.clone()
+}
+
 /// What a directory of declaration files (drills, triggers) holds: each has a name, unique
 /// across the directory, and the file it is declared in.
 pub trait Declared {
@@ -388,17 +408,7 @@ async fn check(
     d: &DrillDecl,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Drill> {
-    let name = d.name.get_ref().clone();
-    let valid_name = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid_name {
-        diags.push(Diagnostic::at(
-            d.name.span(),
-            format!("`{name}` is not a drill name: use letters, digits, `-` and `_`"),
-        ));
-    }
+    let name = checked_name(&d.name, "drill", diags);
     let schedule = schedule(d, diags);
     let jitter = duration(&d.jitter, "jitter", diags).unwrap_or_default();
     let missed = match d.missed.as_ref().map(|m| m.get_ref().as_str()) {

@@ -243,17 +243,7 @@ async fn check(
     d: &TriggerDecl,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Trigger> {
-    let name = d.name.get_ref().clone();
-    let valid_name = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid_name {
-        diags.push(Diagnostic::at(
-            d.name.span(),
-            format!("`{name}` is not a trigger name: use letters, digits, `-` and `_`"),
-        ));
-    }
+    let name = crate::drill::checked_name(&d.name, "trigger", diags);
     let source = match (
         d.source.as_ref().map(|s| s.get_ref().as_str()),
         &d.secret_env,

@@ -13,6 +13,7 @@ mod events;
 pub mod openapi;
 mod pickup;
 mod routes;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,10 @@ pub(crate) struct State {
     /// clients (Alertmanager, responders) behind the same address, nor they it.
     pub hook_limiter: auth::Limiter,
     pub runbooks: Option<PathBuf>,
+    /// The web UI's sessions.
+    pub sessions: web::Sessions,
+    /// Served over HTTPS (session cookies are then `Secure`).
+    pub tls: bool,
 }
 
 /// Waits (10 s at most) for the first event of a run `medic serve` starts: it comes once the
@@ -116,6 +121,8 @@ pub async fn start(
         limiter: auth::Limiter::default(),
         hook_limiter: auth::Limiter::default(),
         runbooks: config.runbooks.clone(),
+        sessions: web::Sessions::default(),
+        tls: tls.is_some(),
     });
     let app = routes::router(state);
     let task = tokio::spawn(accept_loop(listener, tls, app));

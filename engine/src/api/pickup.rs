@@ -51,6 +51,17 @@ async fn pick_up(
     bytes: axum::body::Bytes,
     rollback_only: bool,
 ) -> Result<Response, ApiError> {
+    resume_or_rollback(state, caller, id, bytes, rollback_only).await
+}
+
+/// Picks run `id` up for `caller` (the API's and the web UI's way).
+pub(super) async fn resume_or_rollback(
+    state: Arc<State>,
+    caller: Caller,
+    id: String,
+    bytes: axum::body::Bytes,
+    rollback_only: bool,
+) -> Result<Response, ApiError> {
     caller.require(Role::Responder)?;
     let b: PickUpBody = super::routes::body(&bytes)?;
     let record = super::routes::find(&state, id).await?;

@@ -62,6 +62,7 @@ pub fn router(state: Arc<State>) -> Router {
         // Signed, not bearer-authenticated: the trigger's key is the credential.
         .route("/api/v1/hooks/{name}", post(super::alerts::hook))
         .nest("/api/v1", api)
+        .merge(super::web::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(close_unread))
@@ -332,7 +333,7 @@ pub(super) struct DecideBody {
     step: Option<String>,
 }
 
-async fn decide(
+pub(super) async fn decide(
     state: Arc<State>,
     caller: Caller,
     id: String,

@@ -129,11 +129,16 @@ fn digest(token: &str) -> String {
 
 /// 32 bytes from the kernel's random source, as a token.
 fn fresh_token() -> Result<String, String> {
+    Ok(format!("{PREFIX}{}", random_hex()?))
+}
+
+/// 32 bytes from the kernel's random source, in hex (tokens, web sessions).
+pub fn random_hex() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| format!("cannot read random bytes: {e}"))?;
-    Ok(format!("{PREFIX}{}", hex::encode(bytes)))
+    Ok(hex::encode(bytes))
 }
 
 /// Token names appear in the audit log and in run records as `token:NAME`.

@@ -443,3 +443,22 @@ pub fn aws() -> Aws {
     aws.green = made["green"].as_str().unwrap().to_owned();
     aws
 }
+
+/// chromedriver on a free port (WebDriver), for tests that drive headless Chromium.
+pub fn chromedriver() -> Server {
+    require("chromium", "chromium");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = vec![format!("--port={port}"), "--allowed-ips=127.0.0.1".into()];
+    launch(
+        "chromedriver",
+        "chromium-driver",
+        &args,
+        &[],
+        dir,
+        addr,
+        // It answers HTTP/1.1 only; listening is ready (a session waits for it anyway).
+        Ready::Listening,
+    )
+}

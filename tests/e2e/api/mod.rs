@@ -11,6 +11,7 @@ mod drills;
 mod pickup;
 mod remediation;
 mod runs;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

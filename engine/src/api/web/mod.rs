@@ -136,7 +136,16 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<script>alert"), "{html}");
-        for name in ["login.html", "runs.html", "run.html", "approvals.html"] {
+        let login = TEMPLATES
+            .get_template("login.html")
+            .unwrap()
+            .render(minijinja::context! { error => None::<String> })
+            .unwrap();
+        assert!(
+            login.contains("id=\"token\"") && !login.contains("Log out"),
+            "{login}"
+        );
+        for name in ["runs.html", "run.html", "approvals.html"] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }
     }

@@ -290,3 +290,97 @@ fn a_viewer_gets_no_buttons_forged_posts_are_refused_and_markup_in_a_summary_is_
     assert_eq!(post(&rollback, Some(&cookie), &[("csrf", &csrf)]).0, 303);
     assert_eq!(serve.stop(), Some(0));
 }
+
+#[test]
+fn a_responder_starts_a_runbook_from_its_form_after_previewing_the_plan() {
+    let _driver = crate::lab::chromedriver();
+    let driver = _driver.addr.clone();
+    let site = Site::new();
+    site.runbook(
+        "greet",
+        "description = \"Say something, then check\"\n\n\
+         [params.words]\ntype = \"string\"\ndescription = \"What to say\"\n\n\
+         [params.tone]\ntype = \"enum\"\nvalues = [\"calm\", \"loud\"]\ndefault = \"calm\"\n\n\
+         [environments.staging]\n\n[environments.prod]\nprotected = true\n",
+        "[[steps]]\nid = \"say\"\nuses = \"act\"\nwith = { echo = \"{{ params.words }} ({{ params.tone }})\" }\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\n",
+    );
+    let responder = site.token("fix", &["--role", "responder"]);
+    let (serve, api) = site.serve(false);
+    let ui = api.base.replace("/api/v1", "/ui");
+    let id = api.rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &ui, &responder).await;
+        c.goto(&format!("{ui}/runbooks")).await.unwrap();
+        c.find(Locator::LinkText("greet"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_until(&c, "the runbook's form", |_, s| s.contains("p-words")).await;
+        // No Run button before the plan is seen.
+        assert!(c.find(Locator::Css("#run")).await.is_err());
+        c.find(Locator::Css("#p-words"))
+            .await
+            .unwrap()
+            .send_keys("hello <b>world</b>")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#p-tone option[value=loud]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css("#environment option[value=staging]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css("button[value=preview]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let page = wait_until(&c, "the plan", |_, s| s.contains("id=\"plan\"")).await;
+        let plan = c
+            .find(Locator::Css("#plan"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            plan.contains("say") && plan.contains("staging"),
+            "{plan}\n{page}"
+        );
+        shot(&c, "start-preview").await;
+        c.find(Locator::Css("#run"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_until(&c, "the run's page", |url, _| url.contains("/ui/runs/01")).await;
+        wait_until(&c, "the run's end", |_, s| {
+            s.contains("id=\"status\">succeeded")
+        })
+        .await;
+        let url = c.current_url().await.unwrap().to_string();
+        c.close().await.unwrap();
+        url.rsplit('/').next().unwrap().to_owned()
+    });
+    let (_, run) = api.get(&format!("/runs/{id}"), &responder);
+    assert_eq!(run["run"]["environment"], "staging", "{run}");
+    assert!(
+        run["run"]["params"]
+            .to_string()
+            .contains("hello <b>world</b>")
+            && run["run"]["params"].to_string().contains("loud"),
+        "{run}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -7,6 +7,7 @@
 
 mod pages;
 mod session;
+mod start;
 
 use std::sync::{Arc, LazyLock};
 
@@ -29,6 +30,8 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("run.html", include_str!("templates/run.html")),
         ("approvals.html", include_str!("templates/approvals.html")),
         ("message.html", include_str!("templates/message.html")),
+        ("runbooks.html", include_str!("templates/runbooks.html")),
+        ("runbook.html", include_str!("templates/runbook.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -113,6 +116,8 @@ pub fn router() -> Router<Arc<State>> {
         .route("/ui/runs/{id}", get(pages::run))
         .route("/ui/runs/{id}/events", get(pages::events))
         .route("/ui/runs/{id}/{action}", post(pages::run_action))
+        .route("/ui/runbooks", get(start::list))
+        .route("/ui/runbooks/{name}", get(start::show).post(start::submit))
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}/{decision}", post(pages::decide))
 }
@@ -145,7 +150,13 @@ mod tests {
             login.contains("id=\"token\"") && !login.contains("Log out"),
             "{login}"
         );
-        for name in ["runs.html", "run.html", "approvals.html"] {
+        for name in [
+            "runs.html",
+            "run.html",
+            "approvals.html",
+            "runbooks.html",
+            "runbook.html",
+        ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }
     }

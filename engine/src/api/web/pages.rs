@@ -36,7 +36,7 @@ fn refused(e: ApiError, back: &str) -> Response {
 }
 
 /// What every page knows of who is looking.
-fn who(user: &User) -> Value {
+pub(super) fn who(user: &User) -> Value {
     let role = user.caller.0.role;
     serde_json::json!({
         "name": user.caller.0.name,

@@ -384,3 +384,71 @@ fn a_responder_starts_a_runbook_from_its_form_after_previewing_the_plan() {
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+#[test]
+fn a_drills_chart_appears_after_two_runs_started_from_the_page() {
+    let _driver = crate::lab::chromedriver();
+    let driver = _driver.addr.clone();
+    let site = Site::new();
+    // A change whose check fails: rolled back and verified, as a drill expects.
+    let rb = crate::cli::scripted_runbook(
+        site.work.path(),
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
+         [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+    );
+    std::fs::write(
+        site.drills.join("d.toml"),
+        format!(
+            "[[drill]]\nname = \"undo\"\nrunbook = {:?}\nschedule = \"0 3 1 1 *\"\n",
+            rb.display().to_string()
+        ),
+    )
+    .unwrap();
+    let admin = site.token("ops", &["--role", "admin"]);
+    let (serve, api) = site.serve(false);
+    let ui = api.base.replace("/api/v1", "/ui");
+    api.rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &ui, &admin).await;
+        c.goto(&format!("{ui}/drills")).await.unwrap();
+        let page = c.source().await.unwrap();
+        assert!(
+            page.contains("drill-undo") && !page.contains("<svg"),
+            "{page}"
+        );
+        for n in 1..=2 {
+            // The page asks for a confirmation first.
+            c.execute("window.confirm = () => true;", vec![])
+                .await
+                .unwrap();
+            c.find(Locator::Css("#drill-undo form[action$='/run'] button"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            let mut seen = false;
+            for _ in 0..75 {
+                c.goto(&format!("{ui}/drills")).await.unwrap();
+                if c.source().await.unwrap().contains(&format!("of {n} runs")) {
+                    seen = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(seen, "run {n}: {}", c.source().await.unwrap());
+        }
+        let svg = c
+            .find(Locator::Css("#drill-undo svg.trend"))
+            .await
+            .expect("the chart");
+        assert_eq!(svg.attr("data-points").await.unwrap().as_deref(), Some("2"));
+        let page = c.source().await.unwrap();
+        assert!(page.contains("100%") && !page.contains("failing"), "{page}");
+        shot(&c, "drills").await;
+        c.close().await.unwrap();
+    });
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -5,6 +5,7 @@
 //! runbook says can become markup), with one small script for live updates; every asset is
 //! in the binary, and a Content-Security-Policy allows nothing else.
 
+mod drills;
 mod pages;
 mod session;
 mod start;
@@ -32,6 +33,7 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("message.html", include_str!("templates/message.html")),
         ("runbooks.html", include_str!("templates/runbooks.html")),
         ("runbook.html", include_str!("templates/runbook.html")),
+        ("drills.html", include_str!("templates/drills.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -118,6 +120,8 @@ pub fn router() -> Router<Arc<State>> {
         .route("/ui/runs/{id}/{action}", post(pages::run_action))
         .route("/ui/runbooks", get(start::list))
         .route("/ui/runbooks/{name}", get(start::show).post(start::submit))
+        .route("/ui/drills", get(drills::page))
+        .route("/ui/drills/{name}/{action}", post(drills::act))
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}/{decision}", post(pages::decide))
 }
@@ -156,6 +160,7 @@ mod tests {
             "approvals.html",
             "runbooks.html",
             "runbook.html",
+            "drills.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }

@@ -129,7 +129,7 @@ pub async fn runs(
     )
 }
 
-fn time(ms: u64) -> String {
+pub(super) fn time(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_default()

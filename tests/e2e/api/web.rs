@@ -448,6 +448,28 @@ fn a_drills_chart_appears_after_two_runs_started_from_the_page() {
         let page = c.source().await.unwrap();
         assert!(page.contains("100%") && !page.contains("failing"), "{page}");
         shot(&c, "drills").await;
+        // The drills' runs in the figures, week by week and per runbook.
+        c.goto(&format!("{ui}/stats")).await.unwrap();
+        let table = c
+            .find(Locator::Css("#per-runbook"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(table.contains("scripted"), "{table}");
+        assert_eq!(
+            c.find_all(Locator::Css("svg.trend")).await.unwrap().len(),
+            3,
+            "three charts"
+        );
+        shot(&c, "stats").await;
+        c.goto(&format!("{ui}/triggers")).await.unwrap();
+        assert!(c.source().await.unwrap().contains("No triggers"));
+        // A phone-sized screen.
+        c.set_window_size(390, 844).await.unwrap();
+        c.goto(&format!("{ui}/runs")).await.unwrap();
+        shot(&c, "runs-phone").await;
         c.close().await.unwrap();
     });
     assert_eq!(serve.stop(), Some(0));

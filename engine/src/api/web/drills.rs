@@ -23,8 +23,8 @@ const TREND: usize = 20;
 /// A drill that has not passed for this long is stale.
 const STALE_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// A polyline of recovery times (ms), oldest first, as an SVG of 240 x 60.
-fn trend_svg(points: &[u64]) -> String {
+/// A polyline of values (oldest first) scaled to their largest, as an SVG of 240 x 60.
+pub(super) fn trend_svg(points: &[u64]) -> String {
     let (w, h, pad) = (240.0_f64, 60.0_f64, 4.0_f64);
     let max = points.iter().copied().max().unwrap_or(1).max(1) as f64;
     let step = if points.len() > 1 {

@@ -9,6 +9,7 @@ mod drills;
 mod pages;
 mod session;
 mod start;
+mod stats;
 
 use std::sync::{Arc, LazyLock};
 
@@ -34,6 +35,8 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("runbooks.html", include_str!("templates/runbooks.html")),
         ("runbook.html", include_str!("templates/runbook.html")),
         ("drills.html", include_str!("templates/drills.html")),
+        ("stats.html", include_str!("templates/stats.html")),
+        ("triggers.html", include_str!("templates/triggers.html")),
     ] {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -120,6 +123,8 @@ pub fn router() -> Router<Arc<State>> {
         .route("/ui/runs/{id}/{action}", post(pages::run_action))
         .route("/ui/runbooks", get(start::list))
         .route("/ui/runbooks/{name}", get(start::show).post(start::submit))
+        .route("/ui/stats", get(stats::page))
+        .route("/ui/triggers", get(stats::triggers))
         .route("/ui/drills", get(drills::page))
         .route("/ui/drills/{name}/{action}", post(drills::act))
         .route("/ui/approvals", get(pages::approvals))
@@ -161,6 +166,8 @@ mod tests {
             "runbooks.html",
             "runbook.html",
             "drills.html",
+            "stats.html",
+            "triggers.html",
         ] {
             assert!(TEMPLATES.get_template(name).is_ok(), "{name}");
         }

@@ -49,10 +49,11 @@ fn view(store: &Store, runs: &[ClientRun], run_id: &str) -> RunView {
                 RunView::Queued
             }
         }
-        _ if here => RunView::Queued,
         Ok(Some(r)) => RunView::Ended {
             at_ms: r.ended_ms.unwrap_or(r.started_ms),
         },
+        // Started here and not recorded yet: it waits for its lock.
+        _ if here => RunView::Queued,
         _ => RunView::Unknown,
     }
 }

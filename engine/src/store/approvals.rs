@@ -160,6 +160,26 @@ fn decisions(dir: &Path, run_id: &str, step: &str) -> Vec<(PathBuf, DecisionFile
         .collect()
 }
 
+/// Who has approved `p` so far, among those its policy counts (each once), oldest first.
+pub fn approved_by(dir: &Path, p: &Pending) -> Vec<String> {
+    let mut found: Vec<(u64, String)> = decisions(dir, &p.run_id, &p.step)
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| {
+            d.approved && d.at_ms >= p.requested_ms && p.policy.refuses(&d.by, &d.groups).is_none()
+        })
+        .map(|d| (d.at_ms, d.by))
+        .collect();
+    found.sort();
+    let mut names: Vec<String> = Vec::new();
+    for (_, by) in found {
+        if !names.contains(&by) {
+            names.push(by);
+        }
+    }
+    names
+}
+
 /// Waits for decisions written as files in a directory.
 pub struct FileApprover {
     pub dir: PathBuf,

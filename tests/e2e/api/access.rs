@@ -332,6 +332,12 @@ fn an_approval_policy_needs_distinct_named_approvers_and_never_the_starter() {
         1,
         "one approver of two let the run go"
     );
+    // The web UI shows the quorum's progress (the refused ones do not count).
+    let page = ui_page(&api, &lead_b, "/approvals");
+    assert!(
+        page.contains("Approved so far: token:lead-a (1 of 2)"),
+        "{page}"
+    );
     let (status, d) = api.post(&approve, &lead_b, reason("INC-8: agreed"));
     assert_eq!((status, d["approvals"].as_u64()), (200, Some(2)), "{d}");
     let out = run.wait_with_output().unwrap();

@@ -303,3 +303,38 @@ pub(super) fn alertmanager_posting_to(addr: &str, api: &Api, token: &str) -> cra
         .join("\n"),
     )
 }
+
+/// A page of the web UI as `token` sees it (logged in through its form; no browser).
+pub(super) fn ui_page(api: &Api, token: &str, path: &str) -> String {
+    let ui = api.base.replace("/api/v1", "/ui");
+    api.rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let login = client
+            .post(format!("{ui}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status().as_u16(), 303);
+        let cookie = login
+            .headers()
+            .get("set-cookie")
+            .and_then(|c| c.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_owned();
+        client
+            .get(format!("{ui}{path}"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}

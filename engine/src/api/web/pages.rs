@@ -315,14 +315,23 @@ pub async fn approvals(AxumState(state): AxumState<Arc<State>>, headers: HeaderM
         Err(r) => return *r,
     };
     let dir = state.data_dir.join("approvals");
-    let waiting = tokio::task::spawn_blocking(move || crate::store::approvals::pending(&dir, None))
-        .await
-        .unwrap_or_default();
+    let waiting = tokio::task::spawn_blocking(move || {
+        crate::store::approvals::pending(&dir, None)
+            .into_iter()
+            .map(|p| {
+                let so_far = crate::store::approvals::approved_by(&dir, &p);
+                (p, so_far)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     let now = crate::store::now_ms();
     let rows: Vec<Value> = waiting
         .iter()
-        .map(|p| {
+        .map(|(p, so_far)| {
             serde_json::json!({
+                "approved_by": so_far,
                 "run_id": p.run_id,
                 "step": p.step,
                 "prompt": p.prompt,

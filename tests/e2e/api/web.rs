@@ -460,8 +460,8 @@ fn a_drills_chart_appears_after_two_runs_started_from_the_page() {
         assert!(table.contains("scripted"), "{table}");
         assert_eq!(
             c.find_all(Locator::Css("svg.trend")).await.unwrap().len(),
-            3,
-            "three charts"
+            5,
+            "five charts: runs, change failure rate, time to recover, rollback success, time to detect"
         );
         shot(&c, "stats").await;
         c.goto(&format!("{ui}/triggers")).await.unwrap();

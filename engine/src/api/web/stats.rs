@@ -94,6 +94,8 @@ pub async fn page(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -
         "change_failure_rate": super::drills::trend_svg(&weeks.iter().map(|s| per_mille(s.change_failure_rate)).collect::<Vec<_>>()),
         "mttr": super::drills::trend_svg(&weeks.iter().map(|s| s.mean_time_to_recover.map_or(0, |d| d.as_millis() as u64)).collect::<Vec<_>>()),
         "runs": super::drills::trend_svg(&weeks.iter().map(|s| s.runs as u64).collect::<Vec<_>>()),
+        "rollback_success": super::drills::trend_svg(&weeks.iter().map(|s| per_mille(s.rollback_success_rate)).collect::<Vec<_>>()),
+        "detect": super::drills::trend_svg(&weeks.iter().map(|s| s.mean_time_to_detect.map_or(0, |d| d.as_millis() as u64)).collect::<Vec<_>>()),
     });
     let mut by_runbook: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
     for r in &records {

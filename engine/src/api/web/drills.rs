@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::super::State;
 use super::super::auth::{ApiError, Path};
 use super::pages::{message, who};
-use super::session::check_csrf;
+use super::session::{audit, form_user};
 use crate::store::drills::{DrillRecord, DrillResult};
 use crate::store::tokens::Role;
 
@@ -149,13 +149,10 @@ pub async fn act(
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<DrillForm>,
 ) -> Response {
-    let user = match state.sessions.user(&state, &headers) {
+    let user = match form_user(&state, &headers, &form.csrf) {
         Ok(u) => u,
         Err(r) => return *r,
     };
-    if let Err(r) = check_csrf(&user, &form.csrf) {
-        return *r;
-    }
     let caller = user.caller.clone();
     let who = caller.who();
     let result: Result<(), ApiError> = match action.as_str() {
@@ -183,18 +180,13 @@ pub async fn act(
         .map(|_| ()),
         other => Err(ApiError::not_found(format!("no action `{other}`"))),
     };
-    let outcome = match &result {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => format!("denied: {}", e.message),
-    };
-    if let Err(e) = state.audit.record(
+    audit(
+        &state,
         &who,
         &format!("POST /ui/drills/{name}/{action}"),
-        &super::session::from(peer.0),
-        &outcome,
-    ) {
-        tracing::error!("{e}");
-    }
+        peer.0,
+        &result,
+    );
     match result {
         Ok(()) => Redirect::to("/ui/drills").into_response(),
         Err(e) => message(e.status, "Not done", &e.message, Some("/ui/drills")),

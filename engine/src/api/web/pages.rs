@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::super::State;
 use super::super::auth::{ApiError, Path};
-use super::session::{User, check_csrf};
+use super::session::{User, audit, form_user};
 use crate::store::tokens::Role;
 use crate::store::{ListFilter, RunStatus};
 
@@ -256,13 +256,10 @@ pub async fn run_action(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let user = match state.sessions.user(&state, &headers) {
+    let user = match form_user(&state, &headers, &form.csrf) {
         Ok(u) => u,
         Err(r) => return *r,
     };
-    if let Err(r) = check_csrf(&user, &form.csrf) {
-        return *r;
-    }
     let back = format!("/ui/runs/{id}");
     let caller = user.caller.clone();
     let who = caller.who();
@@ -291,18 +288,13 @@ pub async fn run_action(
         .map(|_| ()),
         _ => Err(ApiError::not_found(format!("no action `{action}`"))),
     };
-    let outcome = match &result {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => format!("denied: {}", e.message),
-    };
-    if let Err(e) = state.audit.record(
+    audit(
+        &state,
         &who,
         &format!("POST /ui/runs/{id}/{action}"),
-        &super::session::from(peer.0),
-        &outcome,
-    ) {
-        tracing::error!("{e}");
-    }
+        peer.0,
+        &result,
+    );
     match result {
         Ok(()) => Redirect::to(&back).into_response(),
         Err(e) => refused(e, &back),
@@ -363,13 +355,10 @@ pub async fn decide(
     Path((id, decision)): Path<(String, String)>,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    let user = match state.sessions.user(&state, &headers) {
+    let user = match form_user(&state, &headers, &form.csrf) {
         Ok(u) => u,
         Err(r) => return *r,
     };
-    if let Err(r) = check_csrf(&user, &form.csrf) {
-        return *r;
-    }
     let approved = match decision.as_str() {
         "approve" => true,
         "reject" => false,
@@ -391,18 +380,13 @@ pub async fn decide(
     );
     let result: Result<Json<Value>, ApiError> =
         super::super::routes::decide(state.clone(), user.caller, id.clone(), body, approved).await;
-    let outcome = match &result {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("denied: {}", e.message),
-    };
-    if let Err(e) = state.audit.record(
+    audit(
+        &state,
         &who,
         &format!("POST /ui/approvals/{id}/{decision}"),
-        &super::session::from(peer.0),
-        &outcome,
-    ) {
-        tracing::error!("{e}");
-    }
+        peer.0,
+        &result,
+    );
     match result {
         Ok(_) => Redirect::to("/ui/approvals").into_response(),
         Err(e) => refused(e, "/ui/approvals"),

@@ -127,6 +127,33 @@ impl Sessions {
     }
 }
 
+/// The user of a form POST: logged in, and the form carrying the session's CSRF token.
+pub fn form_user(state: &State, headers: &HeaderMap, csrf: &str) -> Result<User, Box<Response>> {
+    let user = state.sessions.user(state, headers)?;
+    check_csrf(&user, csrf)?;
+    Ok(user)
+}
+
+/// Audits an action taken through the UI, with how it ended.
+pub fn audit<T>(
+    state: &State,
+    who: &str,
+    action: &str,
+    peer: SocketAddr,
+    result: &Result<T, super::super::auth::ApiError>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("denied: {}", e.message),
+    };
+    if let Err(e) = state
+        .audit
+        .record(who, action, &peer.ip().to_string(), &outcome)
+    {
+        tracing::error!("{e}");
+    }
+}
+
 /// Refuses a form whose CSRF token is not the session's.
 pub fn check_csrf(user: &User, given: &str) -> Result<(), Box<Response>> {
     if same(&user.csrf, given) {
@@ -238,9 +265,4 @@ pub async fn logout(
         HeaderValue::from_static("medic_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     r
-}
-
-/// The peer address, for pages that audit.
-pub fn from(peer: SocketAddr) -> String {
-    peer.ip().to_string()
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::super::State;
 use super::super::auth::{ApiError, Path};
 use super::pages::{message, who};
-use super::session::check_csrf;
+use super::session::{audit, form_user};
 
 pub async fn list(AxumState(state): AxumState<Arc<State>>, headers: HeaderMap) -> Response {
     let user = match state.sessions.user(&state, &headers) {
@@ -100,10 +100,6 @@ pub async fn submit(
     Path(name): Path<String>,
     Form(values): Form<Vec<(String, String)>>,
 ) -> Response {
-    let user = match state.sessions.user(&state, &headers) {
-        Ok(u) => u,
-        Err(r) => return *r,
-    };
     let field = |k: &str| {
         values
             .iter()
@@ -111,9 +107,10 @@ pub async fn submit(
             .map(|(_, v)| v.trim().to_owned())
             .unwrap_or_default()
     };
-    if let Err(r) = check_csrf(&user, &field("csrf")) {
-        return *r;
-    }
+    let user = match form_user(&state, &headers, &field("csrf")) {
+        Ok(u) => u,
+        Err(r) => return *r,
+    };
     let runbook =
         match super::super::catalogue::show(AxumState(state.clone()), Path(name.clone())).await {
             Ok(Json(r)) => r,
@@ -160,18 +157,13 @@ pub async fn submit(
         axum::body::Bytes::from(body.to_string().into_bytes()),
     )
     .await;
-    let outcome = match &started {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("denied: {}", e.message),
-    };
-    if let Err(e) = state.audit.record(
+    audit(
+        &state,
         &who_,
         &format!("POST /ui/runbooks/{name}"),
-        &super::session::from(peer.0),
-        &outcome,
-    ) {
-        tracing::error!("{e}");
-    }
+        peer.0,
+        &started,
+    );
     match started {
         Ok(response) => {
             let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)

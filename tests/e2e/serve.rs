@@ -468,7 +468,7 @@ fn approvals_work_for_runs_going_through_serve() {
 }
 
 /// The demo service's version, read without going through medic.
-fn version_of(addr: &str) -> String {
+pub(crate) fn version_of(addr: &str) -> String {
     get_text(&format!("http://{addr}/version"))
         .unwrap_or_default()
         .trim()

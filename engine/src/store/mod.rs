@@ -635,19 +635,25 @@ impl Store {
 
     /// The step reports of a run as recorded, in order (the last report per step wins).
     pub fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
-        let mut reports: Vec<StepReport> = Vec::new();
-        let mut started: Vec<(Phase, String)> = Vec::new();
-        for e in self.journal(run_id)? {
-            match e.event {
-                JournalEvent::StepStarted { phase, step, .. } => started.push((phase, step)),
-                JournalEvent::StepFinished { report } => {
-                    started.retain(|(_, s)| *s != report.id);
-                    reports.retain(|r| r.id != report.id);
-                    reports.push(report);
-                }
-                _ => {}
-            }
-        }
-        Ok((reports, started))
+        Ok(steps_of(&self.journal(run_id)?))
     }
+}
+
+/// The step reports a journal holds, in order (the last report per step wins), and the steps
+/// started without a report.
+pub fn steps_of(journal: &[JournalEntry]) -> RecordedSteps {
+    let mut reports: Vec<StepReport> = Vec::new();
+    let mut started: Vec<(Phase, String)> = Vec::new();
+    for e in journal {
+        match &e.event {
+            JournalEvent::StepStarted { phase, step, .. } => started.push((*phase, step.clone())),
+            JournalEvent::StepFinished { report } => {
+                started.retain(|(_, s)| *s != report.id);
+                reports.retain(|r| r.id != report.id);
+                reports.push(report.clone());
+            }
+            _ => {}
+        }
+    }
+    (reports, started)
 }

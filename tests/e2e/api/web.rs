@@ -474,3 +474,284 @@ fn a_drills_chart_appears_after_two_runs_started_from_the_page() {
     });
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// Loads `url` until its page contains `text` (15 s at most).
+async fn reload_until(c: &Client, url: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        c.goto(url).await.unwrap();
+        let page = c.source().await.unwrap_or_default();
+        if page.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{text}` not at {url} within 15 s:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Presses Tab (30 times at most) until the focused element matches `css`.
+async fn tab_to(c: &Client, css: &str) -> fantoccini::elements::Element {
+    let target = c.find(Locator::Css(css)).await.expect(css);
+    for _ in 0..30 {
+        let focused = c.active_element().await.unwrap();
+        if focused.element_id() == target.element_id() {
+            return focused;
+        }
+        focused.send_keys(&fantoccini::key::Key::Tab).await.unwrap();
+    }
+    panic!(
+        "{css}: not reached with Tab in 30 presses:\n{}",
+        c.source().await.unwrap_or_default()
+    );
+}
+
+#[test]
+fn an_approver_rejects_with_the_keyboard_alone_and_the_run_rolls_back_without_the_change() {
+    let _driver = crate::lab::chromedriver();
+    let driver = _driver.addr.clone();
+    let site = Site::new();
+    site.runbook(
+        "hold",
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"prepare\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"go_live\"\nuses = \"act\"\n\
+         approval = { timeout = \"60s\", prompt = \"switch traffic to the new version?\" }\n\n\
+         [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+    );
+    let responder = site.token("fix", &["--role", "responder"]);
+    let approver = site.token("lead", &["--role", "approver"]);
+    let (serve, api) = site.serve(false);
+    let ui = api.base.replace("/api/v1", "/ui");
+    let (status, started) = api.post("/runs", &responder, json!({ "runbook": "hold" }));
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    api.rt.block_on(async {
+        let c = browser(&driver).await;
+        // Log in: the token field has the focus, Enter submits.
+        c.goto(&format!("{ui}/login")).await.unwrap();
+        let field = c.active_element().await.unwrap();
+        assert_eq!(field.attr("id").await.unwrap().as_deref(), Some("token"));
+        field
+            .send_keys(&format!("{approver}{}", &*fantoccini::key::Key::Enter))
+            .await
+            .unwrap();
+        wait_until(&c, "the runs page", |url, _| url.ends_with("/ui/runs")).await;
+        reload_until(&c, &format!("{ui}/approvals"), "switch traffic").await;
+        // From the top of the page to the reason, then to Reject, by Tab alone.
+        tab_to(&c, "input[name=reason]")
+            .await
+            .send_keys("INC-5: error budget spent")
+            .await
+            .unwrap();
+        let reject = tab_to(&c, "button[formaction$='/reject']").await;
+        assert_eq!(reject.text().await.unwrap(), "Reject");
+        reject
+            .send_keys(&fantoccini::key::Key::Enter)
+            .await
+            .unwrap();
+        // Taken by the run within moments; the page says so once reloaded.
+        reload_until(
+            &c,
+            &format!("{ui}/approvals"),
+            "Nothing waits for an approval",
+        )
+        .await;
+        c.goto(&format!("{ui}/runs/{id}")).await.unwrap();
+        wait_until(&c, "the run rolled back", |_, s| {
+            s.contains("id=\"status\">rolled_back")
+        })
+        .await;
+        let steps = c
+            .find(Locator::Css("#steps"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            steps.contains("rejected by token:lead: INC-5: error budget spent"),
+            "{steps}"
+        );
+        shot(&c, "run-rejected").await;
+        c.close().await.unwrap();
+    });
+    let (_, run) = api.get(&format!("/runs/{id}"), &responder);
+    assert_eq!(run["run"]["status"], "rolled_back", "{run}");
+    assert_eq!(run["run"]["failed_step"], "go_live", "{run}");
+    let steps = run["steps"].as_array().unwrap();
+    let go_live = steps.iter().find(|s| s["id"] == "go_live").unwrap();
+    assert!(
+        go_live["calls"].as_array().is_none_or(|c| c.is_empty()),
+        "a rejected step never calls its plugin: {go_live}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+}
+
+#[test]
+fn a_failed_run_is_resumed_then_rolled_back_from_its_page_and_its_timeline_shows_detection_and_recovery()
+ {
+    let _driver = crate::lab::chromedriver();
+    let driver = _driver.addr.clone();
+    let site = Site::new();
+    // The check fails every time: stopped (nothing undone), resumed (fails again), rolled back.
+    site.runbook(
+        "change",
+        "",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
+         [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+    );
+    let responder = site.token("fix", &["--role", "responder"]);
+    let (serve, api) = site.serve(false);
+    let ui = api.base.replace("/api/v1", "/ui");
+    let (status, started) = api.post("/runs", &responder, json!({ "runbook": "change" }));
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    api.rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &ui, &responder).await;
+        c.goto(&format!("{ui}/runs/{id}")).await.unwrap();
+        wait_until(&c, "the run failed", |_, s| {
+            s.contains("id=\"status\">failed")
+        })
+        .await;
+        // The timeline: a bar per step, the failure marked, no recovery yet.
+        let svg = c
+            .find(Locator::Css("#timeline-chart svg"))
+            .await
+            .expect("the timeline chart");
+        assert_eq!(svg.attr("data-rows").await.unwrap().as_deref(), Some("2"));
+        let labels = svg.text().await.unwrap();
+        assert!(
+            labels.contains("failure detected") && !labels.contains("recovered"),
+            "{labels}"
+        );
+
+        for (button, confirm, after) in [
+            ("resume", "Resume run", "failed"),
+            ("rollback", "Roll back run", "rolled_back"),
+        ] {
+            c.find(Locator::Css(&format!("form[action$='/{button}'] button")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            // The browser's own confirmation, read and accepted.
+            let text = c.get_alert_text().await.expect("a confirmation");
+            assert!(text.starts_with(&format!("{confirm} {id}?")), "{text}");
+            c.accept_alert().await.unwrap();
+            wait_until(&c, &format!("the run {after} after {button}"), |url, s| {
+                url.ends_with(&id) && s.contains(&format!("id=\"status\">{after}<"))
+            })
+            .await;
+        }
+        let svg = c.find(Locator::Css("#timeline-chart svg")).await.unwrap();
+        let labels = svg.text().await.unwrap();
+        assert!(
+            ["failure detected", "resumed", "rollback asked", "recovered"]
+                .iter()
+                .all(|m| labels.contains(m)),
+            "{labels}"
+        );
+        // change, check (twice: the resume ran it again), the undo of change, the verify.
+        assert_eq!(svg.attr("data-rows").await.unwrap().as_deref(), Some("5"));
+        let caption = c
+            .find(Locator::Css("#timeline-caption"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(caption.contains("time to recover:"), "{caption}");
+        shot(&c, "run-rolled-back").await;
+        c.close().await.unwrap();
+    });
+    let (_, run) = api.get(&format!("/runs/{id}"), &responder);
+    assert_eq!(run["run"]["status"], "rolled_back", "{run}");
+    assert!(run["run"]["recovered_ms"].as_u64().is_some(), "{run}");
+    assert_eq!(serve.stop(), Some(0));
+}
+
+#[test]
+fn a_bad_version_started_from_the_form_against_the_demo_service_is_rolled_back_and_users_get_v1() {
+    let _driver = crate::lab::chromedriver();
+    let driver = _driver.addr.clone();
+    let service = crate::cli::service(&["v3"]);
+    let site = Site::new();
+    std::fs::copy(
+        crate::cli::repo().join("runbooks/demo.toml"),
+        site.runbooks.join("demo.toml"),
+    )
+    .unwrap();
+    let responder = site.token("fix", &["--role", "responder"]);
+    let (serve, api) = site.serve(false);
+    let ui = api.base.replace("/api/v1", "/ui");
+    let id = api.rt.block_on(async {
+        let c = browser(&driver).await;
+        login(&c, &ui, &responder).await;
+        c.goto(&format!("{ui}/runbooks")).await.unwrap();
+        c.find(Locator::LinkText("demo"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_until(&c, "the runbook's form", |_, s| s.contains("p-host")).await;
+        for (field, value) in [("#p-host", service.addr.as_str()), ("#p-version", "v3")] {
+            let input = c.find(Locator::Css(field)).await.unwrap();
+            input.clear().await.unwrap();
+            input.send_keys(value).await.unwrap();
+        }
+        c.find(Locator::Css("button[value=preview]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_until(&c, "the plan", |_, s| s.contains("id=\"plan\"")).await;
+        c.find(Locator::Css("#run"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_until(&c, "the run's page", |url, _| url.contains("/ui/runs/01")).await;
+        // The deploy of v3 passes its health check; the version check after it fails
+        // (v3 is a bad build), and the run rolls back to v1 and verifies.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let page = c.source().await.unwrap_or_default();
+            if page.contains("id=\"status\">rolled_back") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && !page.contains("id=\"status\">succeeded"),
+                "not rolled back within 60 s:\n{page}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let labels = c
+            .find(Locator::Css("#timeline-chart svg"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            labels.contains("failure detected") && labels.contains("recovered"),
+            "{labels}"
+        );
+        shot(&c, "run-demo-rolled-back").await;
+        let url = c.current_url().await.unwrap().to_string();
+        c.close().await.unwrap();
+        url.rsplit('/').next().unwrap().to_owned()
+    });
+    assert_eq!(crate::serve::version_of(&service.addr), "v1");
+    let (_, run) = api.get(&format!("/runs/{id}"), &responder);
+    assert_eq!(run["run"]["status"], "rolled_back", "{run}");
+    assert_eq!(serve.stop(), Some(0));
+}

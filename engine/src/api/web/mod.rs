@@ -10,6 +10,7 @@ mod pages;
 mod session;
 mod start;
 mod stats;
+mod timeline;
 
 use std::sync::{Arc, LazyLock};
 

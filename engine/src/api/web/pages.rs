@@ -157,11 +157,11 @@ pub async fn run(
     let store = state.store.clone();
     let found = tokio::task::spawn_blocking(move || {
         let record = store.find(&id)?;
-        let steps = store.step_reports(&record.run_id)?;
-        Ok::<_, crate::store::StoreError>((record, steps))
+        let journal = store.journal(&record.run_id)?;
+        Ok::<_, crate::store::StoreError>((record, journal))
     })
     .await;
-    let (record, (steps, unfinished)) = match found {
+    let (record, journal) = match found {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return message(StatusCode::NOT_FOUND, "No such run", &e.to_string(), None),
         Err(e) => {
@@ -173,6 +173,8 @@ pub async fn run(
             );
         }
     };
+    let (steps, unfinished) = crate::store::steps_of(&journal);
+    let chart = super::timeline::chart(&record, &journal, crate::store::now_ms());
     let steps: Vec<Value> = steps
         .iter()
         .map(|s| {
@@ -218,6 +220,7 @@ pub async fn run(
                 "approval": record.approval.as_ref().map(|a| format!("{}: {}", a.by, a.reason)),
             }),
             steps => steps,
+            chart => chart,
             unfinished => unfinished.iter().map(|(p, s)| format!("{} ({p:?})", s)).collect::<Vec<_>>(),
             running => status == RunStatus::Running,
             can_resume => can_pick_up,

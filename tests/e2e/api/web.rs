@@ -109,6 +109,17 @@ fn a_responder_follows_a_run_live_and_an_approver_lets_it_go_from_another_sessio
             "{runs}"
         );
         shot(&a, "runs").await;
+        // Filters: the last hour has it, another runbook's name does not.
+        a.goto(&format!("{ui}/runs?since=1h")).await.unwrap();
+        let page = a.source().await.unwrap();
+        assert!(
+            page.contains(&id[..10]) && page.contains("value=\"1h\" selected"),
+            "{page}"
+        );
+        a.goto(&format!("{ui}/runs?since=1h&runbook=other"))
+            .await
+            .unwrap();
+        assert!(a.source().await.unwrap().contains("No runs."));
         a.goto(&format!("{ui}/runs/{id}")).await.unwrap();
         wait_until(&a, "the live timeline", |_, s| {
             s.contains("waiting for approval - switch traffic")

@@ -53,7 +53,18 @@ pub struct RunsQuery {
     status: Option<String>,
     environment: Option<String>,
     trigger: Option<String>,
+    /// How far back: `1h`, `24h`, `7d`, `30d`; anything else is all time.
+    since: Option<String>,
 }
+
+/// The runs page's time spans: the value in its query, and what the page calls it.
+const SPANS: [(&str, &str, u64); 5] = [
+    ("", "any time", 0),
+    ("1h", "last hour", 3600),
+    ("24h", "last 24 hours", 24 * 3600),
+    ("7d", "last 7 days", 7 * 24 * 3600),
+    ("30d", "last 30 days", 30 * 24 * 3600),
+];
 
 fn blank(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
@@ -74,6 +85,10 @@ pub async fn runs(
         status: status.as_deref().and_then(RunStatus::parse),
         environment: blank(q.environment.clone()),
         trigger: blank(q.trigger.clone()),
+        since_ms: SPANS
+            .iter()
+            .find(|(v, _, secs)| *secs > 0 && Some(*v) == q.since.as_deref())
+            .map(|(_, _, secs)| crate::store::now_ms().saturating_sub(secs * 1000)),
         ..ListFilter::default()
     };
     let store = state.store.clone();
@@ -123,7 +138,9 @@ pub async fn runs(
                 "status": q.status.unwrap_or_default(),
                 "environment": q.environment.unwrap_or_default(),
                 "trigger": q.trigger.unwrap_or_default(),
+                "since": q.since.unwrap_or_default(),
             }),
+            spans => SPANS.iter().map(|(v, label, _)| (*v, *label)).collect::<Vec<_>>(),
             statuses => ["running", "succeeded", "failed", "rolled_back", "rollback_failed", "cancelled", "interrupted", "dry_run"],
         },
     )

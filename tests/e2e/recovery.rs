@@ -475,3 +475,220 @@ fn a_sigkill_campaign_loses_no_shown_event_and_every_verdict_matches_the_service
         "a run is left in an unknown state"
     );
 }
+
+/// A run that records a few events and succeeds: one action, one check.
+fn quick_runbook(dir: &Path) -> std::path::PathBuf {
+    crate::cli::scripted_runbook(
+        dir,
+        "",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\n\n[[steps]]\nid = \"check\"\nuses = \"check\"\n",
+    )
+}
+
+/// The ids of the runs `medic runs list` shows, and what it said on stderr.
+#[track_caller]
+fn listed(cache: &Path, data: &Path) -> (Vec<String>, String) {
+    let o = medic_command(cache)
+        .env("MEDIC_DATA_DIR", data)
+        .args(["runs", "list", "--output", "json", "--limit", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "runs list: {}", stderr(&o));
+    let ids = json_lines(&stdout(&o))
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, stderr(&o))
+}
+
+fn run_in(cache: &Path, data: &Path, rb: &Path) -> std::process::Output {
+    medic_command(cache)
+        .env("MEDIC_DATA_DIR", data)
+        .args(["run", rb.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_unfinished_snapshot_left_by_a_kill_is_set_aside_and_the_store_opens_with_every_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let rb = quick_runbook(cache.path());
+    for _ in 0..3 {
+        let o = run_in(cache.path(), &data, &rb);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let (before, _) = listed(cache.path(), &data);
+    assert_eq!(before.len(), 3);
+    // What a kill in the middle of sled's snapshot write leaves: the first bytes of a
+    // snapshot under its temporary name, newer than any snapshot in place.
+    let db = data.join("db");
+    let prefix: Vec<u8> = std::fs::read_dir(&db)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("snap."))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .map(|b| b[..b.len() / 2].to_vec())
+        .unwrap_or_else(|| b"a snapshot cut off mid-write".to_vec());
+    std::fs::write(db.join("snap.7FFFFFFFFFFFFFFF.generating"), &prefix).unwrap();
+    // sled alone never opens it again: the failure Medic repairs.
+    match sled::Config::new().path(&db).open() {
+        Err(sled::Error::Corruption { .. }) => {}
+        other => panic!(
+            "sled opened a store with a cut-off snapshot: {:?}",
+            other.map(|_| ())
+        ),
+    }
+
+    let (after, said) = listed(cache.path(), &data);
+    assert_eq!(after, before, "every run is still there");
+    assert!(
+        said.contains("repaired the run store")
+            && said.contains("snap.7FFFFFFFFFFFFFFF.generating")
+            && said.contains("set it aside in"),
+        "{said}"
+    );
+    let aside: Vec<_> = walk(&data.join("aside"));
+    assert!(
+        aside
+            .iter()
+            .any(|p| p.ends_with("snap.7FFFFFFFFFFFFFFF.generating")),
+        "{aside:?}"
+    );
+    // Repaired once: the next process opens it without a word, and runs record again.
+    let o = run_in(cache.path(), &data, &rb);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("repaired"), "{}", stderr(&o));
+    assert_eq!(listed(cache.path(), &data).0.len(), 4);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// A tmpfs of `size` mounted on a new directory, unmounted on drop. Needs root (CI and
+/// this project's machines run the suite as root); anything else fails the test saying so.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let o = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "this test fills a small tmpfs, which needs root to mount: {}",
+            stderr(&o)
+        );
+        Tmpfs { dir }
+    }
+
+    /// Writes a file until the file system is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 16 << 10];
+        for _ in 0..1024 {
+            if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+                return path;
+            }
+        }
+        panic!("a small tmpfs never filled");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_runs_with_an_error_saying_so_and_once_freed_every_run_is_there() {
+    let cache = tempfile::tempdir().unwrap();
+    // Room for a few of sled's segments (512 KiB each); little else.
+    let fs = Tmpfs::mount("3m");
+    let data = fs.dir.path().join("data");
+    // Runs that record a lot (each step's parameters and summary hold 6 KB), so that the
+    // store outgrows the space sled set aside in a few runs.
+    let mut body = String::new();
+    for i in 0..12 {
+        body += &format!(
+            "[[steps]]\nid = \"s{i}\"\nuses = \"act\"\nwith = {{ echo = \"{}\" }}\n\n",
+            "x".repeat(6000)
+        );
+    }
+    let rb = crate::cli::scripted_runbook(cache.path(), "", &body);
+    let first = run_in(cache.path(), &data, &rb);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let filler = fs.fill();
+    // Runs go on in the space sled holds already; the first that needs more stops with an
+    // error that says what is wrong, and loses nothing recorded before.
+    let (mut full, mut succeeded) = (None, 1);
+    for _ in 0..40 {
+        let o = run_in(cache.path(), &data, &rb);
+        if o.status.code() != Some(0) {
+            full = Some(o);
+            break;
+        }
+        succeeded += 1;
+    }
+    let o = full.expect("40 runs of 72 KB on a full 3 MB file system all succeeded");
+    assert!(
+        stderr(&o).contains("is full; nothing recorded before is lost"),
+        "exit {:?}: {}",
+        o.status.code(),
+        stderr(&o)
+    );
+    // sled cannot open a store without writing: reading waits for space too, saying so.
+    let o = medic_command(cache.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is full"), "{}", stderr(&o));
+    std::fs::remove_file(filler).unwrap();
+    let (after, _) = listed(cache.path(), &data);
+    // Every run that said it succeeded, and the one stopped if it got as far as its start.
+    assert!(
+        after.len() == succeeded || after.len() == succeeded + 1,
+        "{succeeded} runs succeeded; listed: {after:?}"
+    );
+    let o = medic_command(cache.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["runs", "list", "--status", "running", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        json_lines(&stdout(&o)).is_empty(),
+        "no run is left marked running: {}",
+        stdout(&o)
+    );
+    let o = run_in(cache.path(), &data, &quick_runbook(cache.path()));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(listed(cache.path(), &data).0.len(), after.len() + 1);
+}

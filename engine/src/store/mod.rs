@@ -84,6 +84,11 @@ pub enum StoreError {
     NewerFormat { dir: String, found: u32 },
     #[error("run store {dir}: {source}")]
     Sled { dir: String, source: sled::Error },
+    /// Writes fail for want of space: what was recorded before stays.
+    #[error(
+        "the disk holding the run store {dir} is full; nothing recorded before is lost: free some space and run again"
+    )]
+    Full { dir: String },
     #[error("run store {dir}: corrupt entry {key}: {reason}")]
     Corrupt {
         dir: String,
@@ -105,6 +110,17 @@ pub enum StoreError {
     /// The data directory is not this user's alone.
     #[error("{0}")]
     Untrusted(String),
+}
+
+impl StoreError {
+    fn of_sled(dir: String, e: sled::Error) -> StoreError {
+        match &e {
+            sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+                StoreError::Full { dir }
+            }
+            _ => StoreError::Sled { dir, source: e },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,12 +239,73 @@ fn format_time(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// Opens sled in `dir/db`, repairing what sled 0.34 cannot: a snapshot it was writing when
+/// its process was killed or the disk filled (`snap.*.generating`, never renamed into place)
+/// is taken for the newest snapshot at the next open, fails its checksum, and the store
+/// would never open again ("Read corrupted data"). Such a file is never complete by
+/// construction (sled renames it once synced), so it is set aside in `dir/aside/` and the
+/// open tried again; the repair is reported on stderr. sled takes its file lock before it
+/// reads snapshots, so a corruption error means no other process held the store; openers
+/// that hit it repair one at a time (`dir/repair.lock`).
+fn open_repairing(dir: &Path) -> sled::Result<sled::Db> {
+    let open = || sled::Config::new().path(dir.join("db")).open();
+    let first = match open() {
+        Err(e @ sled::Error::Corruption { .. }) => e,
+        other => return other,
+    };
+    let Ok(lock) = std::fs::File::create(dir.join("repair.lock")) else {
+        return Err(first);
+    };
+    if lock.lock().is_err() {
+        return Err(first);
+    }
+    // Another process may have repaired it while this one waited for the lock.
+    match open() {
+        Err(sled::Error::Corruption { .. }) => {}
+        other => return other,
+    }
+    let unfinished: Vec<PathBuf> = std::fs::read_dir(dir.join("db"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if unfinished.is_empty() {
+        return Err(first);
+    }
+    let aside = dir.join("aside").join(now_ms().to_string());
+    if std::fs::create_dir_all(&aside).is_err() {
+        return Err(first);
+    }
+    let mut moved = Vec::new();
+    for path in &unfinished {
+        let name = path.file_name().unwrap_or_default();
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if std::fs::rename(path, aside.join(name)).is_err() {
+            return Err(first);
+        }
+        moved.push(format!("{} ({size} bytes)", name.to_string_lossy()));
+    }
+    let db = open()?;
+    eprintln!(
+        "medic: repaired the run store in {}: an unfinished snapshot left by a crash or a full disk ({}) kept it from opening; set it aside in {} and opened the store from its log (a snapshot only summarizes the log: nothing recorded is lost)",
+        dir.display(),
+        moved.join(", "),
+        aside.display()
+    );
+    Ok(db)
+}
+
 impl Store {
     pub(crate) fn sled_err(&self, e: sled::Error) -> StoreError {
-        StoreError::Sled {
-            dir: self.dir.display().to_string(),
-            source: e,
-        }
+        StoreError::of_sled(self.dir.display().to_string(), e)
     }
 
     /// Opens (creating if needed) the store in `dir`. `command` says what this process is
@@ -236,7 +313,7 @@ impl Store {
     pub fn open(dir: &Path, command: &str) -> Result<Store, StoreError> {
         let shown = dir.display().to_string();
         crate::private::private_dir(dir, "data directory").map_err(StoreError::Untrusted)?;
-        let db = match sled::Config::new().path(dir.join("db")).open() {
+        let db = match open_repairing(dir) {
             Ok(db) => db,
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 return Err(
@@ -255,17 +332,12 @@ impl Store {
                 );
             }
             Err(e) => {
-                return Err(StoreError::Sled {
-                    dir: shown,
-                    source: e,
-                });
+                return Err(StoreError::of_sled(shown, e));
             }
         };
         let open = |name: &str| {
-            db.open_tree(name).map_err(|e| StoreError::Sled {
-                dir: shown.clone(),
-                source: e,
-            })
+            db.open_tree(name)
+                .map_err(|e| StoreError::of_sled(shown.clone(), e))
         };
         let store = Store {
             runs: open("runs")?,

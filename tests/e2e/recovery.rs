@@ -692,3 +692,58 @@ fn a_full_disk_stops_runs_with_an_error_saying_so_and_once_freed_every_run_is_th
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(listed(cache.path(), &data).0.len(), after.len() + 1);
 }
+
+#[test]
+fn readers_never_fail_each_other_and_runs_are_not_refused_because_of_them() {
+    let cache = tempfile::tempdir().unwrap();
+    let rb = quick_runbook(cache.path());
+    let first = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let id = json_lines(&stdout(&medic(
+        cache.path(),
+        &["runs", "list", "--output", "json"],
+    )))[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Two readers in a loop and runs one after another, all on one data directory: each
+    // holds the store for moments, and every one of them must get its turn.
+    let failures = std::thread::scope(|s| {
+        let reader = |args: Vec<String>| {
+            let cache = cache.path();
+            s.spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut failed = Vec::new();
+                for _ in 0..40 {
+                    let o = medic(cache, &args);
+                    if o.status.code() != Some(0) {
+                        failed.push(format!("{args:?}: {}", stderr(&o)));
+                    }
+                }
+                failed
+            })
+        };
+        let lists = reader(vec!["runs".into(), "list".into()]);
+        let shows = reader(vec!["runs".into(), "show".into(), id.clone()]);
+        let runs = s.spawn(|| {
+            let mut failed = Vec::new();
+            for _ in 0..8 {
+                let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+                if o.status.code() != Some(0) {
+                    failed.push(format!("run: {}", stderr(&o)));
+                }
+            }
+            failed
+        });
+        [lists, shows, runs]
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    let all = json_lines(&stdout(&medic(
+        cache.path(),
+        &["runs", "list", "--output", "json"],
+    )));
+    assert_eq!(all.len(), 9);
+}

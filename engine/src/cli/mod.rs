@@ -257,21 +257,44 @@ impl GlobalArgs {
             return Ok(Box::new(client));
         }
         let dir = self.data_dir()?;
-        match crate::store::Store::open(&dir, command) {
-            Ok(store) => Ok(Box::new(self.recover_and_serve(store)?)),
-            Err(e @ (StoreError::Busy { .. } | StoreError::BusyUnknown { .. })) => {
-                match crate::store::remote::Remote::connect(&dir) {
-                    Some(remote) => Ok(Box::new(remote)),
-                    None => {
-                        eprintln!("medic: {e}");
-                        Err(Exit::Engine)
-                    }
+        // Readers never fail each other: one held by another reader waits for it (they hold
+        // the store for milliseconds); one held by a run or serve reads through its socket,
+        // which may be a moment behind the store's lock at its start and end.
+        let start = std::time::Instant::now();
+        loop {
+            let busy = match crate::store::Store::open_brief(&dir, command) {
+                Ok(store) => return Ok(Box::new(self.recover_and_serve(store)?)),
+                Err(e @ (StoreError::Busy { .. } | StoreError::BusyUnknown { .. })) => e,
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    return Err(Exit::Engine);
                 }
+            };
+            if !crate::store::held_briefly(&dir)
+                && let Some(remote) = crate::store::remote::Remote::connect(&dir)
+            {
+                let (dir, command) = (dir.clone(), command.to_owned());
+                let reopen = move || {
+                    let start = std::time::Instant::now();
+                    loop {
+                        match crate::store::Store::open_brief(&dir, &command) {
+                            Ok(s) => return Self::recover(s).ok(),
+                            Err(_) if start.elapsed() < crate::store::BRIEF_WAIT => {
+                                std::thread::sleep(std::time::Duration::from_millis(15));
+                            }
+                            Err(_) => return None,
+                        }
+                    }
+                };
+                return Ok(Box::new(crate::store::remote::Failover::new(
+                    remote, reopen,
+                )));
             }
-            Err(e) => {
-                eprintln!("medic: {e}");
-                Err(Exit::Engine)
+            if start.elapsed() >= crate::store::BRIEF_WAIT {
+                eprintln!("medic: {busy}");
+                return Err(Exit::Engine);
             }
+            std::thread::sleep(std::time::Duration::from_millis(15));
         }
     }
 

@@ -57,6 +57,9 @@ pub struct PickUpArgs {
     pub(super) approve: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     output: OutputFormat,
+    /// Wait this long for the run store or the runbook's lock when another run holds it
+    #[arg(long, value_name = "DURATION", value_parser = crate::runbook::plan::parse_duration)]
+    pub(super) wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -478,7 +481,7 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
         Ok(h) => h,
         Err(e) => return engine_error(e),
     };
-    let store = match global.store(&format!("medic runs {mode} {}", args.id), None) {
+    let store = match global.store(&format!("medic runs {mode} {}", args.id), args.wait) {
         Ok(s) => s,
         Err(exit) => return exit,
     };
@@ -532,7 +535,7 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
         },
         resume: Some(resume),
         trigger: record.trigger.clone(),
-        wait: None,
+        wait: args.wait,
     };
     match execute(&host, &store, global, request, signals).await {
         Ok(report) => exit_for(&report),

@@ -136,6 +136,22 @@ struct Owner {
     pid: u32,
     command: String,
     since_ms: u64,
+    /// A read-only command: it lets go within moments, so others wait for it rather than
+    /// fail.
+    #[serde(default)]
+    brief: bool,
+}
+
+/// How long a command waits, at most, for a read-only command that holds the store (they
+/// hold it for milliseconds; a slow disk or a huge `runs export` takes longer).
+pub const BRIEF_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the process holding the store in `dir` says it is a read-only command.
+pub fn held_briefly(dir: &Path) -> bool {
+    std::fs::read(dir.join("owner.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
+        .is_some_and(|o| o.brief)
 }
 
 /// One plugin declaration's key-value entries.
@@ -311,6 +327,16 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. `command` says what this process is
     /// doing, for the message another process gets while this one holds the store.
     pub fn open(dir: &Path, command: &str) -> Result<Store, StoreError> {
+        Store::open_as(dir, command, false)
+    }
+
+    /// [`Store::open`] for a read-only command: others that find the store held by it wait
+    /// for it (up to [`BRIEF_WAIT`]) instead of failing.
+    pub fn open_brief(dir: &Path, command: &str) -> Result<Store, StoreError> {
+        Store::open_as(dir, command, true)
+    }
+
+    fn open_as(dir: &Path, command: &str, brief: bool) -> Result<Store, StoreError> {
         let shown = dir.display().to_string();
         crate::private::private_dir(dir, "data directory").map_err(StoreError::Untrusted)?;
         let db = match open_repairing(dir) {
@@ -377,6 +403,7 @@ impl Store {
             pid: std::process::id(),
             command: command.to_owned(),
             since_ms: now_ms(),
+            brief,
         };
         let _ = crate::private::write_atomic(
             &dir.join("owner.json"),
@@ -385,19 +412,26 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the store, retrying while another process holds it, for at most `wait`.
+    /// Opens the store, retrying while another process holds it, for at most `wait`, and
+    /// for at most [`BRIEF_WAIT`] while a read-only command holds it.
     pub fn open_waiting(
         dir: &Path,
         command: &str,
         wait: Option<Duration>,
     ) -> Result<Store, StoreError> {
-        let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+        let start = std::time::Instant::now();
+        let deadline = start + wait.unwrap_or_default();
         loop {
             match Store::open(dir, command) {
-                Err(StoreError::Busy { .. } | StoreError::BusyUnknown { .. })
-                    if std::time::Instant::now() < deadline =>
+                Err(e @ (StoreError::Busy { .. } | StoreError::BusyUnknown { .. }))
+                    if std::time::Instant::now() < deadline
+                        || (start.elapsed() < BRIEF_WAIT
+                            // A holder that has not said who it is yet is starting or ending.
+                            && (matches!(e, StoreError::BusyUnknown { .. })
+                                || held_briefly(dir))) =>
                 {
-                    std::thread::sleep(Duration::from_millis(200));
+                    // Short: a read-only holder lets go within milliseconds.
+                    std::thread::sleep(Duration::from_millis(15));
                 }
                 other => return other,
             }

@@ -70,6 +70,72 @@ impl Reader for Store {
     }
 }
 
+/// Reads through the socket of the process holding the store, and from the store itself
+/// once that process has let go of it (its socket gone or closed mid-answer: it ended).
+pub struct Failover<F: Fn() -> Option<Store>> {
+    remote: Remote,
+    reopen: F,
+    local: std::sync::OnceLock<Option<Store>>,
+}
+
+impl<F: Fn() -> Option<Store>> Failover<F> {
+    pub fn new(remote: Remote, reopen: F) -> Self {
+        Failover {
+            remote,
+            reopen,
+            local: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn read<T>(&self, f: impl Fn(&dyn Reader) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Some(Some(store)) = self.local.get() {
+            return f(store);
+        }
+        match f(&self.remote) {
+            // The holder's own errors (no such run...) stand; a broken socket means it ended.
+            Err(StoreError::Io { .. } | StoreError::Corrupt { .. }) => {
+                match self.local.get_or_init(&self.reopen) {
+                    Some(store) => f(store),
+                    None => f(&self.remote),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl<F: Fn() -> Option<Store>> Reader for Failover<F> {
+    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(|r| r.list(filter, limit))
+    }
+    fn find(&self, prefix: &str) -> Result<RunRecord, StoreError> {
+        self.read(|r| r.find(prefix))
+    }
+    fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
+        self.read(|r| r.journal(run_id))
+    }
+    fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
+        self.read(|r| r.step_reports(run_id))
+    }
+    fn drill_records(
+        &self,
+        drill: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<DrillRecord>, StoreError> {
+        self.read(|r| r.drill_records(drill, since_ms))
+    }
+    fn alerts(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<super::triggers::AlertRecord>, StoreError> {
+        self.read(|r| r.alerts(since_ms, limit))
+    }
+    fn location(&self) -> String {
+        self.remote.location()
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Request {

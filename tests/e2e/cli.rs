@@ -735,3 +735,54 @@ fn an_inconclusive_gate_can_pause_for_a_person() {
         );
     }
 }
+
+#[test]
+fn plan_needs_no_secret_and_a_list_parameter_takes_the_json_form() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic_command(cache.path())
+        .env_remove("SUPERVISOR_PASSWORD")
+        .args([
+            "plan",
+            "runbooks/rolling-restart.toml",
+            "-p",
+            r#"programs=["web-1", "web,2"]"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("password = <secret from $SUPERVISOR_PASSWORD>"),
+        "{out}"
+    );
+    // Two programs, the second with a comma in its name: not three, not `["web-1"`.
+    assert!(out.contains(r#"fleet: ["web-1", "web,2"]"#), "{out}");
+    // A run needs the secret, and says which variable is missing.
+    let o = medic_command(cache.path())
+        .env_remove("SUPERVISOR_PASSWORD")
+        .args(["run", "runbooks/rolling-restart.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("SUPERVISOR_PASSWORD, which is not set"),
+        "{}",
+        stderr(&o)
+    );
+    // A list that is neither form says how to write it.
+    let o = medic(
+        cache.path(),
+        &[
+            "plan",
+            "runbooks/rolling-restart.toml",
+            "-p",
+            "programs=['a']",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(r#"write ["a", "b"] with double quotes, or a,b"#),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -691,7 +691,12 @@ pub async fn plan(global: &GlobalArgs, args: ValidateArgs) -> Exit {
         Ok(h) => h,
         Err(e) => return engine_error(e),
     };
-    match load_plan(&host, &args.target.runbook, None, &args.target.options()).await {
+    // A plan shows what would run; it needs no secret (shown as where it would come from).
+    let opts = PlanOptions {
+        defer_secrets: true,
+        ..args.target.options()
+    };
+    match load_plan(&host, &args.target.runbook, None, &opts).await {
         Ok(plan) => {
             print!("{}", render_plan(&plan, global.color()));
             Exit::Success

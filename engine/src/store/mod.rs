@@ -46,6 +46,14 @@ pub const FORMAT_VERSION: u32 = 1;
 /// resumed run gets exactly the parameters the run started with.
 pub fn param_text(v: &crate::host::Value) -> String {
     match v {
+        // Items the comma form would split or mistake for the list form: as a JSON list.
+        crate::host::Value::TextList(l)
+            if l.iter()
+                .any(|i| i.contains(',') || i.trim() != i || i.is_empty())
+                || l.first().is_some_and(|i| i.starts_with('[')) =>
+        {
+            serde_json::to_string(l).expect("strings serialize")
+        }
         crate::host::Value::TextList(l) => l.join(","),
         other => other.to_string(),
     }

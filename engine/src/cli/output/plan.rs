@@ -84,15 +84,29 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
     for (k, v) in &env.vars {
         let _ = writeln!(out, "    vars.{k} = {v}");
     }
-    if !plan.params.is_empty() {
+    if !plan.params.is_empty() || !plan.deferred.is_empty() {
         let _ = writeln!(out, "{}", style.bold("parameters"));
-        for p in &plan.params {
-            let shown = if p.secret {
-                "•••••• (secret)".to_owned()
-            } else {
-                p.value.to_string()
-            };
-            let _ = writeln!(out, "  {} = {shown}", p.name);
+        let mut lines: Vec<(&str, String)> = plan
+            .params
+            .iter()
+            .map(|p| {
+                let shown = if p.secret {
+                    "•••••• (secret)".to_owned()
+                } else {
+                    p.value.to_string()
+                };
+                (p.name.as_str(), shown)
+            })
+            .collect();
+        // Not needed to show the plan: only a run reads them.
+        lines.extend(
+            plan.deferred
+                .iter()
+                .map(|(name, from)| (name.as_str(), format!("<secret from {from}>"))),
+        );
+        lines.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, shown) in lines {
+            let _ = writeln!(out, "  {name} = {shown}");
         }
     }
     let _ = writeln!(out, "{}", style.bold("plugins"));

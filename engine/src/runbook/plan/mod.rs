@@ -59,6 +59,9 @@ pub struct Plan {
     pub rollout: Option<super::rollout::RolloutPlan>,
     /// What looked wrong but does not stop the runbook (a URL outside the grants).
     pub warnings: Vec<Diagnostic>,
+    /// Secrets not read (`defer_secrets`: a plan or a check): their names, and where a run
+    /// would read them (`$VAR`, `file PATH`).
+    pub deferred: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +345,7 @@ pub async fn plan(
         params: Params::new(),
         secrets: Vec::new(),
         secret_names: Default::default(),
+        deferred: Vec::new(),
         vars: Vec::new(),
         ctx: minijinja::Value::UNDEFINED,
         grant_mistakes: Default::default(),
@@ -521,6 +525,7 @@ pub async fn plan(
         finally,
         rollout,
         warnings: v.diags,
+        deferred: v.deferred,
     })
 }
 
@@ -541,6 +546,8 @@ struct Validator<'a> {
     secrets: Vec<String>,
     /// Parameters declared secret (whether or not their value could be read).
     secret_names: std::collections::BTreeSet<String>,
+    /// Secrets left unread (`defer_secrets`), and where they come from.
+    deferred: Vec<(String, String)>,
     /// Names of the selected environment's variables.
     vars: Vec<String>,
     /// What plan-time templates render with (parameters, variables, the environment).

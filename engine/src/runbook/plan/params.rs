@@ -23,7 +23,11 @@ impl Validator<'_> {
                 sourced(self).unwrap_or_else(|| std::env::var(var.get_ref()).map_err(|_| ()));
             return match read {
                 Ok(v) => self.checked(name, decl, text_to_value(&v, ty), var.span(), "parameter"),
-                Err(_) if self.defer_secrets && decl.secret => None,
+                Err(_) if self.defer_secrets && decl.secret => {
+                    self.deferred
+                        .push((name.get_ref().clone(), format!("${}", var.get_ref())));
+                    None
+                }
                 Err(_) => {
                     self.err(Diagnostic::at(
                         var.span(),
@@ -52,7 +56,11 @@ impl Validator<'_> {
                     file.span(),
                     "parameter",
                 ),
-                Err(_) if self.defer_secrets && decl.secret => None,
+                Err(_) if self.defer_secrets && decl.secret => {
+                    self.deferred
+                        .push((name.get_ref().clone(), format!("file {}", file.get_ref())));
+                    None
+                }
                 Err(e) => {
                     self.err(Diagnostic::at(
                         file.span(),

@@ -82,6 +82,16 @@ pub fn text_to_value(s: &str, ty: ValueType) -> Result<Value, String> {
             _ => Err(format!("`{s}` is not true or false")),
         },
         ValueType::Duration => parse_duration(s).map(Value::Duration),
+        // `["a", "b"]` (JSON, as TOML writes it too: items may hold commas) or `a,b`.
+        ValueType::TextList if s.trim_start().starts_with('[') => {
+            serde_json::from_str::<Vec<String>>(s.trim())
+                .map(Value::TextList)
+                .map_err(|e| {
+                    format!(
+                        "`{s}` is not a list of strings ({e}): write [\"a\", \"b\"] with double quotes, or a,b"
+                    )
+                })
+        }
         ValueType::TextList => Ok(Value::TextList(
             s.split(',')
                 .map(|p| p.trim().to_owned())
@@ -125,5 +135,50 @@ pub(super) fn var_value(v: &toml::Value) -> Result<Value, String> {
             "a variable must be a string, number, boolean or list of strings, not {}",
             toml_kind(other)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(s: &str) -> Result<Vec<String>, String> {
+        match text_to_value(s, ValueType::TextList)? {
+            Value::TextList(l) => Ok(l),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_list_parameter_takes_the_json_form_and_the_comma_form() {
+        assert_eq!(list(r#"["a","b"]"#).unwrap(), ["a", "b"]);
+        assert_eq!(
+            list(r#" [ "a, with comma", "b" ] "#).unwrap(),
+            ["a, with comma", "b"]
+        );
+        assert_eq!(list("a, b,,c").unwrap(), ["a", "b", "c"]);
+        assert_eq!(list("[]").unwrap(), Vec::<String>::new());
+        let e = list(r#"["a","b""#).unwrap_err();
+        assert!(e.contains("is not a list of strings"), "{e}");
+        assert!(list("['a']").is_err(), "single quotes are not JSON");
+    }
+
+    #[test]
+    fn a_recorded_list_reads_back_as_the_same_list() {
+        for items in [
+            vec!["a", "b"],
+            vec!["a, with comma", "b"],
+            vec![" padded", "x"],
+            vec!["[looks like a list"],
+            vec![],
+        ] {
+            let value = Value::TextList(items.iter().map(|s| s.to_string()).collect());
+            let text = crate::store::param_text(&value);
+            assert_eq!(
+                text_to_value(&text, ValueType::TextList).unwrap(),
+                value,
+                "{text}"
+            );
+        }
     }
 }

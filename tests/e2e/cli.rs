@@ -619,9 +619,14 @@ unsafe extern "C" {
 fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // The prompt is a template: approvers see the value, not `{{ params.color }}`.
     let body = "[[steps]]\nid = \"prepare\"\nuses = \"act\"\n\n\
-                [[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"30s\", prompt = \"switch traffic to green?\" }\n";
-    let rb = scripted_runbook(dir.path(), "", body);
+                [[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"30s\", prompt = \"switch traffic to {{ params.color }}?\" }\n";
+    let rb = scripted_runbook(
+        dir.path(),
+        "\n[params.color]\ntype = \"string\"\ndefault = \"green\"\n",
+        body,
+    );
     let approvals = cache.path().join("data/approvals");
     for (approve, code) in [(true, 0), (false, 1)] {
         let child = medic_command(cache.path())
@@ -639,6 +644,14 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
             stdout(&listed).contains("switch traffic to green?"),
             "{}",
             stdout(&listed)
+        );
+        // A reason without the run: refused, naming the run that waits.
+        let o = medic(cache.path(), &["approve", "--reason", "looks fine"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("medic approve {} --reason", waiting[0].run_id)),
+            "{}",
+            stderr(&o)
         );
         // A prefix of the run id is enough.
         decide(
@@ -677,7 +690,11 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
         );
     }
     // Nobody answers: the step fails when the timeout passes.
-    let quick = scripted_runbook(dir.path(), "", &body.replace("30s", "300ms"));
+    let quick = scripted_runbook(
+        dir.path(),
+        "\n[params.color]\ntype = \"string\"\ndefault = \"green\"\n",
+        &body.replace("30s", "300ms"),
+    );
     let o = medic(cache.path(), &["run", quick.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -782,6 +799,25 @@ fn plan_needs_no_secret_and_a_list_parameter_takes_the_json_form() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(r#"write ["a", "b"] with double quotes, or a,b"#),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_approval_prompt_may_not_show_a_secret() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        dir.path(),
+        "\n[params.token]\ntype = \"string\"\nsecret = true\nfrom_env = \"MEDIC_TEST_TOKEN\"\n",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\n\
+         approval = { timeout = \"30s\", prompt = \"use {{ params.token }}?\" }\n",
+    );
+    let o = medic(cache.path(), &["validate", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("an approval prompt cannot use a secret parameter"),
         "{}",
         stderr(&o)
     );

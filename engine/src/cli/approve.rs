@@ -53,7 +53,10 @@ fn print_waiting(waiting: Vec<crate::store::approvals::Pending>) {
 fn decide_remotely(client: &super::client::ApiClient, args: DecideArgs, approved: bool) -> Exit {
     let Some(id) = args.id else {
         return match client.request(reqwest::Method::GET, "/approvals", None) {
-            Ok(v) => match serde_json::from_value(v["approvals"].clone()) {
+            Ok(v) => match serde_json::from_value::<Vec<_>>(v["approvals"].clone()) {
+                Ok(waiting) if !args.reason.trim().is_empty() || args.step.is_some() => {
+                    which_run(&waiting, approved)
+                }
                 Ok(waiting) => {
                     print_waiting(waiting);
                     Exit::Success
@@ -102,6 +105,26 @@ fn decide_remotely(client: &super::client::ApiClient, args: DecideArgs, approved
     }
 }
 
+/// A decision without the run it is for: what is waiting, and how to decide it.
+fn which_run(waiting: &[crate::store::approvals::Pending], approved: bool) -> Exit {
+    let verb = if approved { "approve" } else { "reject" };
+    eprintln!("medic: {verb} which run? a decision needs the run's id");
+    match waiting {
+        [] => eprintln!("  = no run is waiting for an approval"),
+        [one] => eprintln!(
+            "  = help: medic {verb} {} --reason \"...\"   (the one run waiting: step {}, {})",
+            one.run_id, one.step, one.prompt
+        ),
+        many => {
+            eprintln!("  = help: medic {verb} ID --reason \"...\", one of:");
+            for p in many {
+                eprintln!("      {}  step {}  {}", p.run_id, p.step, p.prompt);
+            }
+        }
+    }
+    Exit::Invalid
+}
+
 /// `medic approve` / `medic reject`. Works while the run holds the store: decisions travel
 /// through files in the data directory.
 pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
@@ -115,7 +138,12 @@ pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
         Err(exit) => return exit,
     };
     let Some(id) = args.id else {
-        print_waiting(crate::store::approvals::pending(&dir, None));
+        let waiting = crate::store::approvals::pending(&dir, None);
+        // A reason or a step means a decision was meant: never a silent success.
+        if !args.reason.trim().is_empty() || args.step.is_some() {
+            return which_run(&waiting, approved);
+        }
+        print_waiting(waiting);
         return Exit::Success;
     };
     let by = super::run::who();

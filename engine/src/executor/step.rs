@@ -260,9 +260,12 @@ impl Run<'_> {
             }
         }
         if let Some(gate) = &step.approval {
-            let decision = self
-                .ask(&step.id, &gate.prompt, gate.timeout, observer)
-                .await;
+            // Validation checked the template; a value missing now (a step skipped before)
+            // leaves the prompt as written rather than no prompt.
+            let prompt = template::render(&template::environment(), &gate.prompt, &ctx)
+                .map(|p| self.redactor().text(&p))
+                .unwrap_or_else(|_| gate.prompt.clone());
+            let decision = self.ask(&step.id, &prompt, gate.timeout, observer).await;
             let refused = match &decision {
                 Decision::Approved { .. } => None,
                 Decision::Rejected { by, reason } => Some(format!("rejected by {by}: {reason}")),

@@ -302,6 +302,11 @@ impl Validator<'_> {
                     ));
                 }
                 let timeout = self.duration(&a.get_ref().timeout, "approval timeout")?;
+                // Rendered when the run asks (`{{ params.version }}` shows the version), and
+                // shown to approvers and recorded: no secret in it.
+                if let Some(p) = &a.get_ref().prompt {
+                    self.check_public(p, &a.span(), scope, "an approval prompt");
+                }
                 let prompt = a.get_ref().prompt.clone().unwrap_or_else(|| format!("run step `{id}`?"));
                 Some(ApprovalGate { timeout, prompt })
             });

@@ -319,7 +319,32 @@ fn runs_are_recorded_listed_shown_and_pruned_by_retention() {
         cache.path(),
         &["runs", "list", "--status", "rolled_back"],
     ));
-    assert_eq!(rolled.lines().count(), 1, "{rolled}");
+    // A header, then the one run, its columns under the header's.
+    let lines: Vec<&str> = rolled.lines().collect();
+    assert_eq!(lines.len(), 2, "{rolled}");
+    assert!(
+        lines[0].starts_with("RUN ") && lines[0].contains("STATUS"),
+        "{rolled}"
+    );
+    assert_eq!(
+        lines[0].find("STATUS"),
+        lines[1].find("rolled_back"),
+        "{rolled}"
+    );
+    // Time filters: today has both runs, a date long past has none, tomorrow's none.
+    let o = medic(
+        cache.path(),
+        &["runs", "list", "--since", "today", "--output", "json"],
+    );
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stderr(&o));
+    let o = medic(
+        cache.path(),
+        &["runs", "list", "--until", "2020-01-01", "--output", "json"],
+    );
+    assert_eq!(stdout(&o).lines().count(), 0, "{}", stderr(&o));
+    let o = medic(cache.path(), &["runs", "list", "--since", "last tuesday"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not an age"), "{}", stderr(&o));
     let shown = stdout(&medic(cache.path(), &["runs", "show", &id[..12]]));
     for expected in [
         "rolled_back",
@@ -644,6 +669,15 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
             stdout(&listed).contains("switch traffic to green?"),
             "{}",
             stdout(&listed)
+        );
+        // Listed as waiting on a person (the run holds the store: read through it).
+        let o = medic(cache.path(), &["runs", "list", "--status", "waiting"]);
+        assert!(
+            stdout(&o).contains(&waiting[0].run_id)
+                && stdout(&o).contains("running (waiting for approval)"),
+            "{}{}",
+            stdout(&o),
+            stderr(&o)
         );
         // A reason without the run: refused, naming the run that waits.
         let o = medic(cache.path(), &["approve", "--reason", "looks fine"]);

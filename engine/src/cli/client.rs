@@ -194,6 +194,13 @@ impl Reader for ApiClient {
         self.get(&format!("/alerts{q}"), "alerts")
     }
 
+    fn waiting(&self) -> Result<Vec<String>, StoreError> {
+        let waiting: Vec<crate::store::approvals::Pending> = self.get("/approvals", "approvals")?;
+        let mut ids: Vec<String> = waiting.into_iter().map(|p| p.run_id).collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
     fn location(&self) -> String {
         self.base.clone()
     }

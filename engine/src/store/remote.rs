@@ -34,8 +34,21 @@ pub trait Reader {
         since_ms: u64,
         limit: usize,
     ) -> Result<Vec<super::triggers::AlertRecord>, StoreError>;
+    /// Runs waiting for a person (an approval): their ids.
+    fn waiting(&self) -> Result<Vec<String>, StoreError>;
     /// Where the data lives, for messages.
     fn location(&self) -> String;
+}
+
+/// The runs with an approval request pending in a data directory: approvals are files beside
+/// the store, readable whoever holds it.
+fn waiting_in(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = super::approvals::pending(&dir.join("approvals"), None)
+        .into_iter()
+        .map(|p| p.run_id)
+        .collect();
+    ids.dedup();
+    ids
 }
 
 impl Reader for Store {
@@ -64,6 +77,9 @@ impl Reader for Store {
         limit: usize,
     ) -> Result<Vec<super::triggers::AlertRecord>, StoreError> {
         Store::alerts(self, since_ms, limit)
+    }
+    fn waiting(&self) -> Result<Vec<String>, StoreError> {
+        Ok(waiting_in(self.dir()))
     }
     fn location(&self) -> String {
         self.dir().display().to_string()
@@ -130,6 +146,9 @@ impl<F: Fn() -> Option<Store>> Reader for Failover<F> {
         limit: usize,
     ) -> Result<Vec<super::triggers::AlertRecord>, StoreError> {
         self.read(|r| r.alerts(since_ms, limit))
+    }
+    fn waiting(&self) -> Result<Vec<String>, StoreError> {
+        self.remote.waiting()
     }
     fn location(&self) -> String {
         self.remote.location()
@@ -439,6 +458,9 @@ impl Reader for Remote {
         limit: usize,
     ) -> Result<Vec<super::triggers::AlertRecord>, StoreError> {
         self.ask(&Request::Alerts { since_ms, limit })
+    }
+    fn waiting(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.path.parent().map(waiting_in).unwrap_or_default())
     }
     fn location(&self) -> String {
         format!(

@@ -856,3 +856,45 @@ fn an_approval_prompt_may_not_show_a_secret() {
         stderr(&o)
     );
 }
+
+#[test]
+fn shell_completions_and_the_manual_page_come_from_the_command_line() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(cache.path(), &["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let script = cache.path().join("medic.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    // bash loads it and registers the completion.
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p medic", script.display()))
+        .output()
+        .unwrap();
+    assert_eq!(loaded.status.code(), Some(0), "{}", stderr(&loaded));
+    assert!(stdout(&loaded).contains("_medic"), "{}", stdout(&loaded));
+    for shell in ["zsh", "fish"] {
+        let o = medic(cache.path(), &["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("approve"), "{shell}: {}", stdout(&o));
+    }
+    let man = medic(cache.path(), &["man"]);
+    assert_eq!(man.status.code(), Some(0), "{}", stderr(&man));
+    let page = stdout(&man);
+    assert!(page.contains(".TH medic 1"), "{page}");
+    for sub in [
+        "run",
+        "plan",
+        "runs",
+        "approve",
+        "drill",
+        "serve",
+        "completions",
+    ] {
+        assert!(
+            page.contains(&format!("medic\\-{sub}(1)")),
+            "{sub} not in the manual:\n{page}"
+        );
+    }
+    // The demo's service is a fixture, hidden from both on purpose.
+    assert!(!page.contains("demo\\-service"), "{page}");
+}

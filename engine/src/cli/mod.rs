@@ -162,7 +162,15 @@ enum Command {
     Audit(token::AuditArgs),
     /// Run the demo: a demo service on loopback, and a runbook that deploys to it
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (e.g. `medic completions bash > /etc/bash_completion.d/medic`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, generated from this command line (`medic man | man -l -`)
+    Man,
     /// Serve the demo service in the foreground (used by tests and the demo)
+    // Hidden on purpose: the demo's and the tests' fixture, not a tool for users.
     #[command(hide = true)]
     DemoService(demo::ServiceArgs),
 }
@@ -204,6 +212,8 @@ impl Command {
             | Command::Audit(_)
             | Command::Plan(_)
             | Command::Schema { .. }
+            | Command::Completions { .. }
+            | Command::Man
             | Command::Plugin(_)
             | Command::Stats(_) => false,
         }
@@ -452,6 +462,25 @@ pub fn main() -> ExitCode {
                     serde_json::to_string_pretty(schema).expect("serialize")
                 );
                 Exit::Success
+            }
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut <Cli as clap::CommandFactory>::command(),
+                    "medic",
+                    &mut std::io::stdout(),
+                );
+                Exit::Success
+            }
+            Command::Man => {
+                let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+                match man.render(&mut std::io::stdout()) {
+                    Ok(()) => Exit::Success,
+                    Err(e) => {
+                        eprintln!("medic: {e}");
+                        Exit::Engine
+                    }
+                }
             }
             Command::Plugin(cmd) => plugin::main(&cli.global, cmd).await,
             Command::Drill(cmd) => drill::main(&cli.global, cmd).await,

@@ -898,3 +898,136 @@ fn shell_completions_and_the_manual_page_come_from_the_command_line() {
     // The demo's service is a fixture, hidden from both on purpose.
     assert!(!page.contains("demo\\-service"), "{page}");
 }
+
+#[test]
+fn runs_follow_shows_a_run_from_another_terminal_until_it_ends_and_rerun_repeats_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        dir.path(),
+        "\n[params.color]\ntype = \"string\"\ndefault = \"green\"\n\n\
+         [environments.staging]\n\n[environments.prod]\nprotected = true\n",
+        "[[steps]]\nid = \"prepare\"\nuses = \"act\"\n\n\
+         [[steps]]\nid = \"go_live\"\nuses = \"act\"\n\
+         approval = { timeout = \"30s\", prompt = \"switch to {{ params.color }}?\" }\n",
+    );
+    let rb = rb.to_str().unwrap();
+    let run = medic_command(cache.path())
+        .args(["run", rb, "-p", "color=blue", "--env", "staging"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
+    assert_eq!(waiting.len(), 1, "the run never asked for approval");
+    let id = waiting[0].run_id.clone();
+    // Another terminal follows it (through the socket of the process running it).
+    let mut follower = medic_command(cache.path())
+        .args(["runs", "follow", &id[..10]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let asked = line.contains("waits for approval");
+        seen.push(line);
+        if asked {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("switch to blue?")),
+        "{seen:#?}"
+    );
+    decide(cache.path(), true, &id, "INC-9");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = follower.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen:#?}\n{rest:#?}");
+    assert!(
+        rest.last()
+            .is_some_and(|l| l == &format!("run {id}: succeeded")),
+        "{rest:#?}"
+    );
+    let mut run = run;
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+    // Following a run that ended shows all of it and exits as it did.
+    let o = medic(cache.path(), &["runs", "follow", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("go_live"), "{}", stdout(&o));
+
+    // Rerun: the same runbook, parameters and environment, as a new run (it asks again).
+    let again = medic_command(cache.path())
+        .args(["runs", "rerun", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
+    if waiting.len() != 1 {
+        let mut again = again;
+        let _ = again.kill();
+        let out = again.wait_with_output().unwrap();
+        panic!(
+            "the rerun never asked for approval: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_ne!(waiting[0].run_id, id);
+    assert_eq!(waiting[0].prompt, "switch to blue?");
+    decide(cache.path(), true, &waiting[0].run_id, "INC-9 again");
+    let out = again.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<serde_json::Value> =
+        stdout(&medic(cache.path(), &["runs", "list", "--output", "json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["environment"], "staging");
+    assert_eq!(runs[0]["params"], runs[1]["params"]);
+    // A run in a protected environment needs a new approval to be run again.
+    let plain = scripted_runbook(
+        dir.path(),
+        "\n[environments.prod]\nprotected = true\n",
+        "[[steps]]\nid = \"prepare\"\nuses = \"act\"\n",
+    );
+    let o = medic(
+        cache.path(),
+        &[
+            "run",
+            plain.to_str().unwrap(),
+            "--env",
+            "prod",
+            "--approve",
+            "INC-9",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let prod: serde_json::Value = serde_json::from_str(
+        stdout(&medic(
+            cache.path(),
+            &["runs", "list", "--env", "prod", "--output", "json"],
+        ))
+        .lines()
+        .next()
+        .unwrap(),
+    )
+    .unwrap();
+    let prod_id = prod["run_id"].as_str().unwrap();
+    let o = medic(cache.path(), &["runs", "rerun", prod_id]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is protected"), "{}", stderr(&o));
+    let o = medic(
+        cache.path(),
+        &["runs", "rerun", prod_id, "--approve", "INC-9 again"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

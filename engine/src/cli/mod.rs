@@ -7,6 +7,7 @@ mod approve;
 mod client;
 mod demo;
 mod drill;
+mod follow;
 pub mod output;
 mod plugin;
 mod remote_run;
@@ -197,6 +198,7 @@ impl Command {
             Command::Runs(cmd) => matches!(
                 cmd,
                 runs::RunsCommand::Resume(_)
+                    | runs::RunsCommand::Rerun(_)
                     | runs::RunsCommand::Rollback(_)
                     | runs::RunsCommand::Prune { .. }
             ),

@@ -11,7 +11,7 @@ use super::signals::Signals;
 use super::{Exit, terminal};
 use crate::store::RunStatus;
 
-fn exit_for(status: RunStatus) -> Exit {
+pub(super) fn exit_for(status: RunStatus) -> Exit {
     match status {
         RunStatus::Succeeded | RunStatus::DryRun => Exit::Success,
         RunStatus::Failed => Exit::RunFailed,

@@ -20,10 +20,10 @@ pub struct Target {
     pub(super) runbook: PathBuf,
     /// Set a runbook parameter (repeatable)
     #[arg(short, long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
-    params: Vec<(String, String)>,
+    pub(super) params: Vec<(String, String)>,
     /// The environment to target (one of the runbook's [environments])
     #[arg(short, long = "env", value_name = "NAME")]
-    env: Option<String>,
+    pub(super) env: Option<String>,
 }
 
 impl Target {
@@ -49,10 +49,10 @@ pub struct RunArgs {
     pub(super) dry_run: bool,
     /// Wait this long for the run store or the runbook's lock when another run holds it
     #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
-    wait: Option<Duration>,
+    pub(super) wait: Option<Duration>,
     /// Output format
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-    output: OutputFormat,
+    pub(super) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

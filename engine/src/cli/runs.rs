@@ -43,6 +43,16 @@ pub enum RunsCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
     },
+    /// Show a run's timeline as it happens, until it ends (Ctrl-C stops following, not the
+    /// run); exits as the run does
+    Follow {
+        id: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
+    /// Start the runbook of a recorded run again, with the same parameters and environment
+    /// (secrets read again from their sources; a protected environment needs --approve)
+    Rerun(super::follow::RerunArgs),
     /// Continue an interrupted run from the first step that did not complete
     Resume(PickUpArgs),
     /// Undo what an interrupted, failed or cancelled run did (newest first), then verify
@@ -148,11 +158,11 @@ fn ago(d: Duration) -> u64 {
     now_ms().saturating_sub(d.as_millis() as u64)
 }
 
-fn read_only(global: &GlobalArgs) -> Result<Box<dyn Reader>, Exit> {
+pub(super) fn read_only(global: &GlobalArgs) -> Result<Box<dyn Reader>, Exit> {
     global.reader("medic runs (reading)")
 }
 
-fn find(store: &dyn Reader, id: &str) -> Result<RunRecord, Exit> {
+pub(super) fn find(store: &dyn Reader, id: &str) -> Result<RunRecord, Exit> {
     store.find(id).map_err(|e| {
         eprintln!("medic: {e}");
         Exit::Invalid
@@ -169,6 +179,10 @@ pub async fn main(global: &GlobalArgs, cmd: RunsCommand) -> Exit {
     match cmd {
         RunsCommand::Resume(args) => return pick_up(global, args, false).await,
         RunsCommand::Rollback(args) => return pick_up(global, args, true).await,
+        RunsCommand::Follow { id, output } => {
+            return super::follow::follow(global, &id, output).await;
+        }
+        RunsCommand::Rerun(args) => return super::follow::rerun(global, args).await,
         _ => {}
     }
     if let RunsCommand::Prune { older_than, output } = cmd {
@@ -185,9 +199,11 @@ pub async fn main(global: &GlobalArgs, cmd: RunsCommand) -> Exit {
             logs(store.as_ref(), &id, step.as_deref(), output)
         }
         RunsCommand::Export { id } => export(store.as_ref(), &id),
-        RunsCommand::Prune { .. } | RunsCommand::Resume(_) | RunsCommand::Rollback(_) => {
-            unreachable!("handled above")
-        }
+        RunsCommand::Prune { .. }
+        | RunsCommand::Resume(_)
+        | RunsCommand::Rollback(_)
+        | RunsCommand::Follow { .. }
+        | RunsCommand::Rerun(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => Exit::Success,

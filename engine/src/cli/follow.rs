@@ -1,0 +1,246 @@
+//! `medic runs follow ID`: a run's timeline as it happens, from any terminal, until it ends
+//! (locally, reading through the process that holds the store, or through `--server`); it
+//! exits as the run does. A Ctrl-C stops following, never the run: whoever started it
+//! decides that. `medic runs rerun ID`: the same runbook again, with the run's parameters and
+//! environment.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::remote_run::exit_for;
+use super::{Exit, GlobalArgs, OutputFormat, terminal};
+use crate::store::{JournalEntry, RunStatus};
+
+/// How often a local follower reads the journal again.
+const POLL: Duration = Duration::from_millis(200);
+
+fn print(entry: &JournalEntry, start_ms: u64, output: OutputFormat) {
+    match output {
+        OutputFormat::Json => {
+            println!(
+                "{}",
+                serde_json::to_string(entry).expect("journal entries serialize")
+            );
+        }
+        OutputFormat::Human => {
+            if let Some(line) = super::runs::journal_line(&entry.event) {
+                let at = humantime::format_duration(Duration::from_millis(
+                    entry.at_ms.saturating_sub(start_ms),
+                ));
+                println!("  +{at:>7}  {}", terminal::clean(&line));
+            }
+        }
+    }
+}
+
+fn ended(status: RunStatus, id: &str, output: OutputFormat) -> Exit {
+    if output == OutputFormat::Human {
+        println!("run {id}: {}", status.name());
+    }
+    exit_for(status)
+}
+
+pub async fn follow(global: &GlobalArgs, id: &str, output: OutputFormat) -> Exit {
+    let client = match global.api_client() {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let store = match super::runs::read_only(global) {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let record = match super::runs::find(store.as_ref(), id) {
+        Ok(r) => r,
+        Err(exit) => return exit,
+    };
+    let id = record.run_id.clone();
+    if output == OutputFormat::Human {
+        println!(
+            "run {id}: {} in {}, started by {}",
+            terminal::clean(&record.runbook),
+            terminal::clean(&record.environment),
+            terminal::clean(&record.trigger.to_string())
+        );
+    }
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    if let Some(client) = client {
+        // The server streams the journal (Server-Sent Events) and closes it at the run's end.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        client.follow(&id, None, tx);
+        let mut start = None;
+        loop {
+            tokio::select! {
+                entry = rx.recv() => match entry {
+                    Some(Ok(e)) => print(&e, *start.get_or_insert(e.at_ms), output),
+                    Some(Err(e)) => {
+                        eprintln!("medic: {e}");
+                        return Exit::Engine;
+                    }
+                    None => break,
+                },
+                _ = &mut ctrl_c => {
+                    eprintln!("medic: stopped following run {id}; it goes on");
+                    return Exit::Success;
+                }
+            }
+        }
+        return match store.find(&id) {
+            Ok(r) => ended(r.status, &id, output),
+            Err(e) => {
+                eprintln!("medic: {e}");
+                Exit::Engine
+            }
+        };
+    }
+    let mut shown = 0;
+    let start = record.started_ms;
+    loop {
+        // The record first: a journal read after it holds every event up to its end.
+        let status = match store.find(&id) {
+            Ok(r) => r.status,
+            Err(e) => {
+                eprintln!("medic: {e}");
+                return Exit::Engine;
+            }
+        };
+        match store.journal(&id) {
+            Ok(journal) => {
+                for e in journal.iter().skip(shown) {
+                    print(e, start, output);
+                }
+                shown = shown.max(journal.len());
+            }
+            Err(e) => {
+                eprintln!("medic: {e}");
+                return Exit::Engine;
+            }
+        }
+        if status != RunStatus::Running {
+            return ended(status, &id, output);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = &mut ctrl_c => {
+                eprintln!("medic: stopped following run {id}; it goes on");
+                return Exit::Success;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The recorded run (an id or a unique prefix)
+    id: String,
+    /// Approve running in a protected environment, with the reason (a new approval: the
+    /// old run's is not reused)
+    #[arg(long, value_name = "REASON")]
+    approve: Option<String>,
+    /// Ask plugins to change nothing and report what they would do
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait this long for the run store or the runbook's lock when another run holds it
+    #[arg(long, value_name = "DURATION", value_parser = crate::runbook::plan::parse_duration)]
+    wait: Option<Duration>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
+/// The run's record, read without keeping the store: the new run needs it. (A reading
+/// command keeps the store for its whole life, answering others on its socket.)
+fn recorded(
+    global: &GlobalArgs,
+    id: &str,
+    wait: Option<Duration>,
+) -> Result<crate::store::RunRecord, Exit> {
+    if global.server.is_some() {
+        let store = super::runs::read_only(global)?;
+        return super::runs::find(store.as_ref(), id);
+    }
+    let dir = global.data_dir()?;
+    match crate::store::Store::open_waiting(&dir, "medic runs rerun", wait) {
+        Ok(store) => super::runs::find(&store, id),
+        // A run or serve holds it: read through its socket (serve then runs the rerun too).
+        Err(
+            e @ (crate::store::StoreError::Busy { .. }
+            | crate::store::StoreError::BusyUnknown { .. }),
+        ) => match crate::store::remote::Remote::connect(&dir) {
+            Some(remote) => super::runs::find(&remote, id),
+            None => {
+                eprintln!("medic: {e}");
+                Err(Exit::Engine)
+            }
+        },
+        Err(e) => {
+            eprintln!("medic: {e}");
+            Err(Exit::Engine)
+        }
+    }
+}
+
+pub async fn rerun(global: &GlobalArgs, args: RerunArgs) -> Exit {
+    let record = match recorded(global, &args.id, args.wait) {
+        Ok(r) => r,
+        Err(exit) => return exit,
+    };
+    let path = std::path::PathBuf::from(&record.runbook_path);
+    // Through --server the catalogue names runbooks by file stem, and the server checks them.
+    if global.server.is_none() {
+        match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
+            Ok(text) => {
+                let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+                if digest != record.runbook_sha256 {
+                    eprintln!(
+                        "medic: {} changed since run {} (sha256 {}…, now {}…): running it as it is now",
+                        path.display(),
+                        record.run_id,
+                        &record.runbook_sha256[..12.min(record.runbook_sha256.len())],
+                        &digest[..12]
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "medic: run {} used {}, which cannot be read now: {e}",
+                    record.run_id,
+                    path.display()
+                );
+                return Exit::Invalid;
+            }
+        }
+    }
+    let params: Vec<(String, String)> = record
+        .params
+        .iter()
+        .filter(|(_, v)| v != crate::host::redact::MASK)
+        .cloned()
+        .collect();
+    let environment = (record.environment != crate::runbook::plan::DEFAULT_ENVIRONMENT)
+        .then(|| record.environment.clone());
+    if args.output == OutputFormat::Human {
+        eprintln!(
+            "medic: running {} again as run {} did{}",
+            path.display(),
+            record.run_id,
+            if params.is_empty() {
+                String::new()
+            } else {
+                let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!(" ({})", terminal::clean(&shown.join(" ")))
+            }
+        );
+    }
+    let run_args = super::run::RunArgs {
+        target: super::run::Target {
+            runbook: path,
+            params,
+            env: environment,
+        },
+        approve: args.approve,
+        dry_run: args.dry_run,
+        wait: args.wait,
+        output: args.output,
+    };
+    super::run::run(global, run_args).await
+}

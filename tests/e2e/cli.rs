@@ -405,6 +405,16 @@ fn plugin_inspect_and_list() {
     assert!(out.contains("contract:     medic:plugin@0.1.1"), "{out}");
     assert!(out.contains("capabilities: http, kv"), "{out}");
     assert!(out.contains("token            text, secret"), "{out}");
+    // An empty default reads as one, not as nothing.
+    let o = medic(
+        cache.path(),
+        &["plugin", "inspect", medic::host::fixtures::SCRIPTED_ACTION],
+    );
+    assert!(
+        stdout(&o).contains("echo             text, default \"\""),
+        "{}",
+        stdout(&o)
+    );
 
     let o = medic(
         cache.path(),

@@ -39,9 +39,17 @@ pub enum PluginCommand {
 
 fn print_plugin(p: &Plugin) {
     let m = &p.manifest;
-    println!("{} {} ({:?})", m.name, m.version, m.kind);
+    // Everything in a manifest is the plugin's own text: shown with control characters
+    // escaped, like every other text from a plugin.
+    let clean = |s: &str| super::terminal::clean(s).into_owned();
+    println!(
+        "{} {} ({:?})",
+        clean(&m.name),
+        clean(&m.version.to_string()),
+        m.kind
+    );
     if !m.description.is_empty() {
-        println!("  {}", m.description);
+        println!("  {}", clean(&m.description));
     }
     println!("source:       {}", p.source);
     println!("sha256:       {}", p.sha256);
@@ -81,14 +89,20 @@ fn print_plugin(p: &Plugin) {
             flags.push("required".into());
         }
         if let Some(d) = &param.default {
-            flags.push(format!("default {d}"));
+            let shown = d.to_string();
+            // An empty or padded text default would read as no default at all.
+            if shown.is_empty() || shown.trim() != shown {
+                flags.push(format!("default {shown:?}"));
+            } else {
+                flags.push(format!("default {}", clean(&shown)));
+            }
         }
         if param.secret {
             flags.push("secret".into());
         }
-        println!("  {:16} {}", param.name, flags.join(", "));
+        println!("  {:16} {}", clean(&param.name), flags.join(", "));
         if !param.description.is_empty() {
-            println!("  {:16} {}", "", param.description);
+            println!("  {:16} {}", "", clean(&param.description));
         }
     }
 }

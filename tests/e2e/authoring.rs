@@ -61,6 +61,23 @@ fn scaffold(work: &Path, cache: &Path, name: &str, kind: &str) -> PathBuf {
     );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("cargo build --release --target wasm32-wasip2"));
+    // The crate carries the SDK: nothing in it points at this repository, so it builds on a
+    // machine that only has the `medic` binary.
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("medic-plugin-sdk = { path = \"vendor/medic-plugin-sdk\" }"),
+        "{manifest}"
+    );
+    let repo = crate::cli::repo().canonicalize().unwrap();
+    for f in walk(&dir) {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        assert!(
+            !text.contains(repo.to_str().unwrap()),
+            "{} names the repository",
+            f.display()
+        );
+    }
+    assert!(dir.join("vendor/medic-plugin-sdk/wit/plugin.wit").is_file());
 
     let tests = cargo(&dir, &["test"]);
     let report = stdout(&tests);
@@ -251,4 +268,16 @@ fn a_plugin_written_in_python_runs_like_any_other() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
     assert!(out.contains("denied"), "{out}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }

@@ -31,7 +31,8 @@ pub enum PluginCommand {
         /// Where to create it (default: ./NAME); must not exist or be empty
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The plugin-sdk directory to depend on (default: this build's source tree)
+        /// The plugin-sdk directory to depend on (default: a copy of the SDK this binary
+        /// carries, written into the new crate)
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -114,8 +115,11 @@ fn new_plugin(
     sdk: Option<PathBuf>,
 ) -> Exit {
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    let result = scaffold::sdk_dir(sdk.as_deref())
-        .and_then(|sdk| scaffold::generate(name, kind, &dir, &sdk));
+    let result = sdk
+        .as_deref()
+        .map(scaffold::sdk_dir)
+        .transpose()
+        .and_then(|sdk| scaffold::generate(name, kind, &dir, sdk.as_deref()));
     match result {
         Ok(files) => {
             println!(

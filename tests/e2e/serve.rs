@@ -272,6 +272,22 @@ fn serve_schedules_drills_and_the_cli_goes_through_it() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Per drill: when it last passed (a stale drill can alert on it), and its recovery times.
+    let scrape = get_text(&format!("http://{metrics}/metrics")).unwrap();
+    let last = scrape
+        .lines()
+        .find(|l| l.starts_with("medic_drill_last_success_timestamp_seconds{drill=\"nightly\"}"))
+        .unwrap_or_else(|| panic!("{scrape}"));
+    let at: f64 = last.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(at <= now && now - at < 600.0, "{last}");
+    assert!(
+        scrape.contains("medic_drill_recovery_seconds_count{drill=\"nightly\"}"),
+        "{scrape}"
+    );
 
     // SIGHUP: an invalid file keeps the old set; a valid change is taken.
     drill_file(&drills, "c.toml", "[[drill]]\nname = \"broken\"\n");

@@ -1,6 +1,7 @@
 //! What `medic serve --metrics` reports, and the observer that counts it.
 
 use super::*;
+use crate::store::drills::DrillResult;
 
 /// Recovery-time histogram buckets, in seconds.
 pub(super) const RECOVERY_BUCKETS: &[f64] =
@@ -56,7 +57,10 @@ impl Histogram {
 pub(super) struct Metrics {
     pub(super) runs: BTreeMap<String, u64>,
     pub(super) drills: BTreeMap<(String, String), u64>,
-    pub(super) recovery: Histogram,
+    /// Per drill: from the fault to healthy again.
+    pub(super) recovery: BTreeMap<String, Histogram>,
+    /// Per drill: when it last passed (ms since the epoch), so that a stale drill can alert.
+    pub(super) last_success_ms: BTreeMap<String, u64>,
     pub(super) calls: BTreeMap<String, Histogram>,
     /// Alert decisions, by trigger and decision (and escalations).
     pub(super) alerts: BTreeMap<(String, String), u64>,
@@ -72,7 +76,14 @@ impl Metrics {
             .entry((r.drill.clone(), r.result.name().to_owned()))
             .or_default() += 1;
         if let Some(ms) = r.recover_ms {
-            self.recovery.observe(RECOVERY_BUCKETS, ms as f64 / 1000.0);
+            self.recovery
+                .entry(r.drill.clone())
+                .or_default()
+                .observe(RECOVERY_BUCKETS, ms as f64 / 1000.0);
+        }
+        if r.result == DrillResult::Passed {
+            let last = self.last_success_ms.entry(r.drill.clone()).or_default();
+            *last = (*last).max(r.ended_ms);
         }
     }
 
@@ -138,12 +149,22 @@ impl Metrics {
             );
         }
         out.push_str("# HELP medic_drill_recovery_seconds From the fault to healthy again, per drill run.\n# TYPE medic_drill_recovery_seconds histogram\n");
-        self.recovery.render(
-            &mut out,
-            "medic_drill_recovery_seconds",
-            "",
-            RECOVERY_BUCKETS,
-        );
+        for (drill, h) in &self.recovery {
+            h.render(
+                &mut out,
+                "medic_drill_recovery_seconds",
+                &format!("drill=\"{drill}\""),
+                RECOVERY_BUCKETS,
+            );
+        }
+        out.push_str("# HELP medic_drill_last_success_timestamp_seconds When each drill last passed (alert on time() minus this).\n# TYPE medic_drill_last_success_timestamp_seconds gauge\n");
+        for (drill, ms) in &self.last_success_ms {
+            let _ = writeln!(
+                out,
+                "medic_drill_last_success_timestamp_seconds{{drill=\"{drill}\"}} {:.3}",
+                *ms as f64 / 1000.0
+            );
+        }
         out.push_str("# HELP medic_plugin_call_seconds Plugin invocation latency, by plugin declaration.\n# TYPE medic_plugin_call_seconds histogram\n");
         for (plugin, h) in &self.calls {
             h.render(

@@ -136,6 +136,10 @@ fn a_drill_over_budget_fails_and_notifies() {
     assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
     assert!(out.contains("failed on purpose (drill fault)"), "{out}");
     assert!(out.contains("over the budget of 1ms"), "{out}");
+    assert!(
+        out.contains("left: rolled back and verified healthy; nothing to restore"),
+        "{out}"
+    );
     let requests = hook.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert!(
@@ -518,4 +522,55 @@ fn a_before_runbook_breaks_the_service_and_the_remediation_is_measured() {
     // The fault's run is recorded too, as part of the drill.
     let o = medic(cache.path(), &["runs", "list"]);
     assert!(stdout(&o).contains("break-checkout"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_drill_whose_rollback_fails_says_what_it_left_and_how_to_restore_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = crate::cli::scripted_runbook(
+        dir.path(),
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
+         [[verify]]\nid = \"still_bad\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n",
+    );
+    let drills = dir.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    write(
+        &drills,
+        "d.toml",
+        &format!(
+            "[[drill]]\nname = \"broken-undo\"\nrunbook = {:?}\nschedule = \"0 3 * * *\"\n",
+            rb.display().to_string()
+        ),
+    );
+    let o = medic(
+        cache.path(),
+        &[
+            "drill",
+            "run",
+            "broken-undo",
+            "--drills",
+            drills.to_str().unwrap(),
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let run_id = json_runs(cache.path())[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        out.contains("left: as the failed rollback left it, not verified healthy")
+            && out.contains(&format!("`medic runs rollback {run_id}`")),
+        "{out}"
+    );
+}
+
+fn json_runs(cache: &Path) -> Vec<serde_json::Value> {
+    stdout(&medic(cache, &["runs", "list", "--output", "json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

@@ -523,9 +523,37 @@ async fn evaluate_locked(
             }
         }
     }
+    if !ok {
+        record.reasons.push(left_in(report.outcome, &report.run_id));
+    }
     record.result = if ok {
         DrillResult::Passed
     } else {
         DrillResult::Failed
     };
+}
+
+/// What a failed drill's run left in its environment, and how to put it right: whoever reads
+/// the failure (on call, the next morning) must not have to work that out.
+fn left_in(outcome: RunOutcome, run_id: &str) -> String {
+    match outcome {
+        RunOutcome::RolledBack => format!(
+            "left: rolled back and verified healthy; nothing to restore (`medic runs show {run_id}`)"
+        ),
+        RunOutcome::RollbackFailed => format!(
+            "left: as the failed rollback left it, not verified healthy (some changes may still be in place); see `medic runs show {run_id}`, then `medic runs rollback {run_id}` once the cause is fixed"
+        ),
+        RunOutcome::Succeeded => format!(
+            "left: the drill's change and its fault are still in place (nothing undid them); `medic runs rollback {run_id}` undoes them"
+        ),
+        RunOutcome::Failed => format!(
+            "left: what the run changed before it failed is still in place (nothing was rolled back); `medic runs rollback {run_id}` undoes it"
+        ),
+        RunOutcome::Cancelled => format!(
+            "left: as the cancel left it (rolled back only if its runbook says so); see `medic runs show {run_id}`, and `medic runs rollback {run_id}` if changes remain"
+        ),
+        RunOutcome::DryRun => {
+            format!("left: unchanged (a dry run); `medic runs show {run_id}`")
+        }
+    }
 }

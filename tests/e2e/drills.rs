@@ -80,12 +80,39 @@ fn a_bad_deploy_drill_passes_and_is_reported() {
     for series in ["time_to_detect", "time_to_roll_back", "time_to_healthy"] {
         assert_eq!(r[series]["samples"], 1, "{series}: {r}");
     }
-    let o = medic(cache.path(), &["drill", "list", "--drills", dir]);
-    assert!(
-        stdout(&o).contains("passed, run ended rolled_back"),
-        "{}",
-        stdout(&o)
+    // A drill scheduled in its own timezone shows its next run there and in UTC.
+    write(
+        drills.path(),
+        "tokyo.toml",
+        &format!(
+            "[[drill]]\nname = \"tokyo\"\nrunbook = {:?}\nschedule = \"0 3 * * *\"\n\
+             timezone = \"Asia/Tokyo\"\nparams = {{ host = \"{}\" }}\n",
+            repo_runbook("demo.toml"),
+            svc.addr
+        ),
     );
+    let o = medic(cache.path(), &["drill", "list", "--drills", dir]);
+    let out = stdout(&o);
+    assert!(out.contains("passed, run ended rolled_back"), "{out}");
+    let tokyo = out.lines().find(|l| l.starts_with("tokyo ")).unwrap();
+    // 03:00 in Tokyo (UTC+9, no daylight saving) is 18:00 UTC the day before.
+    assert!(tokyo.contains("18:00 UTC (03:00 Asia/Tokyo)"), "{out}");
+    // The report of a drills directory shows the drill that never ran, standing out.
+    let o = medic(cache.path(), &["drill", "report", "--drills", dir]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("drill bad-deploy (last 90d)"), "{out}");
+    assert!(
+        out.contains("drill tokyo: NEVER RAN in the last 90d: its rollback path is untested"),
+        "{out}"
+    );
+    let o = medic(
+        cache.path(),
+        &["drill", "report", "--drills", dir, "--output", "json"],
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report[1]["drill"], "tokyo", "{report}");
+    assert_eq!(report[1]["total"], 0, "{report}");
 }
 
 #[test]

@@ -70,6 +70,10 @@ pub enum DrillCommand {
     Report {
         /// One drill (default: all)
         name: Option<String>,
+        /// Report the drills declared here (those never run in the window included, so
+        /// that they stand out), instead of every drill the store has results of
+        #[arg(long, value_name = "DIR")]
+        drills: Option<PathBuf>,
         /// How far back (e.g. 90d, 12h)
         #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
         since: Duration,
@@ -202,15 +206,28 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 }
                 OutputFormat::Human => {
-                    println!("{:24} {:18} {:24} last", "drill", "schedule", "next (UTC)");
-                    for (d, next, last) in &rows {
+                    // The next run in UTC, and in the drill's own timezone when it has one
+                    // (the schedule is written in it: `0 3 * * *` means 03:00 there).
+                    let next_of = |d: &Drill, next: &Option<chrono::DateTime<chrono::Utc>>| {
+                        next.map_or("never".to_owned(), |t| {
+                            let utc = t.format("%Y-%m-%d %H:%M UTC").to_string();
+                            let tz = d.schedule.timezone;
+                            if tz == chrono_tz::UTC {
+                                utc
+                            } else {
+                                format!("{utc} ({} {tz})", t.with_timezone(&tz).format("%H:%M"))
+                            }
+                        })
+                    };
+                    let nexts: Vec<String> = rows.iter().map(|(d, n, _)| next_of(d, n)).collect();
+                    let w = nexts.iter().map(String::len).max().unwrap_or(4).max(4);
+                    println!("{:24} {:18} {:w$} last", "drill", "schedule", "next");
+                    for ((d, _, last), next) in rows.iter().zip(&nexts) {
                         println!(
-                            "{:24} {:18} {:24} {}",
+                            "{:24} {:18} {:w$} {}",
                             d.name,
                             d.schedule.expression,
-                            next.map_or("never".into(), |t| t
-                                .format("%Y-%m-%d %H:%M:%S")
-                                .to_string()),
+                            next,
                             last.as_ref().map_or("never run".into(), |l| format!(
                                 "{} at {}",
                                 describe(l),
@@ -289,9 +306,17 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
         }
         DrillCommand::Report {
             name,
+            drills,
             since,
             output,
         } => {
+            let declared = match &drills {
+                Some(dir) => match load(global, dir).await {
+                    Ok(list) => Some(list.into_iter().map(|d| d.name).collect::<Vec<_>>()),
+                    Err(exit) => return exit,
+                },
+                None => None,
+            };
             let reader = match global.reader("medic drill report (reading)") {
                 Ok(r) => r,
                 Err(exit) => return exit,
@@ -304,7 +329,16 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                     return Exit::Engine;
                 }
             };
-            let all = reports(&records);
+            let mut all = reports(&records);
+            if let Some(declared) = &declared {
+                all.retain(|r| declared.contains(&r.drill));
+                for d in declared {
+                    if name.as_ref().is_none_or(|n| n == d) && !all.iter().any(|r| &r.drill == d) {
+                        all.push(crate::drill::report::DrillReport::never_ran(d));
+                    }
+                }
+                all.sort_by(|a, b| a.drill.cmp(&b.drill));
+            }
             if output == OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
                 return Exit::Success;
@@ -328,6 +362,14 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                 })
             };
             for r in &all {
+                if r.total == 0 {
+                    println!(
+                        "drill {}: NEVER RAN in the last {}: its rollback path is untested",
+                        r.drill,
+                        window(since)
+                    );
+                    continue;
+                }
                 println!("drill {} (last {})", r.drill, window(since));
                 println!(
                     "  pass rate          {} ({} passed, {} failed; {} skipped, {} refused)",

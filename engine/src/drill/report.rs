@@ -74,6 +74,26 @@ fn pass_rate(records: &[&DrillRecord]) -> Option<f64> {
 }
 
 /// One report per drill, in name order, from records sorted oldest first.
+impl DrillReport {
+    /// A declared drill with no run in the window: it stands out as never tested.
+    pub fn never_ran(drill: &str) -> DrillReport {
+        DrillReport {
+            drill: drill.to_owned(),
+            total: 0,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            refused: 0,
+            pass_rate: None,
+            time_to_detect: None,
+            time_to_roll_back: None,
+            time_to_healthy: None,
+            trend: Trend::Unknown,
+            last_failures: Vec::new(),
+        }
+    }
+}
+
 pub fn reports(records: &[DrillRecord]) -> Vec<DrillReport> {
     let mut names: Vec<&str> = records.iter().map(|r| r.drill.as_str()).collect();
     names.sort_unstable();

@@ -69,7 +69,7 @@ fn scaffold(work: &Path, cache: &Path, name: &str, kind: &str) -> PathBuf {
         "{manifest}"
     );
     let repo = crate::cli::repo().canonicalize().unwrap();
-    for f in walk(&dir) {
+    for f in crate::support::files_under(&dir) {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         assert!(
             !text.contains(repo.to_str().unwrap()),
@@ -268,16 +268,4 @@ fn a_plugin_written_in_python_runs_like_any_other() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
     assert!(out.contains("denied"), "{out}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }

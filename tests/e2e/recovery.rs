@@ -548,7 +548,7 @@ fn an_unfinished_snapshot_left_by_a_kill_is_set_aside_and_the_store_opens_with_e
             && said.contains("set it aside in"),
         "{said}"
     );
-    let aside: Vec<_> = walk(&data.join("aside"));
+    let aside: Vec<_> = crate::support::files_under(&data.join("aside"));
     assert!(
         aside
             .iter()
@@ -560,18 +560,6 @@ fn an_unfinished_snapshot_left_by_a_kill_is_set_aside_and_the_store_opens_with_e
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("repaired"), "{}", stderr(&o));
     assert_eq!(listed(cache.path(), &data).0.len(), 4);
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 /// A tmpfs of `size` mounted on a new directory, unmounted on drop. Needs root (CI and

@@ -322,14 +322,7 @@ fn a_responder_starts_a_runbook_from_its_form_after_previewing_the_plan() {
     let id = api.rt.block_on(async {
         let c = browser(&driver).await;
         login(&c, &ui, &responder).await;
-        c.goto(&format!("{ui}/runbooks")).await.unwrap();
-        c.find(Locator::LinkText("greet"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        wait_until(&c, "the runbook's form", |_, s| s.contains("p-words")).await;
+        open_form(&c, &ui, "greet").await;
         // No Run button before the plan is seen.
         assert!(c.find(Locator::Css("#run")).await.is_err());
         c.find(Locator::Css("#p-words"))
@@ -484,6 +477,18 @@ fn a_drills_chart_appears_after_two_runs_started_from_the_page() {
         c.close().await.unwrap();
     });
     assert_eq!(serve.stop(), Some(0));
+}
+
+/// From the catalogue to a runbook's start form.
+async fn open_form(c: &Client, ui: &str, runbook: &str) {
+    c.goto(&format!("{ui}/runbooks")).await.unwrap();
+    c.find(Locator::LinkText(runbook))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(c, "the runbook's form", |_, s| s.contains("start-form")).await;
 }
 
 /// Loads `url` until its page contains `text` (15 s at most).
@@ -704,14 +709,7 @@ fn a_bad_version_started_from_the_form_against_the_demo_service_is_rolled_back_a
     let id = api.rt.block_on(async {
         let c = browser(&driver).await;
         login(&c, &ui, &responder).await;
-        c.goto(&format!("{ui}/runbooks")).await.unwrap();
-        c.find(Locator::LinkText("demo"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        wait_until(&c, "the runbook's form", |_, s| s.contains("p-host")).await;
+        open_form(&c, &ui, "demo").await;
         for (field, value) in [("#p-host", service.addr.as_str()), ("#p-version", "v3")] {
             let input = c.find(Locator::Css(field)).await.unwrap();
             input.clear().await.unwrap();

@@ -270,7 +270,12 @@ fn list(store: &dyn Reader, args: ListArgs) -> Result<(), Exit> {
         eprintln!("medic: {e}");
         Exit::Engine
     };
-    let waiting = store.waiting().map_err(engine)?;
+    // Machines asking for JSON get records, whose status says `running`; people get the mark.
+    let waiting = if waiting_only || args.output == OutputFormat::Human {
+        store.waiting().map_err(engine)?
+    } else {
+        Vec::new()
+    };
     let mut runs = store.list(&filter, args.limit).map_err(engine)?;
     if waiting_only {
         runs.retain(|r| waiting.contains(&r.run_id));

@@ -154,12 +154,13 @@ struct Owner {
 /// hold it for milliseconds; a slow disk or a huge `runs export` takes longer).
 pub const BRIEF_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether the process holding the store in `dir` says it is a read-only command.
+/// Whether the process holding the store in `dir` says it is a read-only command (another
+/// one: this process waiting for itself would wait in vain).
 pub fn held_briefly(dir: &Path) -> bool {
     std::fs::read(dir.join("owner.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
-        .is_some_and(|o| o.brief)
+        .is_some_and(|o| o.brief && o.pid != std::process::id())
 }
 
 /// One plugin declaration's key-value entries.

@@ -133,6 +133,36 @@ fn a_generated_check_and_action_build_test_and_run() {
     assert!(shown.starts_with("disk-check 0.1.0 (Check)"), "{shown}");
     assert!(shown.contains("capabilities: http"), "{shown}");
 
+    // Pinned with the line `plugin pin` prints, the runbook runs; a changed file is refused.
+    let wasm = check.join("target/wasm32-wasip2/release/disk_check.wasm");
+    let pin = medic(cache.path(), &["plugin", "pin", wasm.to_str().unwrap()]);
+    assert_eq!(pin.status.code(), Some(0), "{}", stderr(&pin));
+    let line = stdout(&pin).trim().to_owned();
+    assert!(
+        line.starts_with("sha256 = \"") && line.len() == 75,
+        "{line}"
+    );
+    let rb = check.join("runbook.toml");
+    let text = std::fs::read_to_string(&rb).unwrap();
+    let source = "source = \"target/wasm32-wasip2/release/disk_check.wasm\"";
+    assert!(text.contains(source), "{text}");
+    std::fs::write(&rb, text.replace(source, &format!("{source}\n{line}"))).unwrap();
+    let run = |cache: &Path| medic(cache, &["run", rb.to_str().unwrap(), "--param", &host]);
+    let o = run(cache.path());
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    bytes.extend_from_slice(b"\0");
+    std::fs::write(&wasm, bytes).unwrap();
+    let o = run(cache.path());
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("does not match its pinned sha256"),
+        "{}",
+        stderr(&o)
+    );
+    let o = medic(cache.path(), &["plugin", "pin", "/nonexistent.wasm"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
     let action = scaffold(work.path(), cache.path(), "flip-version", "action");
     let runbook = action.join("runbook.toml");
     let o = medic(

@@ -19,8 +19,18 @@ pub enum PluginCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         output: OutputFormat,
     },
+    /// Print the `sha256 = "..."` line that pins a plugin in a runbook's [plugins.NAME]
+    /// table (after checking that this medic can load it)
+    Pin {
+        /// A .wasm file or builtin:NAME
+        plugin: String,
+    },
     /// List the builtin plugins
-    List,
+    List {
+        /// Output format
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
+    },
     /// Create a plugin crate, ready to build and run
     New {
         /// The plugin's name (lower case, digits, dashes)
@@ -182,13 +192,47 @@ pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
                 }
             }
         }
-        PluginCommand::List => {
+        PluginCommand::Pin { plugin } => {
+            let host = match host() {
+                Ok(h) => h,
+                Err(exit) => return exit,
+            };
+            let source = PluginSource::parse(&plugin, &std::env::current_dir().unwrap_or_default());
+            // A pin of something this medic cannot run would only fail later, at the worst time.
+            match host.load(&source, None).await {
+                Ok(p) => {
+                    println!("sha256 = \"{}\"", p.sha256);
+                    eprintln!(
+                        "medic: {} {} ({:?}, {}) from {}: paste the line into its [plugins.NAME] table",
+                        super::terminal::clean(&p.manifest.name),
+                        super::terminal::clean(&p.manifest.version.to_string()),
+                        p.manifest.kind,
+                        p.contract,
+                        p.source
+                    );
+                    Exit::Success
+                }
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    Exit::Invalid
+                }
+            }
+        }
+        PluginCommand::List { output } => {
             let host = match host() {
                 Ok(h) => h,
                 Err(exit) => return exit,
             };
             for b in BUILTINS {
                 match host.load(&PluginSource::Builtin(b.name.into()), None).await {
+                    Ok(p) if output == OutputFormat::Json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "source": format!("builtin:{}", b.name), "sha256": p.sha256,
+                            "version": p.manifest.version.to_string(), "kind": p.manifest.kind,
+                            "description": p.manifest.description,
+                        })
+                    ),
                     Ok(p) => println!(
                         "builtin:{:14} {:6} {:?}  {}",
                         b.name, p.manifest.version, p.manifest.kind, p.manifest.description

@@ -1041,3 +1041,43 @@ fn runs_follow_shows_a_run_from_another_terminal_until_it_ends_and_rerun_repeats
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn validate_speaks_json_for_machines() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = medic(
+        cache.path(),
+        &["validate", "runbooks/demo.toml", "--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["valid"].as_bool(), v["runbook"].as_str()),
+        (Some(true), Some("demo-deploy"))
+    );
+    assert_eq!(v["steps"], 4, "{v}");
+    // Every mistake, with where it is; exit 2 as for people.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[runbook]\nname = \"x\"\n\n[[steps]]\nid = \"a\"\nuses = \"nope\"\n\n[[steps]]\nid = \"a\"\nuses = \"nope\"\n",
+    )
+    .unwrap();
+    let o = medic(
+        cache.path(),
+        &["validate", bad.to_str().unwrap(), "--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    let diags = v["diagnostics"].as_array().unwrap();
+    assert!(diags.len() >= 2, "{v}");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d["severity"] == "error" && d["at"]["line"] == 6 && d["at"]["col"] == 8),
+        "{v}"
+    );
+    assert_eq!(stderr(&o), "", "JSON mode says it all on stdout");
+}

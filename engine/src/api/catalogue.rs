@@ -250,14 +250,7 @@ pub struct CheckBody {
 }
 
 fn diagnostic(text: &str, d: &crate::runbook::Diagnostic) -> Value {
-    let at = d.span.as_ref().map(|s| {
-        let (line, col) = crate::runbook::diag::line_col(text, s.start);
-        json!({ "line": line, "col": col })
-    });
-    json!({
-        "severity": if d.warning { "warning" } else { "error" },
-        "message": d.message, "help": d.help, "at": at,
-    })
+    crate::runbook::diag::to_json(text, d)
 }
 
 /// `POST /runbooks/NAME/check`: what `medic validate` and `medic plan` say, without running

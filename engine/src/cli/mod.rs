@@ -128,7 +128,7 @@ enum Command {
     /// Run a runbook
     Run(run::RunArgs),
     /// Check a runbook without running anything
-    Validate(run::ValidateArgs),
+    Validate(run::CheckArgs),
     /// Show what a run would do: steps, rendered parameters, gates, the rollback path
     Plan(run::ValidateArgs),
     /// Print a JSON Schema of the runbook (or drill) file format, for editors

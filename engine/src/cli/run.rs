@@ -61,6 +61,17 @@ pub struct ValidateArgs {
     target: Target,
 }
 
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Output format: `json` prints one object, {"file", "valid", "runbook", "steps",
+    /// "plugins", "environments", "diagnostics": [{"severity", "message", "help",
+    /// "at": {"line", "col"}}]}
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
 /// Reads and validates a runbook; on failure prints every diagnostic and returns the exit code.
 pub(super) async fn load_plan(
     host: &PluginHost,
@@ -573,7 +584,8 @@ pub(super) async fn execute(
     Ok(report)
 }
 
-pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
+pub async fn validate(global: &GlobalArgs, args: CheckArgs) -> Exit {
+    let json = args.output == OutputFormat::Json;
     let host = match global.host() {
         Ok(h) => h,
         Err(e) => return engine_error(e),
@@ -592,6 +604,21 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
         envs.into_iter().map(Some).collect()
     };
     let Some(text) = text else {
+        if json {
+            let why = match crate::input::read_text(path, crate::input::MAX_RUNBOOK_BYTES) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".to_owned(),
+                Err(e) => e.to_string(),
+                Ok(_) => "changed while read".to_owned(),
+            };
+            println!(
+                "{}",
+                serde_json::json!({
+                    "file": path.display().to_string(), "valid": false,
+                    "diagnostics": [{ "severity": "error", "message": format!("cannot read {}: {why}", path.display()), "help": null, "at": null }],
+                })
+            );
+            return Exit::Invalid;
+        }
         // Unreadable: `load_plan` says why.
         return match load_plan(&host, path, None, &args.target.options()).await {
             Ok(_) => Exit::Success,
@@ -647,6 +674,16 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
                 d
             })
             .collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "file": path.display().to_string(), "valid": false,
+                    "diagnostics": diagnostics.iter().chain(&warnings).map(|d| runbook::diag::to_json(&text, d)).collect::<Vec<_>>(),
+                })
+            );
+            return Exit::Invalid;
+        }
         eprintln!(
             "{}",
             Report {
@@ -656,6 +693,19 @@ pub async fn validate(global: &GlobalArgs, args: ValidateArgs) -> Exit {
             }
         );
         return Exit::Invalid;
+    }
+    if json {
+        let plan = last.expect("at least one target");
+        println!(
+            "{}",
+            serde_json::json!({
+                "file": path.display().to_string(), "valid": true, "runbook": plan.name,
+                "steps": plan.steps.len(), "plugins": plan.plugins.len(),
+                "environments": targets.iter().flatten().collect::<Vec<_>>(),
+                "diagnostics": warnings.iter().map(|d| runbook::diag::to_json(&text, d)).collect::<Vec<_>>(),
+            })
+        );
+        return Exit::Success;
     }
     if !warnings.is_empty() {
         eprintln!(

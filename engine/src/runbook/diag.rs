@@ -161,6 +161,19 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// A diagnostic as JSON (`medic validate --output json`, the API's check): severity,
+/// message, help, and where (`line`, `col`, 1-based; none for a mistake of no one place).
+pub fn to_json(text: &str, d: &Diagnostic) -> serde_json::Value {
+    let at = d.span.as_ref().map(|s| {
+        let (line, col) = line_col(text, s.start);
+        serde_json::json!({ "line": line, "col": col })
+    });
+    serde_json::json!({
+        "severity": if d.warning { "warning" } else { "error" },
+        "message": d.message, "help": d.help, "at": at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,17 +230,4 @@ mod tests {
         );
         assert_eq!(did_you_mean("zzz", ["url", "method"]), None);
     }
-}
-
-/// A diagnostic as JSON (`medic validate --output json`, the API's check): severity,
-/// message, help, and where (`line`, `col`, 1-based; none for a mistake of no one place).
-pub fn to_json(text: &str, d: &Diagnostic) -> serde_json::Value {
-    let at = d.span.as_ref().map(|s| {
-        let (line, col) = line_col(text, s.start);
-        serde_json::json!({ "line": line, "col": col })
-    });
-    serde_json::json!({
-        "severity": if d.warning { "warning" } else { "error" },
-        "message": d.message, "help": d.help, "at": at,
-    })
 }

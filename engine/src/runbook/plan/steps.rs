@@ -37,10 +37,7 @@ impl Validator<'_> {
                         step.id.span(),
                         format!("step id `{id}` must be lowercase letters, digits and underscores"),
                     )
-                    .help(format!(
-                        "try `{}`",
-                        id.to_ascii_lowercase().replace(['-', ' ', '.'], "_")
-                    )),
+                    .help_opt(name_hint(id).map(|h| format!("try `{h}`"))),
                 );
             }
             if all_ids.contains_key(id) {

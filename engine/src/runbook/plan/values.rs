@@ -8,6 +8,27 @@ pub(super) fn valid_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// A valid name close to `s` (lower case, other characters as `_`), for a did-you-mean;
+/// none when nothing close is valid.
+pub(super) fn name_hint(s: &str) -> Option<String> {
+    let mut hint: String = s
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while hint.contains("__") {
+        hint = hint.replace("__", "_");
+    }
+    let hint = hint.trim_matches('_').to_owned();
+    (valid_name(&hint) && hint != s).then_some(hint)
+}
+
 pub(super) fn toml_kind(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => format!("the string {s:?}"),
@@ -147,6 +168,16 @@ mod tests {
             Value::TextList(l) => Ok(l),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_name_hint_is_valid_or_not_given() {
+        assert_eq!(name_hint("Check-Health").as_deref(), Some("check_health"));
+        assert_eq!(name_hint("check_<b>").as_deref(), Some("check_b"));
+        assert_eq!(name_hint("deploy.v2 now").as_deref(), Some("deploy_v2_now"));
+        // Nothing valid is close: no hint rather than a wrong one.
+        assert_eq!(name_hint("2fast"), None);
+        assert_eq!(name_hint("<>"), None);
     }
 
     #[test]

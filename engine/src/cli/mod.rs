@@ -14,6 +14,7 @@ mod remote_run;
 mod run;
 pub use run::who;
 mod runs;
+mod runs_list;
 mod scaffold;
 mod signals;
 mod terminal;

@@ -283,9 +283,12 @@ impl GlobalArgs {
                     return Err(Exit::Engine);
                 }
             };
-            if !crate::store::held_briefly(&dir)
-                && let Some(remote) = crate::store::remote::Remote::connect(&dir)
-            {
+            // Another reader lets go in moments: wait for it rather than read through it.
+            let another_reader = matches!(
+                &busy,
+                StoreError::Busy { brief: true, pid, .. } if *pid != std::process::id()
+            );
+            if !another_reader && let Some(remote) = crate::store::remote::Remote::connect(&dir) {
                 let (dir, command) = (dir.clone(), command.to_owned());
                 let reopen = move || {
                     let start = std::time::Instant::now();

@@ -83,6 +83,8 @@ pub enum StoreError {
         pid: u32,
         command: String,
         since: String,
+        /// The holder is a read-only command (it lets go within moments).
+        brief: bool,
     },
     #[error("the run store in {dir} is in use by another process")]
     BusyUnknown { dir: String },
@@ -154,13 +156,18 @@ struct Owner {
 /// hold it for milliseconds; a slow disk or a huge `runs export` takes longer).
 pub const BRIEF_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether the process holding the store in `dir` says it is a read-only command (another
-/// one: this process waiting for itself would wait in vain).
-pub fn held_briefly(dir: &Path) -> bool {
-    std::fs::read(dir.join("owner.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
-        .is_some_and(|o| o.brief && o.pid != std::process::id())
+impl StoreError {
+    /// A refusal that will pass within moments: the holder is another process's read-only
+    /// command, or has not said who it is yet (it is starting, or ending). Decided from the
+    /// one reading of `owner.json` the refusal was made of: a second reading could find the
+    /// file already gone as the holder ends, and mistake a reader for a run.
+    pub fn is_brief(&self) -> bool {
+        match self {
+            StoreError::Busy { pid, brief, .. } => *brief && *pid != std::process::id(),
+            StoreError::BusyUnknown { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// One plugin declaration's key-value entries.
@@ -361,6 +368,7 @@ impl Store {
                             pid: o.pid,
                             command: o.command,
                             since: format_time(o.since_ms),
+                            brief: o.brief,
                         },
                         None => StoreError::BusyUnknown { dir: shown },
                     },
@@ -434,10 +442,7 @@ impl Store {
             match Store::open(dir, command) {
                 Err(e @ (StoreError::Busy { .. } | StoreError::BusyUnknown { .. }))
                     if std::time::Instant::now() < deadline
-                        || (start.elapsed() < BRIEF_WAIT
-                            // A holder that has not said who it is yet is starting or ending.
-                            && (matches!(e, StoreError::BusyUnknown { .. })
-                                || held_briefly(dir))) =>
+                        || (start.elapsed() < BRIEF_WAIT && e.is_brief()) =>
                 {
                     // Short: a read-only holder lets go within milliseconds.
                     std::thread::sleep(Duration::from_millis(15));

@@ -16,6 +16,7 @@ mod lab;
 mod loading;
 mod plugins;
 mod recovery;
+mod responder;
 mod routers;
 mod runbooks;
 mod sandbox;

@@ -18,11 +18,11 @@ unsafe extern "C" {
 }
 
 const SIGHUP: i32 = 1;
-const SIGINT: i32 = 2;
+pub(crate) const SIGINT: i32 = 2;
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 
-fn signal(pid: u32, sig: i32) {
+pub(crate) fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a process this test started.
     assert_eq!(unsafe { libc_kill(pid as i32, sig) }, 0, "kill {pid} {sig}");
 }

@@ -42,6 +42,16 @@ fn ended(status: RunStatus, id: &str, output: OutputFormat) -> Exit {
 }
 
 pub async fn follow(global: &GlobalArgs, id: &str, output: OutputFormat) -> Exit {
+    // Installed now, before anything is printed: `tokio::signal::ctrl_c()` would install its
+    // handler only when first polled, and a Ctrl-C before that killed the follower outright.
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("medic: cannot handle Ctrl-C: {e}");
+                return Exit::Engine;
+            }
+        };
     let client = match global.api_client() {
         Ok(c) => c,
         Err(exit) => return exit,
@@ -63,7 +73,6 @@ pub async fn follow(global: &GlobalArgs, id: &str, output: OutputFormat) -> Exit
             terminal::clean(&record.trigger.to_string())
         );
     }
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     if let Some(client) = client {
         // The server streams the journal (Server-Sent Events) and closes it at the run's end.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -79,7 +88,7 @@ pub async fn follow(global: &GlobalArgs, id: &str, output: OutputFormat) -> Exit
                     }
                     None => break,
                 },
-                _ = &mut ctrl_c => {
+                _ = interrupt.recv() => {
                     eprintln!("medic: stopped following run {id}; it goes on");
                     return Exit::Success;
                 }
@@ -121,7 +130,7 @@ pub async fn follow(global: &GlobalArgs, id: &str, output: OutputFormat) -> Exit
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = &mut ctrl_c => {
+            _ = interrupt.recv() => {
                 eprintln!("medic: stopped following run {id}; it goes on");
                 return Exit::Success;
             }

@@ -1,0 +1,434 @@
+//! The command line as responders and plugin authors meet it: approvals from another
+//! terminal, a plan without its secrets, list parameters, prompts, `runs follow` (Ctrl-C
+//! included) and `runs rerun`, completions and the manual page, `validate --output json`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::cli::{decide, medic, medic_command, scripted_runbook, stderr, stdout};
+
+#[test]
+fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The prompt is a template: approvers see the value, not `{{ params.color }}`.
+    let body = "[[steps]]\nid = \"prepare\"\nuses = \"act\"\n\n\
+                [[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"30s\", prompt = \"switch traffic to {{ params.color }}?\" }\n";
+    let rb = scripted_runbook(
+        dir.path(),
+        "\n[params.color]\ntype = \"string\"\ndefault = \"green\"\n",
+        body,
+    );
+    let approvals = cache.path().join("data/approvals");
+    for (approve, code) in [(true, 0), (false, 1)] {
+        let child = medic_command(cache.path())
+            .args(["run", rb.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait (bounded) until the run asks.
+        let waiting = crate::support::pending_approvals(&approvals);
+        assert_eq!(waiting.len(), 1, "the run never asked for approval");
+        assert_eq!(waiting[0].step, "go_live");
+        let listed = medic(cache.path(), &["approve"]);
+        assert!(
+            stdout(&listed).contains("switch traffic to green?"),
+            "{}",
+            stdout(&listed)
+        );
+        // Listed as waiting on a person (the run holds the store: read through it).
+        let o = medic(cache.path(), &["runs", "list", "--status", "waiting"]);
+        assert!(
+            stdout(&o).contains(&waiting[0].run_id)
+                && stdout(&o).contains("running (waiting for approval)"),
+            "{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        // A reason without the run: refused, naming the run that waits.
+        let o = medic(cache.path(), &["approve", "--reason", "looks fine"]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("medic approve {} --reason", waiting[0].run_id)),
+            "{}",
+            stderr(&o)
+        );
+        // A prefix of the run id is enough.
+        decide(
+            cache.path(),
+            approve,
+            &waiting[0].run_id[..10],
+            "INC-7 checked dashboards",
+        );
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{text}");
+        assert!(
+            text.contains("⏸ go_live waits for approval (up to 30s): switch traffic to green?"),
+            "{text}"
+        );
+        if approve {
+            assert!(
+                text.contains("✓ go_live approved by") && text.contains("INC-7 checked dashboards"),
+                "{text}"
+            );
+        } else {
+            assert!(
+                text.contains("rejected by") && text.contains("INC-7 checked dashboards"),
+                "{text}"
+            );
+        }
+        let shown = medic(cache.path(), &["runs", "show", &waiting[0].run_id]);
+        assert!(
+            stdout(&shown).contains(if approve {
+                "approved by"
+            } else {
+                "rejected by"
+            }),
+            "{}",
+            stdout(&shown)
+        );
+    }
+    // Nobody answers: the step fails when the timeout passes.
+    let quick = scripted_runbook(
+        dir.path(),
+        "\n[params.color]\ntype = \"string\"\ndefault = \"green\"\n",
+        &body.replace("30s", "300ms"),
+    );
+    let o = medic(cache.path(), &["run", quick.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("no approval within 300ms"),
+        "{}",
+        stdout(&o)
+    );
+    let o = medic(cache.path(), &["approve", "01zzzz"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no run matching `01zzzz` is waiting for an approval"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn plan_needs_no_secret_and_a_list_parameter_takes_the_json_form() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic_command(cache.path())
+        .env_remove("SUPERVISOR_PASSWORD")
+        .args([
+            "plan",
+            "runbooks/rolling-restart.toml",
+            "-p",
+            r#"programs=["web-1", "web,2"]"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("password = <secret from $SUPERVISOR_PASSWORD>"),
+        "{out}"
+    );
+    // Two programs, the second with a comma in its name: not three, not `["web-1"`.
+    assert!(out.contains(r#"fleet: ["web-1", "web,2"]"#), "{out}");
+    // A run needs the secret, and says which variable is missing.
+    let o = medic_command(cache.path())
+        .env_remove("SUPERVISOR_PASSWORD")
+        .args(["run", "runbooks/rolling-restart.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("SUPERVISOR_PASSWORD, which is not set"),
+        "{}",
+        stderr(&o)
+    );
+    // A list that is neither form says how to write it.
+    let o = medic(
+        cache.path(),
+        &[
+            "plan",
+            "runbooks/rolling-restart.toml",
+            "-p",
+            "programs=['a']",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(r#"write ["a", "b"] with double quotes, or a,b"#),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_approval_prompt_may_not_show_a_secret() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        dir.path(),
+        "\n[params.token]\ntype = \"string\"\nsecret = true\nfrom_env = \"MEDIC_TEST_TOKEN\"\n",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\n\
+         approval = { timeout = \"30s\", prompt = \"use {{ params.token }}?\" }\n",
+    );
+    let o = medic(cache.path(), &["validate", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("an approval prompt cannot use a secret parameter"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn shell_completions_and_the_manual_page_come_from_the_command_line() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic(cache.path(), &["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let script = cache.path().join("medic.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    // bash loads it and registers the completion.
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p medic", script.display()))
+        .output()
+        .unwrap();
+    assert_eq!(loaded.status.code(), Some(0), "{}", stderr(&loaded));
+    assert!(stdout(&loaded).contains("_medic"), "{}", stdout(&loaded));
+    for shell in ["zsh", "fish"] {
+        let o = medic(cache.path(), &["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("approve"), "{shell}: {}", stdout(&o));
+    }
+    let man = medic(cache.path(), &["man"]);
+    assert_eq!(man.status.code(), Some(0), "{}", stderr(&man));
+    let page = stdout(&man);
+    assert!(page.contains(".TH medic 1"), "{page}");
+    for sub in [
+        "run",
+        "plan",
+        "runs",
+        "approve",
+        "drill",
+        "serve",
+        "completions",
+    ] {
+        assert!(
+            page.contains(&format!("medic\\-{sub}(1)")),
+            "{sub} not in the manual:\n{page}"
+        );
+    }
+    // The demo's service is a fixture, hidden from both on purpose.
+    assert!(!page.contains("demo\\-service"), "{page}");
+}
+
+#[test]
+fn runs_follow_shows_a_run_from_another_terminal_until_it_ends_and_rerun_repeats_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        dir.path(),
+        "\n[params.color]\ntype = \"string\"\ndefault = \"green\"\n\n\
+         [environments.staging]\n\n[environments.prod]\nprotected = true\n",
+        "[[steps]]\nid = \"prepare\"\nuses = \"act\"\n\n\
+         [[steps]]\nid = \"go_live\"\nuses = \"act\"\n\
+         approval = { timeout = \"30s\", prompt = \"switch to {{ params.color }}?\" }\n",
+    );
+    let rb = rb.to_str().unwrap();
+    let run = medic_command(cache.path())
+        .args(["run", rb, "-p", "color=blue", "--env", "staging"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
+    assert_eq!(waiting.len(), 1, "the run never asked for approval");
+    let id = waiting[0].run_id.clone();
+    // Another terminal follows it (through the socket of the process running it).
+    let mut follower = medic_command(cache.path())
+        .args(["runs", "follow", &id[..10]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let asked = line.contains("waits for approval");
+        seen.push(line);
+        if asked {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("switch to blue?")),
+        "{seen:#?}"
+    );
+    // A second follower's Ctrl-C ends the following, never the run: it still waits.
+    let mut quitter = medic_command(cache.path())
+        .args(["runs", "follow", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut q_lines = BufReader::new(quitter.stdout.take().unwrap()).lines();
+    assert!(
+        q_lines
+            .by_ref()
+            .map(Result::unwrap)
+            .any(|l| l.contains("waits for approval")),
+        "the second follower never showed the wait"
+    );
+    crate::verdicts::signal(quitter.id(), crate::verdicts::SIGINT);
+    let q = quitter.wait_with_output().unwrap();
+    assert_eq!(
+        q.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&q.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&q.stderr)
+            .contains(&format!("stopped following run {id}; it goes on")),
+        "{}",
+        String::from_utf8_lossy(&q.stderr)
+    );
+    let still = crate::support::pending_approvals(&cache.path().join("data/approvals"));
+    assert_eq!(
+        still.len(),
+        1,
+        "the run stopped waiting when a follower left"
+    );
+    assert_eq!(still[0].run_id, id);
+    decide(cache.path(), true, &id, "INC-9");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = follower.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen:#?}\n{rest:#?}");
+    assert!(
+        rest.last()
+            .is_some_and(|l| l == &format!("run {id}: succeeded")),
+        "{rest:#?}"
+    );
+    let mut run = run;
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+    // Following a run that ended shows all of it and exits as it did.
+    let o = medic(cache.path(), &["runs", "follow", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("go_live"), "{}", stdout(&o));
+
+    // Rerun: the same runbook, parameters and environment, as a new run (it asks again).
+    let again = medic_command(cache.path())
+        .args(["runs", "rerun", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
+    if waiting.len() != 1 {
+        let mut again = again;
+        let _ = again.kill();
+        let out = again.wait_with_output().unwrap();
+        panic!(
+            "the rerun never asked for approval: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_ne!(waiting[0].run_id, id);
+    assert_eq!(waiting[0].prompt, "switch to blue?");
+    decide(cache.path(), true, &waiting[0].run_id, "INC-9 again");
+    let out = again.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<serde_json::Value> =
+        stdout(&medic(cache.path(), &["runs", "list", "--output", "json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["environment"], "staging");
+    assert_eq!(runs[0]["params"], runs[1]["params"]);
+    // A run in a protected environment needs a new approval to be run again.
+    let plain = scripted_runbook(
+        dir.path(),
+        "\n[environments.prod]\nprotected = true\n",
+        "[[steps]]\nid = \"prepare\"\nuses = \"act\"\n",
+    );
+    let o = medic(
+        cache.path(),
+        &[
+            "run",
+            plain.to_str().unwrap(),
+            "--env",
+            "prod",
+            "--approve",
+            "INC-9",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let prod: serde_json::Value = serde_json::from_str(
+        stdout(&medic(
+            cache.path(),
+            &["runs", "list", "--env", "prod", "--output", "json"],
+        ))
+        .lines()
+        .next()
+        .unwrap(),
+    )
+    .unwrap();
+    let prod_id = prod["run_id"].as_str().unwrap();
+    let o = medic(cache.path(), &["runs", "rerun", prod_id]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is protected"), "{}", stderr(&o));
+    let o = medic(
+        cache.path(),
+        &["runs", "rerun", prod_id, "--approve", "INC-9 again"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn validate_speaks_json_for_machines() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = medic(
+        cache.path(),
+        &["validate", "runbooks/demo.toml", "--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["valid"].as_bool(), v["runbook"].as_str()),
+        (Some(true), Some("demo-deploy"))
+    );
+    assert_eq!(v["steps"], 4, "{v}");
+    // Every mistake, with where it is; exit 2 as for people.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[runbook]\nname = \"x\"\n\n[[steps]]\nid = \"a\"\nuses = \"nope\"\n\n[[steps]]\nid = \"a\"\nuses = \"nope\"\n",
+    )
+    .unwrap();
+    let o = medic(
+        cache.path(),
+        &["validate", bad.to_str().unwrap(), "--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    let diags = v["diagnostics"].as_array().unwrap();
+    assert!(diags.len() >= 2, "{v}");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d["severity"] == "error" && d["at"]["line"] == 6 && d["at"]["col"] == 8),
+        "{v}"
+    );
+    assert_eq!(stderr(&o), "", "JSON mode says it all on stdout");
+}

@@ -429,6 +429,18 @@ fn plugin_inspect_and_list() {
         out.contains("builtin:http-probe") && out.contains("builtin:http-deploy"),
         "{out}"
     );
+    // For machines: every builtin, one inspect-shaped object per line, digest as embedded.
+    let o = medic(cache.path(), &["plugin", "list", "--output", "json"]);
+    let listed: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), medic::host::BUILTINS.len());
+    for (v, b) in listed.iter().zip(medic::host::BUILTINS) {
+        assert_eq!(v["source"], format!("builtin:{}", b.name), "{v}");
+        assert_eq!(v["sha256"], b.sha256, "{v}");
+        assert_eq!(v["manifest"]["name"], b.name, "{v}");
+    }
 }
 
 #[test]

@@ -157,6 +157,24 @@ fn new_plugin(
     }
 }
 
+/// A plugin named on the command line (a file, or `builtin:NAME`), loaded and checked.
+async fn load_given(global: &GlobalArgs, plugin: &str) -> Result<Plugin, Exit> {
+    let host = global.host().map_err(engine_error)?;
+    let source = PluginSource::parse(plugin, &std::env::current_dir().unwrap_or_default());
+    host.load(&source, None).await.map_err(|e| {
+        eprintln!("medic: {e}");
+        Exit::Invalid
+    })
+}
+
+/// A plugin as JSON: `plugin inspect --output json` and each line of `plugin list`.
+fn plugin_json(p: &Plugin) -> serde_json::Value {
+    serde_json::json!({
+        "source": p.source.to_string(), "sha256": p.sha256, "size": p.size,
+        "contract": p.contract, "checks_params": p.validates, "manifest": p.manifest,
+    })
+}
+
 pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
     let host = || global.host().map_err(engine_error);
     match cmd {
@@ -166,40 +184,19 @@ pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
             dir,
             sdk,
         } => new_plugin(&name, kind, dir, sdk),
-        PluginCommand::Inspect { plugin, output } => {
-            let host = match host() {
-                Ok(h) => h,
-                Err(exit) => return exit,
-            };
-            let source = PluginSource::parse(&plugin, &std::env::current_dir().unwrap_or_default());
-            match host.load(&source, None).await {
-                Ok(p) => {
-                    match output {
-                        OutputFormat::Human => print_plugin(&p),
-                        OutputFormat::Json => println!(
-                            "{}",
-                            serde_json::json!({
-                                "source": p.source.to_string(), "sha256": p.sha256, "size": p.size,
-                                "contract": p.contract, "checks_params": p.validates, "manifest": p.manifest,
-                            })
-                        ),
-                    }
-                    Exit::Success
+        PluginCommand::Inspect { plugin, output } => match load_given(global, &plugin).await {
+            Ok(p) => {
+                match output {
+                    OutputFormat::Human => print_plugin(&p),
+                    OutputFormat::Json => println!("{}", plugin_json(&p)),
                 }
-                Err(e) => {
-                    eprintln!("medic: {e}");
-                    Exit::Invalid
-                }
+                Exit::Success
             }
-        }
+            Err(exit) => exit,
+        },
         PluginCommand::Pin { plugin } => {
-            let host = match host() {
-                Ok(h) => h,
-                Err(exit) => return exit,
-            };
-            let source = PluginSource::parse(&plugin, &std::env::current_dir().unwrap_or_default());
             // A pin of something this medic cannot run would only fail later, at the worst time.
-            match host.load(&source, None).await {
+            match load_given(global, &plugin).await {
                 Ok(p) => {
                     println!("sha256 = \"{}\"", p.sha256);
                     eprintln!(
@@ -212,10 +209,7 @@ pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
                     );
                     Exit::Success
                 }
-                Err(e) => {
-                    eprintln!("medic: {e}");
-                    Exit::Invalid
-                }
+                Err(exit) => exit,
             }
         }
         PluginCommand::List { output } => {
@@ -225,14 +219,8 @@ pub async fn main(global: &GlobalArgs, cmd: PluginCommand) -> Exit {
             };
             for b in BUILTINS {
                 match host.load(&PluginSource::Builtin(b.name.into()), None).await {
-                    Ok(p) if output == OutputFormat::Json => println!(
-                        "{}",
-                        serde_json::json!({
-                            "source": format!("builtin:{}", b.name), "sha256": p.sha256,
-                            "version": p.manifest.version.to_string(), "kind": p.manifest.kind,
-                            "description": p.manifest.description,
-                        })
-                    ),
+                    // One object per line, as `plugin inspect --output json` prints it.
+                    Ok(p) if output == OutputFormat::Json => println!("{}", plugin_json(&p)),
                     Ok(p) => println!(
                         "builtin:{:14} {:6} {:?}  {}",
                         b.name, p.manifest.version, p.manifest.kind, p.manifest.description

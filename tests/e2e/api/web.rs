@@ -49,12 +49,7 @@ async fn login(c: &Client, ui: &str, token: &str) {
         ),
     };
     field.send_keys(token).await.unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("form button[type=submit]")).await;
     wait_until(c, "the runs page after logging in", |url, _| {
         url.ends_with("/ui/runs")
     })
@@ -149,12 +144,7 @@ fn a_responder_follows_a_run_live_and_an_approver_lets_it_go_from_another_sessio
             .send_keys("INC-4: canary clean")
             .await
             .unwrap();
-        b.find(Locator::XPath("//button[text()='Approve']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&b, Locator::XPath("//button[text()='Approve']")).await;
         // Taken by the run within moments; the page says so once reloaded.
         let mut taken = false;
         for _ in 0..50 {
@@ -331,24 +321,9 @@ fn a_responder_starts_a_runbook_from_its_form_after_previewing_the_plan() {
             .send_keys("hello <b>world</b>")
             .await
             .unwrap();
-        c.find(Locator::Css("#p-tone option[value=loud]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css("#environment option[value=staging]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css("button[value=preview]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("#p-tone option[value=loud]")).await;
+        click(&c, Locator::Css("#environment option[value=staging]")).await;
+        click(&c, Locator::Css("button[value=preview]")).await;
         let page = wait_until(&c, "the plan", |_, s| s.contains("id=\"plan\"")).await;
         let plan = c
             .find(Locator::Css("#plan"))
@@ -362,12 +337,7 @@ fn a_responder_starts_a_runbook_from_its_form_after_previewing_the_plan() {
             "{plan}\n{page}"
         );
         shot(&c, "start-preview").await;
-        c.find(Locator::Css("#run"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("#run")).await;
         wait_until(&c, "the run's page", |url, _| url.contains("/ui/runs/01")).await;
         wait_until(&c, "the run's end", |_, s| {
             s.contains("id=\"status\">succeeded")
@@ -427,12 +397,7 @@ fn a_drills_chart_appears_after_two_runs_started_from_the_page() {
             c.execute("window.confirm = () => true;", vec![])
                 .await
                 .unwrap();
-            c.find(Locator::Css("#drill-undo form[action$='/run'] button"))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            click(&c, Locator::Css("#drill-undo form[action$='/run'] button")).await;
             let mut seen = false;
             for _ in 0..75 {
                 c.goto(&format!("{ui}/drills")).await.unwrap();
@@ -479,15 +444,20 @@ fn a_drills_chart_appears_after_two_runs_started_from_the_page() {
     assert_eq!(serve.stop(), Some(0));
 }
 
-/// From the catalogue to a runbook's start form.
-async fn open_form(c: &Client, ui: &str, runbook: &str) {
-    c.goto(&format!("{ui}/runbooks")).await.unwrap();
-    c.find(Locator::LinkText(runbook))
+/// Clicks the element `at` finds (failing the test when there is none).
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at)
         .await
-        .unwrap()
+        .expect("an element to click")
         .click()
         .await
         .unwrap();
+}
+
+/// From the catalogue to a runbook's start form.
+async fn open_form(c: &Client, ui: &str, runbook: &str) {
+    c.goto(&format!("{ui}/runbooks")).await.unwrap();
+    click(c, Locator::LinkText(runbook)).await;
     wait_until(c, "the runbook's form", |_, s| s.contains("start-form")).await;
 }
 
@@ -650,12 +620,11 @@ fn a_failed_run_is_resumed_then_rolled_back_from_its_page_and_its_timeline_shows
             ("resume", "Resume run", "failed"),
             ("rollback", "Roll back run", "rolled_back"),
         ] {
-            c.find(Locator::Css(&format!("form[action$='/{button}'] button")))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap();
+            click(
+                &c,
+                Locator::Css(&format!("form[action$='/{button}'] button")),
+            )
+            .await;
             // The browser's own confirmation, read and accepted.
             let text = c.get_alert_text().await.expect("a confirmation");
             assert!(text.starts_with(&format!("{confirm} {id}?")), "{text}");
@@ -715,19 +684,9 @@ fn a_bad_version_started_from_the_form_against_the_demo_service_is_rolled_back_a
             input.clear().await.unwrap();
             input.send_keys(value).await.unwrap();
         }
-        c.find(Locator::Css("button[value=preview]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("button[value=preview]")).await;
         wait_until(&c, "the plan", |_, s| s.contains("id=\"plan\"")).await;
-        c.find(Locator::Css("#run"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, Locator::Css("#run")).await;
         wait_until(&c, "the run's page", |url, _| url.contains("/ui/runs/01")).await;
         // The deploy of v3 passes its health check; the version check after it fails
         // (v3 is a bad build), and the run rolls back to v1 and verifies.

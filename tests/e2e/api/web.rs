@@ -49,7 +49,7 @@ async fn login(c: &Client, ui: &str, token: &str) {
         ),
     };
     field.send_keys(token).await.unwrap();
-    click(&c, Locator::Css("form button[type=submit]")).await;
+    click(c, Locator::Css("form button[type=submit]")).await;
     wait_until(c, "the runs page after logging in", |url, _| {
         url.ends_with("/ui/runs")
     })

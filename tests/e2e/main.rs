@@ -14,6 +14,7 @@ mod execution;
 mod fleet;
 mod lab;
 mod loading;
+mod pglab;
 mod plugins;
 mod recovery;
 mod responder;

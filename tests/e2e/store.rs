@@ -1,8 +1,67 @@
-//! The run store through its API: listing with filters, pruning, locks, format versions.
+//! The run store through its API, on both backends: one conformance suite that the embedded
+//! store (sled) and PostgreSQL must each pass, plus what is particular to each (format
+//! versions, corrupt entries, several processes at once).
 
+use medic::store::drills::{DrillRecord, Paused};
 use medic::store::{
     JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus, Store, StoreError, Trigger, now_ms,
 };
+use tempfile::TempDir;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Sled,
+    Postgres,
+}
+
+/// A store's place: a data directory, and for PostgreSQL a fresh database.
+struct Place {
+    dir: TempDir,
+    url: Option<String>,
+}
+
+impl Place {
+    fn new(kind: Kind) -> Place {
+        Place {
+            dir: tempfile::tempdir().unwrap(),
+            url: (kind == Kind::Postgres).then(crate::pglab::database),
+        }
+    }
+
+    /// Opens it as a new process would.
+    fn open(&self) -> Store {
+        match &self.url {
+            Some(url) => Store::connect(url, self.dir.path(), "test").unwrap(),
+            None => Store::open_waiting(
+                self.dir.path(),
+                "test",
+                Some(std::time::Duration::from_secs(5)),
+            )
+            .unwrap(),
+        }
+    }
+}
+
+/// Each conformance test, once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sled_store {
+            $(#[test] fn $name() { super::$name(super::Kind::Sled) })*
+        }
+        mod postgres_store {
+            $(#[test] fn $name() { super::$name(super::Kind::Postgres) })*
+        }
+    };
+}
+
+conformance!(
+    list_filters_newest_first_and_prune,
+    locks_exclude_other_runs_and_are_released_by_recovery,
+    journal_sequences_are_dense_under_concurrent_appends,
+    drill_records_state_and_slots,
+    trigger_state_and_alerts,
+    run_ids_are_found_by_prefix_literally,
+);
 
 fn record(id: &str, runbook: &str, env: &str, status: RunStatus, started_ms: u64) -> RunRecord {
     RunRecord {
@@ -43,10 +102,9 @@ fn record(id: &str, runbook: &str, env: &str, status: RunStatus, started_ms: u64
     }
 }
 
-#[test]
-fn list_filters_newest_first_and_prune() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), "test").unwrap();
+fn list_filters_newest_first_and_prune(kind: Kind) {
+    let place = Place::new(kind);
+    let store = place.open();
     let now = now_ms();
     let day = 86_400_000;
     // ULIDs sort by time; these ids sort the same way as their start times.
@@ -167,9 +225,8 @@ fn list_filters_newest_first_and_prune() {
     assert_eq!(store.journal("01b").unwrap().len(), 1);
 }
 
-#[test]
-fn locks_exclude_other_runs_and_are_released_by_recovery() {
-    let dir = tempfile::tempdir().unwrap();
+fn locks_exclude_other_runs_and_are_released_by_recovery(kind: Kind) {
+    let place = Place::new(kind);
     let holder = |run: &str| LockHolder {
         run_id: run.into(),
         runbook: "deploy".into(),
@@ -177,7 +234,7 @@ fn locks_exclude_other_runs_and_are_released_by_recovery() {
         since_ms: now_ms(),
     };
     {
-        let store = Store::open(dir.path(), "test").unwrap();
+        let store = place.open();
         let mut r = record("01x", "deploy", "prod", RunStatus::Running, now_ms());
         r.lock = Some("service:checkout:prod".into());
         store.put_record(&r).unwrap();
@@ -209,9 +266,16 @@ fn locks_exclude_other_runs_and_are_released_by_recovery() {
         store.flush().unwrap();
         // The process "dies" here with 01x running.
     }
-    let store =
-        Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))).unwrap();
+    let store = place.open();
     assert_eq!(store.recover().unwrap(), ["01x"]);
+    assert!(
+        matches!(
+            store.journal("01x").unwrap().last().map(|e| &e.event),
+            Some(JournalEvent::RunInterrupted { .. })
+        ),
+        "recovery journals the interruption"
+    );
+    assert!(store.recover().unwrap().is_empty(), "recovered once");
     assert_eq!(
         store.record("01x").unwrap().unwrap().status,
         RunStatus::Interrupted
@@ -285,4 +349,353 @@ fn dry_runs_and_drill_notifications_count_neither_as_changes_nor_as_successes() 
     assert_eq!(st.succeeded, 0, "{st:?}");
     assert_eq!((st.change_runs, st.failed_changes), (1, 1), "{st:?}");
     assert_eq!(st.change_failure_rate, Some(1.0));
+}
+
+fn journal_sequences_are_dense_under_concurrent_appends(kind: Kind) {
+    let place = Place::new(kind);
+    let store = place.open();
+    store
+        .put_record(&record(
+            "01j",
+            "deploy",
+            "staging",
+            RunStatus::Running,
+            now_ms(),
+        ))
+        .unwrap();
+    // A run's kv writes come from plugin calls beside the recorder's events.
+    let seqs: Vec<u32> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                s.spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            store
+                                .append(
+                                    "01j",
+                                    JournalEvent::KvSet {
+                                        space: format!("t{t}"),
+                                        key: format!("k{i}"),
+                                        value: Some(hex_of(i)),
+                                    },
+                                )
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..100).collect::<Vec<u32>>());
+    assert_eq!(store.journal("01j").unwrap().len(), 100);
+    assert_eq!(store.journal_from("01j", 90).unwrap().len(), 10);
+    let kv = store.kv_state("01j").unwrap();
+    assert_eq!(kv.len(), 4);
+    assert_eq!(kv["t2"]["k7"], vec![7u8]);
+    assert!(store.journal("01other").unwrap().is_empty());
+}
+
+fn hex_of(i: u8) -> String {
+    format!("{i:02x}")
+}
+
+fn drill_records_state_and_slots(kind: Kind) {
+    let place = Place::new(kind);
+    let store = place.open();
+    let mut a = DrillRecord::new("rollback-a", "schedule", Some(100));
+    a.started_ms = 2_000;
+    a.run_id = Some("01ra".into());
+    let mut b = DrillRecord::new("rollback-b", "manual", None);
+    b.started_ms = 1_000;
+    let mut a2 = DrillRecord::new("rollback-a", "manual", None);
+    a2.started_ms = 3_000;
+    for r in [&a, &b, &a2] {
+        store.put_drill(r).unwrap();
+    }
+    let order = |drill: Option<&str>, since| {
+        store
+            .drill_records(drill, since)
+            .unwrap()
+            .iter()
+            .map(|r| (r.drill.clone(), r.started_ms))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        order(None, 0),
+        [
+            ("rollback-b".into(), 1_000),
+            ("rollback-a".into(), 2_000),
+            ("rollback-a".into(), 3_000)
+        ]
+    );
+    assert_eq!(
+        order(Some("rollback-a"), 2_500),
+        [("rollback-a".into(), 3_000)]
+    );
+    assert!(order(Some("rollback"), 0).is_empty());
+
+    assert_eq!(store.drill_last_scheduled("rollback-a").unwrap(), None);
+    store.set_drill_last_scheduled("rollback-a", 500).unwrap();
+    assert_eq!(store.drill_last_scheduled("rollback-a").unwrap(), Some(500));
+    assert!(
+        !store.claim_drill_slot("rollback-a", 500).unwrap(),
+        "handled already"
+    );
+    assert!(
+        !store.claim_drill_slot("rollback-a", 400).unwrap(),
+        "older than handled"
+    );
+    // Schedulers asking for the same slot at once: exactly one gets it.
+    let won: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let store = if kind == Kind::Postgres {
+                    place.open()
+                } else {
+                    store.clone()
+                };
+                s.spawn(move || store.claim_drill_slot("rollback-a", 600).unwrap())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter(|_| true)
+            .map(|h| usize::from(h.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(won, 1);
+    assert_eq!(store.drill_last_scheduled("rollback-a").unwrap(), Some(600));
+    assert!(
+        store.claim_drill_slot("rollback-new", 1).unwrap(),
+        "a first slot"
+    );
+
+    assert_eq!(store.drill_paused("rollback-a").unwrap(), None);
+    let p = Paused {
+        by: "ana".into(),
+        reason: "maintenance window".into(),
+        at_ms: 7,
+    };
+    store.set_drill_paused("rollback-a", Some(&p)).unwrap();
+    assert_eq!(store.drill_paused("rollback-a").unwrap(), Some(p));
+    assert_eq!(
+        store.drill_last_scheduled("rollback-a").unwrap(),
+        Some(600),
+        "pausing keeps the schedule's place"
+    );
+    store.set_drill_paused("rollback-a", None).unwrap();
+    assert_eq!(store.drill_paused("rollback-a").unwrap(), None);
+}
+
+fn trigger_state_and_alerts(kind: Kind) {
+    use medic::store::triggers::AlertRecord;
+    use medic::trigger::policy::State;
+    let place = Place::new(kind);
+    let store = place.open();
+    assert_eq!(store.trigger_state("t").unwrap(), State::default());
+    let mut s = State::default();
+    s.started("g", "r1", 5);
+    store.set_trigger_state("t", &s).unwrap();
+    assert_eq!(store.trigger_state("t").unwrap(), s);
+    for at in [10u64, 20, 20, 30] {
+        store
+            .record_alert(&AlertRecord {
+                at_ms: at,
+                trigger: "t".into(),
+                alert: format!("A{at}"),
+                fingerprint: "f".into(),
+                status: "firing".into(),
+                labels: Default::default(),
+                starts_at_ms: 1,
+                decision: "start".into(),
+                run_id: None,
+                detail: String::new(),
+            })
+            .unwrap();
+    }
+    let at = |since, limit| {
+        store
+            .alerts(since, limit)
+            .unwrap()
+            .iter()
+            .map(|a| a.at_ms)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at(15, 10), [20, 20, 30]);
+    assert_eq!(at(0, 2), [20, 30], "the newest, oldest first");
+    assert!(at(31, 10).is_empty());
+}
+
+fn run_ids_are_found_by_prefix_literally(kind: Kind) {
+    let place = Place::new(kind);
+    let store = place.open();
+    for id in ["01ab", "01a_", "01a%"] {
+        store
+            .put_record(&record(id, "deploy", "staging", RunStatus::Succeeded, 1))
+            .unwrap();
+    }
+    assert_eq!(store.find("01a_").unwrap().run_id, "01a_");
+    assert_eq!(store.find("01a%").unwrap().run_id, "01a%");
+    assert_eq!(store.find(" 01AB ").unwrap().run_id, "01ab");
+    match store.find("01a") {
+        Err(StoreError::Ambiguous { matches, .. }) => assert_eq!(matches.len(), 3),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.record("01").unwrap().is_none());
+}
+
+/// PostgreSQL: several processes at once, each seeing the others' runs, none taking a live
+/// process's running run for interrupted.
+#[test]
+fn postgres_processes_share_runs_and_recover_only_the_dead() {
+    let place = Place::new(Kind::Postgres);
+    let a = place.open();
+    let b = place.open();
+    a.put_record(&record(
+        "01live",
+        "deploy",
+        "staging",
+        RunStatus::Running,
+        now_ms(),
+    ))
+    .unwrap();
+    let holder = LockHolder {
+        run_id: "01live".into(),
+        runbook: "deploy".into(),
+        pid: std::process::id(),
+        since_ms: now_ms(),
+    };
+    assert!(a.acquire_lock("svc", &holder).unwrap().is_ok());
+    assert_eq!(b.find("01li").unwrap().status, RunStatus::Running);
+    assert!(
+        b.recover().unwrap().is_empty(),
+        "a live process's run was taken for dead"
+    );
+    let other = LockHolder {
+        run_id: "01other".into(),
+        ..holder.clone()
+    };
+    assert_eq!(
+        b.acquire_lock("svc", &other).unwrap().unwrap_err().run_id,
+        "01live",
+        "another process's live lock is refused"
+    );
+    // A process on another host whose heartbeat stopped (its host died) LEASE ago, with a
+    // run and a lock: written as that process would have left them.
+    let stale = now_ms() - medic::store::postgres::LEASE.as_millis() as u64 - 1_000;
+    let url = place.url.as_deref().unwrap();
+    let ghost = Store::connect(url, place.dir.path(), "ghost").unwrap();
+    ghost
+        .put_record(&record(
+            "01dead",
+            "deploy",
+            "prod",
+            RunStatus::Running,
+            now_ms(),
+        ))
+        .unwrap();
+    let dead_holder = LockHolder {
+        run_id: "01dead".into(),
+        ..holder.clone()
+    };
+    assert!(ghost.acquire_lock("svc-2", &dead_holder).unwrap().is_ok());
+    let owner = crate::pglab::query(
+        url,
+        "SELECT owner_id FROM medic_runs WHERE run_id = '01dead'",
+    );
+    // Detached from this process: the row says another host, and its heartbeat is old.
+    crate::pglab::query(url, &format!(
+        "UPDATE medic_owners SET heartbeat_ms = {stale}, host = 'elsewhere', owner_id = 'ghost' WHERE owner_id = '{owner}';
+         UPDATE medic_runs SET owner_id = 'ghost' WHERE owner_id = '{owner}';
+         UPDATE medic_locks SET owner_id = 'ghost' WHERE owner_id = '{owner}'"
+    ));
+    assert_eq!(
+        b.recover().unwrap(),
+        ["01dead"],
+        "only the dead process's run"
+    );
+    assert_eq!(
+        b.record("01dead").unwrap().unwrap().status,
+        RunStatus::Interrupted
+    );
+    assert_eq!(
+        b.record("01live").unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    assert!(
+        b.acquire_lock("svc-2", &other).unwrap().is_ok(),
+        "the dead run's lock is released"
+    );
+    assert!(
+        a.recover().unwrap().is_empty(),
+        "recovered by exactly one process"
+    );
+    drop(ghost);
+    // The migration ran once, and a newer schema is refused.
+    assert_eq!(
+        crate::pglab::query(url, "SELECT count(*) FROM medic_schema_migrations"),
+        "1"
+    );
+    crate::pglab::query(
+        url,
+        "INSERT INTO medic_schema_migrations VALUES (99, 'future', 0)",
+    );
+    match Store::connect(url, place.dir.path(), "test") {
+        Err(e @ StoreError::NewerFormat { found: 99, .. }) => {
+            assert!(e.to_string().contains("newer medic"), "{e}")
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a newer schema was used"),
+    }
+}
+
+/// PostgreSQL down: a clear error naming the place without its password.
+#[test]
+fn postgres_unreachable_is_named_without_password() {
+    let port = crate::lab::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://medic:s3cret@127.0.0.1:{port}/nothing");
+    let err = match Store::connect(&url, dir.path(), "test") {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("connected to nothing"),
+    };
+    assert!(
+        err.contains("cannot reach the run store at postgres://medic@127.0.0.1:"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// Connections cut under a process (a database restart, a proxy's idle timeout): the next
+/// call makes them again instead of failing.
+#[test]
+fn postgres_connections_cut_are_made_again() {
+    let place = Place::new(Kind::Postgres);
+    let store = place.open();
+    store
+        .put_record(&record(
+            "01cut",
+            "deploy",
+            "staging",
+            RunStatus::Succeeded,
+            1,
+        ))
+        .unwrap();
+    let url = place.url.as_deref().unwrap();
+    let cut = crate::pglab::query(
+        url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'medic' AND datname = current_database()",
+    );
+    assert_ne!(cut, "0", "no connection was cut");
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    for _ in 0..8 {
+        assert_eq!(store.find("01cut").unwrap().run_id, "01cut");
+    }
 }

@@ -95,23 +95,10 @@ impl DrillRecord {
     }
 }
 
-fn key(drill: &str, started_ms: u64, tie: &str) -> Vec<u8> {
-    let mut k = drill.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(&started_ms.to_be_bytes());
-    k.extend_from_slice(tie.as_bytes());
-    k
-}
-
 impl Store {
     /// Records a drill execution, durably.
     pub fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError> {
-        let tie = r.run_id.clone().unwrap_or_else(crate::executor::new_run_id);
-        let value = serde_json::to_vec(r).expect("drill records serialize");
-        self.drills
-            .insert(key(&r.drill, r.started_ms, &tie), value)
-            .map_err(|e| self.sled_err(e))?;
-        self.flush()
+        self.backend.put_drill(r)
     }
 
     /// A drill's records since `since_ms`, oldest first; every drill's when `drill` is None.
@@ -120,74 +107,33 @@ impl Store {
         drill: Option<&str>,
         since_ms: u64,
     ) -> Result<Vec<DrillRecord>, StoreError> {
-        let iter = match drill {
-            Some(name) => {
-                let mut prefix = name.as_bytes().to_vec();
-                prefix.push(0);
-                self.drills.scan_prefix(prefix)
-            }
-            None => self.drills.iter(),
-        };
-        let mut out = Vec::new();
-        for kv in iter {
-            let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-            let r: DrillRecord = self.decode(&k, &v)?;
-            if r.started_ms >= since_ms {
-                out.push(r);
-            }
-        }
-        out.sort_by_key(|r| r.started_ms);
-        Ok(out)
+        self.backend.drill_records(drill, since_ms)
     }
 
     /// The last scheduled time the scheduler handled for a drill.
     pub fn drill_last_scheduled(&self, drill: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .drill_state
-            .get(drill.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes))
+        self.backend.drill_last_scheduled(drill)
     }
 
     pub fn set_drill_last_scheduled(&self, drill: &str, ms: u64) -> Result<(), StoreError> {
-        self.drill_state
-            .insert(drill.as_bytes(), &ms.to_be_bytes())
-            .map_err(|e| self.sled_err(e))?;
-        self.flush()
+        self.backend.set_drill_last_scheduled(drill, ms)
+    }
+
+    /// Takes a drill's scheduled slot for this scheduler: of all the schedulers sharing the
+    /// store that ask for the same slot, exactly one gets true.
+    pub fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError> {
+        self.backend.claim_drill_slot(drill, ms)
     }
 
     /// Why a drill is paused, if it is: its scheduled runs are skipped (and recorded as
     /// skipped, saying so) until it is resumed. Kept with the store, so a restart keeps it.
     pub fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {
-        let Some(v) = self
-            .drill_state
-            .get(format!("paused:{drill}").as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                dir: self.dir().display().to_string(),
-                key: format!("paused:{drill}"),
-                reason: e.to_string(),
-            })
+        self.backend.drill_paused(drill)
     }
 
     /// Pauses (`Some`) or resumes (`None`) a drill's schedule.
     pub fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError> {
-        let key = format!("paused:{drill}");
-        match paused {
-            Some(p) => self
-                .drill_state
-                .insert(key.as_bytes(), serde_json::to_vec(p).expect("serialize"))
-                .map(|_| ()),
-            None => self.drill_state.remove(key.as_bytes()).map(|_| ()),
-        }
-        .map_err(|e| self.sled_err(e))?;
-        self.flush()
+        self.backend.set_drill_paused(drill, paused)
     }
 }
 

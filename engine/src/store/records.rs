@@ -179,6 +179,17 @@ pub struct JournalEntry {
     pub event: JournalEvent,
 }
 
+impl JournalEntry {
+    /// The event as recorded now.
+    pub fn now(event: JournalEvent) -> JournalEntry {
+        JournalEntry {
+            v: super::FORMAT_VERSION,
+            at_ms: super::now_ms(),
+            event,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JournalEvent {

@@ -27,55 +27,21 @@ pub struct AlertRecord {
 impl Store {
     /// A trigger's state; the default when it has none yet.
     pub fn trigger_state(&self, trigger: &str) -> Result<State, StoreError> {
-        let key = format!("state:{trigger}");
-        match self
-            .triggers
-            .get(key.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(v) => self.decode(key.as_bytes(), &v),
-            None => Ok(State::default()),
-        }
+        Ok(self.backend.trigger_state(trigger)?.unwrap_or_default())
     }
 
     pub fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
-        self.triggers
-            .insert(
-                format!("state:{trigger}").as_bytes(),
-                serde_json::to_vec(state).expect("serialize"),
-            )
-            .map_err(|e| self.sled_err(e))?;
-        self.flush()
+        self.backend.set_trigger_state(trigger, state)
     }
 
     /// Records one alert's decision (durable before the alert is answered).
     pub fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError> {
-        let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
-        let mut key = b"alert:".to_vec();
-        key.extend_from_slice(&record.at_ms.to_be_bytes());
-        key.extend_from_slice(&id.to_be_bytes());
-        self.triggers
-            .insert(key, serde_json::to_vec(record).expect("serialize"))
-            .map_err(|e| self.sled_err(e))?;
-        Ok(())
+        self.backend.record_alert(record)
     }
 
     /// Alerts recorded at or after `since_ms`, oldest first, at most the newest `limit`.
     pub fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut from = b"alert:".to_vec();
-        from.extend_from_slice(&since_ms.to_be_bytes());
-        let mut out: Vec<AlertRecord> = self
-            .triggers
-            .range(from..b"alert;".to_vec())
-            .rev()
-            .take(limit)
-            .map(|e| {
-                let (k, v) = e.map_err(|e| self.sled_err(e))?;
-                self.decode(&k, &v)
-            })
-            .collect::<Result<_, _>>()?;
-        out.reverse();
-        Ok(out)
+        self.backend.alerts(since_ms, limit)
     }
 }
 

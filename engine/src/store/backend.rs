@@ -1,0 +1,66 @@
+//! What a run store must do, whatever holds the data: the embedded default (sled in the data
+//! directory, [`super::embedded`]) and PostgreSQL shared by many hosts ([`super::postgres`])
+//! implement it, and `tests/e2e/store_conformance.rs` holds both to the same behaviour.
+//!
+//! Derived views (a run's steps, its fleet targets, its key-value state) are computed by
+//! [`super::Store`] from these operations, once, for both.
+
+use super::drills::{DrillRecord, Paused};
+use super::triggers::AlertRecord;
+use super::{JournalEntry, ListFilter, LockHolder, RunRecord, StoreError};
+use crate::trigger::policy::State;
+
+pub trait Backend: Send + Sync {
+    /// Where the data lives, for messages (never with a password).
+    fn location(&self) -> String;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    fn put_record(&self, r: &RunRecord) -> Result<(), StoreError>;
+    fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+    /// At most `max` runs whose id starts with `prefix`, in id order.
+    fn by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Appends to a run's journal; returns the entry's sequence number (0, 1, 2, ...).
+    fn append(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError>;
+    /// A run's journal from its `from`th entry on.
+    fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError>;
+    /// Newest first, at most `limit`.
+    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Marks interrupted the runs whose process is gone (journaling `RunInterrupted`) and
+    /// releases their locks; returns their ids. Each backend knows when a process is gone.
+    fn recover(&self) -> Result<Vec<String>, StoreError>;
+    /// Takes a lock for a run; on conflict returns who holds it. The same run taking its
+    /// lock again (a resume) succeeds.
+    fn acquire_lock(
+        &self,
+        key: &str,
+        holder: &LockHolder,
+    ) -> Result<Result<(), LockHolder>, StoreError>;
+    fn release_all_locks(&self, run_id: &str) -> Result<(), StoreError>;
+    /// Deletes runs that started before `before_ms` and ended; returns how many.
+    fn prune(&self, before_ms: u64) -> Result<usize, StoreError>;
+
+    /// Records a drill execution, durably.
+    fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError>;
+    /// A drill's records since `since_ms`, oldest first; every drill's when `drill` is None.
+    fn drill_records(
+        &self,
+        drill: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<DrillRecord>, StoreError>;
+    /// The last scheduled time the scheduler handled for a drill.
+    fn drill_last_scheduled(&self, drill: &str) -> Result<Option<u64>, StoreError>;
+    fn set_drill_last_scheduled(&self, drill: &str, ms: u64) -> Result<(), StoreError>;
+    /// Takes the scheduled slot `ms` of a drill for this process: true for exactly one of
+    /// the schedulers that ask, false when the slot (or a later one) was handled already.
+    fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError>;
+    fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError>;
+    fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError>;
+
+    /// A trigger's state, if it has one.
+    fn trigger_state(&self, trigger: &str) -> Result<Option<State>, StoreError>;
+    fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError>;
+    fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError>;
+    /// Alerts recorded at or after `since_ms`, oldest first, at most the newest `limit`.
+    fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
+}

@@ -1,0 +1,838 @@
+//! The shared backend: PostgreSQL, for any number of processes on any number of hosts.
+//!
+//! - Schema: versioned migrations in `engine/migrations/postgres/`, applied at connect in one
+//!   transaction under an advisory lock, so processes starting together migrate once.
+//! - Durability: every write is one committed statement (or transaction) before it returns;
+//!   `flush` has nothing left to do.
+//! - Liveness: each process has a row in `medic_owners` and renews its `heartbeat_ms` every
+//!   [`HEARTBEAT`]. A run still `running` is interrupted by whichever process looks next
+//!   (`recover`, run by every command that opens the store, and by `medic serve` every
+//!   [`HEARTBEAT`]) once its process's row is gone, its heartbeat is older than [`LEASE`],
+//!   or, on the same host, its process no longer exists (found at once).
+//! - The client is synchronous and must not run on an async runtime's threads, so each
+//!   connection lives on its own thread and calls are sent to it; a connection that broke is
+//!   made again at the next call, so a database that comes back is used again.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::backend::Backend;
+use super::drills::{DrillRecord, Paused};
+use super::triggers::AlertRecord;
+use super::{
+    JournalEntry, JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus, StoreError, decode,
+    now_ms,
+};
+use crate::trigger::policy::State;
+
+/// How often a process says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long after its last heartbeat a process's runs are taken for interrupted.
+pub const LEASE: Duration = Duration::from_secs(20);
+/// Connections per process: runs, readers and the heartbeat share them.
+const CONNECTIONS: usize = 4;
+
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "initial schema",
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)];
+/// Serializes migrations of one database (an arbitrary constant: "medic" in ASCII).
+const MIGRATION_LOCK: i64 = 0x006d_6564_6963;
+
+type Job = Box<dyn FnOnce(Result<&mut postgres::Client, &str>) + Send>;
+
+/// Why a call failed, before it is named for the user.
+enum Failure {
+    Connect(String),
+    Db(postgres::Error),
+    Store(StoreError),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Self {
+        Failure::Db(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+pub(super) struct Postgres {
+    place: String,
+    owner_id: String,
+    host: String,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    /// Journal appends of this process one at a time (a run's kv writes come from plugin
+    /// calls beside the recorder's events); other processes never write the same run.
+    append_lock: Mutex<()>,
+    stop_heartbeat: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+/// The URL as it may be shown: without its password.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(None);
+            }
+            u.to_string()
+        }
+        Err(_) => "the PostgreSQL store".to_owned(),
+    }
+}
+
+fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// The connection (not the statement) failed: broken, or the server shutting down.
+fn lost_connection(e: &postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        None => e.is_closed() || e.as_db_error().is_none(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Postgres {
+    pub(super) fn connect(url: &str, command: &str) -> Result<Postgres, StoreError> {
+        let place = shown(url);
+        let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Database {
+            place: place.clone(),
+            reason: format!("not a PostgreSQL connection URL: {e}"),
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("medic");
+        config.keepalives_idle(Duration::from_secs(30));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..CONNECTIONS {
+            let (rx, config) = (rx.clone(), config.clone());
+            std::thread::Builder::new()
+                .name(format!("medic-pg-{i}"))
+                .spawn(move || worker(&config, &rx))
+                .map_err(|e| StoreError::Database {
+                    place: place.clone(),
+                    reason: format!("cannot start a connection thread: {e}"),
+                })?;
+        }
+        let store = Postgres {
+            place,
+            owner_id: crate::executor::new_run_id(),
+            host: hostname(),
+            jobs: Mutex::new(tx),
+            append_lock: Mutex::new(()),
+            stop_heartbeat: Mutex::new(None),
+        };
+        store.call(migrate)?;
+        let (owner, host, pid, command) = (
+            store.owner_id.clone(),
+            store.host.clone(),
+            std::process::id() as i32,
+            command.to_owned(),
+        );
+        store.call(move |c| {
+            c.execute(
+                "INSERT INTO medic_owners (owner_id, host, pid, command, started_ms, heartbeat_ms)
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+                &[&owner, &host, &pid, &command, &ms(now_ms())],
+            )?;
+            Ok(())
+        })?;
+        store.start_heartbeat();
+        Ok(store)
+    }
+
+    /// Runs `f` on a connection; waits for its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            let r = match client {
+                Ok(c) => f(c),
+                Err(reason) => Err(Failure::Connect(reason.to_owned())),
+            };
+            let _ = tx.send(r);
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job);
+        let answer = match sent {
+            Ok(()) => rx.recv().ok(),
+            Err(_) => None,
+        };
+        match answer {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(Failure::Store(e))) => Err(e),
+            Some(Err(Failure::Connect(reason))) => Err(StoreError::Unreachable {
+                place: self.place.clone(),
+                reason,
+            }),
+            Some(Err(Failure::Db(e))) if lost_connection(&e) => Err(StoreError::Unreachable {
+                place: self.place.clone(),
+                reason: message(&e),
+            }),
+            Some(Err(Failure::Db(e))) => Err(StoreError::Database {
+                place: self.place.clone(),
+                reason: message(&e),
+            }),
+            None => Err(StoreError::Unreachable {
+                place: self.place.clone(),
+                reason: "its connection threads ended".to_owned(),
+            }),
+        }
+    }
+
+    /// Renews this process's row every [`HEARTBEAT`] until the store is dropped. A row found
+    /// gone (this process was taken for dead, e.g. after a long stall) is made again and
+    /// reported: runs it had were interrupted by another process meanwhile.
+    fn start_heartbeat(&self) {
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (owner, host, place) = (self.owner_id.clone(), self.host.clone(), self.place.clone());
+        let spawned = std::thread::Builder::new()
+            .name("medic-pg-heartbeat".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(HEARTBEAT) {
+                    let (owner, host, place) = (owner.clone(), host.clone(), place.clone());
+                    let job: Job = Box::new(move |client| {
+                        let Ok(c) = client else { return };
+                        let now = ms(now_ms());
+                        match c.execute(
+                            "UPDATE medic_owners SET heartbeat_ms = $2 WHERE owner_id = $1",
+                            &[&owner, &now],
+                        ) {
+                            Ok(0) => {
+                                tracing::warn!(
+                                    "{place}: this process was taken for dead (no heartbeat for {}s); its runs were interrupted",
+                                    LEASE.as_secs()
+                                );
+                                let _ = c.execute(
+                                    "INSERT INTO medic_owners (owner_id, host, pid, command, started_ms, heartbeat_ms)
+                                     VALUES ($1, $2, $3, 'medic', $4, $4) ON CONFLICT DO NOTHING",
+                                    &[&owner, &host, &(std::process::id() as i32), &now],
+                                );
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("{place}: heartbeat: {}", message(&e)),
+                        }
+                    });
+                    if jobs.send(job).is_err() {
+                        return;
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            *self
+                .stop_heartbeat
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stop_tx);
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop_heartbeat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // Gone cleanly: nobody needs to wait out the lease (its runs ended or were
+        // interrupted by this process itself).
+        let owner = self.owner_id.clone();
+        let _ = self.call(move |c| {
+            c.execute("DELETE FROM medic_owners WHERE owner_id = $1", &[&owner])?;
+            Ok(())
+        });
+    }
+}
+
+/// A connection idle this long is checked before use: a database restarted meanwhile (or a
+/// connection cut by a proxy) is then noticed before a write is sent, not by failing it.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+fn worker(config: &postgres::Config, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    let mut client: Option<postgres::Client> = None;
+    let mut last_used = std::time::Instant::now();
+    loop {
+        let job = {
+            let rx = jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let stale = last_used.elapsed() > CHECK_AFTER_IDLE;
+        if client.as_mut().is_some_and(|c| {
+            c.is_closed() || (stale && c.is_valid(Duration::from_secs(2)).is_err())
+        }) {
+            client = None;
+        }
+        if client.is_none() {
+            match config.connect(postgres::NoTls) {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    job(Err(&message(&e)));
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = client.as_mut() {
+            job(Ok(c));
+        }
+        last_used = std::time::Instant::now();
+    }
+}
+
+fn migrate(c: &mut postgres::Client) -> Result<(), Failure> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS medic_schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_ms bigint NOT NULL
+         )",
+    )?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM medic_schema_migrations",
+            &[],
+        )?
+        .get(0);
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if applied > latest {
+        return Err(Failure::Store(StoreError::NewerFormat {
+            dir: "the PostgreSQL store".to_owned(),
+            found: u32::try_from(applied).unwrap_or(u32::MAX),
+        }));
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO medic_schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
+            &[version, name, &ms(now_ms())],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether the process `owner_id` is gone: its row removed, its heartbeat older than
+/// [`LEASE`], or (on this host) its pid no longer a process.
+fn owner_gone(
+    c: &mut impl postgres::GenericClient,
+    owner_id: Option<&str>,
+    me: &str,
+    host: &str,
+) -> Result<bool, postgres::Error> {
+    let Some(owner_id) = owner_id else {
+        return Ok(true);
+    };
+    if owner_id == me {
+        return Ok(false);
+    }
+    let row = c.query_opt(
+        "SELECT host, pid, heartbeat_ms FROM medic_owners WHERE owner_id = $1",
+        &[&owner_id],
+    )?;
+    Ok(match row {
+        None => true,
+        Some(row) => {
+            let (h, pid, beat): (String, i32, i64) = (row.get(0), row.get(1), row.get(2));
+            beat < ms(now_ms().saturating_sub(LEASE.as_millis() as u64))
+                || (h == host && !pid_exists(pid as u32))
+        }
+    })
+}
+
+fn rows_to<T: for<'de> serde::Deserialize<'de>>(
+    place: &str,
+    rows: &[postgres::Row],
+    what: &str,
+) -> Result<Vec<T>, Failure> {
+    rows.iter()
+        .map(|row| {
+            let text: &str = row.get(0);
+            decode(place, what, text.as_bytes()).map_err(Failure::Store)
+        })
+        .collect()
+}
+
+/// Appends inside `c` (a connection or a transaction); the sequence is the run's next.
+fn insert_event(
+    c: &mut impl postgres::GenericClient,
+    run_id: &str,
+    entry: &JournalEntry,
+) -> Result<u32, postgres::Error> {
+    let text = serde_json::to_string(entry).expect("journal entries serialize");
+    let row = c.query_one(
+        "INSERT INTO medic_events (run_id, seq, entry)
+         SELECT $1, COALESCE(MAX(seq) + 1, 0), $2 FROM medic_events WHERE run_id = $1
+         RETURNING seq",
+        &[&run_id, &text],
+    )?;
+    Ok(row.get::<_, i32>(0) as u32)
+}
+
+impl Backend for Postgres {
+    fn location(&self) -> String {
+        self.place.clone()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string(r).expect("records serialize");
+        let (id, started, status, runbook, env, kind) = (
+            r.run_id.clone(),
+            ms(r.started_ms),
+            r.status.name(),
+            r.runbook.clone(),
+            r.environment.clone(),
+            r.trigger.kind(),
+        );
+        let owner = (r.status == RunStatus::Running).then(|| self.owner_id.clone());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO medic_runs
+                     (run_id, started_ms, status, runbook, environment, trigger_kind, owner_id, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (run_id) DO UPDATE SET
+                     started_ms = EXCLUDED.started_ms, status = EXCLUDED.status,
+                     runbook = EXCLUDED.runbook, environment = EXCLUDED.environment,
+                     trigger_kind = EXCLUDED.trigger_kind, owner_id = EXCLUDED.owner_id,
+                     record = EXCLUDED.record",
+                &[&id, &started, &status, &runbook, &env, &kind, &owner, &text],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let (id, place) = (run_id.to_owned(), self.place.clone());
+        self.call(move |c| {
+            let rows = c.query("SELECT record FROM medic_runs WHERE run_id = $1", &[&id])?;
+            Ok(rows_to(&place, &rows, &id)?.pop())
+        })
+    }
+
+    fn by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let (place, max) = (self.place.clone(), max as i64);
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT record FROM medic_runs WHERE run_id LIKE $1 ORDER BY run_id LIMIT $2",
+                &[&pattern, &max],
+            )?;
+            rows_to(&place, &rows, "runs by prefix")
+        })
+    }
+
+    fn append(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError> {
+        let _one_at_a_time = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (id, entry) = (run_id.to_owned(), entry.clone());
+        self.call(move |c| insert_event(c, &id, &entry).map_err(Into::into))
+    }
+
+    fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let (id, place, from) = (run_id.to_owned(), self.place.clone(), from as i32);
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT entry FROM medic_events WHERE run_id = $1 AND seq >= $2 ORDER BY seq",
+                &[&id, &from],
+            )?;
+            rows_to(&place, &rows, &format!("{id} journal"))
+        })
+    }
+
+    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let (f, place, limit) = (filter.clone(), self.place.clone(), limit as i64);
+        self.call(move |c| {
+            let status = f.status.map(RunStatus::name);
+            let (since, until) = (f.since_ms.map(ms), f.until_ms.map(ms));
+            let rows = c.query(
+                "SELECT record FROM medic_runs
+                 WHERE ($1::text IS NULL OR runbook = $1)
+                   AND ($2::text IS NULL OR status = $2)
+                   AND ($3::text IS NULL OR environment = $3)
+                   AND ($4::text IS NULL OR trigger_kind = $4)
+                   AND ($5::bigint IS NULL OR started_ms >= $5)
+                   AND ($6::bigint IS NULL OR started_ms <= $6)
+                   AND ($7::text IS NULL OR run_id < $7)
+                 ORDER BY run_id DESC LIMIT $8",
+                &[
+                    &f.runbook,
+                    &status,
+                    &f.environment,
+                    &f.trigger,
+                    &since,
+                    &until,
+                    &f.before,
+                    &limit,
+                ],
+            )?;
+            rows_to(&place, &rows, "runs")
+        })
+    }
+
+    /// Other processes may be running runs right now: only those whose process is gone are
+    /// interrupted, each by exactly one process (the status changes only if it is still
+    /// `running` under the same owner), with its journal entry and lock release in the same
+    /// transaction.
+    fn recover(&self) -> Result<Vec<String>, StoreError> {
+        let (me, host, place) = (self.owner_id.clone(), self.host.clone(), self.place.clone());
+        self.call(move |c| {
+            let running: Vec<(String, Option<String>, String)> = c
+                .query(
+                    "SELECT run_id, owner_id, record FROM medic_runs WHERE status = 'running'",
+                    &[],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            let mut recovered = Vec::new();
+            for (run_id, owner, text) in running {
+                if !owner_gone(c, owner.as_deref(), &me, &host)? {
+                    continue;
+                }
+                let mut r: RunRecord = decode(&place, &run_id, text.as_bytes())?;
+                r.status = RunStatus::Interrupted;
+                let record = serde_json::to_string(&r).expect("records serialize");
+                let mut tx = c.transaction()?;
+                let changed = tx.execute(
+                    "UPDATE medic_runs SET status = 'interrupted', owner_id = NULL, record = $2
+                     WHERE run_id = $1 AND status = 'running' AND owner_id IS NOT DISTINCT FROM $3",
+                    &[&run_id, &record, &owner],
+                )?;
+                if changed == 1 {
+                    insert_event(
+                        &mut tx,
+                        &run_id,
+                        &JournalEntry::now(JournalEvent::RunInterrupted {
+                            found_by_pid: std::process::id(),
+                        }),
+                    )?;
+                    tx.execute("DELETE FROM medic_locks WHERE run_id = $1", &[&run_id])?;
+                    tx.commit()?;
+                    recovered.push(run_id);
+                }
+            }
+            // Locks of processes gone, including one killed after taking its lock but
+            // before recording its run.
+            let holders: Vec<String> = c
+                .query("SELECT DISTINCT owner_id FROM medic_locks", &[])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for owner in holders {
+                if owner_gone(c, Some(&owner), &me, &host)? {
+                    c.execute("DELETE FROM medic_locks WHERE owner_id = $1", &[&owner])?;
+                }
+            }
+            // Rows of processes gone that hold nothing any more (most commands end without
+            // removing theirs: `exit` runs no destructors).
+            let owners: Vec<String> = c
+                .query(
+                    "SELECT owner_id FROM medic_owners o WHERE owner_id <> $1
+                       AND NOT EXISTS (SELECT 1 FROM medic_runs r
+                                       WHERE r.owner_id = o.owner_id AND r.status = 'running')
+                       AND NOT EXISTS (SELECT 1 FROM medic_locks l WHERE l.owner_id = o.owner_id)",
+                    &[&me],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for owner in owners {
+                if owner_gone(c, Some(&owner), &me, &host)? {
+                    c.execute("DELETE FROM medic_owners WHERE owner_id = $1", &[&owner])?;
+                }
+            }
+            Ok(recovered)
+        })
+    }
+
+    fn acquire_lock(
+        &self,
+        key: &str,
+        holder: &LockHolder,
+    ) -> Result<Result<(), LockHolder>, StoreError> {
+        let (key, h) = (key.to_owned(), holder.clone());
+        let (me, host, place) = (self.owner_id.clone(), self.host.clone(), self.place.clone());
+        self.call(move |c| {
+            let text = serde_json::to_string(&h).expect("lock holders serialize");
+            // Bounded: each round either takes the lock, names its live holder, or saw it
+            // change hands under it (another process took or released it meanwhile).
+            for _ in 0..5 {
+                let taken = c.execute(
+                    "INSERT INTO medic_locks (key, run_id, owner_id, holder) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (key) DO NOTHING",
+                    &[&key, &h.run_id, &me, &text],
+                )?;
+                if taken == 1 {
+                    return Ok(Ok(()));
+                }
+                let Some(row) = c.query_opt(
+                    "SELECT run_id, owner_id, holder FROM medic_locks WHERE key = $1",
+                    &[&key],
+                )?
+                else {
+                    continue;
+                };
+                let (run_id, owner, current): (String, String, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                // The same run taking its lock again (a resume, maybe by another process),
+                // or the lock of a process that is gone: taken over, if still as seen.
+                if run_id == h.run_id || owner_gone(c, Some(&owner), &me, &host)? {
+                    let moved = c.execute(
+                        "UPDATE medic_locks SET run_id = $2, owner_id = $3, holder = $4
+                         WHERE key = $1 AND owner_id = $5 AND run_id = $6",
+                        &[&key, &h.run_id, &me, &text, &owner, &run_id],
+                    )?;
+                    if moved == 1 {
+                        return Ok(Ok(()));
+                    }
+                    continue;
+                }
+                return Ok(Err(decode(&place, &key, current.as_bytes())?));
+            }
+            Err(Failure::Store(StoreError::Database {
+                place,
+                reason: format!("lock {key} kept changing hands; try again"),
+            }))
+        })
+    }
+
+    fn release_all_locks(&self, run_id: &str) -> Result<(), StoreError> {
+        let id = run_id.to_owned();
+        self.call(move |c| {
+            c.execute("DELETE FROM medic_locks WHERE run_id = $1", &[&id])?;
+            Ok(())
+        })
+    }
+
+    fn prune(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let before = ms(before_ms);
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM medic_events WHERE run_id IN
+                     (SELECT run_id FROM medic_runs WHERE started_ms < $1 AND status <> 'running')",
+                &[&before],
+            )?;
+            let n = tx.execute(
+                "DELETE FROM medic_runs WHERE started_ms < $1 AND status <> 'running'",
+                &[&before],
+            )?;
+            tx.commit()?;
+            Ok(n as usize)
+        })
+    }
+
+    fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError> {
+        let tie = r.run_id.clone().unwrap_or_else(crate::executor::new_run_id);
+        let (drill, started) = (r.drill.clone(), ms(r.started_ms));
+        let text = serde_json::to_string(r).expect("drill records serialize");
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO medic_drills (drill, started_ms, tie, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (drill, started_ms, tie) DO UPDATE SET record = EXCLUDED.record",
+                &[&drill, &started, &tie, &text],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn drill_records(
+        &self,
+        drill: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<DrillRecord>, StoreError> {
+        let (drill, since, place) = (drill.map(str::to_owned), ms(since_ms), self.place.clone());
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT record FROM medic_drills
+                 WHERE ($1::text IS NULL OR drill = $1) AND started_ms >= $2
+                 ORDER BY started_ms, drill, tie",
+                &[&drill, &since],
+            )?;
+            rows_to(&place, &rows, "drills")
+        })
+    }
+
+    fn drill_last_scheduled(&self, drill: &str) -> Result<Option<u64>, StoreError> {
+        let drill = drill.to_owned();
+        self.call(move |c| {
+            let row = c.query_opt(
+                "SELECT last_scheduled_ms FROM medic_drill_state WHERE drill = $1",
+                &[&drill],
+            )?;
+            Ok(row
+                .and_then(|r| r.get::<_, Option<i64>>(0))
+                .map(|v| v as u64))
+        })
+    }
+
+    fn set_drill_last_scheduled(&self, drill: &str, at: u64) -> Result<(), StoreError> {
+        let (drill, at) = (drill.to_owned(), ms(at));
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO medic_drill_state (drill, last_scheduled_ms) VALUES ($1, $2)
+                 ON CONFLICT (drill) DO UPDATE SET last_scheduled_ms = EXCLUDED.last_scheduled_ms",
+                &[&drill, &at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// One statement, so the row lock PostgreSQL takes for the conflict decides between
+    /// schedulers asking at once: the first moves the slot on, the others find it moved.
+    fn claim_drill_slot(&self, drill: &str, at: u64) -> Result<bool, StoreError> {
+        let (drill, at) = (drill.to_owned(), ms(at));
+        self.call(move |c| {
+            let n = c.execute(
+                "INSERT INTO medic_drill_state (drill, last_scheduled_ms) VALUES ($1, $2)
+                 ON CONFLICT (drill) DO UPDATE SET last_scheduled_ms = EXCLUDED.last_scheduled_ms
+                 WHERE medic_drill_state.last_scheduled_ms IS NULL
+                    OR medic_drill_state.last_scheduled_ms < EXCLUDED.last_scheduled_ms",
+                &[&drill, &at],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {
+        let (drill, place) = (drill.to_owned(), self.place.clone());
+        self.call(move |c| {
+            let row = c.query_opt(
+                "SELECT paused FROM medic_drill_state WHERE drill = $1",
+                &[&drill],
+            )?;
+            match row.and_then(|r| r.get::<_, Option<String>>(0)) {
+                Some(text) => Ok(Some(decode(
+                    &place,
+                    &format!("paused:{drill}"),
+                    text.as_bytes(),
+                )?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError> {
+        let drill = drill.to_owned();
+        let text = paused.map(|p| serde_json::to_string(p).expect("serialize"));
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO medic_drill_state (drill, paused) VALUES ($1, $2)
+                 ON CONFLICT (drill) DO UPDATE SET paused = EXCLUDED.paused",
+                &[&drill, &text],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn trigger_state(&self, trigger: &str) -> Result<Option<State>, StoreError> {
+        let (trigger, place) = (trigger.to_owned(), self.place.clone());
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT state FROM medic_trigger_state WHERE trigger = $1",
+                &[&trigger],
+            )?;
+            Ok(rows_to(&place, &rows, &format!("state:{trigger}"))?.pop())
+        })
+    }
+
+    fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
+        let trigger = trigger.to_owned();
+        let text = serde_json::to_string(state).expect("serialize");
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO medic_trigger_state (trigger, state) VALUES ($1, $2)
+                 ON CONFLICT (trigger) DO UPDATE SET state = EXCLUDED.state",
+                &[&trigger, &text],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError> {
+        let (at, text) = (
+            ms(record.at_ms),
+            serde_json::to_string(record).expect("serialize"),
+        );
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO medic_alerts (at_ms, record) VALUES ($1, $2)",
+                &[&at, &text],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        let (since, limit, place) = (ms(since_ms), limit as i64, self.place.clone());
+        self.call(move |c| {
+            let rows = c.query(
+                "SELECT record FROM (
+                     SELECT id, at_ms, record FROM medic_alerts WHERE at_ms >= $1
+                     ORDER BY at_ms DESC, id DESC LIMIT $2
+                 ) newest ORDER BY at_ms, id",
+                &[&since, &limit],
+            )?;
+            rows_to(&place, &rows, "alerts")
+        })
+    }
+}

@@ -24,6 +24,7 @@ mod sandbox;
 mod security;
 mod serve;
 mod servers;
+mod shared_store;
 mod store;
 mod support;
 mod verdicts;

@@ -67,12 +67,37 @@ fn check_journal(export: &serde_json::Value) {
 
 #[test]
 fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back() {
+    sigkill_campaign(50, None);
+}
+
+/// The same on the shared store: the next process (on the same host) finds the killed
+/// run's process gone at once. `MEDIC_PG_KILLS=100` runs the long form.
+#[test]
+fn on_postgres_sigkill_loses_nothing_and_runs_can_be_resumed_or_rolled_back() {
+    let kills = std::env::var("MEDIC_PG_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(26);
+    sigkill_campaign(kills, Some(&crate::pglab::database()));
+}
+
+/// Kills `medic run` at `kills` points of its progress; after each, the next process must
+/// find the run whole and interrupted, and resume or roll it back.
+fn sigkill_campaign(kills: u64, store: Option<&str>) {
     let cache = tempfile::tempdir().unwrap();
+    let cmd = || {
+        let mut c = medic_command(cache.path());
+        if let Some(url) = store {
+            c.env("MEDIC_STORE", url);
+        }
+        c
+    };
+    let medic = |args: &[&str]| cmd().args(args).output().expect("run medic");
     let dir = tempfile::tempdir().unwrap();
     let rb = crashy_runbook(dir.path());
     let rb = rb.to_str().unwrap();
     // Warm the compiled-plugin cache so every run starts equally fast.
-    let warm = medic(cache.path(), &["validate", rb]);
+    let warm = medic(&["validate", rb]);
     assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
 
     // Kill points follow the run's own progress, not the clock, so they land the same under
@@ -81,15 +106,13 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
     let events_per_run = 1 + 2 * STEPS;
     let (mut interrupted, mut resumed, mut rolled_back, mut finished, mut before_start) =
         (0, 0, 0, 0, 0);
-    let mut seen: std::collections::BTreeSet<String> = json_lines(&stdout(&medic(
-        cache.path(),
-        &["runs", "list", "--output", "json"],
-    )))
-    .iter()
-    .map(|r| r["run_id"].as_str().unwrap().to_owned())
-    .collect();
-    for i in 0..50u64 {
-        let mut child = medic_command(cache.path())
+    let mut seen: std::collections::BTreeSet<String> =
+        json_lines(&stdout(&medic(&["runs", "list", "--output", "json"])))
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_owned())
+            .collect();
+    for i in 0..kills {
+        let mut child = cmd()
             .args(["run", rb, "--output", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -112,10 +135,7 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
         child.wait().unwrap();
 
         // The next process opens the store and finds the run.
-        let listed = medic(
-            cache.path(),
-            &["runs", "list", "--output", "json", "--limit", "1000"],
-        );
+        let listed = medic(&["runs", "list", "--output", "json", "--limit", "1000"]);
         assert_eq!(
             listed.status.code(),
             Some(0),
@@ -137,7 +157,7 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
             "kill {i}: a run is still marked running"
         );
         let export: serde_json::Value =
-            serde_json::from_str(&stdout(&medic(cache.path(), &["runs", "export", &id])))
+            serde_json::from_str(&stdout(&medic(&["runs", "export", &id])))
                 .expect("export is JSON");
         check_journal(&export);
         match newest["status"].as_str().unwrap() {
@@ -148,7 +168,7 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
                     "run_interrupted"
                 );
                 if interrupted % 2 == 1 {
-                    let o = medic(cache.path(), &["runs", "resume", &id]);
+                    let o = medic(&["runs", "resume", &id]);
                     assert_eq!(
                         o.status.code(),
                         Some(0),
@@ -156,11 +176,8 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
                         stdout(&o),
                         stderr(&o)
                     );
-                    let export: serde_json::Value = serde_json::from_str(&stdout(&medic(
-                        cache.path(),
-                        &["runs", "export", &id],
-                    )))
-                    .unwrap();
+                    let export: serde_json::Value =
+                        serde_json::from_str(&stdout(&medic(&["runs", "export", &id]))).unwrap();
                     check_journal(&export);
                     assert_eq!(export["record"]["status"], "succeeded");
                     assert_eq!(
@@ -170,7 +187,7 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
                     );
                     resumed += 1;
                 } else {
-                    let o = medic(cache.path(), &["runs", "rollback", &id]);
+                    let o = medic(&["runs", "rollback", &id]);
                     assert_eq!(
                         o.status.code(),
                         Some(4),
@@ -190,11 +207,11 @@ fn sigkill_at_fifty_points_loses_nothing_and_runs_can_be_resumed_or_rolled_back(
         "kills: {interrupted} interrupted ({resumed} resumed, {rolled_back} rolled back), {finished} finished first, {before_start} before the run was recorded"
     );
     assert!(
-        interrupted >= 25,
-        "only {interrupted} of 50 kills hit a run in progress"
+        interrupted >= kills / 2,
+        "only {interrupted} of {kills} kills hit a run in progress"
     );
     // The lock of every interrupted run was released by recovery: a new run takes it at once.
-    let o = medic(cache.path(), &["run", rb]);
+    let o = medic(&["run", rb]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 

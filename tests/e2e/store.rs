@@ -148,6 +148,7 @@ fn list_filters_newest_first_and_prune(kind: Kind) {
     };
     assert_eq!(ids(ListFilter::default(), 50), ["01d", "01c", "01b", "01a"]);
     assert_eq!(ids(ListFilter::default(), 2), ["01d", "01c"]);
+    assert_eq!(ids(ListFilter::default(), usize::MAX).len(), 4, "no limit");
     assert_eq!(
         ids(
             ListFilter {

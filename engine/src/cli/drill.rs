@@ -443,16 +443,19 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
         Ok(d) => d,
         Err(exit) => return exit,
     };
-    let store = match crate::store::Store::open(&dir, "medic serve") {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("medic: {e}");
-            return Exit::Engine;
-        }
-    };
-    let store = match GlobalArgs::recover(store) {
-        Ok(s) => s,
-        Err(exit) => return exit,
+    let store = match global.shared_store("medic serve") {
+        Some(Ok(s)) => s,
+        Some(Err(exit)) => return exit,
+        None => match crate::store::Store::open(&dir, "medic serve") {
+            Ok(s) => match GlobalArgs::recover(s) {
+                Ok(s) => s,
+                Err(exit) => return exit,
+            },
+            Err(e) => {
+                eprintln!("medic: {e}");
+                return Exit::Engine;
+            }
+        },
     };
     let config = crate::serve::Config {
         drills_dir: args.drills.dir,

@@ -167,6 +167,9 @@ fn recorded(
         let store = super::runs::read_only(global)?;
         return super::runs::find(store.as_ref(), id);
     }
+    if let Some(shared) = global.shared_store("medic runs rerun") {
+        return super::runs::find(&shared?, id);
+    }
     let dir = global.data_dir()?;
     match crate::store::Store::open_waiting(&dir, "medic runs rerun", wait) {
         Ok(store) => super::runs::find(&store, id),

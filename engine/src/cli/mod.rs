@@ -83,6 +83,17 @@ pub struct GlobalArgs {
     /// Where runs are recorded [default: $MEDIC_DATA_DIR, else the platform data directory]
     #[arg(long, global = true, env = "MEDIC_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// A store shared by several processes and hosts: a PostgreSQL URL
+    /// (postgres://USER@HOST:PORT/DB; the password from PGPASSWORD) [default: the embedded
+    /// store in the data directory]
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    store: Option<String>,
     /// Keep recorded runs this long (e.g. 90d); older ones are pruned after each run
     #[arg(long, global = true, env = "MEDIC_RETENTION", value_name = "DURATION", value_parser = parse_retention)]
     retention: Option<std::time::Duration>,
@@ -248,12 +259,36 @@ impl GlobalArgs {
             })
     }
 
+    /// The shared store named by `--store`, connected, its dead processes' runs recovered;
+    /// None for the embedded store.
+    pub(crate) fn shared_store(&self, command: &str) -> Option<Result<crate::store::Store, Exit>> {
+        let url = self.store.as_deref()?;
+        Some((|| {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                eprintln!(
+                    "medic: --store {}: not a store this medic knows; give a PostgreSQL URL (postgres://USER@HOST:PORT/DB), or leave it out for the embedded store in the data directory",
+                    crate::store::postgres::shown(url)
+                );
+                return Err(Exit::Invalid);
+            }
+            let dir = self.data_dir()?;
+            let store = crate::store::Store::connect(url, &dir, command).map_err(|e| {
+                eprintln!("medic: {e}");
+                Exit::Engine
+            })?;
+            Self::recover(store)
+        })())
+    }
+
     /// Opens the run store, recovering runs whose process died.
-    fn store(
+    pub(crate) fn store(
         &self,
         command: &str,
         wait: Option<std::time::Duration>,
     ) -> Result<crate::store::Store, Exit> {
+        if let Some(shared) = self.shared_store(command) {
+            return shared;
+        }
         let dir = self.data_dir()?;
         let store = crate::store::Store::open_waiting(&dir, command, wait).map_err(|e| {
             eprintln!("medic: {e}");
@@ -268,6 +303,9 @@ impl GlobalArgs {
         use crate::store::StoreError;
         if let Some(client) = self.api_client()? {
             return Ok(Box::new(client));
+        }
+        if let Some(shared) = self.shared_store(command) {
+            return Ok(Box::new(shared?));
         }
         let dir = self.data_dir()?;
         // Readers never fail each other: one held by another reader waits for it (they hold
@@ -343,6 +381,10 @@ impl GlobalArgs {
     /// The `medic serve` holding the store, when there is one: commands that write go
     /// through it.
     fn through_serve(&self) -> Option<crate::store::remote::Remote> {
+        // A shared store admits every process: nothing needs to go through another.
+        if self.store.is_some() {
+            return None;
+        }
         let dir = self.data_dir().ok()?;
         let remote = crate::store::remote::Remote::connect(&dir)?;
         let status: serde_json::Value = remote

@@ -166,11 +166,18 @@ fn states(global: &GlobalArgs, names: &[String]) -> Vec<(String, State)> {
             })
             .collect();
     }
-    let Ok(dir) = global.data_dir() else {
-        return Vec::new();
-    };
-    let Ok(store) = crate::store::Store::open(&dir, "medic trigger test") else {
-        return Vec::new();
+    let store = match global.shared_store("medic trigger test") {
+        Some(Ok(store)) => store,
+        Some(Err(_)) => return Vec::new(),
+        None => {
+            let Ok(dir) = global.data_dir() else {
+                return Vec::new();
+            };
+            let Ok(store) = crate::store::Store::open(&dir, "medic trigger test") else {
+                return Vec::new();
+            };
+            store
+        }
     };
     names
         .iter()

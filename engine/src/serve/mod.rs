@@ -336,7 +336,13 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                 m.last.to_rfc3339()
             ),
         );
-        let _ = store.set_drill_last_scheduled(&m.drill, to_ms(m.last));
+        // Recorded once, by the scheduler that takes the slot (a shared store has several).
+        if !store
+            .claim_drill_slot(&m.drill, to_ms(m.last))
+            .unwrap_or(false)
+        {
+            continue;
+        }
         if let Err(e) = store.put_drill(&record) {
             eprintln!("medic serve: recording missed runs of {}: {e}", m.drill);
         }
@@ -362,6 +368,25 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                  running: &mut HashMap<String, Running>,
                  reply: Option<oneshot::Sender<Result<DrillRecord, String>>>| {
         let name = due.drill.name.clone();
+        // With a shared store several schedulers see the same slot: the one that takes it
+        // runs it (or records why not), the others leave it.
+        if reply.is_none() {
+            match store.claim_drill_slot(&name, to_ms(due.scheduled)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    println!(
+                        "medic serve: drill {name}: the run scheduled at {} is another scheduler's",
+                        due.scheduled.to_rfc3339()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    // Unsure whether another took it: not running it is the safe side.
+                    eprintln!("medic serve: drill {name}: cannot claim its scheduled run: {e}");
+                    return;
+                }
+            }
+        }
         if let Some(r) = running.get(&name) {
             // Overlapping its own previous run: skipped, and recorded as skipped.
             let record = DrillRecord::skipped(
@@ -388,7 +413,6 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             return;
         }
         if reply.is_none() {
-            let _ = store.set_drill_last_scheduled(&name, to_ms(due.scheduled));
             // A paused drill's schedule still comes round: recorded as skipped, saying why,
             // so a paused drill stands out in its report rather than going quiet.
             if let Ok(Some(p)) = store.drill_paused(&name) {
@@ -474,6 +498,10 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         |kind| tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    // With a shared store, runs of other processes (other nodes) die too: each scheduler
+    // looks for them as often as processes renew their lease.
+    let shared = store.is_shared();
+    let mut recovery = tokio::time::interval(crate::store::postgres::HEARTBEAT);
     loop {
         let wake = scheduler.next_wake();
         let sleep = match wake {
@@ -485,6 +513,16 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             _ = tokio::time::sleep(sleep) => {
                 for due in scheduler.take_due(Utc::now()) {
                     start(due, &mut running, None);
+                }
+            }
+            _ = recovery.tick(), if shared => {
+                match store.recover() {
+                    Ok(ids) if !ids.is_empty() => println!(
+                        "medic serve: found {} run{} whose process stopped renewing its lease, now marked interrupted: {}",
+                        ids.len(), if ids.len() == 1 { "" } else { "s" }, ids.join(", ")
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("medic serve: looking for interrupted runs: {e}"),
                 }
             }
             Some((name, record)) = done.recv() => {

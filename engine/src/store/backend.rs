@@ -22,6 +22,9 @@ pub trait Backend: Send + Sync {
     fn by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, StoreError>;
     /// Appends to a run's journal; returns the entry's sequence number (0, 1, 2, ...).
     fn append(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError>;
+    /// Appends to a run's journal and writes its record as that entry leaves it, both or
+    /// neither: a crash never leaves a record that disagrees with its journal.
+    fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError>;
     /// A run's journal from its `from`th entry on.
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError>;
     /// Newest first, at most `limit`.

@@ -322,6 +322,13 @@ impl Backend for Sled {
         Ok(next)
     }
 
+    /// Both become durable at the next flush, together: sled loses unflushed writes as one.
+    fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError> {
+        let seq = self.append(&r.run_id, entry)?;
+        self.put_record(r)?;
+        Ok(seq)
+    }
+
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
@@ -513,18 +520,34 @@ impl Backend for Sled {
     }
 
     fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError> {
-        // One process at a time: the slot is this process's unless it was handled already.
-        if self
-            .drill_last_scheduled(drill)?
-            .is_some_and(|last| last >= ms)
-        {
-            return Ok(false);
+        // Compare-and-swap: threads of this process asking at once get it once. Each failed
+        // swap means another claimant moved the slot on, so this ends within a few rounds.
+        for _ in 0..64 {
+            let current = self
+                .drill_state
+                .get(drill.as_bytes())
+                .map_err(|e| self.err(e))?;
+            let last = current
+                .as_ref()
+                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+                .map(u64::from_be_bytes);
+            if last.is_some_and(|last| last >= ms) {
+                return Ok(false);
+            }
+            let swapped = self
+                .drill_state
+                .compare_and_swap(drill.as_bytes(), current, Some(&ms.to_be_bytes()[..]))
+                .map_err(|e| self.err(e))?;
+            if swapped.is_ok() {
+                self.flush()?;
+                return Ok(true);
+            }
         }
-        self.drill_state
-            .insert(drill.as_bytes(), &ms.to_be_bytes())
-            .map_err(|e| self.err(e))?;
-        self.flush()?;
-        Ok(true)
+        Err(StoreError::Corrupt {
+            dir: self.shown.clone(),
+            key: drill.to_owned(),
+            reason: "its schedule slot kept changing under this process".to_owned(),
+        })
     }
 
     fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {

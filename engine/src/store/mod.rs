@@ -333,6 +333,16 @@ impl Store {
         self.backend.append(run_id, &JournalEntry::now(event))
     }
 
+    /// Appends an event and writes the record as it leaves the run, both or neither.
+    pub fn append_with_record(
+        &self,
+        record: &RunRecord,
+        event: JournalEvent,
+    ) -> Result<u32, StoreError> {
+        self.backend
+            .append_with_record(record, &JournalEntry::now(event))
+    }
+
     pub fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
         self.journal_from(run_id, 0)
     }

@@ -130,6 +130,13 @@ impl Postgres {
             place: place.clone(),
             reason: format!("not a PostgreSQL connection URL: {e}"),
         })?;
+        // The password stays out of the URL (and so out of `ps` and shell history) when it
+        // comes from the environment, as libpq's tools take it.
+        if config.get_password().is_none()
+            && let Some(p) = std::env::var_os("PGPASSWORD")
+        {
+            config.password(p.as_encoded_bytes());
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -416,6 +423,63 @@ fn insert_event(
     Ok(row.get::<_, i32>(0) as u32)
 }
 
+/// A run record as its row: the JSON, and the columns queries filter on.
+struct RecordRow {
+    run_id: String,
+    started_ms: i64,
+    status: &'static str,
+    runbook: String,
+    environment: String,
+    trigger_kind: &'static str,
+    /// The process running it, while it runs.
+    owner_id: Option<String>,
+    record: String,
+}
+
+impl RecordRow {
+    fn of(r: &RunRecord, me: &str) -> RecordRow {
+        RecordRow {
+            run_id: r.run_id.clone(),
+            started_ms: ms(r.started_ms),
+            status: r.status.name(),
+            runbook: r.runbook.clone(),
+            environment: r.environment.clone(),
+            trigger_kind: r.trigger.kind(),
+            owner_id: (r.status == RunStatus::Running).then(|| me.to_owned()),
+            record: serde_json::to_string(r).expect("records serialize"),
+        }
+    }
+
+    fn upsert(&self, c: &mut impl postgres::GenericClient) -> Result<(), postgres::Error> {
+        c.execute(
+            "INSERT INTO medic_runs
+                 (run_id, started_ms, status, runbook, environment, trigger_kind, owner_id, record)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (run_id) DO UPDATE SET
+                 started_ms = EXCLUDED.started_ms, status = EXCLUDED.status,
+                 runbook = EXCLUDED.runbook, environment = EXCLUDED.environment,
+                 trigger_kind = EXCLUDED.trigger_kind, owner_id = EXCLUDED.owner_id,
+                 record = EXCLUDED.record",
+            &[
+                &self.run_id,
+                &self.started_ms,
+                &self.status,
+                &self.runbook,
+                &self.environment,
+                &self.trigger_kind,
+                &self.owner_id,
+                &self.record,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// A count as a SQL LIMIT (`usize::MAX` means no limit).
+fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl Backend for Postgres {
     fn location(&self) -> String {
         self.place.clone()
@@ -426,29 +490,22 @@ impl Backend for Postgres {
     }
 
     fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
-        let text = serde_json::to_string(r).expect("records serialize");
-        let (id, started, status, runbook, env, kind) = (
-            r.run_id.clone(),
-            ms(r.started_ms),
-            r.status.name(),
-            r.runbook.clone(),
-            r.environment.clone(),
-            r.trigger.kind(),
-        );
-        let owner = (r.status == RunStatus::Running).then(|| self.owner_id.clone());
+        let row = RecordRow::of(r, &self.owner_id);
+        self.call(move |c| row.upsert(c).map_err(Into::into))
+    }
+
+    fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError> {
+        let _one_at_a_time = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (row, entry) = (RecordRow::of(r, &self.owner_id), entry.clone());
         self.call(move |c| {
-            c.execute(
-                "INSERT INTO medic_runs
-                     (run_id, started_ms, status, runbook, environment, trigger_kind, owner_id, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (run_id) DO UPDATE SET
-                     started_ms = EXCLUDED.started_ms, status = EXCLUDED.status,
-                     runbook = EXCLUDED.runbook, environment = EXCLUDED.environment,
-                     trigger_kind = EXCLUDED.trigger_kind, owner_id = EXCLUDED.owner_id,
-                     record = EXCLUDED.record",
-                &[&id, &started, &status, &runbook, &env, &kind, &owner, &text],
-            )?;
-            Ok(())
+            let mut tx = c.transaction()?;
+            let seq = insert_event(&mut tx, &row.run_id, &entry)?;
+            row.upsert(&mut tx)?;
+            tx.commit()?;
+            Ok(seq)
         })
     }
 
@@ -468,7 +525,7 @@ impl Backend for Postgres {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        let (place, max) = (self.place.clone(), max as i64);
+        let (place, max) = (self.place.clone(), sql_limit(max));
         self.call(move |c| {
             let rows = c.query(
                 "SELECT record FROM medic_runs WHERE run_id LIKE $1 ORDER BY run_id LIMIT $2",
@@ -499,7 +556,7 @@ impl Backend for Postgres {
     }
 
     fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let (f, place, limit) = (filter.clone(), self.place.clone(), limit as i64);
+        let (f, place, limit) = (filter.clone(), self.place.clone(), sql_limit(limit));
         self.call(move |c| {
             let status = f.status.map(RunStatus::name);
             let (since, until) = (f.since_ms.map(ms), f.until_ms.map(ms));
@@ -823,7 +880,7 @@ impl Backend for Postgres {
     }
 
     fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
-        let (since, limit, place) = (ms(since_ms), limit as i64, self.place.clone());
+        let (since, limit, place) = (ms(since_ms), sql_limit(limit), self.place.clone());
         self.call(move |c| {
             let rows = c.query(
                 "SELECT record FROM (

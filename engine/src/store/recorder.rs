@@ -95,9 +95,8 @@ impl<'a> Recorder<'a> {
         let Some(record) = &self.record else { return };
         let result = self
             .store
-            .append(&record.run_id, event)
-            .and_then(|_| self.store.put_record(record))
-            .and_then(|()| if flush { self.store.flush() } else { Ok(()) });
+            .append_with_record(record, event)
+            .and_then(|_| if flush { self.store.flush() } else { Ok(()) });
         if let Err(e) = result {
             eprintln!("medic: cannot record the run ({e}); stopping at the next safe point");
             self.error = Some(e);

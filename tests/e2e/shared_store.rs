@@ -1,0 +1,280 @@
+//! The shared store (`--store postgres://...`) through the real binary: many `medic run` at
+//! once, several `medic serve` nodes on one schedule, and a node's runs found when it dies.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use medic::store::drills::DrillResult;
+use medic::store::{ListFilter, RunStatus, Store};
+
+use crate::cli::{medic_command, scripted_runbook, stderr, stdout};
+use crate::serve::Serve;
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn medic_on(cache: &Path, url: &str, args: &[&str]) -> Output {
+    medic_command(cache)
+        .env("MEDIC_STORE", url)
+        .args(args)
+        .output()
+        .expect("run medic")
+}
+
+/// An action, then a check: a few journal entries, no lock.
+fn quick_runbook(dir: &Path) -> std::path::PathBuf {
+    scripted_runbook(
+        dir,
+        "",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\n\n[[steps]]\nid = \"check\"\nuses = \"check\"\n",
+    )
+}
+
+#[test]
+fn ten_runs_at_once_with_readers_beside_them_none_refused_each_recorded_whole() {
+    let url = crate::pglab::database();
+    let cache = tempfile::tempdir().unwrap();
+    let rb = quick_runbook(cache.path());
+    let rb = rb.to_str().unwrap();
+    // Compile the plugins once, so the ten start together.
+    let warm = medic_on(cache.path(), &url, &["validate", rb]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    let failures = std::thread::scope(|s| {
+        let readers = s.spawn(|| {
+            let mut failed = Vec::new();
+            for _ in 0..20 {
+                let o = medic_on(cache.path(), &url, &["runs", "list"]);
+                if o.status.code() != Some(0) {
+                    failed.push(format!("runs list: {}", stderr(&o)));
+                }
+            }
+            failed
+        });
+        let children: Vec<_> = (0..10)
+            .map(|_| {
+                medic_command(cache.path())
+                    .env("MEDIC_STORE", &url)
+                    .args(["run", rb])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut failed: Vec<String> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .filter(|o| o.status.code() != Some(0))
+            .map(|o| format!("run: {}{}", stdout(&o), stderr(&o)))
+            .collect();
+        failed.extend(readers.join().unwrap());
+        failed
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    let listed = medic_on(cache.path(), &url, &["runs", "list", "--output", "json"]);
+    let runs = json_lines(&stdout(&listed));
+    assert_eq!(runs.len(), 10, "{}", stdout(&listed));
+    for r in &runs {
+        assert_eq!(r["status"], "succeeded", "{r}");
+        let id = r["run_id"].as_str().unwrap();
+        let export: serde_json::Value = serde_json::from_str(&stdout(&medic_on(
+            cache.path(),
+            &url,
+            &["runs", "export", id],
+        )))
+        .unwrap();
+        let types: Vec<&str> = export["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types.first(), Some(&"run_started"), "{types:?}");
+        assert_eq!(types.last(), Some(&"run_finished"), "{types:?}");
+        assert_eq!(
+            types.iter().filter(|t| **t == "step_finished").count(),
+            2,
+            "{types:?}"
+        );
+    }
+    // The embedded store was never opened: everything is in the database.
+    assert!(!cache.path().join("data").join("db").exists());
+}
+
+#[test]
+fn three_serve_nodes_on_one_schedule_run_each_slot_once() {
+    let url = crate::pglab::database();
+    let work = tempfile::tempdir().unwrap();
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    // A drill's runbook breaks something and must be caught and rolled back.
+    let rb = scripted_runbook(
+        work.path(),
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
+         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
+    );
+    std::fs::write(
+        drills.join("d.toml"),
+        format!(
+            "[[drill]]\nname = \"often\"\nrunbook = {:?}\nschedule = \"* * * * * *\"\n",
+            rb.display().to_string()
+        ),
+    )
+    .unwrap();
+    // Each node has its own data directory (its socket, its cache), as on its own host.
+    let mut nodes: Vec<Serve> = (0..3)
+        .map(|i| {
+            Serve::start_env(
+                &work.path().join(format!("node{i}")),
+                &drills,
+                &[],
+                &[("MEDIC_STORE", url.as_str())],
+            )
+        })
+        .collect();
+    // Every node sees the schedule come round; which one takes a slot is a race they settle
+    // in the database, so no node is required to win one.
+    for n in &mut nodes {
+        n.wait_for("drill often: ");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let store = Store::connect(&url, work.path(), "test").unwrap();
+    while store.drill_records(Some("often"), 0).unwrap().len() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for n in nodes {
+        assert_eq!(n.stop(), Some(0));
+    }
+    eprintln!(
+        "three nodes, {} slots: one drill run each",
+        store.drill_records(Some("often"), 0).unwrap().len()
+    );
+    let records = store.drill_records(Some("often"), 0).unwrap();
+    assert!(records.len() >= 6, "{records:#?}");
+    let mut slots: Vec<u64> = records.iter().filter_map(|r| r.scheduled_ms).collect();
+    assert_eq!(
+        slots.len(),
+        records.len(),
+        "every record is a scheduled one"
+    );
+    slots.sort_unstable();
+    let before = slots.len();
+    slots.dedup();
+    assert_eq!(
+        slots.len(),
+        before,
+        "a slot ran more than once: {records:#?}"
+    );
+    assert!(
+        records.iter().all(|r| r.result == DrillResult::Passed),
+        "{records:#?}"
+    );
+    let runs = store.list(&ListFilter::default(), 1000).unwrap();
+    assert_eq!(runs.len(), records.len(), "one run per slot");
+    assert!(runs.iter().all(|r| r.status == RunStatus::RolledBack));
+}
+
+/// A `medic run` killed mid-action with no other command afterwards: a `medic serve` on the
+/// same store finds it by itself (its process is gone) and marks it interrupted; then a
+/// responder rolls it back from the shared store.
+#[test]
+fn serve_finds_a_killed_runs_process_gone_and_the_run_is_rolled_back() {
+    let url = crate::pglab::database();
+    let work = tempfile::tempdir().unwrap();
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let mut node = Serve::start_env(
+        &work.path().join("node"),
+        &drills,
+        &[],
+        &[("MEDIC_STORE", url.as_str())],
+    );
+    let rb = work.path().join("killed.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"killed\"\non_failure = \"rollback\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+             [[steps]]\nid = \"slow\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"20s\" }}\n\n\
+             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+            medic::host::fixtures::SCRIPTED_CHECK,
+            medic::host::fixtures::HOSTILE,
+        ),
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let mut child = medic_command(&cache)
+        .env("MEDIC_STORE", &url)
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead, BufReader};
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.map_while(Result::ok) {
+            if line.contains("\"step_started\"") && line.contains("\"slow\"") {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, inside the slow action
+    child.wait().unwrap();
+    let said = node.wait_for("now marked interrupted");
+    let store = Store::connect(&url, work.path(), "test").unwrap();
+    let run = store.list(&ListFilter::default(), 10).unwrap().remove(0);
+    assert!(said.contains(&run.run_id), "{said}");
+    assert_eq!(run.status, RunStatus::Interrupted);
+    let o = medic_on(&cache, &url, &["runs", "rollback", &run.run_id]);
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("✓ fine"), "{}", stdout(&o));
+    assert_eq!(
+        store.record(&run.run_id).unwrap().unwrap().status,
+        RunStatus::RolledBack
+    );
+    assert_eq!(node.stop(), Some(0));
+}
+
+#[test]
+fn a_store_url_medic_does_not_know_or_cannot_reach_is_named() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic_on(cache.path(), "mysql://db/x", &["runs", "list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--store mysql://db/x: not a store this medic knows"),
+        "{}",
+        stderr(&o)
+    );
+    let port = crate::lab::free_port();
+    let o = medic_command(cache.path())
+        .env(
+            "MEDIC_STORE",
+            format!("postgres://medic@127.0.0.1:{port}/x"),
+        )
+        .env("PGPASSWORD", "hunter2")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the run store at postgres://medic@127.0.0.1:{port}/x"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}

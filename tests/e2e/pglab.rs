@@ -175,3 +175,10 @@ pub fn query(url: &str, sql: &str) -> String {
     let db = url.rsplit('/').next().unwrap();
     psql(port, db, sql).unwrap()
 }
+
+/// One SQL command on the cluster's `postgres` database (to act on a test's database from
+/// outside it: refuse its connections, cut them).
+pub fn admin(sql: &str) -> String {
+    let port = CLUSTER.get().expect("a database was made first").port;
+    psql(port, "postgres", sql).unwrap()
+}

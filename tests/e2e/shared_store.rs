@@ -278,3 +278,106 @@ fn a_store_url_medic_does_not_know_or_cannot_reach_is_named() {
     );
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// The database goes away mid-run: the run stops at its next safe point saying why, what
+/// was recorded stays whole, and once the database is back the run is found interrupted
+/// and rolled back.
+#[test]
+fn a_database_gone_mid_run_stops_it_safely_and_it_is_rolled_back_once_back() {
+    let url = crate::pglab::database();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let rb = work.path().join("long.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"long\"\non_failure = \"rollback\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+             [[steps]]\nid = \"slow\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"2s\" }}\n\n\
+             [[steps]]\nid = \"after\"\nuses = \"act\"\n\n\
+             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+            medic::host::fixtures::SCRIPTED_CHECK,
+            medic::host::fixtures::HOSTILE,
+        ),
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let mut child = medic_command(&cache)
+        .env("MEDIC_STORE", &url)
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut shown = Vec::new();
+    {
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            let started_slow = line.contains("\"step_started\"") && line.contains("\"slow\"");
+            shown.push(line);
+            if started_slow {
+                break;
+            }
+        }
+        // The database refuses new connections and cuts this one's while the action runs.
+        crate::pglab::admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"));
+        crate::pglab::admin(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}'"
+        ));
+        shown.extend(lines.map_while(Result::ok));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("cannot record the run") && err.contains("cannot reach the run store at"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    // What was shown is what was recorded: the slow step's end could not be, so it is not
+    // shown either, and nothing after it ran.
+    let events: Vec<serde_json::Value> = shown
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let step_of = |e: &serde_json::Value| {
+        e["step"]
+            .as_str()
+            .or(e["step"]["id"].as_str())
+            .map(str::to_owned)
+    };
+    assert!(
+        !events.iter().any(|e| (e["event"] == "step_finished"
+            && step_of(e).as_deref() == Some("slow"))
+            || step_of(e).as_deref() == Some("after")),
+        "shown without being recorded: {shown:#?}"
+    );
+    crate::pglab::admin(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"));
+    let listed = medic_on(&cache, &url, &["runs", "list", "--output", "json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let runs = json_lines(&stdout(&listed));
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:?}");
+    let id = runs[0]["run_id"].as_str().unwrap();
+    let export: serde_json::Value =
+        serde_json::from_str(&stdout(&medic_on(&cache, &url, &["runs", "export", id]))).unwrap();
+    let journal = export["journal"].as_array().unwrap();
+    let finished: Vec<&str> = journal
+        .iter()
+        .filter(|e| e["type"] == "step_finished")
+        .map(|e| e["report"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(finished, ["change"], "{journal:#?}");
+    assert_eq!(
+        export["record"]["steps_done"], 1,
+        "the record agrees with the journal"
+    );
+    let o = medic_on(&cache, &url, &["runs", "rollback", id]);
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("✓ fine"), "{}", stdout(&o));
+}

@@ -536,6 +536,13 @@ pub(super) async fn execute(
     };
     drop(watcher);
     let Some(report) = finished else {
+        if let Some(e) = recorder.error.take() {
+            // The store failed, not the responder: the run stands as last recorded (the
+            // recorder said so, and how to pick it up).
+            let _ = store.release_all_locks(&req.run_id);
+            eprintln!("medic: run {} stopped: {e}", req.run_id);
+            return Err(Exit::Engine);
+        }
         recorder.aborted("Ctrl-C three times");
         let recorded = recorder.error.take();
         let released = store
@@ -577,7 +584,7 @@ pub(super) async fn execute(
     if req.format == OutputFormat::Human {
         eprintln!(
             "recorded in {}: medic runs show {}",
-            store.dir().display(),
+            store.location(),
             report.run_id
         );
     }

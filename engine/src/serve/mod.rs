@@ -358,7 +358,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             "s"
         },
         config.drills_dir.display(),
-        store.dir().display()
+        store.location()
     );
 
     let mut running: HashMap<String, Running> = HashMap::new();

@@ -10,7 +10,13 @@ use super::triggers::AlertRecord;
 use super::{JournalEntry, ListFilter, LockHolder, RunRecord, StoreError};
 use crate::trigger::policy::State;
 
-pub trait Backend: Send + Sync {
+/// A store: its runs and its schedules' state, each implemented apart.
+pub trait Backend: Runs + Schedules {}
+
+impl<T: Runs + Schedules> Backend for T {}
+
+/// Runs: records, journals, locks, and finding the runs of processes that died.
+pub trait Runs: Send + Sync {
     /// Where the data lives, for messages (never with a password).
     fn location(&self) -> String;
     /// Makes everything written so far durable.
@@ -42,7 +48,10 @@ pub trait Backend: Send + Sync {
     fn release_all_locks(&self, run_id: &str) -> Result<(), StoreError>;
     /// Deletes runs that started before `before_ms` and ended; returns how many.
     fn prune(&self, before_ms: u64) -> Result<usize, StoreError>;
+}
 
+/// What schedulers and triggers remember: drill results and slots, trigger state, alerts.
+pub trait Schedules: Send + Sync {
     /// Records a drill execution, durably.
     fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError>;
     /// A drill's records since `since_ms`, oldest first; every drill's when `drill` is None.

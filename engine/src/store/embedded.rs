@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::Backend;
+use super::backend::{Runs, Schedules};
 use super::drills::{DrillRecord, Paused};
 use super::triggers::AlertRecord;
 use super::{
@@ -274,7 +274,7 @@ fn drill_key(drill: &str, started_ms: u64, tie: &str) -> Vec<u8> {
     k
 }
 
-impl Backend for Sled {
+impl Runs for Sled {
     fn location(&self) -> String {
         self.shown.clone()
     }
@@ -471,7 +471,9 @@ impl Backend for Sled {
         self.flush()?;
         Ok(n)
     }
+}
 
+impl Schedules for Sled {
     fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError> {
         let tie = r.run_id.clone().unwrap_or_else(crate::executor::new_run_id);
         self.insert_json(&self.drills, drill_key(&r.drill, r.started_ms, &tie), r)?;

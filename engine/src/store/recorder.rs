@@ -32,7 +32,7 @@ pub struct Recorder<'a> {
     /// Plugin declarations that are actions, and steps that are gates (from the plan).
     actions: Vec<String>,
     gated: Vec<String>,
-    /// The first write that failed. The run is cancelled at its next safe point: a run that
+    /// The first write that failed. The run is aborted (its rollback included): a run that
     /// cannot be recorded must not go on changing things.
     pub error: Option<StoreError>,
     cancel: Cancel,
@@ -98,9 +98,15 @@ impl<'a> Recorder<'a> {
             .append_with_record(record, event)
             .and_then(|_| if flush { self.store.flush() } else { Ok(()) });
         if let Err(e) = result {
-            eprintln!("medic: cannot record the run ({e}); stopping at the next safe point");
+            // Stopped at once, rollback included: an undo that cannot be recorded would
+            // leave a record claiming the change is still in place, and a later rollback
+            // would undo it twice. The run stays as recorded, to be picked up.
+            eprintln!(
+                "medic: cannot record the run ({e}); stopping now without undoing anything, since a change that cannot be recorded must not be made\n  = help: once the store is back, `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`",
+                id = record.run_id
+            );
             self.error = Some(e);
-            self.cancel.cancel();
+            self.cancel.abort();
         }
     }
 }
@@ -312,6 +318,10 @@ impl Observer for Recorder<'_> {
                 );
             }
         }
-        self.inner.on_event(event);
+        // What is shown is what was recorded: once a write failed, nothing more is shown as
+        // if it were (the error already said the run stops there).
+        if self.error.is_none() {
+            self.inner.on_event(event);
+        }
     }
 }

@@ -9,22 +9,23 @@
 //!   (`recover`, run by every command that opens the store, and by `medic serve` every
 //!   [`HEARTBEAT`]) once its process's row is gone, its heartbeat is older than [`LEASE`],
 //!   or, on the same host, its process no longer exists (found at once).
-//! - The client is synchronous and must not run on an async runtime's threads, so each
-//!   connection lives on its own thread and calls are sent to it; a connection that broke is
+//! - Connections: a few per process, each on its own thread ([`pool`]); one that broke is
 //!   made again at the next call, so a database that comes back is used again.
 
+mod pool;
+mod schedules;
+
+use std::sync::Mutex;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::backend::Backend;
-use super::drills::{DrillRecord, Paused};
-use super::triggers::AlertRecord;
+use pool::{Failure, Job, Pool, message};
+
+use super::backend::Runs;
 use super::{
     JournalEntry, JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus, StoreError, decode,
     now_ms,
 };
-use crate::trigger::policy::State;
 
 /// How often a process says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -36,37 +37,16 @@ const CONNECTIONS: usize = 4;
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
     1,
     "initial schema",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
 )];
 /// Serializes migrations of one database (an arbitrary constant: "medic" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_6564_6963;
-
-type Job = Box<dyn FnOnce(Result<&mut postgres::Client, &str>) + Send>;
-
-/// Why a call failed, before it is named for the user.
-enum Failure {
-    Connect(String),
-    Db(postgres::Error),
-    Store(StoreError),
-}
-
-impl From<postgres::Error> for Failure {
-    fn from(e: postgres::Error) -> Self {
-        Failure::Db(e)
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
-    }
-}
 
 pub(super) struct Postgres {
     place: String,
     owner_id: String,
     host: String,
-    jobs: Mutex<mpsc::Sender<Job>>,
+    pool: Pool,
     /// Journal appends of this process one at a time (a run's kv writes come from plugin
     /// calls beside the recorder's events); other processes never write the same run.
     append_lock: Mutex<()>,
@@ -83,24 +63,6 @@ pub fn shown(url: &str) -> String {
             u.to_string()
         }
         Err(_) => "the PostgreSQL store".to_owned(),
-    }
-}
-
-fn message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
-
-/// The connection (not the statement) failed: broken, or the server shutting down.
-fn lost_connection(e: &postgres::Error) -> bool {
-    match e.code() {
-        Some(code) => {
-            let code = code.code();
-            code.starts_with("08") || code.starts_with("57P")
-        }
-        None => e.is_closed() || e.as_db_error().is_none(),
     }
 }
 
@@ -142,23 +104,12 @@ impl Postgres {
         }
         config.application_name("medic");
         config.keepalives_idle(Duration::from_secs(30));
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..CONNECTIONS {
-            let (rx, config) = (rx.clone(), config.clone());
-            std::thread::Builder::new()
-                .name(format!("medic-pg-{i}"))
-                .spawn(move || worker(&config, &rx))
-                .map_err(|e| StoreError::Database {
-                    place: place.clone(),
-                    reason: format!("cannot start a connection thread: {e}"),
-                })?;
-        }
+        let pool = Pool::start(&config, CONNECTIONS, &place)?;
         let store = Postgres {
             place,
             owner_id: crate::executor::new_run_id(),
             host: hostname(),
-            jobs: Mutex::new(tx),
+            pool,
             append_lock: Mutex::new(()),
             stop_heartbeat: Mutex::new(None),
         };
@@ -181,48 +132,11 @@ impl Postgres {
         Ok(store)
     }
 
-    /// Runs `f` on a connection; waits for its answer.
     fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |client| {
-            let r = match client {
-                Ok(c) => f(c),
-                Err(reason) => Err(Failure::Connect(reason.to_owned())),
-            };
-            let _ = tx.send(r);
-        });
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(job);
-        let answer = match sent {
-            Ok(()) => rx.recv().ok(),
-            Err(_) => None,
-        };
-        match answer {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(Failure::Store(e))) => Err(e),
-            Some(Err(Failure::Connect(reason))) => Err(StoreError::Unreachable {
-                place: self.place.clone(),
-                reason,
-            }),
-            Some(Err(Failure::Db(e))) if lost_connection(&e) => Err(StoreError::Unreachable {
-                place: self.place.clone(),
-                reason: message(&e),
-            }),
-            Some(Err(Failure::Db(e))) => Err(StoreError::Database {
-                place: self.place.clone(),
-                reason: message(&e),
-            }),
-            None => Err(StoreError::Unreachable {
-                place: self.place.clone(),
-                reason: "its connection threads ended".to_owned(),
-            }),
-        }
+        self.pool.call(f)
     }
 
     /// Renews this process's row every [`HEARTBEAT`] until the store is dropped. A row found
@@ -230,11 +144,7 @@ impl Postgres {
     /// reported: runs it had were interrupted by another process meanwhile.
     fn start_heartbeat(&self) {
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let jobs = self.pool.sender();
         let (owner, host, place) = (self.owner_id.clone(), self.host.clone(), self.place.clone());
         let spawned = std::thread::Builder::new()
             .name("medic-pg-heartbeat".into())
@@ -290,45 +200,6 @@ impl Drop for Postgres {
             c.execute("DELETE FROM medic_owners WHERE owner_id = $1", &[&owner])?;
             Ok(())
         });
-    }
-}
-
-/// A connection idle this long is checked before use: a database restarted meanwhile (or a
-/// connection cut by a proxy) is then noticed before a write is sent, not by failing it.
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
-
-fn worker(config: &postgres::Config, jobs: &Mutex<mpsc::Receiver<Job>>) {
-    let mut client: Option<postgres::Client> = None;
-    let mut last_used = std::time::Instant::now();
-    loop {
-        let job = {
-            let rx = jobs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
-        let stale = last_used.elapsed() > CHECK_AFTER_IDLE;
-        if client.as_mut().is_some_and(|c| {
-            c.is_closed() || (stale && c.is_valid(Duration::from_secs(2)).is_err())
-        }) {
-            client = None;
-        }
-        if client.is_none() {
-            match config.connect(postgres::NoTls) {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    job(Err(&message(&e)));
-                    continue;
-                }
-            }
-        }
-        if let Some(c) = client.as_mut() {
-            job(Ok(c));
-        }
-        last_used = std::time::Instant::now();
     }
 }
 
@@ -480,7 +351,7 @@ fn sql_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-impl Backend for Postgres {
+impl Runs for Postgres {
     fn location(&self) -> String {
         self.place.clone()
     }
@@ -735,161 +606,6 @@ impl Backend for Postgres {
             )?;
             tx.commit()?;
             Ok(n as usize)
-        })
-    }
-
-    fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError> {
-        let tie = r.run_id.clone().unwrap_or_else(crate::executor::new_run_id);
-        let (drill, started) = (r.drill.clone(), ms(r.started_ms));
-        let text = serde_json::to_string(r).expect("drill records serialize");
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO medic_drills (drill, started_ms, tie, record) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (drill, started_ms, tie) DO UPDATE SET record = EXCLUDED.record",
-                &[&drill, &started, &tie, &text],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn drill_records(
-        &self,
-        drill: Option<&str>,
-        since_ms: u64,
-    ) -> Result<Vec<DrillRecord>, StoreError> {
-        let (drill, since, place) = (drill.map(str::to_owned), ms(since_ms), self.place.clone());
-        self.call(move |c| {
-            let rows = c.query(
-                "SELECT record FROM medic_drills
-                 WHERE ($1::text IS NULL OR drill = $1) AND started_ms >= $2
-                 ORDER BY started_ms, drill, tie",
-                &[&drill, &since],
-            )?;
-            rows_to(&place, &rows, "drills")
-        })
-    }
-
-    fn drill_last_scheduled(&self, drill: &str) -> Result<Option<u64>, StoreError> {
-        let drill = drill.to_owned();
-        self.call(move |c| {
-            let row = c.query_opt(
-                "SELECT last_scheduled_ms FROM medic_drill_state WHERE drill = $1",
-                &[&drill],
-            )?;
-            Ok(row
-                .and_then(|r| r.get::<_, Option<i64>>(0))
-                .map(|v| v as u64))
-        })
-    }
-
-    fn set_drill_last_scheduled(&self, drill: &str, at: u64) -> Result<(), StoreError> {
-        let (drill, at) = (drill.to_owned(), ms(at));
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO medic_drill_state (drill, last_scheduled_ms) VALUES ($1, $2)
-                 ON CONFLICT (drill) DO UPDATE SET last_scheduled_ms = EXCLUDED.last_scheduled_ms",
-                &[&drill, &at],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// One statement, so the row lock PostgreSQL takes for the conflict decides between
-    /// schedulers asking at once: the first moves the slot on, the others find it moved.
-    fn claim_drill_slot(&self, drill: &str, at: u64) -> Result<bool, StoreError> {
-        let (drill, at) = (drill.to_owned(), ms(at));
-        self.call(move |c| {
-            let n = c.execute(
-                "INSERT INTO medic_drill_state (drill, last_scheduled_ms) VALUES ($1, $2)
-                 ON CONFLICT (drill) DO UPDATE SET last_scheduled_ms = EXCLUDED.last_scheduled_ms
-                 WHERE medic_drill_state.last_scheduled_ms IS NULL
-                    OR medic_drill_state.last_scheduled_ms < EXCLUDED.last_scheduled_ms",
-                &[&drill, &at],
-            )?;
-            Ok(n == 1)
-        })
-    }
-
-    fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {
-        let (drill, place) = (drill.to_owned(), self.place.clone());
-        self.call(move |c| {
-            let row = c.query_opt(
-                "SELECT paused FROM medic_drill_state WHERE drill = $1",
-                &[&drill],
-            )?;
-            match row.and_then(|r| r.get::<_, Option<String>>(0)) {
-                Some(text) => Ok(Some(decode(
-                    &place,
-                    &format!("paused:{drill}"),
-                    text.as_bytes(),
-                )?)),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError> {
-        let drill = drill.to_owned();
-        let text = paused.map(|p| serde_json::to_string(p).expect("serialize"));
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO medic_drill_state (drill, paused) VALUES ($1, $2)
-                 ON CONFLICT (drill) DO UPDATE SET paused = EXCLUDED.paused",
-                &[&drill, &text],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn trigger_state(&self, trigger: &str) -> Result<Option<State>, StoreError> {
-        let (trigger, place) = (trigger.to_owned(), self.place.clone());
-        self.call(move |c| {
-            let rows = c.query(
-                "SELECT state FROM medic_trigger_state WHERE trigger = $1",
-                &[&trigger],
-            )?;
-            Ok(rows_to(&place, &rows, &format!("state:{trigger}"))?.pop())
-        })
-    }
-
-    fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
-        let trigger = trigger.to_owned();
-        let text = serde_json::to_string(state).expect("serialize");
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO medic_trigger_state (trigger, state) VALUES ($1, $2)
-                 ON CONFLICT (trigger) DO UPDATE SET state = EXCLUDED.state",
-                &[&trigger, &text],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError> {
-        let (at, text) = (
-            ms(record.at_ms),
-            serde_json::to_string(record).expect("serialize"),
-        );
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO medic_alerts (at_ms, record) VALUES ($1, $2)",
-                &[&at, &text],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
-        let (since, limit, place) = (ms(since_ms), sql_limit(limit), self.place.clone());
-        self.call(move |c| {
-            let rows = c.query(
-                "SELECT record FROM (
-                     SELECT id, at_ms, record FROM medic_alerts WHERE at_ms >= $1
-                     ORDER BY at_ms DESC, id DESC LIMIT $2
-                 ) newest ORDER BY at_ms, id",
-                &[&since, &limit],
-            )?;
-            rows_to(&place, &rows, "alerts")
         })
     }
 }

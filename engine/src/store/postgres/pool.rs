@@ -1,0 +1,171 @@
+//! Connections to PostgreSQL, each on its own thread. The client is synchronous and must not
+//! run on an async runtime's threads (it would block them, and it starts a runtime of its
+//! own), so calls are sent to these threads and answered over a channel. A connection that
+//! broke is made again at the next call: a database that comes back is used again.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::store::StoreError;
+
+pub(super) type Job = Box<dyn FnOnce(Result<&mut postgres::Client, &str>) + Send>;
+
+/// Why a call failed, before it is named for the user.
+pub(super) enum Failure {
+    Connect(String),
+    Db(postgres::Error),
+    Store(StoreError),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Self {
+        Failure::Db(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+/// A fixed set of connections, shared by a process's runs, readers and heartbeat.
+pub(super) struct Pool {
+    place: String,
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    pub(super) fn start(
+        config: &postgres::Config,
+        connections: usize,
+        place: &str,
+    ) -> Result<Pool, StoreError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..connections {
+            let (rx, config) = (rx.clone(), config.clone());
+            std::thread::Builder::new()
+                .name(format!("medic-pg-{i}"))
+                .spawn(move || worker(&config, &rx))
+                .map_err(|e| StoreError::Database {
+                    place: place.to_owned(),
+                    reason: format!("cannot start a connection thread: {e}"),
+                })?;
+        }
+        Ok(Pool {
+            place: place.to_owned(),
+            jobs: Mutex::new(tx),
+        })
+    }
+
+    /// A sender for jobs that do not wait for their answer (the heartbeat).
+    pub(super) fn sender(&self) -> mpsc::Sender<Job> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs `f` on a connection; waits for its answer.
+    pub(super) fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            let r = match client {
+                Ok(c) => f(c),
+                Err(reason) => Err(Failure::Connect(reason.to_owned())),
+            };
+            let _ = tx.send(r);
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job);
+        let answer = match sent {
+            Ok(()) => rx.recv().ok(),
+            Err(_) => None,
+        };
+        match answer {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(Failure::Store(e))) => Err(e),
+            Some(Err(Failure::Connect(reason))) => Err(StoreError::Unreachable {
+                place: self.place.clone(),
+                reason,
+            }),
+            Some(Err(Failure::Db(e))) if lost_connection(&e) => Err(StoreError::Unreachable {
+                place: self.place.clone(),
+                reason: message(&e),
+            }),
+            Some(Err(Failure::Db(e))) => Err(StoreError::Database {
+                place: self.place.clone(),
+                reason: message(&e),
+            }),
+            None => Err(StoreError::Unreachable {
+                place: self.place.clone(),
+                reason: "its connection threads ended".to_owned(),
+            }),
+        }
+    }
+}
+
+pub(super) fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// The connection (not the statement) failed: broken, or the server shutting down.
+fn lost_connection(e: &postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        None => e.is_closed() || e.as_db_error().is_none(),
+    }
+}
+
+/// A connection idle this long is checked before use: a database restarted meanwhile (or a
+/// connection cut by a proxy) is then noticed before a write is sent, not by failing it.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+fn worker(config: &postgres::Config, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    let mut client: Option<postgres::Client> = None;
+    let mut last_used = std::time::Instant::now();
+    loop {
+        let job = {
+            let rx = jobs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        let stale = last_used.elapsed() > CHECK_AFTER_IDLE;
+        if client.as_mut().is_some_and(|c| {
+            c.is_closed() || (stale && c.is_valid(Duration::from_secs(2)).is_err())
+        }) {
+            client = None;
+        }
+        if client.is_none() {
+            match config.connect(postgres::NoTls) {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    job(Err(&message(&e)));
+                    continue;
+                }
+            }
+        }
+        if let Some(c) = client.as_mut() {
+            job(Ok(c));
+        }
+        last_used = std::time::Instant::now();
+    }
+}

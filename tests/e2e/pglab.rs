@@ -1,7 +1,8 @@
 //! A real PostgreSQL 15 for the tests: one cluster per test binary (`initdb` takes over a
 //! second), started on first use on a free loopback port, and a fresh database per test.
 //! The server dies with the test process (parent-death signal), so a failing or killed test
-//! run leaves no server behind; its directory is removed by the next run.
+//! run leaves no server behind; its directory is removed by the next run. Self-contained:
+//! `engine/benches/store.rs` uses it too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -94,7 +95,11 @@ fn start() -> Cluster {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = crate::lab::free_port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let log = std::fs::File::create(dir.join("postgres.log")).unwrap();
     let mut cmd = as_postgres(&bin("postgres"));
     cmd.arg("-D")

@@ -323,28 +323,62 @@ impl RecordRow {
 
     fn upsert(&self, c: &mut impl postgres::GenericClient) -> Result<(), postgres::Error> {
         c.execute(
-            "INSERT INTO medic_runs
-                 (run_id, started_ms, status, runbook, environment, trigger_kind, owner_id, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (run_id) DO UPDATE SET
-                 started_ms = EXCLUDED.started_ms, status = EXCLUDED.status,
-                 runbook = EXCLUDED.runbook, environment = EXCLUDED.environment,
-                 trigger_kind = EXCLUDED.trigger_kind, owner_id = EXCLUDED.owner_id,
-                 record = EXCLUDED.record",
-            &[
-                &self.run_id,
-                &self.started_ms,
-                &self.status,
-                &self.runbook,
-                &self.environment,
-                &self.trigger_kind,
-                &self.owner_id,
-                &self.record,
-            ],
+            &format!("INSERT INTO medic_runs {UPSERT_RUN}"),
+            &self.params(),
         )?;
         Ok(())
     }
+
+    /// Appends `entry` and writes the record in one statement: atomic, and one round trip
+    /// and one commit (a transaction of two statements took four round trips).
+    fn upsert_with_event(
+        &self,
+        c: &mut impl postgres::GenericClient,
+        entry: &JournalEntry,
+    ) -> Result<u32, postgres::Error> {
+        let text = serde_json::to_string(entry).expect("journal entries serialize");
+        let mut params = self.params();
+        params.push(&text);
+        let row = c.query_one(
+            &format!(
+                "WITH event AS (
+                     INSERT INTO medic_events (run_id, seq, entry)
+                     SELECT $1, COALESCE(MAX(seq) + 1, 0), $9 FROM medic_events WHERE run_id = $1
+                     RETURNING seq
+                 ), run AS (
+                     INSERT INTO medic_runs {UPSERT_RUN}
+                 )
+                 SELECT seq FROM event"
+            ),
+            &params,
+        )?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+
+    fn params(&self) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+        vec![
+            &self.run_id,
+            &self.started_ms,
+            &self.status,
+            &self.runbook,
+            &self.environment,
+            &self.trigger_kind,
+            &self.owner_id,
+            &self.record,
+        ]
+    }
 }
+
+/// The columns and values ($1..$8, from [`RecordRow::params`]) of a run's row, replacing
+/// what was there.
+const UPSERT_RUN: &str =
+    "(run_id, started_ms, status, runbook, environment, trigger_kind, owner_id, record)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (run_id) DO UPDATE SET
+         started_ms = EXCLUDED.started_ms, status = EXCLUDED.status,
+         runbook = EXCLUDED.runbook, environment = EXCLUDED.environment,
+         trigger_kind = EXCLUDED.trigger_kind, owner_id = EXCLUDED.owner_id,
+         record = EXCLUDED.record";
 
 /// A count as a SQL LIMIT (`usize::MAX` means no limit).
 fn sql_limit(n: usize) -> i64 {
@@ -371,13 +405,7 @@ impl Runs for Postgres {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (row, entry) = (RecordRow::of(r, &self.owner_id), entry.clone());
-        self.call(move |c| {
-            let mut tx = c.transaction()?;
-            let seq = insert_event(&mut tx, &row.run_id, &entry)?;
-            row.upsert(&mut tx)?;
-            tx.commit()?;
-            Ok(seq)
-        })
+        self.call(move |c| row.upsert_with_event(c, &entry).map_err(Into::into))
     }
 
     fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {

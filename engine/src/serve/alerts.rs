@@ -206,6 +206,9 @@ async fn decide(
     runs: &mut Vec<ClientRun>,
 ) -> Result<AlertRecord, String> {
     let store = ctx.store;
+    // Other nodes sharing the store decide this trigger's alerts after this one has written
+    // what it decided (Alertmanager in HA sends each alert to every node).
+    let _held = store.hold_trigger(&t.name).map_err(|e| e.to_string())?;
     let now = now_ms();
     let mut state = store.trigger_state(&t.name).map_err(|e| e.to_string())?;
     state.forget_old(now, t.policy.cooldown + Duration::from_secs(3600), &|id| {

@@ -69,6 +69,11 @@ pub trait Schedules: Send + Sync {
     fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError>;
     fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError>;
 
+    /// Holds the trigger `trigger` for this process until the returned value is dropped:
+    /// every scheduler sharing the store decides its alerts one at a time (reading its
+    /// state, maybe starting a run, writing the state back), so an alert delivered to two
+    /// nodes starts one run.
+    fn hold_trigger(&self, trigger: &str) -> Result<Box<dyn Send>, StoreError>;
     /// A trigger's state, if it has one.
     fn trigger_state(&self, trigger: &str) -> Result<Option<State>, StoreError>;
     fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError>;

@@ -30,6 +30,12 @@ impl Store {
         Ok(self.backend.trigger_state(trigger)?.unwrap_or_default())
     }
 
+    /// Holds a trigger against every other scheduler on the store until the value is
+    /// dropped (see [`super::backend::Schedules::hold_trigger`]).
+    pub fn hold_trigger(&self, trigger: &str) -> Result<Box<dyn Send>, StoreError> {
+        self.backend.hold_trigger(trigger)
+    }
+
     pub fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
         self.backend.set_trigger_state(trigger, state)
     }

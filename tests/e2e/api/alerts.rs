@@ -741,3 +741,52 @@ fn a_resolved_alert_cancels_its_run_when_the_trigger_says_so() {
     assert_eq!(run["status"], "cancelled", "{run}");
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// Alertmanager in HA sends each alert to every node. Two `medic serve` nodes sharing a
+/// PostgreSQL store decide a trigger's alerts one at a time, so an alert delivered to both
+/// at the same moment starts one run, and the other node attaches to it.
+#[test]
+fn two_nodes_on_a_shared_store_start_one_run_for_an_alert_sent_to_both() {
+    let url = crate::pglab::database();
+    let env = [("MEDIC_STORE", url.as_str())];
+    let nodes: Vec<(Site, String, Serve, Api)> = (0..2)
+        .map(|_| {
+            let site = trigger_site("");
+            let am = site.token("alertmanager", &["--role", "responder"]);
+            let triggers = site.work.path().join("triggers");
+            let (serve, api) =
+                site.serve_env(false, &["--triggers", triggers.to_str().unwrap()], &env);
+            (site, am, serve, api)
+        })
+        .collect();
+    let mut all = Vec::new();
+    for _ in 0..3 {
+        let answers: Vec<Vec<(String, Option<String>)>> = std::thread::scope(|s| {
+            let posts: Vec<_> = nodes
+                .iter()
+                .map(|(_, am, _, api)| {
+                    s.spawn(move || {
+                        let (status, answer) =
+                            api.post("/alerts/alertmanager", am, payload(&[("firing", "a")]));
+                        assert_eq!(status, 200, "{answer}");
+                        decisions(&answer)
+                    })
+                })
+                .collect();
+            posts.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        all.extend(answers.into_iter().flatten());
+    }
+    let starts = all.iter().filter(|(d, _)| d == "start").count();
+    assert_eq!(starts, 1, "{all:?}");
+    let run = all[0].1.clone();
+    assert!(
+        all.iter().all(|(_, id)| *id == run),
+        "every decision names the one run: {all:?}"
+    );
+    let store = medic::store::Store::connect(&url, nodes[0].0.work.path(), "test").unwrap();
+    let runs = store
+        .list(&medic::store::ListFilter::default(), 10)
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+}

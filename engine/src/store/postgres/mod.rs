@@ -12,6 +12,7 @@
 //! - Connections: a few per process, each on its own thread ([`pool`]); one that broke is
 //!   made again at the next call, so a database that comes back is used again.
 
+mod hold;
 mod pool;
 mod schedules;
 
@@ -47,6 +48,8 @@ pub(super) struct Postgres {
     owner_id: String,
     host: String,
     pool: Pool,
+    /// Locks held across calls (a trigger's decision), on a connection of their own.
+    holder: hold::Holder,
     /// Journal appends of this process one at a time (a run's kv writes come from plugin
     /// calls beside the recorder's events); other processes never write the same run.
     append_lock: Mutex<()>,
@@ -106,6 +109,7 @@ impl Postgres {
         config.keepalives_idle(Duration::from_secs(30));
         let pool = Pool::start(&config, CONNECTIONS, &place)?;
         let store = Postgres {
+            holder: hold::Holder::new(&config, &place),
             place,
             owner_id: crate::executor::new_run_id(),
             host: hostname(),

@@ -111,6 +111,10 @@ impl Schedules for Postgres {
         })
     }
 
+    fn hold_trigger(&self, trigger: &str) -> Result<Box<dyn Send>, StoreError> {
+        self.holder.hold(&format!("medic trigger {trigger}"))
+    }
+
     fn trigger_state(&self, trigger: &str) -> Result<Option<State>, StoreError> {
         let (trigger, place) = (trigger.to_owned(), self.place.clone());
         self.call(move |c| {

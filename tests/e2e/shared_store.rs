@@ -181,26 +181,15 @@ fn three_serve_nodes_on_one_schedule_run_each_slot_once() {
     assert!(runs.iter().all(|r| r.status == RunStatus::RolledBack));
 }
 
-/// A `medic run` killed mid-action with no other command afterwards: a `medic serve` on the
-/// same store finds it by itself (its process is gone) and marks it interrupted; then a
-/// responder rolls it back from the shared store.
-#[test]
-fn serve_finds_a_killed_runs_process_gone_and_the_run_is_rolled_back() {
-    let url = crate::pglab::database();
-    let work = tempfile::tempdir().unwrap();
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let mut node = Serve::start_env(
-        &work.path().join("node"),
-        &drills,
-        &[],
-        &[("MEDIC_STORE", url.as_str())],
-    );
-    let rb = work.path().join("killed.toml");
+/// Starts a `medic run` on the shared store at `url` of a runbook (`head` added to its
+/// `[runbook]` table) that changes something, then sits in a 20 s action, and kills it with
+/// SIGKILL inside that action. Returns the cache directory it used.
+fn killed_mid_action(work: &Path, url: &str, head: &str) -> std::path::PathBuf {
+    let rb = work.join("killed.toml");
     std::fs::write(
         &rb,
         format!(
-            "[runbook]\nname = \"killed\"\non_failure = \"rollback\"\n\n\
+            "[runbook]\nname = \"killed\"\non_failure = \"rollback\"\n{head}\n\n\
              [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
              [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
              [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
@@ -213,10 +202,10 @@ fn serve_finds_a_killed_runs_process_gone_and_the_run_is_rolled_back() {
         ),
     )
     .unwrap();
-    let cache = work.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
+    let cache = work.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
     let mut child = medic_command(&cache)
-        .env("MEDIC_STORE", &url)
+        .env("MEDIC_STORE", url)
         .args(["run", rb.to_str().unwrap(), "--output", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -233,11 +222,37 @@ fn serve_finds_a_killed_runs_process_gone_and_the_run_is_rolled_back() {
     }
     child.kill().unwrap(); // SIGKILL, inside the slow action
     child.wait().unwrap();
+    cache
+}
+
+fn serve_node(work: &Path, url: &str) -> Serve {
+    let drills = work.join("drills");
+    std::fs::create_dir_all(&drills).unwrap();
+    Serve::start_env(&work.join("node"), &drills, &[], &[("MEDIC_STORE", url)])
+}
+
+/// A `medic run` killed mid-action with no other command afterwards: a `medic serve` on the
+/// same store finds it by itself (its process is gone), marks it interrupted and, as the
+/// runbook declares nothing, says a person must act; a responder then rolls it back.
+#[test]
+fn serve_finds_a_killed_runs_process_gone_and_leaves_it_to_a_person_by_default() {
+    let url = crate::pglab::database();
+    let work = tempfile::tempdir().unwrap();
+    let mut node = serve_node(work.path(), &url);
+    let cache = killed_mid_action(work.path(), &url, "");
     let said = node.wait_for("now marked interrupted");
     let store = Store::connect(&url, work.path(), "test").unwrap();
     let run = store.list(&ListFilter::default(), 10).unwrap().remove(0);
     assert!(said.contains(&run.run_id), "{said}");
-    assert_eq!(run.status, RunStatus::Interrupted);
+    let told = node.wait_for("a person must act");
+    assert!(
+        told.contains(&format!("medic runs rollback {}", run.run_id)),
+        "{told}"
+    );
+    assert_eq!(
+        store.record(&run.run_id).unwrap().unwrap().status,
+        RunStatus::Interrupted
+    );
     let o = medic_on(&cache, &url, &["runs", "rollback", &run.run_id]);
     assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("✓ fine"), "{}", stdout(&o));
@@ -245,6 +260,55 @@ fn serve_finds_a_killed_runs_process_gone_and_the_run_is_rolled_back() {
         store.record(&run.run_id).unwrap().unwrap().status,
         RunStatus::RolledBack
     );
+    assert_eq!(node.stop(), Some(0));
+}
+
+/// `on_interrupted = "rollback"`: the node that finds the run rolls it back by itself
+/// (undo, then verify), recorded as picked up by medic serve.
+#[test]
+fn serve_rolls_back_a_killed_run_when_its_runbook_declares_it() {
+    let url = crate::pglab::database();
+    let work = tempfile::tempdir().unwrap();
+    let mut node = serve_node(work.path(), &url);
+    killed_mid_action(work.path(), &url, "on_interrupted = \"rollback\"");
+    node.wait_for("rolling it back, as its runbook declares");
+    let store = Store::connect(&url, work.path(), "test").unwrap();
+    let id = store
+        .list(&ListFilter::default(), 10)
+        .unwrap()
+        .remove(0)
+        .run_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        let r = store.record(&id).unwrap().unwrap();
+        if r.status != RunStatus::Running && r.status != RunStatus::Interrupted
+            || Instant::now() > deadline
+        {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(record.status, RunStatus::RolledBack, "{record:?}");
+    let journal = store.journal(&id).unwrap();
+    let types: Vec<String> = journal
+        .iter()
+        .map(|e| {
+            serde_json::to_value(&e.event).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        types.iter().any(|t| t == "run_interrupted") && types.iter().any(|t| t == "run_resumed"),
+        "{types:?}"
+    );
+    let resumed = journal
+        .iter()
+        .map(|e| serde_json::to_value(&e.event).unwrap())
+        .find(|e| e["type"] == "run_resumed")
+        .unwrap();
+    assert!(resumed.to_string().contains("on_interrupted"), "{resumed}");
     assert_eq!(node.stop(), Some(0));
 }
 

@@ -443,14 +443,13 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
         Ok(d) => d,
         Err(exit) => return exit,
     };
-    let store = match global.shared_store("medic serve") {
+    // Not recovered here: serve finds the runs of dead processes itself, and applies what
+    // their runbooks declare (`on_interrupted`).
+    let store = match global.connect_shared("medic serve") {
         Some(Ok(s)) => s,
         Some(Err(exit)) => return exit,
         None => match crate::store::Store::open(&dir, "medic serve") {
-            Ok(s) => match GlobalArgs::recover(s) {
-                Ok(s) => s,
-                Err(exit) => return exit,
-            },
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("medic: {e}");
                 return Exit::Engine;

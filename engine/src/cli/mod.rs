@@ -262,6 +262,15 @@ impl GlobalArgs {
     /// The shared store named by `--store`, connected, its dead processes' runs recovered;
     /// None for the embedded store.
     pub(crate) fn shared_store(&self, command: &str) -> Option<Result<crate::store::Store, Exit>> {
+        Some(self.connect_shared(command)?.and_then(Self::recover))
+    }
+
+    /// [`GlobalArgs::shared_store`] without recovering (`medic serve` recovers, and applies
+    /// what runbooks declare for the runs it finds).
+    pub(crate) fn connect_shared(
+        &self,
+        command: &str,
+    ) -> Option<Result<crate::store::Store, Exit>> {
         let url = self.store.as_deref()?;
         Some((|| {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -272,11 +281,10 @@ impl GlobalArgs {
                 return Err(Exit::Invalid);
             }
             let dir = self.data_dir()?;
-            let store = crate::store::Store::connect(url, &dir, command).map_err(|e| {
+            crate::store::Store::connect(url, &dir, command).map_err(|e| {
                 eprintln!("medic: {e}");
                 Exit::Engine
-            })?;
-            Self::recover(store)
+            })
         })())
     }
 

@@ -128,6 +128,23 @@ pub struct Meta {
     /// `service:{{ params.service }}:{{ env.name }}`.
     #[serde(default)]
     pub lock: Option<Spanned<String>>,
+    /// What `medic serve` does with a run of this runbook whose process died.
+    #[serde(default)]
+    pub on_interrupted: Option<Spanned<OnInterrupted>>,
+}
+
+/// What becomes of a run whose process died (killed, its host gone), once `medic serve`
+/// finds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInterrupted {
+    /// Mark it interrupted and say so (log line, `medic_runs_total{status="interrupted"}`):
+    /// a person resumes or rolls it back.
+    #[default]
+    Notify,
+    /// Roll it back at once (undo what it changed, newest first, then verify), as
+    /// `medic runs rollback` would: declared here, so no one has to be woken for it.
+    Rollback,
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,7 +114,8 @@ pub fn schema() -> Value {
                     "owner": { "type": "string" },
                     "version": { "type": "string" },
                     "on_failure": on_failure,
-                    "lock": templated
+                    "lock": templated,
+                    "on_interrupted": { "enum": ["notify", "rollback"], "description": "What medic serve does with a run whose process died: notify (mark it interrupted, say so; a person acts) or rollback (undo it at once, then verify)" }
                 }
             },
             "params": { "type": "object", "additionalProperties": { "$ref": "#/$defs/param" } },

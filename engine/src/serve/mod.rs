@@ -27,6 +27,7 @@ use crate::store::{ListFilter, RunStatus, Store, now_ms};
 
 mod alerts;
 mod client;
+mod interrupted;
 mod metrics;
 
 use client::*;
@@ -498,10 +499,12 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         |kind| tokio::signal::unix::signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    // With a shared store, runs of other processes (other nodes) die too: each scheduler
-    // looks for them as often as processes renew their lease.
+    // Runs whose process died are looked for at start (the first tick is at once), and on
+    // a shared store, where other processes (other nodes) die too, as often as processes
+    // renew their lease.
     let shared = store.is_shared();
     let mut recovery = tokio::time::interval(crate::store::postgres::HEARTBEAT);
+    let mut recovered_once = false;
     loop {
         let wake = scheduler.next_wake();
         let sleep = match wake {
@@ -515,12 +518,16 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                     start(due, &mut running, None);
                 }
             }
-            _ = recovery.tick(), if shared => {
+            _ = recovery.tick(), if shared || !recovered_once => {
+                recovered_once = true;
                 match store.recover() {
-                    Ok(ids) if !ids.is_empty() => println!(
-                        "medic serve: found {} run{} whose process stopped renewing its lease, now marked interrupted: {}",
-                        ids.len(), if ids.len() == 1 { "" } else { "s" }, ids.join(", ")
-                    ),
+                    Ok(ids) if !ids.is_empty() => {
+                        println!(
+                            "medic serve: found {} run{} whose process died (gone, or its lease not renewed), now marked interrupted: {}",
+                            ids.len(), if ids.len() == 1 { "" } else { "s" }, ids.join(", ")
+                        );
+                        interrupted::found(&host, &store, &metrics, ids, &mut client_runs).await;
+                    }
                     Ok(_) => {}
                     Err(e) => eprintln!("medic serve: looking for interrupted runs: {e}"),
                 }

@@ -46,6 +46,8 @@ pub struct Plan {
     pub environment: Environment,
     /// The rendered lock key, if the runbook declares one.
     pub lock: Option<String>,
+    /// What `medic serve` does when it finds a run of this plan interrupted.
+    pub on_interrupted: crate::runbook::model::OnInterrupted,
     pub params: Vec<PlanParam>,
     pub plugins: Vec<PlanPlugin>,
     pub steps: Vec<PlanStep>,
@@ -502,6 +504,10 @@ pub async fn plan(
         return Err(v.diags);
     }
     let meta = doc.runbook.into_inner();
+    let on_interrupted = meta
+        .on_interrupted
+        .map(Spanned::into_inner)
+        .unwrap_or_default();
     Ok(Plan {
         name: meta.name.into_inner(),
         description: meta.description,
@@ -509,6 +515,7 @@ pub async fn plan(
         sha256: hex::encode(Sha256::digest(src.text.as_bytes())),
         environment,
         lock,
+        on_interrupted,
         params: v
             .params
             .into_iter()

@@ -1,0 +1,81 @@
+//! Runs whose process died, as `medic serve` finds them (at start, and on a shared store as
+//! often as processes renew their lease): each is counted
+//! (`medic_runs_total{outcome="interrupted"}`) and said, and its runbook's `on_interrupted`
+//! applies: `notify` leaves it to a person, `rollback` rolls it back here and now, as
+//! `medic runs rollback` would.
+
+use std::sync::{Arc, Mutex};
+
+use super::client::{ClientRun, pick_up_run, plan_or_report};
+use super::metrics::Metrics;
+use crate::host::PluginHost;
+use crate::runbook::model::OnInterrupted;
+use crate::store::Store;
+use crate::store::remote::Reply;
+
+/// Who rolls a run back when its runbook declares it.
+const CALLER: &str = "medic serve (on_interrupted = \"rollback\")";
+
+pub(super) async fn found(
+    host: &Arc<PluginHost>,
+    store: &Store,
+    metrics: &Arc<Mutex<Metrics>>,
+    ids: Vec<String>,
+    runs: &mut Vec<ClientRun>,
+) {
+    for id in ids {
+        *metrics
+            .lock()
+            .unwrap()
+            .runs
+            .entry("interrupted".to_owned())
+            .or_default() += 1;
+        let person =
+            format!("a person must act: `medic runs rollback {id}` or `medic runs resume {id}`");
+        let record = match store.record(&id) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                println!("medic serve: run {id} is interrupted; reading it: {e}; {person}");
+                continue;
+            }
+        };
+        let declared = match crate::pickup::prepare(store, &record, true) {
+            Ok(pick) => plan_or_report(host, &pick.path, &pick.text, &pick.options)
+                .await
+                .map(|plan| plan.on_interrupted),
+            Err(refused) => Err(refused.to_string()),
+        };
+        match declared {
+            Ok(OnInterrupted::Rollback) => {}
+            Ok(OnInterrupted::Notify) => {
+                println!(
+                    "medic serve: run {id} ({}) is interrupted: its process died; {person}",
+                    record.runbook
+                );
+                continue;
+            }
+            Err(why) => {
+                println!(
+                    "medic serve: run {id} ({}) is interrupted, and what its runbook declares cannot be read: {why}; {person}",
+                    record.runbook
+                );
+                continue;
+            }
+        }
+        println!(
+            "medic serve: run {id} ({}) is interrupted: rolling it back, as its runbook declares (on_interrupted = \"rollback\")",
+            record.runbook
+        );
+        let request = serde_json::json!({
+            "run_id": id,
+            "mode": "rollback",
+            "reason": format!("on_interrupted = \"rollback\" in runbook {}: the process running it died", record.runbook),
+        });
+        if let Reply::One(Err(why)) =
+            pick_up_run(host, store, metrics, request, CALLER.to_owned(), runs).await
+        {
+            println!("medic serve: run {id}: cannot roll it back: {why}; {person}");
+        }
+    }
+}

@@ -700,3 +700,63 @@ fn postgres_connections_cut_are_made_again() {
         assert_eq!(store.find("01cut").unwrap().run_id, "01cut");
     }
 }
+
+/// Fencing: a process that stalled past its lease, whose run was found interrupted and
+/// picked up by another, is refused when it wakes and writes again, and nothing it tries
+/// lands; a run found interrupted but not picked up yet, it takes back.
+#[test]
+fn postgres_a_stalled_process_cannot_write_over_a_run_picked_up_by_another() {
+    let place = Place::new(Kind::Postgres);
+    let url = place.url.clone().unwrap();
+    let (a, c) = (place.open(), place.open());
+    let interrupt = |id: &str| {
+        crate::pglab::query(
+            &url,
+            &format!(
+                "UPDATE medic_runs SET status = 'interrupted', owner_id = NULL WHERE run_id = '{id}'"
+            ),
+        )
+    };
+    let running = record("01stall", "deploy", "staging", RunStatus::Running, now_ms());
+    a.append_with_record(&running, JournalEvent::RunStarted { pid: 1 })
+        .unwrap();
+    // `a` stalls; another process finds the run interrupted, and `c` picks it up.
+    interrupt("01stall");
+    c.append_with_record(&running, JournalEvent::RunStarted { pid: 2 })
+        .unwrap();
+    let before = c.journal("01stall").unwrap().len();
+    let err = a
+        .append_with_record(&running, JournalEvent::RunStarted { pid: 1 })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("run 01stall is run by another process now"),
+        "{err}"
+    );
+    let mut ended = running.clone();
+    ended.status = RunStatus::Succeeded;
+    assert!(a.put_record(&ended).is_err(), "a record written over");
+    assert_eq!(
+        c.journal("01stall").unwrap().len(),
+        before,
+        "an entry landed"
+    );
+    assert_eq!(
+        c.record("01stall").unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    // The process that picked it up goes on, and ends it.
+    c.append_with_record(&ended, JournalEvent::RunStarted { pid: 2 })
+        .unwrap();
+    // Found interrupted, nobody picked it up: the process that wakes takes it back.
+    let mine = record("01mine", "deploy", "staging", RunStatus::Running, now_ms());
+    a.append_with_record(&mine, JournalEvent::RunStarted { pid: 1 })
+        .unwrap();
+    interrupt("01mine");
+    a.append_with_record(&mine, JournalEvent::RunStarted { pid: 1 })
+        .unwrap();
+    assert_eq!(
+        c.record("01mine").unwrap().unwrap().status,
+        RunStatus::Running
+    );
+}

@@ -309,6 +309,8 @@ struct RecordRow {
     /// The process running it, while it runs.
     owner_id: Option<String>,
     record: String,
+    /// The process writing it.
+    writer: String,
 }
 
 impl RecordRow {
@@ -322,41 +324,61 @@ impl RecordRow {
             trigger_kind: r.trigger.kind(),
             owner_id: (r.status == RunStatus::Running).then(|| me.to_owned()),
             record: serde_json::to_string(r).expect("records serialize"),
+            writer: me.to_owned(),
         }
     }
 
-    fn upsert(&self, c: &mut impl postgres::GenericClient) -> Result<(), postgres::Error> {
-        c.execute(
+    /// The error for a write refused because another process runs the run now.
+    fn taken_over(&self) -> Failure {
+        Failure::Refused(format!(
+            "run {} is run by another process now (it was found interrupted while this one did not renew its lease, and picked up); this process stops changing it",
+            self.run_id
+        ))
+    }
+
+    fn upsert(&self, c: &mut impl postgres::GenericClient) -> Result<(), Failure> {
+        let written = c.execute(
             &format!("INSERT INTO medic_runs {UPSERT_RUN}"),
             &self.params(),
         )?;
+        if written == 0 {
+            return Err(self.taken_over());
+        }
         Ok(())
     }
 
-    /// Appends `entry` and writes the record in one statement: atomic, and one round trip
-    /// and one commit (a transaction of two statements took four round trips).
+    /// Writes the record and appends `entry` in one statement: atomic, one round trip and
+    /// one commit (a transaction of two statements took four round trips). The entry is
+    /// appended only if the record was written: both are refused together (see
+    /// [`UPSERT_RUN`]).
     fn upsert_with_event(
         &self,
         c: &mut impl postgres::GenericClient,
         entry: &JournalEntry,
-    ) -> Result<u32, postgres::Error> {
+    ) -> Result<u32, Failure> {
         let text = serde_json::to_string(entry).expect("journal entries serialize");
         let mut params = self.params();
         params.push(&text);
-        let row = c.query_one(
+        let row = c.query_opt(
             &format!(
-                "WITH event AS (
+                "WITH run AS (
+                     INSERT INTO medic_runs {UPSERT_RUN} RETURNING run_id
+                 ), event AS (
                      INSERT INTO medic_events (run_id, seq, entry)
-                     SELECT $1, COALESCE(MAX(seq) + 1, 0), $9 FROM medic_events WHERE run_id = $1
+                     SELECT run_id,
+                            COALESCE((SELECT MAX(seq) + 1 FROM medic_events WHERE run_id = $1), 0),
+                            $10
+                     FROM run
                      RETURNING seq
-                 ), run AS (
-                     INSERT INTO medic_runs {UPSERT_RUN}
                  )
                  SELECT seq FROM event"
             ),
             &params,
         )?;
-        Ok(row.get::<_, i32>(0) as u32)
+        match row {
+            Some(row) => Ok(row.get::<_, i32>(0) as u32),
+            None => Err(self.taken_over()),
+        }
     }
 
     fn params(&self) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
@@ -369,12 +391,16 @@ impl RecordRow {
             &self.trigger_kind,
             &self.owner_id,
             &self.record,
+            &self.writer,
         ]
     }
 }
 
 /// The columns and values ($1..$8, from [`RecordRow::params`]) of a run's row, replacing
-/// what was there.
+/// what was there, unless another process runs the run now ($9 is the writer): a process
+/// that stalled past its lease, whose run was found interrupted and picked up by another,
+/// must not write over it when it wakes (fencing). Its run being interrupted but not yet
+/// picked up, it takes it back.
 const UPSERT_RUN: &str =
     "(run_id, started_ms, status, runbook, environment, trigger_kind, owner_id, record)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -382,7 +408,8 @@ const UPSERT_RUN: &str =
          started_ms = EXCLUDED.started_ms, status = EXCLUDED.status,
          runbook = EXCLUDED.runbook, environment = EXCLUDED.environment,
          trigger_kind = EXCLUDED.trigger_kind, owner_id = EXCLUDED.owner_id,
-         record = EXCLUDED.record";
+         record = EXCLUDED.record
+     WHERE NOT (medic_runs.status = 'running' AND medic_runs.owner_id IS DISTINCT FROM $9)";
 
 /// A count as a SQL LIMIT (`usize::MAX` means no limit).
 fn sql_limit(n: usize) -> i64 {
@@ -400,7 +427,7 @@ impl Runs for Postgres {
 
     fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
         let row = RecordRow::of(r, &self.owner_id);
-        self.call(move |c| row.upsert(c).map_err(Into::into))
+        self.call(move |c| row.upsert(c))
     }
 
     fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError> {
@@ -409,7 +436,7 @@ impl Runs for Postgres {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (row, entry) = (RecordRow::of(r, &self.owner_id), entry.clone());
-        self.call(move |c| row.upsert_with_event(c, &entry).map_err(Into::into))
+        self.call(move |c| row.upsert_with_event(c, &entry))
     }
 
     fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {

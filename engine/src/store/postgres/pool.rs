@@ -14,6 +14,8 @@ pub(super) type Job = Box<dyn FnOnce(Result<&mut postgres::Client, &str>) + Send
 /// Why a call failed, before it is named for the user.
 pub(super) enum Failure {
     Connect(String),
+    /// The database refused what was asked, for the reason given (named with the store).
+    Refused(String),
     Db(postgres::Error),
     Store(StoreError),
 }
@@ -93,6 +95,10 @@ impl Pool {
         match answer {
             Some(Ok(v)) => Ok(v),
             Some(Err(Failure::Store(e))) => Err(e),
+            Some(Err(Failure::Refused(reason))) => Err(StoreError::Database {
+                place: self.place.clone(),
+                reason,
+            }),
             Some(Err(Failure::Connect(reason))) => Err(StoreError::Unreachable {
                 place: self.place.clone(),
                 reason,

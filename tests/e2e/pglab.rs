@@ -17,6 +17,8 @@ struct Cluster {
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+/// A second cluster that accepts TLS connections only, with its CA.
+static TLS_CLUSTER: OnceLock<(Cluster, PathBuf)> = OnceLock::new();
 
 fn bin(name: &str) -> PathBuf {
     let p = Path::new(BIN).join(name);
@@ -58,6 +60,7 @@ fn remove_stale() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(pid) = name
             .strip_prefix("medic-pg-")
+            .and_then(|p| p.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
         {
             // SAFETY: signal 0 only checks whether the process exists.
@@ -68,14 +71,98 @@ fn remove_stale() {
     }
 }
 
-fn start() -> Cluster {
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed (Debian package `openssl`)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`.
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=medic test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.crt",
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+fn start(name: &str, tls: bool) -> Cluster {
     remove_stale();
-    let dir = std::env::temp_dir().join(format!("medic-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("medic-pg-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    if tls {
+        certificates(&dir);
+    }
     if is_root() {
         let ok = Command::new("chown")
-            .args(["postgres:postgres"])
+            .args(["-R", "postgres:postgres"])
             .arg(&dir)
             .status()
             .unwrap()
@@ -95,6 +182,29 @@ fn start() -> Cluster {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut settings = vec![
+        "listen_addresses=127.0.0.1".to_owned(),
+        "max_connections=300".to_owned(),
+    ];
+    if tls {
+        // TCP connections without TLS are refused, so a test that connects used it.
+        let hba = data.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, text).unwrap();
+        settings.push("ssl=on".into());
+        settings.push(format!(
+            "ssl_cert_file={}",
+            dir.join("server.crt").display()
+        ));
+        settings.push(format!("ssl_key_file={}", dir.join("server.key").display()));
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -106,12 +216,7 @@ fn start() -> Cluster {
         .arg(&data)
         .args(["-p", &port.to_string(), "-k"])
         .arg(&dir)
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "max_connections=300",
-        ])
+        .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -168,10 +273,32 @@ pub fn psql(port: u16, db: &str, sql: &str) -> Result<String, String> {
 /// A fresh, empty database on the shared cluster: its `postgres://` URL.
 pub fn database() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let port = CLUSTER.get_or_init(start).port;
+    let port = CLUSTER.get_or_init(|| start("plain", false)).port;
     let name = format!("t{}", N.fetch_add(1, Ordering::Relaxed));
     psql(port, "postgres", &format!("CREATE DATABASE {name}")).unwrap();
     format!("postgres://medic@127.0.0.1:{port}/{name}")
+}
+
+/// A fresh database on a cluster that takes TLS connections only, with a certificate for
+/// 127.0.0.1: its URL (asking for TLS) and the CA's certificate (PEM).
+pub fn tls_database() -> (String, PathBuf) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let (cluster, ca) = TLS_CLUSTER.get_or_init(|| {
+        let c = start("tls", true);
+        let ca = std::env::temp_dir()
+            .join(format!("medic-pg-{}-tls", std::process::id()))
+            .join("ca.crt");
+        (c, ca)
+    });
+    let name = format!("s{}", N.fetch_add(1, Ordering::Relaxed));
+    psql(cluster.port, "postgres", &format!("CREATE DATABASE {name}")).unwrap();
+    (
+        format!(
+            "postgres://medic@127.0.0.1:{}/{name}?sslmode=require",
+            cluster.port
+        ),
+        ca.clone(),
+    )
 }
 
 /// One SQL command on the database of `url` (from [`database`]); its output, rows as lines.

@@ -445,3 +445,40 @@ fn a_database_gone_mid_run_stops_it_safely_and_it_is_rolled_back_once_back() {
     assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("✓ fine"), "{}", stdout(&o));
 }
+
+/// `sslmode=require`: encrypted, and the server's certificate verified against
+/// `PGSSLROOTCERT` (or the system's CAs, which do not know this test's CA). The server takes
+/// TLS connections only, so what works went over TLS.
+#[test]
+fn over_tls_the_server_is_verified_and_nothing_goes_in_clear() {
+    let (url, ca) = crate::pglab::tls_database();
+    let cache = tempfile::tempdir().unwrap();
+    let rb = quick_runbook(cache.path());
+    let with = |url: &str, ca: Option<&Path>, args: &[&str]| {
+        let mut c = medic_command(cache.path());
+        c.env("MEDIC_STORE", url).env_remove("PGSSLROOTCERT");
+        if let Some(ca) = ca {
+            c.env("PGSSLROOTCERT", ca);
+        }
+        c.args(args).output().unwrap()
+    };
+    let o = with(&url, Some(&ca), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = with(&url, Some(&ca), &["runs", "list", "--output", "json"]);
+    assert_eq!(json_lines(&stdout(&o)).len(), 1, "{}", stderr(&o));
+
+    let o = with(&url, None, &["runs", "list"]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot reach the run store at") && err.contains("certificate"),
+        "{err}"
+    );
+    let o = with(
+        &url.replace("sslmode=require", "sslmode=disable"),
+        Some(&ca),
+        &["runs", "list"],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("no encryption"), "{}", stderr(&o));
+}

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::pool::message;
+use super::pool::{Connector, message};
 use crate::store::StoreError;
 
 /// How long a hold waits for another process to let go before it fails.
@@ -27,7 +27,7 @@ enum Msg {
 /// The one connection of a process that holds advisory locks.
 pub(super) struct Holder {
     place: String,
-    config: postgres::Config,
+    config: Connector,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
 }
 
@@ -44,7 +44,7 @@ impl Drop for Held {
 }
 
 impl Holder {
-    pub(super) fn new(config: &postgres::Config, place: &str) -> Holder {
+    pub(super) fn new(config: &Connector, place: &str) -> Holder {
         Holder {
             place: place.to_owned(),
             config: config.clone(),
@@ -95,14 +95,14 @@ impl Holder {
     }
 }
 
-fn serve(config: &postgres::Config, rx: &mpsc::Receiver<Msg>) {
+fn serve(config: &Connector, rx: &mpsc::Receiver<Msg>) {
     let mut client: Option<postgres::Client> = None;
     while let Ok(msg) = rx.recv() {
         match msg {
             Msg::Lock { key, reply } => {
                 let result = (|| {
                     if client.as_ref().is_none_or(postgres::Client::is_closed) {
-                        let mut c = config.connect(postgres::NoTls).map_err(|e| message(&e))?;
+                        let mut c = config.connect().map_err(|e| message(&e))?;
                         c.batch_execute(&format!("SET lock_timeout = '{}s'", WAIT.as_secs()))
                             .map_err(|e| message(&e))?;
                         client = Some(c);

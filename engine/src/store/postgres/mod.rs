@@ -107,6 +107,10 @@ impl Postgres {
         }
         config.application_name("medic");
         config.keepalives_idle(Duration::from_secs(30));
+        let config = pool::Connector::new(config).map_err(|reason| StoreError::Database {
+            place: place.clone(),
+            reason,
+        })?;
         let pool = Pool::start(&config, CONNECTIONS, &place)?;
         let store = Postgres {
             holder: hold::Holder::new(&config, &place),

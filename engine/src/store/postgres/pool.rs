@@ -32,6 +32,62 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// How connections are made: the parsed URL, and TLS when it asks for it
+/// (`sslmode=require`).
+#[derive(Clone)]
+pub(super) struct Connector {
+    pub(super) config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Connector {
+    /// With `sslmode=require` the connection is encrypted and the server's certificate and
+    /// name are verified (stricter than libpq's `require`, which verifies neither): against
+    /// the CAs in the PEM file `PGSSLROOTCERT` when set, as libpq's tools take it, else the
+    /// system's. Otherwise plain (`prefer`, the default, then means plain).
+    pub(super) fn new(config: postgres::Config) -> Result<Connector, String> {
+        if config.get_ssl_mode() != postgres::config::SslMode::Require {
+            return Ok(Connector { config, tls: None });
+        }
+        crate::host::install_crypto_provider();
+        let builder = rustls::ClientConfig::builder();
+        let client = match std::env::var_os("PGSSLROOTCERT") {
+            Some(file) => {
+                use rustls::pki_types::CertificateDer;
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(&file)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("PGSSLROOTCERT {}: {e}", file.to_string_lossy()))?;
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("PGSSLROOTCERT {}: {e}", file.to_string_lossy()))?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            None => {
+                use rustls_platform_verifier::BuilderVerifierExt;
+                builder
+                    .with_platform_verifier()
+                    .map_err(|e| format!("the system's certificate authorities: {e}"))?
+                    .with_no_client_auth()
+            }
+        };
+        Ok(Connector {
+            config,
+            tls: Some(tokio_postgres_rustls::MakeRustlsConnect::new(client)),
+        })
+    }
+
+    pub(super) fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        }
+    }
+}
+
 /// A fixed set of connections, shared by a process's runs, readers and heartbeat.
 pub(super) struct Pool {
     place: String,
@@ -40,7 +96,7 @@ pub(super) struct Pool {
 
 impl Pool {
     pub(super) fn start(
-        config: &postgres::Config,
+        config: &Connector,
         connections: usize,
         place: &str,
     ) -> Result<Pool, StoreError> {
@@ -141,7 +197,7 @@ fn lost_connection(e: &postgres::Error) -> bool {
 /// connection cut by a proxy) is then noticed before a write is sent, not by failing it.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-fn worker(config: &postgres::Config, jobs: &Mutex<mpsc::Receiver<Job>>) {
+fn worker(config: &Connector, jobs: &Mutex<mpsc::Receiver<Job>>) {
     let mut client: Option<postgres::Client> = None;
     let mut last_used = std::time::Instant::now();
     loop {
@@ -161,7 +217,7 @@ fn worker(config: &postgres::Config, jobs: &Mutex<mpsc::Receiver<Job>>) {
             client = None;
         }
         if client.is_none() {
-            match config.connect(postgres::NoTls) {
+            match config.connect() {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     job(Err(&message(&e)));

@@ -34,6 +34,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const LEASE: Duration = Duration::from_secs(20);
 /// Connections per process: runs, readers and the heartbeat share them.
 const CONNECTIONS: usize = 4;
+/// Locks for journal appends, shared by runs whose ids hash alike.
+const APPEND_STRIPES: usize = 64;
 
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
     1,
@@ -50,9 +52,10 @@ pub(super) struct Postgres {
     pool: Pool,
     /// Locks held across calls (a trigger's decision), on a connection of their own.
     holder: hold::Holder,
-    /// Journal appends of this process one at a time (a run's kv writes come from plugin
-    /// calls beside the recorder's events); other processes never write the same run.
-    append_lock: Mutex<()>,
+    /// A run's journal appends one at a time (its kv writes come from plugin calls beside
+    /// the recorder's events), each run on one of these by its id, so that runs do not wait
+    /// for each other; other processes never write the same run.
+    append_locks: [Mutex<()>; APPEND_STRIPES],
     stop_heartbeat: Mutex<Option<mpsc::Sender<()>>>,
 }
 
@@ -118,7 +121,7 @@ impl Postgres {
             owner_id: crate::executor::new_run_id(),
             host: hostname(),
             pool,
-            append_lock: Mutex::new(()),
+            append_locks: std::array::from_fn(|_| Mutex::new(())),
             stop_heartbeat: Mutex::new(None),
         };
         store.call(migrate)?;
@@ -138,6 +141,15 @@ impl Postgres {
         })?;
         store.start_heartbeat();
         Ok(store)
+    }
+
+    fn append_lock(&self, run_id: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        run_id.hash(&mut h);
+        self.append_locks[(h.finish() % APPEND_STRIPES as u64) as usize]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn call<T: Send + 'static>(
@@ -435,10 +447,7 @@ impl Runs for Postgres {
     }
 
     fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError> {
-        let _one_at_a_time = self
-            .append_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = self.append_lock(&r.run_id);
         let (row, entry) = (RecordRow::of(r, &self.owner_id), entry.clone());
         self.call(move |c| row.upsert_with_event(c, &entry))
     }
@@ -470,10 +479,7 @@ impl Runs for Postgres {
     }
 
     fn append(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError> {
-        let _one_at_a_time = self
-            .append_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = self.append_lock(run_id);
         let (id, entry) = (run_id.to_owned(), entry.clone());
         self.call(move |c| insert_event(c, &id, &entry).map_err(Into::into))
     }

@@ -21,6 +21,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("haproxy-weight", "haproxy_weight"),
     ("elbv2-weights", "elbv2_weights"),
     ("cloudwatch-alarm", "cloudwatch_alarm"),
+    ("unleash-flag", "unleash_flag"),
     ("command", "command"),
 ];
 const FIXTURES: &[(&str, &str)] = &[
@@ -40,14 +41,21 @@ fn main() {
     for watched in [
         "plugins/Cargo.toml",
         "plugins/Cargo.lock",
-        "plugins/http-probe",
-        "plugins/http-deploy",
-        "plugins/fixtures",
         "plugin-sdk/src",
         "plugin-sdk/Cargo.toml",
         "wit",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    // Every plugin crate (not the workspace's own target directory, which this build
+    // writes: watching it would rebuild every time).
+    if let Ok(entries) = std::fs::read_dir(&plugins) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() && e.file_name() != "target" {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
     }
 
     // A build with another toolchain chosen on the command line (`cargo +nightly fuzz`)

@@ -11,6 +11,7 @@ mod canary;
 pub mod cli;
 mod drills;
 mod execution;
+mod flags;
 mod fleet;
 mod lab;
 mod loading;

@@ -34,7 +34,13 @@ pub fn service(bad: &[&str]) -> Service {
 
 /// A demo service at v1 with these extra arguments (`--bad v3`, `--deploy-delay 2s`...).
 pub fn service_with(args: &[&str]) -> Service {
+    service_env(args, &[])
+}
+
+/// [`service_with`] with environment variables.
+pub fn service_env(args: &[&str], env: &[(&str, &str)]) -> Service {
     let mut cmd = Command::new(MEDIC);
+    cmd.envs(env.iter().copied());
     cmd.args(["demo-service", "--listen", "127.0.0.1:0", "--version", "v1"]);
     cmd.args(args);
     let mut child = cmd

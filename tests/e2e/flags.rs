@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::cli::{medic_command, stderr, stdout};
 
 const TOKEN: &str = "*:*.medic-test-admin-token";
+const CLIENT_TOKEN: &str = "*:production.medic-test-client-token";
 
 /// An Unleash server on a free loopback port with an admin token; killed on drop.
 pub struct Unleash {
@@ -59,7 +60,10 @@ impl Unleash {
                  unleash.start({{\n\
                    db: {{ user: 'medic', password: '', host: '{host}', port: {port}, database: '{name}', ssl: false }},\n\
                    server: {{ port: {http_port} }},\n\
-                   authentication: {{ initApiTokens: [{{ environment: '*', project: '*', secret: '{TOKEN}', type: 'admin', tokenName: 'medic-tests' }}] }},\n\
+                   authentication: {{ initApiTokens: [\n\
+                     {{ environment: '*', project: '*', secret: '{TOKEN}', type: 'admin', tokenName: 'medic-tests' }},\n\
+                     {{ environment: 'production', project: '*', secret: '{CLIENT_TOKEN}', type: 'client', tokenName: 'demo-service' }},\n\
+                   ] }},\n\
                  }}).then(() => console.log('unleash ready'));\n",
                 prefix = prefix.join("node_modules").display().to_string(),
             ),
@@ -346,4 +350,243 @@ fn unleash_refusals_are_named() {
         );
     }
     assert_eq!(unleash.state("known", "production"), (false, vec![]));
+}
+
+/// User traffic: requests to `/` one after another until dropped (bounded to two minutes).
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn to(addr: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, addr) = (stop.clone(), addr.to_owned());
+        let thread = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let started = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(120)
+            {
+                if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                    let mut sink = Vec::new();
+                    let _ = s.read_to_end(&mut sink);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Traffic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The demo service with a feature behind `flag`, reading it from `unleash`.
+fn service_with_feature(unleash: &Unleash, flag: &str, broken: bool) -> crate::cli::Service {
+    let mut args = vec!["--feature-flag", flag, "--unleash", unleash.url.as_str()];
+    if broken {
+        args.push("--feature-broken");
+    }
+    crate::cli::service_env(&args, &[("UNLEASH_CLIENT_TOKEN", CLIENT_TOKEN)])
+}
+
+fn stats(addr: &str) -> Value {
+    crate::support::runtime().block_on(async {
+        reqwest::get(format!("http://{addr}/stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    })
+}
+
+/// `medic run runbooks/NAME.toml` against `unleash` and the service at `service`.
+fn run_repo_runbook(
+    cache: &Path,
+    name: &str,
+    unleash: &Unleash,
+    service: &str,
+    flag: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let unleash_addr = unleash.url.trim_start_matches("http://").to_owned();
+    let params = [
+        format!("flag={flag}"),
+        format!("unleash={unleash_addr}"),
+        format!("service={service}"),
+    ];
+    let mut cmd = medic_command(cache);
+    cmd.env("UNLEASH_ADMIN_TOKEN", TOKEN)
+        .arg("run")
+        .arg(repo.join(format!("runbooks/{name}.toml")));
+    for p in &params {
+        cmd.args(["-p", p]);
+    }
+    cmd.args(extra).output().unwrap()
+}
+
+#[test]
+fn flag_rollout_promotes_a_good_feature_and_switches_a_bad_one_off_first() {
+    let unleash = Unleash::start();
+    let cache = tempfile::tempdir().unwrap();
+
+    unleash.flag("new-checkout");
+    let good = service_with_feature(&unleash, "new-checkout", false);
+    let _traffic = Traffic::to(&good.addr);
+    let o = run_repo_runbook(
+        cache.path(),
+        "flag-rollout",
+        &unleash,
+        &good.addr,
+        "new-checkout",
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let (on, strategies) = unleash.state("new-checkout", "production");
+    assert!(
+        on && strategies.len() == 1 && strategies[0][1]["rollout"] == "100",
+        "{strategies:?}"
+    );
+    // Every user request now gets the feature.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats(&good.addr)["feature_share"] != 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stats(&good.addr)["feature_share"], 100);
+
+    // A bad feature: caught at 5%, its flag back off (no strategy, as before) first.
+    unleash.flag("bad-checkout");
+    let bad = service_with_feature(&unleash, "bad-checkout", true);
+    let _traffic = Traffic::to(&bad.addr);
+    let o = run_repo_runbook(
+        cache.path(),
+        "flag-rollout",
+        &unleash,
+        &bad.addr,
+        "bad-checkout",
+        &[],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(out.contains("✗ rollout_5_errors"), "{out}");
+    assert!(!out.contains("rollout_25"), "it went past 5%: {out}");
+    let rolling = out.find("rolling back").expect("a rollback");
+    let first_undo = out[rolling..].lines().nth(1).unwrap_or_default();
+    assert!(
+        first_undo.contains("rollout_5.rollback") && first_undo.contains("back to off"),
+        "the flag is not the first thing undone: {out}"
+    );
+    assert_eq!(unleash.state("bad-checkout", "production"), (false, vec![]));
+    assert_eq!(stats(&bad.addr)["feature_share"], 0);
+}
+
+#[test]
+fn the_kill_switch_turns_a_hurting_feature_off_and_checks_users_get_the_old_behaviour() {
+    let unleash = Unleash::start();
+    let cache = tempfile::tempdir().unwrap();
+    unleash.flag("hurting");
+    unleash.switch("hurting", "production", true);
+    let svc = service_with_feature(&unleash, "hurting", true);
+    let _traffic = Traffic::to(&svc.addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats(&svc.addr)["error_ratio"].as_f64().unwrap_or(0.0) < 0.5 && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        stats(&svc.addr)["error_ratio"].as_f64().unwrap() > 0.5,
+        "the feature does not hurt yet"
+    );
+    let o = run_repo_runbook(
+        cache.path(),
+        "flag-kill-switch",
+        &unleash,
+        &svc.addr,
+        "hurting",
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(!unleash.state("hurting", "production").0);
+    let s = stats(&svc.addr);
+    assert_eq!(s["feature_share"], 0, "{s}");
+    assert!(s["error_ratio"].as_f64().unwrap() <= 0.01, "{s}");
+}
+
+/// SIGKILL mid-rollout (the flag at 25%), then `medic runs rollback` from a new process: the
+/// flag is back to exactly what it was before the run (its saved state is in the journal).
+#[test]
+fn a_rollout_killed_mid_way_is_rolled_back_to_exactly_the_flag_it_found() {
+    let unleash = Unleash::start();
+    let cache = tempfile::tempdir().unwrap();
+    unleash.flag("half-way");
+    // Before the run: on, for one constrained group at 10%.
+    unleash.add_strategy(
+        "half-way",
+        "production",
+        json!({
+            "name": "flexibleRollout",
+            "parameters": { "rollout": "10", "stickiness": "default", "groupId": "half-way" },
+            "constraints": [{ "contextName": "appName", "operator": "IN", "values": ["web"] }],
+        }),
+    );
+    unleash.switch("half-way", "production", true);
+    let before = unleash.state("half-way", "production");
+    let svc = service_with_feature(&unleash, "half-way", false);
+    let _traffic = Traffic::to(&svc.addr);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut child = medic_command(cache.path())
+        .env("UNLEASH_ADMIN_TOKEN", TOKEN)
+        .arg("run")
+        .arg(repo.join("runbooks/flag-rollout.toml"))
+        .args(["-p", "flag=half-way"])
+        .args([
+            "-p",
+            &format!("unleash={}", unleash.url.trim_start_matches("http://")),
+        ])
+        .args(["-p", &format!("service={}", svc.addr)])
+        .args(["--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead, BufReader};
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.map_while(Result::ok) {
+            if line.contains("\"step_finished\"") && line.contains("\"id\":\"rollout_25\"") {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (on, strategies) = unleash.state("half-way", "production");
+    assert!(on && strategies[0][1]["rollout"] == "25", "{strategies:?}");
+    let listed = medic_command(cache.path())
+        .args(["runs", "list", "--output", "json"])
+        .output()
+        .unwrap();
+    let run: Value = serde_json::from_str(stdout(&listed).lines().next().unwrap()).unwrap();
+    assert_eq!(run["status"], "interrupted", "{run}");
+    let o = medic_command(cache.path())
+        .env("UNLEASH_ADMIN_TOKEN", TOKEN)
+        .args(["runs", "rollback", run["run_id"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(unleash.state("half-way", "production"), before);
 }

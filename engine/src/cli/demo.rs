@@ -48,6 +48,15 @@ pub struct ServiceArgs {
     /// Take a deployed version at once but answer the deploy this much later (e.g. 2s)
     #[arg(long, value_name = "DURATION", value_parser = crate::runbook::plan::parse_duration)]
     deploy_delay: Option<std::time::Duration>,
+    /// Serve a feature to the share of user requests this Unleash flag gives
+    #[arg(long, value_name = "NAME", requires = "unleash")]
+    feature_flag: Option<String>,
+    /// Unleash's base URL, for --feature-flag (a client API token in UNLEASH_CLIENT_TOKEN)
+    #[arg(long, value_name = "URL")]
+    unleash: Option<String>,
+    /// The feature fails every request it serves
+    #[arg(long, requires = "feature_flag")]
+    feature_broken: bool,
 }
 
 pub async fn service(args: ServiceArgs) -> Exit {
@@ -63,6 +72,12 @@ pub async fn service(args: ServiceArgs) -> Exit {
         slow: args.slow.into_iter().collect(),
         flaky: args.flaky.into_iter().collect(),
         deploy_delay: args.deploy_delay.unwrap_or_default(),
+        feature: args.feature_flag.map(|flag| crate::demo::Feature {
+            unleash: args.unleash.unwrap_or_default(),
+            token: std::env::var("UNLEASH_CLIENT_TOKEN").unwrap_or_default(),
+            flag,
+            broken: args.feature_broken,
+        }),
     };
     let svc = match DemoService::start_with(args.listen, &args.initial, faults).await {
         Ok(s) => s,

@@ -6,8 +6,13 @@
 //! - a flaky version passes its health check but fails one user request (`/`) in three: only
 //!   an error-ratio gate on real traffic catches it.
 //!
+//! A feature behind an Unleash flag: the service reads the flag (Unleash's client API, every
+//! 200 ms) and serves that share of user requests with the new behaviour, which fails every
+//! time when the feature is declared broken, so a bad feature shows in the error ratio.
+//!
 //! `GET /health` (200, or 503 on a bad version), `GET /version`, `POST /deploy` (body: the
-//! version, plain text), `GET /` (a greeting, or 500), `GET /metrics`.
+//! version, plain text), `GET /` (a greeting, or 500), `GET /metrics`, `GET /stats` (JSON:
+//! the error ratio of the last [`WINDOW`] user requests, and the feature's share).
 //!
 //! [`proxy`] is a weighted proxy for canaries between two instances, [`traffic`] a steady
 //! stream of user requests through it, and [`Canary`] puts the three together for `medic demo`.
@@ -37,7 +42,24 @@ pub struct Faults {
     /// A deploy takes the new version at once, then answers this much later: a caller killed
     /// in between has made a change it never heard the end of.
     pub deploy_delay: std::time::Duration,
+    /// A feature behind a flag.
+    pub feature: Option<Feature>,
 }
+
+/// A feature the service serves to the share of user requests its Unleash flag gives.
+#[derive(Debug, Clone)]
+pub struct Feature {
+    /// Unleash's base URL.
+    pub unleash: String,
+    /// A client API token for the flag's environment.
+    pub token: String,
+    pub flag: String,
+    /// The new behaviour fails every request it serves.
+    pub broken: bool,
+}
+
+/// User requests the windowed error ratio of `/stats` covers.
+pub const WINDOW: usize = 100;
 
 #[derive(Debug)]
 struct DemoState {
@@ -48,6 +70,10 @@ struct DemoState {
     requests: AtomicU64,
     errors: AtomicU64,
     deploys: AtomicU64,
+    /// Percent of user requests the feature serves (0 while its flag is off).
+    feature_share: std::sync::atomic::AtomicU8,
+    /// The last [`WINDOW`] user requests: whether each went well.
+    recent: Mutex<std::collections::VecDeque<bool>>,
 }
 
 impl DemoState {
@@ -104,16 +130,79 @@ async fn root(State(s): State<Shared>) -> (StatusCode, String) {
     s.lag().await;
     let (v, bad) = s.current();
     let nth = s.served.fetch_add(1, Ordering::Relaxed);
-    let bad = bad || (s.faults.flaky.contains(&v) && nth % 3 == 2);
+    // The feature takes its share of requests spread evenly (at 5%, every 20th), so any
+    // window of a few dozen requests shows it, however slow the traffic.
+    let share = u64::from(s.feature_share.load(Ordering::Relaxed));
+    let takes = (nth + 1) * share / 100 > nth * share / 100;
+    let feature = s.faults.feature.as_ref().filter(|_| takes);
+    let bad =
+        bad || (s.faults.flaky.contains(&v) && nth % 3 == 2) || feature.is_some_and(|f| f.broken);
     s.count(!bad);
+    {
+        let mut recent = s.recent.lock().unwrap();
+        if recent.len() == WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back(!bad);
+    }
+    let what = match feature {
+        Some(f) => format!("{v} with {}", f.flag),
+        None => v,
+    };
     if bad {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("error from {v}\n"),
+            format!("error from {what}\n"),
         )
     } else {
-        (StatusCode::OK, format!("hello from {v}\n"))
+        (StatusCode::OK, format!("hello from {what}\n"))
     }
+}
+
+async fn stats(State(s): State<Shared>) -> axum::Json<serde_json::Value> {
+    let recent = s.recent.lock().unwrap();
+    let errors = recent.iter().filter(|ok| !**ok).count();
+    axum::Json(serde_json::json!({
+        "requests": recent.len(),
+        "errors": errors,
+        "error_ratio": if recent.is_empty() { 0.0 } else { errors as f64 / recent.len() as f64 },
+        "feature_share": s.feature_share.load(Ordering::Relaxed),
+    }))
+}
+
+/// The share Unleash gives a flag (client API): 0 when off, its flexibleRollout's
+/// percentage, else 100.
+async fn read_flag(client: &reqwest::Client, f: &Feature) -> Option<u8> {
+    let url = format!(
+        "{}/api/client/features/{}",
+        f.unleash.trim_end_matches('/'),
+        f.flag
+    );
+    let body: serde_json::Value = client
+        .get(url)
+        .header("authorization", &f.token)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    if body["enabled"] != true {
+        return Some(0);
+    }
+    let strategies = body["strategies"].as_array()?;
+    Some(
+        match strategies.iter().find(|s| s["name"] == "flexibleRollout") {
+            Some(s) => s["parameters"]["rollout"]
+                .as_str()
+                .and_then(|r| r.parse::<u8>().ok())
+                .unwrap_or(0)
+                .min(100),
+            None => 100,
+        },
+    )
 }
 
 async fn deploy(State(s): State<Shared>, body: String) -> (StatusCode, String) {
@@ -183,6 +272,21 @@ impl DemoService {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             deploys: AtomicU64::new(0),
+            feature_share: std::sync::atomic::AtomicU8::new(0),
+            recent: Mutex::new(std::collections::VecDeque::with_capacity(WINDOW)),
+        });
+        let poller = state.faults.feature.clone().map(|f| {
+            let state = state.clone();
+            crate::host::install_crypto_provider();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                loop {
+                    if let Some(share) = read_flag(&client, &f).await {
+                        state.feature_share.store(share, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            })
         });
         let app = Router::new()
             .route("/", get(root))
@@ -190,6 +294,7 @@ impl DemoService {
             .route("/version", get(current_version))
             .route("/deploy", post(deploy))
             .route("/metrics", get(metrics))
+            .route("/stats", get(stats))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -200,6 +305,9 @@ impl DemoService {
                     let _ = rx.await;
                 })
                 .await;
+            if let Some(p) = poller {
+                p.abort();
+            }
         });
         Ok(DemoService {
             addr,

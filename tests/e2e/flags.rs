@@ -563,17 +563,9 @@ fn a_rollout_killed_mid_way_is_rolled_back_to_exactly_the_flag_it_found() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    {
-        use std::io::{BufRead, BufReader};
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.map_while(Result::ok) {
-            if line.contains("\"step_finished\"") && line.contains("\"id\":\"rollout_25\"") {
-                break;
-            }
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    crate::support::kill_when(&mut child, |line| {
+        line.contains("\"step_finished\"") && line.contains("\"id\":\"rollout_25\"")
+    });
     let (on, strategies) = unleash.state("half-way", "production");
     assert!(on && strategies[0][1]["rollout"] == "25", "{strategies:?}");
     let listed = medic_command(cache.path())

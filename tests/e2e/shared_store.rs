@@ -211,17 +211,10 @@ fn killed_mid_action(work: &Path, url: &str, head: &str) -> std::path::PathBuf {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    {
-        use std::io::{BufRead, BufReader};
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.map_while(Result::ok) {
-            if line.contains("\"step_started\"") && line.contains("\"slow\"") {
-                break;
-            }
-        }
-    }
-    child.kill().unwrap(); // SIGKILL, inside the slow action
-    child.wait().unwrap();
+    // SIGKILL, inside the slow action.
+    crate::support::kill_when(&mut child, |line| {
+        line.contains("\"step_started\"") && line.contains("\"slow\"")
+    });
     cache
 }
 

@@ -261,3 +261,17 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Reads `child`'s stdout line by line until a line satisfies `at`, then kills it with
+/// SIGKILL and waits for it: a crash at a chosen point of a run's own progress.
+pub fn kill_when(child: &mut std::process::Child, at: impl Fn(&str) -> bool) {
+    use std::io::{BufRead, BufReader};
+    let lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    for line in lines.map_while(Result::ok) {
+        if at(&line) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -54,13 +54,46 @@ fn approval_steps_pause_until_approved_or_rejected_from_another_process() {
             "{}",
             stderr(&o)
         );
+        // For machines: one object per waiting run.
+        let listed = medic(cache.path(), &["approve", "--output", "json"]);
+        let lines: Vec<serde_json::Value> = stdout(&listed)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{}", stdout(&listed));
+        assert_eq!(lines[0]["run_id"], waiting[0].run_id.as_str());
+        assert_eq!(lines[0]["prompt"], "switch traffic to green?");
         // A prefix of the run id is enough.
-        decide(
-            cache.path(),
-            approve,
-            &waiting[0].run_id[..10],
-            "INC-7 checked dashboards",
-        );
+        if approve {
+            decide(
+                cache.path(),
+                approve,
+                &waiting[0].run_id[..10],
+                "INC-7 checked dashboards",
+            );
+        } else {
+            let o = medic(
+                cache.path(),
+                &[
+                    "reject",
+                    &waiting[0].run_id[..10],
+                    "--reason",
+                    "INC-7 checked dashboards",
+                    "--output",
+                    "json",
+                ],
+            );
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+            assert_eq!(v["decision"], "rejected", "{v}");
+            assert_eq!(v["run_id"], waiting[0].run_id.as_str(), "{v}");
+            assert_eq!(v["step"], "go_live", "{v}");
+            assert_eq!(
+                (v["approvals"].as_u64(), v["needed"].as_u64()),
+                (Some(0), Some(1)),
+                "{v}"
+            );
+        }
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(out.status.code(), Some(code), "{text}");

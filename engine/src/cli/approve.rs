@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Exit, GlobalArgs};
+use super::{Exit, GlobalArgs, OutputFormat};
 use crate::store::now_ms;
 
 #[derive(Debug, Args)]
@@ -18,10 +18,70 @@ pub struct DecideArgs {
     /// Why (recorded with your name)
     #[arg(long, default_value = "")]
     reason: String,
+    /// Output format: `json` prints, for a decision, one object {"decision": "approved" |
+    /// "rejected", "run_id", "step", "by", "approvals", "needed"}; without an id, one object
+    /// per waiting run {"run_id", "step", "prompt", "deadline_ms", "requested_ms", "policy":
+    /// {"approvers", "min_approvals", "starter", ...}}. Errors stay on stderr
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
+/// What was decided, as printed.
+struct Decided<'a> {
+    approved: bool,
+    run_id: &'a str,
+    step: &'a str,
+    by: &'a str,
+    approvals: u64,
+    needed: u64,
+}
+
+impl Decided<'_> {
+    fn print(&self, output: OutputFormat) {
+        if output == OutputFormat::Json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "decision": if self.approved { "approved" } else { "rejected" },
+                    "run_id": self.run_id,
+                    "step": self.step,
+                    "by": self.by,
+                    "approvals": self.approvals,
+                    "needed": self.needed,
+                })
+            );
+            return;
+        }
+        let progress = if self.approved && self.needed > 1 {
+            format!(", {} of {} approvals", self.approvals, self.needed)
+        } else {
+            String::new()
+        };
+        println!(
+            "{} step {} of run {} ({}{progress})",
+            if self.approved {
+                "approved"
+            } else {
+                "rejected"
+            },
+            self.step,
+            self.run_id,
+            self.by
+        );
+    }
 }
 
 /// What is waiting for a decision, one line each.
-fn print_waiting(waiting: Vec<crate::store::approvals::Pending>) {
+fn print_waiting(waiting: Vec<crate::store::approvals::Pending>, output: OutputFormat) {
+    if output == OutputFormat::Json {
+        for p in waiting {
+            println!(
+                "{}",
+                serde_json::to_string(&p).expect("pending approvals serialize")
+            );
+        }
+        return;
+    }
     if waiting.is_empty() {
         println!("no run is waiting for an approval");
     }
@@ -58,7 +118,7 @@ fn decide_remotely(client: &super::client::ApiClient, args: DecideArgs, approved
                     which_run(&waiting, approved)
                 }
                 Ok(waiting) => {
-                    print_waiting(waiting);
+                    print_waiting(waiting, args.output);
                     Exit::Success
                 }
                 Err(e) => {
@@ -80,22 +140,15 @@ fn decide_remotely(client: &super::client::ApiClient, args: DecideArgs, approved
         Some(body),
     ) {
         Ok(v) => {
-            let needed = v["needed"].as_u64().unwrap_or(1);
-            let progress = if approved && needed > 1 {
-                format!(
-                    ", {} of {needed} approvals",
-                    v["approvals"].as_u64().unwrap_or(0)
-                )
-            } else {
-                String::new()
-            };
-            println!(
-                "{} step {} of run {} ({}{progress})",
-                if approved { "approved" } else { "rejected" },
-                v["step"].as_str().unwrap_or("?"),
-                v["run_id"].as_str().unwrap_or("?"),
-                v["by"].as_str().unwrap_or("?"),
-            );
+            Decided {
+                approved,
+                run_id: v["run_id"].as_str().unwrap_or("?"),
+                step: v["step"].as_str().unwrap_or("?"),
+                by: v["by"].as_str().unwrap_or("?"),
+                approvals: v["approvals"].as_u64().unwrap_or(0),
+                needed: v["needed"].as_u64().unwrap_or(1),
+            }
+            .print(args.output);
             Exit::Success
         }
         Err(e) => {
@@ -143,7 +196,7 @@ pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
         if !args.reason.trim().is_empty() || args.step.is_some() {
             return which_run(&waiting, approved);
         }
-        print_waiting(waiting);
+        print_waiting(waiting, args.output);
         return Exit::Success;
     };
     let by = super::run::who();
@@ -157,18 +210,15 @@ pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
         args.reason.trim(),
     ) {
         Ok((p, approvals)) => {
-            let needed = p.policy.min_approvals as usize;
-            let progress = if approved && needed > 1 {
-                format!(", {approvals} of {needed} approvals")
-            } else {
-                String::new()
-            };
-            println!(
-                "{} step {} of run {} ({by}{progress})",
-                if approved { "approved" } else { "rejected" },
-                p.step,
-                p.run_id
-            );
+            Decided {
+                approved,
+                run_id: &p.run_id,
+                step: &p.step,
+                by: &by,
+                approvals: approvals as u64,
+                needed: u64::from(p.policy.min_approvals),
+            }
+            .print(args.output);
             Exit::Success
         }
         Err(e) => {

@@ -465,3 +465,79 @@ fn validate_speaks_json_for_machines() {
     );
     assert_eq!(stderr(&o), "", "JSON mode says it all on stdout");
 }
+
+/// `medic plan --output json`: the plan as one object (stages, undo order, rendered
+/// arguments), its secrets never read, nor shown even when present.
+#[test]
+fn plan_speaks_json_for_machines() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = medic_command(cache.path())
+        .env("UNLEASH_ADMIN_TOKEN", "s3cr3t-admin-token")
+        .args([
+            "plan",
+            "runbooks/flag-rollout.toml",
+            "-p",
+            "flag=checkout-v2",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(!text.contains("s3cr3t"), "a secret shown: {text}");
+    let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(plan["runbook"], "flag-rollout");
+    assert_eq!(plan["on_interrupted"], "rollback");
+    let token = |plan: &serde_json::Value| {
+        plan["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "token")
+            .unwrap()
+            .clone()
+    };
+    // Present: checked, never shown.
+    let t = token(&plan);
+    assert_eq!(
+        (&t["value"], &t["secret"]),
+        (&serde_json::Value::Null, &serde_json::json!(true))
+    );
+    // Absent: where a run will read it.
+    let o = medic_command(cache.path())
+        .env_remove("UNLEASH_ADMIN_TOKEN")
+        .args(["plan", "runbooks/flag-rollout.toml", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let absent: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(token(&absent)["from"], "$UNLEASH_ADMIN_TOKEN");
+    let weights: Vec<u64> = plan["rollout"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [5, 25, 100]);
+    assert_eq!(
+        plan["undo"],
+        serde_json::json!(["rollout_100", "rollout_25", "rollout_5"])
+    );
+    let stage = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "rollout_25")
+        .unwrap();
+    assert_eq!(stage["with"]["flag"], "checkout-v2");
+    assert_eq!(stage["with"]["rollout"], "25");
+    assert_eq!(stage["with"]["token"], serde_json::Value::Null);
+    assert_eq!(stage["rollback"], "revert");
+    let gate = plan["verify"][0]["gate"].clone();
+    assert_eq!(
+        (gate["successes"].as_u64(), gate["failures"].as_u64()),
+        (Some(3), Some(20))
+    );
+    assert_eq!(plan["plugins"][0]["grants"]["kv"], true);
+}

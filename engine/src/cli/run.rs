@@ -59,6 +59,17 @@ pub struct RunArgs {
 pub struct ValidateArgs {
     #[command(flatten)]
     target: Target,
+    /// Output format: `json` prints one object: {"runbook", "description", "file",
+    /// "sha256", "environment": {"name", "protected", "vars"}, "lock", "on_interrupted",
+    /// "params": [{"name", "value" (null when secret), "secret", "from" (where a secret not
+    /// set now will be read)}], "plugins":
+    /// [{"alias", "source", "name", "version", "kind", "sha256", "memory_bytes", "grants":
+    /// {"http", "tcp", "command", "kv"}}], "steps", "rollback", "verify", "finally": [{"id",
+    /// "plugin", "timeout_ms", "when", "with" (rendered; secrets null), "on_failure",
+    /// "retry", "gate", "approval", "fleet", "rollback"}], "rollout": {"strategy", "stages":
+    /// [{"weight", "bake_ms", "steps"}]}, "undo" (newest first), "warnings"}
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -754,6 +765,13 @@ pub async fn plan(global: &GlobalArgs, args: ValidateArgs) -> Exit {
         ..args.target.options()
     };
     match load_plan(&host, &args.target.runbook, None, &opts).await {
+        Ok(plan) if args.output == OutputFormat::Json => {
+            let text =
+                crate::input::read_text(&args.target.runbook, crate::input::MAX_RUNBOOK_BYTES)
+                    .unwrap_or_default();
+            println!("{}", super::output::plan_json(&plan, &text));
+            Exit::Success
+        }
         Ok(plan) => {
             print!("{}", render_plan(&plan, global.color()));
             Exit::Success

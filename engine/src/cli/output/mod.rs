@@ -8,8 +8,10 @@ use crate::host::{Failure, Value};
 use crate::runbook::{Arg, OnFailure, Plan, PlanStep, StepRollback, template};
 
 mod plan;
+mod plan_json;
 
 pub use plan::render_plan;
+pub use plan_json::plan_json;
 
 struct Style {
     color: bool,

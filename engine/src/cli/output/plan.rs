@@ -4,7 +4,7 @@ use super::*;
 
 /// Renders what can be rendered before the run (params, vars, env); templates that use step
 /// outputs are shown as written, since they are rendered when their step runs.
-fn show_arg(arg: &Arg, ctx: &minijinja::Value) -> String {
+pub(super) fn show_arg(arg: &Arg, ctx: &minijinja::Value) -> String {
     let env = template::environment();
     let one = |s: &str| {
         // Known only when the step runs (or, for `target`, per call).
@@ -24,7 +24,7 @@ fn show_arg(arg: &Arg, ctx: &minijinja::Value) -> String {
     }
 }
 
-fn plan_context(plan: &Plan) -> minijinja::Value {
+pub(super) fn context(plan: &Plan) -> minijinja::Value {
     let env = &plan.environment;
     minijinja::context! {
         params => template::map_to_jinja(plan.params.iter().map(|p| (&p.name, &p.value))),
@@ -33,33 +33,31 @@ fn plan_context(plan: &Plan) -> minijinja::Value {
     }
 }
 
+/// Hides every secret parameter's value wherever it shows up in a rendered text.
+pub(super) fn masker(plan: &Plan) -> impl Fn(String) -> String + '_ {
+    let secret_values: Vec<&str> = plan
+        .params
+        .iter()
+        .filter(|p| p.secret)
+        .filter_map(|p| match &p.value {
+            Value::Text(s) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    move |s: String| {
+        secret_values
+            .iter()
+            .fold(s, |acc, v| acc.replace(v, "••••••"))
+    }
+}
+
 /// `medic plan`: everything a run would do, in order, touching nothing.
 pub fn render_plan(plan: &Plan, color: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let style = Style { color };
-    let ctx = plan_context(plan);
-    let secret_values: Vec<&str> = plan
-        .params
-        .iter()
-        .filter(|p| p.secret)
-        .filter_map(|p| {
-            if let Value::Text(s) = &p.value {
-                Some(s.as_str())
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mask = |s: String| {
-        secret_values.iter().fold(s, |acc, v| {
-            if v.is_empty() {
-                acc
-            } else {
-                acc.replace(v, "••••••")
-            }
-        })
-    };
+    let ctx = context(plan);
+    let mask = masker(plan);
     let _ = writeln!(out, "{} {}", style.bold("runbook"), style.bold(&plan.name));
     if !plan.description.is_empty() {
         let _ = writeln!(out, "  {}", plan.description);

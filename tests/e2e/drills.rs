@@ -30,6 +30,63 @@ fn the_example_drills_validate() {
     );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("2 drills valid"), "{}", stdout(&o));
+    let o = medic(
+        cache.path(),
+        &[
+            "drill",
+            "validate",
+            "--drills",
+            "runbooks/drills",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], true);
+    let names: Vec<&str> = v["drills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["demo-bad-deploy", "demo-forced-rollback"]);
+    assert_eq!(v["drills"][1]["timezone"], "Europe/Paris");
+
+    // A mistake: not valid, each diagnostic with its file and place.
+    let bad = tempfile::tempdir().unwrap();
+    write(
+        bad.path(),
+        "d.toml",
+        "[[drill]]\nname = \"d\"\nrunbook = \"../rb.toml\"\nschedule = \"0 25 * * *\"\n",
+    );
+    let o = medic(
+        cache.path(),
+        &[
+            "drill",
+            "validate",
+            "--drills",
+            bad.path().to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    let d = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("field 2 (hour) `25`")
+        })
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(d["at"]["line"], 4, "{d}");
+    assert!(d["file"].as_str().unwrap().ends_with("d.toml"), "{d}");
 }
 
 #[test]
@@ -113,6 +170,33 @@ fn a_bad_deploy_drill_passes_and_is_reported() {
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(report[1]["drill"], "tokyo", "{report}");
     assert_eq!(report[1]["total"], 0, "{report}");
+    // For machines: the run's events, then the drill's record.
+    let o = medic(
+        cache.path(),
+        &[
+            "drill",
+            "run",
+            "bad-deploy",
+            "--drills",
+            dir,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|e| e["event"] == "run_finished"),
+        "{lines:?}"
+    );
+    let record = &lines.last().unwrap()["drill"];
+    assert_eq!(record["drill"], "bad-deploy", "{record}");
+    assert_eq!(record["result"], "passed", "{record}");
+    assert_eq!(record["outcome"], "rolled_back", "{record}");
+    assert!(record["recover_ms"].as_u64().is_some(), "{record}");
 }
 
 #[test]

@@ -33,6 +33,11 @@ pub enum DrillCommand {
     Validate {
         #[command(flatten)]
         drills: DrillsDir,
+        /// Output format: `json` prints one object {"dir", "valid", "drills": [{"name",
+        /// "runbook", "schedule", "timezone", "environment", "file"}], "warnings",
+        /// "diagnostics": [{"file", "severity", "message", "help", "at": {"line", "col"}}]}
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
     },
     /// The drills, their next scheduled time and last result
     List {
@@ -47,6 +52,11 @@ pub enum DrillCommand {
         name: String,
         #[command(flatten)]
         drills: DrillsDir,
+        /// Output format: `json` prints the run's events as `medic run --output json` does,
+        /// then the drill's record as one object {"drill": {"drill", "trigger", "result",
+        /// "reasons", "run_id", "outcome", "detect_ms", "rollback_ms", "recover_ms", ...}}
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        output: OutputFormat,
     },
     /// Stop a drill's scheduled runs (each is recorded as skipped, with the reason) until
     /// it is resumed; `medic drill run` still runs it
@@ -88,6 +98,54 @@ async fn load(global: &GlobalArgs, dir: &std::path::Path) -> Result<Vec<Drill>, 
         eprintln!("{report}; no drill is valid until all are fixed");
         Exit::Invalid
     })
+}
+
+/// `medic drill validate --output json`: the drills, or every mistake, as one object.
+async fn validate_json(global: &GlobalArgs, dir: &std::path::Path) -> Exit {
+    let host = match global.host() {
+        Ok(h) => h,
+        Err(e) => return engine_error(e),
+    };
+    let (valid, drills, warnings, diagnostics) = match crate::drill::load_dir(&host, dir).await {
+        Ok(list) => {
+            let warnings: Vec<String> = crate::drill::overlaps(&list, chrono::Utc::now());
+            let drills: Vec<serde_json::Value> = list
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "name": d.name,
+                        "runbook": d.runbook,
+                        "schedule": d.schedule.expression,
+                        "timezone": d.schedule.timezone.to_string(),
+                        "environment": d.environment,
+                        "file": d.file,
+                    })
+                })
+                .collect();
+            (true, drills, warnings, Vec::new())
+        }
+        Err(errors) => {
+            let diagnostics: Vec<serde_json::Value> = errors
+                .iter()
+                .flat_map(|e| {
+                    e.diagnostics.iter().map(move |d| {
+                        let mut j = crate::runbook::diag::to_json(&e.text, d);
+                        j["file"] = serde_json::json!(e.path);
+                        j
+                    })
+                })
+                .collect();
+            (false, Vec::new(), Vec::new(), diagnostics)
+        }
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "dir": dir, "valid": valid, "drills": drills,
+            "warnings": warnings, "diagnostics": diagnostics,
+        })
+    );
+    if valid { Exit::Success } else { Exit::Invalid }
 }
 
 fn time(ms: u64) -> String {
@@ -142,7 +200,11 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
             drills,
         } => pause(global, &name, Some(reason), &drills.dir).await,
         DrillCommand::Resume { name, drills } => pause(global, &name, None, &drills.dir).await,
-        DrillCommand::Validate { drills } => match load(global, &drills.dir).await {
+        DrillCommand::Validate {
+            drills,
+            output: OutputFormat::Json,
+        } => validate_json(global, &drills.dir).await,
+        DrillCommand::Validate { drills, .. } => match load(global, &drills.dir).await {
             Ok(list) => {
                 for d in &list {
                     println!(
@@ -239,7 +301,11 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
             }
             Exit::Success
         }
-        DrillCommand::Run { name, drills } => {
+        DrillCommand::Run {
+            name,
+            drills,
+            output,
+        } => {
             match global.api_client() {
                 Ok(Some(client)) => return run_remotely(&client, &name),
                 Ok(None) => {}
@@ -252,6 +318,10 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                     Duration::from_secs(24 * 3600),
                 );
                 return match answer {
+                    Ok(record) if output == OutputFormat::Json => {
+                        println!("{}", serde_json::json!({ "drill": record }));
+                        exit_for(record.result)
+                    }
                     Ok(record) => {
                         println!("drill {name} (run by medic serve): {}", describe(&record));
                         if let Some(id) = &record.run_id {
@@ -298,10 +368,19 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                     }
                 })
             };
-            let mut out = HumanOutput::new(global.color(), global.verbose);
-            let record = run_drill(&host, &store, drill, Started::Manual, &mut out, &cancel).await;
+            let record = if output == OutputFormat::Json {
+                let mut out = super::output::JsonOutput;
+                run_drill(&host, &store, drill, Started::Manual, &mut out, &cancel).await
+            } else {
+                let mut out = HumanOutput::new(global.color(), global.verbose);
+                run_drill(&host, &store, drill, Started::Manual, &mut out, &cancel).await
+            };
             watcher.abort();
-            println!("\ndrill {}: {}", drill.name, describe(&record));
+            if output == OutputFormat::Json {
+                println!("{}", serde_json::json!({ "drill": record }));
+            } else {
+                println!("\ndrill {}: {}", drill.name, describe(&record));
+            }
             exit_for(record.result)
         }
         DrillCommand::Report {

@@ -541,3 +541,106 @@ fn plan_speaks_json_for_machines() {
     );
     assert_eq!(plan["plugins"][0]["grants"]["kv"], true);
 }
+
+/// Splits a shell command line into words (quotes kept together, shell operators end it).
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut started = false;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                started = true;
+            }
+            (None, ' ') => {
+                if started {
+                    out.push(std::mem::take(&mut cur));
+                    started = false;
+                }
+            }
+            (None, '|' | '>' | '<' | ';' | '&') => break,
+            (None, c) => {
+                cur.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        out.push(cur);
+    }
+    out
+}
+
+/// The README's command reference is true: every `medic ...` line in its shell blocks is one
+/// the command line accepts (synopses with `[optional]` parts are checked without them), and
+/// every command and subcommand appears in it.
+#[test]
+fn the_readme_command_reference_matches_the_command_line() {
+    use clap::{CommandFactory, Parser};
+    let readme = std::fs::read_to_string(crate::cli::repo().join("README.md")).unwrap();
+    let mut in_sh = false;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (n, line) in readme.lines().enumerate() {
+        if let Some(lang) = line.strip_prefix("```") {
+            in_sh = !in_sh && lang == "sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        let cmd = line.split(" #").next().unwrap_or_default().trim();
+        if !cmd.starts_with("medic ") {
+            continue;
+        }
+        // A synopsis: its optional parts are shown in brackets; the rest must parse.
+        let cmd: String = {
+            let mut depth = 0;
+            cmd.chars()
+                .filter(|c| {
+                    match c {
+                        '[' => depth += 1,
+                        ']' => {
+                            depth -= 1;
+                            return false;
+                        }
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .collect()
+        };
+        let args = words(&cmd);
+        checked += 1;
+        if let Err(e) = medic::cli::Cli::try_parse_from(&args) {
+            use clap::error::ErrorKind;
+            if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                failures.push(format!("README.md:{}: {cmd}\n{e}", n + 1));
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} command lines found");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every command and subcommand is in the README (hidden ones excepted).
+    fn paths(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let path = format!("{prefix} {}", sub.get_name());
+            out.push(path.clone());
+            paths(sub, &path, out);
+        }
+    }
+    let mut all = Vec::new();
+    paths(&medic::cli::Cli::command(), "medic", &mut all);
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|p| !readme.contains(p.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not in the README: {missing:?}");
+}

@@ -67,7 +67,8 @@ pub use value::{Params, Value, ValueType};
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        // A link to the repository's `wit/`, so the published crate carries the contract.
+        path: "wit",
         world: "medic-plugin-validated",
         pub_export_macro: true,
         export_macro_name: "__export_medic_plugin",

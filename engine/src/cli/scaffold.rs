@@ -67,17 +67,16 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
 ];
 const SDK_CARGO_TOML: &str = include_str!("templates/sdk-Cargo.toml.tmpl");
-/// In the repository the SDK binds to the workspace's `wit/`; the copy carries its own.
-const WIT_IN_TREE: &str = "path: \"../wit\"";
-const WIT_VENDORED: &str = "path: \"wit\"";
 
 /// Writes the SDK this binary carries into `dir` (a generated crate's `vendor/...`).
 fn vendor_sdk(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     let cargo = SDK_CARGO_TOML.replace("{{version}}", env!("CARGO_PKG_VERSION"));
+    // The SDK binds to `wit/` beside its manifest (in the repository a link to the
+    // workspace's), so the copy carries the contract as the published crate does.
     for (rel, text) in SDK_FILES
         .iter()
-        .map(|(rel, text)| (*rel, text.replace(WIT_IN_TREE, WIT_VENDORED)))
+        .map(|(rel, text)| (*rel, (*text).to_owned()))
         .chain([("Cargo.toml", cargo)])
     {
         let path = dir.join(rel);
@@ -234,9 +233,9 @@ mod tests {
             .unwrap()
             .1;
         assert_eq!(
-            lib.matches(WIT_IN_TREE).count(),
+            lib.matches("path: \"wit\"").count(),
             1,
-            "the WIT path to rewrite"
+            "the SDK binds to the wit/ beside it, which the copy carries"
         );
         // The copy's wit-bindgen is the workspace's.
         let workspace = include_str!("../../../Cargo.toml");

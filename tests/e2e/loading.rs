@@ -254,3 +254,192 @@ fn a_plugin_built_before_the_tcp_capability_still_loads_and_runs() {
         assert_eq!(inv.logs[0].message, "still here");
     });
 }
+
+/// A local HTTPS server (Python's, with a certificate for 127.0.0.1 signed by a CA made
+/// here) serving a plugin, redirects within and out of its host, and a log of what it
+/// served.
+struct PluginServer {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for PluginServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PluginServer {
+    fn start(wasm: &std::path::Path) -> PluginServer {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pglab::certificates(dir.path());
+        std::fs::copy(wasm, dir.path().join("plugin.wasm")).unwrap();
+        let port = crate::lab::free_port();
+        let script = format!(
+            r#"
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open("served.log", "a") as log:
+            log.write(self.path + "\n")
+        moves = {{"/same": "/plugin.wasm",
+                 "/elsewhere": "https://localhost:{port}/plugin.wasm",
+                 "/clear": "http://127.0.0.1:{port}/plugin.wasm"}}
+        if self.path in moves:
+            self.send_response(302)
+            self.send_header("Location", moves[self.path])
+            self.end_headers()
+        elif self.path == "/plugin.wasm":
+            body = open("plugin.wasm", "rb").read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_response(404)
+            self.end_headers()
+    def log_message(self, *args):
+        pass
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.crt", "server.key")
+s = http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#
+        );
+        let child = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the HTTPS server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        PluginServer { child, port, dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn served(&self, path: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("served.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == path)
+            .count()
+    }
+}
+
+/// `https://` plugin sources: pinned, downloaded once into the cache, never over plain HTTP
+/// nor through a redirect to another host; `medic plugin pin URL` gives the line to paste.
+#[test]
+fn plugins_from_https_urls_are_pinned_downloaded_once_and_never_redirected_elsewhere() {
+    use crate::cli::{medic_command, stderr, stdout};
+    use sha2::Digest;
+    let wasm = std::path::PathBuf::from(fixtures::SCRIPTED_CHECK);
+    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&wasm).unwrap()));
+    let server = PluginServer::start(&wasm);
+    let ca = server.dir.path().join("ca.crt");
+    let cache = tempfile::tempdir().unwrap();
+    let medic = |args: &[&str]| {
+        medic_command(cache.path())
+            .env("MEDIC_CA_CERT", &ca)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let o = medic(&["plugin", "pin", &server.url("/plugin.wasm")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), format!("sha256 = \"{digest}\""));
+
+    let runbook = |source: &str, pin: Option<&str>| {
+        let path = cache.path().join("rb.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[runbook]\nname = \"remote\"\n\n[plugins.check]\nsource = \"{source}\"\n{}grants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+                 [[steps]]\nid = \"look\"\nuses = \"check\"\n",
+                pin.map(|p| format!("sha256 = \"{p}\"\n")).unwrap_or_default()
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    // Not pinned: refused before anything is fetched, saying how to pin it.
+    let served_before = server.served("/plugin.wasm");
+    let o = medic(&["validate", &runbook(&server.url("/plugin.wasm"), None)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("comes from a URL but has no `sha256` pin")
+            && stderr(&o).contains("medic plugin pin https://127.0.0.1:"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(server.served("/plugin.wasm"), served_before);
+
+    // Pinned: downloaded once, then run from the cache (the server is not asked again).
+    let rb = runbook(&server.url("/plugin.wasm"), Some(&digest));
+    for _ in 0..2 {
+        let o = medic(&["run", &rb]);
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    }
+    assert_eq!(server.served("/plugin.wasm"), served_before + 1);
+
+    // A pin the file does not match: refused, both digests named.
+    let o = medic(&[
+        "validate",
+        &runbook(&server.url("/same"), Some(&"0".repeat(64))),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(&format!("actual:   {digest}")),
+        "{}",
+        stderr(&o)
+    );
+
+    // Redirects: within the host followed; to another host or to plain HTTP refused.
+    let o = medic(&["plugin", "pin", &server.url("/same")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for (path, said) in [
+        ("/elsewhere", "another host: refused"),
+        ("/clear", "another host: refused"),
+    ] {
+        let o = medic(&["plugin", "pin", &server.url(path)]);
+        assert_eq!(o.status.code(), Some(2), "{path}: {}", stdout(&o));
+        assert!(stderr(&o).contains(said), "{path}: {}", stderr(&o));
+    }
+    let o = medic(&[
+        "plugin",
+        "pin",
+        &format!("http://127.0.0.1:{}/plugin.wasm", server.port),
+    ]);
+    assert!(
+        stderr(&o).contains("only https:// URLs are accepted"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A server whose certificate nobody vouches for: refused.
+    let o = medic_command(cache.path())
+        .env_remove("MEDIC_CA_CERT")
+        .args(["plugin", "pin", &server.url("/plugin.wasm")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot download plugin")
+            && stderr(&o).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&o)
+    );
+}

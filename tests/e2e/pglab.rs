@@ -85,7 +85,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`.
-fn certificates(dir: &Path) {
+pub fn certificates(dir: &Path) {
     openssl(
         dir,
         &[

@@ -491,6 +491,7 @@ fn calls_in_flight_together_stay_within_the_hosts_memory_budget() {
             cache_dir: None,
             max_instances: 16,
             memory_budget: 128 << 20,
+            ..HostConfig::default()
         })
         .unwrap();
         let plugin = host

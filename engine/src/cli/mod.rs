@@ -115,7 +115,8 @@ pub struct GlobalArgs {
         value_name = "TOKEN"
     )]
     token: Option<String>,
-    /// Trust this CA (PEM) for --server, besides the system's
+    /// Trust this CA (PEM) for --server and for plugins from https:// URLs, besides the
+    /// system's
     #[arg(long, global = true, env = "MEDIC_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
 }
@@ -245,6 +246,7 @@ impl GlobalArgs {
         };
         PluginHost::new(HostConfig {
             cache_dir,
+            ca_cert: self.ca_cert.clone(),
             ..HostConfig::default()
         })
     }

@@ -13,7 +13,7 @@ use crate::host::{BUILTINS, Plugin, PluginSource, limits::format_bytes};
 pub enum PluginCommand {
     /// Print a plugin's manifest, contract version, capabilities, size and digest
     Inspect {
-        /// A .wasm file or builtin:NAME
+        /// A .wasm file, builtin:NAME, or an https:// URL
         plugin: String,
         /// Output format
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
@@ -22,7 +22,7 @@ pub enum PluginCommand {
     /// Print the `sha256 = "..."` line that pins a plugin in a runbook's [plugins.NAME]
     /// table (after checking that this medic can load it)
     Pin {
-        /// A .wasm file or builtin:NAME
+        /// A .wasm file, builtin:NAME, or an https:// URL (downloaded to compute it)
         plugin: String,
     },
     /// List the builtin plugins
@@ -157,7 +157,7 @@ fn new_plugin(
     }
 }
 
-/// A plugin named on the command line (a file, or `builtin:NAME`), loaded and checked.
+/// A plugin named on the command line (a file, `builtin:NAME` or a URL), loaded and checked.
 async fn load_given(global: &GlobalArgs, plugin: &str) -> Result<Plugin, Exit> {
     let host = global.host().map_err(engine_error)?;
     let source = PluginSource::parse(plugin, &std::env::current_dir().unwrap_or_default());

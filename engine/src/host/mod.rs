@@ -9,6 +9,7 @@ mod bindings;
 pub mod cache;
 pub mod caps;
 mod check;
+mod download;
 pub mod limits;
 pub mod manifest;
 pub mod outcome;
@@ -64,12 +65,19 @@ pub use builtin_data::{BUILTINS, Builtin, fixtures};
 pub enum PluginSource {
     Builtin(String),
     File(PathBuf),
+    /// `https://...`: downloaded once into the cache, by its pinned sha256.
+    Url(url::Url),
 }
 
 impl PluginSource {
     /// Parses `builtin:NAME` or a path (relative paths are resolved against `base`, the
     /// directory of the runbook).
     pub fn parse(text: &str, base: &Path) -> Self {
+        if (text.starts_with("https://") || text.starts_with("http://"))
+            && let Ok(url) = url::Url::parse(text)
+        {
+            return PluginSource::Url(url);
+        }
         match text.strip_prefix("builtin:") {
             Some(name) => PluginSource::Builtin(name.to_owned()),
             None => {
@@ -89,6 +97,7 @@ impl fmt::Display for PluginSource {
         match self {
             PluginSource::Builtin(n) => write!(f, "builtin:{n}"),
             PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Url(u) => write!(f, "{u}"),
         }
     }
 }
@@ -99,6 +108,9 @@ pub enum LoadError {
     /// `builtin:NAME` names no embedded plugin.
     #[error("there is no builtin plugin `{name}` (builtins: {available})")]
     UnknownBuiltin { name: String, available: String },
+    /// A plugin from a URL could not be fetched.
+    #[error("cannot download plugin {url}: {reason}")]
+    Download { url: String, reason: String },
     /// The file does not exist or cannot be read.
     #[error("cannot read plugin file {path}: {reason}")]
     Unreadable { path: PathBuf, reason: String },
@@ -191,6 +203,8 @@ pub struct HostConfig {
     /// waits until its own limit fits (a fleet of 50 targets at 64 MiB each does not get
     /// 3.2 GiB). A call whose limit exceeds the whole budget runs alone.
     pub memory_budget: u64,
+    /// A CA (PEM) to trust besides the system's, for plugins from `https://` URLs.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The default [`HostConfig::memory_budget`].
@@ -202,6 +216,7 @@ impl Default for HostConfig {
             cache_dir: default_cache_dir(),
             max_instances: 100,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            ca_cert: None,
         }
     }
 }
@@ -233,6 +248,8 @@ pub struct PluginHost {
     /// Memory limits of calls in flight, in MiB, drawn from the budget.
     memory: Arc<tokio::sync::Semaphore>,
     memory_budget_mib: u32,
+    /// For plugins from URLs: the cache directory (downloads are kept there) and a CA.
+    downloads: (Option<PathBuf>, Option<PathBuf>),
     _ticker: Ticker,
 }
 
@@ -291,6 +308,7 @@ impl PluginHost {
             .build()
             .map_err(|e| anyhow::anyhow!("cannot create the http client: {e}"))?;
 
+        let downloads = (config.cache_dir.clone(), config.ca_cert.clone());
         let cache = config.cache_dir.map(|dir| CompileCache::new(dir, &engine));
         let memory_budget_mib = u32::try_from(config.memory_budget >> 20)
             .unwrap_or(u32::MAX)
@@ -303,6 +321,7 @@ impl PluginHost {
             loaded: std::sync::Mutex::default(),
             memory: Arc::new(tokio::sync::Semaphore::new(memory_budget_mib as usize)),
             memory_budget_mib,
+            downloads,
             _ticker: Ticker(stop),
         })
     }
@@ -346,6 +365,11 @@ impl PluginHost {
                 let digest = hex::encode(Sha256::digest(&bytes));
                 Ok((bytes.into(), digest))
             }
+            // Fetched (asynchronously) by `load`, never read here.
+            PluginSource::Url(u) => Err(LoadError::Download {
+                url: u.to_string(),
+                reason: "not a file".into(),
+            }),
         }
     }
 
@@ -423,7 +447,15 @@ impl PluginHost {
         pin: Option<&str>,
     ) -> Result<Plugin, LoadError> {
         let shown = source.to_string();
-        let (bytes, digest) = Self::read_source(source)?;
+        let (bytes, digest) = match source {
+            PluginSource::Url(url) => {
+                let (cache, ca) = &self.downloads;
+                let (bytes, digest) =
+                    download::fetch(url, pin, cache.as_deref(), ca.as_deref()).await?;
+                (std::borrow::Cow::Owned(bytes), digest)
+            }
+            _ => Self::read_source(source)?,
+        };
         if let Some(pin) = pin {
             let pin = pin.trim().to_ascii_lowercase();
             if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -161,7 +161,7 @@ pub fn schema() -> Value {
                 "additionalProperties": false,
                 "required": ["source"],
                 "properties": {
-                    "source": { "type": "string", "description": "builtin:NAME or a path to a .wasm component" },
+                    "source": { "type": "string", "description": "builtin:NAME, a path to a .wasm component, or an https:// URL (which needs a sha256 pin)" },
                     "sha256": { "type": "string", "description": "Pin: a mismatch refuses to run" },
                     "memory": { "type": "string", "description": "e.g. 64MiB" },
                     "timeout": { "$ref": "#/$defs/duration" },

@@ -25,6 +25,23 @@ impl Validator<'_> {
     ) -> Option<PlanPlugin> {
         let source = PluginSource::parse(decl.source.get_ref(), self.base());
         let pin = decl.sha256.as_ref();
+        // What a URL serves can change under the same name: only a pinned one is run.
+        if matches!(source, PluginSource::Url(_)) && pin.is_none() {
+            self.err(
+                Diagnostic::at(
+                    decl.source.span(),
+                    format!(
+                        "plugin `{}` comes from a URL but has no `sha256` pin",
+                        alias.get_ref()
+                    ),
+                )
+                .help(format!(
+                    "`medic plugin pin {}` downloads it and prints the line to add",
+                    decl.source.get_ref()
+                )),
+            );
+            return None;
+        }
         let plugin = match host.load(&source, pin.map(|p| p.get_ref().as_str())).await {
             Ok(p) => p,
             Err(e) => {

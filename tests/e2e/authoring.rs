@@ -230,23 +230,21 @@ fn plugin_new_refuses_bad_names_and_occupied_directories() {
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
 }
 
-/// The Python reference plugin, built by `scripts/setup --python` with componentize-py.
-fn python_plugin() -> PathBuf {
-    let path = shared_target()
-        .parent()
-        .unwrap()
-        .join("python-plugins/version_check.wasm");
+/// A plugin built by `scripts/setup --FLAG` into `<target>/DIR/FILE` (the Python one with
+/// componentize-py, the JavaScript one with componentize-js).
+fn foreign_plugin(dir: &str, file: &str, flag: &str) -> PathBuf {
+    let path = shared_target().parent().unwrap().join(dir).join(file);
     assert!(
         path.exists(),
-        "{} is missing: build it with `scripts/setup --python` (scripts/test does)",
+        "{} is missing: build it with `scripts/setup --{flag}` (scripts/test does)",
         path.display()
     );
     path
 }
 
-#[test]
-fn a_plugin_written_in_python_runs_like_any_other() {
-    let wasm = python_plugin();
+/// A check written in another language than Rust, built into a component against the same
+/// contract: inspected, then run passing, failing, and refused a host it was not granted.
+fn runs_like_any_other(wasm: &Path, name: &str) {
     let work = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let svc = service(&[]);
@@ -254,17 +252,20 @@ fn a_plugin_written_in_python_runs_like_any_other() {
     let o = medic(cache.path(), &["plugin", "inspect", wasm.to_str().unwrap()]);
     let shown = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{shown}{}", stderr(&o));
-    assert!(shown.starts_with("version-check 0.1.0 (Check)"), "{shown}");
+    assert!(
+        shown.starts_with(&format!("{name} 0.1.0 (Check)")),
+        "{shown}"
+    );
     assert!(
         shown.contains("contract:     medic:plugin@0.1.1"),
         "{shown}"
     );
 
-    let runbook = work.path().join("python.toml");
+    let runbook = work.path().join("foreign.toml");
     std::fs::write(
         &runbook,
         format!(
-            "[runbook]\nname = \"python-check\"\n\n\
+            "[runbook]\nname = \"foreign-check\"\n\n\
              [params.expect]\ntype = \"string\"\ndefault = \"v1\"\n\n\
              [params.url]\ntype = \"string\"\ndefault = \"http://{addr}/version\"\n\n\
              [plugins.version]\nsource = {:?}\ngrants = {{ http = [\"{addr}\"] }}\n\n\
@@ -290,7 +291,7 @@ fn a_plugin_written_in_python_runs_like_any_other() {
     assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
     assert!(out.contains("runs v1, expected v7 or v8"), "{out}");
 
-    // The sandbox holds for Python too: a host the runbook did not grant is refused.
+    // The sandbox holds whatever the language: a host the runbook did not grant is refused.
     let o = medic(
         cache.path(),
         &["run", path, "--param", "url=http://127.0.0.1:9/version"],
@@ -298,4 +299,20 @@ fn a_plugin_written_in_python_runs_like_any_other() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
     assert!(out.contains("denied"), "{out}");
+}
+
+#[test]
+fn a_plugin_written_in_python_runs_like_any_other() {
+    runs_like_any_other(
+        &foreign_plugin("python-plugins", "version_check.wasm", "python"),
+        "version-check",
+    );
+}
+
+#[test]
+fn a_plugin_written_in_javascript_runs_like_any_other() {
+    runs_like_any_other(
+        &foreign_plugin("js-plugins", "version_check_js.wasm", "javascript"),
+        "version-check-js",
+    );
 }

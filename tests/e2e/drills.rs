@@ -137,6 +137,11 @@ fn a_bad_deploy_drill_passes_and_is_reported() {
     for series in ["time_to_detect", "time_to_roll_back", "time_to_healthy"] {
         assert_eq!(r[series]["samples"], 1, "{series}: {r}");
     }
+    assert_eq!(
+        r["recent_time_to_healthy_ms"][0], r["time_to_healthy"]["p50_ms"],
+        "{r}"
+    );
+    assert_eq!(r["recovery_trend"], "unknown", "{r}");
     // A drill scheduled in its own timezone shows its next run there and in UTC.
     write(
         drills.path(),
@@ -159,6 +164,10 @@ fn a_bad_deploy_drill_passes_and_is_reported() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert!(out.contains("drill bad-deploy (last 90d)"), "{out}");
+    assert!(
+        out.contains("recovery, last 1") && out.contains("(too few to tell)"),
+        "{out}"
+    );
     assert!(
         out.contains("drill tokyo: NEVER RAN in the last 90d: its rollback path is untested"),
         "{out}"

@@ -462,6 +462,24 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                 println!("  time to detect     {}", pct(&r.time_to_detect));
                 println!("  time to roll back  {}", pct(&r.time_to_roll_back));
                 println!("  time to healthy    {}", pct(&r.time_to_healthy));
+                if !r.recent_time_to_healthy_ms.is_empty() {
+                    let times: Vec<String> = r
+                        .recent_time_to_healthy_ms
+                        .iter()
+                        .map(|ms| short(Duration::from_millis(*ms)))
+                        .collect();
+                    println!(
+                        "  recovery, last {}  {} ({})",
+                        times.len(),
+                        times.join(" "),
+                        match r.recovery_trend {
+                            crate::drill::report::Trend::Improving => "getting faster",
+                            crate::drill::report::Trend::Steady => "steady",
+                            crate::drill::report::Trend::Worsening => "getting SLOWER",
+                            crate::drill::report::Trend::Unknown => "too few to tell",
+                        }
+                    );
+                }
                 println!(
                     "  trend              {}",
                     match r.trend {

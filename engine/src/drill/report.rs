@@ -7,6 +7,8 @@
 //! - **time to roll back**: from detection to the end of the rollback steps.
 //! - **time to healthy**: from the fault in place to the verify checks passing.
 //! - **trend**: the pass rate of the newer half of the window against the older half.
+//! - **recovery trend**: the last [`RECENT`] times to healthy, oldest first, and the median
+//!   of their newer half against their older half (more than 20% apart: faster or slower).
 
 use serde::Serialize;
 
@@ -56,6 +58,10 @@ pub struct DrillReport {
     pub time_to_roll_back: Option<Percentiles>,
     pub time_to_healthy: Option<Percentiles>,
     pub trend: Trend,
+    /// Times to healthy of the last [`RECENT`] drills that measured one, oldest first.
+    pub recent_time_to_healthy_ms: Vec<u64>,
+    /// Whether recovery gets faster ([`Trend::Improving`]) or slower over those.
+    pub recovery_trend: Trend,
     /// The newest failures first (at most five).
     pub last_failures: Vec<DrillRecord>,
 }
@@ -89,8 +95,35 @@ impl DrillReport {
             time_to_roll_back: None,
             time_to_healthy: None,
             trend: Trend::Unknown,
+            recent_time_to_healthy_ms: Vec::new(),
+            recovery_trend: Trend::Unknown,
             last_failures: Vec::new(),
         }
+    }
+}
+
+/// How many recent times to healthy a report lists.
+pub const RECENT: usize = 10;
+
+/// Faster, slower or steady: the median of the newer half of `times` against the older
+/// half's, at least two in each.
+fn recovery_trend(times: &[u64]) -> Trend {
+    if times.len() < 4 {
+        return Trend::Unknown;
+    }
+    let (older, newer) = times.split_at(times.len() / 2);
+    let median = |v: &[u64]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v[v.len() / 2] as f64
+    };
+    let (a, b) = (median(older), median(newer));
+    if b < a * 0.8 {
+        Trend::Improving
+    } else if b > a * 1.2 {
+        Trend::Worsening
+    } else {
+        Trend::Steady
     }
 }
 
@@ -121,6 +154,8 @@ pub fn reports(records: &[DrillRecord]) -> Vec<DrillReport> {
                 }
                 _ => Trend::Unknown,
             };
+            let recoveries: Vec<u64> = mine.iter().filter_map(|r| r.recover_ms).collect();
+            let recent = recoveries[recoveries.len().saturating_sub(RECENT)..].to_vec();
             let series = |f: fn(&DrillRecord) -> Option<u64>| {
                 percentiles(mine.iter().filter_map(|r| f(r)).collect())
             };
@@ -136,6 +171,8 @@ pub fn reports(records: &[DrillRecord]) -> Vec<DrillReport> {
                 time_to_roll_back: series(|r| r.rollback_ms),
                 time_to_healthy: series(|r| r.recover_ms),
                 trend,
+                recovery_trend: recovery_trend(&recent),
+                recent_time_to_healthy_ms: recent,
                 last_failures: mine
                     .iter()
                     .rev()
@@ -194,6 +231,8 @@ mod tests {
             (2000, 3000, 3)
         );
         assert_eq!(a.trend, Trend::Improving);
+        assert_eq!(a.recent_time_to_healthy_ms, [1000, 3000, 2000]);
+        assert_eq!(a.recovery_trend, Trend::Unknown, "too few to say");
         assert_eq!(
             a.last_failures
                 .iter()
@@ -203,5 +242,34 @@ mod tests {
         );
         let b = &r[1];
         assert_eq!((b.refused, b.pass_rate, b.trend), (1, None, Trend::Unknown));
+    }
+
+    #[test]
+    fn recovery_gets_slower_or_faster() {
+        use DrillResult::Passed;
+        let series = |times: &[u64]| {
+            let records: Vec<DrillRecord> = times
+                .iter()
+                .enumerate()
+                .map(|(i, t)| rec("d", i as u64, Passed, Some(*t)))
+                .collect();
+            reports(&records).remove(0)
+        };
+        let slower = series(&[1000, 1100, 900, 1000, 2000, 2100, 1900, 2500]);
+        assert_eq!(slower.recovery_trend, Trend::Worsening);
+        assert_eq!(
+            series(&[2000, 2100, 1000, 900]).recovery_trend,
+            Trend::Improving
+        );
+        assert_eq!(
+            series(&[1000, 1050, 1020, 990]).recovery_trend,
+            Trend::Steady
+        );
+        // Only the last ten count.
+        let many: Vec<u64> = (0..15).map(|i| 1000 + i).collect();
+        assert_eq!(
+            series(&many).recent_time_to_healthy_ms,
+            (1005..1015).collect::<Vec<u64>>()
+        );
     }
 }

@@ -262,6 +262,7 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                                 "name": d.name, "runbook": d.runbook, "schedule": d.schedule.expression,
                                 "timezone": d.schedule.timezone.to_string(), "environment": d.environment,
                                 "next": next.map(|t| t.to_rfc3339()), "last": last,
+                                "enabled": d.enabled,
                             })
                         })
                         .collect();
@@ -271,6 +272,9 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                     // The next run in UTC, and in the drill's own timezone when it has one
                     // (the schedule is written in it: `0 3 * * *` means 03:00 there).
                     let next_of = |d: &Drill, next: &Option<chrono::DateTime<chrono::Utc>>| {
+                        if !d.enabled {
+                            return "disabled (enabled = false)".to_owned();
+                        }
                         next.map_or("never".to_owned(), |t| {
                             let utc = t.format("%Y-%m-%d %H:%M UTC").to_string();
                             let tz = d.schedule.timezone;

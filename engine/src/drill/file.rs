@@ -37,6 +37,8 @@ pub(super) struct DrillDecl {
     pub(super) notify: Option<Spanned<HookDecl>>,
     #[serde(default)]
     pub(super) expect: Option<Spanned<ExpectDecl>>,
+    #[serde(default)]
+    pub(super) enabled: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +88,7 @@ pub fn schema() -> &'static serde_json::Value {
                             "missed": { "enum": ["skip", "run_once"], "description": "skip (default): wait for the next time; run_once: after downtime, run one missed drill" },
                             "params": params,
                             "fail_step": { "type": "string", "description": "Force this step of the runbook to fail" },
+                            "enabled": { "type": "boolean", "description": "false: its scheduled runs are recorded as skipped (saying so) until it is true again; `medic drill run` still runs it" },
                             "before": hook.clone(),
                             "notify": hook,
                             "expect": {

@@ -80,6 +80,8 @@ pub struct Drill {
     pub recover_within: Option<Duration>,
     /// The lock the drill holds while it runs ([`run::drill_lock`]).
     pub lock: String,
+    /// `enabled = false` in its file: scheduled runs are skipped, and recorded as skipped.
+    pub enabled: bool,
 }
 
 impl Drill {
@@ -566,6 +568,7 @@ async fn check(
         expect,
         recover_within,
         lock,
+        enabled: d.enabled.as_ref().is_none_or(|e| *e.get_ref()),
     })
 }
 

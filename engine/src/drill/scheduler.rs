@@ -176,6 +176,7 @@ mod tests {
             expect: RunOutcome::RolledBack,
             recover_within: None,
             lock: format!("drill:{name}:default"),
+            enabled: true,
         }
     }
 

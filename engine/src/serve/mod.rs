@@ -414,6 +414,22 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             return;
         }
         if reply.is_none() {
+            // A drill disabled in its file, like a paused one, still comes round: recorded
+            // as skipped, saying why, so it stands out in its report rather than going quiet.
+            if !due.drill.enabled {
+                let record = DrillRecord::skipped(
+                    &name,
+                    "schedule",
+                    Some(to_ms(due.scheduled)),
+                    format!("disabled in {} (enabled = false)", due.drill.file.display()),
+                );
+                if let Err(e) = store.put_drill(&record) {
+                    eprintln!("medic serve: recording a skipped drill: {e}");
+                }
+                metrics.lock().unwrap().count_drill(&record);
+                println!("medic serve: drill {name}: skipped, disabled in its file");
+                return;
+            }
             // A paused drill's schedule still comes round: recorded as skipped, saying why,
             // so a paused drill stands out in its report rather than going quiet.
             if let Ok(Some(p)) = store.drill_paused(&name) {

@@ -694,3 +694,59 @@ fn json_runs(cache: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// `enabled = false` in a drill file: each scheduled run is recorded as skipped, saying
+/// where it was disabled; `drill list` says so; `drill run` still runs it on demand.
+#[test]
+fn a_drill_disabled_in_its_file_is_skipped_on_schedule_but_runs_on_demand() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let rb = crate::cli::scripted_runbook(
+        work.path(),
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
+         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
+    );
+    write(
+        &drills,
+        "d.toml",
+        &format!(
+            "[[drill]]\nname = \"off\"\nrunbook = {:?}\nschedule = \"* * * * * *\"\nenabled = false\n",
+            rb.display().to_string()
+        ),
+    );
+    let mut serve = crate::serve::Serve::start(&data, &drills, &[]);
+    serve.wait_for("drill off: skipped, disabled in its file");
+    assert_eq!(serve.stop(), Some(0));
+    let skipped = Store::open(&data, "test")
+        .unwrap()
+        .drill_records(None, 0)
+        .unwrap();
+    assert!(!skipped.is_empty());
+    assert!(
+        skipped.iter().all(|r| r.result == DrillResult::Skipped
+            && r.reasons[0].contains("d.toml (enabled = false)")),
+        "{skipped:?}"
+    );
+    let cache = work.path();
+    let o = crate::cli::medic_command(cache)
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["drill", "list", "--drills", drills.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("disabled (enabled = false)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = crate::cli::medic_command(cache)
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["drill", "run", "off", "--drills", drills.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("drill off: passed"), "{}", stdout(&o));
+}

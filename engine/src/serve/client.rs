@@ -267,7 +267,7 @@ pub(super) fn launch(
             let end =
                 match crate::drill::run::recorded_run(&host, &store, spec, &mut stream, &c).await {
                     Ok((report, _)) => serde_json::json!({
-                        "done": { "run_id": report.run_id, "store": store.dir() }
+                        "done": { "run_id": report.run_id, "store": store.location() }
                     }),
                     Err(
                         crate::drill::run::NotRun::Skipped(why)

@@ -497,6 +497,18 @@ pub fn scripted_runbook(dir: &Path, head: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A scripted runbook that changes something, then fails a check, so it rolls back and
+/// verifies healthy (`medic run` exits 4; a drill of it passes).
+pub fn rolling_back_runbook(dir: &Path) -> PathBuf {
+    scripted_runbook(
+        dir,
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
+         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
+    )
+}
+
 #[test]
 fn each_outcome_has_its_exit_code() {
     let cache = tempfile::tempdir().unwrap();

@@ -703,13 +703,7 @@ fn a_drill_disabled_in_its_file_is_skipped_on_schedule_but_runs_on_demand() {
     let data = work.path().join("data");
     let drills = work.path().join("drills");
     std::fs::create_dir(&drills).unwrap();
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
-        "on_failure = \"rollback\"",
-        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
-         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
-         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
-    );
+    let rb = crate::cli::rolling_back_runbook(work.path());
     write(
         &drills,
         "d.toml",

@@ -113,13 +113,7 @@ fn three_serve_nodes_on_one_schedule_run_each_slot_once() {
     let drills = work.path().join("drills");
     std::fs::create_dir(&drills).unwrap();
     // A drill's runbook breaks something and must be caught and rolled back.
-    let rb = scripted_runbook(
-        work.path(),
-        "on_failure = \"rollback\"",
-        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
-         [[steps]]\nid = \"check\"\nuses = \"check\"\nwith = { mode = \"fail\" }\n\n\
-         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
-    );
+    let rb = crate::cli::rolling_back_runbook(work.path());
     std::fs::write(
         drills.join("d.toml"),
         format!(

@@ -529,6 +529,8 @@ fn trigger_state_and_alerts(kind: Kind) {
             .map(|a| a.at_ms)
             .collect::<Vec<_>>()
     };
+    // A state key written after the alerts does not leak into them.
+    store.set_trigger_state("zz", &s).unwrap();
     assert_eq!(at(15, 10), [20, 20, 30]);
     assert_eq!(at(0, 2), [20, 30], "the newest, oldest first");
     assert!(at(31, 10).is_empty());

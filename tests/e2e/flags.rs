@@ -413,30 +413,50 @@ fn stats(addr: &str) -> Value {
     })
 }
 
-/// `medic run runbooks/NAME.toml` against `unleash` and the service at `service`.
-fn run_repo_runbook(
+fn repo_runbook(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join(format!("runbooks/{name}.toml"))
+}
+
+/// `medic run RUNBOOK` (a flag runbook) against `unleash` and the service at `service`.
+fn run_flag_runbook(
     cache: &Path,
-    name: &str,
+    runbook: &Path,
     unleash: &Unleash,
     service: &str,
     flag: &str,
-    extra: &[&str],
 ) -> std::process::Output {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let unleash_addr = unleash.url.trim_start_matches("http://").to_owned();
-    let params = [
-        format!("flag={flag}"),
-        format!("unleash={unleash_addr}"),
-        format!("service={service}"),
-    ];
-    let mut cmd = medic_command(cache);
-    cmd.env("UNLEASH_ADMIN_TOKEN", TOKEN)
+    medic_command(cache)
+        .env("UNLEASH_ADMIN_TOKEN", TOKEN)
         .arg("run")
-        .arg(repo.join(format!("runbooks/{name}.toml")));
-    for p in &params {
-        cmd.args(["-p", p]);
-    }
-    cmd.args(extra).output().unwrap()
+        .arg(runbook)
+        .args(["-p", &format!("flag={flag}")])
+        .args(["-p", &format!("unleash={unleash_addr}")])
+        .args(["-p", &format!("service={service}")])
+        .output()
+        .unwrap()
+}
+
+/// `runbooks/flag-rollout.toml` with an earlier change before the rollout (the code shipped
+/// dark, undone by its revert): what the flag must be undone before.
+fn flag_rollout_after_a_change(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo_runbook("flag-rollout")).unwrap();
+    let change = format!(
+        "[plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+         [[steps]]\nid = \"ship_dark\"\nuses = \"act\"\nrollback = \"revert\"\n\n[rollout]\n",
+        medic::host::fixtures::SCRIPTED_ACTION
+    );
+    assert!(text.contains("\n[rollout]\n"));
+    let path = dir.join("flag-rollout-after-a-change.toml");
+    std::fs::write(
+        &path,
+        text.replacen("\n[rollout]\n", &format!("\n{change}"), 1),
+    )
+    .unwrap();
+    path
 }
 
 #[test]
@@ -447,13 +467,12 @@ fn flag_rollout_promotes_a_good_feature_and_switches_a_bad_one_off_first() {
     unleash.flag("new-checkout");
     let good = service_with_feature(&unleash, "new-checkout", false);
     let _traffic = Traffic::to(&good.addr);
-    let o = run_repo_runbook(
+    let o = run_flag_runbook(
         cache.path(),
-        "flag-rollout",
+        &repo_runbook("flag-rollout"),
         &unleash,
         &good.addr,
         "new-checkout",
-        &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let (on, strategies) = unleash.state("new-checkout", "production");
@@ -468,17 +487,17 @@ fn flag_rollout_promotes_a_good_feature_and_switches_a_bad_one_off_first() {
     }
     assert_eq!(stats(&good.addr)["feature_share"], 100);
 
-    // A bad feature: caught at 5%, its flag back off (no strategy, as before) first.
+    // A bad feature, shipped dark by an earlier step: caught at 5%, its flag back off (no
+    // strategy, as before) first, then the earlier change undone.
     unleash.flag("bad-checkout");
     let bad = service_with_feature(&unleash, "bad-checkout", true);
     let _traffic = Traffic::to(&bad.addr);
-    let o = run_repo_runbook(
+    let o = run_flag_runbook(
         cache.path(),
-        "flag-rollout",
+        &flag_rollout_after_a_change(cache.path()),
         &unleash,
         &bad.addr,
         "bad-checkout",
-        &[],
     );
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
@@ -489,6 +508,11 @@ fn flag_rollout_promotes_a_good_feature_and_switches_a_bad_one_off_first() {
     assert!(
         first_undo.contains("rollout_5.rollback") && first_undo.contains("back to off"),
         "the flag is not the first thing undone: {out}"
+    );
+    let second_undo = out[rolling..].lines().nth(2).unwrap_or_default();
+    assert!(
+        second_undo.contains("ship_dark.rollback"),
+        "the earlier change is not undone after the flag: {out}"
     );
     assert_eq!(unleash.state("bad-checkout", "production"), (false, vec![]));
     assert_eq!(stats(&bad.addr)["feature_share"], 0);
@@ -511,13 +535,12 @@ fn the_kill_switch_turns_a_hurting_feature_off_and_checks_users_get_the_old_beha
         stats(&svc.addr)["error_ratio"].as_f64().unwrap() > 0.5,
         "the feature does not hurt yet"
     );
-    let o = run_repo_runbook(
+    let o = run_flag_runbook(
         cache.path(),
-        "flag-kill-switch",
+        &repo_runbook("flag-kill-switch"),
         &unleash,
         &svc.addr,
         "hurting",
-        &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(!unleash.state("hurting", "production").0);
@@ -547,11 +570,10 @@ fn a_rollout_killed_mid_way_is_rolled_back_to_exactly_the_flag_it_found() {
     let before = unleash.state("half-way", "production");
     let svc = service_with_feature(&unleash, "half-way", false);
     let _traffic = Traffic::to(&svc.addr);
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut child = medic_command(cache.path())
         .env("UNLEASH_ADMIN_TOKEN", TOKEN)
         .arg("run")
-        .arg(repo.join("runbooks/flag-rollout.toml"))
+        .arg(repo_runbook("flag-rollout"))
         .args(["-p", "flag=half-way"])
         .args([
             "-p",
@@ -581,4 +603,54 @@ fn a_rollout_killed_mid_way_is_rolled_back_to_exactly_the_flag_it_found() {
         .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(unleash.state("half-way", "production"), before);
+}
+
+/// SIGTERM while a stage bakes (its analysis gate waiting): the forward steps stop, and the
+/// rollback puts the flag back exactly as it was before the run.
+#[test]
+fn sigterm_mid_gate_puts_the_flag_back() {
+    let unleash = Unleash::start();
+    let cache = tempfile::tempdir().unwrap();
+    unleash.flag("interrupted");
+    let before = unleash.state("interrupted", "production");
+    let svc = service_with_feature(&unleash, "interrupted", false);
+    let _traffic = Traffic::to(&svc.addr);
+    let mut child = medic_command(cache.path())
+        .env("UNLEASH_ADMIN_TOKEN", TOKEN)
+        .arg("run")
+        .arg(repo_runbook("flag-rollout"))
+        .args(["-p", "flag=interrupted"])
+        .args([
+            "-p",
+            &format!("unleash={}", unleash.url.trim_start_matches("http://")),
+        ])
+        .args(["-p", &format!("service={}", svc.addr)])
+        .args(["--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(child.stdout.as_mut().unwrap()).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if line.contains("\"step_started\"") && line.contains("\"rollout_25_errors\"") {
+                break;
+            }
+        }
+    }
+    // The flag is at 25% and its gate is baking.
+    assert_eq!(
+        unleash.state("interrupted", "production").1[0][1]["rollout"],
+        "25"
+    );
+    crate::verdicts::signal(child.id(), crate::verdicts::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(unleash.state("interrupted", "production"), before);
 }

@@ -376,8 +376,8 @@ fn missed_schedules_follow_each_drills_policy() {
         // As if a scheduler last handled them three hours ago.
         let store = Store::open(&data, "test").unwrap();
         let then = medic::store::now_ms() - 3 * 3600 * 1000;
-        store.set_drill_last_scheduled("catch-up", then).unwrap();
-        store.set_drill_last_scheduled("skipper", then).unwrap();
+        assert!(store.claim_drill_slot("catch-up", then).unwrap());
+        assert!(store.claim_drill_slot("skipper", then).unwrap());
     }
     let mut serve = Serve::start(&data, &drills, &[]);
     serve.wait_for("drill catch-up: passed");

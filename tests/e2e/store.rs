@@ -443,7 +443,10 @@ fn drill_records_state_and_slots(kind: Kind) {
     assert!(order(Some("rollback"), 0).is_empty());
 
     assert_eq!(store.drill_last_scheduled("rollback-a").unwrap(), None);
-    store.set_drill_last_scheduled("rollback-a", 500).unwrap();
+    assert!(
+        store.claim_drill_slot("rollback-a", 500).unwrap(),
+        "a first slot"
+    );
     assert_eq!(store.drill_last_scheduled("rollback-a").unwrap(), Some(500));
     assert!(
         !store.claim_drill_slot("rollback-a", 500).unwrap(),

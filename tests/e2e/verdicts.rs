@@ -20,7 +20,7 @@ unsafe extern "C" {
 const SIGHUP: i32 = 1;
 pub(crate) const SIGINT: i32 = 2;
 const SIGKILL: i32 = 9;
-const SIGTERM: i32 = 15;
+pub(crate) const SIGTERM: i32 = 15;
 
 pub(crate) fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a process this test started.

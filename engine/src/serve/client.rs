@@ -331,7 +331,47 @@ pub(super) async fn pick_up_run(
         Ok(p) => p,
         Err(report) => return Reply::One(Err(report)),
     };
-    let reason = req.reason.trim();
+    pick_up_planned(
+        host,
+        store,
+        metrics,
+        Planned {
+            record,
+            pick,
+            plan,
+            reason: req.reason.trim(),
+            caller,
+        },
+        runs,
+    )
+}
+
+/// A recorded run, read and planned again, and who picks it up why.
+pub(super) struct Planned<'a> {
+    pub(super) record: crate::store::RunRecord,
+    pub(super) pick: crate::pickup::PickUp,
+    pub(super) plan: crate::runbook::Plan,
+    /// An approval given now (protected environments), or empty.
+    pub(super) reason: &'a str,
+    pub(super) caller: String,
+}
+
+/// Starts a planned pick-up: the approval and journal checks of `medic runs
+/// resume|rollback`, then the run, detached from whoever asked.
+pub(super) fn pick_up_planned(
+    host: &Arc<PluginHost>,
+    store: &Store,
+    metrics: &Arc<Mutex<Metrics>>,
+    p: Planned<'_>,
+    runs: &mut Vec<ClientRun>,
+) -> Reply {
+    let Planned {
+        record,
+        pick,
+        plan,
+        reason,
+        caller,
+    } = p;
     if let Err(r) = crate::pickup::check_approval(&plan, &record, !reason.is_empty()) {
         return Reply::One(Err(r.to_string()));
     }

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::client::{ClientRun, pick_up_run, plan_or_report};
+use super::client::{ClientRun, Planned, pick_up_planned, plan_or_report};
 use super::metrics::Metrics;
 use crate::host::PluginHost;
 use crate::runbook::model::OnInterrupted;
@@ -40,15 +40,16 @@ pub(super) async fn found(
                 continue;
             }
         };
-        let declared = match crate::pickup::prepare(store, &record, true) {
+        // Read and planned once: what the runbook declares, and the rollback itself.
+        let planned = match crate::pickup::prepare(store, &record, true) {
             Ok(pick) => plan_or_report(host, &pick.path, &pick.text, &pick.options)
                 .await
-                .map(|plan| plan.on_interrupted),
+                .map(|plan| (pick, plan)),
             Err(refused) => Err(refused.to_string()),
         };
-        match declared {
-            Ok(OnInterrupted::Rollback) => {}
-            Ok(OnInterrupted::Notify) => {
+        let (pick, plan) = match planned {
+            Ok((pick, plan)) if plan.on_interrupted == OnInterrupted::Rollback => (pick, plan),
+            Ok(_) => {
                 println!(
                     "medic serve: run {id} ({}) is interrupted: its process died; {person}",
                     record.runbook
@@ -62,19 +63,23 @@ pub(super) async fn found(
                 );
                 continue;
             }
-        }
+        };
         println!(
             "medic serve: run {id} ({}) is interrupted: rolling it back, as its runbook declares (on_interrupted = \"rollback\")",
             record.runbook
         );
-        let request = serde_json::json!({
-            "run_id": id,
-            "mode": "rollback",
-            "reason": format!("on_interrupted = \"rollback\" in runbook {}: the process running it died", record.runbook),
-        });
-        if let Reply::One(Err(why)) =
-            pick_up_run(host, store, metrics, request, CALLER.to_owned(), runs).await
-        {
+        let reason = format!(
+            "on_interrupted = \"rollback\" in runbook {}: the process running it died",
+            record.runbook
+        );
+        let planned = Planned {
+            record,
+            pick,
+            plan,
+            reason: &reason,
+            caller: CALLER.to_owned(),
+        };
+        if let Reply::One(Err(why)) = pick_up_planned(host, store, metrics, planned, runs) {
             println!("medic serve: run {id}: cannot roll it back: {why}; {person}");
         }
     }

@@ -19,6 +19,11 @@ impl<T: Runs + Schedules> Backend for T {}
 pub trait Runs: Send + Sync {
     /// Where the data lives, for messages (never with a password).
     fn location(&self) -> String;
+    /// Whether other processes (other hosts) use the same data at the same time: their runs
+    /// can die while this process lives, and each slot or alert must be taken by one.
+    fn is_shared(&self) -> bool {
+        false
+    }
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 
@@ -62,7 +67,6 @@ pub trait Schedules: Send + Sync {
     ) -> Result<Vec<DrillRecord>, StoreError>;
     /// The last scheduled time the scheduler handled for a drill.
     fn drill_last_scheduled(&self, drill: &str) -> Result<Option<u64>, StoreError>;
-    fn set_drill_last_scheduled(&self, drill: &str, ms: u64) -> Result<(), StoreError>;
     /// Takes the scheduled slot `ms` of a drill for this process: true for exactly one of
     /// the schedulers that ask, false when the slot (or a later one) was handled already.
     fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError>;

@@ -115,10 +115,6 @@ impl Store {
         self.backend.drill_last_scheduled(drill)
     }
 
-    pub fn set_drill_last_scheduled(&self, drill: &str, ms: u64) -> Result<(), StoreError> {
-        self.backend.set_drill_last_scheduled(drill, ms)
-    }
-
     /// Takes a drill's scheduled slot for this scheduler: of all the schedulers sharing the
     /// store that ask for the same slot, exactly one gets true.
     pub fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError> {

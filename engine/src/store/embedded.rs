@@ -514,13 +514,6 @@ impl Schedules for Sled {
             .map(u64::from_be_bytes))
     }
 
-    fn set_drill_last_scheduled(&self, drill: &str, ms: u64) -> Result<(), StoreError> {
-        self.drill_state
-            .insert(drill.as_bytes(), &ms.to_be_bytes())
-            .map_err(|e| self.err(e))?;
-        self.flush()
-    }
-
     fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError> {
         // Compare-and-swap: threads of this process asking at once get it once. Each failed
         // swap means another claimant moved the slot on, so this ends within a few rounds.

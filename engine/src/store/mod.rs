@@ -266,7 +266,7 @@ impl Store {
     /// Whether the runs live in a database shared with other processes (which then need no
     /// socket to read them, and are never refused because another process holds them).
     pub fn is_shared(&self) -> bool {
-        self.backend.location().starts_with("postgres://")
+        self.backend.is_shared()
     }
 
     /// Where the runs live, for messages: the data directory or the database (no password).

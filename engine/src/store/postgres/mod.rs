@@ -437,6 +437,10 @@ impl Runs for Postgres {
         self.place.clone()
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -52,18 +52,6 @@ impl Schedules for Postgres {
         })
     }
 
-    fn set_drill_last_scheduled(&self, drill: &str, at: u64) -> Result<(), StoreError> {
-        let (drill, at) = (drill.to_owned(), ms(at));
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO medic_drill_state (drill, last_scheduled_ms) VALUES ($1, $2)
-                 ON CONFLICT (drill) DO UPDATE SET last_scheduled_ms = EXCLUDED.last_scheduled_ms",
-                &[&drill, &at],
-            )?;
-            Ok(())
-        })
-    }
-
     /// One statement, so the row lock PostgreSQL takes for the conflict decides between
     /// schedulers asking at once: the first moves the slot on, the others find it moved.
     fn claim_drill_slot(&self, drill: &str, at: u64) -> Result<bool, StoreError> {

@@ -393,6 +393,7 @@ fn main() {
         started_ms: 0,
         ended_ms: Some(420),
         pid: 1,
+        pid_start: None,
         steps_total: 4,
         steps_done: 3,
         failed_step: Some("health_after".into()),

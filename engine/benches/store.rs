@@ -9,8 +9,11 @@
 //!   does for every event shown to a responder);
 //! - `runs list` newest 50 of 100,000 runs, and the newest 50 rolled back (1 run in 100);
 //! - 1,000 runs at once, each writing 12 durable journal entries of about 300 bytes,
-//!   spread over three store handles (on PostgreSQL: three processes' worth of
-//!   connections, as three `medic serve` nodes would have; sled admits one process, so one).
+//!   spread over three store handles (three processes' worth of connections, as three
+//!   `medic serve` nodes would have; sled itself admits one process, so one).
+//!
+//! The embedded store is measured twice: sled in this process, and through the store daemon
+//! that holds it for `medic` commands (each call a round trip on its Unix socket).
 
 // Shared with the tests, which use more of it.
 #[allow(dead_code)]
@@ -75,6 +78,7 @@ fn record(id: &str, status: RunStatus) -> RunRecord {
         started_ms: 1,
         ended_ms: None,
         pid: 1,
+        pid_start: None,
         steps_total: 5,
         steps_done: 0,
         failed_step: None,
@@ -102,8 +106,7 @@ fn journal_writes(store: &Store, n: usize) -> (Duration, Duration) {
     for i in 0..n {
         let t = Instant::now();
         r.steps_done = i;
-        store.append_with_record(&r, kv_event(i)).unwrap();
-        store.flush().unwrap();
+        store.append_with_record(&r, kv_event(i), true).unwrap();
         samples.push(t.elapsed());
     }
     (quantile(&mut samples, 0.5), quantile(&mut samples, 0.9))
@@ -179,8 +182,7 @@ fn concurrent(handles: &[Store], runs: usize) -> (Duration, f64, Duration, Durat
                         if e == 11 {
                             r.status = RunStatus::Succeeded;
                         }
-                        store.append_with_record(&r, event).unwrap();
-                        store.flush().unwrap();
+                        store.append_with_record(&r, event, true).unwrap();
                         lat.push(t.elapsed());
                     }
                     lat
@@ -200,6 +202,14 @@ fn concurrent(handles: &[Store], runs: usize) -> (Duration, f64, Duration, Durat
         quantile(&mut samples, 0.5),
         quantile(&mut samples, 0.99),
     )
+}
+
+/// The embedded store in `data` as `medic` commands reach it: through a store daemon.
+fn through_daemon(data: &std::path::Path) -> Store {
+    let start: std::sync::Arc<medic::store::local::Starter> = std::sync::Arc::new(|dir| {
+        medic::store::daemon::start_with(env!("CARGO_BIN_EXE_medic").as_ref(), dir)
+    });
+    Store::open_shared_locally(data, start, None).unwrap()
 }
 
 fn main() {
@@ -223,13 +233,19 @@ fn main() {
         status: Some(RunStatus::RolledBack),
         ..Default::default()
     };
-    println!("| figure | embedded (sled) | PostgreSQL 15 |\n|---|---|---|");
-    let mut rows: Vec<(String, String, String)> = Vec::new();
+    println!(
+        "| figure | embedded: sled in the process | embedded: through the store daemon (medic commands) | PostgreSQL 15 |\n|---|---|---|---|"
+    );
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
 
     // Embedded.
     let dir = tempfile::tempdir().unwrap();
     let sled = Store::open(&dir.path().join("data"), "bench").unwrap();
     let (s_p50, s_p90) = journal_writes(&sled, sizes.appends);
+    let daemon_dir = tempfile::tempdir().unwrap();
+    let through = || through_daemon(&daemon_dir.path().join("data"));
+    let local = through();
+    let (l_p50, l_p90) = journal_writes(&local, sizes.appends);
     // Postgres.
     let url = pglab::database();
     let pg_dir = tempfile::tempdir().unwrap();
@@ -239,10 +255,13 @@ fn main() {
     rows.push((
         "journal write, durable (entry + record), p50 / p90".into(),
         format!("{} / {}", fmt(s_p50), fmt(s_p90)),
+        format!("{} / {}", fmt(l_p50), fmt(l_p90)),
         format!("{} / {}", fmt(p_p50), fmt(p_p90)),
     ));
 
     let (sw, sr, s50, s99) = concurrent(std::slice::from_ref(&sled), sizes.concurrent);
+    let clients = [local.clone(), through(), through()];
+    let (lw, lr, l50, l99) = concurrent(&clients, sizes.concurrent);
     let nodes = [pg.clone(), connect(), connect()];
     let (pw, pr, p50, p99) = concurrent(&nodes, sizes.concurrent);
     rows.push((
@@ -251,16 +270,19 @@ fn main() {
             sizes.concurrent
         ),
         format!("{:.2} s (1 process)", sw.as_secs_f64()),
+        format!("{:.2} s (3 client handles)", lw.as_secs_f64()),
         format!("{:.2} s (3 nodes)", pw.as_secs_f64()),
     ));
     rows.push((
         "... entries per second".into(),
         format!("{sr:.0}"),
+        format!("{lr:.0}"),
         format!("{pr:.0}"),
     ));
     rows.push((
         "... per-entry latency p50 / p99".into(),
         format!("{} / {}", fmt(s50), fmt(s99)),
+        format!("{} / {}", fmt(l50), fmt(l99)),
         format!("{} / {}", fmt(p50), fmt(p99)),
     ));
 
@@ -271,9 +293,17 @@ fn main() {
     let url2 = pglab::database();
     let pg2 = Store::connect(&url2, pg_dir.path(), "bench").unwrap();
     fill_postgres(&url2, sizes.runs);
+    let (s_all, s_rolled) = (
+        listing(&sled2, &ListFilter::default(), sizes.lists),
+        listing(&sled2, &rolled_back, sizes.lists),
+    );
+    // The same store through a daemon, once the bench lets go of it.
+    drop(sled2);
+    let local2 = through_daemon(&dir2.path().join("data"));
     rows.push((
         format!("runs list: newest 50 of {}", sizes.runs),
-        fmt(listing(&sled2, &ListFilter::default(), sizes.lists)),
+        fmt(s_all),
+        fmt(listing(&local2, &ListFilter::default(), sizes.lists)),
         fmt(listing(&pg2, &ListFilter::default(), sizes.lists)),
     ));
     rows.push((
@@ -281,11 +311,12 @@ fn main() {
             "runs list: newest 50 rolled back (1 in 100) of {}",
             sizes.runs
         ),
-        fmt(listing(&sled2, &rolled_back, sizes.lists)),
+        fmt(s_rolled),
+        fmt(listing(&local2, &rolled_back, sizes.lists)),
         fmt(listing(&pg2, &rolled_back, sizes.lists)),
     ));
-    for (name, s, p) in rows {
-        println!("| {name} | {s} | {p} |");
+    for (name, s, l, p) in rows {
+        println!("| {name} | {s} | {l} | {p} |");
     }
     if !full {
         println!(

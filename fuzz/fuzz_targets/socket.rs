@@ -1,5 +1,5 @@
-//! A line on the store's socket, answered by the process holding the store (the read-only
-//! queries every holder answers).
+//! A line on a data directory's sockets: the store daemon's (every store call) and `medic
+//! serve`'s (the reads it answers).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -23,5 +23,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let answer = medic::store::remote::answer_line(store(), line);
+    assert!(answer.ends_with('\n'), "{answer}");
+    let answer = medic::store::daemon::answer_text(store(), line);
     assert!(answer.ends_with('\n'), "{answer}");
 });

@@ -354,12 +354,7 @@ fn a_drill_whose_lock_is_held_is_skipped_and_recorded() {
         let host = host_with_cache(None);
         let loaded = medic::drill::load_dir(&host, &drills).await.unwrap();
         let store = Store::open(&cache.path().join("data"), "test").unwrap();
-        let holder = LockHolder {
-            run_id: "01incident".into(),
-            runbook: "fix-web".into(),
-            pid: std::process::id(),
-            since_ms: medic::store::now_ms(),
-        };
+        let holder = LockHolder::this("01incident", "fix-web");
         store.acquire_lock("svc:web", &holder).unwrap().unwrap();
         let mut quiet = |_: &medic::executor::Event<'_>| {};
         let r = run_drill(

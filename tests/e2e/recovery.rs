@@ -9,7 +9,7 @@ use crate::cli::{medic, medic_command, stderr, stdout};
 
 const STEPS: usize = 6;
 
-fn crashy_runbook(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn crashy_runbook(dir: &Path) -> std::path::PathBuf {
     let mut text = format!(
         "[runbook]\nname = \"crashy\"\non_failure = \"rollback\"\nlock = \"crashy:{{{{ env.name }}}}\"\n\n\
          [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
@@ -213,79 +213,6 @@ fn sigkill_campaign(kills: u64, store: Option<&str>) {
     // The lock of every interrupted run was released by recovery: a new run takes it at once.
     let o = medic(&["run", rb]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-}
-
-#[test]
-fn while_a_run_holds_the_store_others_read_through_it_and_writers_are_told_who_holds_it() {
-    let cache = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // A run that waits for an approval holds the store for as long as the test needs.
-    let text = std::fs::read_to_string(crashy_runbook(dir.path()))
-        .unwrap()
-        .replacen(
-            "id = \"s1\"\n",
-            "id = \"s1\"\napproval = { timeout = \"60s\" }\n",
-            1,
-        );
-    let rb = dir.path().join("held.toml");
-    std::fs::write(&rb, text).unwrap();
-    let data = cache.path().join("data");
-    let child = medic_command(cache.path())
-        .args(["run", rb.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let waiting = crate::support::pending_approvals(&data.join("approvals"));
-    assert_eq!(waiting.len(), 1, "the run never started waiting");
-    let run_id = waiting[0].run_id.clone();
-
-    // Reading goes through the process that holds the store.
-    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let runs = json_lines(&stdout(&o));
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["run_id"], run_id.as_str());
-    assert_eq!(runs[0]["status"], "running");
-    let shown = medic(cache.path(), &["runs", "show", &run_id]);
-    assert!(
-        stdout(&shown).contains("s1 waits for approval"),
-        "{}",
-        stdout(&shown)
-    );
-    assert_eq!(medic(cache.path(), &["stats"]).status.code(), Some(0));
-
-    // Writing needs the store itself: refused, naming the holder.
-    let o = medic(cache.path(), &["runs", "prune", "--older-than", "1d"]);
-    assert_eq!(o.status.code(), Some(3));
-    assert!(
-        stderr(&o).contains(&format!("is in use by process {}", child.id())),
-        "{}",
-        stderr(&o)
-    );
-    assert!(stderr(&o).contains("medic run "), "{}", stderr(&o));
-
-    // The socket is private to the user.
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(data.join("medic.sock"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
-
-    // Release the run; a second run queued with --wait then gets the store.
-    assert_eq!(
-        medic(cache.path(), &["approve", &run_id]).status.code(),
-        Some(0)
-    );
-    let plain = dir.path().join("crashy.toml");
-    let o = medic(
-        cache.path(),
-        &["run", plain.to_str().unwrap(), "--wait", "30s"],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(child.wait_with_output().unwrap().status.success());
 }
 
 /// One plain HTTP/1.0 request to the demo service, without going through medic: the status
@@ -537,6 +464,7 @@ fn an_unfinished_snapshot_left_by_a_kill_is_set_aside_and_the_store_opens_with_e
     }
     let (before, _) = listed(cache.path(), &data);
     assert_eq!(before.len(), 3);
+    crate::store_daemon::until_let_go(&data);
     // What a kill in the middle of sled's snapshot write leaves: the first bytes of a
     // snapshot under its temporary name, newer than any snapshot in place.
     let db = data.join("db");

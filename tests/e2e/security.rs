@@ -401,13 +401,14 @@ fn cpu_bound_fleet_targets_take_turns_and_each_ends_at_its_own_deadline() {
 #[test]
 fn a_decision_made_before_the_request_does_not_count() {
     use medic::executor::{Approver, Cancel, Decision};
-    use medic::store::approvals::{FileApprover, decide};
+    use medic::store::approvals::{StoreApprover, decide};
     let dir = tempfile::tempdir().unwrap();
     let approvals = dir.path().join("approvals");
     let rt = crate::support::runtime();
     rt.block_on(async {
-        let approver = FileApprover {
-            dir: approvals.clone(),
+        let place = medic::store::Place::Files(dir.path().to_owned());
+        let approver = StoreApprover {
+            place: place.clone(),
             policy: Default::default(),
         };
         let run = "01jfakerun00000000000000000";
@@ -432,7 +433,7 @@ fn a_decision_made_before_the_request_does_not_count() {
         let waiting = approver.wait(run, "go", "go?", Duration::from_secs(20), &cancel);
         let deciding = async {
             for _ in 0..100 {
-                if decide(&approvals, run, Some("go"), false, "me@here", &[], "no").is_ok() {
+                if decide(&place, run, Some("go"), false, "me@here", &[], "no").is_ok() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

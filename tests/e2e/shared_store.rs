@@ -27,7 +27,7 @@ fn medic_on(cache: &Path, url: &str, args: &[&str]) -> Output {
 }
 
 /// An action, then a check: a few journal entries, no lock.
-fn quick_runbook(dir: &Path) -> std::path::PathBuf {
+pub fn quick_runbook(dir: &Path) -> std::path::PathBuf {
     scripted_runbook(
         dir,
         "",
@@ -39,16 +39,31 @@ fn quick_runbook(dir: &Path) -> std::path::PathBuf {
 fn ten_runs_at_once_with_readers_beside_them_none_refused_each_recorded_whole() {
     let url = crate::pglab::database();
     let cache = tempfile::tempdir().unwrap();
-    let rb = quick_runbook(cache.path());
+    ten_runs_at_once(cache.path(), &[("MEDIC_STORE", url.as_str())]);
+    // The embedded store was never opened: everything is in the database.
+    assert!(!cache.path().join("data").join("db").exists());
+}
+
+/// Ten `medic run` at once beside a loop of `runs list`, with `env` (the store): none is
+/// refused, and each run's journal is whole.
+pub fn ten_runs_at_once(cache: &Path, env: &[(&str, &str)]) {
+    let medic = |args: &[&str]| {
+        medic_command(cache)
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .expect("run medic")
+    };
+    let rb = quick_runbook(cache);
     let rb = rb.to_str().unwrap();
     // Compile the plugins once, so the ten start together.
-    let warm = medic_on(cache.path(), &url, &["validate", rb]);
+    let warm = medic(&["validate", rb]);
     assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
     let failures = std::thread::scope(|s| {
         let readers = s.spawn(|| {
             let mut failed = Vec::new();
             for _ in 0..20 {
-                let o = medic_on(cache.path(), &url, &["runs", "list"]);
+                let o = medic(&["runs", "list"]);
                 if o.status.code() != Some(0) {
                     failed.push(format!("runs list: {}", stderr(&o)));
                 }
@@ -57,8 +72,8 @@ fn ten_runs_at_once_with_readers_beside_them_none_refused_each_recorded_whole() 
         });
         let children: Vec<_> = (0..10)
             .map(|_| {
-                medic_command(cache.path())
-                    .env("MEDIC_STORE", &url)
+                medic_command(cache)
+                    .envs(env.iter().copied())
                     .args(["run", rb])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
@@ -76,18 +91,14 @@ fn ten_runs_at_once_with_readers_beside_them_none_refused_each_recorded_whole() 
         failed
     });
     assert!(failures.is_empty(), "{failures:#?}");
-    let listed = medic_on(cache.path(), &url, &["runs", "list", "--output", "json"]);
+    let listed = medic(&["runs", "list", "--output", "json"]);
     let runs = json_lines(&stdout(&listed));
     assert_eq!(runs.len(), 10, "{}", stdout(&listed));
     for r in &runs {
         assert_eq!(r["status"], "succeeded", "{r}");
         let id = r["run_id"].as_str().unwrap();
-        let export: serde_json::Value = serde_json::from_str(&stdout(&medic_on(
-            cache.path(),
-            &url,
-            &["runs", "export", id],
-        )))
-        .unwrap();
+        let export: serde_json::Value =
+            serde_json::from_str(&stdout(&medic(&["runs", "export", id]))).unwrap();
         let types: Vec<&str> = export["journal"]
             .as_array()
             .unwrap()
@@ -102,8 +113,6 @@ fn ten_runs_at_once_with_readers_beside_them_none_refused_each_recorded_whole() 
             "{types:?}"
         );
     }
-    // The embedded store was never opened: everything is in the database.
-    assert!(!cache.path().join("data").join("db").exists());
 }
 
 #[test]
@@ -468,4 +477,63 @@ fn over_tls_the_server_is_verified_and_nothing_goes_in_clear() {
     );
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("no encryption"), "{}", stderr(&o));
+}
+
+/// Approvals, API tokens and the audit log live in the database too: a run waiting on one
+/// host is approved from another, and a token made on one is known (and audited) on both.
+#[test]
+fn a_run_waiting_on_one_host_is_approved_from_another_and_tokens_are_shared() {
+    let url = crate::pglab::database();
+    let work = tempfile::tempdir().unwrap();
+    let (a, b) = (work.path().join("host-a"), work.path().join("host-b"));
+    let rb = crate::store_daemon::waiting_runbook(work.path(), "held");
+    let run = medic_command(&a)
+        .env("MEDIC_STORE", &url)
+        .args(["run", rb.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Host B sees the request (bounded wait for the run to reach its approval).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let o = medic_on(&b, &url, &["approve", "--output", "json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let lines = json_lines(&stdout(&o));
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(waiting.len(), 1, "host B never saw the request");
+    let id = waiting[0]["run_id"].as_str().unwrap().to_owned();
+    let o = medic_on(&b, &url, &["approve", &id, "--reason", "from host B"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("from host B"), "{}", stdout(&out));
+    // Nothing was written in host A's data directory for it.
+    assert!(!a.join("data").join("approvals").exists());
+
+    let o = medic_on(&b, &url, &["token", "create", "ci", "--role", "viewer"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = medic_on(&a, &url, &["token", "list"]);
+    assert!(stdout(&o).contains("ci"), "{}", stdout(&o));
+    let o = medic_on(&a, &url, &["audit", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let entries = json_lines(&stdout(&o));
+    assert!(
+        entries.iter().any(|e| e["action"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("token create ci")),
+        "{entries:?}"
+    );
+    assert!(!b.join("data").join("tokens.json").exists());
 }

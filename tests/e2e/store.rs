@@ -61,7 +61,12 @@ conformance!(
     drill_records_state_and_slots,
     trigger_state_and_alerts,
     run_ids_are_found_by_prefix_literally,
+    approvals_tokens_and_audit_are_seen_by_every_process,
 );
+
+/// A pid no process has (beyond Linux's largest, 2^22): the process that ran a record made
+/// by these tests is gone.
+const GONE: u32 = 999_999_999;
 
 fn record(id: &str, runbook: &str, env: &str, status: RunStatus, started_ms: u64) -> RunRecord {
     RunRecord {
@@ -90,7 +95,8 @@ fn record(id: &str, runbook: &str, env: &str, status: RunStatus, started_ms: u64
         status,
         started_ms,
         ended_ms: Some(started_ms + 10),
-        pid: 1,
+        pid: GONE,
+        pid_start: None,
         steps_total: 1,
         steps_done: 1,
         failed_step: None,
@@ -229,10 +235,8 @@ fn list_filters_newest_first_and_prune(kind: Kind) {
 fn locks_exclude_other_runs_and_are_released_by_recovery(kind: Kind) {
     let place = Place::new(kind);
     let holder = |run: &str| LockHolder {
-        run_id: run.into(),
-        runbook: "deploy".into(),
-        pid: 1,
-        since_ms: now_ms(),
+        pid: GONE,
+        ..LockHolder::this(run, "deploy")
     };
     {
         let store = place.open();
@@ -572,12 +576,7 @@ fn postgres_processes_share_runs_and_recover_only_the_dead() {
         now_ms(),
     ))
     .unwrap();
-    let holder = LockHolder {
-        run_id: "01live".into(),
-        runbook: "deploy".into(),
-        pid: std::process::id(),
-        since_ms: now_ms(),
-    };
+    let holder = LockHolder::this("01live", "deploy");
     assert!(a.acquire_lock("svc", &holder).unwrap().is_ok());
     assert_eq!(b.find("01li").unwrap().status, RunStatus::Running);
     assert!(
@@ -644,10 +643,10 @@ fn postgres_processes_share_runs_and_recover_only_the_dead() {
         "recovered by exactly one process"
     );
     drop(ghost);
-    // The migration ran once, and a newer schema is refused.
+    // The migrations ran once each, and a newer schema is refused.
     assert_eq!(
         crate::pglab::query(url, "SELECT count(*) FROM medic_schema_migrations"),
-        "1"
+        "2"
     );
     crate::pglab::query(
         url,
@@ -723,15 +722,15 @@ fn postgres_a_stalled_process_cannot_write_over_a_run_picked_up_by_another() {
         )
     };
     let running = record("01stall", "deploy", "staging", RunStatus::Running, now_ms());
-    a.append_with_record(&running, JournalEvent::RunStarted { pid: 1 })
+    a.append_with_record(&running, JournalEvent::RunStarted { pid: 1 }, false)
         .unwrap();
     // `a` stalls; another process finds the run interrupted, and `c` picks it up.
     interrupt("01stall");
-    c.append_with_record(&running, JournalEvent::RunStarted { pid: 2 })
+    c.append_with_record(&running, JournalEvent::RunStarted { pid: 2 }, false)
         .unwrap();
     let before = c.journal("01stall").unwrap().len();
     let err = a
-        .append_with_record(&running, JournalEvent::RunStarted { pid: 1 })
+        .append_with_record(&running, JournalEvent::RunStarted { pid: 1 }, false)
         .unwrap_err()
         .to_string();
     assert!(
@@ -751,17 +750,142 @@ fn postgres_a_stalled_process_cannot_write_over_a_run_picked_up_by_another() {
         RunStatus::Running
     );
     // The process that picked it up goes on, and ends it.
-    c.append_with_record(&ended, JournalEvent::RunStarted { pid: 2 })
+    c.append_with_record(&ended, JournalEvent::RunStarted { pid: 2 }, false)
         .unwrap();
     // Found interrupted, nobody picked it up: the process that wakes takes it back.
     let mine = record("01mine", "deploy", "staging", RunStatus::Running, now_ms());
-    a.append_with_record(&mine, JournalEvent::RunStarted { pid: 1 })
+    a.append_with_record(&mine, JournalEvent::RunStarted { pid: 1 }, false)
         .unwrap();
     interrupt("01mine");
-    a.append_with_record(&mine, JournalEvent::RunStarted { pid: 1 })
+    a.append_with_record(&mine, JournalEvent::RunStarted { pid: 1 }, false)
         .unwrap();
     assert_eq!(
         c.record("01mine").unwrap().unwrap().status,
         RunStatus::Running
     );
+}
+
+/// What stays beside the runs: approvals, API tokens, the audit log. Two places as two
+/// processes (two hosts, on PostgreSQL) see them.
+fn approvals_tokens_and_audit_are_seen_by_every_process(kind: Kind) {
+    use medic::executor::{Approver, Cancel, Decision};
+    use medic::store::approvals::{StoreApprover, decide, pending};
+    use medic::store::audit::Audit;
+    use medic::store::tokens::{Role, Tokens};
+    let place = Place::new(kind);
+    let of = |store: Store| store.place();
+    let (one, two) = match &place.url {
+        None => (
+            medic::store::Place::Files(place.dir.path().to_owned()),
+            medic::store::Place::Files(place.dir.path().to_owned()),
+        ),
+        Some(_) => (of(place.open()), of(place.open())),
+    };
+
+    // A run waiting on one is decided from the other; a second decider is told there is
+    // nothing waiting any more.
+    let rt = crate::support::runtime();
+    let decision = rt.block_on(async {
+        let approver = StoreApprover {
+            place: one.clone(),
+            policy: Default::default(),
+        };
+        let cancel = Cancel::new();
+        let waiting = approver.wait(
+            "01run",
+            "go",
+            "go?",
+            std::time::Duration::from_secs(20),
+            &cancel,
+        );
+        let deciding = async {
+            for _ in 0..200 {
+                let seen = pending(&two, None);
+                if seen.len() == 1 {
+                    assert_eq!(
+                        (seen[0].run_id.as_str(), seen[0].step.as_str()),
+                        ("01run", "go")
+                    );
+                    let (_, approvals) = decide(
+                        &two,
+                        "01r",
+                        None,
+                        true,
+                        "alice@elsewhere",
+                        &[],
+                        "looks fine",
+                    )
+                    .unwrap();
+                    assert_eq!(approvals, 1);
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("the request never appeared");
+        };
+        tokio::join!(waiting, deciding).0
+    });
+    assert_eq!(
+        decision,
+        Decision::Approved {
+            by: "alice@elsewhere".into(),
+            reason: "looks fine".into()
+        }
+    );
+    assert!(pending(&one, None).is_empty() && pending(&two, None).is_empty());
+    assert!(decide(&two, "01run", None, true, "bob", &[], "late").is_err());
+
+    // Tokens made on one work on the other, and a revocation reaches both; two made at
+    // once from both are both kept.
+    let (t1, t2) = (Tokens::at(&one), Tokens::at(&two));
+    let (secret, _) = t1
+        .create(
+            "ci",
+            Role::Responder,
+            &["staging".into()],
+            &[],
+            None,
+            "user:test",
+        )
+        .unwrap();
+    assert_eq!(t2.verify(&secret).unwrap().unwrap().name, "ci");
+    assert!(
+        t2.create("ci", Role::Viewer, &[], &[], None, "user:test")
+            .is_err(),
+        "a live name is taken"
+    );
+    std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            for i in 0..10 {
+                t1.create(&format!("a{i}"), Role::Viewer, &[], &[], None, "user:test")
+                    .unwrap();
+            }
+        });
+        let b = s.spawn(|| {
+            for i in 0..10 {
+                t2.create(&format!("b{i}"), Role::Viewer, &[], &[], None, "user:test")
+                    .unwrap();
+            }
+        });
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    assert_eq!(t1.list().unwrap().len(), 21, "no change lost to another");
+    t2.revoke("ci").unwrap();
+    assert!(t1.verify(&secret).unwrap().is_none());
+
+    // One audit log, oldest first, reads left out on request, the newest kept by a limit.
+    let (a1, a2) = (Audit::at(&one), Audit::at(&two));
+    a1.record("token:ci", "POST /api/v1/runs", "10.0.0.1", "ok")
+        .unwrap();
+    a2.append("token:ci", "GET /api/v1/runs", "10.0.0.2", "ok", false)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    a2.record("user:root", "token revoke ci", "", "ok").unwrap();
+    let all = a1.read(0, 10, true).unwrap();
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert_eq!(actions[2], "token revoke ci");
+    assert_eq!(a2.read(0, 10, false).unwrap().len(), 2);
+    assert_eq!(a2.read(0, 1, true).unwrap()[0].who, "user:root");
 }

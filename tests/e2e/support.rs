@@ -239,8 +239,9 @@ pub async fn answers(front: &str, n: usize) -> Vec<String> {
 }
 
 pub fn pending_approvals(dir: &std::path::Path) -> Vec<medic::store::approvals::Pending> {
+    let data = medic::store::Place::Files(dir.parent().expect("DATA/approvals").to_owned());
     for _ in 0..1500 {
-        let waiting = medic::store::approvals::pending(dir, None);
+        let waiting = medic::store::approvals::pending(&data, None);
         if !waiting.is_empty() {
             return waiting;
         }

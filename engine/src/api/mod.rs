@@ -54,7 +54,6 @@ pub(crate) struct State {
     pub store: Store,
     /// Loads plugins to check runbooks (`POST /runbooks/NAME/check`).
     pub host: Arc<crate::host::PluginHost>,
-    pub data_dir: PathBuf,
     pub tokens: Tokens,
     pub audit: Audit,
     /// `medic serve`'s own operations (cancel a run, list and run drills), as the socket
@@ -110,11 +109,10 @@ pub async fn start(
         .await
         .map_err(|e| format!("--listen {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let data_dir = store.dir().to_owned();
+    let place = store.place();
     let state = Arc::new(State {
-        tokens: Tokens::new(&data_dir),
-        audit: Audit::new(&data_dir),
-        data_dir,
+        tokens: Tokens::at(&place),
+        audit: Audit::at(&place),
         store,
         host,
         ops,

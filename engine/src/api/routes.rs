@@ -318,8 +318,8 @@ pub(super) async fn cancel_run(
 
 #[utoipa::path(get, path = "/approvals", tag = "approvals", responses((status = 200, body = super::openapi::Approvals), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody)))]
 pub(super) async fn approvals(AxumState(state): Shared) -> Answer {
-    let dir = state.data_dir.join("approvals");
-    let waiting = blocking(move || Ok(crate::store::approvals::pending(&dir, None))).await?;
+    let place = state.store.place();
+    let waiting = blocking(move || Ok(crate::store::approvals::pending(&place, None))).await?;
     Ok(Json(json!({ "approvals": waiting })))
 }
 
@@ -349,13 +349,13 @@ pub(super) async fn decide(
     }
     let record = find(&state, id).await?;
     caller.require_env(&record.environment, protected(&record))?;
-    let dir = state.data_dir.join("approvals");
+    let place = state.store.place();
     let who = caller.who();
     let groups = caller.0.groups.clone();
     let run_id = record.run_id.clone();
     let (pending, approvals) = blocking(move || {
         crate::store::approvals::decide(
-            &dir,
+            &place,
             &run_id,
             b.step.as_deref(),
             approved,

@@ -178,20 +178,20 @@ fn which_run(waiting: &[crate::store::approvals::Pending], approved: bool) -> Ex
     Exit::Invalid
 }
 
-/// `medic approve` / `medic reject`. Works while the run holds the store: decisions travel
-/// through files in the data directory.
+/// `medic approve` / `medic reject`: decisions travel through the files in the data
+/// directory, or the shared store's documents.
 pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
     match global.api_client() {
         Ok(Some(client)) => return decide_remotely(&client, args, approved),
         Ok(None) => {}
         Err(exit) => return exit,
     }
-    let dir = match global.data_dir() {
-        Ok(d) => d.join("approvals"),
+    let place = match global.place("medic approve") {
+        Ok(p) => p,
         Err(exit) => return exit,
     };
     let Some(id) = args.id else {
-        let waiting = crate::store::approvals::pending(&dir, None);
+        let waiting = crate::store::approvals::pending(&place, None);
         // A reason or a step means a decision was meant: never a silent success.
         if !args.reason.trim().is_empty() || args.step.is_some() {
             return which_run(&waiting, approved);
@@ -201,7 +201,7 @@ pub fn decide(global: &GlobalArgs, args: DecideArgs, approved: bool) -> Exit {
     };
     let by = super::run::who();
     match crate::store::approvals::decide(
-        &dir,
+        &place,
         &id,
         args.step.as_deref(),
         approved,

@@ -540,21 +540,14 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Exit {
         Ok(h) => h,
         Err(e) => return engine_error(e),
     };
-    let dir = match global.data_dir() {
-        Ok(d) => d,
-        Err(exit) => return exit,
-    };
     // Not recovered here: serve finds the runs of dead processes itself, and applies what
     // their runbooks declare (`on_interrupted`).
     let store = match global.connect_shared("medic serve") {
         Some(Ok(s)) => s,
         Some(Err(exit)) => return exit,
-        None => match crate::store::Store::open(&dir, "medic serve") {
+        None => match global.local_store(None) {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("medic: {e}");
-                return Exit::Engine;
-            }
+            Err(exit) => return exit,
         },
     };
     let config = crate::serve::Config {

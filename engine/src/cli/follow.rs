@@ -156,8 +156,7 @@ pub struct RerunArgs {
     output: OutputFormat,
 }
 
-/// The run's record, read without keeping the store: the new run needs it. (A reading
-/// command keeps the store for its whole life, answering others on its socket.)
+/// The run's record.
 fn recorded(
     global: &GlobalArgs,
     id: &str,
@@ -167,28 +166,8 @@ fn recorded(
         let store = super::runs::read_only(global)?;
         return super::runs::find(store.as_ref(), id);
     }
-    if let Some(shared) = global.shared_store("medic runs rerun") {
-        return super::runs::find(&shared?, id);
-    }
-    let dir = global.data_dir()?;
-    match crate::store::Store::open_waiting(&dir, "medic runs rerun", wait) {
-        Ok(store) => super::runs::find(&store, id),
-        // A run or serve holds it: read through its socket (serve then runs the rerun too).
-        Err(
-            e @ (crate::store::StoreError::Busy { .. }
-            | crate::store::StoreError::BusyUnknown { .. }),
-        ) => match crate::store::remote::Remote::connect(&dir) {
-            Some(remote) => super::runs::find(&remote, id),
-            None => {
-                eprintln!("medic: {e}");
-                Err(Exit::Engine)
-            }
-        },
-        Err(e) => {
-            eprintln!("medic: {e}");
-            Err(Exit::Engine)
-        }
-    }
+    let store = global.store("medic runs rerun", wait)?;
+    super::runs::find(&store, id)
 }
 
 pub async fn rerun(global: &GlobalArgs, args: RerunArgs) -> Exit {

@@ -187,6 +187,10 @@ enum Command {
     // Hidden on purpose: the demo's and the tests' fixture, not a tool for users.
     #[command(hide = true)]
     DemoService(demo::ServiceArgs),
+    /// Hold the embedded store for every command on this host (started by them)
+    // Hidden on purpose: commands start it and it ends by itself.
+    #[command(hide = true)]
+    StoreDaemon,
 }
 
 impl Command {
@@ -205,9 +209,11 @@ impl Command {
     /// kill it).
     fn changes_things(&self) -> bool {
         match self {
-            Command::Run(_) | Command::Serve(_) | Command::Demo(_) | Command::DemoService(_) => {
-                true
-            }
+            Command::Run(_)
+            | Command::Serve(_)
+            | Command::Demo(_)
+            | Command::DemoService(_)
+            | Command::StoreDaemon => true,
             Command::Runs(cmd) => matches!(
                 cmd,
                 runs::RunsCommand::Resume(_)
@@ -290,6 +296,15 @@ impl GlobalArgs {
         })())
     }
 
+    /// Where approvals, API tokens and the audit log are: the shared store's documents with
+    /// `--store`, else files in the data directory.
+    pub(crate) fn place(&self, command: &str) -> Result<crate::store::Place, Exit> {
+        match self.connect_shared(command) {
+            Some(store) => Ok(store?.place()),
+            None => Ok(crate::store::Place::Files(self.data_dir()?)),
+        }
+    }
+
     /// Opens the run store, recovering runs whose process died.
     pub(crate) fn store(
         &self,
@@ -299,67 +314,34 @@ impl GlobalArgs {
         if let Some(shared) = self.shared_store(command) {
             return shared;
         }
-        let dir = self.data_dir()?;
-        let store = crate::store::Store::open_waiting(&dir, command, wait).map_err(|e| {
-            eprintln!("medic: {e}");
-            Exit::Engine
-        })?;
-        self.recover_and_serve(store)
+        Self::recover(self.local_store(wait)?)
     }
 
-    /// For read-only commands: the store itself, or, while another process holds it, that
-    /// process's answers through the data directory's socket.
+    /// The embedded store, through the store daemon (started if none runs), without
+    /// recovering (`medic serve` recovers, and applies what runbooks declare for the runs it
+    /// finds).
+    pub(crate) fn local_store(
+        &self,
+        wait: Option<std::time::Duration>,
+    ) -> Result<crate::store::Store, Exit> {
+        let dir = self.data_dir()?;
+        crate::store::Store::open_shared_locally(
+            &dir,
+            std::sync::Arc::new(crate::store::daemon::start),
+            wait,
+        )
+        .map_err(|e| {
+            eprintln!("medic: {e}");
+            Exit::Engine
+        })
+    }
+
+    /// For read-only commands: the remote API's answers with `--server`, else the store.
     fn reader(&self, command: &str) -> Result<Box<dyn crate::store::remote::Reader>, Exit> {
-        use crate::store::StoreError;
         if let Some(client) = self.api_client()? {
             return Ok(Box::new(client));
         }
-        if let Some(shared) = self.shared_store(command) {
-            return Ok(Box::new(shared?));
-        }
-        let dir = self.data_dir()?;
-        // Readers never fail each other: one held by another reader waits for it (they hold
-        // the store for milliseconds); one held by a run or serve reads through its socket,
-        // which may be a moment behind the store's lock at its start and end.
-        let start = std::time::Instant::now();
-        loop {
-            let busy = match crate::store::Store::open_brief(&dir, command) {
-                Ok(store) => return Ok(Box::new(self.recover_and_serve(store)?)),
-                Err(e @ (StoreError::Busy { .. } | StoreError::BusyUnknown { .. })) => e,
-                Err(e) => {
-                    eprintln!("medic: {e}");
-                    return Err(Exit::Engine);
-                }
-            };
-            // Another reader lets go in moments: wait for it rather than read through it.
-            let another_reader = matches!(
-                &busy,
-                StoreError::Busy { brief: true, pid, .. } if *pid != std::process::id()
-            );
-            if !another_reader && let Some(remote) = crate::store::remote::Remote::connect(&dir) {
-                let (dir, command) = (dir.clone(), command.to_owned());
-                let reopen = move || {
-                    let start = std::time::Instant::now();
-                    loop {
-                        match crate::store::Store::open_brief(&dir, &command) {
-                            Ok(s) => return Self::recover(s).ok(),
-                            Err(_) if start.elapsed() < crate::store::BRIEF_WAIT => {
-                                std::thread::sleep(std::time::Duration::from_millis(15));
-                            }
-                            Err(_) => return None,
-                        }
-                    }
-                };
-                return Ok(Box::new(crate::store::remote::Failover::new(
-                    remote, reopen,
-                )));
-            }
-            if start.elapsed() >= crate::store::BRIEF_WAIT {
-                eprintln!("medic: {busy}");
-                return Err(Exit::Engine);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(15));
-        }
+        Ok(Box::new(self.store(command, None)?))
     }
 
     /// The remote API, when `--server` is given.
@@ -373,19 +355,6 @@ impl GlobalArgs {
                 eprintln!("medic: {e}");
                 Exit::Invalid
             })
-    }
-
-    fn recover_and_serve(&self, store: crate::store::Store) -> Result<crate::store::Store, Exit> {
-        // Other processes read through this socket while we hold the store; without it they
-        // would only be told to wait.
-        match crate::store::remote::serve(store.clone()) {
-            Ok(task) => std::mem::forget(task),
-            Err(e) => tracing::warn!(
-                "cannot serve the run store's socket in {}: {e}",
-                store.dir().display()
-            ),
-        }
-        Self::recover(store)
     }
 
     /// The `medic serve` holding the store, when there is one: commands that write go
@@ -482,6 +451,12 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if let Command::StoreDaemon = cli.command {
+        let Ok(dir) = cli.global.data_dir() else {
+            return Exit::Invalid.into();
+        };
+        return ExitCode::from(u8::try_from(crate::store::daemon::run(&dir)).unwrap_or(3));
+    }
     init_tracing(cli.global.verbose, cli.global.color_stderr());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -552,6 +527,7 @@ pub fn main() -> ExitCode {
             Command::Reject(args) => approve::decide(&cli.global, args, false),
             Command::Demo(args) => demo::demo(&cli.global, args).await,
             Command::DemoService(args) => demo::service(args).await,
+            Command::StoreDaemon => unreachable!("handled before the runtime starts"),
         }
     });
     // Plugin calls never outlive their deadline, but don't let a stray task hold the exit.

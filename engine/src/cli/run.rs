@@ -451,12 +451,7 @@ pub(super) async fn execute(
     let progress = Progress::default();
     let watcher = signals.watch(cancel.clone(), progress.clone());
     if let Some(key) = &req.plan.lock {
-        let holder = LockHolder {
-            run_id: req.run_id.clone(),
-            runbook: req.plan.name.clone(),
-            pid: std::process::id(),
-            since_ms: crate::store::now_ms(),
-        };
+        let holder = LockHolder::this(&req.run_id, &req.plan.name);
         let deadline = std::time::Instant::now() + req.wait.unwrap_or_default();
         loop {
             match store.acquire_lock(key, &holder) {
@@ -503,8 +498,8 @@ pub(super) async fn execute(
         approval: req.approval,
         cancel: cancel.clone(),
         confirm_rollback: Box::new(confirm),
-        approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
-            dir: store.dir().join("approvals"),
+        approver: std::sync::Arc::new(crate::store::approvals::StoreApprover {
+            place: store.place(),
             policy: crate::store::approvals::Policy::for_run(&req.plan.environment, &req.trigger),
         }),
         fail_step: None,

@@ -90,12 +90,12 @@ fn describe(t: &Token, now: u64) -> String {
 }
 
 pub fn main(global: &GlobalArgs, cmd: TokenCommand) -> Exit {
-    let dir = match global.data_dir() {
-        Ok(d) => d,
+    let place = match global.place("medic token") {
+        Ok(p) => p,
         Err(exit) => return exit,
     };
-    let tokens = Tokens::new(&dir);
-    let audit = Audit::new(&dir);
+    let tokens = Tokens::at(&place);
+    let audit = Audit::at(&place);
     let me = format!("user:{}", crate::private::me());
     let record = |action: &str, result: &str| {
         if let Err(e) = audit.record(&me, action, "", result) {
@@ -183,14 +183,14 @@ pub fn main(global: &GlobalArgs, cmd: TokenCommand) -> Exit {
 }
 
 pub fn audit(global: &GlobalArgs, args: AuditArgs) -> Exit {
-    let dir = match global.data_dir() {
-        Ok(d) => d,
+    let place = match global.place("medic audit") {
+        Ok(p) => p,
         Err(exit) => return exit,
     };
     let since = args
         .since
         .map_or(0, |d| now_ms().saturating_sub(d.as_millis() as u64));
-    match Audit::new(&dir).read(since, args.limit, !args.no_reads) {
+    match Audit::at(&place).read(since, args.limit, !args.no_reads) {
         Ok(entries) => {
             for e in entries {
                 match args.output {

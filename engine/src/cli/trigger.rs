@@ -170,10 +170,7 @@ fn states(global: &GlobalArgs, names: &[String]) -> Vec<(String, State)> {
         Some(Ok(store)) => store,
         Some(Err(_)) => return Vec::new(),
         None => {
-            let Ok(dir) = global.data_dir() else {
-                return Vec::new();
-            };
-            let Ok(store) = crate::store::Store::open(&dir, "medic trigger test") else {
+            let Ok(store) = global.local_store(None) else {
                 return Vec::new();
             };
             store

@@ -91,12 +91,7 @@ pub async fn take_lock(
     wait: Duration,
     cancel: &Cancel,
 ) -> Result<(), NotRun> {
-    let holder = LockHolder {
-        run_id: run_id.to_owned(),
-        runbook: runbook.to_owned(),
-        pid: std::process::id(),
-        since_ms: now_ms(),
-    };
+    let holder = LockHolder::this(run_id, runbook);
     let deadline = std::time::Instant::now() + wait;
     loop {
         match store.acquire_lock(key, &holder) {
@@ -140,8 +135,8 @@ pub async fn recorded_run(
         run_id: run_id.clone(),
         cancel: cancel.clone(),
         confirm_rollback: spec.confirm_rollback,
-        approver: std::sync::Arc::new(crate::store::approvals::FileApprover {
-            dir: store.dir().join("approvals"),
+        approver: std::sync::Arc::new(crate::store::approvals::StoreApprover {
+            place: store.place(),
             policy: crate::store::approvals::Policy::for_run(&plan.environment, &spec.trigger),
         }),
         fail_step: spec.fail_step,

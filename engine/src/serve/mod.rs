@@ -275,8 +275,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             })
         })
     };
-    let socket = crate::store::remote::serve_with(store.clone(), Some(extension.clone()))
-        .map_err(|e| format!("cannot serve the socket in {}: {e}", store.dir().display()))?;
+    let socket = crate::store::remote::serve_with(store.clone(), Some(extension.clone()))?;
     let api_task = match &config.api {
         None => None,
         Some(api) => {

@@ -1,7 +1,8 @@
 //! Approvals between processes. A run that reaches a step with an `approval` writes a pending
-//! marker in `DATA_DIR/approvals/` and waits; `medic approve` or `medic reject` (another
-//! process, which cannot open the store while the run holds it) writes the decision next to
-//! it. Files are written to a temporary name and renamed, so a reader never sees half of one.
+//! marker and waits; `medic approve` or `medic reject` (another process, or the API) writes
+//! the decision next to it. With the embedded store they are files in `DATA_DIR/approvals/`
+//! (written to a temporary name and renamed, so a reader never sees half of one); with a
+//! shared store they are its documents, so a run waiting on one host is decided from any.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -118,10 +119,12 @@ struct DecisionFile {
     at_ms: u64,
 }
 
+use super::Place;
+use super::backend::prefix_range;
 use crate::private::write_atomic;
 
-/// Whether `s` can be part of a file name in the approvals directory: no separators, no
-/// `..`, nothing a shell or terminal would trip on.
+/// Whether `s` can be part of a file name in the approvals directory (or a document key):
+/// no separators, no `..`, nothing a shell or terminal would trip on.
 fn safe_name(s: &str) -> bool {
     !s.is_empty()
         && !s.contains("..")
@@ -129,42 +132,141 @@ fn safe_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.[]".contains(c))
 }
 
+fn dir_of(data: &Path) -> PathBuf {
+    data.join("approvals")
+}
+
 fn pending_path(dir: &Path, run_id: &str, step: &str) -> PathBuf {
     dir.join(format!("{run_id}.{step}.pending.json"))
 }
 
-/// One file per decider, so a quorum's decisions never overwrite each other.
-fn decision_path(dir: &Path, run_id: &str, step: &str, by: &str) -> PathBuf {
+/// One per decider, so a quorum's decisions never overwrite each other.
+fn decider_key(by: &str) -> String {
     use sha2::Digest;
-    let key = hex::encode(&sha2::Sha256::digest(name_of(by).as_bytes())[..8]);
-    dir.join(format!("{run_id}.{step}.decision.{key}.json"))
+    hex::encode(&sha2::Sha256::digest(name_of(by).as_bytes())[..8])
 }
 
-/// The decisions written for a run's step, newest policy-abiding ones first.
-fn decisions(dir: &Path, run_id: &str, step: &str) -> Vec<(PathBuf, DecisionFile)> {
-    let prefix = format!("{run_id}.{step}.decision.");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with(&prefix) && name.ends_with(".json")
-        })
-        .filter_map(|e| {
-            let bytes = crate::input::read_bounded(&e.path(), 64 << 10).ok()?;
-            Some((e.path(), serde_json::from_slice(&bytes).ok()?))
-        })
-        .collect()
+fn decision_path(dir: &Path, run_id: &str, step: &str, by: &str) -> PathBuf {
+    dir.join(format!("{run_id}.{step}.decision.{}.json", decider_key(by)))
+}
+
+const DOCS: &str = "approval/";
+
+fn pending_key(run_id: &str, step: &str) -> String {
+    format!("{DOCS}{run_id}/{step}/pending")
+}
+
+fn decisions_prefix(run_id: &str, step: &str) -> String {
+    format!("{DOCS}{run_id}/{step}/decision/")
+}
+
+fn store_error(e: super::StoreError) -> String {
+    e.to_string()
+}
+
+/// Writes the marker of a run waiting at a step.
+fn put_pending(place: &Place, p: &Pending) -> Result<(), String> {
+    let bytes = serde_json::to_vec(p).expect("serialize");
+    match place {
+        Place::Files(data) => {
+            let path = pending_path(&dir_of(data), &p.run_id, &p.step);
+            write_atomic(&path, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Place::Shared(docs) => docs
+            .put_document(&pending_key(&p.run_id, &p.step), &bytes, None)
+            .map(|_| ())
+            .map_err(store_error),
+    }
+}
+
+fn remove_pending(place: &Place, run_id: &str, step: &str) {
+    match place {
+        Place::Files(data) => {
+            let _ = std::fs::remove_file(pending_path(&dir_of(data), run_id, step));
+        }
+        Place::Shared(docs) => {
+            let key = pending_key(run_id, step);
+            let (from, to) = prefix_range(&key);
+            let _ = docs.delete_documents(&from, &to);
+        }
+    }
+}
+
+/// The decisions written for a run's step.
+fn decisions(place: &Place, run_id: &str, step: &str) -> Vec<DecisionFile> {
+    match place {
+        Place::Files(data) => {
+            let prefix = format!("{run_id}.{step}.decision.");
+            let Ok(entries) = std::fs::read_dir(dir_of(data)) else {
+                return Vec::new();
+            };
+            entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with(&prefix) && name.ends_with(".json")
+                })
+                .filter_map(|e| {
+                    let bytes = crate::input::read_bounded(&e.path(), 64 << 10).ok()?;
+                    serde_json::from_slice(&bytes).ok()
+                })
+                .collect()
+        }
+        Place::Shared(docs) => {
+            let (from, to) = prefix_range(&decisions_prefix(run_id, step));
+            docs.documents(&from, &to, false, 1000)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+                .collect()
+        }
+    }
+}
+
+fn clear_decisions(place: &Place, run_id: &str, step: &str) {
+    match place {
+        Place::Files(data) => {
+            let prefix = format!("{run_id}.{step}.decision.");
+            for e in std::fs::read_dir(dir_of(data))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Place::Shared(docs) => {
+            let (from, to) = prefix_range(&decisions_prefix(run_id, step));
+            let _ = docs.delete_documents(&from, &to);
+        }
+    }
+}
+
+fn put_decision(place: &Place, run_id: &str, step: &str, d: &DecisionFile) -> Result<(), String> {
+    let bytes = serde_json::to_vec(d).expect("serialize");
+    match place {
+        Place::Files(data) => {
+            write_atomic(&decision_path(&dir_of(data), run_id, step, &d.by), &bytes)
+                .map_err(|e| e.to_string())
+        }
+        Place::Shared(docs) => docs
+            .put_document(
+                &format!("{}{}", decisions_prefix(run_id, step), decider_key(&d.by)),
+                &bytes,
+                None,
+            )
+            .map(|_| ())
+            .map_err(store_error),
+    }
 }
 
 /// Who has approved `p` so far, among those its policy counts (each once), oldest first.
-pub fn approved_by(dir: &Path, p: &Pending) -> Vec<String> {
-    let mut found: Vec<(u64, String)> = decisions(dir, &p.run_id, &p.step)
+pub fn approved_by(place: &Place, p: &Pending) -> Vec<String> {
+    let mut found: Vec<(u64, String)> = decisions(place, &p.run_id, &p.step)
         .into_iter()
-        .map(|(_, d)| d)
         .filter(|d| {
             d.approved && d.at_ms >= p.requested_ms && p.policy.refuses(&d.by, &d.groups).is_none()
         })
@@ -180,14 +282,14 @@ pub fn approved_by(dir: &Path, p: &Pending) -> Vec<String> {
     names
 }
 
-/// Waits for decisions written as files in a directory.
-pub struct FileApprover {
-    pub dir: PathBuf,
+/// Waits for decisions written where the store keeps approvals.
+pub struct StoreApprover {
+    pub place: Place,
     /// The environment's policy for this run.
     pub policy: Policy,
 }
 
-impl FileApprover {
+impl StoreApprover {
     async fn wait_inner(
         &self,
         run_id: &str,
@@ -196,7 +298,9 @@ impl FileApprover {
         timeout: Duration,
         cancel: &Cancel,
     ) -> Decision {
-        if let Err(e) = crate::private::private_dir(&self.dir, "approvals directory") {
+        if let Place::Files(data) = &self.place
+            && let Err(e) = crate::private::private_dir(&dir_of(data), "approvals directory")
+        {
             return Decision::Rejected {
                 by: "medic".into(),
                 reason: e,
@@ -217,16 +321,13 @@ impl FileApprover {
             requested_ms,
             policy: self.policy.clone(),
         };
-        let marker = pending_path(&self.dir, run_id, step);
         // Decisions left from an earlier request (a run resumed after a crash asks again)
         // answer nothing now.
-        for (path, _) in decisions(&self.dir, run_id, step) {
-            let _ = std::fs::remove_file(path);
-        }
-        if let Err(e) = write_atomic(&marker, &serde_json::to_vec(&pending).expect("serialize")) {
+        clear_decisions(&self.place, run_id, step);
+        if let Err(e) = put_pending(&self.place, &pending) {
             return Decision::Rejected {
                 by: "medic".into(),
-                reason: format!("cannot write {}: {e}", marker.display()),
+                reason: e,
             };
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -241,10 +342,8 @@ impl FileApprover {
                 break Decision::Cancelled;
             }
         };
-        let _ = std::fs::remove_file(&marker);
-        for (path, _) in decisions(&self.dir, run_id, step) {
-            let _ = std::fs::remove_file(path);
-        }
+        remove_pending(&self.place, run_id, step);
+        clear_decisions(&self.place, run_id, step);
         outcome
     }
 
@@ -253,7 +352,7 @@ impl FileApprover {
     /// policy excludes (a file written by hand), count for nothing.
     fn decided(&self, run_id: &str, step: &str, requested_ms: u64) -> Option<Decision> {
         let mut approvals: Vec<DecisionFile> = Vec::new();
-        for (_, d) in decisions(&self.dir, run_id, step) {
+        for d in decisions(&self.place, run_id, step) {
             if d.at_ms < requested_ms || self.policy.refuses(&d.by, &d.groups).is_some() {
                 continue;
             }
@@ -280,7 +379,7 @@ impl FileApprover {
     }
 }
 
-impl Approver for FileApprover {
+impl Approver for StoreApprover {
     fn wait<'a>(
         &'a self,
         run_id: &'a str,
@@ -295,14 +394,27 @@ impl Approver for FileApprover {
 
 /// The approvals runs are waiting for, optionally only those of runs whose id starts with
 /// `prefix`.
-pub fn pending(dir: &Path, prefix: Option<&str>) -> Vec<Pending> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+pub fn pending(place: &Place, prefix: Option<&str>) -> Vec<Pending> {
+    let all: Vec<Pending> = match place {
+        Place::Files(data) => std::fs::read_dir(dir_of(data))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pending.json"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect(),
+        Place::Shared(docs) => {
+            let (from, to) = prefix_range(DOCS);
+            docs.documents(&from, &to, false, 100_000)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k.ends_with("/pending"))
+                .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+                .collect()
+        }
     };
-    let mut out: Vec<Pending> = entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".pending.json"))
-        .filter_map(|e| serde_json::from_slice::<Pending>(&std::fs::read(e.path()).ok()?).ok())
+    let mut out: Vec<Pending> = all
+        .into_iter()
         .filter(|p| prefix.is_none_or(|x| p.run_id.starts_with(&x.to_ascii_lowercase())))
         .collect();
     out.sort_by(|a, b| (&a.run_id, &a.step).cmp(&(&b.run_id, &b.step)));
@@ -313,7 +425,7 @@ pub fn pending(dir: &Path, prefix: Option<&str>) -> Vec<Pending> {
 /// if the run's policy lets `by` decide. Returns the approval and how many approvals it has
 /// now (of `policy.min_approvals`).
 pub fn decide(
-    dir: &Path,
+    place: &Place,
     prefix: &str,
     step: Option<&str>,
     approved: bool,
@@ -321,7 +433,7 @@ pub fn decide(
     groups: &[String],
     reason: &str,
 ) -> Result<(Pending, usize), String> {
-    let candidates: Vec<Pending> = pending(dir, Some(prefix))
+    let candidates: Vec<Pending> = pending(place, Some(prefix))
         .into_iter()
         .filter(|p| step.is_none_or(|s| s == p.step))
         .collect();
@@ -354,14 +466,11 @@ pub fn decide(
         reason: reason.into(),
         at_ms: now_ms(),
     };
-    write_atomic(
-        &decision_path(dir, &p.run_id, &p.step, by),
-        &serde_json::to_vec(&d).expect("serialize"),
-    )
-    .map_err(|e| format!("cannot write the decision: {e}"))?;
-    let approvals = decisions(dir, &p.run_id, &p.step)
+    put_decision(place, &p.run_id, &p.step, &d)
+        .map_err(|e| format!("cannot write the decision: {e}"))?;
+    let approvals = decisions(place, &p.run_id, &p.step)
         .into_iter()
-        .filter(|(_, d)| {
+        .filter(|d| {
             d.approved && d.at_ms >= p.requested_ms && p.policy.refuses(&d.by, &d.groups).is_none()
         })
         .count();

@@ -7,6 +7,9 @@
 //! The log rotates by size: past [`MAX_BYTES`] the file becomes `audit.jsonl.1` (older ones
 //! move up to `.KEEP`, the oldest goes), so about `(KEEP + 1) * MAX_BYTES` stay on disk.
 //! Readers see every file, oldest first.
+//!
+//! With a shared store the log is its documents instead (`audit/TIME/RANDOM`, every host's
+//! entries in one log, each committed before the answer goes out), pruned with the runs.
 
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -44,11 +47,25 @@ impl AuditEntry {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Audit {
     dir: PathBuf,
+    /// A shared store's documents, instead of the files in `dir`.
+    shared: Option<std::sync::Arc<dyn super::backend::Documents>>,
     max_bytes: u64,
     keep: usize,
+}
+
+const DOCS: &str = "audit/";
+
+/// The document key of an entry at `at_ms`: keys sort by time.
+fn key_at(at_ms: u64) -> String {
+    format!("{DOCS}{at_ms:020}/")
+}
+
+/// The keys of the shared log's entries older than `before_ms`.
+pub fn keys_before(before_ms: u64) -> (String, String) {
+    (DOCS.to_owned(), key_at(before_ms))
 }
 
 fn bounded(mut s: String) -> String {
@@ -59,11 +76,24 @@ fn bounded(mut s: String) -> String {
 }
 
 impl Audit {
+    /// The log in the data directory `dir`.
     pub fn new(dir: &Path) -> Self {
         Audit {
             dir: dir.to_owned(),
+            shared: None,
             max_bytes: MAX_BYTES,
             keep: KEEP,
+        }
+    }
+
+    /// The log where a store keeps it.
+    pub fn at(place: &super::Place) -> Self {
+        match place {
+            super::Place::Files(dir) => Audit::new(dir),
+            super::Place::Shared(docs) => Audit {
+                shared: Some(docs.clone()),
+                ..Audit::new(Path::new(""))
+            },
         }
     }
 
@@ -88,6 +118,17 @@ impl Audit {
             from: bounded(from.to_owned()),
             result: bounded(result.to_owned()),
         };
+        if let Some(docs) = &self.shared {
+            let tie = super::tokens::random_hex()?;
+            return docs
+                .put_document(
+                    &format!("{}{}", key_at(entry.at_ms), &tie[..16]),
+                    &serde_json::to_vec(&entry).expect("serialize"),
+                    None,
+                )
+                .map(|_| ())
+                .map_err(|e| format!("cannot write the audit log: {e}"));
+        }
         let mut line = serde_json::to_vec(&entry).expect("serialize");
         line.push(b'\n');
         let path = self.dir.join(FILE);
@@ -157,6 +198,9 @@ impl Audit {
         limit: usize,
         reads: bool,
     ) -> Result<Vec<AuditEntry>, String> {
+        if let Some(docs) = &self.shared {
+            return read_shared(docs.as_ref(), since_ms, limit, reads);
+        }
         let mut files: Vec<PathBuf> = (1..=self.keep)
             .rev()
             .map(|n| self.dir.join(format!("{FILE}.{n}")))
@@ -194,6 +238,41 @@ impl Audit {
         }
         Ok(out.into())
     }
+}
+
+/// [`Audit::read`] of a shared log: pages from the newest back, until `limit` entries.
+fn read_shared(
+    docs: &dyn super::backend::Documents,
+    since_ms: u64,
+    limit: usize,
+    reads: bool,
+) -> Result<Vec<AuditEntry>, String> {
+    const PAGE: usize = 500;
+    let from = key_at(since_ms);
+    let (_, mut upper) = super::backend::prefix_range(DOCS);
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let page = docs
+            .documents(&from, &upper, true, PAGE)
+            .map_err(|e| format!("cannot read the audit log: {e}"))?;
+        for (_, v) in &page {
+            let Ok(entry) = serde_json::from_slice::<AuditEntry>(v) else {
+                continue;
+            };
+            if reads || !entry.is_read() {
+                out.push(entry);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == PAGE => upper = key.clone(),
+            _ => break,
+        }
+    }
+    out.reverse();
+    Ok(out)
 }
 
 fn open_append(path: &Path) -> Result<std::fs::File, String> {

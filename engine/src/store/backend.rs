@@ -32,10 +32,18 @@ pub trait Runs: Send + Sync {
     /// At most `max` runs whose id starts with `prefix`, in id order.
     fn by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, StoreError>;
     /// Appends to a run's journal; returns the entry's sequence number (0, 1, 2, ...).
-    fn append(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError>;
+    /// `durable`: everything written so far is durable when it returns (one call, so a
+    /// store in another process is asked once).
+    fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError>;
     /// Appends to a run's journal and writes its record as that entry leaves it, both or
-    /// neither: a crash never leaves a record that disagrees with its journal.
-    fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError>;
+    /// neither: a crash never leaves a record that disagrees with its journal. `durable` as
+    /// for [`Runs::append`].
+    fn append_with_record(
+        &self,
+        r: &RunRecord,
+        entry: &JournalEntry,
+        durable: bool,
+    ) -> Result<u32, StoreError>;
     /// A run's journal from its `from`th entry on.
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError>;
     /// Newest first, at most `limit`.
@@ -84,4 +92,45 @@ pub trait Schedules: Send + Sync {
     fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError>;
     /// Alerts recorded at or after `since_ms`, oldest first, at most the newest `limit`.
     fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
+}
+
+/// Small documents shared by every process using a shared store: approvals waiting and
+/// their decisions, the API token registry, the audit log. (The embedded store keeps these
+/// as files in the data directory: every process on the host reads them there.) Keys sort
+/// bytewise.
+pub trait Documents: Send + Sync {
+    fn document(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes `key`. With `only_if`, only if its value is still that (`Some(None)`: only if
+    /// there is none); returns whether it was written.
+    fn put_document(
+        &self,
+        key: &str,
+        value: &[u8],
+        only_if: Option<Option<&[u8]>>,
+    ) -> Result<bool, StoreError>;
+    /// At most `limit` documents whose keys are in `from..to`, in key order, or from the
+    /// largest key down when `descending`.
+    fn documents(
+        &self,
+        from: &str,
+        to: &str,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Deletes the documents whose keys are in `from..to`; returns how many.
+    fn delete_documents(&self, from: &str, to: &str) -> Result<usize, StoreError>;
+}
+
+/// The keys that start with `prefix`, as a range for [`Documents::documents`]: `prefix` up to
+/// `prefix` with its last byte one higher.
+pub fn prefix_range(prefix: &str) -> (String, String) {
+    let mut end = prefix.as_bytes().to_vec();
+    // Keys are ASCII here (names are checked): the last byte is below 0x7f.
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    (
+        prefix.to_owned(),
+        String::from_utf8(end).unwrap_or_else(|_| prefix.to_owned() + "\u{10ffff}"),
+    )
 }

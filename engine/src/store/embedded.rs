@@ -1,4 +1,4 @@
-//! The embedded backend: sled in the data directory, one process at a time.
+//! The embedded backend: sled in the data directory.
 //!
 //! Layout (all keys and values versioned, so the format can evolve):
 //! - tree `runs`: run id (a ULID, so keys sort by start time) -> [`RunRecord`] as JSON;
@@ -8,8 +8,9 @@
 //! - tree `drill_state`: per drill the last scheduled time handled, and `paused:NAME`;
 //! - tree `triggers`: `state:NAME` -> trigger state, `alert:` time + id -> [`AlertRecord`].
 //!
-//! sled admits one process at a time; the process holding the store says who it is in
-//! `owner.json` beside the database, so a second process can name it.
+//! sled admits one process at a time: the store daemon ([`super::daemon`]) holds it for
+//! every command on the host. The process holding the store says who it is in `owner.json`
+//! beside the database, so another can name it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -30,10 +31,6 @@ pub(super) struct Owner {
     pid: u32,
     command: String,
     since_ms: u64,
-    /// A read-only command: it lets go within moments, so others wait for it rather than
-    /// fail.
-    #[serde(default)]
-    brief: bool,
 }
 
 struct OwnerGuard {
@@ -51,7 +48,6 @@ impl Drop for OwnerGuard {
             .is_some_and(|o| o.pid == std::process::id())
         {
             let _ = std::fs::remove_file(owner);
-            let _ = std::fs::remove_file(self.dir.join(super::remote::SOCKET));
         }
     }
 }
@@ -65,14 +61,14 @@ fn format_time(ms: u64) -> String {
 /// is taken for the newest snapshot at the next open, fails its checksum, and the store
 /// would never open again ("Read corrupted data"). Such a file is never complete by
 /// construction (sled renames it once synced), so it is set aside in `dir/aside/` and the
-/// open tried again; the repair is reported on stderr. sled takes its file lock before it
+/// open tried again; the repair is returned, to be reported. sled takes its file lock before it
 /// reads snapshots, so a corruption error means no other process held the store; openers
 /// that hit it repair one at a time (`dir/repair.lock`).
-fn open_repairing(dir: &Path) -> sled::Result<sled::Db> {
+fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<String>)> {
     let open = || sled::Config::new().path(dir.join("db")).open();
     let first = match open() {
         Err(e @ sled::Error::Corruption { .. }) => e,
-        other => return other,
+        other => return other.map(|db| (db, None)),
     };
     let Ok(lock) = std::fs::File::create(dir.join("repair.lock")) else {
         return Err(first);
@@ -83,7 +79,7 @@ fn open_repairing(dir: &Path) -> sled::Result<sled::Db> {
     // Another process may have repaired it while this one waited for the lock.
     match open() {
         Err(sled::Error::Corruption { .. }) => {}
-        other => return other,
+        other => return other.map(|db| (db, None)),
     }
     let unfinished: Vec<PathBuf> = std::fs::read_dir(dir.join("db"))
         .map(|entries| {
@@ -115,13 +111,13 @@ fn open_repairing(dir: &Path) -> sled::Result<sled::Db> {
         moved.push(format!("{} ({size} bytes)", name.to_string_lossy()));
     }
     let db = open()?;
-    eprintln!(
-        "medic: repaired the run store in {}: an unfinished snapshot left by a crash or a full disk ({}) kept it from opening; set it aside in {} and opened the store from its log (a snapshot only summarizes the log: nothing recorded is lost)",
+    let notice = format!(
+        "repaired the run store in {}: an unfinished snapshot left by a crash or a full disk ({}) kept it from opening; set it aside in {} and opened the store from its log (a snapshot only summarizes the log: nothing recorded is lost)",
         dir.display(),
         moved.join(", "),
         aside.display()
     );
-    Ok(db)
+    Ok((db, Some(notice)))
 }
 
 pub(super) struct Sled {
@@ -137,13 +133,22 @@ pub(super) struct Sled {
     /// Journal appends read the last sequence number and write the next: one at a time, as
     /// a run's kv writes come from plugin calls beside the recorder's events.
     append_lock: std::sync::Mutex<()>,
+    /// Clients of the store daemon recover at once: each dead run is journaled once.
+    recovering: std::sync::Mutex<()>,
+    /// What opening the store repaired, until someone reports it.
+    repaired: std::sync::Mutex<Option<String>>,
     _guard: OwnerGuard,
 }
 
 impl StoreError {
     fn of_sled(dir: String, e: sled::Error) -> StoreError {
         match &e {
-            sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            // sled hands out copies of an error it met before (made anew from its kind), so
+            // the kind says it as well as the OS error number.
+            sled::Error::Io(io)
+                if io.raw_os_error() == Some(libc::ENOSPC)
+                    || io.kind() == std::io::ErrorKind::StorageFull =>
+            {
                 StoreError::Full { dir }
             }
             _ => StoreError::Sled { dir, source: e },
@@ -154,11 +159,11 @@ impl StoreError {
 impl Sled {
     /// Opens (creating if needed) the store in `dir`. `command` says what this process is
     /// doing, for the message another process gets while this one holds the store.
-    pub(super) fn open(dir: &Path, command: &str, brief: bool) -> Result<Sled, StoreError> {
+    pub(super) fn open(dir: &Path, command: &str) -> Result<Sled, StoreError> {
         let shown = dir.display().to_string();
         crate::private::private_dir(dir, "data directory").map_err(StoreError::Untrusted)?;
-        let db = match open_repairing(dir) {
-            Ok(db) => db,
+        let (db, repaired) = match open_repairing(dir) {
+            Ok(opened) => opened,
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 return Err(
                     match std::fs::read(dir.join("owner.json"))
@@ -170,7 +175,6 @@ impl Sled {
                             pid: o.pid,
                             command: o.command,
                             since: format_time(o.since_ms),
-                            brief: o.brief,
                         },
                         None => StoreError::BusyUnknown { dir: shown },
                     },
@@ -192,6 +196,8 @@ impl Sled {
             drill_state: open("drill_state")?,
             triggers: open("triggers")?,
             append_lock: std::sync::Mutex::default(),
+            recovering: std::sync::Mutex::default(),
+            repaired: std::sync::Mutex::new(repaired),
             _guard: OwnerGuard {
                 dir: dir.to_owned(),
                 db: db.clone(),
@@ -223,13 +229,20 @@ impl Sled {
             pid: std::process::id(),
             command: command.to_owned(),
             since_ms: now_ms(),
-            brief,
         };
         let _ = crate::private::write_atomic(
             &store.dir.join("owner.json"),
             &serde_json::to_vec(&owner).unwrap_or_default(),
         );
         Ok(store)
+    }
+
+    /// What opening the store repaired, once: a message for the user.
+    pub(super) fn take_repair_notice(&self) -> Option<String> {
+        self.repaired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -263,6 +276,25 @@ impl Sled {
         )
         .map(|_| ())
         .map_err(|e| self.err(e))
+    }
+
+    fn append_unflushed(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError> {
+        let _one_at_a_time = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut prefix = run_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        let next = match self.events.scan_prefix(&prefix).next_back() {
+            Some(kv) => {
+                let (k, _) = kv.map_err(|e| self.err(e))?;
+                let tail: [u8; 4] = k[k.len() - 4..].try_into().unwrap_or([0; 4]);
+                u32::from_be_bytes(tail) + 1
+            }
+            None => 0,
+        };
+        self.insert_json(&self.events, Self::event_key(run_id, next), entry)?;
+        Ok(next)
     }
 }
 
@@ -303,29 +335,26 @@ impl Runs for Sled {
         Ok(found)
     }
 
-    fn append(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError> {
-        let _one_at_a_time = self
-            .append_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut prefix = run_id.as_bytes().to_vec();
-        prefix.push(b'/');
-        let next = match self.events.scan_prefix(&prefix).next_back() {
-            Some(kv) => {
-                let (k, _) = kv.map_err(|e| self.err(e))?;
-                let tail: [u8; 4] = k[k.len() - 4..].try_into().unwrap_or([0; 4]);
-                u32::from_be_bytes(tail) + 1
-            }
-            None => 0,
-        };
-        self.insert_json(&self.events, Self::event_key(run_id, next), entry)?;
+    fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
+        let next = self.append_unflushed(run_id, entry)?;
+        if durable {
+            self.flush()?;
+        }
         Ok(next)
     }
 
     /// Both become durable at the next flush, together: sled loses unflushed writes as one.
-    fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError> {
-        let seq = self.append(&r.run_id, entry)?;
+    fn append_with_record(
+        &self,
+        r: &RunRecord,
+        entry: &JournalEntry,
+        durable: bool,
+    ) -> Result<u32, StoreError> {
+        let seq = self.append_unflushed(&r.run_id, entry)?;
         self.put_record(r)?;
+        if durable {
+            self.flush()?;
+        }
         Ok(seq)
     }
 
@@ -365,17 +394,21 @@ impl Runs for Sled {
         Ok(out)
     }
 
-    /// No other process can hold the store, so every run still `running` belongs to a dead
-    /// process.
+    /// Runs and locks are owned by processes on this host (the store daemon holds sled for
+    /// all of them): a run still `running` whose process is gone was interrupted.
     fn recover(&self) -> Result<Vec<String>, StoreError> {
+        let _one_at_a_time = self
+            .recovering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut recovered = Vec::new();
         for kv in self.runs.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let mut r: RunRecord = self.decode(&k, &v)?;
-            if r.status != RunStatus::Running {
+            if r.status != RunStatus::Running || r.process().alive() {
                 continue;
             }
-            self.append(
+            self.append_unflushed(
                 &r.run_id,
                 &JournalEntry::now(JournalEvent::RunInterrupted {
                     found_by_pid: std::process::id(),
@@ -386,13 +419,13 @@ impl Runs for Sled {
             self.release_all_locks(&r.run_id)?;
             recovered.push(r.run_id);
         }
-        // A lock not taken by this process belongs to a dead one, including one killed after
-        // taking its lock but before recording its run.
+        // A lock whose process is gone, including one killed after taking its lock but
+        // before recording its run.
         for kv in self.locks.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             if self
                 .decode::<LockHolder>(&k, &v)
-                .is_ok_and(|h| h.pid != std::process::id())
+                .is_ok_and(|h| !h.process().alive())
             {
                 self.locks.remove(k).map_err(|e| self.err(e))?;
             }

@@ -1,6 +1,8 @@
 //! The run store: every run recorded as an append-only journal of events per run and a
 //! summary record per run derived from it, behind [`backend::Backend`]: sled in the data
-//! directory by default ([`embedded`]), or PostgreSQL shared by many hosts ([`postgres`]).
+//! directory by default ([`embedded`]), held by a store daemon for every process on the host
+//! ([`daemon`], reached through [`local`]), or PostgreSQL shared by many hosts
+//! ([`postgres`]).
 //!
 //! Durability: every event that is shown as a result (a step's end, a gate check, a retry, a
 //! fleet target, an approval and its decision, a phase change, the run's end) is flushed
@@ -15,9 +17,12 @@
 pub mod approvals;
 pub mod audit;
 pub mod backend;
+pub mod daemon;
 pub mod drills;
 mod embedded;
+pub mod local;
 pub mod postgres;
+pub mod process;
 pub mod recorder;
 mod records;
 pub mod remote;
@@ -81,9 +86,12 @@ pub enum StoreError {
         pid: u32,
         command: String,
         since: String,
-        /// The holder is a read-only command (it lets go within moments).
-        brief: bool,
     },
+    /// The store daemon holding the embedded store cannot be started or stopped answering.
+    #[error(
+        "the run store daemon for {dir}: {reason}; what it recorded before is kept: run the command again (the daemon's log is {dir}/store-daemon.log)"
+    )]
+    Daemon { dir: String, reason: String },
     #[error("the run store in {dir} is in use by another process")]
     BusyUnknown { dir: String },
     #[error(
@@ -133,26 +141,52 @@ pub struct LockHolder {
     pub run_id: String,
     pub runbook: String,
     pub pid: u32,
+    /// When process `pid` started (see [`RunRecord::pid_start`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
     pub since_ms: u64,
 }
 
-/// How long a command waits, at most, for a read-only command that holds the store (they
-/// hold it for milliseconds; a slow disk or a huge `runs export` takes longer).
-pub const BRIEF_WAIT: Duration = Duration::from_secs(10);
+impl LockHolder {
+    /// This process taking a lock for a run, now.
+    pub fn this(run_id: &str, runbook: &str) -> LockHolder {
+        let me = process::Process::this();
+        LockHolder {
+            run_id: run_id.to_owned(),
+            runbook: runbook.to_owned(),
+            pid: me.pid,
+            pid_start: me.start,
+            since_ms: now_ms(),
+        }
+    }
 
-impl StoreError {
-    /// A refusal that will pass within moments: the holder is another process's read-only
-    /// command, or has not said who it is yet (it is starting, or ending). Decided from the
-    /// one reading of `owner.json` the refusal was made of: a second reading could find the
-    /// file already gone as the holder ends, and mistake a reader for a run.
-    pub fn is_brief(&self) -> bool {
-        match self {
-            StoreError::Busy { pid, brief, .. } => *brief && *pid != std::process::id(),
-            StoreError::BusyUnknown { .. } => true,
-            _ => false,
+    /// The process holding the lock.
+    pub fn process(&self) -> process::Process {
+        process::Process {
+            pid: self.pid,
+            start: self.pid_start,
         }
     }
 }
+
+impl StoreError {
+    /// An I/O error of the embedded store: sled keeps failing after one (it remembers it),
+    /// so whoever holds the store lets go and the next opens it anew.
+    pub fn is_sled_io(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Full { .. }
+                | StoreError::Sled {
+                    source: sled::Error::Io(_),
+                    ..
+                }
+        )
+    }
+}
+
+/// How long a command waits, at most, by default, while a process other than the store
+/// daemon holds the embedded store (a program using this library).
+pub const BRIEF_WAIT: Duration = Duration::from_secs(10);
 
 /// One plugin declaration's key-value entries.
 pub type KvEntries = BTreeMap<String, Vec<u8>>;
@@ -165,15 +199,17 @@ struct KvJournalOf {
 impl crate::host::KvJournal for KvJournalOf {
     fn write(&self, space: &str, key: &str, value: Option<&[u8]>) -> Result<(), String> {
         self.store
+            .backend
             .append(
                 &self.run_id,
-                JournalEvent::KvSet {
+                &JournalEntry::now(JournalEvent::KvSet {
                     space: space.to_owned(),
                     key: key.to_owned(),
                     value: value.map(hex::encode),
-                },
+                }),
+                true,
             )
-            .and_then(|_| self.store.flush())
+            .map(|_| ())
             .map_err(|e| e.to_string())
     }
 }
@@ -214,10 +250,22 @@ impl ListFilter {
 /// writes through another).
 #[derive(Clone)]
 pub struct Store {
-    /// The local data directory (approvals, tokens, the audit log and the socket live there,
-    /// whichever backend holds the runs).
+    /// The local data directory (the sockets, the plugin cache's neighbours; with the
+    /// embedded store also approvals, tokens and the audit log).
     dir: PathBuf,
     backend: std::sync::Arc<dyn backend::Backend>,
+    /// A shared store's documents (approvals, tokens, audit).
+    documents: Option<std::sync::Arc<dyn backend::Documents>>,
+}
+
+/// Where approvals, API tokens and the audit log live: files in the data directory beside
+/// the embedded store (every process on the host reads them there), or a shared store's
+/// documents (every host does).
+#[derive(Clone)]
+pub enum Place {
+    /// The data directory.
+    Files(PathBuf),
+    Shared(std::sync::Arc<dyn backend::Documents>),
 }
 
 /// Decodes a stored JSON value, naming where it was found when it is not what it should be.
@@ -234,32 +282,87 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
 }
 
 impl Store {
-    /// Opens (creating if needed) the embedded store in `dir`. `command` says what this
-    /// process is doing, for the message another process gets while this one holds the store.
+    /// Opens (creating if needed) the embedded store in `dir` for a program using this
+    /// library: through the store daemon when one runs, else by holding it itself, waiting
+    /// up to [`BRIEF_WAIT`] while another process holds it. `command` says what this process
+    /// is doing, for the message another process gets meanwhile.
     pub fn open(dir: &Path, command: &str) -> Result<Store, StoreError> {
-        Store::open_as(dir, command, false)
+        Store::open_waiting(dir, command, None)
     }
 
-    /// [`Store::open`] for a read-only command: others that find the store held by it wait
-    /// for it (up to [`BRIEF_WAIT`]) instead of failing.
-    pub fn open_brief(dir: &Path, command: &str) -> Result<Store, StoreError> {
-        Store::open_as(dir, command, true)
+    /// [`Store::open`], waiting up to `wait` instead.
+    pub fn open_waiting(
+        dir: &Path,
+        command: &str,
+        wait: Option<Duration>,
+    ) -> Result<Store, StoreError> {
+        let wait = wait.unwrap_or(BRIEF_WAIT);
+        let begun = std::time::Instant::now();
+        loop {
+            if let Some(local) = local::Local::connect(dir, None, wait)? {
+                return Ok(Store::of(dir, local));
+            }
+            match embedded::Sled::open(dir, command) {
+                Ok(sled) => {
+                    if let Some(notice) = sled.take_repair_notice() {
+                        eprintln!("medic: {notice}");
+                    }
+                    return Ok(Store::of(dir, sled));
+                }
+                Err(StoreError::Busy { .. } | StoreError::BusyUnknown { .. })
+                    if begun.elapsed() < wait =>
+                {
+                    std::thread::sleep(Duration::from_millis(15));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    fn open_as(dir: &Path, command: &str, brief: bool) -> Result<Store, StoreError> {
-        Ok(Store {
+    /// Opens the embedded store in `dir` through its store daemon, started with `start`
+    /// when none runs (the `medic` binary passes [`daemon::start`]): any number of
+    /// processes at once. Waits up to `wait` (default [`BRIEF_WAIT`]) while something other
+    /// than a daemon holds the store.
+    pub fn open_shared_locally(
+        dir: &Path,
+        start: std::sync::Arc<local::Starter>,
+        wait: Option<Duration>,
+    ) -> Result<Store, StoreError> {
+        crate::private::private_dir(dir, "data directory").map_err(StoreError::Untrusted)?;
+        match local::Local::connect(dir, Some(start), wait.unwrap_or(BRIEF_WAIT))? {
+            Some(local) => Ok(Store::of(dir, local)),
+            None => Err(StoreError::Daemon {
+                dir: dir.display().to_string(),
+                reason: "no store daemon answers".to_owned(),
+            }),
+        }
+    }
+
+    fn of(dir: &Path, backend: impl backend::Backend + 'static) -> Store {
+        Store {
             dir: dir.to_owned(),
-            backend: std::sync::Arc::new(embedded::Sled::open(dir, command, brief)?),
-        })
+            backend: std::sync::Arc::new(backend),
+            documents: None,
+        }
+    }
+
+    /// Where this store's approvals, tokens and audit log live.
+    pub fn place(&self) -> Place {
+        match &self.documents {
+            Some(docs) => Place::Shared(docs.clone()),
+            None => Place::Files(self.dir.clone()),
+        }
     }
 
     /// Connects to a PostgreSQL store (`postgres://...`), migrating its schema if needed.
     /// `dir` is the local data directory, for what stays local (approvals, tokens, audit).
     pub fn connect(url: &str, dir: &Path, command: &str) -> Result<Store, StoreError> {
         crate::private::private_dir(dir, "data directory").map_err(StoreError::Untrusted)?;
+        let pg = std::sync::Arc::new(postgres::Postgres::connect(url, command)?);
         Ok(Store {
             dir: dir.to_owned(),
-            backend: std::sync::Arc::new(postgres::Postgres::connect(url, command)?),
+            backend: pg.clone(),
+            documents: Some(pg),
         })
     }
 
@@ -272,29 +375,6 @@ impl Store {
     /// Where the runs live, for messages: the data directory or the database (no password).
     pub fn location(&self) -> String {
         self.backend.location()
-    }
-
-    /// Opens the store, retrying while another process holds it, for at most `wait`, and
-    /// for at most [`BRIEF_WAIT`] while a read-only command holds it.
-    pub fn open_waiting(
-        dir: &Path,
-        command: &str,
-        wait: Option<Duration>,
-    ) -> Result<Store, StoreError> {
-        let start = std::time::Instant::now();
-        let deadline = start + wait.unwrap_or_default();
-        loop {
-            match Store::open(dir, command) {
-                Err(e @ (StoreError::Busy { .. } | StoreError::BusyUnknown { .. }))
-                    if std::time::Instant::now() < deadline
-                        || (start.elapsed() < BRIEF_WAIT && e.is_brief()) =>
-                {
-                    // Short: a read-only holder lets go within milliseconds.
-                    std::thread::sleep(Duration::from_millis(15));
-                }
-                other => return other,
-            }
-        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -328,19 +408,23 @@ impl Store {
         }
     }
 
-    /// Appends an event to a run's journal; returns its sequence number.
+    /// Appends an event to a run's journal (durable at the next flush); returns its
+    /// sequence number.
     pub fn append(&self, run_id: &str, event: JournalEvent) -> Result<u32, StoreError> {
-        self.backend.append(run_id, &JournalEntry::now(event))
+        self.backend
+            .append(run_id, &JournalEntry::now(event), false)
     }
 
-    /// Appends an event and writes the record as it leaves the run, both or neither.
+    /// Appends an event and writes the record as it leaves the run, both or neither;
+    /// `durable`: flushed with everything before it when this returns.
     pub fn append_with_record(
         &self,
         record: &RunRecord,
         event: JournalEvent,
+        durable: bool,
     ) -> Result<u32, StoreError> {
         self.backend
-            .append_with_record(record, &JournalEntry::now(event))
+            .append_with_record(record, &JournalEntry::now(event), durable)
     }
 
     pub fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {

@@ -93,10 +93,7 @@ impl<'a> Recorder<'a> {
             return;
         }
         let Some(record) = &self.record else { return };
-        let result = self
-            .store
-            .append_with_record(record, event)
-            .and_then(|_| if flush { self.store.flush() } else { Ok(()) });
+        let result = self.store.append_with_record(record, event, flush);
         if let Err(e) = result {
             // Stopped at once, rollback included: an undo that cannot be recorded would
             // leave a record claiming the change is still in place, and a later rollback
@@ -119,7 +116,8 @@ impl Observer for Recorder<'_> {
                 plan,
                 approval,
             } => {
-                let pid = std::process::id();
+                let me = super::process::Process::this();
+                let pid = me.pid;
                 self.actions = plan
                     .plugins
                     .iter()
@@ -177,6 +175,7 @@ impl Observer for Recorder<'_> {
                             started_ms: now_ms(),
                             ended_ms: None,
                             pid,
+                            pid_start: me.start,
                             steps_total: plan.steps.len(),
                             steps_done: 0,
                             failed_step: None,
@@ -192,6 +191,7 @@ impl Observer for Recorder<'_> {
                         let mut r = (**record).clone();
                         r.status = RunStatus::Running;
                         r.pid = pid;
+                        r.pid_start = me.start;
                         r.ended_ms = None;
                         (
                             r,

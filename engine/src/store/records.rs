@@ -154,6 +154,10 @@ pub struct RunRecord {
     pub started_ms: u64,
     pub ended_ms: Option<u64>,
     pub pid: u32,
+    /// When process `pid` started (clock ticks since boot): with the pid, it tells that
+    /// process from a later one given the same pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
     pub steps_total: usize,
     /// Main steps that ended (in any state).
     pub steps_done: usize,
@@ -168,6 +172,16 @@ pub struct RunRecord {
     pub detected_by_gate: bool,
     /// When the verify checks passed after a rollback.
     pub recovered_ms: Option<u64>,
+}
+
+impl RunRecord {
+    /// The process running the run (or that ran it last).
+    pub fn process(&self) -> super::process::Process {
+        super::process::Process {
+            pid: self.pid,
+            start: self.pid_start,
+        }
+    }
 }
 
 /// One journal event, with the time it was recorded.

@@ -40,10 +40,9 @@ pub trait Reader {
     fn location(&self) -> String;
 }
 
-/// The runs with an approval request pending in a data directory: approvals are files beside
-/// the store, readable whoever holds it.
-fn waiting_in(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = super::approvals::pending(&dir.join("approvals"), None)
+/// The runs with an approval request pending.
+fn waiting_in(place: &super::Place) -> Vec<String> {
+    let mut ids: Vec<String> = super::approvals::pending(place, None)
         .into_iter()
         .map(|p| p.run_id)
         .collect();
@@ -79,79 +78,10 @@ impl Reader for Store {
         Store::alerts(self, since_ms, limit)
     }
     fn waiting(&self) -> Result<Vec<String>, StoreError> {
-        Ok(waiting_in(self.dir()))
+        Ok(waiting_in(&self.place()))
     }
     fn location(&self) -> String {
         self.dir().display().to_string()
-    }
-}
-
-/// Reads through the socket of the process holding the store, and from the store itself
-/// once that process has let go of it (its socket gone or closed mid-answer: it ended).
-pub struct Failover<F: Fn() -> Option<Store>> {
-    remote: Remote,
-    reopen: F,
-    local: std::sync::OnceLock<Option<Store>>,
-}
-
-impl<F: Fn() -> Option<Store>> Failover<F> {
-    pub fn new(remote: Remote, reopen: F) -> Self {
-        Failover {
-            remote,
-            reopen,
-            local: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn read<T>(&self, f: impl Fn(&dyn Reader) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Some(Some(store)) = self.local.get() {
-            return f(store);
-        }
-        match f(&self.remote) {
-            // The holder's own errors (no such run...) stand; a broken socket means it ended.
-            Err(StoreError::Io { .. } | StoreError::Corrupt { .. }) => {
-                match self.local.get_or_init(&self.reopen) {
-                    Some(store) => f(store),
-                    None => f(&self.remote),
-                }
-            }
-            other => other,
-        }
-    }
-}
-
-impl<F: Fn() -> Option<Store>> Reader for Failover<F> {
-    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        self.read(|r| r.list(filter, limit))
-    }
-    fn find(&self, prefix: &str) -> Result<RunRecord, StoreError> {
-        self.read(|r| r.find(prefix))
-    }
-    fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        self.read(|r| r.journal(run_id))
-    }
-    fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
-        self.read(|r| r.step_reports(run_id))
-    }
-    fn drill_records(
-        &self,
-        drill: Option<&str>,
-        since_ms: u64,
-    ) -> Result<Vec<DrillRecord>, StoreError> {
-        self.read(|r| r.drill_records(drill, since_ms))
-    }
-    fn alerts(
-        &self,
-        since_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<super::triggers::AlertRecord>, StoreError> {
-        self.read(|r| r.alerts(since_ms, limit))
-    }
-    fn waiting(&self) -> Result<Vec<String>, StoreError> {
-        self.remote.waiting()
-    }
-    fn location(&self) -> String {
-        self.remote.location()
     }
 }
 
@@ -251,23 +181,43 @@ pub type Extension = std::sync::Arc<
         + Sync,
 >;
 
-/// Serves read-only queries on the data directory's socket for as long as the returned task
-/// runs. Called by the process that holds the store.
-pub fn serve(store: Store) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    serve_with(store, None)
-}
-
-/// Like [`serve`], with more operations.
+/// Serves read-only queries and `extension`'s operations on the data directory's socket for
+/// as long as the returned task runs: `medic serve`, one per data directory (a second one is
+/// refused, naming the first).
 pub fn serve_with(
     store: Store,
     extension: Option<Extension>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let lock_path = store.dir().join("serve.lock");
+    let shown = |e: std::io::Error| format!("{}: {e}", lock_path.display());
+    let mut lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(shown)?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        let mut pid = String::new();
+        let _ = std::io::Read::read_to_string(&mut lock, &mut pid);
+        return Err(format!(
+            "medic serve already runs for the data directory {} (process {}): one serve per data directory",
+            store.dir().display(),
+            pid.trim()
+        ));
+    }
+    lock.set_len(0).map_err(shown)?;
+    std::io::Write::write_all(&mut lock, std::process::id().to_string().as_bytes())
+        .map_err(shown)?;
     let path = store.dir().join(SOCKET);
-    // A socket left by a process that died: nobody can be listening (we hold the store).
+    let shown = |e: std::io::Error| format!("cannot serve the socket {}: {e}", path.display());
+    // A socket left by a serve that died: nobody listens there (this process holds the lock).
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = tokio::net::UnixListener::bind(&path).map_err(shown)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(shown)?;
     Ok(tokio::spawn(async move {
+        // Held for as long as this serves.
+        let _lock = lock;
         loop {
             let Ok((conn, _)) = listener.accept().await else {
                 return;
@@ -460,12 +410,14 @@ impl Reader for Remote {
         self.ask(&Request::Alerts { since_ms, limit })
     }
     fn waiting(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.path.parent().map(waiting_in).unwrap_or_default())
+        // Only the embedded store is read through `medic serve`: its approvals are files.
+        Ok(self
+            .path
+            .parent()
+            .map(|dir| waiting_in(&super::Place::Files(dir.to_owned())))
+            .unwrap_or_default())
     }
     fn location(&self) -> String {
-        format!(
-            "{} (through the process holding the store)",
-            self.path.display()
-        )
+        format!("{} (through medic serve)", self.path.display())
     }
 }

@@ -1,9 +1,9 @@
 //! API tokens: who may use `medic serve --listen`, with which role, in which environments.
 //!
-//! Kept in `DATA_DIR/tokens.json` (0600), beside the run store rather than in it: sled admits
-//! one process, and `medic token create` must work while `medic serve` holds the store. Only a
-//! token's sha256 is kept; the token itself is shown once, when created. Tokens are 32 random
-//! bytes, so a plain digest is enough (nothing to brute-force, nothing to salt). Changes are
+//! Kept in `DATA_DIR/tokens.json` (0600) beside the embedded store, or as a document of a
+//! shared store (every host's `medic serve` knows every token). Only a token's sha256 is
+//! kept; the token itself is shown once, when created. Tokens are 32 random bytes, so a plain
+//! digest is enough (nothing to brute-force, nothing to salt). Changes to the file are
 //! serialised by an exclusive lock on `tokens.lock` and written atomically.
 
 use std::collections::BTreeSet;
@@ -19,6 +19,8 @@ use crate::private::write_atomic;
 
 const FILE: &str = "tokens.json";
 const LOCK: &str = "tokens.lock";
+/// The registry's document on a shared store.
+const DOCUMENT: &str = "tokens";
 /// What every token starts with, so a leaked one is recognisable (and greppable in logs).
 pub const PREFIX: &str = "medic_";
 
@@ -102,10 +104,12 @@ struct File {
     tokens: Vec<Token>,
 }
 
-/// The token registry of a data directory.
-#[derive(Debug, Clone)]
+/// The token registry of a data directory, or of a shared store (one document, changed by
+/// compare-and-swap, so every host sees every change at once).
+#[derive(Clone)]
 pub struct Tokens {
     dir: PathBuf,
+    shared: Option<std::sync::Arc<dyn super::backend::Documents>>,
     /// The tokens as last read, with the file's identity then: every API request verifies a
     /// token, and re-reading the file costs a parse each time. Any change (create, revoke,
     /// from any process) renames a new file in, so a different inode or mtime re-reads it.
@@ -151,16 +155,32 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Tokens {
+    /// The registry in the data directory `dir`.
     pub fn new(dir: &Path) -> Self {
         Tokens {
             dir: dir.to_owned(),
+            shared: None,
             seen: Default::default(),
+        }
+    }
+
+    /// The registry where a store keeps it.
+    pub fn at(place: &super::Place) -> Self {
+        match place {
+            super::Place::Files(dir) => Tokens::new(dir),
+            super::Place::Shared(docs) => Tokens {
+                shared: Some(docs.clone()),
+                ..Tokens::new(Path::new(""))
+            },
         }
     }
 
     /// `f` of the tokens, read again only when the file changed.
     fn with_current<R>(&self, f: impl FnOnce(&[Token]) -> R) -> Result<R, String> {
         use std::os::unix::fs::MetadataExt;
+        if self.shared.is_some() {
+            return Ok(f(&self.read()?.tokens));
+        }
         let path = self.dir.join(FILE);
         let stamp = match std::fs::metadata(&path) {
             Ok(m) => Stamp {
@@ -179,6 +199,14 @@ impl Tokens {
     }
 
     fn read(&self) -> Result<File, String> {
+        if let Some(docs) = &self.shared {
+            return match docs.document(DOCUMENT) {
+                Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("the shared token registry is unreadable: {e}")),
+                Ok(None) => Ok(File::default()),
+                Err(e) => Err(format!("cannot read the tokens: {e}")),
+            };
+        }
         let path = self.dir.join(FILE);
         match crate::input::read_text(&path, 4 << 20) {
             Ok(text) => serde_json::from_str(&text)
@@ -189,7 +217,33 @@ impl Tokens {
     }
 
     /// Runs `change` on the registry under the lock, and writes the result.
-    fn change<T>(&self, change: impl FnOnce(&mut File) -> Result<T, String>) -> Result<T, String> {
+    fn change<T>(
+        &self,
+        mut change: impl FnMut(&mut File) -> Result<T, String>,
+    ) -> Result<T, String> {
+        if let Some(docs) = &self.shared {
+            // Compare-and-swap: a change made meanwhile by another process is read again
+            // and this one applied on top of it. Each failed swap is another's success.
+            for _ in 0..100 {
+                let old = docs
+                    .document(DOCUMENT)
+                    .map_err(|e| format!("cannot read the tokens: {e}"))?;
+                let mut file: File = match &old {
+                    Some(bytes) => serde_json::from_slice(bytes)
+                        .map_err(|e| format!("the shared token registry is unreadable: {e}"))?,
+                    None => File::default(),
+                };
+                let out = change(&mut file)?;
+                let new = serde_json::to_vec_pretty(&file).expect("serialize");
+                if docs
+                    .put_document(DOCUMENT, &new, Some(old.as_deref()))
+                    .map_err(|e| format!("cannot write the tokens: {e}"))?
+                {
+                    return Ok(out);
+                }
+            }
+            return Err("the tokens kept changing under this process; try again".to_owned());
+        }
         crate::private::private_dir(&self.dir, "data directory")?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -262,7 +316,7 @@ impl Tokens {
                     "a token named `{name}` exists; revoke it first (`medic token revoke {name}`)"
                 ));
             }
-            f.tokens.push(token);
+            f.tokens.push(token.clone());
             Ok(())
         })?;
         Ok((secret, record))

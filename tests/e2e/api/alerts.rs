@@ -744,15 +744,21 @@ fn a_resolved_alert_cancels_its_run_when_the_trigger_says_so() {
 
 /// Alertmanager in HA sends each alert to every node. Two `medic serve` nodes sharing a
 /// PostgreSQL store decide a trigger's alerts one at a time, so an alert delivered to both
-/// at the same moment starts one run, and the other node attaches to it.
+/// at the same moment starts one run, and the other node attaches to it. One token, made on
+/// one node, is known to both (tokens live in the shared store).
 #[test]
 fn two_nodes_on_a_shared_store_start_one_run_for_an_alert_sent_to_both() {
     let url = crate::pglab::database();
     let env = [("MEDIC_STORE", url.as_str())];
+    let mut token = None;
     let nodes: Vec<(Site, String, Serve, Api)> = (0..2)
         .map(|_| {
             let site = trigger_site("");
-            let am = site.token("alertmanager", &["--role", "responder"]);
+            let am = token
+                .get_or_insert_with(|| {
+                    site.token_env("alertmanager", &["--role", "responder"], &env)
+                })
+                .clone();
             let triggers = site.work.path().join("triggers");
             let (serve, api) =
                 site.serve_env(false, &["--triggers", triggers.to_str().unwrap()], &env);

@@ -123,8 +123,14 @@ impl Site {
 
     /// `medic token create NAME ARGS`: the token.
     pub(super) fn token(&self, name: &str, args: &[&str]) -> String {
+        self.token_env(name, args, &[])
+    }
+
+    /// [`Site::token`] with `env` (a shared store: the token is every node's).
+    pub(super) fn token_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         let o = self
             .medic()
+            .envs(env.iter().copied())
             .args(["token", "create", name])
             .args(args)
             .output()

@@ -326,12 +326,12 @@ pub async fn approvals(AxumState(state): AxumState<Arc<State>>, headers: HeaderM
         Ok(u) => u,
         Err(r) => return *r,
     };
-    let dir = state.data_dir.join("approvals");
+    let place = state.store.place();
     let waiting = tokio::task::spawn_blocking(move || {
-        crate::store::approvals::pending(&dir, None)
+        crate::store::approvals::pending(&place, None)
             .into_iter()
             .map(|p| {
-                let so_far = crate::store::approvals::approved_by(&dir, &p);
+                let so_far = crate::store::approvals::approved_by(&place, &p);
                 (p, so_far)
             })
             .collect::<Vec<_>>()

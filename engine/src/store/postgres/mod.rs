@@ -12,6 +12,7 @@
 //! - Connections: a few per process, each on its own thread ([`pool`]); one that broke is
 //!   made again at the next call, so a database that comes back is used again.
 
+mod documents;
 mod hold;
 mod pool;
 mod schedules;
@@ -37,11 +38,18 @@ const CONNECTIONS: usize = 4;
 /// Locks for journal appends, shared by runs whose ids hash alike.
 const APPEND_STRIPES: usize = 64;
 
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial schema",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "shared documents: approvals, tokens, audit",
+        include_str!("../../../migrations/postgres/0002_documents.sql"),
+    ),
+];
 /// Serializes migrations of one database (an arbitrary constant: "medic" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_6564_6963;
 
@@ -450,7 +458,13 @@ impl Runs for Postgres {
         self.call(move |c| row.upsert(c))
     }
 
-    fn append_with_record(&self, r: &RunRecord, entry: &JournalEntry) -> Result<u32, StoreError> {
+    /// Committed, and so durable, whatever `_durable` says.
+    fn append_with_record(
+        &self,
+        r: &RunRecord,
+        entry: &JournalEntry,
+        _durable: bool,
+    ) -> Result<u32, StoreError> {
         let _one_at_a_time = self.append_lock(&r.run_id);
         let (row, entry) = (RecordRow::of(r, &self.owner_id), entry.clone());
         self.call(move |c| row.upsert_with_event(c, &entry))
@@ -482,7 +496,12 @@ impl Runs for Postgres {
         })
     }
 
-    fn append(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError> {
+    fn append(
+        &self,
+        run_id: &str,
+        entry: &JournalEntry,
+        _durable: bool,
+    ) -> Result<u32, StoreError> {
         let _one_at_a_time = self.append_lock(run_id);
         let (id, entry) = (run_id.to_owned(), entry.clone());
         self.call(move |c| insert_event(c, &id, &entry).map_err(Into::into))
@@ -676,6 +695,12 @@ impl Runs for Postgres {
             let n = tx.execute(
                 "DELETE FROM medic_runs WHERE started_ms < $1 AND status <> 'running'",
                 &[&before],
+            )?;
+            // The audit log goes with the runs it explains.
+            let (from, to) = crate::store::audit::keys_before(before_ms);
+            tx.execute(
+                "DELETE FROM medic_documents WHERE key >= $1 AND key < $2",
+                &[&from, &to],
             )?;
             tx.commit()?;
             Ok(n as usize)

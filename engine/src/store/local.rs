@@ -1,0 +1,469 @@
+//! The embedded store shared by every process on a host: sled admits one process per data
+//! directory, so one process, the store daemon ([`super::daemon`]), holds it and every
+//! command reaches it through the data directory's socket (`store.sock`, 0600), one JSON
+//! request and one JSON answer per line. Runs keep executing in their own process (signals,
+//! Ctrl-C and kill -9 keep their meaning); only their store calls travel.
+//!
+//! The first command that needs the store starts the daemon (`medic store-daemon`, in a
+//! session of its own so that neither Ctrl-C nor a closed terminal reaches it); it exits
+//! once no client has been connected for [`super::daemon::IDLE`].
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::backend::{Runs, Schedules};
+use super::drills::{DrillRecord, Paused};
+use super::triggers::AlertRecord;
+use super::{JournalEntry, ListFilter, LockHolder, RunRecord, StoreError};
+use crate::trigger::policy::State;
+
+pub const SOCKET: &str = "store.sock";
+
+/// One call of [`Runs`] or [`Schedules`], as sent to the daemon.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(super) enum Request {
+    /// The first line of every connection. The answer is [`Welcome`].
+    Hello,
+    Flush,
+    PutRecord {
+        record: Box<RunRecord>,
+    },
+    Record {
+        run_id: String,
+    },
+    ByPrefix {
+        prefix: String,
+        max: usize,
+    },
+    Append {
+        run_id: String,
+        entry: JournalEntry,
+        durable: bool,
+    },
+    AppendWithRecord {
+        record: Box<RunRecord>,
+        entry: JournalEntry,
+        durable: bool,
+    },
+    JournalFrom {
+        run_id: String,
+        from: usize,
+    },
+    List {
+        filter: ListFilter,
+        limit: usize,
+    },
+    Recover,
+    AcquireLock {
+        key: String,
+        holder: LockHolder,
+    },
+    ReleaseAllLocks {
+        run_id: String,
+    },
+    Prune {
+        before_ms: u64,
+    },
+    PutDrill {
+        record: Box<DrillRecord>,
+    },
+    DrillRecords {
+        drill: Option<String>,
+        since_ms: u64,
+    },
+    DrillLastScheduled {
+        drill: String,
+    },
+    ClaimDrillSlot {
+        drill: String,
+        ms: u64,
+    },
+    DrillPaused {
+        drill: String,
+    },
+    SetDrillPaused {
+        drill: String,
+        paused: Option<Paused>,
+    },
+    /// Holds the trigger until the connection closes: the connection is the hold's own.
+    HoldTrigger {
+        trigger: String,
+    },
+    TriggerState {
+        trigger: String,
+    },
+    SetTriggerState {
+        trigger: String,
+        state: State,
+    },
+    RecordAlert {
+        record: Box<AlertRecord>,
+    },
+    Alerts {
+        since_ms: u64,
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Answer {
+    Ok(serde_json::Value),
+    /// The disk is full (kept apart: callers tell the user what to do about it).
+    Full,
+    Err(String),
+}
+
+/// The daemon's answer to [`Request::Hello`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Welcome {
+    pub pid: u32,
+    /// What opening the store repaired, told to the first client.
+    pub notice: Option<String>,
+}
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+/// What starting a store daemon came to.
+pub enum Started {
+    /// A daemon holds the store: the one started, or another that got to it first.
+    Running,
+    /// Something other than a daemon holds the store (a process using the library, or an
+    /// older medic): the message naming it.
+    Busy(String),
+}
+
+/// Starts a store daemon for a data directory ([`super::daemon::start`] for the `medic`
+/// binary). A library user without one only connects to a daemon already running.
+pub type Starter = dyn Fn(&Path) -> Result<Started, StoreError> + Send + Sync;
+
+/// How long a command waits for a store daemon to answer (opening a big store takes time).
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a call may wait for its answer: a slow disk, or a prune of a big store.
+const ANSWER_WAIT: Duration = Duration::from_secs(300);
+
+/// A client of the store daemon.
+pub(super) struct Local {
+    dir: PathBuf,
+    shown: String,
+    start: Option<std::sync::Arc<Starter>>,
+    /// Connections not in use: each call takes one (or makes one), so the threads of a
+    /// process call at once.
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Local {
+    /// Connects to the daemon holding the store in `dir`, starting one with `start` when
+    /// none answers, for at most `wait` while something else holds the store. None when no
+    /// daemon answers and there is no `start`. The repair notice, if any, is printed.
+    pub(super) fn connect(
+        dir: &Path,
+        start: Option<std::sync::Arc<Starter>>,
+        wait: Duration,
+    ) -> Result<Option<Local>, StoreError> {
+        let local = Local {
+            dir: dir.to_owned(),
+            shown: dir.display().to_string(),
+            start,
+            idle: Mutex::default(),
+        };
+        let conn = match local.open(wait) {
+            Ok(Some((conn, welcome))) => {
+                if let Some(notice) = welcome.notice {
+                    eprintln!("medic: {notice}");
+                }
+                conn
+            }
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        local.put_back(conn);
+        Ok(Some(local))
+    }
+
+    /// A new connection: to the daemon that answers, or to one started for it. Waits at
+    /// most `wait` while something else holds the store, and at most [`START_WAIT`] for a
+    /// daemon to answer.
+    fn open(&self, wait: Duration) -> Result<Option<(Conn, Welcome)>, StoreError> {
+        let begun = Instant::now();
+        loop {
+            if let Some(opened) = self.hello() {
+                return Ok(Some(opened));
+            }
+            let Some(start) = &self.start else {
+                return Ok(None);
+            };
+            let pause = match start(&self.dir)? {
+                // The daemon that holds the store binds its socket a moment after taking it.
+                Started::Running => Duration::from_millis(10),
+                Started::Busy(why) if begun.elapsed() >= wait => {
+                    return Err(StoreError::Remote(why));
+                }
+                Started::Busy(_) => Duration::from_millis(100),
+            };
+            if begun.elapsed() >= START_WAIT.max(wait) {
+                return Err(self.unreachable("no store daemon answered in time"));
+            }
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// Connects to the socket and says hello; None when nobody answers there.
+    fn hello(&self) -> Option<(Conn, Welcome)> {
+        let stream = UnixStream::connect(self.dir.join(SOCKET)).ok()?;
+        stream.set_read_timeout(Some(ANSWER_WAIT)).ok()?;
+        let mut conn = Conn {
+            reader: BufReader::new(stream.try_clone().ok()?),
+            writer: stream,
+        };
+        // A daemon that is letting go closes connections it has not answered: nothing was
+        // asked yet, so trying again is safe.
+        let welcome = exchange(&mut conn, &Request::Hello).ok()?.ok()?;
+        Some((conn, serde_json::from_value(welcome).ok()?))
+    }
+
+    fn put_back(&self, conn: Conn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(conn);
+    }
+
+    fn unreachable(&self, reason: &str) -> StoreError {
+        StoreError::Daemon {
+            dir: self.shown.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Takes an idle connection, or makes one (starting a daemon when the last one ended
+    /// after a failure).
+    fn take(&self) -> Result<Conn, StoreError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => match self.open(super::BRIEF_WAIT)? {
+                Some((conn, _)) => Ok(conn),
+                None => Err(self.unreachable("no store daemon answers")),
+            },
+        }
+    }
+
+    fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T, StoreError> {
+        let mut conn = self.take()?;
+        // A broken connection is dropped, not put back: the call's fate is unknown (an
+        // append may have been made), so it is not tried again; the next call connects
+        // anew.
+        let answer = exchange(&mut conn, request)
+            .map_err(|e| self.unreachable(&format!("the store daemon stopped answering: {e}")))?;
+        self.put_back(conn);
+        match answer {
+            Ok(v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
+                dir: self.shown.clone(),
+                key: "the store daemon's answer".to_owned(),
+                reason: e.to_string(),
+            }),
+            Err(AnswerError::Full) => Err(StoreError::Full {
+                dir: self.shown.clone(),
+            }),
+            Err(AnswerError::Other(message)) => Err(StoreError::Remote(message)),
+        }
+    }
+}
+
+enum AnswerError {
+    Full,
+    Other(String),
+}
+
+/// Sends one request line and reads its answer line.
+fn exchange(
+    conn: &mut Conn,
+    request: &Request,
+) -> std::io::Result<Result<serde_json::Value, AnswerError>> {
+    let mut line = serde_json::to_vec(request).expect("requests serialize");
+    line.push(b'\n');
+    conn.writer.write_all(&line)?;
+    let mut answer = String::new();
+    if conn.reader.read_line(&mut answer)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the connection closed",
+        ));
+    }
+    let answer: Answer = serde_json::from_str(&answer)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(match answer {
+        Answer::Ok(v) => Ok(v),
+        Answer::Full => Err(AnswerError::Full),
+        Answer::Err(m) => Err(AnswerError::Other(m)),
+    })
+}
+
+/// A trigger held by the daemon for as long as its connection is open.
+struct Held(#[allow(dead_code)] Conn);
+
+impl Runs for Local {
+    fn location(&self) -> String {
+        self.shown.clone()
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.call(&Request::Flush)
+    }
+    fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
+        self.call(&Request::PutRecord {
+            record: Box::new(r.clone()),
+        })
+    }
+    fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.call(&Request::Record {
+            run_id: run_id.to_owned(),
+        })
+    }
+    fn by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.call(&Request::ByPrefix {
+            prefix: prefix.to_owned(),
+            max,
+        })
+    }
+    fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
+        self.call(&Request::Append {
+            run_id: run_id.to_owned(),
+            entry: entry.clone(),
+            durable,
+        })
+    }
+    fn append_with_record(
+        &self,
+        r: &RunRecord,
+        entry: &JournalEntry,
+        durable: bool,
+    ) -> Result<u32, StoreError> {
+        self.call(&Request::AppendWithRecord {
+            record: Box::new(r.clone()),
+            entry: entry.clone(),
+            durable,
+        })
+    }
+    fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        self.call(&Request::JournalFrom {
+            run_id: run_id.to_owned(),
+            from,
+        })
+    }
+    fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.call(&Request::List {
+            filter: filter.clone(),
+            limit,
+        })
+    }
+    fn recover(&self) -> Result<Vec<String>, StoreError> {
+        self.call(&Request::Recover)
+    }
+    fn acquire_lock(
+        &self,
+        key: &str,
+        holder: &LockHolder,
+    ) -> Result<Result<(), LockHolder>, StoreError> {
+        self.call(&Request::AcquireLock {
+            key: key.to_owned(),
+            holder: holder.clone(),
+        })
+    }
+    fn release_all_locks(&self, run_id: &str) -> Result<(), StoreError> {
+        self.call(&Request::ReleaseAllLocks {
+            run_id: run_id.to_owned(),
+        })
+    }
+    fn prune(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.call(&Request::Prune { before_ms })
+    }
+}
+
+impl Schedules for Local {
+    fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError> {
+        self.call(&Request::PutDrill {
+            record: Box::new(r.clone()),
+        })
+    }
+    fn drill_records(
+        &self,
+        drill: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<DrillRecord>, StoreError> {
+        self.call(&Request::DrillRecords {
+            drill: drill.map(str::to_owned),
+            since_ms,
+        })
+    }
+    fn drill_last_scheduled(&self, drill: &str) -> Result<Option<u64>, StoreError> {
+        self.call(&Request::DrillLastScheduled {
+            drill: drill.to_owned(),
+        })
+    }
+    fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError> {
+        self.call(&Request::ClaimDrillSlot {
+            drill: drill.to_owned(),
+            ms,
+        })
+    }
+    fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {
+        self.call(&Request::DrillPaused {
+            drill: drill.to_owned(),
+        })
+    }
+    fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError> {
+        self.call(&Request::SetDrillPaused {
+            drill: drill.to_owned(),
+            paused: paused.cloned(),
+        })
+    }
+    fn hold_trigger(&self, trigger: &str) -> Result<Box<dyn Send>, StoreError> {
+        let mut conn = self.take()?;
+        let request = Request::HoldTrigger {
+            trigger: trigger.to_owned(),
+        };
+        match exchange(&mut conn, &request) {
+            Ok(Ok(_)) => Ok(Box::new(Held(conn))),
+            Ok(Err(AnswerError::Full)) => Err(StoreError::Full {
+                dir: self.shown.clone(),
+            }),
+            Ok(Err(AnswerError::Other(m))) => Err(StoreError::Remote(m)),
+            Err(e) => Err(self.unreachable(&format!("the store daemon stopped answering: {e}"))),
+        }
+    }
+    fn trigger_state(&self, trigger: &str) -> Result<Option<State>, StoreError> {
+        self.call(&Request::TriggerState {
+            trigger: trigger.to_owned(),
+        })
+    }
+    fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
+        self.call(&Request::SetTriggerState {
+            trigger: trigger.to_owned(),
+            state: state.clone(),
+        })
+    }
+    fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError> {
+        self.call(&Request::RecordAlert {
+            record: Box::new(record.clone()),
+        })
+    }
+    fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        self.call(&Request::Alerts { since_ms, limit })
+    }
+}

@@ -1,0 +1,354 @@
+//! The embedded store shared by every command on a host through its store daemon: runs,
+//! readers and writers at once on one data directory, none refused; the daemon outside
+//! every terminal's reach; its death mid-run stopping the run safely.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::cli::{medic, medic_command, stderr, stdout};
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The pid of the daemon holding the store in `data` (it says so in `owner.json`).
+fn daemon_pid(data: &Path) -> u32 {
+    let owner: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("owner.json")).unwrap()).unwrap();
+    assert_eq!(owner["command"], "medic store-daemon", "{owner}");
+    owner["pid"].as_u64().unwrap() as u32
+}
+
+fn alive(pid: u32) -> bool {
+    medic::store::process::Process { pid, start: None }.alive()
+}
+
+/// Waits (bounded) until no store daemon holds the store in `data`: it let go after its
+/// idle time. What a test then does to the files is what a crash would leave.
+pub fn until_let_go(data: &Path) {
+    let deadline = Instant::now() + medic::store::daemon::IDLE + Duration::from_secs(10);
+    while data.join("owner.json").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !data.join("owner.json").exists(),
+        "the store daemon stayed without clients"
+    );
+}
+
+/// A runbook named `name` whose first step waits for an approval (up to a minute), with a
+/// lock of its own.
+pub fn waiting_runbook(dir: &Path, name: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(crate::recovery::crashy_runbook(dir))
+        .unwrap()
+        .replace("crashy", name)
+        .replacen(
+            "id = \"s1\"\n",
+            "id = \"s1\"\napproval = { timeout = \"60s\" }\n",
+            1,
+        );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Waits (bounded) until `n` runs wait for an approval; their run ids.
+fn waiting_runs(data: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ids: Vec<String> =
+            medic::store::approvals::pending(&medic::store::Place::Files(data.to_owned()), None)
+                .into_iter()
+                .map(|p| p.run_id)
+                .collect();
+        if ids.len() >= n || Instant::now() > deadline {
+            return ids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ten_runs_at_once_on_one_data_directory_with_readers_beside_them_none_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    crate::shared_store::ten_runs_at_once(cache.path(), &[]);
+}
+
+#[test]
+fn while_a_run_waits_others_read_prune_and_run_beside_it_and_a_lock_is_waited_for() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let held = waiting_runbook(dir.path(), "held");
+    let child = medic_command(cache.path())
+        .args(["run", held.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = waiting_runs(&data, 1);
+    assert_eq!(waiting.len(), 1, "the run never started waiting");
+    let run_id = waiting[0].clone();
+
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let runs = json_lines(&stdout(&o));
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["run_id"], run_id.as_str());
+    assert_eq!(
+        runs[0]["status"], "running",
+        "a live run is not taken for dead"
+    );
+    let shown = medic(cache.path(), &["runs", "show", &run_id]);
+    assert!(
+        stdout(&shown).contains("s1 waits for approval"),
+        "{}",
+        stdout(&shown)
+    );
+    assert_eq!(medic(cache.path(), &["stats"]).status.code(), Some(0));
+    let o = medic(cache.path(), &["runs", "prune", "--older-than", "1d"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // Another runbook runs to its end meanwhile.
+    let quick = crate::shared_store::quick_runbook(dir.path());
+    let o = medic(cache.path(), &["run", quick.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // The socket is private to the user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("store.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // The same runbook again waits for the lock the first run holds, then gets it.
+    let second = medic_command(cache.path())
+        .args(["run", held.to_str().unwrap(), "--wait", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        waiting_runs(&data, 1).len(),
+        1,
+        "the second run waits for the lock, not for an approval"
+    );
+    let o = medic(cache.path(), &["approve", &run_id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second_id = loop {
+        let other = waiting_runs(&data, 1).into_iter().find(|id| *id != run_id);
+        match other {
+            Some(id) => break id,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => panic!("the second run never got the lock to wait for its approval"),
+        }
+    };
+    let o = medic(cache.path(), &["approve", &second_id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(child.wait_with_output().unwrap().status.success());
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    let statuses: Vec<String> = json_lines(&stdout(&o))
+        .iter()
+        .map(|r| r["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["succeeded"; 3], "{}", stdout(&o));
+}
+
+#[test]
+fn a_hangup_of_the_terminal_that_started_the_daemon_leaves_other_runs_recording() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let first = waiting_runbook(dir.path(), "first");
+    let other = waiting_runbook(dir.path(), "other");
+    // The first command starts the daemon, from a process group of its own, as a shell
+    // starts a job: what the terminal sends reaches that whole group.
+    let mut a = medic_command(cache.path())
+        .args(["run", first.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        waiting_runs(&data, 1).len(),
+        1,
+        "the first run never waited"
+    );
+    let daemon = daemon_pid(&data);
+    let b = medic_command(cache.path())
+        .args(["run", other.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = waiting_runs(&data, 2);
+    assert_eq!(waiting.len(), 2, "the second run never waited");
+
+    // The terminal of the first closes.
+    // SAFETY: kill(2) on the process group this test started.
+    assert_eq!(unsafe { libc::kill(-(a.id() as i32), libc::SIGHUP) }, 0);
+    let code = a.wait().unwrap().code();
+    assert_eq!(code, Some(6), "the first run is cancelled");
+    assert!(alive(daemon), "the daemon went with the terminal");
+
+    let b_id = medic::store::approvals::pending(&medic::store::Place::Files(data.to_owned()), None)
+        .into_iter()
+        .map(|p| p.run_id)
+        .next()
+        .expect("the other run still waits");
+    let o = medic(cache.path(), &["approve", &b_id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = b.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let o = medic(cache.path(), &["runs", "show", &b_id]);
+    assert!(stdout(&o).contains("succeeded"), "{}", stdout(&o));
+}
+
+#[test]
+fn the_daemon_killed_mid_run_stops_the_run_safely_and_it_is_rolled_back_after() {
+    let work = tempfile::tempdir().unwrap();
+    let rb = work.path().join("long.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"long\"\non_failure = \"rollback\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+             [[steps]]\nid = \"slow\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"1s\" }}\n\n\
+             [[steps]]\nid = \"after\"\nuses = \"act\"\n\n\
+             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+            medic::host::fixtures::SCRIPTED_CHECK,
+            medic::host::fixtures::HOSTILE,
+        ),
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let data = cache.join("data");
+    let mut child = medic_command(&cache)
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut shown = Vec::new();
+    {
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            let started_slow = line.contains("\"step_started\"") && line.contains("\"slow\"");
+            shown.push(line);
+            if started_slow {
+                break;
+            }
+        }
+        crate::verdicts::signal(daemon_pid(&data), 9);
+        shown.extend(lines.map_while(Result::ok));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot record the run") && err.contains("store daemon"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    // What was shown is what was recorded: nothing after the slow step's start.
+    let events: Vec<serde_json::Value> = shown
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let step_of = |e: &serde_json::Value| {
+        e["step"]
+            .as_str()
+            .or(e["step"]["id"].as_str())
+            .map(str::to_owned)
+    };
+    assert!(
+        !events.iter().any(|e| (e["event"] == "step_finished"
+            && step_of(e).as_deref() == Some("slow"))
+            || step_of(e).as_deref() == Some("after")),
+        "shown without being recorded: {shown:#?}"
+    );
+    // The next command starts another daemon, which finds the run's process gone.
+    let listed = medic(&cache, &["runs", "list", "--output", "json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert!(
+        stderr(&listed).contains("found 1 run whose process died"),
+        "{}",
+        stderr(&listed)
+    );
+    let runs = json_lines(&stdout(&listed));
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:?}");
+    let id = runs[0]["run_id"].as_str().unwrap();
+    let export: serde_json::Value =
+        serde_json::from_str(&stdout(&medic(&cache, &["runs", "export", id]))).unwrap();
+    let finished: Vec<&str> = export["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "step_finished")
+        .map(|e| e["report"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(finished, ["change"]);
+    assert_eq!(export["record"]["steps_done"], 1);
+    let o = medic(&cache, &["runs", "rollback", id]);
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("✓ fine"), "{}", stdout(&o));
+}
+
+#[test]
+fn the_daemon_lets_go_when_idle_and_a_program_holding_the_store_is_named() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let o = medic(cache.path(), &["runs", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let daemon = daemon_pid(&data);
+    // A program using the library meanwhile goes through the daemon.
+    let store = medic::store::Store::open(&data, "test").unwrap();
+    assert!(store.list(&Default::default(), 10).unwrap().is_empty());
+    drop(store);
+    until_let_go(&data);
+    assert!(!alive(daemon), "the daemon stayed without clients");
+    assert!(!data.join("store.sock").exists());
+
+    // Now the program holds the store itself: a command waits for it, then names it.
+    let store = medic::store::Store::open(&data, "a test holding the store").unwrap();
+    let rb = crate::shared_store::quick_runbook(cache.path());
+    let o = medic(
+        cache.path(),
+        &["run", rb.to_str().unwrap(), "--wait", "300ms"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "is in use by process {} (a test holding the store",
+            std::process::id()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    drop(store);
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -337,6 +337,25 @@ fn a_store_url_medic_does_not_know_or_cannot_reach_is_named() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+
+    // The pool's size: what a busy `medic serve` may raise; nonsense is named.
+    let url = crate::pglab::database();
+    for (size, code) in [("0", 3), ("lots", 3), ("1", 0), ("32", 0)] {
+        let o = medic_command(cache.path())
+            .env("MEDIC_STORE", &url)
+            .env("MEDIC_PG_CONNECTIONS", size)
+            .args(["runs", "list"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{size}: {}", stderr(&o));
+        if code != 0 {
+            assert!(
+                stderr(&o).contains(&format!("MEDIC_PG_CONNECTIONS={size}: give a number")),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
 }
 
 /// The database goes away mid-run: the run stops at its next safe point saying why, what

@@ -352,3 +352,34 @@ fn the_daemon_lets_go_when_idle_and_a_program_holding_the_store_is_named() {
     let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn a_daemon_of_another_medic_version_is_named_not_spoken_to() {
+    use std::io::{BufRead, BufReader, Write};
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // What a daemon of a later medic would answer.
+    let listener = std::os::unix::net::UnixListener::bind(data.join("store.sock")).unwrap();
+    let answering = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(conn.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("hello"), "{line}");
+        (&conn)
+            .write_all(b"{\"ok\":{\"protocol\":99,\"pid\":4242,\"notice\":null}}\n")
+            .unwrap();
+    });
+    let o = medic(cache.path(), &["runs", "list"]);
+    answering.join().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(process 4242) is another medic version (protocol 99"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -52,13 +52,17 @@ pub fn to_ms(t: DateTime<Utc>) -> u64 {
 
 impl Scheduler {
     /// A scheduler for `drills` at `now`. `last` gives the last scheduled time handled for
-    /// a drill (from the store); schedules between it and now were missed and follow the
-    /// drill's policy: returned as due now (run once) or as missed (skip).
+    /// a drill (from the store); schedules between it and `now - grace` were missed and
+    /// follow the drill's policy: returned as due now (run once) or as missed (skip). With a
+    /// store shared by several schedulers, `grace` leaves the latest slots to the schedulers
+    /// already running, which take them as they come.
     pub fn new(
         drills: Vec<Drill>,
         now: DateTime<Utc>,
+        grace: std::time::Duration,
         last: impl Fn(&str) -> Option<DateTime<Utc>>,
     ) -> (Scheduler, Vec<Due>, Vec<MissedRuns>) {
+        let missed_until = now - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut due = Vec::new();
         let mut missed = Vec::new();
         let mut entries = Vec::new();
@@ -68,7 +72,7 @@ impl Scheduler {
                     std::iter::successors(drill.schedule.next_after(last), |t| {
                         drill.schedule.next_after(*t)
                     })
-                    .take_while(|t| *t <= now)
+                    .take_while(|t| *t <= missed_until)
                     .take(MISSED_COUNT_CAP)
                     .collect();
                 if let Some(latest) = times.last().copied() {
@@ -235,6 +239,7 @@ mod tests {
                 drill("nightly", "30 2 * * *", Missed::Skip),
             ],
             start,
+            std::time::Duration::ZERO,
             |_| None,
         );
         assert!(due.is_empty() && missed.is_empty());
@@ -262,6 +267,7 @@ mod tests {
                 drill("fresh", "0 * * * *", Missed::RunOnce),
             ],
             now,
+            std::time::Duration::ZERO,
             |name| if name == "fresh" { None } else { last },
         );
         // 09:00, 10:00, 11:00 and 12:00 were missed.
@@ -274,12 +280,33 @@ mod tests {
     }
 
     #[test]
+    fn with_a_grace_the_latest_slots_are_not_missed() {
+        // Another scheduler sharing the store takes the 12:00 slot as it comes; this one,
+        // starting 10 s later, counts only what is older than its grace as missed.
+        let now = at("2026-11-23T12:00:10Z");
+        let (_, due, missed) = Scheduler::new(
+            vec![
+                drill("skipper", "0 * * * *", Missed::Skip),
+                drill("catcher", "0 * * * *", Missed::RunOnce),
+            ],
+            now,
+            std::time::Duration::from_secs(20),
+            |_| Some(at("2026-11-23T10:00:00Z")),
+        );
+        assert_eq!((missed[0].drill.as_str(), missed[0].count), ("skipper", 1));
+        assert_eq!(missed[0].last, at("2026-11-23T11:00:00Z"));
+        assert_eq!(due[0].scheduled, at("2026-11-23T11:00:00Z"));
+    }
+
+    #[test]
     fn a_clock_jump_fires_once() {
         let start = at("2026-11-23T00:00:00Z");
-        let (mut s, _, _) =
-            Scheduler::new(vec![drill("m", "*/5 * * * *", Missed::Skip)], start, |_| {
-                None
-            });
+        let (mut s, _, _) = Scheduler::new(
+            vec![drill("m", "*/5 * * * *", Missed::Skip)],
+            start,
+            std::time::Duration::ZERO,
+            |_| None,
+        );
         let due = s.take_due(at("2026-11-23T01:02:00Z"));
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].scheduled, at("2026-11-23T01:00:00Z"));
@@ -295,6 +322,7 @@ mod tests {
                 drill("b", "0 4 * * *", Missed::Skip),
             ],
             start,
+            std::time::Duration::ZERO,
             |_| None,
         );
         s.replace(

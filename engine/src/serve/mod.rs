@@ -321,7 +321,14 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     };
 
     let now = Utc::now();
-    let (mut scheduler, catch_up, missed) = Scheduler::new(drills, now, |name| {
+    // On a shared store the latest slots may be taken by the schedulers already running:
+    // only those older than a lease are missed.
+    let grace = if store.is_shared() {
+        crate::store::postgres::LEASE
+    } else {
+        std::time::Duration::ZERO
+    };
+    let (mut scheduler, catch_up, missed) = Scheduler::new(drills, now, grace, |name| {
         store.drill_last_scheduled(name).ok().flatten().map(from_ms)
     });
     for m in missed {

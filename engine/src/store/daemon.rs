@@ -244,6 +244,7 @@ fn serve(daemon: &Daemon, stream: UnixStream) {
                 return;
             }
             Ok(Request::Hello) => to_answer(value(Welcome {
+                protocol: super::local::PROTOCOL,
                 pid: std::process::id(),
                 notice: daemon.sled.take_repair_notice(),
             })),
@@ -367,10 +368,17 @@ fn call(
 /// Starts a store daemon for `dir` from this executable (the `medic` binary), in a session
 /// of its own, and reads how it went.
 pub fn start(dir: &Path) -> Result<Started, StoreError> {
-    let exe = std::env::current_exe().map_err(|e| StoreError::Daemon {
-        dir: dir.display().to_string(),
-        reason: format!("cannot find the medic executable: {e}"),
-    })?;
+    // This very program, even when an upgrade replaced its file since it started (its
+    // daemon then speaks its protocol).
+    let this = Path::new("/proc/self/exe");
+    let exe = if this.exists() {
+        this.to_owned()
+    } else {
+        std::env::current_exe().map_err(|e| StoreError::Daemon {
+            dir: dir.display().to_string(),
+            reason: format!("cannot find the medic executable: {e}"),
+        })?
+    };
     start_with(&exe, dir)
 }
 

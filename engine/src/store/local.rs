@@ -25,6 +25,10 @@ use crate::trigger::policy::State;
 
 pub const SOCKET: &str = "store.sock";
 
+/// The version of the requests and answers below: a client and a daemon of different
+/// medic versions (an upgrade while a daemon runs) must agree on it.
+pub const PROTOCOL: u32 = 1;
+
 /// One call of [`Runs`] or [`Schedules`], as sent to the daemon.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -124,6 +128,7 @@ pub(super) enum Answer {
 /// The daemon's answer to [`Request::Hello`].
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Welcome {
+    pub protocol: u32,
     pub pid: u32,
     /// What opening the store repaired, told to the first client.
     pub notice: Option<String>,
@@ -198,7 +203,7 @@ impl Local {
     fn open(&self, wait: Duration) -> Result<Option<(Conn, Welcome)>, StoreError> {
         let begun = Instant::now();
         loop {
-            if let Some(opened) = self.hello() {
+            if let Some(opened) = self.hello()? {
                 return Ok(Some(opened));
             }
             let Some(start) = &self.start else {
@@ -220,17 +225,34 @@ impl Local {
     }
 
     /// Connects to the socket and says hello; None when nobody answers there.
-    fn hello(&self) -> Option<(Conn, Welcome)> {
-        let stream = UnixStream::connect(self.dir.join(SOCKET)).ok()?;
-        stream.set_read_timeout(Some(ANSWER_WAIT)).ok()?;
+    /// Connects to the socket and says hello: None when nobody answers there; an error when
+    /// a daemon of another medic version does.
+    fn hello(&self) -> Result<Option<(Conn, Welcome)>, StoreError> {
+        let Ok(stream) = UnixStream::connect(self.dir.join(SOCKET)) else {
+            return Ok(None);
+        };
+        let Ok(read) = stream.try_clone() else {
+            return Ok(None);
+        };
+        let _ = stream.set_read_timeout(Some(ANSWER_WAIT));
         let mut conn = Conn {
-            reader: BufReader::new(stream.try_clone().ok()?),
+            reader: BufReader::new(read),
             writer: stream,
         };
         // A daemon that is letting go closes connections it has not answered: nothing was
         // asked yet, so trying again is safe.
-        let welcome = exchange(&mut conn, &Request::Hello).ok()?.ok()?;
-        Some((conn, serde_json::from_value(welcome).ok()?))
+        let Ok(Ok(welcome)) = exchange(&mut conn, &Request::Hello) else {
+            return Ok(None);
+        };
+        match serde_json::from_value::<Welcome>(welcome.clone()) {
+            Ok(w) if w.protocol == PROTOCOL => Ok(Some((conn, w))),
+            _ => Err(self.unreachable(&format!(
+                "the store daemon holding it (process {}) is another medic version (protocol {}; this medic speaks {PROTOCOL}); it ends {} s after the last command using it, an older `medic serve` say, stops",
+                welcome["pid"],
+                welcome["protocol"],
+                super::daemon::IDLE.as_secs()
+            ))),
+        }
     }
 
     fn put_back(&self, conn: Conn) {

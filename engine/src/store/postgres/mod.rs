@@ -33,8 +33,24 @@ use super::{
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long after its last heartbeat a process's runs are taken for interrupted.
 pub const LEASE: Duration = Duration::from_secs(20);
-/// Connections per process: runs, readers and the heartbeat share them.
+/// Connections per process by default: runs, readers and the heartbeat share them.
 const CONNECTIONS: usize = 4;
+/// The most `MEDIC_PG_CONNECTIONS` may ask for.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Connections per process: `MEDIC_PG_CONNECTIONS` (a `medic serve` with hundreds of runs
+/// in flight wants more than a command does), else [`CONNECTIONS`].
+fn connections() -> Result<usize, String> {
+    match std::env::var("MEDIC_PG_CONNECTIONS") {
+        Err(_) => Ok(CONNECTIONS),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "MEDIC_PG_CONNECTIONS={v}: give a number of connections from 1 to {MAX_CONNECTIONS}"
+            )),
+        },
+    }
+}
 /// Locks for journal appends, shared by runs whose ids hash alike.
 const APPEND_STRIPES: usize = 64;
 
@@ -86,15 +102,6 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-fn pid_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -122,7 +129,11 @@ impl Postgres {
             place: place.clone(),
             reason,
         })?;
-        let pool = Pool::start(&config, CONNECTIONS, &place)?;
+        let size = connections().map_err(|reason| StoreError::Database {
+            place: place.clone(),
+            reason,
+        })?;
+        let pool = Pool::start(&config, size, &place)?;
         let store = Postgres {
             holder: hold::Holder::new(&config, &place),
             place,
@@ -265,32 +276,36 @@ fn migrate(c: &mut postgres::Client) -> Result<(), Failure> {
     Ok(())
 }
 
+/// An owner's host, pid and last heartbeat.
+type OwnerRow = (String, i32, i64);
+
+/// The owner columns from `at` on of a row LEFT JOINed with `medic_owners`.
+fn owner_row(r: &postgres::Row, at: usize) -> Option<OwnerRow> {
+    let host: Option<String> = r.get(at);
+    Some((host?, r.get(at + 1), r.get(at + 2)))
+}
+
 /// Whether the process `owner_id` is gone: its row removed, its heartbeat older than
 /// [`LEASE`], or (on this host) its pid no longer a process.
-fn owner_gone(
-    c: &mut impl postgres::GenericClient,
-    owner_id: Option<&str>,
-    me: &str,
-    host: &str,
-) -> Result<bool, postgres::Error> {
+fn owner_gone(owner_id: Option<&str>, row: Option<OwnerRow>, me: &str, host: &str) -> bool {
     let Some(owner_id) = owner_id else {
-        return Ok(true);
+        return true;
     };
     if owner_id == me {
-        return Ok(false);
+        return false;
     }
-    let row = c.query_opt(
-        "SELECT host, pid, heartbeat_ms FROM medic_owners WHERE owner_id = $1",
-        &[&owner_id],
-    )?;
-    Ok(match row {
+    match row {
         None => true,
-        Some(row) => {
-            let (h, pid, beat): (String, i32, i64) = (row.get(0), row.get(1), row.get(2));
+        Some((h, pid, beat)) => {
             beat < ms(now_ms().saturating_sub(LEASE.as_millis() as u64))
-                || (h == host && !pid_exists(pid as u32))
+                || (h == host
+                    && !crate::store::process::Process {
+                        pid: pid as u32,
+                        start: None,
+                    }
+                    .alive())
         }
-    })
+    }
 }
 
 fn rows_to<T: for<'de> serde::Deserialize<'de>>(
@@ -555,17 +570,21 @@ impl Runs for Postgres {
     fn recover(&self) -> Result<Vec<String>, StoreError> {
         let (me, host, place) = (self.owner_id.clone(), self.host.clone(), self.place.clone());
         self.call(move |c| {
-            let running: Vec<(String, Option<String>, String)> = c
+            // Each running run with its owner's row, in one query: every command recovers,
+            // and a busy database has many runs in flight.
+            let running: Vec<(String, Option<String>, String, Option<OwnerRow>)> = c
                 .query(
-                    "SELECT run_id, owner_id, record FROM medic_runs WHERE status = 'running'",
+                    "SELECT r.run_id, r.owner_id, r.record, o.host, o.pid, o.heartbeat_ms
+                     FROM medic_runs r LEFT JOIN medic_owners o ON o.owner_id = r.owner_id
+                     WHERE r.status = 'running'",
                     &[],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .map(|r| (r.get(0), r.get(1), r.get(2), owner_row(r, 3)))
                 .collect();
             let mut recovered = Vec::new();
-            for (run_id, owner, text) in running {
-                if !owner_gone(c, owner.as_deref(), &me, &host)? {
+            for (run_id, owner, text, row) in running {
+                if !owner_gone(owner.as_deref(), row, &me, &host) {
                     continue;
                 }
                 let mut r: RunRecord = decode(&place, &run_id, text.as_bytes())?;
@@ -592,31 +611,35 @@ impl Runs for Postgres {
             }
             // Locks of processes gone, including one killed after taking its lock but
             // before recording its run.
-            let holders: Vec<String> = c
-                .query("SELECT DISTINCT owner_id FROM medic_locks", &[])?
+            let holders: Vec<(String, Option<OwnerRow>)> = c
+                .query(
+                    "SELECT DISTINCT l.owner_id, o.host, o.pid, o.heartbeat_ms
+                     FROM medic_locks l LEFT JOIN medic_owners o ON o.owner_id = l.owner_id",
+                    &[],
+                )?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), owner_row(r, 1)))
                 .collect();
-            for owner in holders {
-                if owner_gone(c, Some(&owner), &me, &host)? {
+            for (owner, row) in holders {
+                if owner_gone(Some(&owner), row, &me, &host) {
                     c.execute("DELETE FROM medic_locks WHERE owner_id = $1", &[&owner])?;
                 }
             }
             // Rows of processes gone that hold nothing any more (most commands end without
             // removing theirs: `exit` runs no destructors).
-            let owners: Vec<String> = c
+            let owners: Vec<(String, Option<OwnerRow>)> = c
                 .query(
-                    "SELECT owner_id FROM medic_owners o WHERE owner_id <> $1
+                    "SELECT owner_id, host, pid, heartbeat_ms FROM medic_owners o WHERE owner_id <> $1
                        AND NOT EXISTS (SELECT 1 FROM medic_runs r
                                        WHERE r.owner_id = o.owner_id AND r.status = 'running')
                        AND NOT EXISTS (SELECT 1 FROM medic_locks l WHERE l.owner_id = o.owner_id)",
                     &[&me],
                 )?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), owner_row(r, 1)))
                 .collect();
-            for owner in owners {
-                if owner_gone(c, Some(&owner), &me, &host)? {
+            for (owner, row) in owners {
+                if owner_gone(Some(&owner), row, &me, &host) {
                     c.execute("DELETE FROM medic_owners WHERE owner_id = $1", &[&owner])?;
                 }
             }
@@ -645,7 +668,9 @@ impl Runs for Postgres {
                     return Ok(Ok(()));
                 }
                 let Some(row) = c.query_opt(
-                    "SELECT run_id, owner_id, holder FROM medic_locks WHERE key = $1",
+                    "SELECT l.run_id, l.owner_id, l.holder, o.host, o.pid, o.heartbeat_ms
+                     FROM medic_locks l LEFT JOIN medic_owners o ON o.owner_id = l.owner_id
+                     WHERE l.key = $1",
                     &[&key],
                 )?
                 else {
@@ -655,7 +680,7 @@ impl Runs for Postgres {
                     (row.get(0), row.get(1), row.get(2));
                 // The same run taking its lock again (a resume, maybe by another process),
                 // or the lock of a process that is gone: taken over, if still as seen.
-                if run_id == h.run_id || owner_gone(c, Some(&owner), &me, &host)? {
+                if run_id == h.run_id || owner_gone(Some(&owner), owner_row(&row, 3), &me, &host) {
                     let moved = c.execute(
                         "UPDATE medic_locks SET run_id = $2, owner_id = $3, holder = $4
                          WHERE key = $1 AND owner_id = $5 AND run_id = $6",

@@ -253,7 +253,14 @@ pub struct PluginHost {
     _ticker: Ticker,
 }
 
-fn engine_config(max_instances: u32) -> Config {
+/// The low bytes of a linear memory reset in place rather than unmapped (the pages of it a
+/// call touched, found by PAGEMAP_SCAN).
+const KEEP_RESIDENT: usize = 512 << 10;
+const TABLE_KEEP_RESIDENT: usize = 16 << 10;
+
+/// The engine's settings; `reset_in_place` needs PAGEMAP_SCAN (Linux 6.7+): without it,
+/// keeping memory resident means zeroing all of it at every call, slower than unmapping.
+fn engine_config(max_instances: u32, reset_in_place: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
@@ -265,6 +272,16 @@ fn engine_config(max_instances: u32) -> Config {
         .total_tables(max_instances * 8)
         .total_stacks(max_instances)
         .max_memory_size(limits::MAX_MEMORY as usize);
+    if reset_in_place {
+        // Every call gets a fresh instance, and freeing its slot resets its memory. By
+        // default that unmaps it, and the next call takes a page fault on every page it
+        // touches again (a Rust guest's stack, its data, its first heap pages). With
+        // PAGEMAP_SCAN (Linux 6.7+) only the pages the call touched are reset in place and
+        // kept: 25 us -> 9 us a call on the development machine. Tables alike.
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
+    }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
@@ -277,7 +294,9 @@ pub fn install_crypto_provider() {
 
 impl PluginHost {
     pub fn new(config: HostConfig) -> anyhow::Result<Self> {
-        let engine = Engine::new(&engine_config(config.max_instances))
+        // Kernels without PAGEMAP_SCAN refuse the first; they get the second.
+        let engine = Engine::new(&engine_config(config.max_instances, true))
+            .or_else(|_| Engine::new(&engine_config(config.max_instances, false)))
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)

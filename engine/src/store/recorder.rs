@@ -1,7 +1,12 @@
 //! Records a run as it happens: an [`Observer`] that journals every event, keeps the run's
 //! summary record current, and passes the events on to the output.
+//!
+//! Group commit: a step's successful end is shown only once it is durable, but it is not
+//! flushed on its own: it rides on the next flush, which the next event makes before it is
+//! shown (an action's write-ahead start, a gate check, the run's end...). A run of action
+//! steps thus costs one flush per step, the action's write-ahead, instead of two.
 
-use crate::executor::{Cancel, Event, Observer, Phase};
+use crate::executor::{Cancel, Event, Observer, OwnedEvent, Phase};
 use crate::host::PluginKind;
 
 use super::{JournalEvent, PluginRef, RunRecord, RunStatus, Store, StoreError, Trigger, now_ms};
@@ -36,6 +41,8 @@ pub struct Recorder<'a> {
     /// cannot be recorded must not go on changing things.
     pub error: Option<StoreError>,
     cancel: Cancel,
+    /// Events recorded but not durable yet (a step's end), shown after the next flush.
+    unshown: Vec<OwnedEvent>,
 }
 
 impl<'a> Recorder<'a> {
@@ -61,6 +68,7 @@ impl<'a> Recorder<'a> {
             gated: Vec::new(),
             error: None,
             cancel,
+            unshown: Vec::new(),
         }
     }
 
@@ -86,6 +94,20 @@ impl<'a> Recorder<'a> {
             },
             true,
         );
+        self.show_unshown();
+    }
+
+    /// Shows what waited for a flush, once it is durable: never after a write failed (what
+    /// is shown is what was recorded).
+    fn show_unshown(&mut self) {
+        if self.error.is_some() {
+            return;
+        }
+        for e in std::mem::take(&mut self.unshown) {
+            if let Some(event) = e.as_event(None) {
+                self.inner.on_event(&event);
+            }
+        }
     }
 
     fn write(&mut self, event: JournalEvent, flush: bool) {
@@ -93,6 +115,9 @@ impl<'a> Recorder<'a> {
             return;
         }
         let Some(record) = &self.record else { return };
+        // Events waiting to be shown are made durable by this write, whatever it is, and are
+        // shown before it.
+        let flush = flush || !self.unshown.is_empty();
         let result = self.store.append_with_record(record, event, flush);
         if let Err(e) = result {
             // Stopped at once, rollback included: an undo that cannot be recorded would
@@ -294,12 +319,23 @@ impl Observer for Recorder<'_> {
                         _ => {}
                     }
                 }
+                // A step that succeeded is followed at once by the next event (the next
+                // step's start, a phase, the run's end): shown after that one's flush, which
+                // it rides on. A failure is shown at once: a person may be asked what to do
+                // about it next, and must see it first.
+                let ride = report.status.is_success();
                 self.write(
                     JournalEvent::StepFinished {
                         report: (*report).clone(),
                     },
-                    true,
+                    !ride,
                 );
+                if ride {
+                    if self.error.is_none() {
+                        self.unshown.push(OwnedEvent::from_event(event));
+                    }
+                    return;
+                }
             }
             Event::RunFinished { report } => {
                 if let Some(r) = &mut self.record {
@@ -320,6 +356,7 @@ impl Observer for Recorder<'_> {
         }
         // What is shown is what was recorded: once a write failed, nothing more is shown as
         // if it were (the error already said the run stops there).
+        self.show_unshown();
         if self.error.is_none() {
             self.inner.on_event(event);
         }

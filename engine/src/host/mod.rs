@@ -241,7 +241,7 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<StoreState>,
     cache: Option<CompileCache>,
-    http: reqwest::Client,
+    http: caps::http::LazyHttp,
     /// Plugins already loaded by this host, by digest: a long-lived process (`medic serve`
     /// planning each run and drill) loads a plugin once, not once per plan.
     loaded: std::sync::Mutex<std::collections::HashMap<String, Loaded>>,
@@ -318,15 +318,7 @@ impl PluginHost {
                 })?;
         }
 
-        install_crypto_provider();
-        let http = reqwest::Client::builder()
-            // A redirect could lead to a host that was not granted.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("medic/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot create the http client: {e}"))?;
-
+        let http = caps::http::LazyHttp::default();
         let downloads = (config.cache_dir.clone(), config.ca_cert.clone());
         let cache = config.cache_dir.map(|dir| CompileCache::new(dir, &engine));
         let memory_budget_mib = u32::try_from(config.memory_budget >> 20)

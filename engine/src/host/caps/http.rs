@@ -9,6 +9,41 @@ use crate::host::sandbox::StoreState;
 
 use super::DeadlineExceeded;
 
+type Client = std::sync::OnceLock<Result<reqwest::Client, String>>;
+
+/// The HTTP clients plugins' requests go through, each made on first use: one for `https://`
+/// (making it reads the system's CA certificates, several milliseconds, which every `medic
+/// run` used to pay at start), one for plain `http://` that never needs them.
+#[derive(Clone, Default)]
+pub(crate) struct LazyHttp(std::sync::Arc<(Client, Client)>);
+
+impl LazyHttp {
+    pub(crate) fn get(&self, https: bool) -> Result<&reqwest::Client, String> {
+        let (plain, tls) = &*self.0;
+        let client = if https { tls } else { plain };
+        client
+            .get_or_init(|| {
+                crate::host::install_crypto_provider();
+                let builder = reqwest::Client::builder()
+                    // A redirect could lead to a host that was not granted.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .user_agent(concat!("medic/", env!("CARGO_PKG_VERSION")));
+                // No certificate: this one is never used for TLS.
+                let builder = if https {
+                    builder
+                } else {
+                    builder.tls_certs_only([])
+                };
+                builder
+                    .build()
+                    .map_err(|e| format!("cannot create the http client: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
 /// Responses larger than this are refused: plugins run in a few MiB of memory and results go
 /// into the run record.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
@@ -185,7 +220,11 @@ impl Host for StoreState {
         let limit = own.map_or(remaining, |t| t.min(remaining));
         let cut_by_deadline = own.is_none_or(|t| t >= remaining);
 
-        let mut builder = self.caps.http.request(method, url.clone());
+        let client = match self.caps.http.get(url.scheme() == "https") {
+            Ok(c) => c.clone(),
+            Err(e) => return Ok(Err(HttpError::Connection(e))),
+        };
+        let mut builder = client.request(method, url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -198,7 +237,6 @@ impl Host for StoreState {
                 return Ok(Err(HttpError::InvalidRequest(format!("{e}"))));
             }
         };
-        let client = self.caps.http.clone();
         let exchange = async move {
             let mut response = client.execute(built).await?;
             let status = response.status().as_u16();

@@ -69,7 +69,7 @@ pub const MAX_USE_DETAIL_BYTES: usize = 1024;
 pub(crate) struct CapState {
     pub grants: Grants,
     pub kv: KvSpace,
-    pub http: reqwest::Client,
+    pub http: http::LazyHttp,
     pub started: Instant,
     pub deadline: Instant,
     pub logs: Vec<LogLine>,

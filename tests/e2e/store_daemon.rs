@@ -225,96 +225,20 @@ fn a_hangup_of_the_terminal_that_started_the_daemon_leaves_other_runs_recording(
 #[test]
 fn the_daemon_killed_mid_run_stops_the_run_safely_and_it_is_rolled_back_after() {
     let work = tempfile::tempdir().unwrap();
-    let rb = work.path().join("long.toml");
-    std::fs::write(
-        &rb,
-        format!(
-            "[runbook]\nname = \"long\"\non_failure = \"rollback\"\n\n\
-             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
-             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
-             [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
-             [[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
-             [[steps]]\nid = \"slow\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"1s\" }}\n\n\
-             [[steps]]\nid = \"after\"\nuses = \"act\"\n\n\
-             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
-            medic::host::fixtures::SCRIPTED_ACTION,
-            medic::host::fixtures::SCRIPTED_CHECK,
-            medic::host::fixtures::HOSTILE,
-        ),
-    )
-    .unwrap();
-    let cache = work.path().join("cache");
-    std::fs::create_dir(&cache).unwrap();
-    let data = cache.join("data");
-    let mut child = medic_command(&cache)
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut shown = Vec::new();
-    {
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            let started_slow = line.contains("\"step_started\"") && line.contains("\"slow\"");
-            shown.push(line);
-            if started_slow {
-                break;
-            }
-        }
-        crate::verdicts::signal(daemon_pid(&data), 9);
-        shown.extend(lines.map_while(Result::ok));
-    }
-    let out = child.wait_with_output().unwrap();
-    let err = stderr(&out);
-    assert!(
-        err.contains("cannot record the run") && err.contains("store daemon"),
-        "{err}"
+    let data = work.path().join("cache").join("data");
+    let (out, listed) = crate::shared_store::store_lost_mid_action(
+        work.path(),
+        &[],
+        || crate::verdicts::signal(daemon_pid(&data), 9),
+        // The next command starts another daemon, which finds the run's process gone.
+        || {},
     );
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    // What was shown is what was recorded: nothing after the slow step's start.
-    let events: Vec<serde_json::Value> = shown
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let step_of = |e: &serde_json::Value| {
-        e["step"]
-            .as_str()
-            .or(e["step"]["id"].as_str())
-            .map(str::to_owned)
-    };
-    assert!(
-        !events.iter().any(|e| (e["event"] == "step_finished"
-            && step_of(e).as_deref() == Some("slow"))
-            || step_of(e).as_deref() == Some("after")),
-        "shown without being recorded: {shown:#?}"
-    );
-    // The next command starts another daemon, which finds the run's process gone.
-    let listed = medic(&cache, &["runs", "list", "--output", "json"]);
-    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert!(stderr(&out).contains("store daemon"), "{}", stderr(&out));
     assert!(
         stderr(&listed).contains("found 1 run whose process died"),
         "{}",
         stderr(&listed)
     );
-    let runs = json_lines(&stdout(&listed));
-    assert_eq!(runs[0]["status"], "interrupted", "{runs:?}");
-    let id = runs[0]["run_id"].as_str().unwrap();
-    let export: serde_json::Value =
-        serde_json::from_str(&stdout(&medic(&cache, &["runs", "export", id]))).unwrap();
-    let finished: Vec<&str> = export["journal"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "step_finished")
-        .map(|e| e["report"]["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(finished, ["change"]);
-    assert_eq!(export["record"]["steps_done"], 1);
-    let o = medic(&cache, &["runs", "rollback", id]);
-    assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("✓ fine"), "{}", stdout(&o));
 }
 
 #[test]

@@ -406,6 +406,8 @@ pub fn start_with(exe: &Path, dir: &Path) -> Result<Started, StoreError> {
         .arg("--data-dir")
         .arg(dir)
         .arg("store-daemon")
+        // Not the starting command's directory, which it would keep busy (an unmount).
+        .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(log);

@@ -183,16 +183,12 @@ impl Local {
             start,
             idle: Mutex::default(),
         };
-        let conn = match local.open(wait) {
-            Ok(Some((conn, welcome))) => {
-                if let Some(notice) = welcome.notice {
-                    eprintln!("medic: {notice}");
-                }
-                conn
-            }
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((conn, welcome)) = local.open(wait)? else {
+            return Ok(None);
         };
+        if let Some(notice) = welcome.notice {
+            eprintln!("medic: {notice}");
+        }
         local.put_back(conn);
         Ok(Some(local))
     }
@@ -224,7 +220,6 @@ impl Local {
         }
     }
 
-    /// Connects to the socket and says hello; None when nobody answers there.
     /// Connects to the socket and says hello: None when nobody answers there; an error when
     /// a daemon of another medic version does.
     fn hello(&self) -> Result<Option<(Conn, Welcome)>, StoreError> {

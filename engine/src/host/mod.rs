@@ -318,6 +318,8 @@ impl PluginHost {
                 })?;
         }
 
+        // Every TLS client of the process needs it, not only the plugins' (made later).
+        install_crypto_provider();
         let http = caps::http::LazyHttp::default();
         let downloads = (config.cache_dir.clone(), config.ca_cert.clone());
         let cache = config.cache_dir.map(|dir| CompileCache::new(dir, &engine));

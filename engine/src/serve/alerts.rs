@@ -624,6 +624,7 @@ fn escalate(
 }
 
 fn http() -> Result<reqwest::Client, String> {
+    crate::host::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .no_proxy()

@@ -1,5 +1,5 @@
 //! `medic runs follow ID`: a run's timeline as it happens, from any terminal, until it ends
-//! (locally, reading through the process that holds the store, or through `--server`); it
+//! (locally, reading the store as it is written, or through `--server`); it
 //! exits as the run does. A Ctrl-C stops following, never the run: whoever started it
 //! decides that. `medic runs rerun ID`: the same runbook again, with the run's parameters and
 //! environment.

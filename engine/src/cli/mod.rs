@@ -357,8 +357,8 @@ impl GlobalArgs {
             })
     }
 
-    /// The `medic serve` holding the store, when there is one: commands that write go
-    /// through it.
+    /// The `medic serve` running on this data directory, when there is one: runs and drill
+    /// commands go through it (it runs them, and holds their state).
     fn through_serve(&self) -> Option<crate::store::remote::Remote> {
         // A shared store admits every process: nothing needs to go through another.
         if self.store.is_some() {

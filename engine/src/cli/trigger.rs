@@ -144,7 +144,8 @@ fn describe(t: &Trigger) -> serde_json::Value {
 }
 
 /// The triggers' states and their runs, as the store has them now: from `medic serve`
-/// when it holds the store, else from the store itself; none when there is no store.
+/// when one runs on this data directory, else from the store itself; none when there is no
+/// store.
 fn states(global: &GlobalArgs, names: &[String]) -> Vec<(String, State)> {
     if let Some(remote) = global.through_serve()
         && let Ok(v) = remote.call::<serde_json::Value>(

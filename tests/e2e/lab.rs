@@ -38,6 +38,16 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // SIGTERM first, waited for (at most 2 s): supervisord stops its programs on it,
+        // where SIGKILL would leave them running, orphaned, after the test.
+        // SAFETY: kill(2) on the process this value started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -28,5 +28,6 @@ mod servers;
 pub mod shared_store;
 mod store;
 pub mod store_daemon;
+mod store_postgres;
 mod support;
 mod verdicts;

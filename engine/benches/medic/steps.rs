@@ -1,0 +1,212 @@
+//! The engine's cost per step and per fleet target, durably recorded or not, beside the
+//! disk's own floor: part of `benches/medic.rs`.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use medic::host::PluginHost;
+
+use super::{Stats, fmt, measure, plan_of, recorder};
+
+/// The floor's name in the results.
+pub const FLOOR: &str = "raw write + fdatasync, 300 bytes (the disk's floor)";
+
+/// Measures a long runbook of trivial steps (action, check; on disk, tmpfs, through the
+/// store daemon, unrecorded) and fleets, into `results`; returns the note on what the engine
+/// adds to an unrecorded step.
+pub fn steps_and_fleets(
+    rt: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    results: &mut Vec<Stats>,
+    iters: &dyn Fn(&str, usize, usize) -> usize,
+    scale: usize,
+    medic: &'static str,
+) -> Option<String> {
+    let mut per_step_note = None;
+    // The physical floor of a durable step on this disk: one small write and fdatasync, in
+    // the directory the store uses, into space allocated beforehand (as a log's segment is:
+    // a file that grows makes each fdatasync write its size too).
+    let floor_name = FLOOR;
+    let floor_dir = tempfile::tempdir().unwrap();
+    let floor_file = std::fs::File::create(floor_dir.path().join("floor")).unwrap();
+    const FLOOR_SPACE: u64 = 4 << 20;
+    {
+        let mut f = &floor_file;
+        f.write_all(&vec![0u8; FLOOR_SPACE as usize]).unwrap();
+        floor_file.sync_all().unwrap();
+    }
+    let mut at = 0u64;
+    results.push(measure(
+        floor_name,
+        iters(floor_name, 2_000, 20),
+        None,
+        || {
+            std::os::unix::fs::FileExt::write_all_at(&floor_file, &[7u8; 300], at).unwrap();
+            floor_file.sync_data().unwrap();
+            at = (at + 300) % (FLOOR_SPACE - 300);
+        },
+    ));
+    let variants = [
+        ("1,000 action steps, recorded: per step", false, true, None),
+        (
+            "1,000 action steps, recorded through the store daemon: per step",
+            false,
+            true,
+            Some("daemon"),
+        ),
+        ("1,000 check steps, recorded: per step", true, true, None),
+        (
+            "1,000 action steps, recorded on tmpfs: per step",
+            false,
+            true,
+            Some("/dev/shm"),
+        ),
+        (
+            "1,000 action steps, not recorded: per step",
+            false,
+            false,
+            None,
+        ),
+    ];
+    for (name, checks, recorded, base) in variants {
+        let long_n = iters(name, 5, 1);
+        let daemon = base == Some("daemon");
+        if long_n == 0 || base.is_some_and(|b| !daemon && !Path::new(b).is_dir()) {
+            continue;
+        }
+        let dir = match base {
+            Some(b) if !daemon => tempfile::tempdir_in(b).unwrap(),
+            _ => tempfile::tempdir().unwrap(),
+        };
+        let mut text = format!(
+            "[runbook]\nname = \"long\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n",
+            if checks {
+                medic::host::fixtures::SCRIPTED_CHECK
+            } else {
+                medic::host::fixtures::HOSTILE
+            }
+        );
+        for i in 0..scale {
+            text += &format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop\"\n");
+        }
+        let plan = plan_of(rt, host, &text);
+        let store = if daemon {
+            // As `medic run` records: through the daemon holding the store.
+            let start: std::sync::Arc<medic::store::local::Starter> =
+                std::sync::Arc::new(|dir| medic::store::daemon::start_with(medic.as_ref(), dir));
+            medic::store::Store::open_shared_locally(&dir.path().join("data"), start, None).unwrap()
+        } else {
+            medic::store::Store::open(&dir.path().join("data"), "bench").unwrap()
+        };
+        let mut samples = Vec::new();
+        for _ in 0..long_n + 1 {
+            let mut quiet = |_: &medic::executor::Event<'_>| {};
+            let mut recorder = recorder(&store, &mut quiet);
+            let t = Instant::now();
+            let observer: &mut dyn medic::executor::Observer = if recorded {
+                &mut recorder
+            } else {
+                &mut |_: &medic::executor::Event<'_>| {}
+            };
+            let report = rt
+                .block_on(medic::executor::execute(
+                    host,
+                    &plan,
+                    medic::executor::RunOptions::default(),
+                    observer,
+                ))
+                .expect("nothing aborts the benchmark");
+            let took = t.elapsed();
+            assert!(recorder.error.is_none());
+            assert_eq!(report.steps.len(), scale);
+            samples.push(took / scale as u32);
+        }
+        samples.remove(0); // the warm-up
+        let call = results
+            .iter()
+            .find(|r| r.name.starts_with("fresh sandboxed"))
+            .filter(|r| !r.samples.is_empty())
+            .map(|r| r.quantile(0.5));
+        // The goal of a recorded step is a ratio to its floor, printed below.
+        let stats = Stats {
+            name,
+            samples,
+            goal: None,
+        };
+        if let (Some(call), false) = (call, recorded) {
+            per_step_note = Some(format!(
+                "per step, not recorded: {} in all, of which the plugin call is about {}: the engine adds {}",
+                fmt(stats.quantile(0.5)),
+                fmt(call),
+                fmt(stats.quantile(0.5).saturating_sub(call))
+            ));
+        }
+        results.push(stats);
+    }
+
+    // A fleet step over many targets, durably recorded (each target's end is flushed): one
+    // at a time, then many at once.
+    // Then targets whose calls each wait 10 ms (as a real call waits on the network), where
+    // concurrency is what matters.
+    for (name, concurrency, wait) in [
+        ("fleet of 1,000 targets, recorded: per target", 1, None),
+        (
+            "fleet of 200 targets, each call waiting 10 ms, one at a time: per target",
+            1,
+            Some("10ms"),
+        ),
+        (
+            "fleet of 200 targets, each call waiting 10 ms, 50 at a time: per target",
+            50,
+            Some("10ms"),
+        ),
+    ] {
+        let fleet_n = iters(name, 5, 1);
+        if fleet_n == 0 {
+            continue;
+        }
+        let scale = if wait.is_some() { scale / 5 } else { scale };
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<String> = (0..scale).map(|i| format!("\"t{i}\"")).collect();
+        let with = match wait {
+            Some(w) => format!("with = {{ mode = \"sleep\", sleep = \"{w}\" }}\n"),
+            None => String::new(),
+        };
+        let text = format!(
+            "[runbook]\nname = \"fleet\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
+             [[steps]]\nid = \"all\"\nuses = \"noop\"\n{with}[steps.fleet]\ntargets = [{}]\nmax_concurrency = {concurrency}\n",
+            medic::host::fixtures::HOSTILE,
+            targets.join(", ")
+        );
+        let plan = plan_of(rt, host, &text);
+        let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();
+        let mut samples = Vec::new();
+        for _ in 0..fleet_n + 1 {
+            let mut quiet = |_: &medic::executor::Event<'_>| {};
+            let mut recorder = recorder(&store, &mut quiet);
+            let t = Instant::now();
+            let report = rt
+                .block_on(medic::executor::execute(
+                    host,
+                    &plan,
+                    medic::executor::RunOptions::default(),
+                    &mut recorder,
+                ))
+                .expect("nothing aborts the benchmark");
+            let took = t.elapsed();
+            assert!(recorder.error.is_none());
+            assert_eq!(report.steps[0].targets.len(), scale);
+            assert_eq!(report.outcome, medic::executor::RunOutcome::Succeeded);
+            samples.push(took / scale as u32);
+        }
+        samples.remove(0); // the warm-up
+        results.push(Stats {
+            name,
+            samples,
+            goal: None,
+        });
+    }
+
+    per_step_note
+}

@@ -129,13 +129,17 @@ fn while_a_run_waits_others_read_prune_and_run_beside_it_and_a_lock_is_waited_fo
     assert_eq!(mode, 0o600);
 
     // The same runbook again waits for the lock the first run holds, then gets it.
-    let second = medic_command(cache.path())
+    let mut second = medic_command(cache.path())
         .args(["run", held.to_str().unwrap(), "--wait", "30s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the second run ended instead of waiting for the lock"
+    );
     assert_eq!(
         waiting_runs(&data, 1).len(),
         1,

@@ -73,7 +73,9 @@ fn run_aborting(
                 Event::AttemptFinished { id, attempt, .. } => {
                     format!("again {id} after {}", attempt.number)
                 }
-                Event::TargetFinished { id, target } => format!("target {id} {}", target.target),
+                Event::TargetFinished { id, target, .. } => {
+                    format!("target {id} {}", target.target)
+                }
                 Event::StepFinished { report } => format!(
                     "{} {}",
                     report.id,

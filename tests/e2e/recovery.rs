@@ -421,6 +421,79 @@ fn a_sigkill_campaign_loses_no_shown_event_and_every_verdict_matches_the_service
 }
 
 /// A run that records a few events and succeeds: one action, one check.
+#[test]
+fn sigkill_inside_a_fleet_loses_no_shown_target_though_targets_share_flushes() {
+    let cache = tempfile::tempdir().unwrap();
+    // Targets that finish together (ten at a time, each call 5 ms) are told together and
+    // flushed once: a kill between their journaling and that flush must show none of them.
+    let targets: Vec<String> = (0..60).map(|i| format!("\"t{i}\"")).collect();
+    let rb = cache.path().join("fleet.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"fleet\"\n[plugins.work]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"all\"\nuses = \"work\"\nwith = {{ mode = \"sleep\", sleep = \"5ms\" }}\n\
+             [steps.fleet]\ntargets = [{}]\nmax_concurrency = 10\n",
+            medic::host::fixtures::HOSTILE,
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let rb = rb.to_str().unwrap();
+    let warm = medic(cache.path(), &["validate", rb]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    let mut rng = Rng(0xf1ee7);
+    let (mut shown, mut lost) = (0, 0);
+    for i in 0..12 {
+        let mut child = medic_command(cache.path())
+            .args(["run", rb, "--output", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
+        for _ in 0..2 + rng.below(50) {
+            match lines.next() {
+                Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
+                _ => break,
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for l in lines.map_while(Result::ok) {
+            printed.push(serde_json::from_str(&l).unwrap());
+        }
+        let Some(id) = printed.first().and_then(|e| e["run_id"].as_str()) else {
+            continue;
+        };
+        let export: serde_json::Value =
+            serde_json::from_str(&stdout(&medic(cache.path(), &["runs", "export", id])))
+                .unwrap_or_else(|e| panic!("kill {i}: export: {e}"));
+        check_journal(&export);
+        let journaled: std::collections::BTreeSet<String> = export["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| event_key(e, false, &[]))
+            .collect();
+        for k in printed.iter().filter_map(|e| event_key(e, true, &[])) {
+            shown += usize::from(k.starts_with("target"));
+            if !journaled.contains(&k) {
+                lost += 1;
+                eprintln!("kill {i}: shown but not recorded: {k}");
+            }
+        }
+    }
+    assert_eq!(lost, 0, "shown targets were lost");
+    assert!(
+        shown >= 60,
+        "only {shown} targets were shown before the kills"
+    );
+}
+
 fn quick_runbook(dir: &Path) -> std::path::PathBuf {
     crate::cli::scripted_runbook(
         dir,

@@ -148,7 +148,7 @@ fn list_filters_newest_first_and_prune(kind: Kind) {
     for (id, rb, env, st, at) in runs {
         store.put_record(&record(id, rb, env, st, at)).unwrap();
         store
-            .append(id, JournalEvent::RunStarted { pid: 1 })
+            .append(id, JournalEvent::RunStarted { pid: 1 }, false)
             .unwrap();
     }
     let ids = |f: ListFilter, limit| {
@@ -391,6 +391,7 @@ fn journal_sequences_are_dense_under_concurrent_appends(kind: Kind) {
                                         key: format!("k{i}"),
                                         value: Some(hex_of(i)),
                                     },
+                                    false,
                                 )
                                 .unwrap()
                         })

@@ -246,6 +246,48 @@ fn the_daemon_killed_mid_run_stops_the_run_safely_and_it_is_rolled_back_after() 
 }
 
 #[test]
+fn the_daemon_killed_after_runs_ended_loses_nothing_they_recorded() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let rb = crate::shared_store::quick_runbook(cache.path());
+    let mut before = Vec::new();
+    for _ in 0..5 {
+        let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    for r in json_lines(&stdout(&o)) {
+        let id = r["run_id"].as_str().unwrap().to_owned();
+        let export = stdout(&medic(cache.path(), &["runs", "export", &id]));
+        before.push((id, export));
+    }
+    assert_eq!(before.len(), 5);
+    // sled is flushed only at checkpoints and when the daemon lets go: what the runs
+    // recorded is in the redo log alone when the daemon is killed.
+    let daemon = daemon_pid(&data);
+    crate::verdicts::signal(daemon, 9);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(daemon) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(daemon));
+    assert!(
+        std::fs::metadata(data.join("journal.wal")).unwrap().len() > 1000,
+        "the redo log holds the runs"
+    );
+    for (id, export) in &before {
+        let o = medic(cache.path(), &["runs", "export", id]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(&stdout(&o), export, "run {id} after the daemon was killed");
+    }
+    // Replayed into sled and flushed: the next daemon's log starts over.
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    assert_eq!(json_lines(&stdout(&o)).len(), 6);
+}
+
+#[test]
 fn the_daemon_lets_go_when_idle_and_a_program_holding_the_store_is_named() {
     let cache = tempfile::tempdir().unwrap();
     let data = cache.path().join("data");

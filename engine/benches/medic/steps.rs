@@ -11,6 +11,8 @@ use super::{Stats, fmt, measure, plan_of, recorder};
 
 /// The floor's name in the results.
 pub const FLOOR: &str = "raw write + fdatasync, 300 bytes (the disk's floor)";
+/// A fleet whose targets finish together, 50 at a time.
+pub const FLEET_50: &str = "fleet of 1,000 targets, 50 at a time, recorded: per target";
 
 /// Measures a long runbook of trivial steps (action, check; on disk, tmpfs, through the
 /// store daemon, unrecorded) and fleets, into `results`; returns the note on what the engine
@@ -151,6 +153,7 @@ pub fn steps_and_fleets(
     // concurrency is what matters.
     for (name, concurrency, wait) in [
         ("fleet of 1,000 targets, recorded: per target", 1, None),
+        (FLEET_50, 50, None),
         (
             "fleet of 200 targets, each call waiting 10 ms, one at a time: per target",
             1,

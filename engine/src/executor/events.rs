@@ -51,6 +51,9 @@ pub enum Event<'a> {
     TargetFinished {
         id: &'a str,
         target: &'a TargetReport,
+        /// Another target's result follows at once (targets that finished together): an
+        /// observer may make this one durable with the last of them, one flush for all.
+        more: bool,
     },
     StepFinished {
         report: &'a StepReport,
@@ -159,7 +162,7 @@ impl OwnedEvent {
                 note: (*note).to_owned(),
                 wait: *wait,
             },
-            Event::TargetFinished { id, target } => OwnedEvent::TargetFinished {
+            Event::TargetFinished { id, target, .. } => OwnedEvent::TargetFinished {
                 id: (*id).to_owned(),
                 target: (*target).clone(),
             },
@@ -212,7 +215,11 @@ impl OwnedEvent {
                 note,
                 wait: *wait,
             },
-            OwnedEvent::TargetFinished { id, target } => Event::TargetFinished { id, target },
+            OwnedEvent::TargetFinished { id, target } => Event::TargetFinished {
+                id,
+                target,
+                more: false,
+            },
             OwnedEvent::StepFinished { report } => Event::StepFinished { report },
             OwnedEvent::RunFinished { report } => Event::RunFinished { report },
         })

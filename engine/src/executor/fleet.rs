@@ -162,10 +162,11 @@ impl Run<'_> {
             retry: step.retry,
         };
         // Shown (and journaled again) so the run's output lists every target.
-        for d in &kept {
+        for (i, d) in kept.iter().enumerate() {
             observer.on_event(&Event::TargetFinished {
                 id: &step.id,
                 target: &d.report,
+                more: i + 1 < kept.len(),
             });
         }
         let resumed = kept.len();
@@ -269,6 +270,7 @@ impl Run<'_> {
         rate: Rate,
         observer: &mut dyn Observer,
     ) -> Vec<Done> {
+        use futures_util::FutureExt;
         use futures_util::stream::{FuturesUnordered, StreamExt};
         let mut pending = jobs.into_iter();
         let mut running = FuturesUnordered::new();
@@ -291,18 +293,31 @@ impl Run<'_> {
                 let Some(job) = pending.next() else { break };
                 running.push(self.one_target(plugin, id, timeout, rate, job));
             }
-            let Some(d) = running.next().await else { break };
-            if d.report.status.is_failure() {
-                errors += 1;
+            let Some(first) = running.next().await else {
+                break;
+            };
+            // Every target that finished meanwhile too: told together, they are made durable
+            // together (group commit), and none waits for the others' flushes.
+            let mut finished = vec![first];
+            while let Some(Some(d)) = running.next().now_or_never() {
+                finished.push(d);
             }
-            observer.on_event(&Event::TargetFinished {
-                id,
-                target: &d.report,
-            });
-            done.push(d);
+            let last = finished.len() - 1;
+            for (i, d) in finished.into_iter().enumerate() {
+                if d.report.status.is_failure() {
+                    errors += 1;
+                }
+                observer.on_event(&Event::TargetFinished {
+                    id,
+                    target: &d.report,
+                    more: i < last,
+                });
+                done.push(d);
+            }
         }
         let reason = stop(errors).unwrap_or_default();
-        for job in pending {
+        let mut pending = pending.peekable();
+        while let Some(job) = pending.next() {
             let report = TargetReport {
                 target: job.target,
                 status: StepStatus::Skipped {
@@ -317,6 +332,7 @@ impl Run<'_> {
             observer.on_event(&Event::TargetFinished {
                 id,
                 target: &report,
+                more: pending.peek().is_some(),
             });
             done.push(Done {
                 report,

@@ -138,6 +138,7 @@ impl Run<'_> {
             observer.on_event(&Event::TargetFinished {
                 id: &id,
                 target: &report,
+                more: false,
             });
             targets.push(report);
         }

@@ -8,11 +8,15 @@
 //! - tree `drill_state`: per drill the last scheduled time handled, and `paused:NAME`;
 //! - tree `triggers`: `state:NAME` -> trigger state, `alert:` time + id -> [`AlertRecord`].
 //!
+//! Every change is written to the redo log ([`super::wal`]) before sled, and made durable
+//! there; sled is flushed only at the log's checkpoints and when the store closes.
+//!
 //! sled admits one process at a time: the store daemon ([`super::daemon`]) holds it for
 //! every command on the host. The process holding the store says who it is in `owner.json`
 //! beside the database, so another can name it.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::backend::{Runs, Schedules};
 use super::drills::{DrillRecord, Paused};
 use super::triggers::AlertRecord;
+use super::wal::{self, Change, Wal, WalError};
 use super::{
     FORMAT_VERSION, JournalEntry, JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus,
     StoreError, now_ms,
@@ -36,11 +41,16 @@ pub(super) struct Owner {
 struct OwnerGuard {
     dir: PathBuf,
     db: sled::Db,
+    wal: Arc<Wal>,
 }
 
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
-        let _ = self.db.flush();
+        // The last holder: nobody writes any more, so the log can start over once sled has
+        // it all (the next open then has nothing to replay).
+        if self.db.flush().is_ok() {
+            let _ = self.wal.restart();
+        }
         let owner = self.dir.join("owner.json");
         if std::fs::read(&owner)
             .ok()
@@ -65,7 +75,14 @@ fn format_time(ms: u64) -> String {
 /// reads snapshots, so a corruption error means no other process held the store; openers
 /// that hit it repair one at a time (`dir/repair.lock`).
 fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<String>)> {
-    let open = || sled::Config::new().path(dir.join("db")).open();
+    // sled's own periodic flush is off: the redo log makes changes durable, and sled is
+    // flushed at its checkpoints.
+    let open = || {
+        sled::Config::new()
+            .path(dir.join("db"))
+            .flush_every_ms(None)
+            .open()
+    };
     let first = match open() {
         Err(e @ sled::Error::Corruption { .. }) => e,
         other => return other.map(|db| (db, None)),
@@ -120,6 +137,24 @@ fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<String>)> {
     Ok((db, Some(notice)))
 }
 
+/// The trees, by the number the redo log names them with (0 is sled's default tree).
+const DEFAULT: u8 = 0;
+const RUNS: u8 = 1;
+const EVENTS: u8 = 2;
+const LOCKS: u8 = 3;
+const DRILLS: u8 = 4;
+const DRILL_STATE: u8 = 5;
+const TRIGGERS: u8 = 6;
+const TREES: [&str; 7] = [
+    "",
+    "runs",
+    "events",
+    "locks",
+    "drills",
+    "drill_state",
+    "triggers",
+];
+
 pub(super) struct Sled {
     dir: PathBuf,
     shown: String,
@@ -130,14 +165,45 @@ pub(super) struct Sled {
     drills: sled::Tree,
     drill_state: sled::Tree,
     triggers: sled::Tree,
-    /// Journal appends read the last sequence number and write the next: one at a time, as
-    /// a run's kv writes come from plugin calls beside the recorder's events.
-    append_lock: std::sync::Mutex<()>,
+    wal: Arc<Wal>,
+    /// Changes are decided, logged and applied one at a time, so the log holds them in the
+    /// order sled saw them (replay gives the same result), and a change decided from what it
+    /// read (the next journal sequence number, a free lock, a drill slot) is decided on
+    /// what is there.
+    writing: Mutex<()>,
     /// Clients of the store daemon recover at once: each dead run is journaled once.
-    recovering: std::sync::Mutex<()>,
+    recovering: Mutex<()>,
     /// What opening the store repaired, until someone reports it.
-    repaired: std::sync::Mutex<Option<String>>,
+    repaired: Mutex<Option<String>>,
     _guard: OwnerGuard,
+}
+
+/// Changes to make together (one frame of the redo log): all or none survive a crash.
+#[derive(Default)]
+struct Batch {
+    changes: Vec<Change>,
+}
+
+impl Batch {
+    fn put(&mut self, tree: u8, key: impl AsRef<[u8]>, value: Vec<u8>) {
+        self.changes.push(Change {
+            tree,
+            key: key.as_ref().to_vec(),
+            value: Some(value),
+        });
+    }
+
+    fn put_json<T: Serialize>(&mut self, tree: u8, key: impl AsRef<[u8]>, v: &T) {
+        self.put(tree, key, serde_json::to_vec(v).expect("records serialize"));
+    }
+
+    fn remove(&mut self, tree: u8, key: impl AsRef<[u8]>) {
+        self.changes.push(Change {
+            tree,
+            key: key.as_ref().to_vec(),
+            value: None,
+        });
+    }
 }
 
 impl StoreError {
@@ -152,6 +218,24 @@ impl StoreError {
                 StoreError::Full { dir }
             }
             _ => StoreError::Sled { dir, source: e },
+        }
+    }
+
+    fn of_wal(dir: String, e: WalError) -> StoreError {
+        match e {
+            WalError::Io(io)
+                if io.raw_os_error() == Some(libc::ENOSPC)
+                    || io.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                StoreError::Full { dir }
+            }
+            WalError::Io(source) => StoreError::Log { dir, source },
+            WalError::Broken => StoreError::Log {
+                dir,
+                source: std::io::Error::other(
+                    "an earlier write to it failed; the store must be opened again",
+                ),
+            },
         }
     }
 }
@@ -184,28 +268,34 @@ impl Sled {
                 return Err(StoreError::of_sled(shown, e));
             }
         };
-        let open = |name: &str| {
-            db.open_tree(name)
+        let open = |tree: u8| {
+            db.open_tree(TREES[usize::from(tree)])
                 .map_err(|e| StoreError::of_sled(shown.clone(), e))
         };
+        let (wal, replay) = Wal::open(&wal::path(dir))
+            .map_err(|e| StoreError::of_wal(shown.clone(), WalError::Io(e)))?;
+        let wal = Arc::new(wal);
         let store = Sled {
-            runs: open("runs")?,
-            events: open("events")?,
-            locks: open("locks")?,
-            drills: open("drills")?,
-            drill_state: open("drill_state")?,
-            triggers: open("triggers")?,
-            append_lock: std::sync::Mutex::default(),
-            recovering: std::sync::Mutex::default(),
-            repaired: std::sync::Mutex::new(repaired),
+            runs: open(RUNS)?,
+            events: open(EVENTS)?,
+            locks: open(LOCKS)?,
+            drills: open(DRILLS)?,
+            drill_state: open(DRILL_STATE)?,
+            triggers: open(TRIGGERS)?,
+            wal: wal.clone(),
+            writing: Mutex::default(),
+            recovering: Mutex::default(),
+            repaired: Mutex::new(repaired),
             _guard: OwnerGuard {
                 dir: dir.to_owned(),
                 db: db.clone(),
+                wal,
             },
             db,
             dir: dir.to_owned(),
             shown: shown.clone(),
         };
+        store.replay(replay)?;
         match store.db.get("format").map_err(|e| store.err(e))? {
             Some(v) => {
                 let found = std::str::from_utf8(&v)
@@ -217,10 +307,11 @@ impl Sled {
                 }
             }
             None => {
-                store
-                    .db
-                    .insert("format", FORMAT_VERSION.to_string().as_bytes())
-                    .map_err(|e| store.err(e))?;
+                store.write(|b| {
+                    b.put(DEFAULT, "format", FORMAT_VERSION.to_string().into_bytes());
+                    Ok(())
+                })?;
+                store.flush()?;
             }
         }
         // Informational only (the sled file lock is what excludes other processes), so a
@@ -241,8 +332,91 @@ impl Sled {
     pub(super) fn take_repair_notice(&self) -> Option<String> {
         self.repaired
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+
+    /// Applies the redo log's frames left by a process that stopped before its checkpoint
+    /// (killed, or the machine lost power), then makes sled hold them and starts the log over.
+    fn replay(&self, frames: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let count = frames.len();
+        for body in frames {
+            let changes = wal::decode(&body).ok_or_else(|| StoreError::Corrupt {
+                dir: self.shown.clone(),
+                key: wal::path(&self.dir).display().to_string(),
+                reason: "a frame of the redo log passed its checksum but does not decode"
+                    .to_owned(),
+            })?;
+            self.apply(changes)?;
+        }
+        self.checkpoint()?;
+        tracing::info!(frames = count, store = %self.shown, "replayed the redo log");
+        Ok(())
+    }
+
+    fn tree(&self, id: u8) -> Result<&sled::Tree, StoreError> {
+        Ok(match id {
+            DEFAULT => &self.db,
+            RUNS => &self.runs,
+            EVENTS => &self.events,
+            LOCKS => &self.locks,
+            DRILLS => &self.drills,
+            DRILL_STATE => &self.drill_state,
+            TRIGGERS => &self.triggers,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    dir: self.shown.clone(),
+                    key: wal::path(&self.dir).display().to_string(),
+                    reason: format!("the redo log names tree {id}, which this medic does not have"),
+                });
+            }
+        })
+    }
+
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        for c in changes {
+            let tree = self.tree(c.tree)?;
+            match c.value {
+                Some(v) => tree.insert(c.key, v).map(|_| ()),
+                None => tree.remove(c.key).map(|_| ()),
+            }
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// sled made to hold everything in the log, which then starts over. Called with the
+    /// writer lock held (or before anyone else can write).
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.wal
+            .restart()
+            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))
+    }
+
+    /// Decides changes (`decide` may read the store: nobody else writes meanwhile), logs them
+    /// as one frame, applies them to sled. Durable at the next [`Runs::flush`].
+    fn write<R>(
+        &self,
+        decide: impl FnOnce(&mut Batch) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Batch::default();
+        let result = decide(&mut batch)?;
+        if batch.changes.is_empty() {
+            return Ok(result);
+        }
+        self.wal
+            .append(&wal::encode(&batch.changes))
+            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))?;
+        self.apply(batch.changes)?;
+        if self.wal.wants_checkpoint() {
+            self.checkpoint()?;
+        }
+        Ok(result)
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -264,25 +438,14 @@ impl Sled {
         k
     }
 
-    fn insert_json<T: Serialize>(
+    /// Adds `entry` to a run's journal in `b`; returns its sequence number. Called inside
+    /// [`Sled::write`] (the number is read from what is there), once per run per batch.
+    fn append_to(
         &self,
-        tree: &sled::Tree,
-        key: impl AsRef<[u8]>,
-        v: &T,
-    ) -> Result<(), StoreError> {
-        tree.insert(
-            key.as_ref(),
-            serde_json::to_vec(v).expect("records serialize"),
-        )
-        .map(|_| ())
-        .map_err(|e| self.err(e))
-    }
-
-    fn append_unflushed(&self, run_id: &str, entry: &JournalEntry) -> Result<u32, StoreError> {
-        let _one_at_a_time = self
-            .append_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        b: &mut Batch,
+        run_id: &str,
+        entry: &JournalEntry,
+    ) -> Result<u32, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
         let next = match self.events.scan_prefix(&prefix).next_back() {
@@ -293,8 +456,22 @@ impl Sled {
             }
             None => 0,
         };
-        self.insert_json(&self.events, Self::event_key(run_id, next), entry)?;
+        b.put_json(EVENTS, Self::event_key(run_id, next), entry);
         Ok(next)
+    }
+
+    /// Removes a run's locks in `b`.
+    fn release_locks_in(&self, b: &mut Batch, run_id: &str) -> Result<(), StoreError> {
+        for kv in self.locks.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if self
+                .decode::<LockHolder>(&k, &v)
+                .is_ok_and(|h| h.run_id == run_id)
+            {
+                b.remove(LOCKS, k);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -312,11 +489,16 @@ impl Runs for Sled {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        self.wal
+            .sync(self.wal.written())
+            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))
     }
 
     fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
-        self.insert_json(&self.runs, r.run_id.as_bytes(), r)
+        self.write(|b| {
+            b.put_json(RUNS, &r.run_id, r);
+            Ok(())
+        })
     }
 
     fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -336,22 +518,25 @@ impl Runs for Sled {
     }
 
     fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
-        let next = self.append_unflushed(run_id, entry)?;
+        let next = self.write(|b| self.append_to(b, run_id, entry))?;
         if durable {
             self.flush()?;
         }
         Ok(next)
     }
 
-    /// Both become durable at the next flush, together: sled loses unflushed writes as one.
+    /// One frame of the redo log: both or neither survive a crash.
     fn append_with_record(
         &self,
         r: &RunRecord,
         entry: &JournalEntry,
         durable: bool,
     ) -> Result<u32, StoreError> {
-        let seq = self.append_unflushed(&r.run_id, entry)?;
-        self.put_record(r)?;
+        let seq = self.write(|b| {
+            let seq = self.append_to(b, &r.run_id, entry)?;
+            b.put_json(RUNS, &r.run_id, r);
+            Ok(seq)
+        })?;
         if durable {
             self.flush()?;
         }
@@ -400,7 +585,7 @@ impl Runs for Sled {
         let _one_at_a_time = self
             .recovering
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         let mut recovered = Vec::new();
         for kv in self.runs.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
@@ -408,28 +593,34 @@ impl Runs for Sled {
             if r.status != RunStatus::Running || r.process().alive() {
                 continue;
             }
-            self.append_unflushed(
-                &r.run_id,
-                &JournalEntry::now(JournalEvent::RunInterrupted {
-                    found_by_pid: std::process::id(),
-                }),
-            )?;
-            r.status = RunStatus::Interrupted;
-            self.put_record(&r)?;
-            self.release_all_locks(&r.run_id)?;
+            self.write(|b| {
+                self.append_to(
+                    b,
+                    &r.run_id,
+                    &JournalEntry::now(JournalEvent::RunInterrupted {
+                        found_by_pid: std::process::id(),
+                    }),
+                )?;
+                r.status = RunStatus::Interrupted;
+                b.put_json(RUNS, &r.run_id, &r);
+                self.release_locks_in(b, &r.run_id)
+            })?;
             recovered.push(r.run_id);
         }
         // A lock whose process is gone, including one killed after taking its lock but
         // before recording its run.
-        for kv in self.locks.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            if self
-                .decode::<LockHolder>(&k, &v)
-                .is_ok_and(|h| !h.process().alive())
-            {
-                self.locks.remove(k).map_err(|e| self.err(e))?;
+        self.write(|b| {
+            for kv in self.locks.iter() {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                if self
+                    .decode::<LockHolder>(&k, &v)
+                    .is_ok_and(|h| !h.process().alive())
+                {
+                    b.remove(LOCKS, k);
+                }
             }
-        }
+            Ok(())
+        })?;
         self.flush()?;
         Ok(recovered)
     }
@@ -439,45 +630,30 @@ impl Runs for Sled {
         key: &str,
         holder: &LockHolder,
     ) -> Result<Result<(), LockHolder>, StoreError> {
-        let value = serde_json::to_vec(holder).expect("lock holders serialize");
-        match self
-            .locks
-            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(value))
-            .map_err(|e| self.err(e))?
-        {
-            Ok(()) => {
-                self.flush()?;
-                Ok(Ok(()))
-            }
-            Err(cas) => {
-                let current = cas
-                    .current
-                    .map(|v| self.decode::<LockHolder>(key.as_bytes(), &v))
-                    .transpose()?;
-                match current {
-                    // The same run taking its lock again (a resume) is fine.
-                    Some(h) if h.run_id == holder.run_id => {
-                        self.insert_json(&self.locks, key.as_bytes(), holder)?;
-                        Ok(Ok(()))
-                    }
-                    Some(h) => Ok(Err(h)),
-                    None => Ok(Ok(())),
+        let (taken, new) = self.write(|b| {
+            let current = self
+                .locks
+                .get(key.as_bytes())
+                .map_err(|e| self.err(e))?
+                .map(|v| self.decode::<LockHolder>(key.as_bytes(), &v))
+                .transpose()?;
+            match current {
+                Some(h) if h.run_id != holder.run_id => Ok((Err(h), false)),
+                // Free, or the same run taking its lock again (a resume).
+                current => {
+                    b.put_json(LOCKS, key, holder);
+                    Ok((Ok(()), current.is_none()))
                 }
             }
+        })?;
+        if new {
+            self.flush()?;
         }
+        Ok(taken)
     }
 
     fn release_all_locks(&self, run_id: &str) -> Result<(), StoreError> {
-        for kv in self.locks.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            if self
-                .decode::<LockHolder>(&k, &v)
-                .is_ok_and(|h| h.run_id == run_id)
-            {
-                self.locks.remove(k).map_err(|e| self.err(e))?;
-            }
-        }
-        Ok(())
+        self.write(|b| self.release_locks_in(b, run_id))
     }
 
     fn prune(&self, before_ms: u64) -> Result<usize, StoreError> {
@@ -493,12 +669,14 @@ impl Runs for Sled {
             }
             let mut prefix = r.run_id.as_bytes().to_vec();
             prefix.push(b'/');
-            for ek in self.events.scan_prefix(&prefix).keys() {
-                self.events
-                    .remove(ek.map_err(|e| self.err(e))?)
-                    .map_err(|e| self.err(e))?;
-            }
-            self.runs.remove(&k).map_err(|e| self.err(e))?;
+            // A run goes whole or not at all.
+            self.write(|b| {
+                for ek in self.events.scan_prefix(&prefix).keys() {
+                    b.remove(EVENTS, ek.map_err(|e| self.err(e))?);
+                }
+                b.remove(RUNS, &k);
+                Ok(())
+            })?;
             n += 1;
         }
         self.flush()?;
@@ -509,7 +687,10 @@ impl Runs for Sled {
 impl Schedules for Sled {
     fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError> {
         let tie = r.run_id.clone().unwrap_or_else(crate::executor::new_run_id);
-        self.insert_json(&self.drills, drill_key(&r.drill, r.started_ms, &tie), r)?;
+        self.write(|b| {
+            b.put_json(DRILLS, drill_key(&r.drill, r.started_ms, &tie), r);
+            Ok(())
+        })?;
         self.flush()
     }
 
@@ -548,34 +729,20 @@ impl Schedules for Sled {
     }
 
     fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError> {
-        // Compare-and-swap: threads of this process asking at once get it once. Each failed
-        // swap means another claimant moved the slot on, so this ends within a few rounds.
-        for _ in 0..64 {
-            let current = self
-                .drill_state
-                .get(drill.as_bytes())
-                .map_err(|e| self.err(e))?;
-            let last = current
-                .as_ref()
-                .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-                .map(u64::from_be_bytes);
+        // Read and written under the writer lock: threads of this process asking at once
+        // get it once.
+        let claimed = self.write(|b| {
+            let last = self.drill_last_scheduled(drill)?;
             if last.is_some_and(|last| last >= ms) {
                 return Ok(false);
             }
-            let swapped = self
-                .drill_state
-                .compare_and_swap(drill.as_bytes(), current, Some(&ms.to_be_bytes()[..]))
-                .map_err(|e| self.err(e))?;
-            if swapped.is_ok() {
-                self.flush()?;
-                return Ok(true);
-            }
+            b.put(DRILL_STATE, drill, ms.to_be_bytes().to_vec());
+            Ok(true)
+        })?;
+        if claimed {
+            self.flush()?;
         }
-        Err(StoreError::Corrupt {
-            dir: self.shown.clone(),
-            key: drill.to_owned(),
-            reason: "its schedule slot kept changing under this process".to_owned(),
-        })
+        Ok(claimed)
     }
 
     fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {
@@ -592,14 +759,13 @@ impl Schedules for Sled {
 
     fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError> {
         let key = format!("paused:{drill}");
-        match paused {
-            Some(p) => self.insert_json(&self.drill_state, key.as_bytes(), p)?,
-            None => {
-                self.drill_state
-                    .remove(key.as_bytes())
-                    .map_err(|e| self.err(e))?;
+        self.write(|b| {
+            match paused {
+                Some(p) => b.put_json(DRILL_STATE, &key, p),
+                None => b.remove(DRILL_STATE, &key),
             }
-        }
+            Ok(())
+        })?;
         self.flush()
     }
 
@@ -618,7 +784,10 @@ impl Schedules for Sled {
     }
 
     fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
-        self.insert_json(&self.triggers, format!("state:{trigger}").as_bytes(), state)?;
+        self.write(|b| {
+            b.put_json(TRIGGERS, format!("state:{trigger}"), state);
+            Ok(())
+        })?;
         self.flush()
     }
 
@@ -627,7 +796,10 @@ impl Schedules for Sled {
         let mut key = b"alert:".to_vec();
         key.extend_from_slice(&record.at_ms.to_be_bytes());
         key.extend_from_slice(&id.to_be_bytes());
-        self.insert_json(&self.triggers, key, record)
+        self.write(|b| {
+            b.put_json(TRIGGERS, key, record);
+            Ok(())
+        })
     }
 
     fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {

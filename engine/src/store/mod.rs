@@ -11,8 +11,11 @@
 //! process knows it may have acted), and so is every key-value write a plugin makes (its
 //! revert needs it). Two events are not flushed on their own and may be lost by a kill
 //! before the next flush: a check step's start (a resumed run runs the check again) and a
-//! gate's bake notice. `tests/e2e/recovery.rs` holds the store to exactly this. (On
-//! PostgreSQL every write is committed, and so durable, before it returns.)
+//! gate's bake notice. `tests/e2e/recovery.rs` holds the store to exactly this. A flush
+//! may cover several events (a step's end rides on the next action's write-ahead; targets
+//! of a fleet that finish together share one: see [`recorder`]); none is shown before it.
+//! On the embedded store a flush is one `fdatasync` of its redo log ([`wal`]); on
+//! PostgreSQL every write is committed, and so durable, before it returns.
 
 pub mod approvals;
 pub mod audit;
@@ -29,6 +32,7 @@ pub mod remote;
 pub mod stats;
 pub mod tokens;
 pub mod triggers;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -131,6 +135,9 @@ pub enum StoreError {
     Unreachable { place: String, reason: String },
     #[error("run store {dir}: {source}")]
     Io { dir: String, source: std::io::Error },
+    /// The embedded store's redo log cannot be written (see `store/wal.rs`).
+    #[error("run store {dir}: writing its redo log: {source}")]
+    Log { dir: String, source: std::io::Error },
     /// The data directory is not this user's alone.
     #[error("{0}")]
     Untrusted(String),
@@ -170,12 +177,13 @@ impl LockHolder {
 }
 
 impl StoreError {
-    /// An I/O error of the embedded store: sled keeps failing after one (it remembers it),
-    /// so whoever holds the store lets go and the next opens it anew.
+    /// An I/O error of the embedded store: sled and its redo log keep failing after one
+    /// (they remember it), so whoever holds the store lets go and the next opens it anew.
     pub fn is_sled_io(&self) -> bool {
         matches!(
             self,
             StoreError::Full { .. }
+                | StoreError::Log { .. }
                 | StoreError::Sled {
                     source: sled::Error::Io(_),
                     ..
@@ -408,11 +416,16 @@ impl Store {
         }
     }
 
-    /// Appends an event to a run's journal (durable at the next flush); returns its
-    /// sequence number.
-    pub fn append(&self, run_id: &str, event: JournalEvent) -> Result<u32, StoreError> {
+    /// Appends an event to a run's journal; returns its sequence number. `durable`: flushed
+    /// with everything before it when this returns (else at the next flush).
+    pub fn append(
+        &self,
+        run_id: &str,
+        event: JournalEvent,
+        durable: bool,
+    ) -> Result<u32, StoreError> {
         self.backend
-            .append(run_id, &JournalEntry::now(event), false)
+            .append(run_id, &JournalEntry::now(event), durable)
     }
 
     /// Appends an event and writes the record as it leaves the run, both or neither;

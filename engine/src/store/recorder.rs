@@ -4,7 +4,12 @@
 //! Group commit: a step's successful end is shown only once it is durable, but it is not
 //! flushed on its own: it rides on the next flush, which the next event makes before it is
 //! shown (an action's write-ahead start, a gate check, the run's end...). A run of action
-//! steps thus costs one flush per step, the action's write-ahead, instead of two.
+//! steps thus costs one flush per step, the action's write-ahead, instead of two. Targets of
+//! a fleet step that finished together are told together (`more`): each is journaled, the
+//! last is flushed, and all are shown then.
+//!
+//! The run's record is written with an event only when it changed (a step's end, the run's
+//! end): a step's start or a target's end leaves it as it was.
 
 use crate::executor::{Cancel, Event, Observer, OwnedEvent, Phase};
 use crate::host::PluginKind;
@@ -34,6 +39,9 @@ pub struct Recorder<'a> {
     dry_run: bool,
     notification: bool,
     record: Option<RunRecord>,
+    /// The record changed since it was last written: the next event is written with it.
+    /// (Most events leave it as it was: a step's start, a target, an attempt.)
+    record_changed: bool,
     /// Plugin declarations that are actions, and steps that are gates (from the plan).
     actions: Vec<String>,
     gated: Vec<String>,
@@ -64,6 +72,7 @@ impl<'a> Recorder<'a> {
             dry_run,
             notification: false,
             record: None,
+            record_changed: false,
             actions: Vec::new(),
             gated: Vec::new(),
             error: None,
@@ -87,6 +96,7 @@ impl<'a> Recorder<'a> {
     pub fn aborted(&mut self, reason: &str) {
         if let Some(r) = &mut self.record {
             r.status = RunStatus::Interrupted;
+            self.record_changed = true;
         }
         self.write(
             JournalEvent::RunAborted {
@@ -111,14 +121,27 @@ impl<'a> Recorder<'a> {
     }
 
     fn write(&mut self, event: JournalEvent, flush: bool) {
+        // Events waiting to be shown are made durable by this write, whatever it is, and are
+        // shown before it.
+        let flush = flush || !self.unshown.is_empty();
+        self.append(event, flush);
+    }
+
+    /// Journals `event`, flushed or not: a caller that does not flush shows nothing until
+    /// a later write does.
+    fn append(&mut self, event: JournalEvent, flush: bool) {
         if self.error.is_some() {
             return;
         }
         let Some(record) = &self.record else { return };
-        // Events waiting to be shown are made durable by this write, whatever it is, and are
-        // shown before it.
-        let flush = flush || !self.unshown.is_empty();
-        let result = self.store.append_with_record(record, event, flush);
+        let result = if self.record_changed {
+            self.store.append_with_record(record, event, flush)
+        } else {
+            self.store.append(&record.run_id, event, flush)
+        };
+        if result.is_ok() {
+            self.record_changed = false;
+        }
         if let Err(e) = result {
             // Stopped at once, rollback included: an undo that cannot be recorded would
             // leave a record claiming the change is still in place, and a later rollback
@@ -229,6 +252,7 @@ impl Observer for Recorder<'_> {
                     }
                 };
                 self.record = Some(record);
+                self.record_changed = true;
                 self.write(journal, true);
             }
             Event::PhaseStarted { phase, reason } => self.write(
@@ -288,16 +312,25 @@ impl Observer for Recorder<'_> {
                 true,
             ),
             // A fleet's targets change things one by one, and each result is shown: each is
-            // on disk before it is shown and before the next target's result can be.
-            Event::TargetFinished { id, target } => self.write(
-                JournalEvent::TargetFinished {
+            // on disk before it is shown. Targets that finished together are flushed once,
+            // with the last of them, and shown then.
+            Event::TargetFinished { id, target, more } => {
+                let journaled = JournalEvent::TargetFinished {
                     step: (*id).to_owned(),
                     report: (*target).clone(),
-                },
-                true,
-            ),
+                };
+                if *more {
+                    self.append(journaled, false);
+                    if self.error.is_none() {
+                        self.unshown.push(OwnedEvent::from_event(event));
+                    }
+                    return;
+                }
+                self.write(journaled, true);
+            }
             Event::StepFinished { report } => {
                 if let Some(r) = &mut self.record {
+                    self.record_changed = true;
                     let now = now_ms();
                     match report.phase {
                         Phase::Steps => {
@@ -339,6 +372,7 @@ impl Observer for Recorder<'_> {
             }
             Event::RunFinished { report } => {
                 if let Some(r) = &mut self.record {
+                    self.record_changed = true;
                     r.status = RunStatus::from_outcome(report.outcome);
                     r.ended_ms = Some(now_ms());
                     if r.status != RunStatus::RolledBack {

@@ -272,7 +272,7 @@ impl HumanOutput {
                     w = self.id_width
                 );
             }
-            Event::TargetFinished { id, target } => {
+            Event::TargetFinished { id, target, .. } => {
                 let mark = self.mark(&target.status);
                 let _ = writeln!(
                     out,
@@ -401,7 +401,7 @@ impl Observer for JsonOutput {
             } => serde_json::json!({
                 "event": "attempt_finished", "step": id, "attempt": attempt, "note": note, "wait_ms": wait.as_millis() as u64,
             }),
-            Event::TargetFinished { id, target } => {
+            Event::TargetFinished { id, target, .. } => {
                 serde_json::json!({"event": "target_finished", "step": id, "target": target})
             }
             Event::StepFinished { report } => {

@@ -8,6 +8,7 @@
 //! - journal write: one journal entry with its run record, made durable (what the recorder
 //!   does for every event shown to a responder);
 //! - `runs list` newest 50 of 100,000 runs, and the newest 50 rolled back (1 run in 100);
+//! - finding interrupted runs among those 100,000 (none running), which every command does;
 //! - 1,000 runs at once, each writing 12 durable journal entries of about 300 bytes,
 //!   spread over three store handles (three processes' worth of connections, as three
 //!   `medic serve` nodes would have; sled itself admits one process, so one).
@@ -147,6 +148,18 @@ fn fill_postgres(url: &str, n: usize) {
             n - 1
         ),
     );
+}
+
+/// Finding interrupted runs (every command does it first), none running.
+fn recovering(store: &Store, n: usize) -> Duration {
+    let mut samples: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            assert!(store.recover().unwrap().is_empty());
+            t.elapsed()
+        })
+        .collect();
+    quantile(&mut samples, 0.5)
 }
 
 fn listing(store: &Store, filter: &ListFilter, n: usize) -> Duration {
@@ -293,9 +306,10 @@ fn main() {
     let url2 = pglab::database();
     let pg2 = Store::connect(&url2, pg_dir.path(), "bench").unwrap();
     fill_postgres(&url2, sizes.runs);
-    let (s_all, s_rolled) = (
+    let (s_all, s_rolled, s_recover) = (
         listing(&sled2, &ListFilter::default(), sizes.lists),
         listing(&sled2, &rolled_back, sizes.lists),
+        recovering(&sled2, sizes.lists),
     );
     // The same store through a daemon, once the bench lets go of it.
     drop(sled2);
@@ -314,6 +328,15 @@ fn main() {
         fmt(s_rolled),
         fmt(listing(&local2, &rolled_back, sizes.lists)),
         fmt(listing(&pg2, &rolled_back, sizes.lists)),
+    ));
+    rows.push((
+        format!(
+            "finding interrupted runs (every command does it first) among {}",
+            sizes.runs
+        ),
+        fmt(s_recover),
+        fmt(recovering(&local2, sizes.lists)),
+        fmt(recovering(&pg2, sizes.lists)),
     ));
     for (name, s, l, p) in rows {
         println!("| {name} | {s} | {l} | {p} |");

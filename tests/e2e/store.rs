@@ -327,6 +327,42 @@ fn a_store_from_a_newer_medic_is_refused() {
 }
 
 #[test]
+fn a_run_recorded_before_the_index_of_running_runs_is_still_found_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What a medic before the index left: records only, one of them running for a
+        // process that is gone.
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let runs = db.open_tree("runs").unwrap();
+        for (id, status) in [("01a", RunStatus::Succeeded), ("01b", RunStatus::Running)] {
+            let r = record(id, "deploy", "prod", status, now_ms());
+            runs.insert(id, serde_json::to_vec(&r).unwrap()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let open = || {
+        Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))).unwrap()
+    };
+    let store = open();
+    assert_eq!(store.recover().unwrap(), ["01b"]);
+    assert!(store.recover().unwrap().is_empty(), "recovered once");
+    drop(store);
+    // Runs recorded since are in the index.
+    let store = open();
+    store
+        .put_record(&record(
+            "01c",
+            "deploy",
+            "prod",
+            RunStatus::Running,
+            now_ms(),
+        ))
+        .unwrap();
+    drop(store);
+    assert_eq!(open().recover().unwrap(), ["01c"]);
+}
+
+#[test]
 fn a_corrupt_record_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -6,7 +6,10 @@
 //! - tree `locks`: lock key -> [`LockHolder`] as JSON;
 //! - tree `drills`: drill name, NUL, start time (big-endian ms), run id -> [`DrillRecord`];
 //! - tree `drill_state`: per drill the last scheduled time handled, and `paused:NAME`;
-//! - tree `triggers`: `state:NAME` -> trigger state, `alert:` time + id -> [`AlertRecord`].
+//! - tree `triggers`: `state:NAME` -> trigger state, `alert:` time + id -> [`AlertRecord`];
+//! - tree `running`: the ids of runs whose record says `running` (written with the record,
+//!   in one frame of the redo log), so that finding interrupted runs, which every command
+//!   does first, reads those and not every run ever recorded.
 //!
 //! Every change is written to the redo log ([`super::wal`]) before sled, and made durable
 //! there; sled is flushed only at the log's checkpoints and when the store closes.
@@ -145,7 +148,8 @@ const LOCKS: u8 = 3;
 const DRILLS: u8 = 4;
 const DRILL_STATE: u8 = 5;
 const TRIGGERS: u8 = 6;
-const TREES: [&str; 7] = [
+const RUNNING: u8 = 7;
+const TREES: [&str; 8] = [
     "",
     "runs",
     "events",
@@ -153,7 +157,11 @@ const TREES: [&str; 7] = [
     "drills",
     "drill_state",
     "triggers",
+    "running",
 ];
+/// Set in the default tree once the `running` index holds every running run (a store made
+/// before the index gets it built at its first open).
+const RUNNING_INDEXED: &str = "running-indexed";
 
 pub(super) struct Sled {
     dir: PathBuf,
@@ -165,6 +173,7 @@ pub(super) struct Sled {
     drills: sled::Tree,
     drill_state: sled::Tree,
     triggers: sled::Tree,
+    running: sled::Tree,
     wal: Arc<Wal>,
     /// Changes are decided, logged and applied one at a time, so the log holds them in the
     /// order sled saw them (replay gives the same result), and a change decided from what it
@@ -282,6 +291,7 @@ impl Sled {
             drills: open(DRILLS)?,
             drill_state: open(DRILL_STATE)?,
             triggers: open(TRIGGERS)?,
+            running: open(RUNNING)?,
             wal: wal.clone(),
             writing: Mutex::default(),
             recovering: Mutex::default(),
@@ -314,6 +324,7 @@ impl Sled {
                 store.flush()?;
             }
         }
+        store.index_running()?;
         // Informational only (the sled file lock is what excludes other processes), so a
         // failure to write it is not fatal.
         let owner = Owner {
@@ -357,6 +368,44 @@ impl Sled {
         Ok(())
     }
 
+    /// Builds the index of running runs for a store recorded before it existed: one scan of
+    /// every record, once.
+    fn index_running(&self) -> Result<(), StoreError> {
+        if self
+            .db
+            .contains_key(RUNNING_INDEXED)
+            .map_err(|e| self.err(e))?
+        {
+            return Ok(());
+        }
+        self.write(|b| {
+            for kv in self.runs.iter() {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                // A record that does not decode is named when it is read, not here: the
+                // store must still open.
+                if self
+                    .decode::<RunRecord>(&k, &v)
+                    .is_ok_and(|r| r.status == RunStatus::Running)
+                {
+                    b.put(RUNNING, k, Vec::new());
+                }
+            }
+            b.put(DEFAULT, RUNNING_INDEXED, b"1".to_vec());
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// Writes a run's record in `b`, and its place in the index of running runs.
+    fn put_run(b: &mut Batch, r: &RunRecord) {
+        b.put_json(RUNS, &r.run_id, r);
+        if r.status == RunStatus::Running {
+            b.put(RUNNING, &r.run_id, Vec::new());
+        } else {
+            b.remove(RUNNING, &r.run_id);
+        }
+    }
+
     fn tree(&self, id: u8) -> Result<&sled::Tree, StoreError> {
         Ok(match id {
             DEFAULT => &self.db,
@@ -366,6 +415,7 @@ impl Sled {
             DRILLS => &self.drills,
             DRILL_STATE => &self.drill_state,
             TRIGGERS => &self.triggers,
+            RUNNING => &self.running,
             _ => {
                 return Err(StoreError::Corrupt {
                     dir: self.shown.clone(),
@@ -496,7 +546,7 @@ impl Runs for Sled {
 
     fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
         self.write(|b| {
-            b.put_json(RUNS, &r.run_id, r);
+            Self::put_run(b, r);
             Ok(())
         })
     }
@@ -534,7 +584,7 @@ impl Runs for Sled {
     ) -> Result<u32, StoreError> {
         let seq = self.write(|b| {
             let seq = self.append_to(b, &r.run_id, entry)?;
-            b.put_json(RUNS, &r.run_id, r);
+            Self::put_run(b, r);
             Ok(seq)
         })?;
         if durable {
@@ -587,9 +637,12 @@ impl Runs for Sled {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut recovered = Vec::new();
-        for kv in self.runs.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let mut r: RunRecord = self.decode(&k, &v)?;
+        for id in self.running.iter().keys() {
+            let id = id.map_err(|e| self.err(e))?;
+            let Some(v) = self.runs.get(&id).map_err(|e| self.err(e))? else {
+                continue;
+            };
+            let mut r: RunRecord = self.decode(&id, &v)?;
             if r.status != RunStatus::Running || r.process().alive() {
                 continue;
             }
@@ -602,7 +655,7 @@ impl Runs for Sled {
                     }),
                 )?;
                 r.status = RunStatus::Interrupted;
-                b.put_json(RUNS, &r.run_id, &r);
+                Self::put_run(b, &r);
                 self.release_locks_in(b, &r.run_id)
             })?;
             recovered.push(r.run_id);
@@ -675,6 +728,7 @@ impl Runs for Sled {
                     b.remove(EVENTS, ek.map_err(|e| self.err(e))?);
                 }
                 b.remove(RUNS, &k);
+                b.remove(RUNNING, &k);
                 Ok(())
             })?;
             n += 1;

@@ -160,6 +160,14 @@ fn while_a_run_waits_others_read_prune_and_run_beside_it_and_a_lock_is_waited_fo
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = second.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // While it waited, it said for what, and when it got it.
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("is held by run {run_id} (held, pid "))
+            && said.contains("waiting up to")
+            && said.contains("got lock"),
+        "{said}"
+    );
     assert!(child.wait_with_output().unwrap().status.success());
     let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
     let statuses: Vec<String> = json_lines(&stdout(&o))

@@ -453,9 +453,16 @@ pub(super) async fn execute(
     if let Some(key) = &req.plan.lock {
         let holder = LockHolder::this(&req.run_id, &req.plan.name);
         let deadline = std::time::Instant::now() + req.wait.unwrap_or_default();
+        // A responder waiting sees who holds the lock (again if another run takes it).
+        let mut told: Option<String> = None;
         loop {
             match store.acquire_lock(key, &holder) {
-                Ok(Ok(())) => break,
+                Ok(Ok(())) => {
+                    if told.is_some() {
+                        eprintln!("medic: got lock `{key}`; starting");
+                    }
+                    break;
+                }
                 Ok(Err(other)) if std::time::Instant::now() >= deadline => {
                     eprintln!(
                         "medic: lock `{key}` is held by run {} ({}, pid {}); nothing ran\n  = help: wait for it with --wait DURATION",
@@ -463,7 +470,21 @@ pub(super) async fn execute(
                     );
                     return Err(Exit::Invalid);
                 }
-                Ok(Err(_)) => {
+                Ok(Err(other)) => {
+                    if told.as_deref() != Some(other.run_id.as_str()) {
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        eprintln!(
+                            "medic: lock `{key}` is held by run {} ({}, pid {}, since {}); waiting up to {} for it (Ctrl-C gives up; nothing has run)",
+                            other.run_id,
+                            other.runbook,
+                            other.pid,
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + Duration::from_millis(other.since_ms)
+                            ),
+                            humantime::format_duration(Duration::from_secs(left.as_secs().max(1)))
+                        );
+                        told = Some(other.run_id);
+                    }
                     if !cancel.sleep(Duration::from_millis(250)).await {
                         eprintln!("medic: cancelled while waiting for lock `{key}`; nothing ran");
                         return Err(Exit::Cancelled);

@@ -5,7 +5,8 @@
 
 use medic::store::drills::{DrillRecord, Paused};
 use medic::store::{
-    JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus, Store, StoreError, Trigger, now_ms,
+    JournalEntry, JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus, Store, StoreError,
+    Trigger, now_ms,
 };
 use tempfile::TempDir;
 
@@ -59,6 +60,7 @@ conformance!(
     list_filters_newest_first_and_prune,
     locks_exclude_other_runs_and_are_released_by_recovery,
     journal_sequences_are_dense_under_concurrent_appends,
+    entries_appended_together_keep_their_order_beside_other_writers,
     drill_records_state_and_slots,
     trigger_state_and_alerts,
     run_ids_are_found_by_prefix_literally,
@@ -449,6 +451,70 @@ fn journal_sequences_are_dense_under_concurrent_appends(kind: Kind) {
     assert_eq!(kv.len(), 4);
     assert_eq!(kv["t2"]["k7"], vec![7u8]);
     assert!(store.journal("01other").unwrap().is_empty());
+}
+
+/// What the recorder does with a fleet's targets that finished together: one call for all,
+/// while another thread of the run (a plugin's key-value write) appends beside it.
+fn entries_appended_together_keep_their_order_beside_other_writers(kind: Kind) {
+    let place = Place::new(kind);
+    let store = place.open();
+    let mut r = record("01m", "deploy", "prod", RunStatus::Running, now_ms());
+    store.put_record(&r).unwrap();
+    let kv = |i: u8| JournalEvent::KvSet {
+        space: "other".into(),
+        key: format!("k{i}"),
+        value: Some(hex_of(i)),
+    };
+    let batch = |b: u8| -> Vec<JournalEntry> {
+        (0..5)
+            .map(|i| {
+                JournalEntry::now(JournalEvent::KvSet {
+                    space: format!("batch{b}"),
+                    key: format!("k{i}"),
+                    value: Some(hex_of(i)),
+                })
+            })
+            .collect()
+    };
+    std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            for i in 0..20 {
+                store.append("01m", kv(i), false).unwrap();
+            }
+        });
+        for b in 0..4u8 {
+            r.steps_done = usize::from(b) + 1;
+            let last = store
+                .append_many("01m", Some(&r), &batch(b), b == 3)
+                .unwrap();
+            let journal = store.journal("01m").unwrap();
+            assert!(matches!(
+                &journal[last as usize].event,
+                JournalEvent::KvSet { space, key, .. } if *space == format!("batch{b}") && key == "k4"
+            ));
+        }
+        other.join().unwrap();
+    });
+    let journal = store.journal("01m").unwrap();
+    assert_eq!(journal.len(), 40);
+    // Each batch's entries are consecutive, in order.
+    for b in 0..4 {
+        let at = journal
+            .iter()
+            .position(|e| matches!(&e.event, JournalEvent::KvSet { space, .. } if *space == format!("batch{b}")))
+            .unwrap();
+        for i in 0..5 {
+            assert!(matches!(
+                &journal[at + i].event,
+                JournalEvent::KvSet { space, key, .. } if *space == format!("batch{b}") && *key == format!("k{i}")
+            ));
+        }
+    }
+    assert_eq!(store.record("01m").unwrap().unwrap().steps_done, 4);
+    assert!(
+        store.append_many("01m", None, &[], true).is_err(),
+        "nothing to append is refused, not a silent success"
+    );
 }
 
 fn hex_of(i: u8) -> String {

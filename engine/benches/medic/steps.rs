@@ -151,18 +151,31 @@ pub fn steps_and_fleets(
     // at a time, then many at once.
     // Then targets whose calls each wait 10 ms (as a real call waits on the network), where
     // concurrency is what matters.
-    for (name, concurrency, wait) in [
-        ("fleet of 1,000 targets, recorded: per target", 1, None),
-        (FLEET_50, 50, None),
+    for (name, concurrency, wait, daemon) in [
+        (
+            "fleet of 1,000 targets, recorded: per target",
+            1,
+            None,
+            false,
+        ),
+        (FLEET_50, 50, None, false),
+        (
+            "fleet of 1,000 targets, 50 at a time, recorded through the store daemon: per target",
+            50,
+            None,
+            true,
+        ),
         (
             "fleet of 200 targets, each call waiting 10 ms, one at a time: per target",
             1,
             Some("10ms"),
+            false,
         ),
         (
             "fleet of 200 targets, each call waiting 10 ms, 50 at a time: per target",
             50,
             Some("10ms"),
+            false,
         ),
     ] {
         let fleet_n = iters(name, 5, 1);
@@ -183,7 +196,13 @@ pub fn steps_and_fleets(
             targets.join(", ")
         );
         let plan = plan_of(rt, host, &text);
-        let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();
+        let store = if daemon {
+            let start: std::sync::Arc<medic::store::local::Starter> =
+                std::sync::Arc::new(|dir| medic::store::daemon::start_with(medic.as_ref(), dir));
+            medic::store::Store::open_shared_locally(&dir.path().join("data"), start, None).unwrap()
+        } else {
+            medic::store::Store::open(&dir.path().join("data"), "bench").unwrap()
+        };
         let mut samples = Vec::new();
         for _ in 0..fleet_n + 1 {
             let mut quiet = |_: &medic::executor::Event<'_>| {};

@@ -44,6 +44,28 @@ pub trait Runs: Send + Sync {
         entry: &JournalEntry,
         durable: bool,
     ) -> Result<u32, StoreError>;
+    /// Appends `entries` to a run's journal in order, then `record` as they leave it (if
+    /// given); returns the last entry's sequence number. One call for entries that came
+    /// together (a fleet's targets finishing at once): one round trip to a store in another
+    /// process, one frame of the embedded store's redo log (all or none survive a crash).
+    fn append_many(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+        durable: bool,
+    ) -> Result<u32, StoreError> {
+        let Some((last, rest)) = entries.split_last() else {
+            return Err(nothing_to_append(&self.location(), run_id));
+        };
+        for e in rest {
+            self.append(run_id, e, false)?;
+        }
+        match record {
+            Some(r) => self.append_with_record(r, last, durable),
+            None => self.append(run_id, last, durable),
+        }
+    }
     /// A run's journal from its `from`th entry on.
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError>;
     /// Newest first, at most `limit`.
@@ -119,6 +141,15 @@ pub trait Documents: Send + Sync {
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Deletes the documents whose keys are in `from..to`; returns how many.
     fn delete_documents(&self, from: &str, to: &str) -> Result<usize, StoreError>;
+}
+
+/// [`Runs::append_many`] with no entries: a caller's mistake, said rather than ignored.
+pub(super) fn nothing_to_append(location: &str, run_id: &str) -> StoreError {
+    StoreError::Corrupt {
+        dir: location.to_owned(),
+        key: run_id.to_owned(),
+        reason: "append_many was given no entries".to_owned(),
+    }
 }
 
 /// The keys that start with `prefix`, as a range for [`Documents::documents`]: `prefix` up to

@@ -342,6 +342,12 @@ fn call(
             entry,
             durable,
         } => of(sled.append_with_record(&record, &entry, durable)),
+        Request::AppendMany {
+            run_id,
+            record,
+            entries,
+            durable,
+        } => of(sled.append_many(&run_id, record.as_deref(), &entries, durable)),
         Request::JournalFrom { run_id, from } => of(sled.journal_from(&run_id, from)),
         Request::List { filter, limit } => of(sled.list(&filter, limit)),
         Request::Recover => of(sled.recover()),

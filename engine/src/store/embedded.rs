@@ -496,6 +496,17 @@ impl Sled {
         run_id: &str,
         entry: &JournalEntry,
     ) -> Result<u32, StoreError> {
+        self.append_all_to(b, run_id, std::slice::from_ref(entry))
+    }
+
+    /// Adds `entries` to a run's journal in `b`, in order; returns the last one's sequence
+    /// number. As [`Sled::append_to`], once per run per batch.
+    fn append_all_to(
+        &self,
+        b: &mut Batch,
+        run_id: &str,
+        entries: &[JournalEntry],
+    ) -> Result<u32, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
         let next = match self.events.scan_prefix(&prefix).next_back() {
@@ -506,8 +517,12 @@ impl Sled {
             }
             None => 0,
         };
-        b.put_json(EVENTS, Self::event_key(run_id, next), entry);
-        Ok(next)
+        let mut seq = next;
+        for (i, entry) in entries.iter().enumerate() {
+            seq = next + i as u32;
+            b.put_json(EVENTS, Self::event_key(run_id, seq), entry);
+        }
+        Ok(seq)
     }
 
     /// Removes a run's locks in `b`.
@@ -585,6 +600,29 @@ impl Runs for Sled {
         let seq = self.write(|b| {
             let seq = self.append_to(b, &r.run_id, entry)?;
             Self::put_run(b, r);
+            Ok(seq)
+        })?;
+        if durable {
+            self.flush()?;
+        }
+        Ok(seq)
+    }
+
+    fn append_many(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+        durable: bool,
+    ) -> Result<u32, StoreError> {
+        if entries.is_empty() {
+            return Err(super::backend::nothing_to_append(&self.shown, run_id));
+        }
+        let seq = self.write(|b| {
+            let seq = self.append_all_to(b, run_id, entries)?;
+            if let Some(r) = record {
+                Self::put_run(b, r);
+            }
             Ok(seq)
         })?;
         if durable {

@@ -26,8 +26,8 @@ use crate::trigger::policy::State;
 pub const SOCKET: &str = "store.sock";
 
 /// The version of the requests and answers below: a client and a daemon of different
-/// medic versions (an upgrade while a daemon runs) must agree on it.
-pub const PROTOCOL: u32 = 1;
+/// medic versions (an upgrade while a daemon runs) must agree on it. 2: `append_many`.
+pub const PROTOCOL: u32 = 2;
 
 /// One call of [`Runs`] or [`Schedules`], as sent to the daemon.
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +54,12 @@ pub(super) enum Request {
     AppendWithRecord {
         record: Box<RunRecord>,
         entry: JournalEntry,
+        durable: bool,
+    },
+    AppendMany {
+        run_id: String,
+        record: Option<Box<RunRecord>>,
+        entries: Vec<JournalEntry>,
         durable: bool,
     },
     JournalFrom {
@@ -374,6 +380,20 @@ impl Runs for Local {
         self.call(&Request::AppendWithRecord {
             record: Box::new(r.clone()),
             entry: entry.clone(),
+            durable,
+        })
+    }
+    fn append_many(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+        durable: bool,
+    ) -> Result<u32, StoreError> {
+        self.call(&Request::AppendMany {
+            run_id: run_id.to_owned(),
+            record: record.map(|r| Box::new(r.clone())),
+            entries: entries.to_vec(),
             durable,
         })
     }

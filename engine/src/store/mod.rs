@@ -192,6 +192,13 @@ impl StoreError {
     }
 }
 
+/// What the embedded store's redo log would replay from a file holding `bytes` (changes per
+/// frame, None for a frame that would be refused), and `bytes` read as one frame's body.
+#[doc(hidden)]
+pub fn inspect_redo_log(bytes: &[u8]) -> (Vec<Option<usize>>, Option<usize>) {
+    wal::inspect(bytes)
+}
+
 /// How long a command waits, at most, by default, while a process other than the store
 /// daemon holds the embedded store (a program using this library).
 pub const BRIEF_WAIT: Duration = Duration::from_secs(10);
@@ -426,6 +433,18 @@ impl Store {
     ) -> Result<u32, StoreError> {
         self.backend
             .append(run_id, &JournalEntry::now(event), durable)
+    }
+
+    /// Appends entries that came together, in order, with the record as they leave the run
+    /// (if given); see [`backend::Runs::append_many`].
+    pub fn append_many(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+        durable: bool,
+    ) -> Result<u32, StoreError> {
+        self.backend.append_many(run_id, record, entries, durable)
     }
 
     /// Appends an event and writes the record as it leaves the run, both or neither;

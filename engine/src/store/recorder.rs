@@ -5,8 +5,8 @@
 //! flushed on its own: it rides on the next flush, which the next event makes before it is
 //! shown (an action's write-ahead start, a gate check, the run's end...). A run of action
 //! steps thus costs one flush per step, the action's write-ahead, instead of two. Targets of
-//! a fleet step that finished together are told together (`more`): each is journaled, the
-//! last is flushed, and all are shown then.
+//! a fleet step that finished together are told together (`more`): they are journaled in one
+//! store call with the last of them, flushed, and all shown then.
 //!
 //! The run's record is written with an event only when it changed (a step's end, the run's
 //! end): a step's start or a target's end leaves it as it was.
@@ -51,6 +51,9 @@ pub struct Recorder<'a> {
     cancel: Cancel,
     /// Events recorded but not durable yet (a step's end), shown after the next flush.
     unshown: Vec<OwnedEvent>,
+    /// Targets that finished together with more to come: journaled with the last of them,
+    /// in one store call (one round trip to the store daemon, one frame of its log).
+    held: Vec<super::JournalEntry>,
 }
 
 impl<'a> Recorder<'a> {
@@ -78,6 +81,7 @@ impl<'a> Recorder<'a> {
             error: None,
             cancel,
             unshown: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -134,7 +138,13 @@ impl<'a> Recorder<'a> {
             return;
         }
         let Some(record) = &self.record else { return };
-        let result = if self.record_changed {
+        let record_changed = self.record_changed.then_some(record);
+        let result = if !self.held.is_empty() {
+            let mut entries = std::mem::take(&mut self.held);
+            entries.push(super::JournalEntry::now(event));
+            self.store
+                .append_many(&record.run_id, record_changed, &entries, flush)
+        } else if self.record_changed {
             self.store.append_with_record(record, event, flush)
         } else {
             self.store.append(&record.run_id, event, flush)
@@ -320,8 +330,8 @@ impl Observer for Recorder<'_> {
                     report: (*target).clone(),
                 };
                 if *more {
-                    self.append(journaled, false);
-                    if self.error.is_none() {
+                    if self.error.is_none() && self.record.is_some() {
+                        self.held.push(super::JournalEntry::now(journaled));
                         self.unshown.push(OwnedEvent::from_event(event));
                     }
                     return;

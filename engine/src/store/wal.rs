@@ -94,19 +94,12 @@ impl Wal {
             .open(path)?;
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut &file, &mut bytes)?;
-        let header = bytes
-            .get(..HEADER as usize)
-            .filter(|head| &head[..8] == MAGIC)
-            .map(|head| u64::from_le_bytes(head[8..16].try_into().unwrap_or_default()));
-        let (first, frames, end) = match header {
-            Some(first) => {
-                let (frames, end) = read_frames(&bytes, first);
-                (first, frames, end)
-            }
-            // New, or cut short before its header was written: nothing was ever acknowledged
-            // from a log without a header (its creation is synced before any frame).
-            None => (1, Vec::new(), HEADER),
-        };
+        let Parsed {
+            header,
+            first,
+            frames,
+            end,
+        } = parse(&bytes);
         let next_seq = first + frames.len() as u64;
         let wal = Wal {
             file,
@@ -239,6 +232,54 @@ impl Wal {
         self.synced_changed.notify_all();
         Ok(())
     }
+}
+
+/// What a log file holds.
+struct Parsed<'a> {
+    /// The first frame's sequence number, if the file has a header.
+    header: Option<u64>,
+    first: u64,
+    frames: Vec<&'a [u8]>,
+    /// Where the frames end.
+    end: u64,
+}
+
+fn parse(bytes: &[u8]) -> Parsed<'_> {
+    let header = bytes
+        .get(..HEADER as usize)
+        .filter(|head| &head[..8] == MAGIC)
+        .map(|head| u64::from_le_bytes(head[8..16].try_into().unwrap_or_default()));
+    match header {
+        Some(first) => {
+            let (frames, end) = read_frames(bytes, first);
+            Parsed {
+                header,
+                first,
+                frames,
+                end,
+            }
+        }
+        // New, or cut short before its header was written: nothing was ever acknowledged
+        // from a log without a header (its creation is synced before any frame).
+        None => Parsed {
+            header,
+            first: 1,
+            frames: Vec::new(),
+            end: HEADER,
+        },
+    }
+}
+
+/// The changes a log file's contents would replay, frame by frame (None for a frame that
+/// passes its checksum but does not decode); then `bytes` decoded as one frame's body. For
+/// the fuzzer: a log left by a crash or a bad disk must never panic the store's open.
+pub(super) fn inspect(bytes: &[u8]) -> (Vec<Option<usize>>, Option<usize>) {
+    let frames = parse(bytes)
+        .frames
+        .into_iter()
+        .map(|body| decode(body).map(|c| c.len()))
+        .collect();
+    (frames, decode(bytes).map(|c| c.len()))
 }
 
 fn checksum(seq: u64, body: &[u8]) -> u32 {
@@ -417,6 +458,15 @@ mod tests {
         // Sequence numbers go on from the replayed ones.
         assert_eq!(wal.written(), 4);
         assert_eq!(wal.append(b"next").unwrap(), 5);
+    }
+
+    #[test]
+    fn the_fuzzers_seeds_read_as_their_names_say() {
+        let seeds = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/redo_log/");
+        let read = |name: &str| std::fs::read(format!("{seeds}{name}")).unwrap();
+        assert_eq!(inspect(&read("two-frames.wal")).0, [Some(2), Some(1)]);
+        assert_eq!(inspect(&read("body.bin")).1, Some(2));
+        assert!(inspect(&read("stale-after-restart.wal")).0.is_empty());
     }
 
     #[test]

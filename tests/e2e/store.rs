@@ -478,14 +478,14 @@ fn entries_appended_together_keep_their_order_beside_other_writers(kind: Kind) {
     };
     std::thread::scope(|s| {
         let other = s.spawn(|| {
-            for i in 0..20 {
+            for i in 0..100 {
                 store.append("01m", kv(i), false).unwrap();
             }
         });
-        for b in 0..4u8 {
+        for b in 0..10u8 {
             r.steps_done = usize::from(b) + 1;
             let last = store
-                .append_many("01m", Some(&r), &batch(b), b == 3)
+                .append_many("01m", Some(&r), &batch(b), b == 9)
                 .unwrap();
             let journal = store.journal("01m").unwrap();
             assert!(matches!(
@@ -496,9 +496,9 @@ fn entries_appended_together_keep_their_order_beside_other_writers(kind: Kind) {
         other.join().unwrap();
     });
     let journal = store.journal("01m").unwrap();
-    assert_eq!(journal.len(), 40);
+    assert_eq!(journal.len(), 150);
     // Each batch's entries are consecutive, in order.
-    for b in 0..4 {
+    for b in 0..10 {
         let at = journal
             .iter()
             .position(|e| matches!(&e.event, JournalEvent::KvSet { space, .. } if *space == format!("batch{b}")))
@@ -510,7 +510,7 @@ fn entries_appended_together_keep_their_order_beside_other_writers(kind: Kind) {
             ));
         }
     }
-    assert_eq!(store.record("01m").unwrap().unwrap().steps_done, 4);
+    assert_eq!(store.record("01m").unwrap().unwrap().steps_done, 10);
     assert!(
         store.append_many("01m", None, &[], true).is_err(),
         "nothing to append is refused, not a silent success"

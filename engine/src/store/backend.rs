@@ -44,28 +44,19 @@ pub trait Runs: Send + Sync {
         entry: &JournalEntry,
         durable: bool,
     ) -> Result<u32, StoreError>;
-    /// Appends `entries` to a run's journal in order, then `record` as they leave it (if
-    /// given); returns the last entry's sequence number. One call for entries that came
-    /// together (a fleet's targets finishing at once): one round trip to a store in another
-    /// process, one frame of the embedded store's redo log (all or none survive a crash).
+    /// Appends `entries` to a run's journal in order and consecutively (no other writer's
+    /// entry between them), then `record` as they leave it (if given); returns the last
+    /// entry's sequence number; all or none. One call for entries that came together (a
+    /// step's end with the next event, a fleet's targets finishing at once): one round trip
+    /// to a store in another process, one frame of the embedded store's redo log, one
+    /// transaction on PostgreSQL. No entries is an error ([`nothing_to_append`]).
     fn append_many(
         &self,
         run_id: &str,
         record: Option<&RunRecord>,
         entries: &[JournalEntry],
         durable: bool,
-    ) -> Result<u32, StoreError> {
-        let Some((last, rest)) = entries.split_last() else {
-            return Err(nothing_to_append(&self.location(), run_id));
-        };
-        for e in rest {
-            self.append(run_id, e, false)?;
-        }
-        match record {
-            Some(r) => self.append_with_record(r, last, durable),
-            None => self.append(run_id, last, durable),
-        }
-    }
+    ) -> Result<u32, StoreError>;
     /// A run's journal from its `from`th entry on.
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError>;
     /// Newest first, at most `limit`.

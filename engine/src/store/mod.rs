@@ -12,8 +12,9 @@
 //! revert needs it). Two events are not flushed on their own and may be lost by a kill
 //! before the next flush: a check step's start (a resumed run runs the check again) and a
 //! gate's bake notice. `tests/e2e/recovery.rs` holds the store to exactly this. A flush
-//! may cover several events (a step's end rides on the next action's write-ahead; targets
-//! of a fleet that finish together share one: see [`recorder`]); none is shown before it.
+//! may cover several events (a successful step's end is written with the next event, and
+//! targets of a fleet that finish together with the last of them: see [`recorder`]); none
+//! is shown before it.
 //! On the embedded store a flush is one `fdatasync` of its redo log ([`wal`]); on
 //! PostgreSQL every write is committed, and so durable, before it returns.
 

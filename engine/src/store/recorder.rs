@@ -2,11 +2,14 @@
 //! summary record current, and passes the events on to the output.
 //!
 //! Group commit: a step's successful end is shown only once it is durable, but it is not
-//! flushed on its own: it rides on the next flush, which the next event makes before it is
-//! shown (an action's write-ahead start, a gate check, the run's end...). A run of action
-//! steps thus costs one flush per step, the action's write-ahead, instead of two. Targets of
-//! a fleet step that finished together are told together (`more`): they are journaled in one
-//! store call with the last of them, flushed, and all shown then.
+//! written on its own: it is held, and journaled with the next event in one store call
+//! (`append_many`), which is flushed before either is shown (an action's write-ahead start,
+//! a gate check, the run's end...). A run of action steps thus costs one flush and one store
+//! call per step (one round trip to the store daemon), not two. Targets of a fleet step that
+//! finished together are told together (`more`) and journaled the same way, with the last of
+//! them. A kill between loses only what was held, which was never shown: the step's start is
+//! journaled, so a pick-up treats the step as possibly done (an action is undone or run
+//! again, never taken for not run).
 //!
 //! The run's record is written with an event only when it changed (a step's end, the run's
 //! end): a step's start or a target's end leaves it as it was.
@@ -51,8 +54,9 @@ pub struct Recorder<'a> {
     cancel: Cancel,
     /// Events recorded but not durable yet (a step's end), shown after the next flush.
     unshown: Vec<OwnedEvent>,
-    /// Targets that finished together with more to come: journaled with the last of them,
-    /// in one store call (one round trip to the store daemon, one frame of its log).
+    /// Events held to be journaled with the next one, in one store call (one round trip to
+    /// the store daemon, one frame of its log): a successful step's end, targets that
+    /// finished together with more to come.
     held: Vec<super::JournalEntry>,
 }
 
@@ -367,18 +371,17 @@ impl Observer for Recorder<'_> {
                 // it rides on. A failure is shown at once: a person may be asked what to do
                 // about it next, and must see it first.
                 let ride = report.status.is_success();
-                self.write(
-                    JournalEvent::StepFinished {
-                        report: (*report).clone(),
-                    },
-                    !ride,
-                );
+                let journaled = JournalEvent::StepFinished {
+                    report: (*report).clone(),
+                };
                 if ride {
-                    if self.error.is_none() {
+                    if self.error.is_none() && self.record.is_some() {
+                        self.held.push(super::JournalEntry::now(journaled));
                         self.unshown.push(OwnedEvent::from_event(event));
                     }
                     return;
                 }
+                self.write(journaled, true);
             }
             Event::RunFinished { report } => {
                 if let Some(r) = &mut self.record {

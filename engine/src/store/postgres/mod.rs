@@ -522,6 +522,35 @@ impl Runs for Postgres {
         self.call(move |c| insert_event(c, &id, &entry).map_err(Into::into))
     }
 
+    /// One transaction, under the run's append lock: the entries are consecutive in the
+    /// journal and committed together.
+    fn append_many(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+        _durable: bool,
+    ) -> Result<u32, StoreError> {
+        let Some((last, rest)) = entries.split_last() else {
+            return Err(super::backend::nothing_to_append(&self.place, run_id));
+        };
+        let _one_at_a_time = self.append_lock(run_id);
+        let (id, rest, last) = (run_id.to_owned(), rest.to_vec(), last.clone());
+        let row = record.map(|r| RecordRow::of(r, &self.owner_id));
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            for e in &rest {
+                insert_event(&mut tx, &id, e)?;
+            }
+            let seq = match row {
+                Some(row) => row.upsert_with_event(&mut tx, &last)?,
+                None => insert_event(&mut tx, &id, &last)?,
+            };
+            tx.commit()?;
+            Ok(seq)
+        })
+    }
+
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
         let (id, place, from) = (run_id.to_owned(), self.place.clone(), from as i32);
         self.call(move |c| {

@@ -128,19 +128,14 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// Journals `event` with what is held, and the record if it changed.
     fn write(&mut self, event: JournalEvent, flush: bool) {
-        // Events waiting to be shown are made durable by this write, whatever it is, and are
-        // shown before it.
-        let flush = flush || !self.unshown.is_empty();
-        self.append(event, flush);
-    }
-
-    /// Journals `event`, flushed or not: a caller that does not flush shows nothing until
-    /// a later write does.
-    fn append(&mut self, event: JournalEvent, flush: bool) {
         if self.error.is_some() {
             return;
         }
+        // Events waiting to be shown are made durable by this write, whatever it is, and are
+        // shown before it.
+        let flush = flush || !self.unshown.is_empty();
         let Some(record) = &self.record else { return };
         let record_changed = self.record_changed.then_some(record);
         let result = if !self.held.is_empty() {
@@ -367,9 +362,9 @@ impl Observer for Recorder<'_> {
                     }
                 }
                 // A step that succeeded is followed at once by the next event (the next
-                // step's start, a phase, the run's end): shown after that one's flush, which
-                // it rides on. A failure is shown at once: a person may be asked what to do
-                // about it next, and must see it first.
+                // step's start, a bake, an approval, a phase, the run's end): held, journaled
+                // with that one and shown after its flush. A failure is journaled and shown at
+                // once: a person may be asked what to do about it next, and must see it first.
                 let ride = report.status.is_success();
                 let journaled = JournalEvent::StepFinished {
                     report: (*report).clone(),

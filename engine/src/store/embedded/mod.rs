@@ -24,15 +24,19 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::{Runs, Schedules};
-use super::drills::{DrillRecord, Paused};
-use super::triggers::AlertRecord;
-use super::wal::{self, Change, Wal, WalError};
+mod repair;
+mod schedules;
+mod writes;
+
+use repair::open_repairing;
+use writes::Batch;
+
+use super::backend::Runs;
+use super::wal::{self, Wal, WalError};
 use super::{
     FORMAT_VERSION, JournalEntry, JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus,
     StoreError, now_ms,
 };
-use crate::trigger::policy::State;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Owner {
@@ -67,77 +71,6 @@ impl Drop for OwnerGuard {
 
 fn format_time(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// Opens sled in `dir/db`, repairing what sled 0.34 cannot: a snapshot it was writing when
-/// its process was killed or the disk filled (`snap.*.generating`, never renamed into place)
-/// is taken for the newest snapshot at the next open, fails its checksum, and the store
-/// would never open again ("Read corrupted data"). Such a file is never complete by
-/// construction (sled renames it once synced), so it is set aside in `dir/aside/` and the
-/// open tried again; the repair is returned, to be reported. sled takes its file lock before it
-/// reads snapshots, so a corruption error means no other process held the store; openers
-/// that hit it repair one at a time (`dir/repair.lock`).
-fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<String>)> {
-    // sled's own periodic flush is off: the redo log makes changes durable, and sled is
-    // flushed at its checkpoints.
-    let open = || {
-        sled::Config::new()
-            .path(dir.join("db"))
-            .flush_every_ms(None)
-            .open()
-    };
-    let first = match open() {
-        Err(e @ sled::Error::Corruption { .. }) => e,
-        other => return other.map(|db| (db, None)),
-    };
-    let Ok(lock) = std::fs::File::create(dir.join("repair.lock")) else {
-        return Err(first);
-    };
-    if lock.lock().is_err() {
-        return Err(first);
-    }
-    // Another process may have repaired it while this one waited for the lock.
-    match open() {
-        Err(sled::Error::Corruption { .. }) => {}
-        other => return other.map(|db| (db, None)),
-    }
-    let unfinished: Vec<PathBuf> = std::fs::read_dir(dir.join("db"))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if unfinished.is_empty() {
-        return Err(first);
-    }
-    let aside = dir.join("aside").join(now_ms().to_string());
-    if std::fs::create_dir_all(&aside).is_err() {
-        return Err(first);
-    }
-    let mut moved = Vec::new();
-    for path in &unfinished {
-        let name = path.file_name().unwrap_or_default();
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
-        if std::fs::rename(path, aside.join(name)).is_err() {
-            return Err(first);
-        }
-        moved.push(format!("{} ({size} bytes)", name.to_string_lossy()));
-    }
-    let db = open()?;
-    let notice = format!(
-        "repaired the run store in {}: an unfinished snapshot left by a crash or a full disk ({}) kept it from opening; set it aside in {} and opened the store from its log (a snapshot only summarizes the log: nothing recorded is lost)",
-        dir.display(),
-        moved.join(", "),
-        aside.display()
-    );
-    Ok((db, Some(notice)))
 }
 
 /// The trees, by the number the redo log names them with (0 is sled's default tree).
@@ -187,34 +120,6 @@ pub(super) struct Sled {
     _guard: OwnerGuard,
 }
 
-/// Changes to make together (one frame of the redo log): all or none survive a crash.
-#[derive(Default)]
-struct Batch {
-    changes: Vec<Change>,
-}
-
-impl Batch {
-    fn put(&mut self, tree: u8, key: impl AsRef<[u8]>, value: Vec<u8>) {
-        self.changes.push(Change {
-            tree,
-            key: key.as_ref().to_vec(),
-            value: Some(value),
-        });
-    }
-
-    fn put_json<T: Serialize>(&mut self, tree: u8, key: impl AsRef<[u8]>, v: &T) {
-        self.put(tree, key, serde_json::to_vec(v).expect("records serialize"));
-    }
-
-    fn remove(&mut self, tree: u8, key: impl AsRef<[u8]>) {
-        self.changes.push(Change {
-            tree,
-            key: key.as_ref().to_vec(),
-            value: None,
-        });
-    }
-}
-
 impl StoreError {
     fn of_sled(dir: String, e: sled::Error) -> StoreError {
         match &e {
@@ -227,24 +132,6 @@ impl StoreError {
                 StoreError::Full { dir }
             }
             _ => StoreError::Sled { dir, source: e },
-        }
-    }
-
-    fn of_wal(dir: String, e: WalError) -> StoreError {
-        match e {
-            WalError::Io(io)
-                if io.raw_os_error() == Some(libc::ENOSPC)
-                    || io.kind() == std::io::ErrorKind::StorageFull =>
-            {
-                StoreError::Full { dir }
-            }
-            WalError::Io(source) => StoreError::Log { dir, source },
-            WalError::Broken => StoreError::Log {
-                dir,
-                source: std::io::Error::other(
-                    "an earlier write to it failed; the store must be opened again",
-                ),
-            },
         }
     }
 }
@@ -347,128 +234,6 @@ impl Sled {
             .take()
     }
 
-    /// Applies the redo log's frames left by a process that stopped before its checkpoint
-    /// (killed, or the machine lost power), then makes sled hold them and starts the log over.
-    fn replay(&self, frames: Vec<Vec<u8>>) -> Result<(), StoreError> {
-        if frames.is_empty() {
-            return Ok(());
-        }
-        let count = frames.len();
-        for body in frames {
-            let changes = wal::decode(&body).ok_or_else(|| StoreError::Corrupt {
-                dir: self.shown.clone(),
-                key: wal::path(&self.dir).display().to_string(),
-                reason: "a frame of the redo log passed its checksum but does not decode"
-                    .to_owned(),
-            })?;
-            self.apply(changes)?;
-        }
-        self.checkpoint()?;
-        tracing::info!(frames = count, store = %self.shown, "replayed the redo log");
-        Ok(())
-    }
-
-    /// Builds the index of running runs for a store recorded before it existed: one scan of
-    /// every record, once.
-    fn index_running(&self) -> Result<(), StoreError> {
-        if self
-            .db
-            .contains_key(RUNNING_INDEXED)
-            .map_err(|e| self.err(e))?
-        {
-            return Ok(());
-        }
-        self.write(|b| {
-            for kv in self.runs.iter() {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
-                // A record that does not decode is named when it is read, not here: the
-                // store must still open.
-                if self
-                    .decode::<RunRecord>(&k, &v)
-                    .is_ok_and(|r| r.status == RunStatus::Running)
-                {
-                    b.put(RUNNING, k, Vec::new());
-                }
-            }
-            b.put(DEFAULT, RUNNING_INDEXED, b"1".to_vec());
-            Ok(())
-        })?;
-        self.flush()
-    }
-
-    /// Writes a run's record in `b`, and its place in the index of running runs.
-    fn put_run(b: &mut Batch, r: &RunRecord) {
-        b.put_json(RUNS, &r.run_id, r);
-        if r.status == RunStatus::Running {
-            b.put(RUNNING, &r.run_id, Vec::new());
-        } else {
-            b.remove(RUNNING, &r.run_id);
-        }
-    }
-
-    fn tree(&self, id: u8) -> Result<&sled::Tree, StoreError> {
-        Ok(match id {
-            DEFAULT => &self.db,
-            RUNS => &self.runs,
-            EVENTS => &self.events,
-            LOCKS => &self.locks,
-            DRILLS => &self.drills,
-            DRILL_STATE => &self.drill_state,
-            TRIGGERS => &self.triggers,
-            RUNNING => &self.running,
-            _ => {
-                return Err(StoreError::Corrupt {
-                    dir: self.shown.clone(),
-                    key: wal::path(&self.dir).display().to_string(),
-                    reason: format!("the redo log names tree {id}, which this medic does not have"),
-                });
-            }
-        })
-    }
-
-    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        for c in changes {
-            let tree = self.tree(c.tree)?;
-            match c.value {
-                Some(v) => tree.insert(c.key, v).map(|_| ()),
-                None => tree.remove(c.key).map(|_| ()),
-            }
-            .map_err(|e| self.err(e))?;
-        }
-        Ok(())
-    }
-
-    /// sled made to hold everything in the log, which then starts over. Called with the
-    /// writer lock held (or before anyone else can write).
-    fn checkpoint(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| self.err(e))?;
-        self.wal
-            .restart()
-            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))
-    }
-
-    /// Decides changes (`decide` may read the store: nobody else writes meanwhile), logs them
-    /// as one frame, applies them to sled. Durable at the next [`Runs::flush`].
-    fn write<R>(
-        &self,
-        decide: impl FnOnce(&mut Batch) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = Batch::default();
-        let result = decide(&mut batch)?;
-        if batch.changes.is_empty() {
-            return Ok(result);
-        }
-        self.wal
-            .append(&wal::encode(&batch.changes))
-            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))?;
-        self.apply(batch.changes)?;
-        if self.wal.wants_checkpoint() {
-            self.checkpoint()?;
-        }
-        Ok(result)
-    }
-
     fn err(&self, e: sled::Error) -> StoreError {
         StoreError::of_sled(self.shown.clone(), e)
     }
@@ -538,14 +303,6 @@ impl Sled {
         }
         Ok(())
     }
-}
-
-fn drill_key(drill: &str, started_ms: u64, tie: &str) -> Vec<u8> {
-    let mut k = drill.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(&started_ms.to_be_bytes());
-    k.extend_from_slice(tie.as_bytes());
-    k
 }
 
 impl Runs for Sled {
@@ -773,141 +530,5 @@ impl Runs for Sled {
         }
         self.flush()?;
         Ok(n)
-    }
-}
-
-impl Schedules for Sled {
-    fn put_drill(&self, r: &DrillRecord) -> Result<(), StoreError> {
-        let tie = r.run_id.clone().unwrap_or_else(crate::executor::new_run_id);
-        self.write(|b| {
-            b.put_json(DRILLS, drill_key(&r.drill, r.started_ms, &tie), r);
-            Ok(())
-        })?;
-        self.flush()
-    }
-
-    fn drill_records(
-        &self,
-        drill: Option<&str>,
-        since_ms: u64,
-    ) -> Result<Vec<DrillRecord>, StoreError> {
-        let iter = match drill {
-            Some(name) => {
-                let mut prefix = name.as_bytes().to_vec();
-                prefix.push(0);
-                self.drills.scan_prefix(prefix)
-            }
-            None => self.drills.iter(),
-        };
-        let mut out = Vec::new();
-        for kv in iter {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let r: DrillRecord = self.decode(&k, &v)?;
-            if r.started_ms >= since_ms {
-                out.push(r);
-            }
-        }
-        out.sort_by_key(|r| r.started_ms);
-        Ok(out)
-    }
-
-    fn drill_last_scheduled(&self, drill: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .drill_state
-            .get(drill.as_bytes())
-            .map_err(|e| self.err(e))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes))
-    }
-
-    fn claim_drill_slot(&self, drill: &str, ms: u64) -> Result<bool, StoreError> {
-        // Read and written under the writer lock: threads of this process asking at once
-        // get it once.
-        let claimed = self.write(|b| {
-            let last = self.drill_last_scheduled(drill)?;
-            if last.is_some_and(|last| last >= ms) {
-                return Ok(false);
-            }
-            b.put(DRILL_STATE, drill, ms.to_be_bytes().to_vec());
-            Ok(true)
-        })?;
-        if claimed {
-            self.flush()?;
-        }
-        Ok(claimed)
-    }
-
-    fn drill_paused(&self, drill: &str) -> Result<Option<Paused>, StoreError> {
-        let key = format!("paused:{drill}");
-        match self
-            .drill_state
-            .get(key.as_bytes())
-            .map_err(|e| self.err(e))?
-        {
-            Some(v) => self.decode(key.as_bytes(), &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn set_drill_paused(&self, drill: &str, paused: Option<&Paused>) -> Result<(), StoreError> {
-        let key = format!("paused:{drill}");
-        self.write(|b| {
-            match paused {
-                Some(p) => b.put_json(DRILL_STATE, &key, p),
-                None => b.remove(DRILL_STATE, &key),
-            }
-            Ok(())
-        })?;
-        self.flush()
-    }
-
-    /// One process at a time holds the store, and `medic serve` decides alerts one at a
-    /// time: there is no one else to exclude.
-    fn hold_trigger(&self, _trigger: &str) -> Result<Box<dyn Send>, StoreError> {
-        Ok(Box::new(()))
-    }
-
-    fn trigger_state(&self, trigger: &str) -> Result<Option<State>, StoreError> {
-        let key = format!("state:{trigger}");
-        match self.triggers.get(key.as_bytes()).map_err(|e| self.err(e))? {
-            Some(v) => self.decode(key.as_bytes(), &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn set_trigger_state(&self, trigger: &str, state: &State) -> Result<(), StoreError> {
-        self.write(|b| {
-            b.put_json(TRIGGERS, format!("state:{trigger}"), state);
-            Ok(())
-        })?;
-        self.flush()
-    }
-
-    fn record_alert(&self, record: &AlertRecord) -> Result<(), StoreError> {
-        let id = self.db.generate_id().map_err(|e| self.err(e))?;
-        let mut key = b"alert:".to_vec();
-        key.extend_from_slice(&record.at_ms.to_be_bytes());
-        key.extend_from_slice(&id.to_be_bytes());
-        self.write(|b| {
-            b.put_json(TRIGGERS, key, record);
-            Ok(())
-        })
-    }
-
-    fn alerts(&self, since_ms: u64, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut from = b"alert:".to_vec();
-        from.extend_from_slice(&since_ms.to_be_bytes());
-        let mut out: Vec<AlertRecord> = self
-            .triggers
-            .range(from..b"alert;".to_vec())
-            .rev()
-            .take(limit)
-            .map(|e| {
-                let (k, v) = e.map_err(|e| self.err(e))?;
-                self.decode(&k, &v)
-            })
-            .collect::<Result<_, _>>()?;
-        out.reverse();
-        Ok(out)
     }
 }

@@ -1,0 +1,76 @@
+//! Opening sled when a crash or a full disk left it a file it cannot read.
+
+use std::path::{Path, PathBuf};
+
+use super::super::now_ms;
+
+/// Opens sled in `dir/db`, repairing what sled 0.34 cannot: a snapshot it was writing when
+/// its process was killed or the disk filled (`snap.*.generating`, never renamed into place)
+/// is taken for the newest snapshot at the next open, fails its checksum, and the store
+/// would never open again ("Read corrupted data"). Such a file is never complete by
+/// construction (sled renames it once synced), so it is set aside in `dir/aside/` and the
+/// open tried again; the repair is returned, to be reported. sled takes its file lock before it
+/// reads snapshots, so a corruption error means no other process held the store; openers
+/// that hit it repair one at a time (`dir/repair.lock`).
+pub(super) fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<String>)> {
+    // sled's own periodic flush is off: the redo log makes changes durable, and sled is
+    // flushed at its checkpoints.
+    let open = || {
+        sled::Config::new()
+            .path(dir.join("db"))
+            .flush_every_ms(None)
+            .open()
+    };
+    let first = match open() {
+        Err(e @ sled::Error::Corruption { .. }) => e,
+        other => return other.map(|db| (db, None)),
+    };
+    let Ok(lock) = std::fs::File::create(dir.join("repair.lock")) else {
+        return Err(first);
+    };
+    if lock.lock().is_err() {
+        return Err(first);
+    }
+    // Another process may have repaired it while this one waited for the lock.
+    match open() {
+        Err(sled::Error::Corruption { .. }) => {}
+        other => return other.map(|db| (db, None)),
+    }
+    let unfinished: Vec<PathBuf> = std::fs::read_dir(dir.join("db"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if unfinished.is_empty() {
+        return Err(first);
+    }
+    let aside = dir.join("aside").join(now_ms().to_string());
+    if std::fs::create_dir_all(&aside).is_err() {
+        return Err(first);
+    }
+    let mut moved = Vec::new();
+    for path in &unfinished {
+        let name = path.file_name().unwrap_or_default();
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        if std::fs::rename(path, aside.join(name)).is_err() {
+            return Err(first);
+        }
+        moved.push(format!("{} ({size} bytes)", name.to_string_lossy()));
+    }
+    let db = open()?;
+    let notice = format!(
+        "repaired the run store in {}: an unfinished snapshot left by a crash or a full disk ({}) kept it from opening; set it aside in {} and opened the store from its log (a snapshot only summarizes the log: nothing recorded is lost)",
+        dir.display(),
+        moved.join(", "),
+        aside.display()
+    );
+    Ok((db, Some(notice)))
+}

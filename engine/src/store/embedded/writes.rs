@@ -1,0 +1,185 @@
+//! The write path: changes decided under one lock, logged as one frame of the redo log
+//! ([`super::super::wal`]), then applied to sled; replay and checkpoints.
+
+use std::sync::PoisonError;
+
+use serde::Serialize;
+
+use super::super::backend::Runs as _;
+use super::super::wal::{self, Change, WalError};
+use super::super::{RunRecord, RunStatus, StoreError};
+use super::{
+    DEFAULT, DRILL_STATE, DRILLS, EVENTS, LOCKS, RUNNING, RUNNING_INDEXED, RUNS, Sled, TRIGGERS,
+};
+
+/// Changes to make together (one frame of the redo log): all or none survive a crash.
+#[derive(Default)]
+pub(super) struct Batch {
+    changes: Vec<Change>,
+}
+
+impl Batch {
+    pub(super) fn put(&mut self, tree: u8, key: impl AsRef<[u8]>, value: Vec<u8>) {
+        self.changes.push(Change {
+            tree,
+            key: key.as_ref().to_vec(),
+            value: Some(value),
+        });
+    }
+
+    pub(super) fn put_json<T: Serialize>(&mut self, tree: u8, key: impl AsRef<[u8]>, v: &T) {
+        self.put(tree, key, serde_json::to_vec(v).expect("records serialize"));
+    }
+
+    pub(super) fn remove(&mut self, tree: u8, key: impl AsRef<[u8]>) {
+        self.changes.push(Change {
+            tree,
+            key: key.as_ref().to_vec(),
+            value: None,
+        });
+    }
+}
+
+impl StoreError {
+    pub(super) fn of_wal(dir: String, e: WalError) -> StoreError {
+        match e {
+            WalError::Io(io)
+                if io.raw_os_error() == Some(libc::ENOSPC)
+                    || io.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                StoreError::Full { dir }
+            }
+            WalError::Io(source) => StoreError::Log { dir, source },
+            WalError::Broken => StoreError::Log {
+                dir,
+                source: std::io::Error::other(
+                    "an earlier write to it failed; the store must be opened again",
+                ),
+            },
+        }
+    }
+}
+
+impl Sled {
+    /// Applies the redo log's frames left by a process that stopped before its checkpoint
+    /// (killed, or the machine lost power), then makes sled hold them and starts the log over.
+    pub(super) fn replay(&self, frames: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let count = frames.len();
+        for body in frames {
+            let changes = wal::decode(&body).ok_or_else(|| StoreError::Corrupt {
+                dir: self.shown.clone(),
+                key: wal::path(&self.dir).display().to_string(),
+                reason: "a frame of the redo log passed its checksum but does not decode"
+                    .to_owned(),
+            })?;
+            self.apply(changes)?;
+        }
+        self.checkpoint()?;
+        tracing::info!(frames = count, store = %self.shown, "replayed the redo log");
+        Ok(())
+    }
+
+    /// Builds the index of running runs for a store recorded before it existed: one scan of
+    /// every record, once.
+    pub(super) fn index_running(&self) -> Result<(), StoreError> {
+        if self
+            .db
+            .contains_key(RUNNING_INDEXED)
+            .map_err(|e| self.err(e))?
+        {
+            return Ok(());
+        }
+        self.write(|b| {
+            for kv in self.runs.iter() {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                // A record that does not decode is named when it is read, not here: the
+                // store must still open.
+                if self
+                    .decode::<RunRecord>(&k, &v)
+                    .is_ok_and(|r| r.status == RunStatus::Running)
+                {
+                    b.put(RUNNING, k, Vec::new());
+                }
+            }
+            b.put(DEFAULT, RUNNING_INDEXED, b"1".to_vec());
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// Writes a run's record in `b`, and its place in the index of running runs.
+    pub(super) fn put_run(b: &mut Batch, r: &RunRecord) {
+        b.put_json(RUNS, &r.run_id, r);
+        if r.status == RunStatus::Running {
+            b.put(RUNNING, &r.run_id, Vec::new());
+        } else {
+            b.remove(RUNNING, &r.run_id);
+        }
+    }
+
+    fn tree(&self, id: u8) -> Result<&sled::Tree, StoreError> {
+        Ok(match id {
+            DEFAULT => &self.db,
+            RUNS => &self.runs,
+            EVENTS => &self.events,
+            LOCKS => &self.locks,
+            DRILLS => &self.drills,
+            DRILL_STATE => &self.drill_state,
+            TRIGGERS => &self.triggers,
+            RUNNING => &self.running,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    dir: self.shown.clone(),
+                    key: wal::path(&self.dir).display().to_string(),
+                    reason: format!("the redo log names tree {id}, which this medic does not have"),
+                });
+            }
+        })
+    }
+
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        for c in changes {
+            let tree = self.tree(c.tree)?;
+            match c.value {
+                Some(v) => tree.insert(c.key, v).map(|_| ()),
+                None => tree.remove(c.key).map(|_| ()),
+            }
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// sled made to hold everything in the log, which then starts over. Called with the
+    /// writer lock held (or before anyone else can write).
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.wal
+            .restart()
+            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))
+    }
+
+    /// Decides changes (`decide` may read the store: nobody else writes meanwhile), logs them
+    /// as one frame, applies them to sled. Durable at the next [`Runs::flush`].
+    pub(super) fn write<R>(
+        &self,
+        decide: impl FnOnce(&mut Batch) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Batch::default();
+        let result = decide(&mut batch)?;
+        if batch.changes.is_empty() {
+            return Ok(result);
+        }
+        self.wal
+            .append(&wal::encode(&batch.changes))
+            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))?;
+        self.apply(batch.changes)?;
+        if self.wal.wants_checkpoint() {
+            self.checkpoint()?;
+        }
+        Ok(result)
+    }
+}

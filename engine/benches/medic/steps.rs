@@ -14,6 +14,18 @@ pub const FLOOR: &str = "raw write + fdatasync, 300 bytes (the disk's floor)";
 /// A fleet whose targets finish together, 50 at a time.
 pub const FLEET_50: &str = "fleet of 1,000 targets, 50 at a time, recorded: per target";
 
+/// The store in `data`: in this process, or through the store daemon (`medic` the binary),
+/// as `medic run` records.
+fn open_store(medic: &'static str, data: &Path, daemon: bool) -> medic::store::Store {
+    if daemon {
+        let start: std::sync::Arc<medic::store::local::Starter> =
+            std::sync::Arc::new(|dir| medic::store::daemon::start_with(medic.as_ref(), dir));
+        medic::store::Store::open_shared_locally(data, start, None).unwrap()
+    } else {
+        medic::store::Store::open(data, "bench").unwrap()
+    }
+}
+
 /// Measures a long runbook of trivial steps (action, check; on disk, tmpfs, through the
 /// store daemon, unrecorded) and fleets, into `results`; returns the note on what the engine
 /// adds to an unrecorded step.
@@ -93,14 +105,7 @@ pub fn steps_and_fleets(
             text += &format!("[[steps]]\nid = \"s{i}\"\nuses = \"noop\"\n");
         }
         let plan = plan_of(rt, host, &text);
-        let store = if daemon {
-            // As `medic run` records: through the daemon holding the store.
-            let start: std::sync::Arc<medic::store::local::Starter> =
-                std::sync::Arc::new(|dir| medic::store::daemon::start_with(medic.as_ref(), dir));
-            medic::store::Store::open_shared_locally(&dir.path().join("data"), start, None).unwrap()
-        } else {
-            medic::store::Store::open(&dir.path().join("data"), "bench").unwrap()
-        };
+        let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
         for _ in 0..long_n + 1 {
             let mut quiet = |_: &medic::executor::Event<'_>| {};
@@ -196,13 +201,7 @@ pub fn steps_and_fleets(
             targets.join(", ")
         );
         let plan = plan_of(rt, host, &text);
-        let store = if daemon {
-            let start: std::sync::Arc<medic::store::local::Starter> =
-                std::sync::Arc::new(|dir| medic::store::daemon::start_with(medic.as_ref(), dir));
-            medic::store::Store::open_shared_locally(&dir.path().join("data"), start, None).unwrap()
-        } else {
-            medic::store::Store::open(&dir.path().join("data"), "bench").unwrap()
-        };
+        let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
         for _ in 0..fleet_n + 1 {
             let mut quiet = |_: &medic::executor::Event<'_>| {};

@@ -340,11 +340,7 @@ impl Runs for Sled {
     }
 
     fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
-        let next = self.write(|b| self.append_to(b, run_id, entry))?;
-        if durable {
-            self.flush()?;
-        }
-        Ok(next)
+        self.append_many(run_id, None, std::slice::from_ref(entry), durable)
     }
 
     /// One frame of the redo log: both or neither survive a crash.
@@ -354,15 +350,7 @@ impl Runs for Sled {
         entry: &JournalEntry,
         durable: bool,
     ) -> Result<u32, StoreError> {
-        let seq = self.write(|b| {
-            let seq = self.append_to(b, &r.run_id, entry)?;
-            Self::put_run(b, r);
-            Ok(seq)
-        })?;
-        if durable {
-            self.flush()?;
-        }
-        Ok(seq)
+        self.append_many(&r.run_id, Some(r), std::slice::from_ref(entry), durable)
     }
 
     fn append_many(

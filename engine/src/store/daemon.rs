@@ -332,16 +332,6 @@ fn call(
         Request::PutRecord { record } => of(sled.put_record(&record)),
         Request::Record { run_id } => of(sled.record(&run_id)),
         Request::ByPrefix { prefix, max } => of(sled.by_prefix(&prefix, max)),
-        Request::Append {
-            run_id,
-            entry,
-            durable,
-        } => of(sled.append(&run_id, &entry, durable)),
-        Request::AppendWithRecord {
-            record,
-            entry,
-            durable,
-        } => of(sled.append_with_record(&record, &entry, durable)),
         Request::AppendMany {
             run_id,
             record,

@@ -26,7 +26,8 @@ use crate::trigger::policy::State;
 pub const SOCKET: &str = "store.sock";
 
 /// The version of the requests and answers below: a client and a daemon of different
-/// medic versions (an upgrade while a daemon runs) must agree on it. 2: `append_many`.
+/// medic versions (an upgrade while a daemon runs) must agree on it. 2: every append is
+/// `append_many`.
 pub const PROTOCOL: u32 = 2;
 
 /// One call of [`Runs`] or [`Schedules`], as sent to the daemon.
@@ -46,16 +47,7 @@ pub(super) enum Request {
         prefix: String,
         max: usize,
     },
-    Append {
-        run_id: String,
-        entry: JournalEntry,
-        durable: bool,
-    },
-    AppendWithRecord {
-        record: Box<RunRecord>,
-        entry: JournalEntry,
-        durable: bool,
-    },
+    /// Every journal append (one entry or several, with or without the record).
     AppendMany {
         run_id: String,
         record: Option<Box<RunRecord>>,
@@ -365,11 +357,7 @@ impl Runs for Local {
         })
     }
     fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
-        self.call(&Request::Append {
-            run_id: run_id.to_owned(),
-            entry: entry.clone(),
-            durable,
-        })
+        self.append_many(run_id, None, std::slice::from_ref(entry), durable)
     }
     fn append_with_record(
         &self,
@@ -377,11 +365,7 @@ impl Runs for Local {
         entry: &JournalEntry,
         durable: bool,
     ) -> Result<u32, StoreError> {
-        self.call(&Request::AppendWithRecord {
-            record: Box::new(r.clone()),
-            entry: entry.clone(),
-            durable,
-        })
+        self.append_many(&r.run_id, Some(r), std::slice::from_ref(entry), durable)
     }
     fn append_many(
         &self,

@@ -137,17 +137,14 @@ impl<'a> Recorder<'a> {
         // shown before it.
         let flush = flush || !self.unshown.is_empty();
         let Some(record) = &self.record else { return };
-        let record_changed = self.record_changed.then_some(record);
-        let result = if !self.held.is_empty() {
-            let mut entries = std::mem::take(&mut self.held);
-            entries.push(super::JournalEntry::now(event));
-            self.store
-                .append_many(&record.run_id, record_changed, &entries, flush)
-        } else if self.record_changed {
-            self.store.append_with_record(record, event, flush)
-        } else {
-            self.store.append(&record.run_id, event, flush)
-        };
+        let mut entries = std::mem::take(&mut self.held);
+        entries.push(super::JournalEntry::now(event));
+        let result = self.store.append_many(
+            &record.run_id,
+            self.record_changed.then_some(record),
+            &entries,
+            flush,
+        );
         if result.is_ok() {
             self.record_changed = false;
         }

@@ -178,6 +178,58 @@ fn while_a_run_waits_others_read_prune_and_run_beside_it_and_a_lock_is_waited_fo
 }
 
 #[test]
+fn ctrl_c_while_waiting_for_a_lock_runs_nothing_and_leaves_the_holder_alone() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let held = waiting_runbook(cache.path(), "held");
+    let first = medic_command(cache.path())
+        .args(["run", held.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let holder = waiting_runs(&data, 1);
+    assert_eq!(
+        holder.len(),
+        1,
+        "the first run never waited for its approval"
+    );
+    let mut second = medic_command(cache.path())
+        .args(["run", held.to_str().unwrap(), "--wait", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once it says it waits, Ctrl-C.
+    use std::io::{BufRead, BufReader};
+    let mut err = BufReader::new(second.stderr.take().unwrap());
+    let mut said = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !said.contains("waiting up to") && Instant::now() < deadline {
+        if err.read_line(&mut said).unwrap() == 0 {
+            break;
+        }
+    }
+    assert!(
+        said.contains(&format!("is held by run {}", holder[0])),
+        "{said}"
+    );
+    crate::verdicts::signal(second.id(), libc::SIGINT);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = second.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "{said}{rest}");
+    assert!(rest.contains("cancelled while waiting for lock"), "{rest}");
+    // The holder still waits, and is the only run recorded.
+    assert_eq!(waiting_runs(&data, 1), holder);
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    assert_eq!(json_lines(&stdout(&o)).len(), 1, "{}", stdout(&o));
+    let o = medic(cache.path(), &["approve", &holder[0]]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(first.wait_with_output().unwrap().status.success());
+}
+
+#[test]
 fn a_hangup_of_the_terminal_that_started_the_daemon_leaves_other_runs_recording() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();

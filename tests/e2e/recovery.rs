@@ -675,8 +675,20 @@ fn a_full_disk_stops_runs_with_an_error_saying_so_and_once_freed_every_run_is_th
         .args(["runs", "list"])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("is full"), "{}", stderr(&o));
+    let daemon_log = || std::fs::read_to_string(data.join("store-daemon.log")).unwrap_or_default();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}\nthe daemon's log:\n{}",
+        stderr(&o),
+        daemon_log()
+    );
+    assert!(
+        stderr(&o).contains("is full"),
+        "{}\nthe daemon's log:\n{}",
+        stderr(&o),
+        daemon_log()
+    );
     std::fs::remove_file(filler).unwrap();
     let (after, _) = listed(cache.path(), &data);
     // Every run that said it succeeded, and the one stopped if it got as far as its start.

@@ -61,6 +61,7 @@ conformance!(
     locks_exclude_other_runs_and_are_released_by_recovery,
     journal_sequences_are_dense_under_concurrent_appends,
     entries_appended_together_keep_their_order_beside_other_writers,
+    a_journal_reads_the_same_from_every_position,
     drill_records_state_and_slots,
     trigger_state_and_alerts,
     run_ids_are_found_by_prefix_literally,
@@ -365,6 +366,58 @@ fn a_run_recorded_before_the_index_of_running_runs_is_still_found_interrupted() 
 }
 
 #[test]
+fn a_journal_recorded_an_entry_per_key_reads_and_grows_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = |i: u8| {
+        JournalEntry::now(JournalEvent::KvSet {
+            space: "s".into(),
+            key: format!("k{i}"),
+            value: Some(hex_of(i)),
+        })
+    };
+    {
+        // What a medic before chunks left: one key per entry, even for entries appended
+        // together (run id, '/', sequence number big-endian).
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let r = record("01old", "deploy", "prod", RunStatus::Succeeded, now_ms());
+        db.open_tree("runs")
+            .unwrap()
+            .insert("01old", serde_json::to_vec(&r).unwrap())
+            .unwrap();
+        let events = db.open_tree("events").unwrap();
+        for i in 0..4u8 {
+            let mut key = b"01old/".to_vec();
+            key.extend_from_slice(&u32::from(i).to_be_bytes());
+            events
+                .insert(key, serde_json::to_vec(&kv(i)).unwrap())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store =
+        Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))).unwrap();
+    assert_eq!(
+        store
+            .append_many("01old", None, &[kv(4), kv(5), kv(6)], true)
+            .unwrap(),
+        6
+    );
+    for from in 0..8 {
+        let keys: Vec<String> = store
+            .journal_from("01old", from)
+            .unwrap()
+            .into_iter()
+            .map(|e| match e.event {
+                JournalEvent::KvSet { key, .. } => key,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let expected: Vec<String> = (from..7).map(|i| format!("k{i}")).collect();
+        assert_eq!(keys, expected, "from {from}");
+    }
+}
+
+#[test]
 fn a_corrupt_record_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -515,6 +568,47 @@ fn entries_appended_together_keep_their_order_beside_other_writers(kind: Kind) {
         store.append_many("01m", None, &[], true).is_err(),
         "nothing to append is refused, not a silent success"
     );
+}
+
+/// Entries appended one at a time and together, read back from every position: a reader
+/// that follows a run (`medic runs show --follow`, the API's event stream) starts where it
+/// stopped, which may be inside what was appended together.
+fn a_journal_reads_the_same_from_every_position(kind: Kind) {
+    let place = Place::new(kind);
+    let store = place.open();
+    let r = record("01p", "deploy", "prod", RunStatus::Running, now_ms());
+    store.put_record(&r).unwrap();
+    let kv = |i: u8| {
+        JournalEntry::now(JournalEvent::KvSet {
+            space: "s".into(),
+            key: format!("k{i}"),
+            value: Some(hex_of(i)),
+        })
+    };
+    let mut next = 0u8;
+    for n in [1, 3, 1, 1, 7, 2, 1] {
+        let entries: Vec<JournalEntry> = (next..next + n).map(kv).collect();
+        next += n;
+        let last = store.append_many("01p", None, &entries, false).unwrap();
+        assert_eq!(last, u32::from(next) - 1, "the last entry's number");
+    }
+    store.append("01p", kv(next).event, true).unwrap();
+    let all = next + 1;
+    let key_of = |e: &JournalEntry| match &e.event {
+        JournalEvent::KvSet { key, .. } => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    for from in 0..=usize::from(all) + 2 {
+        let keys: Vec<String> = store
+            .journal_from("01p", from)
+            .unwrap()
+            .iter()
+            .map(key_of)
+            .collect();
+        let expected: Vec<String> = (from..usize::from(all)).map(|i| format!("k{i}")).collect();
+        assert_eq!(keys, expected, "from {from}");
+    }
+    assert!(store.journal_from("01p", usize::MAX).unwrap().is_empty());
 }
 
 fn hex_of(i: u8) -> String {

@@ -167,7 +167,10 @@ pub fn run(dir: &Path) -> i32 {
     drop(listener);
     if daemon.broken.load(Ordering::SeqCst) {
         // Connections still open close with the process; the store's lock goes with it.
-        return EXIT_FAILED;
+        // Now, without closing the store: everything acknowledged is in the redo log, and
+        // sled's own flush on a full disk waits forever (seen: a daemon that never let go,
+        // every later command timing out on it).
+        std::process::exit(EXIT_FAILED);
     }
     if let Err(e) = daemon.sled.flush() {
         log(&format!("flushing the store: {e}"));

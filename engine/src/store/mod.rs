@@ -464,8 +464,8 @@ impl Store {
         self.journal_from(run_id, 0)
     }
 
-    /// A run's journal from its `from`th entry on (those before are not decoded): what a
-    /// follower has not seen yet.
+    /// A run's journal from its `from`th entry on (those before are not read, beyond the ones
+    /// appended in the same call as the `from`th): what a follower has not seen yet.
     pub fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
         self.backend.journal_from(run_id, from)
     }

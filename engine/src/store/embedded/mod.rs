@@ -18,6 +18,7 @@
 //! every command on the host. The process holding the store says who it is in `owner.json`
 //! beside the database, so another can name it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
@@ -54,8 +55,10 @@ struct OwnerGuard {
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
         // The last holder: nobody writes any more, so the log can start over once sled has
-        // it all (the next open then has nothing to replay).
-        if self.db.flush().is_ok() {
+        // it all (the next open then has nothing to replay). Not after the log broke: the
+        // disk failed or is full, where sled's flush may never return; the next open
+        // replays the log instead.
+        if !self.wal.is_broken() && self.db.flush().is_ok() {
             let _ = self.wal.restart();
         }
         let owner = self.dir.join("owner.json");
@@ -113,6 +116,11 @@ pub(super) struct Sled {
     /// read (the next journal sequence number, a free lock, a drill slot) is decided on
     /// what is there.
     writing: Mutex<()>,
+    /// The next sequence number of runs' journals, as appended last (sled's backward scan
+    /// for the last key cost as much as the insert). Changed only with what a write commits
+    /// ([`Batch::next_seq`]); a run not here is looked up in sled, so forgetting is always
+    /// safe.
+    next_seq: Mutex<HashMap<Vec<u8>, u32>>,
     /// Clients of the store daemon recover at once: each dead run is journaled once.
     recovering: Mutex<()>,
     /// What opening the store repaired, until someone reports it.
@@ -181,6 +189,7 @@ impl Sled {
             running: open(RUNNING)?,
             wal: wal.clone(),
             writing: Mutex::default(),
+            next_seq: Mutex::default(),
             recovering: Mutex::default(),
             repaired: Mutex::new(repaired),
             _guard: OwnerGuard {
@@ -264,8 +273,23 @@ impl Sled {
         self.append_all_to(b, run_id, std::slice::from_ref(entry))
     }
 
+    /// The sequence number a key of the events tree ends with.
+    fn seq_of(key: &[u8]) -> u32 {
+        let tail: [u8; 4] = key[key.len().saturating_sub(4)..]
+            .try_into()
+            .unwrap_or([0; 4]);
+        u32::from_be_bytes(tail)
+    }
+
     /// Adds `entries` to a run's journal in `b`, in order; returns the last one's sequence
     /// number. As [`Sled::append_to`], once per run per batch.
+    ///
+    /// Entries appended together are one chunk: one key of the events tree, named by the
+    /// last entry's sequence number, whose value is the entry itself when alone and a JSON
+    /// array of them otherwise. One sled insert per store call instead of one per entry (sled's
+    /// insert was a third of a recorded step's CPU, and a fleet's targets that finish
+    /// together come in dozens); a journal written before chunks reads the same, every entry
+    /// of it being a chunk of one.
     fn append_all_to(
         &self,
         b: &mut Batch,
@@ -274,20 +298,35 @@ impl Sled {
     ) -> Result<u32, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
-        let next = match self.events.scan_prefix(&prefix).next_back() {
-            Some(kv) => {
-                let (k, _) = kv.map_err(|e| self.err(e))?;
-                let tail: [u8; 4] = k[k.len() - 4..].try_into().unwrap_or([0; 4]);
-                u32::from_be_bytes(tail) + 1
-            }
-            None => 0,
+        let known = self
+            .next_seq
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&prefix)
+            .copied();
+        let next = match known {
+            Some(next) => next,
+            None => match self.events.scan_prefix(&prefix).next_back() {
+                Some(kv) => Self::seq_of(&kv.map_err(|e| self.err(e))?.0) + 1,
+                None => 0,
+            },
         };
-        let mut seq = next;
-        for (i, entry) in entries.iter().enumerate() {
-            seq = next + i as u32;
-            b.put_json(EVENTS, Self::event_key(run_id, seq), entry);
+        let last = next + u32::try_from(entries.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        match entries {
+            [one] => b.put_json(EVENTS, Self::event_key(run_id, last), one),
+            many => b.put_json(EVENTS, Self::event_key(run_id, last), &many),
         }
-        Ok(seq)
+        b.next_seq(prefix, Some(last + 1));
+        Ok(last)
+    }
+
+    /// The entries of one chunk of a journal (see [`Sled::append_all_to`]).
+    fn chunk(&self, key: &[u8], value: &[u8]) -> Result<Vec<JournalEntry>, StoreError> {
+        if value.first() == Some(&b'[') {
+            self.decode(key, value)
+        } else {
+            Ok(vec![self.decode(key, value)?])
+        }
     }
 
     /// Removes a run's locks in `b`.
@@ -318,7 +357,7 @@ impl Runs for Sled {
 
     fn put_record(&self, r: &RunRecord) -> Result<(), StoreError> {
         self.write(|b| {
-            Self::put_run(b, r);
+            self.put_run(b, r)?;
             Ok(())
         })
     }
@@ -366,7 +405,7 @@ impl Runs for Sled {
         let seq = self.write(|b| {
             let seq = self.append_all_to(b, run_id, entries)?;
             if let Some(r) = record {
-                Self::put_run(b, r);
+                self.put_run(b, r)?;
             }
             Ok(seq)
         })?;
@@ -379,14 +418,22 @@ impl Runs for Sled {
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
-        self.events
-            .scan_prefix(&prefix)
-            .skip(from)
-            .map(|kv| {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
-                self.decode(&k, &v)
-            })
-            .collect()
+        let Ok(start) = u32::try_from(from) else {
+            return Ok(Vec::new());
+        };
+        // A chunk's key is its last entry's number: the first key at or past `from` is the
+        // chunk that holds it, and nothing before it is read.
+        let mut out = Vec::new();
+        for kv in self.events.range(Self::event_key(run_id, start)..) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let chunk = self.chunk(&k, &v)?;
+            let first = (Self::seq_of(&k) as usize + 1).saturating_sub(chunk.len());
+            out.extend(chunk.into_iter().skip(from.saturating_sub(first)));
+        }
+        Ok(out)
     }
 
     fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
@@ -438,7 +485,7 @@ impl Runs for Sled {
                     }),
                 )?;
                 r.status = RunStatus::Interrupted;
-                Self::put_run(b, &r);
+                self.put_run(b, &r)?;
                 self.release_locks_in(b, &r.run_id)
             })?;
             recovered.push(r.run_id);
@@ -510,6 +557,7 @@ impl Runs for Sled {
                 for ek in self.events.scan_prefix(&prefix).keys() {
                     b.remove(EVENTS, ek.map_err(|e| self.err(e))?);
                 }
+                b.next_seq(prefix.clone(), None);
                 b.remove(RUNS, &k);
                 b.remove(RUNNING, &k);
                 Ok(())

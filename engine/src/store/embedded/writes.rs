@@ -16,9 +16,20 @@ use super::{
 #[derive(Default)]
 pub(super) struct Batch {
     changes: Vec<Change>,
+    /// Journals' next sequence numbers as these changes leave them (`None`: forget it),
+    /// remembered once the changes are applied.
+    next_seqs: Vec<(Vec<u8>, Option<u32>)>,
 }
 
+/// How many journals' next sequence numbers are remembered; past it they are forgotten and
+/// looked up again (a store daemon lives long, and a run's journal rarely grows after it).
+const NEXT_SEQS: usize = 4096;
+
 impl Batch {
+    pub(super) fn next_seq(&mut self, journal: Vec<u8>, next: Option<u32>) {
+        self.next_seqs.push((journal, next));
+    }
+
     pub(super) fn put(&mut self, tree: u8, key: impl AsRef<[u8]>, value: Vec<u8>) {
         self.changes.push(Change {
             tree,
@@ -110,14 +121,21 @@ impl Sled {
         self.flush()
     }
 
-    /// Writes a run's record in `b`, and its place in the index of running runs.
-    pub(super) fn put_run(b: &mut Batch, r: &RunRecord) {
+    /// Writes a run's record in `b`, and its place in the index of running runs when that
+    /// changes (a run's record is written at most steps: a lookup costs less than a write).
+    pub(super) fn put_run(&self, b: &mut Batch, r: &RunRecord) -> Result<(), StoreError> {
         b.put_json(RUNS, &r.run_id, r);
-        if r.status == RunStatus::Running {
-            b.put(RUNNING, &r.run_id, Vec::new());
-        } else {
-            b.remove(RUNNING, &r.run_id);
+        let running = r.status == RunStatus::Running;
+        let indexed = self
+            .running
+            .contains_key(&r.run_id)
+            .map_err(|e| self.err(e))?;
+        match (running, indexed) {
+            (true, false) => b.put(RUNNING, &r.run_id, Vec::new()),
+            (false, true) => b.remove(RUNNING, &r.run_id),
+            _ => {}
         }
+        Ok(())
     }
 
     fn tree(&self, id: u8) -> Result<&sled::Tree, StoreError> {
@@ -176,7 +194,21 @@ impl Sled {
         self.wal
             .append(&wal::encode(&batch.changes))
             .map_err(|e| StoreError::of_wal(self.shown.clone(), e))?;
-        self.apply(batch.changes)?;
+        let applied = self.apply(batch.changes);
+        if !batch.next_seqs.is_empty() {
+            let mut known = self.next_seq.lock().unwrap_or_else(PoisonError::into_inner);
+            if known.len() >= NEXT_SEQS {
+                known.clear();
+            }
+            for (journal, next) in batch.next_seqs {
+                // Applied in part, sled says what is there.
+                match next.filter(|_| applied.is_ok()) {
+                    Some(n) => known.insert(journal, n),
+                    None => known.remove(&journal),
+                };
+            }
+        }
+        applied?;
         if self.wal.wants_checkpoint() {
             self.checkpoint()?;
         }

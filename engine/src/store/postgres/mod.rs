@@ -552,7 +552,12 @@ impl Runs for Postgres {
     }
 
     fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
-        let (id, place, from) = (run_id.to_owned(), self.place.clone(), from as i32);
+        // Past the largest sequence number there is nothing (`as` would wrap it negative:
+        // the whole journal).
+        let Ok(from) = i32::try_from(from) else {
+            return Ok(Vec::new());
+        };
+        let (id, place) = (run_id.to_owned(), self.place.clone());
         self.call(move |c| {
             let rows = c.query(
                 "SELECT entry FROM medic_events WHERE run_id = $1 AND seq >= $2 ORDER BY seq",

@@ -168,9 +168,13 @@ fn recorder<'a>(
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    // `cargo bench -p medic -- NAME` runs only the benchmarks whose name contains NAME.
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    // `cargo bench -p medic -- NAME...` runs only the benchmarks whose name contains one of
+    // the NAMEs (a ratio is printed when what it divides by ran too).
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
     let iters = |name: &str, full_n: usize, smoke_n: usize| match (wanted(name), full) {
         (false, _) => 0,
         (true, true) => full_n,

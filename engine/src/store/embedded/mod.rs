@@ -2,7 +2,9 @@
 //!
 //! Layout (all keys and values versioned, so the format can evolve):
 //! - tree `runs`: run id (a ULID, so keys sort by start time) -> [`RunRecord`] as JSON;
-//! - tree `events`: run id + big-endian sequence number -> [`JournalEntry`] as JSON;
+//! - tree `events`: run id, `/`, big-endian sequence number -> the [`JournalEntry`] as JSON,
+//!   or a JSON array of the entries appended together, keyed by the last one's number
+//!   (stores written before that have one key per entry, which reads the same);
 //! - tree `locks`: lock key -> [`LockHolder`] as JSON;
 //! - tree `drills`: drill name, NUL, start time (big-endian ms), run id -> [`DrillRecord`];
 //! - tree `drill_state`: per drill the last scheduled time handled, and `paused:NAME`;

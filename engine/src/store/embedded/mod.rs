@@ -50,19 +50,25 @@ pub(super) struct Owner {
 
 struct OwnerGuard {
     dir: PathBuf,
-    db: sled::Db,
+    /// The last handle on sled (the store's others are dropped before this guard).
+    db: Option<sled::Db>,
     wal: Arc<Wal>,
 }
 
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
+        let Some(db) = self.db.take() else { return };
         // The last holder: nobody writes any more, so the log can start over once sled has
         // it all (the next open then has nothing to replay). Not after the log broke: the
         // disk failed or is full, where sled's flush may never return; the next open
         // replays the log instead.
-        if !self.wal.is_broken() && self.db.flush().is_ok() {
+        if !self.wal.is_broken() && db.flush().is_ok() {
             let _ = self.wal.restart();
         }
+        // sled lets go of its lock when its last handle goes: `owner.json` goes after, so
+        // whoever sees it gone finds the store free (seen: a test opening sled the moment
+        // it went, refused sled's lock).
+        drop(db);
         let owner = self.dir.join("owner.json");
         if std::fs::read(&owner)
             .ok()
@@ -196,7 +202,7 @@ impl Sled {
             repaired: Mutex::new(repaired),
             _guard: OwnerGuard {
                 dir: dir.to_owned(),
-                db: db.clone(),
+                db: Some(db.clone()),
                 wal,
             },
             db,

@@ -122,7 +122,8 @@ impl Sled {
     }
 
     /// Writes a run's record in `b`, and its place in the index of running runs when that
-    /// changes (a run's record is written at most steps: a lookup costs less than a write).
+    /// changes (a run's record is written at nearly every step; a lookup costs less than a
+    /// write).
     pub(super) fn put_run(&self, b: &mut Batch, r: &RunRecord) -> Result<(), StoreError> {
         b.put_json(RUNS, &r.run_id, r);
         let running = r.status == RunStatus::Running;

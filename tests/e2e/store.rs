@@ -322,7 +322,8 @@ fn a_store_from_a_newer_medic_is_refused() {
     match Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))) {
         Err(e @ StoreError::NewerFormat { found: 99, .. }) => assert!(
             e.to_string()
-                .contains("written by a newer medic (format 99")
+                .contains("written by a newer medic (format 99; this medic reads format 2)"),
+            "{e}"
         ),
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("a newer store was opened"),
@@ -379,6 +380,7 @@ fn a_journal_recorded_an_entry_per_key_reads_and_grows_the_same() {
         // What a medic before chunks left: one key per entry, even for entries appended
         // together (run id, '/', sequence number big-endian).
         let db = sled::open(dir.path().join("db")).unwrap();
+        db.insert("format", "1").unwrap();
         let r = record("01old", "deploy", "prod", RunStatus::Succeeded, now_ms());
         db.open_tree("runs")
             .unwrap()
@@ -415,6 +417,10 @@ fn a_journal_recorded_an_entry_per_key_reads_and_grows_the_same() {
         let expected: Vec<String> = (from..7).map(|i| format!("k{i}")).collect();
         assert_eq!(keys, expected, "from {from}");
     }
+    drop(store);
+    // Marked as the layout it now has: a medic that reads only the old one refuses it.
+    let db = sled::open(dir.path().join("db")).unwrap();
+    assert_eq!(db.get("format").unwrap().as_deref(), Some(&b"2"[..]));
 }
 
 #[test]

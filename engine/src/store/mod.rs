@@ -100,9 +100,9 @@ pub enum StoreError {
     #[error("the run store in {dir} is in use by another process")]
     BusyUnknown { dir: String },
     #[error(
-        "the run store in {dir} was written by a newer medic (format {found}; this medic reads format {FORMAT_VERSION})"
+        "the run store in {dir} was written by a newer medic (format {found}; this medic reads format {reads})"
     )]
-    NewerFormat { dir: String, found: u32 },
+    NewerFormat { dir: String, found: u32, reads: u32 },
     #[error("run store {dir}: {source}")]
     Sled { dir: String, source: sled::Error },
     /// Writes fail for want of space: what was recorded before stays.

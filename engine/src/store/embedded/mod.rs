@@ -37,8 +37,7 @@ use writes::Batch;
 use super::backend::Runs;
 use super::wal::{self, Wal, WalError};
 use super::{
-    FORMAT_VERSION, JournalEntry, JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus,
-    StoreError, now_ms,
+    JournalEntry, JournalEvent, ListFilter, LockHolder, RunRecord, RunStatus, StoreError, now_ms,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -103,6 +102,9 @@ const TREES: [&str; 8] = [
     "triggers",
     "running",
 ];
+/// The layout of this store, in the default tree's `format` key: 2 since a journal's entries
+/// appended together are one key (1: one key per entry).
+const LAYOUT: u32 = 2;
 /// Set in the default tree once the `running` index holds every running run (a store made
 /// before the index gets it built at its first open).
 const RUNNING_INDEXED: &str = "running-indexed";
@@ -210,23 +212,29 @@ impl Sled {
             shown: shown.clone(),
         };
         store.replay(replay)?;
-        match store.db.get("format").map_err(|e| store.err(e))? {
-            Some(v) => {
-                let found = std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(u32::MAX);
-                if found > FORMAT_VERSION {
-                    return Err(StoreError::NewerFormat { dir: shown, found });
-                }
-            }
-            None => {
-                store.write(|b| {
-                    b.put(DEFAULT, "format", FORMAT_VERSION.to_string().into_bytes());
-                    Ok(())
-                })?;
-                store.flush()?;
-            }
+        let found = match store.db.get("format").map_err(|e| store.err(e))? {
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u32::MAX),
+            None => 0,
+        };
+        if found > LAYOUT {
+            return Err(StoreError::NewerFormat {
+                dir: shown,
+                found,
+                reads: LAYOUT,
+            });
+        }
+        if found < LAYOUT {
+            // A store of layout 1 reads as it is (its journal's chunks are of one entry);
+            // from now on a medic that reads only 1 refuses it instead of calling its
+            // chunks corrupt.
+            store.write(|b| {
+                b.put(DEFAULT, "format", LAYOUT.to_string().into_bytes());
+                Ok(())
+            })?;
+            store.flush()?;
         }
         store.index_running()?;
         // Informational only (the sled file lock is what excludes other processes), so a

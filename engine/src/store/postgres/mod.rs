@@ -263,6 +263,7 @@ fn migrate(c: &mut postgres::Client) -> Result<(), Failure> {
         return Err(Failure::Store(StoreError::NewerFormat {
             dir: "the PostgreSQL store".to_owned(),
             found: u32::try_from(applied).unwrap_or(u32::MAX),
+            reads: u32::try_from(latest).unwrap_or(u32::MAX),
         }));
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {

@@ -29,5 +29,6 @@ pub mod shared_store;
 mod store;
 pub mod store_daemon;
 mod store_postgres;
+mod store_sled;
 mod support;
 mod verdicts;

@@ -1,7 +1,7 @@
 //! The run store through its API, on both backends: one conformance suite that the embedded
-//! store (sled) and PostgreSQL must each pass, plus what is particular to each (format
-//! versions, corrupt entries). PostgreSQL's own (several processes at once, fencing, lost
-//! connections) are in `store_postgres.rs`.
+//! store (sled) and PostgreSQL must each pass. The embedded store's files as older medics,
+//! newer ones or a bad disk left them are in `store_sled.rs`; PostgreSQL's own (several
+//! processes at once, fencing, lost connections) in `store_postgres.rs`.
 
 use medic::store::drills::{DrillRecord, Paused};
 use medic::store::{
@@ -312,138 +312,6 @@ fn locks_exclude_other_runs_and_are_released_by_recovery(kind: Kind) {
 }
 
 #[test]
-fn a_store_from_a_newer_medic_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        db.insert("format", "99").unwrap();
-        db.flush().unwrap();
-    }
-    match Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))) {
-        Err(e @ StoreError::NewerFormat { found: 99, .. }) => assert!(
-            e.to_string()
-                .contains("written by a newer medic (format 99; this medic reads format 2)"),
-            "{e}"
-        ),
-        Err(other) => panic!("{other}"),
-        Ok(_) => panic!("a newer store was opened"),
-    }
-}
-
-#[test]
-fn a_run_recorded_before_the_index_of_running_runs_is_still_found_interrupted() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        // What a medic before the index left: records only, one of them running for a
-        // process that is gone.
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let runs = db.open_tree("runs").unwrap();
-        for (id, status) in [("01a", RunStatus::Succeeded), ("01b", RunStatus::Running)] {
-            let r = record(id, "deploy", "prod", status, now_ms());
-            runs.insert(id, serde_json::to_vec(&r).unwrap()).unwrap();
-        }
-        db.flush().unwrap();
-    }
-    let open = || {
-        Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))).unwrap()
-    };
-    let store = open();
-    assert_eq!(store.recover().unwrap(), ["01b"]);
-    assert!(store.recover().unwrap().is_empty(), "recovered once");
-    drop(store);
-    // Runs recorded since are in the index.
-    let store = open();
-    store
-        .put_record(&record(
-            "01c",
-            "deploy",
-            "prod",
-            RunStatus::Running,
-            now_ms(),
-        ))
-        .unwrap();
-    drop(store);
-    assert_eq!(open().recover().unwrap(), ["01c"]);
-}
-
-#[test]
-fn a_journal_recorded_an_entry_per_key_reads_and_grows_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let kv = |i: u8| {
-        JournalEntry::now(JournalEvent::KvSet {
-            space: "s".into(),
-            key: format!("k{i}"),
-            value: Some(hex_of(i)),
-        })
-    };
-    {
-        // What a medic before chunks left: one key per entry, even for entries appended
-        // together (run id, '/', sequence number big-endian).
-        let db = sled::open(dir.path().join("db")).unwrap();
-        db.insert("format", "1").unwrap();
-        let r = record("01old", "deploy", "prod", RunStatus::Succeeded, now_ms());
-        db.open_tree("runs")
-            .unwrap()
-            .insert("01old", serde_json::to_vec(&r).unwrap())
-            .unwrap();
-        let events = db.open_tree("events").unwrap();
-        for i in 0..4u8 {
-            let mut key = b"01old/".to_vec();
-            key.extend_from_slice(&u32::from(i).to_be_bytes());
-            events
-                .insert(key, serde_json::to_vec(&kv(i)).unwrap())
-                .unwrap();
-        }
-        db.flush().unwrap();
-    }
-    let store =
-        Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))).unwrap();
-    assert_eq!(
-        store
-            .append_many("01old", None, &[kv(4), kv(5), kv(6)], true)
-            .unwrap(),
-        6
-    );
-    for from in 0..8 {
-        let keys: Vec<String> = store
-            .journal_from("01old", from)
-            .unwrap()
-            .into_iter()
-            .map(|e| match e.event {
-                JournalEvent::KvSet { key, .. } => key,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        let expected: Vec<String> = (from..7).map(|i| format!("k{i}")).collect();
-        assert_eq!(keys, expected, "from {from}");
-    }
-    drop(store);
-    // Marked as the layout it now has: a medic that reads only the old one refuses it.
-    let db = sled::open(dir.path().join("db")).unwrap();
-    assert_eq!(db.get("format").unwrap().as_deref(), Some(&b"2"[..]));
-}
-
-#[test]
-fn a_corrupt_record_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let db = sled::open(dir.path().join("db")).unwrap();
-        db.open_tree("runs")
-            .unwrap()
-            .insert("01bad", "{not json")
-            .unwrap();
-        db.flush().unwrap();
-    }
-    let store =
-        Store::open_waiting(dir.path(), "test", Some(std::time::Duration::from_secs(5))).unwrap();
-    let err = store
-        .list(&ListFilter::default(), 10)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("corrupt entry 01bad"), "{err}");
-}
-
-#[test]
 fn dry_runs_and_drill_notifications_count_neither_as_changes_nor_as_successes() {
     let mut changed = record("01a", "deploy", "staging", RunStatus::RolledBack, 1);
     changed.changed = true;
@@ -617,7 +485,7 @@ fn a_journal_reads_the_same_from_every_position(kind: Kind) {
     assert!(store.journal_from("01p", usize::MAX).unwrap().is_empty());
 }
 
-fn hex_of(i: u8) -> String {
+pub(crate) fn hex_of(i: u8) -> String {
     format!("{i:02x}")
 }
 

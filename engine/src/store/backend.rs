@@ -34,16 +34,21 @@ pub trait Runs: Send + Sync {
     /// Appends to a run's journal; returns the entry's sequence number (0, 1, 2, ...).
     /// `durable`: everything written so far is durable when it returns (one call, so a
     /// store in another process is asked once).
-    fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError>;
+    /// By default [`Runs::append_many`] of one entry.
+    fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
+        self.append_many(run_id, None, std::slice::from_ref(entry), durable)
+    }
     /// Appends to a run's journal and writes its record as that entry leaves it, both or
     /// neither: a crash never leaves a record that disagrees with its journal. `durable` as
-    /// for [`Runs::append`].
+    /// for [`Runs::append`]. By default [`Runs::append_many`] of one entry.
     fn append_with_record(
         &self,
         r: &RunRecord,
         entry: &JournalEntry,
         durable: bool,
-    ) -> Result<u32, StoreError>;
+    ) -> Result<u32, StoreError> {
+        self.append_many(&r.run_id, Some(r), std::slice::from_ref(entry), durable)
+    }
     /// Appends `entries` to a run's journal in order and consecutively (no other writer's
     /// entry between them), then `record` as they leave it (if given); returns the last
     /// entry's sequence number; all or none. One call for entries that came together (a

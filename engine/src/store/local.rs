@@ -386,17 +386,6 @@ impl Runs for Local {
             max,
         })
     }
-    fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
-        self.append_many(run_id, None, std::slice::from_ref(entry), durable)
-    }
-    fn append_with_record(
-        &self,
-        r: &RunRecord,
-        entry: &JournalEntry,
-        durable: bool,
-    ) -> Result<u32, StoreError> {
-        self.append_many(&r.run_id, Some(r), std::slice::from_ref(entry), durable)
-    }
     fn append_many(
         &self,
         run_id: &str,

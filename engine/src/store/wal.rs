@@ -67,6 +67,9 @@ struct Synced {
     upto: u64,
     /// A thread is in `fdatasync`; the others wait for it, then one of them goes next.
     syncing: bool,
+    /// Threads waiting for it: only they are woken (waking nobody is still a system call,
+    /// once per durable write).
+    waiting: usize,
 }
 
 pub(super) struct Wal {
@@ -114,6 +117,7 @@ impl Wal {
             synced: Mutex::new(Synced {
                 upto: next_seq - 1,
                 syncing: false,
+                waiting: 0,
             }),
             synced_changed: Condvar::new(),
             broken: AtomicBool::new(false),
@@ -211,10 +215,12 @@ impl Wal {
                 return Ok(());
             }
             if synced.syncing {
+                synced.waiting += 1;
                 synced = self
                     .synced_changed
                     .wait(synced)
                     .unwrap_or_else(PoisonError::into_inner);
+                synced.waiting -= 1;
                 continue;
             }
             synced.syncing = true;
@@ -223,13 +229,14 @@ impl Wal {
             let result = self.file.sync_data();
             synced = lock(&self.synced);
             synced.syncing = false;
-            if let Err(e) = result {
-                let e = self.fail(e);
-                self.synced_changed.notify_all();
-                return Err(e);
+            let result = result.map_err(|e| self.fail(e));
+            if result.is_ok() {
+                synced.upto = synced.upto.max(target);
             }
-            synced.upto = synced.upto.max(target);
-            self.synced_changed.notify_all();
+            if synced.waiting > 0 {
+                self.synced_changed.notify_all();
+            }
+            result?;
         }
     }
 

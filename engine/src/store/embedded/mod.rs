@@ -394,20 +394,7 @@ impl Runs for Sled {
         Ok(found)
     }
 
-    fn append(&self, run_id: &str, entry: &JournalEntry, durable: bool) -> Result<u32, StoreError> {
-        self.append_many(run_id, None, std::slice::from_ref(entry), durable)
-    }
-
-    /// One frame of the redo log: both or neither survive a crash.
-    fn append_with_record(
-        &self,
-        r: &RunRecord,
-        entry: &JournalEntry,
-        durable: bool,
-    ) -> Result<u32, StoreError> {
-        self.append_many(&r.run_id, Some(r), std::slice::from_ref(entry), durable)
-    }
-
+    /// One frame of the redo log: all or nothing survives a crash.
     fn append_many(
         &self,
         run_id: &str,

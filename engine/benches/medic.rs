@@ -462,6 +462,11 @@ fn main() {
     // Smoke runs (CI, debug builds) use 50 where the figures use 1,000.
     let scale: usize = if full { 1000 } else { 50 };
     let per_step_note = steps::steps_and_fleets(&rt, &host, &mut results, &iters, scale, medic);
+    let fleet_memory_note = if wanted("peak heap of a fleet step") {
+        steps::fleet_memory(&rt, &host, scale)
+    } else {
+        None
+    };
     // Many runs at once in one process, each mostly waiting on a gate, as runs do.
     let many = "1,000 concurrent runs in one process (3 steps, a gate)";
     let many_n = iters(many, 3, 1);
@@ -642,7 +647,7 @@ fn main() {
             1.0 / d.quantile(0.5).as_secs_f64()
         );
     }
-    for note in [per_step_note, memory_note, serve_note]
+    for note in [per_step_note, fleet_memory_note, memory_note, serve_note]
         .into_iter()
         .flatten()
     {

@@ -92,14 +92,28 @@ fn runbook(dir: &std::path::Path, w: &Witness, body: &str) -> String {
 }
 
 /// The report of a step, as journaled.
+/// A step's journaled end, with its targets as journaled one by one before it (the end of
+/// a fleet step counts them, it does not repeat them).
 fn step_report(record: &serde_json::Value, id: &str) -> serde_json::Value {
-    record["journal"]
-        .as_array()
-        .unwrap()
+    let journal = record["journal"].as_array().unwrap();
+    let mut report = journal
         .iter()
         .find(|e| e["type"] == "step_finished" && e["report"]["id"] == id)
         .unwrap_or_else(|| panic!("no report of {id}: {record}"))["report"]
-        .clone()
+        .clone();
+    assert!(report.get("targets").is_none(), "{report}");
+    let targets: Vec<serde_json::Value> = journal
+        .iter()
+        .filter(|e| e["type"] == "target_finished" && e["step"] == id)
+        .map(|e| e["report"].clone())
+        .collect();
+    assert_eq!(
+        report["fleet"]["targets"].as_u64(),
+        Some(targets.len() as u64),
+        "{report}"
+    );
+    report["targets"] = targets.into();
+    report
 }
 
 fn export(cache: &std::path::Path) -> serde_json::Value {

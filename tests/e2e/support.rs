@@ -203,14 +203,27 @@ pub async fn run_example_with(
                 }
             )
         });
-    medic::executor::execute(
+    // A fleet step's targets are told one by one, not kept in its report: gathered here as
+    // the store gathers them from the journal.
+    let mut targets: Vec<(String, medic::executor::TargetReport)> = Vec::new();
+    let mut report = medic::executor::execute(
         host,
         &plan,
         medic::executor::RunOptions::default(),
-        &mut |_: &medic::executor::Event<'_>| {},
+        &mut |e: &medic::executor::Event<'_>| {
+            if let medic::executor::Event::TargetFinished { id, target, .. } = e {
+                targets.push(((*id).to_owned(), (*target).clone()));
+            }
+        },
     )
     .await
-    .expect("nothing aborts this run")
+    .expect("nothing aborts this run");
+    for (id, target) in targets {
+        if let Some(step) = report.steps.iter_mut().find(|s| s.id == id) {
+            step.targets.push(target);
+        }
+    }
+    report
 }
 
 /// The approvals waiting in `dir`, once there is at least one (bounded: about 30 s).

@@ -217,7 +217,7 @@ pub fn steps_and_fleets(
                 .expect("nothing aborts the benchmark");
             let took = t.elapsed();
             assert!(recorder.error.is_none());
-            assert_eq!(report.steps[0].targets.len(), scale);
+            assert_eq!(report.steps[0].fleet.map(|f| f.succeeded), Some(scale));
             assert_eq!(report.outcome, medic::executor::RunOutcome::Succeeded);
             samples.push(took / scale as u32);
         }
@@ -230,4 +230,63 @@ pub fn steps_and_fleets(
     }
 
     per_step_note
+}
+
+/// The heap a fleet step holds at its peak, per target, for a fleet of `small` and of ten
+/// times as many targets (100 at a time), unrecorded (the engine alone) and recorded (with
+/// the embedded store's caches): bounded memory means a target costs its name and status,
+/// not its calls, and the store's caches stop at their size.
+pub fn fleet_memory(
+    rt: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    small: usize,
+) -> Option<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut figures = Vec::new();
+    for recorded in [false, true] {
+        for n in [small, small * 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let targets: Vec<String> = (0..n).map(|i| format!("\"host-{i:05}\"")).collect();
+            let text = format!(
+                "[runbook]\nname = \"fleet\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
+                 [[steps]]\nid = \"all\"\nuses = \"noop\"\n[steps.fleet]\ntargets = [{}]\nmax_concurrency = 100\n",
+                medic::host::fixtures::HOSTILE,
+                targets.join(", ")
+            );
+            let plan = plan_of(rt, host, &text);
+            drop(text);
+            let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();
+            let mut quiet = |_: &medic::executor::Event<'_>| {};
+            let mut recorder = recorder(&store, &mut quiet);
+            let mut unrecorded = |_: &medic::executor::Event<'_>| {};
+            let observer: &mut dyn medic::executor::Observer = if recorded {
+                &mut recorder
+            } else {
+                &mut unrecorded
+            };
+            let before = super::HEAP_NOW.load(Relaxed);
+            super::HEAP_PEAK.store(before, Relaxed);
+            let report = rt
+                .block_on(medic::executor::execute(
+                    host,
+                    &plan,
+                    medic::executor::RunOptions::default(),
+                    observer,
+                ))
+                .expect("nothing aborts the benchmark");
+            let peak = super::HEAP_PEAK.load(Relaxed).saturating_sub(before);
+            assert_eq!(report.outcome, medic::executor::RunOutcome::Succeeded);
+            assert!(recorder.error.is_none());
+            figures.push(format!(
+                "{n} targets {}: {} ({} a target)",
+                if recorded { "recorded" } else { "unrecorded" },
+                medic::host::limits::format_bytes(peak as u64),
+                medic::host::limits::format_bytes((peak / n) as u64),
+            ));
+        }
+    }
+    Some(format!(
+        "peak heap of a fleet step, 100 at a time: {}",
+        figures.join("; ")
+    ))
 }

@@ -50,6 +50,8 @@ pub enum Event<'a> {
     /// One target of a fleet step is done (or will not start).
     TargetFinished {
         id: &'a str,
+        /// The plugin declaration called (`[plugins.NAME]`).
+        plugin: &'a str,
         target: &'a TargetReport,
         /// Another target's result follows at once (targets that finished together): an
         /// observer may make this one durable with the last of them, one flush for all.
@@ -106,6 +108,9 @@ pub enum OwnedEvent {
     },
     TargetFinished {
         id: String,
+        /// Empty from a medic that did not send it.
+        #[serde(default)]
+        plugin: String,
         target: TargetReport,
     },
     StepFinished {
@@ -162,8 +167,11 @@ impl OwnedEvent {
                 note: (*note).to_owned(),
                 wait: *wait,
             },
-            Event::TargetFinished { id, target, .. } => OwnedEvent::TargetFinished {
+            Event::TargetFinished {
+                id, plugin, target, ..
+            } => OwnedEvent::TargetFinished {
                 id: (*id).to_owned(),
+                plugin: (*plugin).to_owned(),
                 target: (*target).clone(),
             },
             Event::StepFinished { report } => OwnedEvent::StepFinished {
@@ -215,8 +223,9 @@ impl OwnedEvent {
                 note,
                 wait: *wait,
             },
-            OwnedEvent::TargetFinished { id, target } => Event::TargetFinished {
+            OwnedEvent::TargetFinished { id, plugin, target } => Event::TargetFinished {
                 id,
+                plugin,
                 target,
                 more: false,
             },

@@ -1,11 +1,12 @@
 //! Fleet steps: one call per target, `max_concurrency` at a time, inside the run's own task
 //! (the futures are not Send), stopping new targets after `max_errors` failures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::{
-    Event, Observer, Run, StepReport, StepStatus, TargetReport, status_of, summary_of_attempts,
+    Event, FleetTally, Observer, Run, StepReport, StepStatus, TargetReport, status_of,
+    summary_of_attempts,
 };
 use crate::host::{Call, Failure, Value, Values};
 use crate::runbook::template;
@@ -34,6 +35,74 @@ pub(super) struct Done {
     /// Unmasked parameters and outputs: a revert needs the real values.
     pub(super) params: Values,
     pub(super) outputs: Option<Values>,
+}
+
+/// What is kept of a target once it has been told and journaled: enough for the step's
+/// outputs, summary and undoing; not its calls, so a fleet's memory does not grow with what
+/// each target's plugin logged and returned.
+pub(super) struct Ended {
+    pub(super) target: String,
+    /// Called at least once.
+    pub(super) ran: bool,
+    pub(super) succeeded: bool,
+    pub(super) failed: bool,
+    /// Unmasked parameters and outputs, kept only when the step can be undone.
+    pub(super) raw: Option<Box<(Values, Option<Values>)>>,
+}
+
+/// At most this many target names in a step's summary: the rest are counted.
+pub(super) const NAMED: usize = 10;
+
+/// The targets of a fleet step (or its undoing) that ended, in the order they ended.
+pub(super) struct Fanned {
+    pub(super) ended: Vec<Ended>,
+    /// `target (summary)` of the first [`NAMED`] failures.
+    pub(super) failures: Vec<String>,
+    pub(super) tally: FleetTally,
+    /// Keep each target's unmasked values (the step can be undone).
+    keep_raw: bool,
+}
+
+impl Fanned {
+    pub(super) fn new(capacity: usize, keep_raw: bool) -> Fanned {
+        Fanned {
+            ended: Vec::with_capacity(capacity),
+            failures: Vec::new(),
+            tally: FleetTally::default(),
+            keep_raw,
+        }
+    }
+
+    /// A target that was told: what is kept of it.
+    pub(super) fn add(&mut self, report: TargetReport, raw: (Values, Option<Values>)) {
+        let ran = !report.attempts.is_empty();
+        let succeeded = report.status.is_success();
+        let failed = report.status.is_failure();
+        self.tally.targets += 1;
+        self.tally.ran += usize::from(ran);
+        self.tally.succeeded += usize::from(succeeded);
+        self.tally.failed += usize::from(failed);
+        if failed && self.failures.len() < NAMED {
+            self.failures
+                .push(format!("{} ({})", report.target, report.summary));
+        }
+        self.ended.push(Ended {
+            target: report.target,
+            ran,
+            succeeded,
+            failed,
+            raw: self.keep_raw.then(|| Box::new(raw)),
+        });
+    }
+}
+
+/// The first `named` of `items`, joined, then how many more of `total`.
+pub(super) fn some_of(items: &[String], named: usize, total: usize) -> String {
+    let mut text = items[..items.len().min(named)].join(", ");
+    if total > named {
+        text += &format!(" and {} more", total - named);
+    }
+    text
 }
 
 impl Run<'_> {
@@ -111,7 +180,7 @@ impl Run<'_> {
         };
         // Every target's parameters are rendered before the first starts: a template
         // mistake must not leave half a fleet changed.
-        let mut jobs = Vec::new();
+        let mut jobs = Vec::with_capacity(targets.len());
         for t in &targets {
             let tctx = minijinja::context! { target => t, ..ctx.clone() };
             match self.render(&step.with, &tctx) {
@@ -137,6 +206,7 @@ impl Run<'_> {
             .filter(|t| t.status.is_success() && !t.attempts.is_empty())
             .map(|t| (t.target.clone(), t))
             .collect();
+        let keep_raw = step.rollback.is_some();
         let mut kept = Vec::new();
         jobs.retain(|job| {
             let Some(mut report) = earlier.remove(&job.target) else {
@@ -161,51 +231,46 @@ impl Run<'_> {
             max_errors: Some(max_errors),
             retry: step.retry,
         };
+        let plugin = self.plan.plugins[step.plugin].alias.as_str();
         // Shown (and journaled again) so the run's output lists every target.
-        for (i, d) in kept.iter().enumerate() {
+        let resumed = kept.len();
+        let mut fanned = Fanned::new(n, keep_raw);
+        for (i, d) in kept.into_iter().enumerate() {
             observer.on_event(&Event::TargetFinished {
                 id: &step.id,
+                plugin,
                 target: &d.report,
-                more: i + 1 < kept.len(),
+                more: i + 1 < resumed,
             });
+            fanned.add(d.report, (d.params, d.outputs));
         }
-        let resumed = kept.len();
-        let mut done = kept;
-        done.extend(
-            self.fan_out(step.plugin, &step.id, step.timeout, jobs, rate, observer)
-                .await,
-        );
-        let by_target: BTreeMap<&str, &Done> =
-            done.iter().map(|d| (d.report.target.as_str(), d)).collect();
+        self.fan_out(
+            step.plugin,
+            &step.id,
+            step.timeout,
+            jobs,
+            rate,
+            &mut fanned,
+            observer,
+        )
+        .await;
+        let by_target: HashMap<&str, &Ended> = fanned
+            .ended
+            .iter()
+            .map(|e| (e.target.as_str(), e))
+            .collect();
         // In the order the targets were listed, whatever order they finished in.
-        let listed = |pick: &dyn Fn(&Done) -> bool| -> Vec<String> {
+        let listed = |pick: &dyn Fn(&Ended) -> bool| -> Vec<String> {
             targets
                 .iter()
-                .filter(|t| by_target.get(t.as_str()).is_some_and(|d| pick(d)))
+                .filter(|t| by_target.get(t.as_str()).is_some_and(|e| pick(e)))
                 .cloned()
                 .collect()
         };
-        let succeeded = listed(&|d| d.report.status.is_success());
-        let failed = listed(&|d| d.report.status.is_failure());
-        let not_started = listed(&|d| d.report.attempts.is_empty());
-        let outputs: Values = vec![
-            ("targets".to_owned(), Value::TextList(targets.clone())),
-            ("succeeded".to_owned(), Value::TextList(succeeded.clone())),
-            ("failed".to_owned(), Value::TextList(failed.clone())),
-            (
-                "not_started".to_owned(),
-                Value::TextList(not_started.clone()),
-            ),
-        ]
-        .into_iter()
-        .collect();
-        self.remember(&step.id, Some(outputs));
-        let failures: Vec<String> = done
-            .iter()
-            .filter(|d| d.report.status.is_failure())
-            .take(3)
-            .map(|d| format!("{} ({})", d.report.target, d.report.summary))
-            .collect();
+        let succeeded = listed(&|e| e.succeeded);
+        let failed = listed(&|e| e.failed);
+        let not_started = listed(&|e| !e.ran);
+        drop(by_target);
         let mut summary = match (n, resumed) {
             (0, _) => "no targets".to_owned(),
             (n, 0) => format!("{} of {n} targets succeeded", succeeded.len()),
@@ -215,18 +280,13 @@ impl Run<'_> {
             ),
         };
         if !failed.is_empty() {
-            summary += &format!(
-                "; failed: {}{}",
-                failures.join(", "),
-                if failed.len() > failures.len() {
-                    format!(" and {} more", failed.len() - failures.len())
-                } else {
-                    String::new()
-                }
-            );
+            summary += &format!("; failed: {}", some_of(&fanned.failures, 3, failed.len()));
         }
         if !not_started.is_empty() {
-            summary += &format!("; not started: {}", not_started.join(", "));
+            summary += &format!(
+                "; not started: {}",
+                some_of(&not_started, NAMED, not_started.len())
+            );
         }
         report.status = if failed.len() > max_errors || !not_started.is_empty() {
             StepStatus::Failed
@@ -241,26 +301,39 @@ impl Run<'_> {
             summary += &format!(" (within max_errors {})", fleet.max_errors);
         }
         report.summary = summary;
-        self.targets_raw.insert(
-            step.id.clone(),
-            done.iter()
-                .filter(|d| !d.report.attempts.is_empty())
-                .map(|d| {
-                    (
-                        d.report.target.clone(),
-                        d.params.clone(),
-                        d.outputs.clone(),
-                        d.report.status.is_success(),
-                    )
-                })
-                .collect(),
-        );
-        report.targets = done.into_iter().map(|d| d.report).collect();
+        report.fleet = Some(fanned.tally);
+        let outputs: Values = [
+            ("targets", targets),
+            ("succeeded", succeeded),
+            ("failed", failed),
+            ("not_started", not_started),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::TextList(v)))
+        .collect();
+        self.remember(&step.id, Some(outputs));
+        // Only a step that can be undone needs what its targets were called with.
+        if keep_raw {
+            self.targets_raw.insert(
+                step.id.clone(),
+                fanned
+                    .ended
+                    .into_iter()
+                    .filter(|e| e.ran)
+                    .map(|e| {
+                        let (params, outputs) = *e.raw.unwrap_or_default();
+                        (e.target, params, outputs, e.succeeded)
+                    })
+                    .collect(),
+            );
+        }
     }
 
     /// Runs calls for many targets at a bounded concurrency. In-flight calls always finish;
     /// stopping (too many errors, or a cancellation of the current view) only means no new
-    /// target starts. Returns every target: those never started as skipped, last.
+    /// target starts. Each target is told as it ends, then only what [`Fanned`] keeps of it
+    /// is kept: every target, those never started (as skipped) last.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fan_out(
         &self,
         plugin: usize,
@@ -268,13 +341,14 @@ impl Run<'_> {
         timeout: Duration,
         jobs: Vec<Job>,
         rate: Rate,
+        fanned: &mut Fanned,
         observer: &mut dyn Observer,
-    ) -> Vec<Done> {
+    ) {
+        let alias = self.plan.plugins[plugin].alias.as_str();
         use futures_util::FutureExt;
         use futures_util::stream::{FuturesUnordered, StreamExt};
         let mut pending = jobs.into_iter();
         let mut running = FuturesUnordered::new();
-        let mut done = Vec::new();
         let mut errors = 0usize;
         let stop = |errors: usize| {
             if rate.max_errors.is_some_and(|m| errors > m) {
@@ -309,10 +383,11 @@ impl Run<'_> {
                 }
                 observer.on_event(&Event::TargetFinished {
                     id,
+                    plugin: alias,
                     target: &d.report,
                     more: i < last,
                 });
-                done.push(d);
+                fanned.add(d.report, (d.params, d.outputs));
             }
         }
         let reason = stop(errors).unwrap_or_default();
@@ -331,16 +406,12 @@ impl Run<'_> {
             };
             observer.on_event(&Event::TargetFinished {
                 id,
+                plugin: alias,
                 target: &report,
                 more: pending.peek().is_some(),
             });
-            done.push(Done {
-                report,
-                params: Values::new(),
-                outputs: None,
-            });
+            fanned.add(report, Default::default());
         }
-        done
     }
 
     /// One target's call, retried like a step.

@@ -106,9 +106,26 @@ pub struct StepReport {
     pub params: Vec<(String, Value)>,
     /// Every call made for this step: retries and gate checks each add one.
     pub attempts: Vec<Attempt>,
-    /// A fleet step's targets, in the order they finished (those never started last).
+    /// A fleet step's targets, in the order they finished (those never started last), as
+    /// the store gives them back ([`crate::store::steps_of`]). Empty as a run goes: each
+    /// target is told (`TargetFinished`) and journaled as it ends, then let go, so a fleet
+    /// of 10,000 targets is not held in memory (older medics' journals repeat them in the
+    /// step's end).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetReport>,
+    /// What a fleet step's targets came to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetTally>,
+}
+
+/// How many of a fleet step's targets ran, succeeded and failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetTally {
+    pub targets: usize,
+    /// Called at least once (the others were never started).
+    pub ran: usize,
+    pub succeeded: usize,
+    pub failed: usize,
 }
 
 impl StepReport {
@@ -119,7 +136,16 @@ impl StepReport {
             .map(|o| &o.outputs)
     }
 
-    /// Every call of the step, with the target it was for (fleet steps).
+    /// Whether the step's plugin was called (for a fleet, for any target): what may have
+    /// changed things, so what a rollback undoes.
+    pub fn ran(&self) -> bool {
+        !self.attempts.is_empty()
+            || self.fleet.is_some_and(|f| f.ran > 0)
+            || self.targets.iter().any(|t| !t.attempts.is_empty())
+    }
+
+    /// Every call of the step, with the target it was for (fleet steps whose targets were
+    /// gathered from the journal).
     pub fn calls(&self) -> impl Iterator<Item = (Option<&str>, &Attempt)> {
         self.attempts.iter().map(|a| (None, a)).chain(
             self.targets
@@ -347,6 +373,7 @@ pub async fn execute(
                 params: Vec::new(),
                 attempts: Vec::new(),
                 targets: Vec::new(),
+                fleet: None,
             });
         }
     }

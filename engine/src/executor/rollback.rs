@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::fleet::{Job, Rate};
+use super::fleet::{Fanned, Job, NAMED, Rate, some_of};
 use super::{
     Event, Observer, Phase, Run, StepReport, StepStatus, TargetRaw, TargetReport, plural_targets,
     status_of, summary_of_attempts, undo_retry,
@@ -119,7 +119,8 @@ impl Run<'_> {
             id: &id,
             plugin: &alias,
         });
-        let mut targets = Vec::new();
+        let n = jobs.len() + broken.len();
+        let mut fanned = Fanned::new(n, false);
         for (target, message) in broken {
             let summary = self.redactor().error_text(&message);
             let report = TargetReport {
@@ -137,49 +138,43 @@ impl Run<'_> {
             };
             observer.on_event(&Event::TargetFinished {
                 id: &id,
+                plugin: &alias,
                 target: &report,
                 more: false,
             });
-            targets.push(report);
+            fanned.add(report, Default::default());
         }
         let rate = Rate {
             concurrency: fleet.max_concurrency.of(jobs.len(), true).max(1),
             max_errors: None,
             retry: undo_retry(step),
         };
-        let n = jobs.len() + targets.len();
-        let done = self
-            .fan_out(plugin, &id, timeout, jobs, rate, observer)
+        self.fan_out(plugin, &id, timeout, jobs, rate, &mut fanned, observer)
             .await;
-        targets.extend(done.into_iter().map(|d| d.report));
-        let failed: Vec<String> = targets
-            .iter()
-            .filter(|t| t.status.is_failure())
-            .map(|t| format!("{} ({})", t.target, t.summary))
-            .collect();
+        let failed = fanned.tally.failed;
         let report = StepReport {
             id,
             phase: Phase::Rollback,
             plugin: alias,
-            status: if failed.is_empty() {
+            status: if failed == 0 {
                 StepStatus::Succeeded
             } else {
                 StepStatus::Failed
             },
-            summary: if failed.is_empty() {
+            summary: if failed == 0 {
                 format!("undid {}", plural_targets(n))
             } else {
                 format!(
-                    "{} of {} could not be undone: {}",
-                    failed.len(),
+                    "{failed} of {} could not be undone: {}",
                     plural_targets(n),
-                    failed.join(", ")
+                    some_of(&fanned.failures, NAMED, failed)
                 )
             },
             duration: started.elapsed(),
             params: Vec::new(),
             attempts: Vec::new(),
-            targets,
+            targets: Vec::new(),
+            fleet: Some(fanned.tally),
         };
         observer.on_event(&Event::StepFinished { report: &report });
         let ok = report.status.is_success();
@@ -207,7 +202,7 @@ impl Run<'_> {
             .reports
             .iter()
             .filter(|r| r.phase == Phase::Steps)
-            .filter(|r| r.calls().next().is_some() || self.interrupted.contains(&r.id))
+            .filter(|r| r.ran() || self.interrupted.contains(&r.id))
             .filter_map(|r| {
                 let i = plan.steps.iter().position(|s| s.id == r.id)?;
                 let is_action =
@@ -280,6 +275,7 @@ impl Run<'_> {
                                 params: Vec::new(),
                                 attempts: Vec::new(),
                                 targets: Vec::new(),
+                                fleet: None,
                             };
                             observer.on_event(&Event::StepFinished { report: &report });
                             self.reports.push(report);
@@ -313,6 +309,7 @@ impl Run<'_> {
                 params: shown,
                 attempts,
                 targets: Vec::new(),
+                fleet: None,
             };
             ok &= report.status.is_success();
             observer.on_event(&Event::StepFinished { report: &report });

@@ -164,6 +164,7 @@ impl Run<'_> {
             params: Vec::new(),
             attempts: Vec::new(),
             targets: Vec::new(),
+            fleet: None,
         };
         observer.on_event(&Event::StepFinished { report: &report });
         self.reports.push(report);
@@ -233,6 +234,7 @@ impl Run<'_> {
             params: Vec::new(),
             attempts: Vec::new(),
             targets: Vec::new(),
+            fleet: None,
         };
         let ctx = self.context(None);
         if let Some(when) = &step.when {

@@ -127,6 +127,17 @@ impl Metrics {
                     h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
                 }
             }
+            // A fleet's calls are told target by target (its step's end does not repeat them).
+            Event::TargetFinished { plugin, target, .. } => {
+                if !self.calls.contains_key(*plugin) {
+                    self.calls
+                        .insert((*plugin).to_owned(), Histogram::default());
+                }
+                let h = self.calls.get_mut(*plugin).expect("inserted above");
+                for a in &target.attempts {
+                    h.observe(CALL_BUCKETS, a.invocation.duration_us as f64 / 1e6);
+                }
+            }
             Event::RunFinished { report } => {
                 let outcome = RunStatus::from_outcome(report.outcome).name().to_owned();
                 *self.runs.entry(outcome).or_default() += 1;
@@ -231,5 +242,84 @@ impl Observer for Watch {
             );
         }
         self.metrics.lock().unwrap().observe(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{Attempt, FleetTally, Phase, StepReport, StepStatus, TargetReport};
+    use crate::host::{Invocation, Outcome, Status};
+
+    fn attempt(duration_us: u64) -> Attempt {
+        Attempt {
+            number: 1,
+            started_ms: 0,
+            invocation: Invocation {
+                result: Ok(Outcome {
+                    status: Status::Success,
+                    summary: "ok".into(),
+                    outputs: Vec::new(),
+                    metrics: Vec::new(),
+                }),
+                logs: Vec::new(),
+                logs_dropped: 0,
+                capability_uses: Vec::new(),
+                stderr: String::new(),
+                duration_us,
+                unmasked_outputs: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_fleets_calls_are_counted_once_each_from_its_targets() {
+        let mut m = Metrics::default();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let target = TargetReport {
+                target: name.into(),
+                status: StepStatus::Succeeded,
+                summary: "ok".into(),
+                started_ms: 0,
+                duration: Duration::ZERO,
+                params: Vec::new(),
+                attempts: vec![attempt(2_000)],
+            };
+            m.observe(&Event::TargetFinished {
+                id: "restart",
+                plugin: "supervisor",
+                target: &target,
+                more: i < 2,
+            });
+        }
+        let step = StepReport {
+            id: "restart".into(),
+            phase: Phase::Steps,
+            plugin: "supervisor".into(),
+            status: StepStatus::Succeeded,
+            summary: "3 of 3 targets succeeded".into(),
+            duration: Duration::ZERO,
+            params: Vec::new(),
+            attempts: Vec::new(),
+            targets: Vec::new(),
+            fleet: Some(FleetTally {
+                targets: 3,
+                ran: 3,
+                succeeded: 3,
+                failed: 0,
+            }),
+        };
+        m.observe(&Event::StepFinished { report: &step });
+        let text = m.render(0);
+        assert!(
+            text.contains("medic_plugin_call_seconds_count{plugin=\"supervisor\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "medic_plugin_call_seconds_bucket{plugin=\"supervisor\",le=\"0.005\"} 3\n"
+            ),
+            "{text}"
+        );
     }
 }

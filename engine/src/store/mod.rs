@@ -35,7 +35,7 @@ pub mod tokens;
 pub mod triggers;
 mod wal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -505,15 +505,13 @@ impl Store {
         &self,
         run_id: &str,
     ) -> Result<BTreeMap<String, Vec<TargetReport>>, StoreError> {
-        let mut out: BTreeMap<String, Vec<TargetReport>> = BTreeMap::new();
+        let mut out: BTreeMap<String, EndedTargets> = BTreeMap::new();
         for e in self.journal(run_id)? {
             if let JournalEvent::TargetFinished { step, report } = e.event {
-                let targets = out.entry(step).or_default();
-                targets.retain(|t| t.target != report.target);
-                targets.push(report);
+                out.entry(step).or_default().add(report);
             }
         }
-        Ok(out)
+        Ok(out.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
     }
 
     /// The key-value spaces of a run as its plugins left them, per plugin declaration.
@@ -556,21 +554,158 @@ impl Store {
     }
 }
 
+/// A fleet step's targets as journaled one by one: the last report per target wins (a
+/// resumed step tells again the targets it keeps), in the order they last ended.
+#[derive(Default)]
+struct EndedTargets {
+    reports: Vec<Option<TargetReport>>,
+    at: HashMap<String, usize>,
+}
+
+impl EndedTargets {
+    fn add(&mut self, report: TargetReport) {
+        if let Some(i) = self.at.insert(report.target.clone(), self.reports.len()) {
+            self.reports[i] = None;
+        }
+        self.reports.push(Some(report));
+    }
+
+    fn into_vec(self) -> Vec<TargetReport> {
+        self.reports.into_iter().flatten().collect()
+    }
+}
+
 /// The step reports a journal holds, in order (the last report per step wins), and the steps
-/// started without a report.
+/// started without a report. A fleet step's report gets its targets back from their own
+/// entries (its end does not repeat them).
 pub fn steps_of(journal: &[JournalEntry]) -> RecordedSteps {
     let mut reports: Vec<StepReport> = Vec::new();
     let mut started: Vec<(Phase, String)> = Vec::new();
+    let mut targets: HashMap<&str, EndedTargets> = HashMap::new();
     for e in journal {
         match &e.event {
             JournalEvent::StepStarted { phase, step, .. } => started.push((*phase, step.clone())),
+            JournalEvent::TargetFinished { step, report } => {
+                targets.entry(step).or_default().add(report.clone());
+            }
             JournalEvent::StepFinished { report } => {
                 started.retain(|(_, s)| *s != report.id);
                 reports.retain(|r| r.id != report.id);
-                reports.push(report.clone());
+                let mut report = report.clone();
+                if let Some(ended) = targets.remove(report.id.as_str())
+                    && report.targets.is_empty()
+                {
+                    report.targets = ended.into_vec();
+                }
+                reports.push(report);
             }
             _ => {}
         }
     }
     (reports, started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{FleetTally, StepStatus};
+
+    fn target(name: &str, status: StepStatus) -> TargetReport {
+        TargetReport {
+            target: name.to_owned(),
+            summary: format!("{name} summary"),
+            status,
+            started_ms: 0,
+            duration: std::time::Duration::ZERO,
+            params: Vec::new(),
+            attempts: Vec::new(),
+        }
+    }
+
+    fn step(id: &str, targets: Vec<TargetReport>, fleet: Option<FleetTally>) -> StepReport {
+        StepReport {
+            id: id.to_owned(),
+            phase: Phase::Steps,
+            plugin: "p".into(),
+            status: StepStatus::Succeeded,
+            summary: String::new(),
+            duration: std::time::Duration::ZERO,
+            params: Vec::new(),
+            attempts: Vec::new(),
+            targets,
+            fleet,
+        }
+    }
+
+    fn ended(step: &str, t: TargetReport) -> JournalEntry {
+        JournalEntry::now(JournalEvent::TargetFinished {
+            step: step.to_owned(),
+            report: t,
+        })
+    }
+
+    #[test]
+    fn a_fleet_steps_report_gets_its_targets_back_from_their_own_entries() {
+        let failed = StepStatus::Failed;
+        let ok = StepStatus::Succeeded;
+        let tally = Some(FleetTally {
+            targets: 3,
+            ran: 3,
+            succeeded: 2,
+            failed: 1,
+        });
+        let mut again = target("a", ok.clone());
+        again.summary = "a summary (before the resume)".into();
+        let journal = vec![
+            JournalEntry::now(JournalEvent::StepStarted {
+                phase: Phase::Steps,
+                step: "deploy".into(),
+                plugin: "p".into(),
+            }),
+            ended("deploy", target("a", ok.clone())),
+            ended("deploy", target("b", failed.clone())),
+            // A resumed step tells again the targets it keeps: the last report wins.
+            ended("deploy", again),
+            ended("deploy", target("c", ok.clone())),
+            JournalEntry::now(JournalEvent::StepFinished {
+                report: step("deploy", Vec::new(), tally),
+            }),
+            // Its undoing's targets are its own.
+            ended("deploy.rollback", target("c", ok.clone())),
+            JournalEntry::now(JournalEvent::StepFinished {
+                report: step("deploy.rollback", Vec::new(), tally),
+            }),
+            // An older medic's journal repeats the targets in the step's end: kept as is.
+            ended("old", target("x", ok.clone())),
+            JournalEntry::now(JournalEvent::StepFinished {
+                report: step("old", vec![target("y", ok.clone())], None),
+            }),
+        ];
+        let (reports, started) = steps_of(&journal);
+        assert!(started.is_empty(), "{started:?}");
+        let names = |id: &str| -> Vec<(String, String)> {
+            reports
+                .iter()
+                .find(|r| r.id == id)
+                .unwrap()
+                .targets
+                .iter()
+                .map(|t| (t.target.clone(), t.summary.clone()))
+                .collect()
+        };
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            names("deploy"),
+            [
+                pair("b", "b summary"),
+                pair("a", "a summary (before the resume)"),
+                pair("c", "c summary"),
+            ]
+        );
+        assert_eq!(names("deploy.rollback"), [pair("c", "c summary")]);
+        assert_eq!(names("old"), [pair("y", "y summary")]);
+        // Its plugin was called: a rollback undoes it.
+        assert!(reports[0].ran());
+        assert!(!step("none", Vec::new(), Some(FleetTally::default())).ran());
+    }
 }

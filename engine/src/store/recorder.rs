@@ -320,7 +320,9 @@ impl Observer for Recorder<'_> {
             // A fleet's targets change things one by one, and each result is shown: each is
             // on disk before it is shown. Targets that finished together are flushed once,
             // with the last of them, and shown then.
-            Event::TargetFinished { id, target, more } => {
+            Event::TargetFinished {
+                id, target, more, ..
+            } => {
                 let journaled = JournalEvent::TargetFinished {
                     step: (*id).to_owned(),
                     report: (*target).clone(),
@@ -342,9 +344,7 @@ impl Observer for Recorder<'_> {
                         Phase::Steps => {
                             r.steps_done += 1;
                             // An action that ran may have changed things even when it failed.
-                            if self.actions.contains(&report.plugin)
-                                && report.calls().next().is_some()
-                            {
+                            if self.actions.contains(&report.plugin) && report.ran() {
                                 r.changed = true;
                                 r.changed_ms = Some(now);
                             }

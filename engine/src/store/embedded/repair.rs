@@ -12,13 +12,18 @@ use super::super::now_ms;
 /// open tried again; the repair is returned, to be reported. sled takes its file lock before it
 /// reads snapshots, so a corruption error means no other process held the store; openers
 /// that hit it repair one at a time (`dir/repair.lock`).
+/// The most sled's page cache holds, in bytes.
+const CACHE: u64 = 64 << 20;
+
 pub(super) fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<String>)> {
     // sled's own periodic flush is off: the redo log makes changes durable, and sled is
-    // flushed at its checkpoints.
+    // flushed at its checkpoints. Its page cache is capped well below sled's default (1 GiB):
+    // a long-lived `medic serve` writes every run through it, and reads are of recent runs.
     let open = || {
         sled::Config::new()
             .path(dir.join("db"))
             .flush_every_ms(None)
+            .cache_capacity(CACHE)
             .open()
     };
     let first = match open() {

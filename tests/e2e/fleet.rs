@@ -440,3 +440,77 @@ fn a_fleet_whose_targets_cannot_be_known_changes_nothing_and_undoes_nothing() {
     assert!(!out.contains("deploy.rollback"), "{out}");
     assert!(w.paths().is_empty(), "{:?}", w.paths());
 }
+
+#[test]
+fn a_large_fleet_names_a_few_targets_counts_the_rest_and_its_record_keeps_every_one() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::ZERO);
+    let hosts: Vec<String> = (1..=14).map(|i| format!("h{i:02}")).collect();
+    let list = hosts
+        .iter()
+        .map(|h| format!("\"{h}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Every target but the first two fails (tolerated), then a check fails: the rollback
+    // reverts all 14 (an action may fail half-way), and every revert fails too.
+    let rb = runbook(
+        dir.path(),
+        &w,
+        &format!(
+            "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+             with = {{ record_url = \"@REC@\", echo = \"{{{{ target }}}}\", revert_mode = \"permanent\", mode = \"{{% if target in ['h01', 'h02'] %}}ok{{% else %}}permanent{{% endif %}}\" }}\n\
+             [steps.fleet]\ntargets = [{list}]\nmax_concurrency = 4\nmax_errors = \"100%\"\n\n\
+             [[steps]]\nid = \"after\"\nuses = \"check\"\non_failure = \"rollback\"\nwith = {{ mode = \"fail\" }}\n\n\
+             [[verify]]\nid = \"healthy\"\nuses = \"check\"\n"
+        ),
+    );
+    let o = medic(cache.path(), &["run", &rb]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(5), "{out}{}", stderr(&o));
+    let deploy_line = out
+        .lines()
+        .find(|l| l.contains("2 of 14 targets succeeded"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // The first three failures by name (in the order they ended), then how many more.
+    assert!(
+        deploy_line.contains(" and 9 more (within max_errors 100%)")
+            && deploy_line.matches("(error: call 1: h").count() == 3,
+        "{deploy_line}"
+    );
+    let undo_line = out
+        .lines()
+        .find(|l| l.contains("of 14 targets could not be undone"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        undo_line.contains("14 of 14 targets could not be undone: ")
+            && undo_line.ends_with(" and 4 more")
+            && undo_line.matches("), h").count() == 9,
+        "{undo_line}"
+    );
+
+    // The record keeps every target under its step, though the step's end only counts them.
+    let record = export(cache.path());
+    let deploy = step_report(&record, "deploy");
+    assert_eq!(
+        deploy["fleet"],
+        serde_json::json!({"targets": 14, "ran": 14, "succeeded": 2, "failed": 12}),
+        "{deploy}"
+    );
+    let undo = step_report(&record, "deploy.rollback");
+    assert_eq!(undo["fleet"]["failed"], 14, "{undo}");
+    // `runs logs` finds each target's call again from the journal.
+    let id = record["record"]["run_id"].as_str().unwrap();
+    let logs = stdout(&medic(
+        cache.path(),
+        &["runs", "logs", id, "--step", "deploy"],
+    ));
+    for h in &hosts {
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with(&format!("deploy[{h}] #1 "))
+                    && l.ends_with(&format!("echo {h}"))),
+            "{h}: {logs}"
+        );
+    }
+}

@@ -514,3 +514,71 @@ fn a_large_fleet_names_a_few_targets_counts_the_rest_and_its_record_keeps_every_
         );
     }
 }
+
+#[test]
+fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_targets_that_ran() {
+    use std::io::{BufRead, BufReader};
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    // `c` fails and nothing after it starts (max_errors 0); the failure is tolerated and the
+    // run goes on to `slow`, where it is killed. The process that rolls it back knows which
+    // targets ran only from the journal: the step's end counts them, each target's own entry
+    // says whether it ran.
+    let rb = runbook(
+        dir.path(),
+        &w,
+        "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"continue\"\nrollback = \"revert\"\n\
+         with = { record_url = \"@REC@\", echo = \"{{ target }}\", mode = \"{% if target == 'c' %}permanent{% else %}ok{% endif %}\" }\n\
+         [steps.fleet]\ntargets = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\nmax_errors = 0\n\n\
+         [[steps]]\nid = \"slow\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+         with = { record_url = \"@REC@\" }\n\n\
+         [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
+    );
+    let mut child = crate::cli::medic_command(cache.path())
+        .args(["run", &rb, "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run_id = String::new();
+    let mut deploy_summary = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "run_started" {
+            run_id = event["run_id"].as_str().unwrap().to_owned();
+        }
+        if event["event"] == "step_finished" && event["step"]["id"] == "deploy" {
+            deploy_summary = event["step"]["summary"].as_str().unwrap().to_owned();
+        }
+        if event["event"] == "step_started" && event["step"] == "slow" {
+            break;
+        }
+    }
+    // Inside `slow`'s call (the witness holds it 300 ms).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        deploy_summary.contains("not started: d, e, f (more than max_errors 0 failed)"),
+        "{deploy_summary}"
+    );
+    let o = medic(cache.path(), &["runs", "rollback", &run_id]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(out.contains("undid 3 targets"), "{out}");
+    let reverted: Vec<String> = w
+        .paths()
+        .into_iter()
+        .filter_map(|p| p.strip_prefix("/revert/").map(str::to_owned))
+        .collect();
+    // Newest first; `c` too (an action may fail half-way); never the targets that did not run.
+    assert_eq!(
+        reverted,
+        [
+            "slow.rollback",
+            "deploy.rollback[c]",
+            "deploy.rollback[b]",
+            "deploy.rollback[a]"
+        ]
+    );
+}

@@ -582,3 +582,44 @@ fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_t
         ]
     );
 }
+
+#[test]
+fn each_targets_own_secret_is_masked_wherever_its_call_echoes_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::ZERO);
+    // Each target's `echo` is rendered from the secret token and its name: a secret of its
+    // own, joined to the run's secrets as the fleet renders it.
+    let rb = runbook(
+        dir.path(),
+        &w,
+        "[params.token]\ntype = \"string\"\nsecret = true\nfrom_env = \"FLEET_TOKEN\"\n\n\
+         [[steps]]\nid = \"deploy\"\nuses = \"act\"\n\
+         with = { record_url = \"@REC@\", echo = \"{{ params.token | upper }}-{{ target }}\" }\n\
+         [steps.fleet]\ntargets = \"{{ params.hosts }}\"\nmax_concurrency = 3\n",
+    );
+    let o = crate::cli::medic_command(cache.path())
+        .env("FLEET_TOKEN", "tok-8c1f2e9d")
+        .args(["run", &rb])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("6 of 6 targets succeeded"), "{out}");
+    let record = export(cache.path());
+    let id = record["record"]["run_id"].as_str().unwrap().to_owned();
+    let logs = stdout(&medic(cache.path(), &["runs", "logs", &id]));
+    let text = format!("{out}\n{record}\n{logs}");
+    assert!(!text.contains("TOK-8C1F2E9D"), "{text}");
+    assert!(!text.contains("8C1F2E9D"), "{text}");
+    // What each call echoed (its summary, its log line) is there, masked.
+    assert_eq!(
+        logs.lines().filter(|l| l.ends_with("echo ••••••")).count(),
+        6,
+        "{logs}"
+    );
+    let deploy = step_report(&record, "deploy");
+    for t in deploy["targets"].as_array().unwrap() {
+        assert_eq!(t["summary"], "call 1: ••••••", "{t}");
+    }
+}

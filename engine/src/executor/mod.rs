@@ -548,34 +548,42 @@ type TargetRaw = (String, Values, Option<Values>, bool);
 /// rendered from one (`{{ params.token | upper }}` is as secret as the token).
 struct Secrets {
     values: Vec<Value>,
-    redactor: Arc<Redactor>,
+    /// What is in `values` (each value's debug form: `Value` holds floats, so is not `Hash`).
+    known: std::collections::HashSet<String>,
+    /// Built from `values`, again only when asked for after a change (`stale`): a fleet
+    /// renders every target's parameters (each may add a secret) before its first call, and
+    /// builds it once.
+    built: Arc<Redactor>,
+    stale: bool,
 }
 
 impl Secrets {
     fn of(plan: &Plan) -> Self {
-        let values: Vec<Value> = plan
-            .params
-            .iter()
-            .filter(|p| p.secret)
-            .map(|p| p.value.clone())
-            .collect();
-        Secrets {
-            redactor: Redactor::new(&values),
-            values,
+        let mut secrets = Secrets {
+            values: Vec::new(),
+            known: Default::default(),
+            built: Arc::default(),
+            stale: false,
+        };
+        secrets.add(plan.params.iter().filter(|p| p.secret).map(|p| &p.value));
+        secrets
+    }
+
+    fn add<'a>(&mut self, more: impl Iterator<Item = &'a Value>) {
+        for v in more {
+            if self.known.insert(format!("{v:?}")) {
+                self.values.push(v.clone());
+                self.stale = true;
+            }
         }
     }
 
-    /// Adds values, rebuilding the redactor only when one is new.
-    fn add<'a>(&mut self, more: impl Iterator<Item = &'a Value>) {
-        let before = self.values.len();
-        for v in more {
-            if !self.values.contains(v) {
-                self.values.push(v.clone());
-            }
+    fn redactor(&mut self) -> Arc<Redactor> {
+        if self.stale {
+            self.built = Redactor::new(&self.values);
+            self.stale = false;
         }
-        if self.values.len() != before {
-            self.redactor = Redactor::new(&self.values);
-        }
+        self.built.clone()
     }
 }
 

@@ -117,29 +117,39 @@ impl Run<'_> {
 
     /// The run's redactor as it stands (secrets rendered so far included).
     pub(super) fn redactor(&self) -> Arc<Redactor> {
-        self.secrets.lock().unwrap().redactor.clone()
+        self.secrets.lock().unwrap().redactor()
     }
 
     /// Parameters as they may be shown. Those named in `secret` are masked, and their values
     /// join the run's secrets: a plugin echoing them is masked too.
+    ///
+    /// The others are masked with the run's secrets as last built, and this call's own: the
+    /// secrets other targets of a fleet added meanwhile are in the call's redactor, but
+    /// rebuilding it for each target's parameters made a fleet quadratic.
     pub(super) fn shown_params(&self, params: &Values, secret: &[String]) -> Values {
-        let redactor = {
+        let own: Vec<&Value> = params
+            .iter()
+            .filter(|(k, _)| secret.contains(k))
+            .map(|(_, v)| v)
+            .collect();
+        let built = {
             let mut secrets = self.secrets.lock().unwrap();
-            secrets.add(
-                params
-                    .iter()
-                    .filter(|(k, _)| secret.contains(k))
-                    .map(|(_, v)| v),
-            );
-            secrets.redactor.clone()
+            secrets.add(own.iter().copied());
+            secrets.built.clone()
         };
+        let own = (!own.is_empty()).then(|| Redactor::new(own));
         params
             .iter()
             .map(|(k, v)| {
                 if secret.contains(k) {
                     (k.clone(), Value::Text(MASK.into()))
                 } else {
-                    (k.clone(), redactor.value(v))
+                    let v = built.value(v);
+                    let v = match &own {
+                        Some(own) => own.value(&v),
+                        None => v,
+                    };
+                    (k.clone(), v)
                 }
             })
             .collect()

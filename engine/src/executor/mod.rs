@@ -566,6 +566,9 @@ impl Secrets {
             stale: false,
         };
         secrets.add(plan.params.iter().filter(|p| p.secret).map(|p| &p.value));
+        // Built at once: what is shown before the first call is masked with the runbook's
+        // own secrets (see `shown_params`).
+        secrets.redactor();
         secrets
     }
 

@@ -189,17 +189,11 @@ pub fn steps_and_fleets(
         }
         let scale = if wait.is_some() { scale / 5 } else { scale };
         let dir = tempfile::tempdir().unwrap();
-        let targets: Vec<String> = (0..scale).map(|i| format!("\"t{i}\"")).collect();
         let with = match wait {
             Some(w) => format!("with = {{ mode = \"sleep\", sleep = \"{w}\" }}\n"),
             None => String::new(),
         };
-        let text = format!(
-            "[runbook]\nname = \"fleet\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
-             [[steps]]\nid = \"all\"\nuses = \"noop\"\n{with}[steps.fleet]\ntargets = [{}]\nmax_concurrency = {concurrency}\n",
-            medic::host::fixtures::HOSTILE,
-            targets.join(", ")
-        );
+        let text = fleet_runbook(scale, concurrency, &with);
         let plan = plan_of(rt, host, &text);
         let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
@@ -232,6 +226,18 @@ pub fn steps_and_fleets(
     per_step_note
 }
 
+/// A runbook of one fleet step over `n` targets of the trivial plugin, `concurrency` at a
+/// time; `with`: the step's parameters line, if any.
+fn fleet_runbook(n: usize, concurrency: usize, with: &str) -> String {
+    let targets: Vec<String> = (0..n).map(|i| format!("\"host-{i:05}\"")).collect();
+    format!(
+        "[runbook]\nname = \"fleet\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
+         [[steps]]\nid = \"all\"\nuses = \"noop\"\n{with}[steps.fleet]\ntargets = [{}]\nmax_concurrency = {concurrency}\n",
+        medic::host::fixtures::HOSTILE,
+        targets.join(", ")
+    )
+}
+
 /// The heap a fleet step holds at its peak, per target, for a fleet of `small` and of ten
 /// times as many targets (100 at a time), unrecorded (the engine alone) and recorded (with
 /// the embedded store's caches): bounded memory means a target costs its name and status,
@@ -246,13 +252,7 @@ pub fn fleet_memory(
     for recorded in [false, true] {
         for n in [small, small * 10] {
             let dir = tempfile::tempdir().unwrap();
-            let targets: Vec<String> = (0..n).map(|i| format!("\"host-{i:05}\"")).collect();
-            let text = format!(
-                "[runbook]\nname = \"fleet\"\n[plugins.noop]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\
-                 [[steps]]\nid = \"all\"\nuses = \"noop\"\n[steps.fleet]\ntargets = [{}]\nmax_concurrency = 100\n",
-                medic::host::fixtures::HOSTILE,
-                targets.join(", ")
-            );
+            let text = fleet_runbook(n, 100, "");
             let plan = plan_of(rt, host, &text);
             drop(text);
             let store = medic::store::Store::open(&dir.path().join("data"), "bench").unwrap();

@@ -623,3 +623,79 @@ fn each_targets_own_secret_is_masked_wherever_its_call_echoes_it() {
         assert_eq!(t["summary"], "call 1: ••••••", "{t}");
     }
 }
+
+#[test]
+fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_that_ran() {
+    use std::io::{BufRead, BufReader};
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    let rb = runbook(dir.path(), &w, KILLABLE);
+    let mut child = crate::cli::medic_command(cache.path())
+        .args(["run", &rb, "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ended = 0;
+    let mut summary = String::new();
+    let mut signalled = false;
+    // Bounded: the run ends by itself in about a second (6 targets, 2 at a time, 300 ms).
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "target_finished" {
+            ended += 1;
+            if ended == 2 && !signalled {
+                // Once the next two targets' calls are in flight (the witness holds them).
+                for _ in 0..200 {
+                    if w.paths().iter().filter(|p| p.starts_with("/run/")).count() == 4 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                // SAFETY: a plain signal to our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                signalled = true;
+            }
+        }
+        if event["event"] == "step_finished" && event["step"]["id"] == "deploy" {
+            summary = event["step"]["summary"].as_str().unwrap().to_owned();
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(signalled);
+    assert_eq!(status.code(), Some(6), "{summary}");
+    let mut ran: Vec<String> = w
+        .paths()
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix("/run/deploy[")
+                .and_then(|t| t.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    // The two in flight at the signal finished; nothing started after it. Two at a time:
+    // within a pair, either may reach the server first.
+    assert_eq!(ran.len(), 4, "{ran:?} {summary}");
+    ran[..2].sort();
+    ran[2..].sort();
+    assert_eq!(ran, ["a", "b", "c", "d"], "{summary}");
+    assert!(
+        summary.ends_with("4 of 6 targets succeeded; not started: e, f (cancelled)"),
+        "{summary}"
+    );
+    let mut reverted: Vec<String> = w
+        .paths()
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix("/revert/deploy.rollback[")
+                .map(str::to_owned)
+        })
+        .collect();
+    // Newest first, two at a time (the step's concurrency): d and c together, then b and a;
+    // within a pair, either may reach the server first.
+    assert_eq!(reverted.len(), 4, "{reverted:?}");
+    reverted[..2].sort();
+    reverted[2..].sort();
+    assert_eq!(reverted, ["c]", "d]", "a]", "b]"]);
+}

@@ -755,3 +755,114 @@ fn serve_trusts_no_run_id_trigger_or_user_from_its_clients() {
     }
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// A `medic run` through serve whose output nobody reads for a while (a pager left open, a
+/// slow terminal) must neither hold up the run nor have either process keep every line of
+/// a large fleet: serve leaves progress lines out once the client is far behind, and says
+/// how many; the record keeps them all.
+#[test]
+fn a_client_that_falls_behind_a_large_fleet_is_told_what_it_missed_and_the_record_has_it_all() {
+    const TARGETS: usize = 2000;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let targets = (0..TARGETS)
+        .map(|i| format!("\"host-{i:04}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rb = crate::cli::scripted_runbook(
+        work.path(),
+        "",
+        &format!(
+            "[[steps]]\nid = \"probe\"\nuses = \"check\"\n\
+             [steps.fleet]\ntargets = [{targets}]\nmax_concurrency = 50\n"
+        ),
+    );
+    let serve = Serve::start(&data, &drills, &[]);
+    let client = crate::cli::medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads the client's output until the run is recorded as ended: it ends all the
+    // same (a pipe holds a few hundred of its lines).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let record = loop {
+        let store_says = crate::cli::medic_command(work.path())
+            .env("MEDIC_DATA_DIR", &data)
+            .args(["runs", "list", "--output", "json"])
+            .output()
+            .unwrap();
+        let runs = String::from_utf8_lossy(&store_says.stdout).into_owned();
+        if let Some(r) = runs
+            .lines()
+            .next()
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["status"] != "running")
+        {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end while its client was not read: {runs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(record["status"], "succeeded", "{record}");
+
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let shown = lines
+        .iter()
+        .filter(|l| l["event"] == "target_finished")
+        .count();
+    let not_shown: u64 = lines
+        .iter()
+        .filter(|l| l["event"] == "not_shown")
+        .map(|l| l["events"].as_u64().unwrap())
+        .sum();
+    // Each target exactly once: shown, or counted as not shown.
+    assert!(not_shown > 0, "nothing was left out: {shown} shown");
+    assert_eq!(shown + not_shown as usize, TARGETS, "{shown} + {not_shown}");
+    // What decides and ends a run is never left out.
+    assert!(
+        lines.iter().any(|l| l["event"] == "step_finished")
+            && lines.last().unwrap()["event"] == "run_finished",
+        "{}",
+        text.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+    let step = lines
+        .iter()
+        .find(|l| l["event"] == "step_finished")
+        .unwrap();
+    assert_eq!(
+        step["step"]["summary"],
+        format!("{TARGETS} of {TARGETS} targets succeeded"),
+        "{step}"
+    );
+
+    // The record has every target.
+    assert_eq!(serve.stop(), Some(0));
+    let store = Store::open(&data, "test").unwrap();
+    let id = record["run_id"].as_str().unwrap();
+    let recorded = store
+        .journal(id)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.event, medic::store::JournalEvent::TargetFinished { .. }))
+        .count();
+    assert_eq!(recorded, TARGETS);
+}

@@ -74,7 +74,7 @@ pub(crate) struct State {
 /// run is recorded (so a client reading or following the run it is given finds it), or says
 /// why the run did not start (`not_started` when it does not say).
 async fn started(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    events: &mut crate::store::remote::Lines,
     not_started: &str,
 ) -> Result<(), auth::ApiError> {
     match tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await {

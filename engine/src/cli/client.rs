@@ -209,12 +209,14 @@ impl Reader for ApiClient {
 impl ApiClient {
     /// Follows a run's events (Server-Sent Events) on a thread of its own, sending each
     /// journal entry as it comes; the channel closes when the run has ended. A dropped
-    /// connection is resumed from the last event seen, a few times.
+    /// connection is resumed from the last event seen, a few times. The channel is bounded:
+    /// a terminal slower than the run holds the stream back (the server reads the journal as
+    /// it is asked for it) instead of this process keeping every entry.
     pub fn follow(
         &self,
         run_id: &str,
         from: Option<usize>,
-        tx: tokio::sync::mpsc::UnboundedSender<Result<JournalEntry, String>>,
+        tx: tokio::sync::mpsc::Sender<Result<JournalEntry, String>>,
     ) {
         let url = format!("{}/runs/{run_id}/events", self.base);
         let (token, ca) = (self.token.clone(), self.ca.clone());
@@ -225,7 +227,7 @@ impl ApiClient {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = tx.send(Err(e.to_string()));
+                    let _ = tx.blocking_send(Err(e.to_string()));
                     return;
                 }
             };
@@ -247,7 +249,7 @@ impl ApiClient {
                     let mut response = match r.send().await {
                         Ok(r) if r.status().is_success() => r,
                         Ok(r) => {
-                            let _ = tx.send(Err(format!("{url}: {}", r.status())));
+                            let _ = tx.send(Err(format!("{url}: {}", r.status()))).await;
                             return;
                         }
                         Err(_) => {
@@ -273,7 +275,7 @@ impl ApiClient {
                             if let (Some(id), Some(data)) = (field("id:"), field("data:")) {
                                 last = id.parse().ok().or(last);
                                 if let Ok(entry) = serde_json::from_str::<JournalEntry>(data)
-                                    && tx.send(Ok(entry)).is_err()
+                                    && tx.send(Ok(entry)).await.is_err()
                                 {
                                     return;
                                 }
@@ -281,7 +283,9 @@ impl ApiClient {
                         }
                     }
                 }
-                let _ = tx.send(Err(format!("{url}: the event stream kept breaking")));
+                let _ = tx
+                    .send(Err(format!("{url}: the event stream kept breaking")))
+                    .await;
             });
         });
     }

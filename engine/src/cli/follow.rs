@@ -75,7 +75,7 @@ pub async fn follow(global: &GlobalArgs, id: &str, output: OutputFormat) -> Exit
     }
     if let Some(client) = client {
         // The server streams the journal (Server-Sent Events) and closes it at the run's end.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         client.follow(&id, None, tx);
         let mut start = None;
         loop {

@@ -106,7 +106,7 @@ pub async fn pick_up(
 /// Shows run `id`'s journal from entry `from` as it grows, until the run ends; a Ctrl-C
 /// cancels it on the server, a second stops following. Exits as the run ended.
 async fn follow(client: &ApiClient, id: &str, from: Option<usize>, mut signals: Signals) -> Exit {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     client.follow(id, from, tx);
     let mut cancelled = false;
     let mut start_ms = None;

@@ -252,11 +252,14 @@ async fn through_serve(
         }
     };
     // The socket is read on a thread of its own (blocking reads) so that signals are
-    // handled while the run waits, for hours if an approval takes that long.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // handled while the run waits, for hours if an approval takes that long. A few lines
+    // at most wait here: when the terminal is slower than the run, the socket fills and
+    // medic serve leaves progress lines out (and says how many), rather than either
+    // process holding every line of a large fleet.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     std::thread::spawn(move || {
         for line in lines {
-            if tx.send(line).is_err() {
+            if tx.blocking_send(line).is_err() {
                 break;
             }
         }
@@ -345,6 +348,19 @@ async fn through_serve(
             }
             if let executor::OwnedEvent::RunFinished { report: r } = owned {
                 report = Some(r);
+            }
+        } else if let Some(n) = v.get("skipped").and_then(|n| n.as_u64()) {
+            // Said where the lines would have been, so a reader of either output knows there
+            // is a gap and how large.
+            match args.output {
+                OutputFormat::Human => eprintln!(
+                    "medic: {n} progress line{} not shown: this terminal fell behind the run (every one is recorded: medic runs show {run_id})",
+                    if n == 1 { "" } else { "s" }
+                ),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"event": "not_shown", "events": n, "why": "the reader fell behind the run; every event is recorded", "run_id": run_id})
+                ),
             }
         } else if let Some(done) = v.get("done") {
             if args.output == OutputFormat::Human {

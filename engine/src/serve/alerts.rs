@@ -434,7 +434,7 @@ struct Watch {
 }
 
 impl Watch {
-    async fn follow(self, mut events: mpsc::UnboundedReceiver<serde_json::Value>) {
+    async fn follow(self, mut events: crate::store::remote::Lines) {
         let silence = match &self.trigger.silence {
             None => None,
             Some(am) => {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::store::recorder::Start;
+use crate::store::remote::LineSender;
 
 /// A run started by `medic run` through the socket.
 pub(super) struct ClientRun {
@@ -31,15 +32,32 @@ pub(super) struct RunRequest {
 /// Sends each event to the client as it happens; a client gone cancels the run (it then
 /// rolls back what it did, as an interrupted run does).
 pub(super) struct Stream {
-    pub(super) tx: mpsc::UnboundedSender<serde_json::Value>,
+    pub(super) tx: LineSender,
     pub(super) cancel: Cancel,
     pub(super) metrics: Arc<Mutex<Metrics>>,
     /// Started through the API: nobody's going away cancels it.
     pub(super) detached: bool,
+    /// Progress events (a fleet's targets, a gate's or retry's attempts) left out since the
+    /// last line sent, because the client fell behind: it is told how many before the next
+    /// line. Every other event is sent: it is what the client decides and exits on.
+    pub(super) skipped: u64,
 }
 
 impl Observer for Stream {
     fn on_event(&mut self, event: &Event<'_>) {
+        let progress = matches!(
+            event,
+            Event::TargetFinished { .. } | Event::AttemptFinished { .. }
+        );
+        if progress && self.tx.is_behind() && !self.tx.is_closed() {
+            self.skipped += 1;
+            self.metrics.lock().unwrap().observe(event);
+            return;
+        }
+        if self.skipped > 0 {
+            let _ = self.tx.send(serde_json::json!({ "skipped": self.skipped }));
+            self.skipped = 0;
+        }
         let owned = crate::executor::OwnedEvent::from_event(event);
         let line = serde_json::json!({ "event": owned });
         if self.tx.send(line).is_err() && !self.detached && !self.cancel.is_cancelled() {
@@ -231,7 +249,7 @@ pub(super) fn launch(
     l: Launch,
     runs: &mut Vec<ClientRun>,
 ) -> Reply {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crate::store::remote::lines();
     let cancel = Cancel::new();
     let c = cancel.clone();
     let rollback = Arc::new(Mutex::new(None));
@@ -254,6 +272,7 @@ pub(super) fn launch(
                 cancel: c.clone(),
                 metrics,
                 detached: l.detached,
+                skipped: 0,
             };
             let spec = crate::drill::run::RunSpec {
                 dry_run: l.dry_run,

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -167,7 +169,71 @@ pub enum Reply {
     One(Result<serde_json::Value, String>),
     /// Lines as they come; the connection closes after the last. When the client goes away,
     /// the sender sees the channel closed.
-    Stream(tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>),
+    Stream(Lines),
+}
+
+/// How many lines a stream holds for a reader that fell behind before its sender leaves out
+/// the lines that may be left out ([`LineSender::is_behind`]): a run's progress must not
+/// wait for a slow terminal, nor its lines pile up in memory (a 10,000-target fleet is
+/// 10,000 lines).
+pub const BEHIND: usize = 1024;
+
+/// The sending end of a streamed reply: it knows how many lines are waiting to be read.
+#[derive(Clone)]
+pub struct LineSender {
+    tx: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The reading end of a streamed reply.
+pub struct Lines {
+    rx: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A streamed reply's two ends.
+pub fn lines() -> (LineSender, Lines) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let queued = Arc::default();
+    (
+        LineSender {
+            tx,
+            queued: Arc::clone(&queued),
+        },
+        Lines { rx, queued },
+    )
+}
+
+impl LineSender {
+    /// Sends a line that must arrive. Err: the reader is gone.
+    pub fn send(
+        &self,
+        line: serde_json::Value,
+    ) -> Result<(), tokio::sync::mpsc::error::SendError<serde_json::Value>> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(line).inspect_err(|_| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        })
+    }
+
+    /// Whether the reader has fallen [`BEHIND`]: lines that may be left out should be.
+    pub fn is_behind(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= BEHIND
+    }
+
+    /// Whether the reader is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl Lines {
+    /// The next line; `None` once the sender is gone and every line was read.
+    pub async fn recv(&mut self) -> Option<serde_json::Value> {
+        let line = self.rx.recv().await?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(line)
+    }
 }
 
 /// More operations, answered by the process holding the store (`medic serve` answers runs,

@@ -854,10 +854,33 @@ fn a_client_that_falls_behind_a_large_fleet_is_told_what_it_missed_and_the_recor
         "{step}"
     );
 
-    // The record has every target.
+    // The record has every target: read a page at a time through serve's socket by a
+    // follower, and whole once serve is gone.
+    let id = record["run_id"].as_str().unwrap();
+    let followed = crate::cli::medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["runs", "follow", id, "--output", "json"])
+        .output()
+        .unwrap();
+    let followed: Vec<serde_json::Value> = String::from_utf8_lossy(&followed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        followed
+            .iter()
+            .filter(|e| e["type"] == "target_finished")
+            .count(),
+        TARGETS
+    );
+    assert_eq!(
+        followed.last().unwrap()["type"],
+        "run_finished",
+        "{:?}",
+        followed.last()
+    );
     assert_eq!(serve.stop(), Some(0));
     let store = Store::open(&data, "test").unwrap();
-    let id = record["run_id"].as_str().unwrap();
     let recorded = store
         .journal(id)
         .unwrap()

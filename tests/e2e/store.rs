@@ -373,7 +373,7 @@ fn journal_sequences_are_dense_under_concurrent_appends(kind: Kind) {
     sorted.sort_unstable();
     assert_eq!(sorted, (0..100).collect::<Vec<u32>>());
     assert_eq!(store.journal("01j").unwrap().len(), 100);
-    assert_eq!(store.journal_from("01j", 90).unwrap().len(), 10);
+    assert_eq!(store.journal_from("01j", 90, usize::MAX).unwrap().len(), 10);
     let kv = store.kv_state("01j").unwrap();
     assert_eq!(kv.len(), 4);
     assert_eq!(kv["t2"]["k7"], vec![7u8]);
@@ -473,16 +473,27 @@ fn a_journal_reads_the_same_from_every_position(kind: Kind) {
         other => panic!("{other:?}"),
     };
     for from in 0..=usize::from(all) + 2 {
-        let keys: Vec<String> = store
-            .journal_from("01p", from)
-            .unwrap()
-            .iter()
-            .map(key_of)
-            .collect();
-        let expected: Vec<String> = (from..usize::from(all)).map(|i| format!("k{i}")).collect();
-        assert_eq!(keys, expected, "from {from}");
+        // Whole, and a page at a time of each size (pages end inside chunks, at their ends).
+        for limit in [usize::MAX, 1, 2, 3, 5, 8] {
+            let keys: Vec<String> = store
+                .journal_from("01p", from, limit)
+                .unwrap()
+                .iter()
+                .map(key_of)
+                .collect();
+            let expected: Vec<String> = (from..usize::from(all))
+                .take(limit)
+                .map(|i| format!("k{i}"))
+                .collect();
+            assert_eq!(keys, expected, "from {from}, at most {limit}");
+        }
     }
-    assert!(store.journal_from("01p", usize::MAX).unwrap().is_empty());
+    assert!(
+        store
+            .journal_from("01p", usize::MAX, usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub(crate) fn hex_of(i: u8) -> String {

@@ -100,7 +100,7 @@ fn a_journal_recorded_an_entry_per_key_reads_and_grows_the_same() {
     );
     for from in 0..8 {
         let keys: Vec<String> = store
-            .journal_from("01old", from)
+            .journal_from("01old", from, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|e| match e.event {

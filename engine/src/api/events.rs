@@ -18,6 +18,9 @@ use crate::store::RunStatus;
 
 /// How often a live run's journal is read for new entries.
 const POLL: Duration = Duration::from_millis(200);
+/// Journal entries read at a time: the next page is read once these are sent, so a slow
+/// reader of a large run holds back the reading, not the server's memory.
+const PAGE: usize = 500;
 
 struct Follow {
     state: Arc<State>,
@@ -28,7 +31,8 @@ struct Follow {
 }
 
 impl Follow {
-    /// New journal entries, or `None` when the run has ended and all were sent.
+    /// Reads new journal entries, a page at most; whether more may come (the run goes on,
+    /// or the page was full).
     async fn fetch(&mut self) -> Result<bool, String> {
         let store = self.state.store.clone();
         let run_id = self.run_id.clone();
@@ -40,7 +44,7 @@ impl Follow {
                 .map_err(|e| e.to_string())?
                 .is_some_and(|r| r.status == RunStatus::Running);
             let entries = store
-                .journal_from(&run_id, from)
+                .journal_from(&run_id, from, PAGE)
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>((entries, running))
         })
@@ -57,7 +61,7 @@ impl Follow {
                 .push_back(Event::default().id(i.to_string()).event(kind).data(data));
         }
         self.next = from + entries.len();
-        Ok(running)
+        Ok(running || entries.len() >= PAGE)
     }
 }
 

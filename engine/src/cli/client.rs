@@ -159,6 +159,21 @@ impl Reader for ApiClient {
         self.get(&format!("/runs/{run_id}/journal"), "journal")
     }
 
+    // A follower through the API reads its events (`/runs/ID/events`), not this.
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        Ok(self
+            .journal(run_id)?
+            .into_iter()
+            .skip(from)
+            .take(limit)
+            .collect())
+    }
+
     fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
         let v = self
             .request(reqwest::Method::GET, &format!("/runs/{run_id}"), None)

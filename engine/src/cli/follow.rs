@@ -14,6 +14,8 @@ use crate::store::{JournalEntry, RunStatus};
 
 /// How often a local follower reads the journal again.
 const POLL: Duration = Duration::from_millis(200);
+/// Journal entries read at a time.
+const PAGE: usize = 500;
 
 fn print(entry: &JournalEntry, start_ms: u64, output: OutputFormat) {
     match output {
@@ -113,16 +115,23 @@ pub async fn follow(global: &GlobalArgs, id: &str, output: OutputFormat) -> Exit
                 return Exit::Engine;
             }
         };
-        match store.journal(&id) {
-            Ok(journal) => {
-                for e in journal.iter().skip(shown) {
-                    print(e, start, output);
+        // What is new since the last look, a page at a time: a large fleet's journal is
+        // neither read again at every look nor held whole.
+        loop {
+            match store.journal_from(&id, shown, PAGE) {
+                Ok(page) => {
+                    for e in &page {
+                        print(e, start, output);
+                    }
+                    shown += page.len();
+                    if page.len() < PAGE {
+                        break;
+                    }
                 }
-                shown = shown.max(journal.len());
-            }
-            Err(e) => {
-                eprintln!("medic: {e}");
-                return Exit::Engine;
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    return Exit::Engine;
+                }
             }
         }
         if status != RunStatus::Running {

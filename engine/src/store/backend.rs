@@ -62,8 +62,13 @@ pub trait Runs: Send + Sync {
         entries: &[JournalEntry],
         durable: bool,
     ) -> Result<u32, StoreError>;
-    /// A run's journal from its `from`th entry on.
-    fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError>;
+    /// A run's journal from its `from`th entry on, at most `limit` entries.
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     /// Newest first, at most `limit`.
     fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
     /// Marks interrupted the runs whose process is gone (journaling `RunInterrupted`) and

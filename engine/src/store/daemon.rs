@@ -341,7 +341,11 @@ fn call(
             entries,
             durable,
         } => of(sled.append_many(&run_id, record.as_deref(), &entries, durable)),
-        Request::JournalFrom { run_id, from } => of(sled.journal_from(&run_id, from)),
+        Request::JournalFrom {
+            run_id,
+            from,
+            limit,
+        } => of(sled.journal_from(&run_id, from, limit)),
         Request::List { filter, limit } => of(sled.list(&filter, limit)),
         Request::Recover => of(sled.recover()),
         Request::AcquireLock { key, holder } => of(sled.acquire_lock(&key, &holder)),

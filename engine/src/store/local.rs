@@ -32,6 +32,10 @@ pub const SOCKET: &str = "store.sock";
 /// `append_many`.
 pub const PROTOCOL: u32 = 2;
 
+fn all() -> usize {
+    usize::MAX
+}
+
 /// One call of [`Runs`] or [`Schedules`], as sent to the daemon.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -59,6 +63,9 @@ pub(super) enum Request {
     JournalFrom {
         run_id: String,
         from: usize,
+        /// Absent from an older medic's request: all of it.
+        #[serde(default = "all")]
+        limit: usize,
     },
     List {
         filter: ListFilter,
@@ -400,10 +407,16 @@ impl Runs for Local {
             durable,
         })
     }
-    fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
         self.call(&Request::JournalFrom {
             run_id: run_id.to_owned(),
             from,
+            limit,
         })
     }
     fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {

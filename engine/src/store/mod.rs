@@ -461,13 +461,19 @@ impl Store {
     }
 
     pub fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
-        self.journal_from(run_id, 0)
+        self.journal_from(run_id, 0, usize::MAX)
     }
 
-    /// A run's journal from its `from`th entry on (those before are not read, beyond the ones
-    /// appended in the same call as the `from`th): what a follower has not seen yet.
-    pub fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
-        self.backend.journal_from(run_id, from)
+    /// A run's journal from its `from`th entry on, at most `limit` entries (those before are
+    /// not read, beyond the ones appended in the same call as the `from`th): what a follower
+    /// has not seen yet, a page at a time.
+    pub fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        self.backend.journal_from(run_id, from, limit)
     }
 
     /// Newest first.

@@ -24,6 +24,14 @@ pub trait Reader {
     fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
     fn find(&self, prefix: &str) -> Result<RunRecord, StoreError>;
     fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError>;
+    /// A run's journal from its `from`th entry on, at most `limit` entries (a follower reads
+    /// what it has not seen, a page at a time; it may get more from an older medic).
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError>;
     fn drill_records(
         &self,
@@ -62,6 +70,14 @@ impl Reader for Store {
     fn journal(&self, run_id: &str) -> Result<Vec<JournalEntry>, StoreError> {
         Store::journal(self, run_id)
     }
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        Store::journal_from(self, run_id, from, limit)
+    }
     fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
         Store::step_reports(self, run_id)
     }
@@ -99,6 +115,11 @@ enum Request {
     },
     Journal {
         run_id: String,
+    },
+    JournalFrom {
+        run_id: String,
+        from: usize,
+        limit: usize,
     },
     StepReports {
         run_id: String,
@@ -140,6 +161,13 @@ fn answer(store: &Store, line: &str) -> Answer {
             .map(|v| serde_json::to_value(v).expect("serialize")),
         Request::Journal { run_id } => store
             .journal(&run_id)
+            .map(|v| serde_json::to_value(v).expect("serialize")),
+        Request::JournalFrom {
+            run_id,
+            from,
+            limit,
+        } => store
+            .journal_from(&run_id, from, limit)
             .map(|v| serde_json::to_value(v).expect("serialize")),
         Request::StepReports { run_id } => store
             .step_reports(&run_id)
@@ -452,6 +480,24 @@ impl Reader for Remote {
         self.ask(&Request::Journal {
             run_id: run_id.into(),
         })
+    }
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        match self.ask(&Request::JournalFrom {
+            run_id: run_id.into(),
+            from,
+            limit,
+        }) {
+            // A holder from before pages: the whole journal, less what was seen.
+            Err(StoreError::Remote(why)) if why.starts_with("bad request: unknown variant") => {
+                Ok(self.journal(run_id)?.into_iter().skip(from).collect())
+            }
+            other => other,
+        }
     }
     fn step_reports(&self, run_id: &str) -> Result<RecordedSteps, StoreError> {
         self.ask(&Request::StepReports {

@@ -260,6 +260,49 @@ pub(super) fn a_client_reconnecting_to_a_runs_events_misses_none() {
     assert_eq!(serve.stop(), Some(0));
 }
 
+/// A run's events are streamed a page at a time (the next page read once the last is sent):
+/// a run longer than a page, followed live and again once it has ended, streams every entry
+/// once, in order, and then ends.
+#[test]
+pub(super) fn a_run_longer_than_a_page_of_events_streams_every_entry_once() {
+    const TARGETS: usize = 1200;
+    let site = Site::new();
+    let targets = (0..TARGETS)
+        .map(|i| format!("\"t{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    site.runbook(
+        "wide",
+        "",
+        &format!(
+            "[[steps]]\nid = \"probe\"\nuses = \"check\"\n\
+             [steps.fleet]\ntargets = [{targets}]\nmax_concurrency = 50\n"
+        ),
+    );
+    let ops = site.token("ops", &["--role", "admin"]);
+    let (serve, api) = site.serve(false);
+    let (status, started) = api.post("/runs", &ops, serde_json::json!({ "runbook": "wide" }));
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let path = format!("/runs/{id}/events");
+    let live = read_events(&api, &path, &ops, None, |_| false);
+    let after = read_events(&api, &path, &ops, None, |_| false);
+    for events in [&live, &after] {
+        let ids: Vec<usize> = events.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, (0..events.len()).collect::<Vec<_>>());
+        assert_eq!(
+            events
+                .iter()
+                .filter(|(_, k)| k == "target_finished")
+                .count(),
+            TARGETS
+        );
+        assert_eq!(events.last().map(|e| e.1.as_str()), Some("run_finished"));
+    }
+    assert_eq!(live, after);
+    assert_eq!(serve.stop(), Some(0));
+}
+
 /// With `--server` and `--token`, the CLI reads runs and decides approvals through a remote
 /// API over HTTPS (trusting a private CA with `--ca-cert`): the same lines as locally, the
 /// API's refusals as errors with exit 2, and plain HTTP refused for a remote address.

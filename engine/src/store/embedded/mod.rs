@@ -418,7 +418,12 @@ impl Runs for Sled {
         Ok(seq)
     }
 
-    fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
         let Ok(start) = u32::try_from(from) else {
@@ -428,6 +433,9 @@ impl Runs for Sled {
         // chunk that holds it, and nothing before it is read.
         let mut out = Vec::new();
         for kv in self.events.range(Self::event_key(run_id, start)..) {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = kv.map_err(|e| self.err(e))?;
             if !k.starts_with(&prefix) {
                 break;
@@ -436,6 +444,7 @@ impl Runs for Sled {
             let first = (Self::seq_of(&k) as usize + 1).saturating_sub(chunk.len());
             out.extend(chunk.into_iter().skip(from.saturating_sub(first)));
         }
+        out.truncate(limit);
         Ok(out)
     }
 

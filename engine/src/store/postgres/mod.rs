@@ -552,17 +552,22 @@ impl Runs for Postgres {
         })
     }
 
-    fn journal_from(&self, run_id: &str, from: usize) -> Result<Vec<JournalEntry>, StoreError> {
+    fn journal_from(
+        &self,
+        run_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
         // Past the largest sequence number there is nothing (`as` would wrap it negative:
         // the whole journal).
         let Ok(from) = i32::try_from(from) else {
             return Ok(Vec::new());
         };
-        let (id, place) = (run_id.to_owned(), self.place.clone());
+        let (id, place, limit) = (run_id.to_owned(), self.place.clone(), sql_limit(limit));
         self.call(move |c| {
             let rows = c.query(
-                "SELECT entry FROM medic_events WHERE run_id = $1 AND seq >= $2 ORDER BY seq",
-                &[&id, &from],
+                "SELECT entry FROM medic_events WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                &[&id, &from, &limit],
             )?;
             rows_to(&place, &rows, &format!("{id} journal"))
         })

@@ -8,7 +8,7 @@
 //! Progress is reported through an [`Observer`], so the terminal output, the JSON stream and
 //! the run record all see the same events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -383,25 +383,33 @@ pub async fn execute(
     let mut rollback_wanted = resume.rollback_only;
     let mut cancelled = false;
     let mut dry_acted = false;
+    // The steps reported before this process (a resume): whether each is done. Only those
+    // are looked for in the reports, once per step (scanning every report at every step
+    // made a long runbook quadratic).
+    let prior: HashMap<String, bool> = run
+        .reports
+        .iter()
+        .map(|r| {
+            let done = match &r.status {
+                StepStatus::Succeeded => true,
+                // A step the cancel skipped never ran, so it runs now.
+                StepStatus::Skipped { reason } => reason != CANCELLED_SKIP,
+                _ => false,
+            };
+            (r.id.clone(), done)
+        })
+        .collect();
     for step in plan.steps.iter().filter(|_| !resume.rollback_only) {
-        // Done before a resume: succeeded, or skipped by its condition. A step the cancel
-        // skipped never ran, so it runs now.
-        if run.reports.iter().any(|r| {
-            r.id == step.id
-                && match &r.status {
-                    StepStatus::Succeeded => true,
-                    StepStatus::Skipped { reason } => reason != CANCELLED_SKIP,
-                    _ => false,
-                }
-        }) {
-            continue;
-        }
-        // A step that failed before is run again; its old report makes way for the new one.
-        let before = run.reports.len();
-        run.reports.retain(|r| r.id != step.id);
-        if run.reports.len() != before {
-            // The template view was built from the report just removed.
-            *run.steps_view.lock().unwrap() = StepsView::default();
+        match prior.get(&step.id) {
+            // Done before a resume: succeeded, or skipped by its condition.
+            Some(true) => continue,
+            // A step that failed before is run again; its old report makes way for the new
+            // one, and the template view built from it goes too.
+            Some(false) => {
+                run.reports.retain(|r| r.id != step.id);
+                *run.steps_view.lock().unwrap() = StepsView::default();
+            }
+            None => {}
         }
         if opts.cancel.is_cancelled() {
             cancelled = true;
@@ -439,10 +447,11 @@ pub async fn execute(
         }
     }
     if cancelled {
+        let reported: HashSet<&str> = run.reports.iter().map(|r| r.id.as_str()).collect();
         let pending: Vec<&PlanStep> = plan
             .steps
             .iter()
-            .filter(|s| !run.reports.iter().any(|r| r.id == s.id))
+            .filter(|s| !reported.contains(s.id.as_str()))
             .collect();
         for step in pending {
             run.skip(step, Phase::Steps, CANCELLED_SKIP, observer);

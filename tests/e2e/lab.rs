@@ -461,11 +461,14 @@ pub fn chromedriver() -> Server {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let args = vec![format!("--port={port}"), "--allowed-ips=127.0.0.1".into()];
+    // Chromium leaves a directory of its own in the temporary directory at every start
+    // (`org.chromium.Chromium.*`, dozens per suite run): in this server's, it goes with it.
+    let tmp = dir.path().to_path_buf();
     launch(
         "chromedriver",
         "chromium-driver",
         &args,
-        &[],
+        &[("TMPDIR", tmp)],
         dir,
         addr,
         // It answers HTTP/1.1 only; listening is ready (a session waits for it anyway).

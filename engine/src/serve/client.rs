@@ -43,15 +43,31 @@ pub(super) struct Stream {
     pub(super) skipped: u64,
 }
 
+impl Stream {
+    /// The client is gone: a run that belongs to it is cancelled (once).
+    fn client_gone(&self) {
+        if !self.detached && !self.cancel.is_cancelled() {
+            println!("medic serve: the client of a run went away; cancelling it");
+            self.cancel.cancel();
+        }
+    }
+}
+
 impl Observer for Stream {
     fn on_event(&mut self, event: &Event<'_>) {
+        self.metrics.lock().unwrap().observe(event);
+        if self.tx.is_closed() {
+            // Nobody reads (a run started through the API, once started; a client gone):
+            // no line is made for nobody (a large fleet's thousands of them).
+            self.client_gone();
+            return;
+        }
         let progress = matches!(
             event,
             Event::TargetFinished { .. } | Event::AttemptFinished { .. }
         );
-        if progress && self.tx.is_behind() && !self.tx.is_closed() {
+        if progress && self.tx.is_behind() {
             self.skipped += 1;
-            self.metrics.lock().unwrap().observe(event);
             return;
         }
         if self.skipped > 0 {
@@ -59,12 +75,9 @@ impl Observer for Stream {
             self.skipped = 0;
         }
         let owned = crate::executor::OwnedEvent::from_event(event);
-        let line = serde_json::json!({ "event": owned });
-        if self.tx.send(line).is_err() && !self.detached && !self.cancel.is_cancelled() {
-            println!("medic serve: the client of a run went away; cancelling it");
-            self.cancel.cancel();
+        if self.tx.send(serde_json::json!({ "event": owned })).is_err() {
+            self.client_gone();
         }
-        self.metrics.lock().unwrap().observe(event);
     }
 }
 

@@ -10,14 +10,14 @@ use crate::support::runtime;
 
 /// An HTTP server that holds every request for `hold` before answering, and remembers the
 /// paths asked for and the most requests it ever had in flight at once.
-struct Witness {
+pub(crate) struct Witness {
     addr: std::net::SocketAddr,
     paths: Arc<Mutex<Vec<String>>>,
     most_in_flight: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
-fn witness(hold: Duration) -> Witness {
+pub(crate) fn witness(hold: Duration) -> Witness {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = runtime();
     let listener = rt
@@ -66,7 +66,7 @@ fn witness(hold: Duration) -> Witness {
 
 impl Witness {
     /// The paths asked for, with the brackets of `step[target]` decoded.
-    fn paths(&self) -> Vec<String> {
+    pub(crate) fn paths(&self) -> Vec<String> {
         self.paths
             .lock()
             .unwrap()
@@ -76,7 +76,7 @@ impl Witness {
     }
 }
 
-fn runbook(dir: &std::path::Path, w: &Witness, body: &str) -> String {
+pub(crate) fn runbook(dir: &std::path::Path, w: &Witness, body: &str) -> String {
     let text = format!(
         "[runbook]\nname = \"fleet\"\n\n[params.hosts]\ntype = \"list\"\ndefault = [\"web-1\", \"web-2\", \"web-3\", \"web-4\", \"web-5\", \"web-6\"]\n\n\
          [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\

@@ -1,5 +1,6 @@
-//! `medic serve`: the scheduler in real time (briefly: per-second schedules), the CLI
-//! through its socket, signals, and its metrics scraped by a real Prometheus.
+//! `medic serve`: the scheduler in real time (briefly: per-second schedules), signals, and
+//! its metrics scraped by a real Prometheus. Runs that other processes start through its
+//! socket: `serve_runs`.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -114,11 +115,11 @@ impl Drop for Serve {
     }
 }
 
-fn get_text(url: &str) -> Option<String> {
+pub(crate) fn get_text(url: &str) -> Option<String> {
     crate::support::runtime().block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
 }
 
-fn drill_file(dir: &Path, name: &str, body: &str) {
+pub(crate) fn drill_file(dir: &Path, name: &str, body: &str) {
     std::fs::write(dir.join(name), body).unwrap();
 }
 
@@ -131,7 +132,7 @@ fn demo_drill(name: &str, schedule: &str, host: &str, extra: &str) -> String {
 }
 
 /// Deploys v2, then soaks: a gate of 8 passes 500 ms apart (4 s); reverts on failure.
-fn slow_runbook(path: &Path, addr: &str) {
+pub(crate) fn slow_runbook(path: &Path, addr: &str) {
     std::fs::write(
         path,
         format!(
@@ -152,7 +153,7 @@ fn slow_runbook(path: &Path, addr: &str) {
 
 /// A work directory with `slow.toml` (see [`slow_runbook`]) against a fresh demo service,
 /// an empty `drills/` beside it, and where `medic serve` keeps its data.
-fn slow_lab() -> (
+pub(crate) fn slow_lab() -> (
     tempfile::TempDir,
     std::path::PathBuf,
     std::path::PathBuf,
@@ -407,82 +408,6 @@ fn missed_schedules_follow_each_drills_policy() {
     assert!(stdout(&o).contains("1 skipped"), "{}", stdout(&o));
 }
 
-#[test]
-fn a_run_whose_client_goes_away_is_cancelled_and_rolled_back() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let svc = service(&[]);
-    let runbook = work.path().join("slow.toml");
-    slow_runbook(&runbook, &svc.addr);
-    let mut serve = Serve::start(&data, &drills, &[]);
-
-    let mut client = crate::cli::medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["run", runbook.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(client.stdout.take().unwrap()).lines();
-    let deployed = out
-        .by_ref()
-        .take(20)
-        .map_while(Result::ok)
-        .any(|l| l.contains("deployed v2 (was v1)"));
-    assert!(deployed, "the client never showed the deploy");
-    client.kill().unwrap();
-    let _ = client.wait();
-
-    serve.wait_for("the client of a run went away; cancelling it");
-    assert_eq!(serve.stop(), Some(0));
-    let store = Store::open(&data, "test").unwrap();
-    let runs = store.list(&Default::default(), 10).unwrap();
-    assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].status.name(), "cancelled", "{:#?}", runs[0]);
-    let version = get_text(&format!("http://{}/version", svc.addr)).unwrap();
-    assert_eq!(version.trim(), "v1", "the deploy was rolled back");
-}
-
-#[test]
-fn approvals_work_for_runs_going_through_serve() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
-        "",
-        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"30s\", prompt = \"switch?\" }\n",
-    );
-    let serve = Serve::start(&data, &drills, &[]);
-    let child = crate::cli::medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["run", rb.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let approvals = data.join("approvals");
-    let waiting = crate::support::pending_approvals(&approvals);
-    assert_eq!(waiting.len(), 1, "the run never asked for approval");
-    let o = crate::cli::medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["approve", &waiting[0].run_id, "--reason", "INC-9 ok"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains("waits for approval") && text.contains("approved by"),
-        "{text}"
-    );
-    assert_eq!(serve.stop(), Some(0));
-}
-
 /// The demo service's version, read without going through medic.
 pub(crate) fn version_of(addr: &str) -> String {
     get_text(&format!("http://{addr}/version"))
@@ -605,287 +530,4 @@ fn serve_stopping_mid_drill_still_rolls_back_and_tells_people() {
         "the notification ran to its end: {told:#?}"
     );
     assert_eq!(version_of(&svc.addr), "v1", "the deploy was undone");
-}
-
-#[test]
-fn a_ctrl_c_through_serve_cancels_as_a_local_one_does() {
-    let (work, data, drills, svc) = slow_lab();
-    drill_file(
-        &drills,
-        "idle.toml",
-        "[[drill]]\nname = \"idle\"\nrunbook = \"../slow.toml\"\nschedule = \"0 3 1 1 *\"\n",
-    );
-    let mut serve = Serve::start(&data, &drills, &[]);
-    let mut client = Command::new(MEDIC)
-        .args(["run", work.path().join("slow.toml").to_str().unwrap()])
-        .env("MEDIC_DATA_DIR", &data)
-        .env("MEDIC_CACHE_DIR", data.join("cache"))
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(client.stdout.take().unwrap());
-    let mut shown = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the run ended early:\n{shown}"
-        );
-        shown.push_str(&line);
-        if line.contains("↻ soak") {
-            break;
-        }
-    }
-    let ok = Command::new("kill")
-        .args(["-INT", &client.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    std::io::Read::read_to_string(&mut out, &mut shown).unwrap();
-    let o = client.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(6), "{shown}\n{err}");
-    assert!(
-        err.contains("cancelling: the current step finishes"),
-        "{err}"
-    );
-    assert!(shown.contains("✓ deploy.rollback"), "{shown}");
-    assert!(
-        shown.contains("■ cancelled after") && shown.contains("rolled back and verified"),
-        "{shown}"
-    );
-    serve.wait_for("cancelled by its client");
-    assert_eq!(serve.stop(), Some(0));
-    assert_eq!(version_of(&svc.addr), "v1");
-}
-
-#[test]
-fn serve_trusts_no_run_id_trigger_or_user_from_its_clients() {
-    use medic::store::remote::Remote;
-    let (work, data, drills, _svc) = slow_lab();
-    drill_file(
-        &drills,
-        "idle.toml",
-        "[[drill]]\nname = \"idle\"\nrunbook = \"../slow.toml\"\nschedule = \"0 3 1 1 *\"\n",
-    );
-    let mut serve = Serve::start(&data, &drills, &[]);
-    let path = work.path().join("slow.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let request = |run_id: &str| {
-        serde_json::json!({
-            "op": "run", "path": path, "text": text, "params": [], "environment": null,
-            "sourced": [], "dry_run": false, "approval": null, "run_id": run_id,
-            "trigger": { "kind": "cli", "user": "mallory", "host": "elsewhere" },
-            "lock_wait": { "secs": 0, "nanos": 0 },
-        })
-    };
-    let remote = Remote::connect(&data).expect("serve's socket");
-    let first_line = |req: serde_json::Value| -> serde_json::Value {
-        let mut lines = remote.stream(&req).unwrap();
-        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
-    };
-    // An id that is not a run id (here, one that would name a file elsewhere) is refused.
-    let answer = first_line(request("../../approvals/x"));
-    assert!(
-        answer["err"].as_str().unwrap().contains("is not a run id"),
-        "{answer}"
-    );
-    // A fresh id runs, recorded as started by this user, whatever the client claimed.
-    let id = medic::executor::new_run_id();
-    let mut lines = remote.stream(&request(&id)).unwrap();
-    let done = lines
-        .find_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
-            v.get("done").cloned()
-        })
-        .expect("the run ended");
-    assert_eq!(done["run_id"], id.as_str());
-    // The same id again would rewrite a recorded run: refused.
-    let answer = first_line(request(&id));
-    assert!(
-        answer["err"].as_str().unwrap().contains("exists already"),
-        "{answer}"
-    );
-    serve.wait_for(&format!("medic serve: run {id}"));
-    let o = Command::new(MEDIC)
-        .args(["runs", "list", "--output", "json"])
-        .env("MEDIC_DATA_DIR", &data)
-        .env("MEDIC_CACHE_DIR", data.join("cache"))
-        .output()
-        .unwrap();
-    let run: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
-    assert_ne!(run["trigger"]["user"], "mallory", "{run}");
-    assert_ne!(run["trigger"]["host"], "elsewhere", "{run}");
-
-    // Another user who reaches the socket (its file made world-writable here, as a
-    // mistake would) is not answered: the server checks who connected.
-    // SAFETY: getuid(2) cannot fail.
-    if unsafe { libc::getuid() } == 0 {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o711)).unwrap();
-        std::fs::set_permissions(
-            data.join("medic.sock"),
-            std::fs::Permissions::from_mode(0o666),
-        )
-        .unwrap();
-        let probe = format!(
-            "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\ntry:\n    \
-             s.sendall(b'{{\"op\": \"list\", \"filter\": {{}}, \"limit\": 5}}\\n')\n    \
-             s.settimeout(5)\n    print(repr(s.recv(4096)))\nexcept OSError:\n    print(repr(b''))\n",
-            data.join("medic.sock").display().to_string()
-        );
-        let o = Command::new("runuser")
-            .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", &probe])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(
-            String::from_utf8_lossy(&o.stdout).trim(),
-            "b''",
-            "another user got an answer"
-        );
-        serve.wait_for("refused a connection");
-    } else {
-        eprintln!("not root: the other-user half of this test needs root to act as nobody");
-    }
-    assert_eq!(serve.stop(), Some(0));
-}
-
-/// A `medic run` through serve whose output nobody reads for a while (a pager left open, a
-/// slow terminal) must neither hold up the run nor have either process keep every line of
-/// a large fleet: serve leaves progress lines out once the client is far behind, and says
-/// how many; the record keeps them all.
-#[test]
-fn a_client_that_falls_behind_a_large_fleet_is_told_what_it_missed_and_the_record_has_it_all() {
-    const TARGETS: usize = 2000;
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    let targets = (0..TARGETS)
-        .map(|i| format!("\"host-{i:04}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let rb = crate::cli::scripted_runbook(
-        work.path(),
-        "",
-        &format!(
-            "[[steps]]\nid = \"probe\"\nuses = \"check\"\n\
-             [steps.fleet]\ntargets = [{targets}]\nmax_concurrency = 50\n"
-        ),
-    );
-    let serve = Serve::start(&data, &drills, &[]);
-    let client = crate::cli::medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Nobody reads the client's output until the run is recorded as ended: it ends all the
-    // same (a pipe holds a few hundred of its lines).
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let record = loop {
-        let store_says = crate::cli::medic_command(work.path())
-            .env("MEDIC_DATA_DIR", &data)
-            .args(["runs", "list", "--output", "json"])
-            .output()
-            .unwrap();
-        let runs = String::from_utf8_lossy(&store_says.stdout).into_owned();
-        if let Some(r) = runs
-            .lines()
-            .next()
-            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|r| r["status"] != "running")
-        {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run did not end while its client was not read: {runs}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(record["status"], "succeeded", "{record}");
-
-    let out = client.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let shown = lines
-        .iter()
-        .filter(|l| l["event"] == "target_finished")
-        .count();
-    let not_shown: u64 = lines
-        .iter()
-        .filter(|l| l["event"] == "not_shown")
-        .map(|l| l["events"].as_u64().unwrap())
-        .sum();
-    // Each target exactly once: shown, or counted as not shown.
-    assert!(not_shown > 0, "nothing was left out: {shown} shown");
-    assert_eq!(shown + not_shown as usize, TARGETS, "{shown} + {not_shown}");
-    // What decides and ends a run is never left out.
-    assert!(
-        lines.iter().any(|l| l["event"] == "step_finished")
-            && lines.last().unwrap()["event"] == "run_finished",
-        "{}",
-        text.lines().rev().take(5).collect::<Vec<_>>().join("\n")
-    );
-    let step = lines
-        .iter()
-        .find(|l| l["event"] == "step_finished")
-        .unwrap();
-    assert_eq!(
-        step["step"]["summary"],
-        format!("{TARGETS} of {TARGETS} targets succeeded"),
-        "{step}"
-    );
-
-    // The record has every target: read a page at a time through serve's socket by a
-    // follower, and whole once serve is gone.
-    let id = record["run_id"].as_str().unwrap();
-    let followed = crate::cli::medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["runs", "follow", id, "--output", "json"])
-        .output()
-        .unwrap();
-    let followed: Vec<serde_json::Value> = String::from_utf8_lossy(&followed.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        followed
-            .iter()
-            .filter(|e| e["type"] == "target_finished")
-            .count(),
-        TARGETS
-    );
-    assert_eq!(
-        followed.last().unwrap()["type"],
-        "run_finished",
-        "{:?}",
-        followed.last()
-    );
-    assert_eq!(serve.stop(), Some(0));
-    let store = Store::open(&data, "test").unwrap();
-    let recorded = store
-        .journal(id)
-        .unwrap()
-        .into_iter()
-        .filter(|e| matches!(e.event, medic::store::JournalEvent::TargetFinished { .. }))
-        .count();
-    assert_eq!(recorded, TARGETS);
 }

@@ -12,6 +12,7 @@ pub mod output;
 mod plugin;
 mod remote_run;
 mod run;
+mod serve_run;
 pub use run::who;
 mod runs;
 mod runs_list;

@@ -184,7 +184,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
         (None, false) => None,
     };
     if let Some(remote) = global.through_serve() {
-        return through_serve(global, &remote, &plan, &args, approval, signals).await;
+        return super::serve_run::through_serve(global, &remote, &plan, &args, approval, signals)
+            .await;
     }
     let store = match global.store(
         &format!("medic run {}", args.target.runbook.display()),
@@ -207,185 +208,6 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Exit {
     match execute(&host, &store, global, request, signals).await {
         Ok(report) => exit_for(&report),
         Err(exit) => exit,
-    }
-}
-
-/// `medic serve` holds the store: it runs the runbook (and records it); this process shows
-/// the run as it happens, as if it ran here. Plugins run in the serve process, with the
-/// parameter values this process read from its own environment and files. A Ctrl-C here
-/// does what it does for a local run: the first cancels (asking whether to roll back when
-/// someone is at the terminal), the second says what is still running, the third aborts.
-async fn through_serve(
-    global: &GlobalArgs,
-    remote: &crate::store::remote::Remote,
-    plan: &Plan,
-    args: &RunArgs,
-    approval: Option<Approval>,
-    mut signals: Signals,
-) -> Exit {
-    let path =
-        std::fs::canonicalize(&args.target.runbook).unwrap_or_else(|_| args.target.runbook.clone());
-    let text = match crate::input::read_text(&path, crate::input::MAX_RUNBOOK_BYTES) {
-        Ok(t) => t,
-        Err(e) => return engine_error(anyhow::anyhow!("{}: {e}", path.display())),
-    };
-    let opts = args.target.options();
-    let run_id = executor::new_run_id();
-    let request = serde_json::json!({
-        "op": "run",
-        "path": path,
-        "sourced": crate::runbook::plan::read_sources(&path, &text),
-        "text": text,
-        "params": opts.params,
-        "environment": opts.environment,
-        "dry_run": args.dry_run,
-        "approval": approval,
-        "trigger": Trigger::cli(),
-        "run_id": run_id,
-        "lock_wait": args.wait.unwrap_or_default(),
-    });
-    let lines = match remote.stream(&request) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("medic: {e}");
-            return Exit::Engine;
-        }
-    };
-    // The socket is read on a thread of its own (blocking reads) so that signals are
-    // handled while the run waits, for hours if an approval takes that long. A few lines
-    // at most wait here: when the terminal is slower than the run, the socket fills and
-    // medic serve leaves progress lines out (and says how many), rather than either
-    // process holding every line of a large fleet.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    std::thread::spawn(move || {
-        for line in lines {
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut human = HumanOutput::new(global.color(), global.verbose);
-    let mut json = JsonOutput;
-    let progress = Progress::default();
-    let mut tracked = Tracked {
-        progress: progress.clone(),
-        plan,
-        inner: match args.output {
-            OutputFormat::Human => &mut human,
-            OutputFormat::Json => &mut json,
-        },
-    };
-    let cancel_run = |rollback: Option<bool>, abort: bool| {
-        let asked = serde_json::json!({
-            "op": "cancel_run", "run_id": run_id, "rollback": rollback, "abort": abort,
-        });
-        if let Err(e) = remote.call::<serde_json::Value>(&asked, Duration::from_secs(10)) {
-            eprintln!("medic: medic serve did not take the cancel: {e}");
-        }
-    };
-    let mut stops = 0u32;
-    let mut report = None;
-    loop {
-        let line = tokio::select! {
-            line = rx.recv() => line,
-            stop = signals.next() => {
-                if stop == super::signals::Stop::HangUp {
-                    if stops == 0 {
-                        stops = 1;
-                        cancel_run(None, false);
-                    }
-                    continue;
-                }
-                stops += 1;
-                match stops {
-                    1 => {
-                        eprintln!("\nmedic: {}", super::signals::CANCELLING);
-                        let has_rollback = plan.steps.iter().any(|s| s.rollback.is_some())
-                            || !plan.rollback.is_empty();
-                        let answer = if has_rollback {
-                            let yes = tokio::task::spawn_blocking(confirm_rollback)
-                                .await
-                                .unwrap_or(true);
-                            if !yes {
-                                eprintln!(
-                                    "medic: nothing will be rolled back; what the run changed stays in place\n  = to roll it back later: medic runs rollback {run_id}"
-                                );
-                            }
-                            Some(yes)
-                        } else {
-                            None
-                        };
-                        cancel_run(answer, false);
-                    }
-                    2 => eprintln!(
-                        "\nmedic: {}\n  = {}",
-                        progress.describe(),
-                        super::signals::LAST_WARNING
-                    ),
-                    _ => {
-                        cancel_run(None, true);
-                        eprintln!(
-                            "medic: aborting run {run_id} in medic serve: it is left interrupted\n  = a person must act: roll it back with  medic runs rollback {run_id}"
-                        );
-                    }
-                }
-                continue;
-            }
-        };
-        let Some(Ok(line)) = line else { break };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            eprintln!("medic: unreadable answer from medic serve: {line}");
-            return Exit::Engine;
-        };
-        if let Some(e) = v.get("event") {
-            let Ok(owned) = serde_json::from_value::<executor::OwnedEvent>(e.clone()) else {
-                eprintln!("medic: unreadable event from medic serve: {e}");
-                return Exit::Engine;
-            };
-            use executor::Observer as _;
-            if let Some(event) = owned.as_event(Some(plan)) {
-                tracked.on_event(&event);
-            }
-            if let executor::OwnedEvent::RunFinished { report: r } = owned {
-                report = Some(r);
-            }
-        } else if let Some(n) = v.get("skipped").and_then(|n| n.as_u64()) {
-            // Said where the lines would have been, so a reader of either output knows there
-            // is a gap and how large.
-            match args.output {
-                OutputFormat::Human => eprintln!(
-                    "medic: {n} progress line{} not shown: this terminal fell behind the run (every one is recorded: medic runs show {run_id})",
-                    if n == 1 { "" } else { "s" }
-                ),
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::json!({"event": "not_shown", "events": n, "why": "the reader fell behind the run; every event is recorded", "run_id": run_id})
-                ),
-            }
-        } else if let Some(done) = v.get("done") {
-            if args.output == OutputFormat::Human {
-                eprintln!(
-                    "recorded in {} by medic serve: medic runs show {}",
-                    done["store"].as_str().unwrap_or("?"),
-                    done["run_id"].as_str().unwrap_or("?")
-                );
-            }
-        } else if let Some(e) = v.get("error").or_else(|| v.get("err")) {
-            eprintln!("medic: {}", e.as_str().unwrap_or_default());
-            // After a Ctrl-C the run ended as asked (aborted, or cancelled before it began).
-            return match stops {
-                0 => Exit::Invalid,
-                1 | 2 => Exit::Cancelled,
-                _ => Exit::RollbackFailed,
-            };
-        }
-    }
-    match report {
-        Some(r) => exit_for(&r),
-        None => {
-            eprintln!("medic: medic serve stopped before the run ended; see `medic runs list`");
-            Exit::Engine
-        }
     }
 }
 
@@ -428,7 +250,7 @@ pub(super) fn exit_for(report: &RunReport) -> Exit {
 
 /// After Ctrl-C: a person at a terminal decides whether to roll back; anyone else gets what
 /// the runbook says (roll back when it defines a rollback).
-fn confirm_rollback() -> bool {
+pub(super) fn confirm_rollback() -> bool {
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return true;
     }

@@ -65,6 +65,18 @@ pub enum Event<'a> {
     },
 }
 
+impl Event<'_> {
+    /// One of many that tell how a step is getting on (a fleet's targets, a gate's or
+    /// retry's attempts), none of which decides the run: an observer that cannot keep up
+    /// may leave these out (and say so); every other event it must pass on.
+    pub fn is_progress(&self) -> bool {
+        matches!(
+            self,
+            Event::TargetFinished { .. } | Event::AttemptFinished { .. }
+        )
+    }
+}
+
 pub trait Observer {
     fn on_event(&mut self, event: &Event<'_>);
 }

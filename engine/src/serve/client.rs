@@ -62,11 +62,7 @@ impl Observer for Stream {
             self.client_gone();
             return;
         }
-        let progress = matches!(
-            event,
-            Event::TargetFinished { .. } | Event::AttemptFinished { .. }
-        );
-        if progress && self.tx.is_behind() {
+        if event.is_progress() && self.tx.is_behind() {
             self.skipped += 1;
             return;
         }

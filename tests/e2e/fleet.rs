@@ -74,6 +74,20 @@ impl Witness {
             .map(|p| p.replace("%5B", "[").replace("%5D", "]"))
             .collect()
     }
+
+    /// The targets of the calls to `/{call}/{step}[TARGET]` (`run`, `deploy`), in the order
+    /// they reached this server.
+    pub(crate) fn targets(&self, call: &str, step: &str) -> Vec<String> {
+        let prefix = format!("/{call}/{step}[");
+        self.paths()
+            .into_iter()
+            .filter_map(|p| {
+                p.strip_prefix(&prefix)
+                    .and_then(|t| t.strip_suffix(']'))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
 }
 
 pub(crate) fn runbook(dir: &std::path::Path, w: &Witness, body: &str) -> String {
@@ -372,16 +386,9 @@ fn a_fleet_killed_mid_step_rolls_back_every_target() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
     assert!(out.contains("undid 6 targets"), "{out}");
-    let mut reverted: Vec<String> = w
-        .paths()
-        .into_iter()
-        .filter_map(|p| {
-            p.strip_prefix("/revert/deploy.rollback[")
-                .map(str::to_owned)
-        })
-        .collect();
+    let mut reverted = w.targets("revert", "deploy.rollback");
     reverted.sort();
-    assert_eq!(reverted, ["a]", "b]", "c]", "d]", "e]", "f]"]);
+    assert_eq!(reverted, ["a", "b", "c", "d", "e", "f"]);
 }
 
 #[test]
@@ -665,15 +672,7 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
     let status = child.wait().unwrap();
     assert!(signalled);
     assert_eq!(status.code(), Some(6), "{summary}");
-    let mut ran: Vec<String> = w
-        .paths()
-        .into_iter()
-        .filter_map(|p| {
-            p.strip_prefix("/run/deploy[")
-                .and_then(|t| t.strip_suffix(']'))
-                .map(str::to_owned)
-        })
-        .collect();
+    let mut ran = w.targets("run", "deploy");
     // The two in flight at the signal finished; nothing started after it. Two at a time:
     // within a pair, either may reach the server first.
     assert_eq!(ran.len(), 4, "{ran:?} {summary}");
@@ -684,18 +683,11 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
         summary.ends_with("4 of 6 targets succeeded; not started: e, f (cancelled)"),
         "{summary}"
     );
-    let mut reverted: Vec<String> = w
-        .paths()
-        .into_iter()
-        .filter_map(|p| {
-            p.strip_prefix("/revert/deploy.rollback[")
-                .map(str::to_owned)
-        })
-        .collect();
+    let mut reverted = w.targets("revert", "deploy.rollback");
     // Newest first, two at a time (the step's concurrency): d and c together, then b and a;
     // within a pair, either may reach the server first.
     assert_eq!(reverted.len(), 4, "{reverted:?}");
     reverted[..2].sort();
     reverted[2..].sort();
-    assert_eq!(reverted, ["c]", "d]", "a]", "b]"]);
+    assert_eq!(reverted, ["c", "d", "a", "b"]);
 }

@@ -444,21 +444,10 @@ fn ctrl_c_mid_fleet_from_a_client_that_fell_behind_cancels_and_undoes_exactly_wh
     assert_eq!(end["outcome"], "cancelled", "{end}");
 
     // Exactly what ran was undone: none that never started, none twice.
-    let called = |prefix: &str| {
-        let mut t: Vec<String> = w
-            .paths()
-            .into_iter()
-            .filter_map(|p| {
-                p.strip_prefix(prefix)
-                    .and_then(|t| t.strip_suffix(']'))
-                    .map(str::to_owned)
-            })
-            .collect();
-        t.sort();
-        t
-    };
-    let ran = called("/run/deploy[");
-    let reverted = called("/revert/deploy.rollback[");
+    let mut ran = w.targets("run", "deploy");
+    let mut reverted = w.targets("revert", "deploy.rollback");
+    ran.sort();
+    reverted.sort();
     assert!(
         ran.len() >= 1600 && ran.len() < TARGETS,
         "{} of {TARGETS} ran: the cancel did not stop the fleet",

@@ -3,13 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use medic::host::{Failure, HostGrant, Sandbox, Status, Value};
+use medic::host::{Failure, HostGrant, Placement, Sandbox, Status, Value};
 
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_millis(1500);
 
-/// Runs the hostile plugin in `mode`, then proves the same host still runs a healthy call.
+/// Runs the hostile plugin in `mode` on the caller's thread and on the host's call threads
+/// (where a fleet's targets run): the same failure either way. Then proves the same host
+/// still runs a healthy call. Returns the call on the caller's thread and the longer time.
 fn hostile(
     mode: &str,
     extra: &[(&str, Value)],
@@ -21,11 +23,27 @@ fn hostile(
         let plugin = load(&host, &hostile_source()).await;
         let mut params = vec![("mode", text(mode))];
         params.extend(extra.iter().cloned());
-        let started = Instant::now();
-        let inv = host
-            .invoke(&plugin, run_call(&params), &ctx(mode), &sandbox)
-            .await;
-        let took = started.elapsed();
+        let mut took = Duration::ZERO;
+        let mut made = Vec::new();
+        for placement in [Placement::Workers, Placement::Here] {
+            let started = Instant::now();
+            let inv = host
+                .invoke_on(&plugin, run_call(&params), &ctx(mode), &sandbox, placement)
+                .await;
+            took = took.max(started.elapsed());
+            made.push(inv);
+        }
+        let (here, workers) = (made.pop().unwrap(), made.pop().unwrap());
+        assert_eq!(
+            format!("{:?}", here.result),
+            format!("{:?}", workers.result),
+            "{mode}: the call threads gave another result"
+        );
+        assert_eq!(
+            here.logs.len(),
+            workers.logs.len(),
+            "{mode}: the call threads kept other logs"
+        );
         let next = host
             .invoke(
                 &plugin,
@@ -40,7 +58,7 @@ fn hostile(
             "the next call failed after {mode}: {:?}",
             next.result
         );
-        (inv, took)
+        (here, took)
     })
 }
 

@@ -530,6 +530,56 @@ fn calls_in_flight_together_stay_within_the_hosts_memory_budget() {
 }
 
 #[test]
+fn a_call_on_the_call_threads_that_is_given_up_stops_there_and_frees_its_memory() {
+    use medic::host::{HostConfig, Placement, PluginHost, Sandbox, Status};
+    let rt = crate::support::runtime();
+    rt.block_on(async {
+        // Room for one 64 MiB call at a time.
+        let host = PluginHost::new(HostConfig {
+            cache_dir: None,
+            max_instances: 16,
+            memory_budget: 64 << 20,
+            ..HostConfig::default()
+        })
+        .unwrap();
+        let plugin = host
+            .load(&crate::support::hostile_source(), None)
+            .await
+            .unwrap();
+        let sb = Sandbox {
+            memory: 64 << 20,
+            timeout: Duration::from_secs(120),
+            ..Sandbox::default()
+        };
+        let ctx = crate::support::ctx("s");
+        let looping = crate::support::run_call(&[("mode", crate::support::text("loop"))]);
+        // Given up (as a run that stops drops its calls) while it computes on a call thread.
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(500),
+            host.invoke_on(&plugin, looping, &ctx, &sb, Placement::Workers),
+        )
+        .await;
+        assert!(given_up.is_err(), "an endless call ended: {given_up:?}");
+        // Had it gone on computing, it would hold the whole budget for two minutes.
+        let ok = crate::support::run_call(&[("mode", crate::support::text("ok"))]);
+        for placement in [Placement::Workers, Placement::Here] {
+            let next = tokio::time::timeout(
+                Duration::from_secs(30),
+                host.invoke_on(&plugin, ok.clone(), &ctx, &sb, placement),
+            )
+            .await
+            .expect("the call given up still holds its memory: it is still running");
+            assert_eq!(
+                next.result.as_ref().map(|o| o.status).ok(),
+                Some(Status::Success),
+                "{:?}",
+                next.result
+            );
+        }
+    });
+}
+
+#[test]
 fn a_bloated_manifest_is_refused_at_load_by_name() {
     let rt = crate::support::runtime();
     rt.block_on(async {

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::host::Redactor;
 use crate::host::redact::MASK;
-use crate::host::{Call, CallContext, Failure, Sandbox, Value, ValueType, Values};
+use crate::host::{Call, CallContext, Failure, Placement, Sandbox, Value, ValueType, Values};
 use crate::runbook::plan::text_to_value;
 use crate::runbook::template;
 use crate::runbook::{Arg, PlanStep};
@@ -189,6 +189,7 @@ impl Run<'_> {
         step_id: &str,
         attempt: u32,
         timeout: Duration,
+        placement: Placement,
     ) -> (Attempt, Option<Values>) {
         let pp = &self.plan.plugins[plugin];
         let sandbox = Sandbox {
@@ -209,7 +210,10 @@ impl Run<'_> {
         let started_ms = self.elapsed_ms();
         // The host masks the run's secrets in everything the call produced before returning
         // it (and before tracing any of it); the real outputs come separately.
-        let mut invocation = self.host.invoke(&pp.plugin, call, &ctx, &sandbox).await;
+        let mut invocation = self
+            .host
+            .invoke_on(&pp.plugin, call, &ctx, &sandbox, placement)
+            .await;
         let outputs = match invocation.unmasked_outputs.take() {
             Some(real) => Some(real),
             None => invocation.result.as_ref().ok().map(|o| o.outputs.clone()),
@@ -387,10 +391,18 @@ impl Run<'_> {
         call: &Call,
     ) -> (Vec<Attempt>, Option<Values>) {
         let attempts = rate.retry.map_or(1, |r| r.attempts);
+        // Calls made together (a fleet's targets) run on every core.
+        let placement = if rate.concurrency > 1 {
+            Placement::Workers
+        } else {
+            Placement::Here
+        };
         let mut made = Vec::new();
         let mut outputs = None;
         for n in 1..=attempts {
-            let (attempt, out) = self.call(plugin, call.clone(), call_id, n, timeout).await;
+            let (attempt, out) = self
+                .call(plugin, call.clone(), call_id, n, timeout, placement)
+                .await;
             let again = n < attempts && retryable(&attempt.invocation, rate.retry);
             outputs = out;
             made.push(attempt);
@@ -429,7 +441,14 @@ impl Run<'_> {
             params: params.clone(),
         };
         let (attempt, outputs) = self
-            .call(step.plugin, call, &step.id, n, step.timeout)
+            .call(
+                step.plugin,
+                call,
+                &step.id,
+                n,
+                step.timeout,
+                Placement::Here,
+            )
             .await;
         self.remember(&step.id, outputs);
         attempt

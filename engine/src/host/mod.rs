@@ -35,7 +35,7 @@ pub use check::ParamProblem;
 pub use manifest::{Manifest, ParamSpec, PluginKind};
 pub use outcome::{CapabilityUse, Failure, Invocation, LogLevel, LogLine, Outcome, Status};
 pub use redact::Redactor;
-pub use sandbox::{Call, CallContext, Sandbox, StoreState};
+pub use sandbox::{Call, CallContext, Placement, Sandbox, StoreState};
 pub use value::{Value, ValueType, Values};
 
 use bindings::MedicPluginPre;
@@ -250,7 +250,45 @@ pub struct PluginHost {
     memory_budget_mib: u32,
     /// For plugins from URLs: the cache directory (downloads are kept there) and a CA.
     downloads: (Option<PathBuf>, Option<PathBuf>),
+    /// Where calls made together run ([`Placement::Workers`]), started at the first.
+    calls: CallPool,
     _ticker: Ticker,
+}
+
+/// Threads for calls made together (a fleet's targets), one per core, apart from the
+/// process's own runtime: a plugin computing for its whole time slice (an epoch tick, 10
+/// ms) between yields would hold up the tasks there (`medic serve`'s API) that long.
+#[derive(Default)]
+struct CallPool(std::sync::OnceLock<Option<tokio::runtime::Runtime>>);
+
+impl CallPool {
+    /// The pool's runtime; none if its threads cannot be started (calls then run on the
+    /// caller's thread, as a single step's do).
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0
+            .get_or_init(|| {
+                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("medic-call")
+                    .enable_all()
+                    .build()
+                    .inspect_err(|e| tracing::warn!("cannot start the call threads: {e}"))
+                    .ok()
+            })
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+    }
+}
+
+impl Drop for CallPool {
+    fn drop(&mut self) {
+        // A host may be dropped inside an async context, where waiting for threads is not
+        // allowed; calls still running there are aborted by their callers' drop anyway.
+        if let Some(Some(rt)) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// The low bytes of a linear memory reset in place rather than unmapped (the pages of it a
@@ -335,6 +373,7 @@ impl PluginHost {
             memory: Arc::new(tokio::sync::Semaphore::new(memory_budget_mib as usize)),
             memory_budget_mib,
             downloads,
+            calls: CallPool::default(),
             _ticker: Ticker(stop),
         })
     }

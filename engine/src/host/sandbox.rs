@@ -203,59 +203,19 @@ impl PluginHost {
         step: &str,
         output: &OutputTail,
     ) -> Store<StoreState> {
-        let mut wasi = WasiCtx::builder();
-        // Deny by default, stated explicitly: no env, args, preopens, sockets or name lookups.
-        wasi.stdout(output.clone())
-            .stderr(output.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        let now = Instant::now();
-        let state = StoreState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: Limiter {
-                limit: sandbox.memory,
-                in_use: 0,
-            },
-            caps: CapState {
-                grants: sandbox.grants.clone(),
-                kv: sandbox.kv.clone(),
-                http: self.http.clone(),
-                started: now,
-                deadline: now + sandbox.timeout,
-                logs: Vec::new(),
-                logs_dropped: 0,
-                uses: Vec::new(),
-                denied: None,
-                plugin: plugin.manifest.name.clone(),
-                step: step.to_owned(),
-                redactor: sandbox.redactor.clone(),
-                log_bytes: 0,
-            },
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        // wasmtime would otherwise copy up to 128 MiB per transfer out of the guest.
-        store.set_hostcall_fuel(super::limits::MAX_TRANSFER_BYTES);
-        // At every epoch tick a running plugin yields to the executor, so calls sharing a
-        // thread (a fleet's targets run in one task) take turns instead of running one after
-        // another, and each one's own deadline is checked on time: past it, the call traps
-        // (`Trap::Interrupt`, a timeout).
-        let deadline = now + sandbox.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                wasmtime::UpdateDeadline::Interrupt
-            } else {
-                wasmtime::UpdateDeadline::Yield(1)
-            })
-        });
-        store
+        let state = state_of(
+            self.http.clone(),
+            plugin.manifest.name.clone(),
+            sandbox.clone(),
+            step.to_owned(),
+            output.clone(),
+        );
+        store_of(&self.engine, state)
     }
 
-    /// Runs one call in a fresh sandbox. Never panics and never returns early on a plugin's
-    /// misbehaviour: every cause ends up in [`Invocation::result`].
+    /// Runs one call in a fresh sandbox, on the caller's thread. Never panics and never
+    /// returns early on a plugin's misbehaviour: every cause ends up in
+    /// [`Invocation::result`].
     pub async fn invoke(
         &self,
         plugin: &Plugin,
@@ -263,15 +223,38 @@ impl PluginHost {
         ctx: &CallContext,
         sandbox: &Sandbox,
     ) -> Invocation {
+        self.invoke_on(plugin, call, ctx, sandbox, Placement::Here)
+            .await
+    }
+
+    /// [`PluginHost::invoke`], placed as asked.
+    pub async fn invoke_on(
+        &self,
+        plugin: &Plugin,
+        call: Call,
+        ctx: &CallContext,
+        sandbox: &Sandbox,
+        placement: Placement,
+    ) -> Invocation {
         // The call's memory limit is drawn from the host's budget before it starts, so calls
         // running together never hold more than the budget (the semaphore is never closed).
+        // The permit goes with the call, wherever it runs, until it has ended.
         let mib = u32::try_from(sandbox.memory.div_ceil(1 << 20))
             .unwrap_or(u32::MAX)
             .clamp(1, self.memory_budget_mib);
-        let _memory = self.memory.acquire_many(mib).await;
+        let memory = self.memory.clone().acquire_many_owned(mib).await;
         let started = Instant::now();
         let output = OutputTail::default();
-        let mut store = self.new_store(plugin, sandbox, &ctx.step_id, &output);
+        // The store is made, used and dropped (its instance's memory reset) where the call
+        // runs: all of it is the call's work.
+        let engine = self.engine.clone();
+        let seed = (
+            self.http.clone(),
+            plugin.manifest.name.clone(),
+            sandbox.clone(),
+            ctx.step_id.clone(),
+            output.clone(),
+        );
         let deadline_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d + sandbox.timeout)
@@ -286,41 +269,53 @@ impl PluginHost {
             timeout_ms: sandbox.timeout.as_millis() as u64,
             deadline_unix_ms,
         };
-
-        let work = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            let api = instance.medic_plugin_plugin();
-            match &call {
-                Call::Run { params } => {
-                    api.call_run(&mut store, &wit_ctx, &values_to_wit(params))
-                        .await
-                }
-                Call::Revert { params, outputs } => {
-                    api.call_revert(
-                        &mut store,
-                        &wit_ctx,
-                        &values_to_wit(params),
-                        &values_to_wit(outputs),
-                    )
-                    .await
-                }
-            }
-        };
         // Epoch interruption stops wasm code and host calls check the deadline themselves;
         // this outer bound is the backstop for anything that slips through both.
         let backstop = sandbox.timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
-        let raw = tokio::time::timeout(backstop, work).await;
-        let captured = output.contents();
-        let result = match raw {
-            Err(_) => Err(Failure::Timeout {
-                after: sandbox.timeout,
-            }),
-            Ok(Err(err)) => Err(classify(&err, sandbox.timeout, &captured)),
-            Ok(Ok(Err(plugin_error))) => Err(Failure::from_wit(plugin_error)),
-            Ok(Ok(Ok(outcome))) => Ok(Outcome::from_wit(outcome)),
+        let pre = plugin.pre.clone();
+        let drive = async move {
+            let _memory = memory;
+            let (http, name, sandbox, step, output) = seed;
+            let mut store = store_of(&engine, state_of(http, name, sandbox, step, output));
+            let raw = tokio::time::timeout(backstop, run(&pre, &mut store, &wit_ctx, &call)).await;
+            (store.into_data(), raw)
         };
-        let state = store.into_data();
-        let result = match (state.caps.denied, result) {
+        let pool = match placement {
+            Placement::Here => None,
+            Placement::Workers => self.calls.handle(),
+        };
+        let done = match pool {
+            None => Ok(drive.await),
+            // Dropped (the run stopped), the task is aborted: the call ends at its next
+            // yield, as it would on this thread, instead of running on unowned.
+            Some(pool) => Aborting(pool.spawn(drive)).await,
+        };
+        let captured = output.contents();
+        let (result, state) = match done {
+            Ok((state, raw)) => {
+                let result = match raw {
+                    Err(_) => Err(Failure::Timeout {
+                        after: sandbox.timeout,
+                    }),
+                    Ok(Err(err)) => Err(classify(&err, sandbox.timeout, &captured)),
+                    Ok(Ok(Err(plugin_error))) => Err(Failure::from_wit(plugin_error)),
+                    Ok(Ok(Ok(outcome))) => Ok(Outcome::from_wit(outcome)),
+                };
+                (result, Some(state))
+            }
+            // A panic inside wasmtime or a host function: the call's state went with it.
+            Err(e) => (
+                Err(Failure::Engine {
+                    message: format!("the call's task failed: {e}"),
+                }),
+                None,
+            ),
+        };
+        let (denied, logs, logs_dropped, uses) = match state {
+            Some(s) => (s.caps.denied, s.caps.logs, s.caps.logs_dropped, s.caps.uses),
+            None => (None, Vec::new(), 0, Vec::new()),
+        };
+        let result = match (denied, result) {
             // A call that was denied a capability fails as denied, whatever it returned, unless
             // it already failed for a more fundamental reason (a trap or timeout).
             (
@@ -332,9 +327,9 @@ impl PluginHost {
         };
         let mut inv = Invocation {
             result,
-            logs: state.caps.logs,
-            logs_dropped: state.caps.logs_dropped,
-            capability_uses: state.caps.uses,
+            logs,
+            logs_dropped,
+            capability_uses: uses,
             stderr: captured,
             duration_us: started.elapsed().as_micros() as u64,
             unmasked_outputs: None,
@@ -356,6 +351,120 @@ impl PluginHost {
             inv.unmasked_outputs = None;
         }
         inv
+    }
+}
+
+/// What a call's store holds: its sandbox, limits, grants and captured output.
+fn state_of(
+    http: super::caps::http::LazyHttp,
+    plugin: String,
+    sandbox: Sandbox,
+    step: String,
+    output: OutputTail,
+) -> StoreState {
+    let mut wasi = WasiCtx::builder();
+    // Deny by default, stated explicitly: no env, args, preopens, sockets or name lookups.
+    wasi.stdout(output.clone())
+        .stderr(output)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    let now = Instant::now();
+    StoreState {
+        wasi: wasi.build(),
+        table: ResourceTable::new(),
+        limiter: Limiter {
+            limit: sandbox.memory,
+            in_use: 0,
+        },
+        caps: CapState {
+            grants: sandbox.grants,
+            kv: sandbox.kv,
+            http,
+            started: now,
+            deadline: now + sandbox.timeout,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            uses: Vec::new(),
+            denied: None,
+            plugin,
+            step,
+            redactor: sandbox.redactor,
+            log_bytes: 0,
+        },
+    }
+}
+
+/// A store for one call, with its limits and its state's deadline.
+fn store_of(engine: &wasmtime::Engine, state: StoreState) -> Store<StoreState> {
+    let deadline = state.caps.deadline;
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // wasmtime would otherwise copy up to 128 MiB per transfer out of the guest.
+    store.set_hostcall_fuel(super::limits::MAX_TRANSFER_BYTES);
+    // At every epoch tick a running plugin yields to the executor, so calls sharing a
+    // thread (a fleet's targets run in one task) take turns instead of running one after
+    // another, and each one's own deadline is checked on time: past it, the call traps
+    // (`Trap::Interrupt`, a timeout).
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            wasmtime::UpdateDeadline::Yield(1)
+        })
+    });
+    store
+}
+
+/// Instantiates the plugin in `store` and makes the call.
+async fn run(
+    pre: &bindings::MedicPluginPre<StoreState>,
+    store: &mut Store<StoreState>,
+    ctx: &bindings::types::Context,
+    call: &Call,
+) -> wasmtime::Result<Result<bindings::types::Outcome, bindings::types::PluginError>> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let api = instance.medic_plugin_plugin();
+    match call {
+        Call::Run { params } => api.call_run(&mut *store, ctx, &values_to_wit(params)).await,
+        Call::Revert { params, outputs } => {
+            api.call_revert(
+                &mut *store,
+                ctx,
+                &values_to_wit(params),
+                &values_to_wit(outputs),
+            )
+            .await
+        }
+    }
+}
+
+/// Where a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On the caller's thread: one call at a time gains nothing from a hand-off between
+    /// threads, and pays for it.
+    Here,
+    /// On the host's call threads, one per core: calls made together (a fleet's targets)
+    /// use every core instead of taking turns on one.
+    Workers,
+}
+
+/// A spawned task that is aborted when dropped.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for Aborting<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 

@@ -622,6 +622,14 @@ fn main() {
                     fmt(floor),
                     fmt(call)
                 );
+                if let Some(both) = median_of(steps::FLOOR_AND_CALL) {
+                    println!(
+                        "  = {:.2} x the two done in turn ({}: the call right after an fdatasync costs {} more than the two measured apart)",
+                        step.as_secs_f64() / both.as_secs_f64(),
+                        fmt(both),
+                        fmt(both.saturating_sub(floor + call))
+                    );
+                }
             }
         }
         // Targets finishing together share a flush: a batch of 50 against one fdatasync and

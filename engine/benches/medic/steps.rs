@@ -11,6 +11,10 @@ use super::{Stats, fmt, measure, plan_of, recorder};
 
 /// The floor's name in the results.
 pub const FLOOR: &str = "raw write + fdatasync, 300 bytes (the disk's floor)";
+/// The floor and a sandboxed call, one after the other, in a loop: the least a durable
+/// action step does, as it does it (the call right after the sync, not hot in a loop).
+pub const FLOOR_AND_CALL: &str =
+    "raw write + fdatasync, then a sandboxed call (both floors in turn)";
 /// A fleet whose targets finish together, 50 at a time.
 pub const FLEET_50: &str = "fleet of 1,000 targets, 50 at a time, recorded: per target";
 
@@ -61,6 +65,39 @@ pub fn steps_and_fleets(
             at = (at + 300) % (FLOOR_SPACE - 300);
         },
     ));
+    let both = FLOOR_AND_CALL;
+    let both_n = iters(both, 2_000, 20);
+    if both_n > 0 {
+        let plugin = rt
+            .block_on(host.load(
+                &medic::host::PluginSource::File(medic::host::fixtures::HOSTILE.into()),
+                None,
+            ))
+            .unwrap();
+        let params = vec![("mode".to_string(), medic::host::Value::Text("ok".into()))];
+        let ctx = medic::host::CallContext {
+            run_id: "bench".into(),
+            step_id: "s".into(),
+            attempt: 1,
+            environment: "bench".into(),
+            dry_run: false,
+        };
+        let sandbox = medic::host::Sandbox::default();
+        results.push(measure(both, both_n, None, || {
+            std::os::unix::fs::FileExt::write_all_at(&floor_file, &[7u8; 300], at).unwrap();
+            floor_file.sync_data().unwrap();
+            at = (at + 300) % (FLOOR_SPACE - 300);
+            let inv = rt.block_on(host.invoke(
+                &plugin,
+                medic::host::Call::Run {
+                    params: params.clone(),
+                },
+                &ctx,
+                &sandbox,
+            ));
+            assert!(inv.result.is_ok());
+        }));
+    }
     let variants = [
         ("1,000 action steps, recorded: per step", false, true, None),
         (

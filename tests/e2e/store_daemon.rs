@@ -427,3 +427,60 @@ fn a_daemon_of_another_medic_version_is_named_not_spoken_to() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_append_whose_entries_are_not_journal_entries_is_refused_by_name_and_stores_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let rb = crate::shared_store::quick_runbook(cache.path());
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    let id = json_lines(&stdout(&o))[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = stdout(&medic(cache.path(), &["runs", "export", &id]));
+    // Spoken to as a client of its protocol would, while it still holds the store.
+    let socket = std::os::unix::net::UnixStream::connect(data.join(medic::store::local::SOCKET))
+        .expect("the daemon is still there");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(socket.try_clone().unwrap());
+    let mut writer = socket;
+    let mut ask = |line: String| {
+        writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()
+    };
+    let hello = ask(r#"{"op":"hello"}"#.to_owned());
+    assert!(hello["ok"]["protocol"].is_u64(), "{hello}");
+    for entries in [
+        r#"[5]"#,
+        r#"[{"v":1,"at_ms":1}]"#,
+        r#"[{"v":1,"at_ms":"soon","type":"run_started","pid":1}]"#,
+    ] {
+        let answer = ask(format!(
+            r#"{{"op":"append_many","run_id":"{id}","record":null,"entries":{entries},"durable":true}}"#
+        ));
+        let err = answer["err"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("a journal entry the store daemon does not know"),
+            "{entries}: {answer}"
+        );
+    }
+    // The connection still answers after the refusals.
+    let answer = ask(format!(
+        r#"{{"op":"journal_from","run_id":"{id}","from":0}}"#
+    ));
+    let journal = answer["ok"].as_array().expect("the journal");
+    assert_eq!(
+        stdout(&medic(cache.path(), &["runs", "export", &id])),
+        before,
+        "the refused appends changed the run's record"
+    );
+    assert!(!journal.is_empty());
+}

@@ -306,11 +306,11 @@ impl Sled {
     /// insert was a third of a recorded step's CPU, and a fleet's targets that finish
     /// together come in dozens); a journal written before chunks reads the same, every entry
     /// of it being a chunk of one.
-    fn append_all_to(
+    fn append_all_to<E: serde::Serialize>(
         &self,
         b: &mut Batch,
         run_id: &str,
-        entries: &[JournalEntry],
+        entries: &[E],
     ) -> Result<u32, StoreError> {
         let mut prefix = run_id.as_bytes().to_vec();
         prefix.push(b'/');
@@ -334,6 +334,31 @@ impl Sled {
         }
         b.next_seq(prefix, Some(last + 1));
         Ok(last)
+    }
+
+    /// [`Runs::append_many`] of any entries that serialize as [`JournalEntry`]s do: the store
+    /// daemon passes on its clients' entries as they wrote them.
+    pub(crate) fn append_entries<E: serde::Serialize>(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[E],
+        durable: bool,
+    ) -> Result<u32, StoreError> {
+        if entries.is_empty() {
+            return Err(super::backend::nothing_to_append(&self.shown, run_id));
+        }
+        let seq = self.write(|b| {
+            let seq = self.append_all_to(b, run_id, entries)?;
+            if let Some(r) = record {
+                self.put_run(b, r)?;
+            }
+            Ok(seq)
+        })?;
+        if durable {
+            self.flush()?;
+        }
+        Ok(seq)
     }
 
     /// The entries of one chunk of a journal (see [`Sled::append_all_to`]).
@@ -402,20 +427,7 @@ impl Runs for Sled {
         entries: &[JournalEntry],
         durable: bool,
     ) -> Result<u32, StoreError> {
-        if entries.is_empty() {
-            return Err(super::backend::nothing_to_append(&self.shown, run_id));
-        }
-        let seq = self.write(|b| {
-            let seq = self.append_all_to(b, run_id, entries)?;
-            if let Some(r) = record {
-                self.put_run(b, r)?;
-            }
-            Ok(seq)
-        })?;
-        if durable {
-            self.flush()?;
-        }
-        Ok(seq)
+        self.append_entries(run_id, record, entries, durable)
     }
 
     fn journal_from(

@@ -1,5 +1,6 @@
-//! Fleet steps: one call per target, `max_concurrency` at a time, inside the run's own task
-//! (the futures are not Send), stopping new targets after `max_errors` failures.
+//! Fleet steps: one call per target, `max_concurrency` at a time, stopping new targets after
+//! `max_errors` failures. The targets are driven, told and recorded by the run's own task
+//! (its futures are not Send); their calls run on the host's call threads, on every core.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -402,9 +402,9 @@ fn store_of(engine: &wasmtime::Engine, state: StoreState) -> Store<StoreState> {
     store.limiter(|s| &mut s.limiter);
     // wasmtime would otherwise copy up to 128 MiB per transfer out of the guest.
     store.set_hostcall_fuel(super::limits::MAX_TRANSFER_BYTES);
-    // At every epoch tick a running plugin yields to the executor, so calls sharing a
-    // thread (a fleet's targets run in one task) take turns instead of running one after
-    // another, and each one's own deadline is checked on time: past it, the call traps
+    // At every epoch tick a running plugin yields, so calls sharing a thread (a fleet's
+    // targets, more of them than there are call threads) take turns instead of running one
+    // after another, and each one's own deadline is checked on time: past it, the call traps
     // (`Trap::Interrupt`, a timeout).
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {

@@ -353,36 +353,39 @@ fn commands_run_only_as_granted_with_an_empty_environment_and_die_at_their_timeo
             ..Default::default()
         };
         let sb = Sandbox { grants, ..sandbox(Duration::from_secs(5)) };
-        let run = |program: &str, args: &[&str], extra: Vec<(&str, Value)>| {
-            let mut params = vec![("program", text(program)), ("args", Value::TextList(args.iter().map(|a| a.to_string()).collect())), ("expect_exit", Value::Integer(0))];
-            params.extend(extra);
-            let call = run_call(&params);
-            let (host, plugin, sb) = (host.clone(), &plugin, sb.clone());
-            async move { host.invoke(plugin, call, &ctx("cmd"), &sb).await }
-        };
-        let ok = run("/bin/echo", &["hello", "world"], vec![]).await;
-        let outcome = ok.result.unwrap();
-        assert_eq!(outcome.summary, "/bin/echo hello world: exit 0");
-        assert!(outcome.outputs.contains(&("stdout".into(), Value::Text("hello world".into()))));
-        assert_eq!(ok.capability_uses[0].detail, "/bin/echo hello world");
+        // On the caller's thread, and on the call threads (a fleet's targets).
+        for placement in [Placement::Here, Placement::Workers] {
+            let run = |program: &str, args: &[&str], extra: Vec<(&str, Value)>| {
+                let mut params = vec![("program", text(program)), ("args", Value::TextList(args.iter().map(|a| a.to_string()).collect())), ("expect_exit", Value::Integer(0))];
+                params.extend(extra);
+                let call = run_call(&params);
+                let (host, plugin, sb) = (host.clone(), &plugin, sb.clone());
+                async move { host.invoke_on(plugin, call, &ctx("cmd"), &sb, placement).await }
+            };
+            let ok = run("/bin/echo", &["hello", "world"], vec![]).await;
+            let outcome = ok.result.unwrap();
+            assert_eq!(outcome.summary, "/bin/echo hello world: exit 0");
+            assert!(outcome.outputs.contains(&("stdout".into(), Value::Text("hello world".into()))));
+            assert_eq!(ok.capability_uses[0].detail, "/bin/echo hello world");
 
-        for (program, args) in [("/bin/echo", vec!["hello", "WORLD"]), ("/bin/echo", vec!["hello"]), ("/bin/rm", vec!["-rf", "x"])] {
-            match run(program, &args, vec![]).await.result.unwrap_err() {
-                Failure::Denied { message } => assert!(message.contains("not an allowed program"), "{message}"),
-                other => panic!("{program} {args:?}: {other:?}"),
+            for (program, args) in [("/bin/echo", vec!["hello", "WORLD"]), ("/bin/echo", vec!["hello"]), ("/bin/rm", vec!["-rf", "x"])] {
+                match run(program, &args, vec![]).await.result.unwrap_err() {
+                    Failure::Denied { message } => assert!(message.contains("not an allowed program"), "{message}"),
+                    other => panic!("{program} {args:?}: {other:?}"),
+                }
             }
-        }
-        // No ambient environment reaches the program.
-        let env = run("/usr/bin/env", &[], vec![]).await.result.unwrap();
-        assert!(env.outputs.contains(&("stdout".into(), Value::Text("PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()))), "{:?}", env.outputs);
-        let failed = run("/bin/false", &[], vec![]).await.result.unwrap();
-        assert_eq!(failed.status, Status::Failure);
-        assert!(failed.summary.contains("exit 1 (expected 0)"), "{}", failed.summary);
+            // No ambient environment reaches the program.
+            let env = run("/usr/bin/env", &[], vec![]).await.result.unwrap();
+            assert!(env.outputs.contains(&("stdout".into(), Value::Text("PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()))), "{:?}", env.outputs);
+            let failed = run("/bin/false", &[], vec![]).await.result.unwrap();
+            assert_eq!(failed.status, Status::Failure);
+            assert!(failed.summary.contains("exit 1 (expected 0)"), "{}", failed.summary);
 
-        let started = Instant::now();
-        let slow = run("/bin/sleep", &["30"], vec![("timeout", Value::Duration(Duration::from_millis(300)))]).await;
-        assert!(matches!(slow.result, Err(Failure::Transient { ref message }) if message.contains("killed")), "{:?}", slow.result);
-        assert!(started.elapsed() < Duration::from_secs(3), "the command was not killed: {:?}", started.elapsed());
+            let started = Instant::now();
+            let slow = run("/bin/sleep", &["30"], vec![("timeout", Value::Duration(Duration::from_millis(300)))]).await;
+            assert!(matches!(slow.result, Err(Failure::Transient { ref message }) if message.contains("killed")), "{:?}", slow.result);
+            assert!(started.elapsed() < Duration::from_secs(3), "the command was not killed: {:?}", started.elapsed());
+        }
     });
 }
 
@@ -404,13 +407,18 @@ fn a_granted_shell_leaves_no_process_behind_at_its_deadline_or_its_end() {
             ..sandbox(Duration::from_secs(5))
         };
         // One shell ends at once, one is cut by its timeout; each leaves a background sleep.
-        for (script, timeout) in [
+        // On the caller's thread, and on the call threads (a fleet's targets).
+        let shells = [
             (format!("sleep 60 & echo $! >> {}", pids.display()), None),
             (
                 format!("sleep 60 & echo $! >> {}; sleep 30", pids.display()),
                 Some(Duration::from_millis(300)),
             ),
-        ] {
+        ];
+        let placed = [Placement::Here, Placement::Workers]
+            .into_iter()
+            .flat_map(|p| shells.iter().cloned().map(move |s| (p, s)));
+        for (placement, (script, timeout)) in placed {
             let mut params = vec![
                 ("program", text("/bin/sh")),
                 ("args", Value::TextList(vec!["-c".into(), script])),
@@ -420,7 +428,7 @@ fn a_granted_shell_leaves_no_process_behind_at_its_deadline_or_its_end() {
                 params.push(("timeout", Value::Duration(t)));
             }
             let inv = host
-                .invoke(&plugin, run_call(&params), &ctx("sh"), &sb)
+                .invoke_on(&plugin, run_call(&params), &ctx("sh"), &sb, placement)
                 .await;
             assert_eq!(inv.capability_uses.len(), 1, "{:?}", inv.result);
             if timeout.is_none() {
@@ -432,7 +440,7 @@ fn a_granted_shell_leaves_no_process_behind_at_its_deadline_or_its_end() {
         }
         let text = std::fs::read_to_string(&pids).unwrap();
         let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
-        assert_eq!(pids.len(), 2, "{text}");
+        assert_eq!(pids.len(), 4, "{text}");
         for pid in pids {
             // Killed and reaped (or a zombie of init's): no longer running.
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -482,23 +482,29 @@ fn identity_comes_from_the_real_user_not_the_environment() {
     );
 }
 
+/// A host whose calls together may have `budget` bytes of memory, and the hostile plugin.
+async fn hostile_within(budget: u64) -> (medic::host::PluginHost, medic::host::Plugin) {
+    let host = medic::host::PluginHost::new(medic::host::HostConfig {
+        cache_dir: None,
+        max_instances: 16,
+        memory_budget: budget,
+        ..medic::host::HostConfig::default()
+    })
+    .unwrap();
+    let plugin = host
+        .load(&crate::support::hostile_source(), None)
+        .await
+        .unwrap();
+    (host, plugin)
+}
+
 #[test]
 fn calls_in_flight_together_stay_within_the_hosts_memory_budget() {
-    use medic::host::{HostConfig, PluginHost, Sandbox, Value};
+    use medic::host::{Sandbox, Value};
     let rt = crate::support::runtime();
     rt.block_on(async {
         // Room for two 64 MiB calls at a time.
-        let host = PluginHost::new(HostConfig {
-            cache_dir: None,
-            max_instances: 16,
-            memory_budget: 128 << 20,
-            ..HostConfig::default()
-        })
-        .unwrap();
-        let plugin = host
-            .load(&crate::support::hostile_source(), None)
-            .await
-            .unwrap();
+        let (host, plugin) = hostile_within(128 << 20).await;
         let sb = Sandbox {
             memory: 64 << 20,
             ..Sandbox::default()
@@ -531,21 +537,11 @@ fn calls_in_flight_together_stay_within_the_hosts_memory_budget() {
 
 #[test]
 fn a_call_on_the_call_threads_that_is_given_up_stops_there_and_frees_its_memory() {
-    use medic::host::{HostConfig, Placement, PluginHost, Sandbox, Status};
+    use medic::host::{Placement, Sandbox, Status};
     let rt = crate::support::runtime();
     rt.block_on(async {
         // Room for one 64 MiB call at a time.
-        let host = PluginHost::new(HostConfig {
-            cache_dir: None,
-            max_instances: 16,
-            memory_budget: 64 << 20,
-            ..HostConfig::default()
-        })
-        .unwrap();
-        let plugin = host
-            .load(&crate::support::hostile_source(), None)
-            .await
-            .unwrap();
+        let (host, plugin) = hostile_within(64 << 20).await;
         let sb = Sandbox {
             memory: 64 << 20,
             timeout: Duration::from_secs(120),

@@ -399,6 +399,52 @@ fn cpu_bound_fleet_targets_take_turns_and_each_ends_at_its_own_deadline() {
 }
 
 #[test]
+fn a_fleet_target_that_waits_is_not_held_up_by_targets_that_compute() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Eight targets that never stop computing (until their 3 s deadline) and two that
+    // sleep 50 ms, all at once: the sleepers wake in their turn, not after the others'.
+    let text = format!(
+        "[runbook]\nname = \"mixed\"\n\n[plugins.h]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+         [[steps]]\nid = \"mixed\"\nuses = \"h\"\ntimeout = \"3s\"\n\
+         with = {{ mode = \"{{% if target is startingwith('nap') %}}sleep{{% else %}}loop{{% endif %}}\", sleep = \"50ms\" }}\n\
+         [steps.fleet]\ntargets = [\"t0\", \"t1\", \"t2\", \"t3\", \"nap0\", \"t4\", \"t5\", \"t6\", \"t7\", \"nap1\"]\n\
+         max_concurrency = \"AllAtOnce\"\nmax_errors = \"100%\"\n",
+        medic::host::fixtures::HOSTILE
+    );
+    let rb = dir.path().join("mixed.toml");
+    std::fs::write(&rb, text).unwrap();
+    let o = medic(
+        cache.path(),
+        &["run", rb.to_str().unwrap(), "--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut naps = 0;
+    for line in stdout(&o).lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        if e["event"] != "target_finished"
+            || !e["target"]["target"].as_str().unwrap().starts_with("nap")
+        {
+            continue;
+        }
+        naps += 1;
+        let t = &e["target"];
+        assert_eq!(
+            t["status"]["status"],
+            "succeeded",
+            "{}",
+            serde_json::to_string_pretty(t).unwrap()
+        );
+        // The limit under test: woken within a few of the others' 10 ms turns, not after
+        // dozens of them (0.6 s and more at a scheduler's default intervals).
+        let took = t["duration"]["secs"].as_f64().unwrap()
+            + t["duration"]["nanos"].as_f64().unwrap() / 1e9;
+        assert!(took < 0.5, "{} took {took:.2}s to sleep 50 ms", t["target"]);
+    }
+    assert_eq!(naps, 2);
+}
+
+#[test]
 fn a_decision_made_before_the_request_does_not_count() {
     use medic::executor::{Approver, Cancel, Decision};
     use medic::store::approvals::{StoreApprover, decide};

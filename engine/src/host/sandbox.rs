@@ -209,6 +209,7 @@ impl PluginHost {
             sandbox.clone(),
             step.to_owned(),
             output.clone(),
+            Instant::now(),
         );
         store_of(&self.engine, state)
     }
@@ -276,7 +277,8 @@ impl PluginHost {
         let drive = async move {
             let _memory = memory;
             let (http, name, sandbox, step, output) = seed;
-            let mut store = store_of(&engine, state_of(http, name, sandbox, step, output));
+            let state = state_of(http, name, sandbox, step, output, started);
+            let mut store = store_of(&engine, state);
             let raw = tokio::time::timeout(backstop, run(&pre, &mut store, &wit_ctx, &call)).await;
             (store.into_data(), raw)
         };
@@ -355,12 +357,15 @@ impl PluginHost {
 }
 
 /// What a call's store holds: its sandbox, limits, grants and captured output.
+/// Its deadline is `sandbox.timeout` from `started`, when the call was asked for: a call
+/// that waited for a call thread has had that wait counted.
 fn state_of(
     http: super::caps::http::LazyHttp,
     plugin: String,
     sandbox: Sandbox,
     step: String,
     output: OutputTail,
+    started: Instant,
 ) -> StoreState {
     let mut wasi = WasiCtx::builder();
     // Deny by default, stated explicitly: no env, args, preopens, sockets or name lookups.
@@ -369,7 +374,6 @@ fn state_of(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);
-    let now = Instant::now();
     StoreState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
@@ -381,8 +385,8 @@ fn state_of(
             grants: sandbox.grants,
             kv: sandbox.kv,
             http,
-            started: now,
-            deadline: now + sandbox.timeout,
+            started,
+            deadline: started + sandbox.timeout,
             logs: Vec::new(),
             logs_dropped: 0,
             uses: Vec::new(),

@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::cli::{medic, medic_command, stderr, stdout};
+use crate::support::json_lines;
 
 const STEPS: usize = 6;
 
@@ -26,13 +27,6 @@ pub(crate) fn crashy_runbook(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("crashy.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn json_lines(out: &str) -> Vec<serde_json::Value> {
-    out.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 /// The journal is whole: contiguous, starts with run_started, every finished step was

@@ -86,6 +86,21 @@ fn approvals_work_for_runs_going_through_serve() {
     assert_eq!(serve.stop(), Some(0));
 }
 
+/// Of a `--output json` client's lines: the targets it showed, and how many it said it
+/// left out.
+fn shown_and_not_shown(lines: &[serde_json::Value]) -> (usize, u64) {
+    let shown = lines
+        .iter()
+        .filter(|l| l["event"] == "target_finished")
+        .count();
+    let not_shown = lines
+        .iter()
+        .filter(|l| l["event"] == "not_shown")
+        .map(|l| l["events"].as_u64().unwrap())
+        .sum();
+    (shown, not_shown)
+}
+
 #[test]
 fn a_ctrl_c_through_serve_cancels_as_a_local_one_does() {
     let (work, data, drills, svc) = slow_lab();
@@ -300,19 +315,8 @@ fn a_client_that_falls_behind_a_large_fleet_is_told_what_it_missed_and_the_recor
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let shown = lines
-        .iter()
-        .filter(|l| l["event"] == "target_finished")
-        .count();
-    let not_shown: u64 = lines
-        .iter()
-        .filter(|l| l["event"] == "not_shown")
-        .map(|l| l["events"].as_u64().unwrap())
-        .sum();
+    let lines = crate::support::json_lines(&text);
+    let (shown, not_shown) = shown_and_not_shown(&lines);
     // Each target exactly once: shown, or counted as not shown.
     assert!(not_shown > 0, "nothing was left out: {shown} shown");
     assert_eq!(shown + not_shown as usize, TARGETS, "{shown} + {not_shown}");
@@ -425,19 +429,8 @@ fn ctrl_c_mid_fleet_from_a_client_that_fell_behind_cancels_and_undoes_exactly_wh
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(err.contains("cancelling"), "{err}");
 
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let shown = lines
-        .iter()
-        .filter(|l| l["event"] == "target_finished")
-        .count();
-    let not_shown: u64 = lines
-        .iter()
-        .filter(|l| l["event"] == "not_shown")
-        .map(|l| l["events"].as_u64().unwrap())
-        .sum();
+    let lines = crate::support::json_lines(&text);
+    let (shown, not_shown) = shown_and_not_shown(&lines);
     assert!(not_shown > 0, "the client never fell behind: {shown} shown");
     let end = lines.last().unwrap();
     assert_eq!(end["event"], "run_finished", "{end}");

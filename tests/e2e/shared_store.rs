@@ -10,13 +10,7 @@ use medic::store::{ListFilter, RunStatus, Store};
 
 use crate::cli::{medic_command, scripted_runbook, stderr, stdout};
 use crate::serve::Serve;
-
-fn json_lines(out: &str) -> Vec<serde_json::Value> {
-    out.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
+use crate::support::json_lines;
 
 fn medic_on(cache: &Path, url: &str, args: &[&str]) -> Output {
     medic_command(cache)

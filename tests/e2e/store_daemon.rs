@@ -8,13 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::cli::{medic, medic_command, stderr, stdout};
-
-fn json_lines(out: &str) -> Vec<serde_json::Value> {
-    out.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
+use crate::support::json_lines;
 
 /// The pid of the daemon holding the store in `data` (it says so in `owner.json`).
 fn daemon_pid(data: &Path) -> u32 {

@@ -22,6 +22,14 @@ pub fn hostile_source() -> PluginSource {
     PluginSource::File(medic::host::fixtures::HOSTILE.into())
 }
 
+/// Each non-empty line of `out` as JSON (`--output json`), or a panic naming the line.
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     // Tests make their own HTTP requests too, possibly before any host installs this.
     let _ = rustls::crypto::ring::default_provider().install_default();

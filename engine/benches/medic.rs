@@ -461,7 +461,7 @@ fn main() {
     // engine's cost from the disk's.
     // Smoke runs (CI, debug builds) use 50 where the figures use 1,000.
     let scale: usize = if full { 1000 } else { 50 };
-    let per_step_note = steps::steps_and_fleets(&rt, &host, &mut results, &iters, scale, medic);
+    let per_step_notes = steps::steps_and_fleets(&rt, &host, &mut results, &iters, scale, medic);
     let fleet_memory_note = if wanted("peak heap of a fleet step") {
         steps::fleet_memory(&rt, &host, scale)
     } else {
@@ -655,10 +655,11 @@ fn main() {
             1.0 / d.quantile(0.5).as_secs_f64()
         );
     }
-    for note in [per_step_note, fleet_memory_note, memory_note, serve_note]
-        .into_iter()
-        .flatten()
-    {
+    for note in per_step_notes.into_iter().chain(
+        [fleet_memory_note, memory_note, serve_note]
+            .into_iter()
+            .flatten(),
+    ) {
         println!("{note}");
     }
     if !full {

@@ -691,3 +691,44 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
     reverted[2..].sort();
     assert_eq!(reverted, ["c", "d", "a", "b"]);
 }
+
+#[test]
+fn a_target_that_finished_is_shown_while_slower_targets_still_run() {
+    use std::io::{BufRead, BufReader};
+    // Targets that end close together are told (and flushed) together: a target must not
+    // wait for the others to be shown. One quick target and three that sleep 3 s, all at
+    // once: the quick one's line comes while the others still sleep.
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[runbook]\nname = \"fleet\"\n\n[plugins.h]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+         [[steps]]\nid = \"fleet\"\nuses = \"h\"\ntimeout = \"30s\"\n\
+         with = {{ mode = \"{{% if target == 'quick' %}}ok{{% else %}}sleep{{% endif %}}\", sleep = \"3s\" }}\n\
+         [steps.fleet]\ntargets = [\"slow1\", \"quick\", \"slow2\", \"slow3\"]\nmax_concurrency = \"AllAtOnce\"\n",
+        medic::host::fixtures::HOSTILE
+    );
+    let rb = dir.path().join("fleet.toml");
+    std::fs::write(&rb, text).unwrap();
+    let started = std::time::Instant::now();
+    let mut child = crate::cli::medic_command(cache.path())
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut shown = Vec::new();
+    // Bounded: the run ends by itself after about 3 s.
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "target_finished" {
+            let target = event["target"]["target"].as_str().unwrap().to_owned();
+            shown.push((target, started.elapsed().as_secs_f64()));
+        }
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{shown:?}");
+    assert_eq!(shown.len(), 4, "{shown:?}");
+    assert_eq!(shown[0].0, "quick", "{shown:?}");
+    // The sleepers end 3 s after they start; the quick target is shown well before that
+    // (not when the others end).
+    assert!(shown[1].1 - shown[0].1 > 1.5, "{shown:?}");
+}

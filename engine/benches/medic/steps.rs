@@ -31,8 +31,8 @@ fn open_store(medic: &'static str, data: &Path, daemon: bool) -> medic::store::S
 }
 
 /// Measures a long runbook of trivial steps (action, check; on disk, tmpfs, through the
-/// store daemon, unrecorded) and fleets, into `results`; returns the note on what the engine
-/// adds to an unrecorded step.
+/// store daemon, unrecorded) and fleets, into `results`; returns notes on what the engine
+/// adds to an unrecorded step and how many targets share a flush.
 pub fn steps_and_fleets(
     rt: &tokio::runtime::Runtime,
     host: &PluginHost,
@@ -40,8 +40,8 @@ pub fn steps_and_fleets(
     iters: &dyn Fn(&str, usize, usize) -> usize,
     scale: usize,
     medic: &'static str,
-) -> Option<String> {
-    let mut per_step_note = None;
+) -> Vec<String> {
+    let mut notes = Vec::new();
     // The physical floor of a durable step on this disk: one small write and fdatasync, in
     // the directory the store uses, into space allocated beforehand (as a log's segment is:
     // a file that grows makes each fdatasync write its size too).
@@ -179,7 +179,7 @@ pub fn steps_and_fleets(
             goal: None,
         };
         if let (Some(call), false) = (call, recorded) {
-            per_step_note = Some(format!(
+            notes.push(format!(
                 "per step, not recorded: {} in all, of which the plugin call is about {}: the engine adds {}",
                 fmt(stats.quantile(0.5)),
                 fmt(call),
@@ -234,16 +234,25 @@ pub fn steps_and_fleets(
         let plan = plan_of(rt, host, &text);
         let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
+        let mut groups = 0usize;
         for _ in 0..fleet_n + 1 {
             let mut quiet = |_: &medic::executor::Event<'_>| {};
             let mut recorder = recorder(&store, &mut quiet);
+            // Counted as the recorder is told them: a target told with none after it
+            // (`more: false`) ends a group, which is one flush.
+            let mut counting = |e: &medic::executor::Event<'_>| {
+                if let medic::executor::Event::TargetFinished { more: false, .. } = e {
+                    groups += 1;
+                }
+                medic::executor::Observer::on_event(&mut recorder, e);
+            };
             let t = Instant::now();
             let report = rt
                 .block_on(medic::executor::execute(
                     host,
                     &plan,
                     medic::executor::RunOptions::default(),
-                    &mut recorder,
+                    &mut counting,
                 ))
                 .expect("nothing aborts the benchmark");
             let took = t.elapsed();
@@ -253,6 +262,12 @@ pub fn steps_and_fleets(
             samples.push(took / scale as u32);
         }
         samples.remove(0); // the warm-up
+        if concurrency > 1 && wait.is_none() {
+            notes.push(format!(
+                "{name}: {:.1} targets flushed together on average",
+                (scale * (fleet_n + 1)) as f64 / groups.max(1) as f64
+            ));
+        }
         results.push(Stats {
             name,
             samples,
@@ -260,7 +275,7 @@ pub fn steps_and_fleets(
         });
     }
 
-    per_step_note
+    notes
 }
 
 /// A runbook of one fleet step over `n` targets of the trivial plugin, `concurrency` at a

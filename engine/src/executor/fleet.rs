@@ -467,7 +467,7 @@ impl Run<'_> {
                 params: job.shown,
                 attempts,
             },
-            params: job.call.params().clone(),
+            params: job.call.into_params(),
             outputs,
         }
     }

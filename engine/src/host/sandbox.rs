@@ -83,6 +83,12 @@ impl Call {
             Call::Run { params } | Call::Revert { params, .. } => params,
         }
     }
+
+    pub fn into_params(self) -> Values {
+        match self {
+            Call::Run { params } | Call::Revert { params, .. } => params,
+        }
+    }
 }
 
 /// Keeps the tail of what a plugin writes to stdout/stderr. Writes never fail: a plugin that

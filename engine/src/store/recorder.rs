@@ -14,7 +14,7 @@
 //! The run's record is written with an event only when it changed (a step's end, the run's
 //! end): a step's start or a target's end leaves it as it was.
 
-use crate::executor::{Cancel, Event, Observer, OwnedEvent, Phase};
+use crate::executor::{Cancel, Event, Observer, Phase};
 use crate::host::PluginKind;
 
 use super::{JournalEvent, PluginRef, RunRecord, RunStatus, Store, StoreError, Trigger, now_ms};
@@ -52,12 +52,16 @@ pub struct Recorder<'a> {
     /// cannot be recorded must not go on changing things.
     pub error: Option<StoreError>,
     cancel: Cancel,
-    /// Events recorded but not durable yet (a step's end), shown after the next flush.
-    unshown: Vec<OwnedEvent>,
     /// Events held to be journaled with the next one, in one store call (one round trip to
     /// the store daemon, one frame of its log): a successful step's end, targets that
     /// finished together with more to come.
     held: Vec<super::JournalEntry>,
+    /// The held events' plugins (a target's; a step's end names its own), one each: once
+    /// the write that journals them is durable, they are shown from what it wrote (the
+    /// first entries of `written`), not from copies of their own.
+    unshown: Vec<String>,
+    /// What the last write journaled, until what was held among it is shown.
+    written: Vec<super::JournalEntry>,
 }
 
 impl<'a> Recorder<'a> {
@@ -84,8 +88,9 @@ impl<'a> Recorder<'a> {
             gated: Vec::new(),
             error: None,
             cancel,
-            unshown: Vec::new(),
             held: Vec::new(),
+            unshown: Vec::new(),
+            written: Vec::new(),
         }
     }
 
@@ -121,10 +126,19 @@ impl<'a> Recorder<'a> {
         if self.error.is_some() {
             return;
         }
-        for e in std::mem::take(&mut self.unshown) {
-            if let Some(event) = e.as_event(None) {
-                self.inner.on_event(&event);
-            }
+        let written = std::mem::take(&mut self.written);
+        for (plugin, entry) in std::mem::take(&mut self.unshown).iter().zip(&written) {
+            let event = match &entry.event {
+                JournalEvent::TargetFinished { step, report } => Event::TargetFinished {
+                    id: step,
+                    plugin,
+                    target: report,
+                    more: false,
+                },
+                JournalEvent::StepFinished { report } => Event::StepFinished { report },
+                _ => continue,
+            };
+            self.inner.on_event(&event);
         }
     }
 
@@ -147,6 +161,7 @@ impl<'a> Recorder<'a> {
         );
         if result.is_ok() {
             self.record_changed = false;
+            self.written = entries;
         }
         if let Err(e) = result {
             // Stopped at once, rollback included: an undo that cannot be recorded would
@@ -321,7 +336,10 @@ impl Observer for Recorder<'_> {
             // on disk before it is shown. Targets that finished together are flushed once,
             // with the last of them, and shown then.
             Event::TargetFinished {
-                id, target, more, ..
+                id,
+                plugin,
+                target,
+                more,
             } => {
                 let journaled = JournalEvent::TargetFinished {
                     step: (*id).to_owned(),
@@ -330,7 +348,7 @@ impl Observer for Recorder<'_> {
                 if *more {
                     if self.error.is_none() && self.record.is_some() {
                         self.held.push(super::JournalEntry::now(journaled));
-                        self.unshown.push(OwnedEvent::from_event(event));
+                        self.unshown.push((*plugin).to_owned());
                     }
                     return;
                 }
@@ -369,7 +387,7 @@ impl Observer for Recorder<'_> {
                 if ride {
                     if self.error.is_none() && self.record.is_some() {
                         self.held.push(super::JournalEntry::now(journaled));
-                        self.unshown.push(OwnedEvent::from_event(event));
+                        self.unshown.push(String::new());
                     }
                     return;
                 }

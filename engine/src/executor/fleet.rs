@@ -337,8 +337,9 @@ impl Run<'_> {
 
     /// Runs calls for many targets at a bounded concurrency. In-flight calls always finish;
     /// stopping (too many errors, or a cancellation of the current view) only means no new
-    /// target starts. Each target is told as it ends, then only what [`Fanned`] keeps of it
-    /// is kept: every target, those never started (as skipped) last.
+    /// target starts. Each target is told as it ends (with those ending within
+    /// [`GROUP_WINDOW`] of it), then only what [`Fanned`] keeps of it is kept: every target,
+    /// those never started (as skipped) last.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn fan_out(
         &self,

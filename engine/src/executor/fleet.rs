@@ -369,11 +369,17 @@ impl Run<'_> {
                 None
             }
         };
-        loop {
+        // Keeps `rate.concurrency` targets running while there are targets to start.
+        let start = |running: &mut FuturesUnordered<_>,
+                     pending: &mut std::vec::IntoIter<Job>,
+                     errors: usize| {
             while running.len() < rate.concurrency && stop(errors).is_none() {
                 let Some(job) = pending.next() else { break };
                 running.push(self.one_target(plugin, id, timeout, rate, job));
             }
+        };
+        loop {
+            start(&mut running, &mut pending, errors);
             let Some(first) = running.next().await else {
                 break;
             };
@@ -393,10 +399,7 @@ impl Run<'_> {
                 if finished.len() >= rate.concurrency || tokio::time::Instant::now() >= window {
                     break;
                 }
-                while running.len() < rate.concurrency && stop(errors).is_none() {
-                    let Some(job) = pending.next() else { break };
-                    running.push(self.one_target(plugin, id, timeout, rate, job));
-                }
+                start(&mut running, &mut pending, errors);
                 next = match running.next().now_or_never() {
                     Some(ready) => ready,
                     None => tokio::time::timeout_at(window, running.next())

@@ -36,6 +36,19 @@ fn all() -> usize {
     usize::MAX
 }
 
+/// [`Request::AppendMany`] as a client sends it: from the caller's entries and record, not
+/// from copies of them (a fleet's targets that finish together are dozens of reports).
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(super) enum AppendRequest<'a> {
+    AppendMany {
+        run_id: &'a str,
+        record: Option<&'a RunRecord>,
+        entries: &'a [JournalEntry],
+        durable: bool,
+    },
+}
+
 /// One call of [`Runs`] or [`Schedules`], as sent to the daemon.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -291,7 +304,7 @@ impl Local {
         }
     }
 
-    fn call<T: DeserializeOwned>(&self, request: &Request) -> Result<T, StoreError> {
+    fn call<T: DeserializeOwned>(&self, request: &impl Serialize) -> Result<T, StoreError> {
         let mut conn = self.take()?;
         // A broken connection is dropped, not put back: the call's fate is unknown (an
         // append may have been made), so it is not tried again; the next call connects
@@ -329,27 +342,41 @@ enum AnswerError {
 /// answers them with.
 const WATCH: Duration = Duration::from_micros(500);
 
+/// Returns once `fd` has something to read or `watch` has passed, whichever comes first,
+/// without sleeping meanwhile: on a virtual machine a thread that sleeps for less than a
+/// millisecond is woken late (its virtual CPU went idle), which costs more than the wait.
+/// Returns whether something came.
+pub(super) fn watch_socket(fd: std::os::fd::RawFd, watch: Duration) -> bool {
+    let begun = Instant::now();
+    let mut socket = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd for the duration of the call; a timeout of 0 returns at
+        // once.
+        if unsafe { libc::poll(&mut socket, 1, 0) } != 0 {
+            return true;
+        }
+        if begun.elapsed() >= watch {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
 /// Sends one request line and reads its answer line; `watch`: see [`WATCH`].
 fn exchange(
     conn: &mut Conn,
-    request: &Request,
+    request: &impl Serialize,
     watch: bool,
 ) -> std::io::Result<Result<serde_json::Value, AnswerError>> {
     let mut line = serde_json::to_vec(request).expect("requests serialize");
     line.push(b'\n');
     conn.writer.write_all(&line)?;
     if watch && conn.reader.buffer().is_empty() {
-        let begun = Instant::now();
-        let mut socket = libc::pollfd {
-            fd: conn.reader.get_ref().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of each call; a timeout of 0 returns
-        // at once.
-        while unsafe { libc::poll(&mut socket, 1, 0) } == 0 && begun.elapsed() < WATCH {
-            std::hint::spin_loop();
-        }
+        watch_socket(conn.reader.get_ref().as_raw_fd(), WATCH);
     }
     let mut answer = String::new();
     if conn.reader.read_line(&mut answer)? == 0 {
@@ -400,10 +427,10 @@ impl Runs for Local {
         entries: &[JournalEntry],
         durable: bool,
     ) -> Result<u32, StoreError> {
-        self.call(&Request::AppendMany {
-            run_id: run_id.to_owned(),
-            record: record.map(|r| Box::new(r.clone())),
-            entries: entries.to_vec(),
+        self.call(&AppendRequest::AppendMany {
+            run_id,
+            record,
+            entries,
             durable,
         })
     }

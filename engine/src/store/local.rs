@@ -345,7 +345,8 @@ const WATCH: Duration = Duration::from_micros(500);
 /// Returns once `fd` has something to read or `watch` has passed, whichever comes first,
 /// without sleeping meanwhile: on a virtual machine a thread that sleeps for less than a
 /// millisecond is woken late (its virtual CPU went idle), which costs more than the wait.
-/// Returns whether something came.
+/// Returns whether something came (a line, the other end hanging up, an error: the read
+/// that follows tells which).
 pub(super) fn watch_socket(fd: std::os::fd::RawFd, watch: Duration) -> bool {
     let begun = Instant::now();
     let mut socket = libc::pollfd {

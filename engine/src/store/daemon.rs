@@ -410,7 +410,7 @@ pub fn answer_text(store: &super::Store, line: &str) -> String {
 
 fn call(
     sled: &dyn super::backend::Backend,
-    request: Request,
+    request: Request<'_>,
 ) -> Result<serde_json::Value, StoreError> {
     match request {
         Request::Hello | Request::HoldTrigger { .. } => Err(StoreError::Remote(
@@ -425,7 +425,7 @@ fn call(
             record,
             entries,
             durable,
-        } => of(sled.append_many(&run_id, record.as_deref(), &entries, durable)),
+        } => of(sled.append_many(&run_id, record.as_deref().map(|r| &**r), &entries, durable)),
         Request::JournalFrom {
             run_id,
             from,
@@ -543,10 +543,10 @@ mod tests {
                 reason: "a \"quoted\" reason".to_owned(),
             }),
         ];
-        let sent = serde_json::to_string(&super::super::local::AppendRequest::AppendMany {
-            run_id: "01RUN",
+        let sent = serde_json::to_string(&Request::AppendMany {
+            run_id: "01RUN".to_owned(),
             record: None,
-            entries: &entries,
+            entries: std::borrow::Cow::Borrowed(&entries),
             durable: true,
         })
         .unwrap();

@@ -8,6 +8,7 @@
 //! session of its own so that neither Ctrl-C nor a closed terminal reaches it); it exits
 //! once no client has been connected for [`super::daemon::IDLE`].
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -36,23 +37,10 @@ fn all() -> usize {
     usize::MAX
 }
 
-/// [`Request::AppendMany`] as a client sends it: from the caller's entries and record, not
-/// from copies of them (a fleet's targets that finish together are dozens of reports).
-#[derive(Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub(super) enum AppendRequest<'a> {
-    AppendMany {
-        run_id: &'a str,
-        record: Option<&'a RunRecord>,
-        entries: &'a [JournalEntry],
-        durable: bool,
-    },
-}
-
 /// One call of [`Runs`] or [`Schedules`], as sent to the daemon.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub(super) enum Request {
+pub(super) enum Request<'a> {
     /// The first line of every connection. The answer is [`Welcome`].
     Hello,
     Flush,
@@ -66,11 +54,13 @@ pub(super) enum Request {
         prefix: String,
         max: usize,
     },
-    /// Every journal append (one entry or several, with or without the record).
+    /// Every journal append (one entry or several, with or without the record). A client
+    /// sends it from the caller's entries and record, not from copies of them (a fleet's
+    /// targets that finish together are dozens of reports); read, it owns them.
     AppendMany {
         run_id: String,
-        record: Option<Box<RunRecord>>,
-        entries: Vec<JournalEntry>,
+        record: Option<Box<Cow<'a, RunRecord>>>,
+        entries: Cow<'a, [JournalEntry]>,
         durable: bool,
     },
     JournalFrom {
@@ -304,7 +294,7 @@ impl Local {
         }
     }
 
-    fn call<T: DeserializeOwned>(&self, request: &impl Serialize) -> Result<T, StoreError> {
+    fn call<T: DeserializeOwned>(&self, request: &Request<'_>) -> Result<T, StoreError> {
         let mut conn = self.take()?;
         // A broken connection is dropped, not put back: the call's fate is unknown (an
         // append may have been made), so it is not tried again; the next call connects
@@ -370,7 +360,7 @@ pub(super) fn watch_socket(fd: std::os::fd::RawFd, watch: Duration) -> bool {
 /// Sends one request line and reads its answer line; `watch`: see [`WATCH`].
 fn exchange(
     conn: &mut Conn,
-    request: &impl Serialize,
+    request: &Request<'_>,
     watch: bool,
 ) -> std::io::Result<Result<serde_json::Value, AnswerError>> {
     let mut line = serde_json::to_vec(request).expect("requests serialize");
@@ -428,10 +418,10 @@ impl Runs for Local {
         entries: &[JournalEntry],
         durable: bool,
     ) -> Result<u32, StoreError> {
-        self.call(&AppendRequest::AppendMany {
-            run_id,
-            record,
-            entries,
+        self.call(&Request::AppendMany {
+            run_id: run_id.to_owned(),
+            record: record.map(|r| Box::new(Cow::Borrowed(r))),
+            entries: Cow::Borrowed(entries),
             durable,
         })
     }

@@ -385,8 +385,9 @@ fn a_database_gone_mid_run_stops_it_safely_and_it_is_rolled_back_once_back() {
 
 /// The store lost while a run is inside a slow action (`cut`), then back (`restore`): the
 /// run stops at once, exit 3, showing nothing it could not record (the slow step's end,
-/// the step after); the next command finds it interrupted with only its first step done, in
-/// a record that agrees with the journal, and it is rolled back. The run's output, and
+/// the step after); the step after, an action whose start could not be recorded, does not
+/// act; the next command finds it interrupted with only its first step done, in a record
+/// that agrees with the journal, and it is rolled back. The run's output, and
 /// that of the `runs list` that found it.
 pub fn store_lost_mid_action(
     work: &Path,
@@ -395,6 +396,10 @@ pub fn store_lost_mid_action(
     restore: impl FnOnce(),
 ) -> (Output, Output) {
     let rb = work.join("long.toml");
+    // Where the step after would act: nothing may connect.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let addr = target.local_addr().unwrap();
     std::fs::write(
         &rb,
         format!(
@@ -404,10 +409,12 @@ pub fn store_lost_mid_action(
              [plugins.slow]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
              [[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
              [[steps]]\nid = \"slow\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"1s\" }}\n\n\
-             [[steps]]\nid = \"after\"\nuses = \"act\"\n\n\
+             [plugins.reach]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"after\"\nuses = \"reach\"\nwith = {{ mode = \"http\", url = \"http://{addr}/after\" }}\n\n\
              [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
             medic::host::fixtures::SCRIPTED_ACTION,
             medic::host::fixtures::SCRIPTED_CHECK,
+            medic::host::fixtures::HOSTILE,
             medic::host::fixtures::HOSTILE,
         ),
     )
@@ -464,6 +471,10 @@ pub fn store_lost_mid_action(
             || step_of(e).as_deref() == Some("after")),
         "shown without being recorded: {shown:#?}"
     );
+    match target.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the step whose start was not recorded acted: {other:?}"),
+    }
     restore();
     let listed = medic(&["runs", "list", "--output", "json"]);
     assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));

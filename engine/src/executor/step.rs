@@ -12,7 +12,9 @@ use super::{
 };
 use crate::host::Redactor;
 use crate::host::redact::MASK;
-use crate::host::{Call, CallContext, Failure, Placement, Sandbox, Value, ValueType, Values};
+use crate::host::{
+    Call, CallContext, Failure, Invocation, Placement, Sandbox, Value, ValueType, Values,
+};
 use crate::runbook::plan::text_to_value;
 use crate::runbook::template;
 use crate::runbook::{Arg, PlanStep};
@@ -192,6 +194,23 @@ impl Run<'_> {
         placement: Placement,
     ) -> (Attempt, Option<Values>) {
         let pp = &self.plan.plugins[plugin];
+        let attempt = attempt + self.attempt_base.get(step_id).copied().unwrap_or(0);
+        let started_ms = self.elapsed_ms();
+        // Nothing is called once the run is aborted. A record that failed aborts the run from
+        // inside the event it could not record (an action's write-ahead start, say), and the
+        // run is dropped at its next wait; a call made on the way there, on this thread,
+        // could act before its first wait (a command is spawned at once).
+        if self.cancel.is_aborted() {
+            let invocation = Invocation::not_called("not called: the run was aborted");
+            return (
+                Attempt {
+                    number: attempt,
+                    started_ms,
+                    invocation,
+                },
+                None,
+            );
+        }
         let sandbox = Sandbox {
             timeout,
             memory: pp.memory,
@@ -199,7 +218,6 @@ impl Run<'_> {
             kv: self.kv[plugin].clone(),
             redactor: self.redactor(),
         };
-        let attempt = attempt + self.attempt_base.get(step_id).copied().unwrap_or(0);
         let ctx = CallContext {
             run_id: self.opts.run_id.clone(),
             step_id: step_id.to_owned(),
@@ -207,7 +225,6 @@ impl Run<'_> {
             environment: self.plan.environment.name.clone(),
             dry_run: self.opts.dry_run,
         };
-        let started_ms = self.elapsed_ms();
         // The host masks the run's secrets in everything the call produced before returning
         // it (and before tracing any of it); the real outputs come separately.
         let mut invocation = self

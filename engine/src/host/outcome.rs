@@ -303,6 +303,21 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// A call the engine did not make, and why.
+    pub fn not_called(why: &str) -> Invocation {
+        Invocation {
+            result: Err(Failure::Engine {
+                message: why.to_owned(),
+            }),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            capability_uses: Vec::new(),
+            stderr: String::new(),
+            duration_us: 0,
+            unmasked_outputs: None,
+        }
+    }
+
     /// The outputs as the plugin returned them (secrets unmasked), for later steps.
     pub fn real_outputs(&self) -> Option<&Values> {
         self.unmasked_outputs

@@ -393,11 +393,10 @@ fn an_abort_seen_first_by_a_rollback_gate_leaves_the_run_without_a_verdict() {
     );
 }
 
-/// An action's start that cannot be recorded aborts the run from inside the event (as the
-/// recorder does when its write fails): the action does not act, although the executor goes
-/// on to its call before the run is dropped at its next wait. Nothing else runs after it.
-#[test]
-fn an_action_whose_start_was_not_recorded_does_not_act() {
+/// The three actions with their rollback, aborted from inside the executor as the step `at`
+/// starts (as the recorder aborts a run whose write failed: that step's start was not
+/// recorded). The run has no verdict; the events and the paths the plugins acted on.
+fn aborted_at(at: &str) -> (Vec<String>, Vec<String>) {
     let verify = "\n[[verify]]\nid = \"healthy\"\nuses = \"check\"\n";
     let (r, events, paths) = run_aborting(
         &runbook(
@@ -405,45 +404,33 @@ fn an_action_whose_start_was_not_recorded_does_not_act() {
             &format!("{THREE_ACTIONS}{verify}"),
         ),
         PlanOptions::default(),
-        Some("two"),
+        Some(at),
     );
     assert!(r.is_none(), "an aborted run has no verdict");
-    assert!(events.contains(&"start two".to_string()), "{events:?}");
-    assert_eq!(
-        paths,
-        ["/run/one"],
-        "only the step whose start was recorded acted: {events:?}"
-    );
+    assert!(events.contains(&format!("start {at}")), "{events:?}");
+    (events, paths)
+}
+
+/// An action whose start could not be recorded does not act, although the executor goes on
+/// to its call before the run is dropped at its next wait; nothing after it acts either.
+#[test]
+fn an_action_whose_start_was_not_recorded_does_not_act() {
+    let (events, paths) = aborted_at("two");
+    assert_eq!(paths, ["/run/one"], "{events:?}");
 }
 
 /// The same for an undo: a revert whose start could not be recorded does not act, and no
 /// undo after it does either.
 #[test]
 fn a_revert_whose_start_was_not_recorded_does_not_act() {
-    let verify = "\n[[verify]]\nid = \"healthy\"\nuses = \"check\"\n";
-    let (r, events, paths) = run_aborting(
-        &runbook(
-            "on_failure = \"rollback\"",
-            &format!("{THREE_ACTIONS}{verify}"),
-        ),
-        PlanOptions::default(),
-        Some("two.rollback"),
-    );
-    assert!(r.is_none(), "an aborted run has no verdict");
-    assert!(
-        events.contains(&"start two.rollback".to_string()),
-        "{events:?}"
-    );
-    assert_eq!(
-        paths,
-        [
-            "/run/one",
-            "/run/two",
-            "/run/three",
-            "/revert/three.rollback"
-        ],
-        "only what started before the abort acted: {events:?}"
-    );
+    let (events, paths) = aborted_at("two.rollback");
+    let acted = [
+        "/run/one",
+        "/run/two",
+        "/run/three",
+        "/revert/three.rollback",
+    ];
+    assert_eq!(paths, acted, "{events:?}");
 }
 
 #[test]

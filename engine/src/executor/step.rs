@@ -200,37 +200,29 @@ impl Run<'_> {
         // inside the event it could not record (an action's write-ahead start, say), and the
         // run is dropped at its next wait; a call made on the way there, on this thread,
         // could act before its first wait (a command is spawned at once).
-        if self.cancel.is_aborted() {
-            let invocation = Invocation::not_called("not called: the run was aborted");
-            return (
-                Attempt {
-                    number: attempt,
-                    started_ms,
-                    invocation,
-                },
-                None,
-            );
-        }
-        let sandbox = Sandbox {
-            timeout,
-            memory: pp.memory,
-            grants: pp.grants.clone(),
-            kv: self.kv[plugin].clone(),
-            redactor: self.redactor(),
+        let mut invocation = if self.cancel.is_aborted() {
+            Invocation::not_called("not called: the run was aborted")
+        } else {
+            let sandbox = Sandbox {
+                timeout,
+                memory: pp.memory,
+                grants: pp.grants.clone(),
+                kv: self.kv[plugin].clone(),
+                redactor: self.redactor(),
+            };
+            let ctx = CallContext {
+                run_id: self.opts.run_id.clone(),
+                step_id: step_id.to_owned(),
+                attempt,
+                environment: self.plan.environment.name.clone(),
+                dry_run: self.opts.dry_run,
+            };
+            // The host masks the run's secrets in everything the call produced before
+            // returning it (and before tracing any of it); the real outputs come separately.
+            self.host
+                .invoke_on(&pp.plugin, call, &ctx, &sandbox, placement)
+                .await
         };
-        let ctx = CallContext {
-            run_id: self.opts.run_id.clone(),
-            step_id: step_id.to_owned(),
-            attempt,
-            environment: self.plan.environment.name.clone(),
-            dry_run: self.opts.dry_run,
-        };
-        // The host masks the run's secrets in everything the call produced before returning
-        // it (and before tracing any of it); the real outputs come separately.
-        let mut invocation = self
-            .host
-            .invoke_on(&pp.plugin, call, &ctx, &sandbox, placement)
-            .await;
         let outputs = match invocation.unmasked_outputs.take() {
             Some(real) => Some(real),
             None => invocation.result.as_ref().ok().map(|o| o.outputs.clone()),

@@ -544,7 +544,7 @@ mod tests {
             }),
         ];
         let sent = serde_json::to_string(&Request::AppendMany {
-            run_id: "01RUN".to_owned(),
+            run_id: "01RUN".into(),
             record: None,
             entries: std::borrow::Cow::Borrowed(&entries),
             durable: true,
@@ -568,10 +568,7 @@ mod tests {
         else {
             panic!("not read as an append: {sent}");
         };
-        assert_eq!(
-            (run_id.as_str(), record.is_none(), durable),
-            ("01RUN", true, true)
-        );
+        assert_eq!((&*run_id, record.is_none(), durable), ("01RUN", true, true));
         assert_eq!(
             serde_json::to_value(&read).unwrap(),
             serde_json::to_value(&entries).unwrap()

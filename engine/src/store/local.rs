@@ -58,7 +58,7 @@ pub(super) enum Request<'a> {
     /// sends it from the caller's entries and record, not from copies of them (a fleet's
     /// targets that finish together are dozens of reports); read, it owns them.
     AppendMany {
-        run_id: String,
+        run_id: Cow<'a, str>,
         record: Option<Box<Cow<'a, RunRecord>>>,
         entries: Cow<'a, [JournalEntry]>,
         durable: bool,
@@ -419,7 +419,7 @@ impl Runs for Local {
         durable: bool,
     ) -> Result<u32, StoreError> {
         self.call(&Request::AppendMany {
-            run_id: run_id.to_owned(),
+            run_id: Cow::Borrowed(run_id),
             record: record.map(|r| Box::new(Cow::Borrowed(r))),
             entries: Cow::Borrowed(entries),
             durable,

@@ -329,27 +329,90 @@ fn the_daemon_killed_after_runs_ended_loses_nothing_they_recorded() {
     assert_eq!(before.len(), 5);
     // sled is flushed only at checkpoints and when the daemon lets go: what the runs
     // recorded is in the redo log alone when the daemon is killed.
-    let daemon = daemon_pid(&data);
-    crate::verdicts::signal(daemon, 9);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(daemon) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!alive(daemon));
+    let kill = || {
+        let daemon = daemon_pid(&data);
+        crate::verdicts::signal(daemon, 9);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(daemon) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(daemon));
+    };
+    kill();
     assert!(
         std::fs::metadata(data.join("journal.wal")).unwrap().len() > 1000,
         "the redo log holds the runs"
     );
-    for (id, export) in &before {
-        let o = medic(cache.path(), &["runs", "export", id]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert_eq!(&stdout(&o), export, "run {id} after the daemon was killed");
-    }
-    // Replayed into sled and flushed: the next daemon's log starts over.
+    let exported = |before: &[(String, String)], when: &str| {
+        for (id, export) in before {
+            let o = medic(cache.path(), &["runs", "export", id]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            assert_eq!(&stdout(&o), export, "run {id} {when}");
+        }
+    };
+    exported(&before, "after the daemon was killed");
+    // The next daemon replayed the log and goes on writing after it (sled gets it all at
+    // the log's next checkpoint): a second kill loses neither what was replayed nor what
+    // came after.
     let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
-    assert_eq!(json_lines(&stdout(&o)).len(), 6);
+    let newest = json_lines(&stdout(&o))[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let export = stdout(&medic(cache.path(), &["runs", "export", &newest]));
+    before.push((newest, export));
+    kill();
+    exported(&before, "after the daemon was killed twice");
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    assert_eq!(json_lines(&stdout(&o)).len(), 7);
+    // Let go (idle): sled holds it all (the redo log is not read here), and the log starts
+    // over.
+    until_let_go(&data);
+    {
+        let db = sled::open(data.join("db")).unwrap();
+        assert_eq!(db.open_tree("runs").unwrap().len(), 7);
+        let events = db.open_tree("events").unwrap();
+        for (id, _) in &before {
+            assert!(
+                events.scan_prefix(format!("{id}/")).next().is_some(),
+                "run {id}'s journal is in sled"
+            );
+        }
+    }
+    exported(&before, "after the daemon let go");
+}
+
+#[test]
+fn a_daemon_whose_store_cannot_be_closed_still_lets_go() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    // Steps that record a lot (6 KB of parameters and 6 KB of summary each): sled writes a
+    // leaf of their journal, past 128 KiB, as a file of its own when it is flushed, which it
+    // cannot once the data directory is gone; its flush then never returns.
+    let mut body = String::new();
+    for i in 0..12 {
+        body += &format!(
+            "[[steps]]\nid = \"s{i}\"\nuses = \"act\"\nwith = {{ echo = \"{}\" }}\n\n",
+            "x".repeat(6000)
+        );
+    }
+    let rb = crate::cli::scripted_runbook(cache.path(), "", &body);
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let daemon = daemon_pid(&data);
+    std::fs::remove_dir_all(&data).unwrap();
+    let deadline = Instant::now()
+        + medic::store::daemon::IDLE
+        + medic::store::daemon::CLOSE
+        + Duration::from_secs(10);
+    while alive(daemon) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(daemon), "the daemon never let go of its store");
 }
 
 #[test]

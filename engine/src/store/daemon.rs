@@ -29,6 +29,9 @@ use super::local::{Answer, Request, SOCKET, Started, Welcome};
 /// How long the daemon stays without clients before it lets go of the store.
 pub const IDLE: Duration = Duration::from_secs(5);
 
+/// How long the daemon waits for the store to close when it lets go of it.
+pub const CLOSE: Duration = Duration::from_secs(10);
+
 /// The daemon's log, in the data directory.
 pub const LOG: &str = "store-daemon.log";
 
@@ -194,7 +197,23 @@ pub fn run(dir: &Path) -> i32 {
     for _ in 0..1000 {
         match Arc::try_unwrap(daemon) {
             Ok(alone) => {
-                drop(alone);
+                // Closing puts what waits in memory into sled and flushes it, and sled's
+                // flush never returns where it cannot write (a full disk, a data directory
+                // removed; seen: a daemon that never let go). Everything acknowledged is in
+                // the redo log already, so the process ends without it, past `CLOSE`.
+                let (closed, done) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    drop(alone);
+                    let _ = closed.send(());
+                });
+                if done.recv_timeout(CLOSE).is_err() {
+                    log(&format!(
+                        "closing the run store took over {} s (can sled write there?): \
+                         letting go of it without; its redo log has every change",
+                        CLOSE.as_secs()
+                    ));
+                    return 0;
+                }
                 break;
             }
             Err(shared) => {

@@ -8,11 +8,13 @@
 //! when durable, one `fdatasync` shared by every thread waiting at that moment (group
 //! commit), and changes made together are one frame: all or none survive a crash.
 //!
-//! sled stays the index that reads go to; it is flushed only at a checkpoint (when this log
-//! passes [`CHECKPOINT_BYTES`], and when the store closes), after which the log starts over
-//! at its beginning, reusing its blocks (so an `fdatasync` in the steady state rewrites data
-//! and no file size). Opening the store replays the log into sled: every change is a blind
-//! put or remove, so replaying a log over a sled that kept some of it gives the same result.
+//! sled stays the index that reads go to (the changes to runs and journals since the last
+//! checkpoint wait in memory, `embedded::pending`); it is flushed only at a checkpoint (when
+//! this log passes [`CHECKPOINT_BYTES`], and when the store closes), after which the log
+//! starts over at its beginning, reusing its blocks (so an `fdatasync` in the steady state
+//! rewrites data and no file size). Opening the store replays the log, which then goes on
+//! after what it replayed: every change is a blind put or remove, so replaying a log over a
+//! sled that kept some of it gives the same result.
 //!
 //! File: a header (`MAGIC`, then the first frame's sequence number, little-endian u64), then
 //! frames: length of the body (u32), CRC-32 of sequence number and body (u32), sequence
@@ -107,7 +109,7 @@ impl Wal {
         let next_seq = first + frames.len() as u64;
         let wal = Wal {
             file,
-            // After the frames to replay: the caller restarts the log once sled holds them.
+            // After the frames to replay, which the log keeps until its next checkpoint.
             tail: Mutex::new(Tail {
                 end,
                 next_seq,
@@ -238,6 +240,13 @@ impl Wal {
             }
             result?;
         }
+    }
+
+    /// Makes the whole file durable, whatever this process counts as synced: frames a killed
+    /// process wrote may still be only in the page cache when the next one replays them.
+    pub(super) fn sync_all(&self) -> Result<(), WalError> {
+        self.check()?;
+        self.file.sync_data().map_err(|e| self.fail(e))
     }
 
     /// Starts the log over: the caller made everything in it durable elsewhere (flushed

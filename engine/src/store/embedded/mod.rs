@@ -3,8 +3,9 @@
 //! Layout (all keys and values versioned, so the format can evolve):
 //! - tree `runs`: run id (a ULID, so keys sort by start time) -> [`RunRecord`] as JSON;
 //! - tree `events`: run id, `/`, big-endian sequence number -> the [`JournalEntry`] as JSON,
-//!   or a JSON array of the entries appended together, keyed by the last one's number
-//!   (stores written before that have one key per entry, which reads the same);
+//!   or a JSON array of consecutive entries (appended together, or joined at a checkpoint),
+//!   keyed by the last one's number (stores written before that have one key per entry,
+//!   which reads the same);
 //! - tree `locks`: lock key -> [`LockHolder`] as JSON;
 //! - tree `drills`: drill name, NUL, start time (big-endian ms), run id -> [`DrillRecord`];
 //! - tree `drill_state`: per drill the last scheduled time handled, and `paused:NAME`;
@@ -14,22 +15,28 @@
 //!   does first, reads those and not every run ever recorded.
 //!
 //! Every change is written to the redo log ([`super::wal`]) before sled, and made durable
-//! there; sled is flushed only at the log's checkpoints and when the store closes.
+//! there; sled is flushed only at the log's checkpoints and when the store closes. Changes to
+//! `runs` and `events` reach sled only then ([`pending`]); until then reads see them over
+//! sled's.
 //!
 //! sled admits one process at a time: the store daemon ([`super::daemon`]) holds it for
 //! every command on the host. The process holding the store says who it is in `owner.json`
 //! beside the database, so another can name it.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod pending;
 mod repair;
 mod schedules;
 mod writes;
+
+use pending::{Kept, Pending, merge, prefixed};
 
 use repair::open_repairing;
 use writes::Batch;
@@ -52,18 +59,27 @@ struct OwnerGuard {
     /// The last handle on sled (the store's others are dropped before this guard).
     db: Option<sled::Db>,
     wal: Arc<Wal>,
+    /// The runs' and journals' changes since the last checkpoint, for sled before its last
+    /// flush (the store's own handle is dropped before this guard).
+    pending: Option<Arc<Pending>>,
 }
 
 impl Drop for OwnerGuard {
     fn drop(&mut self) {
         let Some(db) = self.db.take() else { return };
+        let pending = self.pending.take();
         // The last holder: nobody writes any more, so the log can start over once sled has
         // it all (the next open then has nothing to replay). Not after the log broke: the
         // disk failed or is full, where sled's flush may never return; the next open
         // replays the log instead.
-        if !self.wal.is_broken() && db.flush().is_ok() {
+        if !self.wal.is_broken()
+            && pending.as_ref().is_none_or(|p| p.settle().is_ok())
+            && db.flush().is_ok()
+        {
             let _ = self.wal.restart();
         }
+        // Its trees are handles on sled too.
+        drop(pending);
         // sled lets go of its lock when its last handle goes: `owner.json` goes after, so
         // whoever sees it gone finds the store free (seen: a test opening sled the moment
         // it went, refused sled's lock).
@@ -121,6 +137,8 @@ pub(super) struct Sled {
     triggers: sled::Tree,
     running: sled::Tree,
     wal: Arc<Wal>,
+    /// Changes to `runs` and `events` since the last checkpoint: reads see them over sled's.
+    pending: Arc<Pending>,
     /// Changes are decided, logged and applied one at a time, so the log holds them in the
     /// order sled saw them (replay gives the same result), and a change decided from what it
     /// read (the next journal sequence number, a free lock, a drill slot) is decided on
@@ -189,15 +207,18 @@ impl Sled {
         let (wal, replay) = Wal::open(&wal::path(dir))
             .map_err(|e| StoreError::of_wal(shown.clone(), WalError::Io(e)))?;
         let wal = Arc::new(wal);
+        let (runs, events) = (open(RUNS)?, open(EVENTS)?);
+        let pending = Arc::new(Pending::new(runs.clone(), events.clone()));
         let store = Sled {
-            runs: open(RUNS)?,
-            events: open(EVENTS)?,
+            runs,
+            events,
             locks: open(LOCKS)?,
             drills: open(DRILLS)?,
             drill_state: open(DRILL_STATE)?,
             triggers: open(TRIGGERS)?,
             running: open(RUNNING)?,
             wal: wal.clone(),
+            pending: pending.clone(),
             writing: Mutex::default(),
             next_seq: Mutex::default(),
             recovering: Mutex::default(),
@@ -206,6 +227,7 @@ impl Sled {
                 dir: dir.to_owned(),
                 db: Some(db.clone()),
                 wal,
+                pending: Some(pending),
             },
             db,
             dir: dir.to_owned(),
@@ -271,6 +293,42 @@ impl Sled {
         super::decode(&self.shown, &String::from_utf8_lossy(key), value)
     }
 
+    /// A run's record as stored: changed since the last checkpoint, or in sled.
+    fn run_value(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        match self.pending.get(Kept::Runs, key) {
+            Some(changed) => Ok(changed),
+            None => self.runs.get(key).map_err(|e| self.err(e)),
+        }
+    }
+
+    /// The entries of `runs` or `events` in `range` (in reverse when `rev`), with the
+    /// changes since the last checkpoint.
+    fn scan(
+        &self,
+        tree: Kept,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        rev: bool,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+        // The changes first: a checkpoint meanwhile puts them in sled before it forgets them.
+        let changes = self.pending.range(
+            tree,
+            (
+                range.0.as_ref().map(Vec::as_slice),
+                range.1.as_ref().map(Vec::as_slice),
+            ),
+        );
+        let stored = match tree {
+            Kept::Runs => self.runs.range(range),
+            Kept::Events => self.events.range(range),
+        };
+        let stored: Box<dyn Iterator<Item = _>> = if rev {
+            Box::new(stored.rev())
+        } else {
+            Box::new(stored)
+        };
+        merge(stored, changes, rev).map(|kv| kv.map_err(|e| self.err(e)))
+    }
+
     fn event_key(run_id: &str, seq: u32) -> Vec<u8> {
         let mut k = run_id.as_bytes().to_vec();
         k.push(b'/');
@@ -322,8 +380,8 @@ impl Sled {
             .copied();
         let next = match known {
             Some(next) => next,
-            None => match self.events.scan_prefix(&prefix).next_back() {
-                Some(kv) => Self::seq_of(&kv.map_err(|e| self.err(e))?.0) + 1,
+            None => match self.scan(Kept::Events, prefixed(&prefix), true).next() {
+                Some(kv) => Self::seq_of(&kv?.0) + 1,
                 None => 0,
             },
         };
@@ -404,7 +462,7 @@ impl Runs for Sled {
     }
 
     fn record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        match self.runs.get(run_id.as_bytes()).map_err(|e| self.err(e))? {
+        match self.run_value(run_id.as_bytes())? {
             Some(v) => self.decode(run_id.as_bytes(), &v).map(Some),
             None => Ok(None),
         }
@@ -412,8 +470,11 @@ impl Runs for Sled {
 
     fn by_prefix(&self, prefix: &str, max: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut found = Vec::new();
-        for kv in self.runs.scan_prefix(prefix.as_bytes()).take(max) {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
+        for kv in self
+            .scan(Kept::Runs, prefixed(prefix.as_bytes()), false)
+            .take(max)
+        {
+            let (k, v) = kv?;
             found.push(self.decode::<RunRecord>(&k, &v)?);
         }
         Ok(found)
@@ -443,18 +504,25 @@ impl Runs for Sled {
         };
         // A chunk's key is its last entry's number: the first key at or past `from` is the
         // chunk that holds it, and nothing before it is read.
+        let (_, end) = prefixed(&prefix);
         let mut out = Vec::new();
-        for kv in self.events.range(Self::event_key(run_id, start)..) {
+        // The first entry not yet read: a checkpoint during this read may join chunks read
+        // already with the next (`Pending::settle`), and those entries are not read twice.
+        let mut next = from;
+        for kv in self.scan(
+            Kept::Events,
+            (Bound::Included(Self::event_key(run_id, start)), end),
+            false,
+        ) {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
+            let (k, v) = kv?;
             let chunk = self.chunk(&k, &v)?;
-            let first = (Self::seq_of(&k) as usize + 1).saturating_sub(chunk.len());
-            out.extend(chunk.into_iter().skip(from.saturating_sub(first)));
+            let last = Self::seq_of(&k) as usize;
+            let first = (last + 1).saturating_sub(chunk.len());
+            out.extend(chunk.into_iter().skip(next.saturating_sub(first)));
+            next = next.max(last + 1);
         }
         out.truncate(limit);
         Ok(out)
@@ -462,12 +530,12 @@ impl Runs for Sled {
 
     fn list(&self, filter: &ListFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
-        let runs = match &filter.before {
-            Some(before) => self.runs.range(..before.as_bytes()),
-            None => self.runs.range::<&[u8], _>(..),
+        let upto = match &filter.before {
+            Some(before) => Bound::Excluded(before.as_bytes().to_vec()),
+            None => Bound::Unbounded,
         };
-        for kv in runs.rev() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
+        for kv in self.scan(Kept::Runs, (Bound::Unbounded, upto), true) {
+            let (k, v) = kv?;
             let r: RunRecord = self.decode(&k, &v)?;
             if filter.since_ms.is_some_and(|s| r.started_ms < s) {
                 // Ids sort by start time: everything further is older.
@@ -493,7 +561,7 @@ impl Runs for Sled {
         let mut recovered = Vec::new();
         for id in self.running.iter().keys() {
             let id = id.map_err(|e| self.err(e))?;
-            let Some(v) = self.runs.get(&id).map_err(|e| self.err(e))? else {
+            let Some(v) = self.run_value(&id)? else {
                 continue;
             };
             let mut r: RunRecord = self.decode(&id, &v)?;
@@ -565,8 +633,8 @@ impl Runs for Sled {
 
     fn prune(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut n = 0;
-        for kv in self.runs.iter() {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
+        for kv in self.scan(Kept::Runs, (Bound::Unbounded, Bound::Unbounded), false) {
+            let (k, v) = kv?;
             let r: RunRecord = self.decode(&k, &v)?;
             if r.started_ms >= before_ms {
                 break;
@@ -578,8 +646,8 @@ impl Runs for Sled {
             prefix.push(b'/');
             // A run goes whole or not at all.
             self.write(|b| {
-                for ek in self.events.scan_prefix(&prefix).keys() {
-                    b.remove(EVENTS, ek.map_err(|e| self.err(e))?);
+                for kv in self.scan(Kept::Events, prefixed(&prefix), false) {
+                    b.remove(EVENTS, kv?.0);
                 }
                 b.next_seq(prefix.clone(), None);
                 b.remove(RUNS, &k);

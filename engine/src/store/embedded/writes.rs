@@ -1,6 +1,7 @@
 //! The write path: changes decided under one lock, logged as one frame of the redo log
 //! ([`super::super::wal`]), then applied to sled; replay and checkpoints.
 
+use std::ops::Bound;
 use std::sync::PoisonError;
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 use super::super::backend::Runs as _;
 use super::super::wal::{self, Change, WalError};
 use super::super::{RunRecord, RunStatus, StoreError};
+use super::pending::Kept;
 use super::{
     DEFAULT, DRILL_STATE, DRILLS, EVENTS, LOCKS, RUNNING, RUNNING_INDEXED, RUNS, Sled, TRIGGERS,
 };
@@ -73,7 +75,9 @@ impl StoreError {
 
 impl Sled {
     /// Applies the redo log's frames left by a process that stopped before its checkpoint
-    /// (killed, or the machine lost power), then makes sled hold them and starts the log over.
+    /// (killed, or the machine lost power). The log goes on after them, and sled gets them
+    /// at the next checkpoint: opening writes nothing to sled, so a store on a full disk
+    /// still opens and reads.
     pub(super) fn replay(&self, frames: Vec<Vec<u8>>) -> Result<(), StoreError> {
         if frames.is_empty() {
             return Ok(());
@@ -88,7 +92,11 @@ impl Sled {
             })?;
             self.apply(changes)?;
         }
-        self.checkpoint()?;
+        // A killed process's last frames may not be on disk yet: they are, before anyone
+        // reads them (and acts on them).
+        self.wal
+            .sync_all()
+            .map_err(|e| StoreError::of_wal(self.shown.clone(), e))?;
         tracing::info!(frames = count, store = %self.shown, "replayed the redo log");
         Ok(())
     }
@@ -104,8 +112,8 @@ impl Sled {
             return Ok(());
         }
         self.write(|b| {
-            for kv in self.runs.iter() {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
+            for kv in self.scan(Kept::Runs, (Bound::Unbounded, Bound::Unbounded), false) {
+                let (k, v) = kv?;
                 // A record that does not decode is named when it is read, not here: the
                 // store must still open.
                 if self
@@ -160,7 +168,12 @@ impl Sled {
     }
 
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        for c in changes {
+        let for_sled = self.pending.keep(changes, |tree| match tree {
+            RUNS => Some(Kept::Runs),
+            EVENTS => Some(Kept::Events),
+            _ => None,
+        });
+        for c in for_sled {
             let tree = self.tree(c.tree)?;
             match c.value {
                 Some(v) => tree.insert(c.key, v).map(|_| ()),
@@ -173,7 +186,8 @@ impl Sled {
 
     /// sled made to hold everything in the log, which then starts over. Called with the
     /// writer lock held (or before anyone else can write).
-    fn checkpoint(&self) -> Result<(), StoreError> {
+    pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
+        self.pending.settle().map_err(|e| self.err(e))?;
         self.db.flush().map_err(|e| self.err(e))?;
         self.wal
             .restart()

@@ -626,14 +626,9 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn a_full_disk_stops_runs_with_an_error_saying_so_and_once_freed_every_run_is_there() {
-    let cache = tempfile::tempdir().unwrap();
-    // Room for a few of sled's segments (512 KiB each); little else.
-    let fs = Tmpfs::mount("3m");
-    let data = fs.dir.path().join("data");
-    // Runs that record a lot (each step's parameters and summary hold 6 KB), so that the
-    // store outgrows the space sled set aside in a few runs.
+/// A runbook of twelve steps whose parameters and summary hold 6 KB each: about 150 KB
+/// recorded a run.
+pub(crate) fn runbook_recording_a_lot(dir: &Path) -> std::path::PathBuf {
     let mut body = String::new();
     for i in 0..12 {
         body += &format!(
@@ -641,7 +636,17 @@ fn a_full_disk_stops_runs_with_an_error_saying_so_and_once_freed_every_run_is_th
             "x".repeat(6000)
         );
     }
-    let rb = crate::cli::scripted_runbook(cache.path(), "", &body);
+    crate::cli::scripted_runbook(dir, "", &body)
+}
+
+#[test]
+fn a_full_disk_stops_runs_with_an_error_saying_so_and_once_freed_every_run_is_there() {
+    let cache = tempfile::tempdir().unwrap();
+    // Room for a few of sled's segments (512 KiB each); little else.
+    let fs = Tmpfs::mount("3m");
+    let data = fs.dir.path().join("data");
+    // Runs that record a lot, so that the store outgrows the space it set aside in a few.
+    let rb = runbook_recording_a_lot(cache.path());
     let first = run_in(cache.path(), &data, &rb);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let filler = fs.fill();

@@ -332,11 +332,7 @@ fn the_daemon_killed_after_runs_ended_loses_nothing_they_recorded() {
     let kill = || {
         let daemon = daemon_pid(&data);
         crate::verdicts::signal(daemon, 9);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while alive(daemon) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(!alive(daemon));
+        assert!(!still_alive_after_a_while(daemon));
     };
     kill();
     assert!(
@@ -390,17 +386,10 @@ fn the_daemon_killed_after_runs_ended_loses_nothing_they_recorded() {
 fn a_daemon_whose_store_cannot_be_closed_still_lets_go() {
     let cache = tempfile::tempdir().unwrap();
     let data = cache.path().join("data");
-    // Steps that record a lot (6 KB of parameters and 6 KB of summary each): sled writes a
-    // leaf of their journal, past 128 KiB, as a file of its own when it is flushed, which it
-    // cannot once the data directory is gone; its flush then never returns.
-    let mut body = String::new();
-    for i in 0..12 {
-        body += &format!(
-            "[[steps]]\nid = \"s{i}\"\nuses = \"act\"\nwith = {{ echo = \"{}\" }}\n\n",
-            "x".repeat(6000)
-        );
-    }
-    let rb = crate::cli::scripted_runbook(cache.path(), "", &body);
+    // Steps that record a lot: sled writes a leaf of their journal, past 128 KiB, as a file
+    // of its own when it is flushed, which it cannot once the data directory is gone; its
+    // flush then never returns.
+    let rb = crate::recovery::runbook_recording_a_lot(cache.path());
     let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let daemon = daemon_pid(&data);

@@ -261,6 +261,12 @@ mod tests {
             .collect()
     }
 
+    /// What a write past the log's checkpoint size does.
+    fn checkpoint(s: &Sled) {
+        let _one_at_a_time = s.writing.lock().unwrap();
+        s.checkpoint().unwrap();
+    }
+
     fn expected(from: usize, to: usize) -> Vec<String> {
         (from..to).map(|i| format!("k{i}")).collect()
     }
@@ -268,17 +274,12 @@ mod tests {
     #[test]
     fn a_journal_reads_the_same_across_checkpoints_and_its_chunks_are_joined() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Sled::open(dir.path(), "test").unwrap();
         // Three appends, a checkpoint, three more (one of two entries), and another run's
         // between them.
-        for i in 0..3 {
-            s.append_entries("r", None, &[kv(i, 10)], false).unwrap();
-        }
+        let s = appended(&dir, 3);
         s.append_entries("other", None, &[kv(0, 10)], false)
             .unwrap();
-        let _one_at_a_time = s.writing.lock().unwrap();
-        s.checkpoint().unwrap();
-        drop(_one_at_a_time);
+        checkpoint(&s);
         s.append_entries("r", None, &[kv(3, 10)], false).unwrap();
         s.append_entries("r", None, &[kv(4, 10), kv(5, 10)], false)
             .unwrap();
@@ -286,9 +287,7 @@ mod tests {
             assert_eq!(keys(&s, "r", from), expected(from, 6), "from {from}");
         }
         assert_eq!(keys(&s, "other", 0), expected(0, 1));
-        let _one_at_a_time = s.writing.lock().unwrap();
-        s.checkpoint().unwrap();
-        drop(_one_at_a_time);
+        checkpoint(&s);
         for from in 0..8 {
             assert_eq!(keys(&s, "r", from), expected(from, 6), "from {from}");
         }
@@ -312,13 +311,19 @@ mod tests {
         assert_eq!(s.append_entries("r", None, &[kv(6, 10)], false).unwrap(), 6);
     }
 
+    /// A store with run `r`'s entries `0..n`, each appended alone.
+    fn appended(dir: &tempfile::TempDir, n: usize) -> Sled {
+        let s = Sled::open(dir.path(), "test").unwrap();
+        for i in 0..n {
+            s.append_entries("r", None, &[kv(i, 10)], false).unwrap();
+        }
+        s
+    }
+
     #[test]
     fn a_read_meeting_chunks_joined_meanwhile_returns_each_entry_once() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Sled::open(dir.path(), "test").unwrap();
-        for i in 0..3 {
-            s.append_entries("r", None, &[kv(i, 10)], false).unwrap();
-        }
+        let s = appended(&dir, 3);
         // What a read sees when a checkpoint ran after it copied the changes kept here
         // (entries 0 to 2) and the journal grew meanwhile: sled holds them joined with the
         // entry appended since.

@@ -1,5 +1,6 @@
 //! The write path: changes decided under one lock, logged as one frame of the redo log
-//! ([`super::super::wal`]), then applied to sled; replay and checkpoints.
+//! ([`super::super::wal`]), then applied to sled (runs and journals: kept in memory until
+//! the checkpoint, [`super::pending`]); replay and checkpoints.
 
 use std::ops::Bound;
 use std::sync::PoisonError;

@@ -238,7 +238,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::super::super::backend::Runs as _;
-    use super::super::super::{JournalEntry, JournalEvent};
+    use super::super::super::{
+        JournalEntry, JournalEvent, ListFilter, RunRecord, RunStatus, Trigger,
+    };
     use super::super::Sled;
     use super::*;
 
@@ -318,6 +320,107 @@ mod tests {
             s.append_entries("r", None, &[kv(i, 10)], false).unwrap();
         }
         s
+    }
+
+    fn record(id: &str, started_ms: u64, status: RunStatus) -> RunRecord {
+        RunRecord {
+            v: 1,
+            run_id: id.into(),
+            runbook: "rb".into(),
+            runbook_path: "rb.toml".into(),
+            runbook_sha256: "0".repeat(64),
+            plugins: vec![],
+            params: vec![],
+            environment: "dev".into(),
+            trigger: Trigger::Cli {
+                user: "u".into(),
+                host: "h".into(),
+            },
+            approval: None,
+            lock: None,
+            dry_run: false,
+            notification: false,
+            status,
+            started_ms,
+            ended_ms: None,
+            pid: 999_999_999,
+            pid_start: None,
+            steps_total: 1,
+            steps_done: 0,
+            failed_step: None,
+            changed: false,
+            changed_ms: None,
+            detected_ms: None,
+            detected_by_gate: false,
+            recovered_ms: None,
+        }
+    }
+
+    #[test]
+    fn runs_half_in_sled_half_in_memory_list_page_and_prune_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sled::open(dir.path(), "test").unwrap();
+        let ids = |rs: Vec<RunRecord>| -> Vec<(String, RunStatus)> {
+            rs.into_iter().map(|r| (r.run_id, r.status)).collect()
+        };
+        let (ok, failed) = (RunStatus::Succeeded, RunStatus::Failed);
+        s.append_entries(
+            "01a",
+            Some(&record("01a", 1, ok.clone())),
+            &[kv(0, 10)],
+            false,
+        )
+        .unwrap();
+        s.append_entries(
+            "01b",
+            Some(&record("01b", 2, ok.clone())),
+            &[kv(0, 10)],
+            false,
+        )
+        .unwrap();
+        checkpoint(&s);
+        // Since the checkpoint: a new run, and one in sled changed and grown.
+        s.append_entries(
+            "01c",
+            Some(&record("01c", 3, ok.clone())),
+            &[kv(0, 10)],
+            false,
+        )
+        .unwrap();
+        s.append_entries(
+            "01b",
+            Some(&record("01b", 2, failed.clone())),
+            &[kv(1, 10)],
+            false,
+        )
+        .unwrap();
+        let all = ListFilter::default();
+        let newest_first = [
+            ("01c".to_owned(), ok.clone()),
+            ("01b".to_owned(), failed.clone()),
+            ("01a".to_owned(), ok.clone()),
+        ];
+        assert_eq!(ids(s.list(&all, 10).unwrap()), newest_first);
+        let older = ListFilter {
+            before: Some("01c".into()),
+            ..ListFilter::default()
+        };
+        assert_eq!(ids(s.list(&older, 10).unwrap()), newest_first[1..]);
+        assert_eq!(ids(s.by_prefix("01b", 10).unwrap()), newest_first[1..2]);
+        assert_eq!(keys(&s, "01b", 0), expected(0, 2));
+        // Pruned whole: its record and journal, in sled and in memory alike.
+        assert_eq!(s.prune(3).unwrap(), 2);
+        assert_eq!(ids(s.list(&all, 10).unwrap()), newest_first[..1]);
+        assert!(s.journal_from("01b", 0, usize::MAX).unwrap().is_empty());
+        checkpoint(&s);
+        let left: Vec<Vec<u8>> = s.runs.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(left, [b"01c".to_vec()]);
+        assert!(
+            s.events
+                .iter()
+                .keys()
+                .all(|k| k.unwrap().starts_with(b"01c/"))
+        );
     }
 
     #[test]

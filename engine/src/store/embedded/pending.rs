@@ -364,41 +364,21 @@ mod tests {
             rs.into_iter().map(|r| (r.run_id, r.status)).collect()
         };
         let (ok, failed) = (RunStatus::Succeeded, RunStatus::Failed);
-        s.append_entries(
-            "01a",
-            Some(&record("01a", 1, ok.clone())),
-            &[kv(0, 10)],
-            false,
-        )
-        .unwrap();
-        s.append_entries(
-            "01b",
-            Some(&record("01b", 2, ok.clone())),
-            &[kv(0, 10)],
-            false,
-        )
-        .unwrap();
+        s.append_entries("01a", Some(&record("01a", 1, ok)), &[kv(0, 10)], false)
+            .unwrap();
+        s.append_entries("01b", Some(&record("01b", 2, ok)), &[kv(0, 10)], false)
+            .unwrap();
         checkpoint(&s);
         // Since the checkpoint: a new run, and one in sled changed and grown.
-        s.append_entries(
-            "01c",
-            Some(&record("01c", 3, ok.clone())),
-            &[kv(0, 10)],
-            false,
-        )
-        .unwrap();
-        s.append_entries(
-            "01b",
-            Some(&record("01b", 2, failed.clone())),
-            &[kv(1, 10)],
-            false,
-        )
-        .unwrap();
+        s.append_entries("01c", Some(&record("01c", 3, ok)), &[kv(0, 10)], false)
+            .unwrap();
+        s.append_entries("01b", Some(&record("01b", 2, failed)), &[kv(1, 10)], false)
+            .unwrap();
         let all = ListFilter::default();
         let newest_first = [
-            ("01c".to_owned(), ok.clone()),
-            ("01b".to_owned(), failed.clone()),
-            ("01a".to_owned(), ok.clone()),
+            ("01c".to_owned(), ok),
+            ("01b".to_owned(), failed),
+            ("01a".to_owned(), ok),
         ];
         assert_eq!(ids(s.list(&all, 10).unwrap()), newest_first);
         let older = ListFilter {

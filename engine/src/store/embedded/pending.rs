@@ -238,10 +238,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::super::super::backend::Runs as _;
-    use super::super::super::{
-        JournalEntry, JournalEvent, ListFilter, RunRecord, RunStatus, Trigger,
-    };
-    use super::super::Sled;
+    use super::super::super::{JournalEntry, JournalEvent, ListFilter, RunRecord, RunStatus};
+    use super::super::{Sled, test_record as record};
     use super::*;
 
     fn kv(i: usize, pad: usize) -> JournalEntry {
@@ -320,40 +318,6 @@ mod tests {
             s.append_entries("r", None, &[kv(i, 10)], false).unwrap();
         }
         s
-    }
-
-    fn record(id: &str, started_ms: u64, status: RunStatus) -> RunRecord {
-        RunRecord {
-            v: 1,
-            run_id: id.into(),
-            runbook: "rb".into(),
-            runbook_path: "rb.toml".into(),
-            runbook_sha256: "0".repeat(64),
-            plugins: vec![],
-            params: vec![],
-            environment: "dev".into(),
-            trigger: Trigger::Cli {
-                user: "u".into(),
-                host: "h".into(),
-            },
-            approval: None,
-            lock: None,
-            dry_run: false,
-            notification: false,
-            status,
-            started_ms,
-            ended_ms: None,
-            pid: 999_999_999,
-            pid_start: None,
-            steps_total: 1,
-            steps_done: 0,
-            failed_step: None,
-            changed: false,
-            changed_ms: None,
-            detected_ms: None,
-            detected_by_gate: false,
-            recovered_ms: None,
-        }
     }
 
     #[test]

@@ -134,15 +134,28 @@ impl Sled {
     /// changes (a run's record is written at nearly every step; a lookup costs less than a
     /// write).
     pub(super) fn put_run(&self, b: &mut Batch, r: &RunRecord) -> Result<(), StoreError> {
-        b.put_json(RUNS, &r.run_id, r);
-        let running = r.status == RunStatus::Running;
-        let indexed = self
-            .running
-            .contains_key(&r.run_id)
-            .map_err(|e| self.err(e))?;
+        self.put_run_json(
+            b,
+            &r.run_id,
+            r.status == RunStatus::Running,
+            serde_json::to_vec(r).expect("records serialize"),
+        )
+    }
+
+    /// [`Sled::put_run`] of a record already in JSON: the store daemon stores its clients'
+    /// records as they wrote them.
+    pub(super) fn put_run_json(
+        &self,
+        b: &mut Batch,
+        run_id: &str,
+        running: bool,
+        json: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        b.put(RUNS, run_id, json);
+        let indexed = self.running.contains_key(run_id).map_err(|e| self.err(e))?;
         match (running, indexed) {
-            (true, false) => b.put(RUNNING, &r.run_id, Vec::new()),
-            (false, true) => b.remove(RUNNING, &r.run_id),
+            (true, false) => b.put(RUNNING, run_id, Vec::new()),
+            (false, true) => b.remove(RUNNING, run_id),
             _ => {}
         }
         Ok(())

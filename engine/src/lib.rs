@@ -12,6 +12,7 @@ pub mod drill;
 pub mod executor;
 pub mod host;
 pub mod input;
+pub mod later;
 pub mod pickup;
 pub mod private;
 pub mod runbook;

@@ -13,6 +13,7 @@ impl Run<'_> {
         timeout: Duration,
         observer: &mut dyn Observer,
     ) -> Decision {
+        crate::later::drop_now();
         observer.on_event(&Event::ApprovalRequested {
             id,
             prompt,

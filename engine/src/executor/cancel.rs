@@ -101,6 +101,8 @@ impl Cancel {
 
     /// Sleeps, unless cancelled first. Returns false when cancelled.
     pub async fn sleep(&self, d: Duration) -> bool {
+        // A run's waits are where its last call's store goes, if nothing took it before.
+        crate::later::drop_now();
         tokio::select! {
             _ = tokio::time::sleep(d) => !self.is_cancelled(),
             _ = self.cancelled() => false,

@@ -301,6 +301,17 @@ pub fn new_run_id() -> String {
 pub async fn execute(
     host: &PluginHost,
     plan: &Plan,
+    opts: RunOptions,
+    observer: &mut dyn Observer,
+) -> Option<RunReport> {
+    // What the run's calls leave until it waits (`crate::later`) goes with the run at the
+    // latest.
+    crate::later::scope(run_plan(host, plan, opts, observer)).await
+}
+
+async fn run_plan(
+    host: &PluginHost,
+    plan: &Plan,
     mut opts: RunOptions,
     observer: &mut dyn Observer,
 ) -> Option<RunReport> {

@@ -246,6 +246,9 @@ impl PluginHost {
         // The call's memory limit is drawn from the host's budget before it starts, so calls
         // running together never hold more than the budget (the semaphore is never closed).
         // The permit goes with the call, wherever it runs, until it has ended.
+        // The run's last call's store goes first: its memory slot is then free for this
+        // one (warm), and its share of the budget is not waited for by its own run.
+        crate::later::drop_now();
         let mib = u32::try_from(sandbox.memory.div_ceil(1 << 20))
             .unwrap_or(u32::MAX)
             .clamp(1, self.memory_budget_mib);
@@ -280,17 +283,24 @@ impl PluginHost {
         // this outer bound is the backstop for anything that slips through both.
         let backstop = sandbox.timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
         let pre = plugin.pre.clone();
+        let later = placement == Placement::Here;
         let drive = async move {
-            let _memory = memory;
             let (http, name, sandbox, step, output) = seed;
             let state = state_of(http, name, sandbox, step, output, started);
             let mut store = store_of(&engine, state);
             let raw = tokio::time::timeout(backstop, run(&pre, &mut store, &wit_ctx, &call)).await;
-            // What the call is recorded with is kept; the rest of its state (its WASI context,
-            // resource table, grants) is dropped here too, not on the caller's thread: for a
-            // fleet that is the run's thread, which records every target (it was 7% of that
-            // thread's time in a fleet of trivial targets).
-            (Findings::of(store.into_data().caps), raw)
+            let findings = Findings::take(&mut store.data_mut().caps);
+            // The store (its instance's memory reset, the rest of its state) and the call's
+            // share of the budget go together. A run's own call leaves them for the run's
+            // next wait (`crate::later`: while its next write waits for the disk). Calls made
+            // together drop them at once, where they ran: on the call threads, not on the
+            // run's, which records every target (it was 7% of that thread's time in a fleet
+            // of trivial targets); and none of them waits for the budget while another's
+            // leftover holds it.
+            if later {
+                crate::later::keep(Box::new((store, memory)));
+            }
+            (findings, raw)
         };
         let pool = match placement {
             Placement::Here => None,
@@ -378,12 +388,12 @@ struct Findings {
 }
 
 impl Findings {
-    fn of(caps: super::caps::CapState) -> Findings {
+    fn take(caps: &mut super::caps::CapState) -> Findings {
         Findings {
-            denied: caps.denied,
-            logs: caps.logs,
+            denied: caps.denied.take(),
+            logs: std::mem::take(&mut caps.logs),
             logs_dropped: caps.logs_dropped,
-            uses: caps.uses,
+            uses: std::mem::take(&mut caps.uses),
         }
     }
 }
@@ -480,7 +490,8 @@ async fn run(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// On the caller's thread: one call at a time gains nothing from a hand-off between
-    /// threads, and pays for it.
+    /// threads, and pays for it. Inside a run, the call's store is dropped at the run's next
+    /// wait ([`crate::later`]), so calls placed here must not overlap within a run.
     Here,
     /// On the host's call threads, one per core: calls made together (a fleet's targets)
     /// use every core instead of taking turns on one.

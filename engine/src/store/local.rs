@@ -366,6 +366,9 @@ fn exchange(
     let mut line = serde_json::to_vec(request).expect("requests serialize");
     line.push(b'\n');
     conn.writer.write_all(&line)?;
+    // While the daemon works (a durable append: its `fdatasync`), the run's last call's
+    // store is dropped: that work is off the step's path.
+    crate::later::drop_now();
     if watch && conn.reader.buffer().is_empty() {
         watch_socket(conn.reader.get_ref().as_raw_fd(), WATCH);
     }

@@ -479,6 +479,9 @@ impl Sled {
         if entries.is_empty() {
             return Err(super::backend::nothing_to_append(&self.shown, run_id));
         }
+        // In the process, the write's `fdatasync` is on the run's own thread: the run's last
+        // call's store (`crate::later`) goes first rather than hold its memory through it.
+        crate::later::drop_now();
         let seq = self.write(|b| {
             let seq = self.append_all_to(b, run_id, entries)?;
             if let Some(r) = record {

@@ -162,8 +162,11 @@ impl Postgres {
         Ok(store)
     }
 
+    /// Every append takes it, first dropping the run's last call's store (`crate::later`):
+    /// it would otherwise hold its memory through the database's round trip.
     fn append_lock(&self, run_id: &str) -> std::sync::MutexGuard<'_, ()> {
         use std::hash::{Hash, Hasher};
+        crate::later::drop_now();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         run_id.hash(&mut h);
         self.append_locks[(h.finish() % APPEND_STRIPES as u64) as usize]

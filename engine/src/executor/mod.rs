@@ -298,15 +298,15 @@ pub fn new_run_id() -> String {
 /// gate that finds its undo view cancelled fails), before a caller racing this future against
 /// [`Cancel::aborted`] notices it; deciding it here keeps the cut-off gate from being reported
 /// as a failed rollback.
-pub async fn execute(
-    host: &PluginHost,
-    plan: &Plan,
+pub fn execute<'a>(
+    host: &'a PluginHost,
+    plan: &'a Plan,
     opts: RunOptions,
-    observer: &mut dyn Observer,
-) -> Option<RunReport> {
+    observer: &'a mut dyn Observer,
+) -> impl Future<Output = Option<RunReport>> + 'a {
     // What the run's calls leave until it waits (`crate::later`) goes with the run at the
-    // latest.
-    crate::later::scope(run_plan(host, plan, opts, observer)).await
+    // latest. Not an `async fn`, which would hold the run's future twice (see `scope`).
+    crate::later::scope(run_plan(host, plan, opts, observer))
 }
 
 async fn run_plan(
@@ -697,4 +697,40 @@ fn backoff(retry: &crate::runbook::Retry, attempt: u32) -> Duration {
         .map_or(0, |d| d.subsec_nanos());
     let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
     base.mul_f64(fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_runs_future_holds_its_plan_once() {
+        let host = PluginHost::new(crate::host::HostConfig {
+            cache_dir: None,
+            max_instances: 1,
+            ..crate::host::HostConfig::default()
+        })
+        .unwrap();
+        let text = "[runbook]\nname = \"one\"\n\n[plugins.probe]\nsource = \"builtin:http-probe\"\n\
+                    grants = { http = [\"127.0.0.1:9\"] }\n\n[[steps]]\nid = \"probe\"\n\
+                    uses = \"probe\"\nwith = { url = \"http://127.0.0.1:9/\" }\n";
+        let source = crate::runbook::Source {
+            path: std::path::Path::new("one.toml"),
+            text,
+        };
+        let plan = crate::runbook::plan(&host, &source, &crate::runbook::PlanOptions::default())
+            .await
+            .unwrap();
+        let mut quiet = |_: &Event<'_>| {};
+        let inner =
+            std::mem::size_of_val(&run_plan(&host, &plan, RunOptions::default(), &mut quiet));
+        let outer =
+            std::mem::size_of_val(&execute(&host, &plan, RunOptions::default(), &mut quiet));
+        // Every run in flight is one of these (1,000 in `medic serve`): a wrapper that held
+        // the run's future twice made each 4 KiB larger.
+        assert!(
+            outer < inner + 256,
+            "a run's future is {outer} bytes, the run inside it {inner}"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 mod api;
 mod authoring;
 mod aws;
+mod budget;
 mod canary;
 pub mod cli;
 mod drills;

@@ -213,3 +213,76 @@ fn a_run_waiting_between_attempts_holds_none_of_the_hosts_budget() {
         assert_eq!(a.steps[0].attempts.len(), 1, "{:?}", a.steps);
     });
 }
+
+#[test]
+fn a_cancelled_run_asking_whether_to_roll_back_holds_none_of_the_hosts_budget() {
+    use medic::executor::{Cancel, Event, RunOptions};
+    use std::sync::{Arc, Mutex};
+    let rt = crate::support::runtime();
+    rt.block_on(async {
+        // Room for one 64 MiB call at a time.
+        let (host, _) = hostile_within(64 << 20).await;
+        let host = Arc::new(host);
+        let asked = hostile_plan(
+            &host,
+            &format!(
+                "[plugins.c]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n{OK_STEP}\n{}\n\
+                 [[rollback]]\nid = \"undo\"\nuses = \"h\"\nwith = {{ mode = \"ok\" }}\n\n\
+                 [[verify]]\nid = \"fine\"\nuses = \"c\"\n",
+                medic::host::fixtures::SCRIPTED_CHECK,
+                OK_STEP.replace("\"ok\"\nuses", "\"ok2\"\nuses")
+            ),
+        )
+        .await;
+        let other = Arc::new(hostile_plan(&host, OK_STEP).await);
+        let cancel = Cancel::new();
+        // The other run's report, from inside the question: a responder thinking it over
+        // (a prompt blocks the run's thread) while another run needs the whole budget.
+        let other_report = Arc::new(Mutex::new(None));
+        let confirm_rollback = {
+            let (host, other, other_report) = (host.clone(), other.clone(), other_report.clone());
+            Box::new(move || {
+                let report = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(tokio::time::timeout(
+                        Duration::from_secs(30),
+                        medic::executor::execute(
+                            &host,
+                            &other,
+                            RunOptions::default(),
+                            &mut |_: &Event<'_>| {},
+                        ),
+                    ))
+                });
+                *other_report.lock().unwrap() = Some(report);
+                false
+            })
+        };
+        let stop = cancel.clone();
+        let report = medic::executor::execute(
+            &host,
+            &asked,
+            RunOptions {
+                cancel: cancel.clone(),
+                confirm_rollback,
+                ..RunOptions::default()
+            },
+            // Cancelled once its first call is done, so it asks before the second.
+            &mut |e: &Event<'_>| {
+                if let Event::StepFinished { .. } = e {
+                    stop.cancel();
+                }
+            },
+        )
+        .await
+        .expect("cancelled, not aborted");
+        assert!(report.steps[0].status.is_success(), "{:?}", report.steps);
+        let other = other_report
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the run asked whether to roll back")
+            .expect("a call waited for the memory of a run asking whether to roll back")
+            .expect("not aborted");
+        assert!(all_succeeded(&other), "{:?}", other.steps);
+    });
+}

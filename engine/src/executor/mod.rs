@@ -469,6 +469,9 @@ async fn run_plan(
         }
         let has_rollback_path =
             plan.steps.iter().any(|s| s.rollback.is_some()) || !plan.rollback.is_empty();
+        // The question may wait on a responder for minutes: the last call's store (its
+        // memory, its share of the budget) goes first.
+        crate::later::drop_now();
         rollback_wanted = has_rollback_path && confirm_rollback();
     }
 

@@ -215,7 +215,8 @@ impl Run<'_> {
             let step = &plan.steps[i];
             let Some(rb) = &step.rollback else { continue };
             if let Some(fleet) = &step.fleet {
-                ok &= self.rollback_fleet(step, fleet, rb, observer).await;
+                // Boxed: held inline, every run in flight would carry a fleet's future.
+                ok &= Box::pin(self.rollback_fleet(step, fleet, rb, observer)).await;
                 continue;
             }
             let id = format!("{}.rollback", step.id);

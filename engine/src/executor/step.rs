@@ -219,9 +219,15 @@ impl Run<'_> {
             };
             // The host masks the run's secrets in everything the call produced before
             // returning it (and before tracing any of it); the real outputs come separately.
-            self.host
-                .invoke_on(&pp.plugin, call, &ctx, &sandbox, placement)
-                .await
+            // Boxed: the call's future (its store being made, wasmtime's) is most of a step's,
+            // and a run's future is as large as its largest step; held inline, every run in
+            // flight carried it while it waited (a gate, a backoff, an approval), not only
+            // while it called.
+            Box::pin(
+                self.host
+                    .invoke_on(&pp.plugin, call, &ctx, &sandbox, placement),
+            )
+            .await
         };
         let outputs = match invocation.unmasked_outputs.take() {
             Some(real) => Some(real),
@@ -314,7 +320,8 @@ impl Run<'_> {
             plugin: &pp.alias,
         });
         if let Some(fleet) = &step.fleet {
-            self.fleet(step, fleet, &ctx, &mut report, observer).await;
+            // Boxed, as a call is (`call`): a fleet's future is the largest a step has.
+            Box::pin(self.fleet(step, fleet, &ctx, &mut report, observer)).await;
             return self.finish(step, report, started, observer);
         }
         let params = match self.render(&step.with, &ctx) {

@@ -114,6 +114,24 @@ async fn hostile_plan(host: &medic::host::PluginHost, steps: &str) -> medic::run
 
 const OK_STEP: &str = "[[steps]]\nid = \"ok\"\nuses = \"h\"\nwith = { mode = \"ok\" }\n";
 
+/// A run of `plan` with the default options, given 30 s: a call waiting for memory that
+/// another run holds would wait forever.
+async fn bounded_run(
+    host: &medic::host::PluginHost,
+    plan: &medic::runbook::Plan,
+) -> Result<Option<medic::executor::RunReport>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        medic::executor::execute(
+            host,
+            plan,
+            medic::executor::RunOptions::default(),
+            &mut |_: &medic::executor::Event<'_>| {},
+        ),
+    )
+    .await
+}
+
 fn all_succeeded(report: &medic::executor::RunReport) -> bool {
     report.steps.iter().all(|s| s.status.is_success())
 }
@@ -191,16 +209,7 @@ fn a_run_waiting_between_attempts_holds_none_of_the_hosts_budget() {
             attempted.await.unwrap();
             // The first run now waits ten minutes for its second attempt; this one's call
             // needs the whole budget meanwhile.
-            let b = tokio::time::timeout(
-                Duration::from_secs(30),
-                medic::executor::execute(
-                    &host,
-                    &other,
-                    RunOptions::default(),
-                    &mut |_: &Event<'_>| {},
-                ),
-            )
-            .await;
+            let b = bounded_run(&host, &other).await;
             cancel.cancel();
             b
         };
@@ -243,15 +252,7 @@ fn a_cancelled_run_asking_whether_to_roll_back_holds_none_of_the_hosts_budget() 
             let (host, other, other_report) = (host.clone(), other.clone(), other_report.clone());
             Box::new(move || {
                 let report = tokio::task::block_in_place(|| {
-                    tokio::runtime::Handle::current().block_on(tokio::time::timeout(
-                        Duration::from_secs(30),
-                        medic::executor::execute(
-                            &host,
-                            &other,
-                            RunOptions::default(),
-                            &mut |_: &Event<'_>| {},
-                        ),
-                    ))
+                    tokio::runtime::Handle::current().block_on(bounded_run(&host, &other))
                 });
                 *other_report.lock().unwrap() = Some(report);
                 false

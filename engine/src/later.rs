@@ -9,8 +9,9 @@
 //! PostgreSQL (before it: it would otherwise hold its memory through the write), the run's
 //! next call (before it takes a memory slot, so it reuses the warm one and never waits for
 //! the memory this one holds), the run's next wait (a backoff, a gate's interval, an
-//! approval, the question whether to roll back a cancelled run) and the run's end. Outside a run (a plugin's manifest call), and for calls made
-//! together (a fleet's), it is dropped at once.
+//! approval, the question whether to roll back a cancelled run) and the run's end. Outside
+//! a run (a plugin's manifest call), and for calls made together (a fleet's), it is dropped
+//! at once.
 
 use std::cell::RefCell;
 use std::future::Future;

@@ -277,6 +277,15 @@ fn a_cancelled_run_asking_whether_to_roll_back_holds_none_of_the_hosts_budget() 
         .await
         .expect("cancelled, not aborted");
         assert!(report.steps[0].status.is_success(), "{:?}", report.steps);
+        // Told no: the second step skipped as cancelled, nothing rolled back or verified.
+        let ids: Vec<&str> = report.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["ok", "ok2"], "{:?}", report.steps);
+        assert!(
+            matches!(&report.steps[1].status, medic::executor::StepStatus::Skipped { reason }
+                if reason == medic::executor::CANCELLED_SKIP),
+            "{:?}",
+            report.steps[1]
+        );
         let other = other_report
             .lock()
             .unwrap()

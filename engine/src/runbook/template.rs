@@ -101,7 +101,8 @@ pub fn render(
 }
 
 /// Whether `source` renders as itself: no `{` (every delimiter starts with one) and no
-/// trailing line break (minijinja drops one, `\n`, `\r\n` or a lone `\r`).
+/// trailing line break (minijinja drops one, `\n`, `\r\n` or a lone `\r`). True of the
+/// syntax and settings of [`environment`], which every caller of [`render`] passes.
 fn is_plain(source: &str) -> bool {
     !source.contains('{') && !source.ends_with(['\n', '\r'])
 }
@@ -388,6 +389,9 @@ mod tests {
             "a\r\n",
             "\n",
             "a\n\n",
+            "a\n\r",
+            "a\r\r",
+            "a}}b",
             "{",
             "a{b",
             "{{ target }}",

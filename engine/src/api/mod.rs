@@ -86,6 +86,20 @@ async fn started(
     }
 }
 
+/// Runs `work` to its end even if the client goes away meanwhile: hyper drops a handler's
+/// future when its connection closes, so an approval, cancel or pick-up that reached the
+/// server could otherwise stop half-way (between finding the run and writing the decision)
+/// with nothing recorded, and the person who clicked would not know it was lost.
+pub(crate) async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(work).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => panic!("medic serve is stopping: the request was not finished"),
+    }
+}
+
 /// Binds and serves the API until the returned task is aborted. Refuses plain HTTP on an
 /// address that is not loopback, and unreadable TLS files, before anything listens.
 pub async fn start(

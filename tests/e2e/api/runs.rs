@@ -418,3 +418,73 @@ pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
     assert!(stderr(&o).contains("use https"), "{}", stderr(&o));
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// An approval sent by a client that hangs up at once (a closed laptop, a dropped link) is
+/// carried out and audited all the same: the server does not stop half-way with the
+/// connection, which would leave the run waiting and nobody knowing the click was lost.
+#[test]
+fn an_approval_whose_client_hangs_up_at_once_is_carried_out_and_audited() {
+    use std::io::Write;
+    let site = Site::new();
+    site.runbook(
+        "hold",
+        "",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\n\
+         approval = { timeout = \"60s\", prompt = \"go on?\" }\n",
+    );
+    let ops = site.token("ops", &["--role", "admin"]);
+    let (serve, api) = site.serve(false);
+    let (status, started) = api.post("/runs", &ops, serde_json::json!({ "runbook": "hold" }));
+    assert_eq!(status, 202, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let waiting = || {
+        api.get("/approvals", &ops).1["approvals"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
+    for _ in 0..100 {
+        if waiting() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(waiting(), "{}", api.get("/approvals", &ops).1);
+
+    // The whole request, then the connection closed without reading the answer.
+    let url = reqwest::Url::parse(&api.base).unwrap();
+    let body = r#"{"reason":"INC-9: go"}"#;
+    let mut tcp =
+        std::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap())).unwrap();
+    write!(
+        tcp,
+        "POST {}/approvals/{id}/approve HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ops}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        url.path(),
+        url.authority(),
+        body.len()
+    )
+    .unwrap();
+    drop(tcp);
+
+    let mut run = serde_json::Value::Null;
+    for _ in 0..100 {
+        run = api.get(&format!("/runs/{id}"), &ops).1;
+        if run["run"]["status"] != "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(run["run"]["status"], "succeeded", "{run}");
+    let (_, audit) = api.get("/audit?limit=1000", &ops);
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["who"] == "token:ops"
+                && e["action"] == format!("POST /api/v1/approvals/{id}/approve")
+                && e["result"] == "ok"),
+        "{audit}"
+    );
+    assert_eq!(serve.stop(), Some(0));
+}

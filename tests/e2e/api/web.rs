@@ -98,19 +98,19 @@ fn a_responder_follows_a_run_live_and_an_approver_lets_it_go_from_another_sessio
     api.rt.block_on(async {
         let a = browser(&driver).await;
         login(&a, &ui, &responder).await;
-        let runs = a.source().await.unwrap();
-        assert!(
-            runs.contains(&id[..10]) && runs.contains("running"),
-            "{runs}"
-        );
+        // Waited for, not read once: the list reloads itself every 3 s while a run is under
+        // way, and a read during that reload sees a blank document.
+        wait_until(&a, "the run in the list", |_, s| {
+            s.contains(&id[..10]) && s.contains("running")
+        })
+        .await;
         shot(&a, "runs").await;
         // Filters: the last hour has it, another runbook's name does not.
         a.goto(&format!("{ui}/runs?since=1h")).await.unwrap();
-        let page = a.source().await.unwrap();
-        assert!(
-            page.contains(&id[..10]) && page.contains("value=\"1h\" selected"),
-            "{page}"
-        );
+        wait_until(&a, "the run in the last hour", |_, s| {
+            s.contains(&id[..10]) && s.contains("value=\"1h\" selected")
+        })
+        .await;
         a.goto(&format!("{ui}/runs?since=1h&runbook=other"))
             .await
             .unwrap();
@@ -145,6 +145,11 @@ fn a_responder_follows_a_run_live_and_an_approver_lets_it_go_from_another_sessio
             .await
             .unwrap();
         click(&b, Locator::XPath("//button[text()='Approve']")).await;
+        // The decision's answer has come back before this session goes elsewhere.
+        wait_until(&b, "the approval's answer", |_, s| {
+            s.contains("Approved so far: token:lead") || s.contains("Nothing waits for an approval")
+        })
+        .await;
         // Taken by the run within moments; the page says so once reloaded.
         let mut taken = false;
         for _ in 0..50 {

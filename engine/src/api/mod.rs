@@ -86,11 +86,12 @@ async fn started(
     }
 }
 
-/// Runs `work` to its end even if the client goes away meanwhile: hyper drops a handler's
-/// future when its connection closes, so an approval, cancel or pick-up that reached the
-/// server could otherwise stop half-way (between finding the run and writing the decision)
-/// with nothing recorded, and the person who clicked would not know it was lost.
-pub(crate) async fn to_the_end<T: Send + 'static>(
+/// Runs `work` to its end even if its connection is dropped meanwhile. Half-close (see
+/// `serve_connection`) keeps hyper from dropping a request whose client only closed its side;
+/// this covers every other way a handler's future can be dropped (a reset, the server
+/// stopping), so an approval, cancel or pick-up that reached the server never stops half-way
+/// (between finding the run and writing the decision) with nothing recorded.
+async fn to_the_end<T: Send + 'static>(
     work: impl std::future::Future<Output = T> + Send + 'static,
 ) -> T {
     match tokio::spawn(work).await {
@@ -207,6 +208,10 @@ where
 {
     let service = hyper_util::service::TowerToHyperService::new(app);
     let _ = hyper::server::conn::http1::Builder::new()
+        // A client that sends its whole request and closes (a script, `curl` killed at once,
+        // a closed laptop) still gets it carried out: without half-close, hyper reads the EOF
+        // while the handler runs and drops the request, possibly before the handler started.
+        .half_close(true)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIME)
         .max_buf_size(MAX_HEADERS.max(8192))

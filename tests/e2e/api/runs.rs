@@ -423,7 +423,6 @@ pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
 /// carried out and audited all the same: the server does not stop half-way with the
 /// connection, which would leave the run waiting and nobody knowing the click was lost.
 #[test]
-#[ignore = "fails under load: hyper can still drop the request before the handler starts (see issue 22's note, session 23); run with --ignored"]
 fn an_approval_whose_client_hangs_up_at_once_is_carried_out_and_audited() {
     use std::io::Write;
     let site = Site::new();

@@ -16,26 +16,54 @@ mod steps;
 
 use medic::host::{Call, CallContext, HostConfig, PluginHost, PluginSource, Sandbox, Value};
 
-/// Counts heap bytes in use (and the peak since a reset), for memory per concurrent run.
+/// Counts heap bytes in use (and the peak since a reset), for memory per concurrent run; only
+/// between [`heap_from_here`] and [`heap_peak_since`]: counted always, every allocation of
+/// every thread would update the same two counters, and the fleet rows (a run's thread and
+/// the call threads allocating at once) measured that contention, not Medic.
 struct Counting;
 
-static HEAP_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-static HEAP_PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+// Signed: a block allocated before counting started may be freed while it counts.
+static HEAP_NOW: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+static HEAP_PEAK: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
 
-// SAFETY: delegates to the system allocator; the counters are plain atomics.
+// SAFETY: delegates to the allocator the `medic` binary uses; the counters are plain atomics.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = HEAP_NOW.fetch_add(layout.size(), Relaxed) + layout.size();
-        HEAP_PEAK.fetch_max(now, Relaxed);
+        if COUNTING.load(Relaxed) {
+            let size = layout.size() as isize;
+            let now = HEAP_NOW.fetch_add(size, Relaxed) + size;
+            HEAP_PEAK.fetch_max(now, Relaxed);
+        }
         // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.alloc(layout) }
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        HEAP_NOW.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        if COUNTING.load(Relaxed) {
+            HEAP_NOW.fetch_sub(layout.size() as isize, Relaxed);
+        }
         // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
+}
+
+/// Starts counting the heap: what [`heap_peak_since`] is given.
+fn heap_from_here() -> isize {
+    use std::sync::atomic::Ordering::Relaxed;
+    COUNTING.store(true, Relaxed);
+    let now = HEAP_NOW.load(Relaxed);
+    HEAP_PEAK.store(now, Relaxed);
+    now
+}
+
+/// The most heap in use since `before` ([`heap_from_here`]) beyond what was in use then; stops
+/// counting.
+fn heap_peak_since(before: isize) -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    COUNTING.store(false, Relaxed);
+    HEAP_PEAK.load(Relaxed).saturating_sub(before).max(0) as usize
 }
 
 #[global_allocator]
@@ -498,9 +526,7 @@ fn main() {
         let mut samples = Vec::new();
         let mut per_run = Vec::new();
         for _ in 0..many_n {
-            use std::sync::atomic::Ordering::Relaxed;
-            let before = HEAP_NOW.load(Relaxed);
-            HEAP_PEAK.store(before, Relaxed);
+            let before = heap_from_here();
             let t = Instant::now();
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async {
@@ -531,7 +557,7 @@ fn main() {
                 }
             });
             samples.push(t.elapsed());
-            per_run.push((HEAP_PEAK.load(Relaxed).saturating_sub(before) / scale) as u64);
+            per_run.push((heap_peak_since(before) / scale) as u64);
         }
         per_run.sort_unstable();
         memory_note = Some(format!(

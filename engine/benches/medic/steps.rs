@@ -299,7 +299,6 @@ pub fn fleet_memory(
     host: &PluginHost,
     small: usize,
 ) -> Option<String> {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut figures = Vec::new();
     for recorded in [false, true] {
         for n in [small, small * 10] {
@@ -316,8 +315,7 @@ pub fn fleet_memory(
             } else {
                 &mut unrecorded
             };
-            let before = super::HEAP_NOW.load(Relaxed);
-            super::HEAP_PEAK.store(before, Relaxed);
+            let before = super::heap_from_here();
             let report = rt
                 .block_on(medic::executor::execute(
                     host,
@@ -326,7 +324,7 @@ pub fn fleet_memory(
                     observer,
                 ))
                 .expect("nothing aborts the benchmark");
-            let peak = super::HEAP_PEAK.load(Relaxed).saturating_sub(before);
+            let peak = super::heap_peak_since(before);
             assert_eq!(report.outcome, medic::executor::RunOutcome::Succeeded);
             assert!(recorder.error.is_none());
             figures.push(format!(

@@ -58,12 +58,12 @@ fn heap_from_here() -> isize {
     now
 }
 
-/// The most heap in use since `before` ([`heap_from_here`]) beyond what was in use then; stops
-/// counting.
+/// The most heap in use since `before` ([`heap_from_here`]) beyond what was in use then (the
+/// peak starts there and only grows); stops counting.
 fn heap_peak_since(before: isize) -> usize {
     use std::sync::atomic::Ordering::Relaxed;
     COUNTING.store(false, Relaxed);
-    HEAP_PEAK.load(Relaxed).saturating_sub(before).max(0) as usize
+    (HEAP_PEAK.load(Relaxed) - before) as usize
 }
 
 #[global_allocator]

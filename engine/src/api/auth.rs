@@ -221,40 +221,31 @@ pub async fn authenticate(
     let who = caller.who();
     let changes = request.method() != Method::GET && request.method() != Method::HEAD;
     request.extensions_mut().insert(caller);
-    let answer = async move {
-        let response = match tokio::time::timeout(HANDLING_TIME, next.run(request)).await {
-            Ok(r) => r,
-            Err(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!(
-                    "not answered within {}",
-                    humantime::format_duration(HANDLING_TIME)
-                ),
-            )
-            .into_response(),
-        };
-        let status = response.status();
-        let result = match response.extensions().get::<AuditNote>() {
-            Some(AuditNote(note)) if status.is_client_error() => format!("denied: {note}"),
-            Some(AuditNote(note)) => format!("error: {note}"),
-            None if status.is_success() => "ok".to_owned(),
-            None => format!("status {}", status.as_u16()),
-        };
-        // A change or a refusal must be on disk before the answer; a read need not wait for it.
-        let durable = changes || status == StatusCode::FORBIDDEN;
-        if let Err(e) = state.audit.append(&who, &action, &from, &result, durable) {
-            tracing::error!("{e}");
-        }
-        response
+    let response = match tokio::time::timeout(HANDLING_TIME, next.run(request)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "not answered within {}",
+                humantime::format_duration(HANDLING_TIME)
+            ),
+        )
+        .into_response(),
     };
-    // A change that reached the server is carried out and audited even if its client leaves
-    // before the answer; a read the client no longer waits for may stop.
-    if changes {
-        super::to_the_end(answer).await
-    } else {
-        answer.await
+    let status = response.status();
+    let result = match response.extensions().get::<AuditNote>() {
+        Some(AuditNote(note)) if status.is_client_error() => format!("denied: {note}"),
+        Some(AuditNote(note)) => format!("error: {note}"),
+        None if status.is_success() => "ok".to_owned(),
+        None => format!("status {}", status.as_u16()),
+    };
+    // A change or a refusal must be on disk before the answer; a read need not wait for it.
+    let durable = changes || status == StatusCode::FORBIDDEN;
+    if let Err(e) = state.audit.append(&who, &action, &from, &result, durable) {
+        tracing::error!("{e}");
     }
+    response
 }
 
 /// `Query`, with a malformed query string answered as a JSON 400 like every other error.

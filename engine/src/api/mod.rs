@@ -86,21 +86,6 @@ async fn started(
     }
 }
 
-/// Runs `work` to its end even if its connection is dropped meanwhile. Half-close (see
-/// `serve_connection`) keeps hyper from dropping a request whose client only closed its side;
-/// this covers every other way a handler's future can be dropped (a reset, the server
-/// stopping), so an approval, cancel or pick-up that reached the server never stops half-way
-/// (between finding the run and writing the decision) with nothing recorded.
-async fn to_the_end<T: Send + 'static>(
-    work: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
-    match tokio::spawn(work).await {
-        Ok(v) => v,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => panic!("medic serve is stopping: the request was not finished"),
-    }
-}
-
 /// Binds and serves the API until the returned task is aborted. Refuses plain HTTP on an
 /// address that is not loopback, and unreadable TLS files, before anything listens.
 pub async fn start(
@@ -209,8 +194,10 @@ where
     let service = hyper_util::service::TowerToHyperService::new(app);
     let _ = hyper::server::conn::http1::Builder::new()
         // A client that sends its whole request and closes (a script, `curl` killed at once,
-        // a closed laptop) still gets it carried out: without half-close, hyper reads the EOF
-        // while the handler runs and drops the request, possibly before the handler started.
+        // a closed laptop, a browser navigating away) still gets it carried out and audited:
+        // without half-close, hyper reads the EOF while the request is handled and drops it,
+        // possibly half-way (between finding the run and writing the decision) or before the
+        // handler started. This covers every route, the API's and the web UI's alike.
         .half_close(true)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIME)

@@ -288,41 +288,33 @@ pub async fn run_action(
             .to_string()
             .into_bytes(),
     );
-    // Carried out and audited even if the browser leaves before the answer (see `to_the_end`).
-    let result = {
-        let state = state.clone();
-        super::super::to_the_end(async move {
-            let result = match action.as_str() {
-                "cancel" => super::super::routes::cancel_run(
-                    AxumState(state.clone()),
-                    Extension(caller),
-                    Path(id.clone()),
-                    axum::body::Bytes::from_static(b"{}"),
-                )
-                .await
-                .map(|_| ()),
-                "resume" | "rollback" => super::super::pickup::resume_or_rollback(
-                    state.clone(),
-                    caller,
-                    id.clone(),
-                    body,
-                    action == "rollback",
-                )
-                .await
-                .map(|_| ()),
-                _ => Err(ApiError::not_found(format!("no action `{action}`"))),
-            };
-            audit(
-                &state,
-                &who,
-                &format!("POST /ui/runs/{id}/{action}"),
-                peer.0,
-                &result,
-            );
-            result
-        })
+    let result = match action.as_str() {
+        "cancel" => super::super::routes::cancel_run(
+            AxumState(state.clone()),
+            Extension(caller),
+            Path(id.clone()),
+            axum::body::Bytes::from_static(b"{}"),
+        )
         .await
+        .map(|_| ()),
+        "resume" | "rollback" => super::super::pickup::resume_or_rollback(
+            state.clone(),
+            caller,
+            id.clone(),
+            body,
+            action == "rollback",
+        )
+        .await
+        .map(|_| ()),
+        _ => Err(ApiError::not_found(format!("no action `{action}`"))),
     };
+    audit(
+        &state,
+        &who,
+        &format!("POST /ui/runs/{id}/{action}"),
+        peer.0,
+        &result,
+    );
     match result {
         Ok(()) => Redirect::to(&back).into_response(),
         Err(e) => refused(e, &back),
@@ -406,29 +398,15 @@ pub async fn decide(
             .to_string()
             .into_bytes(),
     );
-    // Decided and audited even if the browser leaves before the answer (see `to_the_end`).
-    let result = {
-        let (state, id) = (state.clone(), id.clone());
-        super::super::to_the_end(async move {
-            let result: Result<Json<Value>, ApiError> = super::super::routes::decide(
-                state.clone(),
-                user.caller,
-                id.clone(),
-                body,
-                approved,
-            )
-            .await;
-            audit(
-                &state,
-                &who,
-                &format!("POST /ui/approvals/{id}/{decision}"),
-                peer.0,
-                &result,
-            );
-            result
-        })
-        .await
-    };
+    let result: Result<Json<Value>, ApiError> =
+        super::super::routes::decide(state.clone(), user.caller, id.clone(), body, approved).await;
+    audit(
+        &state,
+        &who,
+        &format!("POST /ui/approvals/{id}/{decision}"),
+        peer.0,
+        &result,
+    );
     match result {
         Ok(_) => Redirect::to("/ui/approvals").into_response(),
         Err(e) => refused(e, "/ui/approvals"),

@@ -235,7 +235,11 @@ pub fn steps_and_fleets(
         let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
         let mut groups = 0usize;
-        for _ in 0..fleet_n + 1 {
+        let mut cpu_from = None;
+        for i in 0..fleet_n + 1 {
+            if i == 1 {
+                cpu_from = threads_cpu();
+            }
             let mut quiet = |_: &medic::executor::Event<'_>| {};
             let mut recorder = recorder(&store, &mut quiet);
             // Counted as the recorder is told them: a target told with none after it
@@ -267,6 +271,17 @@ pub fn steps_and_fleets(
                 "{name}: {:.1} targets flushed together on average",
                 (scale * (fleet_n + 1)) as f64 / groups.max(1) as f64
             ));
+            if let (Some(from), Some(to)) = (cpu_from, threads_cpu()) {
+                // Threads that ended between are not counted (none of the run's or the call
+                // threads do).
+                let per = |k: usize| fmt(to[k].saturating_sub(from[k]) / (scale * fleet_n) as u32);
+                notes.push(format!(
+                    "{name}: CPU a target: the run's thread {}, the call threads {}, others {}",
+                    per(0),
+                    per(1),
+                    per(2)
+                ));
+            }
         }
         results.push(Stats {
             name,
@@ -276,6 +291,33 @@ pub fn steps_and_fleets(
     }
 
     notes
+}
+
+/// The CPU time this process's threads have had (Linux: `/proc/self/task/*/schedstat`, in
+/// ns, finer than the clock ticks of `stat`): this thread's (where the bench drives a run),
+/// the call threads', the others' (the store daemon's are another process's). Wall time on a shared machine moves with its neighbours;
+/// where each target's CPU goes does not, and says which thread to make cheaper.
+fn threads_cpu() -> Option<[std::time::Duration; 3]> {
+    let this = std::fs::read_link("/proc/thread-self").ok()?;
+    let this = this.file_name()?.to_owned();
+    let mut cpu = [std::time::Duration::ZERO; 3];
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let task = task.ok()?;
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let kind = if task.file_name() == this {
+            0
+        } else if comm.trim() == "medic-call" {
+            1
+        } else {
+            2
+        };
+        cpu[kind] += std::time::Duration::from_nanos(ns);
+    }
+    Some(cpu)
 }
 
 /// A runbook of one fleet step over `n` targets of the trivial plugin, `concurrency` at a

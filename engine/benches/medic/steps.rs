@@ -295,8 +295,9 @@ pub fn steps_and_fleets(
 
 /// The CPU time this process's threads have had (Linux: `/proc/self/task/*/schedstat`, in
 /// ns, finer than the clock ticks of `stat`): this thread's (where the bench drives a run),
-/// the call threads', the others' (the store daemon's are another process's). Wall time on a shared machine moves with its neighbours;
-/// where each target's CPU goes does not, and says which thread to make cheaper.
+/// the call threads', the others' (the store daemon's are another process's). Wall time on
+/// a shared machine moves with its neighbours; where each target's CPU goes does not, and
+/// says which thread to make cheaper.
 fn threads_cpu() -> Option<[std::time::Duration; 3]> {
     let this = std::fs::read_link("/proc/thread-self").ok()?;
     let this = this.file_name()?.to_owned();

@@ -189,6 +189,11 @@ pub fn steps_and_fleets(
         results.push(stats);
     }
 
+    // The fleet's calls alone, without the executor or the store: on a call thread one at a
+    // time (the hand-off between threads, beside a call on the caller's thread), then 50 at a
+    // time (both call threads busy, many instances in turn), as a fleet places them.
+    calls_on_workers(rt, host, results, iters, scale, &mut notes);
+
     // A fleet step over many targets, durably recorded (each target's end is flushed): one
     // at a time, then many at once.
     // Then targets whose calls each wait 10 ms (as a real call waits on the network), where
@@ -291,6 +296,91 @@ pub fn steps_and_fleets(
     }
 
     notes
+}
+
+/// Sandboxed calls placed on the host's call threads ([`medic::host::Placement::Workers`]),
+/// one at a time and 50 at a time, per call, with where the CPU went for the latter.
+fn calls_on_workers(
+    rt: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    results: &mut Vec<Stats>,
+    iters: &dyn Fn(&str, usize, usize) -> usize,
+    scale: usize,
+    notes: &mut Vec<String>,
+) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    use medic::host::{Call, CallContext, Placement, Sandbox, Value};
+    let plugin = rt
+        .block_on(host.load(
+            &medic::host::PluginSource::File(medic::host::fixtures::HOSTILE.into()),
+            None,
+        ))
+        .unwrap();
+    let params = vec![("mode".to_string(), Value::Text("ok".into()))];
+    let ctx = CallContext {
+        run_id: "bench".into(),
+        step_id: "s".into(),
+        attempt: 1,
+        environment: "bench".into(),
+        dry_run: false,
+    };
+    let sandbox = Sandbox::default();
+    let call = || {
+        host.invoke_on(
+            &plugin,
+            Call::Run {
+                params: params.clone(),
+            },
+            &ctx,
+            &sandbox,
+            Placement::Workers,
+        )
+    };
+    let one = "sandboxed call on a call thread, one at a time";
+    results.push(measure(one, iters(one, 10_000, 20), None, || {
+        assert!(rt.block_on(call()).result.is_ok());
+    }));
+    let many = "sandboxed calls on the call threads, 50 at a time: per call";
+    let rounds = iters(many, 5, 1);
+    if rounds == 0 {
+        return;
+    }
+    let mut samples = Vec::new();
+    let mut cpu_from = None;
+    for i in 0..rounds + 1 {
+        if i == 1 {
+            cpu_from = threads_cpu();
+        }
+        let t = Instant::now();
+        rt.block_on(async {
+            let mut running = FuturesUnordered::new();
+            let mut started = 0;
+            while started < scale || !running.is_empty() {
+                while running.len() < 50 && started < scale {
+                    running.push(call());
+                    started += 1;
+                }
+                let inv = running.next().await.expect("a call in flight");
+                assert!(inv.result.is_ok());
+            }
+        });
+        samples.push(t.elapsed() / scale as u32);
+    }
+    samples.remove(0); // the warm-up
+    if let (Some(from), Some(to)) = (cpu_from, threads_cpu()) {
+        let per = |k: usize| fmt(to[k].saturating_sub(from[k]) / (scale * rounds) as u32);
+        notes.push(format!(
+            "{many}: CPU a call: the caller's thread {}, the call threads {}, others {}",
+            per(0),
+            per(1),
+            per(2)
+        ));
+    }
+    results.push(Stats {
+        name: many,
+        samples,
+        goal: None,
+    });
 }
 
 /// The CPU time this process's threads have had (Linux: `/proc/self/task/*/schedstat`, in

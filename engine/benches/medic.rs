@@ -194,6 +194,39 @@ fn recorder<'a>(
     )
 }
 
+/// The trivial call the call rows make: the hostile fixture told to succeed at once, in a
+/// fresh sandbox with the default limits.
+struct TrivialCall {
+    plugin: medic::host::Plugin,
+    params: medic::host::Values,
+    ctx: CallContext,
+    sandbox: Sandbox,
+}
+
+impl TrivialCall {
+    fn load(rt: &tokio::runtime::Runtime, host: &PluginHost) -> TrivialCall {
+        let hostile = PluginSource::File(medic::host::fixtures::HOSTILE.into());
+        TrivialCall {
+            plugin: rt.block_on(host.load(&hostile, None)).unwrap(),
+            params: vec![("mode".to_string(), Value::Text("ok".into()))],
+            ctx: CallContext {
+                run_id: "bench".into(),
+                step_id: "s".into(),
+                attempt: 1,
+                environment: "bench".into(),
+                dry_run: false,
+            },
+            sandbox: Sandbox::default(),
+        }
+    }
+
+    fn call(&self) -> Call {
+        Call::Run {
+            params: self.params.clone(),
+        }
+    }
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     // `cargo bench -p medic -- NAME...` runs only the benchmarks whose name contains one of
@@ -214,7 +247,6 @@ fn main() {
         .build()
         .unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let hostile = PluginSource::File(medic::host::fixtures::HOSTILE.into());
     let probe = PluginSource::Builtin("http-probe".into());
     let mut results = Vec::new();
 
@@ -300,16 +332,7 @@ fn main() {
     ));
 
     // One call: a fresh sandboxed instance per call, as every step gets.
-    let plugin = rt.block_on(host.load(&hostile, None)).unwrap();
-    let params = vec![("mode".to_string(), Value::Text("ok".into()))];
-    let ctx = CallContext {
-        run_id: "bench".into(),
-        step_id: "s".into(),
-        attempt: 1,
-        environment: "bench".into(),
-        dry_run: false,
-    };
-    let sandbox = Sandbox::default();
+    let trivial = TrivialCall::load(&rt, &host);
     results.push(measure(
         "fresh sandboxed instance + call (trivial plugin)",
         iters(
@@ -320,12 +343,10 @@ fn main() {
         Some(Duration::from_micros(15)),
         || {
             let inv = rt.block_on(host.invoke(
-                &plugin,
-                Call::Run {
-                    params: params.clone(),
-                },
-                &ctx,
-                &sandbox,
+                &trivial.plugin,
+                trivial.call(),
+                &trivial.ctx,
+                &trivial.sandbox,
             ));
             assert!(inv.result.is_ok());
         },
@@ -335,7 +356,7 @@ fn main() {
         iters("the same work natively (the floor)", 10_000, 20),
         None,
         || {
-            let mode = black_box(&params)[0].1.clone();
+            let mode = black_box(&trivial.params)[0].1.clone();
             let outcome = match mode {
                 Value::Text(m) if m == "ok" => Ok(black_box(String::from("ok"))),
                 _ => Err(()),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use medic::host::PluginHost;
 
-use super::{Stats, fmt, measure, plan_of, recorder};
+use super::{Stats, TrivialCall, fmt, measure, plan_of, recorder};
 
 /// The floor's name in the results.
 pub const FLOOR: &str = "raw write + fdatasync, 300 bytes (the disk's floor)";
@@ -68,32 +68,16 @@ pub fn steps_and_fleets(
     let both = FLOOR_AND_CALL;
     let both_n = iters(both, 2_000, 20);
     if both_n > 0 {
-        let plugin = rt
-            .block_on(host.load(
-                &medic::host::PluginSource::File(medic::host::fixtures::HOSTILE.into()),
-                None,
-            ))
-            .unwrap();
-        let params = vec![("mode".to_string(), medic::host::Value::Text("ok".into()))];
-        let ctx = medic::host::CallContext {
-            run_id: "bench".into(),
-            step_id: "s".into(),
-            attempt: 1,
-            environment: "bench".into(),
-            dry_run: false,
-        };
-        let sandbox = medic::host::Sandbox::default();
+        let trivial = TrivialCall::load(rt, host);
         results.push(measure(both, both_n, None, || {
             std::os::unix::fs::FileExt::write_all_at(&floor_file, &[7u8; 300], at).unwrap();
             floor_file.sync_data().unwrap();
             at = (at + 300) % (FLOOR_SPACE - 300);
             let inv = rt.block_on(host.invoke(
-                &plugin,
-                medic::host::Call::Run {
-                    params: params.clone(),
-                },
-                &ctx,
-                &sandbox,
+                &trivial.plugin,
+                trivial.call(),
+                &trivial.ctx,
+                &trivial.sandbox,
             ));
             assert!(inv.result.is_ok());
         }));
@@ -276,15 +260,11 @@ pub fn steps_and_fleets(
                 "{name}: {:.1} targets flushed together on average",
                 (scale * (fleet_n + 1)) as f64 / groups.max(1) as f64
             ));
-            if let (Some(from), Some(to)) = (cpu_from, threads_cpu()) {
-                // Threads that ended between are not counted (none of the run's or the call
-                // threads do).
-                let per = |k: usize| fmt(to[k].saturating_sub(from[k]) / (scale * fleet_n) as u32);
+            if let Some([run, calls, others]) =
+                cpu_from.and_then(|from| cpu_split(from, scale * fleet_n))
+            {
                 notes.push(format!(
-                    "{name}: CPU a target: the run's thread {}, the call threads {}, others {}",
-                    per(0),
-                    per(1),
-                    per(2)
+                    "{name}: CPU a target: the run's thread {run}, the call threads {calls}, others {others}"
                 ));
             }
         }
@@ -309,31 +289,14 @@ fn calls_on_workers(
     notes: &mut Vec<String>,
 ) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
-    use medic::host::{Call, CallContext, Placement, Sandbox, Value};
-    let plugin = rt
-        .block_on(host.load(
-            &medic::host::PluginSource::File(medic::host::fixtures::HOSTILE.into()),
-            None,
-        ))
-        .unwrap();
-    let params = vec![("mode".to_string(), Value::Text("ok".into()))];
-    let ctx = CallContext {
-        run_id: "bench".into(),
-        step_id: "s".into(),
-        attempt: 1,
-        environment: "bench".into(),
-        dry_run: false,
-    };
-    let sandbox = Sandbox::default();
+    let trivial = TrivialCall::load(rt, host);
     let call = || {
         host.invoke_on(
-            &plugin,
-            Call::Run {
-                params: params.clone(),
-            },
-            &ctx,
-            &sandbox,
-            Placement::Workers,
+            &trivial.plugin,
+            trivial.call(),
+            &trivial.ctx,
+            &trivial.sandbox,
+            medic::host::Placement::Workers,
         )
     };
     let one = "sandboxed call on a call thread, one at a time";
@@ -367,13 +330,9 @@ fn calls_on_workers(
         samples.push(t.elapsed() / scale as u32);
     }
     samples.remove(0); // the warm-up
-    if let (Some(from), Some(to)) = (cpu_from, threads_cpu()) {
-        let per = |k: usize| fmt(to[k].saturating_sub(from[k]) / (scale * rounds) as u32);
+    if let Some([this, calls, others]) = cpu_from.and_then(|from| cpu_split(from, scale * rounds)) {
         notes.push(format!(
-            "{many}: CPU a call: the caller's thread {}, the call threads {}, others {}",
-            per(0),
-            per(1),
-            per(2)
+            "{many}: CPU a call: the caller's thread {this}, the call threads {calls}, others {others}"
         ));
     }
     results.push(Stats {
@@ -381,6 +340,16 @@ fn calls_on_workers(
         samples,
         goal: None,
     });
+}
+
+/// The CPU each kind of thread ([`threads_cpu`]) has had since `from`, per one of `n`,
+/// shown. Threads that ended between are not counted (none of the run's or the call
+/// threads do).
+fn cpu_split(from: [std::time::Duration; 3], n: usize) -> Option<[String; 3]> {
+    let to = threads_cpu()?;
+    Some(std::array::from_fn(|k| {
+        fmt(to[k].saturating_sub(from[k]) / n as u32)
+    }))
 }
 
 /// The CPU time this process's threads have had (Linux: `/proc/self/task/*/schedstat`, in

@@ -243,6 +243,21 @@ impl PluginHost {
         sandbox: &Sandbox,
         placement: Placement,
     ) -> Invocation {
+        self.invoke_owned(plugin, call, ctx.clone(), sandbox.clone(), placement)
+            .await
+    }
+
+    /// [`PluginHost::invoke_on`] with the context and sandbox given away: a run makes both
+    /// for each call, and the call's store takes them, so nothing of them is copied (a
+    /// fleet's run thread makes one call per target).
+    pub async fn invoke_owned(
+        &self,
+        plugin: &Plugin,
+        call: Call,
+        ctx: CallContext,
+        sandbox: Sandbox,
+        placement: Placement,
+    ) -> Invocation {
         // The call's memory limit is drawn from the host's budget before it starts, so calls
         // running together never hold more than the budget (the semaphore is never closed).
         // The permit goes with the call, wherever it runs, until it has ended.
@@ -258,30 +273,32 @@ impl PluginHost {
         // The store is made, used and dropped (its instance's memory reset) where the call
         // runs: all of it is the call's work.
         let engine = self.engine.clone();
-        let seed = (
-            self.http.clone(),
-            plugin.manifest.name.clone(),
-            sandbox.clone(),
-            ctx.step_id.clone(),
-            output.clone(),
-        );
+        let timeout = sandbox.timeout;
+        let redactor = sandbox.redactor.clone();
         let deadline_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d + sandbox.timeout)
+            .map(|d| d + timeout)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let wit_ctx = bindings::types::Context {
-            run_id: ctx.run_id.clone(),
             step_id: ctx.step_id.clone(),
+            run_id: ctx.run_id,
             attempt: ctx.attempt,
-            environment: ctx.environment.clone(),
+            environment: ctx.environment,
             dry_run: ctx.dry_run,
-            timeout_ms: sandbox.timeout.as_millis() as u64,
+            timeout_ms: timeout.as_millis() as u64,
             deadline_unix_ms,
         };
+        let seed = (
+            self.http.clone(),
+            plugin.manifest.name.clone(),
+            sandbox,
+            ctx.step_id,
+            output.clone(),
+        );
         // Epoch interruption stops wasm code and host calls check the deadline themselves;
         // this outer bound is the backstop for anything that slips through both.
-        let backstop = sandbox.timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
+        let backstop = timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
         let pre = plugin.pre.clone();
         let later = placement == Placement::Here;
         let drive = async move {
@@ -316,10 +333,8 @@ impl PluginHost {
         let (result, findings) = match done {
             Ok((findings, raw)) => {
                 let result = match raw {
-                    Err(_) => Err(Failure::Timeout {
-                        after: sandbox.timeout,
-                    }),
-                    Ok(Err(err)) => Err(classify(&err, sandbox.timeout, &captured)),
+                    Err(_) => Err(Failure::Timeout { after: timeout }),
+                    Ok(Err(err)) => Err(classify(&err, timeout, &captured)),
                     Ok(Ok(Err(plugin_error))) => Err(Failure::from_wit(plugin_error)),
                     Ok(Ok(Ok(outcome))) => Ok(Outcome::from_wit(outcome)),
                 };
@@ -358,7 +373,7 @@ impl PluginHost {
             duration_us: started.elapsed().as_micros() as u64,
             unmasked_outputs: None,
         };
-        if !sandbox.redactor.is_empty()
+        if !redactor.is_empty()
             && let Ok(o) = &inv.result
         {
             let mut real = o.clone();
@@ -366,7 +381,7 @@ impl PluginHost {
             inv.unmasked_outputs = Some(real.outputs);
         }
         // Masked before bounded: a secret straddling a cut is not half kept.
-        sandbox.redactor.invocation(&mut inv);
+        redactor.invocation(&mut inv);
         match &mut inv.result {
             Ok(o) => o.bound(),
             Err(f) => f.bound(),

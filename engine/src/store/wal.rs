@@ -160,15 +160,25 @@ impl Wal {
 
     /// Writes one frame (not synced); returns its sequence number. Callers write one frame at
     /// a time, in the order they change sled (the store's writer lock).
+    #[cfg(test)]
     pub(super) fn append(&self, body: &[u8]) -> Result<u64, WalError> {
+        let mut frame = Frame::with_capacity(body.len());
+        frame.0.extend_from_slice(body);
+        self.append_frame(&mut frame)
+    }
+
+    /// [`Wal::append`] of a frame whose body was made in place ([`encode`]): its head is
+    /// filled in here, so the body (a fleet's group of targets is tens of KiB) is not copied
+    /// again on its way to the file.
+    pub(super) fn append_frame(&self, frame: &mut Frame) -> Result<u64, WalError> {
         self.check()?;
         let mut tail = lock(&self.tail);
         let seq = tail.next_seq;
-        let mut frame = Vec::with_capacity(FRAME_HEAD + body.len());
-        frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-        frame.extend_from_slice(&checksum(seq, body).to_le_bytes());
-        frame.extend_from_slice(&seq.to_le_bytes());
-        frame.extend_from_slice(body);
+        let (head, body) = frame.0.split_at_mut(FRAME_HEAD);
+        head[..4].copy_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+        head[4..8].copy_from_slice(&checksum(seq, body).to_le_bytes());
+        head[8..].copy_from_slice(&seq.to_le_bytes());
+        let frame = &frame.0;
         let needed = tail.end + frame.len() as u64;
         if needed > tail.allocated {
             let to = needed.next_multiple_of(GROW_BYTES);
@@ -188,7 +198,7 @@ impl Wal {
         // A frame written in part (a full disk) is torn: replay stops there, and nothing after
         // it was acknowledged because the log is broken from here on.
         self.file
-            .write_all_at(&frame, tail.end)
+            .write_all_at(frame, tail.end)
             .map_err(|e| self.fail(e))?;
         tail.end += frame.len() as u64;
         tail.next_seq += 1;
@@ -356,21 +366,40 @@ pub(super) struct Change {
 
 /// Encodes changes as a frame body: per change, tree (u8), kind (0 remove, 1 put), key
 /// length (u32) and key, then for a put value length (u32) and value.
-pub(super) fn encode(changes: &[Change]) -> Vec<u8> {
+pub(super) fn encode(changes: &[Change]) -> Frame {
     let size: usize = changes
         .iter()
         .map(|c| 10 + c.key.len() + c.value.as_ref().map_or(0, Vec::len))
         .sum();
-    let mut out = Vec::with_capacity(size);
+    let mut frame = Frame::with_capacity(size);
+    let out = &mut frame.0;
     for c in changes {
         out.push(c.tree);
         out.push(u8::from(c.value.is_some()));
-        put_bytes(&mut out, &c.key);
+        put_bytes(out, &c.key);
         if let Some(v) = &c.value {
-            put_bytes(&mut out, v);
+            put_bytes(out, v);
         }
     }
-    out
+    frame
+}
+
+/// One frame as it goes to the file: room for its head (filled in by [`Wal::append_frame`],
+/// which alone knows the sequence number), then its body.
+pub(super) struct Frame(Vec<u8>);
+
+impl Frame {
+    fn with_capacity(body: usize) -> Frame {
+        let mut bytes = Vec::with_capacity(FRAME_HEAD + body);
+        bytes.resize(FRAME_HEAD, 0);
+        Frame(bytes)
+    }
+
+    /// What [`decode`] reads back.
+    #[cfg(test)]
+    fn body(&self) -> &[u8] {
+        &self.0[FRAME_HEAD..]
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -431,8 +460,9 @@ mod tests {
             },
             put(0, "", ""),
         ];
-        assert_eq!(decode(&encode(&changes)).unwrap(), changes);
-        let body = encode(&changes);
+        assert_eq!(decode(encode(&changes).body()).unwrap(), changes);
+        let frame = encode(&changes);
+        let body = frame.body();
         assert!(decode(&body[..body.len() - 1]).is_none());
         assert!(decode(&[1, 7, 0, 0, 0, 0]).is_none());
     }

@@ -24,7 +24,7 @@ pub trait KvJournal: Send + Sync {
 #[derive(Clone, Default)]
 pub struct KvSpace {
     map: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-    journal: Option<(Arc<dyn KvJournal>, String)>,
+    journal: Option<(Arc<dyn KvJournal>, Arc<str>)>,
 }
 
 impl std::fmt::Debug for KvSpace {
@@ -50,7 +50,7 @@ impl KvSpace {
     ) -> Self {
         KvSpace {
             map: Arc::new(Mutex::new(entries)),
-            journal: journal.map(|j| (j, space.to_owned())),
+            journal: journal.map(|j| (j, Arc::from(space))),
         }
     }
 

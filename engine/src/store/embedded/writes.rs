@@ -221,7 +221,7 @@ impl Sled {
             return Ok(result);
         }
         self.wal
-            .append(&wal::encode(&batch.changes))
+            .append_frame(&mut wal::encode(&batch.changes))
             .map_err(|e| StoreError::of_wal(self.shown.clone(), e))?;
         let applied = self.apply(batch.changes);
         if !batch.next_seqs.is_empty() {

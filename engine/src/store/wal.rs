@@ -158,8 +158,7 @@ impl Wal {
         WalError::Io(e)
     }
 
-    /// Writes one frame (not synced); returns its sequence number. Callers write one frame at
-    /// a time, in the order they change sled (the store's writer lock).
+    /// [`Wal::append_frame`] of a body given as bytes (copied into a frame).
     #[cfg(test)]
     pub(super) fn append(&self, body: &[u8]) -> Result<u64, WalError> {
         let mut frame = Frame::with_capacity(body.len());
@@ -167,9 +166,10 @@ impl Wal {
         self.append_frame(&mut frame)
     }
 
-    /// [`Wal::append`] of a frame whose body was made in place ([`encode`]): its head is
-    /// filled in here, so the body (a fleet's group of targets is tens of KiB) is not copied
-    /// again on its way to the file.
+    /// Writes one frame (not synced); returns its sequence number. Callers write one frame at
+    /// a time, in the order they change sled (the store's writer lock). The frame's body was
+    /// made in place ([`encode`]) and its head is filled in here, so the body (a fleet's
+    /// group of targets is tens of KiB) is not copied again on its way to the file.
     pub(super) fn append_frame(&self, frame: &mut Frame) -> Result<u64, WalError> {
         self.check()?;
         let mut tail = lock(&self.tail);
@@ -364,7 +364,7 @@ pub(super) struct Change {
     pub(super) value: Option<Vec<u8>>,
 }
 
-/// Encodes changes as a frame body: per change, tree (u8), kind (0 remove, 1 put), key
+/// Encodes changes as a frame's body, after room for its head: per change, tree (u8), kind (0 remove, 1 put), key
 /// length (u32) and key, then for a put value length (u32) and value.
 pub(super) fn encode(changes: &[Change]) -> Frame {
     let size: usize = changes

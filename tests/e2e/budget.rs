@@ -74,7 +74,13 @@ fn a_call_on_the_call_threads_that_is_given_up_stops_there_and_frees_its_memory(
         // Given up (as a run that stops drops its calls) while it computes on a call thread.
         let given_up = tokio::time::timeout(
             Duration::from_millis(500),
-            host.invoke_on(&plugin, looping, &ctx, &sb, Placement::Workers),
+            host.invoke_on(
+                &plugin,
+                looping,
+                ctx.clone(),
+                sb.clone(),
+                Placement::Workers,
+            ),
         )
         .await;
         assert!(given_up.is_err(), "an endless call ended: {given_up:?}");
@@ -83,7 +89,7 @@ fn a_call_on_the_call_threads_that_is_given_up_stops_there_and_frees_its_memory(
         for placement in [Placement::Workers, Placement::Here] {
             let next = tokio::time::timeout(
                 Duration::from_secs(30),
-                host.invoke_on(&plugin, ok.clone(), &ctx, &sb, placement),
+                host.invoke_on(&plugin, ok.clone(), ctx.clone(), sb.clone(), placement),
             )
             .await
             .expect("the call given up still holds its memory: it is still running");

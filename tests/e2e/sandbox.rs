@@ -28,7 +28,13 @@ fn hostile(
         for placement in [Placement::Workers, Placement::Here] {
             let started = Instant::now();
             let inv = host
-                .invoke_on(&plugin, run_call(&params), &ctx(mode), &sandbox, placement)
+                .invoke_on(
+                    &plugin,
+                    run_call(&params),
+                    ctx(mode),
+                    sandbox.clone(),
+                    placement,
+                )
                 .await;
             took = took.max(started.elapsed());
             made.push(inv);
@@ -360,7 +366,7 @@ fn commands_run_only_as_granted_with_an_empty_environment_and_die_at_their_timeo
                 params.extend(extra);
                 let call = run_call(&params);
                 let (host, plugin, sb) = (host.clone(), &plugin, sb.clone());
-                async move { host.invoke_on(plugin, call, &ctx("cmd"), &sb, placement).await }
+                async move { host.invoke_on(plugin, call, ctx("cmd"), sb, placement).await }
             };
             let ok = run("/bin/echo", &["hello", "world"], vec![]).await;
             let outcome = ok.result.unwrap();
@@ -428,7 +434,7 @@ fn a_granted_shell_leaves_no_process_behind_at_its_deadline_or_its_end() {
                 params.push(("timeout", Value::Duration(t)));
             }
             let inv = host
-                .invoke_on(&plugin, run_call(&params), &ctx("sh"), &sb, placement)
+                .invoke_on(&plugin, run_call(&params), ctx("sh"), sb.clone(), placement)
                 .await;
             assert_eq!(inv.capability_uses.len(), 1, "{:?}", inv.result);
             if timeout.is_none() {

@@ -294,8 +294,8 @@ fn calls_on_workers(
         host.invoke_on(
             &trivial.plugin,
             trivial.call(),
-            &trivial.ctx,
-            &trivial.sandbox,
+            trivial.ctx.clone(),
+            trivial.sandbox.clone(),
             medic::host::Placement::Workers,
         )
     };

@@ -744,8 +744,8 @@ mod tests {
         let call = std::mem::size_of_val(&host.invoke_on(
             &plan.plugins[0].plugin,
             crate::host::Call::Run { params: Vec::new() },
-            &ctx,
-            &crate::host::Sandbox::default(),
+            ctx,
+            crate::host::Sandbox::default(),
             crate::host::Placement::Here,
         ));
         // A run waiting (a gate, a backoff, an approval) holds its future, whose size is its

@@ -225,7 +225,7 @@ impl Run<'_> {
             // while it called.
             Box::pin(
                 self.host
-                    .invoke_owned(&pp.plugin, call, ctx, sandbox, placement),
+                    .invoke_on(&pp.plugin, call, ctx, sandbox, placement),
             )
             .await
         };

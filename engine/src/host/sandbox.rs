@@ -230,27 +230,14 @@ impl PluginHost {
         ctx: &CallContext,
         sandbox: &Sandbox,
     ) -> Invocation {
-        self.invoke_on(plugin, call, ctx, sandbox, Placement::Here)
+        self.invoke_on(plugin, call, ctx.clone(), sandbox.clone(), Placement::Here)
             .await
     }
 
-    /// [`PluginHost::invoke`], placed as asked.
+    /// [`PluginHost::invoke`], placed as asked, with the context and sandbox given away: a
+    /// run makes both for each call and the call's store takes them, so nothing of them is
+    /// copied again (a fleet's run thread makes one call per target).
     pub async fn invoke_on(
-        &self,
-        plugin: &Plugin,
-        call: Call,
-        ctx: &CallContext,
-        sandbox: &Sandbox,
-        placement: Placement,
-    ) -> Invocation {
-        self.invoke_owned(plugin, call, ctx.clone(), sandbox.clone(), placement)
-            .await
-    }
-
-    /// [`PluginHost::invoke_on`] with the context and sandbox given away: a run makes both
-    /// for each call, and the call's store takes them, so nothing of them is copied (a
-    /// fleet's run thread makes one call per target).
-    pub async fn invoke_owned(
         &self,
         plugin: &Plugin,
         call: Call,

@@ -258,6 +258,30 @@ fn a_fleet_stops_starting_targets_after_max_errors_and_rolls_each_back_newest_fi
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
+    // Each target is undone with its own outputs, kept as the plugin returned them for the
+    // undo (a target that failed returned none).
+    let undone: Vec<(String, String)> = step_report(&record, "deploy.rollback")["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["target"].as_str().unwrap().to_owned(),
+                t["summary"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        undone,
+        [
+            ("web-5", "undid nothing"),
+            ("web-4", "undid web-4"),
+            ("web-3", "undid nothing"),
+            ("web-2", "undid web-2"),
+            ("web-1", "undid web-1"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
     // Each target's end was journaled as it happened, not only with the step.
     let journaled = record["journal"]
         .as_array()

@@ -67,7 +67,7 @@ fn http_deploy_deploys_reverts_and_honours_dry_run() {
         let host = host_with_cache(None);
         let plugin = load(&host, &PluginSource::Builtin("http-deploy".into())).await;
         let sandbox = Sandbox {
-            grants: grants(&addr, true),
+            grants: grants(&addr, true).into(),
             kv: KvSpace::new(),
             ..sandbox(Duration::from_secs(5))
         };
@@ -158,7 +158,7 @@ fn http_probe_judges_status_body_latency_and_reachability() {
         let host = host_with_cache(None);
         let plugin = load(&host, &PluginSource::Builtin("http-probe".into())).await;
         let sb = Sandbox {
-            grants: grants(&addr, false),
+            grants: grants(&addr, false).into(),
             ..sandbox(Duration::from_secs(5))
         };
         let probe = |extra: Vec<(String, Value)>| {
@@ -263,7 +263,7 @@ fn a_slow_version_is_caught_by_a_latency_bound() {
         let deploy = load(&host, &PluginSource::Builtin("http-deploy".into())).await;
         let probe = load(&host, &PluginSource::Builtin("http-probe".into())).await;
         let sb = Sandbox {
-            grants: grants(&addr, true),
+            grants: grants(&addr, true).into(),
             ..sandbox(Duration::from_secs(5))
         };
         let check = || {

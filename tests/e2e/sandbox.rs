@@ -184,7 +184,8 @@ fn request_to_an_ungranted_host_is_denied_without_traffic() {
                 tcp: vec![],
                 command: vec![],
                 kv: false,
-            },
+            }
+            .into(),
             ..sandbox(DEADLINE)
         };
         let url = format!("http://{}/steal", other.addr);
@@ -265,7 +266,8 @@ fn kv_without_grant_is_denied_and_with_grant_persists_across_calls() {
                 tcp: vec![],
                 command: vec![],
                 kv: true,
-            },
+            }
+            .into(),
             ..sandbox(DEADLINE)
         };
         for expected in 0..3i64 {
@@ -358,7 +360,7 @@ fn commands_run_only_as_granted_with_an_empty_environment_and_die_at_their_timeo
             ],
             ..Default::default()
         };
-        let sb = Sandbox { grants, ..sandbox(Duration::from_secs(5)) };
+        let sb = Sandbox { grants: grants.into(), ..sandbox(Duration::from_secs(5)) };
         // On the caller's thread, and on the call threads (a fleet's targets).
         for placement in [Placement::Here, Placement::Workers] {
             let run = |program: &str, args: &[&str], extra: Vec<(&str, Value)>| {
@@ -409,7 +411,7 @@ fn a_granted_shell_leaves_no_process_behind_at_its_deadline_or_its_end() {
             ..Default::default()
         };
         let sb = Sandbox {
-            grants,
+            grants: grants.into(),
             ..sandbox(Duration::from_secs(5))
         };
         // One shell ends at once, one is cut by its timeout; each leaves a background sleep.

@@ -33,7 +33,7 @@ fn prometheus_query_compares_with_thresholds_and_handles_empty_results() {
         let host = host_with_cache(None);
         let plugin = load(&host, &PluginSource::Builtin("prometheus-query".into())).await;
         let sb = Sandbox {
-            grants: grants(&prom.addr),
+            grants: grants(&prom.addr).into(),
             ..sandbox(Duration::from_secs(10))
         };
         let query = |q: &str, op: &str, t: f64, empty: &str| {
@@ -95,7 +95,7 @@ fn alertmanager_alerts_fail_while_matching_alerts_fire() {
 
         let host = host_with_cache(None);
         let plugin = load(&host, &PluginSource::Builtin("alertmanager-alerts".into())).await;
-        let sb = Sandbox { grants: grants(&am.addr), ..sandbox(Duration::from_secs(10)) };
+        let sb = Sandbox { grants: grants(&am.addr).into(), ..sandbox(Duration::from_secs(10)) };
         let check = |matchers: &[&str]| {
             let params = p(&[("url", text(&am.url())), ("matchers", Value::TextList(matchers.iter().map(|m| m.to_string()).collect()))]);
             let (host, plugin, sb) = (host.clone(), &plugin, sb.clone());
@@ -135,7 +135,8 @@ fn webhook_notify_posts_json_and_slack_payloads() {
                 tcp: vec![],
                 command: vec![],
                 kv: false,
-            },
+            }
+            .into(),
             ..sandbox(Duration::from_secs(5))
         };
         let post = |addr: std::net::SocketAddr, format: &str| {
@@ -276,7 +277,8 @@ fn caddy_upstreams_shifts_weighted_traffic_and_reverts() {
             grants: Grants {
                 kv: true,
                 ..grants(&caddy.addr)
-            },
+            }
+            .into(),
             kv: medic::host::KvSpace::new(),
             ..sandbox(Duration::from_secs(10))
         };
@@ -365,7 +367,7 @@ fn supervisor_restart_changes_the_pid_and_names_faults() {
         let host = host_with_cache(None);
         let plugin = load(&host, &PluginSource::Builtin("supervisor-restart".into())).await;
         let sb = Sandbox {
-            grants: grants(&sup.addr),
+            grants: grants(&sup.addr).into(),
             ..sandbox(Duration::from_secs(20))
         };
         let restart = |program: &str, password: &str| {
@@ -505,7 +507,8 @@ fn haproxy_weight_drains_and_reweights_servers_and_reverts() {
                 tcp: vec![haproxy.addr.parse().unwrap()],
                 kv: true,
                 ..Grants::default()
-            },
+            }
+            .into(),
             ..sandbox(Duration::from_secs(10))
         };
         let count = |n: usize| greens_of(&front, n);
@@ -588,7 +591,8 @@ fn haproxy_weight_drains_and_reweights_servers_and_reverts() {
             grants: Grants {
                 kv: true,
                 ..Grants::default()
-            },
+            }
+            .into(),
             ..sandbox(Duration::from_secs(5))
         };
         let denied = host

@@ -220,7 +220,10 @@ pub async fn run_example_with(
         medic::executor::RunOptions::default(),
         &mut |e: &medic::executor::Event<'_>| {
             if let medic::executor::Event::TargetFinished { id, target, .. } = e {
-                targets.push(((*id).to_owned(), (*target).clone()));
+                targets.push((
+                    (*id).to_owned(),
+                    medic::executor::TargetReport::clone(target),
+                ));
             }
         },
     )

@@ -395,13 +395,15 @@ fn fleet_runbook(n: usize, concurrency: usize, with: &str) -> String {
 /// The heap a fleet step holds at its peak, per target, for a fleet of `small` and of ten
 /// times as many targets (100 at a time), unrecorded (the engine alone) and recorded (with
 /// the embedded store's caches): bounded memory means a target costs its name and status,
-/// not its calls, and the store's caches stop at their size.
+/// not its calls, and the store's caches stop at their size. With it, the allocations a
+/// target costs: a count, unlike a time, that a noisy machine does not blur.
 pub fn fleet_memory(
     rt: &tokio::runtime::Runtime,
     host: &PluginHost,
     small: usize,
 ) -> Option<String> {
     let mut figures = Vec::new();
+    let mut allocations = Vec::new();
     for recorded in [false, true] {
         for n in [small, small * 10] {
             let dir = tempfile::tempdir().unwrap();
@@ -418,6 +420,7 @@ pub fn fleet_memory(
                 &mut unrecorded
             };
             let before = super::heap_from_here();
+            let allocs_before = super::allocs_so_far();
             let report = rt
                 .block_on(medic::executor::execute(
                     host,
@@ -426,19 +429,27 @@ pub fn fleet_memory(
                     observer,
                 ))
                 .expect("nothing aborts the benchmark");
+            let allocs_after = super::allocs_so_far();
             let peak = super::heap_peak_since(before);
             assert_eq!(report.outcome, medic::executor::RunOutcome::Succeeded);
             assert!(recorder.error.is_none());
+            let how = if recorded { "recorded" } else { "unrecorded" };
             figures.push(format!(
-                "{n} targets {}: {} ({} a target)",
-                if recorded { "recorded" } else { "unrecorded" },
+                "{n} targets {how}: {} ({} a target)",
                 medic::host::limits::format_bytes(peak as u64),
                 medic::host::limits::format_bytes((peak / n) as u64),
+            ));
+            let per_target = |from: u64, to: u64| (to - from) as f64 / n as f64;
+            allocations.push(format!(
+                "{n} targets {how}: {:.1} on the run's thread, {:.1} on all threads",
+                per_target(allocs_before.0, allocs_after.0),
+                per_target(allocs_before.1, allocs_after.1),
             ));
         }
     }
     Some(format!(
-        "peak heap of a fleet step, 100 at a time: {}",
-        figures.join("; ")
+        "peak heap of a fleet step, 100 at a time: {}\nallocations a fleet target, 100 at a time (the run's thread records every target): {}",
+        figures.join("; "),
+        allocations.join("; ")
     ))
 }

@@ -136,7 +136,7 @@ pub fn sanitize(e: &mut OwnedEvent) {
             in_place(note);
             invocation(&mut attempt.invocation);
         }
-        OwnedEvent::TargetFinished { target: t, .. } => target(t),
+        OwnedEvent::TargetFinished { target: t, .. } => target(std::sync::Arc::make_mut(t)),
         OwnedEvent::StepFinished { report: r } => report(r),
         OwnedEvent::RunFinished { report: r } => r.steps.iter_mut().for_each(report),
     }

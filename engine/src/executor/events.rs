@@ -1,6 +1,7 @@
 //! What a run reports as it goes: [`Event`]s for observers in this process, and
 //! [`OwnedEvent`]s for a process on the other end of `medic serve`'s socket.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -52,7 +53,9 @@ pub enum Event<'a> {
         id: &'a str,
         /// The plugin declaration called (`[plugins.NAME]`).
         plugin: &'a str,
-        target: &'a TargetReport,
+        /// Shared, so an observer that keeps it (the recorder, until its write is durable)
+        /// does not copy a report that can hold what the plugin logged and returned.
+        target: &'a Arc<TargetReport>,
         /// Another target's result follows at once (targets that finished together): an
         /// observer may make this one durable with the last of them, one flush for all.
         more: bool,
@@ -123,7 +126,8 @@ pub enum OwnedEvent {
         /// Empty from a medic that did not send it.
         #[serde(default)]
         plugin: String,
-        target: TargetReport,
+        #[serde(with = "super::shared")]
+        target: Arc<TargetReport>,
     },
     StepFinished {
         report: StepReport,
@@ -184,7 +188,7 @@ impl OwnedEvent {
             } => OwnedEvent::TargetFinished {
                 id: (*id).to_owned(),
                 plugin: (*plugin).to_owned(),
-                target: (*target).clone(),
+                target: Arc::clone(target),
             },
             Event::StepFinished { report } => OwnedEvent::StepFinished {
                 report: (*report).clone(),

@@ -3,6 +3,7 @@
 //! (its futures are not Send); their calls run on the host's call threads, on every core.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -37,8 +38,9 @@ pub(super) struct Job {
 
 /// One target's call, after.
 pub(super) struct Done {
-    pub(super) report: TargetReport,
-    /// Unmasked parameters and outputs: a revert needs the real values.
+    pub(super) report: Arc<TargetReport>,
+    /// Unmasked parameters and outputs when the step can be undone (a revert needs the real
+    /// values); none otherwise.
     pub(super) params: Values,
     pub(super) outputs: Option<Values>,
 }
@@ -79,8 +81,9 @@ impl Fanned {
         }
     }
 
-    /// A target that was told: what is kept of it.
-    pub(super) fn add(&mut self, report: TargetReport, raw: (Values, Option<Values>)) {
+    /// A target that was told: what is kept of it. Its name is taken from the report when
+    /// no observer kept the report, copied otherwise.
+    pub(super) fn add(&mut self, report: Arc<TargetReport>, raw: (Values, Option<Values>)) {
         let ran = !report.attempts.is_empty();
         let succeeded = report.status.is_success();
         let failed = report.status.is_failure();
@@ -92,8 +95,9 @@ impl Fanned {
             self.failures
                 .push(format!("{} ({})", report.target, report.summary));
         }
+        let target = Arc::try_unwrap(report).map_or_else(|kept| kept.target.clone(), |r| r.target);
         self.ended.push(Ended {
-            target: report.target,
+            target,
             ran,
             succeeded,
             failed,
@@ -224,7 +228,7 @@ impl Run<'_> {
                 .last()
                 .and_then(|a| a.invocation.result.as_ref().ok().map(|o| o.outputs.clone()));
             kept.push(Done {
-                report,
+                report: Arc::new(report),
                 params: job.call.params().clone(),
                 outputs,
             });
@@ -241,13 +245,15 @@ impl Run<'_> {
         // Shown (and journaled again) so the run's output lists every target.
         let resumed = kept.len();
         let mut fanned = Fanned::new(n, keep_raw);
-        for (i, d) in kept.into_iter().enumerate() {
+        for (i, d) in kept.iter().enumerate() {
             observer.on_event(&Event::TargetFinished {
                 id: &step.id,
                 plugin,
                 target: &d.report,
                 more: i + 1 < resumed,
             });
+        }
+        for d in kept {
             fanned.add(d.report, (d.params, d.outputs));
         }
         self.fan_out(
@@ -369,13 +375,14 @@ impl Run<'_> {
                 None
             }
         };
+        let keep = fanned.keep_raw;
         // Keeps `rate.concurrency` targets running while there are targets to start.
         let start = |running: &mut FuturesUnordered<_>,
                      pending: &mut std::vec::IntoIter<Job>,
                      errors: usize| {
             while running.len() < rate.concurrency && stop(errors).is_none() {
                 let Some(job) = pending.next() else { break };
-                running.push(self.one_target(plugin, id, timeout, rate, job));
+                running.push(self.one_target(plugin, id, timeout, rate, job, keep));
             }
         };
         loop {
@@ -408,21 +415,26 @@ impl Run<'_> {
                         .flatten(),
                 };
             }
+            // All told before any is let go: an observer holding them until the last one's
+            // flush (the recorder) has let go of them by then, and their names are moved, not
+            // copied.
             let last = finished.len() - 1;
-            for (i, d) in finished.into_iter().enumerate() {
+            for (i, d) in finished.iter().enumerate() {
                 observer.on_event(&Event::TargetFinished {
                     id,
                     plugin: alias,
                     target: &d.report,
                     more: i < last,
                 });
+            }
+            for d in finished {
                 fanned.add(d.report, (d.params, d.outputs));
             }
         }
         let reason = stop(errors).unwrap_or_default();
         let mut pending = pending.peekable();
         while let Some(job) = pending.next() {
-            let report = TargetReport {
+            let report = Arc::new(TargetReport {
                 target: job.target,
                 status: StepStatus::Skipped {
                     reason: reason.clone(),
@@ -432,7 +444,7 @@ impl Run<'_> {
                 duration: Duration::ZERO,
                 params: job.shown,
                 attempts: Vec::new(),
-            };
+            });
             observer.on_event(&Event::TargetFinished {
                 id,
                 plugin: alias,
@@ -443,7 +455,8 @@ impl Run<'_> {
         }
     }
 
-    /// One target's call, retried like a step.
+    /// One target's call, retried like a step; `keep`: what undoing it needs (its unmasked
+    /// parameters and outputs) is wanted.
     pub(super) async fn one_target(
         &self,
         plugin: usize,
@@ -451,18 +464,19 @@ impl Run<'_> {
         timeout: Duration,
         rate: Rate,
         job: Job,
+        keep: bool,
     ) -> Done {
         let started = Instant::now();
         let started_ms = self.elapsed_ms();
         // The plugin sees which target it works on in its context, and idempotency keys
         // built from the step id stay distinct per target.
-        let call_id = format!("{id}[{}]", job.target);
-        let (attempts, outputs) = self
-            .retried(plugin, &call_id, timeout, rate, &job.call)
+        let call_id = [id, "[", &job.target, "]"].concat();
+        let (attempts, outputs, call) = self
+            .retried(plugin, &call_id, timeout, rate, job.call, keep)
             .await;
         let last = &attempts.last().expect("at least one attempt").invocation;
         Done {
-            report: TargetReport {
+            report: Arc::new(TargetReport {
                 target: job.target,
                 status: status_of(last),
                 summary: summary_of_attempts(&attempts, rate.retry),
@@ -470,8 +484,8 @@ impl Run<'_> {
                 duration: started.elapsed(),
                 params: job.shown,
                 attempts,
-            },
-            params: job.call.into_params(),
+            }),
+            params: call.map(Call::into_params).unwrap_or_default(),
             outputs,
         }
     }

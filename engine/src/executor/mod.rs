@@ -155,6 +155,24 @@ impl StepReport {
     }
 }
 
+/// (De)serializes an `Arc<T>` as the `T` it shares. Serde's `rc` feature does the same, but
+/// turning it on changes serde for every crate of the build.
+pub(crate) mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+        T::serialize(v, s)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<T>, D::Error> {
+        T::deserialize(d).map(Arc::new)
+    }
+}
+
 /// One target of a fleet step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetReport {

@@ -123,7 +123,7 @@ impl Run<'_> {
         let mut fanned = Fanned::new(n, false);
         for (target, message) in broken {
             let summary = self.redactor().error_text(&message);
-            let report = TargetReport {
+            let report = std::sync::Arc::new(TargetReport {
                 target,
                 status: StepStatus::Errored {
                     failure: Failure::InvalidParams {
@@ -135,7 +135,7 @@ impl Run<'_> {
                 duration: Duration::ZERO,
                 params: Vec::new(),
                 attempts: Vec::new(),
-            };
+            });
             observer.on_event(&Event::TargetFinished {
                 id: &id,
                 plugin: &alias,
@@ -298,7 +298,7 @@ impl Run<'_> {
                 max_errors: None,
                 retry: undo_retry(step),
             };
-            let (attempts, _) = self.retried(plugin, &id, timeout, rate, &call).await;
+            let (attempts, ..) = self.retried(plugin, &id, timeout, rate, call, false).await;
             let last = &attempts.last().expect("at least one attempt").invocation;
             let report = StepReport {
                 id: id.clone(),

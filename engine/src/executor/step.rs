@@ -182,8 +182,9 @@ impl Run<'_> {
         self.reports.push(report);
     }
 
-    /// One sandboxed call. Returns the attempt as it may be shown (redacted) and the outputs
-    /// as the plugin returned them.
+    /// One sandboxed call. Returns the attempt as it may be shown (redacted) and, where
+    /// masking changed its outputs, the outputs as the plugin returned them (see
+    /// [`raw_outputs`]).
     pub(super) async fn call(
         &self,
         plugin: usize,
@@ -229,17 +230,14 @@ impl Run<'_> {
             )
             .await
         };
-        let outputs = match invocation.unmasked_outputs.take() {
-            Some(real) => Some(real),
-            None => invocation.result.as_ref().ok().map(|o| o.outputs.clone()),
-        };
+        let unmasked = invocation.unmasked_outputs.take();
         (
             Attempt {
                 number: attempt,
                 started_ms,
                 invocation,
             },
-            outputs,
+            unmasked,
         )
     }
 
@@ -397,15 +395,18 @@ impl Run<'_> {
     }
 
     /// Calls until an attempt ends in a way `rate.retry` does not retry, with the backoff
-    /// between attempts. Returns every attempt (at least one) and the last one's raw outputs.
+    /// between attempts. Returns every attempt (at least one) and, when `keep` asks for what
+    /// undoing the call needs, the last one's raw outputs and `call` back (else the last
+    /// attempt there can be takes it, instead of a copy of its parameters).
     pub(super) async fn retried(
         &self,
         plugin: usize,
         call_id: &str,
         timeout: Duration,
         rate: Rate,
-        call: &Call,
-    ) -> (Vec<Attempt>, Option<Values>) {
+        call: Call,
+        keep: bool,
+    ) -> (Vec<Attempt>, Option<Values>, Option<Call>) {
         let attempts = rate.retry.map_or(1, |r| r.attempts);
         // Calls made together (a fleet's targets) run on every core.
         let placement = if rate.concurrency > 1 {
@@ -414,13 +415,20 @@ impl Run<'_> {
             Placement::Here
         };
         let mut made = Vec::new();
-        let mut outputs = None;
+        let mut unmasked = None;
+        let mut call = Some(call);
         for n in 1..=attempts {
+            let this = if n == attempts && !keep {
+                call.take()
+            } else {
+                call.clone()
+            }
+            .expect("only the last attempt there can be takes the call");
             let (attempt, out) = self
-                .call(plugin, call.clone(), call_id, n, timeout, placement)
+                .call(plugin, this, call_id, n, timeout, placement)
                 .await;
             let again = n < attempts && retryable(&attempt.invocation, rate.retry);
-            outputs = out;
+            unmasked = out;
             made.push(attempt);
             if !again {
                 break;
@@ -430,7 +438,12 @@ impl Run<'_> {
                 break;
             }
         }
-        (made, outputs)
+        let outputs = if keep {
+            raw_outputs(made.last().expect("at least one attempt"), unmasked)
+        } else {
+            None
+        };
+        (made, outputs, call)
     }
 
     /// Runs every step of a section (rollback, verify, finally: a failure never stops the rest)
@@ -456,7 +469,7 @@ impl Run<'_> {
         let call = Call::Run {
             params: params.clone(),
         };
-        let (attempt, outputs) = self
+        let (attempt, unmasked) = self
             .call(
                 step.plugin,
                 call,
@@ -466,7 +479,7 @@ impl Run<'_> {
                 Placement::Here,
             )
             .await;
-        self.remember(&step.id, outputs);
+        self.remember(&step.id, raw_outputs(&attempt, unmasked));
         attempt
     }
 
@@ -480,4 +493,17 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// The outputs of `attempt` as its plugin returned them: `unmasked` (what [`Run::call`] gave
+/// back where masking changed them), else the attempt's own.
+fn raw_outputs(attempt: &Attempt, unmasked: Option<Values>) -> Option<Values> {
+    unmasked.or_else(|| {
+        attempt
+            .invocation
+            .result
+            .as_ref()
+            .ok()
+            .map(|o| o.outputs.clone())
+    })
 }

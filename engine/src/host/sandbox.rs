@@ -41,7 +41,7 @@ impl WasiView for StoreState {
 pub struct Sandbox {
     pub timeout: Duration,
     pub memory: u64,
-    pub grants: Grants,
+    pub grants: Arc<Grants>,
     pub kv: KvSpace,
     /// The run's secrets: masked in everything the call produces, before it is traced,
     /// truncated or returned.
@@ -53,7 +53,7 @@ impl Default for Sandbox {
         Sandbox {
             timeout: super::limits::DEFAULT_TIMEOUT,
             memory: super::limits::DEFAULT_MEMORY,
-            grants: Grants::default(),
+            grants: Arc::default(),
             kv: KvSpace::new(),
             redactor: Arc::default(),
         }
@@ -267,20 +267,11 @@ impl PluginHost {
             .map(|d| d + timeout)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let wit_ctx = bindings::types::Context {
-            step_id: ctx.step_id.clone(),
-            run_id: ctx.run_id,
-            attempt: ctx.attempt,
-            environment: ctx.environment,
-            dry_run: ctx.dry_run,
-            timeout_ms: timeout.as_millis() as u64,
-            deadline_unix_ms,
-        };
         let seed = (
             self.http.clone(),
             plugin.manifest.name.clone(),
             sandbox,
-            ctx.step_id,
+            ctx,
             output.clone(),
         );
         // Epoch interruption stops wasm code and host calls check the deadline themselves;
@@ -289,8 +280,18 @@ impl PluginHost {
         let pre = plugin.pre.clone();
         let later = placement == Placement::Here;
         let drive = async move {
-            let (http, name, sandbox, step, output) = seed;
-            let state = state_of(http, name, sandbox, step, output, started);
+            let (http, name, sandbox, ctx, output) = seed;
+            // Made where the call runs (for a fleet, a call thread, not the run's).
+            let wit_ctx = bindings::types::Context {
+                step_id: ctx.step_id.clone(),
+                run_id: ctx.run_id,
+                attempt: ctx.attempt,
+                environment: ctx.environment,
+                dry_run: ctx.dry_run,
+                timeout_ms: timeout.as_millis() as u64,
+                deadline_unix_ms,
+            };
+            let state = state_of(http, name, sandbox, ctx.step_id, output, started);
             let mut store = store_of(&engine, state);
             let raw = tokio::time::timeout(backstop, run(&pre, &mut store, &wit_ctx, &call)).await;
             let findings = Findings::take(&mut store.data_mut().caps);

@@ -276,7 +276,7 @@ mod tests {
     fn a_fleets_calls_are_counted_once_each_from_its_targets() {
         let mut m = Metrics::default();
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
-            let target = TargetReport {
+            let target = std::sync::Arc::new(TargetReport {
                 target: name.into(),
                 status: StepStatus::Succeeded,
                 summary: "ok".into(),
@@ -284,7 +284,7 @@ mod tests {
                 duration: Duration::ZERO,
                 params: Vec::new(),
                 attempts: vec![attempt(2_000)],
-            };
+            });
             m.observe(&Event::TargetFinished {
                 id: "restart",
                 plugin: "supervisor",

@@ -514,7 +514,9 @@ impl Store {
         let mut out: BTreeMap<String, EndedTargets> = BTreeMap::new();
         for e in self.journal(run_id)? {
             if let JournalEvent::TargetFinished { step, report } = e.event {
-                out.entry(step).or_default().add(report);
+                out.entry(step)
+                    .or_default()
+                    .add(std::sync::Arc::unwrap_or_clone(report));
             }
         }
         Ok(out.into_iter().map(|(k, v)| (k, v.into_vec())).collect())
@@ -592,7 +594,10 @@ pub fn steps_of(journal: &[JournalEntry]) -> RecordedSteps {
         match &e.event {
             JournalEvent::StepStarted { phase, step, .. } => started.push((*phase, step.clone())),
             JournalEvent::TargetFinished { step, report } => {
-                targets.entry(step).or_default().add(report.clone());
+                targets
+                    .entry(step)
+                    .or_default()
+                    .add(TargetReport::clone(report));
             }
             JournalEvent::StepFinished { report } => {
                 started.retain(|(_, s)| *s != report.id);
@@ -646,7 +651,7 @@ mod tests {
     fn ended(step: &str, t: TargetReport) -> JournalEntry {
         JournalEntry::now(JournalEvent::TargetFinished {
             step: step.to_owned(),
-            report: t,
+            report: t.into(),
         })
     }
 

@@ -47,6 +47,8 @@ pub struct Recorder<'a> {
     record_changed: bool,
     /// Plugin declarations that are actions, and steps that are gates (from the plan).
     actions: Vec<String>,
+    /// Every plugin declaration (from the plan): what `unshown` names by index.
+    aliases: Vec<String>,
     gated: Vec<String>,
     /// The first write that failed. The run is aborted (its rollback included): a run that
     /// cannot be recorded must not go on changing things.
@@ -56,10 +58,10 @@ pub struct Recorder<'a> {
     /// the store daemon, one frame of its log): a successful step's end, targets that
     /// finished together with more to come.
     held: Vec<super::JournalEntry>,
-    /// The held events' plugins (a target's; a step's end names its own), one each: once
-    /// the write that journals them is durable, they are shown from what it wrote (the
-    /// first entries of `written`), not from copies of their own.
-    unshown: Vec<String>,
+    /// The held events' plugins (a target's, as an index into `aliases`; a step's end names
+    /// its own), one each: once the write that journals them is durable, they are shown
+    /// from what it wrote (the first entries of `written`), not from copies of their own.
+    unshown: Vec<Option<usize>>,
     /// What the last write journaled, until what was held among it is shown.
     written: Vec<super::JournalEntry>,
 }
@@ -85,6 +87,7 @@ impl<'a> Recorder<'a> {
             record: None,
             record_changed: false,
             actions: Vec::new(),
+            aliases: Vec::new(),
             gated: Vec::new(),
             error: None,
             cancel,
@@ -128,6 +131,7 @@ impl<'a> Recorder<'a> {
         }
         let written = std::mem::take(&mut self.written);
         for (plugin, entry) in std::mem::take(&mut self.unshown).iter().zip(&written) {
+            let plugin = plugin.map_or("", |i| self.aliases[i].as_str());
             let event = match &entry.event {
                 JournalEvent::TargetFinished { step, report } => Event::TargetFinished {
                     id: step,
@@ -193,6 +197,7 @@ impl Observer for Recorder<'_> {
                     .filter(|p| p.plugin.manifest.kind == PluginKind::Action)
                     .map(|p| p.alias.clone())
                     .collect();
+                self.aliases = plan.plugins.iter().map(|p| p.alias.clone()).collect();
                 self.gated = plan
                     .steps
                     .iter()
@@ -343,12 +348,19 @@ impl Observer for Recorder<'_> {
             } => {
                 let journaled = JournalEvent::TargetFinished {
                     step: (*id).to_owned(),
-                    report: (*target).clone(),
+                    report: std::sync::Arc::clone(target),
                 };
                 if *more {
                     if self.error.is_none() && self.record.is_some() {
                         self.held.push(super::JournalEntry::now(journaled));
-                        self.unshown.push((*plugin).to_owned());
+                        let alias = match self.aliases.iter().position(|a| a == plugin) {
+                            Some(i) => i,
+                            None => {
+                                self.aliases.push((*plugin).to_owned());
+                                self.aliases.len() - 1
+                            }
+                        };
+                        self.unshown.push(Some(alias));
                     }
                     return;
                 }
@@ -387,7 +399,7 @@ impl Observer for Recorder<'_> {
                 if ride {
                     if self.error.is_none() && self.record.is_some() {
                         self.held.push(super::JournalEntry::now(journaled));
-                        self.unshown.push(String::new());
+                        self.unshown.push(None);
                     }
                     return;
                 }

@@ -240,7 +240,9 @@ pub enum JournalEvent {
     /// One target of a fleet step, done.
     TargetFinished {
         step: String,
-        report: crate::executor::TargetReport,
+        /// Shared with the event it journals (see [`crate::executor::Event::TargetFinished`]).
+        #[serde(with = "crate::executor::shared")]
+        report: std::sync::Arc<crate::executor::TargetReport>,
     },
     StepFinished {
         report: StepReport,

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::executor::{Event, Observer, Phase, RunOutcome, RunReport, StepReport, StepStatus};
+use crate::executor::{
+    Event, Observer, Phase, RunOutcome, RunReport, StepReport, StepStatus, TargetReport,
+};
 use crate::host::{Failure, Value};
 use crate::runbook::{Arg, OnFailure, Plan, PlanStep, StepRollback, template};
 
@@ -402,6 +404,7 @@ impl Observer for JsonOutput {
                 "event": "attempt_finished", "step": id, "attempt": attempt, "note": note, "wait_ms": wait.as_millis() as u64,
             }),
             Event::TargetFinished { id, target, .. } => {
+                let target: &TargetReport = target;
                 serde_json::json!({"event": "target_finished", "step": id, "target": target})
             }
             Event::StepFinished { report } => {

@@ -67,7 +67,7 @@ pub const MAX_USE_DETAIL_BYTES: usize = 1024;
 
 /// Per-call state of the capabilities.
 pub(crate) struct CapState {
-    pub grants: Grants,
+    pub grants: std::sync::Arc<Grants>,
     pub kv: KvSpace,
     pub http: http::LazyHttp,
     pub started: Instant,

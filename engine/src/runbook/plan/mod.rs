@@ -100,7 +100,7 @@ pub struct PlanPlugin {
     pub plugin: Arc<Plugin>,
     pub timeout: Option<Duration>,
     pub memory: u64,
-    pub grants: Grants,
+    pub grants: Arc<Grants>,
 }
 
 #[derive(Debug, Clone)]

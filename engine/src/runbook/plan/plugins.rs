@@ -253,7 +253,7 @@ impl Validator<'_> {
             plugin: Arc::new(plugin),
             timeout,
             memory,
-            grants,
+            grants: Arc::new(grants),
         })
     }
 }

@@ -220,15 +220,9 @@ impl Run<'_> {
             };
             // The host masks the run's secrets in everything the call produced before
             // returning it (and before tracing any of it); the real outputs come separately.
-            // Boxed: the call's future (its store being made, wasmtime's) is most of a step's,
-            // and a run's future is as large as its largest step; held inline, every run in
-            // flight carried it while it waited (a gate, a backoff, an approval), not only
-            // while it called.
-            Box::pin(
-                self.host
-                    .invoke_on(&pp.plugin, call, ctx, sandbox, placement),
-            )
-            .await
+            self.host
+                .invoke_on(&pp.plugin, call, ctx, sandbox, placement)
+                .await
         };
         let unmasked = invocation.unmasked_outputs.take();
         (

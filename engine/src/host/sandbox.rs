@@ -1,12 +1,14 @@
 //! One sandboxed call: a fresh store and instance, limits, captured output, and the
 //! classification of whatever went wrong into a named [`Failure`].
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
@@ -237,51 +239,104 @@ impl PluginHost {
     /// [`PluginHost::invoke`], placed as asked, with the context and sandbox given away: a
     /// run makes both for each call and the call's store takes them, so nothing of them is
     /// copied again (a fleet's run thread makes one call per target).
-    pub async fn invoke_on(
+    pub fn invoke_on(
         &self,
         plugin: &Plugin,
         call: Call,
         ctx: CallContext,
         sandbox: Sandbox,
         placement: Placement,
-    ) -> Invocation {
-        // The call's memory limit is drawn from the host's budget before it starts, so calls
-        // running together never hold more than the budget (the semaphore is never closed).
-        // The permit goes with the call, wherever it runs, until it has ended.
+    ) -> impl Future<Output = Invocation> + Send + use<> {
         // The run's last call's store goes first: its memory slot is then free for this
         // one (warm), and its share of the budget is not waited for by its own run.
         crate::later::drop_now();
+        let asked = Instant::now();
+        let output = OutputTail::default();
+        let redactor = sandbox.redactor.clone();
+        let whole = self.whole_call(
+            plugin,
+            call,
+            ctx,
+            sandbox,
+            output.clone(),
+            asked,
+            placement == Placement::Here,
+        );
+        let pool = match placement {
+            Placement::Here => None,
+            Placement::Workers => self.calls.handle(),
+        };
+        match pool {
+            // Boxed: the call's future (its store being made, wasmtime's) is most of a step's,
+            // and a run's future is as large as its largest step; held inline, every run in
+            // flight carried it while it waited (a gate, a backoff, an approval), not only
+            // while it called.
+            None => Either::Left(Box::pin(whole)),
+            // The whole call is the task's, its result's reading and masking included: the
+            // caller's thread (a fleet's run, which records every target) only waits for
+            // it. Dropped (the run stopped), the task is aborted: the call ends at its next
+            // yield, as it would on this thread, instead of running on unowned.
+            Some(pool) => {
+                let task = Aborting(pool.spawn(whole));
+                Either::Right(async move {
+                    match task.await {
+                        Ok(inv) => inv,
+                        // A panic inside wasmtime or a host function: the call's state went
+                        // with it.
+                        Err(e) => settled(
+                            Err(Failure::Engine {
+                                message: format!("the call's task failed: {e}"),
+                            }),
+                            Findings::default(),
+                            output.contents(),
+                            asked,
+                            &redactor,
+                        ),
+                    }
+                })
+            }
+        }
+    }
+
+    /// The whole of one call, owning all it needs, to run wherever it is polled: its share
+    /// of the memory budget, its store made, used and dropped (its instance's memory reset),
+    /// and its result read and masked. `here`: on the run's own thread, whose next wait
+    /// drops the store (`crate::later`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn whole_call(
+        &self,
+        plugin: &Plugin,
+        call: Call,
+        ctx: CallContext,
+        sandbox: Sandbox,
+        output: OutputTail,
+        asked: Instant,
+        here: bool,
+    ) -> impl Future<Output = Invocation> + Send + use<> {
         let mib = u32::try_from(sandbox.memory.div_ceil(1 << 20))
             .unwrap_or(u32::MAX)
             .clamp(1, self.memory_budget_mib);
-        let memory = self.memory.clone().acquire_many_owned(mib).await;
-        let started = Instant::now();
-        let output = OutputTail::default();
-        // The store is made, used and dropped (its instance's memory reset) where the call
-        // runs: all of it is the call's work.
+        let budget = self.memory.clone();
         let engine = self.engine.clone();
-        let timeout = sandbox.timeout;
-        let redactor = sandbox.redactor.clone();
-        let deadline_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d + timeout)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let seed = (
-            self.http.clone(),
-            plugin.manifest.name.clone(),
-            sandbox,
-            ctx,
-            output.clone(),
-        );
-        // Epoch interruption stops wasm code and host calls check the deadline themselves;
-        // this outer bound is the backstop for anything that slips through both.
-        let backstop = timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
+        let http = self.http.clone();
+        let name = plugin.manifest.name.clone();
         let pre = plugin.pre.clone();
-        let later = placement == Placement::Here;
-        let drive = async move {
-            let (http, name, sandbox, ctx, output) = seed;
-            // Made where the call runs (for a fleet, a call thread, not the run's).
+        async move {
+            // The call's memory limit is drawn from the host's budget before it starts, so
+            // calls running together never hold more than the budget (the semaphore is never
+            // closed, and is fair: a call does not pass one waiting). Waiting for the budget
+            // is not the call's time; waiting for a call thread is: its deadline counts from
+            // when it was asked for.
+            let (memory, started) = match budget.clone().try_acquire_many_owned(mib) {
+                Ok(permit) => (Ok(permit), asked),
+                Err(_) => (budget.acquire_many_owned(mib).await, Instant::now()),
+            };
+            let timeout = sandbox.timeout;
+            let redactor = sandbox.redactor.clone();
+            let deadline_unix_ms = (std::time::SystemTime::now()
+                + timeout.saturating_sub(started.elapsed()))
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
             let wit_ctx = bindings::types::Context {
                 step_id: ctx.step_id.clone(),
                 run_id: ctx.run_id,
@@ -291,8 +346,12 @@ impl PluginHost {
                 timeout_ms: timeout.as_millis() as u64,
                 deadline_unix_ms,
             };
-            let state = state_of(http, name, sandbox, ctx.step_id, output, started);
+            let state = state_of(http, name, sandbox, ctx.step_id, output.clone(), started);
             let mut store = store_of(&engine, state);
+            // Epoch interruption stops wasm code and host calls check the deadline
+            // themselves; this outer bound is the backstop for anything that slips through
+            // both.
+            let backstop = timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
             let raw = tokio::time::timeout(backstop, run(&pre, &mut store, &wit_ctx, &call)).await;
             let findings = Findings::take(&mut store.data_mut().caps);
             // The store (its instance's memory reset, the rest of its state) and the call's
@@ -302,83 +361,73 @@ impl PluginHost {
             // run's, which records every target (it was 7% of that thread's time in a fleet
             // of trivial targets); and none of them waits for the budget while another's
             // leftover holds it.
-            if later {
+            if here {
                 crate::later::keep(Box::new((store, memory)));
+            } else {
+                drop((store, memory));
             }
-            (findings, raw)
-        };
-        let pool = match placement {
-            Placement::Here => None,
-            Placement::Workers => self.calls.handle(),
-        };
-        let done = match pool {
-            None => Ok(drive.await),
-            // Dropped (the run stopped), the task is aborted: the call ends at its next
-            // yield, as it would on this thread, instead of running on unowned.
-            Some(pool) => Aborting(pool.spawn(drive)).await,
-        };
-        let captured = output.contents();
-        let (result, findings) = match done {
-            Ok((findings, raw)) => {
-                let result = match raw {
-                    Err(_) => Err(Failure::Timeout { after: timeout }),
-                    Ok(Err(err)) => Err(classify(&err, timeout, &captured)),
-                    Ok(Ok(Err(plugin_error))) => Err(Failure::from_wit(plugin_error)),
-                    Ok(Ok(Ok(outcome))) => Ok(Outcome::from_wit(outcome)),
-                };
-                (result, findings)
-            }
-            // A panic inside wasmtime or a host function: the call's state went with it.
-            Err(e) => (
-                Err(Failure::Engine {
-                    message: format!("the call's task failed: {e}"),
-                }),
-                Findings::default(),
-            ),
-        };
-        let Findings {
-            denied,
-            logs,
-            logs_dropped,
-            uses,
-        } = findings;
-        let result = match (denied, result) {
-            // A call that was denied a capability fails as denied, whatever it returned, unless
-            // it already failed for a more fundamental reason (a trap or timeout).
-            (
-                Some(message),
-                Ok(_)
-                | Err(Failure::Denied { .. } | Failure::Permanent { .. } | Failure::Transient { .. }),
-            ) => Err(Failure::Denied { message }),
-            (_, result) => result,
-        };
-        let mut inv = Invocation {
-            result,
-            logs,
-            logs_dropped,
-            capability_uses: uses,
-            stderr: captured,
-            duration_us: started.elapsed().as_micros() as u64,
-            unmasked_outputs: None,
-        };
-        if !redactor.is_empty()
-            && let Ok(o) = &inv.result
-        {
-            let mut real = o.clone();
-            real.bound();
-            inv.unmasked_outputs = Some(real.outputs);
+            let captured = output.contents();
+            let result = match raw {
+                Err(_) => Err(Failure::Timeout { after: timeout }),
+                Ok(Err(err)) => Err(classify(&err, timeout, &captured)),
+                Ok(Ok(Err(plugin_error))) => Err(Failure::from_wit(plugin_error)),
+                Ok(Ok(Ok(outcome))) => Ok(Outcome::from_wit(outcome)),
+            };
+            settled(result, findings, captured, started, &redactor)
         }
-        // Masked before bounded: a secret straddling a cut is not half kept.
-        redactor.invocation(&mut inv);
-        match &mut inv.result {
-            Ok(o) => o.bound(),
-            Err(f) => f.bound(),
-        }
-        if inv.unmasked_outputs.as_ref() == inv.result.as_ref().ok().map(|o| &o.outputs) {
-            inv.unmasked_outputs = None;
-        }
-        inv
     }
+}
+
+/// A call's invocation from its result and what its state left, masked and bounded.
+fn settled(
+    result: Result<Outcome, Failure>,
+    findings: Findings,
+    stderr: String,
+    started: Instant,
+    redactor: &Redactor,
+) -> Invocation {
+    let Findings {
+        denied,
+        logs,
+        logs_dropped,
+        uses,
+    } = findings;
+    let result = match (denied, result) {
+        // A call that was denied a capability fails as denied, whatever it returned, unless
+        // it already failed for a more fundamental reason (a trap or timeout).
+        (
+            Some(message),
+            Ok(_)
+            | Err(Failure::Denied { .. } | Failure::Permanent { .. } | Failure::Transient { .. }),
+        ) => Err(Failure::Denied { message }),
+        (_, result) => result,
+    };
+    let mut inv = Invocation {
+        result,
+        logs,
+        logs_dropped,
+        capability_uses: uses,
+        stderr,
+        duration_us: started.elapsed().as_micros() as u64,
+        unmasked_outputs: None,
+    };
+    if !redactor.is_empty()
+        && let Ok(o) = &inv.result
+    {
+        let mut real = o.clone();
+        real.bound();
+        inv.unmasked_outputs = Some(real.outputs);
+    }
+    // Masked before bounded: a secret straddling a cut is not half kept.
+    redactor.invocation(&mut inv);
+    match &mut inv.result {
+        Ok(o) => o.bound(),
+        Err(f) => f.bound(),
+    }
+    if inv.unmasked_outputs.as_ref() == inv.result.as_ref().ok().map(|o| &o.outputs) {
+        inv.unmasked_outputs = None;
+    }
+    inv
 }
 
 /// What a call's state leaves for its record: its logs, capability uses and first denial.

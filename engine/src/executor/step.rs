@@ -492,12 +492,5 @@ impl Run<'_> {
 /// The outputs of `attempt` as its plugin returned them: `unmasked` (what [`Run::call`] gave
 /// back where masking changed them), else the attempt's own.
 fn raw_outputs(attempt: &Attempt, unmasked: Option<Values>) -> Option<Values> {
-    unmasked.or_else(|| {
-        attempt
-            .invocation
-            .result
-            .as_ref()
-            .ok()
-            .map(|o| o.outputs.clone())
-    })
+    unmasked.or_else(|| attempt.invocation.real_outputs().cloned())
 }

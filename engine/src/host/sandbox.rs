@@ -1,7 +1,6 @@
 //! One sandboxed call: a fresh store and instance, limits, captured output, and the
 //! classification of whatever went wrong into a named [`Failure`].
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

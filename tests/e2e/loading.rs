@@ -128,10 +128,14 @@ fn cache_hits_and_recovers_from_corruption() {
         assert!(entry.exists());
         drop(first);
 
-        // A new process (host) finds the entry.
+        // A new process (host) finds the entry, and wasmtime maps the file rather than
+        // copying it.
         let second = host_with_cache(Some(dir.path().to_owned()));
         let p = load(&second, &source).await;
         assert_eq!(p.cache, CacheStatus::Hit);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let name = entry.file_name().unwrap().to_str().unwrap();
+        assert!(maps.contains(name), "{name} is not mapped:\n{maps}");
 
         // Flip one byte in the middle of the compiled code: detected, recompiled, replaced.
         let mut bytes = std::fs::read(&entry).unwrap();
@@ -157,6 +161,45 @@ fn cache_hits_and_recovers_from_corruption() {
         assert_eq!(load(&fourth, &source).await.cache, CacheStatus::Replaced);
         let fifth = host_with_cache(Some(dir.path().to_owned()));
         assert_eq!(load(&fifth, &source).await.cache, CacheStatus::Hit);
+
+        // Compiled code whose MAC is missing (a crash between the two writes) or truncated.
+        let mac = entry.with_extension("mac");
+        std::fs::remove_file(&mac).unwrap();
+        let sixth = host_with_cache(Some(dir.path().to_owned()));
+        assert_eq!(load(&sixth, &source).await.cache, CacheStatus::Replaced);
+        let sealed = std::fs::read(&mac).unwrap();
+        std::fs::write(&mac, &sealed[..sealed.len() - 1]).unwrap();
+        let seventh = host_with_cache(Some(dir.path().to_owned()));
+        assert_eq!(load(&seventh, &source).await.cache, CacheStatus::Replaced);
+        let eighth = host_with_cache(Some(dir.path().to_owned()));
+        assert_eq!(load(&eighth, &source).await.cache, CacheStatus::Hit);
+    });
+}
+
+#[test]
+fn a_cache_on_a_file_system_mounted_noexec_is_still_used() {
+    // Its files cannot be mapped executable: the checked bytes are copied into memory
+    // instead, and the entry stays a hit rather than being recompiled at every load.
+    let fs = Tmpfs::mount("size=64m,noexec");
+    let dir = fs.dir.path().join("cache");
+    let rt = runtime();
+    rt.block_on(async {
+        let source = hostile_source();
+        let first = host_with_cache(Some(dir.clone()));
+        assert_eq!(load(&first, &source).await.cache, CacheStatus::Compiled);
+        drop(first);
+        let second = host_with_cache(Some(dir.clone()));
+        let p = load(&second, &source).await;
+        assert_eq!(p.cache, CacheStatus::Hit);
+        let inv = second
+            .invoke(
+                &p,
+                run_call(&[("mode", text("ok"))]),
+                &ctx("noexec"),
+                &Default::default(),
+            )
+            .await;
+        assert!(inv.result.is_ok(), "{:?}", inv.result);
     });
 }
 
@@ -174,9 +217,11 @@ fn a_compiled_entry_swapped_or_planted_in_the_cache_never_runs() {
         let cache = first.cache().unwrap();
         let probe_entry = cache.entry_path(&p.sha256);
         let hostile_entry = cache.entry_path(&h.sha256);
-        // Swap: the hostile plugin's compiled code under http-probe's name (a valid entry
-        // of ours, for another plugin).
+        // Swap: the hostile plugin's compiled code and its MAC under http-probe's name (a
+        // valid entry of ours, for another plugin).
         std::fs::copy(&hostile_entry, &probe_entry).unwrap();
+        let mac = |entry: &std::path::Path| entry.with_extension("mac");
+        std::fs::copy(mac(&hostile_entry), mac(&probe_entry)).unwrap();
         drop(first);
         let second = host_with_cache(Some(dir.path().to_owned()));
         let p = load(&second, &probe).await;
@@ -189,11 +234,11 @@ fn a_compiled_entry_swapped_or_planted_in_the_cache_never_runs() {
 
         // Planted: an entry written by someone without the key (here: the right header and
         // a plain sha256 as the checksum, as older versions wrote).
-        let mut bytes = std::fs::read(&hostile_entry).unwrap();
-        let payload = bytes.split_off(8 + 32);
+        let payload = std::fs::read(&hostile_entry).unwrap();
         use sha2::Digest;
-        let planted = [&b"MEDICC02"[..], &sha2::Sha256::digest(&payload), &payload].concat();
-        std::fs::write(&probe_entry, planted).unwrap();
+        let planted = [&b"MEDICC03"[..], &sha2::Sha256::digest(&payload)].concat();
+        std::fs::write(&probe_entry, &payload).unwrap();
+        std::fs::write(mac(&probe_entry), planted).unwrap();
         let third = host_with_cache(Some(dir.path().to_owned()));
         let p = load(&third, &probe).await;
         assert_eq!(p.cache, CacheStatus::Replaced);

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::cli::{medic, medic_command, stderr, stdout};
-use crate::support::json_lines;
+use crate::support::{Tmpfs, json_lines};
 
 const STEPS: usize = 6;
 
@@ -574,58 +574,6 @@ fn an_unfinished_snapshot_left_by_a_kill_is_set_aside_and_the_store_opens_with_e
     assert_eq!(listed(cache.path(), &data).0.len(), 4);
 }
 
-/// A tmpfs of `size` mounted on a new directory, unmounted on drop. Needs root (CI and
-/// this project's machines run the suite as root); anything else fails the test saying so.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let o = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert!(
-            o.status.success(),
-            "this test fills a small tmpfs, which needs root to mount: {}",
-            stderr(&o)
-        );
-        Tmpfs { dir }
-    }
-
-    /// Writes a file until the file system is full.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.dir.path().join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 16 << 10];
-        for _ in 0..1024 {
-            if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
-                return path;
-            }
-        }
-        panic!("a small tmpfs never filled");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A runbook of twelve steps whose parameters and summary hold 6 KB each: about 150 KB
 /// recorded a run.
 pub(crate) fn runbook_recording_a_lot(dir: &Path) -> std::path::PathBuf {
@@ -643,7 +591,7 @@ pub(crate) fn runbook_recording_a_lot(dir: &Path) -> std::path::PathBuf {
 fn a_full_disk_stops_runs_with_an_error_saying_so_and_once_freed_every_run_is_there() {
     let cache = tempfile::tempdir().unwrap();
     // Room for a few of sled's segments (512 KiB each); little else.
-    let fs = Tmpfs::mount("3m");
+    let fs = Tmpfs::mount("size=3m");
     let data = fs.dir.path().join("data");
     // Runs that record a lot, so that the store outgrows the space it set aside in a few.
     let rb = runbook_recording_a_lot(cache.path());

@@ -300,3 +300,56 @@ pub fn kill_when(child: &mut std::process::Child, at: impl Fn(&str) -> bool) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A tmpfs mounted with `options` (and mode 0700) on a new directory, unmounted on drop.
+/// Needs root (CI and this project's machines run the suite as root); anything else fails
+/// the test saying so.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(options: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let o = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("{options},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "this test mounts a tmpfs, which needs root: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    /// Writes a file until the file system is full.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 16 << 10];
+        for _ in 0..1024 {
+            if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+                return path;
+            }
+        }
+        panic!("a small tmpfs never filled");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -21,3 +21,79 @@ pub mod validator {
         with: { "medic:plugin/types": super::medic::plugin::types },
     });
 }
+
+use wasmtime::component::{ComponentExportIndex, Instance, TypedFunc};
+use wasmtime::{AsContextMut, Store};
+
+use self::medic::plugin::types::{Context, Outcome, PluginError, Value};
+
+type Params<'a> = &'a [(String, Value)];
+type Answer = (Result<Outcome, PluginError>,);
+pub type RunFunc<'a> = TypedFunc<(&'a Context, Params<'a>), Answer>;
+pub type RevertFunc<'a> = TypedFunc<(&'a Context, Params<'a>, Params<'a>), Answer>;
+
+/// A plugin's `run` and `revert` exports, found and their types checked once, when the
+/// plugin is loaded. A call takes them from its fresh instance as they are: the generated
+/// bindings would check the types of all three exports at every instantiation (6% of a
+/// trivial call).
+#[derive(Clone, Copy)]
+pub struct Exports {
+    run: ComponentExportIndex,
+    revert: ComponentExportIndex,
+}
+
+impl Exports {
+    /// Finds `run` and `revert` in an instance of the plugin and checks their types.
+    pub fn checked<T: Send>(store: &mut Store<T>, instance: &Instance) -> wasmtime::Result<Self> {
+        let interface = format!(
+            "{}/plugin@{}",
+            super::CONTRACT_PACKAGE,
+            super::CONTRACT_VERSION
+        );
+        let find = |store: &mut Store<T>, name: &str| {
+            let interface = instance.get_export_index(&mut *store, None, &interface);
+            instance
+                .get_export_index(&mut *store, interface.as_ref(), name)
+                .ok_or_else(|| wasmtime::format_err!("the plugin does not export `{name}`"))
+        };
+        let exports = Exports {
+            run: find(store, "run")?,
+            revert: find(store, "revert")?,
+        };
+        instance.get_typed_func::<(&Context, Params), Answer>(&mut *store, exports.run)?;
+        instance
+            .get_typed_func::<(&Context, Params, Params), Answer>(&mut *store, exports.revert)?;
+        Ok(exports)
+    }
+
+    /// `run` in a fresh instance of the plugin these exports were found in.
+    pub fn run<'a>(
+        &self,
+        store: impl AsContextMut,
+        instance: &Instance,
+    ) -> wasmtime::Result<RunFunc<'a>> {
+        let func = instance.get_func(store, self.run).ok_or_else(not_found)?;
+        // SAFETY: the export's type was checked against `RunFunc`'s when the plugin was
+        // loaded (`checked`), in an instance of the same component: a component's exports
+        // and their types never change, and `get_func` finds nothing in an instance of
+        // another component (an export index carries its component's identity).
+        Ok(unsafe { RunFunc::new_unchecked(func) })
+    }
+
+    /// `revert`, as [`Exports::run`].
+    pub fn revert<'a>(
+        &self,
+        store: impl AsContextMut,
+        instance: &Instance,
+    ) -> wasmtime::Result<RevertFunc<'a>> {
+        let func = instance
+            .get_func(store, self.revert)
+            .ok_or_else(not_found)?;
+        // SAFETY: as in `run`.
+        Ok(unsafe { RevertFunc::new_unchecked(func) })
+    }
+}
+
+fn not_found() -> wasmtime::Error {
+    wasmtime::format_err!("an instance of another plugin than the one its exports were found in")
+}

@@ -2,12 +2,15 @@
 //!
 //! An entry is keyed by the wasm's sha256, the wasmtime version and a hash of the engine's
 //! configuration. A `.cwasm` is native code that runs without the sandbox's verification,
-//! so an entry is trusted only when Medic itself wrote it: it carries an HMAC-SHA256, under a
-//! per-user key (`key`, 0600, in the cache directory), of the plugin's digest, the engine
-//! key and the payload. A truncated, corrupted, planted or swapped file (another plugin's
-//! entry under this plugin's name) fails the check and is recompiled from the pinned wasm,
-//! never handed to wasmtime's deserializer. A cache directory another user owns or can
-//! write is not used at all.
+//! so an entry is trusted only when Medic itself wrote it: beside it, a `.mac` file holds an
+//! HMAC-SHA256, under a per-user key (`key`, 0600, in the cache directory), of the plugin's
+//! digest, the engine key and the `.cwasm`'s bytes. A truncated, corrupted, planted or
+//! swapped file (another plugin's entry under this plugin's name) fails the check and is
+//! recompiled from the pinned wasm, never handed to wasmtime's deserializer. A cache
+//! directory another user owns or can write is not used at all.
+//!
+//! The `.cwasm` is wasmtime's serialized form alone, so that wasmtime can map the checked
+//! file itself instead of copying it into fresh memory (a third of a load from the cache).
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -17,7 +20,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-const MAGIC: &[u8; 8] = b"MEDICC02";
+const MAGIC: &[u8; 8] = b"MEDICC03";
+/// Part of every entry's name: entries of an earlier layout (the MAC in the `.cwasm`'s
+/// header) are other names, never read as this one.
+const LAYOUT: &str = "cwasm+mac";
 const KEY_FILE: &str = "key";
 
 pub enum Lookup {
@@ -51,6 +57,7 @@ impl CompileCache {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         env!("CARGO_PKG_VERSION").hash(&mut h);
         wasmtime_version().hash(&mut h);
+        LAYOUT.hash(&mut h);
         engine.precompile_compatibility_hash().hash(&mut h);
         CompileCache {
             dir,
@@ -95,44 +102,72 @@ impl CompileCache {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
+    fn mac_path(&self, digest: &str) -> PathBuf {
+        self.path(digest).with_extension("mac")
+    }
+
     /// Looks a component up. On a miss or an untrusted entry the caller recompiles and
     /// [`CompileCache::store`]s.
     pub fn load(&self, engine: &Engine, digest: &str) -> Lookup {
         let Ok(key) = self.key() else {
             return Lookup::Miss;
         };
-        let bytes = match read_no_follow(&self.path(digest)) {
-            Ok(b) => b,
+        let (file, payload) = match open_no_follow(&self.path(digest)).and_then(|mut f| {
+            let bytes = read_all(&mut f)?;
+            Ok((f, bytes))
+        }) {
+            Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
             Err(_) => return Lookup::Untrusted,
         };
-        if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
+        // A `.cwasm` without its MAC (a crash between the two writes) is not trusted.
+        let Ok(sealed) = open_no_follow(&self.mac_path(digest)).and_then(|mut f| read_all(&mut f))
+        else {
             return Lookup::Untrusted;
-        }
-        let (mac, payload) = bytes[MAGIC.len()..].split_at(32);
-        if !same(&self.mac(key, digest, payload), mac) {
+        };
+        let Some(mac) = sealed.strip_prefix(MAGIC) else {
+            return Lookup::Untrusted;
+        };
+        if !same(&self.mac(key, digest, &payload), mac) {
             return Lookup::Untrusted;
         }
         // SAFETY: the payload is byte-for-byte what `Component::serialize` produced for this
         // plugin and engine configuration: the MAC above, under a key only this user can
         // read, proves this process's user wrote it for this digest and has not been changed
         // since (and wasmtime re-checks version and configuration compatibility itself).
-        match unsafe { Component::deserialize(engine, payload) } {
+        // wasmtime maps the same file (the open descriptor, not the name, which could have
+        // been replaced since): only this user could have written to it in place since it
+        // was read, in a directory no other user can write, and Medic itself never does (it
+        // replaces an entry by renaming a new file over it).
+        let mapped = unsafe {
+            Component::deserialize_file(
+                engine,
+                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)),
+            )
+        };
+        let component = mapped.or_else(|mapped| {
+            // No /proc, or a cache on a file system mounted `noexec` (its files cannot be
+            // mapped executable): the checked bytes are copied into memory instead.
+            tracing::debug!("cannot map the compiled plugin ({mapped:#}); copying it");
+            // SAFETY: as above; these are the very bytes the MAC was checked against.
+            unsafe { Component::deserialize(engine, &payload) }
+        });
+        match component {
             Ok(c) => Lookup::Hit(c),
             Err(_) => Lookup::Untrusted,
         }
     }
 
-    /// Stores a compiled component atomically (write to a temporary file, then rename), so a
-    /// crash never leaves a half-written entry under the real name.
+    /// Stores a compiled component: the code, then its MAC, each written atomically (to a
+    /// temporary file, then renamed), so a crash never leaves a half-written file under the
+    /// real name, and a crash between the two leaves a `.cwasm` whose MAC does not match it
+    /// (or is missing): not trusted, recompiled.
     pub fn store(&self, digest: &str, component: &Component) -> std::io::Result<()> {
         let key = self.key().map_err(std::io::Error::other)?;
         let payload = component.serialize().map_err(std::io::Error::other)?;
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 32 + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&self.mac(key, digest, &payload));
-        bytes.extend_from_slice(&payload);
-        crate::private::write_atomic(&self.path(digest), &bytes)
+        let sealed = [&MAGIC[..], &self.mac(key, digest, &payload)].concat();
+        crate::private::write_atomic(&self.path(digest), &payload)?;
+        crate::private::write_atomic(&self.mac_path(digest), &sealed)
     }
 
     #[doc(hidden)]
@@ -141,16 +176,18 @@ impl CompileCache {
     }
 }
 
-/// Reads a file without following a symlink at its name.
-fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
+/// Opens a file for reading without following a symlink at its name.
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+        .open(path)
+}
+
+fn read_all(f: &mut std::fs::File) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
+    std::io::Read::read_to_end(f, &mut bytes)?;
     Ok(bytes)
 }
 
@@ -170,7 +207,9 @@ fn read_or_make_key(path: &Path) -> Result<[u8; 32], String> {
                     meta.uid()
                 ));
             }
-            let bytes = read_no_follow(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = open_no_follow(path)
+                .and_then(|mut f| read_all(&mut f))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             bytes
                 .try_into()
                 .map_err(|_| format!("{} is not a 32-byte key: remove it", path.display()))

@@ -38,7 +38,7 @@ impl PluginHost {
             ..Sandbox::default()
         };
         let output = sandbox::OutputTail::default();
-        let mut store = self.new_store(plugin, &sandbox, "validate", &output);
+        let mut store = self.new_store(&plugin.manifest.name, &sandbox, "validate", &output);
         let wit = values_to_wit(params);
         let call = async {
             let instance = plugin

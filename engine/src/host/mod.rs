@@ -167,6 +167,7 @@ struct Loaded {
     contract: String,
     validates: bool,
     pre: MedicPluginPre<StoreState>,
+    exports: bindings::Exports,
 }
 
 /// A loaded, checked plugin, ready for fresh instances.
@@ -180,6 +181,7 @@ pub struct Plugin {
     /// It exports `validate` (contract 0.1.1): its parameters are checked before a run.
     pub validates: bool,
     pre: MedicPluginPre<StoreState>,
+    exports: bindings::Exports,
 }
 
 impl fmt::Debug for Plugin {
@@ -537,6 +539,7 @@ impl PluginHost {
                 cache: CacheStatus::Hit,
                 validates: known.validates,
                 pre: known.pre,
+                exports: known.exports,
             });
         }
         match bytes.get(..8) {
@@ -564,32 +567,24 @@ impl PluginHost {
                 plugin: shown.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let mut plugin = Plugin {
+        let (manifest, exports) =
+            self.describe(&pre, &shown)
+                .await
+                .map_err(|reason| LoadError::Manifest {
+                    plugin: shown,
+                    reason,
+                })?;
+        let plugin = Plugin {
             source: source.clone(),
             sha256: digest,
             size,
-            manifest: Manifest {
-                name: shown.clone(),
-                version: String::new(),
-                description: String::new(),
-                kind: PluginKind::Check,
-                params: Vec::new(),
-                capabilities: Vec::new(),
-                supports_revert: false,
-                supports_dry_run: false,
-            },
+            manifest,
             contract,
             cache,
             validates,
             pre,
+            exports,
         };
-        plugin.manifest = self
-            .describe(&plugin)
-            .await
-            .map_err(|reason| LoadError::Manifest {
-                plugin: shown,
-                reason,
-            })?;
         self.loaded.lock().unwrap().insert(
             plugin.sha256.clone(),
             Loaded {
@@ -597,24 +592,32 @@ impl PluginHost {
                 contract: plugin.contract.clone(),
                 validates: plugin.validates,
                 pre: plugin.pre.clone(),
+                exports: plugin.exports,
             },
         );
         Ok(plugin)
     }
 
-    async fn describe(&self, plugin: &Plugin) -> Result<Manifest, String> {
+    /// The plugin's manifest, and its `run` and `revert` found and their types checked.
+    async fn describe(
+        &self,
+        pre: &MedicPluginPre<StoreState>,
+        shown: &str,
+    ) -> Result<(Manifest, bindings::Exports), String> {
         let sandbox = Sandbox {
             timeout: MANIFEST_TIMEOUT,
             ..Sandbox::default()
         };
         let output = sandbox::OutputTail::default();
-        let mut store = self.new_store(plugin, &sandbox, "manifest", &output);
+        let mut store = self.new_store(shown, &sandbox, "manifest", &output);
         let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
+            let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+            let exports = bindings::Exports::checked(&mut store, &instance)?;
+            let manifest = bindings::MedicPlugin::new(&mut store, &instance)?
                 .medic_plugin_plugin()
                 .call_get_manifest(&mut store)
-                .await
+                .await?;
+            wasmtime::Result::Ok((manifest, exports))
         };
         let raw = tokio::time::timeout(MANIFEST_TIMEOUT + Duration::from_millis(100), call)
             .await
@@ -625,7 +628,7 @@ impl PluginHost {
                 )
             })?;
         match raw {
-            Ok(m) => Manifest::from_wit(m),
+            Ok((m, exports)) => Ok((Manifest::from_wit(m)?, exports)),
             Err(e) => Err(sandbox::describe_error(
                 &e,
                 MANIFEST_TIMEOUT,

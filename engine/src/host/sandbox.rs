@@ -205,14 +205,14 @@ fn classify(err: &wasmtime::Error, timeout: Duration, output: &str) -> Failure {
 impl PluginHost {
     pub(crate) fn new_store(
         &self,
-        plugin: &Plugin,
+        plugin: &str,
         sandbox: &Sandbox,
         step: &str,
         output: &OutputTail,
     ) -> Store<StoreState> {
         let state = state_of(
             self.http.clone(),
-            plugin.manifest.name.clone(),
+            plugin.to_owned(),
             sandbox.clone(),
             step.to_owned(),
             output.clone(),
@@ -320,6 +320,7 @@ impl PluginHost {
         let http = self.http.clone();
         let name = plugin.manifest.name.clone();
         let pre = plugin.pre.clone();
+        let exports = plugin.exports;
         async move {
             // The call's memory limit is drawn from the host's budget before it starts, so
             // calls running together never hold more than the budget (the semaphore is never
@@ -351,7 +352,9 @@ impl PluginHost {
             // themselves; this outer bound is the backstop for anything that slips through
             // both.
             let backstop = timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
-            let raw = tokio::time::timeout(backstop, run(&pre, &mut store, &wit_ctx, &call)).await;
+            let raw =
+                tokio::time::timeout(backstop, run(&pre, exports, &mut store, &wit_ctx, &call))
+                    .await;
             let findings = Findings::take(&mut store.data_mut().caps);
             // The store (its instance's memory reset, the rest of its state) and the call's
             // share of the budget go together. A run's own call leaves them for the run's
@@ -517,24 +520,27 @@ fn store_of(engine: &wasmtime::Engine, state: StoreState) -> Store<StoreState> {
 /// Instantiates the plugin in `store` and makes the call.
 async fn run(
     pre: &bindings::MedicPluginPre<StoreState>,
+    exports: bindings::Exports,
     store: &mut Store<StoreState>,
     ctx: &bindings::types::Context,
     call: &Call,
 ) -> wasmtime::Result<Result<bindings::types::Outcome, bindings::types::PluginError>> {
-    let instance = pre.instantiate_async(&mut *store).await?;
-    let api = instance.medic_plugin_plugin();
-    match call {
-        Call::Run { params } => api.call_run(&mut *store, ctx, &values_to_wit(params)).await,
-        Call::Revert { params, outputs } => {
-            api.call_revert(
-                &mut *store,
-                ctx,
-                &values_to_wit(params),
-                &values_to_wit(outputs),
-            )
-            .await
+    let instance = pre.instance_pre().instantiate_async(&mut *store).await?;
+    let (answer,) = match call {
+        Call::Run { params } => {
+            let params = values_to_wit(params);
+            let run = exports.run(&mut *store, &instance)?;
+            run.call_async(&mut *store, (ctx, &params)).await?
         }
-    }
+        Call::Revert { params, outputs } => {
+            let (params, outputs) = (values_to_wit(params), values_to_wit(outputs));
+            let revert = exports.revert(&mut *store, &instance)?;
+            revert
+                .call_async(&mut *store, (ctx, &params, &outputs))
+                .await?
+        }
+    };
+    Ok(answer)
 }
 
 /// Where a call runs.

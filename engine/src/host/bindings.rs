@@ -11,8 +11,8 @@ wasmtime::component::bindgen!({
 
 pub use self::medic::plugin::types;
 
-/// The optional `validate` export (contract 0.1.1), looked up on each plugin apart: plugins
-/// built for 0.1.0 do not have it.
+/// The types of the optional `validate` export (contract 0.1.1; plugins built for 0.1.0 do
+/// not have it), which [`Exports`] looks up on each plugin apart.
 pub mod validator {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -31,39 +31,54 @@ type Params<'a> = &'a [(String, Value)];
 type Answer = (Result<Outcome, PluginError>,);
 pub type RunFunc<'a> = TypedFunc<(&'a Context, Params<'a>), Answer>;
 pub type RevertFunc<'a> = TypedFunc<(&'a Context, Params<'a>, Params<'a>), Answer>;
+type Problems = (Vec<validator::exports::medic::plugin::validate::ParamProblem>,);
+pub type CheckFunc<'a> = TypedFunc<(Params<'a>,), Problems>;
 
-/// A plugin's `run` and `revert` exports, found and their types checked once, when the
-/// plugin is loaded. A call takes them from its fresh instance as they are: the generated
-/// bindings would check the types of all three exports at every instantiation (6% of a
-/// trivial call).
+/// A plugin's `run` and `revert` exports (and `check-params`, where it has one), found and
+/// their types checked once, when the plugin is loaded. A call takes them from its fresh
+/// instance as they are: the generated bindings would check the types of all of them at
+/// every instantiation (6% of a trivial call).
 #[derive(Clone, Copy)]
 pub struct Exports {
     run: ComponentExportIndex,
     revert: ComponentExportIndex,
+    check: Option<ComponentExportIndex>,
 }
 
 impl Exports {
-    /// Finds `run` and `revert` in an instance of the plugin and checks their types.
+    /// Finds `run`, `revert` and `check-params` (optional: contract 0.1.1) in an instance of
+    /// the plugin and checks their types.
     pub fn checked<T: Send>(store: &mut Store<T>, instance: &Instance) -> wasmtime::Result<Self> {
-        let interface = format!(
-            "{}/plugin@{}",
-            super::CONTRACT_PACKAGE,
-            super::CONTRACT_VERSION
-        );
-        let find = |store: &mut Store<T>, name: &str| {
-            let interface = instance.get_export_index(&mut *store, None, &interface);
-            instance
-                .get_export_index(&mut *store, interface.as_ref(), name)
-                .ok_or_else(|| wasmtime::format_err!("the plugin does not export `{name}`"))
+        // Semver-aware lookups: a plugin built for a later 0.1.x matches.
+        let find = |store: &mut Store<T>, interface: &str, name: &str| {
+            let interface = format!(
+                "{}/{interface}@{}",
+                super::CONTRACT_PACKAGE,
+                super::CONTRACT_VERSION
+            );
+            let interface = instance.get_export_index(&mut *store, None, &interface)?;
+            instance.get_export_index(&mut *store, Some(&interface), name)
+        };
+        let required = |found: Option<ComponentExportIndex>, name: &str| {
+            found.ok_or_else(|| wasmtime::format_err!("the plugin does not export `{name}`"))
         };
         let exports = Exports {
-            run: find(store, "run")?,
-            revert: find(store, "revert")?,
+            run: required(find(store, "plugin", "run"), "run")?,
+            revert: required(find(store, "plugin", "revert"), "revert")?,
+            check: find(store, "validate", "check-params"),
         };
         instance.get_typed_func::<(&Context, Params), Answer>(&mut *store, exports.run)?;
         instance
             .get_typed_func::<(&Context, Params, Params), Answer>(&mut *store, exports.revert)?;
+        if let Some(check) = exports.check {
+            instance.get_typed_func::<(Params,), Problems>(&mut *store, check)?;
+        }
         Ok(exports)
+    }
+
+    /// Whether the plugin exports `check-params`.
+    pub fn validates(&self) -> bool {
+        self.check.is_some()
     }
 
     /// `run` in a fresh instance of the plugin these exports were found in.
@@ -91,6 +106,18 @@ impl Exports {
             .ok_or_else(not_found)?;
         // SAFETY: as in `run`.
         Ok(unsafe { RevertFunc::new_unchecked(func) })
+    }
+
+    /// `check-params`, as [`Exports::run`]; `None` for a plugin without it.
+    pub fn check<'a>(
+        &self,
+        store: impl AsContextMut,
+        instance: &Instance,
+    ) -> Option<wasmtime::Result<CheckFunc<'a>>> {
+        let index = self.check?;
+        let func = instance.get_func(store, index).ok_or_else(not_found);
+        // SAFETY: as in `run`.
+        Some(func.map(|func| unsafe { CheckFunc::new_unchecked(func) }))
     }
 }
 

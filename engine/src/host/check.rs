@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::bindings::validator::MedicValidator;
 use super::outcome::truncate;
 use super::sandbox::{self, Sandbox};
 use super::value::values_to_wit;
@@ -46,11 +45,14 @@ impl PluginHost {
                 .instance_pre()
                 .instantiate_async(&mut store)
                 .await?;
-            let validator = MedicValidator::new(&mut store, &instance)?;
-            validator
-                .medic_plugin_validate()
-                .call_check_params(&mut store, &wit)
-                .await
+            let check = plugin
+                .exports
+                .check(&mut store, &instance)
+                .ok_or_else(|| {
+                    wasmtime::format_err!("the plugin does not export `check-params`")
+                })??;
+            let (problems,) = check.call_async(&mut store, (&wit,)).await?;
+            wasmtime::Result::Ok(problems)
         };
         let raw = tokio::time::timeout(MANIFEST_TIMEOUT + Duration::from_millis(100), call)
             .await

@@ -165,7 +165,6 @@ fn supported_versions() -> String {
 struct Loaded {
     manifest: Manifest,
     contract: String,
-    validates: bool,
     pre: MedicPluginPre<StoreState>,
     exports: bindings::Exports,
 }
@@ -537,7 +536,7 @@ impl PluginHost {
                 manifest: known.manifest,
                 contract: known.contract,
                 cache: CacheStatus::Hit,
-                validates: known.validates,
+                validates: known.exports.validates(),
                 pre: known.pre,
                 exports: known.exports,
             });
@@ -552,13 +551,6 @@ impl PluginHost {
         let size = bytes.len();
         let (component, cache) = self.compile(&bytes, &digest, &shown)?;
         let contract = self.check_contract(&component, &shown)?;
-        // Semver-aware: a plugin built for a later 0.1.x still matches.
-        let validates = component
-            .get_export_index(
-                None,
-                format!("{CONTRACT_PACKAGE}/validate@{CONTRACT_VERSION}"),
-            )
-            .is_some();
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -581,7 +573,7 @@ impl PluginHost {
             manifest,
             contract,
             cache,
-            validates,
+            validates: exports.validates(),
             pre,
             exports,
         };
@@ -590,7 +582,6 @@ impl PluginHost {
             Loaded {
                 manifest: plugin.manifest.clone(),
                 contract: plugin.contract.clone(),
-                validates: plugin.validates,
                 pre: plugin.pre.clone(),
                 exports: plugin.exports,
             },

@@ -429,6 +429,13 @@ fn main() {
         Some(Duration::from_millis(30)),
         || run(&runbook),
     ));
+    // What any `medic` process pays before it does anything (loading and relocating the
+    // binary, the allocator, the command line), the floor of the row above.
+    let idle = "`medic --version` process (the floor of any command)";
+    results.push(measure(idle, iters(idle, 30, 2), None, || {
+        let out = Command::new(medic).arg("--version").output().unwrap();
+        assert!(out.status.success());
+    }));
 
     // The run store: durable journal writes, listing a large history, size per run.
     let data = tempfile::tempdir().unwrap();

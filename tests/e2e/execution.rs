@@ -179,8 +179,17 @@ fn conditions_skip_steps_and_see_earlier_results() {
     let body = "[params.force]\ntype = \"bool\"\ndefault = false\n\n\
                 [[steps]]\nid = \"probe\"\nuses = \"check\"\non_failure = \"continue\"\nwith = { mode = \"fail\" }\n\n\
                 [[steps]]\nid = \"only_if_forced\"\nuses = \"act\"\nwhen = \"params.force\"\n\n\
-                [[steps]]\nid = \"repair\"\nuses = \"act\"\nwhen = \"steps.probe.status == 'failed'\"\nwith = { echo = \"{{ steps.probe.summary }}\" }\n";
+                [[steps]]\nid = \"first\"\nuses = \"act\"\nwith = { echo = \"one\" }\n\n\
+                [[steps]]\nid = \"second\"\nuses = \"act\"\nwith = { echo = \"two\" }\n\n\
+                [[steps]]\nid = \"repair\"\nuses = \"act\"\nwhen = \"steps.probe.status == 'failed'\"\nwith = { echo = \"{{ steps.probe.summary }} then {{ steps.first.outputs.value }} {{ steps.second.outputs.value }}\" }\n";
     let (r, _, _) = run(&runbook("", body));
+    // Steps with nothing to render build no template view; the ones after them still see
+    // every step before, however many ran without one.
+    assert!(
+        step(&r, "repair").summary.ends_with(" then one two"),
+        "{}",
+        step(&r, "repair").summary
+    );
     assert_eq!(
         step(&r, "only_if_forced").status,
         StepStatus::Skipped {

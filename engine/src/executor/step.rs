@@ -257,7 +257,14 @@ impl Run<'_> {
             targets: Vec::new(),
             fleet: None,
         };
-        let ctx = self.context(None);
+        // The template view of the run (its parameters, variables, every step so far) is
+        // built only for a step that evaluates a template: about 3 µs, two fifths of what
+        // the engine adds to a trivial step, wasted where every argument is written out.
+        let ctx = if evaluates_templates(step) {
+            self.context(None)
+        } else {
+            minijinja::Value::UNDEFINED
+        };
         if let Some(when) = &step.when {
             let env = template::environment();
             let verdict = template::eval(&env, when, &ctx);
@@ -493,4 +500,16 @@ impl Run<'_> {
 /// back where masking changed them), else the attempt's own.
 fn raw_outputs(attempt: &Attempt, unmasked: Option<Values>) -> Option<Values> {
     unmasked.or_else(|| attempt.invocation.real_outputs().cloned())
+}
+
+/// Whether running `step` evaluates a template: its condition, its approval's prompt, its
+/// fleet's targets, or an argument.
+fn evaluates_templates(step: &PlanStep) -> bool {
+    step.when.is_some()
+        || step.approval.is_some()
+        || step.fleet.is_some()
+        || step
+            .with
+            .iter()
+            .any(|(_, arg)| !matches!(arg, Arg::Value(_)))
 }

@@ -133,9 +133,12 @@ fn cache_hits_and_recovers_from_corruption() {
         let second = host_with_cache(Some(dir.path().to_owned()));
         let p = load(&second, &source).await;
         assert_eq!(p.cache, CacheStatus::Hit);
+        // By its whole path: tests running beside this one map entries of the same name
+        // from their own caches.
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let name = entry.file_name().unwrap().to_str().unwrap();
-        assert!(maps.contains(name), "{name} is not mapped:\n{maps}");
+        let path = entry.canonicalize().unwrap();
+        let path = path.to_str().unwrap();
+        assert!(maps.contains(path), "{path} is not mapped:\n{maps}");
 
         // Flip one byte in the middle of the compiled code: detected, recompiled, replaced.
         let mut bytes = std::fs::read(&entry).unwrap();
@@ -173,6 +176,24 @@ fn cache_hits_and_recovers_from_corruption() {
         assert_eq!(load(&seventh, &source).await.cache, CacheStatus::Replaced);
         let eighth = host_with_cache(Some(dir.path().to_owned()));
         assert_eq!(load(&eighth, &source).await.cache, CacheStatus::Hit);
+
+        // A symlink at either name is never followed, even to a valid entry (copies of the
+        // one just hit): whoever could place it chose what runs.
+        let shelf = tempfile::tempdir().unwrap();
+        for (i, name) in [entry.clone(), mac.clone()].into_iter().enumerate() {
+            let valid = shelf.path().join(format!("{i}"));
+            std::fs::copy(&name, &valid).unwrap();
+            std::fs::remove_file(&name).unwrap();
+            std::os::unix::fs::symlink(&valid, &name).unwrap();
+            let host = host_with_cache(Some(dir.path().to_owned()));
+            assert_eq!(
+                load(&host, &source).await.cache,
+                CacheStatus::Replaced,
+                "{} was followed",
+                name.display()
+            );
+            assert!(!std::fs::symlink_metadata(&name).unwrap().is_symlink());
+        }
     });
 }
 
@@ -268,7 +289,7 @@ fn builtin_manifests_are_complete() {
                 b.name
             );
             assert_eq!(p.contract, "medic:plugin@0.1.1");
-            assert!(p.validates, "{} does not export validate", b.name);
+            assert!(p.validates(), "{} does not export validate", b.name);
             for param in &p.manifest.params {
                 assert!(
                     !param.description.is_empty(),
@@ -290,7 +311,7 @@ fn a_plugin_built_before_the_tcp_capability_still_loads_and_runs() {
         assert_eq!(plugin.contract, "medic:plugin@0.1.0");
         // Built before the optional `validate` export (0.1.1): it has none, and a check of
         // its parameters accepts them rather than failing.
-        assert!(!plugin.validates);
+        assert!(!plugin.validates());
         assert_eq!(host.check_params(&plugin, &[]).await, Ok(Vec::new()));
         let inv = host
             .invoke(&plugin, run_call(&[]), &ctx("old"), &Default::default())

@@ -479,7 +479,7 @@ fn a_hostile_parameter_check_is_contained() {
     rt.block_on(async {
         let host = host_with_cache(None);
         let plugin = load(&host, &hostile_source()).await;
-        assert!(plugin.validates);
+        assert!(plugin.validates());
         let mode = |m: &str| vec![("mode".to_owned(), text(m))];
 
         let started = Instant::now();

@@ -84,7 +84,7 @@ fn print_plugin(p: &Plugin) {
     );
     println!(
         "param check:  {}",
-        if p.validates {
+        if p.validates() {
             "yes (medic validate asks it)"
         } else {
             "no (built before contract 0.1.1)"
@@ -171,7 +171,7 @@ async fn load_given(global: &GlobalArgs, plugin: &str) -> Result<Plugin, Exit> {
 fn plugin_json(p: &Plugin) -> serde_json::Value {
     serde_json::json!({
         "source": p.source.to_string(), "sha256": p.sha256, "size": p.size,
-        "contract": p.contract, "checks_params": p.validates, "manifest": p.manifest,
+        "contract": p.contract, "checks_params": p.validates(), "manifest": p.manifest,
     })
 }
 

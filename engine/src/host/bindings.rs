@@ -108,16 +108,19 @@ impl Exports {
         Ok(unsafe { RevertFunc::new_unchecked(func) })
     }
 
-    /// `check-params`, as [`Exports::run`]; `None` for a plugin without it.
+    /// `check-params`, as [`Exports::run`]; an error for a plugin without it (see
+    /// [`Exports::validates`]).
     pub fn check<'a>(
         &self,
         store: impl AsContextMut,
         instance: &Instance,
-    ) -> Option<wasmtime::Result<CheckFunc<'a>>> {
-        let index = self.check?;
-        let func = instance.get_func(store, index).ok_or_else(not_found);
+    ) -> wasmtime::Result<CheckFunc<'a>> {
+        let index = self
+            .check
+            .ok_or_else(|| wasmtime::format_err!("the plugin does not export `check-params`"))?;
+        let func = instance.get_func(store, index).ok_or_else(not_found)?;
         // SAFETY: as in `run`.
-        Some(func.map(|func| unsafe { CheckFunc::new_unchecked(func) }))
+        Ok(unsafe { CheckFunc::new_unchecked(func) })
     }
 }
 

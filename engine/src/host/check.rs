@@ -29,7 +29,7 @@ impl PluginHost {
         plugin: &Plugin,
         params: &[(String, Value)],
     ) -> Result<Vec<ParamProblem>, String> {
-        if !plugin.validates {
+        if !plugin.validates() {
             return Ok(Vec::new());
         }
         let sandbox = Sandbox {
@@ -45,12 +45,7 @@ impl PluginHost {
                 .instance_pre()
                 .instantiate_async(&mut store)
                 .await?;
-            let check = plugin
-                .exports
-                .check(&mut store, &instance)
-                .ok_or_else(|| {
-                    wasmtime::format_err!("the plugin does not export `check-params`")
-                })??;
+            let check = plugin.exports.check(&mut store, &instance)?;
             let (problems,) = check.call_async(&mut store, (&wit,)).await?;
             wasmtime::Result::Ok(problems)
         };

@@ -177,10 +177,15 @@ pub struct Plugin {
     pub manifest: Manifest,
     pub contract: String,
     pub cache: CacheStatus,
-    /// It exports `validate` (contract 0.1.1): its parameters are checked before a run.
-    pub validates: bool,
     pre: MedicPluginPre<StoreState>,
     exports: bindings::Exports,
+}
+
+impl Plugin {
+    /// It exports `validate` (contract 0.1.1): its parameters are checked before a run.
+    pub fn validates(&self) -> bool {
+        self.exports.validates()
+    }
 }
 
 impl fmt::Debug for Plugin {
@@ -536,7 +541,6 @@ impl PluginHost {
                 manifest: known.manifest,
                 contract: known.contract,
                 cache: CacheStatus::Hit,
-                validates: known.exports.validates(),
                 pre: known.pre,
                 exports: known.exports,
             });
@@ -573,7 +577,6 @@ impl PluginHost {
             manifest,
             contract,
             cache,
-            validates: exports.validates(),
             pre,
             exports,
         };
@@ -589,7 +592,7 @@ impl PluginHost {
         Ok(plugin)
     }
 
-    /// The plugin's manifest, and its `run` and `revert` found and their types checked.
+    /// The plugin's manifest, and its exports found and their types checked.
     async fn describe(
         &self,
         pre: &MedicPluginPre<StoreState>,

@@ -41,7 +41,7 @@ impl Validator<'_> {
                     let Some(Some(pp)) = plugins.get(index) else {
                         continue;
                     };
-                    if !pp.plugin.validates || broken.contains(&pp.plugin.sha256) {
+                    if !pp.plugin.validates() || broken.contains(&pp.plugin.sha256) {
                         continue;
                     }
                     let values = self.known_values(with, secret);

@@ -5,6 +5,7 @@
 //! [`store`] (records, tokens, audit), [`serve`] and its HTTP [`api`], [`cli`] (the `medic`
 //! command) and [`demo`] (the demo service).
 
+pub mod ahead;
 pub mod api;
 pub mod cli;
 pub mod demo;

@@ -310,6 +310,190 @@ fn the_daemon_killed_mid_run_stops_the_run_safely_and_it_is_rolled_back_after() 
     );
 }
 
+/// An action's start is sent to the daemon and its call begins while the daemon makes it
+/// durable (`medic::ahead`). Here the daemon stops answering right then (stopped, then
+/// killed): the step after `slow` has its start sent and its call begun, and its plugin
+/// asks for an HTTP request at once; that request must wait for the start to be recorded,
+/// and, since it never is, never go out.
+#[test]
+fn a_call_begun_before_its_start_was_confirmed_never_acts_when_the_daemon_dies_unanswering() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("cache").join("data");
+    let (out, _) = crate::shared_store::store_lost_mid_action(
+        work.path(),
+        &[],
+        || {
+            let pid = daemon_pid(&data);
+            crate::verdicts::signal(pid, 19);
+            // `slow` sleeps 1 s; then the next start is sent to the stopped daemon and the
+            // next call begins, asking for its request.
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(3));
+                crate::verdicts::signal(pid, 9);
+            });
+        },
+        || {},
+    );
+    assert!(stderr(&out).contains("store daemon"), "{}", stderr(&out));
+}
+
+/// The time a call waits for its step's start to be recorded is not the plugin's: a daemon
+/// slow to answer (stopped for longer than the step's timeout) delays the action, and the
+/// action then runs with its whole time, as it did when the start was awaited before the
+/// call began.
+#[test]
+fn a_call_waiting_for_its_start_to_be_recorded_keeps_its_whole_timeout() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let target = rt.block_on(crate::support::tiny_server(200, "ok"));
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let data = cache.join("data");
+    let rb = work.path().join("slowed.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"slowed\"\n\n\
+             [plugins.h]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"slow\"\nuses = \"h\"\nwith = {{ mode = \"sleep\", sleep = \"1s\" }}\n\n\
+             [[steps]]\nid = \"after\"\nuses = \"h\"\ntimeout = \"1s\"\nwith = {{ mode = \"http\", url = \"http://{addr}/after\" }}\n",
+            medic::host::fixtures::HOSTILE,
+            addr = target.addr,
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(&cache).unwrap();
+    let mut child = medic_command(&cache)
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut shown = Vec::new();
+    {
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            let started_slow = line.contains("\"step_started\"") && line.contains("\"slow\"");
+            shown.push(line);
+            if started_slow {
+                break;
+            }
+        }
+        if !shown.last().is_some_and(|l| l.contains("\"slow\"")) {
+            let out = child.wait_with_output().unwrap();
+            panic!("{shown:#?}\n{}", stderr(&out));
+        }
+        let pid = daemon_pid(&data);
+        crate::verdicts::signal(pid, 19);
+        // `slow` ends after 1 s; `after` then waits for its start until the daemon goes on,
+        // 2.5 s after it stopped: well past `after`'s 1 s.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            target.hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "acted before its start was recorded"
+        );
+        crate::verdicts::signal(pid, 18);
+        shown.extend(lines.map_while(Result::ok));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        shown.join("\n"),
+        stderr(&out)
+    );
+    assert_eq!(target.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let finished: Vec<serde_json::Value> = shown
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "step_finished")
+        .collect();
+    assert_eq!(finished.len(), 2, "{shown:#?}");
+    assert_eq!(
+        finished[1]["step"]["status"]["status"], "succeeded",
+        "{shown:#?}"
+    );
+}
+
+/// A step's start sent while its call begins is shown once recorded, while the call runs,
+/// not when it ends; so is the end of the step before, which rode with it. The call here
+/// waits for a server that answers only once the test has seen both (or after 20 s, which
+/// fails the test): ordered, not timed.
+#[test]
+fn a_steps_start_and_the_previous_end_are_shown_while_its_call_runs() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let answered = std::thread::spawn(move || {
+        let (mut sock, _) = server.accept().unwrap();
+        let mut head = [0u8; 1024];
+        let _ = sock.read(&mut head).unwrap();
+        let by_test = released.recv_timeout(Duration::from_secs(20)).is_ok();
+        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .unwrap();
+        by_test
+    });
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let rb = work.path().join("held.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"held\"\n\n\
+             [plugins.h]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"quick\"\nuses = \"h\"\n\n\
+             [[steps]]\nid = \"held\"\nuses = \"h\"\nwith = {{ mode = \"http\", url = \"http://{addr}/held\" }}\n",
+            medic::host::fixtures::HOSTILE,
+        ),
+    )
+    .unwrap();
+    let mut child = medic_command(&cache)
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut shown = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let started_held = line.contains("\"step_started\"") && line.contains("\"held\"");
+        shown.push(line);
+        if started_held {
+            break;
+        }
+    }
+    let _ = release.send(());
+    shown.extend(lines.map_while(Result::ok));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        answered.join().unwrap(),
+        "the start of `held` was shown only once its call ended: {shown:#?}"
+    );
+    let order: Vec<String> = shown
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] != "run_started" && e["event"] != "run_finished")
+        .map(|e| {
+            let step = e["step"].as_str().or(e["step"]["id"].as_str()).unwrap();
+            format!("{} {step}", e["event"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "step_started quick",
+            "step_finished quick",
+            "step_started held",
+            "step_finished held"
+        ]
+    );
+}
+
 #[test]
 fn the_daemon_killed_after_runs_ended_loses_nothing_they_recorded() {
     let cache = tempfile::tempdir().unwrap();

@@ -82,6 +82,10 @@ impl Event<'_> {
 
 pub trait Observer {
     fn on_event(&mut self, event: &Event<'_>);
+    /// The run's call has gone on long enough that what its write-ahead waits to show (the
+    /// step's start, the previous step's end) should be confirmed and shown now, instead of
+    /// when the call ends ([`crate::ahead`]). Only the recorder has anything to do.
+    fn confirm_shown(&mut self) {}
 }
 
 /// An [`Event`] that owns its data, to cross a process boundary (`medic run` through

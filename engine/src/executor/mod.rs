@@ -324,7 +324,8 @@ pub fn execute<'a>(
 ) -> impl Future<Output = Option<RunReport>> + 'a {
     // What the run's calls leave until it waits (`crate::later`) goes with the run at the
     // latest. Not an `async fn`, which would hold the run's future twice (see `scope`).
-    crate::later::scope(run_plan(host, plan, opts, observer))
+    // And its write-ahead still on its way (`crate::ahead`).
+    crate::ahead::scope(crate::later::scope(run_plan(host, plan, opts, observer)))
 }
 
 /// Not an `async fn`: one holds its arguments twice (as they came and as its locals), and

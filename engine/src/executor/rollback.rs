@@ -287,6 +287,7 @@ impl Run<'_> {
                 }
             };
             let alias = plan.plugins[plugin].alias.clone();
+            crate::ahead::one_call_follows();
             observer.on_event(&Event::StepStarted {
                 phase: Phase::Rollback,
                 id: &id,
@@ -298,7 +299,11 @@ impl Run<'_> {
                 max_errors: None,
                 retry: undo_retry(step),
             };
-            let (attempts, ..) = self.retried(plugin, &id, timeout, rate, call, false).await;
+            let (attempts, ..) = super::step::shown_while(
+                self.retried(plugin, &id, timeout, rate, call, false),
+                observer,
+            )
+            .await;
             let last = &attempts.last().expect("at least one attempt").invocation;
             let report = StepReport {
                 id: id.clone(),

@@ -197,6 +197,11 @@ impl Run<'_> {
         let pp = &self.plan.plugins[plugin];
         let attempt = attempt + self.attempt_base.get(step_id).copied().unwrap_or(0);
         let started_ms = self.elapsed_ms();
+        // A call handed to other threads is out of the run's reach (`crate::ahead`): the
+        // step's start is confirmed before.
+        if placement != Placement::Here && crate::ahead::settle().is_err() {
+            self.cancel.abort();
+        }
         // Nothing is called once the run is aborted. A record that failed aborts the run from
         // inside the event it could not record (an action's write-ahead start, say), and the
         // run is dropped at its next wait; a call made on the way there, on this thread,
@@ -220,9 +225,20 @@ impl Run<'_> {
             };
             // The host masks the run's secrets in everything the call produced before
             // returning it (and before tracing any of it); the real outputs come separately.
-            self.host
+            let invocation = self
+                .host
                 .invoke_on(&pp.plugin, call, ctx, sandbox, placement)
-                .await
+                .await;
+            // The call started while its step's start was on its way to the disk. If that
+            // write failed, everything in the call that would have acted trapped first: it
+            // changed nothing, and the run stops as if it had not been called.
+            match crate::ahead::settle() {
+                Ok(()) => invocation,
+                Err(why) => {
+                    self.cancel.abort();
+                    Invocation::not_called(&format!("not acted: {why}; the run stops"))
+                }
+            }
         };
         let unmasked = invocation.unmasked_outputs.take();
         (
@@ -313,6 +329,11 @@ impl Run<'_> {
                 return report;
             }
         }
+        // A plain step's call may begin while its start is on its way to the disk
+        // (`crate::ahead`); a fleet's calls go to other threads, and a gate's are checks.
+        if step.fleet.is_none() && step.gate.is_none() {
+            crate::ahead::one_call_follows();
+        }
         observer.on_event(&Event::StepStarted {
             phase,
             id: &step.id,
@@ -345,7 +366,7 @@ impl Run<'_> {
         } else {
             let attempts = step.retry.map_or(1, |r| r.attempts);
             for n in 1..=attempts {
-                let attempt = self.attempt(step, &params, n).await;
+                let attempt = shown_while(self.attempt(step, &params, n), observer).await;
                 let retryable = retryable(&attempt.invocation, step.retry);
                 report.summary = summary_of(&attempt.invocation);
                 report.status = status_of(&attempt.invocation);
@@ -493,6 +514,57 @@ impl Run<'_> {
                 self.raw_outputs.remove(id);
             }
         }
+    }
+}
+
+/// How long a call runs before its step's start, sent while it began, is confirmed and
+/// shown without waiting for the call's end: the daemon's `fdatasync` is done by then.
+const SHOW_AFTER: Duration = Duration::from_millis(1);
+
+/// Awaits `call`, the one call of a step whose start may still be on its way to the disk
+/// (`crate::ahead`): one still running after [`SHOW_AFTER`] has the start (and the end of
+/// the step before) confirmed and shown meanwhile, as a responder expects to see what runs.
+/// A future of its own, not an `async fn`, which would hold `call` twice (its argument and
+/// its pinned local) in every step's future.
+pub(super) fn shown_while<F: std::future::Future>(
+    call: F,
+    observer: &mut dyn Observer,
+) -> ShownWhile<'_, F> {
+    ShownWhile {
+        call,
+        timer: crate::ahead::is_pending().then(|| Box::pin(tokio::time::sleep(SHOW_AFTER))),
+        observer,
+    }
+}
+
+pub(super) struct ShownWhile<'o, F> {
+    call: F,
+    /// Boxed, and only while a start waits to be confirmed: most steps have none.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    observer: &'o mut dyn Observer,
+}
+
+impl<F: std::future::Future> std::future::Future for ShownWhile<'_, F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // SAFETY: `call` is never moved out of `self` (structural pinning); the other fields
+        // are not pinned and are only used by reference here.
+        let this = unsafe { self.get_unchecked_mut() };
+        let call = unsafe { std::pin::Pin::new_unchecked(&mut this.call) };
+        if let std::task::Poll::Ready(out) = call.poll(cx) {
+            return std::task::Poll::Ready(out);
+        }
+        if let Some(timer) = &mut this.timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            this.timer = None;
+            this.observer.confirm_shown();
+        }
+        std::task::Poll::Pending
     }
 }
 

@@ -351,10 +351,23 @@ impl PluginHost {
             // Epoch interruption stops wasm code and host calls check the deadline
             // themselves; this outer bound is the backstop for anything that slips through
             // both.
+            // It moves, as the deadline does, by what the call waited for its step's start to
+            // be recorded (`crate::ahead`).
             let backstop = timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
-            let raw =
-                tokio::time::timeout(backstop, run(&pre, exports, &mut store, &wit_ctx, &call))
-                    .await;
+            let waited_before = crate::ahead::waited();
+            let until =
+                || started + backstop + crate::ahead::waited().saturating_sub(waited_before);
+            let raw = {
+                let mut call = std::pin::pin!(run(&pre, exports, &mut store, &wit_ctx, &call));
+                loop {
+                    let bound = until();
+                    match tokio::time::timeout_at(bound.into(), &mut call).await {
+                        Ok(answer) => break Ok(answer),
+                        Err(elapsed) if until() <= bound => break Err(elapsed),
+                        Err(_) => {}
+                    }
+                }
+            };
             let findings = Findings::take(&mut store.data_mut().caps);
             // The store (its instance's memory reset, the rest of its state) and the call's
             // share of the budget go together. A run's own call leaves them for the run's
@@ -483,6 +496,7 @@ fn state_of(
             http,
             started,
             deadline: started + sandbox.timeout,
+            waited_before: crate::ahead::waited(),
             logs: Vec::new(),
             logs_dropped: 0,
             uses: Vec::new(),
@@ -497,7 +511,6 @@ fn state_of(
 
 /// A store for one call, with its limits and its state's deadline.
 fn store_of(engine: &wasmtime::Engine, state: StoreState) -> Store<StoreState> {
-    let deadline = state.caps.deadline;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     // wasmtime would otherwise copy up to 128 MiB per transfer out of the guest.
@@ -507,8 +520,8 @@ fn store_of(engine: &wasmtime::Engine, state: StoreState) -> Store<StoreState> {
     // after another, and each one's own deadline is checked on time: past it, the call traps
     // (`Trap::Interrupt`, a timeout).
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
+    store.epoch_deadline_callback(move |store| {
+        Ok(if Instant::now() >= store.data().caps.deadline() {
             wasmtime::UpdateDeadline::Interrupt
         } else {
             wasmtime::UpdateDeadline::Yield(1)

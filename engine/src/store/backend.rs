@@ -62,6 +62,20 @@ pub trait Runs: Send + Sync {
         entries: &[JournalEntry],
         durable: bool,
     ) -> Result<u32, StoreError>;
+    /// A durable [`Runs::append_many`] that may return before it is durable: Some when the
+    /// write was sent and its answer is yet to come ([`crate::ahead::Unconfirmed`]), as
+    /// through the store daemon, which flushes in its own process meanwhile. By default
+    /// the append is made and flushed here (None): a flush in this process would need a
+    /// hand-off to another thread, which costs more than it hides on a machine this size.
+    fn append_sent(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+    ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
+        self.append_many(run_id, record, entries, true)
+            .map(|_| None)
+    }
     /// A run's journal from its `from`th entry on, at most `limit` entries.
     fn journal_from(
         &self,

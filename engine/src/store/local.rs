@@ -13,8 +13,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -173,11 +173,27 @@ pub(super) struct Local {
     dir: PathBuf,
     shown: String,
     start: Option<std::sync::Arc<Starter>>,
+    /// Connections not in use, and how many calls wait for an answer: shared with appends
+    /// sent and not yet confirmed ([`Sent`]).
+    pool: Arc<Pool>,
+}
+
+#[derive(Default)]
+struct Pool {
     /// Connections not in use: each call takes one (or makes one), so the threads of a
     /// process call at once.
     idle: Mutex<Vec<Conn>>,
     /// Calls waiting for their answer.
     in_flight: AtomicUsize,
+}
+
+impl Pool {
+    fn put_back(&self, conn: Conn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(conn);
+    }
 }
 
 impl Local {
@@ -193,8 +209,7 @@ impl Local {
             dir: dir.to_owned(),
             shown: dir.display().to_string(),
             start,
-            idle: Mutex::default(),
-            in_flight: AtomicUsize::new(0),
+            pool: Arc::default(),
         };
         let Some((conn, welcome)) = local.open(wait)? else {
             return Ok(None);
@@ -264,10 +279,7 @@ impl Local {
     }
 
     fn put_back(&self, conn: Conn) {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(conn);
+        self.pool.put_back(conn);
     }
 
     fn unreachable(&self, reason: &str) -> StoreError {
@@ -281,6 +293,7 @@ impl Local {
     /// after a failure).
     fn take(&self) -> Result<Conn, StoreError> {
         let idle = self
+            .pool
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -299,23 +312,75 @@ impl Local {
         // A broken connection is dropped, not put back: the call's fate is unknown (an
         // append may have been made), so it is not tried again; the next call connects
         // anew.
-        let alone = self.in_flight.fetch_add(1, Ordering::SeqCst) == 0;
+        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0;
         let answer = exchange(&mut conn, request, alone);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let answer = answer
-            .map_err(|e| self.unreachable(&format!("the store daemon stopped answering: {e}")))?;
+        self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let answer = answer.map_err(|e| stopped_answering(&self.shown, &e))?;
         self.put_back(conn);
-        match answer {
-            Ok(v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
-                dir: self.shown.clone(),
-                key: "the store daemon's answer".to_owned(),
-                reason: e.to_string(),
-            }),
-            Err(AnswerError::Full) => Err(StoreError::Full {
-                dir: self.shown.clone(),
-            }),
-            Err(AnswerError::Other(message)) => Err(StoreError::Remote(message)),
-        }
+        value_of(&self.shown, answer)
+    }
+}
+
+fn stopped_answering(shown: &str, e: &std::io::Error) -> StoreError {
+    StoreError::Daemon {
+        dir: shown.to_owned(),
+        reason: format!("the store daemon stopped answering: {e}"),
+    }
+}
+
+fn value_of<T: DeserializeOwned>(
+    shown: &str,
+    answer: Result<serde_json::Value, AnswerError>,
+) -> Result<T, StoreError> {
+    match answer {
+        Ok(v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
+            dir: shown.to_owned(),
+            key: "the store daemon's answer".to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(AnswerError::Full) => Err(StoreError::Full {
+            dir: shown.to_owned(),
+        }),
+        Err(AnswerError::Other(message)) => Err(StoreError::Remote(message)),
+    }
+}
+
+/// A durable append sent to the daemon, its answer not read yet: the daemon makes it
+/// durable (its `fdatasync`) while the run goes on with what cannot act
+/// ([`crate::ahead`]).
+struct Sent {
+    /// Taken by [`Sent::answer`]; a `Sent` dropped unconfirmed still reads its answer.
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    shown: String,
+    watch: bool,
+}
+
+impl Sent {
+    fn answer(&mut self) -> Result<(), StoreError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        let answer = receive(&mut conn, self.watch);
+        self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // A broken connection is dropped, not put back (see `Local::call`).
+        let answer = answer.map_err(|e| stopped_answering(&self.shown, &e))?;
+        self.pool.put_back(conn);
+        value_of::<u32>(&self.shown, answer).map(drop)
+    }
+}
+
+impl crate::ahead::Unconfirmed for Sent {
+    fn confirm(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.answer()
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        // Read even when nobody asks: the connection is then reusable, and whatever the run
+        // writes next is sent after this one was answered, so it lands after it.
+        let _ = self.answer();
     }
 }
 
@@ -363,12 +428,25 @@ fn exchange(
     request: &Request<'_>,
     watch: bool,
 ) -> std::io::Result<Result<serde_json::Value, AnswerError>> {
+    send(conn, request)?;
+    receive(conn, watch)
+}
+
+fn send(conn: &mut Conn, request: &Request<'_>) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(request).expect("requests serialize");
     line.push(b'\n');
     conn.writer.write_all(&line)?;
     // While the daemon works (a durable append: its `fdatasync`), the run's last call's
     // store is dropped: that work is off the step's path.
     crate::later::drop_now();
+    Ok(())
+}
+
+/// Reads one answer line; `watch`: see [`WATCH`].
+fn receive(
+    conn: &mut Conn,
+    watch: bool,
+) -> std::io::Result<Result<serde_json::Value, AnswerError>> {
     if watch && conn.reader.buffer().is_empty() {
         watch_socket(conn.reader.get_ref().as_raw_fd(), WATCH);
     }
@@ -427,6 +505,31 @@ impl Runs for Local {
             entries: Cow::Borrowed(entries),
             durable,
         })
+    }
+    fn append_sent(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+    ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
+        let mut conn = self.take()?;
+        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0;
+        let request = Request::AppendMany {
+            run_id: Cow::Borrowed(run_id),
+            record: record.map(|r| Box::new(Cow::Borrowed(r))),
+            entries: Cow::Borrowed(entries),
+            durable: true,
+        };
+        if let Err(e) = send(&mut conn, &request) {
+            self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(stopped_answering(&self.shown, &e));
+        }
+        Ok(Some(Box::new(Sent {
+            conn: Some(conn),
+            pool: self.pool.clone(),
+            shown: self.shown.clone(),
+            watch: alone,
+        })))
     }
     fn journal_from(
         &self,

@@ -448,6 +448,17 @@ impl Store {
         self.backend.append_many(run_id, record, entries, durable)
     }
 
+    /// A durable [`Store::append_many`], sent and confirmed later where the store can make
+    /// it durable meanwhile; see [`backend::Runs::append_sent`].
+    pub fn append_sent(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+    ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
+        self.backend.append_sent(run_id, record, entries)
+    }
+
     /// Appends an event and writes the record as it leaves the run, both or neither;
     /// `durable`: flushed with everything before it when this returns.
     pub fn append_with_record(

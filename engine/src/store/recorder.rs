@@ -64,6 +64,11 @@ pub struct Recorder<'a> {
     unshown: Vec<Option<usize>>,
     /// What the last write journaled, until what was held among it is shown.
     written: Vec<super::JournalEntry>,
+    /// An action's start sent and not yet confirmed ([`crate::ahead`]): what it carries
+    /// (`unshown`, and the start itself: phase, step, plugin) is shown once it is.
+    deferred: Option<(Phase, String, String)>,
+    /// The run's write-ahead state, once a write was left to it.
+    ahead: Option<std::sync::Arc<crate::ahead::Ahead>>,
 }
 
 impl<'a> Recorder<'a> {
@@ -94,6 +99,8 @@ impl<'a> Recorder<'a> {
             held: Vec::new(),
             unshown: Vec::new(),
             written: Vec::new(),
+            deferred: None,
+            ahead: None,
         }
     }
 
@@ -148,41 +155,102 @@ impl<'a> Recorder<'a> {
 
     /// Journals `event` with what is held, and the record if it changed.
     fn write(&mut self, event: JournalEvent, flush: bool) {
+        self.write_ahead(event, flush, false);
+    }
+
+    /// [`Recorder::write`]; with `defer` (a durable action's start, one call to follow on
+    /// this thread) the write may be sent and its confirmation left to the run
+    /// ([`crate::ahead`]): returns whether it was, and then nothing of it is shown yet.
+    fn write_ahead(&mut self, event: JournalEvent, flush: bool, defer: bool) -> bool {
+        // Whatever was sent before is confirmed (and shown) first: this write lands after it.
+        self.confirm();
         if self.error.is_some() {
-            return;
+            return false;
         }
         // Events waiting to be shown are made durable by this write, whatever it is, and are
         // shown before it.
         let flush = flush || !self.unshown.is_empty();
-        let Some(record) = &self.record else { return };
+        let Some(record) = &self.record else {
+            return false;
+        };
         let mut entries = std::mem::take(&mut self.held);
         entries.push(super::JournalEntry::now(event));
-        let result = self.store.append_many(
-            &record.run_id,
-            self.record_changed.then_some(record),
-            &entries,
-            flush,
-        );
+        let shown = self.record_changed.then_some(record);
+        let mut deferred = false;
+        let result = match defer && flush {
+            false => self
+                .store
+                .append_many(&record.run_id, shown, &entries, flush)
+                .map(drop),
+            true => match self.store.append_sent(&record.run_id, shown, &entries) {
+                Ok(Some(sent)) => match crate::ahead::current() {
+                    Some(ahead) => {
+                        ahead.defer(sent);
+                        self.ahead = Some(ahead);
+                        deferred = true;
+                        Ok(())
+                    }
+                    None => crate::ahead::Unconfirmed::confirm(sent),
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+        };
         if result.is_ok() {
             self.record_changed = false;
             self.written = entries;
         }
         if let Err(e) = result {
-            // Stopped at once, rollback included: an undo that cannot be recorded would
-            // leave a record claiming the change is still in place, and a later rollback
-            // would undo it twice. The run stays as recorded, to be picked up.
-            eprintln!(
-                "medic: cannot record the run ({e}); stopping now without undoing anything, since a change that cannot be recorded must not be made\n  = help: once the store is back, `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`",
-                id = record.run_id
-            );
-            self.error = Some(e);
-            self.cancel.abort();
+            self.fail(e);
         }
+        deferred
+    }
+
+    /// Confirms a write left to the run, if any, and shows what waited for it.
+    fn confirm(&mut self) {
+        let Some(ahead) = &self.ahead else { return };
+        if let Some(e) = ahead.take_error() {
+            self.deferred = None;
+            self.fail(e);
+            return;
+        }
+        if let Some((phase, id, plugin)) = self.deferred.take() {
+            self.show_unshown();
+            if self.error.is_none() {
+                self.inner.on_event(&Event::StepStarted {
+                    phase,
+                    id: &id,
+                    plugin: &plugin,
+                });
+            }
+        }
+    }
+
+    fn fail(&mut self, e: StoreError) {
+        if self.error.is_some() {
+            return;
+        }
+        let id = self.record.as_ref().map_or("", |r| r.run_id.as_str());
+        // Stopped at once, rollback included: an undo that cannot be recorded would leave a
+        // record claiming the change is still in place, and a later rollback would undo it
+        // twice. The run stays as recorded, to be picked up.
+        eprintln!(
+            "medic: cannot record the run ({e}); stopping now without undoing anything, since a change that cannot be recorded must not be made\n  = help: once the store is back, `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`"
+        );
+        self.error = Some(e);
+        self.cancel.abort();
     }
 }
 
 impl Observer for Recorder<'_> {
+    fn confirm_shown(&mut self) {
+        self.confirm();
+    }
+
     fn on_event(&mut self, event: &Event<'_>) {
+        // A start left to the run is confirmed, and it and what it carried are shown, before
+        // anything after it (the step's end, if the call was quick).
+        self.confirm();
         match event {
             Event::RunStarted {
                 run_id,
@@ -293,14 +361,18 @@ impl Observer for Recorder<'_> {
                 // acted. A check changes nothing, and a resumed run runs it again, so its
                 // start rides on the next flush (its end, at the latest).
                 let flush = self.actions.iter().any(|a| a == plugin);
-                self.write(
-                    JournalEvent::StepStarted {
-                        phase: *phase,
-                        step: (*id).to_owned(),
-                        plugin: (*plugin).to_owned(),
-                    },
-                    flush,
-                )
+                // One call follows on this thread (not a fleet's): it starts while the
+                // daemon makes this durable, and nothing in it acts before (`crate::ahead`).
+                let one_call = crate::ahead::take_one_call();
+                let event = JournalEvent::StepStarted {
+                    phase: *phase,
+                    step: (*id).to_owned(),
+                    plugin: (*plugin).to_owned(),
+                };
+                if self.write_ahead(event, flush, one_call) {
+                    self.deferred = Some((*phase, (*id).to_owned(), (*plugin).to_owned()));
+                    return;
+                }
             }
             Event::ApprovalRequested {
                 id,

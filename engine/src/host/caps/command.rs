@@ -112,6 +112,7 @@ impl Host for StoreState {
                 self.caps.deny("command", detail, reason),
             )));
         }
+        let start = self.caps.before_acting(start)?;
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(&args)
             .env_clear()

@@ -215,6 +215,7 @@ impl Host for StoreState {
             }
         };
 
+        let start = self.caps.before_acting(start)?;
         let remaining = self.caps.remaining();
         let own = request.timeout_ms.map(Duration::from_millis);
         let limit = own.map_or(remaining, |t| t.min(remaining));

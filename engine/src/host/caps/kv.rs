@@ -96,7 +96,7 @@ impl Host for StoreState {
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         self.kv_allowed("set", &key)?;
-        let start = Instant::now();
+        let start = self.caps.before_acting(Instant::now())?;
         let result = {
             let kv = self.caps.kv.clone();
             let mut map = kv.map.lock().unwrap();
@@ -131,7 +131,7 @@ impl Host for StoreState {
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         self.kv_allowed("delete", &key)?;
-        let start = Instant::now();
+        let start = self.caps.before_acting(Instant::now())?;
         let kv = self.caps.kv.clone();
         let result = {
             let mut map = kv.map.lock().unwrap();

@@ -54,6 +54,19 @@ impl std::fmt::Display for CapabilityDenied {
 
 impl std::error::Error for CapabilityDenied {}
 
+/// The trap raised when a capability that acts is used while the step's start, sent while
+/// the call began, could not be recorded ([`crate::ahead`]): nothing is done unrecorded.
+#[derive(Debug)]
+pub struct NotRecorded(pub String);
+
+impl std::fmt::Display for NotRecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotRecorded {}
+
 /// Bounds on what one call may leave in the record (and hold in memory): at most 1 MiB of
 /// log text and about 2 MiB of capability uses per call, whatever the plugin sends.
 pub const MAX_LOG_LINES: usize = 1000;
@@ -71,7 +84,11 @@ pub(crate) struct CapState {
     pub kv: KvSpace,
     pub http: http::LazyHttp,
     pub started: Instant,
+    /// `started` + the call's timeout; see [`CapState::deadline`].
     pub deadline: Instant,
+    /// What the run had waited for its write-aheads when the call began
+    /// ([`crate::ahead::waited`]).
+    pub waited_before: Duration,
     pub logs: Vec<LogLine>,
     pub logs_dropped: u64,
     pub uses: Vec<CapabilityUse>,
@@ -88,8 +105,22 @@ pub(crate) struct CapState {
 }
 
 impl CapState {
+    /// When the call's time is up: its timeout from when it was asked for, plus what it
+    /// waited meanwhile for its step's start to be recorded (not the plugin's time).
+    pub fn deadline(&self) -> Instant {
+        self.deadline + crate::ahead::waited().saturating_sub(self.waited_before)
+    }
+
     pub fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// Before a capability acts (its grant checked): the step's start must be recorded.
+    /// Returns `start` (when the use began) moved by the wait, which is not the use's time.
+    pub fn before_acting(&self, start: Instant) -> wasmtime::Result<Instant> {
+        let begun = Instant::now();
+        crate::ahead::settle().map_err(|why| wasmtime::Error::new(NotRecorded(why)))?;
+        Ok(start + begun.elapsed())
     }
 
     pub fn record(

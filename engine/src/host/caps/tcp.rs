@@ -78,6 +78,7 @@ impl Host for StoreState {
                 "the request exceeds {MAX_TCP_REQUEST} bytes"
             ))));
         }
+        let start = self.caps.before_acting(start)?;
         let remaining = self.caps.remaining();
         let own = timeout_ms.map(Duration::from_millis);
         let limit = own.map_or(remaining, |t| t.min(remaining));

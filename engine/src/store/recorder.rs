@@ -175,14 +175,14 @@ impl<'a> Recorder<'a> {
         };
         let mut entries = std::mem::take(&mut self.held);
         entries.push(super::JournalEntry::now(event));
-        let shown = self.record_changed.then_some(record);
+        let changed = self.record_changed.then_some(record);
         let mut deferred = false;
         let result = match defer && flush {
             false => self
                 .store
-                .append_many(&record.run_id, shown, &entries, flush)
+                .append_many(&record.run_id, changed, &entries, flush)
                 .map(drop),
-            true => match self.store.append_sent(&record.run_id, shown, &entries) {
+            true => match self.store.append_sent(&record.run_id, changed, &entries) {
                 Ok(Some(sent)) => match crate::ahead::current() {
                     Some(ahead) => {
                         ahead.defer(sent);

@@ -428,27 +428,14 @@ pub fn store_lost_mid_action(
             .output()
             .expect("run medic")
     };
-    let mut child = medic_command(&cache)
-        .envs(env.iter().copied())
+    let mut cmd = medic_command(&cache);
+    cmd.envs(env.iter().copied())
         .args(["run", rb.to_str().unwrap(), "--output", "json"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut shown = Vec::new();
-    {
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            let started_slow = line.contains("\"step_started\"") && line.contains("\"slow\"");
-            shown.push(line);
-            if started_slow {
-                break;
-            }
-        }
-        cut();
-        shown.extend(lines.map_while(Result::ok));
-    }
+        .stderr(Stdio::piped());
+    let (child, mut shown, lines) = crate::support::run_until_started(cmd, "slow");
+    cut();
+    shown.extend(lines.map_while(Result::ok));
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert!(err.contains("cannot record the run"), "{err}");

@@ -362,27 +362,12 @@ fn a_call_waiting_for_its_start_to_be_recorded_keeps_its_whole_timeout() {
     )
     .unwrap();
     std::fs::create_dir(&cache).unwrap();
-    let mut child = medic_command(&cache)
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+    let mut cmd = medic_command(&cache);
+    cmd.args(["run", rb.to_str().unwrap(), "--output", "json"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut shown = Vec::new();
+        .stderr(Stdio::piped());
+    let (child, mut shown, lines) = crate::support::run_until_started(cmd, "slow");
     {
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            let started_slow = line.contains("\"step_started\"") && line.contains("\"slow\"");
-            shown.push(line);
-            if started_slow {
-                break;
-            }
-        }
-        if !shown.last().is_some_and(|l| l.contains("\"slow\"")) {
-            let out = child.wait_with_output().unwrap();
-            panic!("{shown:#?}\n{}", stderr(&out));
-        }
         let pid = daemon_pid(&data);
         crate::verdicts::signal(pid, 19);
         // `slow` ends after 1 s; `after` then waits for its start until the daemon goes on,
@@ -423,7 +408,7 @@ fn a_call_waiting_for_its_start_to_be_recorded_keeps_its_whole_timeout() {
 /// fails the test): ordered, not timed.
 #[test]
 fn a_steps_start_and_the_previous_end_are_shown_while_its_call_runs() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let (release, released) = std::sync::mpsc::channel::<()>();
@@ -451,21 +436,11 @@ fn a_steps_start_and_the_previous_end_are_shown_while_its_call_runs() {
         ),
     )
     .unwrap();
-    let mut child = medic_command(&cache)
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+    let mut cmd = medic_command(&cache);
+    cmd.args(["run", rb.to_str().unwrap(), "--output", "json"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut shown = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref().map_while(Result::ok) {
-        let started_held = line.contains("\"step_started\"") && line.contains("\"held\"");
-        shown.push(line);
-        if started_held {
-            break;
-        }
-    }
+        .stderr(Stdio::piped());
+    let (child, mut shown, lines) = crate::support::run_until_started(cmd, "held");
     let _ = release.send(());
     shown.extend(lines.map_while(Result::ok));
     let out = child.wait_with_output().unwrap();

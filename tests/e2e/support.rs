@@ -301,6 +301,35 @@ pub fn kill_when(child: &mut std::process::Child, at: impl Fn(&str) -> bool) {
     child.wait().unwrap();
 }
 
+/// A run's JSON events, read as they come.
+pub type Events = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// Spawns `cmd` (a `medic run ... --output json`, its stdout and stderr piped) and reads its
+/// events until step `step` has started. Returns the child, what it showed up to that
+/// line, and the events still to come. A run that ends first fails the test with its error.
+pub fn run_until_started(
+    mut cmd: std::process::Command,
+    step: &str,
+) -> (std::process::Child, Vec<String>, Events) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.spawn().unwrap();
+    let mut shown = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let quoted = format!("\"{step}\"");
+    for line in lines.by_ref().map_while(Result::ok) {
+        let started = line.contains("\"step_started\"") && line.contains(&quoted);
+        shown.push(line);
+        if started {
+            return (child, shown, lines);
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "the run ended before `{step}` started: {shown:#?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A tmpfs mounted with `options` (and mode 0700) on a new directory, unmounted on drop.
 /// Needs root (CI and this project's machines run the suite as root); anything else fails
 /// the test saying so.

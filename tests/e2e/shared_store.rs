@@ -430,9 +430,7 @@ pub fn store_lost_mid_action(
     };
     let mut cmd = medic_command(&cache);
     cmd.envs(env.iter().copied())
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(["run", rb.to_str().unwrap(), "--output", "json"]);
     let (child, mut shown, lines) = crate::support::run_until_started(cmd, "slow");
     cut();
     shown.extend(lines.map_while(Result::ok));

@@ -319,7 +319,7 @@ fn the_daemon_killed_mid_run_stops_the_run_safely_and_it_is_rolled_back_after() 
 fn a_call_begun_before_its_start_was_confirmed_never_acts_when_the_daemon_dies_unanswering() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("cache").join("data");
-    let (out, _) = crate::shared_store::store_lost_mid_action(
+    let (out, listed) = crate::shared_store::store_lost_mid_action(
         work.path(),
         &[],
         || {
@@ -335,6 +335,11 @@ fn a_call_begun_before_its_start_was_confirmed_never_acts_when_the_daemon_dies_u
         || {},
     );
     assert!(stderr(&out).contains("store daemon"), "{}", stderr(&out));
+    assert!(
+        stderr(&listed).contains("found 1 run whose process died"),
+        "{}",
+        stderr(&listed)
+    );
 }
 
 /// The time a call waits for its step's start to be recorded is not the plugin's: a daemon
@@ -363,9 +368,7 @@ fn a_call_waiting_for_its_start_to_be_recorded_keeps_its_whole_timeout() {
     .unwrap();
     std::fs::create_dir(&cache).unwrap();
     let mut cmd = medic_command(&cache);
-    cmd.args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["run", rb.to_str().unwrap(), "--output", "json"]);
     let (child, mut shown, lines) = crate::support::run_until_started(cmd, "slow");
     {
         let pid = daemon_pid(&data);
@@ -437,9 +440,7 @@ fn a_steps_start_and_the_previous_end_are_shown_while_its_call_runs() {
     )
     .unwrap();
     let mut cmd = medic_command(&cache);
-    cmd.args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["run", rb.to_str().unwrap(), "--output", "json"]);
     let (child, mut shown, lines) = crate::support::run_until_started(cmd, "held");
     let _ = release.send(());
     shown.extend(lines.map_while(Result::ok));

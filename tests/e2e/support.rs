@@ -304,7 +304,7 @@ pub fn kill_when(child: &mut std::process::Child, at: impl Fn(&str) -> bool) {
 /// A run's JSON events, read as they come.
 pub type Events = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
 
-/// Spawns `cmd` (a `medic run ... --output json`, its stdout and stderr piped) and reads its
+/// Spawns `cmd` (a `medic run ... --output json`), its stdout and stderr piped, and reads its
 /// events until step `step` has started. Returns the child, what it showed up to that
 /// line, and the events still to come. A run that ends first fails the test with its error.
 pub fn run_until_started(
@@ -312,7 +312,11 @@ pub fn run_until_started(
     step: &str,
 ) -> (std::process::Child, Vec<String>, Events) {
     use std::io::{BufRead, BufReader};
-    let mut child = cmd.spawn().unwrap();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut shown = Vec::new();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
     let quoted = format!("\"{step}\"");

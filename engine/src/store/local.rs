@@ -171,7 +171,8 @@ const ANSWER_WAIT: Duration = Duration::from_secs(300);
 /// A client of the store daemon.
 pub(super) struct Local {
     dir: PathBuf,
-    shown: String,
+    /// The data directory as shown in errors (shared with appends sent: [`Sent`]).
+    shown: Arc<str>,
     start: Option<std::sync::Arc<Starter>>,
     /// Connections not in use, and how many calls wait for an answer: shared with appends
     /// sent and not yet confirmed ([`Sent`]).
@@ -207,7 +208,7 @@ impl Local {
     ) -> Result<Option<Local>, StoreError> {
         let local = Local {
             dir: dir.to_owned(),
-            shown: dir.display().to_string(),
+            shown: dir.display().to_string().into(),
             start,
             pool: Arc::default(),
         };
@@ -284,7 +285,7 @@ impl Local {
 
     fn unreachable(&self, reason: &str) -> StoreError {
         StoreError::Daemon {
-            dir: self.shown.clone(),
+            dir: self.shown.to_string(),
             reason: reason.to_owned(),
         }
     }
@@ -352,7 +353,7 @@ struct Sent {
     /// Taken by [`Sent::answer`]; a `Sent` dropped unconfirmed still reads its answer.
     conn: Option<Conn>,
     pool: Arc<Pool>,
-    shown: String,
+    shown: Arc<str>,
     watch: bool,
 }
 
@@ -471,7 +472,7 @@ struct Held(#[allow(dead_code)] Conn);
 
 impl Runs for Local {
     fn location(&self) -> String {
-        self.shown.clone()
+        self.shown.to_string()
     }
     fn flush(&self) -> Result<(), StoreError> {
         self.call(&Request::Flush)
@@ -618,7 +619,7 @@ impl Schedules for Local {
         match exchange(&mut conn, &request, false) {
             Ok(Ok(_)) => Ok(Box::new(Held(conn))),
             Ok(Err(AnswerError::Full)) => Err(StoreError::Full {
-                dir: self.shown.clone(),
+                dir: self.shown.to_string(),
             }),
             Ok(Err(AnswerError::Other(m))) => Err(StoreError::Remote(m)),
             Err(e) => Err(self.unreachable(&format!("the store daemon stopped answering: {e}"))),

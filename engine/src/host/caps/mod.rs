@@ -30,42 +30,21 @@ pub struct Grants {
 }
 
 /// The trap raised when a host call would run past the call's deadline.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded in a host call")]
 pub struct DeadlineExceeded;
-
-impl std::fmt::Display for DeadlineExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("deadline exceeded in a host call")
-    }
-}
-
-impl std::error::Error for DeadlineExceeded {}
 
 /// The trap raised when a plugin uses a capability it was not granted and cannot be told so
 /// through the interface's own error type.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct CapabilityDenied(pub String);
-
-impl std::fmt::Display for CapabilityDenied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CapabilityDenied {}
 
 /// The trap raised when a capability that acts is used while the step's start, sent while
 /// the call began, could not be recorded ([`crate::ahead`]): nothing is done unrecorded.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct NotRecorded(pub String);
-
-impl std::fmt::Display for NotRecorded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotRecorded {}
 
 /// Bounds on what one call may leave in the record (and hold in memory): at most 1 MiB of
 /// log text and about 2 MiB of capability uses per call, whatever the plugin sends.

@@ -396,7 +396,7 @@ enum AnswerError {
 /// meanwhile (measured here: 380 µs a recorded step through the daemon sleeping, 250 to
 /// 285 µs watching). Calls made together do not watch: they would take the CPU the daemon
 /// answers them with.
-const WATCH: Duration = Duration::from_micros(500);
+pub(super) const WATCH: Duration = Duration::from_micros(500);
 
 /// Returns once `fd` has something to read or `watch` has passed, whichever comes first,
 /// without sleeping meanwhile: on a virtual machine a thread that sleeps for less than a

@@ -81,7 +81,12 @@ pub(super) struct Wal {
     written: AtomicU64,
     synced: Mutex<Synced>,
     synced_changed: Condvar,
+    /// `synced.upto`, for a thread that watches it without taking the lock.
+    synced_upto: AtomicU64,
     broken: AtomicBool,
+    /// How long an `fdatasync` of this log takes lately, in ns (a moving average): whether
+    /// handing one to another thread is worth the hand-off ([`Wal::flush_time`]).
+    flush_ns: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,7 +127,9 @@ impl Wal {
                 waiting: 0,
             }),
             synced_changed: Condvar::new(),
+            synced_upto: AtomicU64::new(next_seq - 1),
             broken: AtomicBool::new(false),
+            flush_ns: AtomicU64::new(0),
         };
         if header.is_none() {
             wal.write_header(next_seq)?;
@@ -238,18 +245,57 @@ impl Wal {
             synced.syncing = true;
             let target = self.written();
             drop(synced);
+            let begun = std::time::Instant::now();
             let result = self.file.sync_data();
+            self.flushed_in(begun.elapsed());
             synced = lock(&self.synced);
             synced.syncing = false;
             let result = result.map_err(|e| self.fail(e));
             if result.is_ok() {
                 synced.upto = synced.upto.max(target);
+                self.synced_upto.store(synced.upto, Ordering::SeqCst);
             }
             if synced.waiting > 0 {
                 self.synced_changed.notify_all();
             }
             result?;
         }
+    }
+
+    fn flushed_in(&self, took: std::time::Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let before = self.flush_ns.load(Ordering::Relaxed);
+        // The first one counts whole; then each an eighth, so that one slow flush (the disk
+        // busy for a moment) does not change how the next ones are made.
+        let now = if before == 0 {
+            took
+        } else {
+            before - before / 8 + took / 8
+        };
+        self.flush_ns.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// How long a flush of this log takes lately (zero before the first).
+    pub(super) fn flush_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.flush_ns.load(Ordering::Relaxed))
+    }
+
+    /// For tests: flushes are taken to last `took` (until the next few real ones).
+    #[cfg(test)]
+    pub(super) fn pretend_flushes_take(&self, took: std::time::Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.flush_ns.store(took, Ordering::Relaxed);
+    }
+
+    /// For tests: the disk failed.
+    #[cfg(test)]
+    pub(super) fn break_now(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether every frame up to `seq` is on disk, or the log broke (without a lock).
+    pub(super) fn is_synced(&self, seq: u64) -> bool {
+        self.synced_upto.load(Ordering::SeqCst) >= seq || self.is_broken()
     }
 
     /// Makes the whole file durable, whatever this process counts as synced: frames a killed
@@ -268,6 +314,7 @@ impl Wal {
         tail.end = HEADER;
         let mut synced = lock(&self.synced);
         synced.upto = synced.upto.max(tail.next_seq - 1);
+        self.synced_upto.store(synced.upto, Ordering::SeqCst);
         self.synced_changed.notify_all();
         Ok(())
     }

@@ -31,6 +31,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod flusher;
 mod pending;
 mod repair;
 mod schedules;
@@ -209,6 +210,9 @@ pub(super) struct Sled {
     recovering: Mutex<()>,
     /// What opening the store repaired, until someone reports it.
     repaired: Mutex<Option<String>>,
+    /// Started at the first write it is worth handing over ([`Runs::append_sent`]); stopped
+    /// before the guard's last flush.
+    flusher: std::sync::OnceLock<Option<flusher::Flusher>>,
     _guard: OwnerGuard,
 }
 
@@ -279,6 +283,7 @@ impl Sled {
             next_seq: Mutex::default(),
             recovering: Mutex::default(),
             repaired: Mutex::new(repaired),
+            flusher: std::sync::OnceLock::new(),
             _guard: OwnerGuard {
                 dir: dir.to_owned(),
                 db: Some(db.clone()),
@@ -476,23 +481,60 @@ impl Sled {
         entries: &[E],
         durable: bool,
     ) -> Result<u32, StoreError> {
+        // A write flushed here holds the run's thread in the `fdatasync`: the run's last
+        // call's store (`crate::later`) goes first rather than hold its memory through it.
+        crate::later::drop_now();
+        let (seq, _) = self.append_unflushed(run_id, record, entries)?;
+        if durable {
+            self.flush()?;
+        }
+        Ok(seq)
+    }
+
+    /// Returns the last entry's sequence number in the journal and the frame of the log
+    /// the entries are in.
+    fn append_unflushed<E: serde::Serialize>(
+        &self,
+        run_id: &str,
+        record: Option<RecordJson<'_>>,
+        entries: &[E],
+    ) -> Result<(u32, u64), StoreError> {
         if entries.is_empty() {
             return Err(super::backend::nothing_to_append(&self.shown, run_id));
         }
-        // In the process, the write's `fdatasync` is on the run's own thread: the run's last
-        // call's store (`crate::later`) goes first rather than hold its memory through it.
-        crate::later::drop_now();
-        let seq = self.write(|b| {
+        self.write_logged(|b| {
             let seq = self.append_all_to(b, run_id, entries)?;
             if let Some(r) = record {
                 self.put_run_json(b, r.run_id, r.running, r.json)?;
             }
             Ok(seq)
-        })?;
-        if durable {
-            self.flush()?;
-        }
-        Ok(seq)
+        })
+    }
+
+    /// [`Runs::append_sent`]: None when the write was flushed here.
+    fn hand_over(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+    ) -> Result<Option<flusher::Handed>, StoreError> {
+        let flusher = (self.wal.flush_time() > flusher::HAND_OFF_PAST)
+            .then(|| {
+                self.flusher
+                    .get_or_init(|| flusher::Flusher::start(self.wal.clone()))
+                    .as_ref()
+            })
+            .flatten();
+        let Some(flusher) = flusher else {
+            return self
+                .append_many(run_id, record, entries, true)
+                .map(|_| None);
+        };
+        let (_, frame) = self.append_unflushed(run_id, record.map(RecordJson::of), entries)?;
+        let handed = flusher.hand(&self.wal, frame, &self.shown);
+        // While the flusher flushes, the run's last call's store goes (`crate::later`).
+        crate::later::drop_now();
+        Ok(Some(handed))
     }
 
     /// The entries of one chunk of a journal (see [`Sled::append_all_to`]).
@@ -554,6 +596,18 @@ impl Runs for Sled {
             found.push(self.decode::<RunRecord>(&k, &v)?);
         }
         Ok(found)
+    }
+
+    /// Where flushes take longer than a hand-off to another thread, the frame is written
+    /// and its flush handed to the store's flusher: the run's call begins meanwhile.
+    fn append_sent(
+        &self,
+        run_id: &str,
+        record: Option<&RunRecord>,
+        entries: &[JournalEntry],
+    ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
+        let handed = self.hand_over(run_id, record, entries)?;
+        Ok(handed.map(|h| Box::new(h) as Box<dyn crate::ahead::Unconfirmed>))
     }
 
     /// One frame of the redo log: all or nothing survives a crash.

@@ -214,13 +214,23 @@ impl Sled {
         &self,
         decide: impl FnOnce(&mut Batch) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.write_logged(decide).map(|(result, _)| result)
+    }
+
+    /// [`Sled::write`], also saying which frame of the log the changes are in (0: none
+    /// were made).
+    pub(super) fn write_logged<R>(
+        &self,
+        decide: impl FnOnce(&mut Batch) -> Result<R, StoreError>,
+    ) -> Result<(R, u64), StoreError> {
         let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = Batch::default();
         let result = decide(&mut batch)?;
         if batch.changes.is_empty() {
-            return Ok(result);
+            return Ok((result, 0));
         }
-        self.wal
+        let frame = self
+            .wal
             .append_frame(&mut wal::encode(&batch.changes))
             .map_err(|e| StoreError::of_wal(self.shown.clone(), e))?;
         let applied = self.apply(batch.changes);
@@ -241,6 +251,6 @@ impl Sled {
         if self.wal.wants_checkpoint() {
             self.checkpoint()?;
         }
-        Ok(result)
+        Ok((result, frame))
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! An action step's start is journaled durably before the step may act: an interrupted run
 //! must know that an action may have acted. Through the store daemon, that flush is the
-//! daemon's `fdatasync`, in another process, and the run used to wait idle for its answer
-//! before calling the plugin. Now the recorder sends the write and leaves its confirmation
-//! here ([`Ahead::defer`]); the call starts meanwhile on the run's own thread (no hand-off).
+//! daemon's `fdatasync`, in another process (in the embedded store held in the process, a
+//! thread of the store's own: `store::embedded::flusher`), and the run used to wait idle
+//! for it before calling the plugin. Now the recorder sends the write and leaves its
+//! confirmation here ([`Ahead::defer`]); the call starts meanwhile on the run's own thread.
 //! Instantiating a plugin, and whatever it computes, changes nothing outside its sandbox;
 //! what could (an HTTP request, a TCP exchange, a command, a kv write) first waits for the
 //! confirmation ([`settle`]), as do the run right after the call and the recorder's next

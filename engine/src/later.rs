@@ -5,7 +5,8 @@
 //! store daemon waits for the daemon's `fdatasync`; the store dropped during that wait costs
 //! the step nothing. So a call made inside a run ([`scope`]) leaves its store here
 //! ([`keep`]), and it is dropped ([`drop_now`]) at the first of: a request to the store
-//! daemon (once sent, while its answer comes), a write to a store in the process or on
+//! daemon (once sent, while its answer comes), a write to a store in the process (once its
+//! flush is handed to the store's thread; before a write flushed on the run's thread) or on
 //! PostgreSQL (before it: it would otherwise hold its memory through the write), the run's
 //! next call (before it takes a memory slot, so it reuses the warm one and never waits for
 //! the memory this one holds), the run's next wait (a backoff, a gate's interval, an

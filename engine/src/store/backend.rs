@@ -64,10 +64,9 @@ pub trait Runs: Send + Sync {
     ) -> Result<u32, StoreError>;
     /// A durable [`Runs::append_many`] that may return before it is durable: Some when the
     /// write was sent and its answer is yet to come ([`crate::ahead::Unconfirmed`]), as
-    /// through the store daemon, which flushes in its own process meanwhile. By default
-    /// the append is made and flushed here (None): overlapping a flush in this process
-    /// needs a hand-off between threads (tried with the call handed to a call thread: a
-    /// gain on a slow disk, a loss on tmpfs; README, Performance).
+    /// through the store daemon, which flushes in its own process meanwhile, or in the
+    /// embedded store, whose own thread flushes where flushes are slower than waking it.
+    /// By default the append is made and flushed here (None).
     fn append_sent(
         &self,
         run_id: &str,

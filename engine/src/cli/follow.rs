@@ -19,12 +19,7 @@ const PAGE: usize = 500;
 
 fn print(entry: &JournalEntry, start_ms: u64, output: OutputFormat) {
     match output {
-        OutputFormat::Json => {
-            println!(
-                "{}",
-                serde_json::to_string(entry).expect("journal entries serialize")
-            );
-        }
+        OutputFormat::Json => super::output::json_line(entry),
         OutputFormat::Human => {
             if let Some(line) = super::runs::journal_line(&entry.event) {
                 let at = humantime::format_duration(Duration::from_millis(

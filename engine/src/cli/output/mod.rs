@@ -427,9 +427,20 @@ impl Observer for JsonOutput {
                 "duration_ms": report.duration.as_millis() as u64,
             }),
         };
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        let _ = writeln!(out, "{value}");
-        let _ = out.flush();
+        json_line(&value);
     }
+}
+
+/// Prints `value` as one line of JSON, in one write: a reader of a process killed mid-line
+/// (a responder's Ctrl-C x3, a SIGKILL) sees whole lines only. Written piecemeal through
+/// stdout's line buffer (1 KiB), a longer line went out in pieces, and a SIGKILL between
+/// them left it cut (seen in the SIGKILL campaign of `tests/e2e/recovery.rs`). One write
+/// to a pipe is atomic up to PIPE_BUF (4 KiB); longer lines may still be cut there.
+pub(crate) fn json_line(value: &impl serde::Serialize) {
+    let mut line = serde_json::to_vec(value).expect("output values serialize");
+    line.push(b'\n');
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let _ = out.write_all(&line);
+    let _ = out.flush();
 }

@@ -437,10 +437,44 @@ impl Observer for JsonOutput {
 /// them left it cut (seen in the SIGKILL campaign of `tests/e2e/recovery.rs`). One write
 /// to a pipe is atomic up to PIPE_BUF (4 KiB); longer lines may still be cut there.
 pub(crate) fn json_line(value: &impl serde::Serialize) {
+    json_line_to(&mut std::io::stdout().lock(), value);
+}
+
+fn json_line_to(out: &mut impl Write, value: &impl serde::Serialize) {
     let mut line = serde_json::to_vec(value).expect("output values serialize");
     line.push(b'\n');
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let _ = out.write_all(&line);
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    /// What reaches the pipe: the length of each write.
+    #[derive(Default)]
+    struct Writes(Vec<usize>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.push(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_event_line_longer_than_stdouts_buffer_reaches_the_pipe_in_one_write() {
+        // Stdout is a line writer with a 1 KiB buffer; a step's report is often longer.
+        let mut out = std::io::LineWriter::new(Writes::default());
+        let long = serde_json::json!({"event": "step_finished", "summary": "x".repeat(3000)});
+        for value in [&long, &serde_json::json!({"event": "step_started"})] {
+            super::json_line_to(&mut out, value);
+        }
+        let short = serde_json::to_vec(&serde_json::json!({"event": "step_started"})).unwrap();
+        let long = serde_json::to_vec(&long).unwrap();
+        assert_eq!(out.get_ref().0, [long.len() + 1, short.len() + 1]);
+    }
 }

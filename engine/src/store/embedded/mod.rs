@@ -146,6 +146,29 @@ impl RecordJson<'_> {
     }
 }
 
+/// A journal entry for tests: key `k{i}`, a value of `pad` bytes.
+#[cfg(test)]
+pub(super) fn test_kv(i: usize, pad: usize) -> JournalEntry {
+    JournalEntry::now(JournalEvent::KvSet {
+        space: "s".into(),
+        key: format!("k{i}"),
+        value: Some("0".repeat(pad)),
+    })
+}
+
+/// The keys of a run's journal of [`test_kv`] entries, from its `from`th entry.
+#[cfg(test)]
+pub(super) fn test_keys(s: &Sled, run: &str, from: usize) -> Vec<String> {
+    s.journal_from(run, from, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.event {
+            JournalEvent::KvSet { key, .. } => key,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 /// A run's record for tests (its process is gone: pid 999999999).
 #[cfg(test)]
 pub(super) fn test_record(id: &str, started_ms: u64, status: RunStatus) -> RunRecord {

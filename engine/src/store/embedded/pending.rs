@@ -238,28 +238,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::super::super::backend::Runs as _;
-    use super::super::super::{JournalEntry, JournalEvent, ListFilter, RunRecord, RunStatus};
-    use super::super::{Sled, test_record as record};
+    use super::super::super::{JournalEntry, ListFilter, RunRecord, RunStatus};
+    use super::super::{Sled, test_keys as keys, test_kv as kv, test_record as record};
     use super::*;
-
-    fn kv(i: usize, pad: usize) -> JournalEntry {
-        JournalEntry::now(JournalEvent::KvSet {
-            space: "s".into(),
-            key: format!("k{i}"),
-            value: Some("0".repeat(pad)),
-        })
-    }
-
-    fn keys(s: &Sled, run: &str, from: usize) -> Vec<String> {
-        s.journal_from(run, from, usize::MAX)
-            .unwrap()
-            .into_iter()
-            .map(|e| match e.event {
-                JournalEvent::KvSet { key, .. } => key,
-                other => panic!("{other:?}"),
-            })
-            .collect()
-    }
 
     /// What a write past the log's checkpoint size does.
     fn checkpoint(s: &Sled) {

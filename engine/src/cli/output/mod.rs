@@ -432,7 +432,7 @@ impl Observer for JsonOutput {
 }
 
 /// Prints `value` as one line of JSON, in one write: a reader of a process killed mid-line
-/// (a responder's Ctrl-C x3, a SIGKILL) sees whole lines only. Written piecemeal through
+/// (a SIGKILL) sees whole lines only. Written piecemeal through
 /// stdout's line buffer (1 KiB), a longer line went out in pieces, and a SIGKILL between
 /// them left it cut (seen in the SIGKILL campaign of `tests/e2e/recovery.rs`). One write
 /// to a pipe is atomic up to PIPE_BUF (4 KiB); longer lines may still be cut there.

@@ -35,11 +35,15 @@ mod flusher;
 mod pending;
 mod repair;
 mod schedules;
+#[cfg(test)]
+mod test_support;
 mod writes;
 
 use pending::{Kept, Pending, merge, prefixed};
 
 use repair::open_repairing;
+#[cfg(test)]
+pub(super) use test_support::{test_keys, test_kv, test_record};
 use writes::Batch;
 
 use super::backend::Runs;
@@ -143,65 +147,6 @@ impl RecordJson<'_> {
             running: r.status == RunStatus::Running,
             json: serde_json::to_vec(r).expect("records serialize"),
         }
-    }
-}
-
-/// A journal entry for tests: key `k{i}`, a value of `pad` bytes.
-#[cfg(test)]
-pub(super) fn test_kv(i: usize, pad: usize) -> JournalEntry {
-    JournalEntry::now(JournalEvent::KvSet {
-        space: "s".into(),
-        key: format!("k{i}"),
-        value: Some("0".repeat(pad)),
-    })
-}
-
-/// The keys of a run's journal of [`test_kv`] entries, from its `from`th entry.
-#[cfg(test)]
-pub(super) fn test_keys(s: &Sled, run: &str, from: usize) -> Vec<String> {
-    s.journal_from(run, from, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|e| match e.event {
-            JournalEvent::KvSet { key, .. } => key,
-            other => panic!("{other:?}"),
-        })
-        .collect()
-}
-
-/// A run's record for tests (its process is gone: pid 999999999).
-#[cfg(test)]
-pub(super) fn test_record(id: &str, started_ms: u64, status: RunStatus) -> RunRecord {
-    RunRecord {
-        v: 1,
-        run_id: id.into(),
-        runbook: "rb".into(),
-        runbook_path: "rb.toml".into(),
-        runbook_sha256: "0".repeat(64),
-        plugins: vec![],
-        params: vec![],
-        environment: "dev".into(),
-        trigger: super::Trigger::Cli {
-            user: "u".into(),
-            host: "h".into(),
-        },
-        approval: None,
-        lock: None,
-        dry_run: false,
-        notification: false,
-        status,
-        started_ms,
-        ended_ms: None,
-        pid: 999_999_999,
-        pid_start: None,
-        steps_total: 1,
-        steps_done: 0,
-        failed_step: None,
-        changed: false,
-        changed_ms: None,
-        detected_ms: None,
-        detected_by_gate: false,
-        recovered_ms: None,
     }
 }
 

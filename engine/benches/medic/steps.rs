@@ -300,9 +300,20 @@ fn calls_on_workers(
         )
     };
     let one = "sandboxed call on a call thread, one at a time";
-    results.push(measure(one, iters(one, 10_000, 20), None, || {
+    let one_n = iters(one, 10_000, 20);
+    let cpu_from = threads_cpu();
+    results.push(measure(one, one_n, None, || {
         assert!(rt.block_on(call()).result.is_ok());
     }));
+    // Beside the 50-at-a-time split below: what a call costs a call thread with nothing
+    // else in flight, its hand-off included.
+    let split = cpu_from.filter(|_| one_n > 0);
+    // `measure` makes one call more, its warm-up.
+    if let Some([this, calls, others]) = split.and_then(|from| cpu_split(from, one_n + 1)) {
+        notes.push(format!(
+            "{one}: CPU a call: the caller's thread {this}, the call threads {calls}, others {others}"
+        ));
+    }
     let many = "sandboxed calls on the call threads, 50 at a time: per call";
     let rounds = iters(many, 5, 1);
     if rounds == 0 {

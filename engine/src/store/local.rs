@@ -404,16 +404,21 @@ pub(super) const WATCH: Duration = Duration::from_micros(500);
 /// Returns whether something came (a line, the other end hanging up, an error: the read
 /// that follows tells which).
 pub(super) fn watch_socket(fd: std::os::fd::RawFd, watch: Duration) -> bool {
-    let begun = Instant::now();
     let mut socket = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: one valid pollfd for the duration of the call; a timeout of 0 returns at once.
+    watch_until(watch, || unsafe { libc::poll(&mut socket, 1, 0) } != 0)
+}
+
+/// Returns once `done` says so or `watch` has passed, whichever comes first, without
+/// sleeping meanwhile (see [`watch_socket`] for why); returns whether `done` said so.
+pub(super) fn watch_until(watch: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let begun = Instant::now();
     loop {
-        // SAFETY: one valid pollfd for the duration of the call; a timeout of 0 returns at
-        // once.
-        if unsafe { libc::poll(&mut socket, 1, 0) } != 0 {
+        if done() {
             return true;
         }
         if begun.elapsed() >= watch {

@@ -9,9 +9,9 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::super::local::WATCH;
+use super::super::local::{WATCH, watch_until};
 use super::super::wal::Wal;
 use crate::store::StoreError;
 
@@ -107,10 +107,7 @@ fn flush_asked(wal: &Wal, shared: &Shared) {
         if asked.upto <= asked.done && !asked.closed {
             let done = asked.done;
             drop(asked);
-            let begun = Instant::now();
-            while shared.wanted.load(Ordering::SeqCst) <= done && begun.elapsed() < WATCH {
-                std::hint::spin_loop();
-            }
+            watch_until(WATCH, || shared.wanted.load(Ordering::SeqCst) > done);
             asked = shared.lock();
         }
         while asked.upto <= asked.done && !asked.closed {
@@ -169,10 +166,7 @@ impl Handed {
         // and wakes this one, late if its CPU went idle meanwhile.
         let taken = self.shared.taken.load(Ordering::SeqCst) >= self.seq;
         if alone && taken && self.wal.flush_time() < WATCH {
-            let begun = Instant::now();
-            while !self.wal.is_synced(self.seq) && begun.elapsed() < WATCH {
-                std::hint::spin_loop();
-            }
+            watch_until(WATCH, || self.wal.is_synced(self.seq));
         }
         self.wal
             .sync(self.seq)
@@ -200,6 +194,7 @@ mod tests {
     use super::super::{Sled, test_keys as keys, test_kv as kv, test_record};
     use super::*;
     use crate::ahead::Unconfirmed;
+    use std::time::Instant;
 
     /// Hands one entry of `run` over (flushes taken to last `took`); returns what waits for
     /// it and the frame it is in.

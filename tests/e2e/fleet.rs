@@ -756,3 +756,66 @@ fn a_target_that_finished_is_shown_while_slower_targets_still_run() {
     // (not when the others end).
     assert!(shown[1].1 - shown[0].1 > 1.5, "{shown:?}");
 }
+
+#[test]
+fn the_next_targets_calls_run_while_the_targets_that_ended_are_told() {
+    use medic::executor::{self, Event, RunOptions};
+    use medic::runbook::{self, PlanOptions, Source};
+    // Telling a group of targets that ended (recording it, and its flush) takes the run's
+    // thread for a while: the calls of the targets that take their places must be running
+    // by then, not wait for it. Two at a time, each call held 300 ms by the server: the
+    // observer holds every telling until the server has seen every call the pace allows
+    // (those told so far and two more) or 5 s have passed.
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    let targets = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let rb = runbook(
+        dir.path(),
+        &w,
+        &format!(
+            "[[steps]]\nid = \"deploy\"\nuses = \"act\"\n\
+             with = {{ record_url = \"@REC@\", echo = \"{{{{ target }}}}\" }}\n\
+             [steps.fleet]\ntargets = {targets:?}\nmax_concurrency = 2\n"
+        ),
+    );
+    let text = std::fs::read_to_string(&rb).unwrap();
+    let host = crate::support::host_with_cache(None);
+    let rt = runtime();
+    let (told, waits) = rt.block_on(async {
+        let path = std::path::PathBuf::from(&rb);
+        let source = Source {
+            path: &path,
+            text: &text,
+        };
+        let Ok(plan) = runbook::plan(&host, &source, &PlanOptions::default()).await else {
+            panic!("the runbook plans");
+        };
+        let mut told = 0usize;
+        let mut waits = Vec::new();
+        let mut observer = |e: &Event<'_>| {
+            if let Event::TargetFinished { more, .. } = e {
+                told += 1;
+                if !more {
+                    let expected = (told + 2).min(targets.len());
+                    let begun = std::time::Instant::now();
+                    while w.targets("run", "deploy").len() < expected
+                        && begun.elapsed() < Duration::from_secs(5)
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    waits.push((told, w.targets("run", "deploy").len(), begun.elapsed()));
+                }
+            }
+        };
+        executor::execute(&host, &plan, RunOptions::default(), &mut observer).await;
+        (told, waits)
+    });
+    assert_eq!(told, targets.len());
+    for (told, seen, waited) in &waits {
+        let expected = (told + 2).min(targets.len());
+        assert_eq!(
+            *seen, expected,
+            "told {told}: the server saw {seen} calls, not {expected}, after {waited:?}: {waits:?}"
+        );
+    }
+}

@@ -3,14 +3,17 @@
 //! (its futures are not Send); their calls run on the host's call threads, on every core.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::{
     Event, FleetTally, Observer, Run, StepReport, StepStatus, TargetReport, status_of,
     summary_of_attempts,
 };
-use crate::host::{Call, Failure, Value, Values};
+use crate::host::{Call, Failure, Placement, Value, Values};
 use crate::runbook::template;
 use crate::runbook::{Fleet, FleetOrder, FleetTargets, PlanStep};
 
@@ -26,6 +29,18 @@ pub(super) struct Rate {
     /// Failures tolerated before no new target starts; none: never stop (rollbacks).
     pub(super) max_errors: Option<usize>,
     pub(super) retry: Option<crate::runbook::Retry>,
+}
+
+impl Rate {
+    /// Where the calls run: calls made together (a fleet's targets) on every core; one at a
+    /// time, on the run's thread.
+    pub(super) fn placement(&self) -> Placement {
+        if self.concurrency > 1 {
+            Placement::Workers
+        } else {
+            Placement::Here
+        }
+    }
 }
 
 /// One target's call, before it runs.
@@ -376,17 +391,23 @@ impl Run<'_> {
             }
         };
         let keep = fanned.keep_raw;
-        // Keeps `rate.concurrency` targets running while there are targets to start.
-        let start = |running: &mut FuturesUnordered<_>,
-                     pending: &mut std::vec::IntoIter<Job>,
-                     errors: usize| {
-            while running.len() < rate.concurrency && stop(errors).is_none() {
-                let Some(job) = pending.next() else { break };
-                running.push(self.one_target(plugin, id, timeout, rate, job, keep));
-            }
+        // Keeps `rate.concurrency` targets running while there are targets to start, each
+        // started (its call handed to the call threads) as it is added.
+        let start = async |running: &mut FuturesUnordered<_>,
+                           pending: &mut std::vec::IntoIter<Job>,
+                           errors: usize| {
+            std::future::poll_fn(|cx| {
+                while running.len() < rate.concurrency && stop(errors).is_none() {
+                    let Some(job) = pending.next() else { break };
+                    let target = self.one_target(plugin, id, timeout, rate, job, keep);
+                    running.push(Started::new(target, cx));
+                }
+                Poll::Ready(())
+            })
+            .await
         };
         loop {
-            start(&mut running, &mut pending, errors);
+            start(&mut running, &mut pending, errors).await;
             let Some(first) = running.next().await else {
                 break;
             };
@@ -406,7 +427,7 @@ impl Run<'_> {
                 if finished.len() >= rate.concurrency || tokio::time::Instant::now() >= window {
                     break;
                 }
-                start(&mut running, &mut pending, errors);
+                start(&mut running, &mut pending, errors).await;
                 next = match running.next().now_or_never() {
                     Some(ready) => ready,
                     None => tokio::time::timeout_at(window, running.next())
@@ -414,6 +435,11 @@ impl Run<'_> {
                         .ok()
                         .flatten(),
                 };
+            }
+            // The calls run through the telling and its flush. Not one at a time: then each
+            // target's end is recorded before the next target acts.
+            if rate.placement() == Placement::Workers {
+                start(&mut running, &mut pending, errors).await;
             }
             // All told before any is let go: an observer holding them until the last one's
             // flush (the recorder) has let go of them by then, and their names are moved, not
@@ -487,6 +513,40 @@ impl Run<'_> {
             }),
             params: call.map(Call::into_params).unwrap_or_default(),
             outputs,
+        }
+    }
+}
+
+/// A target, polled once as it is added to the running ones: its call is handed to the call
+/// threads then. Left to the set of running targets, it would first be polled behind every
+/// target that ended meanwhile, once those are collected, and the call threads would idle
+/// through the telling and flush of the group before.
+enum Started<F: Future> {
+    Running(Pin<Box<F>>),
+    /// Ended at its first poll (a call not made: the run was aborted).
+    Ended(Option<F::Output>),
+}
+
+// The output is only moved out, never pinned.
+impl<F: Future> Unpin for Started<F> {}
+
+impl<F: Future> Started<F> {
+    fn new(target: F, cx: &mut Context<'_>) -> Self {
+        let mut target = Box::pin(target);
+        match target.as_mut().poll(cx) {
+            Poll::Ready(done) => Started::Ended(Some(done)),
+            Poll::Pending => Started::Running(target),
+        }
+    }
+}
+
+impl<F: Future> Future for Started<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.get_mut() {
+            Started::Running(target) => target.as_mut().poll(cx),
+            Started::Ended(done) => Poll::Ready(done.take().expect("polled once ended")),
         }
     }
 }

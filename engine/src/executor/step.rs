@@ -430,12 +430,7 @@ impl Run<'_> {
         keep: bool,
     ) -> (Vec<Attempt>, Option<Values>, Option<Call>) {
         let attempts = rate.retry.map_or(1, |r| r.attempts);
-        // Calls made together (a fleet's targets) run on every core.
-        let placement = if rate.concurrency > 1 {
-            Placement::Workers
-        } else {
-            Placement::Here
-        };
+        let placement = rate.placement();
         let mut made = Vec::new();
         let mut unmasked = None;
         let mut call = Some(call);

@@ -276,7 +276,11 @@ impl PluginHost {
             // it. Dropped (the run stopped), the task is aborted: the call ends at its next
             // yield, as it would on this thread, instead of running on unowned.
             Some(pool) => {
-                let task = Aborting(pool.spawn(whole));
+                let running = OnCallThreads::new();
+                let task = Aborting(pool.spawn(async move {
+                    let _running = running;
+                    whole.await
+                }));
                 Either::Right(async move {
                     match task.await {
                         Ok(inv) => inv,
@@ -566,6 +570,32 @@ pub enum Placement {
     /// On the host's call threads, one per core: calls made together (a fleet's targets)
     /// use every core instead of taking turns on one.
     Workers,
+}
+
+/// Calls in flight on the call threads, in this process.
+static ON_CALL_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether calls are in flight on the call threads. A thread waiting a few hundred µs (for
+/// the store's answer) watches for it rather than sleep only when none are: it would take
+/// the CPU they run on.
+pub fn calls_on_call_threads() -> bool {
+    ON_CALL_THREADS.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
+/// One call counted in [`ON_CALL_THREADS`] for as long as its task lives (ended or aborted).
+struct OnCallThreads;
+
+impl OnCallThreads {
+    fn new() -> Self {
+        ON_CALL_THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OnCallThreads
+    }
+}
+
+impl Drop for OnCallThreads {
+    fn drop(&mut self) {
+        ON_CALL_THREADS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A spawned task that is aborted when dropped.

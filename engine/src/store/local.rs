@@ -313,7 +313,8 @@ impl Local {
         // A broken connection is dropped, not put back: the call's fate is unknown (an
         // append may have been made), so it is not tried again; the next call connects
         // anew.
-        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0;
+        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0
+            && !crate::host::sandbox::calls_on_call_threads();
         let answer = exchange(&mut conn, request, alone);
         self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
         let answer = answer.map_err(|e| stopped_answering(&self.shown, &e))?;
@@ -395,7 +396,8 @@ enum AnswerError {
 /// thread that slept that long is woken late on a virtual machine whose CPU went idle
 /// meanwhile (measured here: 380 µs a recorded step through the daemon sleeping, 250 to
 /// 285 µs watching). Calls made together do not watch: they would take the CPU the daemon
-/// answers them with.
+/// answers them with; nor does a call made while sandboxed calls run on the call threads (a
+/// fleet's targets told together): it would take theirs.
 pub(super) const WATCH: Duration = Duration::from_micros(500);
 
 /// Returns once `fd` has something to read or `watch` has passed, whichever comes first,
@@ -519,7 +521,8 @@ impl Runs for Local {
         entries: &[JournalEntry],
     ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
         let mut conn = self.take()?;
-        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0;
+        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0
+            && !crate::host::sandbox::calls_on_call_threads();
         let request = Request::AppendMany {
             run_id: Cow::Borrowed(run_id),
             record: record.map(|r| Box::new(Cow::Borrowed(r))),

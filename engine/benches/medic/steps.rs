@@ -18,6 +18,89 @@ pub const FLOOR_AND_CALL: &str =
 /// A fleet whose targets finish together, 50 at a time.
 pub const FLEET_50: &str = "fleet of 1,000 targets, 50 at a time, recorded: per target";
 
+/// Room for the floor's writes: a file written beforehand, as a log's segment is (a file
+/// that grows makes each `fdatasync` write its size too).
+const FLOOR_SPACE: u64 = 4 << 20;
+
+/// The disk's floor: 300 bytes written in place and `fdatasync`ed, in a file of `dir`.
+struct Floor {
+    file: std::fs::File,
+    at: u64,
+}
+
+impl Floor {
+    fn new(dir: &Path) -> Floor {
+        let file = std::fs::File::create(dir.join("floor")).unwrap();
+        (&file).write_all(&vec![0u8; FLOOR_SPACE as usize]).unwrap();
+        file.sync_all().unwrap();
+        Floor { file, at: 0 }
+    }
+
+    fn once(&mut self) {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, &[7u8; 300], self.at).unwrap();
+        self.file.sync_data().unwrap();
+        self.at = (self.at + 300) % (FLOOR_SPACE - 300);
+    }
+
+    /// The median of a short burst: the floor as it is now. This disk's moves by half from
+    /// one minute to the next, so a recorded row's ratio is also taken against the floor
+    /// measured just before each of its samples, not only against the floor row's, measured
+    /// minutes before.
+    fn now(&mut self) -> std::time::Duration {
+        let mut took: Vec<_> = (0..NEAR_FLOOR_N)
+            .map(|_| {
+                let t = Instant::now();
+                self.once();
+                t.elapsed()
+            })
+            .collect();
+        took.sort();
+        took[took.len() / 2]
+    }
+}
+
+/// Flushes in each burst of [`Floor::now`].
+const NEAR_FLOOR_N: usize = 100;
+
+/// A recorded row's samples against the floor measured before each (`per`: the floor's
+/// share of a sample's unit: 1 for a step, 1/50 for a fleet target in batches of 50) and
+/// `calls` calls: "median x (each sample's)".
+fn paired(
+    samples: &[std::time::Duration],
+    floors: &[std::time::Duration],
+    call: std::time::Duration,
+    calls: u32,
+) -> String {
+    let mut ratios: Vec<f64> = samples
+        .iter()
+        .zip(floors)
+        .map(|(s, f)| (*s * calls).as_secs_f64() / (*f + call * calls).as_secs_f64())
+        .collect();
+    let each = ratios
+        .iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ratios.sort_by(f64::total_cmp);
+    let mut floors = floors.to_vec();
+    floors.sort();
+    format!(
+        "{:.2} x the floor measured just before each sample ({NEAR_FLOOR_N} fdatasyncs beside the store, median {}) + {calls} sandboxed call(s) {} (each sample: {each})",
+        ratios[ratios.len() / 2],
+        fmt(floors[floors.len() / 2]),
+        fmt(call * calls),
+    )
+}
+
+/// The median of the sandboxed call's row, if it ran.
+fn call_median(results: &[Stats]) -> Option<std::time::Duration> {
+    results
+        .iter()
+        .find(|r| r.name.starts_with("fresh sandboxed"))
+        .filter(|r| !r.samples.is_empty())
+        .map(|r| r.quantile(0.5))
+}
+
 /// The store in `data`: in this process, or through the store daemon (`medic` the binary),
 /// as `medic run` records.
 fn open_store(medic: &'static str, data: &Path, daemon: bool) -> medic::store::Store {
@@ -42,37 +125,23 @@ pub fn steps_and_fleets(
     medic: &'static str,
 ) -> Vec<String> {
     let mut notes = Vec::new();
-    // The physical floor of a durable step on this disk: one small write and fdatasync, in
-    // the directory the store uses, into space allocated beforehand (as a log's segment is:
-    // a file that grows makes each fdatasync write its size too).
+    // The physical floor of a durable step on this disk: one small write and fdatasync, on
+    // the file system the stores use, into space written beforehand ([`Floor`]).
     let floor_name = FLOOR;
     let floor_dir = tempfile::tempdir().unwrap();
-    let floor_file = std::fs::File::create(floor_dir.path().join("floor")).unwrap();
-    const FLOOR_SPACE: u64 = 4 << 20;
-    {
-        let mut f = &floor_file;
-        f.write_all(&vec![0u8; FLOOR_SPACE as usize]).unwrap();
-        floor_file.sync_all().unwrap();
-    }
-    let mut at = 0u64;
+    let mut floor = Floor::new(floor_dir.path());
     results.push(measure(
         floor_name,
         iters(floor_name, 2_000, 20),
         None,
-        || {
-            std::os::unix::fs::FileExt::write_all_at(&floor_file, &[7u8; 300], at).unwrap();
-            floor_file.sync_data().unwrap();
-            at = (at + 300) % (FLOOR_SPACE - 300);
-        },
+        || floor.once(),
     ));
     let both = FLOOR_AND_CALL;
     let both_n = iters(both, 2_000, 20);
     if both_n > 0 {
         let trivial = TrivialCall::load(rt, host);
         results.push(measure(both, both_n, None, || {
-            std::os::unix::fs::FileExt::write_all_at(&floor_file, &[7u8; 300], at).unwrap();
-            floor_file.sync_data().unwrap();
-            at = (at + 300) % (FLOOR_SPACE - 300);
+            floor.once();
             let inv = rt.block_on(host.invoke(
                 &trivial.plugin,
                 trivial.call(),
@@ -128,7 +197,13 @@ pub fn steps_and_fleets(
         let plan = plan_of(rt, host, &text);
         let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
-        for _ in 0..long_n + 1 {
+        // The floor beside the store, before each sample, for an action step on the disk.
+        let mut near = (recorded && !checks && (base.is_none() || daemon))
+            .then(|| (Floor::new(dir.path()), Vec::new()));
+        for i in 0..long_n + 1 {
+            if let Some((floor, floors)) = near.as_mut().filter(|_| i > 0) {
+                floors.push(floor.now());
+            }
             let mut quiet = |_: &medic::executor::Event<'_>| {};
             let mut recorder = recorder(&store, &mut quiet);
             let t = Instant::now();
@@ -151,11 +226,10 @@ pub fn steps_and_fleets(
             samples.push(took / scale as u32);
         }
         samples.remove(0); // the warm-up
-        let call = results
-            .iter()
-            .find(|r| r.name.starts_with("fresh sandboxed"))
-            .filter(|r| !r.samples.is_empty())
-            .map(|r| r.quantile(0.5));
+        let call = call_median(results);
+        if let (Some((_, floors)), Some(call)) = (&near, call) {
+            notes.push(format!("{name}: {}", paired(&samples, floors, call, 1)));
+        }
         // The goal of a recorded step is a ratio to its floor, printed below.
         let stats = Stats {
             name,
@@ -224,8 +298,25 @@ pub fn steps_and_fleets(
         let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
         let mut groups = 0usize;
-        let mut cpu_from = None;
+        let mut cpu_from: Option<[std::time::Duration; 3]> = None;
+        // Batches of 50 against the floor beside the store, measured before each sample.
+        let mut near =
+            (concurrency == 50 && wait.is_none()).then(|| (Floor::new(dir.path()), Vec::new()));
         for i in 0..fleet_n + 1 {
+            if i > 0
+                && let Some((floor, floors)) = near.as_mut()
+            {
+                // Not the targets' CPU: left out of the split below.
+                let before = threads_cpu();
+                floors.push(floor.now());
+                if let (Some(from), Some(before), Some(after)) =
+                    (cpu_from.as_mut(), before, threads_cpu())
+                {
+                    for k in 0..3 {
+                        from[k] += after[k].saturating_sub(before[k]);
+                    }
+                }
+            }
             if i == 1 {
                 cpu_from = threads_cpu();
             }
@@ -260,6 +351,12 @@ pub fn steps_and_fleets(
                 "{name}: {:.1} targets flushed together on average",
                 (scale * (fleet_n + 1)) as f64 / groups.max(1) as f64
             ));
+            if let (Some((_, floors)), Some(call)) = (&near, call_median(results)) {
+                notes.push(format!(
+                    "{name}: a batch of 50: {}",
+                    paired(&samples, floors, call, 50)
+                ));
+            }
             if let Some([run, calls, others]) =
                 cpu_from.and_then(|from| cpu_split(from, scale * fleet_n))
             {

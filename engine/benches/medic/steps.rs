@@ -84,8 +84,12 @@ fn paired(
     ratios.sort_by(f64::total_cmp);
     let mut floors = floors.to_vec();
     floors.sort();
+    let called = match calls {
+        1 => "a sandboxed call".to_owned(),
+        n => format!("{n} sandboxed calls"),
+    };
     format!(
-        "{:.2} x the floor measured just before each sample ({NEAR_FLOOR_N} fdatasyncs beside the store, median {}) + {calls} sandboxed call(s) {} (each sample: {each})",
+        "{:.2} x the floor measured just before each sample ({NEAR_FLOOR_N} fdatasyncs beside the store, median {}) + {called} {} (each sample: {each})",
         ratios[ratios.len() / 2],
         fmt(floors[floors.len() / 2]),
         fmt(call * calls),

@@ -550,3 +550,41 @@ impl<F: Future> Future for Started<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+
+    type Target<'a> = Pin<Box<dyn Future<Output = u32> + 'a>>;
+
+    #[test]
+    fn a_started_target_keeps_what_its_first_poll_gave_and_goes_on_from_there() {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Ended at its first poll (a call not made): given once the set polls it.
+        let ended = Started::new(Box::pin(async { 7u32 }) as Target<'_>, &mut cx);
+        assert!(matches!(ended, Started::Ended(Some(7))));
+        // Begun as it is made; the rest runs when the set polls it, not again from the start.
+        let begun = std::cell::Cell::new(0);
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        let running = Started::new(
+            Box::pin(async {
+                begun.set(begun.get() + 1);
+                rx.await.unwrap()
+            }) as Target<'_>,
+            &mut cx,
+        );
+        assert_eq!(begun.get(), 1);
+        let mut set = FuturesUnordered::new();
+        set.push(ended);
+        set.push(running);
+        assert_eq!(set.next().now_or_never(), Some(Some(7)));
+        assert_eq!(set.next().now_or_never(), None);
+        tx.send(8).unwrap();
+        assert_eq!(set.next().now_or_never(), Some(Some(8)));
+        assert_eq!(set.next().now_or_never(), Some(None));
+        assert_eq!(begun.get(), 1);
+    }
+}

@@ -62,9 +62,9 @@ impl Floor {
 /// Flushes in each burst of [`Floor::now`].
 const NEAR_FLOOR_N: usize = 100;
 
-/// A recorded row's samples against the floor measured before each (`per`: the floor's
-/// share of a sample's unit: 1 for a step, 1/50 for a fleet target in batches of 50) and
-/// `calls` calls: "median x (each sample's)".
+/// A recorded row's samples against the floor measured before each, plus `calls` calls
+/// (1 for a step; 50 for a fleet target, whose floor is a batch of 50's): "median x (each
+/// sample's)".
 fn paired(
     samples: &[std::time::Duration],
     floors: &[std::time::Duration],

@@ -189,6 +189,14 @@ struct Pool {
 }
 
 impl Pool {
+    /// Counts a call waiting for its answer; returns whether it should watch for it
+    /// ([`WATCH`]): when it is the only one, and no sandboxed calls run on the call threads
+    /// meanwhile (their CPU is what the watching would take).
+    fn begin(&self) -> bool {
+        self.in_flight.fetch_add(1, Ordering::SeqCst) == 0
+            && !crate::host::sandbox::calls_on_call_threads()
+    }
+
     fn put_back(&self, conn: Conn) {
         self.idle
             .lock()
@@ -313,8 +321,7 @@ impl Local {
         // A broken connection is dropped, not put back: the call's fate is unknown (an
         // append may have been made), so it is not tried again; the next call connects
         // anew.
-        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0
-            && !crate::host::sandbox::calls_on_call_threads();
+        let alone = self.pool.begin();
         let answer = exchange(&mut conn, request, alone);
         self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
         let answer = answer.map_err(|e| stopped_answering(&self.shown, &e))?;
@@ -521,8 +528,7 @@ impl Runs for Local {
         entries: &[JournalEntry],
     ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
         let mut conn = self.take()?;
-        let alone = self.pool.in_flight.fetch_add(1, Ordering::SeqCst) == 0
-            && !crate::host::sandbox::calls_on_call_threads();
+        let alone = self.pool.begin();
         let request = Request::AppendMany {
             run_id: Cow::Borrowed(run_id),
             record: record.map(|r| Box::new(Cow::Borrowed(r))),

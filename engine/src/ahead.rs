@@ -29,6 +29,11 @@ pub trait Unconfirmed: Send {
     /// Waits for the write's answer. Dropped unconfirmed, the answer is still waited for
     /// (the write stays ordered before the run's next one).
     fn confirm(self: Box<Self>) -> Result<(), StoreError>;
+    /// Whether [`Unconfirmed::confirm`] would return at once: the write is durable, or is
+    /// known to have failed. Does not wait; false where that is not known without waiting.
+    fn is_answered(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]

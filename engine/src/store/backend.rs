@@ -76,6 +76,14 @@ pub trait Runs: Send + Sync {
         self.append_many(run_id, record, entries, true)
             .map(|_| None)
     }
+    /// Whether a write may be sent ([`Runs::append_sent`]) while an earlier one sent from
+    /// the same thread is still unconfirmed, and still land after it: true where sends are
+    /// made in order (the embedded store's log is written in the order of the calls; by
+    /// default a send is made and flushed before it returns). Not through the store daemon,
+    /// whose second request would go on another connection and could be served first.
+    fn sends_in_order(&self) -> bool {
+        true
+    }
     /// A run's journal from its `from`th entry on, at most `limit` entries.
     fn journal_from(
         &self,

@@ -546,6 +546,9 @@ impl Runs for Local {
             watch: alone,
         })))
     }
+    fn sends_in_order(&self) -> bool {
+        false
+    }
     fn journal_from(
         &self,
         run_id: &str,

@@ -459,6 +459,11 @@ impl Store {
         self.backend.append_sent(run_id, record, entries)
     }
 
+    /// See [`backend::Runs::sends_in_order`].
+    pub fn sends_in_order(&self) -> bool {
+        self.backend.sends_in_order()
+    }
+
     /// Appends an event and writes the record as it leaves the run, both or neither;
     /// `durable`: flushed with everything before it when this returns.
     pub fn append_with_record(

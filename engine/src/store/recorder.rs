@@ -13,6 +13,13 @@
 //!
 //! The run's record is written with an event only when it changed (a step's end, the run's
 //! end): a step's start or a target's end leaves it as it was.
+//!
+//! A check needs no flush of its own: where the store keeps its writes in order (the embedded
+//! store's log), a check's start is sent with the previous step's held end and the run goes
+//! on without waiting for its flush ([`Queued`]). What it carries is shown once the log is
+//! durable past it, which the store's flusher makes it for every write sent meanwhile at
+//! once: checks in a row share flushes. Anything else written waits for them first, so
+//! everything is still shown in order, and only after it is durable.
 
 use crate::executor::{Cancel, Event, Observer, Phase};
 use crate::host::PluginKind;
@@ -69,6 +76,37 @@ pub struct Recorder<'a> {
     deferred: Option<(Phase, String, String)>,
     /// The run's write-ahead state, once a write was left to it.
     ahead: Option<std::sync::Arc<crate::ahead::Ahead>>,
+    /// Checks' starts sent and not yet shown, oldest first.
+    queued: std::collections::VecDeque<Queued>,
+}
+
+/// A check's start sent, with what was held before it, and left unconfirmed while the run
+/// goes on: a check changes nothing, so nothing waits for its start to be durable but the
+/// showing of what the write carries (then the start itself).
+struct Queued {
+    sent: Box<dyn crate::ahead::Unconfirmed>,
+    /// The held events' markers (see `Recorder::unshown`) and what the write journaled.
+    unshown: Vec<Option<usize>>,
+    written: Vec<super::JournalEntry>,
+    start: (Phase, String, String),
+}
+
+/// Checks' starts left unconfirmed at most at once; past that the oldest is waited for. The
+/// store's flusher takes every write sent while it flushed at once, so about one flush's time
+/// of checks are in flight: this bounds what is held only where checks outrun the disk.
+const MAX_QUEUED: usize = 64;
+
+/// A write already durable when sent (the store flushed it itself).
+struct Durable;
+
+impl crate::ahead::Unconfirmed for Durable {
+    fn confirm(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn is_answered(&self) -> bool {
+        true
+    }
 }
 
 impl<'a> Recorder<'a> {
@@ -101,6 +139,7 @@ impl<'a> Recorder<'a> {
             written: Vec::new(),
             deferred: None,
             ahead: None,
+            queued: std::collections::VecDeque::new(),
         }
     }
 
@@ -137,7 +176,13 @@ impl<'a> Recorder<'a> {
             return;
         }
         let written = std::mem::take(&mut self.written);
-        for (plugin, entry) in std::mem::take(&mut self.unshown).iter().zip(&written) {
+        let unshown = std::mem::take(&mut self.unshown);
+        self.show_held(&unshown, &written);
+    }
+
+    /// Shows the held events of a write (`unshown`, the first of `written`), now durable.
+    fn show_held(&mut self, unshown: &[Option<usize>], written: &[super::JournalEntry]) {
+        for (plugin, entry) in unshown.iter().zip(written) {
             let plugin = plugin.map_or("", |i| self.aliases[i].as_str());
             let event = match &entry.event {
                 JournalEvent::TargetFinished { step, report } => Event::TargetFinished {
@@ -163,6 +208,7 @@ impl<'a> Recorder<'a> {
     /// ([`crate::ahead`]): returns whether it was, and then nothing of it is shown yet.
     fn write_ahead(&mut self, event: JournalEvent, flush: bool, defer: bool) -> bool {
         // Whatever was sent before is confirmed (and shown) first: this write lands after it.
+        self.show_queued(0);
         self.confirm();
         if self.error.is_some() {
             return false;
@@ -206,6 +252,61 @@ impl<'a> Recorder<'a> {
         deferred
     }
 
+    /// Sends a check's start with what is held, and leaves it [`Queued`]: the run goes on.
+    fn queue_start(&mut self, event: JournalEvent, start: (Phase, String, String)) {
+        // An action's start left to the run was sent before: shown first.
+        self.confirm();
+        if self.error.is_some() {
+            return;
+        }
+        let Some(record) = &self.record else { return };
+        let mut entries = std::mem::take(&mut self.held);
+        entries.push(super::JournalEntry::now(event));
+        let changed = self.record_changed.then_some(record);
+        match self.store.append_sent(&record.run_id, changed, &entries) {
+            Ok(sent) => {
+                self.record_changed = false;
+                self.queued.push_back(Queued {
+                    sent: sent.unwrap_or_else(|| Box::new(Durable)),
+                    unshown: std::mem::take(&mut self.unshown),
+                    written: entries,
+                    start,
+                });
+                self.show_queued(MAX_QUEUED);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Shows the queued checks' starts (and what each carried) whose writes are durable,
+    /// oldest first, waiting for the oldest while more than `keep` are left. A write that
+    /// failed stops the run, and nothing after it is shown.
+    fn show_queued(&mut self, keep: usize) {
+        while let Some(front) = self.queued.front() {
+            if self.queued.len() <= keep && !front.sent.is_answered() {
+                return;
+            }
+            let Some(q) = self.queued.pop_front() else {
+                return;
+            };
+            if let Err(e) = q.sent.confirm() {
+                self.fail(e);
+            }
+            if self.error.is_some() {
+                // Each is still waited for as it is dropped: the log broke for all of them.
+                self.queued.clear();
+                return;
+            }
+            self.show_held(&q.unshown, &q.written);
+            let (phase, id, plugin) = &q.start;
+            self.inner.on_event(&Event::StepStarted {
+                phase: *phase,
+                id,
+                plugin,
+            });
+        }
+    }
+
     /// Confirms a write left to the run, if any, and shows what waited for it.
     fn confirm(&mut self) {
         let Some(ahead) = &self.ahead else { return };
@@ -244,12 +345,15 @@ impl<'a> Recorder<'a> {
 
 impl Observer for Recorder<'_> {
     fn confirm_shown(&mut self) {
+        self.show_queued(0);
         self.confirm();
     }
 
     fn on_event(&mut self, event: &Event<'_>) {
         // A start left to the run is confirmed, and it and what it carried are shown, before
-        // anything after it (the step's end, if the call was quick).
+        // anything after it (the step's end, if the call was quick). Checks' starts already
+        // durable are shown; the others stay queued until their flush or the next write.
+        self.show_queued(usize::MAX);
         self.confirm();
         match event {
             Event::RunStarted {
@@ -369,6 +473,16 @@ impl Observer for Recorder<'_> {
                     step: (*id).to_owned(),
                     plugin: (*plugin).to_owned(),
                 };
+                // A check's start that carries what must be flushed before it is shown (the
+                // previous step's end), or that must be shown after what is queued: queued.
+                if !flush
+                    && one_call
+                    && (!self.unshown.is_empty() || !self.queued.is_empty())
+                    && self.store.sends_in_order()
+                {
+                    self.queue_start(event, (*phase, (*id).to_owned(), (*plugin).to_owned()));
+                    return;
+                }
                 if self.write_ahead(event, flush, one_call) {
                     self.deferred = Some((*phase, (*id).to_owned(), (*plugin).to_owned()));
                     return;
@@ -503,3 +617,6 @@ impl Observer for Recorder<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -87,6 +87,9 @@ pub(super) struct Wal {
     /// How long an `fdatasync` of this log takes lately, in ns (a moving average): whether
     /// handing one to another thread is worth the hand-off ([`Wal::flush_time`]).
     flush_ns: AtomicU64,
+    /// For tests: flushes wait while this is set ([`Wal::hold_flushes`]).
+    #[cfg(test)]
+    held: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +133,8 @@ impl Wal {
             synced_upto: AtomicU64::new(next_seq - 1),
             broken: AtomicBool::new(false),
             flush_ns: AtomicU64::new(0),
+            #[cfg(test)]
+            held: AtomicBool::new(false),
         };
         if header.is_none() {
             wal.write_header(next_seq)?;
@@ -245,6 +250,10 @@ impl Wal {
             synced.syncing = true;
             let target = self.written();
             drop(synced);
+            #[cfg(test)]
+            while self.held.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             let begun = std::time::Instant::now();
             let result = self.file.sync_data();
             self.flushed_in(begun.elapsed());
@@ -285,6 +294,13 @@ impl Wal {
     pub(super) fn pretend_flushes_take(&self, took: std::time::Duration) {
         let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.flush_ns.store(took, Ordering::Relaxed);
+    }
+
+    /// For tests: every flush begun from now on waits until this is called with false (a
+    /// disk that stalls).
+    #[cfg(test)]
+    pub(super) fn hold_flushes(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
     }
 
     /// For tests: the disk failed.

@@ -178,6 +178,10 @@ impl crate::ahead::Unconfirmed for Handed {
     fn confirm(mut self: Box<Self>) -> Result<(), StoreError> {
         self.wait()
     }
+
+    fn is_answered(&self) -> bool {
+        self.wal.is_synced(self.seq)
+    }
 }
 
 impl Drop for Handed {

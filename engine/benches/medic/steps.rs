@@ -165,6 +165,12 @@ pub fn steps_and_fleets(
         ),
         ("1,000 check steps, recorded: per step", true, true, None),
         (
+            "1,000 check steps, recorded through the store daemon: per step",
+            true,
+            true,
+            Some("daemon"),
+        ),
+        (
             "1,000 action steps, recorded on tmpfs: per step",
             false,
             true,

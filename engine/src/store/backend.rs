@@ -76,11 +76,12 @@ pub trait Runs: Send + Sync {
         self.append_many(run_id, record, entries, true)
             .map(|_| None)
     }
-    /// Whether a write may be sent ([`Runs::append_sent`]) while an earlier one sent from
-    /// the same thread is still unconfirmed, and still land after it: true where sends are
-    /// made in order (the embedded store's log is written in the order of the calls; by
-    /// default a send is made and flushed before it returns). Not through the store daemon,
-    /// whose second request would go on another connection and could be served first.
+    /// Whether a write may be sent ([`Runs::append_sent`]) while an earlier one to the same
+    /// run's journal is still unconfirmed, and still land after it (as does any append to
+    /// that journal made meanwhile): true where sends are made in order (the embedded
+    /// store's log is written in the order of the calls; the store daemon's client sends a
+    /// run's appends on one connection while any is unanswered, and the daemon serves a
+    /// connection in order; by default a send is made and flushed before it returns).
     fn sends_in_order(&self) -> bool {
         true
     }

@@ -14,12 +14,14 @@
 //! The run's record is written with an event only when it changed (a step's end, the run's
 //! end): a step's start or a target's end leaves it as it was.
 //!
-//! A check needs no flush of its own: where the store keeps its writes in order (the embedded
-//! store's log), a check's start is sent with the previous step's held end and the run goes
-//! on without waiting for its flush ([`Queued`]). What it carries is shown once the log is
-//! durable past it, which the store's flusher makes it for every write sent meanwhile at
-//! once: checks in a row share flushes. Anything else written waits for them first, so
-//! everything is still shown in order, and only after it is durable.
+//! A check needs no flush of its own: where the store keeps a run's writes in order (the
+//! embedded store's log; the store daemon, which is sent a run's writes on one connection),
+//! a check's start is sent with the previous step's held end and the run goes on without
+//! waiting for its flush ([`Queued`]). What it carries is shown once the log is durable past
+//! it, which the store makes it for every write sent meanwhile at once (the embedded store's
+//! flusher; the daemon, which flushes what it read together once): checks in a row share
+//! flushes. Anything else written waits for them first, so everything is still shown in
+//! order, and only after it is durable.
 
 use crate::executor::{Cancel, Event, Observer, Phase};
 use crate::host::PluginKind;

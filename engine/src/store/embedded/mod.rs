@@ -479,13 +479,13 @@ impl Sled {
         })
     }
 
-    /// [`Runs::append_sent`]: None when the write was flushed here.
     /// For tests: the store's redo log.
     #[cfg(test)]
     pub(in crate::store) fn wal(&self) -> Arc<Wal> {
         self.wal.clone()
     }
 
+    /// [`Runs::append_sent`]: None when the write was flushed here.
     fn hand_over(
         &self,
         run_id: &str,

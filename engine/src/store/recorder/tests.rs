@@ -10,18 +10,31 @@ use crate::store::{JournalEvent, Store, StoreError, Trigger, embedded::Sled, wal
 /// Checks in a row, more than may be left unconfirmed at once.
 const CHECKS: usize = MAX_QUEUED + 16;
 
-/// A run of [`CHECKS`] check steps recorded in the embedded store, whose flushes stall from
-/// the moment the run's start is shown until `stalled` (given the log and the frame count
-/// when the stall began) returns; what was shown, in order, then the report and the
-/// recorder's error.
+/// How far a run got while its flushes stall: in the process, frames written to the log
+/// since the stall began; through the store daemon, appends sent and not yet answered.
+type Progress<'a> = &'a (dyn Fn() -> u64 + Sync);
+
+/// A run of [`CHECKS`] check steps recorded in the embedded store, in the process or through
+/// a store daemon (`daemon`), whose flushes stall from the moment the run's start is shown
+/// until `stalled` (given the log and how far the run got) returns; what was shown, in
+/// order, then the report and the recorder's error.
 fn checks_while_flushes_stall<T: Send>(
-    stalled: impl FnOnce(&Wal, u64, &Mutex<Vec<String>>) -> T + Send,
+    daemon: bool,
+    stalled: impl FnOnce(&Wal, Progress<'_>, &Mutex<Vec<String>>) -> T + Send,
 ) -> (T, Vec<String>, Option<RunReport>, Option<StoreError>, Store) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let sled = Sled::open(&data, "test").unwrap();
     let wal = sled.wal();
-    let store = Store::of(&data, sled);
+    let (store, in_flight) = if daemon {
+        let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        // Ends as the store is dropped (its connection closes).
+        crate::store::daemon::serve_alone(sled, server);
+        let (local, in_flight) = crate::store::local::Local::over(client);
+        (Store::of(&data, local), Some(in_flight))
+    } else {
+        (Store::of(&data, sled), None)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,7 +72,12 @@ fn checks_while_flushes_stall<T: Send>(
             while from.load(Ordering::SeqCst) == u64::MAX && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let seen = stalled(&wal, from.load(Ordering::SeqCst), &shown);
+            let from = from.load(Ordering::SeqCst);
+            let progress = || match &in_flight {
+                Some(in_flight) => in_flight() as u64,
+                None => wal.written() - from,
+            };
+            let seen = stalled(&wal, &progress, &shown);
             // Whatever `stalled` found, the disk comes back: the run ends either way.
             wal.hold_flushes(false);
             seen
@@ -102,34 +120,53 @@ fn checks_while_flushes_stall<T: Send>(
     (seen, shown, report, error, store)
 }
 
-/// Waits (bounded) until `n` frames were written since `from`, then a while more; returns
-/// the frames written by then and what was shown.
-fn written_and_shown(
-    wal: &Wal,
-    from: u64,
+/// Waits (bounded) until the run got `n` far or stopped getting further, then a while more;
+/// returns how far it got by then and what was shown.
+fn progress_and_shown(
+    progress: Progress<'_>,
     n: u64,
     shown: &Mutex<Vec<String>>,
 ) -> (u64, Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while wal.written() < from + n && Instant::now() < deadline {
+    let mut last = (progress(), Instant::now());
+    while last.0 < n && last.1.elapsed() < Duration::from_millis(300) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
+        let now = progress();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
     }
     // Time to go further, if the run wrongly would.
     std::thread::sleep(Duration::from_millis(200));
-    (wal.written() - from, shown.lock().unwrap().clone())
+    (progress(), shown.lock().unwrap().clone())
 }
 
-#[test]
-fn checks_go_on_while_their_flushes_stall_and_are_shown_only_once_durable() {
-    // The first check's start (nothing to wait for), then one write per check left
-    // unconfirmed, the oldest of them waited for past `MAX_QUEUED`.
-    let frames = 1 + MAX_QUEUED as u64 + 1;
-    let ((written, stalled), shown, report, error, store) =
-        checks_while_flushes_stall(|wal, from, shown| written_and_shown(wal, from, frames, shown));
-    assert_eq!(
-        written, frames,
-        "checks ran on while no flush ended, as far as the bound: {stalled:?}"
-    );
+/// How far checks get while their flushes stall: in the process, the first check's start
+/// (nothing to wait for), then one frame per check left unconfirmed, the oldest of them
+/// waited for past `MAX_QUEUED`; through the daemon, at most as many appends in flight (the
+/// first check's start was answered unflushed), fewer where the socket's buffer fills first
+/// (the daemon reads no more while its flush stalls).
+fn stalled_at(daemon: bool) -> u64 {
+    MAX_QUEUED as u64 + 1 + u64::from(!daemon)
+}
+
+fn checks_go_on_while_their_flushes_stall_and_are_shown_only_once_durable(daemon: bool) {
+    let at = stalled_at(daemon);
+    let ((got, stalled), shown, report, error, store) =
+        checks_while_flushes_stall(daemon, |_, progress, shown| {
+            progress_and_shown(progress, at, shown)
+        });
+    if daemon {
+        assert!(
+            (2..=at).contains(&got),
+            "checks ran on while no flush ended, no further than the bound: {got}, {stalled:?}"
+        );
+    } else {
+        assert_eq!(
+            got, at,
+            "checks ran on while no flush ended, as far as the bound: {stalled:?}"
+        );
+    }
     assert_eq!(
         stalled,
         ["run started", "start c0"],
@@ -146,22 +183,25 @@ fn checks_go_on_while_their_flushes_stall_and_are_shown_only_once_durable() {
     expected.push("run finished".to_owned());
     assert_eq!(shown, expected, "everything shown, in order, once durable");
     let journal = store.journal(&report.run_id).unwrap();
-    let ends = journal
+    let steps: Vec<String> = journal
         .iter()
-        .filter(|e| matches!(e.event, JournalEvent::StepFinished { .. }))
-        .count();
-    assert_eq!(ends, CHECKS);
+        .filter_map(|e| match &e.event {
+            JournalEvent::StepStarted { step, .. } => Some(format!("start {step}")),
+            JournalEvent::StepFinished { report } => Some(format!("end {}", report.id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, expected[1..expected.len() - 1], "journaled in order");
     assert!(matches!(
         journal.last().map(|e| &e.event),
         Some(JournalEvent::RunFinished { .. })
     ));
 }
 
-#[test]
-fn checks_whose_writes_failed_are_never_shown_and_the_run_stops() {
-    let frames = 1 + MAX_QUEUED as u64 + 1;
-    let (_, shown, _, error, _) = checks_while_flushes_stall(|wal, from, shown| {
-        let seen = written_and_shown(wal, from, frames, shown);
+fn checks_whose_writes_failed_are_never_shown_and_the_run_stops(daemon: bool) {
+    let at = stalled_at(daemon);
+    let (_, shown, _, error, _) = checks_while_flushes_stall(daemon, |wal, progress, shown| {
+        let seen = progress_and_shown(progress, at, shown);
         // The disk fails under the stalled flush.
         wal.break_now();
         seen
@@ -175,4 +215,24 @@ fn checks_whose_writes_failed_are_never_shown_and_the_run_stops() {
         ["run started", "start c0"],
         "what was not durable when the log broke is never shown"
     );
+}
+
+#[test]
+fn checks_go_on_while_their_flushes_stall_and_are_shown_only_once_durable_in_the_process() {
+    checks_go_on_while_their_flushes_stall_and_are_shown_only_once_durable(false);
+}
+
+#[test]
+fn checks_go_on_while_their_flushes_stall_and_are_shown_only_once_durable_through_the_daemon() {
+    checks_go_on_while_their_flushes_stall_and_are_shown_only_once_durable(true);
+}
+
+#[test]
+fn checks_whose_writes_failed_are_never_shown_and_the_run_stops_in_the_process() {
+    checks_whose_writes_failed_are_never_shown_and_the_run_stops(false);
+}
+
+#[test]
+fn checks_whose_writes_failed_are_never_shown_and_the_run_stops_through_the_daemon() {
+    checks_whose_writes_failed_are_never_shown_and_the_run_stops(true);
 }

@@ -2,7 +2,8 @@
 //! directory, so one process, the store daemon ([`super::daemon`]), holds it and every
 //! command reaches it through the data directory's socket (`store.sock`, 0600), one JSON
 //! request and one JSON answer per line. Runs keep executing in their own process (signals,
-//! Ctrl-C and kill -9 keep their meaning); only their store calls travel.
+//! Ctrl-C and kill -9 keep their meaning); only their store calls travel. A run's appends
+//! may be sent without waiting for the answers of those before them ([`pipe`]).
 //!
 //! The first command that needs the store starts the daemon (`medic store-daemon`, in a
 //! session of its own so that neither Ctrl-C nor a closed terminal reaches it); it exits
@@ -25,6 +26,10 @@ use super::drills::{DrillRecord, Paused};
 use super::triggers::AlertRecord;
 use super::{JournalEntry, ListFilter, LockHolder, RunRecord, StoreError};
 use crate::trigger::policy::State;
+
+mod pipe;
+#[cfg(test)]
+mod tests;
 
 pub const SOCKET: &str = "store.sock";
 
@@ -171,12 +176,14 @@ const ANSWER_WAIT: Duration = Duration::from_secs(300);
 /// A client of the store daemon.
 pub(super) struct Local {
     dir: PathBuf,
-    /// The data directory as shown in errors (shared with appends sent: [`Sent`]).
+    /// The data directory as shown in errors (shared with appends sent: [`pipe::Sent`]).
     shown: Arc<str>,
     start: Option<std::sync::Arc<Starter>>,
     /// Connections not in use, and how many calls wait for an answer: shared with appends
-    /// sent and not yet confirmed ([`Sent`]).
+    /// sent and not yet confirmed ([`pipe::Sent`]).
     pool: Arc<Pool>,
+    /// Runs' appends in flight, each run's on one connection.
+    pipes: Arc<pipe::Pipes>,
 }
 
 #[derive(Default)]
@@ -219,6 +226,7 @@ impl Local {
             shown: dir.display().to_string().into(),
             start,
             pool: Arc::default(),
+            pipes: Arc::default(),
         };
         let Some((conn, welcome)) = local.open(wait)? else {
             return Ok(None);
@@ -228,6 +236,28 @@ impl Local {
         }
         local.put_back(conn);
         Ok(Some(local))
+    }
+
+    /// For tests: a client whose only connection is `stream`, with no daemon to connect to
+    /// beside it; and how many of its calls wait for their answer.
+    #[cfg(test)]
+    pub(in crate::store) fn over(
+        stream: UnixStream,
+    ) -> (Local, impl Fn() -> usize + Send + Sync + 'static) {
+        let read = stream.try_clone().unwrap();
+        let local = Local {
+            dir: PathBuf::from("/nonexistent/medic-test"),
+            shown: "test".into(),
+            start: None,
+            pool: Arc::default(),
+            pipes: Arc::default(),
+        };
+        local.put_back(Conn {
+            reader: BufReader::new(read),
+            writer: stream,
+        });
+        let pool = local.pool.clone();
+        (local, move || pool.in_flight.load(Ordering::SeqCst))
     }
 
     /// A new connection: to the daemon that answers, or to one started for it. Waits at
@@ -354,45 +384,6 @@ fn value_of<T: DeserializeOwned>(
     }
 }
 
-/// A durable append sent to the daemon, its answer not read yet: the daemon makes it
-/// durable (its `fdatasync`) while the run goes on with what cannot act
-/// ([`crate::ahead`]).
-struct Sent {
-    /// Taken by [`Sent::answer`]; a `Sent` dropped unconfirmed still reads its answer.
-    conn: Option<Conn>,
-    pool: Arc<Pool>,
-    shown: Arc<str>,
-    watch: bool,
-}
-
-impl Sent {
-    fn answer(&mut self) -> Result<(), StoreError> {
-        let Some(mut conn) = self.conn.take() else {
-            return Ok(());
-        };
-        let answer = receive(&mut conn, self.watch);
-        self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
-        // A broken connection is dropped, not put back (see `Local::call`).
-        let answer = answer.map_err(|e| stopped_answering(&self.shown, &e))?;
-        self.pool.put_back(conn);
-        value_of::<u32>(&self.shown, answer).map(drop)
-    }
-}
-
-impl crate::ahead::Unconfirmed for Sent {
-    fn confirm(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.answer()
-    }
-}
-
-impl Drop for Sent {
-    fn drop(&mut self) {
-        // Read even when nobody asks: the connection is then reusable, and whatever the run
-        // writes next is sent after this one was answered, so it lands after it.
-        let _ = self.answer();
-    }
-}
-
 enum AnswerError {
     Full,
     Other(String),
@@ -514,12 +505,16 @@ impl Runs for Local {
         entries: &[JournalEntry],
         durable: bool,
     ) -> Result<u32, StoreError> {
-        self.call(&Request::AppendMany {
+        let request = Request::AppendMany {
             run_id: Cow::Borrowed(run_id),
             record: record.map(|r| Box::new(Cow::Borrowed(r))),
             entries: Cow::Borrowed(entries),
             durable,
-        })
+        };
+        match self.append_after_pipe(run_id, &request) {
+            Some(answer) => answer,
+            None => self.call(&request),
+        }
     }
     fn append_sent(
         &self,
@@ -527,27 +522,14 @@ impl Runs for Local {
         record: Option<&RunRecord>,
         entries: &[JournalEntry],
     ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
-        let mut conn = self.take()?;
-        let alone = self.pool.begin();
         let request = Request::AppendMany {
             run_id: Cow::Borrowed(run_id),
             record: record.map(|r| Box::new(Cow::Borrowed(r))),
             entries: Cow::Borrowed(entries),
             durable: true,
         };
-        if let Err(e) = send(&mut conn, &request) {
-            self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(stopped_answering(&self.shown, &e));
-        }
-        Ok(Some(Box::new(Sent {
-            conn: Some(conn),
-            pool: self.pool.clone(),
-            shown: self.shown.clone(),
-            watch: alone,
-        })))
-    }
-    fn sends_in_order(&self) -> bool {
-        false
+        let sent = self.send_on_pipe(run_id, &request)?;
+        Ok(Some(Box::new(sent)))
     }
     fn journal_from(
         &self,

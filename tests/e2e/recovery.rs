@@ -488,6 +488,85 @@ fn sigkill_inside_a_fleet_loses_no_shown_target_though_targets_share_flushes() {
     );
 }
 
+#[test]
+fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes() {
+    let cache = tempfile::tempdir().unwrap();
+    // Checks in a row go on while their starts (each carrying the previous check's end) are
+    // still on their way through the store daemon, sent on one connection without waiting
+    // for the answers. The daemon outlives the run's process and stores what it was sent
+    // (whether anything is shown before it is durable is the stall tests' part,
+    // `store::recorder::tests`): what a kill must never leave is a shown step missing from
+    // the journal, or a journal out of order.
+    let steps: String = (0..60)
+        .map(|i| format!("[[steps]]\nid = \"c{i}\"\nuses = \"check\"\n\n"))
+        .collect();
+    let rb = crate::cli::scripted_runbook(cache.path(), "", &steps);
+    let rb = rb.to_str().unwrap();
+    let warm = medic(cache.path(), &["validate", rb]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    let mut rng = Rng(0xc4ec5);
+    let (mut shown, mut lost, mut cut) = (0, 0, 0);
+    for i in 0..12 {
+        let mut child = medic_command(cache.path())
+            .args(["run", rb, "--output", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = Vec::new();
+        for _ in 0..2 + rng.below(100) {
+            match lines.next() {
+                Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
+                _ => break,
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for l in lines.map_while(Result::ok) {
+            printed.push(serde_json::from_str(&l).unwrap());
+        }
+        let Some(id) = printed.first().and_then(|e| e["run_id"].as_str()) else {
+            continue;
+        };
+        cut += usize::from(!printed.iter().any(|e| e["event"] == "run_finished"));
+        let export: serde_json::Value =
+            serde_json::from_str(&stdout(&medic(cache.path(), &["runs", "export", id])))
+                .unwrap_or_else(|e| panic!("kill {i}: export: {e}"));
+        check_journal(&export);
+        let journal = export["journal"].as_array().unwrap();
+        let finished: Vec<&str> = journal
+            .iter()
+            .filter(|e| e["type"] == "step_finished")
+            .map(|e| e["report"]["id"].as_str().unwrap())
+            .collect();
+        let in_order: Vec<String> = (0..finished.len()).map(|n| format!("c{n}")).collect();
+        assert_eq!(
+            finished, in_order,
+            "kill {i}: the steps journaled in order, none missing"
+        );
+        let journaled: std::collections::BTreeSet<String> = journal
+            .iter()
+            .filter_map(|e| event_key(e, false, &[]))
+            .collect();
+        for k in printed.iter().filter_map(|e| event_key(e, true, &[])) {
+            shown += usize::from(k.starts_with("finished"));
+            if !journaled.contains(&k) {
+                lost += 1;
+                eprintln!("kill {i}: shown but not recorded: {k}");
+            }
+        }
+    }
+    eprintln!("12 kills: {cut} before the run's end, {shown} step ends shown");
+    assert_eq!(lost, 0, "shown steps were lost");
+    assert!(
+        shown >= 60,
+        "only {shown} steps were shown before the kills"
+    );
+}
+
 fn quick_runbook(dir: &Path) -> std::path::PathBuf {
     crate::cli::scripted_runbook(
         dir,

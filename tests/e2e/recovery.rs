@@ -439,47 +439,15 @@ fn sigkill_inside_a_fleet_loses_no_shown_target_though_targets_share_flushes() {
     let mut rng = Rng(0xf1ee7);
     let (mut shown, mut lost) = (0, 0);
     for i in 0..12 {
-        let mut child = medic_command(cache.path())
-            .args(["run", rb, "--output", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut printed = Vec::new();
-        for _ in 0..2 + rng.below(50) {
-            match lines.next() {
-                Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
-                _ => break,
-            }
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(3000)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        for l in lines.map_while(Result::ok) {
-            printed.push(serde_json::from_str(&l).unwrap());
-        }
-        let Some(id) = printed.first().and_then(|e| e["run_id"].as_str()) else {
+        let lines = 2 + rng.below(50);
+        let Some(killed) = kill_mid_run(cache.path(), rb, lines, rng.below(3000), i) else {
             continue;
         };
-        let export: serde_json::Value =
-            serde_json::from_str(&stdout(&medic(cache.path(), &["runs", "export", id])))
-                .unwrap_or_else(|e| panic!("kill {i}: export: {e}"));
-        check_journal(&export);
-        let journaled: std::collections::BTreeSet<String> = export["journal"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| event_key(e, false, &[]))
-            .collect();
-        for k in printed.iter().filter_map(|e| event_key(e, true, &[])) {
+        check_journal(&killed.export);
+        for k in killed.shown() {
             shown += usize::from(k.starts_with("target"));
-            if !journaled.contains(&k) {
-                lost += 1;
-                eprintln!("kill {i}: shown but not recorded: {k}");
-            }
         }
+        lost += killed.unrecorded().len();
     }
     assert_eq!(lost, 0, "shown targets were lost");
     assert!(
@@ -507,37 +475,15 @@ fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes(
     let mut rng = Rng(0xc4ec5);
     let (mut shown, mut lost, mut cut) = (0, 0, 0);
     for i in 0..12 {
-        let mut child = medic_command(cache.path())
-            .args(["run", rb, "--output", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut printed = Vec::new();
-        for _ in 0..2 + rng.below(100) {
-            match lines.next() {
-                Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
-                _ => break,
-            }
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(3000)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        for l in lines.map_while(Result::ok) {
-            printed.push(serde_json::from_str(&l).unwrap());
-        }
-        let Some(id) = printed.first().and_then(|e| e["run_id"].as_str()) else {
+        let lines = 2 + rng.below(100);
+        let Some(killed) = kill_mid_run(cache.path(), rb, lines, rng.below(3000), i) else {
             continue;
         };
-        cut += usize::from(!printed.iter().any(|e| e["event"] == "run_finished"));
-        let export: serde_json::Value =
-            serde_json::from_str(&stdout(&medic(cache.path(), &["runs", "export", id])))
-                .unwrap_or_else(|e| panic!("kill {i}: export: {e}"));
-        check_journal(&export);
-        let journal = export["journal"].as_array().unwrap();
-        let finished: Vec<&str> = journal
+        cut += usize::from(!killed.printed.iter().any(|e| e["event"] == "run_finished"));
+        check_journal(&killed.export);
+        let finished: Vec<&str> = killed.export["journal"]
+            .as_array()
+            .unwrap()
             .iter()
             .filter(|e| e["type"] == "step_finished")
             .map(|e| e["report"]["id"].as_str().unwrap())
@@ -547,17 +493,10 @@ fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes(
             finished, in_order,
             "kill {i}: the steps journaled in order, none missing"
         );
-        let journaled: std::collections::BTreeSet<String> = journal
-            .iter()
-            .filter_map(|e| event_key(e, false, &[]))
-            .collect();
-        for k in printed.iter().filter_map(|e| event_key(e, true, &[])) {
+        for k in killed.shown() {
             shown += usize::from(k.starts_with("finished"));
-            if !journaled.contains(&k) {
-                lost += 1;
-                eprintln!("kill {i}: shown but not recorded: {k}");
-            }
         }
+        lost += killed.unrecorded().len();
     }
     eprintln!("12 kills: {cut} before the run's end, {shown} step ends shown");
     assert_eq!(lost, 0, "shown steps were lost");
@@ -565,6 +504,72 @@ fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes(
         shown >= 60,
         "only {shown} steps were shown before the kills"
     );
+}
+
+/// A `medic run --output json` of `rb` killed (SIGKILL) `micros` after `lines` of its output
+/// were read: what it printed, and the run as the next process exports it.
+struct Killed {
+    printed: Vec<serde_json::Value>,
+    export: serde_json::Value,
+}
+
+/// Kills a run of `rb` as [`Killed`] says (`kill`: its number, for messages); None when it
+/// was killed before it printed its start.
+fn kill_mid_run(cache: &Path, rb: &str, lines: u64, micros: u64, kill: u64) -> Option<Killed> {
+    use std::io::{BufRead, BufReader};
+    let mut child = medic_command(cache)
+        .args(["run", rb, "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut read = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for _ in 0..lines {
+        match read.next() {
+            Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
+            _ => break,
+        }
+    }
+    std::thread::sleep(Duration::from_micros(micros));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Whatever was printed after the lines read, but before the kill, was shown too.
+    for l in read.map_while(Result::ok) {
+        printed.push(serde_json::from_str(&l).unwrap());
+    }
+    let id = printed.first()?["run_id"].as_str()?.to_owned();
+    let export = serde_json::from_str(&stdout(&medic(cache, &["runs", "export", &id])))
+        .unwrap_or_else(|e| panic!("kill {kill}: export: {e}"));
+    let killed = Killed { printed, export };
+    for k in killed.unrecorded() {
+        eprintln!("kill {kill}: shown but not recorded: {k}");
+    }
+    Some(killed)
+}
+
+impl Killed {
+    /// What was printed, as [`event_key`] names it (no step's start: no actions).
+    fn shown(&self) -> Vec<String> {
+        self.printed
+            .iter()
+            .filter_map(|e| event_key(e, true, &[]))
+            .collect()
+    }
+
+    /// What was printed and is not in the journal.
+    fn unrecorded(&self) -> Vec<String> {
+        let journaled: std::collections::BTreeSet<String> = self.export["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| event_key(e, false, &[]))
+            .collect();
+        self.shown()
+            .into_iter()
+            .filter(|k| !journaled.contains(k))
+            .collect()
+    }
 }
 
 fn quick_runbook(dir: &Path) -> std::path::PathBuf {

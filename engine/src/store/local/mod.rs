@@ -472,6 +472,21 @@ fn receive(
     })
 }
 
+/// An append as sent, made of the caller's entries and record, not copies of them.
+fn appending<'a>(
+    run_id: &'a str,
+    record: Option<&'a RunRecord>,
+    entries: &'a [JournalEntry],
+    durable: bool,
+) -> Request<'a> {
+    Request::AppendMany {
+        run_id: Cow::Borrowed(run_id),
+        record: record.map(|r| Box::new(Cow::Borrowed(r))),
+        entries: Cow::Borrowed(entries),
+        durable,
+    }
+}
+
 /// A trigger held by the daemon for as long as its connection is open.
 struct Held(#[allow(dead_code)] Conn);
 
@@ -505,12 +520,7 @@ impl Runs for Local {
         entries: &[JournalEntry],
         durable: bool,
     ) -> Result<u32, StoreError> {
-        let request = Request::AppendMany {
-            run_id: Cow::Borrowed(run_id),
-            record: record.map(|r| Box::new(Cow::Borrowed(r))),
-            entries: Cow::Borrowed(entries),
-            durable,
-        };
+        let request = appending(run_id, record, entries, durable);
         match self.append_after_pipe(run_id, &request) {
             Some(answer) => answer,
             None => self.call(&request),
@@ -522,12 +532,7 @@ impl Runs for Local {
         record: Option<&RunRecord>,
         entries: &[JournalEntry],
     ) -> Result<Option<Box<dyn crate::ahead::Unconfirmed>>, StoreError> {
-        let request = Request::AppendMany {
-            run_id: Cow::Borrowed(run_id),
-            record: record.map(|r| Box::new(Cow::Borrowed(r))),
-            entries: Cow::Borrowed(entries),
-            durable: true,
-        };
+        let request = appending(run_id, record, entries, true);
         let sent = self.send_on_pipe(run_id, &request)?;
         Ok(Some(Box::new(sent)))
     }

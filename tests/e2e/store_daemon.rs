@@ -411,6 +411,22 @@ fn a_call_waiting_for_its_start_to_be_recorded_keeps_its_whole_timeout() {
 /// fails the test): ordered, not timed.
 #[test]
 fn a_steps_start_and_the_previous_end_are_shown_while_its_call_runs() {
+    shown_while_held(medic::host::fixtures::HOSTILE, "mode = \"http\", url");
+}
+
+/// The same for a check after an action: a check's start is not flushed before its call
+/// (it changes nothing), but sent with the action's end and left unconfirmed while the run
+/// goes on; a check still running shows both once they are durable, not at its end (a
+/// responder saw nothing of a finished deploy while the health probe after it waited).
+#[test]
+fn a_checks_start_and_the_actions_end_before_it_are_shown_while_the_check_runs() {
+    shown_while_held(medic::host::fixtures::SCRIPTED_CHECK, "record_url");
+}
+
+/// Runs a quick action, then step `held` of plugin `held` (`url`: its parameter given the
+/// held server's address), and checks both steps' starts and ends were shown in order, the
+/// first three before the held call was answered.
+fn shown_while_held(held: &str, url: &str) {
     use std::io::{Read, Write};
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
@@ -433,8 +449,9 @@ fn a_steps_start_and_the_previous_end_are_shown_while_its_call_runs() {
         format!(
             "[runbook]\nname = \"held\"\n\n\
              [plugins.h]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [plugins.c]\nsource = \"{held}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
              [[steps]]\nid = \"quick\"\nuses = \"h\"\n\n\
-             [[steps]]\nid = \"held\"\nuses = \"h\"\nwith = {{ mode = \"http\", url = \"http://{addr}/held\" }}\n",
+             [[steps]]\nid = \"held\"\nuses = \"c\"\nwith = {{ {url} = \"http://{addr}/held\" }}\n",
             medic::host::fixtures::HOSTILE,
         ),
     )

@@ -86,6 +86,12 @@ pub trait Observer {
     /// step's start, the previous step's end) should be confirmed and shown now, instead of
     /// when the call ends ([`crate::ahead`]). Only the recorder has anything to do.
     fn confirm_shown(&mut self) {}
+    /// Whether something journaled waits for its write to be confirmed before it is shown
+    /// apart from the run's write-ahead (a check's start, sent with the end of the step
+    /// before): a call that goes on then has [`Observer::confirm_shown`] show it meanwhile.
+    fn waits_to_show(&self) -> bool {
+        false
+    }
 }
 
 /// An [`Event`] that owns its data, to cross a process boundary (`medic run` through

@@ -517,8 +517,9 @@ impl Run<'_> {
 const SHOW_AFTER: Duration = Duration::from_millis(1);
 
 /// Awaits `call`, the one call of a step whose start may still be on its way to the disk
-/// (`crate::ahead`): one still running after [`SHOW_AFTER`] has the start (and the end of
-/// the step before) confirmed and shown meanwhile, as a responder expects to see what runs.
+/// (an action's write-ahead, `crate::ahead`; a check's start queued by the recorder): one
+/// still running after [`SHOW_AFTER`] has the start (and the end of the step before)
+/// confirmed and shown meanwhile, as a responder expects to see what runs.
 /// A future of its own, not an `async fn`, which would hold `call` twice (its argument and
 /// its pinned local) in every step's future.
 pub(super) fn shown_while<F: std::future::Future>(
@@ -527,7 +528,8 @@ pub(super) fn shown_while<F: std::future::Future>(
 ) -> ShownWhile<'_, F> {
     ShownWhile {
         call,
-        timer: crate::ahead::is_pending().then(|| Box::pin(tokio::time::sleep(SHOW_AFTER))),
+        timer: (crate::ahead::is_pending() || observer.waits_to_show())
+            .then(|| Box::pin(tokio::time::sleep(SHOW_AFTER))),
         observer,
     }
 }

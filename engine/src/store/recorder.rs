@@ -351,6 +351,10 @@ impl Observer for Recorder<'_> {
         self.confirm();
     }
 
+    fn waits_to_show(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
     fn on_event(&mut self, event: &Event<'_>) {
         // A start left to the run is confirmed, and it and what it carried are shown, before
         // anything after it (the step's end, if the call was quick). Checks' starts already

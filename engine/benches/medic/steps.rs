@@ -266,31 +266,38 @@ pub fn steps_and_fleets(
     // at a time, then many at once.
     // Then targets whose calls each wait 10 ms (as a real call waits on the network), where
     // concurrency is what matters.
-    for (name, concurrency, wait, daemon) in [
+    // Store: none (not recorded), in this process, or through the store daemon.
+    for (name, concurrency, wait, store_at) in [
         (
             "fleet of 1,000 targets, recorded: per target",
             1,
             None,
-            false,
+            Some(false),
         ),
-        (FLEET_50, 50, None, false),
+        (
+            "fleet of 1,000 targets, 50 at a time, not recorded: per target",
+            50,
+            None,
+            None,
+        ),
+        (FLEET_50, 50, None, Some(false)),
         (
             "fleet of 1,000 targets, 50 at a time, recorded through the store daemon: per target",
             50,
             None,
-            true,
+            Some(true),
         ),
         (
             "fleet of 200 targets, each call waiting 10 ms, one at a time: per target",
             1,
             Some("10ms"),
-            false,
+            Some(false),
         ),
         (
             "fleet of 200 targets, each call waiting 10 ms, 50 at a time: per target",
             50,
             Some("10ms"),
-            false,
+            Some(false),
         ),
     ] {
         let fleet_n = iters(name, 5, 1);
@@ -305,13 +312,14 @@ pub fn steps_and_fleets(
         };
         let text = fleet_runbook(scale, concurrency, &with);
         let plan = plan_of(rt, host, &text);
-        let store = open_store(medic, &dir.path().join("data"), daemon);
+        let recorded = store_at.is_some();
+        let store = open_store(medic, &dir.path().join("data"), store_at == Some(true));
         let mut samples = Vec::new();
         let mut groups = 0usize;
         let mut cpu_from: Option<[std::time::Duration; 3]> = None;
         // Batches of 50 against the floor beside the store, measured before each sample.
-        let mut near =
-            (concurrency == 50 && wait.is_none()).then(|| (Floor::new(dir.path()), Vec::new()));
+        let mut near = (recorded && concurrency == 50 && wait.is_none())
+            .then(|| (Floor::new(dir.path()), Vec::new()));
         for i in 0..fleet_n + 1 {
             if i > 0
                 && let Some((floor, floors)) = near.as_mut()
@@ -338,7 +346,9 @@ pub fn steps_and_fleets(
                 if let medic::executor::Event::TargetFinished { more: false, .. } = e {
                     groups += 1;
                 }
-                medic::executor::Observer::on_event(&mut recorder, e);
+                if recorded {
+                    medic::executor::Observer::on_event(&mut recorder, e);
+                }
             };
             let t = Instant::now();
             let report = rt
@@ -356,7 +366,7 @@ pub fn steps_and_fleets(
             samples.push(took / scale as u32);
         }
         samples.remove(0); // the warm-up
-        if concurrency > 1 && wait.is_none() {
+        if recorded && concurrency > 1 && wait.is_none() {
             notes.push(format!(
                 "{name}: {:.1} targets flushed together on average",
                 (scale * (fleet_n + 1)) as f64 / groups.max(1) as f64
@@ -367,13 +377,15 @@ pub fn steps_and_fleets(
                     paired(&samples, floors, call, 50)
                 ));
             }
-            if let Some([run, calls, others]) =
+        }
+        if concurrency > 1
+            && wait.is_none()
+            && let Some([run, calls, others]) =
                 cpu_from.and_then(|from| cpu_split(from, scale * fleet_n))
-            {
-                notes.push(format!(
-                    "{name}: CPU a target: the run's thread {run}, the call threads {calls}, others {others}"
-                ));
-            }
+        {
+            notes.push(format!(
+                "{name}: CPU a target: the run's thread {run}, the call threads {calls}, others {others}"
+            ));
         }
         results.push(Stats {
             name,

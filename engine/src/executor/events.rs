@@ -82,13 +82,17 @@ impl Event<'_> {
 
 pub trait Observer {
     fn on_event(&mut self, event: &Event<'_>);
-    /// The run's call has gone on long enough that what its write-ahead waits to show (the
-    /// step's start, the previous step's end) should be confirmed and shown now, instead of
-    /// when the call ends ([`crate::ahead`]). Only the recorder has anything to do.
+    /// The run's call (or a fleet's wait for its next target) has gone on long enough that
+    /// what waits for its write to show should be shown now, instead of when the call ends:
+    /// the write-ahead of the step's start is confirmed, waited for if need be
+    /// ([`crate::ahead`]); of the writes left unconfirmed (a check's start, a fleet's
+    /// targets), those durable by now are shown, none waited for. Only the recorder has
+    /// anything to do.
     fn confirm_shown(&mut self) {}
-    /// Whether something journaled waits for its write to be confirmed before it is shown
+    /// Whether something journaled waits for its write to be confirmed before it is shown,
     /// apart from the run's write-ahead (a check's start, sent with the end of the step
-    /// before): a call that goes on then has [`Observer::confirm_shown`] show it meanwhile.
+    /// before; a fleet's targets that ended together): a wait that goes on then has
+    /// [`Observer::confirm_shown`] show it meanwhile.
     fn waits_to_show(&self) -> bool {
         false
     }

@@ -408,7 +408,9 @@ impl Run<'_> {
         };
         loop {
             start(&mut running, &mut pending, errors).await;
-            let Some(first) = running.next().await else {
+            // Targets told before may wait to be shown until their write is durable, while
+            // these run: shown then, not when the next target ends.
+            let Some(first) = super::step::shown_while(running.next(), observer).await else {
                 break;
             };
             // Targets that finish within a short window of each other are told together, so

@@ -517,9 +517,11 @@ impl Run<'_> {
 const SHOW_AFTER: Duration = Duration::from_millis(1);
 
 /// Awaits `call`, the one call of a step whose start may still be on its way to the disk
-/// (an action's write-ahead, `crate::ahead`; a check's start queued by the recorder): one
-/// still running after [`SHOW_AFTER`] has the start (and the end of the step before)
-/// confirmed and shown meanwhile, as a responder expects to see what runs.
+/// (an action's write-ahead, `crate::ahead`; a check's start queued by the recorder), or a
+/// fleet's next target while those told before wait for their write: one still running
+/// after [`SHOW_AFTER`] has the start (and the end of the step before) confirmed and shown
+/// meanwhile, as a responder expects to see what runs; what is left unconfirmed is looked
+/// at again every [`SHOW_AFTER`] until it is shown.
 /// A future of its own, not an `async fn`, which would hold `call` twice (its argument and
 /// its pinned local) in every step's future.
 pub(super) fn shown_while<F: std::future::Future>(
@@ -555,11 +557,18 @@ impl<F: std::future::Future> std::future::Future for ShownWhile<'_, F> {
         if let std::task::Poll::Ready(out) = call.poll(cx) {
             return std::task::Poll::Ready(out);
         }
-        if let Some(timer) = &mut this.timer
+        while let Some(timer) = &mut this.timer
             && timer.as_mut().poll(cx).is_ready()
         {
-            this.timer = None;
             this.observer.confirm_shown();
+            if this.observer.waits_to_show() {
+                // Polled once more: registered with the timer again.
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + SHOW_AFTER);
+            } else {
+                this.timer = None;
+            }
         }
         std::task::Poll::Pending
     }

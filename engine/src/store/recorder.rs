@@ -82,21 +82,30 @@ pub struct Recorder<'a> {
     queued: std::collections::VecDeque<Queued>,
 }
 
-/// A check's start sent, with what was held before it, and left unconfirmed while the run
-/// goes on: a check changes nothing, so nothing waits for its start to be durable but the
-/// showing of what the write carries (then the start itself).
+/// A write sent and left unconfirmed while the run goes on: a check's start, with what was
+/// held before it (a check changes nothing, so nothing waits for its start to be durable
+/// but the showing of what the write carries, then the start itself); or a fleet's targets
+/// that finished together, shown once durable while the next targets run.
 struct Queued {
     sent: Box<dyn crate::ahead::Unconfirmed>,
     /// The held events' markers (see `Recorder::unshown`) and what the write journaled.
     unshown: Vec<Option<usize>>,
     written: Vec<super::JournalEntry>,
-    start: (Phase, String, String),
+    /// A check's start, shown after what the write carried.
+    start: Option<(Phase, String, String)>,
 }
 
 /// Checks' starts left unconfirmed at most at once; past that the oldest is waited for. The
 /// store's flusher takes every write sent while it flushed at once, so about one flush's time
 /// of checks are in flight: this bounds what is held only where checks outrun the disk.
 const MAX_QUEUED: usize = 64;
+
+/// Groups of a fleet's targets left unconfirmed at most at once: the group before is waited
+/// for as the next is sent. Targets change things, and a run whose record cannot be written
+/// must stop changing them: no more than one group's worth of targets (about the fleet's
+/// concurrency) start while a write of targets is on its way, as many as were running while
+/// it was written anyway, and the disk's flush overlaps the gathering of the next group.
+const GROUPS_QUEUED: usize = 1;
 
 /// A write already durable when sent (the store flushed it itself).
 struct Durable;
@@ -254,8 +263,9 @@ impl<'a> Recorder<'a> {
         deferred
     }
 
-    /// Sends a check's start with what is held, and leaves it [`Queued`]: the run goes on.
-    fn queue_start(&mut self, event: JournalEvent, start: (Phase, String, String)) {
+    /// Sends `event` with what is held, and leaves it [`Queued`] (a check's start, `start`;
+    /// a fleet's targets): the run goes on, with at most `keep` writes left unconfirmed.
+    fn queue(&mut self, event: JournalEvent, start: Option<(Phase, String, String)>, keep: usize) {
         // An action's start left to the run was sent before: shown first.
         self.confirm();
         if self.error.is_some() {
@@ -274,7 +284,7 @@ impl<'a> Recorder<'a> {
                     written: entries,
                     start,
                 });
-                self.show_queued(MAX_QUEUED);
+                self.show_queued(keep);
             }
             Err(e) => self.fail(e),
         }
@@ -300,12 +310,13 @@ impl<'a> Recorder<'a> {
                 return;
             }
             self.show_held(&q.unshown, &q.written);
-            let (phase, id, plugin) = &q.start;
-            self.inner.on_event(&Event::StepStarted {
-                phase: *phase,
-                id,
-                plugin,
-            });
+            if let Some((phase, id, plugin)) = &q.start {
+                self.inner.on_event(&Event::StepStarted {
+                    phase: *phase,
+                    id,
+                    plugin,
+                });
+            }
         }
     }
 
@@ -329,6 +340,17 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// The index of a plugin declaration in `aliases`, added if it is not there.
+    fn alias_of(&mut self, plugin: &str) -> usize {
+        match self.aliases.iter().position(|a| a == plugin) {
+            Some(i) => i,
+            None => {
+                self.aliases.push(plugin.to_owned());
+                self.aliases.len() - 1
+            }
+        }
+    }
+
     fn fail(&mut self, e: StoreError) {
         if self.error.is_some() {
             return;
@@ -347,7 +369,9 @@ impl<'a> Recorder<'a> {
 
 impl Observer for Recorder<'_> {
     fn confirm_shown(&mut self) {
-        self.show_queued(0);
+        // Not waited for: a fleet's run thread, still gathering targets, would stop starting
+        // them until the disk caught up; asked again while anything waits.
+        self.show_queued(usize::MAX);
         self.confirm();
     }
 
@@ -486,7 +510,8 @@ impl Observer for Recorder<'_> {
                     && (!self.unshown.is_empty() || !self.queued.is_empty())
                     && self.store.sends_in_order()
                 {
-                    self.queue_start(event, (*phase, (*id).to_owned(), (*plugin).to_owned()));
+                    let start = (*phase, (*id).to_owned(), (*plugin).to_owned());
+                    self.queue(event, Some(start), MAX_QUEUED);
                     return;
                 }
                 if self.write_ahead(event, flush, one_call) {
@@ -531,7 +556,8 @@ impl Observer for Recorder<'_> {
             ),
             // A fleet's targets change things one by one, and each result is shown: each is
             // on disk before it is shown. Targets that finished together are flushed once,
-            // with the last of them, and shown then.
+            // with the last of them, and shown then: where the store keeps a run's writes in
+            // order, while the next targets run ([`GROUPS_QUEUED`]).
             Event::TargetFinished {
                 id,
                 plugin,
@@ -542,17 +568,16 @@ impl Observer for Recorder<'_> {
                     step: (*id).to_owned(),
                     report: std::sync::Arc::clone(target),
                 };
-                if *more {
+                let queued = !*more && self.store.sends_in_order();
+                if *more || queued {
                     if self.error.is_none() && self.record.is_some() {
-                        self.held.push(super::JournalEntry::now(journaled));
-                        let alias = match self.aliases.iter().position(|a| a == plugin) {
-                            Some(i) => i,
-                            None => {
-                                self.aliases.push((*plugin).to_owned());
-                                self.aliases.len() - 1
-                            }
-                        };
+                        let alias = self.alias_of(plugin);
                         self.unshown.push(Some(alias));
+                        if queued {
+                            self.queue(journaled, None, GROUPS_QUEUED);
+                        } else {
+                            self.held.push(super::JournalEntry::now(journaled));
+                        }
                     }
                     return;
                 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use super::backend::Runs;
 use super::embedded::{RecordJson, Sled};
-use super::local::{Answer, Request, SOCKET, Started, Welcome};
+use super::local::{Answer, Request, SOCKET, Started, Watching, Welcome};
 
 /// How long the daemon stays without clients before it lets go of the store.
 pub const IDLE: Duration = Duration::from_secs(5);
@@ -67,47 +67,6 @@ struct Daemon {
 /// call (tens of µs for a trivial one), and a thread that slept is woken late on a virtual
 /// machine whose CPU went idle meanwhile (70 to 100 µs measured here), once per step.
 const WATCH: Duration = Duration::from_micros(300);
-/// The most requests read without watching after watches in vain (at most one watch in nine
-/// is then spent in vain on a client that is slow to ask again).
-const UNWATCHED_AFTER_MISS: u32 = 8;
-
-/// Whether a connection's thread watches for the next request: not after a watch in vain,
-/// for 1, 2, 4, then 8 requests as such watches follow each other (a fleet's run gathering
-/// targets, a plugin waiting on the network: a thread spinning for them would take a CPU
-/// their calls want), but again as soon as a request comes within a watch of its answer.
-/// (With 8 requests unwatched after any miss, one slow step made the next 8 fast ones each
-/// pay a late wake-up: 7 to 10 % of the step bench's requests through the daemon were read
-/// by a thread that had gone to sleep; 2 to 4 % since.)
-#[derive(Debug, Default)]
-struct Watching {
-    /// Requests still to read without watching.
-    skip: u32,
-    /// Watches in vain in a row.
-    misses: u32,
-}
-
-impl Watching {
-    /// Whether to watch for the next request; counts one skipped when not.
-    fn now(&mut self) -> bool {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        true
-    }
-
-    /// A request came `gap` after the last answer, after a watch that found it (`Some(true)`),
-    /// one in vain (`Some(false)`), or none.
-    fn came(&mut self, gap: Duration, watched: Option<bool>) {
-        if gap < WATCH {
-            *self = Watching::default();
-        } else if watched == Some(false) {
-            self.misses = self.misses.saturating_add(1);
-            self.skip = (1u32 << (self.misses - 1).min(3)).min(UNWATCHED_AFTER_MISS);
-        }
-    }
-}
-
 fn log(line: &str) {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     eprintln!("{now} medic store-daemon {}: {line}", std::process::id());
@@ -300,7 +259,7 @@ fn serve(daemon: &Daemon, stream: UnixStream) {
     };
     let mut reader = BufReader::new(read);
     let mut writer = stream;
-    let mut watching = Watching::default();
+    let mut watching = Watching::new(WATCH);
     let mut last_answer = Instant::now();
     let mut unanswered = Unanswered::default();
     loop {

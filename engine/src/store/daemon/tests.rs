@@ -117,7 +117,7 @@ fn watched(w: &mut Watching, gaps: &[Duration]) -> Vec<bool> {
 #[test]
 fn watches_in_vain_are_spaced_out_until_a_request_comes_soon_again() {
     let (soon, late) = (WATCH / 4, WATCH * 4);
-    let mut w = Watching::default();
+    let mut w = Watching::new(WATCH);
     assert!(watched(&mut w, &[soon; 20]).iter().all(|&w| w));
     // A slow client: 1, 2, 4, then 8 requests unwatched after each watch in vain.
     let slow: Vec<usize> = watched(&mut w, &[late; 40])

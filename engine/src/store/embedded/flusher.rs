@@ -9,9 +9,9 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::super::local::{WATCH, watch_until};
+use super::super::local::{WATCH, Watching, watch_until};
 use super::super::wal::Wal;
 use crate::store::StoreError;
 
@@ -98,16 +98,23 @@ impl Flusher {
 }
 
 fn flush_asked(wal: &Wal, shared: &Shared) {
+    // Not after watches in vain: a fleet's groups of targets come a millisecond or more
+    // apart, and a thread spinning for them takes a CPU their calls want.
+    let mut watching = Watching::new(WATCH);
+    let mut flushed = Instant::now();
     let mut asked = shared.lock();
     loop {
         // Watched for a while before sleeping: a run's next action asks within tens of µs
         // of its last flush, and a sleeping thread is woken about 20 µs late on a virtual
         // machine, all of it before the `fdatasync` begins (the writer's call, running
         // meanwhile, was slower too, by its `futex` wake-up).
-        if asked.upto <= asked.done && !asked.closed {
+        let mut watched = None;
+        if asked.upto <= asked.done && !asked.closed && watching.now() {
             let done = asked.done;
             drop(asked);
-            watch_until(WATCH, || shared.wanted.load(Ordering::SeqCst) > done);
+            watched = Some(watch_until(WATCH, || {
+                shared.wanted.load(Ordering::SeqCst) > done
+            }));
             asked = shared.lock();
         }
         while asked.upto <= asked.done && !asked.closed {
@@ -121,6 +128,7 @@ fn flush_asked(wal: &Wal, shared: &Shared) {
         if asked.closed {
             return;
         }
+        watching.came(flushed.elapsed(), watched);
         let upto = asked.upto;
         shared.taken.store(upto, Ordering::SeqCst);
         drop(asked);
@@ -129,6 +137,7 @@ fn flush_asked(wal: &Wal, shared: &Shared) {
         let _ = wal.sync(upto);
         asked = shared.lock();
         asked.done = upto;
+        flushed = Instant::now();
     }
 }
 
@@ -198,7 +207,6 @@ mod tests {
     use super::super::{Sled, test_keys as keys, test_kv as kv, test_record};
     use super::*;
     use crate::ahead::Unconfirmed;
-    use std::time::Instant;
 
     /// Hands one entry of `run` over (flushes taken to last `took`); returns what waits for
     /// it and the frame it is in.
@@ -260,12 +268,13 @@ mod tests {
                 std::thread::sleep(Duration::from_micros(50));
             }
         };
-        for i in 0..6 {
+        for i in 0..9 {
             let (handed, frame) = hand(&s, "r", i, Duration::from_micros(100));
             taken_by_flusher(frame);
             handed.confirm().unwrap();
-            // Every other one finds the flusher asleep (past its watch), the rest watching.
-            if i % 2 == 0 {
+            // The one after a pause finds the flusher asleep (past its watch), and so does
+            // the next (after a watch in vain it sleeps at once), the rest watching.
+            if i % 3 == 2 {
                 std::thread::sleep(WATCH * 4);
             }
         }

@@ -492,13 +492,17 @@ impl Sled {
         record: Option<&RunRecord>,
         entries: &[JournalEntry],
     ) -> Result<Option<flusher::Handed>, StoreError> {
-        let flusher = (self.wal.flush_time() > flusher::HAND_OFF_PAST)
-            .then(|| {
-                self.flusher
-                    .get_or_init(|| flusher::Flusher::start(self.wal.clone()))
-                    .as_ref()
-            })
-            .flatten();
+        // While sandboxed calls run on the call threads (a fleet's targets), this thread's
+        // flush leaves them its CPU as it waits; the flusher's would take a share of it (a
+        // fleet's target: 19.2 -> 21.2 µs, 10 rounds interleaved, its CPU 4 to 6 µs more).
+        let flusher = (self.wal.flush_time() > flusher::HAND_OFF_PAST
+            && !crate::host::sandbox::calls_on_call_threads())
+        .then(|| {
+            self.flusher
+                .get_or_init(|| flusher::Flusher::start(self.wal.clone()))
+                .as_ref()
+        })
+        .flatten();
         let Some(flusher) = flusher else {
             return self
                 .append_many(run_id, record, entries, true)

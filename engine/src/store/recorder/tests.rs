@@ -1,9 +1,9 @@
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{MAX_QUEUED, Recorder, Start};
-use crate::executor::{Cancel, Event, RunOptions, RunOutcome, RunReport};
+use super::{GROUPS_QUEUED, MAX_QUEUED, Recorder, Start};
+use crate::executor::{Event, RunOptions, RunOutcome, RunReport};
 use crate::host::{HostConfig, PluginHost};
 use crate::store::{JournalEvent, Store, StoreError, Trigger, embedded::Sled, wal::Wal};
 
@@ -20,6 +20,32 @@ type Progress<'a> = &'a (dyn Fn() -> u64 + Sync);
 /// order, then the report and the recorder's error.
 fn checks_while_flushes_stall<T: Send>(
     daemon: bool,
+    stalled: impl FnOnce(&Wal, Progress<'_>, &Mutex<Vec<String>>) -> T + Send,
+) -> (T, Vec<String>, Option<RunReport>, Option<StoreError>, Store) {
+    let mut text = format!(
+        "[runbook]\nname = \"checks\"\n[plugins.check]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n",
+        crate::host::fixtures::SCRIPTED_CHECK
+    );
+    for i in 0..CHECKS {
+        text += &format!("[[steps]]\nid = \"c{i}\"\nuses = \"check\"\n");
+    }
+    while_flushes_stall(daemon, &text, Stall::AtRunStart, stalled)
+}
+
+/// When flushes begin to stall.
+#[derive(Clone, Copy, PartialEq)]
+enum Stall {
+    /// Once the run's start is shown.
+    AtRunStart,
+    /// Once the first step's start is shown (durable: an action acts only after).
+    AtStepStart,
+}
+
+/// Runs `text` as [`checks_while_flushes_stall`] does, flushes stalling from `stall` on.
+fn while_flushes_stall<T: Send>(
+    daemon: bool,
+    text: &str,
+    stall: Stall,
     stalled: impl FnOnce(&Wal, Progress<'_>, &Mutex<Vec<String>>) -> T + Send,
 ) -> (T, Vec<String>, Option<RunReport>, Option<StoreError>, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -46,16 +72,9 @@ fn checks_while_flushes_stall<T: Send>(
         ..HostConfig::default()
     })
     .unwrap();
-    let mut text = format!(
-        "[runbook]\nname = \"checks\"\n[plugins.check]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n",
-        crate::host::fixtures::SCRIPTED_CHECK
-    );
-    for i in 0..CHECKS {
-        text += &format!("[[steps]]\nid = \"c{i}\"\nuses = \"check\"\n");
-    }
     let source = crate::runbook::Source {
-        path: std::path::Path::new("checks.toml"),
-        text: &text,
+        path: std::path::Path::new("stalled.toml"),
+        text,
     };
     let plan = rt
         .block_on(crate::runbook::plan(
@@ -83,21 +102,29 @@ fn checks_while_flushes_stall<T: Send>(
             seen
         });
         let mut inner = |e: &Event<'_>| {
+            let stalls = match e {
+                Event::RunStarted { .. } => stall == Stall::AtRunStart,
+                Event::StepStarted { .. } => stall == Stall::AtStepStart,
+                _ => false,
+            };
+            if stalls && from.load(Ordering::SeqCst) == u64::MAX {
+                wal.hold_flushes(true);
+                // A flush this slow is handed to the store's flusher, not made inline.
+                wal.pretend_flushes_take(Duration::from_secs(1));
+                from.store(wal.written(), Ordering::SeqCst);
+            }
             let line = match e {
-                Event::RunStarted { .. } => {
-                    wal.hold_flushes(true);
-                    // A flush this slow is handed to the store's flusher, not made inline.
-                    wal.pretend_flushes_take(Duration::from_secs(1));
-                    from.store(wal.written(), Ordering::SeqCst);
-                    "run started".to_owned()
-                }
+                Event::RunStarted { .. } => "run started".to_owned(),
                 Event::StepStarted { id, .. } => format!("start {id}"),
                 Event::StepFinished { report } => format!("end {}", report.id),
+                Event::TargetFinished { target, .. } => format!("target {}", target.target),
                 Event::RunFinished { .. } => "run finished".to_owned(),
                 _ => return,
             };
             shown.lock().unwrap().push(line);
         };
+        // The run's own: a recorder that cannot write stops the run, as `medic run`'s does.
+        let opts = RunOptions::default();
         let mut recorder = Recorder::new(
             &store,
             &mut inner,
@@ -105,14 +132,9 @@ fn checks_while_flushes_stall<T: Send>(
             None,
             Start::New,
             false,
-            Cancel::new(),
+            opts.cancel.clone(),
         );
-        let report = rt.block_on(crate::executor::execute(
-            &host,
-            &plan,
-            RunOptions::default(),
-            &mut recorder,
-        ));
+        let report = rt.block_on(crate::executor::execute(&host, &plan, opts, &mut recorder));
         let error = recorder.error.take();
         (watcher.join().unwrap(), report, error)
     });
@@ -235,4 +257,167 @@ fn checks_whose_writes_failed_are_never_shown_and_the_run_stops_in_the_process()
 #[test]
 fn checks_whose_writes_failed_are_never_shown_and_the_run_stops_through_the_daemon() {
     checks_whose_writes_failed_are_never_shown_and_the_run_stops(true);
+}
+
+/// Targets of a fleet step: more than its concurrency, which is more than one (its calls on
+/// the call threads, as a fleet's are).
+const TARGETS: usize = 24;
+const AT_ONCE: usize = 4;
+
+/// A run of one fleet step of action targets whose flushes stall once the step's start is
+/// shown (durable: no target acts before); each target's call asks a server on loopback,
+/// which counts them: the last value returned.
+fn fleet_while_flushes_stall<T: Send>(
+    daemon: bool,
+    stalled: impl FnOnce(&Wal, Progress<'_>, &Mutex<Vec<String>>) -> T + Send,
+) -> (
+    T,
+    Vec<String>,
+    Option<RunReport>,
+    Option<StoreError>,
+    Store,
+    usize,
+) {
+    let (addr, calls) = counting_server(TARGETS);
+    let targets: Vec<String> = (0..TARGETS).map(|i| format!("\"t{i:02}\"")).collect();
+    let text = format!(
+        "[runbook]\nname = \"fleet\"\n[plugins.act]\nsource = {:?}\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\
+         [[steps]]\nid = \"all\"\nuses = \"act\"\nwith = {{ mode = \"http\", url = \"http://{addr}/\" }}\n\
+         [steps.fleet]\ntargets = [{}]\nmax_concurrency = {AT_ONCE}\n",
+        crate::host::fixtures::HOSTILE,
+        targets.join(", ")
+    );
+    let (seen, shown, report, error, store) =
+        while_flushes_stall(daemon, &text, Stall::AtStepStart, stalled);
+    (
+        seen,
+        shown,
+        report,
+        error,
+        store,
+        calls.load(Ordering::SeqCst),
+    )
+}
+
+/// A server on loopback answering each request 200 and counting them, until `most`.
+fn counting_server(most: usize) -> (std::net::SocketAddr, std::sync::Arc<AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming().take(most) {
+            let Ok(mut sock) = sock else { continue };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 1024];
+            let _ = sock.read(&mut head);
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (addr, calls)
+}
+
+/// The targets a fleet's journal holds, in its order.
+fn journaled_targets(store: &Store, run_id: &str) -> Vec<String> {
+    store
+        .journal(run_id)
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.event {
+            JournalEvent::TargetFinished { report, .. } => {
+                Some(format!("target {}", report.target))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// How far a fleet gets while its first group's flush stalls: through the daemon, the next
+/// group is gathered meanwhile, sent, and waits for the first (two appends unanswered); in
+/// the process, the run's thread flushes the group itself, leaving its CPU to the calls
+/// running on the call threads (one frame of the log).
+fn fleet_stalled_at(daemon: bool) -> u64 {
+    if daemon { GROUPS_QUEUED as u64 + 1 } else { 1 }
+}
+
+fn a_fleets_targets_run_on_while_their_group_flushes_and_are_shown_once_durable(daemon: bool) {
+    let at = fleet_stalled_at(daemon);
+    let ((got, stalled), shown, report, error, store, _) =
+        fleet_while_flushes_stall(daemon, |_, progress, shown| {
+            progress_and_shown(progress, at, shown)
+        });
+    assert_eq!(
+        got, at,
+        "how far targets went while their first group flushed: {stalled:?}"
+    );
+    assert_eq!(
+        stalled,
+        ["run started", "start all"],
+        "no target is shown before it is durable"
+    );
+    assert!(error.is_none(), "{error:?}");
+    let report = report.expect("the run ends");
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    let targets: Vec<&String> = shown.iter().filter(|l| l.starts_with("target ")).collect();
+    assert_eq!(targets.len(), TARGETS, "every target shown once: {shown:?}");
+    assert_eq!(
+        targets,
+        journaled_targets(&store, &report.run_id)
+            .iter()
+            .collect::<Vec<_>>(),
+        "shown in the order journaled"
+    );
+    assert_eq!(shown[shown.len() - 2..], ["end all", "run finished"]);
+}
+
+fn a_fleet_whose_group_failed_to_flush_shows_none_of_it_and_starts_no_more(daemon: bool) {
+    let at = fleet_stalled_at(daemon);
+    let (_, shown, report, error, _, calls) =
+        fleet_while_flushes_stall(daemon, |wal, progress, shown| {
+            let seen = progress_and_shown(progress, at, shown);
+            wal.break_now();
+            seen
+        });
+    assert!(
+        error.is_some(),
+        "the recorder says the run cannot be recorded"
+    );
+    assert!(
+        report.is_none(),
+        "the run stopped at once, rollback included"
+    );
+    assert_eq!(
+        shown,
+        ["run started", "start all"],
+        "what was not durable when the log broke is never shown"
+    );
+    // Those running as the first group was sent, those started while it was on its way (at
+    // most a group's worth, as they end), and none once its write was found failed.
+    assert!(
+        (1..=AT_ONCE * (GROUPS_QUEUED + 2)).contains(&calls),
+        "targets called: {calls} of {TARGETS}"
+    );
+}
+
+#[test]
+fn a_fleets_targets_run_on_while_their_group_flushes_and_are_shown_once_durable_in_the_process() {
+    a_fleets_targets_run_on_while_their_group_flushes_and_are_shown_once_durable(false);
+}
+
+#[test]
+fn a_fleets_targets_run_on_while_their_group_flushes_and_are_shown_once_durable_through_the_daemon()
+{
+    a_fleets_targets_run_on_while_their_group_flushes_and_are_shown_once_durable(true);
+}
+
+#[test]
+fn a_fleet_whose_group_failed_to_flush_shows_none_of_it_and_starts_no_more_in_the_process() {
+    a_fleet_whose_group_failed_to_flush_shows_none_of_it_and_starts_no_more(false);
+}
+
+#[test]
+fn a_fleet_whose_group_failed_to_flush_shows_none_of_it_and_starts_no_more_through_the_daemon() {
+    a_fleet_whose_group_failed_to_flush_shows_none_of_it_and_starts_no_more(true);
 }

@@ -277,6 +277,10 @@ impl PluginHost {
             // yield, as it would on this thread, instead of running on unowned.
             Some(pool) => {
                 let running = OnCallThreads::new();
+                // Boxed: the task's cell then holds a pointer. Its stage is copied whole
+                // as the task is made, ends and is let go, on the run's thread and the call
+                // thread in turn; inline, that was the call's future each time.
+                let whole = Box::pin(whole);
                 let task = Aborting(pool.spawn(async move {
                     let _running = running;
                     whole.await

@@ -715,3 +715,101 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
     reverted[2..].sort();
     assert_eq!(reverted, ["c", "d", "a", "b"]);
 }
+
+/// A fleet's targets that ended together are written while the next group gathers, one
+/// group at most on its way. The store daemon stopped mid-fleet (as a stalled disk holds
+/// it): few targets start after (those in flight, then at most two groups' worth), none
+/// of them is shown, and once the daemon is killed the run stops, saying why, with every
+/// target it showed on record. (The plugin keeps nothing in the store: a plugin's own
+/// key-value write would wait for the daemon too, and hold its target.)
+#[test]
+fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
+    use std::io::{BufRead, BufReader};
+    const TARGETS: usize = 30;
+    const AT_ONCE: usize = 3;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(100));
+    let targets: Vec<String> = (0..TARGETS).map(|i| format!("\"t{i:02}\"")).collect();
+    let rb = dir.path().join("fleet.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"fleet\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"act\"\n\
+             with = {{ mode = \"http\", url = \"http://{addr}/{{{{ target }}}}\" }}\n\
+             [steps.fleet]\ntargets = [{}]\nmax_concurrency = {AT_ONCE}\n",
+            medic::host::fixtures::HOSTILE,
+            targets.join(", "),
+            addr = w.addr,
+        ),
+    )
+    .unwrap();
+    let mut child = crate::cli::medic_command(cache.path())
+        .args(["run", rb.to_str().unwrap(), "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut run_id = String::new();
+    let mut shown = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "run_started" {
+            run_id = event["run_id"].as_str().unwrap().to_owned();
+        }
+        if event["event"] == "target_finished" {
+            shown.push(event["target"]["target"].as_str().unwrap().to_owned());
+            if shown.len() == AT_ONCE {
+                break;
+            }
+        }
+    }
+    if shown.len() < AT_ONCE {
+        let out = child.wait_with_output().unwrap();
+        panic!("the fleet ended early: {shown:?}\n{}", stderr(&out));
+    }
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    crate::verdicts::signal(daemon, 19);
+    let called = w.paths().len();
+    // Time for the run to go on if it wrongly would: 10 rounds of targets.
+    std::thread::sleep(Duration::from_millis(1500));
+    let called_after = w.paths().len();
+    crate::verdicts::signal(daemon, 9);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        called_after - called <= 3 * AT_ONCE && called_after < TARGETS,
+        "targets called once the daemon stopped: {} (of {TARGETS}, {called} before)",
+        called_after - called
+    );
+    assert!(err.contains("cannot record the run"), "{err}{rest:#?}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for line in &rest {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_ne!(event["event"], "step_finished", "{rest:#?}");
+        if event["event"] == "target_finished" {
+            shown.push(event["target"]["target"].as_str().unwrap().to_owned());
+        }
+    }
+    // What was shown is on record (the next command's daemon finds the run's process gone).
+    let o = medic(cache.path(), &["runs", "export", &run_id]);
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+    let journaled: Vec<&str> = record["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "target_finished")
+        .map(|e| e["report"]["target"].as_str().unwrap())
+        .collect();
+    for target in &shown {
+        assert!(
+            journaled.contains(&target.as_str()),
+            "{target} shown, not recorded: {journaled:?}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use crate::cli::{medic, medic_command, stderr, stdout};
 use crate::support::json_lines;
 
 /// The pid of the daemon holding the store in `data` (it says so in `owner.json`).
-fn daemon_pid(data: &Path) -> u32 {
+pub(crate) fn daemon_pid(data: &Path) -> u32 {
     let owner: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("owner.json")).unwrap()).unwrap();
     assert_eq!(owner["command"], "medic store-daemon", "{owner}");

@@ -299,17 +299,25 @@ fn fleet_while_flushes_stall<T: Send>(
     )
 }
 
-/// A server on loopback answering each request 200 and counting them, until `most`.
+/// A server on loopback answering each request 200 and counting them, until `most` came or
+/// a minute passed.
 fn counting_server(most: usize) -> (std::net::SocketAddr, std::sync::Arc<AtomicUsize>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let calls = std::sync::Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
     std::thread::spawn(move || {
-        for sock in listener.incoming().take(most) {
-            let Ok(mut sock) = sock else { continue };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while counted.load(Ordering::SeqCst) < most && Instant::now() < deadline {
+            let Ok((mut sock, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
             counted.fetch_add(1, Ordering::SeqCst);
+            let _ = sock.set_nonblocking(false);
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
             let mut head = [0u8; 1024];
             let _ = sock.read(&mut head);
             let _ = sock

@@ -353,42 +353,63 @@ fn fleet_mistakes_are_refused_before_anything_runs() {
 
 /// A `medic run` of a six-target fleet (two at a time, each call held 300 ms), killed with
 /// SIGKILL once two targets have ended. Returns the run id and the targets that ended.
-fn killed_fleet(cache: &std::path::Path, rb: &str) -> (String, Vec<String>) {
+/// `medic run RB --output json`, read until `n` targets were shown: the child, its run id,
+/// the targets shown, and its events still to come. A run that ends first fails the test.
+fn run_until_targets(
+    cache: &std::path::Path,
+    rb: &str,
+    n: usize,
+) -> (
+    std::process::Child,
+    String,
+    Vec<String>,
+    crate::support::Events,
+) {
     use std::io::{BufRead, BufReader};
     let mut child = crate::cli::medic_command(cache)
         .args(["run", rb, "--output", "json"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut run_id = String::new();
-    let mut ended = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+    let mut shown = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         if event["event"] == "run_started" {
             run_id = event["run_id"].as_str().unwrap().to_owned();
         }
         if event["event"] == "target_finished" {
-            ended.push(event["target"]["target"].as_str().unwrap().to_owned());
-            if ended.len() == 2 {
-                break;
+            shown.push(event["target"]["target"].as_str().unwrap().to_owned());
+            if shown.len() == n {
+                return (child, run_id, shown, lines);
             }
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(ended.len(), 2);
-    // The two targets that ended are on record, each as it ended.
-    let o = medic(cache, &["runs", "export", &run_id]);
-    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let journaled: Vec<&str> = record["journal"]
+    let out = child.wait_with_output().unwrap();
+    panic!("the fleet ended early: {shown:?}\n{}", stderr(&out));
+}
+
+/// The targets a run's export journaled, in its order.
+fn journaled_targets(record: &serde_json::Value) -> Vec<&str> {
+    record["journal"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["type"] == "target_finished")
         .map(|e| e["report"]["target"].as_str().unwrap())
-        .collect();
-    assert_eq!(journaled, ended, "{record}");
+        .collect()
+}
+
+fn killed_fleet(cache: &std::path::Path, rb: &str) -> (String, Vec<String>) {
+    let (mut child, run_id, ended, _) = run_until_targets(cache, rb, 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The two targets that ended are on record, each as it ended.
+    let o = medic(cache, &["runs", "export", &run_id]);
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(journaled_targets(&record), ended, "{record}");
     (run_id, ended)
 }
 
@@ -724,7 +745,6 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
 /// key-value write would wait for the daemon too, and hold its target.)
 #[test]
 fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
-    use std::io::{BufRead, BufReader};
     const TARGETS: usize = 30;
     const AT_ONCE: usize = 3;
     let cache = tempfile::tempdir().unwrap();
@@ -746,31 +766,8 @@ fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
         ),
     )
     .unwrap();
-    let mut child = crate::cli::medic_command(cache.path())
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut run_id = String::new();
-    let mut shown = Vec::new();
-    for line in lines.by_ref().map_while(Result::ok) {
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "run_started" {
-            run_id = event["run_id"].as_str().unwrap().to_owned();
-        }
-        if event["event"] == "target_finished" {
-            shown.push(event["target"]["target"].as_str().unwrap().to_owned());
-            if shown.len() == AT_ONCE {
-                break;
-            }
-        }
-    }
-    if shown.len() < AT_ONCE {
-        let out = child.wait_with_output().unwrap();
-        panic!("the fleet ended early: {shown:?}\n{}", stderr(&out));
-    }
+    let (child, run_id, mut shown, lines) =
+        run_until_targets(cache.path(), rb.to_str().unwrap(), AT_ONCE);
     let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
     crate::verdicts::signal(daemon, 19);
     let called = w.paths().len();
@@ -799,13 +796,7 @@ fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
     let o = medic(cache.path(), &["runs", "export", &run_id]);
     let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(record["record"]["status"], "interrupted", "{record}");
-    let journaled: Vec<&str> = record["journal"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "target_finished")
-        .map(|e| e["report"]["target"].as_str().unwrap())
-        .collect();
+    let journaled = journaled_targets(&record);
     for target in &shown {
         assert!(
             journaled.contains(&target.as_str()),

@@ -14,6 +14,7 @@ mod drills;
 mod execution;
 mod flags;
 mod fleet;
+mod fleet_interrupted;
 mod fleet_pace;
 mod lab;
 mod loading;

@@ -1,0 +1,323 @@
+//! Fleet steps interrupted: a run killed (SIGKILL) or stopped (SIGTERM) mid-fleet or after
+//! it, resumed or rolled back by another process, and a store daemon that stops answering
+//! mid-fleet.
+
+use std::time::Duration;
+
+use crate::cli::{medic, stderr, stdout};
+use crate::fleet::{runbook, witness};
+
+/// `medic run RB --output json`, read until `n` targets were shown: the child, its run id,
+/// the targets shown, and its events still to come. A run that ends first fails the test.
+fn run_until_targets(
+    cache: &std::path::Path,
+    rb: &str,
+    n: usize,
+) -> (
+    std::process::Child,
+    String,
+    Vec<String>,
+    crate::support::Events,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = crate::cli::medic_command(cache)
+        .args(["run", rb, "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut run_id = String::new();
+    let mut shown = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "run_started" {
+            run_id = event["run_id"].as_str().unwrap().to_owned();
+        }
+        if event["event"] == "target_finished" {
+            shown.push(event["target"]["target"].as_str().unwrap().to_owned());
+            if shown.len() == n {
+                return (child, run_id, shown, lines);
+            }
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    panic!("the fleet ended early: {shown:?}\n{}", stderr(&out));
+}
+
+/// The targets a run's export journaled, in its order.
+fn journaled_targets(record: &serde_json::Value) -> Vec<&str> {
+    record["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "target_finished")
+        .map(|e| e["report"]["target"].as_str().unwrap())
+        .collect()
+}
+
+/// A `medic run` of a six-target fleet (two at a time, each call held 300 ms), killed with
+/// SIGKILL once two targets have ended. Returns the run id and the targets that ended.
+fn killed_fleet(cache: &std::path::Path, rb: &str) -> (String, Vec<String>) {
+    let (mut child, run_id, ended, _) = run_until_targets(cache, rb, 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The two targets that ended are on record, each as it ended.
+    let o = medic(cache, &["runs", "export", &run_id]);
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(journaled_targets(&record), ended, "{record}");
+    (run_id, ended)
+}
+
+const KILLABLE: &str = "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+     with = { record_url = \"@REC@\", echo = \"{{ target }}\" }\n\
+     [steps.fleet]\ntargets = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\nmax_concurrency = 2\n\n\
+     [[verify]]\nid = \"healthy\"\nuses = \"check\"\n";
+
+#[test]
+fn a_fleet_killed_mid_step_rolls_back_every_target() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    let rb = runbook(dir.path(), &w, KILLABLE);
+    let (run_id, _) = killed_fleet(cache.path(), &rb);
+    // Which targets the dead process had started is unknown, so every one is undone
+    // (reverts must be safe when there is nothing to undo).
+    let o = medic(cache.path(), &["runs", "rollback", &run_id]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(out.contains("undid 6 targets"), "{out}");
+    let mut reverted = w.targets("revert", "deploy.rollback");
+    reverted.sort();
+    assert_eq!(reverted, ["a", "b", "c", "d", "e", "f"]);
+}
+
+#[test]
+fn a_resumed_fleet_does_not_run_again_the_targets_that_succeeded() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    let rb = runbook(dir.path(), &w, KILLABLE);
+    let (run_id, ended) = killed_fleet(cache.path(), &rb);
+    let o = medic(cache.path(), &["runs", "resume", &run_id]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("6 of 6 targets succeeded (2 before the resume)"),
+        "{out}"
+    );
+    let runs = w.paths();
+    for t in ["a", "b", "c", "d", "e", "f"] {
+        let calls = runs
+            .iter()
+            .filter(|p| **p == format!("/run/deploy[{t}]"))
+            .count();
+        if ended.iter().any(|e| e == t) {
+            assert_eq!(calls, 1, "{t} succeeded before the kill: {runs:?}");
+            assert!(
+                out.contains(&format!("call 1: {t} (before the resume)")),
+                "{out}"
+            );
+        } else {
+            // Cut off in flight (run again: actions must be idempotent) or never started.
+            assert!((1..=2).contains(&calls), "{t}: {runs:?}");
+        }
+    }
+}
+
+#[test]
+fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_targets_that_ran() {
+    use std::io::{BufRead, BufReader};
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    // `c` fails and nothing after it starts (max_errors 0); the failure is tolerated and the
+    // run goes on to `slow`, where it is killed. The process that rolls it back knows which
+    // targets ran only from the journal: the step's end counts them, each target's own entry
+    // says whether it ran.
+    let rb = runbook(
+        dir.path(),
+        &w,
+        "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"continue\"\nrollback = \"revert\"\n\
+         with = { record_url = \"@REC@\", echo = \"{{ target }}\", mode = \"{% if target == 'c' %}permanent{% else %}ok{% endif %}\" }\n\
+         [steps.fleet]\ntargets = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\nmax_errors = 0\n\n\
+         [[steps]]\nid = \"slow\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+         with = { record_url = \"@REC@\" }\n\n\
+         [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
+    );
+    let mut child = crate::cli::medic_command(cache.path())
+        .args(["run", &rb, "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut run_id = String::new();
+    let mut deploy_summary = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "run_started" {
+            run_id = event["run_id"].as_str().unwrap().to_owned();
+        }
+        if event["event"] == "step_finished" && event["step"]["id"] == "deploy" {
+            deploy_summary = event["step"]["summary"].as_str().unwrap().to_owned();
+        }
+        if event["event"] == "step_started" && event["step"] == "slow" {
+            break;
+        }
+    }
+    // Inside `slow`'s call (the witness holds it 300 ms).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        deploy_summary.contains("not started: d, e, f (more than max_errors 0 failed)"),
+        "{deploy_summary}"
+    );
+    let o = medic(cache.path(), &["runs", "rollback", &run_id]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}{}", stderr(&o));
+    assert!(out.contains("undid 3 targets"), "{out}");
+    let reverted: Vec<String> = w
+        .paths()
+        .into_iter()
+        .filter_map(|p| p.strip_prefix("/revert/").map(str::to_owned))
+        .collect();
+    // Newest first; `c` too (an action may fail half-way); never the targets that did not run.
+    assert_eq!(
+        reverted,
+        [
+            "slow.rollback",
+            "deploy.rollback[c]",
+            "deploy.rollback[b]",
+            "deploy.rollback[a]"
+        ]
+    );
+}
+
+#[test]
+fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_that_ran() {
+    use std::io::{BufRead, BufReader};
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(300));
+    let rb = runbook(dir.path(), &w, KILLABLE);
+    let mut child = crate::cli::medic_command(cache.path())
+        .args(["run", &rb, "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ended = 0;
+    let mut summary = String::new();
+    let mut signalled = false;
+    // Bounded: the run ends by itself in about a second (6 targets, 2 at a time, 300 ms).
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "target_finished" {
+            ended += 1;
+            if ended == 2 && !signalled {
+                // Once the next two targets' calls are in flight (the witness holds them).
+                for _ in 0..200 {
+                    if w.paths().iter().filter(|p| p.starts_with("/run/")).count() == 4 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                // SAFETY: a plain signal to our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                signalled = true;
+            }
+        }
+        if event["event"] == "step_finished" && event["step"]["id"] == "deploy" {
+            summary = event["step"]["summary"].as_str().unwrap().to_owned();
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(signalled);
+    assert_eq!(status.code(), Some(6), "{summary}");
+    let mut ran = w.targets("run", "deploy");
+    // The two in flight at the signal finished; nothing started after it. Two at a time:
+    // within a pair, either may reach the server first.
+    assert_eq!(ran.len(), 4, "{ran:?} {summary}");
+    ran[..2].sort();
+    ran[2..].sort();
+    assert_eq!(ran, ["a", "b", "c", "d"], "{summary}");
+    assert!(
+        summary.ends_with("4 of 6 targets succeeded; not started: e, f (cancelled)"),
+        "{summary}"
+    );
+    let mut reverted = w.targets("revert", "deploy.rollback");
+    // Newest first, two at a time (the step's concurrency): d and c together, then b and a;
+    // within a pair, either may reach the server first.
+    assert_eq!(reverted.len(), 4, "{reverted:?}");
+    reverted[..2].sort();
+    reverted[2..].sort();
+    assert_eq!(reverted, ["c", "d", "a", "b"]);
+}
+
+/// A fleet's targets that ended together are written while the next group gathers, one
+/// group at most on its way. The store daemon stopped mid-fleet (as a stalled disk holds
+/// it): few targets start after (those in flight, then at most two groups' worth), none
+/// of them is shown, and once the daemon is killed the run stops, saying why, with every
+/// target it showed on record. (The plugin keeps nothing in the store: a plugin's own
+/// key-value write would wait for the daemon too, and hold its target.)
+#[test]
+fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
+    const TARGETS: usize = 30;
+    const AT_ONCE: usize = 3;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = witness(Duration::from_millis(100));
+    let targets: Vec<String> = (0..TARGETS).map(|i| format!("\"t{i:02}\"")).collect();
+    let rb = dir.path().join("fleet.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"fleet\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"act\"\n\
+             with = {{ mode = \"http\", url = \"http://{addr}/{{{{ target }}}}\" }}\n\
+             [steps.fleet]\ntargets = [{}]\nmax_concurrency = {AT_ONCE}\n",
+            medic::host::fixtures::HOSTILE,
+            targets.join(", "),
+            addr = w.addr,
+        ),
+    )
+    .unwrap();
+    let (child, run_id, mut shown, lines) =
+        run_until_targets(cache.path(), rb.to_str().unwrap(), AT_ONCE);
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    crate::verdicts::signal(daemon, 19);
+    let called = w.paths().len();
+    // Time for the run to go on if it wrongly would: 10 rounds of targets.
+    std::thread::sleep(Duration::from_millis(1500));
+    let called_after = w.paths().len();
+    crate::verdicts::signal(daemon, 9);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        called_after - called <= 3 * AT_ONCE && called_after < TARGETS,
+        "targets called once the daemon stopped: {} (of {TARGETS}, {called} before)",
+        called_after - called
+    );
+    assert!(err.contains("cannot record the run"), "{err}{rest:#?}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for line in &rest {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_ne!(event["event"], "step_finished", "{rest:#?}");
+        if event["event"] == "target_finished" {
+            shown.push(event["target"]["target"].as_str().unwrap().to_owned());
+        }
+    }
+    // What was shown is on record (the next command's daemon finds the run's process gone).
+    let o = medic(cache.path(), &["runs", "export", &run_id]);
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+    let journaled = journaled_targets(&record);
+    for target in &shown {
+        assert!(
+            journaled.contains(&target.as_str()),
+            "{target} shown, not recorded: {journaled:?}"
+        );
+    }
+}

@@ -535,3 +535,71 @@ fn declining_the_rollback_at_the_terminal_prints_the_command_that_does_it_later(
     assert!(shown.contains("nothing was rolled back"), "{shown}");
     term.wait().unwrap();
 }
+
+/// The store stops answering (its daemon stopped, as a hung disk leaves it) while a step's
+/// call runs: the run waits for it and does nothing more, the responder is told so, the
+/// second Ctrl-C names the store rather than the step, and the third stops medic although
+/// nothing can be recorded. The next command finds the run interrupted.
+#[test]
+fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = crate::fleet::witness(Duration::from_millis(500));
+    let rb = dir.path().join("two.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"two\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"one\"\nuses = \"act\"\nwith = {{ mode = \"http\", url = \"http://{addr}/one\" }}\n\n\
+             [[steps]]\nid = \"two\"\nuses = \"act\"\nwith = {{ mode = \"http\", url = \"http://{addr}/two\" }}\n",
+            medic::host::fixtures::HOSTILE,
+            addr = w.addr,
+        ),
+    )
+    .unwrap();
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    out.until("· run ");
+    let id = out.seen.split_whitespace().last().unwrap().to_owned();
+    // Step one's call has reached the server: its start is on record, its end is not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.paths().is_empty() {
+        assert!(Instant::now() < deadline, "step one never called");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    signal(daemon, 19);
+    // Continued however the test ends: a stopped daemon would outlive it.
+    struct Continued(u32);
+    impl Drop for Continued {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the daemon this test stopped; gone already is fine.
+            unsafe { libc_kill(self.0 as i32, 18) };
+        }
+    }
+    let continued = Continued(daemon);
+    err.until("has not answered for");
+    assert!(
+        err.seen
+            .contains("the run waits for it and does nothing meanwhile"),
+        "{}",
+        err.seen
+    );
+    signal(child.id(), SIGINT);
+    err.until("cancelling");
+    signal(child.id(), SIGINT);
+    err.until("waiting for the store in");
+    signal(child.id(), SIGINT);
+    let code = wait(&mut child);
+    let said = err.rest().to_owned();
+    drop(continued);
+    assert_eq!(code, Some(5), "{said}");
+    assert!(
+        said.contains("aborted, without recording it: the store in")
+            && said.contains(&format!("medic runs rollback {id}")),
+        "{said}"
+    );
+    assert_eq!(w.paths(), ["/one"], "nothing acted after the store stopped");
+    let record = export(cache.path(), &id);
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+}

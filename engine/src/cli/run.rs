@@ -286,7 +286,7 @@ pub(super) async fn execute(
     signals: Signals,
 ) -> Result<RunReport, Exit> {
     let cancel = Cancel::new();
-    let progress = Progress::default();
+    let progress = Progress::recorded(&req.run_id, store.location());
     let watcher = signals.watch(cancel.clone(), progress.clone());
     if let Some(key) = &req.plan.lock {
         let holder = LockHolder::this(&req.run_id, &req.plan.name);
@@ -401,11 +401,21 @@ pub(super) async fn execute(
     };
     drop(watcher);
     let Some(report) = finished else {
+        let told = |message: &str| {
+            if super::signals::claim_abort_told() {
+                eprintln!("{message}");
+            } else {
+                // Told already by the abort's bound, which is ending the process now.
+                loop {
+                    std::thread::park();
+                }
+            }
+        };
         if let Some(e) = recorder.error.take() {
             // The store failed, not the responder: the run stands as last recorded (the
             // recorder said so, and how to pick it up).
             let _ = store.release_all_locks(&req.run_id);
-            eprintln!("medic: run {} stopped: {e}", req.run_id);
+            told(&format!("medic: run {} stopped: {e}", req.run_id));
             return Err(Exit::Engine);
         }
         recorder.aborted("Ctrl-C three times");
@@ -413,13 +423,14 @@ pub(super) async fn execute(
         let released = store
             .release_all_locks(&req.run_id)
             .and_then(|()| store.flush());
-        if let Some(e) = recorded.or(released.err()) {
-            eprintln!("medic: the abort could not be fully recorded: {e}");
-        }
-        eprintln!(
-            "medic: aborted: run {id} is recorded as interrupted; what it changed may be half undone\n  = a person must act: roll it back with  medic runs rollback {id}\n  = or continue it with                  medic runs resume {id}",
+        let partly = match recorded.or(released.err()) {
+            Some(e) => format!("medic: the abort could not be fully recorded: {e}\n"),
+            None => String::new(),
+        };
+        told(&format!(
+            "{partly}medic: aborted: run {id} is recorded as interrupted; what it changed may be half undone\n  = a person must act: roll it back with  medic runs rollback {id}\n  = or continue it with                  medic runs resume {id}",
             id = req.run_id
-        );
+        ));
         return Err(Exit::RollbackFailed);
     };
     let failed_to_record = recorder.error.take();

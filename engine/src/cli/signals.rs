@@ -15,6 +15,7 @@
 //! while the runbook is being planned is a cancel, never the default action (an instant
 //! death that leaves a half-made change behind).
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -72,13 +73,26 @@ impl Signals {
         self.hung_up.clone()
     }
 
-    /// Handles signals for the run until the returned watcher is dropped.
+    /// Handles signals for the run until the returned watcher is dropped, and tells the
+    /// responder when the run's store stops answering (and when it answers again).
     pub fn watch(mut self, cancel: Cancel, progress: Progress) -> Watcher {
         let hung_up = self.hung_up();
         let task = tokio::spawn(async move {
             let mut stops = 0u32;
+            let mut stall = StallNotice::default();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                if self.next().await == Stop::HangUp {
+                let stop = tokio::select! {
+                    stop = self.next() => stop,
+                    _ = tick.tick() => {
+                        if let Some(store) = progress.store() {
+                            stall.tell(store);
+                        }
+                        continue;
+                    }
+                };
+                if stop == Stop::HangUp {
                     if stops == 0 {
                         stops = 1;
                         cancel.cancel();
@@ -96,6 +110,7 @@ impl Signals {
                     }
                     _ => {
                         cancel.abort();
+                        progress.stop_after(ABORT_GRACE);
                         return;
                     }
                 }
@@ -103,6 +118,60 @@ impl Signals {
         });
         Watcher { task, hung_up }
     }
+}
+
+/// How long the third Ctrl-C leaves the run to record that it was aborted before medic stops
+/// without it: a store that does not answer (a stopped daemon, a hung disk) must not hold a
+/// responder who asked for everything to stop.
+pub const ABORT_GRACE: Duration = Duration::from_secs(3);
+
+/// How long the store may leave the run waiting before the responder is told.
+pub const STALL_TOLD_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether the abort's outcome was told: by the run once it recorded the abort, or by
+/// [`Progress::stop_after`] when the run did not manage to in time. Told once.
+static ABORT_TOLD: AtomicBool = AtomicBool::new(false);
+
+/// Claims the telling of the abort's outcome: false when it was already told (the process
+/// is then being ended by whoever told it, and must not say anything more).
+pub fn claim_abort_told() -> bool {
+    !ABORT_TOLD.swap(true, Ordering::SeqCst)
+}
+
+/// The store's silence, told once it lasts [`STALL_TOLD_AFTER`], and its end.
+#[derive(Default)]
+struct StallNotice {
+    told: Option<Instant>,
+}
+
+impl StallNotice {
+    fn tell(&mut self, store: &str) {
+        match (crate::store::stall::longest(), self.told) {
+            (Some(waited), None) if waited >= STALL_TOLD_AFTER => {
+                self.told = Some(
+                    Instant::now()
+                        .checked_sub(waited)
+                        .unwrap_or_else(Instant::now),
+                );
+                eprintln!(
+                    "\nmedic: the store in {store} has not answered for {}: the run waits for it and does nothing meanwhile\n  = Ctrl-C three times stops medic without it",
+                    seconds(waited)
+                );
+            }
+            (None, Some(since)) => {
+                self.told = None;
+                eprintln!(
+                    "medic: the store answers again (after {})",
+                    seconds(since.elapsed())
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+fn seconds(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
 }
 
 /// What the first Ctrl-C does.
@@ -163,7 +232,16 @@ fn detach_from_terminal() {
 
 /// What the run is doing now, for the second Ctrl-C's answer.
 #[derive(Clone, Default)]
-pub struct Progress(Arc<Mutex<Option<Current>>>);
+pub struct Progress {
+    now: Arc<Mutex<Option<Current>>>,
+    /// The run and where this process records it, when it does.
+    recorded: Option<Arc<Recorded>>,
+}
+
+struct Recorded {
+    run_id: String,
+    store: String,
+}
 
 struct Current {
     id: String,
@@ -174,8 +252,66 @@ struct Current {
 }
 
 impl Progress {
+    /// The progress of run `run_id`, recorded by this process in the store at `store`.
+    pub fn recorded(run_id: &str, store: String) -> Progress {
+        Progress {
+            now: Arc::default(),
+            recorded: Some(Arc::new(Recorded {
+                run_id: run_id.to_owned(),
+                store,
+            })),
+        }
+    }
+
+    fn store(&self) -> Option<&str> {
+        self.recorded.as_ref().map(|r| r.store.as_str())
+    }
+
+    /// Ends the process `grace` from now unless the abort's outcome was told by then
+    /// ([`claim_abort_told`]), saying why the run stands unrecorded. A plain thread: the
+    /// runtime's may all be blocked on the store.
+    fn stop_after(&self, grace: Duration) {
+        let Some(recorded) = self.recorded.clone() else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("medic-abort".into())
+            .spawn(move || {
+                std::thread::sleep(grace);
+                if !claim_abort_told() {
+                    return;
+                }
+                let why = match crate::store::stall::longest() {
+                    Some(waited) => format!(
+                        "the store in {} has not answered for {}",
+                        recorded.store,
+                        seconds(waited)
+                    ),
+                    None => format!("the run did not stop within {}", seconds(grace)),
+                };
+                // Not `eprintln!`: stderr may be gone, and this must end the process.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "medic: aborted, without recording it: {why}\n  = run {id} stands as last recorded; the next medic command that reaches the store finds it interrupted\n  = then roll it back with  medic runs rollback {id}\n  = or continue it with     medic runs resume {id}",
+                    id = recorded.run_id
+                );
+                std::process::exit(super::Exit::RollbackFailed as i32);
+            });
+        if let Err(e) = spawned {
+            eprintln!("medic: cannot bound the abort's wait for the store: {e}");
+        }
+    }
+
     pub fn describe(&self) -> String {
-        let now = self.0.lock().unwrap();
+        if let (Some(store), Some(waited)) = (self.store(), crate::store::stall::longest())
+            && waited >= Duration::from_secs(1)
+        {
+            return format!(
+                "waiting for the store in {store}, which has not answered for {}: the run does nothing more until it does",
+                seconds(waited)
+            );
+        }
+        let now = self.now.lock().unwrap();
         let Some(c) = now.as_ref() else {
             return "stopping: no step is running".to_owned();
         };
@@ -200,7 +336,7 @@ impl Progress {
         format!(
             "still running: {what} `{}` (for {}{left})",
             c.id,
-            humantime::format_duration(Duration::from_secs(ran.as_secs()))
+            seconds(ran)
         )
     }
 }
@@ -243,7 +379,7 @@ impl Observer for Tracked<'_> {
     fn on_event(&mut self, event: &Event<'_>) {
         match event {
             Event::StepStarted { phase, id, .. } => {
-                *self.progress.0.lock().unwrap() = Some(Current {
+                *self.progress.now.lock().unwrap() = Some(Current {
                     id: (*id).to_owned(),
                     phase: *phase,
                     since: Instant::now(),
@@ -251,7 +387,7 @@ impl Observer for Tracked<'_> {
                 });
             }
             Event::StepFinished { .. } | Event::RunFinished { .. } => {
-                *self.progress.0.lock().unwrap() = None;
+                *self.progress.now.lock().unwrap() = None;
             }
             _ => {}
         }

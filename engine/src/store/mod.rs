@@ -30,6 +30,7 @@ pub mod process;
 pub mod recorder;
 mod records;
 pub mod remote;
+pub mod stall;
 pub mod stats;
 pub mod tokens;
 pub mod triggers;

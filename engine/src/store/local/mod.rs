@@ -506,6 +506,7 @@ fn receive(
     conn: &mut Conn,
     watch: bool,
 ) -> std::io::Result<Result<serde_json::Value, AnswerError>> {
+    let _waiting = super::stall::waiting();
     if watch && conn.reader.buffer().is_empty() {
         watch_socket(conn.reader.get_ref().as_raw_fd(), WATCH);
     }

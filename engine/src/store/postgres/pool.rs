@@ -145,7 +145,10 @@ impl Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job);
         let answer = match sent {
-            Ok(()) => rx.recv().ok(),
+            Ok(()) => {
+                let _waiting = crate::store::stall::waiting();
+                rx.recv().ok()
+            }
             Err(_) => None,
         };
         match answer {

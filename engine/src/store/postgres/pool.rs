@@ -126,10 +126,21 @@ impl Pool {
             .clone()
     }
 
-    /// Runs `f` on a connection; waits for its answer.
+    /// Runs `f` on a connection; waits for its answer, at most [`ANSWER_WAIT`].
     pub(super) fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.call_within(f, ANSWER_WAIT)
+    }
+
+    /// Runs `f` on a connection; waits for its answer at most `wait`. A server that
+    /// accepted the call and went quiet (stopped, its disk hung) gets the call's fate
+    /// unknown: an error, as when a connection breaks mid-call.
+    fn call_within<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, Failure> + Send + 'static,
+        wait: Duration,
     ) -> Result<T, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |client| {
@@ -147,7 +158,19 @@ impl Pool {
         let answer = match sent {
             Ok(()) => {
                 let _waiting = crate::store::stall::waiting();
-                rx.recv().ok()
+                match rx.recv_timeout(wait) {
+                    Ok(answer) => Some(answer),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        return Err(StoreError::Unreachable {
+                            place: self.place.clone(),
+                            reason: format!(
+                                "no answer in {} (the call's fate is unknown)",
+                                humantime::format_duration(wait)
+                            ),
+                        });
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                }
             }
             Err(_) => None,
         };
@@ -196,6 +219,10 @@ fn lost_connection(e: &postgres::Error) -> bool {
     }
 }
 
+/// How long a call may wait for its answer, as through the store daemon: a slow disk under
+/// the database, a prune of a big store, connections all busy.
+const ANSWER_WAIT: Duration = Duration::from_secs(300);
+
 /// A connection idle this long is checked before use: a database restarted meanwhile (or a
 /// connection cut by a proxy) is then noticed before a write is sent, not by failing it.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
@@ -232,5 +259,40 @@ fn worker(config: &Connector, jobs: &Mutex<mpsc::Receiver<Job>>) {
             job(Ok(c));
         }
         last_used = std::time::Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_goes_quiet_gets_an_error_in_bounded_time() {
+        // Accepts connections and never answers: the startup exchange, then every call,
+        // waits on it as on a stopped server.
+        let quiet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = quiet.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let (socket, _) = quiet.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            drop(socket);
+        });
+        let mut config = postgres::Config::new();
+        config.host("127.0.0.1").port(port).user("medic").dbname("medic");
+        let pool = Pool::start(&Connector::new(config).unwrap(), 1, "quiet").unwrap();
+        let answer = pool.call_within(
+            |c| Ok(c.simple_query("SELECT 1").map(drop)?),
+            Duration::from_millis(200),
+        );
+        // Without the bound the call would end only as the server hangs up, 3 s on, with
+        // another error.
+        match answer {
+            Err(StoreError::Unreachable { place, reason }) => {
+                assert_eq!(place, "quiet");
+                assert!(reason.contains("no answer in 200ms"), "{reason}");
+            }
+            other => panic!("{:?}", other.map(|()| "an answer")),
+        }
+        held.join().unwrap();
     }
 }

@@ -603,3 +603,108 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     let record = export(cache.path(), &id);
     assert_eq!(record["record"]["status"], "interrupted", "{record}");
 }
+
+/// A server recording the paths asked (GET /run|revert/STEP from the scripted plugins) and
+/// holding those ending in `held` (at most 20 s) while answering the others at once.
+fn holding_server(held: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::{Arc, Mutex};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    std::thread::spawn(move || {
+        for sock in server.incoming().take(64) {
+            let Ok(mut sock) = sock else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = [0u8; 2048];
+                let n = sock.read(&mut head).unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..n]).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let hold = path.ends_with(held);
+                seen.lock().unwrap().push(path);
+                if hold {
+                    std::thread::sleep(Duration::from_secs(20));
+                }
+                let _ = sock.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    (addr, paths)
+}
+
+/// Ctrl-C three times while a check runs right after an action: the action's end and the
+/// check's start were sent together and left unconfirmed while the check began. The abort
+/// records them, then the run interrupted, without waiting for the check and undoing
+/// nothing; `medic runs rollback` from a new process then undoes the action.
+#[test]
+fn an_abort_while_a_check_runs_after_an_action_records_both_and_leaves_the_undo_to_runs_rollback() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, paths) = holding_server("/run/probe");
+    let rb = dir.path().join("held.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"held\"\non_failure = \"rollback\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"act\"\nrollback = \"revert\"\nwith = {{ record_url = \"http://{addr}\" }}\n\n\
+             [[steps]]\nid = \"probe\"\nuses = \"check\"\nwith = {{ record_url = \"http://{addr}\" }}\n\n\
+             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+            medic::host::fixtures::SCRIPTED_CHECK,
+        ),
+    )
+    .unwrap();
+    let (mut child, mut out, mut err) = spawn(
+        cache.path(),
+        &["run", rb.to_str().unwrap(), "--output", "json"],
+    );
+    out.until("\"step\":\"probe\"}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !paths.lock().unwrap().iter().any(|p| p == "/run/probe") {
+        assert!(Instant::now() < deadline, "the check never called");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(child.id(), SIGINT);
+    err.until("cancelling");
+    signal(child.id(), SIGINT);
+    err.until("still running: step `probe`");
+    signal(child.id(), SIGINT);
+    let code = wait(&mut child);
+    let said = err.rest().to_owned();
+    assert_eq!(code, Some(5), "{said}");
+    assert!(said.contains("is recorded as interrupted"), "{said}");
+    let id = newest_run(cache.path())["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let record = export(cache.path(), &id);
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+    let journal = record["journal"].to_string();
+    assert!(
+        journal.contains("\"deploy\"") && journal.contains("\"probe\""),
+        "{record}"
+    );
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/run/deploy", "/run/probe"],
+        "nothing undone by the abort"
+    );
+    let o = medic(cache.path(), &["runs", "rollback", &id]);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    let shown = stdout(&o);
+    assert!(
+        shown.contains("↩ rolling back: the run was interrupted")
+            && shown.contains("✓ deploy.rollback"),
+        "{shown}"
+    );
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/run/deploy", "/run/probe", "/revert/deploy.rollback"]
+    );
+}

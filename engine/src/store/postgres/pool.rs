@@ -278,7 +278,11 @@ mod tests {
             drop(socket);
         });
         let mut config = postgres::Config::new();
-        config.host("127.0.0.1").port(port).user("medic").dbname("medic");
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user("medic")
+            .dbname("medic");
         let pool = Pool::start(&Connector::new(config).unwrap(), 1, "quiet").unwrap();
         let answer = pool.call_within(
             |c| Ok(c.simple_query("SELECT 1").map(drop)?),

@@ -516,17 +516,7 @@ fn run_plan<'a>(
             (false, false) => RunOutcome::Succeeded,
         };
         if rollback_wanted {
-            let reason = if cancelled {
-                "the run was cancelled"
-            } else if resume.rollback_only && !resume.in_progress.is_empty() {
-                // Picked up after its process stopped mid-step: nothing is known to have
-                // failed, only that the step may have acted.
-                "the run was interrupted"
-            } else if resume.rollback_only && !run.reports.iter().any(|r| r.status.is_failure()) {
-                "asked for"
-            } else {
-                "a step failed"
-            };
+            let reason = rollback::reason(cancelled, &resume, &run.reports);
             let ok = run.rollback(reason, observer).await;
             outcome = match (ok, cancelled) {
                 (false, _) => RunOutcome::RollbackFailed,

@@ -11,6 +11,25 @@ use super::{
 use crate::host::{Call, Failure, PluginKind, Values};
 use crate::runbook::{Fleet, PlanStep, StepRollback};
 
+/// Why the run rolls back, as shown and journaled.
+pub(super) fn reason(
+    cancelled: bool,
+    resume: &super::Resume,
+    reports: &[StepReport],
+) -> &'static str {
+    if cancelled {
+        "the run was cancelled"
+    } else if resume.rollback_only && !resume.in_progress.is_empty() {
+        // Picked up after its process stopped mid-step: nothing is known to have failed,
+        // only that the step may have acted.
+        "the run was interrupted"
+    } else if resume.rollback_only && !reports.iter().any(|r| r.status.is_failure()) {
+        "asked for"
+    } else {
+        "a step failed"
+    }
+}
+
 impl Run<'_> {
     /// Undoes a fleet step target by target (newest first, at the step's concurrency, never
     /// stopping early). Returns whether every target was undone.

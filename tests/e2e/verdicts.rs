@@ -700,7 +700,9 @@ fn an_abort_while_a_check_runs_after_an_action_records_both_and_leaves_the_undo_
     let shown = stdout(&o);
     assert!(
         shown.contains("↩ rolling back: the run was interrupted")
-            && shown.contains("✓ deploy.rollback"),
+            && shown.contains("✓ deploy.rollback")
+            && shown.contains("; interrupted: step probe")
+            && !shown.contains("failed: step probe"),
         "{shown}"
     );
     assert_eq!(

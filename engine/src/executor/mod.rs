@@ -304,6 +304,11 @@ impl Default for RunOptions {
 /// Why steps after a cancel did not run. A resumed run runs them.
 pub const CANCELLED_SKIP: &str = "the run was cancelled";
 
+/// The summary of a step that started and never ended (its process died, or the run was
+/// aborted), as a rollback that picks the run up reports it: not known to have failed, only
+/// that it may have acted.
+pub const INTERRUPTED: &str = "interrupted";
+
 /// A sortable unique id (ULID): runs list in start order by id alone.
 pub fn new_run_id() -> String {
     ulid::Ulid::new().to_string().to_ascii_lowercase()
@@ -395,14 +400,14 @@ fn run_plan<'a>(
             {
                 // It may have changed things before the process died: undo it too.
                 let failure = Failure::Engine {
-                    message: "the process running this step died".into(),
+                    message: "the run stopped during this step (its process died, or it was aborted); it may have acted".into(),
                 };
                 run.reports.push(StepReport {
                     id: id.clone(),
                     phase: Phase::Steps,
                     plugin: plan.plugins[step.plugin].alias.clone(),
                     status: StepStatus::Errored { failure },
-                    summary: "interrupted".into(),
+                    summary: INTERRUPTED.into(),
                     duration: Duration::ZERO,
                     params: Vec::new(),
                     attempts: Vec::new(),

@@ -304,21 +304,11 @@ impl HumanOutput {
             }
             Event::RunFinished { report } => {
                 let took = format_duration(report.duration);
-                let failed: Vec<&str> = report
-                    .steps
-                    .iter()
-                    .filter(|s| s.phase == Phase::Steps && s.status.is_failure())
-                    .map(|s| s.id.as_str())
-                    .collect();
-                let which = if failed.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ": step{} {}",
-                        if failed.len() == 1 { "" } else { "s" },
-                        failed.join(", ")
-                    )
-                };
+                let Ended {
+                    failed,
+                    which,
+                    undone_which,
+                } = ended(report);
                 let line = match report.outcome {
                     RunOutcome::Succeeded if failed.is_empty() => {
                         self.style.green(&format!("✓ succeeded in {took}"))
@@ -329,8 +319,7 @@ impl HumanOutput {
                     )),
                     RunOutcome::Failed => self.style.red(&format!("✗ failed after {took}{which}")),
                     RunOutcome::RolledBack => self.style.yellow(&format!(
-                        "↩ rolled back and verified healthy after {took}{}",
-                        which.replacen(':', "; failed:", 1)
+                        "↩ rolled back and verified healthy after {took}{undone_which}"
                     )),
                     RunOutcome::RollbackFailed => self.style.red(&format!(
                         "✗ ROLLBACK FAILED after {took}: a person must act now{which}"
@@ -353,6 +342,52 @@ impl HumanOutput {
 }
 
 /// What a cancel left behind: undone and verified, or not undone at all.
+/// The main steps a run's last line names.
+struct Ended<'a> {
+    /// The steps that failed.
+    failed: Vec<&'a str>,
+    /// Those, and those interrupted, as `: step a; interrupted: step b`.
+    which: String,
+    /// The same after a rollback: `; failed: step a; interrupted: step b`.
+    undone_which: String,
+}
+
+fn ended(report: &RunReport) -> Ended<'_> {
+    // A step cut off by a dead or aborted process did not fail: told apart.
+    let (interrupted, failed): (Vec<&StepReport>, Vec<&StepReport>) = report
+        .steps
+        .iter()
+        .filter(|s| s.phase == Phase::Steps && s.status.is_failure())
+        .partition(|s| s.summary == crate::executor::INTERRUPTED);
+    let ids = |steps: &[&StepReport]| {
+        let names: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+        let s = if names.len() == 1 { "" } else { "s" };
+        format!("step{s} {}", names.join(", "))
+    };
+    let failed_part = (!failed.is_empty()).then(|| ids(&failed));
+    let interrupted_part =
+        (!interrupted.is_empty()).then(|| format!("interrupted: {}", ids(&interrupted)));
+    let joined = |parts: [Option<String>; 2], lead: &str| {
+        let parts: Vec<String> = parts.into_iter().flatten().collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("{lead}{}", parts.join("; "))
+        }
+    };
+    Ended {
+        which: joined([failed_part.clone(), interrupted_part.clone()], ": "),
+        undone_which: joined(
+            [
+                failed_part.map(|f| format!("failed: {f}")),
+                interrupted_part,
+            ],
+            "; ",
+        ),
+        failed: failed.iter().map(|s| s.id.as_str()).collect(),
+    }
+}
+
 fn cancel_note(report: &RunReport) -> &'static str {
     let undone = report.steps.iter().any(|s| s.phase == Phase::Rollback);
     let verified = report.steps.iter().any(|s| s.phase == Phase::Verify);

@@ -605,8 +605,11 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
 }
 
 /// A server recording the paths asked (GET /run|revert/STEP from the scripted plugins) and
-/// holding those ending in `held` (at most 20 s) while answering the others at once.
-fn holding_server(held: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// holding those ending in `held` for `hold` while answering the others at once.
+fn holding_server(
+    held: &'static str,
+    hold: Duration,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::sync::{Arc, Mutex};
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap().to_string();
@@ -622,10 +625,10 @@ fn holding_server(held: &'static str) -> (String, std::sync::Arc<std::sync::Mute
                 let n = sock.read(&mut head).unwrap_or(0);
                 let head = String::from_utf8_lossy(&head[..n]).into_owned();
                 let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                let hold = path.ends_with(held);
+                let holds = path.ends_with(held);
                 seen.lock().unwrap().push(path);
-                if hold {
-                    std::thread::sleep(Duration::from_secs(20));
+                if holds {
+                    std::thread::sleep(hold);
                 }
                 let _ = sock.write_all(
                     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
@@ -644,7 +647,7 @@ fn holding_server(held: &'static str) -> (String, std::sync::Arc<std::sync::Mute
 fn an_abort_while_a_check_runs_after_an_action_records_both_and_leaves_the_undo_to_runs_rollback() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (addr, paths) = holding_server("/run/probe");
+    let (addr, paths) = holding_server("/run/probe", Duration::from_secs(20));
     let rb = dir.path().join("held.toml");
     std::fs::write(
         &rb,
@@ -709,4 +712,40 @@ fn an_abort_while_a_check_runs_after_an_action_records_both_and_leaves_the_undo_
         *paths.lock().unwrap(),
         ["/run/deploy", "/run/probe", "/revert/deploy.rollback"]
     );
+}
+
+/// The store stops answering while an action's kv write waits to be made durable: that wait
+/// is the store's, not the plugin's. The plugin used a fraction of its 2 s timeout; once the
+/// store answers, 3 s on, the step succeeds rather than being failed as a timeout.
+#[test]
+fn a_kv_write_held_by_a_stopped_store_does_not_use_up_the_plugins_timeout() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The plugin asks this server, then writes to kv: the store is stopped meanwhile.
+    let (addr, paths) = holding_server("/run/deploy", Duration::from_millis(500));
+    let rb = dir.path().join("kv.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"kv\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"act\"\ntimeout = \"2s\"\nwith = {{ record_url = \"http://{addr}\" }}\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+        ),
+    )
+    .unwrap();
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while paths.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the action never called");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    signal(daemon, 19);
+    std::thread::sleep(Duration::from_secs(3));
+    signal(daemon, 18);
+    let code = wait(&mut child);
+    let (out, err) = (out.rest().to_owned(), err.rest().to_owned());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("✓ deploy"), "{out}");
 }

@@ -58,14 +58,21 @@ impl KvSpace {
         self.map.lock().unwrap().clone()
     }
 
-    /// Writes through the journal first: a change that is not durable is not made.
-    fn persist(&self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
-        match &self.journal {
-            Some((journal, space)) => journal
-                .write(space, key, value)
-                .map_err(|e| format!("the run's state could not be recorded: {e}")),
-            None => Ok(()),
-        }
+    /// Writes through the journal first: a change that is not durable is not made. The wait
+    /// for the store is the call's `waited`, not its plugin's time.
+    fn persist(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        waited: &super::StoreWaited,
+    ) -> Result<(), String> {
+        let Some((journal, space)) = &self.journal else {
+            return Ok(());
+        };
+        let begun = Instant::now();
+        let written = journal.write(space, key, value);
+        waited.add(begun.elapsed());
+        written.map_err(|e| format!("the run's state could not be recorded: {e}"))
     }
 }
 
@@ -115,9 +122,10 @@ impl Host for StoreState {
                 ))
             } else {
                 // Under the lock, so the journal's order is the map's order.
-                kv.persist(&key, Some(&value)).map(|()| {
-                    map.insert(key.clone(), value);
-                })
+                kv.persist(&key, Some(&value), &self.caps.store_waited)
+                    .map(|()| {
+                        map.insert(key.clone(), value);
+                    })
             }
         };
         let shown = match &result {
@@ -136,7 +144,7 @@ impl Host for StoreState {
         let result = {
             let mut map = kv.map.lock().unwrap();
             let persisted = if map.contains_key(&key) {
-                kv.persist(&key, None)
+                kv.persist(&key, None, &self.caps.store_waited)
             } else {
                 Ok(())
             };

@@ -57,6 +57,25 @@ pub const MAX_LOG_BYTES_PER_CALL: usize = 1 << 20;
 pub const MAX_CAPABILITY_USES: usize = 1000;
 pub const MAX_USE_DETAIL_BYTES: usize = 1024;
 
+/// What a call waited for the run's store inside its host calls (a kv write made durable
+/// before the plugin is told it succeeded): the store's time, not the plugin's, so the
+/// call's deadline and its outer bound move by it, as they do by the wait for the step's
+/// start to be recorded. Shared between the call's state and its outer bound.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoreWaited(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl StoreWaited {
+    pub fn add(&self, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0
+            .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Per-call state of the capabilities.
 pub(crate) struct CapState {
     pub grants: std::sync::Arc<Grants>,
@@ -68,6 +87,8 @@ pub(crate) struct CapState {
     /// What the run had waited for its write-aheads when the call began
     /// ([`crate::ahead::waited`]).
     pub waited_before: Duration,
+    /// What the call waited for the store in its own host calls.
+    pub store_waited: StoreWaited,
     pub logs: Vec<LogLine>,
     pub logs_dropped: u64,
     pub uses: Vec<CapabilityUse>,
@@ -85,9 +106,12 @@ pub(crate) struct CapState {
 
 impl CapState {
     /// When the call's time is up: its timeout from when it was asked for, plus what it
-    /// waited meanwhile for its step's start to be recorded (not the plugin's time).
+    /// waited meanwhile for its step's start to be recorded and for its kv writes to be
+    /// (not the plugin's time).
     pub fn deadline(&self) -> Instant {
-        self.deadline + crate::ahead::waited().saturating_sub(self.waited_before)
+        self.deadline
+            + crate::ahead::waited().saturating_sub(self.waited_before)
+            + self.store_waited.get()
     }
 
     pub fn remaining(&self) -> Duration {

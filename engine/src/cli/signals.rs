@@ -4,9 +4,13 @@
 //! - The first SIGINT or SIGTERM cancels: the current step finishes (within its timeout), no
 //!   new step starts, and the rollback (when the runbook has one and the responder agrees)
 //!   runs to the end with its verify gates.
-//! - The second says what is still running and how long it may take.
+//! - The second says what is still running and how long it may take (or that the run waits
+//!   for its store, when the store does not answer).
 //! - The third aborts: everything stops at once, the run is recorded as interrupted and the
-//!   `medic runs rollback` command that finishes the job is printed.
+//!   `medic runs rollback` command that finishes the job is printed. A store that does not
+//!   answer cannot hold this up past [`ABORT_GRACE`]: medic then stops without recording it.
+//! - A store that does not answer for [`STALL_TOLD_AFTER`] is told of, and its answering
+//!   again.
 //! - SIGHUP (the terminal is gone) is a cancel answered as nobody is there to answer: roll
 //!   back when the runbook can. The dead terminal is swapped for /dev/null so that writing
 //!   progress cannot kill the process half-way through its rollback.
@@ -146,27 +150,38 @@ struct StallNotice {
 
 impl StallNotice {
     fn tell(&mut self, store: &str) {
-        match (crate::store::stall::longest(), self.told) {
-            (Some(waited), None) if waited >= STALL_TOLD_AFTER => {
-                self.told = Some(
-                    Instant::now()
-                        .checked_sub(waited)
-                        .unwrap_or_else(Instant::now),
-                );
-                eprintln!(
-                    "\nmedic: the store in {store} has not answered for {}: the run waits for it and does nothing meanwhile\n  = Ctrl-C three times stops medic without it",
-                    seconds(waited)
-                );
-            }
-            (None, Some(since)) => {
-                self.told = None;
-                eprintln!(
-                    "medic: the store answers again (after {})",
-                    seconds(since.elapsed())
-                );
-            }
-            _ => {}
+        let now = Instant::now();
+        let oldest = crate::store::stall::longest().map(|w| now.checked_sub(w).unwrap_or(now));
+        if let Some(message) = self.next(store, oldest, now) {
+            eprintln!("{message}");
         }
+    }
+
+    /// What to tell at `now`, the oldest wait for the store still going on having begun at
+    /// `oldest`.
+    fn next(&mut self, store: &str, oldest: Option<Instant>, now: Instant) -> Option<String> {
+        match (oldest, self.told) {
+            (Some(began), None) if now - began >= STALL_TOLD_AFTER => {
+                self.told = Some(began);
+                Some(format!(
+                    "\nmedic: the store in {store} has not answered for {}: the run waits for it and does nothing meanwhile\n  = Ctrl-C three times stops medic without it",
+                    seconds(now - began)
+                ))
+            }
+            // The wait told of was answered: nothing waits now, or only what was asked since
+            // (a run writes again at once).
+            (None, Some(since)) => self.answered(since, now),
+            (Some(began), Some(since)) if began > since => self.answered(since, now),
+            _ => None,
+        }
+    }
+
+    fn answered(&mut self, since: Instant, now: Instant) -> Option<String> {
+        self.told = None;
+        Some(format!(
+            "medic: the store answers again (after {})",
+            seconds(now - since)
+        ))
     }
 }
 
@@ -392,5 +407,37 @@ impl Observer for Tracked<'_> {
             _ => {}
         }
         self.inner.on_event(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_is_told_once_past_its_threshold_and_its_end_once() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut n = StallNotice::default();
+        assert_eq!(n.next("D", None, at(1)), None);
+        assert_eq!(n.next("D", Some(t0), at(4)), None, "under the threshold");
+        let told = n.next("D", Some(t0), at(5)).unwrap();
+        assert!(
+            told.contains("the store in D has not answered for 5s"),
+            "{told}"
+        );
+        assert_eq!(n.next("D", Some(t0), at(6)), None, "told once");
+        // Answered, and the run's next write already waiting: that one is not the stall.
+        assert_eq!(
+            n.next("D", Some(at(7)), at(7)).as_deref(),
+            Some("medic: the store answers again (after 7s)")
+        );
+        assert_eq!(n.next("D", None, at(8)), None, "its end told once");
+        // A second stall is told again.
+        assert!(n.next("D", Some(at(8)), at(13)).is_some());
+        assert_eq!(
+            n.next("D", None, at(14)).as_deref(),
+            Some("medic: the store answers again (after 6s)")
+        );
     }
 }

@@ -544,7 +544,7 @@ fn declining_the_rollback_at_the_terminal_prints_the_command_that_does_it_later(
 fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let w = crate::fleet::witness(Duration::from_millis(500));
+    let (addr, paths) = holding_server("/one", Duration::from_millis(500));
     let rb = dir.path().join("two.toml");
     std::fs::write(
         &rb,
@@ -554,7 +554,6 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
              [[steps]]\nid = \"one\"\nuses = \"act\"\nwith = {{ mode = \"http\", url = \"http://{addr}/one\" }}\n\n\
              [[steps]]\nid = \"two\"\nuses = \"act\"\nwith = {{ mode = \"http\", url = \"http://{addr}/two\" }}\n",
             medic::host::fixtures::HOSTILE,
-            addr = w.addr,
         ),
     )
     .unwrap();
@@ -562,11 +561,7 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     out.until("· run ");
     let id = out.seen.split_whitespace().last().unwrap().to_owned();
     // Step one's call has reached the server: its start is on record, its end is not.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while w.paths().is_empty() {
-        assert!(Instant::now() < deadline, "step one never called");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until_asked(&paths, "/one");
     let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
     signal(daemon, 19);
     // Continued however the test ends: a stopped daemon would outlive it.
@@ -599,7 +594,11 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
             && said.contains(&format!("medic runs rollback {id}")),
         "{said}"
     );
-    assert_eq!(w.paths(), ["/one"], "nothing acted after the store stopped");
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/one"],
+        "nothing acted after the store stopped"
+    );
     let record = export(cache.path(), &id);
     assert_eq!(record["record"]["status"], "interrupted", "{record}");
 }
@@ -639,9 +638,18 @@ fn holding_server(
     (addr, paths)
 }
 
+/// Waits (at most 30 s) until `path` was asked of a [`holding_server`].
+fn until_asked(paths: &std::sync::Mutex<Vec<String>>, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !paths.lock().unwrap().iter().any(|p| p == path) {
+        assert!(Instant::now() < deadline, "{path} never asked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Ctrl-C three times while a check runs right after an action: the action's end and the
-/// check's start were sent together and left unconfirmed while the check began. The abort
-/// records them, then the run interrupted, without waiting for the check and undoing
+/// check's start were sent together, left unconfirmed while the check began, and shown once
+/// durable. The abort records the run interrupted without waiting for the check and undoes
 /// nothing; `medic runs rollback` from a new process then undoes the action.
 #[test]
 fn an_abort_while_a_check_runs_after_an_action_records_both_and_leaves_the_undo_to_runs_rollback() {
@@ -668,11 +676,7 @@ fn an_abort_while_a_check_runs_after_an_action_records_both_and_leaves_the_undo_
         &["run", rb.to_str().unwrap(), "--output", "json"],
     );
     out.until("\"step\":\"probe\"}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !paths.lock().unwrap().iter().any(|p| p == "/run/probe") {
-        assert!(Instant::now() < deadline, "the check never called");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until_asked(&paths, "/run/probe");
     signal(child.id(), SIGINT);
     err.until("cancelling");
     signal(child.id(), SIGINT);
@@ -736,11 +740,7 @@ fn a_kv_write_held_by_a_stopped_store_does_not_use_up_the_plugins_timeout() {
     )
     .unwrap();
     let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while paths.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the action never called");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    until_asked(&paths, "/run/deploy");
     let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
     signal(daemon, 19);
     err.until("has not answered for");

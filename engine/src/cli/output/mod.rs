@@ -341,7 +341,6 @@ impl HumanOutput {
     }
 }
 
-/// What a cancel left behind: undone and verified, or not undone at all.
 /// The main steps a run's last line names.
 struct Ended<'a> {
     /// The steps that failed.
@@ -388,6 +387,7 @@ fn ended(report: &RunReport) -> Ended<'_> {
     }
 }
 
+/// What a cancel left behind: undone and verified, or not undone at all.
 fn cancel_note(report: &RunReport) -> &'static str {
     let undone = report.steps.iter().any(|s| s.phase == Phase::Rollback);
     let verified = report.steps.iter().any(|s| s.phase == Phase::Verify);

@@ -59,7 +59,7 @@ impl KvSpace {
     }
 
     /// Writes through the journal first: a change that is not durable is not made. The wait
-    /// for the store is the call's `waited`, not its plugin's time.
+    /// for the store is added to `waited`: the store's time, not the plugin's.
     fn persist(
         &self,
         key: &str,

@@ -563,16 +563,7 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     // Step one's call has reached the server: its start is on record, its end is not.
     until_asked(&paths, "/one");
     let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
-    signal(daemon, 19);
-    // Continued however the test ends: a stopped daemon would outlive it.
-    struct Continued(u32);
-    impl Drop for Continued {
-        fn drop(&mut self) {
-            // SAFETY: kill(2) on the daemon this test stopped; gone already is fine.
-            unsafe { libc_kill(self.0 as i32, 18) };
-        }
-    }
-    let continued = Continued(daemon);
+    let stopped = Stopped::stop(daemon);
     err.until("has not answered for");
     assert!(
         err.seen
@@ -587,7 +578,7 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     signal(child.id(), SIGINT);
     let code = wait(&mut child);
     let said = err.rest().to_owned();
-    drop(continued);
+    drop(stopped);
     assert_eq!(code, Some(5), "{said}");
     assert!(
         said.contains("aborted, without recording it: the store in")
@@ -636,6 +627,24 @@ fn holding_server(
         }
     });
     (addr, paths)
+}
+
+/// A process stopped (SIGSTOP) until this is dropped, however the test ends: a stopped
+/// store daemon would outlive it.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        signal(pid, 19);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a process this test stopped; gone already is fine.
+        unsafe { libc_kill(self.0 as i32, 18) };
+    }
 }
 
 /// Waits (at most 30 s) until `path` was asked of a [`holding_server`].
@@ -742,11 +751,41 @@ fn a_kv_write_held_by_a_stopped_store_does_not_use_up_the_plugins_timeout() {
     let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
     until_asked(&paths, "/run/deploy");
     let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
-    signal(daemon, 19);
+    let stopped = Stopped::stop(daemon);
     err.until("has not answered for");
-    signal(daemon, 18);
+    drop(stopped);
     let code = wait(&mut child);
     let (out, err) = (out.rest().to_owned(), err.rest().to_owned());
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("✓ deploy"), "{out}");
+}
+
+/// The store does not answer before a run starts (its daemon stopped): the responder is told
+/// after 5 s that nothing has run yet, and one Ctrl-C stops medic (exit 6) instead of going
+/// unheard until the store answers, up to 5 minutes on.
+#[test]
+fn ctrl_c_stops_medic_when_the_store_does_not_answer_before_the_run_starts() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        dir.path(),
+        "",
+        "[[steps]]\nid = \"look\"\nuses = \"check\"\n",
+    );
+    // A run first, so that a daemon holds the store; then it stops answering.
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    let _stopped = Stopped::stop(daemon);
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    err.until("nothing has run yet");
+    signal(child.id(), SIGINT);
+    let code = wait(&mut child);
+    let (out, err) = (out.rest().to_owned(), err.rest().to_owned());
+    assert_eq!(code, Some(6), "{out}{err}");
+    assert!(
+        err.contains("stopped before anything ran: the store has not answered for"),
+        "{err}"
+    );
+    assert!(!out.contains("look"), "{out}");
 }

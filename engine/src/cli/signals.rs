@@ -17,34 +17,83 @@
 //!
 //! The handlers are registered synchronously before the run starts: a signal that arrives
 //! while the runbook is being planned is a cancel, never the default action (an instant
-//! death that leaves a half-made change behind).
+//! death that leaves a half-made change behind). The exception is a store that does not
+//! answer before the run starts: nothing has run, so a stop then ends medic at once.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::executor::{Cancel, Event, Observer, Phase};
 use crate::runbook::{Plan, PlanStep, StepRollback};
 
 /// The run's signal handlers, registered and waiting to be watched.
 pub struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
+    /// The stops, as they come; the handlers are read by a task of their own from the start,
+    /// so that medic is never deaf to them, whatever the command's thread waits on.
+    stops: tokio::sync::mpsc::UnboundedReceiver<Stop>,
     hung_up: Arc<AtomicBool>,
+    /// Set once a run watches the stops ([`Signals::watch`]).
+    watched: Arc<AtomicBool>,
 }
 
 impl Signals {
     /// Registers the handlers now: from here on these signals no longer kill the process.
+    /// Until a run watches them, a stop while the store does not answer ends medic (nothing
+    /// ran yet), and the store's silence is told after [`STALL_TOLD_AFTER`]; other stops wait
+    /// for the run, which starts cancelled.
     pub fn install() -> std::io::Result<Signals> {
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let (tx, stops) = tokio::sync::mpsc::unbounded_channel();
+        let hung_up = Arc::<AtomicBool>::default();
+        let watched = Arc::<AtomicBool>::default();
+        let (hung, before_run) = (hung_up.clone(), watched.clone());
+        tokio::spawn(async move {
+            let mut stall = StallNotice::default();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let stop = tokio::select! {
+                    _ = interrupt.recv() => Stop::Interrupt,
+                    _ = terminate.recv() => Stop::Interrupt,
+                    _ = hangup.recv() => {
+                        if !hung.swap(true, Ordering::SeqCst) {
+                            detach_from_terminal();
+                            eprintln!("medic: the terminal went away: cancelling, and rolling back if the runbook can");
+                        }
+                        Stop::HangUp
+                    }
+                    _ = tick.tick() => {
+                        if !before_run.load(Ordering::SeqCst) {
+                            stall.tell(None);
+                        }
+                        continue;
+                    }
+                };
+                if !before_run.load(Ordering::SeqCst)
+                    && let Some(waited) = crate::store::stall::longest()
+                    && waited >= Duration::from_secs(1)
+                {
+                    eprintln!(
+                        "\nmedic: stopped before anything ran: the store has not answered for {}",
+                        seconds(waited)
+                    );
+                    std::process::exit(super::Exit::Cancelled as i32);
+                }
+                if tx.send(stop).is_err() {
+                    return;
+                }
+            }
+        });
         Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
-            hung_up: Arc::default(),
+            stops,
+            hung_up,
+            watched,
         })
     }
 
@@ -56,19 +105,13 @@ impl Signals {
         })
     }
 
-    /// The next signal: SIGINT and SIGTERM are a stop, SIGHUP a hang-up (handled here: the
-    /// dead terminal is swapped for /dev/null, once).
+    /// The next signal: SIGINT and SIGTERM are a stop, SIGHUP a hang-up (the dead terminal
+    /// was swapped for /dev/null, once).
     pub async fn next(&mut self) -> Stop {
-        tokio::select! {
-            _ = self.interrupt.recv() => Stop::Interrupt,
-            _ = self.terminate.recv() => Stop::Interrupt,
-            _ = self.hangup.recv() => {
-                if !self.hung_up.swap(true, Ordering::SeqCst) {
-                    detach_from_terminal();
-                    eprintln!("medic: the terminal went away: cancelling, and rolling back if the runbook can");
-                }
-                Stop::HangUp
-            }
+        match self.stops.recv().await {
+            Some(stop) => stop,
+            // The handlers' task is gone (the runtime is shutting down): no more signals.
+            None => std::future::pending().await,
         }
     }
 
@@ -80,6 +123,7 @@ impl Signals {
     /// Handles signals for the run until the returned watcher is dropped, and tells the
     /// responder when the run's store stops answering (and when it answers again).
     pub fn watch(mut self, cancel: Cancel, progress: Progress) -> Watcher {
+        self.watched.store(true, Ordering::SeqCst);
         let hung_up = self.hung_up();
         let task = tokio::spawn(async move {
             let mut stops = 0u32;
@@ -91,7 +135,7 @@ impl Signals {
                     stop = self.next() => stop,
                     _ = tick.tick() => {
                         if let Some(store) = progress.store() {
-                            stall.tell(store);
+                            stall.tell(Some(store));
                         }
                         continue;
                     }
@@ -149,7 +193,8 @@ struct StallNotice {
 }
 
 impl StallNotice {
-    fn tell(&mut self, store: &str) {
+    /// `store`: where the run is recorded; None before the run starts.
+    fn tell(&mut self, store: Option<&str>) {
         let now = Instant::now();
         let oldest = crate::store::stall::longest().map(|w| now.checked_sub(w).unwrap_or(now));
         if let Some(message) = self.next(store, oldest, now) {
@@ -159,14 +204,24 @@ impl StallNotice {
 
     /// What to tell at `now`, the oldest wait for the store still going on having begun at
     /// `oldest`.
-    fn next(&mut self, store: &str, oldest: Option<Instant>, now: Instant) -> Option<String> {
+    fn next(
+        &mut self,
+        store: Option<&str>,
+        oldest: Option<Instant>,
+        now: Instant,
+    ) -> Option<String> {
         match (oldest, self.told) {
             (Some(began), None) if now - began >= STALL_TOLD_AFTER => {
                 self.told = Some(began);
-                Some(format!(
-                    "\nmedic: the store in {store} has not answered for {}: the run waits for it and does nothing meanwhile\n  = Ctrl-C three times stops medic without it",
-                    seconds(now - began)
-                ))
+                let waited = seconds(now - began);
+                Some(match store {
+                    Some(store) => format!(
+                        "\nmedic: the store in {store} has not answered for {waited}: the run waits for it and does nothing meanwhile\n  = Ctrl-C three times stops medic without it"
+                    ),
+                    None => format!(
+                        "\nmedic: the store has not answered for {waited}; nothing has run yet\n  = Ctrl-C stops medic"
+                    ),
+                })
             }
             // The wait told of was answered: nothing waits now, or only what was asked since
             // (a run writes again at once).
@@ -419,24 +474,32 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut n = StallNotice::default();
-        assert_eq!(n.next("D", None, at(1)), None);
-        assert_eq!(n.next("D", Some(t0), at(4)), None, "under the threshold");
-        let told = n.next("D", Some(t0), at(5)).unwrap();
+        assert_eq!(n.next(Some("D"), None, at(1)), None);
+        assert_eq!(
+            n.next(Some("D"), Some(t0), at(4)),
+            None,
+            "under the threshold"
+        );
+        let told = n.next(Some("D"), Some(t0), at(5)).unwrap();
         assert!(
             told.contains("the store in D has not answered for 5s"),
             "{told}"
         );
-        assert_eq!(n.next("D", Some(t0), at(6)), None, "told once");
+        assert_eq!(n.next(Some("D"), Some(t0), at(6)), None, "told once");
         // Answered, and the run's next write already waiting: that one is not the stall.
         assert_eq!(
-            n.next("D", Some(at(7)), at(7)).as_deref(),
+            n.next(Some("D"), Some(at(7)), at(7)).as_deref(),
             Some("medic: the store answers again (after 7s)")
         );
-        assert_eq!(n.next("D", None, at(8)), None, "its end told once");
-        // A second stall is told again.
-        assert!(n.next("D", Some(at(8)), at(13)).is_some());
+        assert_eq!(n.next(Some("D"), None, at(8)), None, "its end told once");
+        // A second stall is told again; before the run starts, without a place.
+        let told = n.next(None, Some(at(8)), at(13)).unwrap();
+        assert!(
+            told.contains("the store has not answered for 5s; nothing has run yet"),
+            "{told}"
+        );
         assert_eq!(
-            n.next("D", None, at(14)).as_deref(),
+            n.next(Some("D"), None, at(14)).as_deref(),
             Some("medic: the store answers again (after 6s)")
         );
     }

@@ -52,7 +52,7 @@ impl Signals {
         let (tx, stops) = tokio::sync::mpsc::unbounded_channel();
         let hung_up = Arc::<AtomicBool>::default();
         let watched = Arc::<AtomicBool>::default();
-        let (hung, before_run) = (hung_up.clone(), watched.clone());
+        let (hung, watched_by_run) = (hung_up.clone(), watched.clone());
         tokio::spawn(async move {
             let mut stall = StallNotice::default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -69,13 +69,13 @@ impl Signals {
                         Stop::HangUp
                     }
                     _ = tick.tick() => {
-                        if !before_run.load(Ordering::SeqCst) {
+                        if !watched_by_run.load(Ordering::SeqCst) {
                             stall.tell(None);
                         }
                         continue;
                     }
                 };
-                if !before_run.load(Ordering::SeqCst)
+                if !watched_by_run.load(Ordering::SeqCst)
                     && let Some(waited) = crate::store::stall::longest()
                     && waited >= Duration::from_secs(1)
                 {

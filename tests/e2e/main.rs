@@ -30,6 +30,7 @@ pub mod serve;
 mod serve_runs;
 mod servers;
 pub mod shared_store;
+mod stalled_store;
 mod store;
 pub mod store_daemon;
 mod store_postgres;

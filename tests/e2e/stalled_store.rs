@@ -1,0 +1,197 @@
+//! A store that stops answering (its daemon stopped, as a hung disk or a quiet database
+//! leaves it): the run waits and does nothing meanwhile, the responder is told, Ctrl-C is
+//! heard before and during the run, and the wait is never counted as the plugin's time.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::cli::{medic, scripted_runbook, stderr};
+use crate::verdicts::{SIGINT, export, signal, spawn, wait};
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A server recording the paths asked (GET /run|revert/STEP from the scripted plugins) and
+/// holding those ending in `held` for `hold` while answering the others at once.
+pub(crate) fn holding_server(
+    held: &'static str,
+    hold: Duration,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::{Arc, Mutex};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let seen = paths.clone();
+    std::thread::spawn(move || {
+        for sock in server.incoming().take(64) {
+            let Ok(mut sock) = sock else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = [0u8; 2048];
+                let n = sock.read(&mut head).unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..n]).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                let holds = path.ends_with(held);
+                seen.lock().unwrap().push(path);
+                if holds {
+                    std::thread::sleep(hold);
+                }
+                let _ = sock.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                );
+            });
+        }
+    });
+    (addr, paths)
+}
+
+/// A process stopped (SIGSTOP) until this is dropped, however the test ends: a stopped
+/// store daemon would outlive it.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        signal(pid, 19);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a process this test stopped; gone already is fine.
+        unsafe { libc_kill(self.0 as i32, 18) };
+    }
+}
+
+/// Waits (at most 30 s) until `path` was asked of a [`holding_server`].
+pub(crate) fn until_asked(paths: &std::sync::Mutex<Vec<String>>, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !paths.lock().unwrap().iter().any(|p| p == path) {
+        assert!(Instant::now() < deadline, "{path} never asked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The store stops answering (its daemon stopped, as a hung disk leaves it) while a step's
+/// call runs: the run waits for it and does nothing more, the responder is told so, the
+/// second Ctrl-C names the store rather than the step, and the third stops medic although
+/// nothing can be recorded. The next command finds the run interrupted.
+#[test]
+fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, paths) = holding_server("/one", Duration::from_millis(500));
+    let rb = dir.path().join("two.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"two\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"one\"\nuses = \"act\"\nwith = {{ mode = \"http\", url = \"http://{addr}/one\" }}\n\n\
+             [[steps]]\nid = \"two\"\nuses = \"act\"\nwith = {{ mode = \"http\", url = \"http://{addr}/two\" }}\n",
+            medic::host::fixtures::HOSTILE,
+        ),
+    )
+    .unwrap();
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    out.until("· run ");
+    let id = out.seen.split_whitespace().last().unwrap().to_owned();
+    // Step one's call has reached the server: its start is on record, its end is not.
+    until_asked(&paths, "/one");
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    let stopped = Stopped::stop(daemon);
+    err.until("has not answered for");
+    assert!(
+        err.seen
+            .contains("the run waits for it and does nothing meanwhile"),
+        "{}",
+        err.seen
+    );
+    signal(child.id(), SIGINT);
+    err.until("cancelling");
+    signal(child.id(), SIGINT);
+    err.until("waiting for the store in");
+    signal(child.id(), SIGINT);
+    let code = wait(&mut child);
+    let said = err.rest().to_owned();
+    drop(stopped);
+    assert_eq!(code, Some(5), "{said}");
+    assert!(
+        said.contains("aborted, without recording it: the store in")
+            && said.contains(&format!("medic runs rollback {id}")),
+        "{said}"
+    );
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/one"],
+        "nothing acted after the store stopped"
+    );
+    let record = export(cache.path(), &id);
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+}
+
+/// The store stops answering while an action's kv write waits to be made durable: that wait
+/// is the store's, not the plugin's. The plugin used a fraction of its 2 s timeout; once the
+/// store answers, 5 s on, the step succeeds rather than being failed as a timeout. The
+/// responder was told the store did not answer.
+#[test]
+fn a_kv_write_held_by_a_stopped_store_does_not_use_up_the_plugins_timeout() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The plugin asks this server, then writes to kv: the store is stopped meanwhile.
+    let (addr, paths) = holding_server("/run/deploy", Duration::from_millis(500));
+    let rb = dir.path().join("kv.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"kv\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"act\"\ntimeout = \"2s\"\nwith = {{ record_url = \"http://{addr}\" }}\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+        ),
+    )
+    .unwrap();
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    until_asked(&paths, "/run/deploy");
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    let stopped = Stopped::stop(daemon);
+    err.until("has not answered for");
+    drop(stopped);
+    let code = wait(&mut child);
+    let (out, err) = (out.rest().to_owned(), err.rest().to_owned());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("✓ deploy"), "{out}");
+}
+
+/// The store does not answer before a run starts (its daemon stopped): the responder is told
+/// after 5 s that nothing has run yet, and one Ctrl-C stops medic (exit 6) instead of going
+/// unheard until the store answers, up to 5 minutes on.
+#[test]
+fn ctrl_c_stops_medic_when_the_store_does_not_answer_before_the_run_starts() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        dir.path(),
+        "",
+        "[[steps]]\nid = \"look\"\nuses = \"check\"\n",
+    );
+    // A run first, so that a daemon holds the store; then it stops answering.
+    let o = medic(cache.path(), &["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    let _stopped = Stopped::stop(daemon);
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    err.until("nothing has run yet");
+    signal(child.id(), SIGINT);
+    let code = wait(&mut child);
+    let (out, err) = (out.rest().to_owned(), err.rest().to_owned());
+    assert_eq!(code, Some(6), "{out}{err}");
+    assert!(
+        err.contains("stopped before anything ran: the store has not answered for"),
+        "{err}"
+    );
+    assert!(!out.contains("look"), "{out}");
+}

@@ -13,7 +13,8 @@
 //! (the action did not act), and the run stops as it does when a write-ahead fails before a
 //! call.
 //!
-//! The time spent waiting here is not the call's: its deadline moves by it ([`waited`]).
+//! The time spent waiting here is not the call's: its deadline moves by it (the call counts
+//! its own waits, `host::caps::StoreWaited`; [`waited`] is the run's total).
 //! The confirmation is per run: the run's future carries it ([`scope`]), and calls placed
 //! on other threads (a fleet's) settle before they are handed over.
 

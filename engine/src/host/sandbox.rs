@@ -359,17 +359,11 @@ impl PluginHost {
             // Epoch interruption stops wasm code and host calls check the deadline
             // themselves; this outer bound is the backstop for anything that slips through
             // both.
-            // It moves, as the deadline does, by what the call waited for its step's start to
-            // be recorded (`crate::ahead`) and for its kv writes to be.
+            // It moves, as the deadline does, by what the call waited for the store
+            // (`caps::StoreWaited`).
             let backstop = timeout + 4 * EPOCH_TICK + Duration::from_millis(50);
-            let waited_before = crate::ahead::waited();
             let store_waited = store.data().caps.store_waited.clone();
-            let until = || {
-                started
-                    + backstop
-                    + crate::ahead::waited().saturating_sub(waited_before)
-                    + store_waited.get()
-            };
+            let until = || started + backstop + store_waited.get();
             let raw = {
                 let mut call = std::pin::pin!(run(&pre, exports, &mut store, &wit_ctx, &call));
                 loop {
@@ -509,7 +503,6 @@ fn state_of(
             http,
             started,
             deadline: started + sandbox.timeout,
-            waited_before: crate::ahead::waited(),
             store_waited: Default::default(),
             logs: Vec::new(),
             logs_dropped: 0,

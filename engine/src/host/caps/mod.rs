@@ -57,10 +57,12 @@ pub const MAX_LOG_BYTES_PER_CALL: usize = 1 << 20;
 pub const MAX_CAPABILITY_USES: usize = 1000;
 pub const MAX_USE_DETAIL_BYTES: usize = 1024;
 
-/// What a call waited for the run's store inside its host calls (a kv write made durable
-/// before the plugin is told it succeeded): the store's time, not the plugin's, so the
-/// call's deadline and its outer bound move by it, as they do by the wait for the step's
-/// start to be recorded. Shared between the call's state and its outer bound.
+/// What a call waited for the run's store inside its host calls (its step's start confirmed
+/// before a capability acts, a kv write made durable before the plugin is told it
+/// succeeded): the store's time, not the plugin's, so the call's deadline and its outer
+/// bound move by it. Shared between the call's state and its outer bound. (Counted per
+/// call, where the wait happens, rather than read off the run's write-ahead state at every
+/// epoch tick.)
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StoreWaited(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
@@ -84,9 +86,6 @@ pub(crate) struct CapState {
     pub started: Instant,
     /// `started` + the call's timeout; see [`CapState::deadline`].
     pub deadline: Instant,
-    /// What the run had waited for its write-aheads when the call began
-    /// ([`crate::ahead::waited`]).
-    pub waited_before: Duration,
     /// What the call waited for the store in its own host calls.
     pub store_waited: StoreWaited,
     pub logs: Vec<LogLine>,
@@ -109,9 +108,7 @@ impl CapState {
     /// waited meanwhile for its step's start to be recorded and for its kv writes to be
     /// (not the plugin's time).
     pub fn deadline(&self) -> Instant {
-        self.deadline
-            + crate::ahead::waited().saturating_sub(self.waited_before)
-            + self.store_waited.get()
+        self.deadline + self.store_waited.get()
     }
 
     pub fn remaining(&self) -> Duration {
@@ -122,7 +119,9 @@ impl CapState {
     /// Returns `start` (when the use began) moved by the wait, which is not the use's time.
     pub fn before_acting(&self, start: Instant) -> wasmtime::Result<Instant> {
         let begun = Instant::now();
-        crate::ahead::settle().map_err(|why| wasmtime::Error::new(NotRecorded(why)))?;
+        let settled = crate::ahead::settle();
+        self.store_waited.add(begun.elapsed());
+        settled.map_err(|why| wasmtime::Error::new(NotRecorded(why)))?;
         Ok(start + begun.elapsed())
     }
 

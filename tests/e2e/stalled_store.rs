@@ -1,6 +1,7 @@
 //! A store that stops answering (its daemon stopped, as a hung disk or a quiet database
 //! leaves it): the run waits and does nothing meanwhile, the responder is told, Ctrl-C is
-//! heard before and during the run, and the wait is never counted as the plugin's time.
+//! heard before and during the run, and the wait is never counted as the plugin's time;
+//! `medic serve`'s readiness probe names it within its bound.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -194,4 +195,144 @@ fn ctrl_c_stops_medic_when_the_store_does_not_answer_before_the_run_starts() {
         "{err}"
     );
     assert!(!out.contains("look"), "{out}");
+}
+
+/// A TCP relay to `to` that stops passing bytes either way while held: a database that
+/// stops answering with its connections left open (a stopped server, a hung disk under it).
+/// Its threads end once it is dropped.
+struct Relay {
+    port: u16,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn to(to: u16) -> Relay {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (held, gone) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (h, g) = (held.clone(), gone.clone());
+        std::thread::spawn(move || {
+            while !g.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                for (from, into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let (held, gone) = (h.clone(), g.clone());
+                    std::thread::spawn(move || Relay::pass(from, into, &held, &gone));
+                }
+            }
+        });
+        Relay { port, held, gone }
+    }
+
+    /// Copies `from` into `into` while not held, until either closes or the relay goes.
+    fn pass(
+        mut from: std::net::TcpStream,
+        mut into: std::net::TcpStream,
+        held: &std::sync::atomic::AtomicBool,
+        gone: &std::sync::atomic::AtomicBool,
+    ) {
+        use std::sync::atomic::Ordering;
+        let _ = from.set_read_timeout(Some(Duration::from_millis(10)));
+        let mut buf = [0u8; 16 << 10];
+        while !gone.load(Ordering::SeqCst) {
+            if held.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) if into.write_all(&buf[..n]).is_ok() => {}
+                Ok(_) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = into.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn hold(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `GET /ready` of a `medic serve` whose database stops answering: it answers within its
+/// 5 s bound, naming the store, and a second probe joins the check still waiting instead of
+/// holding one more thread for up to 5 minutes; once the database answers, ready again.
+#[test]
+fn ready_names_a_database_that_stopped_answering_within_its_bound() {
+    let url = crate::pglab::database();
+    let (head, db) = url.rsplit_once('/').unwrap();
+    let port: u16 = head.rsplit_once(':').unwrap().1.parse().unwrap();
+    let relay = Relay::to(port);
+    let relayed = format!("postgres://medic@127.0.0.1:{}/{db}", relay.port);
+    let site = crate::api::Site::new();
+    let (_serve, api) = site.serve_env(false, &[], &[("MEDIC_STORE", &relayed)]);
+    let ready = || api.call(reqwest::Method::GET, "/ready", None, None);
+    let (status, body) = ready();
+    assert_eq!(
+        (status, body["ready"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+
+    relay.hold(true);
+    let store_problem = |body: &serde_json::Value| -> f64 {
+        let problems = body["problems"].as_array().cloned().unwrap_or_default();
+        let store = problems
+            .iter()
+            .filter_map(|p| p.as_str()?.strip_prefix("store: no answer for "))
+            .next()
+            .unwrap_or_else(|| panic!("no store problem: {body}"));
+        store.trim_end_matches(" s").parse().unwrap()
+    };
+    // The API client gives up after 30 s: without the bound, the store's own 5 minutes.
+    let (status, body) = ready();
+    assert_eq!(
+        (status, body["ready"].as_bool()),
+        (503, Some(false)),
+        "{body}"
+    );
+    let first = store_problem(&body);
+    assert!(first >= 5.0, "{body}");
+    // Counted from the first probe's check, which it joined.
+    let (status, body) = ready();
+    assert_eq!(status, 503, "{body}");
+    assert!(store_problem(&body) >= first + 4.0, "{body}");
+
+    relay.hold(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = ready();
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

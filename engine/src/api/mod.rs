@@ -12,6 +12,7 @@ mod catalogue;
 mod events;
 pub mod openapi;
 mod pickup;
+mod probe;
 mod routes;
 mod web;
 
@@ -68,6 +69,8 @@ pub(crate) struct State {
     pub sessions: web::Sessions,
     /// Served over HTTPS (session cookies are then `Secure`).
     pub tls: bool,
+    /// `GET /ready`'s check of the store in flight.
+    pub store_probe: probe::StoreProbe,
 }
 
 /// Waits (10 s at most) for the first event of a run `medic serve` starts: it comes once the
@@ -121,6 +124,7 @@ pub async fn start(
         runbooks: config.runbooks.clone(),
         sessions: web::Sessions::default(),
         tls: tls.is_some(),
+        store_probe: probe::StoreProbe::default(),
     });
     let app = routes::router(state);
     let task = tokio::spawn(accept_loop(listener, tls, app));

@@ -96,25 +96,28 @@ async fn not_found() -> Response {
 #[utoipa::path(get, path = "/ready", security(()), tag = "service", responses((status = 200, description = "the store answers and the scheduler runs", body = super::openapi::Ready), (status = 503, description = "not ready, and why", body = super::openapi::Ready)))]
 pub(super) async fn ready(AxumState(state): Shared) -> Response {
     let store = state.store.clone();
-    let store_ok = blocking(move || {
+    let store_check = move || {
         store
             .list(&ListFilter::default(), 1)
             .map(|_| ())
-            .map_err(store_error)
-    })
-    .await;
+            .map_err(|e| store_error(e).message)
+    };
     // The scheduler's loop answers the socket's operations: a listing proves it turns.
-    let scheduler_ok = matches!(
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            (state.ops)(json!({ "op": "drill_list" }))
-        )
-        .await,
-        Ok(Some(Reply::One(Ok(_))))
+    let scheduler = tokio::time::timeout(
+        super::probe::STORE_WAIT,
+        (state.ops)(json!({ "op": "drill_list" })),
     );
+    // Both at once: the probe answers within 5 s whatever holds either.
+    let (store_ok, scheduler) = tokio::join!(
+        state
+            .store_probe
+            .check(store_check, super::probe::STORE_WAIT),
+        scheduler
+    );
+    let scheduler_ok = matches!(scheduler, Ok(Some(Reply::One(Ok(_)))));
     let mut problems = Vec::new();
     if let Err(e) = store_ok {
-        problems.push(format!("store: {}", e.message));
+        problems.push(format!("store: {e}"));
     }
     if !scheduler_ok {
         problems.push("scheduler: no answer within 5 s".to_owned());

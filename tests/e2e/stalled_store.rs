@@ -1,7 +1,8 @@
 //! A store that stops answering (its daemon stopped, as a hung disk or a quiet database
 //! leaves it): the run waits and does nothing meanwhile, the responder is told, Ctrl-C is
-//! heard before and during the run, and the wait is never counted as the plugin's time;
-//! `medic serve`'s readiness probe names it within its bound.
+//! heard before and during the run (mid-step and mid-gate), nothing is undone that could not
+//! be recorded first, the wait is never counted as the plugin's time, and `medic serve`'s
+//! readiness probe names it within its bound.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -335,4 +336,78 @@ fn ready_names_a_database_that_stopped_answering_within_its_bound() {
         assert!(Instant::now() < deadline, "not ready again: {body}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The store stops answering while a gate watches a change: the gate's checks go on until
+/// more of them wait for the store than the run lets wait, then the run waits and the
+/// responder is told. Ctrl-C three times stops medic, and the rollback the first asked for
+/// never acted, since its write-ahead could not be made durable. Once the store answers,
+/// the run is found interrupted and `medic runs rollback` undoes the change.
+#[test]
+fn ctrl_c_with_the_store_stopped_mid_gate_undoes_nothing_unrecorded_and_runs_rollback_does() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, paths) = holding_server("/never", Duration::ZERO);
+    let rb = dir.path().join("gated.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"gated\"\non_failure = \"rollback\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"act\"\nrollback = \"revert\"\nwith = {{ record_url = \"http://{addr}\" }}\n\n\
+             [[steps]]\nid = \"bake\"\nuses = \"check\"\ngate = {{ interval = \"100ms\", successes = 1000, timeout = \"120s\" }}\n\n\
+             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+            medic::host::fixtures::SCRIPTED_CHECK,
+        ),
+    )
+    .unwrap();
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    out.until("↻ bake");
+    let id = {
+        let o = medic(
+            cache.path(),
+            &["runs", "list", "--output", "json", "--limit", "1"],
+        );
+        let run: serde_json::Value =
+            serde_json::from_str(crate::cli::stdout(&o).lines().next().expect("a run")).unwrap();
+        run["run_id"].as_str().unwrap().to_owned()
+    };
+    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
+    let stopped = Stopped::stop(daemon);
+    err.until("has not answered for");
+    signal(child.id(), SIGINT);
+    err.until("cancelling");
+    signal(child.id(), SIGINT);
+    err.until("waiting for the store in");
+    signal(child.id(), SIGINT);
+    let code = wait(&mut child);
+    let said = err.rest().to_owned();
+    drop(stopped);
+    assert_eq!(code, Some(5), "{said}");
+    assert!(
+        said.contains("aborted, without recording it")
+            && said.contains(&format!("medic runs rollback {id}")),
+        "{said}"
+    );
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/run/deploy"],
+        "the rollback acted while its start could not be recorded"
+    );
+    let record = export(cache.path(), &id);
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+    let o = medic(cache.path(), &["runs", "rollback", &id]);
+    let shown = crate::cli::stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{shown}{}", stderr(&o));
+    assert!(
+        shown.contains("↩ rolling back: the run was interrupted")
+            && shown.contains("✓ deploy.rollback"),
+        "{shown}"
+    );
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/run/deploy", "/revert/deploy.rollback"]
+    );
 }

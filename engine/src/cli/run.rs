@@ -399,8 +399,8 @@ pub(super) async fn execute(
         () = cancel.aborted() => None,
         report = executor::execute(host, req.plan, opts, &mut recorder) => report,
     };
-    drop(watcher);
     let Some(report) = finished else {
+        drop(watcher);
         let told = |message: &str| {
             if super::signals::claim_abort_told() {
                 eprintln!("{message}");
@@ -433,6 +433,7 @@ pub(super) async fn execute(
         ));
         return Err(Exit::RollbackFailed);
     };
+    watcher.ended(exit_for(&report));
     let failed_to_record = recorder.error.take();
     if let Err(e) = store
         .release_all_locks(&report.run_id)

@@ -18,10 +18,11 @@
 //! The handlers are registered synchronously before the run starts: a signal that arrives
 //! while the runbook is being planned is a cancel, never the default action (an instant
 //! death that leaves a half-made change behind). The exception is a store that does not
-//! answer before the run starts: nothing has run, so a stop then ends medic at once.
+//! answer before the run starts (nothing has run) or after its verdict was given (it is
+//! recorded and shown): a stop then ends medic at once.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,13 +39,15 @@ pub struct Signals {
     hung_up: Arc<AtomicBool>,
     /// Set once a run watches the stops ([`Signals::watch`]).
     watched: Arc<AtomicBool>,
+    /// The run's exit code once its verdict is given ([`Watcher::ended`]); negative before.
+    verdict: Arc<AtomicI32>,
 }
 
 impl Signals {
     /// Registers the handlers now: from here on these signals no longer kill the process.
-    /// Until a run watches them, a stop while the store does not answer ends medic (nothing
-    /// ran yet), and the store's silence is told after [`STALL_TOLD_AFTER`]; other stops wait
-    /// for the run, which starts cancelled.
+    /// Until a run watches them, and once its verdict is given, a stop while the store does
+    /// not answer ends medic, and the store's silence is told after [`STALL_TOLD_AFTER`];
+    /// other stops before the run wait for it (it starts cancelled).
     pub fn install() -> std::io::Result<Signals> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
@@ -52,7 +55,8 @@ impl Signals {
         let (tx, stops) = tokio::sync::mpsc::unbounded_channel();
         let hung_up = Arc::<AtomicBool>::default();
         let watched = Arc::<AtomicBool>::default();
-        let (hung, watched_by_run) = (hung_up.clone(), watched.clone());
+        let verdict = Arc::new(AtomicI32::new(-1));
+        let (hung, watched_by_run, given) = (hung_up.clone(), watched.clone(), verdict.clone());
         tokio::spawn(async move {
             let mut stall = StallNotice::default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -69,31 +73,36 @@ impl Signals {
                         Stop::HangUp
                     }
                     _ = tick.tick() => {
+                        let code = given.load(Ordering::SeqCst);
                         if !watched_by_run.load(Ordering::SeqCst) {
-                            stall.tell(None);
+                            stall.tell(Waiting::BeforeRun);
+                        } else if code >= 0 {
+                            stall.tell(Waiting::AfterRun);
+                        } else {
+                            // The run's watcher tells of the store meanwhile: what was told
+                            // before it is not answered after it.
+                            stall = StallNotice::default();
                         }
                         continue;
                     }
                 };
-                if !watched_by_run.load(Ordering::SeqCst)
-                    && let Some(waited) = crate::store::stall::longest()
-                    && waited >= Duration::from_secs(1)
-                {
-                    eprintln!(
-                        "\nmedic: stopped before anything ran: the store has not answered for {}",
-                        seconds(waited)
-                    );
-                    std::process::exit(super::Exit::Cancelled as i32);
+                let code = given.load(Ordering::SeqCst);
+                let watched = watched_by_run.load(Ordering::SeqCst);
+                let waited = crate::store::stall::longest();
+                if let Some((said, exit)) = unwatched_stop(watched, code, waited) {
+                    eprintln!("{said}");
+                    std::process::exit(exit);
                 }
-                if tx.send(stop).is_err() {
-                    return;
-                }
+                // Nobody watches once the run ended: a stop then is heard only while the store
+                // does not answer (above).
+                let _ = tx.send(stop);
             }
         });
         Ok(Signals {
             stops,
             hung_up,
             watched,
+            verdict,
         })
     }
 
@@ -125,6 +134,7 @@ impl Signals {
     pub fn watch(mut self, cancel: Cancel, progress: Progress) -> Watcher {
         self.watched.store(true, Ordering::SeqCst);
         let hung_up = self.hung_up();
+        let verdict = self.verdict.clone();
         let task = tokio::spawn(async move {
             let mut stops = 0u32;
             let mut stall = StallNotice::default();
@@ -135,7 +145,7 @@ impl Signals {
                     stop = self.next() => stop,
                     _ = tick.tick() => {
                         if let Some(store) = progress.store() {
-                            stall.tell(Some(store));
+                            stall.tell(Waiting::Run(store));
                         }
                         continue;
                     }
@@ -164,7 +174,11 @@ impl Signals {
                 }
             }
         });
-        Watcher { task, hung_up }
+        Watcher {
+            task,
+            hung_up,
+            verdict,
+        }
     }
 }
 
@@ -192,11 +206,20 @@ struct StallNotice {
     told: Option<Instant>,
 }
 
+/// What waits for the store.
+#[derive(Debug, Clone, Copy)]
+enum Waiting<'a> {
+    BeforeRun,
+    /// The run, recorded in this store.
+    Run(&'a str),
+    /// What is left once the run's verdict is given.
+    AfterRun,
+}
+
 impl StallNotice {
-    /// `store`: where the run is recorded; None before the run starts.
-    fn tell(&mut self, store: Option<&str>) {
+    fn tell(&mut self, store: Waiting<'_>) {
+        let oldest = crate::store::stall::oldest();
         let now = Instant::now();
-        let oldest = crate::store::stall::longest().map(|w| now.checked_sub(w).unwrap_or(now));
         if let Some(message) = self.next(store, oldest, now) {
             eprintln!("{message}");
         }
@@ -206,7 +229,7 @@ impl StallNotice {
     /// `oldest`.
     fn next(
         &mut self,
-        store: Option<&str>,
+        store: Waiting<'_>,
         oldest: Option<Instant>,
         now: Instant,
     ) -> Option<String> {
@@ -215,11 +238,14 @@ impl StallNotice {
                 self.told = Some(began);
                 let waited = seconds(now - began);
                 Some(match store {
-                    Some(store) => format!(
+                    Waiting::Run(store) => format!(
                         "\nmedic: the store in {store} has not answered for {waited}: the run waits for it and does nothing meanwhile\n  = Ctrl-C three times stops medic without it"
                     ),
-                    None => format!(
+                    Waiting::BeforeRun => format!(
                         "\nmedic: the store has not answered for {waited}; nothing has run yet\n  = Ctrl-C stops medic"
+                    ),
+                    Waiting::AfterRun => format!(
+                        "\nmedic: the store has not answered for {waited}; the run's verdict is recorded\n  = Ctrl-C stops medic"
                     ),
                 })
             }
@@ -244,6 +270,35 @@ fn seconds(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_secs(d.as_secs()))
 }
 
+/// What a stop does when no run watches the stops: before the run starts (`watched` false)
+/// or once its verdict is given (`verdict`, its exit code, not negative). While a wait for
+/// the store is over a second old, it ends medic: nothing ran yet, or the verdict is
+/// recorded and shown, and what is left (the run's locks, a last flush, the retention's
+/// pruning) is not worth holding a responder for up to the store's 5 minutes; the exit
+/// code is then the verdict's. Otherwise the stop is left to the run (before it starts, a
+/// cancel) or to nothing (after it).
+fn unwatched_stop(watched: bool, verdict: i32, waited: Option<Duration>) -> Option<(String, i32)> {
+    let waited = waited.filter(|w| *w >= Duration::from_secs(1))?;
+    if !watched {
+        return Some((
+            format!(
+                "\nmedic: stopped before anything ran: the store has not answered for {}",
+                seconds(waited)
+            ),
+            super::Exit::Cancelled as i32,
+        ));
+    }
+    (verdict >= 0).then(|| {
+        (
+            format!(
+                "\nmedic: stopped after the run: its verdict is recorded, but the store has not answered for {} since (releasing the run's locks)",
+                seconds(waited)
+            ),
+            verdict,
+        )
+    })
+}
+
 /// What the first Ctrl-C does.
 pub const CANCELLING: &str = "cancelling: the current step finishes (within its timeout), no new step starts\n  = a rollback, once started, runs to the end with its verify checks; Ctrl-C twice more aborts everything";
 /// What the second says the third will do.
@@ -263,9 +318,16 @@ pub enum Stop {
 pub struct Watcher {
     task: tokio::task::JoinHandle<()>,
     hung_up: Arc<AtomicBool>,
+    verdict: Arc<AtomicI32>,
 }
 
 impl Watcher {
+    /// The run gave its verdict, whose exit code is `exit`: the run no longer watches the
+    /// stops, and one while the store does not answer ends medic with that code.
+    pub fn ended(self, exit: super::Exit) {
+        self.verdict.store(exit as i32, Ordering::SeqCst);
+    }
+
     /// Whether the terminal went away (nobody can answer a question).
     pub fn hung_up(&self) -> Arc<AtomicBool> {
         self.hung_up.clone()
@@ -470,36 +532,85 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stop_no_run_watches_ends_medic_only_while_the_store_does_not_answer() {
+        let (long, short) = (
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_millis(900)),
+        );
+        // Before the run: a cancel for the run to come, unless the store holds it.
+        assert_eq!(unwatched_stop(false, -1, None), None);
+        assert_eq!(unwatched_stop(false, -1, short), None);
+        let (said, code) = unwatched_stop(false, -1, long).unwrap();
+        assert_eq!(code, crate::cli::Exit::Cancelled as i32);
+        assert!(
+            said.contains("stopped before anything ran: the store has not answered for 3s"),
+            "{said}"
+        );
+        // During the run: the run's own watcher hears it.
+        assert_eq!(unwatched_stop(true, -1, long), None);
+        // After the verdict: ends medic with the verdict's code while the store holds it.
+        assert_eq!(unwatched_stop(true, 4, short), None);
+        let (said, code) = unwatched_stop(true, 4, long).unwrap();
+        assert_eq!(code, 4);
+        assert!(
+            said.contains("stopped after the run: its verdict is recorded"),
+            "{said}"
+        );
+        assert_eq!(unwatched_stop(true, 0, long).map(|(_, c)| c), Some(0));
+    }
+
+    #[test]
+    fn after_the_run_a_stall_is_told_as_such() {
+        let t0 = Instant::now();
+        let mut n = StallNotice::default();
+        let told = n
+            .next(Waiting::AfterRun, Some(t0), t0 + Duration::from_secs(5))
+            .unwrap();
+        assert!(
+            told.contains("the run's verdict is recorded\n  = Ctrl-C stops medic"),
+            "{told}"
+        );
+    }
+
+    #[test]
     fn a_stall_is_told_once_past_its_threshold_and_its_end_once() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut n = StallNotice::default();
-        assert_eq!(n.next(Some("D"), None, at(1)), None);
+        assert_eq!(n.next(Waiting::Run("D"), None, at(1)), None);
         assert_eq!(
-            n.next(Some("D"), Some(t0), at(4)),
+            n.next(Waiting::Run("D"), Some(t0), at(4)),
             None,
             "under the threshold"
         );
-        let told = n.next(Some("D"), Some(t0), at(5)).unwrap();
+        let told = n.next(Waiting::Run("D"), Some(t0), at(5)).unwrap();
         assert!(
             told.contains("the store in D has not answered for 5s"),
             "{told}"
         );
-        assert_eq!(n.next(Some("D"), Some(t0), at(6)), None, "told once");
+        assert_eq!(
+            n.next(Waiting::Run("D"), Some(t0), at(6)),
+            None,
+            "told once"
+        );
         // Answered, and the run's next write already waiting: that one is not the stall.
         assert_eq!(
-            n.next(Some("D"), Some(at(7)), at(7)).as_deref(),
+            n.next(Waiting::Run("D"), Some(at(7)), at(7)).as_deref(),
             Some("medic: the store answers again (after 7s)")
         );
-        assert_eq!(n.next(Some("D"), None, at(8)), None, "its end told once");
+        assert_eq!(
+            n.next(Waiting::Run("D"), None, at(8)),
+            None,
+            "its end told once"
+        );
         // A second stall is told again; before the run starts, without a place.
-        let told = n.next(None, Some(at(8)), at(13)).unwrap();
+        let told = n.next(Waiting::BeforeRun, Some(at(8)), at(13)).unwrap();
         assert!(
             told.contains("the store has not answered for 5s; nothing has run yet"),
             "{told}"
         );
         assert_eq!(
-            n.next(Some("D"), None, at(14)).as_deref(),
+            n.next(Waiting::Run("D"), None, at(14)).as_deref(),
             Some("medic: the store answers again (after 6s)")
         );
     }

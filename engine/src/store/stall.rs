@@ -52,7 +52,14 @@ impl Drop for Waiting {
 
 /// How long the oldest wait still going on has lasted: None when nothing waits for the store.
 pub fn longest() -> Option<Duration> {
-    waits().open.first().map(|(_, since)| since.elapsed())
+    oldest().map(|since| since.elapsed())
+}
+
+/// When the oldest wait still going on began, exactly: the same wait is the same instant
+/// from one look to the next (one worked out from [`longest`] and the time of the look
+/// moves by the time between the two clock reads, and would seem another wait).
+pub fn oldest() -> Option<Instant> {
+    waits().open.first().map(|(_, since)| *since)
 }
 
 #[cfg(test)]
@@ -72,6 +79,13 @@ mod tests {
         let second = waiting();
         assert!(counted(&first) && counted(&second));
         assert!(longest().unwrap() >= Duration::from_millis(30));
+        // The same wait is the same instant from one look to the next.
+        let at = oldest().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            oldest().unwrap() <= at,
+            "the oldest wait seemed to begin later"
+        );
         drop(first);
         assert!(counted(&second), "dropping one wait leaves the others");
         let n = second.0;

@@ -77,6 +77,39 @@ pub(crate) fn until_asked(paths: &std::sync::Mutex<Vec<String>>, path: &str) {
     }
 }
 
+/// Stops the store daemon under run `id` and waits until medic says the run waits for it,
+/// then Ctrl-C three times: medic stops (exit 5) without recording the abort, naming the
+/// command that picks the run up. The daemon is continued however this ends.
+fn three_ctrl_c_with_the_store_stopped(
+    cache: &std::path::Path,
+    child: &mut std::process::Child,
+    err: &mut crate::verdicts::Lines,
+    id: &str,
+) {
+    let stopped = Stopped::stop(crate::store_daemon::daemon_pid(&cache.join("data")));
+    err.until("has not answered for");
+    assert!(
+        err.seen
+            .contains("the run waits for it and does nothing meanwhile"),
+        "{}",
+        err.seen
+    );
+    signal(child.id(), SIGINT);
+    err.until("cancelling");
+    signal(child.id(), SIGINT);
+    err.until("waiting for the store in");
+    signal(child.id(), SIGINT);
+    let code = wait(child);
+    let said = err.rest().to_owned();
+    drop(stopped);
+    assert_eq!(code, Some(5), "{said}");
+    assert!(
+        said.contains("aborted, without recording it: the store in")
+            && said.contains(&format!("medic runs rollback {id}")),
+        "{said}"
+    );
+}
+
 /// The store stops answering (its daemon stopped, as a hung disk leaves it) while a step's
 /// call runs: the run waits for it and does nothing more, the responder is told so, the
 /// second Ctrl-C names the store rather than the step, and the third stops medic although
@@ -103,29 +136,7 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     let id = out.seen.split_whitespace().last().unwrap().to_owned();
     // Step one's call has reached the server: its start is on record, its end is not.
     until_asked(&paths, "/one");
-    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
-    let stopped = Stopped::stop(daemon);
-    err.until("has not answered for");
-    assert!(
-        err.seen
-            .contains("the run waits for it and does nothing meanwhile"),
-        "{}",
-        err.seen
-    );
-    signal(child.id(), SIGINT);
-    err.until("cancelling");
-    signal(child.id(), SIGINT);
-    err.until("waiting for the store in");
-    signal(child.id(), SIGINT);
-    let code = wait(&mut child);
-    let said = err.rest().to_owned();
-    drop(stopped);
-    assert_eq!(code, Some(5), "{said}");
-    assert!(
-        said.contains("aborted, without recording it: the store in")
-            && said.contains(&format!("medic runs rollback {id}")),
-        "{said}"
-    );
+    three_ctrl_c_with_the_store_stopped(cache.path(), &mut child, &mut err, &id);
     assert_eq!(
         *paths.lock().unwrap(),
         ["/one"],
@@ -364,33 +375,10 @@ fn ctrl_c_with_the_store_stopped_mid_gate_undoes_nothing_unrecorded_and_runs_rol
     )
     .unwrap();
     let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    out.until("· run ");
+    let id = out.seen.split_whitespace().last().unwrap().to_owned();
     out.until("↻ bake");
-    let id = {
-        let o = medic(
-            cache.path(),
-            &["runs", "list", "--output", "json", "--limit", "1"],
-        );
-        let run: serde_json::Value =
-            serde_json::from_str(crate::cli::stdout(&o).lines().next().expect("a run")).unwrap();
-        run["run_id"].as_str().unwrap().to_owned()
-    };
-    let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
-    let stopped = Stopped::stop(daemon);
-    err.until("has not answered for");
-    signal(child.id(), SIGINT);
-    err.until("cancelling");
-    signal(child.id(), SIGINT);
-    err.until("waiting for the store in");
-    signal(child.id(), SIGINT);
-    let code = wait(&mut child);
-    let said = err.rest().to_owned();
-    drop(stopped);
-    assert_eq!(code, Some(5), "{said}");
-    assert!(
-        said.contains("aborted, without recording it")
-            && said.contains(&format!("medic runs rollback {id}")),
-        "{said}"
-    );
+    three_ctrl_c_with_the_store_stopped(cache.path(), &mut child, &mut err, &id);
     assert_eq!(
         *paths.lock().unwrap(),
         ["/run/deploy"],

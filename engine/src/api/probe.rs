@@ -2,7 +2,7 @@
 //!
 //! A store that stops answering (a stopped database, a disk that hangs) holds its caller in a
 //! blocking call, up to the store's own bound of 5 minutes. The probe answers within
-//! [`STORE_WAIT`] regardless, and a probe made while an earlier one's check is still waiting
+//! [`READY_WAIT`] regardless, and a probe made while an earlier one's check is still waiting
 //! joins that check instead of holding one more thread: a load balancer probing every few
 //! seconds through a long stall does not pile up blocked threads.
 
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-/// How long `GET /ready` waits for the store, as for the scheduler.
-pub(super) const STORE_WAIT: Duration = Duration::from_secs(5);
+/// How long `GET /ready` waits for each of what it checks (the store, the scheduler).
+pub(super) const READY_WAIT: Duration = Duration::from_secs(5);
 
 type Check = Shared<BoxFuture<'static, Result<(), String>>>;
 
@@ -150,9 +150,9 @@ mod tests {
     async fn a_store_that_answers_with_an_error_is_told_that_error() {
         let probe = StoreProbe::default();
         let answer = probe
-            .check(|| Err("disk full".to_owned()), STORE_WAIT)
+            .check(|| Err("disk full".to_owned()), READY_WAIT)
             .await;
         assert_eq!(answer, Err("disk full".to_owned()));
-        assert_eq!(probe.check(|| Ok(()), STORE_WAIT).await, Ok(()));
+        assert_eq!(probe.check(|| Ok(()), READY_WAIT).await, Ok(()));
     }
 }

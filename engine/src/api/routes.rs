@@ -103,24 +103,17 @@ pub(super) async fn ready(AxumState(state): Shared) -> Response {
             .map_err(|e| store_error(e).message)
     };
     // The scheduler's loop answers the socket's operations: a listing proves it turns.
-    let scheduler = tokio::time::timeout(
-        super::probe::STORE_WAIT,
-        (state.ops)(json!({ "op": "drill_list" })),
-    );
-    // Both at once: the probe answers within 5 s whatever holds either.
-    let (store_ok, scheduler) = tokio::join!(
-        state
-            .store_probe
-            .check(store_check, super::probe::STORE_WAIT),
-        scheduler
-    );
+    let wait = super::probe::READY_WAIT;
+    let scheduler = tokio::time::timeout(wait, (state.ops)(json!({ "op": "drill_list" })));
+    // Both at once: the probe answers within `wait` whatever holds either.
+    let (store_ok, scheduler) = tokio::join!(state.store_probe.check(store_check, wait), scheduler);
     let scheduler_ok = matches!(scheduler, Ok(Some(Reply::One(Ok(_)))));
     let mut problems = Vec::new();
     if let Err(e) = store_ok {
         problems.push(format!("store: {e}"));
     }
     if !scheduler_ok {
-        problems.push("scheduler: no answer within 5 s".to_owned());
+        problems.push(format!("scheduler: no answer within {} s", wait.as_secs()));
     }
     let status = if problems.is_empty() {
         axum::http::StatusCode::OK

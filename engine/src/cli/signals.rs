@@ -75,9 +75,9 @@ impl Signals {
                     _ = tick.tick() => {
                         let code = given.load(Ordering::SeqCst);
                         if !watched_by_run.load(Ordering::SeqCst) {
-                            stall.tell(Waiting::BeforeRun);
+                            stall.tell(During::BeforeRun);
                         } else if code >= 0 {
-                            stall.tell(Waiting::AfterRun);
+                            stall.tell(During::AfterRun);
                         } else {
                             // The run's watcher tells of the store meanwhile: what was told
                             // before it is not answered after it.
@@ -145,7 +145,7 @@ impl Signals {
                     stop = self.next() => stop,
                     _ = tick.tick() => {
                         if let Some(store) = progress.store() {
-                            stall.tell(Waiting::Run(store));
+                            stall.tell(During::Run(store));
                         }
                         continue;
                     }
@@ -208,7 +208,7 @@ struct StallNotice {
 
 /// What waits for the store.
 #[derive(Debug, Clone, Copy)]
-enum Waiting<'a> {
+enum During<'a> {
     BeforeRun,
     /// The run, recorded in this store.
     Run(&'a str),
@@ -217,10 +217,10 @@ enum Waiting<'a> {
 }
 
 impl StallNotice {
-    fn tell(&mut self, store: Waiting<'_>) {
+    fn tell(&mut self, during: During<'_>) {
         let oldest = crate::store::stall::oldest();
         let now = Instant::now();
-        if let Some(message) = self.next(store, oldest, now) {
+        if let Some(message) = self.next(during, oldest, now) {
             eprintln!("{message}");
         }
     }
@@ -229,7 +229,7 @@ impl StallNotice {
     /// `oldest`.
     fn next(
         &mut self,
-        store: Waiting<'_>,
+        during: During<'_>,
         oldest: Option<Instant>,
         now: Instant,
     ) -> Option<String> {
@@ -237,14 +237,14 @@ impl StallNotice {
             (Some(began), None) if now - began >= STALL_TOLD_AFTER => {
                 self.told = Some(began);
                 let waited = seconds(now - began);
-                Some(match store {
-                    Waiting::Run(store) => format!(
+                Some(match during {
+                    During::Run(store) => format!(
                         "\nmedic: the store in {store} has not answered for {waited}: the run waits for it and does nothing meanwhile\n  = Ctrl-C three times stops medic without it"
                     ),
-                    Waiting::BeforeRun => format!(
+                    During::BeforeRun => format!(
                         "\nmedic: the store has not answered for {waited}; nothing has run yet\n  = Ctrl-C stops medic"
                     ),
-                    Waiting::AfterRun => format!(
+                    During::AfterRun => format!(
                         "\nmedic: the store has not answered for {waited}; the run's verdict is recorded\n  = Ctrl-C stops medic"
                     ),
                 })
@@ -564,7 +564,7 @@ mod tests {
         let t0 = Instant::now();
         let mut n = StallNotice::default();
         let told = n
-            .next(Waiting::AfterRun, Some(t0), t0 + Duration::from_secs(5))
+            .next(During::AfterRun, Some(t0), t0 + Duration::from_secs(5))
             .unwrap();
         assert!(
             told.contains("the run's verdict is recorded\n  = Ctrl-C stops medic"),
@@ -577,40 +577,36 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut n = StallNotice::default();
-        assert_eq!(n.next(Waiting::Run("D"), None, at(1)), None);
+        assert_eq!(n.next(During::Run("D"), None, at(1)), None);
         assert_eq!(
-            n.next(Waiting::Run("D"), Some(t0), at(4)),
+            n.next(During::Run("D"), Some(t0), at(4)),
             None,
             "under the threshold"
         );
-        let told = n.next(Waiting::Run("D"), Some(t0), at(5)).unwrap();
+        let told = n.next(During::Run("D"), Some(t0), at(5)).unwrap();
         assert!(
             told.contains("the store in D has not answered for 5s"),
             "{told}"
         );
-        assert_eq!(
-            n.next(Waiting::Run("D"), Some(t0), at(6)),
-            None,
-            "told once"
-        );
+        assert_eq!(n.next(During::Run("D"), Some(t0), at(6)), None, "told once");
         // Answered, and the run's next write already waiting: that one is not the stall.
         assert_eq!(
-            n.next(Waiting::Run("D"), Some(at(7)), at(7)).as_deref(),
+            n.next(During::Run("D"), Some(at(7)), at(7)).as_deref(),
             Some("medic: the store answers again (after 7s)")
         );
         assert_eq!(
-            n.next(Waiting::Run("D"), None, at(8)),
+            n.next(During::Run("D"), None, at(8)),
             None,
             "its end told once"
         );
         // A second stall is told again; before the run starts, without a place.
-        let told = n.next(Waiting::BeforeRun, Some(at(8)), at(13)).unwrap();
+        let told = n.next(During::BeforeRun, Some(at(8)), at(13)).unwrap();
         assert!(
             told.contains("the store has not answered for 5s; nothing has run yet"),
             "{told}"
         );
         assert_eq!(
-            n.next(Waiting::Run("D"), None, at(14)).as_deref(),
+            n.next(During::Run("D"), None, at(14)).as_deref(),
             Some("medic: the store answers again (after 6s)")
         );
     }

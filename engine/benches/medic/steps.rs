@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use medic::host::PluginHost;
 
@@ -46,7 +46,7 @@ impl Floor {
     /// one minute to the next, so a recorded row's ratio is also taken against the floor
     /// measured just before each of its samples, not only against the floor row's, measured
     /// minutes before.
-    fn now(&mut self) -> std::time::Duration {
+    fn now(&mut self) -> Duration {
         let mut took: Vec<_> = (0..NEAR_FLOOR_N)
             .map(|_| {
                 let t = Instant::now();
@@ -62,42 +62,80 @@ impl Floor {
 /// Flushes in each burst of [`Floor::now`].
 const NEAR_FLOOR_N: usize = 100;
 
-/// A recorded row's samples against the floor measured before each, plus `calls` calls
-/// (1 for a step; 50 for a fleet target, whose floor is a batch of 50's): "median x (each
-/// sample's)".
-fn paired(
-    samples: &[std::time::Duration],
-    floors: &[std::time::Duration],
-    call: std::time::Duration,
-    calls: u32,
-) -> String {
-    let mut ratios: Vec<f64> = samples
-        .iter()
-        .zip(floors)
-        .map(|(s, f)| (*s * calls).as_secs_f64() / (*f + call * calls).as_secs_f64())
-        .collect();
-    let each = ratios
-        .iter()
-        .map(|r| format!("{r:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    ratios.sort_by(f64::total_cmp);
-    let mut floors = floors.to_vec();
-    floors.sort();
-    let called = match calls {
-        1 => "a sandboxed call".to_owned(),
-        n => format!("{n} sandboxed calls"),
-    };
-    format!(
-        "{:.2} x the floor measured just before each sample ({NEAR_FLOOR_N} fdatasyncs beside the store, median {}) + {called} {} (each sample: {each})",
-        ratios[ratios.len() / 2],
-        fmt(floors[floors.len() / 2]),
-        fmt(call * calls),
-    )
+/// Sandboxed calls in each burst of [`Near::before_sample`].
+const NEAR_CALLS_N: usize = 200;
+
+/// The floor and a sandboxed call, each measured by a short burst just before each sample of
+/// a recorded row. This machine's disk moves by half, and its CPU's speed by half again, from
+/// one minute to the next: a ratio against the floor and call rows, measured minutes
+/// before, tells the hour as much as the engine.
+struct Near {
+    floor: Floor,
+    call: TrivialCall,
+    floors: Vec<Duration>,
+    calls: Vec<Duration>,
+}
+
+impl Near {
+    fn new(rt: &tokio::runtime::Runtime, host: &PluginHost, dir: &Path) -> Near {
+        Near {
+            floor: Floor::new(dir),
+            call: TrivialCall::load(rt, host),
+            floors: Vec::new(),
+            calls: Vec::new(),
+        }
+    }
+
+    fn before_sample(&mut self, rt: &tokio::runtime::Runtime, host: &PluginHost) {
+        self.floors.push(self.floor.now());
+        let c = &self.call;
+        let mut took: Vec<_> = (0..NEAR_CALLS_N)
+            .map(|_| {
+                let t = Instant::now();
+                let inv = rt.block_on(host.invoke(&c.plugin, c.call(), &c.ctx, &c.sandbox));
+                assert!(inv.result.is_ok());
+                t.elapsed()
+            })
+            .collect();
+        took.sort();
+        self.calls.push(took[took.len() / 2]);
+    }
+
+    /// A recorded row's samples against the floor and `calls` calls (1 for a step; 50 for a
+    /// fleet target, whose floor is a batch of 50's) measured before each: "median x (each
+    /// sample's)".
+    fn paired(&self, samples: &[Duration], calls: u32) -> String {
+        let mut ratios: Vec<f64> = samples
+            .iter()
+            .zip(self.floors.iter().zip(&self.calls))
+            .map(|(s, (f, c))| (*s * calls).as_secs_f64() / (*f + *c * calls).as_secs_f64())
+            .collect();
+        let each = ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ratios.sort_by(f64::total_cmp);
+        let median = |d: &[Duration]| {
+            let mut d = d.to_vec();
+            d.sort();
+            d[d.len() / 2]
+        };
+        let called = match calls {
+            1 => "a sandboxed call".to_owned(),
+            n => format!("{n} sandboxed calls"),
+        };
+        format!(
+            "{:.2} x the floor + {called}, both measured just before each sample ({NEAR_FLOOR_N} fdatasyncs beside the store, median {}; {NEAR_CALLS_N} calls, median {} a call) (each sample: {each})",
+            ratios[ratios.len() / 2],
+            fmt(median(&self.floors)),
+            fmt(median(&self.calls)),
+        )
+    }
 }
 
 /// The median of the sandboxed call's row, if it ran.
-fn call_median(results: &[Stats]) -> Option<std::time::Duration> {
+fn call_median(results: &[Stats]) -> Option<Duration> {
     results
         .iter()
         .find(|r| r.name.starts_with("fresh sandboxed"))
@@ -209,10 +247,10 @@ pub fn steps_and_fleets(
         let mut samples = Vec::new();
         // The floor beside the store, before each sample, for an action step on the disk.
         let mut near = (recorded && !checks && (base.is_none() || daemon))
-            .then(|| (Floor::new(dir.path()), Vec::new()));
+            .then(|| Near::new(rt, host, dir.path()));
         for i in 0..long_n + 1 {
-            if let Some((floor, floors)) = near.as_mut().filter(|_| i > 0) {
-                floors.push(floor.now());
+            if let Some(near) = near.as_mut().filter(|_| i > 0) {
+                near.before_sample(rt, host);
             }
             let mut quiet = |_: &medic::executor::Event<'_>| {};
             let mut recorder = recorder(&store, &mut quiet);
@@ -236,9 +274,8 @@ pub fn steps_and_fleets(
             samples.push(took / scale as u32);
         }
         samples.remove(0); // the warm-up
-        let call = call_median(results);
-        if let (Some((_, floors)), Some(call)) = (&near, call) {
-            notes.push(format!("{name}: {}", paired(&samples, floors, call, 1)));
+        if let Some(near) = &near {
+            notes.push(format!("{name}: {}", near.paired(&samples, 1)));
         }
         // The goal of a recorded step is a ratio to its floor, printed below.
         let stats = Stats {
@@ -246,7 +283,7 @@ pub fn steps_and_fleets(
             samples,
             goal: None,
         };
-        if let (Some(call), false) = (call, recorded) {
+        if let (Some(call), false) = (call_median(results), recorded) {
             notes.push(format!(
                 "per step, not recorded: {} in all, of which the plugin call is about {}: the engine adds {}",
                 fmt(stats.quantile(0.5)),
@@ -317,16 +354,17 @@ pub fn steps_and_fleets(
         let mut samples = Vec::new();
         let mut groups = 0usize;
         let mut cpu_from: Option<[std::time::Duration; 3]> = None;
-        // Batches of 50 against the floor beside the store, measured before each sample.
+        // Batches of 50 against the floor beside the store and the call, measured before
+        // each sample.
         let mut near = (recorded && concurrency == 50 && wait.is_none())
-            .then(|| (Floor::new(dir.path()), Vec::new()));
+            .then(|| Near::new(rt, host, dir.path()));
         for i in 0..fleet_n + 1 {
             if i > 0
-                && let Some((floor, floors)) = near.as_mut()
+                && let Some(near) = near.as_mut()
             {
                 // Not the targets' CPU: left out of the split below.
                 let before = threads_cpu();
-                floors.push(floor.now());
+                near.before_sample(rt, host);
                 if let (Some(from), Some(before), Some(after)) =
                     (cpu_from.as_mut(), before, threads_cpu())
                 {
@@ -371,10 +409,10 @@ pub fn steps_and_fleets(
                 "{name}: {:.1} targets flushed together on average",
                 (scale * (fleet_n + 1)) as f64 / groups.max(1) as f64
             ));
-            if let (Some((_, floors)), Some(call)) = (&near, call_median(results)) {
+            if let Some(near) = &near {
                 notes.push(format!(
                     "{name}: a batch of 50: {}",
-                    paired(&samples, floors, call, 50)
+                    near.paired(&samples, 50)
                 ));
             }
         }

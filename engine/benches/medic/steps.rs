@@ -245,7 +245,8 @@ pub fn steps_and_fleets(
         let plan = plan_of(rt, host, &text);
         let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
-        // The floor beside the store, before each sample, for an action step on the disk.
+        // The floor beside the store and a call, before each sample, for an action step on
+        // the disk.
         let mut near = (recorded && !checks && (base.is_none() || daemon))
             .then(|| Near::new(rt, host, dir.path()));
         for i in 0..long_n + 1 {

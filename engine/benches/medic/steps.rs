@@ -47,16 +47,21 @@ impl Floor {
     /// measured just before each of its samples, not only against the floor row's, measured
     /// minutes before.
     fn now(&mut self) -> Duration {
-        let mut took: Vec<_> = (0..NEAR_FLOOR_N)
-            .map(|_| {
-                let t = Instant::now();
-                self.once();
-                t.elapsed()
-            })
-            .collect();
-        took.sort();
-        took[took.len() / 2]
+        burst_median(NEAR_FLOOR_N, || self.once())
     }
+}
+
+/// The median time of `n` runs of `f` in a row.
+fn burst_median(n: usize, mut f: impl FnMut()) -> Duration {
+    let mut took: Vec<_> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    took.sort();
+    took[took.len() / 2]
 }
 
 /// Flushes in each burst of [`Floor::now`].
@@ -89,16 +94,10 @@ impl Near {
     fn before_sample(&mut self, rt: &tokio::runtime::Runtime, host: &PluginHost) {
         self.floors.push(self.floor.now());
         let c = &self.call;
-        let mut took: Vec<_> = (0..NEAR_CALLS_N)
-            .map(|_| {
-                let t = Instant::now();
-                let inv = rt.block_on(host.invoke(&c.plugin, c.call(), &c.ctx, &c.sandbox));
-                assert!(inv.result.is_ok());
-                t.elapsed()
-            })
-            .collect();
-        took.sort();
-        self.calls.push(took[took.len() / 2]);
+        self.calls.push(burst_median(NEAR_CALLS_N, || {
+            let inv = rt.block_on(host.invoke(&c.plugin, c.call(), &c.ctx, &c.sandbox));
+            assert!(inv.result.is_ok());
+        }));
     }
 
     /// A recorded row's samples against the floor and `calls` calls (1 for a step; 50 for a

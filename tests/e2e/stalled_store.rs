@@ -1,14 +1,15 @@
 //! A store that stops answering (its daemon stopped, as a hung disk or a quiet database
-//! leaves it): the run waits and does nothing meanwhile, the responder is told, Ctrl-C is
-//! heard before and during the run (mid-step and mid-gate), nothing is undone that could not
-//! be recorded first, the wait is never counted as the plugin's time, and `medic serve`'s
+//! leaves it): the run waits and does nothing meanwhile, the responder is told, Ctrl-C and
+//! SIGTERM are heard before and during the run (mid-step and mid-gate), a closed terminal's
+//! rollback waits for the store instead of giving up, nothing is undone that could not be
+//! recorded first, the wait is never counted as the plugin's time, and `medic serve`'s
 //! readiness probe names it within its bound.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::cli::{medic, scripted_runbook, stderr};
-use crate::verdicts::{SIGINT, export, signal, spawn, wait};
+use crate::verdicts::{SIGHUP, SIGINT, SIGTERM, export, signal, spawn, wait};
 
 unsafe extern "C" {
     #[link_name = "kill"]
@@ -77,15 +78,9 @@ pub(crate) fn until_asked(paths: &std::sync::Mutex<Vec<String>>, path: &str) {
     }
 }
 
-/// Stops the store daemon under run `id` and waits until medic says the run waits for it,
-/// then Ctrl-C three times: medic stops (exit 5) without recording the abort, naming the
-/// command that picks the run up. The daemon is continued however this ends.
-fn three_ctrl_c_with_the_store_stopped(
-    cache: &std::path::Path,
-    child: &mut std::process::Child,
-    err: &mut crate::verdicts::Lines,
-    id: &str,
-) {
+/// Stops the store daemon until the result is dropped, and waits until medic says the run
+/// waits for it.
+fn stop_the_store(cache: &std::path::Path, err: &mut crate::verdicts::Lines) -> Stopped {
     let stopped = Stopped::stop(crate::store_daemon::daemon_pid(&cache.join("data")));
     err.until("has not answered for");
     assert!(
@@ -94,11 +89,26 @@ fn three_ctrl_c_with_the_store_stopped(
         "{}",
         err.seen
     );
-    signal(child.id(), SIGINT);
+    stopped
+}
+
+/// Stops the store daemon under run `id` and waits until medic says the run waits for it,
+/// then sends `stop` three times (Ctrl-C's SIGINT or a supervisor's SIGTERM, the same stop):
+/// medic stops (exit 5) without recording the abort, naming the command that picks the run
+/// up. The daemon is continued however this ends.
+fn three_stops_with_the_store_stopped(
+    cache: &std::path::Path,
+    child: &mut std::process::Child,
+    err: &mut crate::verdicts::Lines,
+    id: &str,
+    stop: i32,
+) {
+    let stopped = stop_the_store(cache, err);
+    signal(child.id(), stop);
     err.until("cancelling");
-    signal(child.id(), SIGINT);
+    signal(child.id(), stop);
     err.until("waiting for the store in");
-    signal(child.id(), SIGINT);
+    signal(child.id(), stop);
     let code = wait(child);
     let said = err.rest().to_owned();
     drop(stopped);
@@ -136,7 +146,7 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     let id = out.seen.split_whitespace().last().unwrap().to_owned();
     // Step one's call has reached the server: its start is on record, its end is not.
     until_asked(&paths, "/one");
-    three_ctrl_c_with_the_store_stopped(cache.path(), &mut child, &mut err, &id);
+    three_stops_with_the_store_stopped(cache.path(), &mut child, &mut err, &id, SIGTERM);
     assert_eq!(
         *paths.lock().unwrap(),
         ["/one"],
@@ -351,34 +361,20 @@ fn ready_names_a_database_that_stopped_answering_within_its_bound() {
 
 /// The store stops answering while a gate watches a change: the gate's checks go on until
 /// more of them wait for the store than the run lets wait, then the run waits and the
-/// responder is told. Ctrl-C three times stops medic, and the rollback the first asked for
+/// responder is told. Three stops (a supervisor's SIGTERM, as Ctrl-C's) stop medic, and the rollback the first asked for
 /// never acted, since its write-ahead could not be made durable. Once the store answers,
 /// the run is found interrupted and `medic runs rollback` undoes the change.
 #[test]
-fn ctrl_c_with_the_store_stopped_mid_gate_undoes_nothing_unrecorded_and_runs_rollback_does() {
+fn stops_with_the_store_stopped_mid_gate_undo_nothing_unrecorded_and_runs_rollback_does() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (addr, paths) = holding_server("/never", Duration::ZERO);
-    let rb = dir.path().join("gated.toml");
-    std::fs::write(
-        &rb,
-        format!(
-            "[runbook]\nname = \"gated\"\non_failure = \"rollback\"\n\n\
-             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
-             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
-             [[steps]]\nid = \"deploy\"\nuses = \"act\"\nrollback = \"revert\"\nwith = {{ record_url = \"http://{addr}\" }}\n\n\
-             [[steps]]\nid = \"bake\"\nuses = \"check\"\ngate = {{ interval = \"100ms\", successes = 1000, timeout = \"120s\" }}\n\n\
-             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
-            medic::host::fixtures::SCRIPTED_ACTION,
-            medic::host::fixtures::SCRIPTED_CHECK,
-        ),
-    )
-    .unwrap();
+    let rb = gated_runbook(dir.path(), &addr);
     let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
     out.until("· run ");
     let id = out.seen.split_whitespace().last().unwrap().to_owned();
     out.until("↻ bake");
-    three_ctrl_c_with_the_store_stopped(cache.path(), &mut child, &mut err, &id);
+    three_stops_with_the_store_stopped(cache.path(), &mut child, &mut err, &id, SIGTERM);
     assert_eq!(
         *paths.lock().unwrap(),
         ["/run/deploy"],
@@ -398,4 +394,72 @@ fn ctrl_c_with_the_store_stopped_mid_gate_undoes_nothing_unrecorded_and_runs_rol
         *paths.lock().unwrap(),
         ["/run/deploy", "/revert/deploy.rollback"]
     );
+}
+
+/// A deploy that records its calls to `addr` (`/run/deploy`, `/revert/deploy.rollback`), a
+/// gate watching it for two minutes, and a verify: a run that can be stopped mid-gate.
+fn gated_runbook(dir: &std::path::Path, addr: &str) -> std::path::PathBuf {
+    let rb = dir.join("gated.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"gated\"\non_failure = \"rollback\"\n\n\
+             [plugins.act]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
+             [plugins.check]\nsource = \"{}\"\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"deploy\"\nuses = \"act\"\nrollback = \"revert\"\nwith = {{ record_url = \"http://{addr}\" }}\n\n\
+             [[steps]]\nid = \"bake\"\nuses = \"check\"\ngate = {{ interval = \"100ms\", successes = 1000, timeout = \"120s\" }}\n\n\
+             [[verify]]\nid = \"fine\"\nuses = \"check\"\n",
+            medic::host::fixtures::SCRIPTED_ACTION,
+            medic::host::fixtures::SCRIPTED_CHECK,
+        ),
+    )
+    .unwrap();
+    rb
+}
+
+/// The terminal goes away (SIGHUP) mid-gate while the store does not answer: nobody is left
+/// to press Ctrl-C, so medic neither gives up nor acts unrecorded. The rollback the hang-up
+/// asks for waits for its write-ahead; once the store answers, it runs, is verified and
+/// recorded, and medic ends with the cancelled-and-rolled-back verdict.
+#[test]
+fn a_hang_up_with_the_store_stopped_mid_gate_rolls_back_once_the_store_answers() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, paths) = holding_server("/never", Duration::ZERO);
+    let rb = gated_runbook(dir.path(), &addr);
+    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
+    out.until("· run ");
+    let id = out.seen.split_whitespace().last().unwrap().to_owned();
+    out.until("↻ bake");
+    let stopped = stop_the_store(cache.path(), &mut err);
+    signal(child.id(), SIGHUP);
+    err.until("the terminal went away");
+    // Long enough for a rollback that did not wait for its write-ahead to have called out
+    // (the revert answers at once), twice over.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/run/deploy"],
+        "the rollback acted while its start could not be recorded"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "medic gave up with nobody there to ask it to: {}",
+        err.seen
+    );
+    drop(stopped);
+    let code = wait(&mut child);
+    let shown = out.rest().to_owned();
+    let said = err.rest().to_owned();
+    assert_eq!(code, Some(6), "{shown}\n{said}");
+    assert!(
+        shown.contains("✓ deploy.rollback") && shown.contains("rolled back and verified"),
+        "{shown}"
+    );
+    assert_eq!(
+        *paths.lock().unwrap(),
+        ["/run/deploy", "/revert/deploy.rollback"]
+    );
+    let record = export(cache.path(), &id);
+    assert_eq!(record["record"]["status"], "cancelled", "{record}");
 }

@@ -17,7 +17,7 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-const SIGHUP: i32 = 1;
+pub(crate) const SIGHUP: i32 = 1;
 pub(crate) const SIGINT: i32 = 2;
 const SIGKILL: i32 = 9;
 pub(crate) const SIGTERM: i32 = 15;

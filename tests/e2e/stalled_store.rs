@@ -456,6 +456,8 @@ fn a_hang_up_with_the_store_stopped_mid_gate_rolls_back_once_the_store_answers()
         shown.contains("✓ deploy.rollback") && shown.contains("rolled back and verified"),
         "{shown}"
     );
+    // Told, though the run ended well within a second of the store's answer.
+    assert!(said.contains("medic: the store answers again"), "{said}");
     assert_eq!(
         *paths.lock().unwrap(),
         ["/run/deploy", "/revert/deploy.rollback"]

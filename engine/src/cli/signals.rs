@@ -135,9 +135,10 @@ impl Signals {
         self.watched.store(true, Ordering::SeqCst);
         let hung_up = self.hung_up();
         let verdict = self.verdict.clone();
+        let stall = Arc::new(Mutex::new(StallNotice::default()));
+        let notice = stall.clone();
         let task = tokio::spawn(async move {
             let mut stops = 0u32;
-            let mut stall = StallNotice::default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -145,7 +146,10 @@ impl Signals {
                     stop = self.next() => stop,
                     _ = tick.tick() => {
                         if let Some(store) = progress.store() {
-                            stall.tell(During::Run(store));
+                            notice
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .tell(During::Run(store));
                         }
                         continue;
                     }
@@ -178,6 +182,7 @@ impl Signals {
             task,
             hung_up,
             verdict,
+            stall,
         }
     }
 }
@@ -233,6 +238,9 @@ impl StallNotice {
         oldest: Option<Instant>,
         now: Instant,
     ) -> Option<String> {
+        if let Some(said) = self.answered_by(oldest, now) {
+            return Some(said);
+        }
         match (oldest, self.told) {
             (Some(began), None) if now - began >= STALL_TOLD_AFTER => {
                 self.told = Some(began);
@@ -249,15 +257,17 @@ impl StallNotice {
                     ),
                 })
             }
-            // The wait told of was answered: nothing waits now, or only what was asked since
-            // (a run writes again at once).
-            (None, Some(since)) => self.answered(since, now),
-            (Some(began), Some(since)) if began > since => self.answered(since, now),
             _ => None,
         }
     }
 
-    fn answered(&mut self, since: Instant, now: Instant) -> Option<String> {
+    /// That the wait told of was answered, once it was: nothing waits now, or only what was
+    /// asked since (a run writes again at once).
+    fn answered_by(&mut self, oldest: Option<Instant>, now: Instant) -> Option<String> {
+        let since = self.told?;
+        if oldest.is_some_and(|began| began <= since) {
+            return None;
+        }
         self.told = None;
         Some(format!(
             "medic: the store answers again (after {})",
@@ -319,12 +329,24 @@ pub struct Watcher {
     task: tokio::task::JoinHandle<()>,
     hung_up: Arc<AtomicBool>,
     verdict: Arc<AtomicI32>,
+    /// What was told of the store's silence during the run.
+    stall: Arc<Mutex<StallNotice>>,
 }
 
 impl Watcher {
     /// The run gave its verdict, whose exit code is `exit`: the run no longer watches the
-    /// stops, and one while the store does not answer ends medic with that code.
+    /// stops, and one while the store does not answer ends medic with that code. A silence
+    /// told during the run and answered since is told as answered now: the run may have
+    /// ended well within the second between two looks at the store.
     pub fn ended(self, exit: super::Exit) {
+        let answered = self
+            .stall
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .answered_by(crate::store::stall::oldest(), Instant::now());
+        if let Some(said) = answered {
+            eprintln!("{said}");
+        }
         self.verdict.store(exit as i32, Ordering::SeqCst);
     }
 

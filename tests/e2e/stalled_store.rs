@@ -146,7 +146,7 @@ fn a_third_ctrl_c_stops_medic_when_the_store_stops_answering_mid_run() {
     let id = out.seen.split_whitespace().last().unwrap().to_owned();
     // Step one's call has reached the server: its start is on record, its end is not.
     until_asked(&paths, "/one");
-    three_stops_with_the_store_stopped(cache.path(), &mut child, &mut err, &id, SIGTERM);
+    three_stops_with_the_store_stopped(cache.path(), &mut child, &mut err, &id, SIGINT);
     assert_eq!(
         *paths.lock().unwrap(),
         ["/one"],

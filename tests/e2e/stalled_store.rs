@@ -361,19 +361,17 @@ fn ready_names_a_database_that_stopped_answering_within_its_bound() {
 
 /// The store stops answering while a gate watches a change: the gate's checks go on until
 /// more of them wait for the store than the run lets wait, then the run waits and the
-/// responder is told. Three stops (a supervisor's SIGTERM, as Ctrl-C's) stop medic, and the rollback the first asked for
-/// never acted, since its write-ahead could not be made durable. Once the store answers,
-/// the run is found interrupted and `medic runs rollback` undoes the change.
+/// responder is told. Three stops (a supervisor's SIGTERM, as Ctrl-C's) stop medic, and the
+/// rollback the first asked for never acted, since its write-ahead could not be made
+/// durable. Once the store answers, the run is found interrupted and `medic runs rollback`
+/// undoes the change.
 #[test]
 fn stops_with_the_store_stopped_mid_gate_undo_nothing_unrecorded_and_runs_rollback_does() {
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (addr, paths) = holding_server("/never", Duration::ZERO);
-    let rb = gated_runbook(dir.path(), &addr);
-    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
-    out.until("· run ");
-    let id = out.seen.split_whitespace().last().unwrap().to_owned();
-    out.until("↻ bake");
+    // Kept: dropped, its reader would stop and close the pipe under medic's next line.
+    let (mut child, _out, mut err, id) = run_until_the_gate(cache.path(), dir.path(), &addr);
     three_stops_with_the_store_stopped(cache.path(), &mut child, &mut err, &id, SIGTERM);
     assert_eq!(
         *paths.lock().unwrap(),
@@ -394,6 +392,26 @@ fn stops_with_the_store_stopped_mid_gate_undo_nothing_unrecorded_and_runs_rollba
         *paths.lock().unwrap(),
         ["/run/deploy", "/revert/deploy.rollback"]
     );
+}
+
+/// `medic run` of [`gated_runbook`], once its gate watches: the child, its output and error
+/// lines, and the run's id.
+fn run_until_the_gate(
+    cache: &std::path::Path,
+    dir: &std::path::Path,
+    addr: &str,
+) -> (
+    std::process::Child,
+    crate::verdicts::Lines,
+    crate::verdicts::Lines,
+    String,
+) {
+    let rb = gated_runbook(dir, addr);
+    let (child, mut out, err) = spawn(cache, &["run", rb.to_str().unwrap()]);
+    out.until("· run ");
+    let id = out.seen.split_whitespace().last().unwrap().to_owned();
+    out.until("↻ bake");
+    (child, out, err, id)
 }
 
 /// A deploy that records its calls to `addr` (`/run/deploy`, `/revert/deploy.rollback`), a
@@ -426,11 +444,7 @@ fn a_hang_up_with_the_store_stopped_mid_gate_rolls_back_once_the_store_answers()
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (addr, paths) = holding_server("/never", Duration::ZERO);
-    let rb = gated_runbook(dir.path(), &addr);
-    let (mut child, mut out, mut err) = spawn(cache.path(), &["run", rb.to_str().unwrap()]);
-    out.until("· run ");
-    let id = out.seen.split_whitespace().last().unwrap().to_owned();
-    out.until("↻ bake");
+    let (mut child, mut out, mut err, id) = run_until_the_gate(cache.path(), dir.path(), &addr);
     let stopped = stop_the_store(cache.path(), &mut err);
     signal(child.id(), SIGHUP);
     err.until("the terminal went away");

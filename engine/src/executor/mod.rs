@@ -219,6 +219,9 @@ pub enum Decision {
 
 /// Waits for a person's decision on a step.
 pub trait Approver: Send + Sync {
+    /// The decision on `step` of `run_id`. The returned future's first poll registers the
+    /// request, so that it can be decided from then on: the run polls it once before telling
+    /// anyone it asks.
     fn wait<'a>(
         &'a self,
         run_id: &'a str,

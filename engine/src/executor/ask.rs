@@ -44,30 +44,16 @@ mod tests {
     use std::sync::Arc;
 
     use crate::executor::{Event, RunOptions, RunOutcome, execute};
-    use crate::host::PluginHost;
 
     /// Whoever is told a run asks for an approval can decide it at once: it is registered
     /// before it is told (an API client approving on `approval_requested` was refused with
     /// "no run is waiting for an approval").
     #[tokio::test]
     async fn an_approval_can_be_decided_as_soon_as_it_is_told() {
-        let host = PluginHost::new(crate::host::HostConfig {
-            cache_dir: None,
-            max_instances: 1,
-            ..crate::host::HostConfig::default()
-        })
-        .unwrap();
-        let text = "[runbook]\nname = \"asks\"\n\n[plugins.probe]\nsource = \"builtin:http-probe\"\n\
-                    grants = { http = [\"127.0.0.1:9\"] }\n\n[[steps]]\nid = \"probe\"\n\
-                    uses = \"probe\"\nwith = { url = \"http://127.0.0.1:9/\" }\n\
-                    approval = { timeout = \"60s\", prompt = \"go on?\" }\n";
-        let source = crate::runbook::Source {
-            path: std::path::Path::new("asks.toml"),
-            text,
-        };
-        let plan = crate::runbook::plan(&host, &source, &crate::runbook::PlanOptions::default())
-            .await
-            .unwrap();
+        let (host, plan) = crate::executor::tests::one_probe(
+            "approval = { timeout = \"60s\", prompt = \"go on?\" }\n",
+        )
+        .await;
         let data = tempfile::tempdir().unwrap();
         let place = crate::store::Place::Files(data.path().to_path_buf());
         let opts = RunOptions {

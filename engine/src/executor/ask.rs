@@ -65,7 +65,11 @@ mod tests {
             ..RunOptions::default()
         };
         let mut decided = None;
+        let mut decision = None;
         let mut observer = |e: &Event<'_>| {
+            if let Event::ApprovalDecided { decision: d, .. } = e {
+                decision = Some((*d).clone());
+            }
             if let Event::ApprovalRequested { .. } = e {
                 decided = Some(crate::store::approvals::decide(
                     &place,
@@ -87,6 +91,14 @@ mod tests {
         .expect("the run ends");
         let decided = decided.expect("the approval was told");
         assert!(decided.is_ok(), "{:?}", decided.err());
+        // The run went on with that decision, not another (a timeout, a cancel).
+        assert_eq!(
+            decision,
+            Some(crate::executor::Decision::Rejected {
+                by: "ops".into(),
+                reason: "no".into()
+            })
+        );
         assert_eq!(report.outcome, RunOutcome::Failed, "{report:?}");
     }
 }

@@ -580,6 +580,13 @@ pub fn start(dir: &Path) -> Result<Started, StoreError> {
 /// benchmarks).
 pub fn start_with(exe: &Path, dir: &Path) -> Result<Started, StoreError> {
     let shown = dir.display().to_string();
+    // The daemon runs in `dir` itself: a relative `--data-dir` given to it as it was given
+    // here would name `dir/dir`, a store nobody else uses, and every command would wait for
+    // a daemon that never answers on this one's socket.
+    let dir = &std::path::absolute(dir).map_err(|e| StoreError::Daemon {
+        dir: shown.clone(),
+        reason: format!("cannot tell where the data directory is: {e}"),
+    })?;
     let failed = |reason: String| StoreError::Daemon {
         dir: shown.clone(),
         reason,

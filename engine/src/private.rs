@@ -180,6 +180,32 @@ pub fn peer_uid(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
     }
 }
 
+/// Binds or connects (`at`) to the Unix socket `name` in `dir`, however long the directory's
+/// path: a socket's address holds at most 107 bytes, and a data directory under a deep
+/// home or CI workspace is longer. Past that, the socket is reached through a handle on the
+/// directory (`/proc/self/fd/N/name`), which names the same file.
+pub fn at_socket<T>(
+    dir: &Path,
+    name: &str,
+    at: impl FnOnce(&Path) -> io::Result<T>,
+) -> io::Result<T> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // sun_path's size, its closing NUL included.
+    const SUN_PATH: usize = 108;
+    let path = dir.join(name);
+    if path.as_os_str().as_bytes().len() < SUN_PATH {
+        return at(&path);
+    }
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?;
+    at(&Path::new("/proc/self/fd")
+        .join(handle.as_raw_fd().to_string())
+        .join(name))
+}
+
 /// Creates a new file (0600) that must not exist yet, never following a symlink at `path`.
 pub fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
@@ -216,6 +242,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_in_a_directory_too_long_for_its_address_is_bound_and_reached_there() {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("x".repeat(100));
+        std::fs::create_dir(&dir).unwrap();
+        // Too long to bind as it is.
+        assert!(UnixListener::bind(dir.join("s.sock")).is_err());
+        let listener = at_socket(&dir, "s.sock", |at| UnixListener::bind(at)).unwrap();
+        assert!(dir.join("s.sock").exists(), "bound in the directory itself");
+        let mut client = at_socket(&dir, "s.sock", |at| UnixStream::connect(at)).unwrap();
+        client.write_all(b"hi").unwrap();
+        let (mut served, _) = listener.accept().unwrap();
+        let mut got = [0u8; 2];
+        served.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        // A short path is used as it is.
+        let short = at_socket(top.path(), "t.sock", |at| Ok(at.to_owned())).unwrap();
+        assert_eq!(short, top.path().join("t.sock"));
+    }
 
     #[test]
     fn a_directory_others_can_write_is_refused_and_one_they_can_read_is_tightened() {

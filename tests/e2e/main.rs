@@ -10,6 +10,7 @@ mod aws;
 mod budget;
 mod canary;
 pub mod cli;
+mod data_dir;
 mod drills;
 mod execution;
 mod flags;

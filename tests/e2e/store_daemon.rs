@@ -560,42 +560,6 @@ fn the_daemon_killed_after_runs_ended_loses_nothing_they_recorded() {
 }
 
 #[test]
-fn a_relative_data_directory_names_the_same_store_for_the_daemon_and_its_clients() {
-    let cache = tempfile::tempdir().unwrap();
-    let data = cache.path().join("data");
-    let rb = crate::shared_store::quick_runbook(cache.path());
-    // As a responder types it, from the directory the store is in: the daemon, which runs
-    // in the data directory, must not read `data` from there.
-    let relative = |args: &[&str], how: &str| {
-        let mut cmd = medic_command(cache.path());
-        cmd.current_dir(cache.path());
-        match how {
-            "flag" => cmd
-                .env_remove("MEDIC_DATA_DIR")
-                .args(["--data-dir", "data"]),
-            _ => cmd.env("MEDIC_DATA_DIR", "data"),
-        };
-        cmd.args(args).output().unwrap()
-    };
-    let o = relative(&["run", rb.to_str().unwrap()], "flag");
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(data.join("store.sock").exists(), "the daemon's socket");
-    assert!(
-        !data.join("data").exists(),
-        "the daemon opened a store of its own"
-    );
-    let o = relative(&["run", rb.to_str().unwrap()], "env");
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = relative(&["runs", "list", "--output", "json"], "flag");
-    assert_eq!(json_lines(&stdout(&o)).len(), 2, "{}", stderr(&o));
-    // The same store from anywhere, through the same daemon.
-    let daemon = daemon_pid(&data);
-    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
-    assert_eq!(json_lines(&stdout(&o)).len(), 2, "{}", stderr(&o));
-    assert_eq!(daemon_pid(&data), daemon);
-}
-
-#[test]
 fn a_daemon_whose_store_cannot_be_closed_still_lets_go() {
     let cache = tempfile::tempdir().unwrap();
     let data = cache.path().join("data");

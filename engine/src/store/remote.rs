@@ -307,7 +307,9 @@ pub fn serve_with(
     let shown = |e: std::io::Error| format!("cannot serve the socket {}: {e}", path.display());
     // A socket left by a serve that died: nobody listens there (this process holds the lock).
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path).map_err(shown)?;
+    let listener =
+        crate::private::at_socket(store.dir(), SOCKET, |at| tokio::net::UnixListener::bind(at))
+            .map_err(shown)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(shown)?;
     Ok(tokio::spawn(async move {
         // Held for as long as this serves.
@@ -388,9 +390,10 @@ fn is_read(v: &serde_json::Value) -> bool {
 
 /// Connects, and checks that the process listening is this user's: a request may carry
 /// secrets read from this user's environment and files (`medic run` through serve).
-fn open(path: &Path) -> std::io::Result<UnixStream> {
+/// `dir`: the data directory served.
+fn open(dir: &Path) -> std::io::Result<UnixStream> {
     use std::os::fd::AsFd;
-    let conn = UnixStream::connect(path)?;
+    let conn = crate::private::at_socket(dir, SOCKET, |at| UnixStream::connect(at))?;
     // SAFETY: getuid(2) cannot fail.
     let me = unsafe { libc::getuid() };
     let theirs = crate::private::peer_uid(conn.as_fd())?;
@@ -399,7 +402,7 @@ fn open(path: &Path) -> std::io::Result<UnixStream> {
             std::io::ErrorKind::PermissionDenied,
             format!(
                 "{} is served by user {theirs}, not this user ({me}): not talking to it",
-                path.display()
+                dir.join(SOCKET).display()
             ),
         ));
     }
@@ -408,14 +411,16 @@ fn open(path: &Path) -> std::io::Result<UnixStream> {
 
 /// A store held by another process, read through its socket.
 pub struct Remote {
-    path: PathBuf,
+    /// The data directory served.
+    dir: PathBuf,
 }
 
 impl Remote {
     /// Connects to the socket in `dir`, if a process of this user serves it.
     pub fn connect(dir: &Path) -> Option<Remote> {
-        let path = dir.join(SOCKET);
-        open(&path).ok().map(|_| Remote { path })
+        open(dir).ok().map(|_| Remote {
+            dir: dir.to_owned(),
+        })
     }
 
     fn ask<T: for<'de> Deserialize<'de>>(&self, request: &Request) -> Result<T, StoreError> {
@@ -432,7 +437,7 @@ impl Remote {
             dir: self.location(),
             source: e,
         };
-        let mut conn = open(&self.path).map_err(io)?;
+        let mut conn = open(&self.dir).map_err(io)?;
         conn.write_all(&json_line(request)).map_err(io)?;
         Ok(BufReader::new(conn).lines())
     }
@@ -447,7 +452,7 @@ impl Remote {
             dir: self.location(),
             source: e,
         };
-        let mut conn = open(&self.path).map_err(io)?;
+        let mut conn = open(&self.dir).map_err(io)?;
         conn.set_read_timeout(Some(timeout)).map_err(io)?;
         conn.write_all(&json_line(request)).map_err(io)?;
         let mut reply = String::new();
@@ -523,13 +528,9 @@ impl Reader for Remote {
     }
     fn waiting(&self) -> Result<Vec<String>, StoreError> {
         // Only the embedded store is read through `medic serve`: its approvals are files.
-        Ok(self
-            .path
-            .parent()
-            .map(|dir| waiting_in(&super::Place::Files(dir.to_owned())))
-            .unwrap_or_default())
+        Ok(waiting_in(&super::Place::Files(self.dir.clone())))
     }
     fn location(&self) -> String {
-        format!("{} (through medic serve)", self.path.display())
+        format!("{} (through medic serve)", self.dir.join(SOCKET).display())
     }
 }

@@ -111,11 +111,12 @@ pub fn run(dir: &Path) -> i32 {
     let path = dir.join(SOCKET);
     // A socket left by a daemon that died: nobody listens there (this process holds sled).
     let _ = std::fs::remove_file(&path);
-    let listener = match UnixListener::bind(&path).and_then(|l| {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        l.set_nonblocking(true)?;
-        Ok(l)
-    }) {
+    let listener = match crate::private::at_socket(dir, SOCKET, |at| UnixListener::bind(at))
+        .and_then(|l| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        }) {
         Ok(l) => l,
         Err(e) => {
             let e = format!("cannot listen on {}: {e}", path.display());

@@ -290,7 +290,8 @@ impl Local {
     /// Connects to the socket and says hello: None when nobody answers there; an error when
     /// a daemon of another medic version does.
     fn hello(&self) -> Result<Option<(Conn, Welcome)>, StoreError> {
-        let Ok(stream) = UnixStream::connect(self.dir.join(SOCKET)) else {
+        let Ok(stream) = crate::private::at_socket(&self.dir, SOCKET, |at| UnixStream::connect(at))
+        else {
             return Ok(None);
         };
         let Ok(read) = stream.try_clone() else {

@@ -39,7 +39,13 @@ pub fn private_dir(dir: &Path, what: &str) -> Result<(), String> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| format!("cannot create the {what} {}: {e}", dir.display()))?;
+        .map_err(|e| match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => format!(
+                "the {what} {} is a file, not a directory: name a directory (it is made if missing)",
+                dir.display()
+            ),
+            _ => format!("cannot create the {what} {}: {e}", dir.display()),
+        })?;
     let meta = std::fs::symlink_metadata(dir)
         .map_err(|e| format!("cannot read the {what} {}: {e}", dir.display()))?;
     if meta.file_type().is_symlink() {
@@ -266,11 +272,15 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_others_can_write_is_refused_and_one_they_can_read_is_tightened() {
+    fn a_file_or_a_directory_others_can_write_is_refused_and_one_they_can_read_is_tightened() {
         let top = tempfile::tempdir().unwrap();
         let open = top.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let file = top.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let e = private_dir(&file, "data directory").unwrap_err();
+        assert!(e.contains("is a file, not a directory"), "{e}");
         let e = private_dir(&open, "data directory").unwrap_err();
         assert!(
             e.contains("writable by every user") && e.contains("chmod 700"),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::executor::{Phase, Resume};
 use crate::runbook::plan::DEFAULT_ENVIRONMENT;
 use crate::runbook::{Plan, PlanOptions};
-use crate::store::{JournalEvent, RunRecord, RunStatus, Store};
+use crate::store::{JournalEvent, PluginRef, RunRecord, RunStatus, Store};
 
 /// Why a run cannot be picked up.
 #[derive(Debug)]
@@ -148,6 +148,58 @@ pub fn check_approval(plan: &Plan, record: &RunRecord, approved_now: bool) -> Re
         )));
     }
     Ok(())
+}
+
+/// The run's plugins as the pick-up would load them, against those it started with: the
+/// plugins that differ (a file rebuilt, a builtin of another medic version), as they are
+/// now. An undo or a resumed step made by other code than the one that acted is refused
+/// unless whoever picks the run up accepts it (`accepted`: `--accept-changed-plugins`);
+/// nobody does for an unattended pick-up.
+pub fn check_plugins(
+    plan: &Plan,
+    record: &RunRecord,
+    mode: &str,
+    accepted: bool,
+) -> Result<Vec<PluginRef>, Refused> {
+    let changed: Vec<(&PluginRef, PluginRef)> = record
+        .plugins
+        .iter()
+        .filter_map(|was| {
+            let now = plan.plugins.iter().find(|p| p.alias == was.alias)?;
+            (now.plugin.sha256 != was.sha256).then(|| {
+                (
+                    was,
+                    PluginRef {
+                        alias: now.alias.clone(),
+                        source: now.plugin.source.to_string(),
+                        sha256: now.plugin.sha256.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    if changed.is_empty() || accepted {
+        return Ok(changed.into_iter().map(|(_, now)| now).collect());
+    }
+    let short = |d: &str| d[..12.min(d.len())].to_owned();
+    let named: Vec<String> = changed
+        .iter()
+        .map(|(was, now)| {
+            format!(
+                "`{}` ({}: sha256 {}…, now {}…)",
+                now.alias,
+                now.source,
+                short(&was.sha256),
+                short(&now.sha256)
+            )
+        })
+        .collect();
+    Err(Refused::Invalid(format!(
+        "the plugin{} {} changed since run {} started; refusing to {mode} it with other code than the one that acted\n  = help: put back the plugin the run used, or pass --accept-changed-plugins to {mode} with the one there now (it is recorded)",
+        if changed.len() == 1 { "" } else { "s" },
+        named.join(", "),
+        record.run_id,
+    )))
 }
 
 /// The state the executor goes on from: the main steps that ended and those cut off, the

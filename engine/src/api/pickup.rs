@@ -22,9 +22,13 @@ pub struct PickUpBody {
     /// An approval given now: needed in a protected environment when the run had none.
     #[serde(default)]
     reason: String,
+    /// Go on with plugins that changed since the run started (recorded in its journal);
+    /// otherwise such a run is refused (409).
+    #[serde(default)]
+    accept_changed_plugins: bool,
 }
 
-#[utoipa::path(post, path = "/runs/{id}/resume", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body(content = Option<PickUpBody>, description = "optional"), responses((status = 202, description = "picked up: the run goes on (a run stopped during its rollback goes on rolling back)", body = super::openapi::PickedUp), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run cannot be resumed: its state, its runbook changed, or an approval is missing", body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/runs/{id}/resume", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body(content = Option<PickUpBody>, description = "optional"), responses((status = 202, description = "picked up: the run goes on (a run stopped during its rollback goes on rolling back)", body = super::openapi::PickedUp), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run cannot be resumed: its state, its runbook or a plugin changed (unless accept_changed_plugins), or an approval is missing", body = super::openapi::ErrorBody)))]
 pub(super) async fn resume(
     state: AxumState<Arc<State>>,
     caller: Extension<Caller>,
@@ -34,7 +38,7 @@ pub(super) async fn resume(
     pick_up(state, caller, id, bytes, false).await
 }
 
-#[utoipa::path(post, path = "/runs/{id}/rollback", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body(content = Option<PickUpBody>, description = "optional"), responses((status = 202, description = "picked up: what the run did is undone, newest first, then verified", body = super::openapi::PickedUp), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run cannot be rolled back: its state, its runbook changed, or an approval is missing", body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/runs/{id}/rollback", tag = "runs", params(("id" = String, Path, description = "A run id, or a prefix that names one run")), request_body(content = Option<PickUpBody>, description = "optional"), responses((status = 202, description = "picked up: what the run did is undone, newest first, then verified", body = super::openapi::PickedUp), (status = 400, description = "a malformed request", body = super::openapi::ErrorBody), (status = 401, description = "no valid token", body = super::openapi::ErrorBody), (status = 429, description = "too many failed authentications from this address", body = super::openapi::ErrorBody), (status = 403, description = "the token's role or environments do not allow it", body = super::openapi::ErrorBody), (status = 404, description = "no such run", body = super::openapi::ErrorBody), (status = 409, description = "the run cannot be rolled back: its state, its runbook or a plugin changed (unless accept_changed_plugins), or an approval is missing", body = super::openapi::ErrorBody)))]
 pub(super) async fn rollback(
     state: AxumState<Arc<State>>,
     caller: Extension<Caller>,
@@ -91,6 +95,7 @@ pub(super) async fn resume_or_rollback(
         "run_id": record.run_id,
         "mode": pick.mode,
         "reason": b.reason,
+        "accept_changed_plugins": b.accept_changed_plugins,
     });
     match (state.ops)(request).await {
         Some(Reply::Stream(mut events)) => {

@@ -74,7 +74,10 @@ pub async fn pick_up(
     mode: &str,
     signals: Signals,
 ) -> Exit {
-    let body = json!({ "reason": args.approve.clone().unwrap_or_default() });
+    let body = json!({
+        "reason": args.approve.clone().unwrap_or_default(),
+        "accept_changed_plugins": args.accept_changed_plugins,
+    });
     let answer = match client.request(
         reqwest::Method::POST,
         &format!("/runs/{}/{mode}", args.id),

@@ -70,6 +70,9 @@ pub struct PickUpArgs {
     /// Wait this long for the run store or the runbook's lock when another run holds it
     #[arg(long, value_name = "DURATION", value_parser = crate::runbook::plan::parse_duration)]
     pub(super) wait: Option<std::time::Duration>,
+    /// Go on with plugins that changed since the run started (recorded in its journal)
+    #[arg(long)]
+    pub(super) accept_changed_plugins: bool,
 }
 
 #[derive(Debug, Args)]
@@ -265,8 +268,30 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
 pub(super) fn journal_line(event: &JournalEvent) -> Option<String> {
     Some(match event {
         JournalEvent::RunStarted { pid } => format!("started (pid {pid})"),
-        JournalEvent::RunResumed { pid, mode, by } => {
-            format!("picked up to {mode} by {by} (pid {pid})")
+        JournalEvent::RunResumed {
+            pid,
+            mode,
+            by,
+            changed_plugins,
+        } => {
+            let mut line = format!("picked up to {mode} by {by} (pid {pid})");
+            if !changed_plugins.is_empty() {
+                let named: Vec<String> = changed_plugins
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} (now sha256 {}…)",
+                            p.alias,
+                            &p.sha256[..12.min(p.sha256.len())]
+                        )
+                    })
+                    .collect();
+                line += &format!(
+                    ", accepting plugins changed since the run started: {}",
+                    named.join(", ")
+                );
+            }
+            line
         }
         JournalEvent::PhaseStarted { phase, reason } => format!(
             "{} ({reason})",
@@ -451,6 +476,15 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
     if let Err(r) = crate::pickup::check_approval(&plan, &record, args.approve.is_some()) {
         return refused(r);
     }
+    let changed_plugins = match crate::pickup::check_plugins(
+        &plan,
+        &record,
+        pick.mode,
+        args.accept_changed_plugins,
+    ) {
+        Ok(changed) => changed,
+        Err(r) => return refused(r),
+    };
     let resume = match crate::pickup::state(&store, &record, pick.rollback_only) {
         Ok(r) => r,
         Err(r) => return refused(r),
@@ -473,6 +507,7 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
             mode: pick.mode.into(),
             by: super::run::who(),
             record: Box::new(record.clone()),
+            changed_plugins,
         },
         resume: Some(resume),
         trigger: record.trigger.clone(),

@@ -325,6 +325,9 @@ pub(super) struct PickUpRequest {
     /// An approval given now (protected environments), or empty.
     #[serde(default)]
     reason: String,
+    /// See [`crate::pickup::check_plugins`].
+    #[serde(default)]
+    accept_changed_plugins: bool,
 }
 
 /// Picks a recorded run up again, for the API's `caller`: the same checks as
@@ -369,6 +372,7 @@ pub(super) async fn pick_up_run(
             plan,
             reason: req.reason.trim(),
             caller,
+            accept_changed_plugins: req.accept_changed_plugins,
         },
         runs,
     )
@@ -382,6 +386,8 @@ pub(super) struct Planned<'a> {
     /// An approval given now (protected environments), or empty.
     pub(super) reason: &'a str,
     pub(super) caller: String,
+    /// See [`crate::pickup::check_plugins`].
+    pub(super) accept_changed_plugins: bool,
 }
 
 /// Starts a planned pick-up: the approval and journal checks of `medic runs
@@ -399,10 +405,16 @@ pub(super) fn pick_up_planned(
         plan,
         reason,
         caller,
+        accept_changed_plugins,
     } = p;
     if let Err(r) = crate::pickup::check_approval(&plan, &record, !reason.is_empty()) {
         return Reply::One(Err(r.to_string()));
     }
+    let changed_plugins =
+        match crate::pickup::check_plugins(&plan, &record, pick.mode, accept_changed_plugins) {
+            Ok(changed) => changed,
+            Err(r) => return Reply::One(Err(r.to_string())),
+        };
     let resume = match crate::pickup::state(store, &record, pick.rollback_only) {
         Ok(r) => r,
         Err(r) => return Reply::One(Err(r.to_string())),
@@ -429,6 +441,7 @@ pub(super) fn pick_up_planned(
                 mode: pick.mode.to_owned(),
                 by: caller,
                 record: Box::new(record),
+                changed_plugins,
             },
             resume: Some(resume),
             detached: true,

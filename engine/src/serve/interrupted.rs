@@ -78,6 +78,8 @@ pub(super) async fn found(
             plan,
             reason: &reason,
             caller: CALLER.to_owned(),
+            // Unattended: nobody is there to accept other code undoing the change.
+            accept_changed_plugins: false,
         };
         if let Reply::One(Err(why)) = pick_up_planned(host, store, metrics, planned, runs) {
             println!("medic serve: run {id}: cannot roll it back: {why}; {person}");

@@ -39,6 +39,8 @@ pub enum Start {
         /// Who picked it up.
         by: String,
         record: Box<RunRecord>,
+        /// Plugins changed since the run started, accepted by whoever picked it up.
+        changed_plugins: Vec<PluginRef>,
     },
 }
 
@@ -463,7 +465,12 @@ impl Observer for Recorder<'_> {
                         },
                         JournalEvent::RunStarted { pid },
                     ),
-                    Start::Resumed { mode, by, record } => {
+                    Start::Resumed {
+                        mode,
+                        by,
+                        record,
+                        changed_plugins,
+                    } => {
                         let mut r = (**record).clone();
                         r.status = RunStatus::Running;
                         r.pid = pid;
@@ -475,6 +482,7 @@ impl Observer for Recorder<'_> {
                                 pid,
                                 mode: mode.clone(),
                                 by: by.clone(),
+                                changed_plugins: changed_plugins.clone(),
                             },
                         )
                     }

@@ -217,6 +217,10 @@ pub enum JournalEvent {
         /// Who picked it up (`user@host`).
         #[serde(default)]
         by: String,
+        /// Plugins that differ from those the run started with (as they are now), taken
+        /// anyway because whoever picked it up said so (`--accept-changed-plugins`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed_plugins: Vec<PluginRef>,
     },
     PhaseStarted {
         phase: Phase,

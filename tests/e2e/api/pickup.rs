@@ -267,3 +267,51 @@ fn stopping_serve_mid_gate_rolls_an_api_run_back_and_verifies_it() {
     );
     assert_eq!(started_steps(journal, "later"), 0, "{:?}", outline(journal));
 }
+
+/// A plugin rebuilt after a run failed: a rollback through the API is refused (409) naming
+/// it, unless the request accepts it; then the run is undone with the plugin there now, and
+/// its journal records which.
+#[test]
+fn a_rollback_through_the_api_with_a_changed_plugin_is_refused_unless_accepted() {
+    let site = Site::new();
+    crate::changed_plugins::runbook(&site.runbooks, crate::changed_plugins::FAILING);
+    let responder = site.token("fix", &["--role", "responder"]);
+    let (serve, api) = site.serve(false);
+    let (status, s) = api.post(
+        "/runs",
+        &responder,
+        serde_json::json!({ "runbook": "changing" }),
+    );
+    assert_eq!(status, 202, "{s}");
+    let id = s["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(ended(&api, &responder, &id)["status"], "failed");
+    crate::changed_plugins::rebuild(&site.runbooks.join("act.wasm"));
+
+    let rollback = format!("/runs/{id}/rollback");
+    let (status, e) = api.post(&rollback, &responder, serde_json::json!({}));
+    assert_eq!(status, 409, "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the plugin `act` (") && message.contains("accept-changed-plugins"),
+        "{e}"
+    );
+    assert_eq!(ended(&api, &responder, &id)["status"], "failed");
+
+    let (status, picked) = api.post(
+        &rollback,
+        &responder,
+        serde_json::json!({ "accept_changed_plugins": true }),
+    );
+    assert_eq!(status, 202, "{picked}");
+    assert_eq!(ended(&api, &responder, &id)["status"], "rolled_back");
+    let journal = journal_types(&api, &responder, &id);
+    assert_eq!(
+        started_steps(&journal, "change.rollback"),
+        1,
+        "{:?}",
+        outline(&journal)
+    );
+    let resumed = journal.iter().find(|e| e["type"] == "run_resumed").unwrap();
+    assert_eq!(resumed["changed_plugins"][0]["alias"], "act", "{resumed}");
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -136,3 +136,69 @@ fn a_corrupt_record_is_an_error_naming_it() {
         .to_string();
     assert!(err.contains("corrupt entry 01bad"), "{err}");
 }
+
+/// A bad block in the middle of the redo log, found when the store daemon opens it after the
+/// last one was killed (sled not yet given the runs): the replay stops there, and the intact
+/// frames after it, which the log would go on over, are kept aside and named.
+#[test]
+fn a_redo_log_damaged_mid_way_is_kept_aside_and_the_runs_it_lost_are_named() {
+    use crate::cli::{medic, stderr, stdout};
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let rb = crate::shared_store::quick_runbook(cache.path());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let o = medic(
+            cache.path(),
+            &["run", rb.to_str().unwrap(), "--output", "json"],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let started = crate::support::json_lines(&stdout(&o)).remove(0);
+        ids.push(started["run_id"].as_str().unwrap().to_owned());
+    }
+    let daemon = crate::store_daemon::daemon_pid(&data);
+    crate::verdicts::signal(daemon, 9);
+    let alive = || {
+        medic::store::process::Process {
+            pid: daemon,
+            start: None,
+        }
+        .alive()
+    };
+    for _ in 0..250 {
+        if !alive() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!alive());
+    let log = data.join("journal.wal");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+    for b in &mut bytes[end / 2..end / 2 + 20] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&log, &bytes).unwrap();
+
+    let o = medic(cache.path(), &["runs", "list", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("redo log in") && err.contains("stops at a damaged or torn frame"),
+        "{err}"
+    );
+    assert!(err.contains(&ids[2]), "the newest run is named: {err}");
+    let kept = err
+        .split("the log as found is kept in ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("where the log is kept");
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        bytes,
+        "kept as found, before the log went on"
+    );
+    // Told once, to the first command.
+    let o = medic(cache.path(), &["runs", "list"]);
+    assert!(!stderr(&o).contains("redo log"), "{}", stderr(&o));
+}

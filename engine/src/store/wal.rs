@@ -90,6 +90,20 @@ pub(super) struct Wal {
     /// For tests: flushes wait while this is set ([`Wal::hold_flushes`]).
     #[cfg(test)]
     held: AtomicBool,
+    /// Intact frames found past where the replay stopped, until the opener takes them.
+    damage: Mutex<Option<Damage>>,
+}
+
+/// The log as found at its open stopped replaying at a frame that is torn or damaged, and
+/// intact frames follow it: a bad block in the middle of the log, or the frames a power loss
+/// kept while it lost an earlier one. What they record is not replayed (a journal with a
+/// hole in it would be read as whole), and the log goes on over them: the opener keeps the
+/// file as found and says so.
+pub(super) struct Damage {
+    /// Where the replay stopped.
+    pub(super) at: u64,
+    /// The intact frames' bodies after it, in order.
+    pub(super) later: Vec<Vec<u8>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,6 +129,11 @@ impl Wal {
             end,
         } = parse(&bytes);
         let next_seq = first + frames.len() as u64;
+        let later = intact_after(&bytes, end, next_seq);
+        let damage = (!later.is_empty()).then(|| Damage {
+            at: end,
+            later: later.into_iter().map(<[u8]>::to_vec).collect(),
+        });
         let wal = Wal {
             file,
             // After the frames to replay, which the log keeps until its next checkpoint.
@@ -135,6 +154,7 @@ impl Wal {
             flush_ns: AtomicU64::new(0),
             #[cfg(test)]
             held: AtomicBool::new(false),
+            damage: Mutex::new(damage),
         };
         if header.is_none() {
             wal.write_header(next_seq)?;
@@ -151,6 +171,11 @@ impl Wal {
         head[8..].copy_from_slice(&first.to_le_bytes());
         self.file.write_all_at(&head, 0)?;
         self.file.sync_data()
+    }
+
+    /// What the open found past where the replay stopped, once (see [`Damage`]).
+    pub(super) fn take_damage(&self) -> Option<Damage> {
+        lock(&self.damage).take()
     }
 
     /// Whether a write or sync failed: nothing more is written.
@@ -373,12 +398,17 @@ fn parse(bytes: &[u8]) -> Parsed<'_> {
 }
 
 /// The changes a log file's contents would replay, frame by frame (None for a frame that
-/// passes its checksum but does not decode); then `bytes` decoded as one frame's body. For
+/// passes its checksum but does not decode), then those of the intact frames found past a
+/// damaged one ([`Damage`]); then `bytes` decoded as one frame's body. For
 /// the fuzzer: a log left by a crash or a bad disk must never panic the store's open.
 pub(super) fn inspect(bytes: &[u8]) -> (Vec<Option<usize>>, Option<usize>) {
-    let frames = parse(bytes)
+    let parsed = parse(bytes);
+    let next = parsed.first + parsed.frames.len() as u64;
+    let later = intact_after(bytes, parsed.end, next);
+    let frames = parsed
         .frames
         .into_iter()
+        .chain(later)
         .map(|body| decode(body).map(|c| c.len()))
         .collect();
     (frames, decode(bytes).map(|c| c.len()))
@@ -411,6 +441,48 @@ fn read_frames(bytes: &[u8], first: u64) -> (Vec<&[u8]>, u64) {
         expect += 1;
     }
     (frames, at as u64)
+}
+
+/// The intact frames past `end`, where the replay stopped, that carry sequence numbers from
+/// `expect` on. The log ends cleanly where the replay stopped at zeros (space written
+/// beforehand) or at an intact frame left from before the last checkpoint (a smaller
+/// sequence number); only a stop anywhere else is looked past, byte by byte.
+fn intact_after(bytes: &[u8], end: u64, expect: u64) -> Vec<&[u8]> {
+    let frame_at = |at: usize| -> Option<(u64, &[u8])> {
+        let head = bytes.get(at..at + FRAME_HEAD)?;
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(head[4..8].try_into().unwrap_or_default());
+        let seq = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        let body = bytes.get(at + FRAME_HEAD..(at + FRAME_HEAD).checked_add(len)?)?;
+        (checksum(seq, body) == crc).then_some((seq, body))
+    };
+    let end = end as usize;
+    let clean = match bytes.get(end..end + FRAME_HEAD) {
+        None => true,
+        Some(head) if head.iter().all(|&b| b == 0) => true,
+        Some(_) => frame_at(end).is_some_and(|(seq, _)| seq < expect),
+    };
+    let mut found = Vec::new();
+    if clean {
+        return found;
+    }
+    let mut next = expect;
+    let mut at = end + 1;
+    while at + FRAME_HEAD <= bytes.len() {
+        let seq = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap_or_default());
+        // A frame carries the next numbers; anything else here is a body's bytes.
+        if seq >= next
+            && seq - next < 1 << 20
+            && let Some((seq, body)) = frame_at(at)
+        {
+            found.push(body);
+            next = seq + 1;
+            at += FRAME_HEAD + body.len();
+            continue;
+        }
+        at += 1;
+    }
+    found
 }
 
 /// Where the log of the store in `dir` lives (beside sled's own directory).
@@ -548,17 +620,23 @@ mod tests {
         let end = HEADER + 5 * (FRAME_HEAD as u64 + 100);
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(end - 10).unwrap();
-        let (_, replay) = Wal::open(&path).unwrap();
+        let (wal, replay) = Wal::open(&path).unwrap();
         assert_eq!(replay.len(), 4);
+        assert!(wal.take_damage().is_none(), "a torn end is no damage");
 
-        // A flipped bit in the second frame's body: only the first is replayed.
+        // A flipped bit in the second frame's body: only the first is replayed, and the
+        // intact frames after it are found (the fifth is still torn).
         f.write_all_at(
             &[0xff],
             HEADER + FRAME_HEAD as u64 + 100 + FRAME_HEAD as u64 + 3,
         )
         .unwrap();
-        let (_, replay) = Wal::open(&path).unwrap();
+        let (wal, replay) = Wal::open(&path).unwrap();
         assert_eq!(replay, vec![vec![0u8; 100]]);
+        let damage = wal.take_damage().expect("frames after the damage");
+        assert_eq!(damage.at, HEADER + FRAME_HEAD as u64 + 100);
+        assert_eq!(damage.later, vec![vec![2u8; 100], vec![3u8; 100]]);
+        assert!(wal.take_damage().is_none(), "told once");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::super::now_ms;
+use super::super::wal::{self, Damage};
 
 /// Opens sled in `dir/db`, repairing what sled 0.34 cannot: a snapshot it was writing when
 /// its process was killed or the disk filled (`snap.*.generating`, never renamed into place)
@@ -78,4 +79,46 @@ pub(super) fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<Strin
         aside.display()
     );
     Ok((db, Some(notice)))
+}
+
+/// Keeps the redo log as found aside (`dir/aside/MS/journal.wal`) when intact frames follow
+/// where its replay stopped ([`Damage`]): the log goes on over them from there. Returns what
+/// to tell the user: where the replay stopped, which runs the frames past it wrote to, and
+/// where the log is kept. The copy is synced before anything writes to the log; without it
+/// the store does not open.
+pub(super) fn keep_damaged_log(
+    dir: &Path,
+    log: &Path,
+    damage: &Damage,
+    runs_tree: u8,
+) -> std::io::Result<String> {
+    let aside = dir.join("aside").join(now_ms().to_string());
+    std::fs::create_dir_all(&aside)?;
+    let kept = aside.join(log.file_name().unwrap_or_default());
+    std::fs::copy(log, &kept)?;
+    std::fs::File::open(&kept)?.sync_all()?;
+    std::fs::File::open(&aside)?.sync_all()?;
+    let mut runs: Vec<String> = damage
+        .later
+        .iter()
+        .filter_map(|body| wal::decode(body))
+        .flatten()
+        .filter(|c| c.tree == runs_tree)
+        .map(|c| String::from_utf8_lossy(&c.key).into_owned())
+        .collect();
+    runs.sort();
+    runs.dedup();
+    let named = match runs.len() {
+        0 => String::new(),
+        1 => format!(", which wrote to run {}", runs[0]),
+        _ => format!(", which wrote to runs {}", runs.join(", ")),
+    };
+    Ok(format!(
+        "the run store's redo log in {} stops at a damaged or torn frame (byte {}), and {} intact frame{} follow it{named}: they were not replayed, so what they recorded is missing (a run that ended among them shows as interrupted: check what it did before rolling it back or resuming it); the log as found is kept in {}",
+        dir.display(),
+        damage.at,
+        damage.later.len(),
+        if damage.later.len() == 1 { "" } else { "s" },
+        kept.display()
+    ))
 }

@@ -77,6 +77,32 @@ fn marker_width(text: &str, span: &Range<usize>) -> usize {
     text[start..end].chars().count().max(1)
 }
 
+/// Past this many characters a line is shown as a window around its column: a minified or
+/// generated line (or a hostile one) would otherwise fill the terminal.
+const SHOWN: usize = 120;
+
+/// `line` as shown, with the span's column and marker width in it: the whole line, or
+/// [`SHOWN`] characters from a little before the column, cut ends marked `…`.
+fn window(line: &str, col: usize, marker: usize) -> (String, usize, usize) {
+    let count = line.chars().count();
+    if count <= SHOWN {
+        return (line.to_owned(), col, marker);
+    }
+    let from = (col - 1).saturating_sub(SHOWN / 3).min(count - SHOWN);
+    let mut shown: String = if from > 0 {
+        "…".into()
+    } else {
+        String::new()
+    };
+    shown.extend(line.chars().skip(from).take(SHOWN));
+    if from + SHOWN < count {
+        shown.push('…');
+    }
+    let at = col - from + usize::from(from > 0);
+    let room = (from + SHOWN + 1).saturating_sub(col).max(1);
+    (shown, at, marker.min(room))
+}
+
 /// Renders diagnostics the way compilers do, so people and editors both recognise them.
 pub struct Report<'a> {
     pub path: &'a str,
@@ -99,13 +125,14 @@ impl fmt::Display for Report<'_> {
                     let line_text = self.text.lines().nth(line - 1).unwrap_or("");
                     let width = line.to_string().len();
                     writeln!(f, "{:width$} |", "")?;
-                    writeln!(f, "{line} | {line_text}")?;
-                    let marker_len = marker_width(self.text, span);
+                    let (shown, at, marker_len) =
+                        window(line_text, col, marker_width(self.text, span));
+                    writeln!(f, "{line} | {shown}")?;
                     writeln!(
                         f,
                         "{:width$} | {}{}",
                         "",
-                        " ".repeat(col - 1),
+                        " ".repeat(at - 1),
                         "^".repeat(marker_len)
                     )?;
                 }
@@ -194,6 +221,33 @@ mod tests {
             out,
             "error: unknown key `bb`\n  --> r.toml:2:1\n  |\n2 | bb = \"x\"\n  | ^^\n  = help: did you mean `b`?\n1 error in r.toml"
         );
+    }
+
+    #[test]
+    fn a_long_line_is_shown_as_a_window_around_its_span() {
+        let text = format!(
+            "x = [{}1, \"bad\"{}]\n",
+            "0, ".repeat(5000),
+            ", 2".repeat(5000)
+        );
+        let at = text.find("\"bad\"").unwrap();
+        let d = [Diagnostic::at(at..at + 5, "m")];
+        let out = Report {
+            path: "r.toml",
+            text: &text,
+            diagnostics: &d,
+        }
+        .to_string();
+        assert!(out.len() < 400, "{out}");
+        assert!(out.contains("  --> r.toml:1:15009"), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        let (shown, marker) = (lines[3], lines[4]);
+        assert!(shown.starts_with("1 | …") && shown.ends_with('…'), "{out}");
+        // The marker is under the span.
+        let col = marker.find('^').unwrap();
+        let under: String = shown.chars().skip(col).take(5).collect();
+        assert_eq!(under, "\"bad\"", "{out}");
+        assert_eq!(marker.matches('^').count(), 5);
     }
 
     #[test]

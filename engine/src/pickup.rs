@@ -112,7 +112,10 @@ pub fn prepare(
             "{} changed since run {} started (sha256 {}…, now {}…); refusing to {mode} it with different instructions",
             path.display(),
             record.run_id,
-            &record.runbook_sha256[..12.min(record.runbook_sha256.len())],
+            record
+                .runbook_sha256
+                .get(..12)
+                .unwrap_or(&record.runbook_sha256),
             &digest[..12]
         )));
     }
@@ -181,7 +184,8 @@ pub fn check_plugins(
     if changed.is_empty() || accepted {
         return Ok(changed.into_iter().map(|(_, now)| now).collect());
     }
-    let short = |d: &str| d[..12.min(d.len())].to_owned();
+    // A recorded digest is read back, not made here: never sliced inside a character.
+    let short = |d: &str| d.get(..12).unwrap_or(d).to_owned();
     let named: Vec<String> = changed
         .iter()
         .map(|(was, now)| {

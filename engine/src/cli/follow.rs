@@ -190,7 +190,10 @@ pub async fn rerun(global: &GlobalArgs, args: RerunArgs) -> Exit {
                         "medic: {} changed since run {} (sha256 {}…, now {}…): running it as it is now",
                         path.display(),
                         record.run_id,
-                        &record.runbook_sha256[..12.min(record.runbook_sha256.len())],
+                        record
+                            .runbook_sha256
+                            .get(..12)
+                            .unwrap_or(&record.runbook_sha256),
                         &digest[..12]
                     );
                 }

@@ -228,7 +228,7 @@ fn show(store: &dyn Reader, id: &str, output: OutputFormat) -> Result<(), Exit> 
             "  plugin       {} = {} (sha256 {}…)",
             p.alias,
             p.source,
-            &p.sha256[..12.min(p.sha256.len())]
+            p.sha256.get(..12).unwrap_or(&p.sha256)
         );
     }
     if let Some(l) = &r.lock {
@@ -282,7 +282,7 @@ pub(super) fn journal_line(event: &JournalEvent) -> Option<String> {
                         format!(
                             "{} (now sha256 {}…)",
                             p.alias,
-                            &p.sha256[..12.min(p.sha256.len())]
+                            p.sha256.get(..12).unwrap_or(&p.sha256)
                         )
                     })
                     .collect();

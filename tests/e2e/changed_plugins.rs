@@ -2,11 +2,9 @@
 //! upgrade's builtin): its undo would be made by other code than the one that acted. Refused
 //! unless the responder accepts it, which the journal records; never done unattended.
 
-use std::path::Path;
-use std::process::Stdio;
-
 use crate::cli::{medic, medic_command, stderr, stdout};
 use crate::serve::Serve;
+use std::path::Path;
 
 /// The step the killed run is killed in: a 20 s action.
 const SLOW: &str =
@@ -60,15 +58,9 @@ fn a_run_whose_plugin_changed_is_not_undone_unattended_and_only_when_a_responder
     let cache = work.path();
     let rb = runbook(work.path(), SLOW);
     // SIGKILL inside the slow action, after `act` acted.
-    let mut child = medic_command(cache)
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    crate::support::kill_when(&mut child, |line| {
-        line.contains("\"step_started\"") && line.contains("\"slow\"")
-    });
+    let mut run = medic_command(cache);
+    run.args(["run", rb.to_str().unwrap(), "--output", "json"]);
+    crate::support::killed_inside(run, "slow");
     rebuild(&work.path().join("act.wasm"));
 
     // Unattended: medic serve finds the run interrupted, and its runbook asks for a

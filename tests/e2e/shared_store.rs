@@ -201,17 +201,10 @@ fn killed_mid_action(work: &Path, url: &str, head: &str) -> std::path::PathBuf {
     .unwrap();
     let cache = work.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
-    let mut child = medic_command(&cache)
-        .env("MEDIC_STORE", url)
-        .args(["run", rb.to_str().unwrap(), "--output", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // SIGKILL, inside the slow action.
-    crate::support::kill_when(&mut child, |line| {
-        line.contains("\"step_started\"") && line.contains("\"slow\"")
-    });
+    let mut run = medic_command(&cache);
+    run.env("MEDIC_STORE", url)
+        .args(["run", rb.to_str().unwrap(), "--output", "json"]);
+    crate::support::killed_inside(run, "slow");
     cache
 }
 

@@ -301,6 +301,20 @@ pub fn kill_when(child: &mut std::process::Child, at: impl Fn(&str) -> bool) {
     child.wait().unwrap();
 }
 
+/// Spawns `cmd` (a `medic run ... --output json`) and kills it with SIGKILL once step
+/// `step` has started: inside its call.
+pub fn killed_inside(mut cmd: std::process::Command, step: &str) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = format!("\"{step}\"");
+    kill_when(&mut child, |line| {
+        line.contains("\"step_started\"") && line.contains(&id)
+    });
+}
+
 /// A run's JSON events, read as they come.
 pub type Events = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
 

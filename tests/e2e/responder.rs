@@ -644,3 +644,44 @@ fn the_readme_command_reference_matches_the_command_line() {
         .collect();
     assert!(missing.is_empty(), "not in the README: {missing:?}");
 }
+
+/// A run killed while it waits for an approval: its request is left on disk, but nobody
+/// will act on a decision. `medic approve` must not say "approved" to a responder who then
+/// waits for a change that never comes: it refuses, names the run and what to do, and the
+/// list of waiting approvals leaves the request out.
+#[test]
+fn approving_a_run_killed_while_it_waited_is_refused_and_names_the_interrupted_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        cache.path(),
+        "",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\" }\n",
+    );
+    let mut child = medic_command(cache.path())
+        .args(["run", rb.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
+    assert_eq!(waiting.len(), 1, "the run never asked");
+    let id = waiting[0].run_id.clone();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let o = medic(cache.path(), &["approve", &id, "--reason", "go"]);
+    assert_eq!(o.status.code(), Some(2), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("nobody waits for this approval any more")
+            && err.contains(&format!("medic runs rollback {id}")),
+        "{err}"
+    );
+    assert!(!stdout(&o).contains("approved"), "{}", stdout(&o));
+    let o = medic(cache.path(), &["approve"]);
+    assert!(
+        stdout(&o).contains("no run is waiting for an approval"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -27,6 +27,35 @@ pub struct Pending {
     /// Who may decide, and how many must.
     #[serde(default)]
     pub policy: Policy,
+    /// The process waiting for the decision: a request whose process died is no longer
+    /// offered (nobody would act on the decision). None from a medic that did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiter: Option<Waiter>,
+}
+
+/// A process waiting for an approval, on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub host: String,
+    pub pid: u32,
+    /// Its start time ([`super::process::Process::start`]).
+    pub start: Option<u64>,
+}
+
+impl Pending {
+    /// Whether the process that asked is known to be gone: on this host (a data directory's
+    /// requests are all of this host; a shared store's may be of others, whose processes
+    /// are not looked at here).
+    fn abandoned(&self, place: &Place) -> bool {
+        self.waiter.as_ref().is_some_and(|w| {
+            (matches!(place, Place::Files(_)) || w.host == super::process::hostname())
+                && !super::process::Process {
+                    pid: w.pid,
+                    start: w.start,
+                }
+                .alive()
+        })
+    }
 }
 
 /// An environment's approval policy, as a waiting run states it: who may decide, how many
@@ -320,6 +349,14 @@ impl StoreApprover {
             deadline_ms: requested_ms + timeout.as_millis() as u64,
             requested_ms,
             policy: self.policy.clone(),
+            waiter: {
+                let me = super::process::Process::this();
+                Some(Waiter {
+                    host: super::process::hostname(),
+                    pid: me.pid,
+                    start: me.start,
+                })
+            },
         };
         // Decisions left from an earlier request (a run resumed after a crash asks again)
         // answer nothing now.
@@ -393,8 +430,15 @@ impl Approver for StoreApprover {
 }
 
 /// The approvals runs are waiting for, optionally only those of runs whose id starts with
-/// `prefix`.
+/// `prefix`: not those whose process died (see [`Pending::abandoned`]).
 pub fn pending(place: &Place, prefix: Option<&str>) -> Vec<Pending> {
+    let mut all = requested(place, prefix);
+    all.retain(|p| !p.abandoned(place));
+    all
+}
+
+/// The approval requests on record, their process alive or not.
+fn requested(place: &Place, prefix: Option<&str>) -> Vec<Pending> {
     let all: Vec<Pending> = match place {
         Place::Files(data) => std::fs::read_dir(dir_of(data))
             .into_iter()
@@ -433,11 +477,22 @@ pub fn decide(
     groups: &[String],
     reason: &str,
 ) -> Result<(Pending, usize), String> {
-    let candidates: Vec<Pending> = pending(place, Some(prefix))
+    let (gone, candidates): (Vec<Pending>, Vec<Pending>) = requested(place, Some(prefix))
         .into_iter()
         .filter(|p| step.is_none_or(|s| s == p.step))
-        .collect();
+        .partition(|p| p.abandoned(place));
     let p = match candidates.len() {
+        0 if !gone.is_empty() => {
+            let which: Vec<String> = gone
+                .iter()
+                .map(|p| format!("{} (step {})", p.run_id, p.step))
+                .collect();
+            let id = &gone[0].run_id;
+            return Err(format!(
+                "nobody waits for this approval any more: the process of run {} died while it waited; the run is interrupted and decides nothing\n  = help: `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`",
+                which.join(", ")
+            ));
+        }
         0 => {
             return Err(format!(
                 "no run matching `{prefix}` is waiting for an approval{}",

@@ -96,12 +96,6 @@ pub fn shown(url: &str) -> String {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
-}
-
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -138,7 +132,7 @@ impl Postgres {
             holder: hold::Holder::new(&config, &place),
             place,
             owner_id: crate::executor::new_run_id(),
-            host: hostname(),
+            host: super::process::hostname(),
             pool,
             append_locks: std::array::from_fn(|_| Mutex::new(())),
             stop_heartbeat: Mutex::new(None),

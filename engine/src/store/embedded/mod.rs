@@ -234,22 +234,7 @@ impl Sled {
         };
         let (wal, replay) = Wal::open(&wal::path(dir))
             .map_err(|e| StoreError::of_wal(shown.clone(), WalError::Io(e)))?;
-        let mut repaired = repaired;
-        if let Some(damage) = wal.take_damage() {
-            let notice = repair::keep_damaged_log(dir, &wal::path(dir), &damage, RUNS).map_err(
-                |e| StoreError::Log {
-                    dir: shown.clone(),
-                    source: std::io::Error::new(
-                        e.kind(),
-                        format!("its redo log is damaged, and cannot be kept aside before it is written over: {e}"),
-                    ),
-                },
-            )?;
-            repaired = Some(match repaired {
-                Some(r) => format!("{r}; {notice}"),
-                None => notice,
-            });
-        }
+        let repaired = repair::with_damage(dir, &shown, &wal, repaired, RUNS)?;
         let wal = Arc::new(wal);
         let (runs, events) = (open(RUNS)?, open(EVENTS)?);
         let pending = Arc::new(Pending::new(runs.clone(), events.clone()));

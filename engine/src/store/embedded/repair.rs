@@ -81,12 +81,41 @@ pub(super) fn open_repairing(dir: &Path) -> sled::Result<(sled::Db, Option<Strin
     Ok((db, Some(notice)))
 }
 
+/// `repaired`, and what [`keep_damaged_log`] says if the log `wal` was found damaged; an
+/// error when the damaged log cannot be kept (nothing may write over it then).
+pub(super) fn with_damage(
+    dir: &Path,
+    shown: &str,
+    wal: &wal::Wal,
+    repaired: Option<String>,
+    runs_tree: u8,
+) -> Result<Option<String>, super::super::StoreError> {
+    let Some(damage) = wal.take_damage() else {
+        return Ok(repaired);
+    };
+    let notice = keep_damaged_log(dir, &wal::path(dir), &damage, runs_tree).map_err(|e| {
+        super::super::StoreError::Log {
+            dir: shown.to_owned(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!(
+                    "its redo log is damaged, and cannot be kept aside before it is written over: {e}"
+                ),
+            ),
+        }
+    })?;
+    Ok(Some(match repaired {
+        Some(r) => format!("{r}; {notice}"),
+        None => notice,
+    }))
+}
+
 /// Keeps the redo log as found aside (`dir/aside/MS/journal.wal`) when intact frames follow
 /// where its replay stopped ([`Damage`]): the log goes on over them from there. Returns what
 /// to tell the user: where the replay stopped, which runs the frames past it wrote to, and
 /// where the log is kept. The copy is synced before anything writes to the log; without it
 /// the store does not open.
-pub(super) fn keep_damaged_log(
+fn keep_damaged_log(
     dir: &Path,
     log: &Path,
     damage: &Damage,

@@ -33,6 +33,14 @@ fn still_alive_after_a_while(pid: u32) -> bool {
     alive(pid)
 }
 
+/// Kills the store daemon holding the store in `data` with SIGKILL, and waits (bounded) for
+/// it to be gone.
+pub(crate) fn kill_daemon(data: &Path) {
+    let daemon = daemon_pid(data);
+    crate::verdicts::signal(daemon, 9);
+    assert!(!still_alive_after_a_while(daemon));
+}
+
 /// Waits (bounded) until no store daemon holds the store in `data`: it let go after its
 /// idle time. What a test then does to the files is what a crash would leave.
 pub fn until_let_go(data: &Path) {
@@ -506,11 +514,7 @@ fn the_daemon_killed_after_runs_ended_loses_nothing_they_recorded() {
     assert_eq!(before.len(), 5);
     // sled is flushed only at checkpoints and when the daemon lets go: what the runs
     // recorded is in the redo log alone when the daemon is killed.
-    let kill = || {
-        let daemon = daemon_pid(&data);
-        crate::verdicts::signal(daemon, 9);
-        assert!(!still_alive_after_a_while(daemon));
-    };
+    let kill = || kill_daemon(&data);
     kill();
     assert!(
         std::fs::metadata(data.join("journal.wal")).unwrap().len() > 1000,

@@ -156,22 +156,8 @@ fn a_redo_log_damaged_mid_way_is_kept_aside_and_the_runs_it_lost_are_named() {
         let started = crate::support::json_lines(&stdout(&o)).remove(0);
         ids.push(started["run_id"].as_str().unwrap().to_owned());
     }
-    let daemon = crate::store_daemon::daemon_pid(&data);
-    crate::verdicts::signal(daemon, 9);
-    let alive = || {
-        medic::store::process::Process {
-            pid: daemon,
-            start: None,
-        }
-        .alive()
-    };
-    for _ in 0..250 {
-        if !alive() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(!alive());
+    // SIGKILL: sled is given the runs only at a checkpoint or when the daemon lets go.
+    crate::store_daemon::kill_daemon(&data);
     let log = data.join("journal.wal");
     let mut bytes = std::fs::read(&log).unwrap();
     let end = bytes.iter().rposition(|&b| b != 0).unwrap();

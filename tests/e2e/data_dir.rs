@@ -85,3 +85,47 @@ fn a_data_directory_too_long_for_a_sockets_address_is_served_all_the_same() {
     let o = with_data(&["runs", "list", "--output", "json"]);
     assert_eq!(json_lines(&stdout(&o)).len(), 2, "{}", stderr(&o));
 }
+
+/// `MEDIC_SERVER= medic run ...` is how a responder runs locally while the server in their
+/// profile is down; a template can leave any variable empty. An empty `MEDIC_*` counts as
+/// unset, as an empty `XDG_*` does; an empty value typed after a flag is still refused.
+#[test]
+fn empty_medic_variables_count_as_unset() {
+    let home = tempfile::tempdir().unwrap();
+    let rb = crate::shared_store::quick_runbook(home.path());
+    let empty = |args: &[&str]| {
+        let mut cmd = medic_command(home.path());
+        for var in [
+            "MEDIC_DATA_DIR",
+            "MEDIC_CACHE_DIR",
+            "MEDIC_SERVER",
+            "MEDIC_TOKEN",
+            "MEDIC_STORE",
+            "MEDIC_RETENTION",
+            "MEDIC_PG_CONNECTIONS",
+        ] {
+            cmd.env(var, "");
+        }
+        cmd.env("XDG_DATA_HOME", home.path().join("xdg-data"))
+            .env("XDG_CACHE_HOME", home.path().join("xdg-cache"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = empty(&["run", rb.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let data = home.path().join("xdg-data").join("medic");
+    assert!(
+        data.join("store.sock").exists(),
+        "recorded in the platform data directory"
+    );
+    assert!(
+        home.path().join("xdg-cache").join("medic").exists(),
+        "the platform cache"
+    );
+    let o = empty(&["runs", "list", "--output", "json"]);
+    assert_eq!(json_lines(&stdout(&o)).len(), 1, "{}", stderr(&o));
+    let o = empty(&["runs", "list", "--data-dir", ""]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--data-dir"), "{}", stderr(&o));
+}

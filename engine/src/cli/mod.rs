@@ -25,7 +25,7 @@ mod trigger;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::host::{HostConfig, PluginHost};
 
@@ -438,10 +438,31 @@ fn init_tracing(verbose: u8, color: bool) {
         .try_init();
 }
 
+/// The command line, where a `MEDIC_*` variable that is set but empty counts as unset, as an
+/// empty `XDG_*` does: `MEDIC_SERVER= medic run ...` is how a responder runs locally while the
+/// server in their profile is down, and an empty value left by a template is neither a path
+/// nor a URL. An empty value typed after a flag (`--data-dir ""`) is still refused.
+fn command() -> clap::Command {
+    fn unset_empty(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|arg| {
+            let empty = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.is_empty());
+            if empty { arg.env(None::<&str>) } else { arg }
+        })
+        .mut_subcommands(unset_empty)
+    }
+    unset_empty(Cli::command())
+}
+
 pub fn main() -> ExitCode {
     // Everything Medic writes (records, approvals, the plugin cache) is this user's alone.
     crate::private::restrict_umask();
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if !cli.command.changes_things() {
         // `medic runs list | head`: a reader that went away ends a read-only command quietly
         // (as SIGPIPE does for every other Unix tool), rather than in a panic on the next

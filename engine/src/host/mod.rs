@@ -230,6 +230,7 @@ impl Default for HostConfig {
 /// `MEDIC_CACHE_DIR`, else the platform cache directory.
 pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("MEDIC_CACHE_DIR")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| dirs::cache_dir().map(|d| d.join("medic").join("plugins")))
 }

@@ -77,6 +77,7 @@ pub fn now_ms() -> u64 {
 /// `--data-dir`, else `MEDIC_DATA_DIR`, else the platform data directory.
 pub fn default_data_dir() -> Option<PathBuf> {
     std::env::var_os("MEDIC_DATA_DIR")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| dirs::data_dir().map(|d| d.join("medic")))
 }

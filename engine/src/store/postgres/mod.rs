@@ -43,6 +43,7 @@ const MAX_CONNECTIONS: usize = 256;
 fn connections() -> Result<usize, String> {
     match std::env::var("MEDIC_PG_CONNECTIONS") {
         Err(_) => Ok(CONNECTIONS),
+        Ok(v) if v.trim().is_empty() => Ok(CONNECTIONS),
         Ok(v) => match v.trim().parse::<usize>() {
             Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
             _ => Err(format!(

@@ -369,7 +369,7 @@ impl StoreApprover {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let outcome = loop {
-            if let Some(d) = self.decided(run_id, step, requested_ms) {
+            if let Some(d) = settled(&self.place, &self.policy, run_id, step, requested_ms) {
                 break d;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -382,37 +382,6 @@ impl StoreApprover {
         remove_pending(&self.place, run_id, step);
         clear_decisions(&self.place, run_id, step);
         outcome
-    }
-
-    /// The decision, once there is one: any rejection by someone the policy lets decide,
-    /// or enough distinct approvals. Decisions older than the request, or by someone the
-    /// policy excludes (a file written by hand), count for nothing.
-    fn decided(&self, run_id: &str, step: &str, requested_ms: u64) -> Option<Decision> {
-        let mut approvals: Vec<DecisionFile> = Vec::new();
-        for d in decisions(&self.place, run_id, step) {
-            if d.at_ms < requested_ms || self.policy.refuses(&d.by, &d.groups).is_some() {
-                continue;
-            }
-            if !d.approved {
-                return Some(Decision::Rejected {
-                    by: d.by,
-                    reason: d.reason,
-                });
-            }
-            if !approvals.iter().any(|a| name_of(&a.by) == name_of(&d.by)) {
-                approvals.push(d);
-            }
-        }
-        if approvals.len() < self.policy.min_approvals.max(1) as usize {
-            return None;
-        }
-        approvals.sort_by_key(|a| a.at_ms);
-        let by: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
-        let reason: Vec<&str> = approvals.iter().map(|a| a.reason.as_str()).collect();
-        Some(Decision::Approved {
-            by: by.join(", "),
-            reason: reason.join("; "),
-        })
     }
 }
 
@@ -427,6 +396,43 @@ impl Approver for StoreApprover {
     ) -> Pin<Box<dyn Future<Output = Decision> + Send + 'a>> {
         Box::pin(self.wait_inner(run_id, step, prompt, timeout, cancel))
     }
+}
+
+/// The decision the decisions on record settle, once they do: any rejection by someone the
+/// policy lets decide, or enough distinct approvals. Decisions older than the request, or by
+/// someone the policy excludes (a file written by hand), count for nothing.
+fn settled(
+    place: &Place,
+    policy: &Policy,
+    run_id: &str,
+    step: &str,
+    requested_ms: u64,
+) -> Option<Decision> {
+    let mut approvals: Vec<DecisionFile> = Vec::new();
+    for d in decisions(place, run_id, step) {
+        if d.at_ms < requested_ms || policy.refuses(&d.by, &d.groups).is_some() {
+            continue;
+        }
+        if !d.approved {
+            return Some(Decision::Rejected {
+                by: d.by,
+                reason: d.reason,
+            });
+        }
+        if !approvals.iter().any(|a| name_of(&a.by) == name_of(&d.by)) {
+            approvals.push(d);
+        }
+    }
+    if approvals.len() < policy.min_approvals.max(1) as usize {
+        return None;
+    }
+    approvals.sort_by_key(|a| a.at_ms);
+    let by: Vec<&str> = approvals.iter().map(|a| a.by.as_str()).collect();
+    let reason: Vec<&str> = approvals.iter().map(|a| a.reason.as_str()).collect();
+    Some(Decision::Approved {
+        by: by.join(", "),
+        reason: reason.join("; "),
+    })
 }
 
 /// The approvals runs are waiting for, optionally only those of runs whose id starts with
@@ -514,6 +520,17 @@ pub fn decide(
     if let Some(why) = p.policy.refuses(by, groups) {
         return Err(why);
     }
+    // The run goes on with a settled request at its next poll (200 ms): a decision after
+    // that would be told it counted when it did not, or, a rejection racing that poll, undo
+    // a decision another person was already told stands.
+    if let Some(done) = settled(place, &p.policy, &p.run_id, &p.step, p.requested_ms) {
+        return Err(format!(
+            "run {} (step {}) is already {}: the run goes on with that, not with this decision",
+            p.run_id,
+            p.step,
+            told(&done)
+        ));
+    }
     let d = DecisionFile {
         approved,
         by: by.into(),
@@ -523,6 +540,18 @@ pub fn decide(
     };
     put_decision(place, &p.run_id, &p.step, &d)
         .map_err(|e| format!("cannot write the decision: {e}"))?;
+    // Decided otherwise in the same instant: by someone else (a rejection wins), or by the
+    // same person from another terminal (one decision each: the last written stands).
+    if let Some(done) = settled(place, &p.policy, &p.run_id, &p.step, p.requested_ms)
+        && matches!(done, Decision::Approved { .. }) != approved
+    {
+        return Err(format!(
+            "run {} (step {}) was {} at the same time: the run goes on with that, not with this decision",
+            p.run_id,
+            p.step,
+            told(&done)
+        ));
+    }
     let approvals = decisions(place, &p.run_id, &p.step)
         .into_iter()
         .filter(|d| {
@@ -530,4 +559,68 @@ pub fn decide(
         })
         .count();
     Ok((p, approvals))
+}
+
+/// A settled decision as a responder is told it.
+fn told(d: &Decision) -> String {
+    match d {
+        Decision::Approved { by, reason } => format!("approved by {by} ({reason})"),
+        Decision::Rejected { by, reason } => format!("rejected by {by} ({reason})"),
+        Decision::TimedOut => "timed out".into(),
+        Decision::Cancelled => "cancelled".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(data: &Path, min_approvals: u32) -> Place {
+        std::fs::create_dir_all(dir_of(data)).unwrap();
+        let place = Place::Files(data.to_owned());
+        let p = Pending {
+            run_id: "01settled".into(),
+            step: "go".into(),
+            prompt: "go?".into(),
+            deadline_ms: now_ms() + 60_000,
+            requested_ms: now_ms(),
+            policy: Policy {
+                min_approvals,
+                ..Policy::default()
+            },
+            waiter: None,
+        };
+        put_pending(&place, &p).unwrap();
+        place
+    }
+
+    fn by(place: &Place, who: &str, approved: bool) -> Result<(Pending, usize), String> {
+        decide(place, "01settled", None, approved, who, &[], "because")
+    }
+
+    /// Between a decision that settles a request and the run's next poll, a later decision
+    /// is refused, naming the one the run goes on with: not told it counted.
+    #[test]
+    fn a_decision_after_the_one_that_settled_the_request_is_refused_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let place = waiting(&dir.path().join("one"), 1);
+        assert_eq!(by(&place, "alice", true).unwrap().1, 1);
+        let e = by(&place, "bob", false).unwrap_err();
+        assert!(
+            e.contains("already approved by alice (because)") && e.contains("not with this"),
+            "{e}"
+        );
+        // What the run reads is still alice's approval alone.
+        assert!(matches!(
+            settled(&place, &Policy::default(), "01settled", "go", 0),
+            Some(Decision::Approved { by, .. }) if by == "alice"
+        ));
+
+        // Two approvals needed: one does not settle it, and a rejection then does.
+        let place = waiting(&dir.path().join("two"), 2);
+        assert_eq!(by(&place, "alice", true).unwrap().1, 1);
+        by(&place, "bob", false).unwrap();
+        let e = by(&place, "carol", true).unwrap_err();
+        assert!(e.contains("already rejected by bob (because)"), "{e}");
+    }
 }

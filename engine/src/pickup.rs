@@ -63,11 +63,23 @@ pub fn prepare(
         ) | (true, RunStatus::RollbackFailed)
     );
     if !allowed {
-        return Err(Refused::Invalid(format!(
-            "run {} ended {}; only interrupted, failed or cancelled runs can be {verb}",
-            record.run_id,
-            record.status.name(),
-        )));
+        let which = if rollback_only {
+            "interrupted, failed, cancelled or rollback_failed"
+        } else {
+            "interrupted, failed or cancelled"
+        };
+        let id = &record.run_id;
+        return Err(Refused::Invalid(match record.status {
+            // Two processes acting on the same systems at once: never.
+            RunStatus::Running => format!(
+                "run {id} is still running (process {}); only {which} runs can be {verb}\n  = help: stop it first (Ctrl-C or SIGTERM in its terminal, or `POST /runs/{id}/cancel` if it runs in `medic serve`), then try again",
+                record.pid
+            ),
+            status => format!(
+                "run {id} ended {}; only {which} runs can be {verb}",
+                status.name()
+            ),
+        }));
     }
     let journal = store
         .journal(&record.run_id)

@@ -685,3 +685,45 @@ fn approving_a_run_killed_while_it_waited_is_refused_and_names_the_interrupted_r
         stdout(&o)
     );
 }
+
+/// A responder reaching for `runs rollback` while the run is still waiting (its terminal
+/// elsewhere): refused, told it is still running and how to stop it, and the run still
+/// takes its decision afterwards. Two processes must never act on the same systems at once.
+#[test]
+fn rolling_back_or_resuming_a_run_still_running_is_refused_and_says_how_to_stop_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let rb = scripted_runbook(
+        cache.path(),
+        "",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\" }\n",
+    );
+    let child = medic_command(cache.path())
+        .args(["run", rb.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
+    assert_eq!(waiting.len(), 1, "the run never asked");
+    let id = waiting[0].run_id.clone();
+    for verb in ["rollback", "resume"] {
+        let o = medic(cache.path(), &["runs", verb, &id]);
+        assert_eq!(o.status.code(), Some(2), "{}\n{}", stdout(&o), stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!(
+                "run {id} is still running (process {})",
+                child.id()
+            )) && err.contains("stop it first"),
+            "{err}"
+        );
+    }
+    let o = medic(cache.path(), &["reject", &id, "--reason", "not now"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the run took the rejection: failed"
+    );
+}

@@ -652,20 +652,7 @@ fn the_readme_command_reference_matches_the_command_line() {
 #[test]
 fn approving_a_run_killed_while_it_waited_is_refused_and_names_the_interrupted_run() {
     let cache = tempfile::tempdir().unwrap();
-    let rb = scripted_runbook(
-        cache.path(),
-        "",
-        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\" }\n",
-    );
-    let mut child = medic_command(cache.path())
-        .args(["run", rb.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
-    assert_eq!(waiting.len(), 1, "the run never asked");
-    let id = waiting[0].run_id.clone();
+    let (mut child, id) = waiting_for_approval(cache.path());
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -692,20 +679,7 @@ fn approving_a_run_killed_while_it_waited_is_refused_and_names_the_interrupted_r
 #[test]
 fn rolling_back_or_resuming_a_run_still_running_is_refused_and_says_how_to_stop_it() {
     let cache = tempfile::tempdir().unwrap();
-    let rb = scripted_runbook(
-        cache.path(),
-        "",
-        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\" }\n",
-    );
-    let child = medic_command(cache.path())
-        .args(["run", rb.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let waiting = crate::support::pending_approvals(&cache.path().join("data/approvals"));
-    assert_eq!(waiting.len(), 1, "the run never asked");
-    let id = waiting[0].run_id.clone();
+    let (child, id) = waiting_for_approval(cache.path());
     for verb in ["rollback", "resume"] {
         let o = medic(cache.path(), &["runs", verb, &id]);
         assert_eq!(o.status.code(), Some(2), "{}\n{}", stdout(&o), stderr(&o));
@@ -726,4 +700,24 @@ fn rolling_back_or_resuming_a_run_still_running_is_refused_and_says_how_to_stop_
         Some(1),
         "the run took the rejection: failed"
     );
+}
+
+/// A `medic run` (its process, and its run's id) waiting for an approval before its only
+/// step acts.
+fn waiting_for_approval(cache: &std::path::Path) -> (std::process::Child, String) {
+    let rb = scripted_runbook(
+        cache,
+        "",
+        "[[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\" }\n",
+    );
+    let child = medic_command(cache)
+        .args(["run", rb.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&cache.join("data/approvals"));
+    assert_eq!(waiting.len(), 1, "the run never asked");
+    let id = waiting[0].run_id.clone();
+    (child, id)
 }

@@ -732,3 +732,32 @@ fn a_drill_disabled_in_its_file_is_skipped_on_schedule_but_runs_on_demand() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("drill off: passed"), "{}", stdout(&o));
 }
+
+/// `drills` and `triggers` are relative to where the command runs: from anywhere else, the
+/// responder is told which directory is missing and how to name another.
+#[test]
+fn a_missing_drills_or_triggers_directory_says_how_to_name_one() {
+    let cache = tempfile::tempdir().unwrap();
+    for (args, flag, var) in [
+        (&["drill", "list"][..], "--drills DIR", "MEDIC_DRILLS"),
+        (
+            &["trigger", "validate"][..],
+            "--triggers DIR",
+            "MEDIC_TRIGGERS",
+        ),
+    ] {
+        let o = crate::cli::medic_command(cache.path())
+            .current_dir(cache.path())
+            .env_remove(var)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("there is no {}s directory", args[0]))
+                && err.contains(&format!("name it with {flag} or {var}")),
+            "{err}"
+        );
+    }
+}

@@ -177,10 +177,19 @@ pub async fn load_declared<T: Declared>(
             return Err(vec![FileErrors {
                 path: dir.to_owned(),
                 text: String::new(),
-                diagnostics: vec![Diagnostic::new(
-                    format!("cannot read the {kind}s directory: {e}"),
-                    None,
-                )],
+                diagnostics: vec![match e.kind() {
+                    // The default (`drills`, `triggers`) is relative to where the command
+                    // runs: from another directory, say where else to look.
+                    std::io::ErrorKind::NotFound => Diagnostic::new(
+                        format!("there is no {kind}s directory {}", dir.display()),
+                        None,
+                    )
+                    .help(format!(
+                        "name it with --{kind}s DIR or MEDIC_{}S",
+                        kind.to_ascii_uppercase()
+                    )),
+                    _ => Diagnostic::new(format!("cannot read the {kind}s directory: {e}"), None),
+                }],
             }]);
         }
     };

@@ -523,13 +523,22 @@ pub fn decide(
     // The run goes on with a settled request at its next poll (200 ms): a decision after
     // that would be told it counted when it did not, or, a rejection racing that poll, undo
     // a decision another person was already told stands.
+    // The same person's same decision again (a retried request, a second click) is the one
+    // the run goes on with: told so again, not refused.
     if let Some(done) = settled(place, &p.policy, &p.run_id, &p.step, p.requested_ms) {
-        return Err(format!(
-            "run {} (step {}) is already {}: the run goes on with that, not with this decision",
-            p.run_id,
-            p.step,
-            told(&done)
-        ));
+        let again = decisions(place, &p.run_id, &p.step).iter().any(|d| {
+            d.approved == approved && d.at_ms >= p.requested_ms && name_of(&d.by) == name_of(by)
+        });
+        if !again {
+            return Err(format!(
+                "run {} (step {}) is already {}: the run goes on with that, not with this decision",
+                p.run_id,
+                p.step,
+                told(&done)
+            ));
+        }
+        let approvals = approvals_of(place, &p);
+        return Ok((p, approvals));
     }
     let d = DecisionFile {
         approved,
@@ -552,13 +561,18 @@ pub fn decide(
             told(&done)
         ));
     }
-    let approvals = decisions(place, &p.run_id, &p.step)
+    let approvals = approvals_of(place, &p);
+    Ok((p, approvals))
+}
+
+/// How many approvals that count `p` has on record.
+fn approvals_of(place: &Place, p: &Pending) -> usize {
+    decisions(place, &p.run_id, &p.step)
         .into_iter()
         .filter(|d| {
             d.approved && d.at_ms >= p.requested_ms && p.policy.refuses(&d.by, &d.groups).is_none()
         })
-        .count();
-    Ok((p, approvals))
+        .count()
 }
 
 /// A settled decision as a responder is told it.
@@ -605,6 +619,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let place = waiting(&dir.path().join("one"), 1);
         assert_eq!(by(&place, "alice", true).unwrap().1, 1);
+        // Her request retried: told it stands, as the first time.
+        assert_eq!(by(&place, "alice", true).unwrap().1, 1);
+        // Her own change of mind, once settled, is refused like anyone's.
+        let e = by(&place, "alice", false).unwrap_err();
+        assert!(e.contains("already approved by alice"), "{e}");
         let e = by(&place, "bob", false).unwrap_err();
         assert!(
             e.contains("already approved by alice (because)") && e.contains("not with this"),

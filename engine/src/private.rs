@@ -13,7 +13,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The umask the process started with (restored for commands plugins run).
@@ -225,6 +225,30 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 /// Writes `bytes` to `path` atomically: a fresh temporary file beside it (created
 /// exclusively, 0600), synced, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = written_beside(path, bytes)?;
+    let renamed = std::fs::rename(&tmp, path);
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// Writes `bytes` to `path` only if nothing is there yet, whole or not at all (a temporary
+/// file beside it, synced, then linked to `path`, which fails if `path` exists). Returns
+/// whether it was written: of two writers racing, exactly one is told it was.
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let tmp = written_beside(path, bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A fresh temporary file beside `path` (created exclusively, 0600) holding `bytes`, synced.
+fn written_beside(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -236,8 +260,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = create_new(&tmp)?;
     let written = f.write_all(bytes).and_then(|()| f.sync_all());
     drop(f);
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => Ok(()),
+    match written {
+        Ok(()) => Ok(tmp),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)

@@ -3,6 +3,9 @@
 //! the decision next to it. With the embedded store they are files in `DATA_DIR/approvals/`
 //! (written to a temporary name and renamed, so a reader never sees half of one); with a
 //! shared store they are its documents, so a run waiting on one host is decided from any.
+//! The first to find the decisions settle the request writes that as its verdict, if none
+//! is there yet (a file linked into place, a conditional insert): the run and every decider
+//! are told that one, however close together opposite decisions came.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -189,6 +192,56 @@ fn decisions_prefix(run_id: &str, step: &str) -> String {
     format!("{DOCS}{run_id}/{step}/decision/")
 }
 
+/// The decision that settled one request (`requested_ms` tells a request from the one a
+/// resumed run makes again).
+fn verdict_path(dir: &Path, run_id: &str, step: &str, requested_ms: u64) -> PathBuf {
+    dir.join(format!("{run_id}.{step}.verdict.{requested_ms}.json"))
+}
+
+fn verdicts_prefix(run_id: &str, step: &str) -> String {
+    format!("{DOCS}{run_id}/{step}/verdict/")
+}
+
+/// The decision a request was settled with: written once, by whoever first finds the
+/// decisions on record settle it (a decider, once its decision is written, or the run as it
+/// polls), and never replaced. Two opposite decisions made in the same instant can each find
+/// the request unsettled and each be written; only one of them is then the verdict, and
+/// only its decider is told the decision stands.
+#[derive(Debug, Serialize, Deserialize)]
+struct VerdictFile {
+    approved: bool,
+    by: String,
+    reason: String,
+}
+
+impl VerdictFile {
+    fn of(d: &Decision) -> Option<VerdictFile> {
+        let (approved, by, reason) = match d {
+            Decision::Approved { by, reason } => (true, by, reason),
+            Decision::Rejected { by, reason } => (false, by, reason),
+            Decision::TimedOut | Decision::Cancelled => return None,
+        };
+        Some(VerdictFile {
+            approved,
+            by: by.clone(),
+            reason: reason.clone(),
+        })
+    }
+
+    fn decision(self) -> Decision {
+        let VerdictFile {
+            approved,
+            by,
+            reason,
+        } = self;
+        if approved {
+            Decision::Approved { by, reason }
+        } else {
+            Decision::Rejected { by, reason }
+        }
+    }
+}
+
 fn store_error(e: super::StoreError) -> String {
     e.to_string()
 }
@@ -253,24 +306,81 @@ fn decisions(place: &Place, run_id: &str, step: &str) -> Vec<DecisionFile> {
     }
 }
 
+/// Removes a request's decisions and its verdict.
 fn clear_decisions(place: &Place, run_id: &str, step: &str) {
     match place {
         Place::Files(data) => {
-            let prefix = format!("{run_id}.{step}.decision.");
+            let prefixes = [
+                format!("{run_id}.{step}.decision."),
+                format!("{run_id}.{step}.verdict."),
+            ];
             for e in std::fs::read_dir(dir_of(data))
                 .into_iter()
                 .flatten()
                 .flatten()
             {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if prefixes.iter().any(|p| name.starts_with(p.as_str())) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
         }
         Place::Shared(docs) => {
-            let (from, to) = prefix_range(&decisions_prefix(run_id, step));
-            let _ = docs.delete_documents(&from, &to);
+            for prefix in [
+                decisions_prefix(run_id, step),
+                verdicts_prefix(run_id, step),
+            ] {
+                let (from, to) = prefix_range(&prefix);
+                let _ = docs.delete_documents(&from, &to);
+            }
         }
+    }
+}
+
+/// The verdict of a request, if one was written.
+fn read_verdict(place: &Place, run_id: &str, step: &str, requested_ms: u64) -> Option<Decision> {
+    let bytes = match place {
+        Place::Files(data) => crate::input::read_bounded(
+            &verdict_path(&dir_of(data), run_id, step, requested_ms),
+            64 << 10,
+        )
+        .ok()?,
+        Place::Shared(docs) => docs
+            .document(&format!("{}{requested_ms}", verdicts_prefix(run_id, step)))
+            .ok()??,
+    };
+    serde_json::from_slice::<VerdictFile>(&bytes)
+        .ok()
+        .map(VerdictFile::decision)
+}
+
+/// Writes `d` as the verdict of a request unless one is there already; returns whether it
+/// was written.
+fn claim_verdict(
+    place: &Place,
+    run_id: &str,
+    step: &str,
+    requested_ms: u64,
+    d: &Decision,
+) -> Result<bool, String> {
+    let Some(v) = VerdictFile::of(d) else {
+        return Ok(false);
+    };
+    let bytes = serde_json::to_vec(&v).expect("serialize");
+    match place {
+        Place::Files(data) => {
+            let path = verdict_path(&dir_of(data), run_id, step, requested_ms);
+            crate::private::write_new(&path, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Place::Shared(docs) => docs
+            .put_document(
+                &format!("{}{requested_ms}", verdicts_prefix(run_id, step)),
+                &bytes,
+                Some(None),
+            )
+            .map_err(store_error),
     }
 }
 
@@ -369,8 +479,12 @@ impl StoreApprover {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let outcome = loop {
-            if let Some(d) = settled(&self.place, &self.policy, run_id, step, requested_ms) {
-                break d;
+            match verdict(&self.place, &self.policy, run_id, step, requested_ms) {
+                Ok(Some(d)) => break d,
+                Ok(None) => {}
+                // Asked again at the next poll; a decider cannot be told the request is
+                // settled without a verdict on record either.
+                Err(e) => tracing::warn!("approval of run {run_id} (step {step}): {e}"),
             }
             if tokio::time::Instant::now() >= deadline {
                 break Decision::TimedOut;
@@ -433,6 +547,32 @@ fn settled(
         by: by.join(", "),
         reason: reason.join("; "),
     })
+}
+
+/// The decision a request is settled with: its verdict, written by the first to find the
+/// decisions on record settle it (see [`VerdictFile`]). Everyone asks this, the run and each
+/// decider, so all are told the same.
+fn verdict(
+    place: &Place,
+    policy: &Policy,
+    run_id: &str,
+    step: &str,
+    requested_ms: u64,
+) -> Result<Option<Decision>, String> {
+    if let Some(d) = read_verdict(place, run_id, step, requested_ms) {
+        return Ok(Some(d));
+    }
+    let Some(d) = settled(place, policy, run_id, step, requested_ms) else {
+        return Ok(None);
+    };
+    if claim_verdict(place, run_id, step, requested_ms, &d)? {
+        return Ok(Some(d));
+    }
+    // Written by another in between: theirs stands. (Unreadable, it was at least written
+    // from these same decisions.)
+    Ok(Some(
+        read_verdict(place, run_id, step, requested_ms).unwrap_or(d),
+    ))
 }
 
 /// The approvals runs are waiting for, optionally only those of runs whose id starts with
@@ -525,10 +665,13 @@ pub fn decide(
     // a decision another person was already told stands.
     // The same person's same decision again (a retried request, a second click) is the one
     // the run goes on with: told so again, not refused.
-    if let Some(done) = settled(place, &p.policy, &p.run_id, &p.step, p.requested_ms) {
-        let again = decisions(place, &p.run_id, &p.step).iter().any(|d| {
-            d.approved == approved && d.at_ms >= p.requested_ms && name_of(&d.by) == name_of(by)
-        });
+    let verdict = verdict(place, &p.policy, &p.run_id, &p.step, p.requested_ms)
+        .map_err(|e| format!("cannot record the decision: {e}"))?;
+    if let Some(done) = verdict {
+        let again = matches!(done, Decision::Approved { .. }) == approved
+            && decisions(place, &p.run_id, &p.step).iter().any(|d| {
+                d.approved == approved && d.at_ms >= p.requested_ms && name_of(&d.by) == name_of(by)
+            });
         if !again {
             return Err(format!(
                 "run {} (step {}) is already {}: the run goes on with that, not with this decision",
@@ -549,9 +692,17 @@ pub fn decide(
     };
     put_decision(place, &p.run_id, &p.step, &d)
         .map_err(|e| format!("cannot write the decision: {e}"))?;
-    // Decided otherwise in the same instant: by someone else (a rejection wins), or by the
-    // same person from another terminal (one decision each: the last written stands).
-    if let Some(done) = settled(place, &p.policy, &p.run_id, &p.step, p.requested_ms)
+    let approvals = after_writing(place, &p, approved)?;
+    Ok((p, approvals))
+}
+
+/// What a decider whose decision is written is told: how many approvals `p` has, or that it
+/// was decided otherwise in the same instant (by someone else, or by the same person from
+/// another terminal), when the verdict is not this decision.
+fn after_writing(place: &Place, p: &Pending, approved: bool) -> Result<usize, String> {
+    let verdict = verdict(place, &p.policy, &p.run_id, &p.step, p.requested_ms)
+        .map_err(|e| format!("cannot record the decision: {e}"))?;
+    if let Some(done) = verdict
         && matches!(done, Decision::Approved { .. }) != approved
     {
         return Err(format!(
@@ -561,8 +712,7 @@ pub fn decide(
             told(&done)
         ));
     }
-    let approvals = approvals_of(place, &p);
-    Ok((p, approvals))
+    Ok(approvals_of(place, p))
 }
 
 /// How many approvals that count `p` has on record.
@@ -586,60 +736,4 @@ fn told(d: &Decision) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn waiting(data: &Path, min_approvals: u32) -> Place {
-        std::fs::create_dir_all(dir_of(data)).unwrap();
-        let place = Place::Files(data.to_owned());
-        let p = Pending {
-            run_id: "01settled".into(),
-            step: "go".into(),
-            prompt: "go?".into(),
-            deadline_ms: now_ms() + 60_000,
-            requested_ms: now_ms(),
-            policy: Policy {
-                min_approvals,
-                ..Policy::default()
-            },
-            waiter: None,
-        };
-        put_pending(&place, &p).unwrap();
-        place
-    }
-
-    fn by(place: &Place, who: &str, approved: bool) -> Result<(Pending, usize), String> {
-        decide(place, "01settled", None, approved, who, &[], "because")
-    }
-
-    /// Between a decision that settles a request and the run's next poll, a later decision
-    /// is refused, naming the one the run goes on with: not told it counted.
-    #[test]
-    fn a_decision_after_the_one_that_settled_the_request_is_refused_and_names_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let place = waiting(&dir.path().join("one"), 1);
-        assert_eq!(by(&place, "alice", true).unwrap().1, 1);
-        // Her request retried: told it stands, as the first time.
-        assert_eq!(by(&place, "alice", true).unwrap().1, 1);
-        // Her own change of mind, once settled, is refused like anyone's.
-        let e = by(&place, "alice", false).unwrap_err();
-        assert!(e.contains("already approved by alice"), "{e}");
-        let e = by(&place, "bob", false).unwrap_err();
-        assert!(
-            e.contains("already approved by alice (because)") && e.contains("not with this"),
-            "{e}"
-        );
-        // What the run reads is still alice's approval alone.
-        assert!(matches!(
-            settled(&place, &Policy::default(), "01settled", "go", 0),
-            Some(Decision::Approved { by, .. }) if by == "alice"
-        ));
-
-        // Two approvals needed: one does not settle it, and a rejection then does.
-        let place = waiting(&dir.path().join("two"), 2);
-        assert_eq!(by(&place, "alice", true).unwrap().1, 1);
-        by(&place, "bob", false).unwrap();
-        let e = by(&place, "carol", true).unwrap_err();
-        assert!(e.contains("already rejected by bob (because)"), "{e}");
-    }
-}
+mod tests;

@@ -72,7 +72,7 @@ pub fn prepare(
         return Err(Refused::Invalid(match record.status {
             // Two processes acting on the same systems at once: never.
             RunStatus::Running => format!(
-                "run {id} is still running (process {}); only {which} runs can be {verb}\n  = help: stop it first (Ctrl-C or SIGTERM in its terminal, or `POST /runs/{id}/cancel` if it runs in `medic serve`), then try again",
+                "run {id} is still running (process {}); only {which} runs can be {verb}\n  = help: stop it first (`medic runs cancel {id}`, or Ctrl-C in its terminal), then try again",
                 record.pid
             ),
             status => format!(

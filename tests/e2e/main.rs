@@ -9,6 +9,7 @@ mod authoring;
 mod aws;
 mod budget;
 mod canary;
+mod cancel;
 pub mod changed_plugins;
 pub mod cli;
 mod data_dir;

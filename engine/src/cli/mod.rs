@@ -4,6 +4,7 @@
 //! 2 invalid input · 3 engine error · 4 rolled back · 5 rollback failed · 6 cancelled.
 
 mod approve;
+mod cancel;
 mod client;
 mod demo;
 mod drill;
@@ -374,6 +375,11 @@ impl GlobalArgs {
             )
             .ok()?;
         (status["serving"] == "medic serve").then_some(remote)
+    }
+
+    /// A store shared by several hosts (`--store`), not this host's data directory.
+    fn store_is_shared(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Marks the runs of dead processes interrupted, saying so.

@@ -1,4 +1,4 @@
-//! `medic runs list|show|logs|export|prune|resume|rollback` and `medic stats`.
+//! `medic runs list|show|logs|export|prune|resume|rollback|cancel` and `medic stats`.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -57,6 +57,9 @@ pub enum RunsCommand {
     Resume(PickUpArgs),
     /// Undo what an interrupted, failed or cancelled run did (newest first), then verify
     Rollback(PickUpArgs),
+    /// Stop a run going on elsewhere (another terminal, medic serve) at its next safe point,
+    /// as Ctrl-C where it runs would
+    Cancel(super::cancel::CancelArgs),
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +135,7 @@ pub async fn main(global: &GlobalArgs, cmd: RunsCommand) -> Exit {
             return super::follow::follow(global, &id, output).await;
         }
         RunsCommand::Rerun(args) => return super::follow::rerun(global, args).await,
+        RunsCommand::Cancel(args) => return super::cancel::cancel(global, args).await,
         _ => {}
     }
     if let RunsCommand::Prune { older_than, output } = cmd {
@@ -152,7 +156,8 @@ pub async fn main(global: &GlobalArgs, cmd: RunsCommand) -> Exit {
         | RunsCommand::Resume(_)
         | RunsCommand::Rollback(_)
         | RunsCommand::Follow { .. }
-        | RunsCommand::Rerun(_) => unreachable!("handled above"),
+        | RunsCommand::Rerun(_)
+        | RunsCommand::Cancel(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => Exit::Success,

@@ -62,6 +62,52 @@ impl Process {
     }
 }
 
+impl Process {
+    /// Sends `signal` to the process, and only to it: a descriptor of the pid is opened
+    /// first and the process checked after (its start time), so a pid reused in between is
+    /// never signalled. `ESRCH` when the process is gone.
+    pub fn signal(&self, signal: libc::c_int) -> std::io::Result<()> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let gone = || std::io::Error::from_raw_os_error(libc::ESRCH);
+        let pid = libc::pid_t::try_from(self.pid).map_err(|_| gone())?;
+        // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor was just opened, and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
+        if !self.alive() {
+            return Err(gone());
+        }
+        // SAFETY: a descriptor of ours, a signal number, no siginfo, no flags.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The process's command line, as it was started (none if it cannot be read).
+    pub fn command_line(&self) -> Option<Vec<String>> {
+        let raw = std::fs::read(format!("/proc/{}/cmdline", self.pid)).ok()?;
+        Some(
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Process;
@@ -86,7 +132,15 @@ mod tests {
             start: super::stat(child.id()).map(|(_, s)| s),
         };
         assert!(it.alive());
-        child.kill().unwrap();
+        assert!(it.command_line().unwrap().contains(&"30".to_owned()));
+        let e = reused_of(&it).signal(libc::SIGTERM).unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ESRCH),
+            "another start time: not signalled"
+        );
+        assert!(it.alive());
+        it.signal(libc::SIGTERM).unwrap();
         // Killed but not reaped: a zombie is not alive.
         for _ in 0..200 {
             if !it.alive() {
@@ -95,7 +149,20 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(!it.alive(), "a killed child (a zombie until reaped)");
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
         assert!(!it.alive());
+        assert_eq!(
+            it.signal(libc::SIGTERM).unwrap_err().raw_os_error(),
+            Some(libc::ESRCH)
+        );
+    }
+
+    fn reused_of(p: &Process) -> Process {
+        Process {
+            pid: p.pid,
+            start: p.start.map(|s| s + 1),
+        }
     }
 }

@@ -1,0 +1,183 @@
+//! `medic runs cancel`: stop a run that is going on somewhere else (another terminal, `medic
+//! serve`, a server's API) at its next safe point, as a Ctrl-C where it runs would.
+
+use clap::Args;
+use serde_json::json;
+
+use super::runs::{find, read_only};
+use super::{Exit, GlobalArgs, OutputFormat};
+use crate::store::{RunRecord, RunStatus};
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// A run id (or a unique prefix of one)
+    id: String,
+    /// Roll back what the run did (a run in `medic serve` or behind --server; default: what
+    /// its runbook says)
+    #[arg(long, conflicts_with = "no_rollback")]
+    rollback: bool,
+    /// Leave what the run did in place (a run in `medic serve` or behind --server)
+    #[arg(long)]
+    no_rollback: bool,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    output: OutputFormat,
+}
+
+/// Where the run goes on, once found running.
+pub(super) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> Exit {
+    let rollback = match (args.rollback, args.no_rollback) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    match global.api_client() {
+        Ok(Some(client)) => {
+            let id = &args.id;
+            return match client.request(
+                reqwest::Method::POST,
+                &format!("/runs/{id}/cancel"),
+                Some(json!({ "rollback": rollback })),
+            ) {
+                Ok(v) => {
+                    let id = v["run_id"].as_str().unwrap_or(id);
+                    told(args.output, id, "server", rollback);
+                    Exit::Success
+                }
+                Err(e) => {
+                    eprintln!("medic: {e}");
+                    Exit::Invalid
+                }
+            };
+        }
+        Ok(None) => {}
+        Err(exit) => return exit,
+    }
+    let record = match read_only(global).and_then(|store| find(store.as_ref(), &args.id)) {
+        Ok(r) => r,
+        Err(exit) => return exit,
+    };
+    if let Err(why) = running(&record) {
+        eprintln!("medic: {why}");
+        return Exit::Invalid;
+    }
+    let id = &record.run_id;
+    if global.store_is_shared() {
+        // A pid says nothing about a process on another host.
+        eprintln!(
+            "medic: run {id} runs in process {} of whichever host started it (the store is shared)\n  = help: stop it there (Ctrl-C or SIGTERM in its terminal), or through the API of the medic serve that runs it: `medic --server URL runs cancel {id}`",
+            record.pid
+        );
+        return Exit::Invalid;
+    }
+    if let Some(serve) = global.through_serve() {
+        let asked = json!({
+            "op": "cancel_run", "run_id": id, "rollback": rollback, "abort": false,
+        });
+        match serve.call::<serde_json::Value>(&asked, std::time::Duration::from_secs(10)) {
+            Ok(_) => {
+                told(args.output, id, "serve", rollback);
+                return Exit::Success;
+            }
+            // Not one of serve's: a `medic run` of its own, below (or a drill, refused).
+            Err(e) if e.to_string().contains("is running here") => {}
+            Err(e) => {
+                eprintln!("medic: medic serve did not take the cancel: {e}");
+                return Exit::Engine;
+            }
+        }
+    }
+    in_its_process(&record, rollback, args.output)
+}
+
+/// Refused, and why, unless the run is still going on.
+fn running(record: &RunRecord) -> Result<(), String> {
+    let id = &record.run_id;
+    match record.status {
+        RunStatus::Running => Ok(()),
+        RunStatus::Interrupted => Err(format!(
+            "run {id} is not running: its process stopped mid-run (interrupted)\n  = help: `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`"
+        )),
+        status => Err(format!(
+            "run {id} is not running: it ended {}",
+            status.name()
+        )),
+    }
+}
+
+/// A `medic run` on this host: told as Ctrl-C in its terminal would tell it (SIGTERM), which
+/// asks there whether to roll back, or rolls back as the runbook says when nobody is there.
+fn in_its_process(record: &RunRecord, rollback: Option<bool>, output: OutputFormat) -> Exit {
+    let id = &record.run_id;
+    let process = record.process();
+    let pid = process.pid;
+    // Its process is serve (a drill, which serve does not cancel one by one), or a serve
+    // that no longer answers: a SIGTERM would stop serve and every run in it.
+    let serve = process
+        .command_line()
+        .is_some_and(|args| args.iter().skip(1).any(|a| a == "serve"));
+    if serve {
+        eprintln!(
+            "medic: run {id} runs in medic serve (process {pid}), which did not take the cancel\n  = help: serve cancels the runs given to it, not a drill's: SIGTERM to medic serve stops every run in it at a safe point (each rolls back what it did), and `medic drill pause NAME` keeps a drill from starting again"
+        );
+        return Exit::Invalid;
+    }
+    if rollback.is_some() {
+        eprintln!(
+            "medic: run {id} runs in its own process ({pid}, `medic run` in a terminal), whose person decides whether to roll back\n  = help: without --rollback or --no-rollback, it is stopped as Ctrl-C there would stop it: asked there, or rolled back as the runbook says when nobody is there"
+        );
+        return Exit::Invalid;
+    }
+    match process.signal(libc::SIGTERM) {
+        Ok(()) if output == OutputFormat::Json => {
+            told(output, id, "process", rollback);
+            Exit::Success
+        }
+        Ok(()) => {
+            println!(
+                "run {id}: told to stop (SIGTERM to process {pid}, as Ctrl-C in its terminal): it stops at its next safe point, and asks there whether to roll back, or rolls back as the runbook says when nobody is there\n  `medic runs follow {id}` shows it stopping"
+            );
+            Exit::Success
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            eprintln!(
+                "medic: run {id} is not running: its process {pid} is gone\n  = help: `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`"
+            );
+            Exit::Invalid
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            eprintln!(
+                "medic: run {id} runs in process {pid} of another user, which this user may not stop\n  = help: stop it from its terminal, or as that user"
+            );
+            Exit::Invalid
+        }
+        Err(e) => {
+            eprintln!("medic: cannot tell process {pid} of run {id} to stop: {e}");
+            Exit::Engine
+        }
+    }
+}
+
+/// What a responder is told once `by` (the server behind --server, medic serve, or the
+/// run's own process) took the cancel.
+fn told(output: OutputFormat, id: &str, by: &str, rollback: Option<bool>) {
+    if output == OutputFormat::Json {
+        println!(
+            "{}",
+            json!({ "run_id": id, "cancelled": true, "by": by, "rollback": rollback })
+        );
+        return;
+    }
+    let then = match rollback {
+        Some(true) => "then rolls back what it did",
+        Some(false) => "leaving what it did in place",
+        None => "then rolls back as its runbook says",
+    };
+    let place = if by == "serve" {
+        "medic serve"
+    } else {
+        "its medic serve"
+    };
+    println!(
+        "run {id}: cancelled in {place}: it stops at its next safe point, {then}\n  `medic runs follow {id}` shows it stopping"
+    );
+}

@@ -1,0 +1,144 @@
+//! `medic runs cancel`: a responder stops a run going on elsewhere, mid-approval after it
+//! changed something, in a terminal of its own or in `medic serve`.
+
+use std::process::{Child, Stdio};
+
+use crate::cli::{medic, medic_command, scripted_runbook, stderr, stdout};
+use crate::serve::Serve;
+
+/// Changes something (undone by `revert`), then waits for an approval; verified healthy
+/// after a rollback.
+fn changed_then_waiting(dir: &std::path::Path) -> std::path::PathBuf {
+    scripted_runbook(
+        dir,
+        "on_failure = \"rollback\"",
+        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+         [[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\" }\n\n\
+         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
+    )
+}
+
+/// `medic run` of `rb` in the data directory `data`, once it waits for its approval: the
+/// process and the run's id.
+fn waiting(
+    work: &std::path::Path,
+    data: &std::path::Path,
+    rb: &std::path::Path,
+) -> (Child, String) {
+    let child = medic_command(work)
+        .env("MEDIC_DATA_DIR", data)
+        .args(["run", rb.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = crate::support::pending_approvals(&data.join("approvals"));
+    assert_eq!(waiting.len(), 1, "the run never asked");
+    (child, waiting[0].run_id.clone())
+}
+
+/// A run in another terminal, stopped by `medic runs cancel`, stops as a Ctrl-C there would:
+/// with nobody at that terminal, it undoes its change and verifies. Whether to roll back is
+/// not the canceller's to choose for such a run; a run that ended is not cancelled again.
+#[test]
+fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let rb = changed_then_waiting(work.path());
+    let (child, id) = waiting(work.path(), &data, &rb);
+    let cancel = |args: &[&str]| {
+        let mut all = vec!["runs", "cancel"];
+        all.extend_from_slice(args);
+        medic_command(work.path())
+            .env("MEDIC_DATA_DIR", &data)
+            .args(&all)
+            .output()
+            .unwrap()
+    };
+    let o = cancel(&[&id, "--no-rollback"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("whose person decides whether to roll back"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cancel(&[&id[..12]]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "run {id}: told to stop (SIGTERM to process {}",
+            child.id()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(6), "cancelled\n{text}");
+    assert!(
+        text.contains("cancelled while waiting for approval")
+            && text.contains("change.rollback")
+            && text.contains("rolled back and verified"),
+        "{text}"
+    );
+    let o = cancel(&[&id]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is not running: it ended cancelled"),
+        "{}",
+        stderr(&o)
+    );
+    let o = medic(work.path(), &["runs", "cancel", "01nosuchrun"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// A run going through `medic serve`, cancelled without a rollback: it stops mid-approval
+/// and leaves its change in place, as asked (the runbook would have rolled back); its
+/// client exits as cancelled. Then `medic runs rollback` undoes the change.
+#[test]
+fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rollback() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let rb = changed_then_waiting(work.path());
+    let serve = Serve::start(&data, &drills, &[]);
+    let (child, id) = waiting(work.path(), &data, &rb);
+    let o = medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["runs", "cancel", &id, "--no-rollback", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let told: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        told,
+        serde_json::json!({ "run_id": id, "cancelled": true, "by": "serve", "rollback": false })
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(
+        text.contains("nothing was rolled back") && !text.contains("change.rollback"),
+        "{text}"
+    );
+    let o = medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["runs", "rollback", &id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "rolled back\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains("change.rollback") && stdout(&o).contains("verified healthy"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(serve.stop(), Some(0));
+}

@@ -373,6 +373,33 @@ pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
     let o = cli(&viewer, &["runs", "logs", &id]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
+    // `medic runs cancel` through the server: a viewer may not; a responder's cancel stops
+    // the run at its approval.
+    let (status, started) = api.post("/runs", &ops, serde_json::json!({ "runbook": "steps" }));
+    assert_eq!(status, 202, "{started}");
+    let again = started["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(pending_approvals(&site.data.join("approvals")).len(), 1);
+    let o = cli(&viewer, &["runs", "cancel", &again]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("is a viewer"), "{}", stderr(&o));
+    let o = cli(&ops, &["runs", "cancel", &again, "--no-rollback"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("run {again}: cancelled in its medic serve"))
+            && stdout(&o).contains("leaving what it did in place"),
+        "{}",
+        stdout(&o)
+    );
+    for _ in 0..300 {
+        let o = cli(&viewer, &["runs", "show", &again]);
+        shown = stdout(&o);
+        if !shown.contains("running") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shown.contains("cancelled"), "{shown}");
+
     // `medic run` through the server: the timeline as it happens, and a local run's exit code.
     site.runbook(
         "undo",

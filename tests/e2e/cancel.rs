@@ -6,15 +6,27 @@ use std::process::{Child, Stdio};
 use crate::cli::{medic, medic_command, scripted_runbook, stderr, stdout};
 use crate::serve::Serve;
 
-/// Changes something (undone by `revert`), then waits for an approval; verified healthy
-/// after a rollback.
-fn changed_then_waiting(dir: &std::path::Path) -> std::path::PathBuf {
+/// Changes something, then waits for an approval; verified healthy after a rollback, whose
+/// undoing takes `undo` (a plugin call that sleeps that long; none: the action's revert).
+fn changed_then_waiting(dir: &std::path::Path, undo: Option<&str>) -> std::path::PathBuf {
+    let (slow, rollback) = match undo {
+        Some(took) => (
+            format!(
+                "[plugins.slow]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n",
+                medic::host::fixtures::HOSTILE
+            ),
+            format!("{{ uses = \"slow\", with = {{ mode = \"sleep\", sleep = \"{took}\" }} }}"),
+        ),
+        None => (String::new(), "\"revert\"".to_owned()),
+    };
     scripted_runbook(
         dir,
         "on_failure = \"rollback\"",
-        "[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
-         [[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = { timeout = \"60s\" }\n\n\
-         [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
+        &format!(
+            "{slow}[[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = {rollback}\n\n\
+             [[steps]]\nid = \"go_live\"\nuses = \"act\"\napproval = {{ timeout = \"60s\" }}\n\n\
+             [[verify]]\nid = \"ok\"\nuses = \"check\"\n"
+        ),
     )
 }
 
@@ -39,13 +51,15 @@ fn waiting(
 }
 
 /// A run in another terminal, stopped by `medic runs cancel`, stops as a Ctrl-C there would:
-/// with nobody at that terminal, it undoes its change and verifies. Whether to roll back is
-/// not the canceller's to choose for such a run; a run that ended is not cancelled again.
+/// with nobody at that terminal, it undoes its change and verifies. A responder asking
+/// three more times while the undoing takes its time does not abort it (three Ctrl-C
+/// would). Whether to roll back is not the canceller's to choose for such a run; a run that
+/// ended is not cancelled again.
 #[test]
-fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change() {
+fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_often_asked() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let rb = changed_then_waiting(work.path());
+    let rb = changed_then_waiting(work.path(), Some("2s"));
     let (child, id) = waiting(work.path(), &data, &rb);
     let cancel = |args: &[&str]| {
         let mut all = vec!["runs", "cancel"];
@@ -66,16 +80,23 @@ fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change() {
     let o = cancel(&[&id[..12]]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains(&format!(
-            "run {id}: told to stop (SIGTERM to process {}",
-            child.id()
-        )),
+        stdout(&o).contains(&format!("run {id}: told to stop (process {}", child.id())),
         "{}",
         stdout(&o)
     );
+    // The undoing sleeps 2 s: these land while it runs (or before it starts).
+    for _ in 0..3 {
+        let o = cancel(&[&id]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(6), "cancelled\n{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "cancelled, not aborted\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("cancelled while waiting for approval")
             && text.contains("change.rollback")
@@ -102,7 +123,7 @@ fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rol
     let data = work.path().join("data");
     let drills = work.path().join("drills");
     std::fs::create_dir(&drills).unwrap();
-    let rb = changed_then_waiting(work.path());
+    let rb = changed_then_waiting(work.path(), None);
     let serve = Serve::start(&data, &drills, &[]);
     let (child, id) = waiting(work.path(), &data, &rb);
     let o = medic_command(work.path())

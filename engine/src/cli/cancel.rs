@@ -104,8 +104,10 @@ fn running(record: &RunRecord) -> Result<(), String> {
     }
 }
 
-/// A `medic run` on this host: told as Ctrl-C in its terminal would tell it (SIGTERM), which
-/// asks there whether to roll back, or rolls back as the runbook says when nobody is there.
+/// A `medic run` on this host: cancelled as by the first Ctrl-C in its terminal, which asks
+/// there whether to roll back, or rolls back as the runbook says when nobody is there. By
+/// SIGUSR1, not SIGTERM: a responder who asks again while the rollback runs must not abort
+/// it, as a third Ctrl-C (or SIGTERM) would.
 fn in_its_process(record: &RunRecord, rollback: Option<bool>, output: OutputFormat) -> Exit {
     let id = &record.run_id;
     let process = record.process();
@@ -127,14 +129,14 @@ fn in_its_process(record: &RunRecord, rollback: Option<bool>, output: OutputForm
         );
         return Exit::Invalid;
     }
-    match process.signal(libc::SIGTERM) {
+    match process.signal(libc::SIGUSR1) {
         Ok(()) if output == OutputFormat::Json => {
             told(output, id, "process", rollback);
             Exit::Success
         }
         Ok(()) => {
             println!(
-                "run {id}: told to stop (SIGTERM to process {pid}, as Ctrl-C in its terminal): it stops at its next safe point, and asks there whether to roll back, or rolls back as the runbook says when nobody is there\n  `medic runs follow {id}` shows it stopping"
+                "run {id}: told to stop (process {pid}, as by a Ctrl-C in its terminal): it stops at its next safe point, and asks there whether to roll back, or rolls back as the runbook says when nobody is there; asked again, it goes on stopping as it was\n  `medic runs follow {id}` shows it stopping"
             );
             Exit::Success
         }

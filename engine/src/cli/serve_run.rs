@@ -90,7 +90,7 @@ pub(super) async fn through_serve(
         let line = tokio::select! {
             line = rx.recv() => line,
             stop = signals.next() => {
-                if stop == super::signals::Stop::HangUp {
+                if stop != super::signals::Stop::Interrupt {
                     if stops == 0 {
                         stops = 1;
                         cancel_run(None, false);

@@ -14,6 +14,8 @@
 //! - SIGHUP (the terminal is gone) is a cancel answered as nobody is there to answer: roll
 //!   back when the runbook can. The dead terminal is swapped for /dev/null so that writing
 //!   progress cannot kill the process half-way through its rollback.
+//! - SIGUSR1 (`medic runs cancel` from another terminal) is the first Ctrl-C's cancel, and
+//!   only that, however often it comes.
 //!
 //! The handlers are registered synchronously before the run starts: a signal that arrives
 //! while the runbook is being planned is a cancel, never the default action (an instant
@@ -52,6 +54,7 @@ impl Signals {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
+        let mut asked = signal(SignalKind::user_defined1())?;
         let (tx, stops) = tokio::sync::mpsc::unbounded_channel();
         let hung_up = Arc::<AtomicBool>::default();
         let watched = Arc::<AtomicBool>::default();
@@ -65,6 +68,7 @@ impl Signals {
                 let stop = tokio::select! {
                     _ = interrupt.recv() => Stop::Interrupt,
                     _ = terminate.recv() => Stop::Interrupt,
+                    _ = asked.recv() => Stop::Asked,
                     _ = hangup.recv() => {
                         if !hung.swap(true, Ordering::SeqCst) {
                             detach_from_terminal();
@@ -154,9 +158,14 @@ impl Signals {
                         continue;
                     }
                 };
-                if stop == Stop::HangUp {
+                if stop != Stop::Interrupt {
                     if stops == 0 {
                         stops = 1;
+                        if stop == Stop::Asked {
+                            eprintln!(
+                                "\nmedic: asked to stop from elsewhere (`medic runs cancel`): {CANCELLING}"
+                            );
+                        }
                         cancel.cancel();
                     }
                     continue;
@@ -322,6 +331,10 @@ pub enum Stop {
     Interrupt,
     /// The terminal closed.
     HangUp,
+    /// `medic runs cancel` from elsewhere (SIGUSR1): a cancel, as the first Ctrl-C, that
+    /// asking again never turns into an abort. A responder repeating it while the rollback
+    /// runs must not stop the rollback, as a third Ctrl-C at the run's own terminal does.
+    Asked,
 }
 
 /// The running signal handler.

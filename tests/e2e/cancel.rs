@@ -110,8 +110,10 @@ fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_of
         "{}",
         stderr(&o)
     );
-    let o = medic(work.path(), &["runs", "cancel", "01nosuchrun"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for no_run in ["01nosuchrun", "../tokens"] {
+        let o = medic(work.path(), &["runs", "cancel", no_run]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    }
 }
 
 /// A run going through `medic serve`, cancelled without a rollback: it stops mid-approval

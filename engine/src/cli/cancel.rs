@@ -23,8 +23,14 @@ pub struct CancelArgs {
     output: OutputFormat,
 }
 
-/// Where the run goes on, once found running.
+/// Cancels the run where it goes on: through the server behind --server, through the
+/// `medic serve` of this data directory when the run is one of its, or in its own process.
 pub(super) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> Exit {
+    // It becomes part of a URL's path (and a run id is a ULID).
+    if args.id.is_empty() || !args.id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        eprintln!("medic: `{}` is not a run id (or a prefix of one)", args.id);
+        return Exit::Invalid;
+    }
     let rollback = match (args.rollback, args.no_rollback) {
         (true, _) => Some(true),
         (_, true) => Some(false),

@@ -89,6 +89,7 @@ fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_of
         let o = cancel(&[&id]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
+    let child_pid = child.id();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
@@ -102,6 +103,20 @@ fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_of
             && text.contains("change.rollback")
             && text.contains("rolled back and verified"),
         "{text}"
+    );
+    // Who stopped it is on record: each cancel that was sent, not the refused one.
+    let audit = stdout(
+        &medic_command(work.path())
+            .env("MEDIC_DATA_DIR", &data)
+            .args(["audit"])
+            .output()
+            .unwrap(),
+    );
+    let sent = format!("runs cancel {id} (process {})", child_pid);
+    assert_eq!(audit.matches(&sent).count(), 4, "{audit}");
+    assert!(
+        audit.contains("user:") && !audit.contains("--no-rollback"),
+        "{audit}"
     );
     let o = cancel(&[&id]);
     assert_eq!(o.status.code(), Some(2));
@@ -138,6 +153,17 @@ fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rol
     assert_eq!(
         told,
         serde_json::json!({ "run_id": id, "cancelled": true, "by": "serve", "rollback": false })
+    );
+    let audit = stdout(
+        &medic_command(work.path())
+            .env("MEDIC_DATA_DIR", &data)
+            .args(["audit"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        audit.contains(&format!("runs cancel {id} --no-rollback (medic serve)")),
+        "{audit}"
     );
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

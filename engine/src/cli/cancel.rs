@@ -75,12 +75,29 @@ pub(super) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> Exit {
         );
         return Exit::Invalid;
     }
+    // Who stopped a run is on record, as the API's cancel is: in the audit log.
+    let audited = |what: &str| {
+        let place = global.place("medic runs cancel")?;
+        let action = match rollback {
+            Some(true) => format!("runs cancel {id} --rollback ({what})"),
+            Some(false) => format!("runs cancel {id} --no-rollback ({what})"),
+            None => format!("runs cancel {id} ({what})"),
+        };
+        let me = format!("user:{}", crate::private::me());
+        if let Err(e) = crate::store::audit::Audit::at(&place).record(&me, &action, "", "ok") {
+            eprintln!("medic: the cancel was not recorded in the audit log: {e}");
+        }
+        Ok::<(), Exit>(())
+    };
     if let Some(serve) = global.through_serve() {
         let asked = json!({
             "op": "cancel_run", "run_id": id, "rollback": rollback, "abort": false,
         });
         match serve.call::<serde_json::Value>(&asked, std::time::Duration::from_secs(10)) {
             Ok(_) => {
+                if let Err(exit) = audited("medic serve") {
+                    return exit;
+                }
                 told(args.output, id, "serve", rollback);
                 return Exit::Success;
             }
@@ -92,7 +109,13 @@ pub(super) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> Exit {
             }
         }
     }
-    in_its_process(&record, rollback, args.output)
+    let exit = in_its_process(&record, rollback, args.output);
+    if exit == Exit::Success
+        && let Err(exit) = audited(&format!("process {}", record.pid))
+    {
+        return exit;
+    }
+    exit
 }
 
 /// Refused, and why, unless the run is still going on.

@@ -478,13 +478,18 @@ impl StoreApprover {
             };
         }
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut warned = false;
         let outcome = loop {
             match verdict(&self.place, &self.policy, run_id, step, requested_ms) {
                 Ok(Some(d)) => break d,
                 Ok(None) => {}
-                // Asked again at the next poll; a decider cannot be told the request is
-                // settled without a verdict on record either.
-                Err(e) => tracing::warn!("approval of run {run_id} (step {step}): {e}"),
+                // Asked again at the next poll (said once); a decider cannot be told the
+                // request is settled without a verdict on record either.
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!("approval of run {run_id} (step {step}): {e}");
+                }
+                Err(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 break Decision::TimedOut;

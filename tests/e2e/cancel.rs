@@ -1,7 +1,7 @@
 //! `medic runs cancel`: a responder stops a run going on elsewhere, mid-approval after it
 //! changed something, in a terminal of its own or in `medic serve`.
 
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
 
 use crate::cli::{medic, medic_command, scripted_runbook, stderr, stdout};
 use crate::serve::Serve;
@@ -50,6 +50,15 @@ fn waiting(
     (child, waiting[0].run_id.clone())
 }
 
+/// `medic ARGS` with the data directory `data`.
+fn medic_in(work: &std::path::Path, data: &std::path::Path, args: &[&str]) -> Output {
+    medic_command(work)
+        .env("MEDIC_DATA_DIR", data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// A run in another terminal, stopped by `medic runs cancel`, stops as a Ctrl-C there would:
 /// with nobody at that terminal, it undoes its change and verifies. A responder asking
 /// three more times while the undoing takes its time does not abort it (three Ctrl-C
@@ -64,11 +73,7 @@ fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_of
     let cancel = |args: &[&str]| {
         let mut all = vec!["runs", "cancel"];
         all.extend_from_slice(args);
-        medic_command(work.path())
-            .env("MEDIC_DATA_DIR", &data)
-            .args(&all)
-            .output()
-            .unwrap()
+        medic_in(work.path(), &data, &all)
     };
     let o = cancel(&[&id, "--no-rollback"]);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
@@ -105,13 +110,7 @@ fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_of
         "{text}"
     );
     // Who stopped it is on record: each cancel that was sent, not the refused one.
-    let audit = stdout(
-        &medic_command(work.path())
-            .env("MEDIC_DATA_DIR", &data)
-            .args(["audit"])
-            .output()
-            .unwrap(),
-    );
+    let audit = stdout(&medic_in(work.path(), &data, &["audit"]));
     let sent = format!("runs cancel {id} (process {})", child_pid);
     assert_eq!(audit.matches(&sent).count(), 4, "{audit}");
     assert!(
@@ -143,24 +142,18 @@ fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rol
     let rb = changed_then_waiting(work.path(), None);
     let serve = Serve::start(&data, &drills, &[]);
     let (child, id) = waiting(work.path(), &data, &rb);
-    let o = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["runs", "cancel", &id, "--no-rollback", "--output", "json"])
-        .output()
-        .unwrap();
+    let o = medic_in(
+        work.path(),
+        &data,
+        &["runs", "cancel", &id, "--no-rollback", "--output", "json"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let told: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
         told,
         serde_json::json!({ "run_id": id, "cancelled": true, "by": "serve", "rollback": false })
     );
-    let audit = stdout(
-        &medic_command(work.path())
-            .env("MEDIC_DATA_DIR", &data)
-            .args(["audit"])
-            .output()
-            .unwrap(),
-    );
+    let audit = stdout(&medic_in(work.path(), &data, &["audit"]));
     assert!(
         audit.contains(&format!("runs cancel {id} --no-rollback (medic serve)")),
         "{audit}"
@@ -172,11 +165,7 @@ fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rol
         text.contains("nothing was rolled back") && !text.contains("change.rollback"),
         "{text}"
     );
-    let o = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["runs", "rollback", &id])
-        .output()
-        .unwrap();
+    let o = medic_in(work.path(), &data, &["runs", "rollback", &id]);
     assert_eq!(
         o.status.code(),
         Some(4),

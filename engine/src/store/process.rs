@@ -132,7 +132,17 @@ mod tests {
             start: super::stat(child.id()).map(|(_, s)| s),
         };
         assert!(it.alive());
-        assert!(it.command_line().unwrap().contains(&"30".to_owned()));
+        // `spawn` returns once the child is in `execve`, which sets the new command line a
+        // moment later: read until it is there.
+        let mut args = Vec::new();
+        for _ in 0..400 {
+            args = it.command_line().unwrap_or_default();
+            if !args.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(args, ["sleep", "30"]);
         let e = reused_of(&it).signal(libc::SIGTERM).unwrap_err();
         assert_eq!(
             e.raw_os_error(),

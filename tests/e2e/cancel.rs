@@ -68,7 +68,7 @@ fn medic_in(work: &std::path::Path, data: &std::path::Path, args: &[&str]) -> Ou
 fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_often_asked() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let rb = changed_then_waiting(work.path(), Some("2s"));
+    let rb = changed_then_waiting(work.path(), Some("5s"));
     let (child, id) = waiting(work.path(), &data, &rb);
     let cancel = |args: &[&str]| {
         let mut all = vec!["runs", "cancel"];
@@ -89,7 +89,8 @@ fn a_run_in_another_terminal_cancelled_mid_approval_undoes_its_change_however_of
         "{}",
         stdout(&o)
     );
-    // The undoing sleeps 2 s: these land while it runs (or before it starts).
+    // The undoing sleeps 5 s: these land while it runs (or before it starts), even from a
+    // slow machine.
     for _ in 0..3 {
         let o = cancel(&[&id]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -206,9 +206,10 @@ impl Run<'_> {
         // Every target's parameters are rendered before the first starts: a template
         // mistake must not leave half a fleet changed.
         let mut jobs = Vec::with_capacity(targets.len());
+        let env = std::cell::OnceCell::new();
         for t in &targets {
             let tctx = minijinja::context! { target => t, ..ctx.clone() };
-            match self.render(&step.with, &tctx) {
+            match self.render_in(&env, &step.with, &tctx) {
                 Ok(params) => jobs.push(Job {
                     target: t.clone(),
                     shown: self.shown_params(&params, &step.secret_params),

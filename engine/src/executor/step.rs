@@ -86,7 +86,19 @@ impl Run<'_> {
         args: &[(String, Arg)],
         ctx: &minijinja::Value,
     ) -> Result<Values, String> {
-        let env = template::environment();
+        self.render_in(&std::cell::OnceCell::new(), args, ctx)
+    }
+
+    /// [`Run::render`] with a template environment made at the first template, and kept in
+    /// `env` for the next call (a fleet renders every target's parameters: one environment,
+    /// not one per target, and none where nothing is a template).
+    pub(super) fn render_in(
+        &self,
+        env: &std::cell::OnceCell<minijinja::Environment<'static>>,
+        args: &[(String, Arg)],
+        ctx: &minijinja::Value,
+    ) -> Result<Values, String> {
+        let env = || env.get_or_init(template::environment);
         args.iter()
             .map(|(name, arg)| {
                 let value = match arg {
@@ -95,11 +107,11 @@ impl Run<'_> {
                         source,
                         ty: ValueType::TextList,
                     } => Value::TextList(
-                        template::render_list(&env, source, ctx)
+                        template::render_list(env(), source, ctx)
                             .map_err(|e| format!("parameter `{name}`: {e}"))?,
                     ),
                     Arg::Template { source, ty } => {
-                        let text = template::render(&env, source, ctx)
+                        let text = template::render(env(), source, ctx)
                             .map_err(|e| format!("parameter `{name}`: {e}"))?;
                         text_to_value(&text, *ty)
                             .map_err(|e| format!("parameter `{name}` rendered to {e}"))?
@@ -107,7 +119,7 @@ impl Run<'_> {
                     Arg::ListTemplate(items) => Value::TextList(
                         items
                             .iter()
-                            .map(|s| template::render(&env, s, ctx))
+                            .map(|s| template::render(env(), s, ctx))
                             .collect::<Result<_, _>>()
                             .map_err(|e| format!("parameter `{name}`: {e}"))?,
                     ),

@@ -73,7 +73,20 @@ impl Process {
         // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(e);
+            }
+            // A kernel before 5.3: checked, then signalled by pid (a pid reused in between,
+            // a window of microseconds, is the risk every `kill` takes).
+            if !self.alive() {
+                return Err(gone());
+            }
+            // SAFETY: a pid and a signal number.
+            if unsafe { libc::kill(pid, signal) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            return Ok(());
         }
         // SAFETY: the descriptor was just opened, and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };

@@ -181,3 +181,66 @@ fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rol
     );
     assert_eq!(serve.stop(), Some(0));
 }
+
+/// `medic drill run` by hand is a run like any other: `medic runs cancel` (and SIGTERM)
+/// stops it at a safe point, where it undoes its change and verifies, instead of killing it
+/// with its fault still in place.
+#[test]
+fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    let rb = scripted_runbook(
+        work.path(),
+        "on_failure = \"rollback\"",
+        &format!(
+            "[plugins.slow]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
+             [[steps]]\nid = \"hold\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"3s\" }}\n\n\
+             [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
+            medic::host::fixtures::HOSTILE
+        ),
+    );
+    std::fs::write(
+        drills.join("slow.toml"),
+        format!(
+            "[[drill]]\nname = \"slow\"\nrunbook = {rb:?}\nschedule = \"0 3 * * *\"\n\
+             expect = {{ outcome = \"rolled_back\", recover_within = \"1m\" }}\n"
+        ),
+    )
+    .unwrap();
+    let child = medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["drill", "run", "slow", "--drills", drills.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its run, once recorded as running.
+    let mut id = String::new();
+    for _ in 0..500 {
+        let o = medic_in(work.path(), &data, &["runs", "list", "--output", "json"]);
+        if let Some(line) = stdout(&o).lines().next() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            if r["status"] == "running" {
+                id = r["run_id"].as_str().unwrap().to_owned();
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!id.is_empty(), "the drill's run never started");
+    let o = medic_in(work.path(), &data, &["runs", "cancel", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("change.rollback") && text.contains("rolled back and verified"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let o = medic_in(work.path(), &data, &["runs", "show", &id]);
+    assert!(stdout(&o).contains("cancelled"), "{}", stdout(&o));
+}

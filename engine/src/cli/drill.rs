@@ -363,13 +363,28 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                 Err(exit) => return exit,
             };
             let cancel = Cancel::new();
+            // Ctrl-C, SIGTERM and `medic runs cancel` (SIGUSR1) cancel the drill at its next
+            // safe point, where it undoes what it did; none of them kills it half-way.
+            let stops = [
+                tokio::signal::unix::SignalKind::interrupt(),
+                tokio::signal::unix::SignalKind::terminate(),
+                tokio::signal::unix::SignalKind::user_defined1(),
+            ]
+            .map(tokio::signal::unix::signal);
+            let mut stops = match stops.into_iter().collect::<Result<Vec<_>, _>>() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("medic: cannot handle signals: {e}");
+                    return Exit::Engine;
+                }
+            };
             let watcher = {
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        eprintln!("\nmedic: cancelling the drill at the next safe point");
-                        cancel.cancel();
-                    }
+                    let any = stops.iter_mut().map(|s| Box::pin(s.recv()));
+                    let _ = futures_util::future::select_all(any).await;
+                    eprintln!("\nmedic: cancelling the drill at the next safe point");
+                    cancel.cancel();
                 })
             };
             let record = if output == OutputFormat::Json {

@@ -46,7 +46,7 @@ pub(super) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> Exit {
             ) {
                 Ok(v) => {
                     let id = v["run_id"].as_str().unwrap_or(id);
-                    told(args.output, id, "server", rollback);
+                    told(args.output, id, Took::Server, rollback);
                     Exit::Success
                 }
                 Err(e) => {
@@ -98,7 +98,7 @@ pub(super) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> Exit {
                 if let Err(exit) = audited("medic serve") {
                     return exit;
                 }
-                told(args.output, id, "serve", rollback);
+                told(args.output, id, Took::Serve, rollback);
                 return Exit::Success;
             }
             // Not one of serve's: a `medic run` of its own, below (or a drill, refused).
@@ -123,14 +123,19 @@ fn running(record: &RunRecord) -> Result<(), String> {
     let id = &record.run_id;
     match record.status {
         RunStatus::Running => Ok(()),
-        RunStatus::Interrupted => Err(format!(
-            "run {id} is not running: its process stopped mid-run (interrupted)\n  = help: `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`"
-        )),
+        RunStatus::Interrupted => Err(gone(id, "its process stopped mid-run (interrupted)")),
         status => Err(format!(
             "run {id} is not running: it ended {}",
             status.name()
         )),
     }
+}
+
+/// A run whose process is gone, and what picks it up.
+fn gone(id: &str, why: &str) -> String {
+    format!(
+        "run {id} is not running: {why}\n  = help: `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`"
+    )
 }
 
 /// A `medic run` on this host: cancelled as by the first Ctrl-C in its terminal, which asks
@@ -159,20 +164,12 @@ fn in_its_process(record: &RunRecord, rollback: Option<bool>, output: OutputForm
         return Exit::Invalid;
     }
     match process.signal(libc::SIGUSR1) {
-        Ok(()) if output == OutputFormat::Json => {
-            told(output, id, "process", rollback);
-            Exit::Success
-        }
         Ok(()) => {
-            println!(
-                "run {id}: told to stop (process {pid}, as by a Ctrl-C in its terminal): it stops at its next safe point, and asks there whether to roll back, or rolls back as the runbook says when nobody is there; asked again, it goes on stopping as it was\n  `medic runs follow {id}` shows it stopping"
-            );
+            told(output, id, Took::Process(pid), None);
             Exit::Success
         }
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-            eprintln!(
-                "medic: run {id} is not running: its process {pid} is gone\n  = help: `medic runs show {id}`, then `medic runs rollback {id}` or `medic runs resume {id}`"
-            );
+            eprintln!("medic: {}", gone(id, &format!("its process {pid} is gone")));
             Exit::Invalid
         }
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
@@ -188,10 +185,25 @@ fn in_its_process(record: &RunRecord, rollback: Option<bool>, output: OutputForm
     }
 }
 
-/// What a responder is told once `by` (the server behind --server, medic serve, or the
-/// run's own process) took the cancel.
-fn told(output: OutputFormat, id: &str, by: &str, rollback: Option<bool>) {
+/// Who took a cancel.
+#[derive(Clone, Copy)]
+enum Took {
+    /// The server behind --server.
+    Server,
+    /// This data directory's `medic serve`.
+    Serve,
+    /// The run's own process (a `medic run` in a terminal).
+    Process(u32),
+}
+
+/// What a responder is told once the cancel was taken.
+fn told(output: OutputFormat, id: &str, by: Took, rollback: Option<bool>) {
     if output == OutputFormat::Json {
+        let by = match by {
+            Took::Server => "server",
+            Took::Serve => "serve",
+            Took::Process(_) => "process",
+        };
         println!(
             "{}",
             json!({ "run_id": id, "cancelled": true, "by": by, "rollback": rollback })
@@ -203,12 +215,14 @@ fn told(output: OutputFormat, id: &str, by: &str, rollback: Option<bool>) {
         Some(false) => "leaving what it did in place",
         None => "then rolls back as its runbook says",
     };
-    let place = if by == "serve" {
-        "medic serve"
-    } else {
-        "its medic serve"
+    let what = match by {
+        Took::Server => {
+            format!("cancelled in its medic serve: it stops at its next safe point, {then}")
+        }
+        Took::Serve => format!("cancelled in medic serve: it stops at its next safe point, {then}"),
+        Took::Process(pid) => format!(
+            "told to stop (process {pid}, as by a Ctrl-C in its terminal): it stops at its next safe point, and asks there whether to roll back, or rolls back as the runbook says when nobody is there; asked again, it goes on stopping as it was"
+        ),
     };
-    println!(
-        "run {id}: cancelled in {place}: it stops at its next safe point, {then}\n  `medic runs follow {id}` shows it stopping"
-    );
+    println!("run {id}: {what}\n  `medic runs follow {id}` shows it stopping");
 }

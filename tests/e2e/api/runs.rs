@@ -359,15 +359,19 @@ pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
         "{}",
         stdout(&o)
     );
-    let mut shown = String::new();
-    for _ in 0..300 {
-        let o = cli(&viewer, &["runs", "show", &id]);
-        shown = stdout(&o);
-        if !shown.contains("running") {
-            break;
+    // A run's timeline once it no longer shows it running (at most 30 s).
+    let ended = |id: &str| {
+        let mut shown = String::new();
+        for _ in 0..300 {
+            shown = stdout(&cli(&viewer, &["runs", "show", id]));
+            if !shown.contains("running") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        shown
+    };
+    let shown = ended(&id);
     assert!(shown.contains("succeeded"), "{shown}");
     assert!(shown.contains("hold"), "{shown}");
     let o = cli(&viewer, &["runs", "logs", &id]);
@@ -390,14 +394,7 @@ pub(super) fn the_cli_reads_and_decides_through_a_remote_api() {
         "{}",
         stdout(&o)
     );
-    for _ in 0..300 {
-        let o = cli(&viewer, &["runs", "show", &again]);
-        shown = stdout(&o);
-        if !shown.contains("running") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let shown = ended(&again);
     assert!(shown.contains("cancelled"), "{shown}");
 
     // `medic run` through the server: the timeline as it happens, and a local run's exit code.

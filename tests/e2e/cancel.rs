@@ -182,7 +182,7 @@ fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rol
     assert_eq!(serve.stop(), Some(0));
 }
 
-/// `medic drill run` by hand is a run like any other: `medic runs cancel` (and SIGTERM)
+/// `medic drill run` by hand is a run like any other: `medic runs cancel`, or SIGTERM,
 /// stops it at a safe point, where it undoes its change and verifies, instead of killing it
 /// with its fault still in place.
 #[test]
@@ -210,37 +210,48 @@ fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
         ),
     )
     .unwrap();
-    let child = medic_command(work.path())
-        .env("MEDIC_DATA_DIR", &data)
-        .args(["drill", "run", "slow", "--drills", drills.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Its run, once recorded as running.
-    let mut id = String::new();
-    for _ in 0..500 {
-        let o = medic_in(work.path(), &data, &["runs", "list", "--output", "json"]);
-        if let Some(line) = stdout(&o).lines().next() {
-            let r: serde_json::Value = serde_json::from_str(line).unwrap();
-            if r["status"] == "running" {
-                id = r["run_id"].as_str().unwrap().to_owned();
-                break;
+    // Asked by `medic runs cancel`, then by a supervisor's SIGTERM.
+    for sigterm in [false, true] {
+        let child = medic_command(work.path())
+            .env("MEDIC_DATA_DIR", &data)
+            .args(["drill", "run", "slow", "--drills", drills.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Its run, once recorded as running.
+        let mut id = String::new();
+        for _ in 0..500 {
+            let o = medic_in(work.path(), &data, &["runs", "list", "--output", "json"]);
+            if let Some(line) = stdout(&o).lines().next() {
+                let r: serde_json::Value = serde_json::from_str(line).unwrap();
+                if r["status"] == "running" {
+                    id = r["run_id"].as_str().unwrap().to_owned();
+                    break;
+                }
             }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        assert!(!id.is_empty(), "the drill's run never started");
+        if sigterm {
+            // SAFETY: a signal to our own child, not yet reaped.
+            assert_eq!(
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+                0
+            );
+        } else {
+            let o = medic_in(work.path(), &data, &["runs", "cancel", &id]);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains("change.rollback") && text.contains("rolled back and verified"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let o = medic_in(work.path(), &data, &["runs", "show", &id]);
+        assert!(stdout(&o).contains("cancelled"), "{}", stdout(&o));
     }
-    assert!(!id.is_empty(), "the drill's run never started");
-    let o = medic_in(work.path(), &data, &["runs", "cancel", &id]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        text.contains("change.rollback") && text.contains("rolled back and verified"),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let o = medic_in(work.path(), &data, &["runs", "show", &id]);
-    assert!(stdout(&o).contains("cancelled"), "{}", stdout(&o));
 }

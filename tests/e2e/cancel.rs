@@ -182,17 +182,26 @@ fn a_run_in_serve_cancelled_without_a_rollback_leaves_its_change_for_a_later_rol
     assert_eq!(serve.stop(), Some(0));
 }
 
-/// `medic drill run` by hand is a run like any other: `medic runs cancel`, or SIGTERM,
-/// stops it at a safe point, where it undoes its change and verifies, instead of killing it
-/// with its fault still in place.
-#[test]
-fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
+/// The id of the newest run in `data`, once it is recorded as running.
+fn running_run(work: &std::path::Path, data: &std::path::Path) -> String {
+    for _ in 0..500 {
+        let o = medic_in(work, data, &["runs", "list", "--output", "json"]);
+        if let Some(line) = stdout(&o).lines().next() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            if r["status"] == "running" {
+                return r["run_id"].as_str().unwrap().to_owned();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no run started");
+}
+
+/// A drill whose runbook changes something, then holds for 3 s before the step that fails;
+/// expected to roll back and recover within a minute.
+fn slow_drill(work: &std::path::Path, drills: &std::path::Path) {
     let rb = scripted_runbook(
-        work.path(),
+        work,
         "on_failure = \"rollback\"",
         &format!(
             "[plugins.slow]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
@@ -210,6 +219,87 @@ fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
         ),
     )
     .unwrap();
+}
+
+/// A drill's run in `medic serve` is cancelled by its id, alone: serve and its other work go
+/// on. It undoes its change, as a drill always does, so a cancel that asks to leave the
+/// change in place is refused and says why; the drill is recorded as not passed, naming the
+/// cancel.
+#[test]
+fn a_drills_run_in_serve_is_cancelled_by_its_id_and_undoes_its_change() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    slow_drill(work.path(), &drills);
+    let mut serve = Serve::start(&data, &drills, &[]);
+    // Through serve, which runs it on its own drill set.
+    let client = medic_command(work.path())
+        .env("MEDIC_DATA_DIR", &data)
+        .args(["drill", "run", "slow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = running_run(work.path(), &data);
+    let o = medic_in(
+        work.path(),
+        &data,
+        &["runs", "cancel", &id, "--no-rollback"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("is drill slow's, which always rolls back what it did"),
+        "{}",
+        stderr(&o)
+    );
+    let o = medic_in(
+        work.path(),
+        &data,
+        &["runs", "cancel", &id[..12], "--output", "json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let told: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        told,
+        serde_json::json!({ "run_id": id, "cancelled": true, "by": "serve", "rollback": null })
+    );
+    serve.wait_for(&format!("drill slow: run {id} cancelled"));
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("drill slow (run by medic serve): failed")
+            && text.contains("`medic runs cancel`"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = stdout(&medic_in(work.path(), &data, &["runs", "show", &id]));
+    assert!(
+        shown.contains("change.rollback") && shown.contains("cancelled"),
+        "{shown}"
+    );
+    let audit = stdout(&medic_in(work.path(), &data, &["audit"]));
+    assert!(
+        audit.contains(&format!("runs cancel {id} (medic serve)")),
+        "{audit}"
+    );
+    // Serve goes on: the drill runs again, to its end (its run, not failing, succeeds).
+    let o = medic_in(work.path(), &data, &["drill", "run", "slow"]);
+    assert!(stdout(&o).contains("run ended succeeded"), "{}", stdout(&o));
+    assert_eq!(serve.stop(), Some(0));
+}
+
+/// `medic drill run` by hand is a run like any other: `medic runs cancel`, or SIGTERM,
+/// stops it at a safe point, where it undoes its change and verifies, instead of killing it
+/// with its fault still in place.
+#[test]
+fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let drills = work.path().join("drills");
+    std::fs::create_dir(&drills).unwrap();
+    slow_drill(work.path(), &drills);
     // Asked by `medic runs cancel`, then by a supervisor's SIGTERM.
     for sigterm in [false, true] {
         let child = medic_command(work.path())
@@ -220,20 +310,7 @@ fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Its run, once recorded as running.
-        let mut id = String::new();
-        for _ in 0..500 {
-            let o = medic_in(work.path(), &data, &["runs", "list", "--output", "json"]);
-            if let Some(line) = stdout(&o).lines().next() {
-                let r: serde_json::Value = serde_json::from_str(line).unwrap();
-                if r["status"] == "running" {
-                    id = r["run_id"].as_str().unwrap().to_owned();
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(!id.is_empty(), "the drill's run never started");
+        let id = running_run(work.path(), &data);
         if sigterm {
             // SAFETY: a signal to our own child, not yet reaped.
             assert_eq!(

@@ -152,7 +152,7 @@ fn a_ctrl_c_through_serve_cancels_as_a_local_one_does() {
         shown.contains("■ cancelled after") && shown.contains("rolled back and verified"),
         "{shown}"
     );
-    serve.wait_for("cancelled by its client");
+    serve.wait_for(": cancelled");
     assert_eq!(serve.stop(), Some(0));
     assert_eq!(version_of(&svc.addr), "v1");
 }

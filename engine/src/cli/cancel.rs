@@ -101,8 +101,13 @@ pub(super) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> Exit {
                 told(args.output, id, Took::Serve, rollback);
                 return Exit::Success;
             }
-            // Not one of serve's: a `medic run` of its own, below (or a drill, refused).
+            // Not one of serve's: a `medic run` of its own, below.
             Err(e) if e.to_string().contains("is running here") => {}
+            // Serve has the run and said why not (a drill's run asked not to roll back).
+            Err(crate::store::StoreError::Remote(why)) => {
+                eprintln!("medic: medic serve refused the cancel: {why}");
+                return Exit::Invalid;
+            }
             Err(e) => {
                 eprintln!("medic: medic serve did not take the cancel: {e}");
                 return Exit::Engine;
@@ -146,14 +151,14 @@ fn in_its_process(record: &RunRecord, rollback: Option<bool>, output: OutputForm
     let id = &record.run_id;
     let process = record.process();
     let pid = process.pid;
-    // Its process is serve (a drill, which serve does not cancel one by one), or a serve
-    // that no longer answers: a SIGTERM would stop serve and every run in it.
+    // Its process is a serve that no longer answers, or another data directory's: a SIGTERM
+    // would stop serve and every run in it.
     let serve = process
         .command_line()
         .is_some_and(|args| args.iter().skip(1).any(|a| a == "serve"));
     if serve {
         eprintln!(
-            "medic: run {id} runs in medic serve (process {pid}), which did not take the cancel\n  = help: serve cancels the runs given to it, not a drill's: SIGTERM to medic serve stops every run in it at a safe point (each rolls back what it did), and `medic drill pause NAME` keeps a drill from starting again"
+            "medic: run {id} runs in medic serve (process {pid}), which did not take the cancel\n  = help: is that serve answering on this data directory's socket? SIGTERM to medic serve stops every run in it at a safe point (each rolls back what it did), and `medic drill pause NAME` keeps a drill from starting again"
         );
         return Exit::Invalid;
     }

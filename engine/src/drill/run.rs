@@ -481,7 +481,7 @@ async fn evaluate_locked(
         ok = false;
         record
             .reasons
-            .push("cancelled before it could finish (medic serve stopping, or Ctrl-C)".to_owned());
+            .push("cancelled before it could finish (medic serve stopping, Ctrl-C, or `medic runs cancel`)".to_owned());
     }
     if report.outcome != drill.expect {
         ok = false;

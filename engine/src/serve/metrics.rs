@@ -226,11 +226,16 @@ impl Metrics {
 pub(super) struct Watch {
     pub(super) metrics: Arc<Mutex<Metrics>>,
     pub(super) drill: String,
+    pub(super) run: super::cancel::DrillRun,
 }
 
 impl Observer for Watch {
     fn on_event(&mut self, event: &Event<'_>) {
+        if let Event::RunStarted { run_id, .. } = event {
+            *self.run.lock().unwrap() = Some((*run_id).to_owned());
+        }
         if let Event::RunFinished { report } = event {
+            *self.run.lock().unwrap() = None;
             println!(
                 "medic serve: drill {}: run {} ended {} in {}",
                 self.drill,

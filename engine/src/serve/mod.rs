@@ -26,6 +26,7 @@ use crate::store::remote::Reply;
 use crate::store::{ListFilter, RunStatus, Store, now_ms};
 
 mod alerts;
+mod cancel;
 mod client;
 mod interrupted;
 mod metrics;
@@ -104,6 +105,8 @@ pub struct Config {
 
 struct Running {
     cancel: Cancel,
+    /// The run it has going on now, so that one can be cancelled by its id.
+    run: cancel::DrillRun,
     task: tokio::task::JoinHandle<()>,
     started_ms: u64,
 }
@@ -461,6 +464,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             done_tx.clone(),
         );
         let c = cancel.clone();
+        let run = cancel::DrillRun::default();
         let started = if reply.is_some() {
             Started::Manual
         } else {
@@ -477,6 +481,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
         // The executor's futures are not Send (observers, prompts), so each drill gets a
         // blocking thread that drives it on this runtime.
         let handle = tokio::runtime::Handle::current();
+        let watched = run.clone();
         let task = tokio::task::spawn_blocking(move || {
             handle.block_on(async move {
                 if !c.sleep(wait).await {
@@ -490,6 +495,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                 let mut watch = Watch {
                     metrics: metrics.clone(),
                     drill: due.drill.name.clone(),
+                    run: watched,
                 };
                 let record = run_drill(&host, &store, &due.drill, started, &mut watch, &c).await;
                 metrics.lock().unwrap().count_drill(&record);
@@ -504,6 +510,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             name,
             Running {
                 cancel,
+                run,
                 task,
                 started_ms: now_ms(),
             },
@@ -625,24 +632,8 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                     let _ = reply.send(alerts::list(&store, &triggers));
                 }
                 Control::CancelRun { run_id, rollback, abort, reply } => {
-                    client_runs.retain(|r| !r.task.is_finished());
-                    let answer = match client_runs.iter().find(|r| r.run_id == run_id) {
-                        Some(r) => {
-                            if let Some(yes) = rollback {
-                                *r.rollback.lock().unwrap() = Some(yes);
-                            }
-                            if abort {
-                                println!("medic serve: run {run_id}: aborted by its client");
-                                r.cancel.abort();
-                            } else {
-                                println!("medic serve: run {run_id}: cancelled by its client");
-                                r.cancel.cancel();
-                            }
-                            Ok(serde_json::json!({ "run_id": run_id }))
-                        }
-                        None => Err(format!("no run {run_id} is running here")),
-                    };
-                    let _ = reply.send(answer);
+                    let asked = cancel::Asked { run_id: &run_id, rollback, abort };
+                    let _ = reply.send(cancel::cancel_run(&store, &mut client_runs, &running, asked));
                 }
             },
             _ = hup.recv() => {

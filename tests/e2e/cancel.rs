@@ -197,9 +197,17 @@ fn running_run(work: &std::path::Path, data: &std::path::Path) -> String {
     panic!("no run started");
 }
 
-/// A drill whose runbook changes something, then holds for 3 s before the step that fails;
-/// expected to roll back and recover within a minute.
-fn slow_drill(work: &std::path::Path, drills: &std::path::Path) {
+/// A work directory, its data directory, and its drills directory holding a drill whose
+/// runbook changes something, then holds for 3 s; expected to roll back and recover within a
+/// minute.
+fn slow_drill() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (work, data, drills) = (
+        dir.path(),
+        dir.path().join("data"),
+        dir.path().join("drills"),
+    );
+    std::fs::create_dir(&drills).unwrap();
     let rb = scripted_runbook(
         work,
         "on_failure = \"rollback\"",
@@ -219,6 +227,7 @@ fn slow_drill(work: &std::path::Path, drills: &std::path::Path) {
         ),
     )
     .unwrap();
+    (dir, data, drills)
 }
 
 /// A drill's run in `medic serve` is cancelled by its id, alone: serve and its other work go
@@ -227,11 +236,7 @@ fn slow_drill(work: &std::path::Path, drills: &std::path::Path) {
 /// cancel.
 #[test]
 fn a_drills_run_in_serve_is_cancelled_by_its_id_and_undoes_its_change() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    slow_drill(work.path(), &drills);
+    let (work, data, drills) = slow_drill();
     let mut serve = Serve::start(&data, &drills, &[]);
     // Through serve, which runs it on its own drill set.
     let client = medic_command(work.path())
@@ -266,6 +271,9 @@ fn a_drills_run_in_serve_is_cancelled_by_its_id_and_undoes_its_change() {
         serde_json::json!({ "run_id": id, "cancelled": true, "by": "serve", "rollback": null })
     );
     serve.wait_for(&format!("drill slow: run {id} cancelled"));
+    // Asked again while it undoes its change: taken, and it goes on undoing it.
+    let o = medic_in(work.path(), &data, &["runs", "cancel", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = client.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -280,8 +288,11 @@ fn a_drills_run_in_serve_is_cancelled_by_its_id_and_undoes_its_change() {
         "{shown}"
     );
     let audit = stdout(&medic_in(work.path(), &data, &["audit"]));
-    assert!(
-        audit.contains(&format!("runs cancel {id} (medic serve)")),
+    assert_eq!(
+        audit
+            .matches(&format!("runs cancel {id} (medic serve)"))
+            .count(),
+        2,
         "{audit}"
     );
     // Serve goes on: the drill runs again, to its end (its run, not failing, succeeds).
@@ -295,11 +306,7 @@ fn a_drills_run_in_serve_is_cancelled_by_its_id_and_undoes_its_change() {
 /// with its fault still in place.
 #[test]
 fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let drills = work.path().join("drills");
-    std::fs::create_dir(&drills).unwrap();
-    slow_drill(work.path(), &drills);
+    let (work, data, drills) = slow_drill();
     // Asked by `medic runs cancel`, then by a supervisor's SIGTERM.
     for sigterm in [false, true] {
         let child = medic_command(work.path())

@@ -71,10 +71,10 @@ pub(super) fn cancel_run(
             "run {run_id} tells that drill {drill} failed, which is not cancelled: it ends on its own"
         ));
     }
-    if running.cancel.is_cancelled() {
-        return Ok(json!({ "run_id": run_id, "drill": drill }));
+    // Asked again (while it rolls back), it goes on as it was.
+    if !running.cancel.is_cancelled() {
+        println!("medic serve: drill {drill}: run {run_id} cancelled; it rolls back what it did");
+        running.cancel.cancel();
     }
-    println!("medic serve: drill {drill}: run {run_id} cancelled; it rolls back what it did");
-    running.cancel.cancel();
     Ok(json!({ "run_id": run_id, "drill": drill }))
 }

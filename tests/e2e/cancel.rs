@@ -5,6 +5,7 @@ use std::process::{Child, Output, Stdio};
 
 use crate::cli::{medic, medic_command, scripted_runbook, stderr, stdout};
 use crate::serve::Serve;
+use crate::verdicts::{SIGHUP, SIGINT, SIGTERM, signal, spawn, wait};
 
 /// Changes something, then waits for an approval; verified healthy after a rollback, whose
 /// undoing takes `undo` (a plugin call that sleeps that long; none: the action's revert).
@@ -197,10 +198,10 @@ fn running_run(work: &std::path::Path, data: &std::path::Path) -> String {
     panic!("no run started");
 }
 
-/// A work directory, its data directory, and its drills directory holding a drill whose
-/// runbook changes something, then holds for 3 s; expected to roll back and recover within a
-/// minute.
-fn slow_drill() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+/// A work directory, its data directory (the one `medic_command` gives), and its drills
+/// directory holding a drill whose runbook changes something, then holds for `hold`;
+/// expected to roll back and recover within a minute.
+fn slow_drill(hold: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (work, data, drills) = (
         dir.path(),
@@ -214,7 +215,7 @@ fn slow_drill() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
         &format!(
             "[plugins.slow]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
              [[steps]]\nid = \"change\"\nuses = \"act\"\nrollback = \"revert\"\n\n\
-             [[steps]]\nid = \"hold\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"3s\" }}\n\n\
+             [[steps]]\nid = \"hold\"\nuses = \"slow\"\nwith = {{ mode = \"sleep\", sleep = \"{hold}\" }}\n\n\
              [[verify]]\nid = \"ok\"\nuses = \"check\"\n",
             medic::host::fixtures::HOSTILE
         ),
@@ -236,7 +237,7 @@ fn slow_drill() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
 /// cancel.
 #[test]
 fn a_drills_run_in_serve_is_cancelled_by_its_id_and_undoes_its_change() {
-    let (work, data, drills) = slow_drill();
+    let (work, data, drills) = slow_drill("3s");
     let mut serve = Serve::start(&data, &drills, &[]);
     // Through serve, which runs it on its own drill set.
     let client = medic_command(work.path())
@@ -301,14 +302,13 @@ fn a_drills_run_in_serve_is_cancelled_by_its_id_and_undoes_its_change() {
     assert_eq!(serve.stop(), Some(0));
 }
 
-/// `medic drill run` by hand is a run like any other: `medic runs cancel`, or SIGTERM,
-/// stops it at a safe point, where it undoes its change and verifies, instead of killing it
-/// with its fault still in place.
+/// `medic drill run` by hand is a run like any other: `medic runs cancel`, a supervisor's
+/// SIGTERM or a closed terminal's SIGHUP stops it at a safe point, where it undoes its change
+/// and verifies, instead of killing it with its fault still in place.
 #[test]
 fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
-    let (work, data, drills) = slow_drill();
-    // Asked by `medic runs cancel`, then by a supervisor's SIGTERM.
-    for sigterm in [false, true] {
+    let (work, data, drills) = slow_drill("3s");
+    for by in ["runs cancel", "SIGTERM", "SIGHUP"] {
         let child = medic_command(work.path())
             .env("MEDIC_DATA_DIR", &data)
             .args(["drill", "run", "slow", "--drills", drills.to_str().unwrap()])
@@ -318,24 +318,100 @@ fn a_drill_run_by_hand_is_cancelled_and_undoes_its_change() {
             .spawn()
             .unwrap();
         let id = running_run(work.path(), &data);
-        if sigterm {
-            // SAFETY: a signal to our own child, not yet reaped.
-            assert_eq!(
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-                0
-            );
-        } else {
-            let o = medic_in(work.path(), &data, &["runs", "cancel", &id]);
-            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        match by {
+            "SIGTERM" => signal(child.id(), SIGTERM),
+            "SIGHUP" => signal(child.id(), SIGHUP),
+            _ => {
+                let o = medic_in(work.path(), &data, &["runs", "cancel", &id]);
+                assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            }
         }
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             text.contains("change.rollback") && text.contains("rolled back and verified"),
-            "{text}\n{}",
+            "{by}:\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let o = medic_in(work.path(), &data, &["runs", "show", &id]);
-        assert!(stdout(&o).contains("cancelled"), "{}", stdout(&o));
+        assert!(stdout(&o).contains("cancelled"), "{by}: {}", stdout(&o));
     }
+}
+
+/// A responder at a drill run by hand has the Ctrl-C of `medic run`: the second says what
+/// still runs and for how long at most, the third aborts, leaving the drill's run
+/// interrupted (exit 5) with the command that finishes the job, which then undoes the
+/// change and verifies.
+#[test]
+fn a_drill_run_by_hand_aborted_by_a_third_ctrl_c_is_left_for_runs_rollback() {
+    let (work, _data, drills) = slow_drill("20s");
+    let (mut child, mut out, mut err) = spawn(
+        work.path(),
+        &[
+            "drill",
+            "run",
+            "slow",
+            "--drills",
+            drills.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    // Its start, as an event: the step holds for 20 s from there.
+    out.until("\"step\":\"hold\"");
+    signal(child.id(), SIGINT);
+    err.until("Ctrl-C twice more aborts");
+    signal(child.id(), SIGINT);
+    err.until("Ctrl-C once more aborts");
+    assert!(
+        err.seen.contains("still running: step `hold`") && err.seen.contains("at most"),
+        "{}",
+        err.seen
+    );
+    signal(child.id(), SIGINT);
+    let code = wait(&mut child);
+    let said = out.rest().to_owned();
+    let o = medic(work.path(), &["runs", "list", "--output", "json"]);
+    let run: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    let id = run["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(code, Some(5), "{said}\n{}", err.rest());
+    assert_eq!(run["status"], "interrupted", "{run}");
+    assert!(
+        said.contains(&format!("medic runs rollback {id}")),
+        "{said}"
+    );
+    let o = medic(work.path(), &["runs", "rollback", &id]);
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("change.rollback"), "{}", stdout(&o));
+}
+
+/// `medic drill run` through serve, stopped at its own terminal: its Ctrl-C cancels the drill
+/// it asked serve for, which stops at a safe point and undoes its change; a second says so,
+/// and the client waits for the drill's result. Serve goes on with the same drill.
+#[test]
+fn a_drill_run_through_serve_is_cancelled_by_its_clients_ctrl_c() {
+    let (work, data, drills) = slow_drill("5s");
+    let mut serve = Serve::start(&data, &drills, &[]);
+    let (mut client, mut out, mut err) = spawn(work.path(), &["drill", "run", "slow"]);
+    let id = running_run(work.path(), &data);
+    signal(client.id(), SIGINT);
+    err.until("cancelling drill slow in medic serve");
+    serve.wait_for(&format!("drill slow: run {id} cancelled"));
+    signal(client.id(), SIGINT);
+    err.until("undoes what it did in medic serve");
+    let code = wait(&mut client);
+    let text = out.rest().to_owned();
+    assert_eq!(code, Some(1), "{text}\n{}", err.rest());
+    assert!(
+        text.contains("drill slow (run by medic serve): failed"),
+        "{text}"
+    );
+    let shown = stdout(&medic_in(work.path(), &data, &["runs", "show", &id]));
+    assert!(
+        shown.contains("change.rollback") && shown.contains("cancelled"),
+        "{shown}"
+    );
+    let o = medic_in(work.path(), &data, &["drill", "run", "slow"]);
+    assert!(stdout(&o).contains("run ended succeeded"), "{}", stdout(&o));
+    assert_eq!(serve.stop(), Some(0));
 }

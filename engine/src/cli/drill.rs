@@ -1,17 +1,16 @@
 //! `medic drill validate|list|run|report`.
 
+mod run;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::output::HumanOutput;
 use super::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::drill::report::{Percentiles, reports};
-use crate::drill::run::{Started, run_drill};
 use crate::drill::scheduler::from_ms;
 use crate::drill::{Drill, load_dir_or_report};
-use crate::executor::Cancel;
 use crate::store::drills::{DrillRecord, DrillResult};
 use crate::store::now_ms;
 
@@ -316,91 +315,9 @@ pub async fn main(global: &GlobalArgs, cmd: DrillCommand) -> Exit {
                 Err(exit) => return exit,
             }
             if let Some(remote) = global.through_serve() {
-                // medic serve holds the store: it runs the drill, on its own drill set.
-                let answer: Result<DrillRecord, _> = remote.call(
-                    &serde_json::json!({"op": "drill_run", "name": name}),
-                    Duration::from_secs(24 * 3600),
-                );
-                return match answer {
-                    Ok(record) if output == OutputFormat::Json => {
-                        println!("{}", serde_json::json!({ "drill": record }));
-                        exit_for(record.result)
-                    }
-                    Ok(record) => {
-                        println!("drill {name} (run by medic serve): {}", describe(&record));
-                        if let Some(id) = &record.run_id {
-                            println!("  medic runs show {id}");
-                        }
-                        exit_for(record.result)
-                    }
-                    Err(e) => {
-                        eprintln!("medic: {e}");
-                        Exit::Invalid
-                    }
-                };
+                return run::in_serve(remote, &name, output).await;
             }
-            let list = match load(global, &drills.dir).await {
-                Ok(l) => l,
-                Err(exit) => return exit,
-            };
-            let Some(drill) = list.iter().find(|d| d.name == name) else {
-                let names: Vec<&str> = list.iter().map(|d| d.name.as_str()).collect();
-                eprintln!(
-                    "medic: no drill `{name}` in {}{}",
-                    drills.dir.display(),
-                    crate::runbook::diag::did_you_mean(&name, names.iter().copied())
-                        .map(|s| format!("; {s}"))
-                        .unwrap_or_else(|| format!(" (drills: {})", names.join(", ")))
-                );
-                return Exit::Invalid;
-            };
-            let host = match global.host() {
-                Ok(h) => h,
-                Err(e) => return engine_error(e),
-            };
-            let store = match global.store("medic drill run", None) {
-                Ok(s) => s,
-                Err(exit) => return exit,
-            };
-            let cancel = Cancel::new();
-            // Ctrl-C, SIGTERM and `medic runs cancel` (SIGUSR1) cancel the drill at its next
-            // safe point, where it undoes what it did; none of them kills it half-way.
-            let stops = [
-                tokio::signal::unix::SignalKind::interrupt(),
-                tokio::signal::unix::SignalKind::terminate(),
-                tokio::signal::unix::SignalKind::user_defined1(),
-            ]
-            .map(tokio::signal::unix::signal);
-            let mut stops = match stops.into_iter().collect::<Result<Vec<_>, _>>() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("medic: cannot handle signals: {e}");
-                    return Exit::Engine;
-                }
-            };
-            let watcher = {
-                let cancel = cancel.clone();
-                tokio::spawn(async move {
-                    let any = stops.iter_mut().map(|s| Box::pin(s.recv()));
-                    let _ = futures_util::future::select_all(any).await;
-                    eprintln!("\nmedic: cancelling the drill at the next safe point");
-                    cancel.cancel();
-                })
-            };
-            let record = if output == OutputFormat::Json {
-                let mut out = super::output::JsonOutput;
-                run_drill(&host, &store, drill, Started::Manual, &mut out, &cancel).await
-            } else {
-                let mut out = HumanOutput::new(global.color(), global.verbose);
-                run_drill(&host, &store, drill, Started::Manual, &mut out, &cancel).await
-            };
-            watcher.abort();
-            if output == OutputFormat::Json {
-                println!("{}", serde_json::json!({ "drill": record }));
-            } else {
-                println!("\ndrill {}: {}", drill.name, describe(&record));
-            }
-            exit_for(record.result)
+            run::here(global, &name, &drills.dir, output).await
         }
         DrillCommand::Report {
             name,

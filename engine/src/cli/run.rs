@@ -376,11 +376,7 @@ pub(super) async fn execute(
             &mut json
         }
     };
-    let mut tracked = Tracked {
-        progress,
-        plan: req.plan,
-        inner,
-    };
+    let mut tracked = Tracked::new(progress, inner);
     let mut recorder = Recorder::new(
         store,
         &mut tracked,

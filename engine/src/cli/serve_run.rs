@@ -68,14 +68,13 @@ pub(super) async fn through_serve(
     let mut human = HumanOutput::new(global.color(), global.verbose);
     let mut json = JsonOutput;
     let progress = Progress::default();
-    let mut tracked = Tracked {
-        progress: progress.clone(),
-        plan,
-        inner: match args.output {
+    let mut tracked = Tracked::new(
+        progress.clone(),
+        match args.output {
             OutputFormat::Human => &mut human,
             OutputFormat::Json => &mut json,
         },
-    };
+    );
     let cancel_run = |rollback: Option<bool>, abort: bool| {
         let asked = serde_json::json!({
             "op": "cancel_run", "run_id": run_id, "rollback": rollback, "abort": abort,

@@ -23,6 +23,7 @@
 //! answer before the run starts (nothing has run) or after its verdict was given (it is
 //! recorded and shown): a stop then ends medic at once.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -401,12 +402,13 @@ fn detach_from_terminal() {
 #[derive(Clone, Default)]
 pub struct Progress {
     now: Arc<Mutex<Option<Current>>>,
-    /// The run and where this process records it, when it does.
+    /// Where this process records its runs, and the run it records now, when it does.
     recorded: Option<Arc<Recorded>>,
 }
 
 struct Recorded {
-    run_id: String,
+    /// The run going on: given, or (a drill's runs, one after another) the last started.
+    run_id: Mutex<Option<String>>,
     store: String,
 }
 
@@ -421,10 +423,20 @@ struct Current {
 impl Progress {
     /// The progress of run `run_id`, recorded by this process in the store at `store`.
     pub fn recorded(run_id: &str, store: String) -> Progress {
+        Progress::in_store(Some(run_id.to_owned()), store)
+    }
+
+    /// The progress of the runs this process records in the store at `store` one after
+    /// another (a drill's fault, its runbook, its notification), each from its start.
+    pub fn following(store: String) -> Progress {
+        Progress::in_store(None, store)
+    }
+
+    fn in_store(run_id: Option<String>, store: String) -> Progress {
         Progress {
             now: Arc::default(),
             recorded: Some(Arc::new(Recorded {
-                run_id: run_id.to_owned(),
+                run_id: Mutex::new(run_id),
                 store,
             })),
         }
@@ -432,6 +444,14 @@ impl Progress {
 
     fn store(&self) -> Option<&str> {
         self.recorded.as_ref().map(|r| r.store.as_str())
+    }
+
+    fn started(&self, run_id: &str) {
+        if let Some(r) = &self.recorded {
+            *r.run_id
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(run_id.to_owned());
+        }
     }
 
     /// Ends the process `grace` from now unless the abort's outcome was told by then
@@ -456,11 +476,21 @@ impl Progress {
                     ),
                     None => format!("the run did not stop within {}", seconds(grace)),
                 };
+                let run_id = recorded
+                    .run_id
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let stands = match run_id {
+                    Some(id) => format!(
+                        "run {id} stands as last recorded; the next medic command that reaches the store finds it interrupted\n  = then roll it back with  medic runs rollback {id}\n  = or continue it with     medic runs resume {id}"
+                    ),
+                    None => "no run had started".to_owned(),
+                };
                 // Not `eprintln!`: stderr may be gone, and this must end the process.
                 let _ = writeln!(
                     std::io::stderr(),
-                    "medic: aborted, without recording it: {why}\n  = run {id} stands as last recorded; the next medic command that reaches the store finds it interrupted\n  = then roll it back with  medic runs rollback {id}\n  = or continue it with     medic runs resume {id}",
-                    id = recorded.run_id
+                    "medic: aborted, without recording it: {why}\n  = {stands}"
                 );
                 std::process::exit(super::Exit::RollbackFailed as i32);
             });
@@ -520,37 +550,58 @@ fn step_bound(step: &PlanStep) -> Duration {
     }
 }
 
-fn bound_of(plan: &Plan, id: &str) -> Option<Duration> {
-    if let Some(forward) = id.strip_suffix(".rollback") {
-        let step = plan.steps.iter().find(|s| s.id == forward)?;
-        return Some(match &step.rollback {
-            Some(StepRollback::Call { timeout, .. }) => *timeout,
-            _ => step.timeout,
-        });
-    }
-    [&plan.steps, &plan.rollback, &plan.verify, &plan.finally]
-        .into_iter()
-        .flat_map(|s| s.iter())
-        .find(|s| s.id == id)
-        .map(step_bound)
+/// How long each step of `plan` may take, by the id its events carry (a step's own undo is
+/// `ID.rollback`).
+fn bounds_of(plan: &Plan) -> HashMap<String, Duration> {
+    let mut bounds: HashMap<String, Duration> =
+        [&plan.steps, &plan.rollback, &plan.verify, &plan.finally]
+            .into_iter()
+            .flat_map(|s| s.iter())
+            .map(|s| (s.id.clone(), step_bound(s)))
+            .collect();
+    bounds.extend(plan.steps.iter().filter_map(|s| {
+        let undo = match s.rollback.as_ref()? {
+            StepRollback::Call { timeout, .. } => *timeout,
+            _ => s.timeout,
+        };
+        Some((format!("{}.rollback", s.id), undo))
+    }));
+    bounds
 }
 
-/// Passes events on, keeping [`Progress`] current.
+/// Passes events on, keeping [`Progress`] current: of one run, or of several one after
+/// another (each known from its start).
 pub struct Tracked<'a> {
-    pub progress: Progress,
-    pub plan: &'a Plan,
-    pub inner: &'a mut dyn Observer,
+    progress: Progress,
+    inner: &'a mut dyn Observer,
+    /// The bounds of the steps of the run going on.
+    bounds: HashMap<String, Duration>,
+}
+
+impl<'a> Tracked<'a> {
+    pub fn new(progress: Progress, inner: &'a mut dyn Observer) -> Self {
+        Tracked {
+            progress,
+            inner,
+            bounds: HashMap::new(),
+        }
+    }
 }
 
 impl Observer for Tracked<'_> {
     fn on_event(&mut self, event: &Event<'_>) {
         match event {
+            Event::RunStarted { run_id, plan, .. } => {
+                self.bounds = bounds_of(plan);
+                self.progress.started(run_id);
+            }
             Event::StepStarted { phase, id, .. } => {
+                let bound = self.bounds.get(*id).copied();
                 *self.progress.now.lock().unwrap() = Some(Current {
                     id: (*id).to_owned(),
                     phase: *phase,
                     since: Instant::now(),
-                    bound: bound_of(self.plan, id),
+                    bound,
                 });
             }
             Event::StepFinished { .. } | Event::RunFinished { .. } => {

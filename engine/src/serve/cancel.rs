@@ -62,18 +62,50 @@ pub(super) fn cancel_run(
             "run {run_id} is drill {drill}'s, which always rolls back what it did: cancel it without --rollback or --no-rollback"
         ));
     }
+    cancel_drill(store, drill, running)
+}
+
+/// Cancels drill `name`, run now for the client that sent `token` with it (`medic drill run`
+/// through serve, at its Ctrl-C): not another run of the same drill started since.
+pub(super) fn cancel_asked_drill(
+    store: &Store,
+    drills: &HashMap<String, Running>,
+    name: &str,
+    token: &str,
+) -> Result<serde_json::Value, String> {
+    match drills.get(name) {
+        Some(running) if running.client.as_deref() == Some(token) => {
+            cancel_drill(store, name, running)
+        }
+        _ => Err(format!("drill {name} is no longer running for this client")),
+    }
+}
+
+/// Cancels a drill's run going on: it stops at its next safe point and rolls back.
+fn cancel_drill(
+    store: &Store,
+    drill: &str,
+    running: &Running,
+) -> Result<serde_json::Value, String> {
+    let run_id = running.run.lock().unwrap().clone();
     // Somebody must hear that a drill failed: as in a stop of serve, its notification goes on.
-    if store
-        .record(run_id)
-        .is_ok_and(|r| r.is_some_and(|r| r.notification))
+    if let Some(id) = &run_id
+        && store
+            .record(id)
+            .is_ok_and(|r| r.is_some_and(|r| r.notification))
     {
         return Err(format!(
-            "run {run_id} tells that drill {drill} failed, which is not cancelled: it ends on its own"
+            "run {id} tells that drill {drill} failed, which is not cancelled: it ends on its own"
         ));
     }
     // Asked again (while it rolls back), it goes on as it was.
     if !running.cancel.is_cancelled() {
-        println!("medic serve: drill {drill}: run {run_id} cancelled; it rolls back what it did");
+        match &run_id {
+            Some(id) => println!(
+                "medic serve: drill {drill}: run {id} cancelled; it rolls back what it did"
+            ),
+            None => println!("medic serve: drill {drill}: cancelled"),
+        }
         running.cancel.cancel();
     }
     Ok(json!({ "run_id": run_id, "drill": drill }))

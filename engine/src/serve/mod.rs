@@ -38,6 +38,8 @@ use metrics::*;
 enum Control {
     RunNow {
         name: String,
+        /// The client's own token, to cancel this run by ([`Control::CancelDrill`]).
+        token: Option<String>,
         reply: oneshot::Sender<Result<DrillRecord, String>>,
     },
     List {
@@ -92,6 +94,12 @@ enum Control {
         abort: bool,
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     },
+    /// The Ctrl-C of the terminal that asked for a drill (with the token it gave).
+    CancelDrill {
+        name: String,
+        token: String,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    },
 }
 
 pub struct Config {
@@ -105,10 +113,19 @@ pub struct Config {
 
 struct Running {
     cancel: Cancel,
+    /// The token of the client it was run for (`medic drill run` through serve), which may
+    /// cancel it with that token.
+    client: Option<String>,
     /// The run it has going on now, so that one can be cancelled by its id.
     run: cancel::DrillRun,
     task: tokio::task::JoinHandle<()>,
     started_ms: u64,
+}
+
+/// A drill run now for a client, who waits for its result and may cancel it with its token.
+struct ForClient {
+    reply: oneshot::Sender<Result<DrillRecord, String>>,
+    token: Option<String>,
 }
 
 /// The scheduler's answer to a control message, or word that it is stopping.
@@ -160,8 +177,12 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                             .and_then(|n| n.as_str())
                             .unwrap_or("")
                             .to_owned();
+                        let token = request
+                            .get("token")
+                            .and_then(|n| n.as_str())
+                            .map(str::to_owned);
                         let (reply, rx) = oneshot::channel();
-                        tx.send(Control::RunNow { name, reply }).await.ok()?;
+                        tx.send(Control::RunNow { name, token, reply }).await.ok()?;
                         Some(Reply::One(
                             rx.await
                                 .map_err(|_| "medic serve is stopping".to_owned())
@@ -250,6 +271,21 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                         .await
                         .ok()?;
                         rx.await.ok()
+                    }
+                    "drill_cancel" => {
+                        let field = |k: &str| {
+                            request
+                                .get(k)
+                                .and_then(|n| n.as_str())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let (name, token) = (field("name"), field("token"));
+                        let (reply, rx) = oneshot::channel();
+                        tx.send(Control::CancelDrill { name, token, reply })
+                            .await
+                            .ok()?;
+                        Some(answer(rx).await)
                     }
                     "cancel_run" => {
                         let run_id = request
@@ -374,10 +410,11 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut client_runs: Vec<ClientRun> = Vec::new();
     let (done_tx, mut done) = mpsc::channel::<(String, DrillRecord)>(16);
-    let start = |due: Due,
-                 running: &mut HashMap<String, Running>,
-                 reply: Option<oneshot::Sender<Result<DrillRecord, String>>>| {
+    // `asked`: for a client, not the schedule.
+    let start = |due: Due, running: &mut HashMap<String, Running>, asked: Option<ForClient>| {
         let name = due.drill.name.clone();
+        let (reply, client) = asked.map(|a| (a.reply, a.token)).unzip();
+        let client = client.flatten();
         // With a shared store several schedulers see the same slot: the one that takes it
         // runs it (or records why not), the others leave it.
         if reply.is_none() {
@@ -510,6 +547,7 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
             name,
             Running {
                 cancel,
+                client,
                 run,
                 task,
                 started_ms: now_ms(),
@@ -567,11 +605,11 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                     if record.reasons.is_empty() { String::new() } else { format!(": {}", record.reasons.join("; ")) });
             }
             Some(c) = control.recv() => match c {
-                Control::RunNow { name, reply } => {
+                Control::RunNow { name, token, reply } => {
                     match scheduler.upcoming().into_iter().find(|(d, _)| d.name == name) {
                         Some((drill, _)) => {
                             let due = Due { drill: drill.clone(), scheduled: Utc::now(), catch_up: false };
-                            start(due, &mut running, Some(reply));
+                            start(due, &mut running, Some(ForClient { reply, token }));
                         }
                         None => {
                             let names: Vec<String> = scheduler.upcoming().iter().map(|(d, _)| d.name.clone()).collect();
@@ -634,6 +672,9 @@ pub async fn serve(host: PluginHost, store: Store, config: Config) -> Result<(),
                 Control::CancelRun { run_id, rollback, abort, reply } => {
                     let asked = cancel::Asked { run_id: &run_id, rollback, abort };
                     let _ = reply.send(cancel::cancel_run(&store, &mut client_runs, &running, asked));
+                }
+                Control::CancelDrill { name, token, reply } => {
+                    let _ = reply.send(cancel::cancel_asked_drill(&store, &running, &name, &token));
                 }
             },
             _ = hup.recv() => {

@@ -410,6 +410,7 @@ fn open(dir: &Path) -> std::io::Result<UnixStream> {
 }
 
 /// A store held by another process, read through its socket.
+#[derive(Clone)]
 pub struct Remote {
     /// The data directory served.
     dir: PathBuf,

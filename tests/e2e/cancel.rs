@@ -387,7 +387,8 @@ fn a_drill_run_by_hand_aborted_by_a_third_ctrl_c_is_left_for_runs_rollback() {
 
 /// `medic drill run` through serve, stopped at its own terminal: its Ctrl-C cancels the drill
 /// it asked serve for, which stops at a safe point and undoes its change; a second says so,
-/// and the client waits for the drill's result. Serve goes on with the same drill.
+/// and the client waits for the drill's result. Serve goes on with the same drill. A third
+/// Ctrl-C stops the client waiting, not the undoing.
 #[test]
 fn a_drill_run_through_serve_is_cancelled_by_its_clients_ctrl_c() {
     let (work, data, drills) = slow_drill("5s");
@@ -413,5 +414,23 @@ fn a_drill_run_through_serve_is_cancelled_by_its_clients_ctrl_c() {
     );
     let o = medic_in(work.path(), &data, &["drill", "run", "slow"]);
     assert!(stdout(&o).contains("run ended succeeded"), "{}", stdout(&o));
+    // A third Ctrl-C stops the client waiting (exit 6); serve goes on undoing, and stopping
+    // serve waits for it.
+    let (mut client, _out, mut err) = spawn(work.path(), &["drill", "run", "slow"]);
+    let id = running_run(work.path(), &data);
+    for told in [
+        "cancelling drill slow in medic serve",
+        "undoes what it did in medic serve",
+        "stopped waiting for drill slow, which goes on in medic serve",
+    ] {
+        signal(client.id(), SIGINT);
+        err.until(told);
+    }
+    assert_eq!(wait(&mut client), Some(6), "{}", err.rest());
     assert_eq!(serve.stop(), Some(0));
+    let shown = stdout(&medic_in(work.path(), &data, &["runs", "show", &id]));
+    assert!(
+        shown.contains("change.rollback") && shown.contains("cancelled"),
+        "{shown}"
+    );
 }

@@ -412,6 +412,15 @@ impl GlobalArgs {
         self.color_for(std::io::stdout().is_terminal())
     }
 
+    /// What shows a run's events on stdout as `format` asks: lines for a person, or a JSON
+    /// object an event.
+    fn shown_as(&self, format: OutputFormat) -> Box<dyn crate::executor::Observer> {
+        match format {
+            OutputFormat::Human => Box::new(output::HumanOutput::new(self.color(), self.verbose)),
+            OutputFormat::Json => Box::new(output::JsonOutput),
+        }
+    }
+
     fn color_for(&self, terminal: bool) -> bool {
         match self.color {
             ColorChoice::Always => true,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use super::output::{HumanOutput, JsonOutput, render_plan};
+use super::output::render_plan;
 use super::signals::{Progress, Signals, Tracked};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error, parse_param};
 use crate::executor::{self, Approval, Cancel, Resume, RunOptions, RunOutcome, RunReport};
@@ -364,19 +364,8 @@ pub(super) async fn execute(
         fail_step: None,
         kv_journal: Some(store.kv_journal(&req.run_id)),
     };
-    let mut human;
-    let mut json;
-    let inner: &mut dyn executor::Observer = match req.format {
-        OutputFormat::Human => {
-            human = HumanOutput::new(global.color(), global.verbose);
-            &mut human
-        }
-        OutputFormat::Json => {
-            json = JsonOutput;
-            &mut json
-        }
-    };
-    let mut tracked = Tracked::new(progress, inner);
+    let mut shown = global.shown_as(req.format);
+    let mut tracked = Tracked::new(progress, shown.as_mut());
     let mut recorder = Recorder::new(
         store,
         &mut tracked,

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use super::output::{HumanOutput, JsonOutput};
 use super::run::{RunArgs, confirm_rollback, exit_for};
 use super::signals::{Progress, Signals, Tracked};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error};
@@ -65,16 +64,9 @@ pub(super) async fn through_serve(
             }
         }
     });
-    let mut human = HumanOutput::new(global.color(), global.verbose);
-    let mut json = JsonOutput;
+    let mut shown = global.shown_as(args.output);
     let progress = Progress::default();
-    let mut tracked = Tracked::new(
-        progress.clone(),
-        match args.output {
-            OutputFormat::Human => &mut human,
-            OutputFormat::Json => &mut json,
-        },
-    );
+    let mut tracked = Tracked::new(progress.clone(), shown.as_mut());
     let cancel_run = |rollback: Option<bool>, abort: bool| {
         let asked = serde_json::json!({
             "op": "cancel_run", "run_id": run_id, "rollback": rollback, "abort": abort,

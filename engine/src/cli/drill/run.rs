@@ -5,11 +5,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{describe, exit_for, load};
-use crate::cli::output::{HumanOutput, JsonOutput};
 use crate::cli::signals::{self, Progress, Signals, Stop, Tracked};
 use crate::cli::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::drill::run::{Started, run_drill};
-use crate::executor::{Cancel, Observer};
+use crate::executor::Cancel;
 use crate::store::drills::DrillRecord;
 use crate::store::remote::Remote;
 
@@ -35,6 +34,9 @@ pub(super) async fn in_serve(remote: Remote, name: &str, output: OutputFormat) -
     };
     tokio::pin!(waiting);
     let mut stops = 0u32;
+    // Whether serve took the cancel: a Ctrl-C before serve has started the drill (or while
+    // serve does not answer) asks again at the next one.
+    let mut taken = false;
     let answer = loop {
         let stop = tokio::select! {
             answer = &mut waiting => break answer,
@@ -44,25 +46,34 @@ pub(super) async fn in_serve(remote: Remote, name: &str, output: OutputFormat) -
             continue;
         }
         stops += 1;
-        match stops {
-            1 => {
-                let asked = serde_json::json!({"op": "drill_cancel", "name": name, "token": token});
-                match remote.call::<serde_json::Value>(&asked, Duration::from_secs(10)) {
-                    Ok(_) => eprintln!(
-                        "\nmedic: cancelling drill {name} in medic serve: its current step finishes, then it undoes what it did\n  = Ctrl-C twice more stops waiting for it (it goes on in medic serve)"
-                    ),
-                    Err(e) => eprintln!("\nmedic: medic serve did not take the cancel: {e}"),
-                }
-            }
-            2 => eprintln!(
-                "\nmedic: drill {name} undoes what it did in medic serve\n  = Ctrl-C once more stops waiting for it; it goes on there"
-            ),
-            _ => {
+        if stops >= 3 {
+            eprintln!(
+                "medic: stopped waiting for drill {name}, which goes on in medic serve\n  = its result: medic drill report {name}"
+            );
+            return Exit::Cancelled;
+        }
+        let more = if stops == 1 {
+            "twice more"
+        } else {
+            "once more"
+        };
+        if taken {
+            eprintln!(
+                "\nmedic: drill {name} undoes what it did in medic serve\n  = Ctrl-C {more} stops waiting for it; it goes on there"
+            );
+            continue;
+        }
+        let asked = serde_json::json!({"op": "drill_cancel", "name": name, "token": token});
+        match remote.call::<serde_json::Value>(&asked, Duration::from_secs(10)) {
+            Ok(_) => {
+                taken = true;
                 eprintln!(
-                    "medic: stopped waiting for drill {name}, which goes on in medic serve\n  = its result: medic drill report {name}"
+                    "\nmedic: cancelling drill {name} in medic serve: its current step finishes, then it undoes what it did\n  = Ctrl-C {more} stops waiting for it (it goes on in medic serve)"
                 );
-                return Exit::Cancelled;
             }
+            Err(e) => eprintln!(
+                "\nmedic: medic serve did not take the cancel: {e}\n  = Ctrl-C asks again; {more} stops waiting"
+            ),
         }
     };
     match answer {
@@ -130,19 +141,8 @@ pub(super) async fn here(
     let cancel = Cancel::new();
     let progress = Progress::following(store.location());
     let watcher = signals.watch(cancel.clone(), progress.clone());
-    let mut human;
-    let mut json;
-    let inner: &mut dyn Observer = match output {
-        OutputFormat::Human => {
-            human = HumanOutput::new(global.color(), global.verbose);
-            &mut human
-        }
-        OutputFormat::Json => {
-            json = JsonOutput;
-            &mut json
-        }
-    };
-    let mut tracked = Tracked::new(progress, inner);
+    let mut shown = global.shown_as(output);
+    let mut tracked = Tracked::new(progress, shown.as_mut());
     let record = run_drill(&host, &store, drill, Started::Manual, &mut tracked, &cancel).await;
     let exit = if cancel.is_aborted() {
         // Told already by the abort's bound, which is ending the process now.

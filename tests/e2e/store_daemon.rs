@@ -368,7 +368,7 @@ fn a_call_waiting_for_its_start_to_be_recorded_keeps_its_whole_timeout() {
             "[runbook]\nname = \"slowed\"\n\n\
              [plugins.h]\nsource = \"{}\"\ngrants = {{ http = [\"{addr}\"], kv = true }}\n\n\
              [[steps]]\nid = \"slow\"\nuses = \"h\"\nwith = {{ mode = \"sleep\", sleep = \"1s\" }}\n\n\
-             [[steps]]\nid = \"after\"\nuses = \"h\"\ntimeout = \"1s\"\nwith = {{ mode = \"http\", url = \"http://{addr}/after\" }}\n",
+             [[steps]]\nid = \"after\"\nuses = \"h\"\ntimeout = \"3s\"\nwith = {{ mode = \"http\", url = \"http://{addr}/after\" }}\n",
             medic::host::fixtures::HOSTILE,
             addr = target.addr,
         ),
@@ -382,8 +382,10 @@ fn a_call_waiting_for_its_start_to_be_recorded_keeps_its_whole_timeout() {
         let pid = daemon_pid(&data);
         crate::verdicts::signal(pid, 19);
         // `slow` ends after 1 s; `after` then waits for its start until the daemon goes on,
-        // 2.5 s after it stopped: well past `after`'s 1 s.
-        std::thread::sleep(Duration::from_millis(2500));
+        // 5 s after it stopped: well past `after`'s 3 s. Its timeout leaves room for its own
+        // part (instantiating, reaching its request), which a loaded machine (the whole
+        // suite at once) once stretched to about 1 s of a 1 s timeout.
+        std::thread::sleep(Duration::from_millis(5000));
         assert_eq!(
             target.hits.load(std::sync::atomic::Ordering::SeqCst),
             0,

@@ -13,6 +13,7 @@ mod download;
 pub mod limits;
 pub mod manifest;
 pub mod outcome;
+mod pool;
 pub mod redact;
 pub mod sandbox;
 pub mod value;
@@ -34,6 +35,7 @@ pub use caps::{CommandGrant, Grants, HostGrant, KvJournal, KvSpace};
 pub use check::ParamProblem;
 pub use manifest::{Manifest, ParamSpec, PluginKind};
 pub use outcome::{CapabilityUse, Failure, Invocation, LogLevel, LogLine, Outcome, Status};
+pub use pool::calls_on_call_threads;
 pub use redact::Redactor;
 pub use sandbox::{Call, CallContext, Placement, Sandbox, StoreState};
 pub use value::{Value, ValueType, Values};
@@ -258,49 +260,8 @@ pub struct PluginHost {
     /// For plugins from URLs: the cache directory (downloads are kept there) and a CA.
     downloads: (Option<PathBuf>, Option<PathBuf>),
     /// Where calls made together run ([`Placement::Workers`]), started at the first.
-    calls: CallPool,
+    calls: pool::CallPool,
     _ticker: Ticker,
-}
-
-/// Threads for calls made together (a fleet's targets), one per core, apart from the
-/// process's own runtime: a plugin computing for its whole time slice (an epoch tick, 10
-/// ms) between yields would hold up the tasks there (`medic serve`'s API) that long.
-#[derive(Default)]
-struct CallPool(std::sync::OnceLock<Option<tokio::runtime::Runtime>>);
-
-impl CallPool {
-    /// The pool's runtime; none if its threads cannot be started (calls then run on the
-    /// caller's thread, as a single step's do).
-    fn handle(&self) -> Option<tokio::runtime::Handle> {
-        self.0
-            .get_or_init(|| {
-                let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    // A busy plugin yields once a tick (10 ms): at tokio's defaults (61
-                    // polls) a call just started, or one whose I/O is ready, would wait
-                    // behind others' turns for over half a second.
-                    .global_queue_interval(4)
-                    .event_interval(4)
-                    .thread_name("medic-call")
-                    .enable_all()
-                    .build()
-                    .inspect_err(|e| tracing::warn!("cannot start the call threads: {e}"))
-                    .ok()
-            })
-            .as_ref()
-            .map(|rt| rt.handle().clone())
-    }
-}
-
-impl Drop for CallPool {
-    fn drop(&mut self) {
-        // A host may be dropped inside an async context, where waiting for threads is not
-        // allowed; calls still running there are aborted by their callers' drop anyway.
-        if let Some(Some(rt)) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 /// The low bytes of a linear memory reset in place rather than unmapped (the pages of it a
@@ -385,7 +346,7 @@ impl PluginHost {
             memory: Arc::new(tokio::sync::Semaphore::new(memory_budget_mib as usize)),
             memory_budget_mib,
             downloads,
-            calls: CallPool::default(),
+            calls: pool::CallPool::default(),
             _ticker: Ticker(stop),
         })
     }

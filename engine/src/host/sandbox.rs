@@ -261,11 +261,11 @@ impl PluginHost {
             asked,
             placement == Placement::Here,
         );
-        let pool = match placement {
+        let threads = match placement {
             Placement::Here => None,
-            Placement::Workers => self.calls.handle(),
+            Placement::Workers => self.calls.threads(),
         };
-        match pool {
+        match threads {
             // Boxed: the call's future (its store being made, wasmtime's) is most of a step's,
             // and a run's future is as large as its largest step; held inline, every run in
             // flight carried it while it waited (a gate, a backoff, an approval), not only
@@ -275,16 +275,11 @@ impl PluginHost {
             // caller's thread (a fleet's run, which records every target) only waits for
             // it. Dropped (the run stopped), the task is aborted: the call ends at its next
             // yield, as it would on this thread, instead of running on unowned.
-            Some(pool) => {
-                let running = OnCallThreads::new();
+            Some(threads) => {
                 // Boxed: the task's cell then holds a pointer. Its stage is copied whole
                 // as the task is made, ends and is let go, on the run's thread and the call
                 // thread in turn; inline, that was the call's future each time.
-                let whole = Box::pin(whole);
-                let task = Aborting(pool.spawn(async move {
-                    let _running = running;
-                    whole.await
-                }));
+                let task = threads.spawn(Box::pin(whole));
                 Either::Right(async move {
                     match task.await {
                         Ok(inv) => inv,
@@ -573,49 +568,6 @@ pub enum Placement {
     /// On the host's call threads, one per core: calls made together (a fleet's targets)
     /// use every core instead of taking turns on one.
     Workers,
-}
-
-/// Calls in flight on the call threads, in this process.
-static ON_CALL_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Whether calls are in flight on the call threads. A thread waiting a few hundred µs (for
-/// the store's answer) watches for it rather than sleep only when none are: it would take
-/// the CPU they run on.
-pub fn calls_on_call_threads() -> bool {
-    ON_CALL_THREADS.load(std::sync::atomic::Ordering::Relaxed) > 0
-}
-
-/// One call counted in [`ON_CALL_THREADS`] for as long as its task lives (ended or aborted).
-struct OnCallThreads;
-
-impl OnCallThreads {
-    fn new() -> Self {
-        ON_CALL_THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OnCallThreads
-    }
-}
-
-impl Drop for OnCallThreads {
-    fn drop(&mut self) {
-        ON_CALL_THREADS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A spawned task that is aborted when dropped.
-struct Aborting<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Aborting<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> std::future::Future for Aborting<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
 }
 
 /// A failure outside a normal call (e.g. while describing itself), as one line.

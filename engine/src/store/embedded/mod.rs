@@ -497,7 +497,7 @@ impl Sled {
         // flush leaves them its CPU as it waits; the flusher's would take a share of it (a
         // fleet's target: 19.2 -> 21.2 µs, 10 rounds interleaved, its CPU 4 to 6 µs more).
         let flusher = (self.wal.flush_time() > flusher::HAND_OFF_PAST
-            && !crate::host::sandbox::calls_on_call_threads())
+            && !crate::host::calls_on_call_threads())
         .then(|| {
             self.flusher
                 .get_or_init(|| flusher::Flusher::start(self.wal.clone()))

@@ -200,8 +200,7 @@ impl Pool {
     /// ([`WATCH`]): when it is the only one, and no sandboxed calls run on the call threads
     /// meanwhile (their CPU is what the watching would take).
     fn begin(&self) -> bool {
-        self.in_flight.fetch_add(1, Ordering::SeqCst) == 0
-            && !crate::host::sandbox::calls_on_call_threads()
+        self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 && !crate::host::calls_on_call_threads()
     }
 
     fn put_back(&self, conn: Conn) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::run::{RunArgs, confirm_rollback, exit_for};
-use super::signals::{Progress, Signals, Tracked};
+use super::signals::{Nth, Progress, Signals, Stop, Stops, Tracked};
 use super::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::executor::{self, Approval};
 use crate::runbook::Plan;
@@ -75,22 +75,15 @@ pub(super) async fn through_serve(
             eprintln!("medic: medic serve did not take the cancel: {e}");
         }
     };
-    let mut stops = 0u32;
+    let mut stops = Stops::default();
     let mut report = None;
     loop {
         let line = tokio::select! {
             line = rx.recv() => line,
             stop = signals.next() => {
-                if stop != super::signals::Stop::Interrupt {
-                    if stops == 0 {
-                        stops = 1;
-                        cancel_run(None, false);
-                    }
-                    continue;
-                }
-                stops += 1;
-                match stops {
-                    1 => {
+                match stops.count(stop) {
+                    None => {}
+                    Some(Nth::First(Stop::Interrupt)) => {
                         eprintln!("\nmedic: {}", super::signals::CANCELLING);
                         let has_rollback = plan.steps.iter().any(|s| s.rollback.is_some())
                             || !plan.rollback.is_empty();
@@ -109,12 +102,13 @@ pub(super) async fn through_serve(
                         };
                         cancel_run(answer, false);
                     }
-                    2 => eprintln!(
+                    Some(Nth::First(_)) => cancel_run(None, false),
+                    Some(Nth::Second) => eprintln!(
                         "\nmedic: {}\n  = {}",
                         progress.describe(),
                         super::signals::LAST_WARNING
                     ),
-                    _ => {
+                    Some(Nth::Third) => {
                         cancel_run(None, true);
                         eprintln!(
                             "medic: aborting run {run_id} in medic serve: it is left interrupted\n  = a person must act: roll it back with  medic runs rollback {run_id}"
@@ -165,7 +159,7 @@ pub(super) async fn through_serve(
         } else if let Some(e) = v.get("error").or_else(|| v.get("err")) {
             eprintln!("medic: {}", e.as_str().unwrap_or_default());
             // After a Ctrl-C the run ended as asked (aborted, or cancelled before it began).
-            return match stops {
+            return match stops.so_far() {
                 0 => Exit::Invalid,
                 1 | 2 => Exit::Cancelled,
                 _ => Exit::RollbackFailed,

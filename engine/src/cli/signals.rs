@@ -143,7 +143,7 @@ impl Signals {
         let stall = Arc::new(Mutex::new(StallNotice::default()));
         let notice = stall.clone();
         let task = tokio::spawn(async move {
-            let mut stops = 0u32;
+            let mut stops = Stops::default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -159,28 +159,22 @@ impl Signals {
                         continue;
                     }
                 };
-                if stop != Stop::Interrupt {
-                    if stops == 0 {
-                        stops = 1;
-                        if stop == Stop::Asked {
-                            eprintln!(
+                match stops.count(stop) {
+                    None => {}
+                    Some(Nth::First(stop)) => {
+                        match stop {
+                            Stop::Interrupt => eprintln!("\nmedic: {CANCELLING}"),
+                            Stop::Asked => eprintln!(
                                 "\nmedic: asked to stop from elsewhere (`medic runs cancel`): {CANCELLING}"
-                            );
+                            ),
+                            Stop::HangUp => {}
                         }
                         cancel.cancel();
                     }
-                    continue;
-                }
-                stops += 1;
-                match stops {
-                    1 => {
-                        eprintln!("\nmedic: {CANCELLING}");
-                        cancel.cancel();
-                    }
-                    2 => {
+                    Some(Nth::Second) => {
                         eprintln!("\nmedic: {}\n  = {LAST_WARNING}", progress.describe());
                     }
-                    _ => {
+                    Some(Nth::Third) => {
                         cancel.abort();
                         progress.stop_after(ABORT_GRACE);
                         return;
@@ -336,6 +330,44 @@ pub enum Stop {
     /// asking again never turns into an abort. A responder repeating it while the rollback
     /// runs must not stop the rollback, as a third Ctrl-C at the run's own terminal does.
     Asked,
+}
+
+/// A run's stops as counted wherever a run is followed (here, through `medic serve`, a
+/// drill through `medic serve`): the first stop of any kind cancels; after it only Ctrl-C
+/// and SIGTERM count, so a closed terminal or a repeated `medic runs cancel` never becomes
+/// an abort.
+#[derive(Debug, Default)]
+pub struct Stops(u32);
+
+/// Which stop of a run one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nth {
+    /// The first, of this kind: a cancel.
+    First(Stop),
+    /// The second Ctrl-C: say what still runs.
+    Second,
+    /// The third Ctrl-C, or one after it: abort, or stop waiting.
+    Third,
+}
+
+impl Stops {
+    /// Counts `stop`; none if it changes nothing (not a Ctrl-C, after the first stop).
+    pub fn count(&mut self, stop: Stop) -> Option<Nth> {
+        if self.0 > 0 && stop != Stop::Interrupt {
+            return None;
+        }
+        self.0 = self.0.saturating_add(1);
+        Some(match self.0 {
+            1 => Nth::First(stop),
+            2 => Nth::Second,
+            _ => Nth::Third,
+        })
+    }
+
+    /// The stops counted so far.
+    pub fn so_far(&self) -> u32 {
+        self.0
+    }
 }
 
 /// The running signal handler.
@@ -616,6 +648,26 @@ impl Observer for Tracked<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_the_first_stop_only_ctrl_c_counts_toward_the_abort() {
+        let mut stops = Stops::default();
+        assert_eq!(stops.count(Stop::HangUp), Some(Nth::First(Stop::HangUp)));
+        // A closed terminal, or `runs cancel` asked again while the rollback runs.
+        assert_eq!(stops.count(Stop::HangUp), None);
+        assert_eq!(stops.count(Stop::Asked), None);
+        assert_eq!(stops.count(Stop::Interrupt), Some(Nth::Second));
+        assert_eq!(stops.count(Stop::Asked), None);
+        assert_eq!(stops.count(Stop::Interrupt), Some(Nth::Third));
+        assert_eq!(stops.count(Stop::Interrupt), Some(Nth::Third));
+        assert_eq!(stops.so_far(), 4);
+        let mut stops = Stops::default();
+        assert_eq!(stops.so_far(), 0);
+        assert_eq!(
+            stops.count(Stop::Interrupt),
+            Some(Nth::First(Stop::Interrupt))
+        );
+    }
 
     #[test]
     fn a_stop_no_run_watches_ends_medic_only_while_the_store_does_not_answer() {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{describe, exit_for, load};
-use crate::cli::signals::{self, Progress, Signals, Stop, Tracked};
+use crate::cli::signals::{self, Nth, Progress, Signals, Stops, Tracked};
 use crate::cli::{Exit, GlobalArgs, OutputFormat, engine_error};
 use crate::drill::run::{Started, run_drill};
 use crate::executor::Cancel;
@@ -33,7 +33,7 @@ pub(super) async fn in_serve(remote: Remote, name: &str, output: OutputFormat) -
         })
     };
     tokio::pin!(waiting);
-    let mut stops = 0u32;
+    let mut stops = Stops::default();
     // Whether serve took the cancel: a Ctrl-C before serve has started the drill (or while
     // serve does not answer) asks again at the next one.
     let mut taken = false;
@@ -42,17 +42,16 @@ pub(super) async fn in_serve(remote: Remote, name: &str, output: OutputFormat) -
             answer = &mut waiting => break answer,
             stop = signals.next() => stop,
         };
-        if stops > 0 && stop != Stop::Interrupt {
+        let Some(nth) = stops.count(stop) else {
             continue;
-        }
-        stops += 1;
-        if stops >= 3 {
+        };
+        if nth == Nth::Third {
             eprintln!(
                 "medic: stopped waiting for drill {name}, which goes on in medic serve\n  = its result: medic drill report {name}"
             );
             return Exit::Cancelled;
         }
-        let more = if stops == 1 {
+        let more = if matches!(nth, Nth::First(_)) {
             "twice more"
         } else {
             "once more"

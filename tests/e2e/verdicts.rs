@@ -343,6 +343,51 @@ fn a_resumed_deploy_still_rolls_back_to_the_version_before_the_change() {
 }
 
 #[test]
+fn resuming_a_killed_run_at_once_names_it_as_the_run_resumed_not_one_to_see_to() {
+    let cache = tempfile::tempdir().unwrap();
+    let svc = slow_deploy_service("1s");
+    let (mut child, mut out, _err) = spawn(
+        cache.path(),
+        &[
+            "run",
+            "runbooks/demo.toml",
+            "--param",
+            &format!("host={}", svc.addr),
+            "--param",
+            "version=v2",
+            "--output",
+            "json",
+        ],
+    );
+    out.until("\"run_started\"");
+    let started: serde_json::Value = serde_json::from_str(
+        out.seen
+            .lines()
+            .find(|l| l.contains("run_started"))
+            .unwrap(),
+    )
+    .unwrap();
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    until_version(&svc.addr, "v2");
+    signal(child.id(), SIGKILL);
+    wait(&mut child);
+    // No command has looked at the store since: the resume (by a prefix of the id, as a
+    // responder types it) is the one that finds the run's process gone.
+    let o = medic(cache.path(), &["runs", "resume", &id[..12]]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{}\n{err}", stdout(&o));
+    assert!(
+        err.contains(&format!(
+            "run {id} was left running by a process that died: now marked interrupted"
+        )),
+        "{err}"
+    );
+    // Not told to resume or roll back the very run it is resuming.
+    assert!(!err.contains("whose process died mid-run"), "{err}");
+    assert_eq!(version(&svc.addr), "v2");
+}
+
+#[test]
 fn resuming_a_run_killed_during_its_rollback_continues_the_rollback() {
     let cache = tempfile::tempdir().unwrap();
     let svc = slow_deploy_service("2s");

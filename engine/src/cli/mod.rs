@@ -272,7 +272,18 @@ impl GlobalArgs {
     /// The shared store named by `--store`, connected, its dead processes' runs recovered;
     /// None for the embedded store.
     pub(crate) fn shared_store(&self, command: &str) -> Option<Result<crate::store::Store, Exit>> {
-        Some(self.connect_shared(command)?.and_then(Self::recover))
+        self.shared_store_acting_on(command, None)
+    }
+
+    fn shared_store_acting_on(
+        &self,
+        command: &str,
+        acting_on: Option<&str>,
+    ) -> Option<Result<crate::store::Store, Exit>> {
+        Some(
+            self.connect_shared(command)?
+                .and_then(|store| Self::recover(store, acting_on)),
+        )
     }
 
     /// [`GlobalArgs::shared_store`] without recovering (`medic serve` recovers, and applies
@@ -313,10 +324,22 @@ impl GlobalArgs {
         command: &str,
         wait: Option<std::time::Duration>,
     ) -> Result<crate::store::Store, Exit> {
-        if let Some(shared) = self.shared_store(command) {
+        self.store_acting_on(command, wait, None)
+    }
+
+    /// [`GlobalArgs::store`] for a command that acts on one run (`acting_on`: its id, or a
+    /// prefix of it): found with its process dead, that run is named as the one acted on,
+    /// not among the runs a responder is told to see to.
+    pub(crate) fn store_acting_on(
+        &self,
+        command: &str,
+        wait: Option<std::time::Duration>,
+        acting_on: Option<&str>,
+    ) -> Result<crate::store::Store, Exit> {
+        if let Some(shared) = self.shared_store_acting_on(command, acting_on) {
             return shared;
         }
-        Self::recover(self.local_store(wait)?)
+        Self::recover(self.local_store(wait)?, acting_on)
     }
 
     /// The embedded store, through the store daemon (started if none runs), without
@@ -382,22 +405,34 @@ impl GlobalArgs {
         self.store.is_some()
     }
 
-    /// Marks the runs of dead processes interrupted, saying so.
-    fn recover(store: crate::store::Store) -> Result<crate::store::Store, Exit> {
-        match store.recover() {
-            Ok(ids) if !ids.is_empty() => {
-                eprintln!(
-                    "medic: found {} run{} whose process died mid-run, now marked interrupted: {}\n  = help: `medic runs show ID`, then `medic runs resume ID` or `medic runs rollback ID`",
-                    ids.len(),
-                    if ids.len() == 1 { "" } else { "s" },
-                    ids.join(", ")
-                );
-            }
-            Ok(_) => {}
+    /// Marks the runs of dead processes interrupted, saying so; `acting_on`: the run (or a
+    /// prefix of its id) the command is about to act on.
+    fn recover(
+        store: crate::store::Store,
+        acting_on: Option<&str>,
+    ) -> Result<crate::store::Store, Exit> {
+        let ids = match store.recover() {
+            Ok(ids) => ids,
             Err(e) => {
                 eprintln!("medic: {e}");
                 return Err(Exit::Engine);
             }
+        };
+        let (this, others): (Vec<_>, Vec<_>) = ids
+            .into_iter()
+            .partition(|id| acting_on.is_some_and(|a| !a.is_empty() && id.starts_with(a)));
+        for id in this {
+            eprintln!(
+                "medic: run {id} was left running by a process that died: now marked interrupted"
+            );
+        }
+        if !others.is_empty() {
+            eprintln!(
+                "medic: found {} run{} whose process died mid-run, now marked interrupted: {}\n  = help: `medic runs show ID`, then `medic runs resume ID` or `medic runs rollback ID`",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" },
+                others.join(", ")
+            );
         }
         Ok(store)
     }

@@ -452,7 +452,8 @@ async fn pick_up(global: &GlobalArgs, args: PickUpArgs, rollback_only: bool) -> 
         Ok(h) => h,
         Err(e) => return engine_error(e),
     };
-    let store = match global.store(&format!("medic runs {mode} {}", args.id), args.wait) {
+    let command = format!("medic runs {mode} {}", args.id);
+    let store = match global.store_acting_on(&command, args.wait, Some(&args.id)) {
         Ok(s) => s,
         Err(exit) => return exit,
     };

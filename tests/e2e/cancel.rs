@@ -380,9 +380,73 @@ fn a_drill_run_by_hand_aborted_by_a_third_ctrl_c_is_left_for_runs_rollback() {
         said.contains(&format!("medic runs rollback {id}")),
         "{said}"
     );
+    let o = medic(work.path(), &["runs", "export", &id]);
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let last = record["journal"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["type"], "run_aborted", "{last}");
+    assert_eq!(last["reason"], "Ctrl-C three times", "{last}");
     let o = medic(work.path(), &["runs", "rollback", &id]);
     assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("change.rollback"), "{}", stdout(&o));
+}
+
+/// `medic run` through serve, aborted by its client's third Ctrl-C while a step holds: the
+/// run in serve stops at once, undoing nothing, and is left interrupted, its record saying
+/// who aborted it; `medic runs rollback` then undoes the change while serve goes on.
+#[test]
+fn a_run_through_serve_aborted_by_its_clients_third_ctrl_c_is_left_for_runs_rollback() {
+    let (work, data, drills) = slow_drill("20s");
+    let mut serve = Serve::start(&data, &drills, &[]);
+    let runbook = work.path().join("scripted.toml");
+    let (mut client, mut out, mut err) = spawn(
+        work.path(),
+        &["run", runbook.to_str().unwrap(), "--output", "json"],
+    );
+    out.until("\"step\":\"hold\"");
+    let started: serde_json::Value = serde_json::from_str(
+        out.seen
+            .lines()
+            .find(|l| l.contains("run_started"))
+            .unwrap(),
+    )
+    .unwrap();
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    signal(client.id(), SIGINT);
+    err.until("cancelling: the current step finishes");
+    serve.wait_for(&format!("run {id}: cancelled"));
+    signal(client.id(), SIGINT);
+    err.until("Ctrl-C once more aborts");
+    signal(client.id(), SIGINT);
+    err.until(&format!("aborting run {id} in medic serve"));
+    let code = wait(&mut client);
+    assert_eq!(code, Some(5), "{}\n{}", out.rest(), err.rest());
+    serve.wait_for(&format!("run {id}: aborted by its client"));
+
+    let o = medic(work.path(), &["runs", "export", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+    let last = record["journal"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["type"], "run_aborted", "{last}");
+    assert_eq!(
+        last["reason"], "its client's Ctrl-C three times, through medic serve",
+        "{last}"
+    );
+    // Nothing was undone by the abort: a responder's rollback does it.
+    let o = medic(work.path(), &["runs", "rollback", &id]);
+    assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("change.rollback"), "{}", stdout(&o));
+    assert_eq!(serve.stop(), Some(0));
 }
 
 /// `medic drill run` through serve, stopped at its own terminal: its Ctrl-C cancels the drill

@@ -403,7 +403,7 @@ pub(super) async fn execute(
             told(&format!("medic: run {} stopped: {e}", req.run_id));
             return Err(Exit::Engine);
         }
-        recorder.aborted("Ctrl-C three times");
+        recorder.aborted(super::signals::THIRD_CTRL_C);
         let recorded = recorder.error.take();
         let released = store
             .release_all_locks(&req.run_id)

@@ -175,7 +175,7 @@ impl Signals {
                         eprintln!("\nmedic: {}\n  = {LAST_WARNING}", progress.describe());
                     }
                     Some(Nth::Third) => {
-                        cancel.abort();
+                        cancel.abort_because(THIRD_CTRL_C);
                         progress.stop_after(ABORT_GRACE);
                         return;
                     }
@@ -315,6 +315,9 @@ fn unwatched_stop(watched: bool, verdict: i32, waited: Option<Duration>) -> Opti
 
 /// What the first Ctrl-C does.
 pub const CANCELLING: &str = "cancelling: the current step finishes (within its timeout), no new step starts\n  = a rollback, once started, runs to the end with its verify checks; Ctrl-C twice more aborts everything";
+/// A run aborted by its responder, as its record says.
+pub const THIRD_CTRL_C: &str = "Ctrl-C three times";
+
 /// What the second says the third will do.
 pub const LAST_WARNING: &str =
     "Ctrl-C once more aborts: nothing more is undone and the run is left interrupted";

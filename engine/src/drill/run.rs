@@ -166,7 +166,7 @@ pub async fn recorded_run(
         report = executor::execute(host, plan, opts, &mut recorder) => report,
     };
     let Some(report) = finished else {
-        recorder.aborted("aborted by its supervisor");
+        recorder.aborted(cancel.abort_reason().unwrap_or("aborted by its supervisor"));
         let _ = store
             .release_all_locks(&run_id)
             .and_then(|()| store.flush());

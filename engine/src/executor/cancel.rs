@@ -19,6 +19,8 @@ const ABORTED: u8 = 2;
 struct Shared {
     level: AtomicU8,
     notify: Notify,
+    /// Who aborted, in the words the run's record keeps; the first to say wins.
+    why: std::sync::OnceLock<&'static str>,
 }
 
 /// A cancellation request (Ctrl-C, SIGTERM, SIGHUP, a failed record), shared between the
@@ -53,6 +55,17 @@ impl Cancel {
     /// Stop everything, undoing included, at once.
     pub fn abort(&self) {
         self.raise(ABORTED);
+    }
+
+    /// [`Cancel::abort`], saying who asked (kept in the run's record as it is left).
+    pub fn abort_because(&self, why: &'static str) {
+        let _ = self.shared.why.set(why);
+        self.abort();
+    }
+
+    /// Who aborted, when they said ([`Cancel::abort_because`]).
+    pub fn abort_reason(&self) -> Option<&'static str> {
+        self.shared.why.get().copied()
     }
 
     fn raise(&self, level: u8) {

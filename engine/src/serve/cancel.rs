@@ -42,7 +42,8 @@ pub(super) fn cancel_run(
         }
         if abort {
             println!("medic serve: run {run_id}: aborted by its client");
-            r.cancel.abort();
+            r.cancel
+                .abort_because("its client's Ctrl-C three times, through medic serve");
         } else {
             println!("medic serve: run {run_id}: cancelled");
             r.cancel.cancel();

@@ -89,6 +89,11 @@ impl Drop for OwnerGuard {
         // whoever sees it gone finds the store free (seen: a test opening sled the moment
         // it went, refused sled's lock).
         drop(db);
+        // Not quite then: sled's I/O threads each hold its files, its lock's included,
+        // until the write they were given (already waited for) has let go of them. Opened
+        // again at once in this process, the store was refused its lock (2 in 150 opens
+        // under load); it is let go of only once sled's lock is.
+        sled_lock_let_go(&self.dir.join("db").join("db"), SLED_LET_GO);
         let owner = self.dir.join("owner.json");
         if std::fs::read(&owner)
             .ok()
@@ -97,6 +102,26 @@ impl Drop for OwnerGuard {
         {
             let _ = std::fs::remove_file(owner);
         }
+    }
+}
+
+/// How long a store that was let go of waits for sled's threads to let go of its lock.
+const SLED_LET_GO: Duration = Duration::from_secs(1);
+
+/// Waits (at most `bound`) until nothing holds sled's lock on `lock`: a lock taken on a file
+/// opened apart conflicts with sled's, even in this process.
+fn sled_lock_let_go(lock: &std::path::Path, bound: Duration) {
+    let Ok(file) = std::fs::File::open(lock) else {
+        return;
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let until = std::time::Instant::now() + bound;
+    // SAFETY: flock(2) on a descriptor this function owns; released when `file` closes.
+    while unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -380,19 +380,19 @@ fn a_drill_run_by_hand_aborted_by_a_third_ctrl_c_is_left_for_runs_rollback() {
         said.contains(&format!("medic runs rollback {id}")),
         "{said}"
     );
-    let o = medic(work.path(), &["runs", "export", &id]);
-    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let last = record["journal"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert_eq!(last["type"], "run_aborted", "{last}");
-    assert_eq!(last["reason"], "Ctrl-C three times", "{last}");
+    assert_eq!(abort_reason(work.path(), &id), "Ctrl-C three times");
     let o = medic(work.path(), &["runs", "rollback", &id]);
     assert_eq!(o.status.code(), Some(4), "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("change.rollback"), "{}", stdout(&o));
+}
+
+/// Why run `id` was aborted, as the last entry of its record says; it is left interrupted.
+fn abort_reason(work: &std::path::Path, id: &str) -> String {
+    let record = crate::verdicts::export(work, id);
+    assert_eq!(record["record"]["status"], "interrupted", "{record}");
+    let last = record["journal"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["type"], "run_aborted", "{last}");
+    last["reason"].as_str().unwrap_or_default().to_owned()
 }
 
 /// `medic run` through serve, aborted by its client's third Ctrl-C while a step holds: the
@@ -427,20 +427,9 @@ fn a_run_through_serve_aborted_by_its_clients_third_ctrl_c_is_left_for_runs_roll
     assert_eq!(code, Some(5), "{}\n{}", out.rest(), err.rest());
     serve.wait_for(&format!("run {id}: aborted by its client"));
 
-    let o = medic(work.path(), &["runs", "export", &id]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let record: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(record["record"]["status"], "interrupted", "{record}");
-    let last = record["journal"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert_eq!(last["type"], "run_aborted", "{last}");
     assert_eq!(
-        last["reason"], "its client's Ctrl-C three times, through medic serve",
-        "{last}"
+        abort_reason(work.path(), &id),
+        "its client's Ctrl-C three times, through medic serve"
     );
     // Nothing was undone by the abort: a responder's rollback does it.
     let o = medic(work.path(), &["runs", "rollback", &id]);

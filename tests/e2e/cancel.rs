@@ -407,15 +407,8 @@ fn a_run_through_serve_aborted_by_its_clients_third_ctrl_c_is_left_for_runs_roll
         work.path(),
         &["run", runbook.to_str().unwrap(), "--output", "json"],
     );
+    let id = out.run_id();
     out.until("\"step\":\"hold\"");
-    let started: serde_json::Value = serde_json::from_str(
-        out.seen
-            .lines()
-            .find(|l| l.contains("run_started"))
-            .unwrap(),
-    )
-    .unwrap();
-    let id = started["run_id"].as_str().unwrap().to_owned();
     signal(client.id(), SIGINT);
     err.until("cancelling: the current step finishes");
     serve.wait_for(&format!("run {id}: cancelled"));

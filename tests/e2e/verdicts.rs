@@ -75,6 +75,14 @@ impl Lines {
         }
     }
 
+    /// Of a `--output json` run: reads until its start, and returns its id.
+    pub(crate) fn run_id(&mut self) -> String {
+        self.until("\"run_started\"");
+        let started = self.seen.lines().find(|l| l.contains("run_started"));
+        let started: serde_json::Value = serde_json::from_str(started.unwrap()).unwrap();
+        started["run_id"].as_str().unwrap().to_owned()
+    }
+
     /// Everything else, until the child closes its end (at most 60 s).
     pub(crate) fn rest(&mut self) -> &str {
         self.read(None);
@@ -301,18 +309,11 @@ fn kill_inside_the_deploy(cache: &Path, addr: &str, to: &str) -> String {
             "json",
         ],
     );
-    out.until("\"run_started\"");
-    let started: serde_json::Value = serde_json::from_str(
-        out.seen
-            .lines()
-            .find(|l| l.contains("run_started"))
-            .unwrap(),
-    )
-    .unwrap();
+    let id = out.run_id();
     until_version(addr, to);
     signal(child.id(), SIGKILL);
     wait(&mut child);
-    started["run_id"].as_str().unwrap().to_owned()
+    id
 }
 
 #[test]

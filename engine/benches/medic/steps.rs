@@ -6,11 +6,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use medic::host::PluginHost;
+use medic::store::near_disk::{self, Cpus};
 
 use super::{Stats, TrivialCall, fmt, measure, plan_of, recorder};
 
 /// The floor's name in the results.
 pub const FLOOR: &str = "raw write + fdatasync, 300 bytes (the disk's floor)";
+/// The floor measured on the CPUs that do not take the disk's interrupts, where some do.
+const FLOOR_ELSEWHERE: &str =
+    "raw write + fdatasync, 300 bytes, on a CPU the disk's interrupts do not go to";
 /// The floor and a sandboxed call, one after the other, in a loop: the least a durable
 /// action step does, as it does it (the call right after the sync, not hot in a loop).
 pub const FLOOR_AND_CALL: &str =
@@ -26,6 +30,9 @@ const FLOOR_SPACE: u64 = 4 << 20;
 struct Floor {
     file: std::fs::File,
     at: u64,
+    /// Where Medic keeps the thread that flushes a store in `dir`, if anywhere
+    /// ([`near_disk`]): the floor is measured there too, at its best.
+    near_disk: Option<Cpus>,
 }
 
 impl Floor {
@@ -33,7 +40,11 @@ impl Floor {
         let file = std::fs::File::create(dir.join("floor")).unwrap();
         (&file).write_all(&vec![0u8; FLOOR_SPACE as usize]).unwrap();
         file.sync_all().unwrap();
-        Floor { file, at: 0 }
+        Floor {
+            file,
+            at: 0,
+            near_disk: near_disk::of(dir),
+        }
     }
 
     fn once(&mut self) {
@@ -47,8 +58,21 @@ impl Floor {
     /// measured just before each of its samples, not only against the floor row's, measured
     /// minutes before.
     fn now(&mut self) -> Duration {
-        burst_median(NEAR_FLOOR_N, || self.once())
+        let cpus = self.near_disk.clone();
+        on(cpus.as_ref(), || burst_median(NEAR_FLOOR_N, || self.once()))
     }
+}
+
+/// Runs `f` with this thread kept on `cpus` (if any), then lets it run anywhere it could.
+fn on<R>(cpus: Option<&Cpus>, f: impl FnOnce() -> R) -> R {
+    let Some(cpus) = cpus else { return f() };
+    let before = near_disk::allowed();
+    cpus.keep_this_thread();
+    let r = f();
+    if let Some(before) = before {
+        before.keep_this_thread();
+    }
+    r
 }
 
 /// The median time of `n` runs of `f` in a row.
@@ -171,25 +195,39 @@ pub fn steps_and_fleets(
     let floor_name = FLOOR;
     let floor_dir = tempfile::tempdir().unwrap();
     let mut floor = Floor::new(floor_dir.path());
-    results.push(measure(
-        floor_name,
-        iters(floor_name, 2_000, 20),
-        None,
-        || floor.once(),
-    ));
+    let cpus = floor.near_disk.clone();
+    results.push(on(cpus.as_ref(), || {
+        measure(floor_name, iters(floor_name, 2_000, 20), None, || {
+            floor.once()
+        })
+    }));
+    // Where the floor is measured matters on a disk whose interrupts go to some CPUs only:
+    // shown, as what a flush made elsewhere pays.
+    if let Some((near, elsewhere)) = cpus.as_ref().and_then(|c| Some((c, c.others()?))) {
+        let name = FLOOR_ELSEWHERE;
+        results.push(on(Some(&elsewhere), || {
+            measure(name, iters(floor_name, 2_000, 20), None, || floor.once())
+        }));
+        notes.push(format!(
+            "the disk's interrupts go to CPU {near:?} of those this process may use: \
+             Medic keeps its flushing thread there, and the floor is measured there"
+        ));
+    }
     let both = FLOOR_AND_CALL;
     let both_n = iters(both, 2_000, 20);
     if both_n > 0 {
         let trivial = TrivialCall::load(rt, host);
-        results.push(measure(both, both_n, None, || {
-            floor.once();
-            let inv = rt.block_on(host.invoke(
-                &trivial.plugin,
-                trivial.call(),
-                &trivial.ctx,
-                &trivial.sandbox,
-            ));
-            assert!(inv.result.is_ok());
+        results.push(on(cpus.as_ref(), || {
+            measure(both, both_n, None, || {
+                floor.once();
+                let inv = rt.block_on(host.invoke(
+                    &trivial.plugin,
+                    trivial.call(),
+                    &trivial.ctx,
+                    &trivial.sandbox,
+                ));
+                assert!(inv.result.is_ok());
+            })
         }));
     }
     let variants = [

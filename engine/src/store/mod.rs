@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod drills;
 mod embedded;
 pub mod local;
+pub mod near_disk;
 pub mod postgres;
 pub mod process;
 pub mod recorder;

@@ -60,6 +60,10 @@ struct Daemon {
     /// A connection's thread is watching its socket for the next request (see [`WATCH`]):
     /// one at a time, so that many clients never take every CPU spinning.
     watching: std::sync::atomic::AtomicBool,
+    /// Where a connection's thread is kept while it is the only one: it makes the client's
+    /// flushes itself (see [`crate::store::near_disk`]). Several are left free, as the CPU
+    /// work of many clients' writes would queue on these few CPUs.
+    near_disk: Option<crate::store::near_disk::Cpus>,
 }
 
 /// How long a connection's thread watches its socket for the client's next request after
@@ -136,6 +140,7 @@ pub fn run(dir: &Path) -> i32 {
         broken: std::sync::atomic::AtomicBool::new(false),
         socket: path.clone(),
         watching: std::sync::atomic::AtomicBool::new(false),
+        near_disk: crate::store::near_disk::of(dir),
     });
     loop {
         let mut poll = libc::pollfd {
@@ -148,9 +153,12 @@ pub fn run(dir: &Path) -> i32 {
         if ready > 0 {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    daemon.clients.fetch_add(1, Ordering::SeqCst);
+                    let alone = daemon.clients.fetch_add(1, Ordering::SeqCst) == 0;
                     let daemon = daemon.clone();
                     std::thread::spawn(move || {
+                        if let Some(cpus) = daemon.near_disk.as_ref().filter(|_| alone) {
+                            cpus.keep_this_thread();
+                        }
                         serve(&daemon, stream);
                         *daemon.left.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                         daemon.clients.fetch_sub(1, Ordering::SeqCst);
@@ -657,6 +665,7 @@ pub(in crate::store) fn serve_alone(sled: Sled, stream: UnixStream) -> std::thre
             broken: std::sync::atomic::AtomicBool::new(false),
             socket: std::path::PathBuf::new(),
             watching: std::sync::atomic::AtomicBool::new(false),
+            near_disk: None,
         };
         serve(&daemon, stream);
     })

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::super::local::{WATCH, Watching, watch_until};
 use super::super::wal::Wal;
 use crate::store::StoreError;
+use crate::store::near_disk::Cpus;
 
 /// Flushes quicker than this are made by the writer itself: a sleeping thread is woken in
 /// tens of µs on a virtual machine (on tmpfs a recorded step went from 74 to 100 µs when
@@ -58,12 +59,18 @@ pub(super) struct Flusher {
 
 impl Flusher {
     /// Starts the thread; None where it cannot be (flushes are then made by the writer).
-    pub(super) fn start(wal: Arc<Wal>) -> Option<Flusher> {
+    /// It is kept on `near_disk` (see [`crate::store::near_disk`]).
+    pub(super) fn start(wal: Arc<Wal>, near_disk: Option<Cpus>) -> Option<Flusher> {
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("medic-store-flush".into())
-            .spawn(move || flush_asked(&wal, &theirs))
+            .spawn(move || {
+                if let Some(cpus) = near_disk {
+                    cpus.keep_this_thread();
+                }
+                flush_asked(&wal, &theirs)
+            })
             .ok()?;
         Some(Flusher {
             shared,

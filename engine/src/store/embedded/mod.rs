@@ -525,7 +525,12 @@ impl Sled {
             && !crate::host::calls_on_call_threads())
         .then(|| {
             self.flusher
-                .get_or_init(|| flusher::Flusher::start(self.wal.clone()))
+                .get_or_init(|| {
+                    flusher::Flusher::start(
+                        self.wal.clone(),
+                        crate::store::near_disk::of(&self.dir),
+                    )
+                })
                 .as_ref()
         })
         .flatten();

@@ -4,9 +4,10 @@
 //! (woken through the hypervisor) and which must then wake the waiting thread on the other:
 //! two late wake-ups per flush where one would do. Measured on the development machine (2
 //! vCPUs, the disk's interrupts on CPU 1): a bare loop of write + `fdatasync` takes 176 to
-//! 192 µs on CPU 0 and 113 to 114 µs on CPU 1; a durable step through the store daemon
-//! went from 1.27 to 1.12 x its floor (median of 8 rounds). A disk with a queue per CPU
-//! (NVMe) takes interrupts on every CPU, and nothing is pinned.
+//! 192 µs on CPU 0 and 113 to 114 µs on CPU 1; a durable action step, medians of 7 rounds
+//! interleaved with the build before, 162.8 -> 146.9 µs in the process and 153 -> 144 µs
+//! through the store daemon (README, Performance). A disk with a queue per CPU (NVMe) takes
+//! interrupts on every CPU, and nothing is pinned.
 
 use std::path::{Path, PathBuf};
 

@@ -60,9 +60,10 @@ struct Daemon {
     /// A connection's thread is watching its socket for the next request (see [`WATCH`]):
     /// one at a time, so that many clients never take every CPU spinning.
     watching: std::sync::atomic::AtomicBool,
-    /// Where a connection's thread is kept while it is the only one: it makes the client's
-    /// flushes itself (see [`crate::store::near_disk`]). Several are left free, as the CPU
-    /// work of many clients' writes would queue on these few CPUs.
+    /// Where the thread of a connection opened while no other was is kept, for the
+    /// connection's life: it makes the client's flushes itself (see
+    /// [`crate::store::near_disk`]). The threads of connections opened beside it are left
+    /// free, as the CPU work of many clients' writes would queue on these few CPUs.
     near_disk: Option<crate::store::near_disk::Cpus>,
 }
 

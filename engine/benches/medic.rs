@@ -255,6 +255,12 @@ impl TrivialCall {
             params: self.params.clone(),
         }
     }
+
+    /// One call, on a fresh instance as every step gets; it must succeed.
+    fn once(&self, rt: &tokio::runtime::Runtime, host: &PluginHost) {
+        let inv = rt.block_on(host.invoke(&self.plugin, self.call(), &self.ctx, &self.sandbox));
+        assert!(inv.result.is_ok());
+    }
 }
 
 fn main() {
@@ -371,15 +377,7 @@ fn main() {
             20,
         ),
         Some(Duration::from_micros(15)),
-        || {
-            let inv = rt.block_on(host.invoke(
-                &trivial.plugin,
-                trivial.call(),
-                &trivial.ctx,
-                &trivial.sandbox,
-            ));
-            assert!(inv.result.is_ok());
-        },
+        || trivial.once(&rt, &host),
     ));
     results.push(measure(
         "the same work natively (the floor)",

@@ -118,10 +118,8 @@ impl Near {
     fn before_sample(&mut self, rt: &tokio::runtime::Runtime, host: &PluginHost) {
         self.floors.push(self.floor.now());
         let c = &self.call;
-        self.calls.push(burst_median(NEAR_CALLS_N, || {
-            let inv = rt.block_on(host.invoke(&c.plugin, c.call(), &c.ctx, &c.sandbox));
-            assert!(inv.result.is_ok());
-        }));
+        self.calls
+            .push(burst_median(NEAR_CALLS_N, || c.once(rt, host)));
     }
 
     /// A recorded row's samples against the floor and `calls` calls (1 for a step; 50 for a
@@ -220,13 +218,7 @@ pub fn steps_and_fleets(
         results.push(on(cpus.as_ref(), || {
             measure(both, both_n, None, || {
                 floor.once();
-                let inv = rt.block_on(host.invoke(
-                    &trivial.plugin,
-                    trivial.call(),
-                    &trivial.ctx,
-                    &trivial.sandbox,
-                ));
-                assert!(inv.result.is_ok());
+                trivial.once(rt, host);
             })
         }));
     }

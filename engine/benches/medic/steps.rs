@@ -328,6 +328,7 @@ pub fn steps_and_fleets(
     // time (the hand-off between threads, beside a call on the caller's thread), then 50 at a
     // time (both call threads busy, many instances in turn), as a fleet places them.
     calls_on_workers(rt, host, results, iters, scale, &mut notes);
+    two_callers(host, results, iters, &mut notes);
 
     // A fleet step over many targets, durably recorded (each target's end is flushed): one
     // at a time, then many at once.
@@ -538,6 +539,88 @@ fn calls_on_workers(
         samples,
         goal: None,
     });
+}
+
+/// What two threads of one process calling at once cost each call, in CPU, against one
+/// thread alone in the same rounds: the call threads run a fleet's calls so, and each pays
+/// for what the two share in the process (two processes calling at once do not slow each
+/// other: `bench/JOURNAL.md`, 2026-12-06).
+fn two_callers(
+    host: &PluginHost,
+    results: &mut Vec<Stats>,
+    iters: &dyn Fn(&str, usize, usize) -> usize,
+    notes: &mut Vec<String>,
+) {
+    let name = "sandboxed calls, two threads of the process at once: CPU a call";
+    let rounds = iters(name, 10, 1);
+    if rounds == 0 {
+        return;
+    }
+    let n = if rounds > 1 { 2_000 } else { 20 };
+    // CPU a call of `n` calls on this thread, each on a fresh instance (as a step's), after a
+    // few to warm it.
+    let calls = |trivial: &TrivialCall| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..n / 20 + 1 {
+            trivial.once(&rt, host);
+        }
+        let from = this_thread_cpu();
+        for _ in 0..n {
+            trivial.once(&rt, host);
+        }
+        this_thread_cpu()
+            .zip(from)
+            .map(|(to, from)| (to - from) / n as u32)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let trivial = TrivialCall::load(&rt, host);
+    let (mut alone, mut two) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        std::thread::scope(|s| {
+            alone.extend(s.spawn(|| calls(&trivial)).join().unwrap());
+        });
+        std::thread::scope(|s| {
+            let (a, b) = (s.spawn(|| calls(&trivial)), s.spawn(|| calls(&trivial)));
+            two.extend(a.join().unwrap());
+            two.extend(b.join().unwrap());
+        });
+    }
+    if alone.is_empty() || two.is_empty() {
+        return; // no per-thread CPU clock here
+    }
+    let stats = Stats {
+        name,
+        samples: two,
+        goal: None,
+    };
+    alone.sort();
+    let alone = alone[alone.len() / 2];
+    let median = stats.quantile(0.5);
+    notes.push(format!(
+        "{name}: {} against {} for one thread alone in the same rounds ({:.2} x): what the two threads share in the process",
+        fmt(median),
+        fmt(alone),
+        median.as_secs_f64() / alone.as_secs_f64().max(1e-9),
+    ));
+    results.push(stats);
+}
+
+/// The CPU time this thread has had, to the ns: the kernel's per-thread clock brings the
+/// running thread's time up to date, where `schedstat` lags by up to a tick.
+fn this_thread_cpu() -> Option<std::time::Duration> {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    ok.then(|| std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
 }
 
 /// The CPU each kind of thread ([`threads_cpu`]) has had since `from`, per one of `n`,

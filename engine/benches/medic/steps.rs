@@ -328,7 +328,7 @@ pub fn steps_and_fleets(
     // time (the hand-off between threads, beside a call on the caller's thread), then 50 at a
     // time (both call threads busy, many instances in turn), as a fleet places them.
     calls_on_workers(rt, host, results, iters, scale, &mut notes);
-    two_callers(host, results, iters, &mut notes);
+    two_callers(rt, host, results, iters, &mut notes);
 
     // A fleet step over many targets, durably recorded (each target's end is flushed): one
     // at a time, then many at once.
@@ -546,6 +546,7 @@ fn calls_on_workers(
 /// for what the two share in the process (two processes calling at once do not slow each
 /// other: `bench/JOURNAL.md`, 2026-12-06).
 fn two_callers(
+    rt: &tokio::runtime::Runtime,
     host: &PluginHost,
     results: &mut Vec<Stats>,
     iters: &dyn Fn(&str, usize, usize) -> usize,
@@ -575,11 +576,7 @@ fn two_callers(
             .zip(from)
             .map(|(to, from)| (to - from) / n as u32)
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let trivial = TrivialCall::load(&rt, host);
+    let trivial = TrivialCall::load(rt, host);
     let (mut alone, mut two) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         std::thread::scope(|s| {

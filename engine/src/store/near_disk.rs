@@ -6,7 +6,7 @@
 //! vCPUs, the disk's interrupts on CPU 1): a bare loop of write + `fdatasync` takes 176 to
 //! 192 µs on CPU 0 and 113 to 114 µs on CPU 1; a durable action step, medians of 7 rounds
 //! interleaved with the build before, 162.8 -> 146.9 µs in the process and 153 -> 144 µs
-//! through the store daemon (README, Performance). A disk with a queue per CPU (NVMe) takes
+//! through the store daemon (bench/JOURNAL.md, 2026-12-06). A disk with a queue per CPU (NVMe) takes
 //! interrupts on every CPU, and nothing is pinned.
 
 use std::path::{Path, PathBuf};

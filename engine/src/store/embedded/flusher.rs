@@ -18,7 +18,7 @@ use crate::store::near_disk::Cpus;
 
 /// Flushes quicker than this are made by the writer itself: a sleeping thread is woken in
 /// tens of µs on a virtual machine (on tmpfs a recorded step went from 74 to 100 µs when
-/// each action's call was handed to a call thread instead; README, Performance).
+/// each action's call was handed to a call thread instead; bench/JOURNAL.md).
 pub(super) const HAND_OFF_PAST: Duration = Duration::from_micros(50);
 
 #[derive(Default)]

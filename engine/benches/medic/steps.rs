@@ -544,7 +544,9 @@ fn calls_on_workers(
 /// What two threads of one process calling at once cost each call, in CPU, against one
 /// thread alone in the same rounds: the call threads run a fleet's calls so, and each pays
 /// for what the two share in the process (two processes calling at once do not slow each
-/// other: `bench/JOURNAL.md`, 2026-12-06).
+/// other: `bench/JOURNAL.md`, 2026-12-06). Beside it, the same with each thread on a
+/// wasmtime engine of its own, which is what a call thread with an engine of its own would
+/// save.
 fn two_callers(
     rt: &tokio::runtime::Runtime,
     host: &PluginHost,
@@ -560,7 +562,7 @@ fn two_callers(
     let n = if rounds > 1 { 2_000 } else { 20 };
     // CPU a call of `n` calls on this thread, each on a fresh instance (as a step's), after a
     // few to warm it.
-    let calls = |trivial: &TrivialCall| {
+    let calls = |(trivial, host): (&TrivialCall, &PluginHost)| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -576,19 +578,31 @@ fn two_callers(
             .zip(from)
             .map(|(to, from)| (to - from) / n as u32)
     };
-    let trivial = TrivialCall::load(rt, host);
-    let (mut alone, mut two) = (Vec::new(), Vec::new());
+    let shared = (&TrivialCall::load(rt, host), host);
+    // The second thread on an engine of its own (its own pool of instance slots, the
+    // plugin compiled into it), the first on the shared one: what sharing wasmtime's engine
+    // costs, apart from sharing the process.
+    let other = PluginHost::new(medic::host::HostConfig {
+        cache_dir: None,
+        max_instances: 16,
+        ..medic::host::HostConfig::default()
+    })
+    .unwrap();
+    let own = (&TrivialCall::load(rt, &other), &other);
+    let (mut alone, mut two, mut apart) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         std::thread::scope(|s| {
-            alone.extend(s.spawn(|| calls(&trivial)).join().unwrap());
+            alone.extend(s.spawn(|| calls(shared)).join().unwrap());
         });
-        std::thread::scope(|s| {
-            let (a, b) = (s.spawn(|| calls(&trivial)), s.spawn(|| calls(&trivial)));
-            two.extend(a.join().unwrap());
-            two.extend(b.join().unwrap());
-        });
+        for (both, into) in [((shared, shared), &mut two), ((shared, own), &mut apart)] {
+            std::thread::scope(|s| {
+                let (a, b) = (s.spawn(|| calls(both.0)), s.spawn(|| calls(both.1)));
+                into.extend(a.join().unwrap());
+                into.extend(b.join().unwrap());
+            });
+        }
     }
-    if alone.is_empty() || two.is_empty() {
+    if alone.is_empty() || two.is_empty() || apart.is_empty() {
         return; // no per-thread CPU clock here
     }
     let stats = Stats {
@@ -596,14 +610,20 @@ fn two_callers(
         samples: two,
         goal: None,
     };
-    alone.sort();
-    let alone = alone[alone.len() / 2];
-    let median = stats.quantile(0.5);
+    let median = |mut d: Vec<Duration>| {
+        d.sort();
+        d[d.len() / 2]
+    };
+    let (alone, apart) = (median(alone), median(apart));
+    let two = stats.quantile(0.5);
+    let x = |d: Duration| d.as_secs_f64() / alone.as_secs_f64().max(1e-9);
     notes.push(format!(
-        "{name}: {} against {} for one thread alone in the same rounds ({:.2} x): what the two threads share in the process",
-        fmt(median),
+        "{name}: {} against {} for one thread alone in the same rounds ({:.2} x): what the two threads share in the process; {} ({:.2} x) with each thread on a wasmtime engine of its own",
+        fmt(two),
         fmt(alone),
-        median.as_secs_f64() / alone.as_secs_f64().max(1e-9),
+        x(two),
+        fmt(apart),
+        x(apart),
     ));
     results.push(stats);
 }

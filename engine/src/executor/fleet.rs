@@ -13,7 +13,7 @@ use super::{
     Event, FleetTally, Observer, Run, StepReport, StepStatus, TargetReport, status_of,
     summary_of_attempts,
 };
-use crate::host::{Call, Failure, Placement, Value, Values};
+use crate::host::{Batching, Call, Failure, Placement, Value, Values};
 use crate::runbook::template;
 use crate::runbook::{Fleet, FleetOrder, FleetTargets, PlanStep};
 
@@ -375,9 +375,12 @@ impl Run<'_> {
     ) {
         let alias = self.plan.plugins[plugin].alias.as_str();
         use futures_util::FutureExt;
-        use futures_util::stream::{FuturesUnordered, StreamExt};
+        use futures_util::stream::StreamExt;
         let mut pending = jobs.into_iter();
-        let mut running = FuturesUnordered::new();
+        let mut running = Running {
+            set: futures_util::stream::FuturesUnordered::new(),
+            batching: Batching::default(),
+        };
         let mut errors = 0usize;
         let stop = |errors: usize| {
             if rate.max_errors.is_some_and(|m| errors > m) {
@@ -394,14 +397,14 @@ impl Run<'_> {
         let keep = fanned.keep_raw;
         // Keeps `rate.concurrency` targets running while there are targets to start, each
         // started (its call handed to the call threads) as it is added.
-        let start = async |running: &mut FuturesUnordered<_>,
+        let start = async |running: &mut Running<_>,
                            pending: &mut std::vec::IntoIter<Job>,
                            errors: usize| {
             std::future::poll_fn(|cx| {
-                while running.len() < rate.concurrency && stop(errors).is_none() {
+                while running.set.len() < rate.concurrency && stop(errors).is_none() {
                     let Some(job) = pending.next() else { break };
                     let target = self.one_target(plugin, id, timeout, rate, job, keep);
-                    running.push(Started::new(target, cx));
+                    running.start(target, cx);
                 }
                 Poll::Ready(())
             })
@@ -517,6 +520,33 @@ impl Run<'_> {
             params: call.map(Call::into_params).unwrap_or_default(),
             outputs,
         }
+    }
+}
+
+/// The targets running, polled through one [`Batching`] waker: the ends of a group that
+/// the call threads tell together wake the run's thread once, not once for each of them.
+struct Running<F: Future> {
+    set: futures_util::stream::FuturesUnordered<Started<F>>,
+    batching: Batching,
+}
+
+impl<F: Future> Running<F> {
+    /// Adds a target, begun as it is added ([`Started`]).
+    fn start(&mut self, target: F, cx: &Context<'_>) {
+        let waker = self.batching.waker(cx.waker());
+        self.set
+            .push(Started::new(target, &mut Context::from_waker(waker)));
+    }
+}
+
+impl<F: Future> futures_util::Stream for Running<F> {
+    type Item = F::Output;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        use futures_util::StreamExt;
+        let this = self.get_mut();
+        let waker = this.batching.waker(cx.waker());
+        this.set.poll_next_unpin(&mut Context::from_waker(waker))
     }
 }
 

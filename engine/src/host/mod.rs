@@ -35,7 +35,7 @@ pub use caps::{CommandGrant, Grants, HostGrant, KvJournal, KvSpace};
 pub use check::ParamProblem;
 pub use manifest::{Manifest, ParamSpec, PluginKind};
 pub use outcome::{CapabilityUse, Failure, Invocation, LogLevel, LogLine, Outcome, Status};
-pub(crate) use pool::Batching;
+pub use pool::Batching;
 pub use pool::calls_on_call_threads;
 pub use redact::Redactor;
 pub use sandbox::{Call, CallContext, Placement, Sandbox, StoreState};

@@ -210,7 +210,7 @@ impl Drop for Telling {
 /// together wake it once, after the last: woken at the first, the waiting thread would
 /// preempt the telling one and take the group in pieces, each a wake-up (about 7 µs of the
 /// waker's CPU on this kind of machine). Woken other than by a telling, it wakes at once.
-pub struct Batched {
+pub(crate) struct Batched {
     waker: AtomicWaker,
 }
 
@@ -237,8 +237,10 @@ impl Wake for Batched {
     }
 }
 
-/// Polls through one [`Batched`] waker for as long as it is kept: the waiter's own waker,
-/// as of its latest poll, is the one woken.
+/// A thread's way to wait for many calls' ends at once (a fleet's run, through its set of
+/// running targets): what it polls them with, kept for as long as it waits. The ends of a
+/// group told together wake it once, after the last; the waiter's own waker, as of its
+/// latest poll, is the one woken.
 #[derive(Default)]
 pub struct Batching(Option<(Arc<Batched>, Waker)>);
 

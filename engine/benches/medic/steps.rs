@@ -476,7 +476,7 @@ fn calls_on_workers(
     scale: usize,
     notes: &mut Vec<String>,
 ) {
-    use futures_util::stream::{FuturesUnordered, StreamExt};
+    use futures_util::stream::FuturesUnordered;
     let trivial = TrivialCall::load(rt, host);
     let call = || {
         host.invoke_on(
@@ -525,12 +525,9 @@ fn calls_on_workers(
                     running.push(call());
                     started += 1;
                 }
-                let inv = std::future::poll_fn(|cx| {
-                    let waker = batching.waker(cx.waker());
-                    running.poll_next_unpin(&mut std::task::Context::from_waker(waker))
-                })
-                .await
-                .expect("a call in flight");
+                let inv = std::future::poll_fn(|cx| batching.poll_next(&mut running, cx))
+                    .await
+                    .expect("a call in flight");
                 assert!(inv.result.is_ok());
             }
         });

@@ -543,10 +543,8 @@ impl<F: Future> futures_util::Stream for Running<F> {
     type Item = F::Output;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
-        use futures_util::StreamExt;
         let this = self.get_mut();
-        let waker = this.batching.waker(cx.waker());
-        this.set.poll_next_unpin(&mut Context::from_waker(waker))
+        this.batching.poll_next(&mut this.set, cx)
     }
 }
 

@@ -256,6 +256,16 @@ impl Batching {
         batched.waker.register(waiter);
         waker
     }
+
+    /// The next of `set`'s items, polled through this waker.
+    pub fn poll_next<S: futures_util::Stream + Unpin>(
+        &mut self,
+        set: &mut S,
+        cx: &Context<'_>,
+    ) -> Poll<Option<S::Item>> {
+        let waker = self.waker(cx.waker());
+        std::pin::Pin::new(set).poll_next(&mut Context::from_waker(waker))
+    }
 }
 
 /// A call counted as queued from its hand-off until it begins, or until its task is dropped
@@ -592,8 +602,7 @@ mod tests {
         let mut got = Vec::new();
         within_10s(std::future::poll_fn(|cx| {
             loop {
-                let waker = batching.waker(cx.waker()).clone();
-                match ends.poll_next_unpin(&mut Context::from_waker(&waker)) {
+                match batching.poll_next(&mut ends, cx) {
                     Poll::Ready(Some(end)) => got.push(end.unwrap()),
                     Poll::Ready(None) => return Poll::Ready(()),
                     Poll::Pending => return Poll::Pending,

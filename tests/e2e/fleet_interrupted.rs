@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::cli::{medic, stderr, stdout};
 use crate::fleet::{runbook, witness};
+use crate::recovery::{Rng, check_journal, kill_mid_run, kill_mid_run_on, on_store};
 
 /// `medic run RB --output json`, read until `n` targets were shown: the child, its run id,
 /// the targets shown, and its events still to come. A run that ends first fails the test.
@@ -320,4 +321,257 @@ fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
             "{target} shown, not recorded: {journaled:?}"
         );
     }
+}
+
+#[test]
+fn sigkill_inside_a_fleet_loses_no_shown_target_though_targets_share_flushes() {
+    let cache = tempfile::tempdir().unwrap();
+    // Targets that finish together (ten at a time, each call 5 ms) are told together and
+    // flushed once: a kill between their journaling and that flush must show none of them.
+    let targets: Vec<String> = (0..60).map(|i| format!("\"t{i}\"")).collect();
+    let rb = cache.path().join("fleet.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"fleet\"\n[plugins.work]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"all\"\nuses = \"work\"\nwith = {{ mode = \"sleep\", sleep = \"5ms\" }}\n\
+             [steps.fleet]\ntargets = [{}]\nmax_concurrency = 10\n",
+            medic::host::fixtures::HOSTILE,
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let rb = rb.to_str().unwrap();
+    let warm = medic(cache.path(), &["validate", rb]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    let mut rng = Rng(0xf1ee7);
+    let (mut shown, mut lost) = (0, 0);
+    for i in 0..12 {
+        let lines = 2 + rng.below(50);
+        let Some(killed) = kill_mid_run(cache.path(), rb, lines, rng.below(3000), i) else {
+            continue;
+        };
+        check_journal(&killed.export);
+        for k in killed.shown() {
+            shown += usize::from(k.starts_with("target"));
+        }
+        lost += killed.unrecorded().len();
+    }
+    assert_eq!(lost, 0, "shown targets were lost");
+    assert!(
+        shown >= 60,
+        "only {shown} targets were shown before the kills"
+    );
+}
+
+/// Targets that take no time, 50 at a time: their ends are held on the call threads and told
+/// in groups, each group waking the run once (`host::pool`), and a group told together is
+/// flushed once. A kill anywhere in that loses no target shown, and another process resuming
+/// the run calls every target not on record once and none on record again. Eight kills here;
+/// `MEDIC_FLEET_KILLS=N` runs the long form.
+#[test]
+fn sigkill_amid_fast_targets_told_in_groups_loses_none_shown_and_a_resume_calls_each_once() {
+    fast_fleet_killed(None, fleet_kills(8));
+}
+
+/// The same on PostgreSQL, where the run's own process commits each group: killed, it takes
+/// with it whatever it had not committed, and showed none of that.
+#[test]
+fn on_postgres_sigkill_amid_fast_targets_loses_none_shown_and_a_resume_calls_each_once() {
+    fast_fleet_killed(Some(&crate::pglab::database()), fleet_kills(6));
+}
+
+/// Kills `medic run` of [`fast_fleet`] `kills` times, on the store at `store` or the
+/// embedded one, and resumes every other run cut short in a new process.
+fn fast_fleet_killed(store: Option<&str>, kills: u64) {
+    let cache = tempfile::tempdir().unwrap();
+    let (rb, names) = fast_fleet(cache.path());
+    let rb = rb.as_str();
+    let medic = |args: &[&str]| on_store(cache.path(), store).args(args).output().unwrap();
+    let targets_of = |export: &serde_json::Value| -> Vec<(String, String)> {
+        export["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "target_finished")
+            .map(|e| {
+                let r = &e["report"];
+                (
+                    r["target"].as_str().unwrap().to_owned(),
+                    r["summary"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut rng = Rng(0xfa57_f1ee7);
+    let (mut shown, mut lost, mut resumed) = (0, 0, 0);
+    for i in 0..kills {
+        let lines = 2 + rng.below(FAST_TARGETS as u64);
+        let Some(killed) = kill_mid_run_on(cache.path(), store, rb, lines, rng.below(3000), i)
+        else {
+            continue;
+        };
+        check_journal(&killed.export);
+        shown += killed
+            .shown()
+            .iter()
+            .filter(|k| k.starts_with("target"))
+            .count();
+        lost += killed.unrecorded().len();
+        let before = targets_of(&killed.export);
+        let on_record: std::collections::BTreeSet<&str> =
+            before.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            on_record.len(),
+            before.len(),
+            "kill {i}: a target journaled twice"
+        );
+        // A run may have ended on record before the kill cut off the printing of its end.
+        let cut = killed.export["record"]["status"] != "succeeded";
+        if !cut || i % 2 == 1 {
+            continue;
+        }
+        let id = killed.printed[0]["run_id"].as_str().unwrap();
+        let o = medic(&["runs", "resume", id]);
+        assert_eq!(o.status.code(), Some(0), "kill {i}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!(
+                "{FAST_TARGETS} of {FAST_TARGETS} targets succeeded"
+            )),
+            "kill {i}: {}",
+            stdout(&o)
+        );
+        let export: serde_json::Value =
+            serde_json::from_str(&stdout(&medic(&["runs", "export", id]))).unwrap();
+        check_journal(&export);
+        assert_eq!(export["record"]["status"], "succeeded", "kill {i}");
+        // Called after the kill: every target not on record, each once.
+        let mut called: Vec<String> = targets_of(&export)[before.len()..]
+            .iter()
+            .filter(|(_, summary)| !summary.ends_with("(before the resume)"))
+            .map(|(t, _)| t.clone())
+            .collect();
+        called.sort();
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|t| !on_record.contains(t.as_str()))
+            .collect();
+        assert_eq!(
+            called.iter().collect::<Vec<_>>(),
+            missing,
+            "kill {i}: the resume called exactly the targets not on record"
+        );
+        resumed += 1;
+    }
+    eprintln!("{kills} kills: {shown} targets shown, {resumed} runs resumed");
+    assert_eq!(lost, 0, "shown targets were lost");
+    assert!(resumed >= 1, "no kill left a run to resume");
+}
+
+/// Targets in the fast fleet ([`fast_fleet`]).
+const FAST_TARGETS: usize = 400;
+
+/// A runbook of [`FAST_TARGETS`] targets whose calls take no time, 50 at a time, in `dir`:
+/// its path, and the targets' names.
+fn fast_fleet(dir: &std::path::Path) -> (String, Vec<String>) {
+    let names: Vec<String> = (0..FAST_TARGETS).map(|i| format!("t{i:03}")).collect();
+    let listed: Vec<String> = names.iter().map(|t| format!("{t:?}")).collect();
+    let rb = dir.join("fast-fleet.toml");
+    std::fs::write(
+        &rb,
+        format!(
+            "[runbook]\nname = \"fast-fleet\"\n[plugins.work]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
+             [[steps]]\nid = \"all\"\nuses = \"work\"\nwith = {{ mode = \"ok\" }}\n\
+             [steps.fleet]\ntargets = [{}]\nmax_concurrency = 50\n",
+            medic::host::fixtures::HOSTILE,
+            listed.join(", ")
+        ),
+    )
+    .unwrap();
+    let rb = rb.to_str().unwrap().to_owned();
+    let warm = medic(dir, &["validate", &rb]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
+    (rb, names)
+}
+
+/// How many kills a campaign makes: `MEDIC_FLEET_KILLS` (its long form), else `short`.
+fn fleet_kills(short: u64) -> u64 {
+    std::env::var("MEDIC_FLEET_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(short)
+}
+
+/// The fast fleet with the store daemon killed (SIGKILL) amid its targets, where the daemon
+/// takes groups of them written together and answers each group once it is durable: every
+/// target the run showed is in the journal the next daemon replays, the journal is whole,
+/// and the run, stopped, is not left running. Four kills here; `MEDIC_FLEET_KILLS=N` runs
+/// the long form.
+#[test]
+fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
+    use std::io::{BufRead, BufReader};
+    let kills = fleet_kills(4);
+    let cache = tempfile::tempdir().unwrap();
+    let data = cache.path().join("data");
+    let (rb, _) = fast_fleet(cache.path());
+    let mut rng = Rng(0xdead_f1ee7);
+    let (mut shown, mut stopped) = (0, 0);
+    for i in 0..kills {
+        let mut child = crate::cli::medic_command(cache.path())
+            .args(["run", &rb, "--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed: Vec<serde_json::Value> = Vec::new();
+        for _ in 0..2 + rng.below(FAST_TARGETS as u64) {
+            match lines.next() {
+                Some(Ok(l)) => printed.push(serde_json::from_str(&l).unwrap()),
+                _ => break,
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        crate::store_daemon::kill_daemon(&data);
+        // The run finds its store gone and stops by itself; what it printed until then was
+        // shown too.
+        printed.extend(
+            lines
+                .map_while(Result::ok)
+                .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("kill {i}: the run went on for a minute without its store");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        stopped += usize::from(!status.success());
+        let id = printed[0]["run_id"].as_str().unwrap().to_owned();
+        let o = medic(cache.path(), &["runs", "export", &id]);
+        assert_eq!(o.status.code(), Some(0), "kill {i}: {}", stderr(&o));
+        let killed = crate::recovery::Killed {
+            printed,
+            export: serde_json::from_str(&stdout(&o)).unwrap(),
+        };
+        check_journal(&killed.export);
+        assert_ne!(killed.export["record"]["status"], "running", "kill {i}");
+        shown += killed
+            .shown()
+            .iter()
+            .filter(|k| k.starts_with("target"))
+            .count();
+        assert_eq!(
+            killed.unrecorded(),
+            Vec::<String>::new(),
+            "kill {i}: shown but not recorded"
+        );
+    }
+    eprintln!("{kills} daemon kills: {shown} targets shown, {stopped} runs stopped by them");
+    assert!(stopped >= 1, "no kill landed inside a run");
 }

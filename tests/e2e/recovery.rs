@@ -31,7 +31,7 @@ pub(crate) fn crashy_runbook(dir: &Path) -> std::path::PathBuf {
 
 /// The journal is whole: contiguous, starts with run_started, every finished step was
 /// started, and the record agrees with it.
-fn check_journal(export: &serde_json::Value) {
+pub(crate) fn check_journal(export: &serde_json::Value) {
     let journal = export["journal"].as_array().unwrap();
     assert_eq!(journal[0]["type"], "run_started", "{journal:?}");
     let mut started: Vec<String> = Vec::new();
@@ -79,13 +79,7 @@ fn on_postgres_sigkill_loses_nothing_and_runs_can_be_resumed_or_rolled_back() {
 /// find the run whole and interrupted, and resume or roll it back.
 fn sigkill_campaign(kills: u64, store: Option<&str>) {
     let cache = tempfile::tempdir().unwrap();
-    let cmd = || {
-        let mut c = medic_command(cache.path());
-        if let Some(url) = store {
-            c.env("MEDIC_STORE", url);
-        }
-        c
-    };
+    let cmd = || on_store(cache.path(), store);
     let medic = |args: &[&str]| cmd().args(args).output().expect("run medic");
     let dir = tempfile::tempdir().unwrap();
     let rb = crashy_runbook(dir.path());
@@ -263,10 +257,10 @@ fn event_key(e: &serde_json::Value, printed: bool, actions: &[&str]) -> Option<S
 
 /// A small deterministic generator: the campaign is random in where it kills, and the same
 /// every time it runs (the seed is printed with any failure).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -414,48 +408,6 @@ fn a_sigkill_campaign_loses_no_shown_event_and_every_verdict_matches_the_service
     );
 }
 
-/// A run that records a few events and succeeds: one action, one check.
-#[test]
-fn sigkill_inside_a_fleet_loses_no_shown_target_though_targets_share_flushes() {
-    let cache = tempfile::tempdir().unwrap();
-    // Targets that finish together (ten at a time, each call 5 ms) are told together and
-    // flushed once: a kill between their journaling and that flush must show none of them.
-    let targets: Vec<String> = (0..60).map(|i| format!("\"t{i}\"")).collect();
-    let rb = cache.path().join("fleet.toml");
-    std::fs::write(
-        &rb,
-        format!(
-            "[runbook]\nname = \"fleet\"\n[plugins.work]\nsource = {:?}\ngrants = {{ http = [\"127.0.0.1:9\"], kv = true }}\n\n\
-             [[steps]]\nid = \"all\"\nuses = \"work\"\nwith = {{ mode = \"sleep\", sleep = \"5ms\" }}\n\
-             [steps.fleet]\ntargets = [{}]\nmax_concurrency = 10\n",
-            medic::host::fixtures::HOSTILE,
-            targets.join(", ")
-        ),
-    )
-    .unwrap();
-    let rb = rb.to_str().unwrap();
-    let warm = medic(cache.path(), &["validate", rb]);
-    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
-    let mut rng = Rng(0xf1ee7);
-    let (mut shown, mut lost) = (0, 0);
-    for i in 0..12 {
-        let lines = 2 + rng.below(50);
-        let Some(killed) = kill_mid_run(cache.path(), rb, lines, rng.below(3000), i) else {
-            continue;
-        };
-        check_journal(&killed.export);
-        for k in killed.shown() {
-            shown += usize::from(k.starts_with("target"));
-        }
-        lost += killed.unrecorded().len();
-    }
-    assert_eq!(lost, 0, "shown targets were lost");
-    assert!(
-        shown >= 60,
-        "only {shown} targets were shown before the kills"
-    );
-}
-
 #[test]
 fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes() {
     let cache = tempfile::tempdir().unwrap();
@@ -508,16 +460,35 @@ fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes(
 
 /// A `medic run --output json` of `rb` killed (SIGKILL) `micros` after `lines` of its output
 /// were read: what it printed, and the run as the next process exports it.
-struct Killed {
-    printed: Vec<serde_json::Value>,
-    export: serde_json::Value,
+pub(crate) struct Killed {
+    pub(crate) printed: Vec<serde_json::Value>,
+    pub(crate) export: serde_json::Value,
 }
 
 /// Kills a run of `rb` as [`Killed`] says (`kill`: its number, for messages); None when it
 /// was killed before it printed its start.
-fn kill_mid_run(cache: &Path, rb: &str, lines: u64, micros: u64, kill: u64) -> Option<Killed> {
+pub(crate) fn kill_mid_run(
+    cache: &Path,
+    rb: &str,
+    lines: u64,
+    micros: u64,
+    kill: u64,
+) -> Option<Killed> {
+    kill_mid_run_on(cache, None, rb, lines, micros, kill)
+}
+
+/// [`kill_mid_run`] on the store at `store` (a URL, as `MEDIC_STORE` takes), or the embedded
+/// one in `cache`.
+pub(crate) fn kill_mid_run_on(
+    cache: &Path,
+    store: Option<&str>,
+    rb: &str,
+    lines: u64,
+    micros: u64,
+    kill: u64,
+) -> Option<Killed> {
     use std::io::{BufRead, BufReader};
-    let mut child = medic_command(cache)
+    let mut child = on_store(cache, store)
         .args(["run", rb, "--output", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -539,7 +510,11 @@ fn kill_mid_run(cache: &Path, rb: &str, lines: u64, micros: u64, kill: u64) -> O
         printed.push(serde_json::from_str(&l).unwrap());
     }
     let id = printed.first()?["run_id"].as_str()?.to_owned();
-    let export = serde_json::from_str(&stdout(&medic(cache, &["runs", "export", &id])))
+    let exported = on_store(cache, store)
+        .args(["runs", "export", &id])
+        .output()
+        .unwrap();
+    let export = serde_json::from_str(&stdout(&exported))
         .unwrap_or_else(|e| panic!("kill {kill}: export: {e}"));
     let killed = Killed { printed, export };
     for k in killed.unrecorded() {
@@ -548,9 +523,19 @@ fn kill_mid_run(cache: &Path, rb: &str, lines: u64, micros: u64, kill: u64) -> O
     Some(killed)
 }
 
+/// `medic` with `cache`, on the store at `store` (a URL, as `MEDIC_STORE` takes) or the
+/// embedded one in `cache`.
+pub(crate) fn on_store(cache: &Path, store: Option<&str>) -> std::process::Command {
+    let mut c = medic_command(cache);
+    if let Some(url) = store {
+        c.env("MEDIC_STORE", url);
+    }
+    c
+}
+
 impl Killed {
     /// What was printed, as [`event_key`] names it (no step's start: no actions).
-    fn shown(&self) -> Vec<String> {
+    pub(crate) fn shown(&self) -> Vec<String> {
         self.printed
             .iter()
             .filter_map(|e| event_key(e, true, &[]))
@@ -558,7 +543,7 @@ impl Killed {
     }
 
     /// What was printed and is not in the journal.
-    fn unrecorded(&self) -> Vec<String> {
+    pub(crate) fn unrecorded(&self) -> Vec<String> {
         let journaled: std::collections::BTreeSet<String> = self.export["journal"]
             .as_array()
             .unwrap()
@@ -572,6 +557,7 @@ impl Killed {
     }
 }
 
+/// A run that records a few events and succeeds: one action, one check.
 fn quick_runbook(dir: &Path) -> std::path::PathBuf {
     crate::cli::scripted_runbook(
         dir,

@@ -575,3 +575,115 @@ fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
     eprintln!("{kills} daemon kills: {shown} targets shown, {stopped} runs stopped by them");
     assert!(stopped >= 1, "no kill landed inside a run");
 }
+
+/// SIGTERM amid a fleet of 200 quick targets, 50 at a time (each call one request to a
+/// server that answers at once): the targets in flight finish, none starts after, and the
+/// rollback undoes exactly the targets that ran, each once, whatever group their ends were
+/// told in. Three signals at seeded points here; `MEDIC_FLEET_KILLS=N` runs the long form.
+#[test]
+fn sigterm_amid_quick_targets_undoes_exactly_those_that_ran() {
+    use std::io::{BufRead, BufReader};
+    const TARGETS: usize = 200;
+    let names: Vec<String> = (0..TARGETS).map(|i| format!("t{i:03}")).collect();
+    let listed: Vec<String> = names.iter().map(|t| format!("{t:?}")).collect();
+    let cache = tempfile::tempdir().unwrap();
+    let mut rng = Rng(0x5167_7e4d);
+    let (mut signalled, mut ran_in_all) = (0, 0);
+    for round in 0..fleet_kills(3) {
+        let dir = tempfile::tempdir().unwrap();
+        let w = witness(Duration::ZERO);
+        let rb = runbook(
+            dir.path(),
+            &w,
+            &format!(
+                "[[steps]]\nid = \"deploy\"\nuses = \"act\"\non_failure = \"rollback\"\nrollback = \"revert\"\n\
+                 with = {{ record_url = \"@REC@\", echo = \"{{{{ target }}}}\" }}\n\
+                 [steps.fleet]\ntargets = [{}]\nmax_concurrency = 50\n\n\
+                 [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
+                listed.join(", ")
+            ),
+        );
+        let mut child = crate::cli::medic_command(cache.path())
+            .args(["run", &rb, "--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = 1 + rng.below(TARGETS as u64 - 60) as usize;
+        let (mut ended, mut sent) = (0, false);
+        let mut summary = String::new();
+        let mut run_id = String::new();
+        // Bounded: the run ends by itself once its 200 targets are called.
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if event["event"] == "run_started" {
+                run_id = event["run_id"].as_str().unwrap().to_owned();
+            }
+            if event["event"] == "target_finished" {
+                ended += 1;
+                if ended == at && !sent {
+                    // SAFETY: a plain signal to our own child.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                    sent = true;
+                }
+            }
+            if event["event"] == "step_finished" && event["step"]["id"] == "deploy" {
+                summary = event["step"]["summary"].as_str().unwrap().to_owned();
+            }
+        }
+        let status = child.wait().unwrap();
+        let mut ran = w.targets("run", "deploy");
+        if ran.len() == TARGETS {
+            // Every target was called before the signal was seen: nothing to compare.
+            assert!(status.success() || status.code() == Some(6), "{summary}");
+            continue;
+        }
+        signalled += 1;
+        ran_in_all += ran.len();
+        assert_eq!(status.code(), Some(6), "round {round}: {summary}");
+        ran.sort();
+        let unique = ran.len();
+        ran.dedup();
+        assert_eq!(ran.len(), unique, "round {round}: a target called twice");
+        assert!(
+            summary.starts_with(&format!(
+                "{} of {TARGETS} targets succeeded; not started: ",
+                ran.len()
+            )) && summary.ends_with("(cancelled)"),
+            "round {round}: {} ran: {summary}",
+            ran.len()
+        );
+        let mut reverted: Vec<String> = w
+            .paths()
+            .into_iter()
+            .filter_map(|p| {
+                p.strip_prefix("/revert/deploy.rollback[")
+                    .and_then(|t| t.strip_suffix(']'))
+                    .map(str::to_owned)
+            })
+            .collect();
+        reverted.sort();
+        assert_eq!(reverted, ran, "round {round}: undone, each once: what ran");
+        // And the journal has each that ran, as it ended.
+        let o = medic(cache.path(), &["runs", "export", &run_id]);
+        let export: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let mut journaled: Vec<String> = export["journal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["type"] == "target_finished"
+                    && e["step"] == "deploy"
+                    && e["report"]["status"]["status"] == "succeeded"
+            })
+            .map(|e| e["report"]["target"].as_str().unwrap().to_owned())
+            .collect();
+        journaled.sort();
+        assert_eq!(
+            journaled, ran,
+            "round {round}: journaled as succeeded: what ran"
+        );
+    }
+    eprintln!("{signalled} signals amid the fleet: {ran_in_all} targets ran and were undone");
+    assert!(signalled >= 1, "no signal came before the fleet's end");
+}

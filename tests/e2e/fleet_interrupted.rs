@@ -1,6 +1,8 @@
 //! Fleet steps interrupted: a run killed (SIGKILL) or stopped (SIGTERM) mid-fleet or after
 //! it, resumed or rolled back by another process, and a store daemon that stops answering
-//! mid-fleet.
+//! or is killed mid-fleet; slow targets (each held by a test server) and fast ones (ends
+//! told in groups, sharing flushes), with long forms of the kill campaigns
+//! (`MEDIC_FLEET_KILLS=N`).
 
 use std::time::Duration;
 
@@ -146,12 +148,7 @@ fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_t
          with = { record_url = \"@REC@\" }\n\n\
          [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
     );
-    let mut child = crate::cli::medic_command(cache.path())
-        .args(["run", &rb, "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = json_run(cache.path(), &rb);
     let mut run_id = String::new();
     let mut deploy_summary = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
@@ -201,12 +198,7 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
     let dir = tempfile::tempdir().unwrap();
     let w = witness(Duration::from_millis(300));
     let rb = runbook(dir.path(), &w, KILLABLE);
-    let mut child = crate::cli::medic_command(cache.path())
-        .args(["run", &rb, "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = json_run(cache.path(), &rb);
     let mut ended = 0;
     let mut summary = String::new();
     let mut signalled = false;
@@ -517,12 +509,7 @@ fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
     let mut rng = Rng(0xdead_f1ee7);
     let (mut shown, mut stopped) = (0, 0);
     for i in 0..kills {
-        let mut child = crate::cli::medic_command(cache.path())
-            .args(["run", &rb, "--output", "json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = json_run(cache.path(), &rb);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut printed: Vec<serde_json::Value> = Vec::new();
         for _ in 0..2 + rng.below(FAST_TARGETS as u64) {
@@ -603,12 +590,7 @@ fn sigterm_amid_quick_targets_undoes_exactly_those_that_ran() {
                 listed.join(", ")
             ),
         );
-        let mut child = crate::cli::medic_command(cache.path())
-            .args(["run", &rb, "--output", "json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = json_run(cache.path(), &rb);
         let at = 1 + rng.below(TARGETS as u64 - 60) as usize;
         let (mut ended, mut sent) = (0, false);
         let mut summary = String::new();
@@ -686,4 +668,14 @@ fn sigterm_amid_quick_targets_undoes_exactly_those_that_ran() {
     }
     eprintln!("{signalled} signals amid the fleet: {ran_in_all} targets ran and were undone");
     assert!(signalled >= 1, "no signal came before the fleet's end");
+}
+
+/// `medic run RB --output json` on the embedded store in `cache`, its errors not read.
+fn json_run(cache: &std::path::Path, rb: &str) -> std::process::Child {
+    crate::cli::medic_command(cache)
+        .args(["run", rb, "--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }

@@ -563,12 +563,14 @@ fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
     assert!(stopped >= 1, "no kill landed inside a run");
 }
 
-/// SIGTERM amid a fleet of 200 quick targets, 50 at a time (each call one request to a
-/// server that answers at once): the targets in flight finish, none starts after, and the
-/// rollback undoes exactly the targets that ran, each once, whatever group their ends were
-/// told in. Three signals at seeded points here; `MEDIC_FLEET_KILLS=N` runs the long form.
+/// SIGTERM, Ctrl-C's SIGINT and a closed terminal's SIGHUP, in turn, amid a fleet of 200
+/// quick targets, 50 at a time (each call one request to a server that answers at once):
+/// the targets in flight finish, none starts after, and the rollback undoes exactly the
+/// targets that ran, each once, whatever group their ends were told in. Three signals at
+/// seeded points here; `MEDIC_FLEET_KILLS=N` runs the long form.
 #[test]
-fn sigterm_amid_quick_targets_undoes_exactly_those_that_ran() {
+fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran() {
+    use crate::verdicts::{SIGHUP, SIGINT, SIGTERM};
     use std::io::{BufRead, BufReader};
     const TARGETS: usize = 200;
     let names: Vec<String> = (0..TARGETS).map(|i| format!("t{i:03}")).collect();
@@ -577,6 +579,7 @@ fn sigterm_amid_quick_targets_undoes_exactly_those_that_ran() {
     let mut rng = Rng(0x5167_7e4d);
     let (mut signalled, mut ran_in_all) = (0, 0);
     for round in 0..fleet_kills(3) {
+        let by = [SIGTERM, SIGINT, SIGHUP][round as usize % 3];
         let dir = tempfile::tempdir().unwrap();
         let w = witness(Duration::ZERO);
         let rb = runbook(
@@ -604,8 +607,7 @@ fn sigterm_amid_quick_targets_undoes_exactly_those_that_ran() {
             if event["event"] == "target_finished" {
                 ended += 1;
                 if ended == at && !sent {
-                    // SAFETY: a plain signal to our own child.
-                    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                    crate::verdicts::signal(child.id(), by);
                     sent = true;
                 }
             }
@@ -622,7 +624,11 @@ fn sigterm_amid_quick_targets_undoes_exactly_those_that_ran() {
         }
         signalled += 1;
         ran_in_all += ran.len();
-        assert_eq!(status.code(), Some(6), "round {round}: {summary}");
+        assert_eq!(
+            status.code(),
+            Some(6),
+            "round {round} (signal {by}): {summary}"
+        );
         ran.sort();
         let unique = ran.len();
         ran.dedup();

@@ -501,7 +501,6 @@ fn fleet_kills(short: u64) -> u64 {
 /// the long form.
 #[test]
 fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
-    use std::io::{BufRead, BufReader};
     let kills = fleet_kills(4);
     let cache = tempfile::tempdir().unwrap();
     let data = cache.path().join("data");
@@ -509,36 +508,25 @@ fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
     let mut rng = Rng(0xdead_f1ee7);
     let (mut shown, mut stopped) = (0, 0);
     for i in 0..kills {
-        let mut child = json_run(cache.path(), &rb);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut printed: Vec<serde_json::Value> = Vec::new();
+        let (mut child, mut out, _err) =
+            crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
         for _ in 0..2 + rng.below(FAST_TARGETS as u64) {
-            match lines.next() {
-                Some(Ok(l)) => printed.push(serde_json::from_str(&l).unwrap()),
-                _ => break,
+            if out.next_line().is_none() {
+                break;
             }
         }
         std::thread::sleep(Duration::from_micros(rng.below(3000)));
         crate::store_daemon::kill_daemon(&data);
         // The run finds its store gone and stops by itself; what it printed until then was
         // shown too.
-        printed.extend(
-            lines
-                .map_while(Result::ok)
-                .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()),
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("kill {i}: the run went on for a minute without its store");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        stopped += usize::from(!status.success());
+        out.rest();
+        let status = crate::verdicts::wait(&mut child);
+        let printed: Vec<serde_json::Value> = out
+            .seen
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        stopped += usize::from(status != Some(0));
         let id = printed[0]["run_id"].as_str().unwrap().to_owned();
         let o = medic(cache.path(), &["runs", "export", &id]);
         assert_eq!(o.status.code(), Some(0), "kill {i}: {}", stderr(&o));
@@ -571,7 +559,6 @@ fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
 #[test]
 fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran() {
     use crate::verdicts::{SIGHUP, SIGINT, SIGTERM};
-    use std::io::{BufRead, BufReader};
     const TARGETS: usize = 200;
     let names: Vec<String> = (0..TARGETS).map(|i| format!("t{i:03}")).collect();
     let listed: Vec<String> = names.iter().map(|t| format!("{t:?}")).collect();
@@ -593,14 +580,15 @@ fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran
                 listed.join(", ")
             ),
         );
-        let mut child = json_run(cache.path(), &rb);
+        let (mut child, mut out, _err) =
+            crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
         let at = 1 + rng.below(TARGETS as u64 - 60) as usize;
         let (mut ended, mut sent) = (0, false);
         let mut summary = String::new();
         let mut run_id = String::new();
-        // Bounded: the run ends by itself once its 200 targets are called.
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        // Bounded: each line is waited for at most 60 s, the run's end as long.
+        while let Some(line) = out.next_line() {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
             if event["event"] == "run_started" {
                 run_id = event["run_id"].as_str().unwrap().to_owned();
             }
@@ -615,20 +603,16 @@ fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran
                 summary = event["step"]["summary"].as_str().unwrap().to_owned();
             }
         }
-        let status = child.wait().unwrap();
+        let status = crate::verdicts::wait(&mut child);
         let mut ran = w.targets("run", "deploy");
         if ran.len() == TARGETS {
             // Every target was called before the signal was seen: nothing to compare.
-            assert!(status.success() || status.code() == Some(6), "{summary}");
+            assert!(matches!(status, Some(0 | 6)), "{summary}");
             continue;
         }
         signalled += 1;
         ran_in_all += ran.len();
-        assert_eq!(
-            status.code(),
-            Some(6),
-            "round {round} (signal {by}): {summary}"
-        );
+        assert_eq!(status, Some(6), "round {round} (signal {by}): {summary}");
         ran.sort();
         let unique = ran.len();
         ran.dedup();

@@ -68,6 +68,21 @@ impl Lines {
         false
     }
 
+    /// The next line (waiting at most 60 s for it), kept in `seen` too; none once the child
+    /// closed its end.
+    pub(crate) fn next_line(&mut self) -> Option<String> {
+        let line = match self.rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no line for 60 s; output so far:\n{}", self.seen)
+            }
+        };
+        self.seen.push_str(&line);
+        self.seen.push('\n');
+        Some(line)
+    }
+
     /// Reads until a line contains `needle` (at most 60 s).
     pub(crate) fn until(&mut self, needle: &str) {
         if !self.read(Some(needle)) {

@@ -130,7 +130,6 @@ fn a_resumed_fleet_does_not_run_again_the_targets_that_succeeded() {
 
 #[test]
 fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_targets_that_ran() {
-    use std::io::{BufRead, BufReader};
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let w = witness(Duration::from_millis(300));
@@ -148,11 +147,12 @@ fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_t
          with = { record_url = \"@REC@\" }\n\n\
          [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
     );
-    let mut child = json_run(cache.path(), &rb);
+    let (mut child, mut out, _err) =
+        crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
     let mut run_id = String::new();
     let mut deploy_summary = String::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+    while let Some(line) = out.next_line() {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         if event["event"] == "run_started" {
             run_id = event["run_id"].as_str().unwrap().to_owned();
         }
@@ -193,18 +193,19 @@ fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_t
 
 #[test]
 fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_that_ran() {
-    use std::io::{BufRead, BufReader};
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let w = witness(Duration::from_millis(300));
     let rb = runbook(dir.path(), &w, KILLABLE);
-    let mut child = json_run(cache.path(), &rb);
+    let (mut child, mut out, _err) =
+        crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
     let mut ended = 0;
     let mut summary = String::new();
     let mut signalled = false;
-    // Bounded: the run ends by itself in about a second (6 targets, 2 at a time, 300 ms).
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+    // Bounded: the run ends by itself in about a second (6 targets, 2 at a time, 300 ms),
+    // and each line is waited for at most 60 s.
+    while let Some(line) = out.next_line() {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         if event["event"] == "target_finished" {
             ended += 1;
             if ended == 2 && !signalled {
@@ -215,8 +216,7 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                // SAFETY: a plain signal to our own child.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                crate::verdicts::signal(child.id(), crate::verdicts::SIGTERM);
                 signalled = true;
             }
         }
@@ -224,9 +224,9 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
             summary = event["step"]["summary"].as_str().unwrap().to_owned();
         }
     }
-    let status = child.wait().unwrap();
+    let status = crate::verdicts::wait(&mut child);
     assert!(signalled);
-    assert_eq!(status.code(), Some(6), "{summary}");
+    assert_eq!(status, Some(6), "{summary}");
     let mut ran = w.targets("run", "deploy");
     // The two in flight at the signal finished; nothing started after it. Two at a time:
     // within a pair, either may reach the server first.
@@ -658,14 +658,4 @@ fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran
     }
     eprintln!("{signalled} signals amid the fleet: {ran_in_all} targets ran and were undone");
     assert!(signalled >= 1, "no signal came before the fleet's end");
-}
-
-/// `medic run RB --output json` on the embedded store in `cache`, its errors not read.
-fn json_run(cache: &std::path::Path, rb: &str) -> std::process::Child {
-    crate::cli::medic_command(cache)
-        .args(["run", rb, "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
 }

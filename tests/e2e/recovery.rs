@@ -487,28 +487,27 @@ pub(crate) fn kill_mid_run_on(
     micros: u64,
     kill: u64,
 ) -> Option<Killed> {
-    use std::io::{BufRead, BufReader};
     let mut child = on_store(cache, store)
         .args(["run", rb, "--output", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut read = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = Vec::new();
+    let mut read = crate::verdicts::Lines::of(child.stdout.take().unwrap());
     for _ in 0..lines {
-        match read.next() {
-            Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
-            _ => break,
+        if read.next_line().is_none() {
+            break;
         }
     }
     std::thread::sleep(Duration::from_micros(micros));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // Whatever was printed after the lines read, but before the kill, was shown too.
-    for l in read.map_while(Result::ok) {
-        printed.push(serde_json::from_str(&l).unwrap());
-    }
+    let printed: Vec<serde_json::Value> = read
+        .rest()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let id = printed.first()?["run_id"].as_str()?.to_owned();
     let exported = on_store(cache, store)
         .args(["runs", "export", &id])

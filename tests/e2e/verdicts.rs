@@ -35,7 +35,7 @@ pub(crate) struct Lines {
 }
 
 impl Lines {
-    fn of(out: impl Read + Send + 'static) -> Lines {
+    pub(crate) fn of(out: impl Read + Send + 'static) -> Lines {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {

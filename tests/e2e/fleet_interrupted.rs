@@ -11,7 +11,8 @@ use crate::fleet::{runbook, witness};
 use crate::recovery::{Rng, check_journal, kill_mid_run, kill_mid_run_on, on_store};
 
 /// `medic run RB --output json`, read until `n` targets were shown: the child, its run id,
-/// the targets shown, and its events still to come. A run that ends first fails the test.
+/// the targets shown, and its output and errors to come (each line waited for at most 60
+/// s). A run that ends first fails the test.
 fn run_until_targets(
     cache: &std::path::Path,
     rb: &str,
@@ -20,19 +21,13 @@ fn run_until_targets(
     std::process::Child,
     String,
     Vec<String>,
-    crate::support::Events,
+    crate::verdicts::Lines,
+    crate::verdicts::Lines,
 ) {
-    use std::io::{BufRead, BufReader};
-    let mut child = crate::cli::medic_command(cache)
-        .args(["run", rb, "--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (child, mut out, mut err) = crate::verdicts::spawn(cache, &["run", rb, "--output", "json"]);
     let mut run_id = String::new();
     let mut shown = Vec::new();
-    for line in lines.by_ref().map_while(Result::ok) {
+    while let Some(line) = out.next_line() {
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         if event["event"] == "run_started" {
             run_id = event["run_id"].as_str().unwrap().to_owned();
@@ -40,12 +35,11 @@ fn run_until_targets(
         if event["event"] == "target_finished" {
             shown.push(event["target"]["target"].as_str().unwrap().to_owned());
             if shown.len() == n {
-                return (child, run_id, shown, lines);
+                return (child, run_id, shown, out, err);
             }
         }
     }
-    let out = child.wait_with_output().unwrap();
-    panic!("the fleet ended early: {shown:?}\n{}", stderr(&out));
+    panic!("the fleet ended early: {shown:?}\n{}", err.rest());
 }
 
 /// The targets a run's export journaled, in its order.
@@ -62,7 +56,7 @@ fn journaled_targets(record: &serde_json::Value) -> Vec<&str> {
 /// A `medic run` of a six-target fleet (two at a time, each call held 300 ms), killed with
 /// SIGKILL once two targets have ended. Returns the run id and the targets that ended.
 fn killed_fleet(cache: &std::path::Path, rb: &str) -> (String, Vec<String>) {
-    let (mut child, run_id, ended, _) = run_until_targets(cache, rb, 2);
+    let (mut child, run_id, ended, _, _) = run_until_targets(cache, rb, 2);
     child.kill().unwrap();
     child.wait().unwrap();
     // The two targets that ended are on record, each as it ended.
@@ -276,7 +270,7 @@ fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
         ),
     )
     .unwrap();
-    let (child, run_id, mut shown, lines) =
+    let (mut child, run_id, mut shown, mut out, mut err) =
         run_until_targets(cache.path(), rb.to_str().unwrap(), AT_ONCE);
     let daemon = crate::store_daemon::daemon_pid(&cache.path().join("data"));
     crate::verdicts::signal(daemon, 19);
@@ -285,16 +279,17 @@ fn a_fleet_starts_few_targets_once_the_store_daemon_stops_answering() {
     std::thread::sleep(Duration::from_millis(1500));
     let called_after = w.paths().len();
     crate::verdicts::signal(daemon, 9);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let out = child.wait_with_output().unwrap();
-    let err = stderr(&out);
+    let seen = out.seen.len();
+    let rest: Vec<String> = out.rest()[seen..].lines().map(str::to_owned).collect();
+    let status = crate::verdicts::wait(&mut child);
+    let err = err.rest().to_owned();
     assert!(
         called_after - called <= 3 * AT_ONCE && called_after < TARGETS,
         "targets called once the daemon stopped: {} (of {TARGETS}, {called} before)",
         called_after - called
     );
     assert!(err.contains("cannot record the run"), "{err}{rest:#?}");
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(status, Some(3), "{err}");
     for line in &rest {
         let event: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_ne!(event["event"], "step_finished", "{rest:#?}");

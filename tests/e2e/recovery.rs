@@ -109,11 +109,10 @@ fn sigkill_campaign(kills: u64, store: Option<&str>) {
         if i < 3 {
             std::thread::sleep(Duration::from_millis(i * 5));
         } else {
-            use std::io::{BufRead, BufReader};
             let target = (i as usize) % events_per_run;
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut lines = crate::verdicts::Lines::of(child.stdout.take().unwrap());
             for _ in 0..=target {
-                if lines.next().is_none() {
+                if lines.next_line().is_none() {
                     break;
                 }
             }
@@ -300,8 +299,7 @@ fn a_sigkill_campaign_loses_no_shown_event_and_every_verdict_matches_the_service
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut lines = crate::verdicts::Lines::of(child.stdout.take().unwrap());
         // Anywhere in the run (a v3 run shows about 16 events, a v2 run 12, so some kills
         // come after the end); every tenth lands before its last few events, to be picked up.
         let target = if i % 10 == 9 {
@@ -309,20 +307,20 @@ fn a_sigkill_campaign_loses_no_shown_event_and_every_verdict_matches_the_service
         } else {
             rng.below(20)
         };
-        let mut printed = Vec::new();
         for _ in 0..=target {
-            match lines.next() {
-                Some(Ok(l)) => printed.push(serde_json::from_str::<serde_json::Value>(&l).unwrap()),
-                _ => break,
+            if lines.next_line().is_none() {
+                break;
             }
         }
         std::thread::sleep(Duration::from_millis(rng.below(40)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // Whatever was printed after the lines read, but before the kill, was shown too.
-        for l in lines.map_while(Result::ok) {
-            printed.push(serde_json::from_str(&l).unwrap());
-        }
+        let printed: Vec<serde_json::Value> = lines
+            .rest()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         let Some(id) = printed
             .first()
             .and_then(|e| e["run_id"].as_str())

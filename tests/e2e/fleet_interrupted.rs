@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{medic, stderr, stdout};
 use crate::fleet::{runbook, witness};
-use crate::recovery::{Rng, check_journal, kill_mid_run, kill_mid_run_on, on_store};
+use crate::recovery::{Rng, check_journal, kill_mid, kill_mid_run, kill_mid_run_on, on_store};
 
 /// `medic run RB --output json`, read until `n` targets were shown: the child, its run id,
 /// the targets shown, and its output and errors to come (each line waited for at most 60
@@ -354,8 +354,9 @@ fn sigkill_inside_a_fleet_loses_no_shown_target_though_targets_share_flushes() {
 /// Targets that take no time, 50 at a time: their ends are held on the call threads and told
 /// in groups, each group waking the run once (`host::pool`), and a group told together is
 /// flushed once. A kill anywhere in that loses no target shown, and another process resuming
-/// the run calls every target not on record once and none on record again. Eight kills here;
-/// `MEDIC_FLEET_KILLS=N` runs the long form.
+/// the run calls every target not on record once and none on record again, also when that
+/// resume is itself killed and the run resumed once more (a target kept through both says
+/// so once). Eight kills here; `MEDIC_FLEET_KILLS=N` runs the long form.
 #[test]
 fn sigkill_amid_fast_targets_told_in_groups_loses_none_shown_and_a_resume_calls_each_once() {
     fast_fleet_killed(None, fleet_kills(8));
@@ -369,7 +370,8 @@ fn on_postgres_sigkill_amid_fast_targets_loses_none_shown_and_a_resume_calls_eac
 }
 
 /// Kills `medic run` of [`fast_fleet`] `kills` times, on the store at `store` or the
-/// embedded one, and resumes every other run cut short in a new process.
+/// embedded one, and resumes every other run cut short in a new process; every other of
+/// those resumes is killed too, and the run resumed again.
 fn fast_fleet_killed(store: Option<&str>, kills: u64) {
     let cache = tempfile::tempdir().unwrap();
     let (rb, names) = fast_fleet(cache.path());
@@ -391,7 +393,7 @@ fn fast_fleet_killed(store: Option<&str>, kills: u64) {
             .collect()
     };
     let mut rng = Rng(0xfa57_f1ee7);
-    let (mut shown, mut lost, mut resumed) = (0, 0, 0);
+    let (mut shown, mut lost, mut resumed, mut resumes_killed) = (0, 0, 0, 0);
     for i in 0..kills {
         let lines = 2 + rng.below(FAST_TARGETS as u64);
         let Some(killed) = kill_mid_run_on(cache.path(), store, rb, lines, rng.below(3000), i)
@@ -419,19 +421,40 @@ fn fast_fleet_killed(store: Option<&str>, kills: u64) {
             continue;
         }
         let id = killed.printed[0]["run_id"].as_str().unwrap();
-        let o = medic(&["runs", "resume", id]);
-        assert_eq!(o.status.code(), Some(0), "kill {i}: {}", stderr(&o));
-        assert!(
-            stdout(&o).contains(&format!(
-                "{FAST_TARGETS} of {FAST_TARGETS} targets succeeded"
-            )),
-            "kill {i}: {}",
-            stdout(&o)
-        );
+        // Every other resume is itself killed, then the run is resumed again.
+        let mut done = false;
+        if i % 4 == 0 {
+            let lines = 2 + rng.below(FAST_TARGETS as u64);
+            let resume = ["runs", "resume", id];
+            let k = kill_mid(cache.path(), store, &resume, lines, rng.below(3000), i)
+                .unwrap_or_else(|| panic!("kill {i}: the resume did not say it began"));
+            check_journal(&k.export);
+            lost += k.unrecorded().len();
+            done = k.export["record"]["status"] == "succeeded";
+            resumes_killed += 1;
+        }
+        if !done {
+            let o = medic(&["runs", "resume", id]);
+            assert_eq!(o.status.code(), Some(0), "kill {i}: {}", stderr(&o));
+            assert!(
+                stdout(&o).contains(&format!(
+                    "{FAST_TARGETS} of {FAST_TARGETS} targets succeeded"
+                )),
+                "kill {i}: {}",
+                stdout(&o)
+            );
+        }
         let export: serde_json::Value =
             serde_json::from_str(&stdout(&medic(&["runs", "export", id]))).unwrap();
         check_journal(&export);
         assert_eq!(export["record"]["status"], "succeeded", "kill {i}");
+        // Kept through two resumes, a target says so once.
+        for (t, summary) in targets_of(&export) {
+            assert!(
+                !summary.ends_with("(before the resume) (before the resume)"),
+                "kill {i}: {t}: {summary}"
+            );
+        }
         // Called after the kill: every target not on record, each once.
         let mut called: Vec<String> = targets_of(&export)[before.len()..]
             .iter()
@@ -450,7 +473,9 @@ fn fast_fleet_killed(store: Option<&str>, kills: u64) {
         );
         resumed += 1;
     }
-    eprintln!("{kills} kills: {shown} targets shown, {resumed} runs resumed");
+    eprintln!(
+        "{kills} kills: {shown} targets shown, {resumed} runs resumed ({resumes_killed} of them killed mid-resume and resumed again)"
+    );
     assert_eq!(lost, 0, "shown targets were lost");
     assert!(resumed >= 1, "no kill left a run to resume");
 }

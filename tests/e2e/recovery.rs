@@ -485,8 +485,22 @@ pub(crate) fn kill_mid_run_on(
     micros: u64,
     kill: u64,
 ) -> Option<Killed> {
+    kill_mid(cache, store, &["run", rb], lines, micros, kill)
+}
+
+/// [`kill_mid_run_on`] of any command that runs a run (`run RB`, `runs resume ID`), with
+/// `--output json`.
+pub(crate) fn kill_mid(
+    cache: &Path,
+    store: Option<&str>,
+    command: &[&str],
+    lines: u64,
+    micros: u64,
+    kill: u64,
+) -> Option<Killed> {
     let mut child = on_store(cache, store)
-        .args(["run", rb, "--output", "json"])
+        .args(command)
+        .args(["--output", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -73,6 +73,9 @@ pub(super) struct Ended {
     pub(super) raw: Option<Box<(Values, Option<Values>)>>,
 }
 
+/// Said of a target's summary when it succeeded before the run was resumed, and is kept.
+const BEFORE_THE_RESUME: &str = " (before the resume)";
+
 /// At most this many target names in a step's summary: the rest are counted.
 pub(super) const NAMED: usize = 10;
 
@@ -238,7 +241,10 @@ impl Run<'_> {
             let Some(mut report) = earlier.remove(&job.target) else {
                 return true;
             };
-            report.summary = format!("{} (before the resume)", report.summary);
+            // Kept through an earlier resume too: said once.
+            if !report.summary.ends_with(BEFORE_THE_RESUME) {
+                report.summary.push_str(BEFORE_THE_RESUME);
+            }
             let outputs = report
                 .attempts
                 .last()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{medic, stderr, stdout};
 use crate::fleet::{runbook, witness};
-use crate::recovery::{Rng, check_journal, kill_mid, kill_mid_run, kill_mid_run_on, on_store};
+use crate::recovery::{Rng, check_journal, kill_mid, on_store};
 
 /// `medic run RB --output json`, read until `n` targets were shown: the child, its run id,
 /// the targets shown, and its output and errors to come (each line waited for at most 60
@@ -335,7 +335,8 @@ fn sigkill_inside_a_fleet_loses_no_shown_target_though_targets_share_flushes() {
     let (mut shown, mut lost) = (0, 0);
     for i in 0..12 {
         let lines = 2 + rng.below(50);
-        let Some(killed) = kill_mid_run(cache.path(), rb, lines, rng.below(3000), i) else {
+        let Some(killed) = kill_mid(cache.path(), None, &["run", rb], lines, rng.below(3000), i)
+        else {
             continue;
         };
         check_journal(&killed.export);
@@ -396,7 +397,7 @@ fn fast_fleet_killed(store: Option<&str>, kills: u64) {
     let (mut shown, mut lost, mut resumed, mut resumes_killed) = (0, 0, 0, 0);
     for i in 0..kills {
         let lines = 2 + rng.below(FAST_TARGETS as u64);
-        let Some(killed) = kill_mid_run_on(cache.path(), store, rb, lines, rng.below(3000), i)
+        let Some(killed) = kill_mid(cache.path(), store, &["run", rb], lines, rng.below(3000), i)
         else {
             continue;
         };
@@ -646,15 +647,7 @@ fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran
             "round {round}: {} ran: {summary}",
             ran.len()
         );
-        let mut reverted: Vec<String> = w
-            .paths()
-            .into_iter()
-            .filter_map(|p| {
-                p.strip_prefix("/revert/deploy.rollback[")
-                    .and_then(|t| t.strip_suffix(']'))
-                    .map(str::to_owned)
-            })
-            .collect();
+        let mut reverted = w.targets("revert", "deploy.rollback");
         reverted.sort();
         assert_eq!(reverted, ran, "round {round}: undone, each once: what ran");
         // And the journal has each that ran, as it ended.

@@ -426,7 +426,8 @@ fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes(
     let (mut shown, mut lost, mut cut) = (0, 0, 0);
     for i in 0..12 {
         let lines = 2 + rng.below(100);
-        let Some(killed) = kill_mid_run(cache.path(), rb, lines, rng.below(3000), i) else {
+        let Some(killed) = kill_mid(cache.path(), None, &["run", rb], lines, rng.below(3000), i)
+        else {
             continue;
         };
         cut += usize::from(!killed.printed.iter().any(|e| e["event"] == "run_finished"));
@@ -456,40 +457,17 @@ fn sigkill_amid_checks_in_a_row_loses_no_shown_step_though_checks_share_flushes(
     );
 }
 
-/// A `medic run --output json` of `rb` killed (SIGKILL) `micros` after `lines` of its output
-/// were read: what it printed, and the run as the next process exports it.
+/// A run killed mid-way ([`kill_mid`]): what its process printed, and the run as the next
+/// process exports it.
 pub(crate) struct Killed {
     pub(crate) printed: Vec<serde_json::Value>,
     pub(crate) export: serde_json::Value,
 }
 
-/// Kills a run of `rb` as [`Killed`] says (`kill`: its number, for messages); None when it
-/// was killed before it printed its start.
-pub(crate) fn kill_mid_run(
-    cache: &Path,
-    rb: &str,
-    lines: u64,
-    micros: u64,
-    kill: u64,
-) -> Option<Killed> {
-    kill_mid_run_on(cache, None, rb, lines, micros, kill)
-}
-
-/// [`kill_mid_run`] on the store at `store` (a URL, as `MEDIC_STORE` takes), or the embedded
-/// one in `cache`.
-pub(crate) fn kill_mid_run_on(
-    cache: &Path,
-    store: Option<&str>,
-    rb: &str,
-    lines: u64,
-    micros: u64,
-    kill: u64,
-) -> Option<Killed> {
-    kill_mid(cache, store, &["run", rb], lines, micros, kill)
-}
-
-/// [`kill_mid_run_on`] of any command that runs a run (`run RB`, `runs resume ID`), with
-/// `--output json`.
+/// Kills `medic COMMAND --output json` (a command that runs a run: `run RB`, `runs resume
+/// ID`), on the store at `store` (a URL, as `MEDIC_STORE` takes) or the embedded one in
+/// `cache`, with SIGKILL `micros` after `lines` of its output were read (`kill`: its number,
+/// for messages); None when it was killed before it printed its start.
 pub(crate) fn kill_mid(
     cache: &Path,
     store: Option<&str>,

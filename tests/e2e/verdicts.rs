@@ -56,11 +56,9 @@ impl Lines {
     fn read(&mut self, needle: Option<&str>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(line) = self.rx.recv_timeout(left) else {
+            let Ok(line) = self.take(left) else {
                 break;
             };
-            self.seen.push_str(&line);
-            self.seen.push('\n');
             if needle.is_some_and(|n| line.contains(n)) {
                 return true;
             }
@@ -71,16 +69,21 @@ impl Lines {
     /// The next line (waiting at most 60 s for it), kept in `seen` too; none once the child
     /// closed its end.
     pub(crate) fn next_line(&mut self) -> Option<String> {
-        let line = match self.rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        match self.take(Duration::from_secs(60)) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 panic!("no line for 60 s; output so far:\n{}", self.seen)
             }
-        };
+        }
+    }
+
+    /// The next line, waited for at most `within`, kept in `seen`.
+    fn take(&mut self, within: Duration) -> Result<String, mpsc::RecvTimeoutError> {
+        let line = self.rx.recv_timeout(within)?;
         self.seen.push_str(&line);
         self.seen.push('\n');
-        Some(line)
+        Ok(line)
     }
 
     /// Reads until a line contains `needle` (at most 60 s).

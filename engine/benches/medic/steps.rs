@@ -55,7 +55,7 @@ impl Floor {
 
     /// The median of a short burst: the floor as it is now. This disk's moves by half from
     /// one minute to the next, so a recorded row's ratio is also taken against the floor
-    /// measured just before each of its samples, not only against the floor row's, measured
+    /// measured around each of its samples, not only against the floor row's, measured
     /// minutes before.
     fn now(&mut self) -> Duration {
         let cpus = self.near_disk.clone();
@@ -91,13 +91,25 @@ fn burst_median(n: usize, mut f: impl FnMut()) -> Duration {
 /// Flushes in each burst of [`Floor::now`].
 const NEAR_FLOOR_N: usize = 100;
 
-/// Sandboxed calls in each burst of [`Near::before_sample`].
+/// Sandboxed calls in each burst of [`Near::beside`].
 const NEAR_CALLS_N: usize = 200;
 
-/// The floor and a sandboxed call, each measured by a short burst just before each sample of
-/// a recorded row. This machine's disk moves by half, and its CPU's speed by half again, from
-/// one minute to the next: a ratio against the floor and call rows, measured minutes
-/// before, tells the hour as much as the engine.
+/// Samples of a row measured against the floor beside it (a full run; one in the smoke
+/// run). Each sample's ratio moves by a third with the minute it fell in (the machine's slow
+/// stretches last seconds): the median of five moved from one run to the next about as
+/// much, the median of fifteen much less.
+const NEAR_SAMPLES: usize = 15;
+
+/// The goal for a durable action step, and a batch of 50 fleet targets: at most this many
+/// times its floor.
+pub const GOAL_RATIO: f64 = 1.3;
+
+/// The floor and a sandboxed call, each measured by a short burst before and after each
+/// sample of a recorded row (the burst after one sample is the one before the next). This
+/// machine's disk moves by half, and its CPU's speed by half again, from one minute to the
+/// next: a ratio against the floor and call rows, measured minutes before, tells the hour as
+/// much as the engine, and one against a burst on one side of the sample only tells the
+/// seconds around it (a fleet's sample lasts 20 ms).
 struct Near {
     floor: Floor,
     call: TrivialCall,
@@ -115,7 +127,8 @@ impl Near {
         }
     }
 
-    fn before_sample(&mut self, rt: &tokio::runtime::Runtime, host: &PluginHost) {
+    /// One burst of each, between two samples (and before the first, and after the last).
+    fn beside(&mut self, rt: &tokio::runtime::Runtime, host: &PluginHost) {
         self.floors.push(self.floor.now());
         let c = &self.call;
         self.calls
@@ -123,13 +136,17 @@ impl Near {
     }
 
     /// A recorded row's samples against the floor and `calls` calls (1 for a step; 50 for a
-    /// fleet target, whose floor is a batch of 50's) measured before each: "median x (each
-    /// sample's)".
+    /// fleet target, whose floor is a batch of 50's), each against the mean of the bursts
+    /// before and after it: "median x (each sample's)".
     fn paired(&self, samples: &[Duration], calls: u32) -> String {
+        let around = |d: &[Duration], i: usize| (d[i] + d[(i + 1).min(d.len() - 1)]) / 2;
         let mut ratios: Vec<f64> = samples
             .iter()
-            .zip(self.floors.iter().zip(&self.calls))
-            .map(|(s, (f, c))| (*s * calls).as_secs_f64() / (*f + *c * calls).as_secs_f64())
+            .enumerate()
+            .map(|(i, s)| {
+                let floor = around(&self.floors, i) + around(&self.calls, i) * calls;
+                (*s * calls).as_secs_f64() / floor.as_secs_f64()
+            })
             .collect();
         let each = ratios
             .iter()
@@ -137,6 +154,12 @@ impl Near {
             .collect::<Vec<_>>()
             .join(", ");
         ratios.sort_by(f64::total_cmp);
+        let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+        let verdict = if at(0.5) <= GOAL_RATIO {
+            "met"
+        } else {
+            "MISSED"
+        };
         let median = |d: &[Duration]| {
             let mut d = d.to_vec();
             d.sort();
@@ -147,8 +170,10 @@ impl Near {
             n => format!("{n} sandboxed calls"),
         };
         format!(
-            "{:.2} x the floor + {called}, both measured just before each sample ({NEAR_FLOOR_N} fdatasyncs beside the store, median {}; {NEAR_CALLS_N} calls, median {} a call) (each sample: {each})",
-            ratios[ratios.len() / 2],
+            "{:.2} x the floor + {called}, both measured around each sample (goal <= {GOAL_RATIO} x: {verdict}; the middle half of the samples {:.2} to {:.2} x; {NEAR_FLOOR_N} fdatasyncs beside the store, median {}; {NEAR_CALLS_N} calls, median {} a call) (each sample: {each})",
+            at(0.5),
+            at(0.25),
+            at(0.75),
             fmt(median(&self.floors)),
             fmt(median(&self.calls)),
         )
@@ -251,8 +276,10 @@ pub fn steps_and_fleets(
         ),
     ];
     for (name, checks, recorded, base) in variants {
-        let long_n = iters(name, 5, 1);
         let daemon = base == Some("daemon");
+        // The rows held against their floor take more samples: their ratio is a goal.
+        let near_disk = recorded && !checks && (base.is_none() || daemon);
+        let long_n = iters(name, if near_disk { NEAR_SAMPLES } else { 5 }, 1);
         if long_n == 0 || base.is_some_and(|b| !daemon && !Path::new(b).is_dir()) {
             continue;
         }
@@ -274,13 +301,12 @@ pub fn steps_and_fleets(
         let plan = plan_of(rt, host, &text);
         let store = open_store(medic, &dir.path().join("data"), daemon);
         let mut samples = Vec::new();
-        // The floor beside the store and a call, before each sample, for an action step on
+        // The floor beside the store and a call, around each sample, for an action step on
         // the disk.
-        let mut near = (recorded && !checks && (base.is_none() || daemon))
-            .then(|| Near::new(rt, host, dir.path()));
+        let mut near = near_disk.then(|| Near::new(rt, host, dir.path()));
         for i in 0..long_n + 1 {
             if let Some(near) = near.as_mut().filter(|_| i > 0) {
-                near.before_sample(rt, host);
+                near.beside(rt, host);
             }
             let mut quiet = |_: &medic::executor::Event<'_>| {};
             let mut recorder = recorder(&store, &mut quiet);
@@ -304,7 +330,8 @@ pub fn steps_and_fleets(
             samples.push(took / scale as u32);
         }
         samples.remove(0); // the warm-up
-        if let Some(near) = &near {
+        if let Some(near) = &mut near {
+            near.beside(rt, host);
             notes.push(format!("{name}: {}", near.paired(&samples, 1)));
         }
         // The goal of a recorded step is a ratio to its floor, printed below.
@@ -368,7 +395,9 @@ pub fn steps_and_fleets(
             Some(false),
         ),
     ] {
-        let fleet_n = iters(name, 5, 1);
+        let recorded = store_at.is_some();
+        let near_disk = recorded && concurrency == 50 && wait.is_none();
+        let fleet_n = iters(name, if near_disk { NEAR_SAMPLES } else { 5 }, 1);
         if fleet_n == 0 {
             continue;
         }
@@ -380,22 +409,20 @@ pub fn steps_and_fleets(
         };
         let text = fleet_runbook(scale, concurrency, &with);
         let plan = plan_of(rt, host, &text);
-        let recorded = store_at.is_some();
         let store = open_store(medic, &dir.path().join("data"), store_at == Some(true));
         let mut samples = Vec::new();
         let mut groups = 0usize;
         let mut cpu_from: Option<[std::time::Duration; 3]> = None;
-        // Batches of 50 against the floor beside the store and the call, measured before
+        // Batches of 50 against the floor beside the store and the call, measured around
         // each sample.
-        let mut near = (recorded && concurrency == 50 && wait.is_none())
-            .then(|| Near::new(rt, host, dir.path()));
+        let mut near = near_disk.then(|| Near::new(rt, host, dir.path()));
         for i in 0..fleet_n + 1 {
             if i > 0
                 && let Some(near) = near.as_mut()
             {
                 // Not the targets' CPU: left out of the split below.
                 let before = threads_cpu();
-                near.before_sample(rt, host);
+                near.beside(rt, host);
                 if let (Some(from), Some(before), Some(after)) =
                     (cpu_from.as_mut(), before, threads_cpu())
                 {
@@ -435,23 +462,24 @@ pub fn steps_and_fleets(
             samples.push(took / scale as u32);
         }
         samples.remove(0); // the warm-up
+        // Taken before the burst after the last sample, which is not the targets' CPU.
+        let cpu = (concurrency > 1 && wait.is_none())
+            .then(|| cpu_from.and_then(|from| cpu_split(from, scale * fleet_n)))
+            .flatten();
         if recorded && concurrency > 1 && wait.is_none() {
             notes.push(format!(
                 "{name}: {:.1} targets flushed together on average",
                 (scale * (fleet_n + 1)) as f64 / groups.max(1) as f64
             ));
-            if let Some(near) = &near {
+            if let Some(near) = &mut near {
+                near.beside(rt, host);
                 notes.push(format!(
                     "{name}: a batch of 50: {}",
                     near.paired(&samples, 50)
                 ));
             }
         }
-        if concurrency > 1
-            && wait.is_none()
-            && let Some([run, calls, others]) =
-                cpu_from.and_then(|from| cpu_split(from, scale * fleet_n))
-        {
+        if let Some([run, calls, others]) = cpu {
             notes.push(format!(
                 "{name}: CPU a target: the run's thread {run}, the call threads {calls}, others {others}"
             ));

@@ -34,6 +34,11 @@ impl Cpus {
         (!rest.is_empty()).then_some(Cpus(rest))
     }
 
+    /// Each of these CPUs alone (for the benchmark's calls measured on every CPU in turn).
+    pub fn each(&self) -> Vec<Cpus> {
+        self.0.iter().map(|&c| Cpus(vec![c])).collect()
+    }
+
     /// Keeps the calling thread on these CPUs. Not kept where it cannot be (the set is
     /// only where flushes are quicker, never what makes them work).
     pub fn keep_this_thread(&self) {

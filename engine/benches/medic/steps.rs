@@ -95,9 +95,9 @@ const NEAR_FLOOR_N: usize = 100;
 const NEAR_CALLS_N: usize = 200;
 
 /// Samples of a row measured against the floor beside it (a full run; one in the smoke
-/// run). Each sample's ratio moves by a third with the minute it fell in (the machine's slow
-/// stretches last seconds): the median of five moved from one run to the next about as
-/// much, the median of fifteen much less.
+/// run). Fifteen rather than five: a row's samples fall at both of this machine's speeds
+/// ([`FAST_WITHIN`]), and the goal is judged on those at the fast one when there are
+/// [`FAST_AT_LEAST`] of them.
 const NEAR_SAMPLES: usize = 15;
 
 /// A CPU whose calls took within this many times the fastest found it at its fast speed.
@@ -361,8 +361,8 @@ pub fn steps_and_fleets(
     for (name, checks, recorded, base) in variants {
         let daemon = base == Some("daemon");
         // The rows held against their floor take more samples: their ratio is a goal.
-        let near_disk = recorded && !checks && (base.is_none() || daemon);
-        let long_n = iters(name, if near_disk { NEAR_SAMPLES } else { 5 }, 1);
+        let against_floor = recorded && !checks && (base.is_none() || daemon);
+        let long_n = iters(name, if against_floor { NEAR_SAMPLES } else { 5 }, 1);
         if long_n == 0 || base.is_some_and(|b| !daemon && !Path::new(b).is_dir()) {
             continue;
         }
@@ -386,7 +386,7 @@ pub fn steps_and_fleets(
         let mut samples = Vec::new();
         // The floor beside the store and a call, around each sample, for an action step on
         // the disk.
-        let mut near = near_disk.then(|| Near::new(rt, host, dir.path(), call_median(results)));
+        let mut near = against_floor.then(|| Near::new(rt, host, dir.path(), call_median(results)));
         for i in 0..long_n + 1 {
             if let Some(near) = near.as_mut().filter(|_| i > 0) {
                 near.beside(rt, host);
@@ -479,8 +479,8 @@ pub fn steps_and_fleets(
         ),
     ] {
         let recorded = store_at.is_some();
-        let near_disk = recorded && concurrency == 50 && wait.is_none();
-        let fleet_n = iters(name, if near_disk { NEAR_SAMPLES } else { 5 }, 1);
+        let against_floor = recorded && concurrency == 50 && wait.is_none();
+        let fleet_n = iters(name, if against_floor { NEAR_SAMPLES } else { 5 }, 1);
         if fleet_n == 0 {
             continue;
         }
@@ -498,7 +498,7 @@ pub fn steps_and_fleets(
         let mut cpu_from: Option<[std::time::Duration; 3]> = None;
         // Batches of 50 against the floor beside the store and the call, measured around
         // each sample.
-        let mut near = near_disk.then(|| Near::new(rt, host, dir.path(), call_median(results)));
+        let mut near = against_floor.then(|| Near::new(rt, host, dir.path(), call_median(results)));
         for i in 0..fleet_n + 1 {
             if i > 0
                 && let Some(near) = near.as_mut()

@@ -102,7 +102,7 @@ const NEAR_SAMPLES: usize = 15;
 
 /// A CPU whose calls took within this many times the fastest found it at its fast speed.
 /// This machine's CPUs each run at one of two speeds, flipping within a second: a call takes
-/// 12 to 15 µs or 18 to 26 µs, seldom in between. A lone call measured on a slow CPU slows
+/// 12 to 16 µs or 18 to 26 µs, seldom in between. A lone call measured on a slow CPU slows
 /// by 1.75 x, a fleet using both by less, so a ratio taken there flatters the fleet; and a
 /// lone call on the fast CPU says nothing of the other, which the fleet uses too.
 const FAST_WITHIN: f64 = 1.25;

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "medic/floor.rs"]
+mod floor;
 #[path = "medic/steps.rs"]
 mod steps;
 
@@ -703,7 +705,7 @@ fn main() {
                     step.as_secs_f64() / (floor + call).as_secs_f64(),
                     fmt(floor),
                     fmt(call),
-                    steps::GOAL_RATIO
+                    floor::GOAL_RATIO
                 );
                 if let Some(both) = median_of(steps::FLOOR_AND_CALL) {
                     println!(
@@ -726,7 +728,7 @@ fn main() {
                 batch.as_secs_f64() / (floor + call * 50).as_secs_f64(),
                 fmt(floor),
                 fmt(call * 50),
-                steps::GOAL_RATIO
+                floor::GOAL_RATIO
             );
         }
     }

@@ -24,7 +24,7 @@ fn run_until_targets(
     crate::verdicts::Lines,
     crate::verdicts::Lines,
 ) {
-    let (child, mut out, mut err) = crate::verdicts::spawn(cache, &["run", rb, "--output", "json"]);
+    let (child, mut out, mut err) = json_run(cache, rb);
     let mut run_id = String::new();
     let mut shown = Vec::new();
     while let Some(line) = out.next_line() {
@@ -141,8 +141,7 @@ fn a_run_killed_after_its_fleet_step_is_rolled_back_by_another_process_for_the_t
          with = { record_url = \"@REC@\" }\n\n\
          [[verify]]\nid = \"healthy\"\nuses = \"check\"\n",
     );
-    let (mut child, mut out, _err) =
-        crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
+    let (mut child, mut out, _err) = json_run(cache.path(), &rb);
     let mut run_id = String::new();
     let mut deploy_summary = String::new();
     while let Some(line) = out.next_line() {
@@ -191,8 +190,7 @@ fn sigterm_mid_fleet_lets_the_targets_in_flight_finish_and_undoes_exactly_those_
     let dir = tempfile::tempdir().unwrap();
     let w = witness(Duration::from_millis(300));
     let rb = runbook(dir.path(), &w, KILLABLE);
-    let (mut child, mut out, _err) =
-        crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
+    let (mut child, mut out, _err) = json_run(cache.path(), &rb);
     let mut ended = 0;
     let mut summary = String::new();
     let mut signalled = false;
@@ -453,7 +451,7 @@ fn fast_fleet_killed(store: Option<&str>, kills: u64) {
         // Kept through two resumes, a target says so once.
         for (t, summary) in targets_of(&export) {
             assert!(
-                !summary.ends_with("(before the resume) (before the resume)"),
+                summary.matches("(before the resume)").count() <= 1,
                 "kill {i}: {t}: {summary}"
             );
         }
@@ -472,6 +470,19 @@ fn fast_fleet_killed(store: Option<&str>, kills: u64) {
             called.iter().collect::<Vec<_>>(),
             missing,
             "kill {i}: the resume called exactly the targets not on record"
+        );
+        // And each target on record at the kill (all succeeded) is kept, saying so (so are
+        // those a killed resume called before its own kill).
+        let after = targets_of(&export);
+        let kept: std::collections::BTreeSet<&str> = after[before.len()..]
+            .iter()
+            .filter(|(_, summary)| summary.ends_with("(before the resume)"))
+            .map(|(t, _)| t.as_str())
+            .collect();
+        assert!(
+            on_record.is_subset(&kept),
+            "kill {i}: not kept by the resume: {:?}",
+            on_record.difference(&kept).collect::<Vec<_>>()
         );
         resumed += 1;
     }
@@ -530,8 +541,7 @@ fn the_store_daemon_killed_amid_fast_targets_loses_no_target_shown() {
     let mut rng = Rng(0xdead_f1ee7);
     let (mut shown, mut stopped) = (0, 0);
     for i in 0..kills {
-        let (mut child, mut out, _err) =
-            crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
+        let (mut child, mut out, _err) = json_run(cache.path(), &rb);
         for _ in 0..2 + rng.below(FAST_TARGETS as u64) {
             if out.next_line().is_none() {
                 break;
@@ -602,8 +612,7 @@ fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran
                 listed.join(", ")
             ),
         );
-        let (mut child, mut out, _err) =
-            crate::verdicts::spawn(cache.path(), &["run", &rb, "--output", "json"]);
+        let (mut child, mut out, _err) = json_run(cache.path(), &rb);
         let at = 1 + rng.below(TARGETS as u64 - 60) as usize;
         let (mut ended, mut sent) = (0, false);
         let mut summary = String::new();
@@ -672,4 +681,17 @@ fn a_signal_amid_quick_targets_stops_the_fleet_and_undoes_exactly_those_that_ran
     }
     eprintln!("{signalled} signals amid the fleet: {ran_in_all} targets ran and were undone");
     assert!(signalled >= 1, "no signal came before the fleet's end");
+}
+
+/// `medic run RB --output json` on the embedded store in `cache`: the child, and its output
+/// and errors read line by line (each line waited for at most 60 s).
+fn json_run(
+    cache: &std::path::Path,
+    rb: &str,
+) -> (
+    std::process::Child,
+    crate::verdicts::Lines,
+    crate::verdicts::Lines,
+) {
+    crate::verdicts::spawn(cache, &["run", rb, "--output", "json"])
 }

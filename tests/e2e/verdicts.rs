@@ -101,7 +101,8 @@ impl Lines {
         started["run_id"].as_str().unwrap().to_owned()
     }
 
-    /// Everything else, until the child closes its end (at most 60 s).
+    /// Reads the rest, until the child closes its end (at most 60 s), and returns every line
+    /// seen, those read before included.
     pub(crate) fn rest(&mut self) -> &str {
         self.read(None);
         &self.seen

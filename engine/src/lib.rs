@@ -8,6 +8,7 @@
 pub mod ahead;
 pub mod api;
 pub mod cli;
+pub mod cpus;
 pub mod demo;
 pub mod drill;
 pub mod executor;

@@ -6,8 +6,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use medic::cpus::{self, Cpus};
 use medic::host::PluginHost;
-use medic::store::near_disk::{self, Cpus};
+use medic::store::near_disk;
 
 use super::{TrivialCall, fmt};
 
@@ -55,7 +56,7 @@ impl Floor {
 /// Runs `f` with this thread kept on `cpus` (if any), then lets it run anywhere it could.
 pub(super) fn on<R>(cpus: Option<&Cpus>, f: impl FnOnce() -> R) -> R {
     let Some(cpus) = cpus else { return f() };
-    let before = near_disk::allowed();
+    let before = cpus::allowed();
     cpus.keep_this_thread();
     let r = f();
     if let Some(before) = before {
@@ -145,7 +146,7 @@ impl Near {
     pub(super) fn beside(&mut self, rt: &tokio::runtime::Runtime, host: &PluginHost) {
         self.floors.push(self.floor.now());
         let c = &self.call;
-        let each = near_disk::allowed().map(|a| a.each()).unwrap_or_default();
+        let each = cpus::allowed().map(|a| a.each()).unwrap_or_default();
         let per_cpu: Vec<Duration> = if each.len() > 1 {
             let n = NEAR_CALLS_N.div_ceil(each.len());
             each.iter()

@@ -16,6 +16,7 @@ pub mod outcome;
 mod pool;
 pub mod redact;
 pub mod sandbox;
+mod sharing;
 pub mod value;
 
 use std::fmt;
@@ -39,6 +40,7 @@ pub use pool::Batching;
 pub use pool::calls_on_call_threads;
 pub use redact::Redactor;
 pub use sandbox::{Call, CallContext, Placement, Sandbox, StoreState};
+pub use sharing::{GivenWay, give_way};
 pub use value::{Value, ValueType, Values};
 
 use bindings::MedicPluginPre;

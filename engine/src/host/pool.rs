@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 
+use super::sharing::{Sharing, WaiterWoken};
+
 /// Ends held before they are told. Half of a usual fleet's 50 at a time: the run's thread,
 /// woken, starts as many calls as it is told of, so the call threads still have the other
 /// half queued while it records these.
@@ -38,6 +40,7 @@ pub(super) struct CallPool(OnceLock<Option<Threads>>);
 pub(super) struct Threads {
     rt: tokio::runtime::Runtime,
     ends: Arc<Ends>,
+    sharing: Arc<Sharing>,
 }
 
 impl CallPool {
@@ -62,6 +65,7 @@ impl CallPool {
                     .map(|rt| Threads {
                         rt,
                         ends: Arc::default(),
+                        sharing: Arc::new(Sharing::new(threads, crate::cpus::allowed())),
                     })
             })
             .as_ref()
@@ -92,11 +96,14 @@ impl Threads {
             ends: self.ends.clone(),
         };
         let in_flight = InFlight::new();
+        let sharing = self.sharing.clone();
         let task = self.rt.spawn(async move {
+            sharing.settle_this_thread();
             queued.begun();
             let answer = call.await;
             drop(in_flight);
             teller.tell(answer);
+            super::sharing::between_calls();
         });
         OnCallThreads { slot, task }
     }
@@ -200,6 +207,8 @@ impl Drop for Telling {
     fn drop(&mut self) {
         let woken = TELLING.with(|t| t.replace(self.0.take()));
         for waiter in woken.into_iter().flatten() {
+            // Counted until it polls: the call threads give way to it meanwhile.
+            waiter.woken.set();
             waiter.waker.wake();
         }
     }
@@ -212,6 +221,7 @@ impl Drop for Telling {
 /// waker's CPU on this kind of machine). Woken other than by a telling, it wakes at once.
 pub(crate) struct Batched {
     waker: AtomicWaker,
+    woken: WaiterWoken,
 }
 
 impl Wake for Batched {
@@ -250,6 +260,7 @@ impl Batching {
         let (batched, waker) = self.0.get_or_insert_with(|| {
             let batched = Arc::new(Batched {
                 waker: AtomicWaker::new(),
+                woken: WaiterWoken::default(),
             });
             (batched.clone(), Waker::from(batched))
         });
@@ -263,8 +274,19 @@ impl Batching {
         set: &mut S,
         cx: &Context<'_>,
     ) -> Poll<Option<S::Item>> {
+        if let Some((batched, _)) = &self.0 {
+            batched.woken.clear();
+        }
         let waker = self.waker(cx.waker());
         std::pin::Pin::new(set).poll_next(&mut Context::from_waker(waker))
+    }
+}
+
+impl Drop for Batching {
+    fn drop(&mut self) {
+        if let Some((batched, _)) = &self.0 {
+            batched.woken.close();
+        }
     }
 }
 
@@ -407,6 +429,7 @@ mod tests {
                 .build()
                 .unwrap(),
             ends: Arc::default(),
+            sharing: Arc::new(Sharing::new(workers, None)),
         }
     }
 
@@ -590,6 +613,34 @@ mod tests {
         batching.waker(&Waker::from(waiter.clone()));
         ends.ended(end());
         assert_eq!(woken(std::slice::from_ref(&waiter)), 3);
+    }
+
+    #[test]
+    fn a_waiter_woken_by_a_telling_is_given_way_to_until_it_polls_again() {
+        let ends = Arc::new(Ends::default());
+        let waiter = Arc::new(Woken::default());
+        let mut batching = Batching::default();
+        let batched = batching.waker(&Waker::from(waiter.clone())).clone();
+        let counted = |b: &Batching| b.0.as_ref().unwrap().0.woken.is_counted();
+        // Nothing queued: a lone end is told at once.
+        ends.ended(batched.clone());
+        assert_eq!(woken(std::slice::from_ref(&waiter)), 1);
+        assert!(counted(&batching), "woken by a telling, not counted");
+        let mut nothing = futures_util::stream::empty::<()>();
+        let cx_waker = Waker::from(waiter.clone());
+        let _ = batching.poll_next(&mut nothing, &Context::from_waker(&cx_waker));
+        assert!(!counted(&batching), "still counted once it polled");
+        // Woken by something else than a telling: at once, and not counted.
+        batched.wake_by_ref();
+        assert!(!counted(&batching));
+        ends.ended(batched.clone());
+        assert!(counted(&batching));
+        let batched_state = batching.0.as_ref().unwrap().0.clone();
+        drop(batching);
+        assert!(
+            !batched_state.woken.is_counted(),
+            "counted after it was gone"
+        );
     }
 
     #[test]

@@ -11,57 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// A set of CPUs, as the kernel lists them.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Cpus(Vec<usize>);
-
-impl std::fmt::Debug for Cpus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list: Vec<String> = self.0.iter().map(usize::to_string).collect();
-        write!(f, "{}", list.join(","))
-    }
-}
-
-impl Cpus {
-    /// The CPUs this thread may run on that are not among these (for the benchmark's floor
-    /// measured away from the disk's interrupts).
-    pub fn others(&self) -> Option<Cpus> {
-        let rest: Vec<usize> = allowed()?
-            .0
-            .into_iter()
-            .filter(|c| !self.0.contains(c))
-            .collect();
-        (!rest.is_empty()).then_some(Cpus(rest))
-    }
-
-    /// Each of these CPUs alone (for the benchmark's calls measured on every CPU in turn).
-    pub fn each(&self) -> Vec<Cpus> {
-        self.0.iter().map(|&c| Cpus(vec![c])).collect()
-    }
-
-    /// Keeps the calling thread on these CPUs. Not kept where it cannot be (the set is
-    /// only where flushes are quicker, never what makes them work).
-    pub fn keep_this_thread(&self) {
-        #[cfg(target_os = "linux")]
-        {
-            // SAFETY: a zeroed cpu_set_t is a valid, empty set; CPU_SET is given indices
-            // below CPU_SETSIZE only.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &cpu in self.0.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-                    libc::CPU_SET(cpu, &mut set);
-                }
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    tracing::debug!(
-                        "could not keep the store's flushing thread on CPUs {:?}: {}",
-                        self.0,
-                        std::io::Error::last_os_error()
-                    );
-                }
-            }
-        }
-    }
-}
+use crate::cpus::{Cpus, allowed};
 
 /// The CPUs that take the completion interrupts of the disk holding `dir`, when they are
 /// fewer than the CPUs this thread may run on (and among them). None where that cannot be
@@ -95,29 +45,6 @@ fn device_of(dir: &Path) -> Option<(u32, u32)> {
 
 #[cfg(not(target_os = "linux"))]
 fn device_of(_dir: &Path) -> Option<(u32, u32)> {
-    None
-}
-
-/// The CPUs this thread may run on (to be kept again after [`Cpus::keep_this_thread`]).
-#[cfg(target_os = "linux")]
-pub fn allowed() -> Option<Cpus> {
-    // SAFETY: a zeroed cpu_set_t is valid; the kernel fills at most its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        Some(Cpus(
-            (0..libc::CPU_SETSIZE as usize)
-                .filter(|&c| libc::CPU_ISSET(c, &set))
-                .collect(),
-        ))
-    }
-}
-
-/// The CPUs this thread may run on: not told here.
-#[cfg(not(target_os = "linux"))]
-pub fn allowed() -> Option<Cpus> {
     None
 }
 

@@ -280,7 +280,11 @@ impl Wal {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let begun = std::time::Instant::now();
+            // Woken by the disk, this thread goes on (with the next targets of a fleet)
+            // rather than wait out a call thread's time slice.
+            let given_way = crate::host::give_way();
             let result = self.file.sync_data();
+            drop(given_way);
             self.flushed_in(begun.elapsed());
             synced = lock(&self.synced);
             synced.syncing = false;

@@ -64,7 +64,7 @@ struct Daemon {
     /// connection's life: it makes the client's flushes itself (see
     /// [`crate::store::near_disk`]). The threads of connections opened beside it are left
     /// free, as the CPU work of many clients' writes would queue on these few CPUs.
-    near_disk: Option<crate::store::near_disk::Cpus>,
+    near_disk: Option<crate::cpus::Cpus>,
 }
 
 /// How long a connection's thread watches its socket for the client's next request after

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::super::local::{WATCH, Watching, watch_until};
 use super::super::wal::Wal;
+use crate::cpus::Cpus;
 use crate::store::StoreError;
-use crate::store::near_disk::Cpus;
 
 /// Flushes quicker than this are made by the writer itself: a sleeping thread is woken in
 /// tens of µs on a virtual machine (on tmpfs a recorded step went from 74 to 100 µs when

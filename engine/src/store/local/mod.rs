@@ -510,6 +510,9 @@ fn receive(
     if watch && conn.reader.buffer().is_empty() {
         watch_socket(conn.reader.get_ref().as_raw_fd(), WATCH);
     }
+    // Not watched for because calls run on the call threads: woken by the answer, this
+    // thread goes on rather than wait out a call thread's time slice.
+    let _given_way = (!watch).then(crate::host::give_way).flatten();
     let mut answer = String::new();
     if conn.reader.read_line(&mut answer)? == 0 {
         return Err(std::io::Error::new(

@@ -77,10 +77,11 @@ pub(super) fn between_calls() {
     }
 }
 
-/// While held, the call threads give way to this thread between their calls, should it be
-/// waiting for a CPU. Taken by a thread about to wait on something that answers soon (the
-/// disk's flush, the store daemon's answer) while calls run on the call threads: woken, it
-/// would otherwise wait for the call thread on its CPU to use up its time slice.
+/// While held, the call threads give way between their calls to a thread waiting for a CPU:
+/// taken, while calls run on the call threads, by a thread about to wait on something that
+/// answers soon (the disk's flush, the store daemon's answer), which woken would otherwise
+/// wait for the call thread on its CPU to use up its time slice; and for a write sent to the
+/// store daemon, whose thread, woken by the disk, would wait so too.
 pub struct GivenWay(());
 
 /// [`GivenWay`] for this thread, when calls run on the call threads.

@@ -91,6 +91,10 @@ pub(super) struct Sent {
     /// Whether to watch for the answer rather than sleep ([`super::WATCH`]).
     watch: bool,
     local: Shared,
+    /// Until the answer is taken, calls on this process's call threads give way between
+    /// them: the daemon's thread that makes this write durable, woken by the disk, may be
+    /// waiting for the CPU one of them holds.
+    _given_way: Option<crate::host::GivenWay>,
 }
 
 /// What a [`Sent`] needs of its [`Local`] once the call that sent it returned.
@@ -149,6 +153,7 @@ impl Local {
                 taken: false,
                 watch,
                 local,
+                _given_way: crate::host::give_way(),
             });
         }
     }

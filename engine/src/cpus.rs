@@ -35,32 +35,43 @@ impl Cpus {
         self.0.len()
     }
 
+    /// Whether the set has no CPU.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// Keeps the calling thread on these CPUs. Not kept where it cannot be: a set is only
-    /// where a thread runs quicker, never what makes it work.
-    pub fn keep_this_thread(&self) {
-        #[cfg(target_os = "linux")]
-        {
-            // SAFETY: a zeroed cpu_set_t is a valid, empty set; CPU_SET is given indices
-            // below CPU_SETSIZE only.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                for &cpu in self.0.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-                    libc::CPU_SET(cpu, &mut set);
-                }
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    tracing::debug!(
-                        "could not keep a thread on CPUs {:?}: {}",
-                        self.0,
-                        std::io::Error::last_os_error()
-                    );
-                }
+    /// Keeps the calling thread on these CPUs; returns whether it is. Not kept where it
+    /// cannot be: a set is only where a thread runs quicker, never what makes it work.
+    pub fn keep_this_thread(&self) -> bool {
+        match set_affinity(&self.0) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("could not keep a thread on CPUs {self:?}: {e}");
+                false
             }
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn set_affinity(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid, empty set; CPU_SET is given indices below
+    // CPU_SETSIZE only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_affinity(_cpus: &[usize]) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// The CPUs this thread may run on (to be kept again after [`Cpus::keep_this_thread`]).
@@ -96,7 +107,7 @@ mod tests {
         assert!(!may.is_empty());
         std::thread::spawn(move || {
             let last = may.each().pop().unwrap();
-            last.keep_this_thread();
+            assert!(last.keep_this_thread());
             assert_eq!(allowed(), Some(last.clone()));
             assert_eq!(last.len(), 1);
             // Kept there, it may use no other.

@@ -61,11 +61,11 @@ impl Sharing {
         if GIVES_WAY.get().is_some() {
             return;
         }
-        let kept = self.cpus.as_ref().map(|cpus| {
+        let kept = self.cpus.as_ref().is_some_and(|cpus| {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
-            cpus[i % cpus.len()].keep_this_thread();
+            cpus[i % cpus.len()].keep_this_thread()
         });
-        GIVES_WAY.set(Some(kept.is_some() || self.single));
+        GIVES_WAY.set(Some(kept || self.single));
     }
 }
 

@@ -43,13 +43,12 @@ impl Floor {
         self.at = (self.at + 300) % (FLOOR_SPACE - 300);
     }
 
-    /// The median of a short burst: the floor as it is now. This disk's moves by half from
-    /// one minute to the next, so a recorded row's ratio is also taken against the floor
-    /// measured around each of its samples, not only against the floor row's, measured
-    /// minutes before.
-    fn now(&mut self) -> Duration {
+    /// A short burst: the floor as it is now. This disk's moves by half from one minute to
+    /// the next, so a recorded row's ratio is also taken against the floor measured around
+    /// each of its samples, not only against the floor row's, measured minutes before.
+    fn now(&mut self) -> Burst {
         let cpus = self.near_disk.clone();
-        on(cpus.as_ref(), || burst_median(NEAR_FLOOR_N, || self.once()))
+        on(cpus.as_ref(), || burst(NEAR_FLOOR_N, || self.once()))
     }
 }
 
@@ -65,8 +64,16 @@ pub(super) fn on<R>(cpus: Option<&Cpus>, f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// The median time of `n` runs of `f` in a row.
-fn burst_median(n: usize, mut f: impl FnMut()) -> Duration {
+/// The times of `n` runs of `f` in a row.
+#[derive(Clone, Copy, Default)]
+struct Burst {
+    median: Duration,
+    /// What `n` of them in a row take, each: what a row's sample (its time over its steps,
+    /// each paying its flush and its call, the slow ones too) is held against.
+    mean: Duration,
+}
+
+fn burst(n: usize, mut f: impl FnMut()) -> Burst {
     let mut took: Vec<_> = (0..n)
         .map(|_| {
             let t = Instant::now();
@@ -75,7 +82,10 @@ fn burst_median(n: usize, mut f: impl FnMut()) -> Duration {
         })
         .collect();
     took.sort();
-    took[took.len() / 2]
+    Burst {
+        median: took[took.len() / 2],
+        mean: took.iter().sum::<Duration>() / n as u32,
+    }
 }
 
 /// Flushes in each burst of [`Floor::now`].
@@ -113,9 +123,10 @@ pub const GOAL_RATIO: f64 = 1.3;
 pub(super) struct Near {
     floor: Floor,
     call: TrivialCall,
-    floors: Vec<Duration>,
-    /// Each burst's call: the harmonic mean of the CPUs' medians (what the floor counts).
-    calls: Vec<Duration>,
+    floors: Vec<Burst>,
+    /// Each burst's call: the harmonic means of the CPUs' medians and of their means (what
+    /// the floor counts).
+    calls: Vec<Burst>,
     /// Each burst's slowest CPU's median (whether the machine was at its fast speed).
     slowest: Vec<Duration>,
     /// The fastest a CPU has run the call, or the call row's median if faster: the
@@ -147,23 +158,28 @@ impl Near {
         self.floors.push(self.floor.now());
         let c = &self.call;
         let each = cpus::allowed().map(|a| a.each()).unwrap_or_default();
-        let per_cpu: Vec<Duration> = if each.len() > 1 {
+        let per_cpu: Vec<Burst> = if each.len() > 1 {
             let n = NEAR_CALLS_N.div_ceil(each.len());
             each.iter()
-                .map(|cpu| on(Some(cpu), || burst_median(n, || c.once(rt, host))))
+                .map(|cpu| on(Some(cpu), || burst(n, || c.once(rt, host))))
                 .collect()
         } else {
-            vec![burst_median(NEAR_CALLS_N, || c.once(rt, host))]
+            vec![burst(NEAR_CALLS_N, || c.once(rt, host))]
         };
         // The harmonic mean: calls spread over CPUs at different speeds go at the sum of
         // their rates (the fast CPU takes more of them), so the arithmetic mean would
         // count a slow CPU for more than a fleet pays for it.
-        let rate: f64 = per_cpu.iter().map(|d| 1.0 / d.as_secs_f64()).sum();
-        self.calls
-            .push(Duration::from_secs_f64(per_cpu.len() as f64 / rate));
-        self.slowest
-            .push(per_cpu.iter().max().copied().unwrap_or_default());
-        self.fastest = per_cpu.iter().copied().chain(self.fastest).min();
+        let harmonic = |pick: fn(&Burst) -> Duration| {
+            let rate: f64 = per_cpu.iter().map(|b| 1.0 / pick(b).as_secs_f64()).sum();
+            Duration::from_secs_f64(per_cpu.len() as f64 / rate)
+        };
+        self.calls.push(Burst {
+            median: harmonic(|b| b.median),
+            mean: harmonic(|b| b.mean),
+        });
+        let medians = per_cpu.iter().map(|b| b.median);
+        self.slowest.push(medians.clone().max().unwrap_or_default());
+        self.fastest = medians.chain(self.fastest).min();
     }
 
     /// A recorded row's samples against the floor and `calls` calls (1 for a step; 50 for a
@@ -172,15 +188,22 @@ impl Near {
     /// every CPU ran at its fast speed on both sides of (see [`FAST_WITHIN`]), when there
     /// are enough of them, else on all.
     pub(super) fn paired(&self, samples: &[Duration], calls: u32) -> String {
-        let around = |d: &[Duration], i: usize| (d[i] + d[(i + 1).min(d.len() - 1)]) / 2;
-        let ratios: Vec<f64> = samples
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let floor = around(&self.floors, i) + around(&self.calls, i) * calls;
-                (*s * calls).as_secs_f64() / floor.as_secs_f64()
-            })
-            .collect();
+        let ratios_by = |pick: fn(&Burst) -> Duration| -> Vec<f64> {
+            let around =
+                |d: &[Burst], i: usize| (pick(&d[i]) + pick(&d[(i + 1).min(d.len() - 1)])) / 2;
+            samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let floor = around(&self.floors, i) + around(&self.calls, i) * calls;
+                    (*s * calls).as_secs_f64() / floor.as_secs_f64()
+                })
+                .collect()
+        };
+        // A sample is a mean (a row's time over its steps), so against the bursts' means; a
+        // flush's tail, which comes and goes on this disk, is paid by both.
+        let ratios = ratios_by(|b| b.mean);
+        let by_medians = ratios_by(|b| b.median);
         let fastest = self.fastest.unwrap_or_default();
         let fast = |i: usize| {
             [i, (i + 1).min(self.slowest.len() - 1)]
@@ -199,15 +222,18 @@ impl Near {
         };
         let at = |r: &[f64], q: f64| r[((r.len() - 1) as f64 * q).round() as usize];
         let all = sorted(ratios.clone());
-        let in_fast = sorted(
-            ratios
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| fast(*i))
-                .map(|(_, r)| *r)
-                .collect(),
-        );
-        let (judged, on) = if in_fast.len() >= FAST_AT_LEAST.min(all.len()) {
+        let fast_only = |r: &[f64]| {
+            sorted(
+                r.iter()
+                    .enumerate()
+                    .filter(|(i, _)| fast(*i))
+                    .map(|(_, r)| *r)
+                    .collect(),
+            )
+        };
+        let in_fast = fast_only(&ratios);
+        let on_fast = in_fast.len() >= FAST_AT_LEAST.min(all.len());
+        let (judged, on) = if on_fast {
             (
                 &in_fast,
                 format!(
@@ -231,8 +257,13 @@ impl Near {
         } else {
             "MISSED"
         };
-        let median = |d: &[Duration]| {
-            let mut d = d.to_vec();
+        let by_medians = if on_fast {
+            fast_only(&by_medians)
+        } else {
+            sorted(by_medians)
+        };
+        let median = |d: &[Burst], pick: fn(&Burst) -> Duration| {
+            let mut d: Vec<Duration> = d.iter().map(pick).collect();
             d.sort();
             d[d.len() / 2]
         };
@@ -241,13 +272,16 @@ impl Near {
             n => format!("{n} sandboxed calls"),
         };
         format!(
-            "{:.2} x the floor + {called}, both measured around each sample, over {on} (goal <= {GOAL_RATIO} x: {verdict}; the middle half of them {:.2} to {:.2} x; all samples {:.2} x; {NEAR_FLOOR_N} fdatasyncs beside the store, median {}; {NEAR_CALLS_N} calls on the CPUs in turn, median {} a call, fastest {}) (each sample, s where a CPU was slow: {each})",
+            "{:.2} x the floor + {called}, both measured around each sample, over {on} (goal <= {GOAL_RATIO} x: {verdict}; the middle half of them {:.2} to {:.2} x; all samples {:.2} x; against the bursts' medians rather than their means {:.2} x; {NEAR_FLOOR_N} fdatasyncs beside the store, mean {} (median {}); {NEAR_CALLS_N} calls on the CPUs in turn, mean {} a call (median {}), fastest {}) (each sample, s where a CPU was slow: {each})",
             at(judged, 0.5),
             at(judged, 0.25),
             at(judged, 0.75),
             at(&all, 0.5),
-            fmt(median(&self.floors)),
-            fmt(median(&self.calls)),
+            at(&by_medians, 0.5),
+            fmt(median(&self.floors, |b| b.mean)),
+            fmt(median(&self.floors, |b| b.median)),
+            fmt(median(&self.calls, |b| b.mean)),
+            fmt(median(&self.calls, |b| b.median)),
             fmt(fastest),
         )
     }

@@ -41,7 +41,7 @@ pub(super) struct Sharing {
 impl Sharing {
     /// For `threads` call threads, in a process that may run on `allowed`. Each is kept on a
     /// CPU of its own only where there is one CPU for each: where the process may use more
-    /// CPUs than it has call threads (a CPU quota, a `available_parallelism` lower than the
+    /// CPUs than it has call threads (a CPU quota, an `available_parallelism` lower than the
     /// CPUs), a thread kept on one could not move off it while another process is busy there.
     pub(super) fn new(threads: usize, allowed: Option<Cpus>) -> Sharing {
         let cpus = allowed
